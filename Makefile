@@ -1,0 +1,31 @@
+# Fresh machine: `make demo` sets up .venv and runs the shipped model on the bundled examples;
+# `make test` sets up .venv and runs the whole test suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[train,video,dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/fastfill run examples/images examples/masks -o out/demo --overwrite --sheet out/demo/sheet.png
+	@echo "results in out/demo/ (open out/demo/sheet.png for input | mask | result)"
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/bench_ops.py
+
+clean:
+	rm -rf build out .pytest_cache

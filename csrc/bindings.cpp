@@ -1,0 +1,303 @@
+// Python bindings of fastfill._C: every argument is checked here and a bad one raises
+// TypeError/ValueError naming it, so no call can crash the interpreter. The work runs with the
+// GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#ifdef FASTFILL_WITH_OPENMP
+#include <omp.h>
+#endif
+
+#include "ops.h"
+
+namespace py = pybind11;
+using fastfill::CompositeArgs;
+using fastfill::Frame;
+using fastfill::PrepareArgs;
+using Window = std::optional<std::tuple<int64_t, int64_t, int64_t, int64_t>>;
+
+namespace {
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+py::array as_array(const py::object& obj, const char* name) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + ": expected a numpy array, got " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+bool is_byte(const py::array& a) {
+  return a.dtype().is(py::dtype::of<uint8_t>()) || a.dtype().is(py::dtype::of<bool>());
+}
+
+void require_contiguous(const py::array& a, const char* name) {
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": must be C-contiguous (use numpy.ascontiguousarray)");
+}
+
+void require_nonempty(const py::array& a, const char* name) {
+  if (a.size() == 0) throw py::value_error(std::string(name) + ": is empty, shape " + shape_str(a));
+}
+
+// images [n, H, W, 3] uint8 + masks [n, H, W] uint8/bool, both contiguous; fills n, H, W.
+void check_images_masks(const py::array& images, const py::array& masks, Frame& f) {
+  if (!images.dtype().is(py::dtype::of<uint8_t>()))
+    throw py::type_error("images: expected uint8, got " + dtype_str(images));
+  if (images.ndim() != 4 || images.shape(3) != 3)
+    throw py::value_error("images: expected shape [N, H, W, 3], got " + shape_str(images));
+  require_nonempty(images, "images");
+  require_contiguous(images, "images");
+  if (!is_byte(masks)) throw py::type_error("masks: expected uint8 or bool, got " + dtype_str(masks));
+  if (masks.ndim() != 3)
+    throw py::value_error("masks: expected shape [N, H, W], got " + shape_str(masks));
+  if (masks.shape(0) != images.shape(0) || masks.shape(1) != images.shape(1) ||
+      masks.shape(2) != images.shape(2))
+    throw py::value_error("masks: shape " + shape_str(masks) + " does not match images " +
+                          shape_str(images));
+  require_contiguous(masks, "masks");
+  f.n = images.shape(0);
+  f.H = images.shape(1);
+  f.W = images.shape(2);
+}
+
+void apply_window(const Window& window, Frame& f) {
+  if (!window) {
+    f.top = f.left = 0;
+    f.h = f.H;
+    f.w = f.W;
+    return;
+  }
+  std::tie(f.top, f.left, f.h, f.w) = *window;
+  if (f.top < 0 || f.left < 0 || f.h < 1 || f.w < 1 || f.top + f.h > f.H || f.left + f.w > f.W)
+    throw py::value_error("window: (top, left, height, width) = (" + std::to_string(f.top) + ", " +
+                          std::to_string(f.left) + ", " + std::to_string(f.h) + ", " +
+                          std::to_string(f.w) + ") is not a non-empty crop of a " +
+                          std::to_string(f.H) + "x" + std::to_string(f.W) + " image");
+}
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+bool want_cuda(const std::string& device) {
+  if (device == "cpu") return false;
+  if (device == "cuda") {
+#ifdef FASTFILL_WITH_CUDA
+    return true;
+#else
+    throw py::value_error("device: this build of fastfill has no CUDA kernels (rebuild with the CUDA toolkit)");
+#endif
+  }
+  throw py::value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
+}
+
+py::array prepare(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
+                  int64_t multiple, const Window& window, const std::string& dtype, bool mask_channel,
+                  const std::string& device) {
+  py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
+  PrepareArgs a{};
+  check_images_masks(images, masks, a.f);
+  apply_window(window, a.f);
+  if (mean.size() != 3) throw py::value_error("mean: expected 3 values (r, g, b), got " + std::to_string(mean.size()));
+  for (int c = 0; c < 3; ++c) {
+    if (!std::isfinite(mean[c])) throw py::value_error("mean: values must be finite");
+    a.mean[c] = float(mean[c]);
+  }
+  if (multiple < 1 || multiple > 4096) throw py::value_error("multiple: must be in [1, 4096], got " + std::to_string(multiple));
+  if (dtype == "float32")
+    a.half = false;
+  else if (dtype == "float16")
+    a.half = true;
+  else
+    throw py::type_error("dtype: expected float32 or float16, got " + dtype);
+  const bool cuda = want_cuda(device);
+  a.mask_channel = mask_channel;
+  a.Hp = round_up(a.f.h, multiple);
+  a.Wp = round_up(a.f.w, multiple);
+  a.images = static_cast<const uint8_t*>(images.data());
+  a.masks = static_cast<const uint8_t*>(masks.data());
+  const py::ssize_t C = mask_channel ? 4 : 3;
+  py::array out = a.half ? py::array(py::dtype("float16"), {py::ssize_t(a.f.n), C, py::ssize_t(a.Hp), py::ssize_t(a.Wp)})
+                         : py::array(py::dtype::of<float>(), {py::ssize_t(a.f.n), C, py::ssize_t(a.Hp), py::ssize_t(a.Wp)});
+  a.out = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+#ifdef FASTFILL_WITH_CUDA
+    if (cuda) {
+      fastfill::prepare_cuda_host(a);
+    } else
+#endif
+      fastfill::prepare_cpu(a);
+  }
+  (void)cuda;
+  return out;
+}
+
+py::array composite(const py::object& pred_o, const py::object& images_o, const py::object& masks_o,
+                    const Window& window, const py::object& out_o, const std::string& device) {
+  py::array pred = as_array(pred_o, "pred");
+  py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
+  CompositeArgs a{};
+  check_images_masks(images, masks, a.f);
+  apply_window(window, a.f);
+  const Frame& f = a.f;
+  if (pred.dtype().is(py::dtype::of<float>()))
+    a.half = false;
+  else if (pred.dtype().is(py::dtype("float16")))
+    a.half = true;
+  else
+    throw py::type_error("pred: expected float32 or float16, got " + dtype_str(pred));
+  if (pred.ndim() != 4 || pred.shape(1) != 3)
+    throw py::value_error("pred: expected shape [N, 3, H, W], got " + shape_str(pred));
+  if (pred.shape(0) != f.n || pred.shape(2) < f.h || pred.shape(3) < f.w)
+    throw py::value_error("pred: shape " + shape_str(pred) + " does not cover " + std::to_string(f.n) +
+                          " images of " + std::to_string(f.h) + "x" + std::to_string(f.w));
+  require_contiguous(pred, "pred");
+  a.pred = pred.data();
+  a.Hp = pred.shape(2);
+  a.Wp = pred.shape(3);
+  a.images = static_cast<const uint8_t*>(images.data());
+  a.masks = static_cast<const uint8_t*>(masks.data());
+  const bool cuda = want_cuda(device);
+
+  py::array out;
+  if (out_o.is_none()) {
+    out = py::array(py::dtype::of<uint8_t>(), {py::ssize_t(f.n), py::ssize_t(f.h), py::ssize_t(f.w), py::ssize_t(3)});
+  } else {
+    out = as_array(out_o, "out");
+    if (!out.dtype().is(py::dtype::of<uint8_t>())) throw py::type_error("out: expected uint8, got " + dtype_str(out));
+    if (out.ndim() != 4 || out.shape(0) != f.n || out.shape(1) != f.h || out.shape(2) != f.w || out.shape(3) != 3)
+      throw py::value_error("out: expected shape (" + std::to_string(f.n) + ", " + std::to_string(f.h) + ", " +
+                            std::to_string(f.w) + ", 3), got " + shape_str(out));
+    if (!out.writeable()) throw py::value_error("out: is read-only");
+    // Rows and batches may be strided (a view into a larger frame); pixels must be packed RGB.
+    if (out.strides(3) != 1 || out.strides(2) != 3 || out.strides(1) < 0 || out.strides(0) < 0)
+      throw py::value_error("out: pixels must be contiguous RGB bytes (strides [*, *, 3, 1]) with non-negative row strides");
+  }
+  a.out = static_cast<uint8_t*>(out.mutable_data());
+  a.out_batch_stride = out.strides(0);
+  a.out_row_stride = out.strides(1);
+  {
+    py::gil_scoped_release nogil;
+#ifdef FASTFILL_WITH_CUDA
+    if (cuda) {
+      fastfill::composite_cuda_host(a);
+    } else
+#endif
+      fastfill::composite_cpu(a);
+  }
+  (void)cuda;
+  return out;
+}
+
+#ifdef FASTFILL_WITH_CUDA
+void* as_ptr(uintptr_t p, const char* name) {
+  if (p == 0) throw py::value_error(std::string(name) + ": null device pointer");
+  return reinterpret_cast<void*>(p);
+}
+
+Frame checked_frame(int64_t n, int64_t H, int64_t W, const Window& window) {
+  if (n < 1 || H < 1 || W < 1)
+    throw py::value_error("n, height, width: must be positive, got " + std::to_string(n) + ", " +
+                          std::to_string(H) + ", " + std::to_string(W));
+  Frame f{n, H, W, 0, 0, 0, 0};
+  apply_window(window, f);
+  return f;
+}
+
+void prepare_cuda_ptr(uintptr_t images, uintptr_t masks, uintptr_t out, int64_t n, int64_t H, int64_t W,
+                      const Window& window, int64_t Hp, int64_t Wp, const std::vector<double>& mean,
+                      bool mask_channel, bool half, uintptr_t stream) {
+  PrepareArgs a{};
+  a.f = checked_frame(n, H, W, window);
+  if (Hp < a.f.h || Wp < a.f.w) throw py::value_error("Hp, Wp: smaller than the window");
+  if (mean.size() != 3) throw py::value_error("mean: expected 3 values");
+  for (int c = 0; c < 3; ++c) a.mean[c] = float(mean[c]);
+  a.images = static_cast<const uint8_t*>(as_ptr(images, "images"));
+  a.masks = static_cast<const uint8_t*>(as_ptr(masks, "masks"));
+  a.out = as_ptr(out, "out");
+  a.Hp = Hp;
+  a.Wp = Wp;
+  a.mask_channel = mask_channel;
+  a.half = half;
+  fastfill::prepare_cuda(a, reinterpret_cast<void*>(stream));
+}
+
+void composite_cuda_ptr(uintptr_t pred, bool half, int64_t Hp, int64_t Wp, uintptr_t images, uintptr_t masks,
+                        int64_t n, int64_t H, int64_t W, const Window& window, uintptr_t out,
+                        int64_t out_batch_stride, int64_t out_row_stride, uintptr_t stream) {
+  CompositeArgs a{};
+  a.f = checked_frame(n, H, W, window);
+  if (Hp < a.f.h || Wp < a.f.w) throw py::value_error("Hp, Wp: smaller than the window");
+  if (out_row_stride < 3 * a.f.w || out_batch_stride < out_row_stride * a.f.h)
+    throw py::value_error("out_batch_stride, out_row_stride: too small for the window");
+  a.pred = as_ptr(pred, "pred");
+  a.half = half;
+  a.Hp = Hp;
+  a.Wp = Wp;
+  a.images = static_cast<const uint8_t*>(as_ptr(images, "images"));
+  a.masks = static_cast<const uint8_t*>(as_ptr(masks, "masks"));
+  a.out = static_cast<uint8_t*>(as_ptr(out, "out"));
+  a.out_batch_stride = out_batch_stride;
+  a.out_row_stride = out_row_stride;
+  fastfill::composite_cuda(a, reinterpret_cast<void*>(stream));
+}
+#endif
+
+py::dict build_info() {
+  py::dict d;
+  py::list backends;
+  backends.append("cpu");
+#ifdef FASTFILL_WITH_OPENMP
+  d["openmp"] = true;
+  d["omp_max_threads"] = omp_get_max_threads();
+#else
+  d["openmp"] = false;
+  d["omp_max_threads"] = 1;
+#endif
+#ifdef FASTFILL_WITH_CUDA
+  backends.append("cuda");
+  std::string err;
+  const int count = fastfill::cuda_device_count(&err);
+  d["cuda_device_count"] = count;
+  d["cuda_runtime_status"] = count > 0 ? std::to_string(count) + " device(s)" : "no usable GPU (" + err + ")";
+#else
+  d["cuda_device_count"] = 0;
+  d["cuda_runtime_status"] = "not built";
+#endif
+  d["backends"] = backends;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastfill's native pixel kernels (private: use fastfill.ops)";
+  m.def("build_info", &build_info, "Back-ends this module was built with and what the machine offers.");
+  m.def("prepare", &prepare, py::arg("images"), py::arg("masks"), py::arg("mean"), py::arg("multiple"),
+        py::arg("window"), py::arg("dtype"), py::arg("mask_channel"), py::arg("device"));
+  m.def("composite", &composite, py::arg("pred"), py::arg("images"), py::arg("masks"), py::arg("window"),
+        py::arg("out"), py::arg("device"));
+#ifdef FASTFILL_WITH_CUDA
+  m.def("prepare_cuda", &prepare_cuda_ptr, py::arg("images"), py::arg("masks"), py::arg("out"), py::arg("n"),
+        py::arg("height"), py::arg("width"), py::arg("window"), py::arg("Hp"), py::arg("Wp"), py::arg("mean"),
+        py::arg("mask_channel"), py::arg("half"), py::arg("stream"),
+        "Queue prepare on a CUDA stream; all pointers are device pointers (ints).");
+  m.def("composite_cuda", &composite_cuda_ptr, py::arg("pred"), py::arg("half"), py::arg("Hp"), py::arg("Wp"),
+        py::arg("images"), py::arg("masks"), py::arg("n"), py::arg("height"), py::arg("width"), py::arg("window"),
+        py::arg("out"), py::arg("out_batch_stride"), py::arg("out_row_stride"), py::arg("stream"),
+        "Queue composite on a CUDA stream; all pointers are device pointers (ints).");
+#endif
+}

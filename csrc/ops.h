@@ -1,0 +1,52 @@
+// The two pixel ops, one declaration each per back-end. csrc knows nothing of models: it moves and
+// blends pixels. All sizes in elements; `*_stride` are byte strides where noted.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace fastfill {
+
+// A crop window (top, left, h, w) of an image batch [n, H, W, 3] and its masks [n, H, W].
+struct Frame {
+  int64_t n, H, W;
+  int64_t top, left, h, w;
+};
+
+struct PrepareArgs {
+  const uint8_t* images;  // [n, H, W, 3] contiguous
+  const uint8_t* masks;   // [n, H, W] contiguous, nonzero = hole
+  Frame f;
+  int64_t Hp, Wp;         // padded output size (>= h, w)
+  float mean[3];          // hole colour, RGB in [0, 1]
+  bool mask_channel;      // 4 output channels (GLCIC) or 3 (Context Encoder)
+  bool half;              // float16 output (as uint16 bits) instead of float32
+  void* out;              // [n, C, Hp, Wp] contiguous
+};
+
+struct CompositeArgs {
+  const void* pred;       // [n, 3, Hp, Wp] contiguous, float32 or float16
+  bool half;
+  int64_t Hp, Wp;
+  const uint8_t* images;  // [n, H, W, 3] contiguous
+  const uint8_t* masks;   // [n, H, W] contiguous
+  Frame f;
+  uint8_t* out;           // [n, h, w, 3]; pixels contiguous, batch and row strides in bytes
+  int64_t out_batch_stride, out_row_stride;
+};
+
+void prepare_cpu(const PrepareArgs& a);
+void composite_cpu(const CompositeArgs& a);
+
+#ifdef FASTFILL_WITH_CUDA
+// Pointers are device pointers; the kernels are queued on `stream` (a cudaStream_t) and return
+// at once. An error from the launch is thrown as std::runtime_error.
+void prepare_cuda(const PrepareArgs& a, void* stream);
+void composite_cuda(const CompositeArgs& a, void* stream);
+// The same ops on host arrays: copy in, run on a private stream, copy out, wait. For tests and
+// one-off use; the engine path uses the pointer versions above.
+void prepare_cuda_host(const PrepareArgs& a);
+void composite_cuda_host(const CompositeArgs& a);
+int cuda_device_count(std::string* error);
+#endif
+
+}  // namespace fastfill

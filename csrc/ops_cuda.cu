@@ -1,0 +1,173 @@
+// CUDA implementations: one thread per output pixel, on the caller's stream, same per-pixel math
+// (pixel.h) as the CPU path.
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "ops.h"
+#include "pixel.h"
+
+namespace fastfill {
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+template <bool Half>
+__global__ void prepare_kernel(PrepareArgs a) {
+  const Frame f = a.f;
+  const int64_t total = f.n * a.Hp * a.Wp;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t x = i % a.Wp;
+  const int64_t y = (i / a.Wp) % a.Hp;
+  const int64_t b = i / (a.Wp * a.Hp);
+  const int64_t sy = f.top + reflect_index(y, f.h);
+  const int64_t sx = f.left + reflect_index(x, f.w);
+  const int64_t src = (b * f.H + sy) * f.W + sx;
+  const bool hole = a.masks[src] != 0;
+  const uint8_t* p = a.images + src * 3;
+  const int64_t C = a.mask_channel ? 4 : 3;
+  const int64_t plane = a.Hp * a.Wp;
+  const int64_t o = b * C * plane + y * a.Wp + x;
+  float v[4];
+  for (int c = 0; c < 3; ++c) v[c] = hole ? a.mean[c] : byte_to_unit(p[c]);
+  v[3] = (hole && y < f.h && x < f.w) ? 1.0f : 0.0f;
+  for (int c = 0; c < C; ++c) {
+    if (Half)
+      static_cast<uint16_t*>(a.out)[o + c * plane] = float_to_half(v[c]);
+    else
+      static_cast<float*>(a.out)[o + c * plane] = v[c];
+  }
+}
+
+template <bool Half>
+__global__ void composite_kernel(CompositeArgs a) {
+  const Frame f = a.f;
+  const int64_t total = f.n * f.h * f.w;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t x = i % f.w;
+  const int64_t y = (i / f.w) % f.h;
+  const int64_t b = i / (f.w * f.h);
+  const int64_t src = (b * f.H + f.top + y) * f.W + f.left + x;
+  uint8_t* o = a.out + b * a.out_batch_stride + y * a.out_row_stride + 3 * x;
+  if (a.masks[src]) {
+    const int64_t plane = a.Hp * a.Wp;
+    const int64_t base = b * 3 * plane + y * a.Wp + x;
+    for (int c = 0; c < 3; ++c) {
+      const float p = Half ? half_to_float(static_cast<const uint16_t*>(a.pred)[base + c * plane])
+                           : static_cast<const float*>(a.pred)[base + c * plane];
+      o[c] = to_byte(p);
+    }
+  } else {
+    const uint8_t* p = a.images + src * 3;
+    const uint8_t p0 = p[0], p1 = p[1], p2 = p[2];
+    o[0] = p0;
+    o[1] = p1;
+    o[2] = p2;
+  }
+}
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t total) { return unsigned((total + kThreads - 1) / kThreads); }
+
+}  // namespace
+
+void prepare_cuda(const PrepareArgs& a, void* stream) {
+  const int64_t total = a.f.n * a.Hp * a.Wp;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (a.half)
+    prepare_kernel<true><<<blocks_for(total), kThreads, 0, s>>>(a);
+  else
+    prepare_kernel<false><<<blocks_for(total), kThreads, 0, s>>>(a);
+  check(cudaGetLastError(), "prepare kernel launch");
+}
+
+void composite_cuda(const CompositeArgs& a, void* stream) {
+  const int64_t total = a.f.n * a.f.h * a.f.w;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (a.half)
+    composite_kernel<true><<<blocks_for(total), kThreads, 0, s>>>(a);
+  else
+    composite_kernel<false><<<blocks_for(total), kThreads, 0, s>>>(a);
+  check(cudaGetLastError(), "composite kernel launch");
+}
+
+namespace {
+
+// Device buffers freed on every exit path, errors included.
+struct DeviceBuffer {
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t bytes) { check(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc"); }
+  ~DeviceBuffer() { cudaFree(p); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+struct Stream {
+  cudaStream_t s = nullptr;
+  Stream() { check(cudaStreamCreate(&s), "cudaStreamCreate"); }
+  ~Stream() { cudaStreamDestroy(s); }
+};
+
+size_t frame_bytes(const Frame& f, int channels) { return size_t(f.n * f.H * f.W * channels); }
+
+}  // namespace
+
+void prepare_cuda_host(const PrepareArgs& host) {
+  Stream st;
+  PrepareArgs a = host;
+  const size_t out_bytes = size_t(a.f.n * (a.mask_channel ? 4 : 3) * a.Hp * a.Wp) * (a.half ? 2 : 4);
+  DeviceBuffer img(frame_bytes(a.f, 3)), msk(frame_bytes(a.f, 1)), out(out_bytes);
+  check(cudaMemcpyAsync(img.p, host.images, frame_bytes(a.f, 3), cudaMemcpyHostToDevice, st.s), "copy images");
+  check(cudaMemcpyAsync(msk.p, host.masks, frame_bytes(a.f, 1), cudaMemcpyHostToDevice, st.s), "copy masks");
+  a.images = static_cast<const uint8_t*>(img.p);
+  a.masks = static_cast<const uint8_t*>(msk.p);
+  a.out = out.p;
+  prepare_cuda(a, st.s);
+  check(cudaMemcpyAsync(host.out, out.p, out_bytes, cudaMemcpyDeviceToHost, st.s), "copy out");
+  check(cudaStreamSynchronize(st.s), "prepare");
+}
+
+void composite_cuda_host(const CompositeArgs& host) {
+  Stream st;
+  CompositeArgs a = host;
+  const Frame& f = a.f;
+  const size_t pred_bytes = size_t(f.n * 3 * a.Hp * a.Wp) * (a.half ? 2 : 4);
+  const size_t row = size_t(f.w * 3);
+  DeviceBuffer pred(pred_bytes), img(frame_bytes(f, 3)), msk(frame_bytes(f, 1)), out(size_t(f.n * f.h) * row);
+  check(cudaMemcpyAsync(pred.p, host.pred, pred_bytes, cudaMemcpyHostToDevice, st.s), "copy pred");
+  check(cudaMemcpyAsync(img.p, host.images, frame_bytes(f, 3), cudaMemcpyHostToDevice, st.s), "copy images");
+  check(cudaMemcpyAsync(msk.p, host.masks, frame_bytes(f, 1), cudaMemcpyHostToDevice, st.s), "copy masks");
+  a.pred = pred.p;
+  a.images = static_cast<const uint8_t*>(img.p);
+  a.masks = static_cast<const uint8_t*>(msk.p);
+  a.out = static_cast<uint8_t*>(out.p);
+  a.out_row_stride = int64_t(row);
+  a.out_batch_stride = int64_t(row) * f.h;
+  composite_cuda(a, st.s);
+  // Back into the caller's (possibly strided) output, one image at a time.
+  for (int64_t b = 0; b < f.n; ++b)
+    check(cudaMemcpy2DAsync(host.out + b * host.out_batch_stride, size_t(host.out_row_stride),
+                            static_cast<uint8_t*>(out.p) + b * f.h * row, row, row, size_t(f.h),
+                            cudaMemcpyDeviceToHost, st.s),
+          "copy out");
+  check(cudaStreamSynchronize(st.s), "composite");
+}
+
+int cuda_device_count(std::string* error) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (error) *error = cudaGetErrorString(e);
+    cudaGetLastError();  // clear the sticky error so later calls start clean
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace fastfill

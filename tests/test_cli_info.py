@@ -1,0 +1,28 @@
+"""`fastfill info` and the top-level error handling of the CLI."""
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from fastfill.cli import cli
+
+
+def test_info_reports_native_backends():
+    res = CliRunner().invoke(cli, ["info"])
+    assert res.exit_code == 0, res.output
+    assert "native kernels: cpu" in res.output
+    assert "onnxruntime:" in res.output
+
+
+def test_unknown_command_exits_2():
+    proc = subprocess.run([sys.executable, "-m", "fastfill.cli", "no-such-command"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "No such command" in proc.stderr
+
+
+def test_runtime_import_does_not_pull_torch():
+    code = "import sys, fastfill, fastfill.ops, fastfill.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,208 @@
+"""The native pixel kernels against their NumPy reference (uint8 exact, float within 1e-6)."""
+
+import numpy as np
+import pytest
+
+from fastfill import ops
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+MEAN = (0.41, 0.52, 0.63)
+
+
+def make(rng, n, h, w, hole=0.3):
+    images = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    masks = (rng.random((n, h, w)) < hole).astype(np.uint8) * rng.integers(1, 256, dtype=np.uint8)
+    return images, masks
+
+
+def assert_float_equal(got, want):
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if got.dtype == np.float16:  # both round to nearest even: bit-identical halves
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    else:
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+# sizes: tiny, odd widths, already aligned, one row/column (reflect of a size-1 axis)
+SIZES = [(1, 1, 1), (1, 5, 7), (2, 17, 33), (3, 32, 64), (2, 1, 9), (1, 9, 1), (2, 61, 47)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("mask_channel", [True, False])
+@pytest.mark.parametrize("n,h,w", SIZES)
+@pytest.mark.parametrize("multiple", [1, 4, 8])
+def test_prepare_matches_reference(device, dtype, mask_channel, n, h, w, multiple):
+    rng = np.random.default_rng(n * 1000 + h * 10 + w)
+    images, masks = make(rng, n, h, w)
+    got = ops.prepare(images, masks, MEAN, multiple, dtype=dtype, mask_channel=mask_channel, device=device)
+    want = ops.prepare_reference(images, masks, MEAN, multiple, dtype=dtype, mask_channel=mask_channel)
+    assert got.shape == (n, 4 if mask_channel else 3) + ops.padded_size(h, w, multiple)
+    assert_float_equal(got, want)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("n,h,w", SIZES)
+def test_composite_matches_reference(device, dtype, n, h, w):
+    rng = np.random.default_rng(7 + n + h + w)
+    images, masks = make(rng, n, h, w)
+    hp, wp = ops.padded_size(h, w, 4)
+    # Values beyond [0, 1], exact .5 steps (rounding ties) and NaN exercise the clamp and rint.
+    pred = rng.uniform(-0.2, 1.2, (n, 3, hp, wp)).astype(dtype)
+    pred.flat[::7] = (np.arange(pred.size)[::7] % 256 + 0.5) / 255
+    pred.flat[::11] = np.nan
+    got = ops.composite(pred, images, masks, device=device)
+    want = ops.composite_reference(pred, images, masks)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("fill", [0, 1])
+def test_empty_and_full_masks(device, fill):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (2, 13, 22, 3), dtype=np.uint8)
+    masks = np.full((2, 13, 22), fill, np.uint8)
+    x = ops.prepare(images, masks, MEAN, 4, device=device)
+    assert_float_equal(x, ops.prepare_reference(images, masks, MEAN, 4))
+    assert x[:, 3].sum() == (fill * 13 * 22 * 2)
+    pred = rng.random((2, 3, 16, 24), dtype=np.float32)
+    out = ops.composite(pred, images, masks, device=device)
+    np.testing.assert_array_equal(out, ops.composite_reference(pred, images, masks))
+    if fill == 0:
+        np.testing.assert_array_equal(out, images)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("window", [(0, 0, 40, 50), (3, 5, 17, 21), (39, 49, 1, 1), (10, 0, 30, 50)])
+def test_window_equals_cropped_copy(device, dtype, window):
+    rng = np.random.default_rng(11)
+    images, masks = make(rng, 2, 40, 50)
+    t, l, h, w = window
+    got = ops.prepare(images, masks, MEAN, 4, dtype=dtype, window=window, device=device)
+    crop = ops.prepare(np.ascontiguousarray(images[:, t:t + h, l:l + w]),
+                       np.ascontiguousarray(masks[:, t:t + h, l:l + w]), MEAN, 4, dtype=dtype)
+    assert_float_equal(got, crop)
+    assert_float_equal(got, ops.prepare_reference(images, masks, MEAN, 4, dtype=dtype, window=window))
+    pred = rng.random((2, 3) + ops.padded_size(h, w, 4), dtype=np.float32).astype(dtype)
+    np.testing.assert_array_equal(ops.composite(pred, images, masks, window=window, device=device),
+                                  ops.composite_reference(pred, images, masks, window=window))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_composite_into_frame_view_and_in_place(device):
+    rng = np.random.default_rng(5)
+    images, masks = make(rng, 2, 30, 40)
+    window = (4, 8, 12, 20)
+    t, l, h, w = window
+    pred = rng.random((2, 3, 12, 20), dtype=np.float32)
+    frame = images.copy()
+    res = ops.composite(pred, images, masks, window=window, out=frame[:, t:t + h, l:l + w], device=device)
+    assert res.base is not None  # the view itself came back
+    want = images.copy()
+    want[:, t:t + h, l:l + w] = ops.composite_reference(pred, images, masks, window=window)
+    np.testing.assert_array_equal(frame, want)
+    # in place: the output is the images' own window
+    ops.composite(pred, images, masks, window=window, out=images[:, t:t + h, l:l + w], device=device)
+    np.testing.assert_array_equal(images, want)
+
+
+def test_single_image_shapes():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (9, 10, 3), dtype=np.uint8)
+    mask = rng.random((9, 10)) < 0.5
+    x = ops.prepare(image, mask, MEAN, 4)
+    assert x.shape == (1, 4, 12, 12)
+    out = ops.composite(x[:, :3], image, mask)
+    assert out.shape == (9, 10, 3)
+    np.testing.assert_array_equal(out, ops.composite_reference(x[:, :3], image, mask))
+
+
+def test_hole_pixels_never_leak_into_padding():
+    # The reflect padding mirrors the hole-filled image, not the original bytes under the hole.
+    images = np.full((1, 5, 5, 3), 200, np.uint8)
+    masks = np.zeros((1, 5, 5), np.uint8)
+    masks[0, 3:, 3:] = 1
+    x = ops.prepare(images, masks, (0.0, 0.0, 0.0), 8)
+    assert np.all(x[0, :3, 5, 5] == 0.0)           # mirrors (3, 3), a hole pixel -> mean colour
+    assert np.all(x[0, :3, 6, 6] == np.float32(200) / np.float32(255))  # mirrors (2, 2), context
+    assert np.all(x[0, 3, 5:, :] == 0) and np.all(x[0, 3, :, 5:] == 0)  # padding is not hole
+
+
+# ---- bad arguments: clear errors naming the argument, never a crash ----------------------------
+
+GOOD_IMG = np.zeros((1, 8, 8, 3), np.uint8)
+GOOD_MASK = np.zeros((1, 8, 8), np.uint8)
+GOOD_PRED = np.zeros((1, 3, 8, 8), np.float32)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(images=GOOD_IMG.astype(np.float32)), TypeError, "images: expected uint8"),
+    (dict(images=[[1, 2, 3]]), TypeError, "images: expected a numpy array"),
+    (dict(images=np.zeros((1, 8, 8, 4), np.uint8)), ValueError, r"images: expected shape \[N, H, W, 3\]"),
+    (dict(images=np.zeros((8, 8), np.uint8)), ValueError, "images: expected shape"),
+    (dict(images=np.zeros((0, 8, 8, 3), np.uint8), masks=np.zeros((0, 8, 8), np.uint8)), ValueError, "images: is empty"),
+    (dict(images=np.zeros((1, 8, 16, 3), np.uint8)[:, :, ::2]), ValueError, "images: must be C-contiguous"),
+    (dict(masks=GOOD_MASK.astype(np.int32)), TypeError, "masks: expected uint8 or bool"),
+    (dict(masks=np.zeros((1, 8, 9), np.uint8)), ValueError, "masks: shape .* does not match images"),
+    (dict(masks=np.zeros((1, 8, 8, 1), np.uint8)), ValueError, r"masks: expected shape \[N, H, W\]"),
+    (dict(masks=np.zeros((1, 8, 16), np.uint8)[:, :, ::2]), ValueError, "masks: must be C-contiguous"),
+    (dict(mean=(0.5, 0.5)), ValueError, "mean: expected 3"),
+    (dict(mean=(0.5, float("nan"), 0.5)), ValueError, "mean: values must be finite"),
+    (dict(multiple=0), ValueError, "multiple: must be in"),
+    (dict(multiple=2.5), TypeError, "multiple: expected an int"),
+    (dict(dtype=np.int8), TypeError, "dtype: expected float32 or float16"),
+    (dict(window=(0, 0, 9, 8)), ValueError, "window: .* is not a non-empty crop"),
+    (dict(window=(-1, 0, 4, 4)), ValueError, "window:"),
+    (dict(window=(0, 0, 0, 4)), ValueError, "window:"),
+    (dict(window=(0, 0, 4)), ValueError, "window: expected 4 values"),
+    (dict(device="tpu"), ValueError, "device: expected 'cpu' or 'cuda'"),
+])
+def test_prepare_bad_arguments(kwargs, exc, match):
+    args = dict(images=GOOD_IMG, masks=GOOD_MASK, mean=MEAN, multiple=4)
+    args.update(kwargs)
+    images, masks, mean, multiple = (args.pop(k) for k in ("images", "masks", "mean", "multiple"))
+    with pytest.raises(exc, match=match):
+        ops.prepare(images, masks, mean, multiple, **args)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(pred=GOOD_PRED.astype(np.float64)), TypeError, "pred: expected float32 or float16"),
+    (dict(pred=np.zeros((1, 4, 8, 8), np.float32)), ValueError, r"pred: expected shape \[N, 3, H, W\]"),
+    (dict(pred=np.zeros((1, 3, 4, 8), np.float32)), ValueError, "pred: shape .* does not cover"),
+    (dict(pred=np.zeros((2, 3, 8, 8), np.float32)), ValueError, "pred: shape .* does not cover"),
+    (dict(pred=np.zeros((1, 3, 8, 16), np.float32)[..., ::2]), ValueError, "pred: must be C-contiguous"),
+    (dict(out=np.zeros((1, 8, 8, 3), np.float32)), TypeError, "out: expected uint8"),
+    (dict(out=np.zeros((1, 8, 7, 3), np.uint8)), ValueError, "out: expected shape"),
+    (dict(out=np.zeros((1, 8, 8, 6), np.uint8)[..., ::2]), ValueError, "out: pixels must be contiguous"),
+    (dict(out=np.zeros((1, 8, 8, 3), np.uint8)[:, ::-1]), ValueError, "out: pixels must be contiguous"),
+    (dict(images=GOOD_IMG[:, :, :, :2]), ValueError, "images: expected shape"),
+    (dict(masks=np.zeros((1, 7, 8), np.uint8)), ValueError, "masks: shape"),
+    (dict(window=(4, 4, 8, 8)), ValueError, "window:"),
+])
+def test_composite_bad_arguments(kwargs, exc, match):
+    args = dict(pred=GOOD_PRED, images=GOOD_IMG, masks=GOOD_MASK)
+    args.update(kwargs)
+    pred, images, masks = args.pop("pred"), args.pop("images"), args.pop("masks")
+    with pytest.raises(exc, match=match):
+        ops.composite(pred, images, masks, **args)
+
+
+def test_read_only_out_is_refused():
+    out = np.zeros((1, 8, 8, 3), np.uint8)
+    out.setflags(write=False)
+    with pytest.raises(ValueError, match="out: is read-only"):
+        ops.composite(GOOD_PRED, GOOD_IMG, GOOD_MASK, out=out)
+
+
+def test_build_info_lists_backends():
+    info = ops.build_info()
+    assert "cpu" in info["backends"]
+    assert isinstance(info["cuda_runtime_status"], str)
+
+
+@pytest.mark.gpu
+def test_cuda_pointer_entry_points_exist():
+    from fastfill import _C
+    assert hasattr(_C, "prepare_cuda") and hasattr(_C, "composite_cuda")
