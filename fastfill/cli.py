@@ -45,6 +45,365 @@ def info():
             click.echo(f"{dist}: not installed")
 
 
+# -- run / video (the runtime; see fastfill.io, fastfill.inpainter, fastfill.video) -------------
+
+_OUT_FORMATS = ["png", "jpeg", "jpg", "webp", "tiff", "bmp"]
+_BACKENDS = ["onnxruntime", "openvino", "tensorrt"]
+
+
+def _engine_options(f):
+    """--engine / --backend / --threads / --batch-size / --no-roi, shared by run and video."""
+    f = click.option("--no-roi", is_flag=True,
+                     help="Run the model on whole frames instead of crops around each hole.")(f)
+    f = click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Images or crops of the same size per model call.")(f)
+    f = click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="Engine threads (default: the back-end's choice).")(f)
+    f = click.option("--backend", type=click.Choice(_BACKENDS), default=None,
+                     help="Back-end for the model file (default: by suffix).")(f)
+    f = click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
+                     help="Model file (.onnx or .plan); default: the shipped model.")(f)
+    return f
+
+
+def _inpainter(engine_path, backend, threads, batch_size, no_roi):
+    from .inpainter import Inpainter
+
+    return Inpainter(engine_path, backend=backend, threads=threads, batch_size=batch_size,
+                     roi=not no_roi)
+
+
+class _PathOrURI(click.Path):
+    """An existing local path, or a URI (s3://..., gs://..., file://...) left for --ray to open."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "://" in value:
+            return value
+        return super().convert(value, param, ctx)
+
+
+def _ray_options(f):
+    """--ray / --address / --concurrency / --gpus-per-worker (fastfill.ray; extra `ray`)."""
+    f = click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0,
+                     show_default=True, help="With --ray: GPUs per model worker.")(f)
+    f = click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="With --ray: model workers (actors), each loads the engine once.")(f)
+    f = click.option("--address", default=None, metavar="ADDR",
+                     help="With --ray: the Ray cluster to join (implies --ray; default: "
+                          "RAY_ADDRESS or a local Ray on this machine).")(f)
+    f = click.option("--ray", "use_ray", is_flag=True,
+                     help="Run on Ray Data (pip install 'fastfill[ray]'); IMAGES, MASKS and -o "
+                          "may then be URIs such as s3://bucket/x.")(f)
+    return f
+
+
+@cli.command()
+@click.argument("images", type=_PathOrURI(exists=True))
+@click.argument("masks", type=_PathOrURI(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output folder (mirrors IMAGES), or a file when IMAGES is one file.")
+@_engine_options
+@click.option("--invert", is_flag=True, help="Black = fill instead of white = fill.")
+@click.option("--threshold", type=click.IntRange(1, 255), default=128, show_default=True,
+              help="Grey level from which a mask pixel means fill.")
+@click.option("--resize-mask", is_flag=True, help="Scale masks of another size to the image.")
+@click.option("--dilate", type=click.IntRange(min=0), default=0, metavar="PX",
+              help="Grow every hole by PX pixels.")
+@click.option("--format", "fmt", type=click.Choice(_OUT_FORMATS, case_sensitive=False),
+              default=None, help="Output format (default: the input's).")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG/WebP quality.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=min(4, os.cpu_count() or 1),
+              show_default=True, help="Decode/encode threads.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_ray_options
+def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi, invert,
+        threshold, resize_mask, dilate, fmt, quality, overwrite, jobs, quiet, use_ray, address,
+        concurrency, gpus_per_worker):
+    """Fill the masked regions of IMAGES (a file or folder) with MASKS (a file or folder).
+
+    Images pair with masks by relative path and stem (images/a/x.jpg <-> masks/a/x.png); a
+    single MASK file applies to every image. White = fill.
+    """
+    from pathlib import Path
+
+    from . import io
+
+    fmt = io.normalize_format(fmt)
+    if use_ray or address:
+        from . import ray as fray
+
+        summary = fray.run_files(
+            images, masks, output, engine=engine_path, backend=backend, threads=threads,
+            roi=not no_roi, batch_size=batch_size, fmt=fmt, overwrite=overwrite, invert=invert,
+            threshold=threshold, resize_mask=resize_mask, dilate=dilate, quality=quality,
+            address=address, concurrency=concurrency, gpus_per_worker=gpus_per_worker,
+            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True))
+        click.echo(summary.line())
+        return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+    if "://" in images or "://" in masks or "://" in output:
+        raise click.UsageError("URIs (s3://..., file://...) need --ray")
+    tasks = io.plan_tasks(images, masks, output, fmt)
+    out = Path(output)
+    single_file = len(tasks) == 1 and tasks[0].out == out
+    io.check_writable_dir(out.parent if single_file else out)
+    with _inpainter(engine_path, backend, threads, batch_size, no_roi) as inp:
+        summary = io.process_files(
+            inp, tasks, overwrite=overwrite, invert=invert, threshold=threshold,
+            resize_mask=resize_mask, dilate=dilate, quality=quality, jobs=jobs,
+            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True))
+    click.echo(summary.line())
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+@cli.command()
+@click.argument("video_in", metavar="IN", type=click.Path(exists=True, dir_okay=False))
+@click.option("--mask", "mask", required=True, type=click.Path(exists=True),
+              help="One mask for every frame, or a folder of per-frame masks (frame_0001.png ...).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output video file (its suffix picks the container).")
+@_engine_options
+@click.option("--first-index", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Frame number of the first frame in mask file names (1 for ffmpeg's %04d).")
+@click.option("--invert", is_flag=True, help="Black = fill instead of white = fill.")
+@click.option("--threshold", type=click.IntRange(1, 255), default=128, show_default=True,
+              help="Grey level from which a mask pixel means fill.")
+@click.option("--resize-mask", is_flag=True, help="Scale masks of another size to the frame.")
+@click.option("--dilate", type=click.IntRange(min=0), default=0, metavar="PX",
+              help="Grow every hole by PX pixels.")
+@click.option("--codec", default=None, help="Video codec (default: the input's).")
+@click.option("--crf", type=click.IntRange(0, 63), default=None,
+              help="Quality for x264/x265/VP9 (lower = better).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def video(video_in, mask, output, engine_path, backend, threads, batch_size, no_roi, first_index,
+          invert, threshold, resize_mask, dilate, codec, crf, overwrite, quiet):
+    """Fill the masked region of every frame of the video IN (audio is copied)."""
+    from . import video as video_mod
+
+    with _inpainter(engine_path, backend, threads, batch_size, no_roi) as inp:
+        stats = video_mod.inpaint_video(
+            inp, video_in, output, mask, first_index=first_index, invert=invert,
+            threshold=threshold, resize_mask=resize_mask, dilate=dilate, codec=codec, crf=crf,
+            overwrite=overwrite, progress=False if quiet else None)
+    click.echo(stats.line())
+    return EXIT_OK
+
+
+class _SizeType(click.ParamType):
+    """WIDTHxHEIGHT (or N for NxN)."""
+
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        from .bench import parse_size
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_size(value)
+        except FastfillError as e:
+            self.fail(str(e), param, ctx)
+
+
+@cli.command("bench")
+@click.option("--engine", "engines", multiple=True, type=click.Path(dir_okay=False),
+              help="Model file (.onnx or .plan); repeatable. Default: the shipped model.")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(_BACKENDS),
+              help="Back-end(s) to run each model file on; repeatable (default: by suffix).")
+@click.option("--torch", "torch_ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Also PyTorch eager on this training checkpoint (needs the `train` extra).")
+@click.option("--size", "sizes", multiple=True, type=_SizeType(),
+              help="Image size WxH; repeatable [default: 512x512].")
+@click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1),
+              help="Images per call; repeatable [default: 1].")
+@click.option("--iters", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed iterations per configuration (at most; see --max-seconds).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Engine threads, the same for every target [default: the usable cores].")
+@click.option("--hole-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1,
+              show_default=True, help="Area of the centred rectangular hole (synthetic input).")
+@click.option("--roi", "roi_compare", is_flag=True,
+              help="Measure each engine with ROI crops and on the full frame, side by side.")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Benchmark on this image file (with --mask): decode and encode are timed too.")
+@click.option("--mask", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The mask for --image.")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Stop a configuration's iterations after this long (min 2).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the numbers as JSON to this file.")
+def bench_cmd(engines, backends, torch_ckpt, sizes, batches, iters, warmup, threads, hole_fraction,
+              roi_compare, image, mask, max_seconds, seed, json_out):
+    """Measure latency, throughput, stage split and GFLOP/s of one or more engines.
+
+    Several --engine/--backend/--torch targets are measured interleaved in one run and printed
+    side by side with ratios (the first is the baseline).
+    """
+    from . import bench as b
+
+    if bool(image) != bool(mask):
+        raise click.UsageError("--image and --mask go together")
+    if image and sizes:
+        raise click.UsageError("--size is the synthetic input's; with --image the file's size is used")
+    threads = threads or b.default_threads()
+    engine_list = list(engines) or ([] if torch_ckpt else [None])
+    targets = b.make_targets(engine_list, list(backends) or [None], torch_checkpoint=torch_ckpt,
+                             threads=threads, roi_modes=(False, True) if roi_compare else (True,))
+    try:
+        report = b.bench(targets, list(sizes) or [(512, 512)], list(batches) or [1], iters=iters,
+                         warmup=warmup, hole_fraction=hole_fraction, max_seconds=max_seconds,
+                         files=b.FileInput(image, mask) if image else None, seed=seed,
+                         threads=threads, log=lambda m: click.echo(m, err=True))
+    finally:
+        for t in targets:
+            t.inpainter.close()
+    click.echo(b.format_report(report))
+    if json_out:
+        b.write_json(report, json_out)
+        click.echo(f"wrote {json_out}", err=True)
+    return EXIT_OK
+
+
+def _import_train(module):
+    """Import train.<module> lazily; a clear message when torch (the `train` extra) is missing."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "training needs PyTorch: pip install 'fastfill[train]' (CPU: torch==2.13.0)") from None
+    import importlib
+    return importlib.import_module(f"train.{module}")
+
+
+@cli.command("train")
+@click.argument("kind", type=click.Choice(["glcic", "ce"]))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of training images (recursive; jpg, png, webp).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder: last.safetensors/.json, samples/, log.jsonl.")
+@click.option("--steps", type=click.IntRange(min=0), help="Total iterations [paper: 150000 GLCIC, 100000 CE].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="[paper: 96 GLCIC, 64 CE]")
+@click.option("--crop", type=click.IntRange(min=16), help="Training crop side [256 GLCIC; CE is fixed at 128].")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Channel multiplier of the generator.")
+@click.option("--d-width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Channel multiplier of the discriminator(s).")
+@click.option("--mask", type=click.Choice(["rect", "freeform", "mixed", "center"]),
+              help="Hole shapes for GLCIC [rect: sides 96-128 at 256]; the CE always uses its central hole.")
+@click.option("--tc", type=click.IntRange(min=0), help="GLCIC completion-only iterations [90000].")
+@click.option("--td", type=click.IntRange(min=0), help="GLCIC discriminator-only iterations [10000].")
+@click.option("--alpha", type=float, default=0.0004, show_default=True, help="GLCIC adversarial weight.")
+@click.option("--lr-d", type=float, default=2e-4, show_default=True, help="CE discriminator learning rate.")
+@click.option("--lr-ratio", type=float, default=10.0, show_default=True,
+              help="CE encoder-decoder learning rate / discriminator's.")
+@click.option("--adv", type=click.Choice(["bce", "minimax"]), default="bce", show_default=True,
+              help="Adversarial loss.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
+              help="Images held out (by a hash of their path) for validation and sample grids.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sample-every", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Write samples/step_N.png (input | output | truth) every K steps (0 = never).")
+@click.option("--save-every", type=click.IntRange(min=1), default=5000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader processes.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
+              help="Continue from a checkpoint (e.g. OUT/last.safetensors) exactly.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(kind, data, out, steps, batch_size, crop, width, d_width, mask, tc, td, alpha, lr_d, lr_ratio,
+              adv, val_fraction, seed, sample_every, save_every, workers, threads, resume, quiet):
+    """Train a GLCIC or Context Encoder model on a folder of photographs (needs the `train` extra).
+
+    Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
+    """
+    loop = _import_train("loop")
+    cfg = loop.TrainConfig(kind=kind, data=data, out=out, steps=steps, batch_size=batch_size, crop=crop,
+                           width=width, d_width=d_width, mask=None if kind == "ce" else mask, tc=tc, td=td,
+                           alpha=alpha, lr_d=lr_d, lr_ratio=lr_ratio, adv=adv, val_fraction=val_fraction,
+                           seed=seed, sample_every=sample_every, save_every=save_every, workers=workers,
+                           threads=threads, resume=resume, progress=not quiet)
+    r = loop.train(cfg)
+    if r["interrupted"]:
+        click.echo(f"interrupted at step {r['step']}; saved {r['checkpoint']} (continue with --resume)", err=True)
+        return 130
+    click.echo(f"done: step {r['step']}, {r['steps_per_s']:.2f} it/s; saved {r['checkpoint']}")
+    return EXIT_OK
+
+
+@cli.command("evaluate")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Folder of held-out images.")
+@click.option("--held-out", is_flag=True, help="Use the validation split recorded in the checkpoint.")
+@click.option("--mask", type=click.Choice(["rect", "freeform", "mixed", "center"]), default="rect",
+              show_default=True, help="Hole shapes (GLCIC; the CE always uses its central hole).")
+@click.option("--size", type=click.IntRange(min=16), default=None, help="Image side [256 GLCIC, 128 CE].")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--grid", type=click.Path(dir_okay=False), default=None, help="Write a comparison grid PNG.")
+def evaluate_cmd(model, data, held_out, mask, size, limit, seed, grid):
+    """PSNR/SSIM/L1 (hole and whole image) of a checkpoint vs mean fill and OpenCV Telea/NS."""
+    if not data and not held_out:
+        raise click.UsageError("give --data DIR or --held-out")
+    ev = _import_train("evaluate")
+    click.echo(ev.format_table(ev.evaluate(model, data, mask, size, limit, seed, grid, held_out)))
+    return EXIT_OK
+
+
+@cli.command("export")
+@click.argument("checkpoint", required=False, type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
+@click.option("--random", "random_init", is_flag=True, help="Export a random-init model (tests, benchmarks).")
+@click.option("--kind", type=click.Choice(["glcic", "ce"]), default="glcic", show_default=True,
+              help="Model kind for --random.")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Channel width multiplier for --random.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
+@click.option("--opset", type=click.IntRange(min=17), default=17, show_default=True)
+@click.option("--tol", type=float, default=1e-4, show_default=True,
+              help="Largest |ONNX Runtime - PyTorch| the self-check accepts.")
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+def export_cmd(checkpoint, output, random_init, kind, width, seed, opset, tol, force):
+    """Export a checkpoint's generator to ONNX (metadata inside), after checking it against PyTorch."""
+    if bool(checkpoint) == random_init:
+        raise click.UsageError("give a CHECKPOINT or --random (not both)")
+    ex = _import_train("export")
+    kw = dict(opset=opset, tol=tol, overwrite=force, log=click.echo)
+    if random_init:
+        ex.export_random(kind, width, output, seed=seed, **kw)
+    else:
+        ex.export_checkpoint(checkpoint, output, **kw)
+    return EXIT_OK
+
+
+@cli.command("build")
+@click.argument("onnx_file", metavar="MODEL.onnx", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .plan file.")
+@click.option("--fp16/--fp32", "fp16", default=True, show_default=True, help="Engine precision.")
+@click.option("--profile", "profiles", multiple=True, metavar="MIN:OPT:MAX",
+              help="Shape profile, each shape NxHxW (or HxW); repeatable. "
+                   "Default GLCIC: 1x64x64:1x512x512:4x2048x2048.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
+              help="Timing cache file, read when present and updated after the build.")
+@click.option("--workspace", type=click.IntRange(min=1), default=None, metavar="MB",
+              help="Builder workspace limit in MiB.")
+@click.option("--fp16-mode", type=click.Choice(["typed", "flag"]), default="typed", show_default=True,
+              help="typed: FP16 graph, strongly typed network (TensorRT 10 and 11); "
+                   "flag: the FP16 builder flag (TensorRT 10 only).")
+@click.option("--device", "device_id", type=click.IntRange(min=0), default=0, show_default=True, help="GPU index.")
+@click.option("--force", is_flag=True, help="Replace an existing plan.")
+def build_cmd(onnx_file, output, fp16, profiles, timing_cache, workspace, fp16_mode, device_id, force):
+    """Build a TensorRT engine (.plan + sidecar .json) from an exported .onnx."""
+    from .build import build_engine
+
+    build_engine(onnx_file, output, precision="fp16" if fp16 else "fp32", profiles=list(profiles) or None,
+                 timing_cache=timing_cache, workspace_mb=workspace, fp16_mode=fp16_mode,
+                 device_id=device_id, overwrite=force, log=click.echo)
+    return EXIT_OK
+
+
 def main(argv=None):
     """Entry point: run the click group, turning known errors into one line and an exit code."""
     try:

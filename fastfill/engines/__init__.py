@@ -1,0 +1,90 @@
+"""Inference engines: one module per back-end, all with the interface in :mod:`.base`.
+
+One table, :data:`FORMATS`, says which file suffix each back-end reads, on which devices it runs,
+which extra installs it and which command makes its files. :func:`load_engine` (the loader) and
+``train.export`` / :mod:`fastfill.build` (the producers) both read it, so adding a back-end is one
+row plus one module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+
+from ..errors import EngineError
+from .base import Engine, ModelMeta, read_meta, read_onnx_metadata
+
+
+@dataclass(frozen=True)
+class Format:
+    backend: str  # name used by load_engine(backend=...) and `--backend`
+    suffix: str  # model file suffix this back-end reads
+    module: str  # module under fastfill.engines
+    cls: str  # engine class in that module
+    devices: tuple[str, ...]  # devices it can run on
+    extra: str | None  # pip extra that installs it (None = always installed)
+    made_by: str  # the command that writes such files
+    default: bool = False  # the back-end chosen for this suffix when none is asked for
+
+
+FORMATS: tuple[Format, ...] = (
+    Format("onnxruntime", ".onnx", "onnxruntime", "OrtEngine", ("cpu", "cuda"), None,
+           "fastfill export", default=True),
+    Format("openvino", ".onnx", "openvino", "OpenVinoEngine", ("cpu",), "openvino",
+           "fastfill export"),
+    Format("tensorrt", ".plan", "tensorrt", "TensorRTEngine", ("cuda",), "trt",
+           "fastfill build", default=True),
+)
+
+BACKENDS = tuple(f.backend for f in FORMATS)
+SUFFIXES = tuple(dict.fromkeys(f.suffix for f in FORMATS))
+
+
+def default_model_path() -> Path:
+    """The model shipped in the wheel (fastfill/models/default.onnx)."""
+    return Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+
+
+def find_format(path: str | Path | None = None, backend: str | None = None) -> Format:
+    """The table row for a file (by suffix) and an optional back-end name."""
+    if backend is not None and backend not in BACKENDS:
+        raise EngineError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    suffix = Path(path).suffix.lower() if path is not None else None
+    if suffix is not None and suffix not in SUFFIXES:
+        raise EngineError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; expected "
+                          + ", ".join(f"{f.suffix} ({f.backend}, made by `{f.made_by}`)"
+                                      for f in FORMATS))
+    rows = [f for f in FORMATS if (suffix is None or f.suffix == suffix)
+            and (backend is None or f.backend == backend)]
+    if not rows:
+        wants = [f.suffix for f in FORMATS if f.backend == backend]
+        raise EngineError(f"backend {backend!r} reads {', '.join(wants)} files, not {suffix}")
+    if backend is None:
+        rows = [f for f in rows if f.default] or rows
+    return rows[0]
+
+
+def load_engine(path: str | Path | None = None, backend: str | None = None, **options) -> Engine:
+    """Load a model file on a back-end.
+
+    ``path`` None loads the shipped default model. ``backend`` None picks the default for the file's
+    suffix (ONNX Runtime on the CPU for ``.onnx``, TensorRT for ``.plan``). ``options`` go to the
+    engine (e.g. ``threads=2``, ``device='cuda'`` for ONNX Runtime, ``cache_dir`` for OpenVINO).
+    """
+    if path is None:
+        path = default_model_path()
+        if not path.exists():
+            raise EngineError(f"the default model is not installed ({path}); pass a model file")
+    path = Path(path)
+    fmt = find_format(path, backend)
+    if not path.exists():
+        raise EngineError(f"model file not found: {path}")
+    mod = import_module(f".{fmt.module}", __name__)
+    return getattr(mod, fmt.cls)(path, **options)
+
+
+__all__ = [
+    "Engine", "ModelMeta", "Format", "FORMATS", "BACKENDS", "SUFFIXES",
+    "load_engine", "find_format", "default_model_path", "read_meta", "read_onnx_metadata",
+]

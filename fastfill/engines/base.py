@@ -1,0 +1,235 @@
+"""What every engine shares: the model's metadata and the small interface engines implement.
+
+Engines take arrays and return arrays; they know nothing of files on disk other than their
+model, of masks, or of the CLI (DESIGN.md §2). Metadata travels inside the ONNX file as
+``metadata_props`` (keys ``fastfill.*``, DESIGN.md §3) and, for a TensorRT plan, in the sidecar
+JSON written beside it by ``fastfill build``.
+
+This module needs only the standard library and numpy: reading the metadata of an ONNX file does
+not need the ``onnx`` package (a minimal protobuf reader below walks the top-level fields).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import EngineError, InputError
+
+KINDS = ("glcic", "ce")
+PREFIX = "fastfill."
+# Bumped when the meaning of a key changes; a newer file is refused with a clear message.
+METADATA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the runtime needs to know about a model (DESIGN.md §3)."""
+
+    kind: str  # 'glcic' | 'ce'
+    mean: tuple[float, float, float]  # hole fill colour, RGB in [0, 1]
+    multiple: int = 4  # H and W must be multiples of this
+    input_size: tuple[int, int] | None = None  # fixed (h, w), or None = any size
+    receptive_field: int = 0  # pixels one output pixel sees (context margin for ROI crops)
+    channels: int = 4  # 4 = RGB + mask (glcic), 3 = RGB (ce)
+    provenance: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise EngineError(f"unknown model kind {self.kind!r} (expected one of {', '.join(KINDS)})")
+        if len(self.mean) != 3 or not all(0.0 <= float(m) <= 1.0 for m in self.mean):
+            raise EngineError(f"model mean colour must be 3 numbers in [0, 1], got {self.mean!r}")
+        if self.multiple < 1 or self.channels not in (3, 4):
+            raise EngineError(f"bad model metadata: multiple={self.multiple}, channels={self.channels}")
+
+    # -- ONNX metadata_props (all values are strings) -----------------------------------------
+    def to_onnx_metadata(self) -> dict[str, str]:
+        return {
+            PREFIX + "version": str(METADATA_VERSION),
+            PREFIX + "model": self.kind,
+            PREFIX + "mean": ",".join(repr(float(m)) for m in self.mean),
+            PREFIX + "multiple": str(int(self.multiple)),
+            PREFIX + "input_size": "" if self.input_size is None else "%d,%d" % tuple(self.input_size),
+            PREFIX + "receptive_field": str(int(self.receptive_field)),
+            PREFIX + "channels": str(int(self.channels)),
+            PREFIX + "provenance": json.dumps(self.provenance, sort_keys=True),
+        }
+
+    @classmethod
+    def from_onnx_metadata(cls, props: dict[str, str], source: str = "model") -> ModelMeta:
+        """Rebuild from ``metadata_props``; a file without them gets a message saying what to do."""
+        if PREFIX + "model" not in props:
+            raise EngineError(
+                f"{source}: no fastfill metadata (fastfill.model) in the model file; "
+                "export it with `fastfill export CHECKPOINT -o model.onnx`")
+        try:
+            version = int(props.get(PREFIX + "version", "1"))
+            if version > METADATA_VERSION:
+                raise EngineError(f"{source}: model metadata version {version} is newer than this "
+                                  f"fastfill understands ({METADATA_VERSION}); upgrade fastfill")
+            mean = tuple(float(v) for v in props[PREFIX + "mean"].split(","))
+            size = props.get(PREFIX + "input_size", "").strip()
+            input_size = tuple(int(v) for v in size.split(",")) if size else None
+            if input_size is not None and len(input_size) != 2:
+                raise ValueError(f"input_size {size!r}")
+            prov = props.get(PREFIX + "provenance", "")
+            return cls(
+                kind=props[PREFIX + "model"],
+                mean=mean,  # type: ignore[arg-type]
+                multiple=int(props.get(PREFIX + "multiple", "4")),
+                input_size=input_size,  # type: ignore[arg-type]
+                receptive_field=int(props.get(PREFIX + "receptive_field", "0")),
+                channels=int(props.get(PREFIX + "channels", "4")),
+                provenance=json.loads(prov) if prov else {},
+            )
+        except EngineError:
+            raise
+        except (KeyError, ValueError, TypeError) as e:
+            raise EngineError(f"{source}: bad fastfill metadata ({type(e).__name__}: {e})") from None
+
+    # -- JSON (the .plan sidecar) ------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return self.to_onnx_metadata()
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "model") -> ModelMeta:
+        return cls.from_onnx_metadata(d, source)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One loaded model on one back-end. ``infer`` works on host arrays.
+
+    GPU engines may offer more (device-side entry points); callers find them with ``hasattr``.
+    """
+
+    meta: ModelMeta
+    name: str  # back-end name, e.g. 'onnxruntime'
+    device: str  # 'cpu' | 'cuda'
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """float32 [N, C, H, W] -> float32 [N, 3, H, W], RGB in [0, 1], full frame."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def check_input(meta: ModelMeta, x: np.ndarray) -> np.ndarray:
+    """Validate an engine input against the model's contract; returns a C-contiguous float32 array."""
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"engine input must be a numpy array, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise InputError(f"engine input must be float32, got {x.dtype}")
+    if x.ndim != 4 or x.shape[0] < 1:
+        raise InputError(f"engine input must be [N, C, H, W] with N >= 1, got shape {x.shape}")
+    n, c, h, w = x.shape
+    if c != meta.channels:
+        raise InputError(f"{meta.kind} model takes {meta.channels} channels, got {c}")
+    if meta.input_size is not None and (h, w) != tuple(meta.input_size):
+        raise InputError(f"{meta.kind} model takes {meta.input_size[0]}x{meta.input_size[1]} "
+                         f"inputs, got {h}x{w}")
+    if h % meta.multiple or w % meta.multiple:
+        raise InputError(f"input height and width must be multiples of {meta.multiple}, got {h}x{w}")
+    return np.ascontiguousarray(x)
+
+
+class EngineBase:
+    """Shared plumbing: context-manager support and a readable repr."""
+
+    meta: ModelMeta
+    name = "engine"
+    device = "cpu"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name} on {self.device}: {self.meta.kind}>"
+
+
+# -- a minimal reader of ONNX metadata_props (no `onnx` package needed at run time) --------------
+
+_MODEL_METADATA_FIELD = 14  # ModelProto.metadata_props (repeated StringStringEntryProto)
+_MODEL_GRAPH_FIELD = 7
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(buf: memoryview):
+    """Yield (field_number, wire_type, value) of one protobuf message; value is int or memoryview."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if num == 0:
+            raise ValueError("field number 0")
+        if wt == 0:
+            v, i = _varint(buf, i)
+        elif wt == 1:
+            v, i = int.from_bytes(buf[i:i + 8], "little"), i + 8
+        elif wt == 2:
+            n, i = _varint(buf, i)
+            if i + n > len(buf):
+                raise ValueError("truncated field")
+            v, i = buf[i:i + n], i + n
+        elif wt == 5:
+            v, i = int.from_bytes(buf[i:i + 4], "little"), i + 4
+        else:
+            raise ValueError(f"unsupported wire type {wt}")
+        if i > len(buf):
+            raise ValueError("truncated message")
+        yield num, wt, v
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, with clear errors for missing/empty/non-ONNX files."""
+    p = Path(path)
+    if not p.exists():
+        raise EngineError(f"model file not found: {p}")
+    if p.is_dir():
+        raise EngineError(f"model path is a directory, not a file: {p}")
+    data = p.read_bytes()
+    if not data:
+        raise EngineError(f"model file is empty: {p}")
+    props: dict[str, str] = {}
+    has_graph = False
+    try:
+        for num, wt, v in _fields(memoryview(data)):
+            if num == _MODEL_GRAPH_FIELD and wt == 2:
+                has_graph = True
+            elif num == _MODEL_METADATA_FIELD and wt == 2:
+                kv = {n: bytes(val).decode("utf-8") for n, w, val in _fields(v) if w == 2}
+                props[kv.get(1, "")] = kv.get(2, "")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise EngineError(f"{p}: not a valid ONNX model ({e}); the file may be truncated or of "
+                          "another format") from None
+    if not has_graph:
+        raise EngineError(f"{p}: not a valid ONNX model (no graph found)")
+    return props
+
+
+def read_meta(path: str | Path) -> ModelMeta:
+    """The :class:`ModelMeta` stored in an ONNX file."""
+    return ModelMeta.from_onnx_metadata(read_onnx_metadata(path), source=str(path))

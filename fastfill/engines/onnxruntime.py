@@ -1,0 +1,125 @@
+"""ONNX Runtime engine: CPU by default; CUDA / TensorRT execution providers with onnxruntime-gpu."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EngineError
+from .base import EngineBase, check_input, read_meta
+
+# device name -> the execution providers asked for, best first (CPU is always appended last).
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+}
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - a core dependency
+        raise EngineError(f"onnxruntime is not installed ({e}); pip install onnxruntime") from None
+    return ort
+
+
+def choose_providers(device: str, available: list[str]) -> list[str]:
+    """The providers to ask for on ``device``, warning (and falling back) when they are missing."""
+    if device not in PROVIDERS:
+        raise EngineError(f"unknown onnxruntime device {device!r}; choose one of: "
+                          f"{', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[device]
+    have = [p for p in wanted if p in available]
+    if not have:
+        if device != "cpu":
+            warnings.warn(
+                f"onnxruntime: {' / '.join(wanted)} not available (this onnxruntime has: "
+                f"{', '.join(available)}); running on the CPU. For NVIDIA GPUs: "
+                "pip install 'fastfill[gpu]' (onnxruntime-gpu instead of onnxruntime)",
+                RuntimeWarning, stacklevel=3)
+        return ["CPUExecutionProvider"]
+    return list(dict.fromkeys(have + ["CPUExecutionProvider"]))
+
+
+class OrtEngine(EngineBase):
+    """An ONNX model on ONNX Runtime.
+
+    Options: ``device`` ('cpu' | 'cuda' | 'tensorrt'), ``threads`` (intra-op threads; None = ORT's
+    default), ``optimization`` ('disable' | 'basic' | 'extended' | 'all'), ``device_id``.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None,
+                 optimization: str = "all", device_id: int = 0, provider_options: dict | None = None):
+        ort = _import_ort()
+        self.path = Path(path)
+        self.meta = read_meta(self.path)  # clear errors for missing/empty/non-ONNX/no metadata
+        providers = choose_providers(device, ort.get_available_providers())
+        so = ort.SessionOptions()
+        if optimization not in _OPT_LEVELS:
+            raise EngineError(f"optimization must be one of {', '.join(_OPT_LEVELS)}")
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        if threads is not None:
+            if threads < 1:
+                raise EngineError(f"threads must be >= 1, got {threads}")
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        opts = []
+        for p in providers:
+            o = dict(provider_options or {}) if p != "CPUExecutionProvider" else {}
+            if p in _GPU_PROVIDERS:
+                o.setdefault("device_id", device_id)
+            opts.append(o)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=so,
+                                                providers=providers, provider_options=opts)
+        except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EngineError(f"{self.path}: onnxruntime cannot load the model: {msg}") from None
+        self.providers = self.session.get_providers()
+        self.device = "cuda" if self.providers[0] in _GPU_PROVIDERS else "cpu"
+        self.device_id = device_id
+        names_in = [i.name for i in self.session.get_inputs()]
+        names_out = [o.name for o in self.session.get_outputs()]
+        if names_in != ["input"] or names_out[:1] != ["output"]:
+            raise EngineError(f"{self.path}: expected one input 'input' and output 'output', got "
+                              f"{names_in} -> {names_out}")
+        self._ort = ort
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        x = check_input(self.meta, x)
+        if self.device == "cuda":
+            return self._infer_iobinding(x)
+        return self.session.run(["output"], {"input": x})[0]
+
+    def _infer_iobinding(self, x: np.ndarray) -> np.ndarray:
+        """GPU path: the input is copied once to the device, the output is allocated there."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input", x)
+        binding.bind_output("output", "cuda", self.device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def infer_ortvalue(self, x):
+        """Device-side path: ``x`` an ``OrtValue`` (e.g. already on the GPU); returns an OrtValue
+        on the engine's device, so a caller can chain GPU work without a round trip to the host."""
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input("input", x)
+        binding.bind_output("output", "cuda" if self.device == "cuda" else "cpu", self.device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()[0]
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,83 @@
+"""OpenVINO engine: the same .onnx on the OpenVINO runtime (extra ``openvino``), CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EngineError
+from .base import EngineBase, check_input, read_meta
+
+
+def default_cache_dir() -> Path:
+    """Where compiled models are cached so that a second load is fast."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fastfill" / "openvino"
+
+
+def _import_openvino():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise EngineError("the OpenVINO back-end is not installed: pip install 'fastfill[openvino]'"
+                          ) from None
+    return ov
+
+
+class OpenVinoEngine(EngineBase):
+    """An ONNX model on OpenVINO.
+
+    Options: ``threads`` (None = OpenVINO's default), ``device`` (OpenVINO device name, 'CPU'),
+    ``cache_dir`` (None = ~/.cache/fastfill/openvino, False = no cache), ``hint``
+    ('LATENCY' | 'THROUGHPUT'). Inference precision is pinned to f32 so that outputs match ONNX
+    Runtime (OpenVINO would otherwise pick bf16 on CPUs that have it).
+    """
+
+    name = "openvino"
+    device = "cpu"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, device: str = "CPU",
+                 cache_dir: str | Path | None | bool = None, hint: str = "LATENCY"):
+        ov = _import_openvino()
+        self.path = Path(path)
+        self.meta = read_meta(self.path)
+        core = ov.Core()
+        if cache_dir is not False:
+            cdir = Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()
+            try:
+                cdir.mkdir(parents=True, exist_ok=True)
+                core.set_property({"CACHE_DIR": str(cdir)})
+                self.cache_dir = cdir
+            except OSError:
+                self.cache_dir = None  # an unwritable cache only costs load time
+        else:
+            self.cache_dir = None
+        config = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_PRECISION_HINT": "f32"}
+        if threads is not None:
+            if threads < 1:
+                raise EngineError(f"threads must be >= 1, got {threads}")
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            # Compiling from the path (not a read_model object) lets the cache skip the read too.
+            self.compiled = core.compile_model(str(self.path), device.upper(), config)
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EngineError(f"{self.path}: OpenVINO cannot load the model: {msg}") from None
+        names_in = [n for p in self.compiled.inputs for n in p.get_names()]
+        if "input" not in names_in:
+            raise EngineError(f"{self.path}: expected an input named 'input', got {names_in}")
+        self.request = self.compiled.create_infer_request()
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        x = check_input(self.meta, x)
+        try:
+            self.request.infer({"input": x}, share_inputs=True)
+        except Exception as e:
+            raise EngineError(f"OpenVINO inference failed: {e}") from None
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def close(self) -> None:
+        self.request = None
+        self.compiled = None

@@ -1,0 +1,644 @@
+"""Images and masks on disk: discovery, pairing, decoding, conversion and atomic writing.
+
+Nothing here knows about models; :mod:`fastfill.inpainter` takes the arrays this module makes
+(uint8 ``[H, W, 3]`` RGB images, bool ``[H, W]`` masks with True = fill) and the CLI puts the two
+together.
+
+Conventions (README "fastfill run"):
+
+- Images are found by content (Pillow identifies the file), not only by suffix. A file with an
+  image suffix that Pillow cannot identify is reported as a failure; other unidentifiable files
+  (notes, sidecars) are ignored.
+- EXIF orientation is applied to images and masks. Grey, palette, RGBA, 16-bit grey and CMYK
+  inputs are converted to RGB for the model; on output, the input's mode is restored where the
+  format allows (grey stays grey, 16-bit grey keeps its 16-bit values outside the hole, alpha
+  is kept outside the hole and made opaque inside it).
+- Masks: white = fill. Grey and colour masks are thresholded on their luma; a mask with
+  transparency is read as if laid on black (transparent = keep). ``invert`` swaps the two.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+# Suffixes that announce an image; a file with one of them that is not an image is an error.
+IMAGE_SUFFIXES = frozenset(
+    ".png .jpg .jpeg .jpe .jfif .bmp .dib .gif .tif .tiff .webp .ppm .pgm .pbm .pnm .tga .jp2 "
+    ".j2k .ico .avif .heic .qoi".split())
+# Pillow format name -> file suffix used when --format changes the output format.
+FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp",
+                 "PPM": ".ppm", "TGA": ".tga", "GIF": ".gif"}
+# Formats that store an alpha channel / 16-bit grey.
+_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "GIF"})
+_WIDE_FORMATS = frozenset({"PNG", "TIFF"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+def normalize_format(fmt: str | None) -> str | None:
+    """'jpg' / '.JPEG' / 'png' -> Pillow's format name ('JPEG', 'PNG'); None stays None."""
+    if fmt is None:
+        return None
+    f = fmt.strip().lstrip(".").upper()
+    f = {"JPG": "JPEG", "JPE": "JPEG", "TIF": "TIFF"}.get(f, f)
+    if f not in FORMAT_SUFFIX:
+        raise InputError(f"unknown output format {fmt!r}; choose one of: "
+                         + ", ".join(s.lstrip(".") for s in FORMAT_SUFFIX.values()))
+    return f
+
+
+# -- discovery and pairing ----------------------------------------------------------------------
+
+def sniff_image(path: Path) -> str | None:
+    """Pillow's format name if ``path`` is an image it can open (header only), else None."""
+    try:
+        with Image.open(path) as im:
+            return im.format
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError):
+        return None
+
+
+@dataclass
+class Candidate:
+    """A file found under an IMAGES folder: a usable image, or one to report as a failure."""
+
+    path: Path
+    rel: Path  # path relative to the root it was found under
+    format: str | None  # Pillow format name; None = not an image
+    error: str | None = None
+
+
+def find_images(root: str | Path) -> list[Candidate]:
+    """Every image under ``root`` (a file or a folder, recursive), sorted by relative path.
+
+    Files that Pillow identifies are images whatever their suffix; files with an image suffix
+    that it cannot identify come back with ``error`` set; anything else is ignored.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"{root}: no such file or folder")
+    if root.is_file():
+        files = [(root, Path(root.name))]
+    else:
+        files = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                p = Path(dirpath) / name
+                files.append((p, p.relative_to(root)))
+    out = []
+    for p, rel in files:
+        fmt = sniff_image(p)
+        if fmt is not None:
+            out.append(Candidate(p, rel, fmt))
+        elif p.suffix.lower() in IMAGE_SUFFIXES or root.is_file():
+            out.append(Candidate(p, rel, None, error=_why_not_image(p)))
+    return out
+
+
+def _why_not_image(p: Path) -> str:
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        return f"cannot read ({e.strerror})"
+    if size == 0:
+        return "empty file, not an image"
+    try:
+        with Image.open(p):
+            pass
+    except Image.DecompressionBombError as e:
+        return f"refused: {e}"
+    except UnidentifiedImageError:
+        return "not an image (Pillow cannot identify its content)"
+    except OSError as e:
+        return f"cannot read ({e})"
+    return "not an image"
+
+
+class MaskIndex:
+    """Finds the mask of an image: a single mask file, or by relative folder and stem.
+
+    ``images/a/x.jpg`` pairs with ``masks/a/x.<anything>`` (``x.png``, ``x.jpg``, ...).
+    """
+
+    def __init__(self, masks: str | Path):
+        self.root = Path(masks)
+        if not self.root.exists():
+            raise InputError(f"{self.root}: no such mask file or folder")
+        self.single = self.root if self.root.is_file() else None
+        self._by_key: dict[tuple[str, str], list[Path]] = {}
+        if self.single is None:
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    if name.startswith("."):
+                        continue
+                    p = Path(dirpath) / name
+                    rel = p.relative_to(self.root)
+                    self._by_key.setdefault((rel.parent.as_posix(), p.stem), []).append(p)
+
+    def find(self, image_rel: Path) -> Path:
+        """The mask for an image at ``image_rel`` (relative to the IMAGES root); InputError if none."""
+        if self.single is not None:
+            return self.single
+        key = (image_rel.parent.as_posix(), Path(image_rel.name).stem)
+        found = sorted(self._by_key.get(key, []))
+        if len(found) > 1:  # prefer files that are images (e.g. x.png over x.txt)
+            imgs = [p for p in found if sniff_image(p) is not None]
+            found = imgs or found
+        if not found:
+            where = self.root / image_rel.parent / (key[1] + ".*")
+            raise InputError(f"no mask found (looked for {where})")
+        if len(found) > 1:
+            raise InputError("several masks match: " + ", ".join(str(p) for p in found))
+        return found[0]
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+@dataclass
+class Decoded:
+    """An image ready for the model, plus what is needed to write it back in its own mode."""
+
+    rgb: np.ndarray  # uint8 [H, W, 3]
+    format: str | None  # Pillow format name of the source (PNG, JPEG, ...)
+    mode: str  # Pillow mode of the source after EXIF orientation
+    alpha: np.ndarray | None = None  # uint8 [H, W] if the source had transparency
+    gray16: np.ndarray | None = None  # uint16 [H, W] if the source was 16-bit grey
+    info: dict = field(default_factory=dict)  # icc_profile / exif / dpi carried to the output
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)"""
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+
+def _open_oriented(path: Path) -> Image.Image:
+    """Open, fully decode and apply EXIF orientation; errors become InputError with the reason."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            fmt = im.format
+            out = ImageOps.exif_transpose(im)  # a copy (or the same image when no tag)
+            if out is im:
+                out = im.copy()
+            out.format = fmt
+            return out
+    except FileNotFoundError:
+        raise InputError("file not found") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"refused: {e}") from None
+    except UnidentifiedImageError:
+        raise InputError("not an image (Pillow cannot identify its content)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg.lower():
+            msg = f"truncated or corrupt image ({msg})"
+        else:
+            msg = f"corrupt or unreadable image ({msg})"
+        raise InputError(msg) from None
+
+
+def decode_image(path: str | Path) -> Decoded:
+    """Read an image file into RGB uint8 (see the module docstring for the conversions)."""
+    im = _open_oriented(Path(path))
+    fmt, mode = im.format, im.mode
+    info = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
+    exif = im.getexif()
+    if len(exif):
+        info["exif"] = exif.tobytes()
+    alpha = gray16 = None
+    if mode in _SIXTEEN_BIT_MODES:
+        a = np.asarray(im)
+        if a.dtype != np.uint16:
+            a = np.clip(a, 0, 65535).astype(np.uint16)
+        gray16 = np.ascontiguousarray(a)
+        g8 = ((gray16.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        rgb = np.repeat(g8[:, :, None], 3, axis=2)
+    else:
+        has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+            mode == "P" and "transparency" in im.info) or (
+            mode in ("L", "RGB") and "transparency" in im.info)
+        if has_alpha:
+            rgba = im.convert("RGBA")
+            a = np.asarray(rgba)
+            alpha = np.ascontiguousarray(a[:, :, 3])
+            rgb = np.ascontiguousarray(a[:, :, :3])
+        elif mode == "RGB":
+            rgb = np.asarray(im)
+        else:  # L, 1, P, CMYK, YCbCr, LAB, F, ...
+            rgb = np.asarray(im.convert("RGB"))
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    return Decoded(rgb=rgb, format=fmt, mode=mode, alpha=alpha, gray16=gray16, info=info)
+
+
+def decode_mask(path: str | Path, size: tuple[int, int] | None = None, *, invert: bool = False,
+                threshold: int = 128, resize: bool = False, dilate: int = 0,
+                image_name: str | None = None) -> np.ndarray:
+    """Read a mask file into bool ``[H, W]`` (True = fill).
+
+    ``size`` = the image's (height, width): a mask of another size is an InputError unless
+    ``resize`` (then it is resized smoothly and thresholded). ``dilate`` grows the hole by that
+    many pixels in every direction.
+    """
+    im = _open_oriented(Path(path))
+    g = mask_to_gray(im)
+    if size is not None and g.shape != tuple(size):
+        h, w = size
+        if not resize:
+            what = image_name or "the image"
+            raise InputError(f"mask {path} is {g.shape[1]}x{g.shape[0]} but {what} is {w}x{h} "
+                             "(use --resize-mask to scale it)")
+        g = np.asarray(Image.fromarray(g).resize((w, h), Image.Resampling.BILINEAR))
+    m = g >= threshold
+    if invert:
+        m = ~m
+    if dilate:
+        m = dilate_mask(m, dilate)
+    return m
+
+
+def mask_to_gray(im: Image.Image) -> np.ndarray:
+    """A mask image as uint8 grey: luma for colour, laid on black where transparent."""
+    mode = im.mode
+    if mode == "1":
+        return np.asarray(im, dtype=np.uint8) * np.uint8(255)
+    if mode in _SIXTEEN_BIT_MODES:
+        a = np.asarray(im).astype(np.int64)
+        return (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        scale = 255.0 if a.size and float(np.nanmax(a)) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(a) * scale, 0, 255).astype(np.uint8)
+    has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
+    if has_alpha:
+        a = np.asarray(im.convert("LA"), dtype=np.uint16)
+        return ((a[:, :, 0] * a[:, :, 1] + 127) // 255).astype(np.uint8)
+    if mode == "L":
+        return np.asarray(im)
+    return np.asarray(im.convert("L"))
+
+
+def dilate_mask(mask: np.ndarray, px: int) -> np.ndarray:
+    """Grow the True region by ``px`` pixels (a square of side 2*px+1), pure NumPy."""
+    if px < 0:
+        raise InputError(f"dilate must be >= 0, got {px}")
+    m = np.asarray(mask, dtype=bool)
+    if px == 0 or not m.any():
+        return m.copy()
+    for axis in (0, 1):
+        m = _max_filter_1d(m, px, axis)
+    return m
+
+
+def _max_filter_1d(m: np.ndarray, r: int, axis: int) -> np.ndarray:
+    """OR over the window [i-r, i+r] along ``axis``, from a running count (O(n) per line)."""
+    n = m.shape[axis]
+    c = np.cumsum(m, axis=axis, dtype=np.int32)
+    zero_shape = list(m.shape)
+    zero_shape[axis] = 1
+    c = np.concatenate([np.zeros(zero_shape, np.int32), c], axis=axis)  # c[k] = sum m[:k]
+    idx = np.arange(n)
+    hi = np.minimum(idx + r + 1, n)
+    lo = np.maximum(idx - r, 0)
+    return (np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)) > 0
+
+
+# -- encoding and writing -----------------------------------------------------------------------
+
+def output_path(out_root: Path, rel: Path, fmt: str | None, src_format: str | None) -> Path:
+    """Where the result for ``rel`` goes: mirrored under ``out_root``, suffix changed for --format."""
+    p = out_root / rel
+    if fmt is not None and fmt != src_format:
+        p = p.with_suffix(FORMAT_SUFFIX[fmt])
+    return p
+
+
+def restore_mode(result: np.ndarray, src: Decoded, mask: np.ndarray, fmt: str) -> Image.Image:
+    """The uint8 RGB result as a Pillow image in the source's mode (as far as ``fmt`` allows)."""
+    hole = np.asarray(mask, dtype=bool)
+    if src.gray16 is not None and fmt in _WIDE_FORMATS:
+        g8 = np.asarray(Image.fromarray(result).convert("L"))
+        out16 = src.gray16.copy()
+        out16[hole] = g8[hole].astype(np.uint16) * 257
+        return Image.fromarray(out16)  # mode I;16
+    gray = src.mode in ("L", "LA", "1", "La") or src.gray16 is not None
+    img = Image.fromarray(result)
+    if gray:
+        img = img.convert("L")
+    if src.alpha is not None and fmt in _ALPHA_FORMATS:
+        a = src.alpha.copy()
+        a[hole] = 255
+        img.putalpha(Image.fromarray(a))
+    return img
+
+
+def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool = False,
+               quality: int = 95, info: dict | None = None) -> None:
+    """Write atomically: encode to a temporary file in the same folder, then rename.
+
+    Without ``overwrite``, an existing file is never replaced (InputError), even one that
+    appeared while this image was being processed.
+    """
+    path = Path(path)
+    info = info or {}
+    kw: dict = {}
+    if fmt in ("JPEG", "WEBP"):
+        kw["quality"] = quality
+    if fmt == "JPEG":
+        if img.mode not in ("RGB", "L", "CMYK"):
+            img = img.convert("RGB")
+        kw["subsampling"] = 0 if quality >= 90 else 2
+    if fmt in ("BMP", "PPM") and img.mode not in ("RGB", "L", "1"):
+        img = img.convert("RGB")
+    if fmt == "GIF" and img.mode not in ("P", "L"):
+        img = img.convert("RGBA" if "A" in img.mode else "RGB")
+    if fmt in ("WEBP",) and img.mode in ("I;16", "I"):
+        img = img.convert("L")
+    for k in ("icc_profile", "exif", "dpi"):
+        if k in info and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+            kw[k] = info[k]
+    if not overwrite and path.exists():
+        raise InputError(f"{path} exists (use --overwrite to replace it)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create folder {path.parent}: {e.strerror or e}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise InputError(f"cannot write to {path.parent}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format=fmt, **kw)
+            f.flush()
+            os.fsync(f.fileno())
+        _commit(tmp, path, overwrite)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, FileExistsError):
+            raise InputError(f"{path} exists (use --overwrite to replace it)") from None
+        if isinstance(e, OSError):
+            raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+
+
+def _commit(tmp: str, path: Path, overwrite: bool) -> None:
+    """Move the finished temporary file into place (no-clobber unless ``overwrite``)."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails with FileExistsError if the target exists: atomic no-clobber
+    except FileExistsError:
+        raise
+    except OSError:  # file systems without hard links
+        if path.exists():
+            raise FileExistsError(str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def check_writable_dir(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and prove that files can be written in it (InputError if not)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".fastfill-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"output folder {folder} is not writable: {e.strerror or e}") from None
+    return folder
+
+
+_INT_RE = re.compile(r"(\d+)")
+
+
+def frame_number(path: Path) -> int | None:
+    """The last integer in a file's stem (``frame_0012.png`` -> 12), or None."""
+    nums = _INT_RE.findall(path.stem)
+    return int(nums[-1]) if nums else None
+
+
+# -- the batch runner behind `fastfill run` ------------------------------------------------------
+
+@dataclass
+class Task:
+    """One image to process: where it is, its mask, where its result goes."""
+
+    image: Path
+    rel: Path
+    mask: Path | None
+    out: Path
+    format: str  # output format (Pillow name)
+    error: str | None = None  # set when the task failed before decoding
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list = field(default_factory=list)  # (path, reason)
+
+    def line(self) -> str:
+        rate = self.done / self.seconds if self.seconds > 0 else 0.0
+        return (f"done {self.done}, skipped {self.skipped}, failed {self.failed} "
+                f"in {self.seconds:.1f} s ({rate:.2f} images/s)")
+
+
+def plan_tasks(images: str | Path, masks: str | Path, output: str | Path,
+               fmt: str | None = None) -> list[Task]:
+    """Pair every image under ``images`` with its mask and its output path.
+
+    ``output`` is a folder that mirrors ``images``; when ``images`` is one file and ``output``
+    has a suffix (``-o result.png``) and is not an existing folder, it is the output file.
+
+    Raises InputError (a usage error) when nothing can be done at all: no images, missing roots.
+    Per-file problems (no mask, not an image, two inputs with one output) are set on the task.
+    """
+    images, output = Path(images), Path(output)
+    cands = find_images(images)
+    if not cands:
+        raise InputError(f"no images found in {images}")
+    index = MaskIndex(masks)
+    # One image and an output with a suffix that is not a folder: the output is that file.
+    single_out = (images.is_file() and bool(output.suffix) and not output.is_dir()
+                  and not str(output).endswith(os.sep))
+    tasks: list[Task] = []
+    seen: dict[Path, Path] = {}
+    for c in cands:
+        src_fmt = c.format or "PNG"
+        out_fmt = fmt or (src_fmt if src_fmt in FORMAT_SUFFIX else "PNG")
+        if single_out:
+            out = output
+            if fmt is None and output.suffix:
+                out_fmt = _format_for_suffix(output.suffix) or out_fmt
+        else:
+            out = output_path(output, c.rel, out_fmt, src_fmt)
+        t = Task(c.path, c.rel, None, out, out_fmt, c.error)
+        if t.error is None:
+            try:
+                t.mask = index.find(c.rel)
+            except InputError as e:
+                t.error = str(e)
+        key = out.resolve() if out.is_absolute() else Path(os.path.abspath(out))
+        if t.error is None and key in seen:
+            t.error = f"its output {out} is also the output of {seen[key]}"
+        elif t.error is None:
+            seen[key] = c.path
+        tasks.append(t)
+    return tasks
+
+
+def _format_for_suffix(suffix: str) -> str | None:
+    suffix = suffix.lower()
+    Image.init()
+    return Image.EXTENSION.get(suffix)
+
+
+def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, invert: bool = False,
+                  threshold: int = 128, resize_mask: bool = False, dilate: int = 0,
+                  quality: int = 95, jobs: int = 2, progress: bool | None = None,
+                  echo=None) -> Summary:
+    """Decode, fill and write every task; one line per failed file through ``echo``.
+
+    Decoding runs on ``jobs`` threads ahead of the model (bounded), inference in
+    :meth:`Inpainter.stream`, encoding on ``jobs`` threads; failures of one file never stop the
+    others. An engine error stops the run (it would fail every file) and is raised.
+    """
+    import collections
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    echo = echo or (lambda msg: None)
+    summary = Summary()
+    lock = threading.Lock()
+    t0 = time.perf_counter()
+
+    def fail(task: Task, reason: str):
+        with lock:
+            summary.failed += 1
+            summary.failures.append((task.image, reason))
+            if bar_on:
+                bar.write(f"failed: {task.image}: {reason}", file=sys.stderr)
+            else:
+                echo(f"failed: {task.image}: {reason}")
+
+    todo: list[Task] = []
+    for t in tasks:
+        if t.error is None and not overwrite and t.out.exists():
+            summary.skipped += 1
+            continue
+        todo.append(t)
+
+    bar = tqdm(total=len(todo), unit="img", disable=(not progress) if progress is not None else None,
+               dynamic_ncols=True, file=sys.stderr)
+    bar_on = not bar.disable
+
+    def tick():
+        with lock:
+            bar.update(1)
+    for t in todo:
+        if t.error is not None:
+            fail(t, t.error)
+            tick()
+    todo = [t for t in todo if t.error is None]
+
+    def decode(task: Task):
+        src = decode_image(task.image)
+        mask = decode_mask(task.mask, src.size, invert=invert, threshold=threshold,
+                           resize=resize_mask, dilate=dilate, image_name=f"image {task.image}")
+        inpainter.check(src.rgb, mask)  # e.g. a fixed-size model and an image of another size
+        return src, mask
+
+    def encode(task: Task, result, src: Decoded, mask):
+        try:
+            img = restore_mode(result, src, mask, task.format)
+            save_image(img, task.out, task.format, overwrite=overwrite, quality=quality,
+                       info=src.info)
+        except InputError as e:
+            fail(task, str(e))
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
+            fail(task, f"cannot encode: {type(e).__name__}: {e}")
+        else:
+            with lock:
+                summary.done += 1
+        finally:
+            tick()
+
+    in_flight: collections.deque = collections.deque()  # (task, src, mask) fed to the model
+    depth = max(2, 2 * jobs)
+
+    with ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-decode") as dec_pool, \
+            ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-encode") as enc_pool:
+
+        def decoded_pairs():
+            pending: collections.deque = collections.deque()
+            it = iter(todo)
+            for t in it:  # keep `depth` decodes running ahead, in order
+                pending.append((t, dec_pool.submit(decode, t)))
+                if len(pending) >= depth:
+                    break
+            while pending:
+                t, fut = pending.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt, dec_pool.submit(decode, nxt)))
+                try:
+                    src, mask = fut.result()
+                except InputError as e:
+                    fail(t, str(e))
+                    tick()
+                    continue
+                except Exception as e:  # noqa: BLE001
+                    fail(t, f"cannot decode: {type(e).__name__}: {e}")
+                    tick()
+                    continue
+                in_flight.append((t, src, mask))
+                yield src.rgb, mask
+
+        enc_futs: collections.deque = collections.deque()
+        try:
+            for result in inpainter.stream(decoded_pairs()):
+                t, src, mask = in_flight.popleft()
+                enc_futs.append(enc_pool.submit(encode, t, result, src, mask))
+                while len(enc_futs) > depth:  # bound the results waiting to be written
+                    enc_futs.popleft().result()
+            for f in enc_futs:
+                f.result()
+        finally:
+            bar.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+__all__ = [
+    "Candidate", "Decoded", "MaskIndex", "find_images", "sniff_image", "decode_image", "decode_mask",
+    "mask_to_gray", "dilate_mask", "output_path", "restore_mode", "save_image", "check_writable_dir",
+    "normalize_format", "frame_number", "IMAGE_SUFFIXES", "FORMAT_SUFFIX",
+    "Task", "Summary", "plan_tasks", "process_files",
+]

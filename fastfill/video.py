@@ -1,0 +1,264 @@
+"""Video in, video out: decode with PyAV, fill every frame with :meth:`Inpainter.stream`, encode.
+
+The frame rate, size and (by default) codec of the input are kept, timestamps are carried over
+frame by frame, and audio streams are copied packet for packet (no re-encoding). Masks: one file
+for every frame, or a folder of per-frame masks named by frame number (``frame_0012.png`` is frame
+12, counting from ``first_index``); a frame without a mask file is copied unchanged.
+
+Threads: the stream's reader thread demuxes and decodes (and reads mask files); the inference
+thread runs the model; the calling thread converts, encodes and muxes. Only the calling thread
+touches the output container.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FastfillError, InputError
+from .io import decode_mask, frame_number, sniff_image
+
+# Decoder names whose encoder has another name in FFmpeg.
+_ENCODER_FOR = {"vp9": "libvpx-vp9", "vp8": "libvpx", "hevc": "libx265", "av1": "libaom-av1",
+                "h264": "libx264"}
+
+
+@dataclass
+class VideoStats:
+    frames: int = 0
+    filled: int = 0  # frames whose mask had a hole
+    audio_packets: int = 0
+    seconds: float = 0.0
+    codec: str = ""
+
+    def line(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        return (f"done {self.frames} frames ({self.filled} with a hole) in {self.seconds:.1f} s "
+                f"({rate:.2f} frames/s), codec {self.codec}, {self.audio_packets} audio packets "
+                "copied")
+
+
+def _import_av():
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise FastfillError("video needs PyAV: pip install fastfill[video]") from None
+    return av
+
+
+class _Masks:
+    """The mask of frame i: a static mask, or a folder of per-frame files (missing = no hole)."""
+
+    def __init__(self, mask: str | Path, size: tuple[int, int], first_index: int, **conv):
+        self.size, self.conv = size, conv
+        p = Path(mask)
+        self.static = None
+        self.files: dict[int, Path] = {}
+        if p.is_file():
+            self.static = decode_mask(p, size, **conv)
+        elif p.is_dir():
+            for f in sorted(p.iterdir()):
+                n = frame_number(f)
+                if n is None or f.name.startswith(".") or not f.is_file():
+                    continue
+                if sniff_image(f) is None:
+                    continue
+                if n - first_index in self.files:
+                    raise InputError(f"two masks for frame {n}: {self.files[n - first_index]}, {f}")
+                self.files[n - first_index] = f
+            if not self.files:
+                raise InputError(f"no mask images with a frame number in their name in {p}")
+        else:
+            raise InputError(f"{p}: no such mask file or folder")
+        self._empty = np.zeros(size, bool)
+
+    def __call__(self, i: int) -> np.ndarray:
+        if self.static is not None:
+            return self.static
+        f = self.files.get(i)
+        if f is None:
+            return self._empty
+        try:
+            return decode_mask(f, self.size, **self.conv)
+        except InputError as e:
+            raise InputError(f"{f}: {e}") from None
+
+
+def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path, *,
+                  first_index: int = 0, invert: bool = False, threshold: int = 128,
+                  resize_mask: bool = False, dilate: int = 0, codec: str | None = None,
+                  crf: int | None = None, overwrite: bool = False,
+                  progress: bool | None = None) -> VideoStats:
+    """Fill the masked region of every frame of ``src`` and write ``dst`` (atomically)."""
+    av = _import_av()
+    from tqdm import tqdm
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise InputError(f"{dst} exists (use --overwrite to replace it)")
+    if dst.resolve() == src.resolve():
+        raise InputError(f"output {dst} is the input")
+    try:
+        inp_c = av.open(str(src))
+    except (av.error.FFmpegError, OSError) as e:
+        raise InputError(f"{src}: cannot open as a video ({e})") from None
+    stats = VideoStats()
+    t0 = time.perf_counter()
+    tmp = None
+    try:
+        if not inp_c.streams.video:
+            raise InputError(f"{src}: no video stream")
+        vin = inp_c.streams.video[0]
+        vin.thread_type = "AUTO"
+        size = (vin.codec_context.height, vin.codec_context.width)
+        masks = _Masks(mask, size, first_index, invert=invert, threshold=threshold,
+                       resize=resize_mask, dilate=dilate, image_name=f"the frames of {src}")
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix="." + dst.stem + ".", suffix=dst.suffix or ".mp4",
+                                       dir=dst.parent)
+            os.close(fd)
+        except OSError as e:
+            raise InputError(f"cannot write to {dst.parent}: {e.strerror or e}") from None
+        try:
+            out_c = av.open(tmp, "w", format=_container_format(av, dst, inp_c))
+        except (av.error.FFmpegError, ValueError) as e:
+            raise InputError(f"{dst}: cannot write this container ({e})") from None
+        with out_c:
+            vout = _add_video_stream(av, out_c, vin, codec, crf)
+            stats.codec = vout.codec_context.name
+            audio = []
+            for a in inp_c.streams.audio:
+                try:
+                    audio.append((a, out_c.add_stream_from_template(a)))
+                except (av.error.FFmpegError, ValueError) as e:
+                    print(f"warning: audio stream {a.index} not copied: {e}", file=sys.stderr)
+            pending_audio: collections.deque = collections.deque()
+            frame_meta: collections.deque = collections.deque()
+            audio_map = {a.index: o for a, o in audio}
+
+            def frames():  # runs in the stream's reader thread
+                i = 0
+                streams = [vin] + [a for a, _ in audio]
+                for packet in inp_c.demux(*streams):
+                    if packet.stream.type == "audio":
+                        if packet.dts is not None:
+                            pending_audio.append(packet)
+                        continue
+                    for frame in packet.decode():
+                        frame_meta.append((frame.pts, frame.time_base, i))
+                        yield frame.to_ndarray(format="rgb24"), masks(i)
+                        i += 1
+
+            def mux_audio():
+                while pending_audio:
+                    pkt = pending_audio.popleft()
+                    pkt.stream = audio_map[pkt.stream.index]
+                    out_c.mux(pkt)
+                    stats.audio_packets += 1
+
+            total = vin.frames or None
+            bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
+                       disable=(not progress) if progress is not None else None)
+            try:
+                for result in inpainter.stream(frames()):
+                    pts, tb, i = frame_meta.popleft()
+                    vf = av.VideoFrame.from_ndarray(result, format="rgb24")
+                    if pts is not None:
+                        vf.pts, vf.time_base = pts, tb
+                    else:
+                        vf.pts, vf.time_base = i, 1 / vout.codec_context.framerate
+                    for pkt in vout.encode(vf):
+                        out_c.mux(pkt)
+                    mux_audio()
+                    stats.frames += 1
+                    bar.update(1)
+                for pkt in vout.encode(None):
+                    out_c.mux(pkt)
+                mux_audio()
+            finally:
+                bar.close()
+            stats.filled = _count_filled(masks, stats.frames)
+        _commit_video(tmp, dst, overwrite)
+        tmp = None
+    except av.error.FFmpegError as e:
+        raise InputError(f"{src}: video error ({e})") from None
+    finally:
+        inp_c.close()
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _count_filled(masks: _Masks, n: int) -> int:
+    if masks.static is not None:
+        return n if masks.static.any() else 0
+    return sum(1 for i in masks.files if 0 <= i < n)
+
+
+def _container_format(av, dst: Path, inp_c) -> str | None:
+    """None = guess from the suffix; the input's format when the output has no suffix."""
+    if dst.suffix:
+        return None
+    return inp_c.format.name.split(",")[0]
+
+
+def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None):
+    cc = vin.codec_context
+    rate = vin.average_rate or vin.guessed_rate or vin.base_rate or 25
+    names = [codec] if codec else [cc.name, _ENCODER_FOR.get(cc.name)]
+    last = None
+    vout = None
+    for name in filter(None, names):
+        try:
+            vout = out_c.add_stream(name, rate=rate)
+            break
+        except (av.error.FFmpegError, ValueError, av.codec.codec.UnknownCodecError) as e:
+            last = e
+    if vout is None:
+        raise InputError(f"no encoder for codec {names[0]!r} ({last}); pick one with --codec")
+    vout.width, vout.height = cc.width, cc.height
+    formats = [f.name for f in (vout.codec_context.codec.video_formats or [])]
+    pix = cc.pix_fmt or "yuv420p"
+    vout.pix_fmt = pix if (not formats or pix in formats) else (
+        "yuv420p" if "yuv420p" in formats else formats[0])
+    if vin.time_base is not None:
+        vout.time_base = vin.time_base
+    opts = {}
+    if crf is not None:
+        opts["crf"] = str(crf)
+    if crf is None and vin.bit_rate and vout.codec_context.name not in ("ffv1", "png", "rawvideo"):
+        vout.bit_rate = vin.bit_rate  # keep about the input's quality for bit-rate codecs
+    if opts:
+        vout.options = opts
+    return vout
+
+
+def _commit_video(tmp: str, dst: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, dst)
+        return
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise InputError(f"{dst} exists (use --overwrite to replace it)") from None
+    except OSError:
+        if dst.exists():
+            raise InputError(f"{dst} exists (use --overwrite to replace it)") from None
+        os.replace(tmp, dst)
+        return
+    os.unlink(tmp)
+
+
+__all__ = ["inpaint_video", "VideoStats"]

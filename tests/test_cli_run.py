@@ -1,0 +1,242 @@
+"""`fastfill run` end to end on real files with the real tiny model (CliRunner and a subprocess)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fastfill.cli import cli
+from fastfill.errors import FastfillError
+
+TINY = str(Path(__file__).parent / "data" / "tiny_glcic.onnx")
+
+
+def invoke(*args):
+    """Run the CLI like main() does: (exit code, stdout, stderr)."""
+    res = CliRunner().invoke(cli, [str(a) for a in args], standalone_mode=False)
+    if res.exception is not None:
+        if isinstance(res.exception, FastfillError):
+            return 2, res.stdout, res.stderr + f"error: {res.exception}\n"
+        import click
+
+        if isinstance(res.exception, click.ClickException):
+            return 2, res.stdout, res.stderr + res.exception.format_message()
+        raise res.exception
+    return res.return_value, res.stdout, res.stderr
+
+
+def _img(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _mask(h, w, box=(4, 4, 12, 14)):
+    m = np.zeros((h, w), np.uint8)
+    m[box[0]:box[2], box[1]:box[3]] = 255
+    return m
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """images/{a.png, sub/b.jpg, sub/deep/c.png} + masks mirroring them."""
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    for rel, fmt in [("a.png", "PNG"), ("sub/b.jpg", "JPEG"), ("sub/deep/c.png", "PNG")]:
+        (imgs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (masks / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_img(30, 41, len(rel))).save(imgs / rel, format=fmt)
+        Image.fromarray(_mask(30, 41)).save((masks / rel).with_suffix(".png"))
+    return tmp_path
+
+
+def test_folders_nested_paths_mirror_and_formats(tree):
+    out = tree / "out"
+    code, stdout, stderr = invoke("run", "--engine", TINY, tree / "images", tree / "masks", "-o", out)
+    assert code == 0, stderr
+    assert "done 3, skipped 0, failed 0" in stdout and "images/s" in stdout
+    for rel, fmt in [("a.png", "PNG"), ("sub/b.jpg", "JPEG"), ("sub/deep/c.png", "PNG")]:
+        with Image.open(out / rel) as im:
+            assert im.format == fmt and im.size == (41, 30)
+    a_in = np.asarray(Image.open(tree / "images" / "a.png"))
+    a_out = np.asarray(Image.open(out / "a.png"))
+    hole = _mask(30, 41) != 0
+    assert np.array_equal(a_in[~hole], a_out[~hole]) and not np.array_equal(a_in[hole], a_out[hole])
+    assert not [p for p in out.rglob(".*")]  # no temporary files left
+
+    # a second run skips everything; --overwrite redoes it
+    code, stdout, _ = invoke("run", "--engine", TINY, tree / "images", tree / "masks", "-o", out)
+    assert code == 0 and "done 0, skipped 3" in stdout
+    code, stdout, _ = invoke("run", "--engine", TINY, "--overwrite", tree / "images", tree / "masks",
+                             "-o", out)
+    assert code == 0 and "done 3, skipped 0" in stdout
+
+    # --format changes the output format and suffix
+    code, stdout, _ = invoke("run", "--engine", TINY, "--format", "webp", "-q", tree / "images",
+                             tree / "masks", "-o", tree / "webp")
+    assert code == 0
+    assert sorted(p.relative_to(tree / "webp").as_posix() for p in (tree / "webp").rglob("*.webp")) \
+        == ["a.webp", "sub/b.webp", "sub/deep/c.webp"]
+
+
+def test_bad_inputs_fail_one_line_each_and_keep_going(tree):
+    imgs, masks = tree / "images", tree / "masks"
+    Image.fromarray(_img(30, 41)).save(imgs / "nomask.png")  # missing mask
+    (imgs / "text.png").write_text("I am not a PNG")  # a text file named .png
+    full = imgs / "trunc.jpg"
+    Image.fromarray(_img(64, 64)).save(full, quality=95)
+    full.write_bytes(full.read_bytes()[:900])  # truncated
+    Image.fromarray(_mask(64, 64)).save(masks / "trunc.png")
+    (imgs / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))  # corrupt
+    Image.fromarray(_mask(64, 64)).save(masks / "corrupt.png")
+    Image.fromarray(_img(30, 41)).save(imgs / "wrongsize.png")
+    Image.fromarray(_mask(10, 10)).save(masks / "wrongsize.png")
+    out = tree / "out"
+    out.mkdir()
+    Image.fromarray(_img(5, 5)).save(out / "a.png")  # an existing output
+    before = (out / "a.png").read_bytes()
+
+    code, stdout, stderr = invoke("run", "--engine", TINY, imgs, masks, "-o", out)
+    assert code == 1
+    assert "done 2, skipped 1, failed 5" in stdout
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("failed: ")]
+    assert len(lines) == 5, stderr
+    msg = {Path(ln.split(": ")[1]).name: ln for ln in lines}
+    assert "no mask found" in msg["nomask.png"]
+    assert "not an image" in msg["text.png"]
+    assert "truncated" in msg["trunc.jpg"]
+    assert "corrupt" in msg["corrupt.png"]
+    assert "is 10x10 but image" in msg["wrongsize.png"] and "--resize-mask" in msg["wrongsize.png"]
+    assert (out / "a.png").read_bytes() == before  # an existing output is not touched
+    assert (out / "sub" / "b.jpg").exists() and (out / "sub" / "deep" / "c.png").exists()
+    assert not (out / "wrongsize.png").exists() and not list(out.rglob(".*"))
+
+    # --resize-mask fixes the size mismatch; the rest stays as it was
+    code, stdout, _ = invoke("run", "--engine", TINY, "--resize-mask", imgs, masks, "-o", out)
+    assert code == 1 and "done 1, skipped 3, failed 4" in stdout
+    assert (out / "wrongsize.png").exists()
+
+
+def test_single_mask_single_image_and_options(tmp_path):
+    Image.fromarray(_img(40, 40)).save(tmp_path / "x.jpg", quality=95)
+    m = np.full((40, 40), 255, np.uint8)
+    m[10:20, 10:20] = 0  # black = fill with --invert
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, stdout, stderr = invoke("run", "--engine", TINY, "--invert", "--dilate", "2",
+                                  tmp_path / "x.jpg", tmp_path / "m.png", "-o", tmp_path / "res.png")
+    assert code == 0, stderr
+    with Image.open(tmp_path / "res.png") as im:
+        assert im.format == "PNG"
+        res = np.asarray(im)
+    src = np.asarray(Image.open(tmp_path / "x.jpg"))
+    hole = np.zeros((40, 40), bool)
+    hole[8:22, 8:22] = True  # the 10x10 hole grown by 2
+    assert np.array_equal(res[~hole], src[~hole])
+    assert (res[hole] != src[hole]).any(axis=-1).mean() > 0.5
+
+
+def test_modes_round_trip(tmp_path):
+    imgs = tmp_path / "i"
+    imgs.mkdir()
+    rgb = _img(24, 32)
+    Image.fromarray(np.dstack([rgb, np.full((24, 32), 90, np.uint8)])).save(imgs / "rgba.png")
+    Image.fromarray(rgb[:, :, 0]).save(imgs / "grey.png")
+    Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 250)).save(imgs / "g16.png")
+    Image.fromarray(rgb).convert("P").save(imgs / "pal.png")
+    im = Image.fromarray(_img(24, 32))
+    exif = im.getexif()
+    exif[0x0112] = 8  # rotated: displayed as 32 high, 24 wide
+    im.save(imgs / "rot.jpg", exif=exif.tobytes())
+    masks = tmp_path / "m"
+    masks.mkdir()
+    for n in ("rgba", "grey", "g16", "pal"):
+        Image.fromarray(_mask(24, 32)).save(masks / f"{n}.png")
+    Image.fromarray(_mask(32, 24)).save(masks / "rot.png")
+    code, stdout, stderr = invoke("run", "--engine", TINY, imgs, masks, "-o", tmp_path / "o")
+    assert code == 0, stderr
+    o = tmp_path / "o"
+    hole = _mask(24, 32) != 0
+    a = np.asarray(Image.open(o / "rgba.png"))
+    assert a.shape == (24, 32, 4) and (a[~hole, 3] == 90).all() and (a[hole, 3] == 255).all()
+    assert Image.open(o / "grey.png").mode == "L"
+    g = np.asarray(Image.open(o / "g16.png"))
+    assert g.dtype == np.uint16
+    assert np.array_equal(g[~hole], rgb[:, :, 0].astype(np.uint16)[~hole] * 250)
+    assert Image.open(o / "pal.png").mode == "RGB"
+    with Image.open(o / "rot.jpg") as r:
+        assert r.size == (24, 32) and r.getexif().get(0x0112, 1) == 1
+
+
+def test_usage_errors_exit_2(tmp_path):
+    Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
+    Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
+    (tmp_path / "empty").mkdir()
+    code, _, err = invoke("run", "--engine", TINY, tmp_path / "empty", tmp_path / "m.png", "-o",
+                          tmp_path / "o")
+    assert code == 2 and "no images found" in err
+    code, _, err = invoke("run", "--engine", tmp_path / "missing.onnx", tmp_path / "x.png",
+                          tmp_path / "m.png", "-o", tmp_path / "o.png")
+    assert code == 2 and "not found" in err
+    # an output folder that cannot be created (a file is in the way)
+    (tmp_path / "blocker").write_text("a file")
+    code, _, err = invoke("run", "--engine", TINY, tmp_path / "empty", tmp_path / "m.png", "-o",
+                          tmp_path / "blocker" / "out")
+    assert code == 2
+    Image.fromarray(_img(16, 16)).save(tmp_path / "empty" / "y.png")
+    code, _, err = invoke("run", "--engine", TINY, tmp_path / "empty", tmp_path / "m.png", "-o",
+                          tmp_path / "blocker" / "out")
+    assert code == 2 and "not writable" in err and "blocker" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="permissions do not apply to root")
+def test_unwritable_output_folder(tmp_path):
+    Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
+    Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        code, _, err = invoke("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o", ro)
+        assert code == 2 and "not writable" in err
+    finally:
+        ro.chmod(0o700)
+
+
+def test_real_process_exit_codes(tree):
+    """The installed entry point path: python -m fastfill.cli, exit codes from main()."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    (tree / "images" / "bad.png").write_text("nope")
+    cmd = [sys.executable, "-m", "fastfill.cli", "run", "--engine", TINY, "-q",
+           str(tree / "images"), str(tree / "masks"), "-o", str(tree / "out")]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert "failed: " in p.stderr and "bad.png" in p.stderr and "done 3" in p.stdout
+    p = subprocess.run(cmd[:5] + ["/nonexistent.onnx"] + cmd[6:], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") <= 2, p.stderr
+
+
+def test_unwritable_output_folder_simulated(tmp_path, monkeypatch):
+    import fastfill.io
+
+    Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
+    Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fastfill.io.tempfile, "mkstemp", denied)
+    code, _, err = invoke("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o",
+                          tmp_path / "out")
+    assert code == 2 and "not writable: Permission denied" in err
+
+
+def test_single_image_into_a_folder(tmp_path):
+    Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
+    Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
+    code, stdout, _ = invoke("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o",
+                             tmp_path / "outdir")
+    assert code == 0 and (tmp_path / "outdir" / "x.png").is_file()

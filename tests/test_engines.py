@@ -1,0 +1,308 @@
+"""Engines: the format table, metadata, load errors, ONNX Runtime, OpenVINO, TensorRT sidecar checks.
+
+Runs the tiny checked-in models (tests/data/tiny_*.onnx, made by `python -m train.export --random`).
+"""
+
+import importlib.util
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastfill.engines import FORMATS, find_format, load_engine, read_meta, read_onnx_metadata
+from fastfill.engines.base import ModelMeta, check_input
+from fastfill.errors import EngineError, FastfillError, InputError
+
+DATA = Path(__file__).parent / "data"
+TINY = DATA / "tiny_glcic.onnx"
+TINY_CE = DATA / "tiny_ce.onnx"
+HAS_OV = importlib.util.find_spec("openvino") is not None
+
+
+def glcic_input(n=2, h=64, w=96, seed=0, mean=(0.5, 0.5, 0.5)):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 4, h, w), dtype=np.float32)
+    mask = (rng.random((n, 1, h, w)) > 0.7).astype(np.float32)
+    x[:, :3] = x[:, :3] * (1 - mask) + np.asarray(mean, np.float32).reshape(1, 3, 1, 1) * mask
+    x[:, 3:] = mask
+    return x
+
+
+# ------------------------------------------------------------------------- table + metadata
+
+def test_format_table_drives_the_loader():
+    assert find_format("m.onnx").backend == "onnxruntime"
+    assert find_format("m.onnx", "openvino").backend == "openvino"
+    assert find_format("m.plan").backend == "tensorrt"
+    assert find_format("M.ONNX").suffix == ".onnx"
+    assert {f.suffix for f in FORMATS} == {".onnx", ".plan"}
+    with pytest.raises(EngineError, match="unknown model format"):
+        find_format("m.pt")
+    with pytest.raises(EngineError, match="unknown backend"):
+        find_format("m.onnx", "tflite")
+    with pytest.raises(EngineError, match="reads .plan"):
+        find_format("m.onnx", "tensorrt")
+
+
+def test_meta_round_trip():
+    m = ModelMeta("ce", (0.1, 0.2, 0.3), multiple=4, input_size=(128, 128), receptive_field=128,
+                  channels=3, provenance={"checkpoint_sha256": "ab" * 32, "step": 7, "data": {"n": 3}})
+    props = m.to_onnx_metadata()
+    assert all(k.startswith("fastfill.") and isinstance(v, str) for k, v in props.items())
+    back = ModelMeta.from_onnx_metadata(props)
+    assert back == m and back.provenance == m.provenance
+    g = ModelMeta("glcic", (0.5, 0.5, 0.5), receptive_field=307)
+    assert ModelMeta.from_onnx_metadata(g.to_onnx_metadata()).input_size is None
+
+
+def test_meta_bad_values():
+    with pytest.raises(EngineError, match="no fastfill metadata"):
+        ModelMeta.from_onnx_metadata({"other": "1"})
+    bad = ModelMeta("glcic", (0.5, 0.5, 0.5)).to_onnx_metadata()
+    bad["fastfill.mean"] = "0.5,oops"
+    with pytest.raises(EngineError, match="bad fastfill metadata"):
+        ModelMeta.from_onnx_metadata(bad)
+    with pytest.raises(EngineError, match="unknown model kind"):
+        ModelMeta("gan", (0.5, 0.5, 0.5))
+
+
+def test_tiny_model_metadata_matches_onnx_package():
+    onnx = pytest.importorskip("onnx")
+    props = read_onnx_metadata(TINY)
+    assert props == {p.key: p.value for p in onnx.load(str(TINY)).metadata_props}
+    meta = read_meta(TINY)
+    assert (meta.kind, meta.channels, meta.multiple, meta.input_size) == ("glcic", 4, 4, None)
+    assert meta.receptive_field == 307  # same dilations as the full model
+    assert meta.provenance["random_init"] is True
+    ce = read_meta(TINY_CE)
+    assert (ce.kind, ce.channels, ce.input_size) == ("ce", 3, (128, 128))
+    assert TINY.stat().st_size < 1 << 20 and TINY_CE.stat().st_size < 1 << 20
+
+
+# ------------------------------------------------------------------------- load errors
+
+def _no_metadata_copy(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    m = onnx.load(str(TINY))
+    del m.metadata_props[:]
+    p = tmp_path / "plain.onnx"
+    onnx.save(m, str(p))
+    return p
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing", "not found"),
+    ("empty", "empty"),
+    ("text", "not a valid ONNX"),
+    ("truncated", "not a valid ONNX|cannot load"),
+    ("no_metadata", "no fastfill metadata"),
+    ("directory", "directory|not found|unknown model format"),
+])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_load_errors_are_clear(tmp_path, case, match, backend):
+    if backend == "openvino" and not HAS_OV:
+        pytest.skip("openvino is not installed (pip install 'fastfill[openvino]')")
+    p = tmp_path / "m.onnx"
+    if case == "empty":
+        p.write_bytes(b"")
+    elif case == "text":
+        p.write_text("this is not a model, just some words\n" * 20)
+    elif case == "truncated":
+        p.write_bytes(TINY.read_bytes()[: TINY.stat().st_size // 2])
+    elif case == "no_metadata":
+        p = _no_metadata_copy(tmp_path)
+    elif case == "directory":
+        p.mkdir()
+    with pytest.raises(FastfillError, match=match) as ei:
+        load_engine(p, backend=backend)
+    assert isinstance(ei.value, EngineError)
+    assert "\n" not in str(ei.value)  # one line for the CLI
+
+
+def test_default_model_path_message(monkeypatch, tmp_path):
+    import fastfill.engines as E
+    monkeypatch.setattr(E, "default_model_path", lambda: tmp_path / "default.onnx")
+    with pytest.raises(EngineError, match="default model is not installed"):
+        load_engine()
+
+
+# ------------------------------------------------------------------------- ONNX Runtime
+
+def test_ort_engine_runs_tiny_model():
+    e = load_engine(TINY, threads=2)
+    assert (e.name, e.device) == ("onnxruntime", "cpu")
+    assert e.providers == ["CPUExecutionProvider"]
+    x = glcic_input(mean=e.meta.mean)
+    y = e.infer(x)
+    assert y.shape == (2, 3, 64, 96) and y.dtype == np.float32
+    assert 0.0 <= y.min() and y.max() <= 1.0 and y.std() > 1e-3  # a real, non-constant output
+    # batch independence: each sample alone gives the same result
+    np.testing.assert_allclose(e.infer(x[1:]), y[1:], atol=1e-6)
+    # thread count and graph optimisation do not change the numbers
+    e1 = load_engine(TINY, threads=1, optimization="disable")
+    np.testing.assert_allclose(e1.infer(x), y, atol=1e-5)
+    e.close()
+
+
+def test_ort_ce_full_frame():
+    e = load_engine(TINY_CE, threads=2)
+    x = np.random.default_rng(1).random((2, 3, 128, 128), dtype=np.float32)
+    y = e.infer(x)
+    assert y.shape == (2, 3, 128, 128)
+    # outside the prediction box the output is the input (the paste happens inside the graph)
+    np.testing.assert_array_equal(y[..., :32, :], x[..., :32, :])
+    np.testing.assert_array_equal(y[..., :, 96:], x[..., :, 96:])
+    assert not np.allclose(y[..., 32:96, 32:96], x[..., 32:96, 32:96])
+
+
+def test_infer_input_checks():
+    e = load_engine(TINY)
+    with pytest.raises(InputError, match="float32"):
+        e.infer(np.zeros((1, 4, 64, 64), np.float64))
+    with pytest.raises(InputError, match="4 channels"):
+        e.infer(np.zeros((1, 3, 64, 64), np.float32))
+    with pytest.raises(InputError, match="multiples of 4"):
+        e.infer(np.zeros((1, 4, 66, 64), np.float32))
+    with pytest.raises(InputError, match=r"\[N, C, H, W\]"):
+        e.infer(np.zeros((4, 64, 64), np.float32))
+    ce = read_meta(TINY_CE)
+    with pytest.raises(InputError, match="128x128"):
+        check_input(ce, np.zeros((1, 3, 64, 64), np.float32))
+
+
+def test_ort_gpu_request_falls_back_with_a_warning():
+    import onnxruntime as ort
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed: no fallback to test")
+    with pytest.warns(RuntimeWarning, match="not available.*CPUExecutionProvider.*fastfill\\[gpu\\]"):
+        e = load_engine(TINY, device="cuda")
+    assert e.device == "cpu"
+    with pytest.raises(EngineError, match="unknown onnxruntime device"):
+        load_engine(TINY, device="tpu")
+
+
+# ------------------------------------------------------------------------- OpenVINO
+
+@pytest.mark.skipif(not HAS_OV, reason="openvino is not installed (pip install 'fastfill[openvino]')")
+@pytest.mark.parametrize("model", [TINY, TINY_CE])
+def test_openvino_matches_onnxruntime(tmp_path, model):
+    ov_e = load_engine(model, backend="openvino", threads=2, cache_dir=tmp_path / "cache")
+    ort_e = load_engine(model, threads=2)
+    assert ov_e.name == "openvino" and ov_e.meta == ort_e.meta
+    if ov_e.meta.kind == "glcic":
+        xs = [glcic_input(1, 64, 64, seed=2), glcic_input(2, 96, 128, seed=3)]  # dynamic shapes
+    else:
+        xs = [np.random.default_rng(4).random((2, 3, 128, 128), dtype=np.float32)]
+    for x in xs:
+        np.testing.assert_allclose(ov_e.infer(x), ort_e.infer(x), atol=1e-5)
+    assert any((tmp_path / "cache").iterdir())  # compiled blob cached for the next load
+    again = load_engine(model, backend="openvino", threads=2, cache_dir=tmp_path / "cache")
+    np.testing.assert_allclose(again.infer(xs[0]), ort_e.infer(xs[0]), atol=1e-5)
+
+
+def test_openvino_missing_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(EngineError, match=r"pip install 'fastfill\[openvino\]'"):
+        load_engine(TINY, backend="openvino")
+
+
+# ------------------------------------------------------------------------- TensorRT (no GPU needed)
+
+def _fake_plan(tmp_path, **overrides):
+    from fastfill.engines.tensorrt import SIDECAR_FORMAT, sha256_file
+    plan = tmp_path / "glcic.plan"
+    plan.write_bytes(b"not really a plan")
+    side = {
+        "format": SIDECAR_FORMAT, "version": 1, "meta": read_onnx_metadata(TINY),
+        "tensorrt": "10.0.0", "gpu": "NVIDIA Imaginary", "compute_capability": "9.0",
+        "precision": "fp16", "profiles": [{"min": [1, 4, 64, 64], "opt": [1, 4, 256, 256],
+                                           "max": [2, 4, 512, 512], "text": "1x64x64:1x256x256:2x512x512"}],
+        "onnx": "model.onnx", "plan_sha256": sha256_file(plan),
+    }
+    side.update(overrides)
+    plan.with_suffix(".json").write_text(json.dumps(side))
+    return plan, side
+
+
+def test_tensorrt_sidecar_missing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    plan = tmp_path / "glcic.plan"
+    plan.write_bytes(b"x")
+    with pytest.raises(EngineError, match="sidecar glcic.json is missing.*fastfill build"):
+        load_engine(plan)
+
+
+def test_tensorrt_sidecar_checked_before_tensorrt(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # any import of tensorrt would fail
+    plan, _ = _fake_plan(tmp_path, plan_sha256="0" * 64)
+    with pytest.raises(EngineError, match="does not match its sidecar.*rebuild it on this machine: "
+                                          "fastfill build model.onnx -o .*glcic.plan --fp16 --profile"):
+        load_engine(plan)
+    _fake_plan(tmp_path, format="something-else")
+    with pytest.raises(EngineError, match="bad sidecar"):
+        load_engine(plan)
+
+
+def test_tensorrt_missing_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    plan, _ = _fake_plan(tmp_path)
+    with pytest.raises(EngineError, match=r"TensorRT is not installed: pip install 'fastfill\[trt\]'") as ei:
+        load_engine(plan)
+    assert "\n" not in str(ei.value)
+
+
+def test_tensorrt_mismatch_says_rebuild(tmp_path):
+    from fastfill.engines.tensorrt import check_sidecar, read_sidecar
+    plan, side = _fake_plan(tmp_path)
+    assert read_sidecar(plan)["gpu"] == "NVIDIA Imaginary"
+    check_sidecar(side, {"tensorrt": "10.0.0", "gpu": "NVIDIA Imaginary", "compute_capability": "9.0"}, plan)
+    with pytest.raises(EngineError, match=r"TensorRT 10\.0\.0 in the plan, 10\.3\.0 here.*rebuild"):
+        check_sidecar(side, {"tensorrt": "10.3.0", "gpu": "NVIDIA Imaginary", "compute_capability": "9.0"}, plan)
+    with pytest.raises(EngineError, match=r"GPU NVIDIA Imaginary in the plan, NVIDIA L4 here; compute "
+                                          r"capability 9\.0 in the plan, 8\.9 here.*rebuild"):
+        check_sidecar(side, {"tensorrt": "10.0.0", "gpu": "NVIDIA L4", "compute_capability": "8.9"}, plan)
+
+
+# ------------------------------------------------------------------------- TensorRT on a GPU
+
+@pytest.mark.gpu
+def test_tensorrt_fp16_matches_onnxruntime(tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'fastfill[trt]')")
+    from fastfill.build import build_engine
+    plan = tmp_path / "tiny.plan"
+    build_engine(TINY, plan, precision="fp16", profiles=["1x64x64:1x128x128:2x256x256"],
+                 timing_cache=tmp_path / "timing.cache")
+    trt_e = load_engine(plan)
+    ort_e = load_engine(TINY)
+    assert (trt_e.name, trt_e.device) == ("tensorrt", "cuda")
+    for shape in [(1, 64, 64), (2, 128, 192)]:
+        x = glcic_input(shape[0], shape[1], shape[2], seed=5, mean=ort_e.meta.mean)
+        a, b = trt_e.infer(x), ort_e.infer(x)
+        psnr = 10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-20))
+        print(f"TensorRT fp16 vs ONNX Runtime fp32 {x.shape}: PSNR {psnr:.1f} dB, max {np.abs(a - b).max():.2e}")
+        assert psnr >= 40
+    with pytest.raises(InputError, match="outside the engine's profiles"):
+        trt_e.infer(glcic_input(1, 512, 512))
+    trt_e.close()
+
+
+@pytest.mark.gpu
+def test_tensorrt_uint8_path_matches_host_path(tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'fastfill[trt]')")
+    from fastfill import ops
+    from fastfill.build import build_engine
+    plan = tmp_path / "tiny32.plan"
+    build_engine(TINY, plan, precision="fp32", profiles=["1x64x64:1x128x128:2x256x256"])
+    e = load_engine(plan)
+    rng = np.random.default_rng(6)
+    images = rng.integers(0, 256, (2, 70, 90, 3), dtype=np.uint8)
+    masks = np.zeros((2, 70, 90), np.uint8)
+    masks[:, 20:50, 30:60] = 255
+    got = e.run_uint8(images, masks)
+    x = ops.prepare_reference(images, masks, e.meta.mean, e.meta.multiple)
+    want = ops.composite_reference(load_engine(TINY).infer(x), images, masks)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    np.testing.assert_array_equal(got[masks == 0], images[masks == 0])

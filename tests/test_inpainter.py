@@ -1,0 +1,277 @@
+"""Inpainter: padding, batching, ROI equivalence, streaming, errors — on the real tiny GLCIC."""
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastfill import ops
+from fastfill.engines import default_model_path, load_engine
+from fastfill.engines.base import ModelMeta
+from fastfill.errors import EngineError, InputError
+from fastfill.inpainter import Inpainter, hole_regions, roi_windows
+
+TINY = Path(__file__).parent / "data" / "tiny_glcic.onnx"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = load_engine(TINY, threads=2)
+    yield e
+    e.close()
+
+
+class Recording:
+    """An engine proxy that records the input shapes (and can fail on call number `fail_at`)."""
+
+    def __init__(self, inner, fail_at=None):
+        self.inner, self.meta, self.name, self.device = inner, inner.meta, "recording", "cpu"
+        self.shapes, self.fail_at, self.lock = [], fail_at, threading.Lock()
+
+    def infer(self, x):
+        with self.lock:
+            self.shapes.append(x.shape)
+            if self.fail_at is not None and len(self.shapes) > self.fail_at:
+                raise RuntimeError("boom from the back-end")
+        return self.inner.infer(x)
+
+    def close(self):
+        pass
+
+
+def _img(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _mask(h, w, *boxes):
+    m = np.zeros((h, w), np.uint8)
+    for y0, x0, y1, x1 in boxes:
+        m[y0:y1, x0:x1] = 255
+    return m
+
+
+def test_default_model_missing_is_a_clear_engine_error():
+    if default_model_path().exists():
+        pytest.skip("the default model is installed")
+    with pytest.raises(EngineError, match="default.onnx"):
+        Inpainter()
+
+
+def test_bad_engine_argument():
+    with pytest.raises(InputError, match="engine must be"):
+        Inpainter(engine=42)
+    with pytest.raises(EngineError, match="not found"):
+        Inpainter(engine="nope.onnx")
+
+
+def test_empty_mask_returns_input_without_running_the_model(engine):
+    rec = Recording(engine)
+    inp = Inpainter(rec)
+    img = _img(37, 53)
+    out = inp(img, np.zeros((37, 53), bool))
+    assert np.array_equal(out, img) and out is not img
+    assert rec.shapes == []
+
+
+@pytest.mark.parametrize("h,w", [(37, 53), (64, 64), (1, 5)])
+def test_any_size_outside_hole_untouched(engine, h, w):
+    inp = Inpainter(engine, roi=False)
+    img = _img(h, w)
+    m = _mask(h, w, (0, 0, max(1, h // 2), max(1, w // 2)))
+    out = inp(img, m)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    hole = m != 0
+    assert np.array_equal(out[~hole], img[~hole])
+    ref_in = ops.prepare_reference(img, m, engine.meta.mean, 4)
+    ref = ops.composite_reference(engine.infer(ref_in), img, m)
+    assert np.array_equal(out, ref)  # the whole path equals the NumPy definition
+
+
+def test_batch_mixed_sizes_groups_by_padded_size(engine):
+    rec = Recording(engine)
+    inp = Inpainter(rec, roi=False, batch_size=2)
+    sizes = [(30, 40), (29, 38), (50, 20), (31, 37), (32, 40)]  # 4 pad to 32x40, 1 to 52x20
+    imgs = [_img(h, w, i) for i, (h, w) in enumerate(sizes)]
+    masks = [_mask(h, w, (5, 5, 15, 15)) for h, w in sizes]
+    outs = inp.batch(imgs, masks)
+    assert [o.shape[:2] for o in outs] == sizes
+    assert sorted(s[0] for s in rec.shapes) == [1, 2, 2]
+    assert {s[2:] for s in rec.shapes} == {(32, 40), (52, 20)}
+    singles = [Inpainter(engine, roi=False)(i, m) for i, m in zip(imgs, masks)]
+    for a, b in zip(outs, singles):
+        assert np.array_equal(a, b)
+    # an N-d array in, one static mask for all
+    arr = np.stack([_img(24, 24, s) for s in range(3)])
+    outs = inp.batch(arr, _mask(24, 24, (4, 4, 9, 9)))
+    assert len(outs) == 3 and outs[0].shape == (24, 24, 3)
+    for a, im in zip(outs, arr):  # same-size frames go through one stacked prepare
+        assert np.array_equal(a, Inpainter(engine, roi=False)(im, _mask(24, 24, (4, 4, 9, 9))))
+
+
+def test_input_validation(engine):
+    inp = Inpainter(engine)
+    img = _img(16, 16)
+    with pytest.raises(InputError, match="uint8"):
+        inp(img.astype(np.float32), np.zeros((16, 16)))
+    with pytest.raises(InputError, match=r"\[H, W, 3\]"):
+        inp(img[:, :, :2], np.zeros((16, 16)))
+    with pytest.raises(InputError, match="mask is 8x16 but image is 16x16"):
+        inp(img, np.zeros((16, 8), np.uint8))
+    with pytest.raises(InputError, match="3 images but 2 masks"):
+        inp.batch([img] * 3, [np.zeros((16, 16))] * 2)
+
+
+# -- ROI ----------------------------------------------------------------------------------------
+
+def test_hole_regions_and_windows():
+    m = _mask(300, 400, (10, 10, 20, 20), (12, 22, 18, 30), (200, 300, 260, 390))
+    boxes = hole_regions(m)
+    assert len(boxes) == 2  # the two nearby boxes are one region
+    for y0, x0, y1, x1 in boxes:
+        assert m[y0:y1, x0:x1].any()
+    wins = roi_windows(m != 0, margin=50, multiple=4)
+    covered = np.zeros(m.shape, int)
+    for t, l, h, w in wins:
+        assert t % 4 == 0 and l % 4 == 0
+        assert 0 <= t and 0 <= l and t + h <= 300 and l + w <= 400
+        covered[t:t + h, l:l + w] += 1
+    assert covered.max() == 1  # windows never overlap
+    # every hole pixel has >= margin of context inside its window (or the image edge)
+    ys, xs = np.nonzero(m)
+    for y, x in zip(ys, xs):
+        t, l, h, w = next(wn for wn in wins if wn[0] <= y < wn[0] + wn[2] and wn[1] <= x < wn[1] + wn[3])
+        assert y - t >= min(50, y) and x - l >= min(50, x)
+        assert t + h - y > min(50, 300 - y - 1) and l + w - x > min(50, 400 - x - 1)
+    # windows that would overlap are merged
+    assert len(roi_windows(_mask(300, 400, (100, 100, 110, 110), (100, 180, 110, 190)) != 0,
+                           margin=50)) == 1
+    assert roi_windows(np.zeros((10, 10), bool), margin=5) == []
+
+
+def _full_and_roi_predictions(engine, img, m, windows):
+    """Max |ROI prediction - full-frame prediction| over the hole, as floats."""
+    mean = engine.meta.mean
+    H, W = m.shape
+    full = engine.infer(ops.prepare(img, m, mean, 4))[0, :, :H, :W]
+    hole = m != 0
+    seen = np.zeros_like(hole)
+    worst = 0.0
+    for t, l, h, w in windows:
+        p = engine.infer(ops.prepare(img, m, mean, 4, window=(t, l, h, w)))[0, :, :h, :w]
+        hh = hole[t:t + h, l:l + w]
+        seen[t:t + h, l:l + w] |= hh
+        worst = max(worst, float(np.abs(p - full[:, t:t + h, l:l + w])[:, hh].max()))
+    assert seen.sum() == hole.sum()  # the windows cover every hole pixel
+    return worst
+
+
+def test_roi_equals_full_frame_inside_the_hole(engine):
+    """DESIGN §4: crops with half the receptive field of margin, origin on the stride grid.
+
+    Compared as float predictions (the issue's 1e-3; we hold it to 1e-5): a float bound is the
+    real statement, and uint8 then can differ by at most one level where rint() flips, which the
+    end-to-end check below allows. A negative control (no margin) shows the test can fail.
+    """
+    H, W = 700, 1000
+    img = _img(H, W, 3)
+    m = _mask(H, W, (300, 450, 380, 530),  # middle
+              (0, 950, 30, 1000),  # touching the top-right corner
+              (640, 10, 697, 61))  # near the bottom-left, odd size
+    inp = Inpainter(engine, roi=True)
+    wins = inp.plan(m)
+    assert len(wins) == 3 and sum(h * w for _, _, h, w in wins) < 0.6 * H * W
+    assert all(t % 4 == 0 and l % 4 == 0 for t, l, _, _ in wins)
+    assert _full_and_roi_predictions(engine, img, m, wins) <= 1e-5
+    # negative control: the same holes with no margin differ clearly
+    tight = [(300, 448, 80, 84)]
+    assert _full_and_roi_predictions(engine, img, _mask(H, W, (300, 450, 380, 530)), tight) > 1e-4
+    # end to end through the public API: ROI == full frame (uint8, within one level)
+    a = inp(img, m)
+    b = Inpainter(engine, roi=False)(img, m)
+    assert np.abs(a.astype(int) - b).max() <= 1
+    assert np.array_equal(a[m == 0], img[m == 0])
+
+
+def test_roi_falls_back_to_full_frame_for_big_holes(engine):
+    inp = Inpainter(engine)
+    m = _mask(200, 200, (20, 20, 180, 180))
+    assert inp.plan(m) == [(0, 0, 200, 200)]
+
+
+# -- fixed-size (Context Encoder) models ----------------------------------------------------------
+
+class FakeCE:
+    meta = ModelMeta(kind="ce", mean=(0.4, 0.4, 0.4), multiple=1, input_size=(128, 128),
+                     receptive_field=0, channels=3)
+    name, device = "fake-ce", "cpu"
+
+    def infer(self, x):
+        assert x.shape[1:] == (3, 128, 128)
+        return np.full((x.shape[0], 3, 128, 128), 0.25, np.float32)
+
+    def close(self):
+        pass
+
+
+def test_ce_model_takes_its_size_only():
+    inp = Inpainter(FakeCE())
+    img = _img(128, 128)
+    m = _mask(128, 128, (32, 32, 96, 96))
+    out = inp(img, m)
+    assert (out[32:96, 32:96] == 64).all() and np.array_equal(out[m == 0], img[m == 0])
+    with pytest.raises(InputError, match="takes 128x128 images only, got 200x100"):
+        inp(_img(100, 200), _mask(100, 200, (1, 1, 5, 5)))
+
+
+# -- streaming ----------------------------------------------------------------------------------
+
+def test_stream_keeps_order_static_and_per_frame_masks(engine):
+    inp = Inpainter(engine, batch_size=2)
+    frames = [_img(48, 64, i) for i in range(7)]
+    static = _mask(48, 64, (10, 10, 20, 30))
+    outs = list(inp.stream(iter(frames), static))
+    assert len(outs) == 7
+    for f, o in zip(frames, outs):
+        assert np.array_equal(o, inp(f, static))
+    per = [_mask(48, 64, (i, i, i + 8, i + 8)) if i % 3 else np.zeros((48, 64)) for i in range(7)]
+    outs = list(inp.stream((f for f in frames), (m for m in per)))
+    for f, m, o in zip(frames, per, outs):
+        assert np.array_equal(o, inp(f, m))
+    outs = list(inp.stream(zip(frames, per)))  # pairs
+    assert len(outs) == 7
+
+
+def test_stream_propagates_errors_from_any_stage(engine):
+    inp = Inpainter(engine, batch_size=1)
+    m = _mask(32, 32, (4, 4, 12, 12))
+
+    def bad_reader():
+        yield _img(32, 32)
+        raise OSError("disk on fire")
+
+    it = inp.stream(bad_reader(), m)
+    with pytest.raises(OSError, match="disk on fire"):
+        list(it)
+
+    failing = Inpainter(Recording(engine, fail_at=2), batch_size=1)
+    got = []
+    with pytest.raises(EngineError, match="boom from the back-end"):
+        for o in failing.stream((_img(32, 32, i) for i in range(10)), m):
+            got.append(o)
+    assert len(got) == 2  # the frames before the failure came out, in order
+
+    with pytest.raises(InputError, match="ran out of masks at frame 2"):
+        list(inp.stream([_img(32, 32)] * 3, [m, m]))
+    with pytest.raises(InputError, match="frame 1: mask is"):
+        list(inp.stream([_img(32, 32), _img(16, 16)], m))
+
+
+def test_stream_stops_cleanly_when_the_consumer_stops(engine):
+    inp = Inpainter(engine, batch_size=1)
+    m = _mask(32, 32, (4, 4, 12, 12))
+    before = threading.active_count()
+    gen = inp.stream((_img(32, 32, i) for i in range(1000)), m)
+    next(gen)
+    gen.close()
+    assert threading.active_count() <= before

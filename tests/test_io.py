@@ -1,0 +1,254 @@
+"""fastfill.io: discovery, pairing, decoding (modes, EXIF), mask conversion, atomic writes."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastfill import io
+from fastfill.errors import InputError
+
+
+def _rgb(h=24, w=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+# -- discovery and pairing ----------------------------------------------------------------------
+
+def test_find_images_by_content_and_suffix(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    Image.fromarray(_rgb()).save(tmp_path / "a" / "b" / "x.jpg")
+    Image.fromarray(_rgb()).save(tmp_path / "noext", format="PNG")  # image without a suffix
+    (tmp_path / "fake.png").write_text("not an image")  # image suffix, not an image
+    (tmp_path / "notes.txt").write_text("ignored")  # neither
+    (tmp_path / ".hidden.png").write_bytes(b"ignored too")
+    found = {c.rel.as_posix(): c for c in io.find_images(tmp_path)}
+    assert set(found) == {"a/b/x.jpg", "noext", "fake.png"}
+    assert found["a/b/x.jpg"].format == "JPEG" and found["noext"].format == "PNG"
+    assert found["fake.png"].format is None and "not an image" in found["fake.png"].error
+
+
+def test_find_images_missing_root(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        io.find_images(tmp_path / "nope")
+
+
+def test_mask_index_pairs_by_relative_path_and_stem(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.new("L", (4, 4)).save(tmp_path / "a" / "x.png")
+    Image.new("L", (4, 4)).save(tmp_path / "x.png")
+    (tmp_path / "a" / "x.txt").write_text("a note with the same stem")
+    idx = io.MaskIndex(tmp_path)
+    assert idx.find(io.Path("a/x.jpg")) == tmp_path / "a" / "x.png"
+    assert idx.find(io.Path("x.tif")) == tmp_path / "x.png"
+    with pytest.raises(InputError, match="no mask found"):
+        idx.find(io.Path("b/x.jpg"))
+    single = io.MaskIndex(tmp_path / "x.png")
+    assert single.find(io.Path("any/thing.jpg")) == tmp_path / "x.png"
+
+
+def test_mask_index_ambiguous(tmp_path):
+    Image.new("L", (4, 4)).save(tmp_path / "x.png")
+    Image.new("L", (4, 4)).save(tmp_path / "x.bmp")
+    with pytest.raises(InputError, match="several masks"):
+        io.MaskIndex(tmp_path).find(io.Path("x.jpg"))
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+def test_decode_modes(tmp_path):
+    rgb = _rgb()
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    d = io.decode_image(tmp_path / "rgb.png")
+    assert d.rgb.dtype == np.uint8 and d.rgb.shape == (24, 32, 3) and np.array_equal(d.rgb, rgb)
+    assert d.format == "PNG" and d.alpha is None
+
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "grey.png")
+    d = io.decode_image(tmp_path / "grey.png")
+    assert d.mode == "L" and np.array_equal(d.rgb[:, :, 1], rgb[:, :, 0])
+
+    rgba = np.dstack([rgb, np.arange(24 * 32).reshape(24, 32).astype(np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    d = io.decode_image(tmp_path / "rgba.png")
+    assert np.array_equal(d.alpha, rgba[:, :, 3]) and np.array_equal(d.rgb, rgb)
+
+    Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
+    d = io.decode_image(tmp_path / "pal.png")
+    assert d.mode == "P" and d.rgb.shape == (24, 32, 3)
+
+    g16 = (np.arange(24 * 32).reshape(24, 32) * 80).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    d = io.decode_image(tmp_path / "g16.png")
+    assert d.gray16 is not None and np.array_equal(d.gray16, g16)
+    assert abs(int(d.rgb[-1, -1, 0]) - round(int(g16[-1, -1]) / 257)) <= 1
+
+
+def test_decode_applies_exif_orientation(tmp_path):
+    rgb = _rgb(20, 30)
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW when displayed
+    im.save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=100)
+    d = io.decode_image(tmp_path / "rot.jpg")
+    assert d.rgb.shape == (30, 20, 3)  # displayed orientation
+    if d.info.get("exif"):  # carried to the output without the orientation tag
+        ex = Image.Exif()
+        ex.load(d.info["exif"])
+        assert ex.get(0x0112, 1) == 1
+
+
+def test_decode_errors(tmp_path):
+    (tmp_path / "t.png").write_text("hello")
+    with pytest.raises(InputError, match="not an image"):
+        io.decode_image(tmp_path / "t.png")
+    buf = tmp_path / "full.jpg"
+    Image.fromarray(_rgb(64, 64)).save(buf, quality=90)
+    data = buf.read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        io.decode_image(tmp_path / "trunc.jpg")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(InputError):
+        io.decode_image(tmp_path / "corrupt.png")
+
+
+def test_decompression_bomb_limit_kept(tmp_path, monkeypatch):
+    Image.fromarray(_rgb(64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 px > 2 * 1000 -> error
+    with pytest.raises(InputError, match="refused"):
+        io.decode_image(tmp_path / "big.png")
+
+
+# -- masks --------------------------------------------------------------------------------------
+
+def test_mask_conversions(tmp_path):
+    g = np.zeros((8, 10), np.uint8)
+    g[2:4, 3:6] = 200
+    g[5, 5] = 100  # below the threshold
+    Image.fromarray(g).save(tmp_path / "g.png")
+    m = io.decode_mask(tmp_path / "g.png", (8, 10))
+    assert m.dtype == bool and m.sum() == 6
+    assert io.decode_mask(tmp_path / "g.png", (8, 10), invert=True).sum() == 80 - 6
+    assert io.decode_mask(tmp_path / "g.png", (8, 10), threshold=100).sum() == 7
+
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[1, 1] = (255, 255, 255)
+    rgb[2, 2] = (255, 0, 0)  # red: luma 76 -> keep
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    assert io.decode_mask(tmp_path / "rgb.png", (8, 10)).sum() == 1
+
+    # white strokes on a transparent layer: opaque white = fill, transparent = keep
+    rgba = np.zeros((8, 10, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[3, 4:7, 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    assert io.decode_mask(tmp_path / "a.png", (8, 10)).sum() == 3
+
+    Image.fromarray(g > 0).save(tmp_path / "one.png")  # mode "1"
+    assert io.decode_mask(tmp_path / "one.png", (8, 10)).sum() == 7
+
+
+def test_mask_size_mismatch_and_resize(tmp_path):
+    g = np.zeros((8, 10), np.uint8)
+    g[:4] = 255
+    Image.fromarray(g).save(tmp_path / "m.png")
+    with pytest.raises(InputError, match=r"mask .*m.png is 10x8 but image x.jpg is 20x16 .*--resize-mask"):
+        io.decode_mask(tmp_path / "m.png", (16, 20), image_name="image x.jpg")
+    m = io.decode_mask(tmp_path / "m.png", (16, 20), resize=True)
+    assert m.shape == (16, 20) and m[:7].all() and not m[9:].any()
+
+
+def test_dilate():
+    m = np.zeros((20, 30), bool)
+    m[5, 7] = True
+    d = io.dilate_mask(m, 2)
+    assert d.sum() == 25 and d[3:8, 5:10].all()
+    edge = np.zeros((5, 5), bool)
+    edge[0, 0] = True
+    assert io.dilate_mask(edge, 10).all()
+    assert np.array_equal(io.dilate_mask(m, 0), m)
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+def test_restore_mode_keeps_alpha_and_16bit_outside_hole(tmp_path):
+    rgb = _rgb(8, 8)
+    alpha = np.full((8, 8), 77, np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "a.png")
+    src = io.decode_image(tmp_path / "a.png")
+    hole = np.zeros((8, 8), bool)
+    hole[2:4, 2:4] = True
+    out = io.restore_mode(rgb, src, hole, "PNG")
+    a = np.asarray(out)
+    assert out.mode == "RGBA" and (a[hole, 3] == 255).all() and (a[~hole, 3] == 77).all()
+    assert io.restore_mode(rgb, src, hole, "JPEG").mode == "RGB"
+
+    g16 = np.full((8, 8), 12345, np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    src = io.decode_image(tmp_path / "g16.png")
+    res = np.full((8, 8, 3), 200, np.uint8)
+    o = np.asarray(io.restore_mode(res, src, hole, "PNG"))
+    assert o.dtype == np.uint16 and (o[~hole] == 12345).all() and (o[hole] == 200 * 257).all()
+
+
+def test_save_atomic_no_overwrite(tmp_path):
+    img = Image.fromarray(_rgb())
+    p = tmp_path / "sub" / "o.png"
+    io.save_image(img, p, "PNG")
+    assert p.exists() and not [f for f in p.parent.iterdir() if f.name.startswith(".")]
+    before = p.read_bytes()
+    with pytest.raises(InputError, match="exists"):
+        io.save_image(Image.fromarray(_rgb(seed=5)), p, "PNG")
+    assert p.read_bytes() == before
+    io.save_image(Image.fromarray(_rgb(seed=5)), p, "PNG", overwrite=True)
+    assert p.read_bytes() != before
+    assert not [f for f in p.parent.iterdir() if f.name.startswith(".")]  # no temp files left
+
+
+def test_check_writable_dir(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        io.check_writable_dir(tmp_path / "file")
+    with pytest.raises(InputError, match="not writable"):
+        io.check_writable_dir(tmp_path / "file" / "sub")
+    assert io.check_writable_dir(tmp_path / "new" / "dir").is_dir()
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
+                    reason="permissions do not apply to root")
+def test_check_writable_dir_permissions(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(InputError, match="not writable"):
+            io.check_writable_dir(ro)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_normalize_format():
+    assert io.normalize_format("jpg") == "JPEG" and io.normalize_format(".PNG") == "PNG"
+    assert io.normalize_format(None) is None
+    with pytest.raises(InputError, match="unknown output format"):
+        io.normalize_format("xyz")
+
+
+def test_frame_number():
+    assert io.frame_number(io.Path("frame_0012.png")) == 12
+    assert io.frame_number(io.Path("v2_0007.png")) == 7
+    assert io.frame_number(io.Path("mask.png")) is None
+
+
+def test_permission_denied_is_reported(tmp_path, monkeypatch):
+    """What a read-only folder does for a non-root user, simulated so that it runs as root too."""
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", denied)
+    with pytest.raises(InputError, match="not writable: Permission denied"):
+        io.check_writable_dir(tmp_path)
+    with pytest.raises(InputError, match="cannot write to .*Permission denied"):
+        io.save_image(Image.fromarray(_rgb()), tmp_path / "x.png", "PNG")
+    assert not (tmp_path / "x.png").exists()
