@@ -1,0 +1,270 @@
+"""`fastfill run --ray` and `fastfill.ray.inpaint` on a local Ray (CPU, 2 logical CPUs).
+
+One Ray session for the module (starting Ray takes seconds); every test compares against the
+local code path run on the same files, not against the code under test.
+"""
+
+import filecmp
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fastfill[ray]')")
+pytest.importorskip("ray.data")
+
+from fastfill import ray as fray  # noqa: E402
+from fastfill.cli import cli  # noqa: E402
+from fastfill.errors import EngineError, FastfillError  # noqa: E402
+from fastfill.inpainter import Inpainter  # noqa: E402
+
+TINY = str(Path(__file__).parent / "data" / "tiny_glcic.onnx")
+N_IMAGES = 30
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    if ray.is_initialized():  # someone else's session: use it as it is
+        yield
+        return
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def invoke(*args):
+    """Run the CLI like main() does: (exit code, stdout, stderr)."""
+    res = CliRunner().invoke(cli, [str(a) for a in args], standalone_mode=False)
+    if res.exception is not None:
+        if isinstance(res.exception, FastfillError):
+            return 2, res.stdout, res.stderr + f"error: {res.exception}\n"
+        import click
+
+        if isinstance(res.exception, click.ClickException):
+            return 2, res.stdout, res.stderr + res.exception.format_message()
+        raise res.exception
+    return res.return_value, res.stdout, res.stderr
+
+
+def _photo(h, w, seed):
+    """A smooth gradient with texture: compresses like a photo, unlike uniform noise."""
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0, 1, h)[:, None]
+    x = np.linspace(0, 1, w)[None, :]
+    base = np.stack([200 * y + 30 * x, 180 * x + 40 * np.sin(8 * y), 120 + 100 * x * y], axis=2)
+    return np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _make_tree(root: Path, n: int = N_IMAGES) -> Path:
+    """images/ + masks/ with PNG, JPEG, grey, RGBA and 16-bit grey files, some in subfolders."""
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        h, w = int(rng.integers(36, 80)), int(rng.integers(36, 80))
+        sub = ("sub/" if i % 3 == 0 else "") + ("deep/" if i % 9 == 0 else "")
+        im = _photo(h, w, i)
+        kind = i % 5
+        name = f"{sub}img{i:02d}"
+        (root / "images" / sub).mkdir(parents=True, exist_ok=True)
+        (root / "masks" / sub).mkdir(parents=True, exist_ok=True)
+        if kind == 0:
+            Image.fromarray(im).save(root / "images" / f"{name}.png")
+        elif kind == 1:
+            Image.fromarray(im).save(root / "images" / f"{name}.jpg", quality=90)
+        elif kind == 2:
+            Image.fromarray(im).convert("L").save(root / "images" / f"{name}.png")
+        elif kind == 3:
+            rgba = np.dstack([im, rng.integers(0, 256, (h, w), dtype=np.uint8)])
+            Image.fromarray(rgba, "RGBA").save(root / "images" / f"{name}.png")
+        else:
+            g16 = (im[:, :, 0].astype(np.uint16) * 257)
+            Image.fromarray(g16).save(root / "images" / f"{name}.png")
+        m = np.zeros((h, w), np.uint8)
+        y0, x0 = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+        m[y0:y0 + h // 3, x0:x0 + w // 3] = 255
+        Image.fromarray(m).save(root / "masks" / f"{name}.png")
+    return root
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = _make_tree(tmp_path_factory.mktemp("ray-tree"))
+    code, stdout, stderr = invoke("run", "-q", "--engine", TINY, root / "images", root / "masks",
+                                  "-o", root / "local")
+    assert code == 0, stderr
+    return root
+
+
+def test_ray_run_is_bit_identical_to_local_run(tree):
+    out = tree / "ray"
+    code, stdout, stderr = invoke("run", "-q", "--ray", "--concurrency", "2", "--engine", TINY,
+                                  tree / "images", tree / "masks", "-o", out)
+    assert code == 0, stderr
+    assert f"done {N_IMAGES}, skipped 0, failed 0" in stdout
+    assert _files(out) == _files(tree / "local") and len(_files(out)) == N_IMAGES
+    _, mismatch, errors = filecmp.cmpfiles(tree / "local", out, _files(out), shallow=False)
+    assert mismatch == [] and errors == []
+    assert not (out / fray.FAILURES_FILE).exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files left
+
+
+def test_bad_files_fail_alone_then_resume_rewrites_only_missing(tree, tmp_path):
+    root = tmp_path
+    shutil.copytree(tree / "images", root / "images")
+    shutil.copytree(tree / "masks", root / "masks")
+    good = Path("sub/img06.jpg")
+    data = (root / "images" / good).read_bytes()
+    (root / "images" / "sub" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "masks" / "sub" / "truncated.png").write_bytes((root / "masks" / "sub" /
+                                                             "img06.png").read_bytes())
+    Image.fromarray(_photo(40, 40, 99)).save(root / "images" / "no_mask.png")
+    out = root / "out"
+    code, stdout, stderr = invoke("run", "-q", "--ray", "--engine", TINY, root / "images",
+                                  root / "masks", "-o", out)
+    assert code == 1, stderr
+    assert f"done {N_IMAGES}, skipped 0, failed 2" in stdout
+    assert "truncated.jpg" in stderr and "no_mask.png" in stderr
+    lines = [json.loads(s) for s in (out / fray.FAILURES_FILE).read_text().splitlines()]
+    assert sorted(Path(d["file"]).name for d in lines) == ["no_mask.png", "truncated.jpg"]
+    assert all(d["error"] for d in lines)
+    assert "no mask found" in next(d["error"] for d in lines if d["file"].endswith("no_mask.png"))
+    written = [f for f in _files(out) if f != fray.FAILURES_FILE]
+    assert written == _files(tree / "local")
+
+    # Resume: every output gets an old mtime, three are deleted; only those three are written.
+    old = 1_000_000_000
+    for f in written:
+        os.utime(out / f, (old, old))
+    deleted = written[::11][:3]
+    for f in deleted:
+        (out / f).unlink()
+    code, stdout, stderr = invoke("run", "-q", "--ray", "--engine", TINY, root / "images",
+                                  root / "masks", "-o", out)
+    assert code == 1, stderr
+    assert f"done 3, skipped {N_IMAGES - 3}, failed 2" in stdout
+    for f in written:
+        changed = (out / f).stat().st_mtime != old
+        assert changed == (f in deleted), f
+        assert filecmp.cmp(out / f, tree / "local" / f, shallow=False)
+
+    # Once the bad files are gone, the failures file goes too.
+    (root / "images" / "sub" / "truncated.jpg").unlink()
+    (root / "images" / "no_mask.png").unlink()
+    code, stdout, _ = invoke("run", "-q", "--ray", "--engine", TINY, root / "images",
+                             root / "masks", "-o", out)
+    assert code == 0 and f"done 0, skipped {N_IMAGES}, failed 0" in stdout
+    assert not (out / fray.FAILURES_FILE).exists()
+
+
+def test_pyarrow_filesystem_and_file_uris(tree, tmp_path):
+    """The generic file-system path (any pyarrow FileSystem) gives the local run's bytes."""
+    import pyarrow.fs as pafs
+
+    fs = pafs.SubTreeFileSystem(str(tree), pafs.LocalFileSystem())  # not a LocalFileSystem
+    summary = fray.run_files("images", "masks", "fs-out", filesystem=fs, engine=TINY,
+                             progress=False)
+    assert (summary.done, summary.failed) == (N_IMAGES, 0)
+    out = tree / "fs-out"
+    assert _files(out) == _files(tree / "local")
+    _, mismatch, errors = filecmp.cmpfiles(tree / "local", out, _files(out), shallow=False)
+    assert mismatch == [] and errors == []
+
+    # file:// URIs through the CLI (resolved to the local code path).
+    one = tmp_path / "one.jpg"  # one image in: -o names the output file, as in the local run
+    code, stdout, stderr = invoke("run", "-q", "--ray", "--engine", TINY,
+                                  (tree / "images" / "img01.jpg").as_uri(),
+                                  (tree / "masks" / "img01.png").as_uri(), "-o", one.as_uri())
+    assert code == 0, stderr
+    assert filecmp.cmp(one, tree / "local" / "img01.jpg", shallow=False)
+    # Without --ray a URI is a usage error.
+    code, _, stderr = invoke("run", "--engine", TINY, (tree / "images").as_uri(),
+                             tree / "masks", "-o", tmp_path / "x")
+    assert code == 2 and "--ray" in stderr
+
+
+def test_inpaint_dataset_api():
+    rng = np.random.default_rng(5)
+    rows, expected_in = [], []
+    for i in range(10):
+        h, w = int(rng.integers(30, 70)), int(rng.integers(30, 70))
+        im = _photo(h, w, 100 + i)
+        m = np.zeros((h, w), np.uint8)
+        m[h // 3: h // 3 + 9, w // 4: w // 4 + 11] = 1
+        rows.append({"id": i, "image": im, "mask": m})
+        expected_in.append((im, m))
+    ds = ray.data.from_items(rows)
+    out = fray.inpaint(ds, engine=TINY, concurrency=2).take_all()
+    expected = Inpainter(TINY).batch([a for a, _ in expected_in], [b for _, b in expected_in])
+    got = {r["id"]: r for r in out}
+    assert sorted(got) == list(range(10))
+    for i, exp in enumerate(expected):
+        assert np.array_equal(got[i]["inpainted"], exp)
+        assert np.array_equal(got[i]["image"], expected_in[i][0])  # input columns kept
+
+    # on_error="column": a bad row gets an error message, the others their result.
+    bad = rows[:3] + [{"id": 3, "image": rows[3]["image"], "mask": np.zeros((5, 5), np.uint8)}]
+    res = {r["id"]: r for r in fray.inpaint(ray.data.from_items(bad), engine=TINY,
+                                             on_error="column").take_all()}
+    assert res[3]["error"] and "mask is 5x5" in res[3]["error"]
+    assert res[3]["inpainted"].shape == (0, 0, 3)
+    for i in range(3):
+        assert res[i]["error"] == "" and np.array_equal(res[i]["inpainted"], expected[i])
+
+
+def test_video_folder_one_task_per_video(tmp_path):
+    av = pytest.importorskip("av")
+    vids, masks = tmp_path / "videos", tmp_path / "masks"
+    vids.mkdir()
+    masks.mkdir()
+    for k in range(2):
+        with av.open(str(vids / f"clip{k}.mkv"), "w") as c:
+            s = c.add_stream("ffv1", rate=10)
+            s.width, s.height, s.pix_fmt = 48, 40, "yuv444p"
+            for i in range(4):
+                f = av.VideoFrame.from_ndarray(_photo(40, 48, 10 * k + i), format="rgb24")
+                for p in s.encode(f):
+                    c.mux(p)
+            for p in s.encode(None):
+                c.mux(p)
+        m = np.zeros((40, 48), np.uint8)
+        m[10:22, 12:30] = 255
+        Image.fromarray(m).save(masks / f"clip{k}.png")
+    code, stdout, stderr = invoke("run", "-q", "--ray", "--engine", TINY, vids, masks,
+                                  "-o", tmp_path / "out")
+    assert code == 0, stderr
+    assert "done 2, skipped 0, failed 0" in stdout
+    for k in range(2):
+        code, _, stderr = invoke("video", "-q", "--engine", TINY, vids / f"clip{k}.mkv",
+                                 "--mask", masks / f"clip{k}.png", "-o",
+                                 tmp_path / f"local{k}.mkv")
+        assert code == 0, stderr
+
+        def frames(p):
+            with av.open(str(p)) as c:
+                return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        a, b = frames(tmp_path / "out" / f"clip{k}.mkv"), frames(tmp_path / f"local{k}.mkv")
+        assert len(a) == len(b) == 4
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_engine_error_stops_the_run_with_exit_2(tree, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    code, _, stderr = invoke("run", "-q", "--ray", "--engine", bad, tree / "images",
+                             tree / "masks", "-o", tmp_path / "out")
+    assert code == 2
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "not a valid ONNX model" in last
+    with pytest.raises(EngineError, match="no such model file"):
+        fray.run_files(tree / "images", tree / "masks", tmp_path / "o2",
+                       engine=tmp_path / "missing.onnx")
