@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/fastfill run examples/images examples/masks -o out/demo --overwrite --sheet out/demo/sheet.png
-	@echo "results in out/demo/ (open out/demo/sheet.png for input | mask | result)"
+	$(BIN)/fastfill run examples/images examples/masks -o out/demo --overwrite
+	$(BIN)/python scripts/contact_sheet.py examples/images examples/masks out/demo -o out/demo/sheet.png
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
