@@ -310,11 +310,12 @@ def _import_train(module):
 @click.option("--save-every", type=click.IntRange(min=1), default=5000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader processes.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue from a checkpoint (e.g. OUT/last.safetensors) exactly.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(kind, data, out, steps, batch_size, crop, width, d_width, mask, tc, td, alpha, lr_d, lr_ratio,
-              adv, val_fraction, seed, sample_every, save_every, workers, threads, resume, quiet):
+              adv, val_fraction, seed, sample_every, save_every, workers, threads, device, resume, quiet):
     """Train a GLCIC or Context Encoder model on a folder of photographs (needs the `train` extra).
 
     Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
@@ -324,7 +325,7 @@ def train_cmd(kind, data, out, steps, batch_size, crop, width, d_width, mask, tc
                            width=width, d_width=d_width, mask=None if kind == "ce" else mask, tc=tc, td=td,
                            alpha=alpha, lr_d=lr_d, lr_ratio=lr_ratio, adv=adv, val_fraction=val_fraction,
                            seed=seed, sample_every=sample_every, save_every=save_every, workers=workers,
-                           threads=threads, resume=resume, progress=not quiet)
+                           threads=threads, device=device, resume=resume, progress=not quiet)
     r = loop.train(cfg)
     if r["interrupted"]:
         click.echo(f"interrupted at step {r['step']}; saved {r['checkpoint']} (continue with --resume)", err=True)

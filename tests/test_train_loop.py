@@ -1,0 +1,171 @@
+"""train.loop: real tiny training runs on image files: phases, overfitting, exact resume, Ctrl-C,
+sample grids, bad configs, and the `fastfill train` command."""
+
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from fastfill.cli import cli  # noqa: E402
+from train.checkpoint import load_checkpoint, read_meta  # noqa: E402
+from train.data import DataError  # noqa: E402
+from train.loop import TrainConfig, glcic_phase, train  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: these tiny nets run faster so, and the shared 2-core machine is not oversubscribed."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+COLORS = [(230, 20, 20), (20, 200, 40), (30, 30, 220), (240, 240, 30)]
+
+
+@pytest.fixture(scope="module")
+def solid(tmp_path_factory):
+    """Four solid-colour photos: the right fill is the surrounding colour, learnable in a few steps."""
+    d = tmp_path_factory.mktemp("solid")
+    for i, c in enumerate(COLORS):
+        Image.fromarray(np.full((40 + 4 * i, 44, 3), c, np.uint8)).save(d / f"{i}.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory):
+    d = tmp_path_factory.mktemp("textured")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (48, 56, 3), dtype=np.uint8)).save(d / f"{i}.jpg")
+    return d
+
+
+def tiny(kind, data, out, **kw):
+    base = dict(kind=kind, data=str(data), out=str(out), batch_size=2, width=0.0625, d_width=0.0625,
+                val_fraction=0.0, sample_every=0, progress=False, threads=1)
+    if kind == "glcic":
+        base.update(crop=32)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_phase_schedule():
+    assert [glcic_phase(s, 2, 3) for s in range(7)] == ["completion"] * 2 + ["discriminator"] * 3 + ["joint"] * 2
+
+
+def test_glcic_phases_switch_at_configured_steps(textured, tmp_path):
+    r = train(tiny("glcic", textured, tmp_path, steps=6, tc=2, td=1))
+    phases = [h["phase"] for h in r["history"]]
+    assert phases == ["completion"] * 2 + ["discriminator"] + ["joint"] * 3
+    assert set(r["history"][0]) >= {"g_rec"} and "d_loss" not in r["history"][0]
+    assert "d_loss" in r["history"][2] and "g_rec" not in r["history"][2]
+    assert {"d_loss", "g_adv", "g_rec", "g_loss"} <= set(r["history"][3])
+    meta = read_meta(r["checkpoint"])
+    assert meta["step"] == 6 and meta["phase"] == "joint" and meta["kind"] == "glcic"
+    assert meta["train"]["tc"] == 2 and meta["train"]["alpha"] == 0.0004
+    assert len(meta["mean"]) == 3 and all(0 <= v <= 1 for v in meta["mean"])
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == list(range(6))
+
+
+def test_glcic_overfits(solid, tmp_path):
+    r = train(tiny("glcic", solid, tmp_path, steps=60, batch_size=4, width=0.125, tc=1000, td=0))
+    rec = [h["g_rec"] for h in r["history"]]
+    assert np.mean(rec[-5:]) < 0.3 * np.mean(rec[:5])
+    net, meta = load_checkpoint(r["checkpoint"])
+    np.testing.assert_allclose(meta["mean"], np.mean(COLORS, 0) / 255, atol=0.03)
+
+
+def test_ce_overfits(solid, tmp_path):
+    r = train(tiny("ce", solid, tmp_path, steps=60, batch_size=4))
+    rec = [h["g_rec"] for h in r["history"]]
+    assert np.mean(rec[-5:]) < 0.6 * np.mean(rec[:5])
+    assert all(h["phase"] == "joint" and "d_loss" in h for h in r["history"])
+
+
+@pytest.mark.parametrize("kind", ["glcic", "ce"])
+def test_resume_continues_exactly(kind, textured, tmp_path):
+    kw = dict(steps=6, tc=2, td=1) if kind == "glcic" else dict(steps=4)
+    full = train(tiny(kind, textured, tmp_path / "full", **kw))
+    half_steps = 4 if kind == "glcic" else 2
+    first = train(tiny(kind, textured, tmp_path / "split", **{**kw, "steps": half_steps}))
+    rest = train(tiny(kind, textured, tmp_path / "split", **kw, resume=str(first["checkpoint"])))
+    assert [h["step"] for h in rest["history"]] == list(range(half_steps, kw["steps"]))
+    assert first["history"] + rest["history"] == full["history"]  # identical losses, bit for bit
+    a, b = load_file(str(full["checkpoint"])), load_file(str(rest["checkpoint"]))
+    assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_ctrl_c_saves_and_resumes(textured, tmp_path):
+    def interrupt(step, met):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C
+
+    r = train(tiny("glcic", textured, tmp_path, steps=5, tc=1, td=1), on_step=interrupt)
+    assert r["interrupted"] and r["step"] == 2 and len(r["history"]) == 2
+    assert read_meta(r["checkpoint"])["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    r2 = train(tiny("glcic", textured, tmp_path, steps=5, tc=1, td=1, resume=str(r["checkpoint"])))
+    assert not r2["interrupted"] and [h["step"] for h in r2["history"]] == [2, 3, 4]
+
+
+def test_sample_grids(textured, tmp_path):
+    train(tiny("glcic", textured, tmp_path, steps=4, tc=2, td=0, sample_every=2, n_samples=3, val_fraction=0.3))
+    grids = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert grids == ["step_0000002.png", "step_0000004.png"]
+    with Image.open(tmp_path / "samples" / grids[0]) as im:
+        assert im.size == (3 * 32, 3 * 32)  # input | output | truth, one row per sample
+
+
+def test_bad_configs(textured, tmp_path):
+    with pytest.raises(DataError, match="unknown model kind"):
+        TrainConfig(kind="unet", data="x", out="y")
+    with pytest.raises(DataError, match="128x128"):
+        TrainConfig(kind="ce", data="x", out="y", crop=64)
+    with pytest.raises(DataError, match="multiple of 4"):
+        TrainConfig(kind="glcic", data="x", out="y", crop=30)
+    with pytest.raises(DataError, match="no images"):
+        train(tiny("glcic", tmp_path, tmp_path / "o", steps=1))
+    with pytest.raises(ValueError, match="unknown adversarial loss"):
+        train(tiny("glcic", textured, tmp_path / "o", steps=1, adv="wgan"))
+
+
+def test_paper_defaults():
+    g = TrainConfig(kind="glcic", data="x", out="y")
+    assert (g.steps, g.batch_size, g.crop, g.tc, g.td, g.alpha, g.local_size, g.mask) == \
+        (150_000, 96, 256, 90_000, 10_000, 0.0004, 128, "rect")
+    c = TrainConfig(kind="ce", data="x", out="y")
+    assert (c.batch_size, c.crop, c.lambda_rec, c.lambda_adv, c.overlap_weight, c.lr_ratio) == \
+        (64, 128, 0.999, 0.001, 10.0, 10.0)
+
+
+def test_cli_train(textured, tmp_path, monkeypatch):
+    runner = CliRunner()
+    args = ["train", "glcic", "--data", str(textured), "--out", str(tmp_path / "run"), "--steps", "2",
+            "--batch-size", "2", "--crop", "32", "--width", "0.0625", "--d-width", "0.0625", "--tc", "1",
+            "--td", "0", "--val-fraction", "0", "--sample-every", "0", "-q"]
+    res = runner.invoke(cli, args, standalone_mode=False)
+    assert res.exception is None, res.output
+    assert res.return_value == 0 and "done: step 2" in res.output
+    assert (tmp_path / "run" / "last.safetensors").exists()
+    # resume to more steps
+    res = runner.invoke(cli, args[:7] + ["4"] + args[8:] + ["--resume", str(tmp_path / "run" / "last.safetensors")],
+                        standalone_mode=False)
+    assert res.exception is None and "done: step 4" in res.output
+    assert runner.invoke(cli, ["train", "glcic", "--out", str(tmp_path)]).exit_code == 2  # no --data
+    assert runner.invoke(cli, ["train", "vae", "--data", str(textured), "--out", str(tmp_path)]).exit_code == 2
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    res = runner.invoke(cli, args)
+    assert res.exit_code != 0 and "pip install 'fastfill[train]'" in res.output

@@ -1,0 +1,348 @@
+"""The training loops for the Context Encoder and GLCIC, nanoGPT style: one config, one function.
+
+    from train.loop import TrainConfig, train
+    train(TrainConfig(kind="glcic", data="photos/", out="runs/glcic", width=0.25))
+
+Defaults are the papers' numbers:
+  GLCIC  batch 96, 256x256 crops of images resized to a shorter side of 256..384, one random
+         rectangle hole with sides 96..128, ADADELTA, Tc = 90,000 completion-only iterations,
+         Td = 10,000 discriminator-only iterations, joint training to 150,000 with alpha = 0.0004;
+         the local discriminator sees the 128x128 patch centred on the hole (a random patch of the
+         real image for real samples).
+  CE     batch 64, 128x128 crops, central 64x64 prediction with a 7 px overlap (50x50 hole),
+         Adam (beta1 0.5), lambda_rec = 0.999, lambda_adv = 0.001, overlap band weighted 10x,
+         the encoder-decoder's learning rate 10x the discriminator's (2e-3 vs 2e-4).
+Every `save_every` steps, at the end, and on Ctrl-C, `OUT/last.safetensors` (+ `.json`) is written;
+`resume=OUT/last.safetensors` continues with identical batches and losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .data import DataError, ImageFolder, batches, find_images, split_files
+from .losses import ce_weight_map, make_adversarial_loss, masked_mse, weighted_mse
+from .masks import hole_centers
+from .models import CEDiscriminator, CompletionNet, ContextEncoder, GLCICDiscriminator
+
+PAPER_DEFAULTS = {
+    "glcic": dict(steps=150_000, batch_size=96, crop=256, mask="rect", tc=90_000, td=10_000),
+    "ce": dict(steps=100_000, batch_size=64, crop=128, mask="center"),
+}
+
+
+@dataclass
+class TrainConfig:
+    kind: str                       # "glcic" | "ce"
+    data: str                       # folder of images (recursive)
+    out: str                        # run folder: last.safetensors, samples/, log.jsonl
+    steps: int | None = None        # total iterations (paper default per kind)
+    batch_size: int | None = None
+    crop: int | None = None         # training crop side (256 GLCIC, 128 CE)
+    scale: tuple = (1.0, 1.5)       # shorter side resized to crop * U(scale)
+    flip: bool = True
+    mask: str | None = None         # rect | freeform | mixed | center (GLCIC default rect)
+    width: float = 1.0              # channel multiplier of the generator
+    d_width: float = 1.0            # channel multiplier of the discriminator(s)
+    # GLCIC
+    tc: int | None = None           # completion-only iterations
+    td: int | None = None           # discriminator-only iterations
+    alpha: float = 0.0004
+    local_size: int | None = None   # local discriminator patch (128 at a 256 crop)
+    adadelta_lr: float = 1.0
+    adadelta_rho: float = 0.9
+    # CE
+    lambda_rec: float = 0.999
+    lambda_adv: float = 0.001
+    overlap_weight: float = 10.0
+    lr_d: float = 2e-4
+    lr_ratio: float = 10.0          # generator lr = lr_ratio * lr_d
+    beta1: float = 0.5
+    # both
+    adv: str = "bce"                # adversarial loss kind (train.losses)
+    seed: int = 0
+    val_fraction: float = 0.05
+    sample_every: int = 1000
+    save_every: int = 5000
+    n_samples: int = 4
+    workers: int = 0
+    threads: int | None = None
+    device: str = "cpu"             # cpu | cuda | cuda:N | auto (cuda when available)
+    progress: bool = True
+    resume: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in PAPER_DEFAULTS:
+            raise DataError(f"unknown model kind {self.kind!r}; known: {', '.join(PAPER_DEFAULTS)}")
+        for k, v in PAPER_DEFAULTS[self.kind].items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
+        if self.kind == "glcic":
+            if self.local_size is None:
+                self.local_size = self.crop // 2
+            if self.crop % 4:
+                raise DataError(f"GLCIC crop must be a multiple of 4, got {self.crop}")
+        elif self.crop != 128:
+            raise DataError(f"the Context Encoder is defined on 128x128 crops, got crop={self.crop}")
+        if self.steps < 0:
+            raise DataError(f"steps must be >= 0, got {self.steps}")
+        for k in ("batch_size", "save_every"):
+            if getattr(self, k) < 1:
+                raise DataError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.sample_every < 0:
+            raise DataError(f"sample_every must be >= 0 (0 = never), got {self.sample_every}")
+
+
+def glcic_phase(step: int, tc: int, td: int) -> str:
+    """GLCIC's phase at 0-based iteration `step`: completion (< Tc), discriminator (< Tc+Td), joint."""
+    return "completion" if step < tc else "discriminator" if step < tc + td else "joint"
+
+
+def crop_patches(images, centers, size):
+    """[N,3,size,size] patches of `images` centred on `centers` ([N,2] row, col), clamped inside."""
+    _, _, h, w = images.shape
+    out = []
+    for img, (cy, cx) in zip(images, centers.tolist()):
+        t = min(max(cy - size // 2, 0), h - size)
+        l = min(max(cx - size // 2, 0), w - size)
+        out.append(img[:, t:t + size, l:l + size])
+    return torch.stack(out)
+
+
+def _fill(images, masks, mean):
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return images * (1 - masks) + m * masks
+
+
+class _Stopper:
+    """Turns the first Ctrl-C into a flag checked between steps (a second one interrupts at once)."""
+
+    def __init__(self):
+        self.stop, self._old = False, None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, *_):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _save_grid(path, rows):
+    """rows: list of lists of float [3,H,W] tensors in [0,1] -> one PNG (input | output | truth)."""
+    from PIL import Image
+    grid = torch.cat([torch.cat(list(r), 2) for r in rows], 1)
+    arr = (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def train(cfg: TrainConfig, on_step=None) -> dict:
+    """Run (or resume) training. `on_step(step, metrics)` is called after every completed step.
+
+    Returns {"history": [metrics per step run], "checkpoint": path, "interrupted": bool, ...}.
+    """
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, on_step)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, on_step) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    # ---- data
+    root = Path(cfg.data)
+    files = find_images(root)
+    if not files:
+        raise DataError(f"no images (jpg, png, webp) under {root}")
+    train_files, val_files = split_files(files, root, cfg.val_fraction)
+    if not train_files:
+        raise DataError(f"no training images under {root} (found {len(files)}, all held out for validation)")
+    ds = ImageFolder(root, cfg.crop, cfg.scale, cfg.flip, cfg.mask, cfg.seed, files=train_files)
+
+    # ---- models and optimisers
+    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                       else "cpu" if cfg.device == "auto" else cfg.device)
+    if cfg.kind == "glcic":
+        G = CompletionNet(cfg.width).to(dev)
+        D = GLCICDiscriminator(cfg.crop, cfg.local_size, cfg.d_width).to(dev)
+        opt_g = torch.optim.Adadelta(G.parameters(), lr=cfg.adadelta_lr, rho=cfg.adadelta_rho)
+        opt_d = torch.optim.Adadelta(D.parameters(), lr=cfg.adadelta_lr, rho=cfg.adadelta_rho)
+    else:
+        G = ContextEncoder(cfg.width).to(dev)
+        D = CEDiscriminator(G.pred_size, cfg.d_width).to(dev)
+        betas = (cfg.beta1, 0.999)
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_d * cfg.lr_ratio, betas=betas)
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas)
+    models, opts = {"G": G, "D": D}, {"G": opt_g, "D": opt_d}
+    adv = make_adversarial_loss(cfg.adv)
+
+    start, mean = 0, None
+    if cfg.resume:
+        meta = ckpt.restore_training_state(ckpt.checkpoint_path(cfg.resume), models, opts)
+        start, mean = int(meta["step"]), meta["mean"]
+    if mean is None:
+        mean = ds.mean_color()
+    data_desc = {"root": str(root.resolve()), "n_train": len(ds), "n_val": len(val_files),
+                 "val_fraction": cfg.val_fraction, "seed": cfg.seed, "skipped": ds.skipped,
+                 "val_files": [Path(p).relative_to(root).as_posix() for p in val_files]}
+    train_desc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("resume", "progress")}
+    train_desc["device"] = str(dev)
+
+    # fixed sample batch for the grids: held-out images when there are any
+    sample_ds = ImageFolder(root, cfg.crop, (1.0, 1.0), False, cfg.mask, cfg.seed + 1,
+                            files=val_files or train_files, warn=lambda *_: None) if cfg.sample_every else None
+    if sample_ds is not None:
+        pairs = [sample_ds[i] for i in range(cfg.n_samples)]
+        sample_x = torch.stack([p[0] for p in pairs]).to(dev)
+        sample_m = torch.stack([p[1] for p in pairs]).to(dev)
+
+    if cfg.kind == "ce":
+        ht, hl, hh, hw = G.hole_box
+        pt, pl, ph, pw = G.pred_box
+        wmap = ce_weight_map(G.pred_size, G.overlap, cfg.overlap_weight, device=dev)
+
+    def phase_at(step):
+        return glcic_phase(step, cfg.tc, cfg.td) if cfg.kind == "glcic" else "joint"
+
+    def generate(x, m):
+        """(generator output, completed full image) for images x and masks m."""
+        if cfg.kind == "glcic":
+            y = G(torch.cat([_fill(x, m, mean), m], 1))
+            return y, x * (1 - m) + y * m
+        inp = x.clone()
+        inp[:, :, ht:ht + hh, hl:hl + hw] = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
+        y = G(inp)
+        full = x.clone()
+        full[:, :, pt:pt + ph, pl:pl + pw] = y
+        return y, full
+
+    def d_step(x, m, fake, step):
+        """One discriminator update on real x vs completed `fake` (detached)."""
+        if cfg.kind == "glcic":
+            c_fake = torch.from_numpy(hole_centers(m[:, 0].cpu().numpy() > 0.5))
+            rng = np.random.default_rng([cfg.seed, 3, step])
+            c_real = torch.from_numpy(rng.integers(0, cfg.crop, size=(len(x), 2)))
+            real_logits = D(x, crop_patches(x, c_real, cfg.local_size))
+            fake_logits = D(fake, crop_patches(fake, c_fake, cfg.local_size))
+        else:
+            real_logits, fake_logits = D(x[:, :, pt:pt + ph, pl:pl + pw]), D(fake)
+        loss, met = adv.discriminator_loss(real_logits, fake_logits)
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
+        return met
+
+    def g_adv_logits(m, completed, y):
+        if cfg.kind == "glcic":
+            c = torch.from_numpy(hole_centers(m[:, 0].cpu().numpy() > 0.5))
+            return D(completed, crop_patches(completed, c, cfg.local_size))
+        return D(y)
+
+    def save(step, phase):
+        return ckpt.save_checkpoint(out / "last", models=models, optimizers=opts, meta={
+            "kind": cfg.kind, "config": G.config(), "mean": mean, "step": step, "phase": phase,
+            "data": data_desc, "train": train_desc,
+            "receptive_field": getattr(G, "receptive_field", None)})
+
+    def write_samples(step):
+        G.eval()
+        with torch.no_grad():
+            _, full = generate(sample_x, sample_m)
+            if cfg.kind == "glcic":
+                shown_in = _fill(sample_x, sample_m, mean)
+            else:
+                shown_in = sample_x.clone()
+                shown_in[:, :, ht:ht + hh, hl:hl + hw] = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
+        G.train()
+        _save_grid(out / "samples" / f"step_{step:07d}.png",
+                   [(a.cpu(), b.cpu(), c.cpu()) for a, b, c in zip(shown_in, full, sample_x)])
+
+    history, interrupted, step = [], False, start
+    log = open(out / "log.jsonl", "a")
+    from tqdm import tqdm
+    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, dynamic_ncols=True,
+               desc=f"{cfg.kind} train")
+    G.train(), D.train()
+    t0 = time.perf_counter()
+    with _Stopper() as stopper:
+        for step, (x, m) in enumerate(batches(ds, cfg.batch_size, start, cfg.steps, cfg.workers), start):
+            x, m = x.to(dev, non_blocking=True), m.to(dev, non_blocking=True)
+            phase = phase_at(step)
+            met = {"step": step, "phase": phase}
+            if phase == "completion":
+                y, _ = generate(x, m)
+                loss = masked_mse(y, x, m)
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_g.step()
+                met["g_rec"] = loss.item()
+            elif phase == "discriminator":
+                with torch.no_grad():
+                    _, completed = generate(x, m)
+                met.update(d_step(x, m, completed, step))
+            else:
+                y, completed = generate(x, m)
+                fake = y if cfg.kind == "ce" else completed
+                met.update(d_step(x, m, fake.detach(), step))
+                if cfg.kind == "glcic":
+                    rec, w_rec, w_adv = masked_mse(y, x, m), 1.0, cfg.alpha
+                else:
+                    rec = weighted_mse(y, x[:, :, pt:pt + ph, pl:pl + pw], wmap)
+                    w_rec, w_adv = cfg.lambda_rec, cfg.lambda_adv
+                g_adv, gm = adv.generator_loss(g_adv_logits(m, completed, y))
+                loss = w_rec * rec + w_adv * g_adv
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_g.step()
+                met.update(gm, g_rec=rec.item(), g_loss=loss.item())
+            history.append(met)
+            log.write(json.dumps(met) + "\n")
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in met.items() if isinstance(v, float)} | {"phase": phase})
+            done = step + 1
+            if on_step is not None:
+                on_step(step, met)
+            if sample_ds is not None and done % cfg.sample_every == 0:
+                write_samples(done)
+            if stopper.stop:
+                interrupted = True
+                break
+            if done % cfg.save_every == 0 and done < cfg.steps:
+                save(done, phase_at(done))
+        else:
+            done = max(start, cfg.steps)
+    bar.close()
+    log.close()
+    path = save(done, phase_at(done))  # the phase the next step will run in
+    elapsed = time.perf_counter() - t0
+    return {"history": history, "checkpoint": path, "interrupted": interrupted, "step": done,
+            "mean": mean, "seconds": elapsed, "steps_per_s": len(history) / elapsed if elapsed else 0.0}
+
+
+__all__ = ["TrainConfig", "train", "glcic_phase", "crop_patches", "PAPER_DEFAULTS"]

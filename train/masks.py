@@ -1,0 +1,105 @@
+"""Mask generators: fn(rng, height, width) -> bool [height, width], True = hole.
+
+Kinds (factory `make_mask_generator(kind, size)`, `size` = the training crop side):
+  center    the CE central square: a side of size/2 - 2*7 px by default (the CE hole box; see
+            train.models.ce_boxes), or any `side`
+  rect      GLCIC's random rectangle: each side uniform in [96, 128] px at a 256 crop (scaled with
+            the crop), placed uniformly inside the image
+  freeform  brush strokes (random walks drawn with a round brush) plus a few blobs (ellipses), for
+            object-removal-like holes; sizes scale with the crop
+  mixed     rect or freeform with equal probability
+All are deterministic functions of the numpy Generator they are given.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def center_mask(rng, h, w, side=None):
+    from .models import CE_OVERLAP, CE_PRED_SIZE, CE_IMAGE_SIZE
+    if side is None:
+        side = round(min(h, w) * (CE_PRED_SIZE - 2 * CE_OVERLAP) / CE_IMAGE_SIZE)
+    m = np.zeros((h, w), bool)
+    t, l = (h - side) // 2, (w - side) // 2
+    m[t:t + side, l:l + side] = True
+    return m
+
+
+def rect_mask(rng, h, w, lo=None, hi=None):
+    """One axis-aligned rectangle, sides uniform in [lo, hi] (default 96..128 scaled to min(h,w)/256)."""
+    s = min(h, w) / 256
+    lo = max(1, round(96 * s)) if lo is None else lo
+    hi = max(lo, round(128 * s)) if hi is None else hi
+    rh, rw = (int(rng.integers(lo, hi + 1)) for _ in range(2))
+    rh, rw = min(rh, h), min(rw, w)
+    t = int(rng.integers(0, h - rh + 1))
+    l = int(rng.integers(0, w - rw + 1))
+    m = np.zeros((h, w), bool)
+    m[t:t + rh, l:l + rw] = True
+    return m
+
+
+def freeform_mask(rng, h, w, max_strokes=4, max_blobs=2):
+    """Brush strokes (1..max_strokes random walks, 4..12 vertices, width 10..40 px at 256) plus
+    0..max_blobs ellipses. Never empty."""
+    s = min(h, w) / 256
+    img = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(1, max_strokes + 1))):
+        x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+        width = int(rng.integers(10, 41) * s) or 1
+        angle = float(rng.uniform(0, 2 * math.pi))
+        pts = [(x, y)]
+        for _ in range(int(rng.integers(4, 13))):
+            angle += float(rng.uniform(-1.0, 1.0))
+            length = float(rng.uniform(10, 40)) * s
+            x = float(np.clip(x + length * math.cos(angle), 0, w - 1))
+            y = float(np.clip(y + length * math.sin(angle), 0, h - 1))
+            pts.append((x, y))
+        d.line(pts, fill=255, width=width)
+        r = width / 2
+        for px, py in pts:  # round joints and caps
+            d.ellipse((px - r, py - r, px + r, py + r), fill=255)
+    for _ in range(int(rng.integers(0, max_blobs + 1))):
+        cx, cy = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+        rx, ry = (float(rng.uniform(8, 32)) * s for _ in range(2))
+        d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+    m = np.asarray(img) > 0
+    if not m.any():
+        m[h // 2, w // 2] = True
+    return m
+
+
+def mixed_mask(rng, h, w):
+    return rect_mask(rng, h, w) if rng.random() < 0.5 else freeform_mask(rng, h, w)
+
+
+MASKS = {"center": center_mask, "rect": rect_mask, "freeform": freeform_mask, "mixed": mixed_mask}
+
+
+def make_mask_generator(kind: str):
+    """The generator for `kind` (center|rect|freeform|mixed); raises ValueError on unknown kinds."""
+    try:
+        return MASKS[kind]
+    except KeyError:
+        raise ValueError(f"unknown mask kind {kind!r}; known: {', '.join(MASKS)}") from None
+
+
+def hole_centers(masks: np.ndarray) -> np.ndarray:
+    """[N, 2] (row, col) centre of each mask's bounding box; masks bool [N, H, W]."""
+    out = np.zeros((len(masks), 2), np.int64)
+    for i, m in enumerate(masks):
+        rows, cols = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+        if len(rows):
+            out[i] = ((rows[0] + rows[-1] + 1) // 2, (cols[0] + cols[-1] + 1) // 2)
+        else:
+            out[i] = (m.shape[0] // 2, m.shape[1] // 2)
+    return out
+
+
+__all__ = ["center_mask", "rect_mask", "freeform_mask", "mixed_mask", "MASKS", "make_mask_generator",
+           "hole_centers"]
