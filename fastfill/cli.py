@@ -288,6 +288,8 @@ def _import_train(module):
 @click.option("--steps", type=click.IntRange(min=0), help="Total iterations [paper: 150000 GLCIC, 100000 CE].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[paper: 96 GLCIC, 64 CE]")
 @click.option("--crop", type=click.IntRange(min=16), help="Training crop side [256 GLCIC; CE is fixed at 128].")
+@click.option("--scale", default="1.0:1.5", show_default=True, metavar="LO:HI",
+              help="Each image is resized so its shorter side is crop x U(LO, HI) before cropping.")
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Channel multiplier of the generator.")
 @click.option("--d-width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
@@ -314,14 +316,19 @@ def _import_train(module):
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue from a checkpoint (e.g. OUT/last.safetensors) exactly.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(kind, data, out, steps, batch_size, crop, width, d_width, mask, tc, td, alpha, lr_d, lr_ratio,
+def train_cmd(kind, data, out, steps, batch_size, crop, scale, width, d_width, mask, tc, td, alpha, lr_d, lr_ratio,
               adv, val_fraction, seed, sample_every, save_every, workers, threads, device, resume, quiet):
     """Train a GLCIC or Context Encoder model on a folder of photographs (needs the `train` extra).
 
     Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
     """
+    try:
+        lo, hi = (float(v) for v in scale.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"expected LO:HI such as 1.0:1.5, got {scale!r}", param_hint="--scale") from None
     loop = _import_train("loop")
     cfg = loop.TrainConfig(kind=kind, data=data, out=out, steps=steps, batch_size=batch_size, crop=crop,
+                           scale=(lo, hi),
                            width=width, d_width=d_width, mask=None if kind == "ce" else mask, tc=tc, td=td,
                            alpha=alpha, lr_d=lr_d, lr_ratio=lr_ratio, adv=adv, val_fraction=val_fraction,
                            seed=seed, sample_every=sample_every, save_every=save_every, workers=workers,
@@ -344,12 +351,14 @@ def train_cmd(kind, data, out, steps, batch_size, crop, width, d_width, mask, tc
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N images.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--grid", type=click.Path(dir_okay=False), default=None, help="Write a comparison grid PNG.")
-def evaluate_cmd(model, data, held_out, mask, size, limit, seed, grid):
-    """PSNR/SSIM/L1 (hole and whole image) of a checkpoint vs mean fill and OpenCV Telea/NS."""
+@click.option("--crops", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Crops per image, at random positions and scales from fixed seeds.")
+def evaluate_cmd(model, data, held_out, mask, size, limit, seed, grid, crops):
+    """PSNR/SSIM/L1 (hole and whole image) of a checkpoint or .onnx vs mean fill and OpenCV Telea/NS."""
     if not data and not held_out:
         raise click.UsageError("give --data DIR or --held-out")
     ev = _import_train("evaluate")
-    click.echo(ev.format_table(ev.evaluate(model, data, mask, size, limit, seed, grid, held_out)))
+    click.echo(ev.format_table(ev.evaluate(model, data, mask, size, limit, seed, grid, held_out, crops)))
     return EXIT_OK
 
 

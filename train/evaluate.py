@@ -3,8 +3,10 @@ the baselines mean fill, OpenCV Telea and OpenCV Navier-Stokes.
 
     python -m train.evaluate runs/glcic/last.safetensors --data heldout/ --mask rect --grid cmp.png
 
-Images are resized (shorter side = size) and centre-cropped to size x size (256 GLCIC, 128 CE);
-masks come from `train.masks` with a fixed seed (the CE always uses its central hole). Metrics are
+Each image gives `crops` size x size crops (256 GLCIC, 128 CE): with crops=1 the image is resized
+to a shorter side of `size` and centre-cropped; with more, each crop is resized to a shorter side
+of size x U(scale) and cropped at a random position, all from fixed seeds. Masks come from
+`train.masks` with a fixed seed per crop (the CE always uses its central hole). Metrics are
 computed on [0, 1] RGB: PSNR = 10 log10(1 / MSE); SSIM is the Gaussian-window SSIM (11 px,
 sigma 1.5, Wang et al. 2004) per channel, its map averaged over the region; L1 the mean absolute
 error. Per-image values are averaged over the images.
@@ -75,7 +77,16 @@ def opencv_fill(images, masks, method="telea", radius=3):
 
 
 def model_fill(path, images, masks):
-    """Complete with a checkpoint (.safetensors, PyTorch) -> (uint8 completed, mean colour)."""
+    """Complete with a model -> (uint8 completed, mean colour, meta).
+
+    ``path`` is a checkpoint (.safetensors, run in PyTorch) or an exported model (.onnx, run by
+    the fastfill runtime exactly as users run it). Every masked pixel is hidden from the model
+    (mean colour), whatever the model's native hole."""
+    if str(path).endswith(".onnx"):
+        from fastfill import Inpainter
+        inp = Inpainter(str(path), roi=False)
+        meta = inp.engine.meta
+        return np.stack(inp.batch(list(images), list(masks))), list(meta.mean), {"kind": meta.kind}
     import torch
 
     from .checkpoint import load_checkpoint
@@ -83,37 +94,49 @@ def model_fill(path, images, masks):
     mean = meta["mean"]
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     m = torch.from_numpy(masks).float()[:, None]
+    mt = torch.tensor(mean).view(1, 3, 1, 1)
+    hidden = x * (1 - m) + mt * m
     with torch.no_grad():
         if meta["kind"] == "glcic":
-            mt = torch.tensor(mean).view(1, 3, 1, 1)
-            y = torch.cat([net(torch.cat([x[i:i + 8] * (1 - m[i:i + 8]) + mt * m[i:i + 8], m[i:i + 8]], 1))
-                           for i in range(0, len(x), 8)])
+            y = torch.cat([net(torch.cat([hidden[i:i + 8], m[i:i + 8]], 1)) for i in range(0, len(x), 8)])
         else:
-            ht, hl, hh, hw = net.hole_box
             pt, pl, ph, pw = net.pred_box
-            inp = x.clone()
-            inp[:, :, ht:ht + hh, hl:hl + hw] = torch.tensor(mean).view(1, 3, 1, 1)
             y = x.clone()
-            y[:, :, pt:pt + ph, pl:pl + pw] = net(inp)
+            y[:, :, pt:pt + ph, pl:pl + pw] = net(hidden)
     pred = (y.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
     out = images.copy()
     out[masks] = pred[masks]
     return out, mean, meta
 
 
-def load_eval_set(data, size, mask_kind, seed=0, limit=None, files=None):
-    """(images uint8 [N,S,S,3], masks bool [N,S,S], files) from a folder, deterministic."""
+def _crop(im, size, rng, scale):
+    """A size x size crop of PIL image `im`; rng None = resize to shorter side `size`, centre crop."""
+    side = size if rng is None else size * rng.uniform(*scale)
+    s = side / min(im.size)
+    im = im.resize((max(size, round(im.size[0] * s)), max(size, round(im.size[1] * s))), Image.BICUBIC)
+    if rng is None:
+        l, t = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+    else:
+        l, t = int(rng.integers(0, im.size[0] - size + 1)), int(rng.integers(0, im.size[1] - size + 1))
+    return np.asarray(im.crop((l, t, l + size, t + size)), np.uint8)
+
+
+def load_eval_set(data, size, mask_kind, seed=0, limit=None, files=None, crops=1, scale=(1.0, 1.5),
+                  hole_side=None):
+    """(images uint8 [N,S,S,3], masks bool [N,S,S], files) from a folder, deterministic.
+
+    ``crops`` crops per image (see the module doc); ``hole_side`` sets the side of `center` holes
+    (default: the CE's own hole)."""
     files = find_images(data) if files is None else [Path(f) for f in files]
     imgs, used = [], []
-    for f in files:
+    for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
                 im = im.convert("RGB")
-                s = size / min(im.size)
-                im = im.resize((max(size, round(im.size[0] * s)), max(size, round(im.size[1] * s))), Image.BICUBIC)
-                l, t = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-                imgs.append(np.asarray(im.crop((l, t, l + size, t + size)), np.uint8))
-                used.append(f)
+                for k in range(crops):
+                    rng = None if crops == 1 else np.random.default_rng([seed, i, k])
+                    imgs.append(_crop(im, size, rng, scale))
+                    used.append(f)
         except Exception:
             continue
         if limit and len(imgs) >= limit:
@@ -121,15 +144,22 @@ def load_eval_set(data, size, mask_kind, seed=0, limit=None, files=None):
     if not imgs:
         raise DataError(f"no readable images under {data}")
     gen = make_mask_generator(mask_kind)
-    masks = np.stack([gen(np.random.default_rng([seed, i]), size, size) for i in range(len(imgs))])
+    if mask_kind == "center" and hole_side:
+        masks = np.stack([gen(None, size, size, side=hole_side) for _ in imgs])
+    else:
+        masks = np.stack([gen(np.random.default_rng([seed, i]), size, size) for i in range(len(imgs))])
     return np.stack(imgs), masks, used
 
 
-def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, held_out=False):
+def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, held_out=False, crops=1):
     """Evaluate `model` (checkpoint path) and the baselines on `data`. Returns {method: metrics}."""
-    from .checkpoint import read_meta
     from .models import CE_IMAGE_SIZE
-    meta = read_meta(model)
+    if str(model).endswith(".onnx"):
+        from fastfill.engines.base import read_meta as read_onnx_meta
+        meta = {"kind": read_onnx_meta(model).kind, "data": {}}
+    else:
+        from .checkpoint import read_meta
+        meta = read_meta(model)
     ce = meta["kind"] == "ce"
     size = size or (CE_IMAGE_SIZE if ce else 256)
     mask = "center" if ce else (mask or "rect")
@@ -141,7 +171,7 @@ def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, h
             raise DataError(f"{model} records no held-out images (trained with val_fraction "
                             f"{meta['data'].get('val_fraction')}); pass --data DIR")
         data = root
-    images, masks, used = load_eval_set(data, size, mask, seed, limit, files)
+    images, masks, used = load_eval_set(data, size, mask, seed, limit, files, crops=crops)
     pred, mean, _ = model_fill(model, images, masks)
     results_img = {
         "model": pred,
@@ -190,10 +220,11 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grid", default=None, help="write a comparison grid PNG here")
+    ap.add_argument("--crops", type=int, default=1, help="crops per image (random positions and scales)")
     a = ap.parse_args(argv)
     if not a.data and not a.held_out:
         ap.error("give --data DIR or --held-out")
-    print(format_table(evaluate(a.model, a.data, a.mask, a.size, a.limit, a.seed, a.grid, a.held_out)))
+    print(format_table(evaluate(a.model, a.data, a.mask, a.size, a.limit, a.seed, a.grid, a.held_out, a.crops)))
 
 
 if __name__ == "__main__":
