@@ -1,0 +1,698 @@
+"""The measurement behind ``fastfill bench`` (and the scripts in ``benchmarks/``).
+
+What one run measures, per configuration (size x batch) and per *target* (an engine, optionally in
+ROI or full-frame mode, or PyTorch eager on a checkpoint):
+
+- latency of one batch: mean, p50, p90, p99, min; throughput in images/s and megapixels/s;
+- the split by stage: ``plan`` (the Inpainter's ROI planning), ``prepare``, ``infer``,
+  ``composite``, and ``decode`` / ``encode`` when the input comes from files;
+- the model's GFLOP per image at the sizes it actually runs (conv / convtranspose / gemm / matmul
+  multiply-adds x 2, counted from the ONNX graph after shape inference) and the GFLOP/s the
+  engine achieves in its ``infer`` stage.
+
+Targets are measured *interleaved*: every iteration runs each target once, in a rotating order,
+so that a noisy machine slows them all alike and their ratios stay meaningful.
+
+Stage timing. The Inpainter has no stage timers; this module times the stages itself by running
+the same calls the Inpainter makes (``Inpainter.plan`` for the windows, then ``ops.prepare``,
+``engine.infer``, ``ops.composite`` into the output frame) and checks once per configuration that
+the result is identical to ``Inpainter.batch`` on the same input, so the numbers describe the
+real path. Nothing here imports torch unless a PyTorch target is asked for.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io as _io
+import json
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import ops
+from .errors import EngineError, InputError
+
+STAGES = ("decode", "plan", "prepare", "infer", "composite", "encode")
+SCHEMA_VERSION = 1
+_VERSION_DISTS = ("fastfill", "numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt",
+                  "torch", "onnx", "pillow")
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX\u00d7*]\s*(\d+))?\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' (or 'N' for NxN) -> (width, height); InputError with an example otherwise."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise InputError(f"bad size {text!r}: expected WIDTHxHEIGHT, e.g. 512x512 or 1920x1080")
+    w = int(m.group(1))
+    h = int(m.group(2)) if m.group(2) else w
+    if w < 1 or h < 1:
+        raise InputError(f"bad size {text!r}: width and height must be >= 1")
+    if w * h > 16384 * 16384:
+        raise InputError(f"bad size {text!r}: larger than 16384x16384")
+    return w, h
+
+
+def default_threads() -> int:
+    """The cores this process may use (the CPU affinity mask, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that decide the numbers (from metadata; no imports)."""
+    out = {}
+    for d in _VERSION_DISTS:
+        try:
+            out[d] = metadata.version(d)
+        except metadata.PackageNotFoundError:
+            out[d] = None
+    return out
+
+
+def environment(threads: int | None = None) -> dict:
+    """Where the numbers come from: date, CPU, cores, threads, library versions."""
+    try:
+        native = ops.build_info()
+        kernels = {"backends": list(native["backends"]), "openmp": bool(native["openmp"]),
+                   "omp_max_threads": int(native["omp_max_threads"])}
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        kernels = {"error": str(e)}
+    return {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": default_threads(),
+        "threads": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "kernels": kernels,
+        "versions": versions(),
+    }
+
+
+def percentiles(times_s: Sequence[float]) -> dict[str, float]:
+    """Latency summary in milliseconds."""
+    a = np.asarray(times_s, dtype=np.float64) * 1e3
+    if a.size == 0:
+        return {k: float("nan") for k in ("mean", "p50", "p90", "p99", "min", "max")}
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"mean": float(a.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
+            "min": float(a.min()), "max": float(a.max())}
+
+
+def synthetic_input(width: int, height: int, batch: int, hole_fraction: float, seed: int = 0):
+    """A smooth random image batch and one centred rectangular hole of ``hole_fraction`` of the
+    area (same aspect as the image). Returns (images uint8 [N,H,W,3], masks uint8 [N,H,W])."""
+    if not 0.0 < hole_fraction <= 1.0:
+        raise InputError(f"hole fraction must be in (0, 1], got {hole_fraction}")
+    rng = np.random.default_rng(seed)
+    # low-frequency content (a real photo is smooth) + noise; content does not change the speed
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    images = np.empty((batch, height, width, 3), np.uint8)
+    for i in range(batch):
+        f = rng.uniform(0.005, 0.03, size=(3, 2))
+        base = [127 + 100 * np.sin(xx * f[c, 0] + yy * f[c, 1] + i) for c in range(3)]
+        img = np.stack(base, -1) + rng.normal(0, 8, (height, width, 3))
+        images[i] = np.clip(img, 0, 255).astype(np.uint8)
+    s = float(np.sqrt(hole_fraction))
+    hh, hw = max(1, round(height * s)), max(1, round(width * s))
+    t, l = (height - hh) // 2, (width - hw) // 2
+    masks = np.zeros((batch, height, width), np.uint8)
+    masks[:, t:t + hh, l:l + hw] = 255
+    return images, masks
+
+
+# -- FLOPs --------------------------------------------------------------------------------------
+
+_FLOP_CACHE: dict = {}
+
+
+def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dict | None:
+    """Multiply-adds x 2 of the Conv / ConvTranspose / Gemm / MatMul nodes of an ONNX model at an
+    input of [batch, C, height, width], from ``onnx.shape_inference``. Returns
+    ``{'gflop': total, 'by_op': {op_type: gflop}, 'layers': [(name, op, gflop)]}``, or None when
+    the ``onnx`` package is missing (install the `dev` or `train` extra) or shapes cannot be
+    inferred."""
+    key = (str(path), os.path.getmtime(path) if os.path.exists(path) else 0, height, width, batch)
+    if key in _FLOP_CACHE:
+        return _FLOP_CACHE[key]
+    try:
+        import onnx
+        from onnx import shape_inference
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(str(path))
+        graph = model.graph
+        inits = {i.name: list(i.dims) for i in graph.initializer}
+        inputs = [i for i in graph.input if i.name not in inits]
+        if not inputs:
+            return None
+        dims = inputs[0].type.tensor_type.shape.dim
+        concrete = [batch, None, height, width]
+        for d, v in zip(dims, concrete):
+            if v is not None:
+                d.ClearField("dim_param")
+                d.dim_value = v
+        inferred = shape_inference.infer_shapes(model)
+        shapes = dict(inits)
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(
+                inferred.graph.output):
+            t = vi.type.tensor_type
+            if t.HasField("shape"):
+                shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None
+                                   for d in t.shape.dim]
+        layers = []
+        for node in inferred.graph.node:
+            op = node.op_type
+            if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+                continue
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            ins = [shapes.get(n) for n in node.input]
+            outs = [shapes.get(n) for n in node.output]
+            macs = None
+            if op == "Conv" and ins[1] and outs[0] and None not in outs[0]:
+                wshape = ins[1]  # [Cout, Cin/g, kh, kw]
+                macs = int(np.prod(outs[0])) * int(np.prod(wshape[1:]))
+            elif op == "ConvTranspose" and ins[0] and ins[1] and None not in ins[0]:
+                wshape = ins[1]  # [Cin, Cout/g, kh, kw]
+                macs = int(np.prod(ins[0])) * int(np.prod(wshape[1:]))
+            elif op in ("Gemm", "MatMul") and ins[0] and ins[1] and outs[0] \
+                    and None not in ins[0] and None not in outs[0]:
+                k = ins[0][-2] if (op == "Gemm" and attrs.get("transA")) else ins[0][-1]
+                macs = int(np.prod(outs[0])) * int(k)
+            if macs is not None:
+                layers.append((node.name or op, op, 2.0 * macs / 1e9))
+    except Exception:  # noqa: BLE001 - a model whose shapes cannot be inferred: "n/a"
+        return None
+    by_op: dict[str, float] = {}
+    for _, op, g in layers:
+        by_op[op] = by_op.get(op, 0.0) + g
+    res = {"gflop": float(sum(g for _, _, g in layers)), "by_op": by_op, "layers": layers}
+    _FLOP_CACHE[key] = res
+    return res
+
+
+def torch_flops(model, channels: int, height: int, width: int) -> float | None:
+    """GFLOP of one forward of a torch model at [1, C, H, W], counted on the meta device."""
+    try:
+        import copy
+
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        m = copy.deepcopy(model).to("meta")
+        x = torch.empty(1, channels, height, width, device="meta")
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            m(x)
+        return fc.get_total_flops() / 1e9
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def sgemm_gflops(threads: int | None = None, n: int = 4096, seconds: float = 1.0) -> dict:
+    """This CPU's float32 matrix-multiply rate (numpy matmul, ``n`` x ``n``), best of the runs in
+    about ``seconds``; threads set with threadpoolctl when installed."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    c = np.empty_like(a)
+    limiter = None
+    if threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            limiter = threadpool_limits(limits=int(threads), user_api="blas")
+        except ImportError:
+            limiter = None
+    try:
+        np.matmul(a, b, out=c)  # warm-up
+        best = float("inf")
+        t_end = time.perf_counter() + seconds
+        runs = 0
+        while runs < 3 or time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            np.matmul(a, b, out=c)
+            best = min(best, time.perf_counter() - t0)
+            runs += 1
+    finally:
+        if limiter is not None:
+            limiter.unregister() if hasattr(limiter, "unregister") else limiter.__exit__(None, None, None)
+    return {"gflops": 2.0 * n ** 3 / best / 1e9, "n": n, "runs": runs,
+            "threads": threads, "threads_controlled": limiter is not None}
+
+
+# -- targets ------------------------------------------------------------------------------------
+
+class TorchEngine:
+    """PyTorch eager on a training checkpoint, with the Engine interface (for comparisons)."""
+
+    name = "torch"
+    device = "cpu"
+
+    def __init__(self, checkpoint: str | Path, threads: int | None = None):
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise EngineError("--torch needs PyTorch: pip install 'fastfill[train]' "
+                              "(CPU: torch==2.13.0)")
+        from train.checkpoint import load_checkpoint
+
+        path = Path(checkpoint)
+        if not path.exists():
+            raise EngineError(f"checkpoint not found: {path}")
+        try:
+            model, meta = load_checkpoint(path)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise EngineError(f"cannot load checkpoint {path}: {e}") from None
+        self._init(model, meta.get("mean") or (0.5, 0.5, 0.5), threads, str(path))
+
+    @classmethod
+    def from_model(cls, model, mean=(0.5, 0.5, 0.5), threads: int | None = None,
+                   source: str = "model"):
+        self = cls.__new__(cls)
+        self._init(model, mean, threads, source)
+        return self
+
+    def _init(self, model, mean, threads, source):
+        import torch
+        from train.export import model_meta
+
+        self._torch = torch
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        self.model = model.eval()
+        self.meta = model_meta(self.model, mean, {"source": source})
+        self.kind = self.meta.kind
+        self.path = source
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        from train.export import reference_forward
+
+        t = self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        with self._torch.inference_mode():
+            y = reference_forward(self.model, self.kind, t)
+        return y.numpy()
+
+    def flops(self, height: int, width: int) -> float | None:
+        return torch_flops(self.model, self.meta.channels, height, width)
+
+    def close(self) -> None:
+        self.model = None
+
+    def __repr__(self):
+        return f"<TorchEngine {self.path}>"
+
+
+@dataclass
+class Target:
+    """One thing to measure: an engine behind an Inpainter (ROI on or off)."""
+
+    label: str
+    inpainter: object  # fastfill.inpainter.Inpainter
+    model_path: str | None = None  # the .onnx used for FLOP counting (None: ask the engine)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def engine(self):
+        return self.inpainter.engine
+
+    def gflop(self, height: int, width: int) -> float | None:
+        """GFLOP of one model call on an input of height x width (already padded)."""
+        if self.model_path and str(self.model_path).lower().endswith(".onnx"):
+            r = onnx_flops(self.model_path, height, width)
+            return None if r is None else r["gflop"]
+        fl = getattr(self.engine, "flops", None)
+        return fl(height, width) if fl else None
+
+
+def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] = (None,), *,
+                 torch_checkpoint: str | None = None, threads: int | None = None,
+                 roi_modes: Sequence[bool] = (True,), batch_size: int = 1) -> list[Target]:
+    """Load every (engine file x back-end) plus the optional PyTorch checkpoint, once per ROI
+    mode. ``engines`` None entries mean the shipped default model."""
+    from .engines import default_model_path, load_engine
+    from .inpainter import Inpainter
+
+    loaded = []
+    for path in engines:
+        for be in backends or (None,):
+            opts = {} if threads is None else {"threads": int(threads)}
+            eng = load_engine(path, backend=be, **opts)
+            p = str(path) if path is not None else str(default_model_path())
+            loaded.append((eng, p))
+    if torch_checkpoint:
+        loaded.append((TorchEngine(torch_checkpoint, threads=threads), None))
+    names = [Path(p).name if p else "" for _, p in loaded]
+    targets = []
+    for eng, p in loaded:
+        base = getattr(eng, "name", "engine")
+        if p and len(set(names)) > 1:
+            base += f" {Path(p).name}"
+        for roi in roi_modes:
+            label = base + ((" roi" if roi else " full") if len(roi_modes) > 1 else "")
+            inp = Inpainter(eng, roi=roi, batch_size=batch_size)
+            targets.append(Target(label, inp, p, {
+                "engine": getattr(eng, "name", "engine"), "model": p or str(getattr(eng, "path", "")),
+                "device": getattr(eng, "device", "cpu"), "roi": roi,
+                "kind": eng.meta.kind}))
+    if len({t.label for t in targets}) != len(targets):  # same file twice: number them
+        for i, t in enumerate(targets):
+            t.label = f"{i + 1}:{t.label}"
+    return targets
+
+
+# -- one timed pass -----------------------------------------------------------------------------
+
+def run_staged(inp, images: np.ndarray, masks: np.ndarray, times: dict) -> np.ndarray:
+    """What ``inp.batch(images, masks)`` does, with each stage timed into ``times`` (seconds,
+    added). ``images`` uint8 [N,H,W,3], ``masks`` [N,H,W]; returns uint8 [N,H,W,3]."""
+    clock = time.perf_counter
+    n = images.shape[0]
+    t0 = clock()
+    masks_u8 = [np.asarray(m != 0).view(np.uint8) for m in masks]
+    plans = [inp.plan(m) for m in masks_u8]
+    t1 = clock()
+    times["plan"] = times.get("plan", 0.0) + (t1 - t0)
+    out = images.copy()
+    t_copy = clock() - t1
+    # group jobs by padded window size, like the Inpainter, in chunks of its batch size
+    groups: dict[tuple[int, int], list[tuple[int, tuple]]] = {}
+    for i, wins in enumerate(plans):
+        for win in wins:
+            key = ops.padded_size(win[2], win[3], inp.multiple)
+            groups.setdefault(key, []).append((i, win))
+    mean = tuple(float(v) for v in inp.meta.mean)
+    t_prep = t_inf = t_comp = 0.0
+    for jobs in groups.values():
+        for s in range(0, len(jobs), inp.batch_size):
+            chunk = jobs[s:s + inp.batch_size]
+            a = clock()
+            xs = []
+            for i, win in chunk:
+                full = (win[2], win[3]) == images.shape[1:3]
+                xs.append(ops.prepare(images[i:i + 1], masks_u8[i][None], mean, inp.multiple,
+                                      mask_channel=inp.mask_channel, window=None if full else win))
+            x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
+            b = clock()
+            pred = inp.engine.infer(x)
+            c = clock()
+            for k, (i, win) in enumerate(chunk):
+                t, l, h, w = win
+                full = (h, w) == images.shape[1:3]
+                ops.composite(pred[k:k + 1], images[i:i + 1], masks_u8[i][None],
+                              window=None if full else win, out=out[i:i + 1, t:t + h, l:l + w])
+            d = clock()
+            t_prep += b - a
+            t_inf += c - b
+            t_comp += d - c
+    times["prepare"] = times.get("prepare", 0.0) + t_prep
+    times["infer"] = times.get("infer", 0.0) + t_inf
+    times["composite"] = times.get("composite", 0.0) + t_comp + t_copy
+    del n
+    return out
+
+
+@dataclass
+class FileInput:
+    """An image and mask file: decode and encode are timed too."""
+
+    image: Path
+    mask: Path
+
+    def decode(self, batch: int):
+        from . import io as fio
+
+        src = fio.decode_image(self.image)
+        m = fio.decode_mask(self.mask, src.size, image_name=str(self.image))
+        images = np.repeat(src.rgb[None], batch, axis=0)
+        masks = np.repeat(m.view(np.uint8)[None], batch, axis=0)
+        return src, images, masks
+
+    def encode(self, src, results: np.ndarray, masks: np.ndarray) -> int:
+        from . import io as fio
+
+        fmt = (src.format or "PNG").upper()
+        nbytes = 0
+        for r, m in zip(results, masks):
+            buf = _io.BytesIO()
+            img = fio.restore_mode(r, src, m, fmt)
+            kw = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+            img.save(buf, format=fmt, **kw)
+            nbytes += buf.tell()
+        return nbytes
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+def _round_up(x, m):
+    return -(-x // m) * m
+
+
+def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 512),),
+          batches: Sequence[int] = (1,), *, iters: int = 10, warmup: int = 2,
+          hole_fraction: float = 0.1, max_seconds: float | None = None, files: FileInput | None = None,
+          seed: int = 0, threads: int | None = None, log: Callable[[str], None] | None = None,
+          inputs: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Measure every target on every (size, batch), interleaved. Returns the report dict
+    (see :func:`format_report`; ``--json`` writes it as is).
+
+    The input is synthetic (:func:`synthetic_input`, one size per ``sizes`` entry), or the files
+    of ``files`` (decode and encode timed too), or ``inputs`` = (images [N,H,W,3], masks [N,H,W])
+    given as arrays (then ``sizes`` and ``batches`` are ignored)."""
+    if iters < 1 or warmup < 0:
+        raise InputError(f"iters must be >= 1 and warmup >= 0, got {iters}, {warmup}")
+    if not targets:
+        raise InputError("nothing to measure: give at least one engine")
+    results = []
+    comparisons = []
+    if inputs is not None:
+        configs = [(None, len(inputs[0]))]
+    else:
+        configs = [(s, b) for s in (sizes if files is None else [None]) for b in batches]
+    for size, batch in configs:
+        src = None
+        if inputs is not None:
+            images, masks = (np.ascontiguousarray(a) for a in inputs)
+            height, width = images.shape[1:3]
+        elif files is not None:
+            src, images, masks = files.decode(batch)
+            height, width = images.shape[1:3]
+        else:
+            width, height = size
+            images, masks = synthetic_input(width, height, batch, hole_fraction, seed)
+        for t in targets:
+            t.inpainter.batch_size = max(t.inpainter.batch_size, batch)
+            fixed = t.inpainter.fixed_size
+            if fixed is not None and fixed != (height, width):
+                raise InputError(f"{t.label}: this {t.engine.meta.kind} model takes "
+                                 f"{fixed[1]}x{fixed[0]} images only; use --size "
+                                 f"{fixed[1]}x{fixed[0]}")
+        per = {t.label: {"lat": [], "stages": {k: 0.0 for k in STAGES}, "n": 0} for t in targets}
+        outputs = {}
+        # warm-up, including one check against the Inpainter's own path
+        for t in targets:
+            ref = t.inpainter.batch(list(images), list(masks))
+            got = run_staged(t.inpainter, images, masks, {})
+            if not all(np.array_equal(a, b) for a, b in zip(ref, got)):
+                raise EngineError(f"{t.label}: the staged timing path differs from "
+                                  "Inpainter.batch; the bench is out of date with the Inpainter")
+            outputs[t.label] = got
+            for _ in range(max(0, warmup - 1)):
+                run_staged(t.inpainter, images, masks, {})
+        started = time.perf_counter()
+        order = list(targets)
+        for it in range(iters):
+            for t in order:
+                rec = per[t.label]
+                st = rec["stages"]
+                a = time.perf_counter()
+                if files is not None:
+                    s0 = time.perf_counter()
+                    src, images, masks = files.decode(batch)
+                    st["decode"] += time.perf_counter() - s0
+                out = run_staged(t.inpainter, images, masks, st)
+                if files is not None:
+                    s0 = time.perf_counter()
+                    files.encode(src, out, masks)
+                    st["encode"] += time.perf_counter() - s0
+                rec["lat"].append(time.perf_counter() - a)
+                rec["n"] += 1
+            order = order[1:] + order[:1]  # rotate: nobody always runs first
+            if max_seconds is not None and it >= 1 and time.perf_counter() - started > max_seconds:
+                break
+        # FLOPs actually run per image: the model at each planned (padded) window
+        for t in targets:
+            rec = per[t.label]
+            n = rec["n"]
+            wins = t.inpainter.plan(masks[0])
+            g = 0.0
+            for _, _, wh, ww in wins:
+                gw = t.gflop(_round_up(wh, t.inpainter.multiple), _round_up(ww, t.inpainter.multiple))
+                if gw is None:
+                    g = None
+                    break
+                g += gw
+            lat = percentiles(rec["lat"])
+            mean_s = lat["mean"] / 1e3
+            stages = {k: v / n * 1e3 for k, v in rec["stages"].items()
+                      if v > 0 or k in ("plan", "prepare", "infer", "composite")}
+            infer_s = stages["infer"] / 1e3
+            r = {
+                "target": t.label, **t.info,
+                "size": [width, height], "batch": batch, "iterations": n,
+                "hole_fraction": float((masks != 0).mean()),
+                "windows": [list(w) for w in wins],
+                "latency_ms": lat,
+                "throughput": {"images_per_s": batch / mean_s,
+                               "megapixels_per_s": batch * width * height / 1e6 / mean_s},
+                "stages_ms": stages,
+                "gflop_per_image": g,
+                "gflops_infer": (g * batch / infer_s) if (g is not None and infer_s > 0) else None,
+                "gflops_end_to_end": (g * batch / mean_s) if g is not None else None,
+            }
+            if files is not None:
+                r["input_files"] = [str(files.image), str(files.mask)]
+            results.append(r)
+            if log:
+                log(f"  {t.label:<28} {width}x{height} b{batch}: {lat['mean']:.1f} ms "
+                    f"(n={n})")
+        # ratios against the first target, and the pixel check between targets
+        base = targets[0]
+        b_ref = per[base.label]
+        for t in targets[1:]:
+            d = np.abs(outputs[t.label].astype(np.int16) - outputs[base.label].astype(np.int16))
+            hole = masks != 0
+            comparisons.append({
+                "size": [width, height], "batch": batch, "baseline": base.label, "target": t.label,
+                "speedup": (np.mean(b_ref["lat"]) / np.mean(per[t.label]["lat"])),
+                "speedup_p50": float(np.median(b_ref["lat"]) / np.median(per[t.label]["lat"])),
+                "max_abs_diff_in_hole": int(d[hole].max()) if hole.any() else 0,
+                "max_abs_diff_outside": int(d[~hole].max()) if (~hole).any() else 0,
+                "pixels_differing_in_hole": float((d[hole] > 0).mean()) if hole.any() else 0.0,
+            })
+    return {
+        "fastfill_bench": SCHEMA_VERSION,
+        "environment": environment(threads),
+        "settings": {"iters": iters, "warmup": warmup, "threads": threads,
+                     "hole_fraction": None if files else hole_fraction, "max_seconds": max_seconds,
+                     "seed": seed, "batches": list(batches),
+                     "sizes": [list(s) for s in sizes] if files is None else None},
+        "results": results,
+        "comparisons": comparisons,
+    }
+
+
+def _fmt(v, spec=".1f", na="n/a"):
+    return na if v is None else format(v, spec)
+
+
+def format_report(report: dict) -> str:
+    """The readable table printed by ``fastfill bench``."""
+    env = report["environment"]
+    v = env["versions"]
+    lines = [
+        f"fastfill bench  {env['date']}",
+        f"device: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable), "
+        f"engine threads {env['threads'] if env['threads'] is not None else 'default'}",
+        "versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
+        f"{report['settings']['iters']} iterations after {report['settings']['warmup']} warm-up, "
+        "targets interleaved; times per batch in ms",
+        "",
+    ]
+    hdr = (f"{'target':<26}{'size':>11}{'b':>3}{'mean':>9}{'p50':>9}{'p90':>9}{'p99':>9}"
+           f"{'img/s':>8}{'MP/s':>7}  {'stages ms':<40}{'GFLOP':>8}{'GFLOP/s':>9}")
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        st = " ".join(f"{k[:4]} {r['stages_ms'][k]:.1f}" for k in STAGES if k in r["stages_ms"])
+        size = f"{r['size'][0]}x{r['size'][1]}"
+        lines.append(
+            f"{r['target'][:25]:<26}{size:>11}{r['batch']:>3}{lat['mean']:>9.1f}{lat['p50']:>9.1f}"
+            f"{lat['p90']:>9.1f}{lat['p99']:>9.1f}{r['throughput']['images_per_s']:>8.2f}"
+            f"{r['throughput']['megapixels_per_s']:>7.2f}  {st:<40}"
+            f"{_fmt(r['gflop_per_image'], '.2f'):>8}{_fmt(r['gflops_infer'], '.1f'):>9}")
+    if report["comparisons"]:
+        lines.append("")
+        lines.append("ratios (baseline mean latency / target mean latency; > 1 = target faster):")
+        for c in report["comparisons"]:
+            lines.append(
+                f"  {c['size'][0]}x{c['size'][1]} b{c['batch']}: {c['target']} vs {c['baseline']}: "
+                f"{c['speedup']:.2f}x (p50 {c['speedup_p50']:.2f}x); max |diff| in hole "
+                f"{c['max_abs_diff_in_hole']}, outside {c['max_abs_diff_outside']}")
+    lines.append("")
+    lines.append("GFLOP: model multiply-adds x 2 per image at the windows it runs on; "
+                 "GFLOP/s: over the infer stage.")
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: str | Path) -> None:
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        raise InputError(f"cannot write {p}: folder {p.parent} does not exist")
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 1,
+                     max_seconds: float | None = None) -> dict[str, list[float]]:
+    """Call every function ``iters`` times, interleaved in a rotating order; seconds per call.
+    (Used by the scripts in ``benchmarks/``.)"""
+    names = list(fns)
+    for n in names:
+        for _ in range(warmup):
+            fns[n]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    start = time.perf_counter()
+    for i in range(iters):
+        for n in names:
+            a = time.perf_counter()
+            fns[n]()
+            times[n].append(time.perf_counter() - a)
+        names = names[1:] + names[:1]
+        if max_seconds is not None and i >= 1 and time.perf_counter() - start > max_seconds:
+            break
+    return times
+
+
+__all__ = ["bench", "format_report", "write_json", "make_targets", "Target", "TorchEngine",
+           "FileInput", "parse_size", "onnx_flops", "torch_flops", "sgemm_gflops", "environment",
+           "percentiles", "synthetic_input", "run_staged", "time_interleaved", "STAGES"]

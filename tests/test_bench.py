@@ -1,0 +1,228 @@
+"""`fastfill bench`: runs on the tiny model, its JSON has every promised field, clear errors.
+
+No test here asserts a speed (DESIGN.md §5: targets are measured in benchmarks/, never in tests).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fastfill import bench as b
+from fastfill.cli import cli
+
+TINY = Path(__file__).parent / "data" / "tiny_glcic.onnx"
+TINY_CE = Path(__file__).parent / "data" / "tiny_ce.onnx"
+
+pytestmark = pytest.mark.skipif(not TINY.exists(), reason="tests/data/tiny_glcic.onnx missing")
+
+
+def _run(args):
+    return CliRunner().invoke(cli, args, standalone_mode=False, catch_exceptions=True)
+
+
+def _check_result(r):
+    for key in ("target", "engine", "model", "device", "roi", "kind", "size", "batch",
+                "iterations", "windows", "latency_ms", "throughput", "stages_ms",
+                "gflop_per_image", "gflops_infer", "gflops_end_to_end"):
+        assert key in r, key
+    assert set(r["latency_ms"]) >= {"mean", "p50", "p90", "p99"}
+    assert all(np.isfinite(v) and v > 0 for v in r["latency_ms"].values())
+    assert set(r["throughput"]) == {"images_per_s", "megapixels_per_s"}
+    assert all(v > 0 for v in r["throughput"].values())
+    assert set(r["stages_ms"]) >= {"prepare", "infer", "composite"}
+    assert r["iterations"] == 2
+
+
+def test_bench_json_has_every_field(tmp_path):
+    out = tmp_path / "bench.json"
+    res = _run(["bench", "--engine", str(TINY), "--size", "64x48", "--size", "32", "--batch", "1",
+                "--batch", "2", "--iters", "2", "--warmup", "1", "--threads", "1",
+                "--json", str(out)])
+    assert res.exception is None, res.output
+    assert res.return_value == 0
+    assert "p50" in res.output and "onnxruntime" in res.output and "device:" in res.output
+    rep = json.loads(out.read_text())
+    assert rep["fastfill_bench"] == 1
+    env = rep["environment"]
+    for key in ("date", "cpu", "cores", "threads", "versions"):
+        assert key in env
+    assert env["threads"] == 1 and env["versions"]["onnxruntime"]
+    assert {"iters", "warmup", "threads", "hole_fraction", "batches", "sizes"} <= set(rep["settings"])
+    rs = rep["results"]
+    assert [(r["size"], r["batch"]) for r in rs] == [([64, 48], 1), ([64, 48], 2), ([32, 32], 1),
+                                                      ([32, 32], 2)]
+    for r in rs:
+        _check_result(r)
+    # GFLOP from the ONNX graph when onnx is installed, "n/a" (None) otherwise
+    pytest.importorskip("onnx")
+    assert all(r["gflop_per_image"] > 0 and r["gflops_infer"] > 0 for r in rs)
+    # FLOPs scale with the pixels (a fully convolutional net)
+    assert rs[0]["gflop_per_image"] / rs[2]["gflop_per_image"] == pytest.approx(64 * 48 / 32 ** 2,
+                                                                                 rel=1e-6)
+
+
+def test_bench_side_by_side_roi_and_backends(tmp_path):
+    out = tmp_path / "b.json"
+    args = ["bench", "--engine", str(TINY), "--size", "640x480", "--iters", "2", "--warmup", "0",
+            "--hole-fraction", "0.005", "--roi", "--json", str(out)]
+    res = _run(args)
+    assert res.exception is None, res.output
+    rep = json.loads(out.read_text())
+    labels = [r["target"] for r in rep["results"]]
+    assert labels == ["onnxruntime full", "onnxruntime roi"]  # the baseline first
+    full, roi = rep["results"]
+    assert roi["roi"] and not full["roi"]
+    assert full["windows"] == [[0, 0, 480, 640]]
+    (c,) = rep["comparisons"]
+    assert c["baseline"] == "onnxruntime full" and c["target"] == "onnxruntime roi"
+    assert roi["windows"] != full["windows"]  # a small hole in a large frame: a crop
+    assert c["speedup"] > 0
+    assert c["max_abs_diff_outside"] == 0  # outside the hole: the original bytes
+    assert "ratios" in res.output
+
+
+def test_bench_openvino_interleaved(tmp_path):
+    pytest.importorskip("openvino")
+    out = tmp_path / "b.json"
+    res = _run(["bench", "--engine", str(TINY), "--backend", "onnxruntime", "--backend", "openvino",
+                "--size", "32x32", "--iters", "2", "--warmup", "0", "--json", str(out)])
+    assert res.exception is None, res.output
+    rep = json.loads(out.read_text())
+    assert [r["engine"] for r in rep["results"]] == ["onnxruntime", "openvino"]
+    assert rep["comparisons"][0]["max_abs_diff_in_hole"] <= 1
+
+
+def test_bench_files_time_decode_and_encode(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    m = np.zeros((40, 56), np.uint8)
+    m[10:20, 10:30] = 255
+    Image.fromarray(m).save(tmp_path / "a_mask.png")
+    out = tmp_path / "b.json"
+    res = _run(["bench", "--engine", str(TINY), "--image", str(tmp_path / "a.png"), "--mask",
+                str(tmp_path / "a_mask.png"), "--iters", "2", "--warmup", "0", "--json", str(out)])
+    assert res.exception is None, res.output
+    (r,) = json.loads(out.read_text())["results"]
+    _check_result(r)
+    assert r["size"] == [56, 40]
+    assert r["stages_ms"]["decode"] > 0 and r["stages_ms"]["encode"] > 0
+
+
+@pytest.mark.parametrize("size", ["abc", "512x", "0x10", "12x-3", "5x5x5"])
+def test_bench_bad_size_is_a_usage_error(size):
+    res = _run(["bench", "--engine", str(TINY), "--size", size])
+    assert res.exception is not None
+    assert "WIDTHxHEIGHT" in str(res.exception) or "must be >= 1" in str(res.exception)
+
+
+def test_bench_bad_size_message_through_main(capsys):
+    from fastfill.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--engine", str(TINY), "--size", "big"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "bad size 'big'" in err and "512x512" in err
+
+
+def test_bench_bad_engine_path(tmp_path, capsys):
+    from fastfill.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--engine", str(tmp_path / "nope.onnx"), "--size", "32"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not found" in err and "nope.onnx" in err
+    assert "Traceback" not in err
+
+    bad = tmp_path / "model.txt"
+    bad.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--engine", str(bad), "--size", "32"])
+    assert e.value.code == 2
+    assert "unknown model format" in capsys.readouterr().err
+
+
+def test_bench_without_default_model_is_clear(monkeypatch, tmp_path, capsys):
+    import fastfill.engines as engines
+    from fastfill.cli import main
+
+    monkeypatch.setattr(engines, "default_model_path", lambda: tmp_path / "default.onnx")
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--size", "32", "--iters", "1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "default model" in err and "Traceback" not in err
+
+
+def test_bench_fixed_size_model_says_which_size():
+    if not TINY_CE.exists():
+        pytest.skip("no tiny CE model")
+    res = _run(["bench", "--engine", str(TINY_CE), "--size", "64x64", "--iters", "1"])
+    assert res.exception is not None and "128x128" in str(res.exception)
+
+
+def test_parse_size_and_percentiles():
+    assert b.parse_size("1920x1080") == (1920, 1080)
+    assert b.parse_size(" 64 ") == (64, 64)
+    assert b.parse_size("64X32") == (64, 32)
+    p = b.percentiles([0.001, 0.002, 0.003, 0.004])
+    assert p["p50"] == pytest.approx(2.5) and p["min"] == pytest.approx(1.0)
+
+
+def test_onnx_flops_counts_convs():
+    pytest.importorskip("onnx")
+    f = b.onnx_flops(TINY, 64, 64)
+    assert f is not None and f["gflop"] > 0
+    assert set(f["by_op"]) <= {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+    assert "Conv" in f["by_op"] and "ConvTranspose" in f["by_op"]
+    f2 = b.onnx_flops(TINY, 128, 64, batch=2)
+    assert f2["gflop"] == pytest.approx(4 * f["gflop"])
+
+
+def test_onnx_flops_matches_torch_count():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from train.models import CompletionNet
+
+    torch.manual_seed(0)
+    net = CompletionNet(width=0.0625).eval()
+    assert b.torch_flops(net, 4, 64, 64) == pytest.approx(b.onnx_flops(TINY, 64, 64)["gflop"],
+                                                         rel=0.02)
+
+
+def test_torch_target_runs(tmp_path):
+    torch = pytest.importorskip("torch")
+    from train.models import CompletionNet
+
+    net = CompletionNet(width=0.0625).eval()
+    eng = b.TorchEngine.from_model(net, threads=1)
+    x = np.random.default_rng(0).random((1, 4, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(eng.infer(x), ref, atol=1e-6)
+
+
+def test_bench_torch_checkpoint_side_by_side(tmp_path):
+    torch = pytest.importorskip("torch")
+    from train.checkpoint import save_checkpoint
+    from train.models import CompletionNet
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "g", models={"G": CompletionNet(width=0.0625).eval()},
+                           meta={"kind": "glcic", "mean": [0.5, 0.5, 0.5], "step": 0,
+                                 "phase": "completion"})
+    out = tmp_path / "b.json"
+    res = _run(["bench", "--engine", str(TINY), "--torch", str(ckpt), "--size", "32x32",
+                "--iters", "2", "--warmup", "0", "--threads", "1", "--json", str(out)])
+    assert res.exception is None, res.output
+    rep = json.loads(out.read_text())
+    assert [r["engine"] for r in rep["results"]] == ["onnxruntime", "torch"]
+    for r in rep["results"]:
+        _check_result(r)
+    assert rep["results"][1]["gflop_per_image"] > 0  # counted by torch's FlopCounterMode
+    assert rep["comparisons"][0]["target"] == "torch"
