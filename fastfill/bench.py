@@ -13,11 +13,9 @@ ROI or full-frame mode, or PyTorch eager on a checkpoint):
 Targets are measured *interleaved*: every iteration runs each target once, in a rotating order,
 so that a noisy machine slows them all alike and their ratios stay meaningful.
 
-Stage timing. The Inpainter has no stage timers; this module times the stages itself by running
-the same calls the Inpainter makes (``Inpainter.plan`` for the windows, then ``ops.prepare``,
-``engine.infer``, ``ops.composite`` into the output frame) and checks once per configuration that
-the result is identical to ``Inpainter.batch`` on the same input, so the numbers describe the
-real path. Nothing here imports torch unless a PyTorch target is asked for.
+Stage timing comes from the Inpainter itself (``Inpainter.batch(..., timings=...)``), so the
+numbers describe the real path. When FLOPs cannot be counted, ``gflop_per_image`` is None ("n/a")
+and ``gflop_note`` says why. Nothing here imports torch unless a PyTorch target is asked for.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ import os
 import platform
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -157,14 +156,16 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
     input of [batch, C, height, width], from ``onnx.shape_inference``. Returns
     ``{'gflop': total, 'by_op': {op_type: gflop}, 'layers': [(name, op, gflop)]}``, or None when
     the ``onnx`` package is missing (install the `dev` or `train` extra) or shapes cannot be
-    inferred."""
+    inferred (then :func:`flop_problem` says why)."""
     key = (str(path), os.path.getmtime(path) if os.path.exists(path) else 0, height, width, batch)
     if key in _FLOP_CACHE:
         return _FLOP_CACHE[key]
     try:
         import onnx
+        from google.protobuf.message import Error as ProtobufError
         from onnx import shape_inference
     except ImportError:
+        _FLOP_PROBLEMS[str(path)] = "the onnx package is not installed (pip install onnx)"
         return None
     try:
         model = onnx.load(str(path))
@@ -208,7 +209,12 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
                 macs = int(np.prod(outs[0])) * int(k)
             if macs is not None:
                 layers.append((node.name or op, op, 2.0 * macs / 1e9))
-    except Exception:  # noqa: BLE001 - a model whose shapes cannot be inferred: "n/a"
+    except (OSError, ValueError, TypeError, KeyError, IndexError, ProtobufError,
+            shape_inference.InferenceError, onnx.checker.ValidationError) as e:
+        # a file onnx cannot read, or a graph whose shapes cannot be inferred: "n/a", with why
+        _FLOP_PROBLEMS[str(path)] = f"cannot count FLOPs of {path}: {type(e).__name__}: {e}"
+        warnings.warn(_FLOP_PROBLEMS[str(path)], RuntimeWarning, stacklevel=2)
+        _FLOP_CACHE[key] = None
         return None
     by_op: dict[str, float] = {}
     for _, op, g in layers:
@@ -218,8 +224,18 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
     return res
 
 
-def torch_flops(model, channels: int, height: int, width: int) -> float | None:
-    """GFLOP of one forward of a torch model at [1, C, H, W], counted on the meta device."""
+_FLOP_PROBLEMS: dict[str, str] = {}
+
+
+def flop_problem(source: str | Path) -> str | None:
+    """Why the last FLOP count of ``source`` (an ONNX path or a torch target's name) gave None."""
+    return _FLOP_PROBLEMS.get(str(source))
+
+
+def torch_flops(model, channels: int, height: int, width: int,
+                source: str = "model") -> float | None:
+    """GFLOP of one forward of a torch model at [1, C, H, W], counted on the meta device; None
+    (with the reason in :func:`flop_problem` of ``source``) when it cannot be counted."""
     try:
         import copy
 
@@ -231,7 +247,10 @@ def torch_flops(model, channels: int, height: int, width: int) -> float | None:
         with FlopCounterMode(display=False) as fc, torch.no_grad():
             m(x)
         return fc.get_total_flops() / 1e9
-    except Exception:  # noqa: BLE001
+    except (ImportError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+        # e.g. an op without a meta kernel (NotImplementedError is a RuntimeError)
+        _FLOP_PROBLEMS[str(source)] = f"cannot count FLOPs of {source}: {type(e).__name__}: {e}"
+        warnings.warn(_FLOP_PROBLEMS[str(source)], RuntimeWarning, stacklevel=2)
         return None
 
 
@@ -319,7 +338,7 @@ class TorchEngine:
         return y.numpy()
 
     def flops(self, height: int, width: int) -> float | None:
-        return torch_flops(self.model, self.meta.channels, height, width)
+        return torch_flops(self.model, self.meta.channels, height, width, source=self.path)
 
     def close(self) -> None:
         self.model = None
@@ -348,6 +367,14 @@ class Target:
             return None if r is None else r["gflop"]
         fl = getattr(self.engine, "flops", None)
         return fl(height, width) if fl else None
+
+    def gflop_problem(self) -> str:
+        """Why :meth:`gflop` gave None."""
+        if self.model_path and str(self.model_path).lower().endswith(".onnx"):
+            return flop_problem(self.model_path) or "FLOPs could not be counted"
+        if getattr(self.engine, "flops", None) is None:
+            return f"{getattr(self.engine, 'name', 'this engine')} has no ONNX file to count FLOPs on"
+        return flop_problem(getattr(self.engine, "path", "")) or "FLOPs could not be counted"
 
 
 def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] = (None,), *,
@@ -386,57 +413,6 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
     return targets
 
 
-# -- one timed pass -----------------------------------------------------------------------------
-
-def run_staged(inp, images: np.ndarray, masks: np.ndarray, times: dict) -> np.ndarray:
-    """What ``inp.batch(images, masks)`` does, with each stage timed into ``times`` (seconds,
-    added). ``images`` uint8 [N,H,W,3], ``masks`` [N,H,W]; returns uint8 [N,H,W,3]."""
-    clock = time.perf_counter
-    n = images.shape[0]
-    t0 = clock()
-    masks_u8 = [np.asarray(m != 0).view(np.uint8) for m in masks]
-    plans = [inp.plan(m) for m in masks_u8]
-    t1 = clock()
-    times["plan"] = times.get("plan", 0.0) + (t1 - t0)
-    out = images.copy()
-    t_copy = clock() - t1
-    # group jobs by padded window size, like the Inpainter, in chunks of its batch size
-    groups: dict[tuple[int, int], list[tuple[int, tuple]]] = {}
-    for i, wins in enumerate(plans):
-        for win in wins:
-            key = ops.padded_size(win[2], win[3], inp.multiple)
-            groups.setdefault(key, []).append((i, win))
-    mean = tuple(float(v) for v in inp.meta.mean)
-    t_prep = t_inf = t_comp = 0.0
-    for jobs in groups.values():
-        for s in range(0, len(jobs), inp.batch_size):
-            chunk = jobs[s:s + inp.batch_size]
-            a = clock()
-            xs = []
-            for i, win in chunk:
-                full = (win[2], win[3]) == images.shape[1:3]
-                xs.append(ops.prepare(images[i:i + 1], masks_u8[i][None], mean, inp.multiple,
-                                      mask_channel=inp.mask_channel, window=None if full else win))
-            x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
-            b = clock()
-            pred = inp.engine.infer(x)
-            c = clock()
-            for k, (i, win) in enumerate(chunk):
-                t, l, h, w = win
-                full = (h, w) == images.shape[1:3]
-                ops.composite(pred[k:k + 1], images[i:i + 1], masks_u8[i][None],
-                              window=None if full else win, out=out[i:i + 1, t:t + h, l:l + w])
-            d = clock()
-            t_prep += b - a
-            t_inf += c - b
-            t_comp += d - c
-    times["prepare"] = times.get("prepare", 0.0) + t_prep
-    times["infer"] = times.get("infer", 0.0) + t_inf
-    times["composite"] = times.get("composite", 0.0) + t_comp + t_copy
-    del n
-    return out
-
-
 @dataclass
 class FileInput:
     """An image and mask file: decode and encode are timed too."""
@@ -468,10 +444,6 @@ class FileInput:
 
 
 # -- the benchmark ------------------------------------------------------------------------------
-
-def _round_up(x, m):
-    return -(-x // m) * m
-
 
 def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 512),),
           batches: Sequence[int] = (1,), *, iters: int = 10, warmup: int = 2,
@@ -514,16 +486,11 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
                                  f"{fixed[1]}x{fixed[0]}")
         per = {t.label: {"lat": [], "stages": {k: 0.0 for k in STAGES}, "n": 0} for t in targets}
         outputs = {}
-        # warm-up, including one check against the Inpainter's own path
+        # warm-up; the first run's result is kept for the pixel comparison between targets
         for t in targets:
-            ref = t.inpainter.batch(list(images), list(masks))
-            got = run_staged(t.inpainter, images, masks, {})
-            if not all(np.array_equal(a, b) for a, b in zip(ref, got)):
-                raise EngineError(f"{t.label}: the staged timing path differs from "
-                                  "Inpainter.batch; the bench is out of date with the Inpainter")
-            outputs[t.label] = got
+            outputs[t.label] = np.stack(t.inpainter.batch(list(images), list(masks)))
             for _ in range(max(0, warmup - 1)):
-                run_staged(t.inpainter, images, masks, {})
+                t.inpainter.batch(list(images), list(masks))
         started = time.perf_counter()
         order = list(targets)
         for it in range(iters):
@@ -535,7 +502,7 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
                     s0 = time.perf_counter()
                     src, images, masks = files.decode(batch)
                     st["decode"] += time.perf_counter() - s0
-                out = run_staged(t.inpainter, images, masks, st)
+                out = t.inpainter.batch(list(images), list(masks), timings=st)
                 if files is not None:
                     s0 = time.perf_counter()
                     files.encode(src, out, masks)
@@ -552,7 +519,7 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
             wins = t.inpainter.plan(masks[0])
             g = 0.0
             for _, _, wh, ww in wins:
-                gw = t.gflop(_round_up(wh, t.inpainter.multiple), _round_up(ww, t.inpainter.multiple))
+                gw = t.gflop(*ops.padded_size(wh, ww, t.inpainter.multiple))
                 if gw is None:
                     g = None
                     break
@@ -575,6 +542,8 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
                 "gflops_infer": (g * batch / infer_s) if (g is not None and infer_s > 0) else None,
                 "gflops_end_to_end": (g * batch / mean_s) if g is not None else None,
             }
+            if g is None and wins:
+                r["gflop_note"] = t.gflop_problem()
             if files is not None:
                 r["input_files"] = [str(files.image), str(files.mask)]
             results.append(r)
@@ -648,16 +617,26 @@ def format_report(report: dict) -> str:
     lines.append("")
     lines.append("GFLOP: model multiply-adds x 2 per image at the windows it runs on; "
                  "GFLOP/s: over the infer stage.")
+    for note in dict.fromkeys(r["gflop_note"] for r in report["results"] if r.get("gflop_note")):
+        lines.append(f"GFLOP n/a: {note}")
     return "\n".join(lines)
 
 
 def write_json(report: dict, path: str | Path) -> None:
+    """Write the report to ``path`` (asked for explicitly, so an existing file is replaced),
+    through a uniquely named temporary file in the same folder and an atomic rename."""
     p = Path(path)
-    if p.parent and not p.parent.exists():
+    if not p.parent.exists():
         raise InputError(f"cannot write {p}: folder {p.parent} does not exist")
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
+    text = json.dumps(report, indent=2, default=_json_default) + "\n"
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:  # "x": never someone else's file
+            f.write(text)
+        os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {p}: {e.strerror or e}") from None
 
 
 def _json_default(o):
@@ -695,4 +674,4 @@ def time_interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: i
 
 __all__ = ["bench", "format_report", "write_json", "make_targets", "Target", "TorchEngine",
            "FileInput", "parse_size", "onnx_flops", "torch_flops", "sgemm_gflops", "environment",
-           "percentiles", "synthetic_input", "run_staged", "time_interleaved", "STAGES"]
+           "percentiles", "synthetic_input", "time_interleaved", "flop_problem", "STAGES"]

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from .engines.base import ModelMeta, read_meta
 from .engines.tensorrt import (INSTALL_TRT, SIDECAR_FORMAT, SIDECAR_VERSION, gpu_info,
                                import_tensorrt, sha256_file, sidecar_path)
 from .errors import BuildError, EngineError
+from .io import atomic_write
 
 # Ops TensorRT runs natively; the exporter only emits these and the FP16 converter knows them all.
 TRT_OPS = frozenset({
@@ -184,19 +183,13 @@ def convert_fp16(model_bytes: bytes) -> bytes:
 
 # ------------------------------------------------------------------------------ build
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> None:
+    """``data`` to ``path`` through :func:`fastfill.io.atomic_write` (usual mode, no clobber
+    unless ``overwrite``)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), overwrite=overwrite)
+    except FileExistsError:
+        raise BuildError(f"{path} exists (use --force to replace it)") from None
 
 
 def check_environment(device_id: int = 0):
@@ -296,7 +289,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
         "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(),
         "workspace_mb": workspace_mb,
     }
-    _write_atomic(plan_path, plan_bytes)
+    _write_atomic(plan_path, plan_bytes, overwrite=overwrite)
     _write_atomic(sidecar_path(plan_path), (json.dumps(side, indent=2) + "\n").encode())
     if cache_path:
         _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))

@@ -1,7 +1,8 @@
 """The `fastfill` command line: a thin click shell over the public API.
 
 Exit codes (DESIGN.md §3): 0 all done, 1 some inputs failed, 2 usage or engine error.
-Known errors (FastfillError) print one line; set FASTFILL_DEBUG=1 for the full traceback.
+Known errors (FastfillError) print one line; anything else is an internal error, also one line
+and exit 2. Set FASTFILL_DEBUG=1 for the full traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import sys
 
 import click
 
+from .engines import BACKENDS
 from .errors import FastfillError
+from .io import FORMAT_ALIASES, FORMAT_SUFFIX
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -47,8 +50,9 @@ def info():
 
 # -- run / video (the runtime; see fastfill.io, fastfill.inpainter, fastfill.video) -------------
 
-_OUT_FORMATS = ["png", "jpeg", "jpg", "webp", "tiff", "bmp"]
-_BACKENDS = ["onnxruntime", "openvino", "tensorrt"]
+# One table each, shared with the library (both modules import without onnxruntime or torch).
+_OUT_FORMATS = [f.lower() for f in (*FORMAT_SUFFIX, *FORMAT_ALIASES)]
+_BACKENDS = list(BACKENDS)
 
 
 def _engine_options(f):
@@ -63,6 +67,18 @@ def _engine_options(f):
                      help="Back-end for the model file (default: by suffix).")(f)
     f = click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
                      help="Model file (.onnx or .plan); default: the shipped model.")(f)
+    return f
+
+
+def _mask_options(f):
+    """--invert / --threshold / --resize-mask / --dilate, shared by run and video."""
+    f = click.option("--dilate", type=click.IntRange(min=0), default=0, metavar="PX",
+                     help="Grow every hole by PX pixels.")(f)
+    f = click.option("--resize-mask", is_flag=True,
+                     help="Scale masks of another size to the image (or frame).")(f)
+    f = click.option("--threshold", type=click.IntRange(1, 255), default=128, show_default=True,
+                     help="Grey level from which a mask pixel means fill.")(f)
+    f = click.option("--invert", is_flag=True, help="Black = fill instead of white = fill.")(f)
     return f
 
 
@@ -103,12 +119,7 @@ def _ray_options(f):
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Output folder (mirrors IMAGES), or a file when IMAGES is one file.")
 @_engine_options
-@click.option("--invert", is_flag=True, help="Black = fill instead of white = fill.")
-@click.option("--threshold", type=click.IntRange(1, 255), default=128, show_default=True,
-              help="Grey level from which a mask pixel means fill.")
-@click.option("--resize-mask", is_flag=True, help="Scale masks of another size to the image.")
-@click.option("--dilate", type=click.IntRange(min=0), default=0, metavar="PX",
-              help="Grow every hole by PX pixels.")
+@_mask_options
 @click.option("--format", "fmt", type=click.Choice(_OUT_FORMATS, case_sensitive=False),
               default=None, help="Output format (default: the input's).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
@@ -144,9 +155,9 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
         return EXIT_SOME_FAILED if summary.failed else EXIT_OK
     if "://" in images or "://" in masks or "://" in output:
         raise click.UsageError("URIs (s3://..., file://...) need --ray")
-    tasks = io.plan_tasks(images, masks, output, fmt)
+    single_file = io.single_output(images, output)
+    tasks = io.plan_tasks(images, masks, output, fmt, single=single_file)
     out = Path(output)
-    single_file = len(tasks) == 1 and tasks[0].out == out
     io.check_writable_dir(out.parent if single_file else out)
     with _inpainter(engine_path, backend, threads, batch_size, no_roi) as inp:
         summary = io.process_files(
@@ -166,12 +177,7 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
 @_engine_options
 @click.option("--first-index", type=click.IntRange(min=0), default=0, show_default=True,
               help="Frame number of the first frame in mask file names (1 for ffmpeg's %04d).")
-@click.option("--invert", is_flag=True, help="Black = fill instead of white = fill.")
-@click.option("--threshold", type=click.IntRange(1, 255), default=128, show_default=True,
-              help="Grey level from which a mask pixel means fill.")
-@click.option("--resize-mask", is_flag=True, help="Scale masks of another size to the frame.")
-@click.option("--dilate", type=click.IntRange(min=0), default=0, metavar="PX",
-              help="Grow every hole by PX pixels.")
+@_mask_options
 @click.option("--codec", default=None, help="Video codec (default: the input's).")
 @click.option("--crf", type=click.IntRange(0, 63), default=None,
               help="Quality for x264/x265/VP9 (lower = better).")
@@ -179,14 +185,22 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def video(video_in, mask, output, engine_path, backend, threads, batch_size, no_roi, first_index,
           invert, threshold, resize_mask, dilate, codec, crf, overwrite, quiet):
-    """Fill the masked region of every frame of the video IN (audio is copied)."""
+    """Fill the masked region of every frame of the video IN (audio is copied).
+
+    With a folder of per-frame masks, a frame without a mask file is copied unchanged; when no
+    mask file matches any frame (check --first-index) the video fails (exit 1, nothing written).
+    """
     from . import video as video_mod
 
-    with _inpainter(engine_path, backend, threads, batch_size, no_roi) as inp:
-        stats = video_mod.inpaint_video(
-            inp, video_in, output, mask, first_index=first_index, invert=invert,
-            threshold=threshold, resize_mask=resize_mask, dilate=dilate, codec=codec, crf=crf,
-            overwrite=overwrite, progress=False if quiet else None)
+    try:
+        with _inpainter(engine_path, backend, threads, batch_size, no_roi) as inp:
+            stats = video_mod.inpaint_video(
+                inp, video_in, output, mask, first_index=first_index, invert=invert,
+                threshold=threshold, resize_mask=resize_mask, dilate=dilate, codec=codec,
+                crf=crf, overwrite=overwrite, progress=False if quiet else None)
+    except video_mod.NoMaskedFrames as e:
+        click.echo(f"failed: {video_in}: {e}", err=True)
+        return EXIT_SOME_FAILED
     click.echo(stats.line())
     return EXIT_OK
 
@@ -429,6 +443,12 @@ def main(argv=None):
         if os.environ.get("FASTFILL_DEBUG"):
             raise
         click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except Exception as e:  # a bug, not a bad input: still one line and exit 2 (1 = inputs failed)
+        if os.environ.get("FASTFILL_DEBUG"):
+            raise
+        click.echo(f"error: internal error: {type(e).__name__}: {e} "
+                   "(set FASTFILL_DEBUG=1 for the traceback)", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 

@@ -8,7 +8,17 @@ origin on the model's stride grid (a multiple of ``meta.multiple``, DESIGN.md §
 the prediction then equals the full-frame one up to float rounding. Windows never overlap, so each
 job's result is written straight back into the output frame (``ops.composite(out=view)``).
 
-Batching. Jobs whose padded sizes agree share ``engine.infer`` calls of up to ``batch_size``.
+Batching. Jobs whose padded sizes agree share ``engine.infer`` calls of up to ``batch_size``
+(fewer where the engine's ``accepts`` refuses the larger batch, e.g. a TensorRT profile).
+
+Engine limits. An engine may refuse shapes it cannot run (``engine.accepts(shape)`` returns the
+reason; e.g. outside a TensorRT plan's profiles). ``plan`` falls back to the whole frame when the
+engine refuses an ROI window but takes the frame, and ``check`` raises :class:`InputError` for an
+image whose windows the engine refuses, so that such an image fails on its own, before any batch.
+
+Stage timing. ``batch(..., timings=d)`` adds the seconds spent in each stage to ``d``: ``plan``
+(validation and ROI planning), ``prepare``, ``infer`` and ``composite`` (including the copy of the
+input that becomes the output). ``fastfill bench`` reports these.
 
 Streaming. :meth:`Inpainter.stream` runs a reader thread (pulls frames and masks from the caller's
 iterators, which may decode lazily), an inference thread, and the caller's loop (which may encode),
@@ -21,6 +31,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -51,10 +62,6 @@ class Job:
         return (self.top, self.left, self.height, self.width)
 
 
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
-
-
 # -- ROI planning -------------------------------------------------------------------------------
 
 def hole_regions(mask: np.ndarray, cell: int = ROI_CELL) -> list[tuple[int, int, int, int]]:
@@ -69,7 +76,8 @@ def hole_regions(mask: np.ndarray, cell: int = ROI_CELL) -> list[tuple[int, int,
     gh, gw = -(-h // cell), -(-w // cell)
     padded = np.zeros((gh * cell, gw * cell), bool)
     padded[:h, :w] = m
-    coarse = padded.reshape(gh, cell, gw, cell).any(axis=(1, 3))
+    # rows of cells first, then columns: two contiguous reductions (6x faster than axis=(1, 3))
+    coarse = padded.reshape(gh, cell, gw * cell).any(axis=1).reshape(gh, gw, cell).any(axis=2)
     ys, xs = np.nonzero(coarse)
     if ys.size == 0:
         return []
@@ -153,9 +161,8 @@ def _expand(box, h, w, multiple):
     y0, x0, y1, x1 = box
     y0 = max(0, y0) // multiple * multiple
     x0 = max(0, x0) // multiple * multiple
-    y1 = min(h, y0 + _round_up(min(h, y1) - y0, multiple))
-    x1 = min(w, x0 + _round_up(min(w, x1) - x0, multiple))
-    return (y0, x0, y1, x1)
+    ph, pw = ops.padded_size(min(h, y1) - y0, min(w, x1) - x0, multiple)
+    return (y0, x0, min(h, y0 + ph), min(w, x0 + pw))
 
 
 # -- the Inpainter ------------------------------------------------------------------------------
@@ -196,6 +203,8 @@ class Inpainter:
         self.margin = (rf + 1) // 2
         self.fixed_size = tuple(self.meta.input_size) if self.meta.input_size else None
         self.mask_channel = int(self.meta.channels) == 4
+        self.channels = int(self.meta.channels)
+        self._accepts = _narrower_accepts(engine)
 
     def __repr__(self):
         return (f"Inpainter({self.engine!r}, roi={self.roi}, batch_size={self.batch_size}, "
@@ -225,10 +234,10 @@ class Inpainter:
             mask = mask[:, :, 0]
         if mask.ndim != 2:
             raise InputError(f"mask must be [H, W], got shape {mask.shape}")
-        if mask.dtype != np.bool_ and mask.dtype != np.uint8:
-            if not np.issubdtype(mask.dtype, np.integer) and not np.issubdtype(mask.dtype,
-                                                                                np.floating):
-                raise InputError(f"mask must be uint8 or bool, got {mask.dtype}")
+        if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.integer)
+                or np.issubdtype(mask.dtype, np.floating)):
+            raise InputError(f"mask must be bool or numbers (uint8 usually; nonzero = fill), "
+                             f"got {mask.dtype}")
         if mask.shape != image.shape[:2]:
             raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but image is "
                              f"{image.shape[1]}x{image.shape[0]}")
@@ -239,18 +248,27 @@ class Inpainter:
             raise InputError(f"this {self.meta.kind} model takes {fw}x{fh} images only, got "
                              f"{image.shape[1]}x{image.shape[0]}; resize or crop first, or use a "
                              "GLCIC model for any size")
-        return np.ascontiguousarray(image), mask != 0
+        hole = mask != 0
+        if self._accepts is not None:
+            for _, _, wh, ww in self.plan(hole):
+                reason = self._accepts((1, self.channels, *ops.padded_size(wh, ww, self.multiple)))
+                if reason is not None:
+                    raise InputError(f"{getattr(self.engine, 'name', 'the engine')} cannot take "
+                                     f"this {image.shape[1]}x{image.shape[0]} image: {reason}")
+        return np.ascontiguousarray(image), hole
 
     # -- public API -----------------------------------------------------------------------------
     def __call__(self, image, mask) -> np.ndarray:
         """uint8 [H, W, 3] RGB + [H, W] mask (nonzero = fill) -> uint8 [H, W, 3]."""
         return self.batch([image], [mask])[0]
 
-    def batch(self, images, masks) -> list[np.ndarray]:
+    def batch(self, images, masks, *, timings: dict | None = None) -> list[np.ndarray]:
         """Fill many images (lists or N-d arrays, any mix of sizes); returns a list in order.
 
-        ``masks`` may be one [H, W] mask used for every image.
+        ``masks`` may be one [H, W] mask used for every image. ``timings``: a dict to which the
+        seconds spent in each stage are added (``plan``, ``prepare``, ``infer``, ``composite``).
         """
+        t0 = time.perf_counter()
         if isinstance(images, np.ndarray) and images.ndim == 3:
             raise InputError("batch() takes a list of images or an [N, H, W, 3] array; "
                              "use inp(image, mask) for one image")
@@ -262,7 +280,9 @@ class Inpainter:
         if len(masks) != len(images):
             raise InputError(f"{len(images)} images but {len(masks)} masks")
         pairs = [self.check(im, m) for im, m in zip(images, masks)]
-        return self._run(pairs)
+        if timings is not None:
+            _add(timings, "plan", time.perf_counter() - t0)
+        return self._run(pairs, timings)
 
     def plan(self, mask: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The windows (top, left, height, width) one image with this mask is processed in."""
@@ -272,11 +292,18 @@ class Inpainter:
             return []
         if self.roi and self.fixed_size is None and self.margin > 0:
             wins = roi_windows(hole, self.margin, self.multiple)
-            area = sum(_round_up(wh, self.multiple) * _round_up(ww, self.multiple)
-                       for _, _, wh, ww in wins)
-            if area <= ROI_MAX_FRACTION * h * w:
+            padded = [ops.padded_size(wh, ww, self.multiple) for _, _, wh, ww in wins]
+            if (sum(ph * pw for ph, pw in padded) <= ROI_MAX_FRACTION * h * w
+                    and not self._refuses(padded)):
                 return wins
         return [(0, 0, h, w)]
+
+    def _refuses(self, padded_sizes) -> bool:
+        """True when the engine refuses one of these padded window sizes (one image each)."""
+        if self._accepts is None:
+            return False
+        return any(self._accepts((1, self.channels, ph, pw)) is not None
+                   for ph, pw in padded_sizes)
 
     def stream(self, frames: Iterable, masks=None, *, depth: int | None = None) -> Iterator[np.ndarray]:
         """Fill a stream of frames, yielding results in order.
@@ -322,11 +349,21 @@ class Inpainter:
             except BaseException as e:  # noqa: BLE001 - handed to the caller
                 put(q_in, _Failure(e))
 
+        def get():  # wakes every 0.1 s to see `stop`: never blocks shutdown on a slow reader
+            while not stop.is_set():
+                try:
+                    return q_in.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+            return None
+
         def worker():
             try:
                 finished = False
                 while not finished and not stop.is_set():
-                    item = q_in.get()
+                    item = get()
+                    if item is None:  # stopped by the consumer
+                        return
                     if isinstance(item, _Failure):
                         put(q_out, item)
                         return
@@ -365,7 +402,7 @@ class Inpainter:
                 if item is done:
                     break
                 if isinstance(item, _Failure):
-                    raise item.error.with_traceback(item.error.__traceback__)
+                    raise item.error  # keeps its own traceback (from the failing stage)
                 yield item
         finally:
             stop.set()
@@ -379,21 +416,40 @@ class Inpainter:
                 t.join(timeout=5)
 
     # -- the work -------------------------------------------------------------------------------
-    def _run(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        outs = [im.copy() for im, _ in pairs]
+    def _run(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+             timings: dict | None = None) -> list[np.ndarray]:
+        clock = time.perf_counter
+        t0 = clock()
         jobs: list[Job] = []
         for i, (_, m) in enumerate(pairs):
             jobs.extend(Job(i, *win) for win in self.plan(m))
         groups: dict[tuple[int, int], list[Job]] = {}
         for j in jobs:
-            key = (_round_up(j.height, self.multiple), _round_up(j.width, self.multiple))
-            groups.setdefault(key, []).append(j)
-        for group in groups.values():
-            for s in range(0, len(group), self.batch_size):
-                self._infer_jobs(group[s:s + self.batch_size], pairs, outs)
+            groups.setdefault(ops.padded_size(j.height, j.width, self.multiple), []).append(j)
+        t1 = clock()
+        outs = [im.copy() for im, _ in pairs]
+        t2 = clock()
+        if timings is not None:
+            _add(timings, "plan", t1 - t0)
+            _add(timings, "composite", t2 - t1)
+        for (ph, pw), group in groups.items():
+            step = self._chunk(len(group), ph, pw)
+            for s in range(0, len(group), step):
+                self._infer_jobs(group[s:s + step], pairs, outs, timings)
         return outs
 
-    def _infer_jobs(self, jobs: list[Job], pairs, outs) -> None:
+    def _chunk(self, n: int, ph: int, pw: int) -> int:
+        """Jobs per engine call for a group of ``n`` padded ph x pw windows: ``batch_size``, or
+        less where the engine refuses the larger batch (single images were checked already)."""
+        step = min(n, self.batch_size)
+        if self._accepts is not None:
+            while step > 1 and self._accepts((step, self.channels, ph, pw)) is not None:
+                step -= 1
+        return max(1, step)
+
+    def _infer_jobs(self, jobs: list[Job], pairs, outs, timings: dict | None = None) -> None:
+        clock = time.perf_counter
+        t0 = clock()
         mean = tuple(float(v) for v in self.meta.mean)
         whole = [pairs[j.index][0].shape[:2] == (j.height, j.width) for j in jobs]
         same = len({(j.height, j.width) for j in jobs}) == 1
@@ -409,14 +465,17 @@ class Inpainter:
                                       mask_channel=self.mask_channel,
                                       window=None if w else j.window))
             x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t1 = clock()
         try:
-            pred = self.engine.infer(np.ascontiguousarray(x, dtype=np.float32))
+            pred = self.engine.infer(x)
         except FastfillError:
             raise
         except Exception as e:  # a back-end's own error type
             raise EngineError(f"{getattr(self.engine, 'name', 'engine')} failed on a "
                               f"{x.shape[0]}x{x.shape[1]}x{x.shape[2]}x{x.shape[3]} input: "
                               f"{type(e).__name__}: {e}") from e
+        t2 = clock()
         for k, j in enumerate(jobs):
             im, m = pairs[j.index]
             t, l, h, w = j.window
@@ -424,6 +483,29 @@ class Inpainter:
             out_view = outs[j.index][None, t:t + h, l:l + w]
             ops.composite(pred[k:k + 1], im[None], m.view(np.uint8)[None], window=win,
                           out=out_view)
+        if timings is not None:
+            t3 = clock()
+            _add(timings, "prepare", t1 - t0)
+            _add(timings, "infer", t2 - t1)
+            _add(timings, "composite", t3 - t2)
+
+
+def _add(timings: dict, stage: str, seconds: float) -> None:
+    timings[stage] = timings.get(stage, 0.0) + seconds
+
+
+def _narrower_accepts(engine):
+    """The engine's ``accepts`` when it may refuse more than the Inpainter's own checks do (None
+    otherwise: the default ``EngineBase.accepts`` only restates channels, fixed size and the
+    multiple, which ``check`` and the padding already guarantee, so planning twice is skipped)."""
+    accepts = getattr(engine, "accepts", None)
+    if accepts is None:
+        return None
+    from .engines.base import EngineBase
+
+    if getattr(type(engine), "accepts", None) is EngineBase.accepts:
+        return None
+    return accepts
 
 
 class _Failure:

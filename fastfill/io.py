@@ -38,6 +38,8 @@ IMAGE_SUFFIXES = frozenset(
 # Pillow format name -> file suffix used when --format changes the output format.
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp",
                  "PPM": ".ppm", "TGA": ".tga", "GIF": ".gif"}
+# Other names accepted for them (--format jpg).
+FORMAT_ALIASES = {"JPG": "JPEG", "JPE": "JPEG", "TIF": "TIFF"}
 # Formats that store an alpha channel / 16-bit grey.
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "GIF"})
 _WIDE_FORMATS = frozenset({"PNG", "TIFF"})
@@ -49,7 +51,7 @@ def normalize_format(fmt: str | None) -> str | None:
     if fmt is None:
         return None
     f = fmt.strip().lstrip(".").upper()
-    f = {"JPG": "JPEG", "JPE": "JPEG", "TIF": "TIFF"}.get(f, f)
+    f = FORMAT_ALIASES.get(f, f)
     if f not in FORMAT_SUFFIX:
         raise InputError(f"unknown output format {fmt!r}; choose one of: "
                          + ", ".join(s.lstrip(".") for s in FORMAT_SUFFIX.values()))
@@ -376,26 +378,71 @@ def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool 
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create folder {path.parent}: {e.strerror or e}") from None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise InputError(f"cannot write to {path.parent}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             img.save(f, format=fmt, **kw)
-            f.flush()
-            os.fsync(f.fileno())
+
+    try:
+        atomic_write(path, write, overwrite=overwrite)
+    except FileExistsError:
+        raise InputError(f"{path} exists (use --overwrite to replace it)") from None
+    except OSError as e:
+        raise InputError(f"cannot write to {path}: {e.strerror or e}") from None
+
+
+def _read_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    u = os.umask(0o022)  # elsewhere: read it once, at import, before any writer thread starts
+    os.umask(u)
+    return u
+
+
+UMASK = _read_umask()
+# The mode of every file fastfill writes: what open() would give (tempfile.mkstemp gives 0600).
+FILE_MODE = 0o666 & ~UMASK
+
+
+def atomic_write(path: str | Path, write_fn, *, overwrite: bool, suffix: str = ".tmp") -> Path:
+    """Write ``path`` atomically: ``write_fn(tmp)`` fills a temporary file in the same folder,
+    which is then given the usual mode (0o666 & ~umask), synced to disk and moved into place.
+
+    ``overwrite=False``: an existing ``path`` is never replaced, even one that appears while
+    ``write_fn`` runs (hard link = atomic no-clobber; FileExistsError). ``overwrite=True``:
+    ``os.replace``. On any failure the temporary file is removed and the error propagates.
+    ``suffix`` ends the temporary name (writers such as PyAV pick the format from it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        # Reopen: the writer may have replaced the file, and fchmod/fsync must reach what is there.
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, FILE_MODE)
+            else:  # pragma: no cover - Windows before Python 3.13
+                os.chmod(tmp, FILE_MODE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         _commit(tmp, path, overwrite)
-    except BaseException as e:
+    except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(e, FileExistsError):
-            raise InputError(f"{path} exists (use --overwrite to replace it)") from None
-        if isinstance(e, OSError):
-            raise InputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+    return path
 
 
 def _commit(tmp: str, path: Path, overwrite: bool) -> None:
@@ -467,24 +514,40 @@ class Summary:
                 f"in {self.seconds:.1f} s ({rate:.2f} images/s)")
 
 
+def names_folder(output: str | os.PathLike) -> bool:
+    """True when the OUTPUT argument ends with a path separator (``-o results.d/``).
+
+    Read from the argument as given: ``Path`` drops a trailing separator."""
+    s = os.fspath(output)
+    return s.endswith("/") or s.endswith(os.sep)
+
+
+def single_output(images: str | Path, output: str | os.PathLike) -> bool:
+    """True when ``output`` is the output file itself: ``images`` is one file and ``output`` has
+    a suffix (``-o result.png``), does not end with a separator and is not an existing folder."""
+    out = Path(output)
+    return (Path(images).is_file() and bool(out.suffix) and not names_folder(output)
+            and not out.is_dir())
+
+
 def plan_tasks(images: str | Path, masks: str | Path, output: str | Path,
-               fmt: str | None = None) -> list[Task]:
+               fmt: str | None = None, *, single: bool | None = None) -> list[Task]:
     """Pair every image under ``images`` with its mask and its output path.
 
     ``output`` is a folder that mirrors ``images``; when ``images`` is one file and ``output``
-    has a suffix (``-o result.png``) and is not an existing folder, it is the output file.
+    has a suffix (``-o result.png``), does not end with a separator and is not an existing
+    folder, it is the output file (:func:`single_output`; ``single`` overrides that decision).
 
     Raises InputError (a usage error) when nothing can be done at all: no images, missing roots.
     Per-file problems (no mask, not an image, two inputs with one output) are set on the task.
     """
+    # One image and an output with a suffix that is not a folder: the output is that file.
+    single_out = single_output(images, output) if single is None else single
     images, output = Path(images), Path(output)
     cands = find_images(images)
     if not cands:
         raise InputError(f"no images found in {images}")
     index = MaskIndex(masks)
-    # One image and an output with a suffix that is not a folder: the output is that file.
-    single_out = (images.is_file() and bool(output.suffix) and not output.is_dir()
-                  and not str(output).endswith(os.sep))
     tasks: list[Task] = []
     seen: dict[Path, Path] = {}
     for c in cands:
@@ -639,6 +702,7 @@ def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, inve
 __all__ = [
     "Candidate", "Decoded", "MaskIndex", "find_images", "sniff_image", "decode_image", "decode_mask",
     "mask_to_gray", "dilate_mask", "output_path", "restore_mode", "save_image", "check_writable_dir",
-    "normalize_format", "frame_number", "IMAGE_SUFFIXES", "FORMAT_SUFFIX",
-    "Task", "Summary", "plan_tasks", "process_files",
+    "normalize_format", "frame_number", "IMAGE_SUFFIXES", "FORMAT_SUFFIX", "FORMAT_ALIASES",
+    "atomic_write", "UMASK", "FILE_MODE",
+    "Task", "Summary", "plan_tasks", "process_files", "single_output", "names_folder",
 ]

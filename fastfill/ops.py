@@ -15,11 +15,14 @@ copy. Bad arguments raise ``TypeError``/``ValueError`` naming the argument.
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _C
+# Our kernels run between engine calls: idle OpenMP workers that spin would steal the engine's cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from . import _C  # noqa: E402 - after OMP_WAIT_POLICY, which OpenMP reads when it loads
 
 Window = Optional[Tuple[int, int, int, int]]
 

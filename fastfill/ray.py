@@ -186,13 +186,29 @@ class Plan:
     images: list[dict] = field(default_factory=list)  # rows: image, mask, out, format, error
     videos: list[dict] = field(default_factory=list)  # rows: video, mask, out
     skipped: int = 0
+    # OUTPUT is the output file of the one image IMAGES names (decided before anything is
+    # skipped, from the arguments as given: `-o ./out.png` and `-o out.png` alike).
+    single_file: bool = False
 
 
 def _format_of_suffix(path: str) -> str | None:
-    from PIL import Image
+    return fio._format_for_suffix(posixpath.splitext(path)[1])
 
-    Image.init()
-    return Image.EXTENSION.get(posixpath.splitext(path)[1].lower())
+
+def _single_output(fs_i, ipath: str, fs_o, opath: str, output) -> bool:
+    """:func:`fastfill.io.single_output` on any file system (``output``: the argument as given,
+    whose trailing separator says "a folder")."""
+    if fio.names_folder(output):
+        return False
+    if fs_i is None and fs_o is None:
+        return fio.single_output(ipath, opath)
+    if not posixpath.splitext(opath)[1] or not _is_file(fs_i, ipath):
+        return False
+    if fs_o is None:
+        return not Path(opath).is_dir()
+    import pyarrow.fs as pafs
+
+    return fs_o.get_file_info(opath).type != pafs.FileType.Directory
 
 
 def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = False,
@@ -207,26 +223,34 @@ def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = Fal
     fs_i, ipath = resolve(images, filesystem)
     fs_m, mpath = resolve(masks, filesystem)
     fs_o, opath = resolve(output, filesystem)
+    # Local paths made absolute: Ray workers do not share the driver's working directory.
+    ipath, mpath, opath = (q if fs is not None else os.path.abspath(q)
+                           for fs, q in ((fs_i, ipath), (fs_m, mpath), (fs_o, opath)))
     p = Plan()
     videos = _find_videos(fs_i, ipath)
+    single = _single_output(fs_i, ipath, fs_o, opath, output) and not videos
+    p.single_file = single
     if fs_i is None and fs_m is None:
+        # (an output on another file system: planned under a stand-in root, or file)
+        stand_in = "/__out__" + (posixpath.splitext(opath)[1] if single else "")
         try:
-            tasks = fio.plan_tasks(ipath, mpath, opath if fs_o is None else "/__out__", fmt)
+            tasks = fio.plan_tasks(ipath, mpath, opath if fs_o is None else stand_in, fmt,
+                                   single=single)
         except InputError:
             if not videos:
                 raise
             tasks = []
-        for t in tasks:  # (an output on another file system: planned under a stand-in root)
+        for t in tasks:
             if fs_o is None:
                 out = str(t.out)
-            elif t.out == Path("/__out__"):
+            elif single:
                 out = opath
             else:
                 out = posixpath.join(opath, Path(t.out).relative_to("/__out__").as_posix())
             p.images.append({"image": str(t.image), "mask": str(t.mask or ""), "out": out,
                              "format": t.format, "error": t.error or ""})
     else:
-        p.images = _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, bool(videos))
+        p.images = _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, bool(videos), single)
     p.videos = _pair_videos(videos, fs_m, mpath, fs_o, opath)
     if not overwrite:
         keep = []
@@ -257,13 +281,13 @@ def _exist_many(fs, paths: list[str]) -> set[str]:
     return {q for q, i in zip(paths, fs.get_file_info(paths)) if i.type != pafs.FileType.NotFound}
 
 
-def _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, have_videos) -> list[dict]:
+def _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, have_videos,
+                 single_out: bool) -> list[dict]:
     """plan_tasks' rules on any pyarrow file system (images recognised by suffix)."""
     if fs_i is None:
         files = [(c.rel.as_posix(), str(c.path), c.format, c.error) for c in fio.find_images(ipath)]
-        single = Path(ipath).is_file()
     else:
-        listed, single = _list_files(fs_i, ipath)
+        listed, _ = _list_files(fs_i, ipath)
         files = [(rel, full, _format_of_suffix(full), None) for rel, full in listed
                  if posixpath.splitext(full)[1].lower() in fio.IMAGE_SUFFIXES]
     if not files:
@@ -297,7 +321,6 @@ def _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, have_videos) -> lis
                 raise InputError("several masks match: " + ", ".join(found))
             return found[0]
 
-    single_out = single and not (opath.endswith("/") or (fs_o is None and Path(opath).is_dir()))
     rows, seen = [], {}
     for rel, full, src_fmt, error in files:
         src_fmt = src_fmt or "PNG"
@@ -684,7 +707,7 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
     fs_i, _ = resolve(images, filesystem)
     fs_m, _ = resolve(masks, filesystem)
     fs_o, opath = resolve(output, filesystem)
-    single_file = len(p.images) == 1 and not p.videos and p.images[0]["out"] == opath
+    single_file = p.single_file
     if fs_o is None:
         fio.check_writable_dir(Path(opath).parent if single_file else opath)
     summary = fio.Summary(skipped=p.skipped)
@@ -755,10 +778,7 @@ def _image_pipeline(rows, engine, options, conv, fs_i, fs_m, fs_o, *, overwrite,
                     concurrency, gpus, actor_cpus, io_cpus, rows_per_task, batch_size):
     ray = _import_ray()
     n_blocks = max(1, min(len(rows), -(-len(rows) // max(1, rows_per_task))))
-    try:
-        ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
-    except TypeError:  # Ray < 2.10
-        ds = ray.data.from_items(rows, parallelism=n_blocks)
+    ds = ray.data.from_items(rows, override_num_blocks=n_blocks)  # Ray >= 2.10
     ds = ds.map_batches(_decode_batch, batch_size=rows_per_task, batch_format="numpy",
                         fn_kwargs=dict(fs_image=fs_i, fs_mask=fs_m, **conv), num_cpus=io_cpus)
     ds = ds.map_batches(_Filler, batch_size=max(batch_size, 1), batch_format="numpy",
@@ -776,9 +796,18 @@ def _run_videos(rows, engine, options, conv, fs_v, fs_m, fs_o, overwrite, gpus, 
     ray = _import_ray()
     task = ray.remote(_video_task).options(num_cpus=cpus, num_gpus=gpus or 0, max_retries=0)
     pending = [task.remote(r, engine, options, conv, fs_v, fs_m, fs_o, overwrite) for r in rows]
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(ready[0])
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])  # an EngineError in that task raises here
+    finally:
+        # An engine error (or the caller stopping early) ends the run: the other videos would
+        # only fail the same way. A cancelled task is interrupted and removes its temporary file.
+        for ref in pending:
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001 - already finished or gone
+                pass
 
 
 def _write_failures(fs, opath: str, failures: list[dict], single_file: bool) -> None:
@@ -793,11 +822,8 @@ def _write_failures(fs, opath: str, failures: list[dict], single_file: bool) -> 
         return
     text = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures)
     if fs is None:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + FAILURES_FILE + ".", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        fio.atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"),
+                         overwrite=True)
     else:
         with tempfile.TemporaryDirectory() as tmpd:
             local = os.path.join(tmpd, FAILURES_FILE)
@@ -828,8 +854,9 @@ def inpaint(ds, engine=None, *, image_column: str = "image", mask_column: str = 
         raise InputError(f"on_error must be 'raise' or 'column', got {on_error!r}")
     if concurrency < 1:
         raise InputError(f"concurrency must be >= 1, got {concurrency}")
-    if cpus_per_worker is None:
-        cpus_per_worker = 1.0 if gpus_per_worker else min(1.0, _cluster_cpus() / (concurrency + 1))
+    if cpus_per_worker is None:  # (asks the cluster: only when it has to)
+        cpus_per_worker, _, _ = _worker_resources(concurrency, gpus_per_worker, None, threads,
+                                                  local=False)
     options = {"roi": roi, "batch_size": batch_size, "threads": threads, "backend": backend}
     return ds.map_batches(_Filler, batch_size=max(1, batch_size), batch_format="numpy",
                           fn_constructor_args=(engine, options),

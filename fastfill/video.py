@@ -3,7 +3,10 @@
 The frame rate, size and (by default) codec of the input are kept, timestamps are carried over
 frame by frame, and audio streams are copied packet for packet (no re-encoding). Masks: one file
 for every frame, or a folder of per-frame masks named by frame number (``frame_0012.png`` is frame
-12, counting from ``first_index``); a frame without a mask file is copied unchanged.
+12, counting from ``first_index``); a frame without a mask file is copied unchanged. Mask files
+that match no frame of the clip are reported in one warning line; when none matches any frame
+(typically a wrong ``first_index``) the input fails with :class:`NoMaskedFrames` and nothing is
+written (``fastfill video`` exits 1, "some inputs failed").
 
 Threads: the stream's reader thread demuxes and decodes (and reads mask files); the inference
 thread runs the model; the calling thread converts, encodes and muxes. Only the calling thread
@@ -13,9 +16,7 @@ touches the output container.
 from __future__ import annotations
 
 import collections
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FastfillError, InputError
-from .io import decode_mask, frame_number, sniff_image
+from .io import atomic_write, decode_mask, frame_number, sniff_image
 
 # Decoder names whose encoder has another name in FFmpeg.
 _ENCODER_FOR = {"vp9": "libvpx-vp9", "vp8": "libvpx", "hevc": "libx265", "av1": "libaom-av1",
@@ -57,7 +58,7 @@ class _Masks:
     """The mask of frame i: a static mask, or a folder of per-frame files (missing = no hole)."""
 
     def __init__(self, mask: str | Path, size: tuple[int, int], first_index: int, **conv):
-        self.size, self.conv = size, conv
+        self.size, self.conv, self.first_index = size, conv, first_index
         p = Path(mask)
         self.static = None
         self.files: dict[int, Path] = {}
@@ -111,7 +112,6 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
         raise InputError(f"{src}: cannot open as a video ({e})") from None
     stats = VideoStats()
     t0 = time.perf_counter()
-    tmp = None
     try:
         if not inp_c.streams.video:
             raise InputError(f"{src}: no video stream")
@@ -120,85 +120,112 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
         size = (vin.codec_context.height, vin.codec_context.width)
         masks = _Masks(mask, size, first_index, invert=invert, threshold=threshold,
                        resize=resize_mask, dilate=dilate, image_name=f"the frames of {src}")
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix="." + dst.stem + ".", suffix=dst.suffix or ".mp4",
-                                       dir=dst.parent)
-            os.close(fd)
-        except OSError as e:
-            raise InputError(f"cannot write to {dst.parent}: {e.strerror or e}") from None
-        try:
-            out_c = av.open(tmp, "w", format=_container_format(av, dst, inp_c))
-        except (av.error.FFmpegError, ValueError) as e:
-            raise InputError(f"{dst}: cannot write this container ({e})") from None
-        with out_c:
-            vout = _add_video_stream(av, out_c, vin, codec, crf)
-            stats.codec = vout.codec_context.name
-            audio = []
-            for a in inp_c.streams.audio:
-                try:
-                    audio.append((a, out_c.add_stream_from_template(a)))
-                except (av.error.FFmpegError, ValueError) as e:
-                    print(f"warning: audio stream {a.index} not copied: {e}", file=sys.stderr)
-            pending_audio: collections.deque = collections.deque()
-            frame_meta: collections.deque = collections.deque()
-            audio_map = {a.index: o for a, o in audio}
 
-            def frames():  # runs in the stream's reader thread
-                i = 0
-                streams = [vin] + [a for a, _ in audio]
-                for packet in inp_c.demux(*streams):
-                    if packet.stream.type == "audio":
-                        if packet.dts is not None:
-                            pending_audio.append(packet)
-                        continue
-                    for frame in packet.decode():
-                        frame_meta.append((frame.pts, frame.time_base, i))
-                        yield frame.to_ndarray(format="rgb24"), masks(i)
-                        i += 1
-
-            def mux_audio():
-                while pending_audio:
-                    pkt = pending_audio.popleft()
-                    pkt.stream = audio_map[pkt.stream.index]
-                    out_c.mux(pkt)
-                    stats.audio_packets += 1
-
-            total = vin.frames or None
-            bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
-                       disable=(not progress) if progress is not None else None)
+        def write(tmp: str) -> None:
             try:
-                for result in inpainter.stream(frames()):
-                    pts, tb, i = frame_meta.popleft()
-                    vf = av.VideoFrame.from_ndarray(result, format="rgb24")
-                    if pts is not None:
-                        vf.pts, vf.time_base = pts, tb
-                    else:
-                        vf.pts, vf.time_base = i, 1 / vout.codec_context.framerate
-                    for pkt in vout.encode(vf):
+                out_c = av.open(tmp, "w", format=_container_format(av, dst, inp_c))
+            except (av.error.FFmpegError, ValueError) as e:
+                raise InputError(f"{dst}: cannot write this container ({e})") from None
+            with out_c:
+                vout = _add_video_stream(av, out_c, vin, codec, crf)
+                stats.codec = vout.codec_context.name
+                audio = []
+                for a in inp_c.streams.audio:
+                    try:
+                        audio.append((a, out_c.add_stream_from_template(a)))
+                    except (av.error.FFmpegError, ValueError) as e:
+                        print(f"warning: audio stream {a.index} not copied: {e}", file=sys.stderr)
+                pending_audio: collections.deque = collections.deque()
+                frame_meta: collections.deque = collections.deque()
+                audio_map = {a.index: o for a, o in audio}
+
+                def frames():  # runs in the stream's reader thread
+                    i = 0
+                    streams = [vin] + [a for a, _ in audio]
+                    for packet in inp_c.demux(*streams):
+                        if packet.stream.type == "audio":
+                            if packet.dts is not None:
+                                pending_audio.append(packet)
+                            continue
+                        for frame in packet.decode():
+                            frame_meta.append((frame.pts, frame.time_base, i))
+                            yield frame.to_ndarray(format="rgb24"), masks(i)
+                            i += 1
+
+                def mux_audio():
+                    while pending_audio:
+                        pkt = pending_audio.popleft()
+                        pkt.stream = audio_map[pkt.stream.index]
+                        out_c.mux(pkt)
+                        stats.audio_packets += 1
+
+                total = vin.frames or None
+                bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
+                           disable=(not progress) if progress is not None else None)
+                try:
+                    for result in inpainter.stream(frames()):
+                        pts, tb, i = frame_meta.popleft()
+                        vf = av.VideoFrame.from_ndarray(result, format="rgb24")
+                        if pts is not None:
+                            vf.pts, vf.time_base = pts, tb
+                        else:
+                            vf.pts, vf.time_base = i, 1 / vout.codec_context.framerate
+                        for pkt in vout.encode(vf):
+                            out_c.mux(pkt)
+                        mux_audio()
+                        stats.frames += 1
+                        bar.update(1)
+                    for pkt in vout.encode(None):
                         out_c.mux(pkt)
                     mux_audio()
-                    stats.frames += 1
-                    bar.update(1)
-                for pkt in vout.encode(None):
-                    out_c.mux(pkt)
-                mux_audio()
-            finally:
-                bar.close()
-            stats.filled = _count_filled(masks, stats.frames)
-        _commit_video(tmp, dst, overwrite)
-        tmp = None
+                finally:
+                    bar.close()
+                stats.filled = _count_filled(masks, stats.frames)
+            _check_mask_numbers(masks, stats, mask)  # before the output is committed
+
+        try:
+            atomic_write(dst, write, overwrite=overwrite, suffix=dst.suffix or ".mp4")
+        except FileExistsError:
+            raise InputError(f"{dst} exists (use --overwrite to replace it)") from None
+        except av.error.FFmpegError:
+            raise
+        except OSError as e:
+            raise InputError(f"cannot write to {dst}: {e.strerror or e}") from None
     except av.error.FFmpegError as e:
         raise InputError(f"{src}: video error ({e})") from None
     finally:
         inp_c.close()
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+class NoMaskedFrames(InputError):
+    """A folder of per-frame masks of which no file matches a frame of the clip: this input
+    failed (``fastfill video`` exits 1) and no output is written."""
+
+
+def _check_mask_numbers(masks: _Masks, stats: VideoStats, where) -> None:
+    """Per-frame masks: one warning line when some files fall outside the clip's frames, and
+    NoMaskedFrames when none matches a frame (a wrong ``first_index`` would otherwise copy the
+    video unchanged and report success)."""
+    if masks.static is not None:
+        return
+    n = stats.frames
+    outside = sorted(i for i in masks.files if not 0 <= i < n)
+    numbers = sorted(i + masks.first_index for i in masks.files)
+    span = (f"frames {masks.first_index}..{masks.first_index + n - 1}" if n
+            else "no frames")
+    if len(outside) == len(masks.files):
+        raise NoMaskedFrames(
+            f"no frame has a mask: the {len(numbers)} mask files in {where} are numbered "
+            f"{numbers[0]}..{numbers[-1]}, the clip's {n} frames are numbered {span} with "
+            f"--first-index {masks.first_index} (check --first-index); nothing written")
+    if outside:
+        names = ", ".join(masks.files[i].name for i in outside[:3]) + (
+            ", ..." if len(outside) > 3 else "")
+        print(f"warning: {len(outside)} of {len(masks.files)} mask files in {where} match no "
+              f"frame (the clip has {span} with --first-index {masks.first_index}): {names}",
+              file=sys.stderr)
 
 
 def _count_filled(masks: _Masks, n: int) -> int:
@@ -245,20 +272,4 @@ def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None):
     return vout
 
 
-def _commit_video(tmp: str, dst: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, dst)
-        return
-    try:
-        os.link(tmp, dst)
-    except FileExistsError:
-        raise InputError(f"{dst} exists (use --overwrite to replace it)") from None
-    except OSError:
-        if dst.exists():
-            raise InputError(f"{dst} exists (use --overwrite to replace it)") from None
-        os.replace(tmp, dst)
-        return
-    os.unlink(tmp)
-
-
-__all__ = ["inpaint_video", "VideoStats"]
+__all__ = ["inpaint_video", "VideoStats", "NoMaskedFrames"]

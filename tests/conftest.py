@@ -1,6 +1,17 @@
-"""Shared test set-up: tests marked `gpu` skip with a reason when no usable NVIDIA GPU is present."""
+"""Shared test set-up.
 
+- Tests marked `gpu` skip with a reason when no usable NVIDIA GPU is present.
+- :func:`invoke` runs the CLI through ``fastfill.cli.main`` (the real exit-code mapping):
+  ``from conftest import invoke``.
+- ``one_torch_thread``: one torch thread for a test (``pytestmark =
+  pytest.mark.usefixtures("one_torch_thread")`` in the train tests).
+"""
+
+import sys
+
+import click
 import pytest
+from click.testing import CliRunner
 
 
 def _gpu_skip_reason():
@@ -24,3 +35,42 @@ def pytest_collection_modifyitems(config, items):
     if reason:
         for item in gpu_items:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def invoke(*args, env=None, internal_ok=False):
+    """Run ``fastfill ARGS`` through ``fastfill.cli.main``: (exit code, stdout, stderr).
+
+    main() itself maps errors to exit codes and one-line messages, so tests see what a user sees.
+    An unexpected exception (main's "internal error" path) is re-raised with its traceback unless
+    ``internal_ok``, so that a bug fails the test where it happened.
+    """
+    from fastfill.cli import main
+    from fastfill.errors import FastfillError
+
+    with CliRunner().isolation(env=env) as streams:
+        out, err = streams[0], streams[1]
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            cause = e.__context__
+            if (not internal_ok and isinstance(cause, Exception)
+                    and not isinstance(cause, (FastfillError, click.ClickException,
+                                               click.exceptions.Abort))):
+                raise cause
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        else:  # pragma: no cover - main() always exits
+            code = 0
+        sys.stdout.flush()  # print(file=sys.stderr) is buffered; click.echo flushes itself
+        sys.stderr.flush()
+        return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: tiny nets run faster so, and a shared 2-core machine is not
+    oversubscribed."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -226,3 +226,70 @@ def test_bench_torch_checkpoint_side_by_side(tmp_path):
         _check_result(r)
     assert rep["results"][1]["gflop_per_image"] > 0  # counted by torch's FlopCounterMode
     assert rep["comparisons"][0]["target"] == "torch"
+
+
+def test_bench_numbers_come_from_the_inpainter_path(monkeypatch):
+    """The stage times are the Inpainter's own (Inpainter.batch(timings=...)); there is no copy of
+    its logic in bench. Same-size whole frames go through one engine call of the whole batch."""
+    from fastfill.engines import load_engine
+    from fastfill.inpainter import Inpainter
+
+    eng = load_engine(TINY, threads=1)
+    shapes = []
+
+    class Rec:
+        meta, name, device = eng.meta, "rec", "cpu"
+
+        def infer(self, x):
+            shapes.append(x.shape)
+            return eng.infer(x)
+
+    calls = []
+    real_batch = Inpainter.batch
+
+    def spy(self, images, masks, *, timings=None):
+        calls.append(timings is not None)
+        return real_batch(self, images, masks, timings=timings)
+
+    monkeypatch.setattr(Inpainter, "batch", spy)
+    t = b.Target("rec", Inpainter(Rec(), roi=False, batch_size=2))
+    rep = b.bench([t], sizes=[(40, 24)], batches=[2], iters=3, warmup=2)
+    (r,) = rep["results"]
+    assert calls == [False, False, True, True, True]  # 2 warm-up runs, then 3 timed ones
+    assert shapes and all(s == (2, 4, 24, 40) for s in shapes)  # one call for the batch of 2
+    st = r["stages_ms"]
+    assert all(st[k] > 0 for k in ("plan", "prepare", "infer", "composite"))
+    assert sum(st.values()) <= r["latency_ms"]["mean"] * 1.001
+
+
+def test_gflop_na_says_why(tmp_path):
+    pytest.importorskip("onnx")
+    from fastfill.engines import load_engine
+    from fastfill.inpainter import Inpainter
+
+    bad = tmp_path / "garbage.onnx"
+    bad.write_bytes(b"\x08\x07 not a model")
+    with pytest.warns(RuntimeWarning, match="cannot count FLOPs"):
+        assert b.onnx_flops(bad, 32, 32) is None
+    assert "garbage.onnx" in b.flop_problem(bad)
+    t = b.Target("t", Inpainter(load_engine(TINY, threads=1)), model_path=str(bad))
+    rep = b.bench([t], sizes=[(32, 32)], iters=1, warmup=0)
+    (r,) = rep["results"]
+    assert r["gflop_per_image"] is None and "cannot count FLOPs" in r["gflop_note"]
+    assert "GFLOP n/a: cannot count FLOPs" in b.format_report(rep)
+
+
+def test_write_json_replaces_atomically(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text("old")
+    b.write_json({"a": np.int64(1), "b": (1.5, Path("x"))}, p)
+    assert json.loads(p.read_text()) == {"a": 1, "b": [1.5, "x"]}
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.json"]  # no temporary file left
+    with pytest.raises(TypeError):
+        b.write_json({"a": object()}, p)
+    assert json.loads(p.read_text())["a"] == 1  # a failed write leaves the old report
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.json"]
+    from fastfill.errors import InputError
+
+    with pytest.raises(InputError, match="does not exist"):
+        b.write_json({}, tmp_path / "nope" / "r.json")

@@ -134,7 +134,30 @@ def test_build_writes_plan_sidecar_and_timing_cache(tmp_path):
     assert side["tensorrt"] == trt.__version__ and side["precision"] == "fp16" and side["strongly_typed"]
     assert side["onnx_sha256"] == sha256_file(TINY) and side["plan_sha256"] == sha256_file(plan)
     assert len(side["profiles"]) == 2 and cache.stat().st_size > 0
+    import os
+    u = os.umask(0o022)
+    os.umask(u)
+    for f in (plan, plan.with_suffix(".json"), cache):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~u, f  # not mkstemp's 0600
     size = cache.stat().st_size
     build_engine(TINY, tmp_path / "g2.plan", profiles=["1x64x64:1x128x128:2x256x256"], timing_cache=cache)
     assert cache.stat().st_size >= size  # reused and kept
     print(f"built with TensorRT {trt.__version__} on {side['gpu']} (sm {side['compute_capability']})")
+
+
+def test_plan_files_are_written_atomically_with_the_usual_mode(tmp_path):
+    """Plans, sidecars and caches: 0o666 & ~umask (not mkstemp's 0600); a plan that appeared
+    meanwhile is not replaced without --force; nothing temporary is left."""
+    import os
+
+    from fastfill.build import _write_atomic
+
+    u = os.umask(0o022)
+    os.umask(u)
+    p = tmp_path / "sub" / "g.plan"
+    _write_atomic(p, b"plan", overwrite=False)
+    assert p.read_bytes() == b"plan" and p.stat().st_mode & 0o777 == 0o666 & ~u
+    with pytest.raises(BuildError, match="exists .*--force"):
+        _write_atomic(p, b"other", overwrite=False)
+    _write_atomic(p, b"new")  # sidecars and the timing cache are replaced
+    assert p.read_bytes() == b"new" and [q.name for q in p.parent.iterdir()] == ["g.plan"]

@@ -7,27 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from fastfill.cli import cli
-from fastfill.errors import FastfillError
+from conftest import invoke
 
 TINY = str(Path(__file__).parent / "data" / "tiny_glcic.onnx")
-
-
-def invoke(*args):
-    """Run the CLI like main() does: (exit code, stdout, stderr)."""
-    res = CliRunner().invoke(cli, [str(a) for a in args], standalone_mode=False)
-    if res.exception is not None:
-        if isinstance(res.exception, FastfillError):
-            return 2, res.stdout, res.stderr + f"error: {res.exception}\n"
-        import click
-
-        if isinstance(res.exception, click.ClickException):
-            return 2, res.stdout, res.stderr + res.exception.format_message()
-        raise res.exception
-    return res.return_value, res.stdout, res.stderr
 
 
 def _img(h, w, seed=0):
@@ -240,3 +224,55 @@ def test_single_image_into_a_folder(tmp_path):
     code, stdout, _ = invoke("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o",
                              tmp_path / "outdir")
     assert code == 0 and (tmp_path / "outdir" / "x.png").is_file()
+
+
+def test_internal_error_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    """A bug (not a FastfillError) is not "some inputs failed" (1): one line, exit 2; the
+    traceback only with FASTFILL_DEBUG=1."""
+    import fastfill.io
+
+    Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
+    Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("division by zero in a bug")
+
+    monkeypatch.setattr(fastfill.io, "plan_tasks", broken)
+    args = ("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o", tmp_path / "o")
+    code, stdout, err = invoke(*args, internal_ok=True)
+    assert code == 2, err
+    assert err.strip().splitlines() == [
+        "error: internal error: ZeroDivisionError: division by zero in a bug "
+        "(set FASTFILL_DEBUG=1 for the traceback)"]
+    with pytest.raises(ZeroDivisionError):
+        invoke(*args, env={"FASTFILL_DEBUG": "1"}, internal_ok=True)
+
+
+def test_outputs_are_not_private(tmp_path):
+    """`fastfill run` outputs get 0o666 & ~umask (tempfile.mkstemp alone would give 0600)."""
+    u = os.umask(0o022)
+    os.umask(u)
+    Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
+    Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
+    code, _, err = invoke("run", "--engine", TINY, "-q", tmp_path / "x.png", tmp_path / "m.png",
+                          "-o", tmp_path / "o.png")
+    assert code == 0, err
+    assert (tmp_path / "o.png").stat().st_mode & 0o777 == 0o666 & ~u
+
+
+def test_output_with_trailing_slash_is_a_folder(tmp_path):
+    Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
+    Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
+    code, _, err = invoke("run", "--engine", TINY, "-q", tmp_path / "x.png", tmp_path / "m.png",
+                          "-o", str(tmp_path / "results.d") + "/")
+    assert code == 0, err
+    assert (tmp_path / "results.d" / "x.png").is_file()
+
+
+def test_format_choices_are_the_io_table():
+    from fastfill import cli as fcli
+    from fastfill import io as fio
+
+    assert set(fcli._OUT_FORMATS) >= {f.lower() for f in fio.FORMAT_SUFFIX}
+    for f in fcli._OUT_FORMATS:
+        assert fio.normalize_format(f) in fio.FORMAT_SUFFIX

@@ -6,7 +6,6 @@ Runs the tiny checked-in models (tests/data/tiny_*.onnx, made by `python -m trai
 import importlib.util
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +305,44 @@ def test_tensorrt_uint8_path_matches_host_path(tmp_path):
     want = ops.composite_reference(load_engine(TINY).infer(x), images, masks)
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
     np.testing.assert_array_equal(got[masks == 0], images[masks == 0])
+
+
+def test_ort_spinning_off_by_default():
+    def spin(e):
+        return e.session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning")
+
+    e = load_engine(TINY, threads=1)
+    assert spin(e) == "0" and e.spinning is False
+    e2 = load_engine(TINY, threads=1, spinning=True)
+    assert spin(e2) == "1"
+    x = glcic_input(1, 32, 32)
+    np.testing.assert_array_equal(e.infer(x), e2.infer(x))
+
+
+def test_accepts_matches_check_input():
+    e = load_engine(TINY)
+    assert e.accepts((2, 4, 64, 96)) is None
+    for shape, match in [((1, 3, 64, 64), "4 channels"), ((1, 4, 66, 64), "multiples of 4"),
+                         ((0, 4, 64, 64), r"\[N, C, H, W\]")]:
+        reason = e.accepts(shape)
+        assert reason is not None and match.replace("\\", "") in reason
+        with pytest.raises(InputError, match=match):
+            check_input(e.meta, np.zeros(shape, np.float32))
+
+
+def test_tensorrt_accepts_checks_the_profiles():
+    """No TensorRT needed: `accepts` reads only the profiles from the sidecar."""
+    from fastfill.engines.tensorrt import TensorRTEngine
+
+    e = TensorRTEngine.__new__(TensorRTEngine)
+    e.meta = read_meta(TINY)
+    e.profiles = [((1, 4, 64, 64), (1, 4, 256, 256), (4, 4, 512, 512))]
+    assert e.accepts((1, 4, 128, 256)) is None and e.accepts((4, 4, 512, 512)) is None
+    for shape in [(1, 4, 1024, 64), (1, 4, 32, 64), (8, 4, 128, 128)]:
+        reason = e.accepts(shape)
+        assert "outside the engine's profiles (N x C x H x W: 1-4x4x64-512x64-512)" in reason
+    assert "4 channels" in e.accepts((1, 3, 128, 128))
+    with pytest.raises(InputError, match="outside the engine's profiles"):
+        e._choose_profile((1, 4, 1024, 64))
+    assert e._choose_profile((2, 4, 64, 64)) == 0

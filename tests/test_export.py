@@ -170,3 +170,25 @@ def test_python_m_train_export(tmp_path):
     out = tmp_path / "ce.onnx"
     assert ex.main(["--random", "--kind", "ce", "--width", str(WIDTH), "-o", str(out)]) == 0
     assert read_meta(out).kind == "ce"
+
+
+def _mode(p):
+    import os
+    u = os.umask(0o022)
+    os.umask(u)
+    return p.stat().st_mode & 0o777, 0o666 & ~u
+
+
+def test_export_never_overwrites_unless_asked(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"precious")
+    with pytest.raises(ex.ExportError, match="exists"):  # the default: overwrite=False
+        ex.export_model(ex.random_model("glcic", WIDTH), out, log=lambda *_: None)
+    args = ["--random", "--width", str(WIDTH), "-o", str(out)]
+    assert ex.main(args) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == b"precious"
+    assert ex.main(args + ["--force"]) == 0
+    assert read_meta(out).kind == "glcic"
+    got, want = _mode(out)
+    assert got == want  # 0o666 & ~umask, not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left

@@ -275,3 +275,141 @@ def test_stream_stops_cleanly_when_the_consumer_stops(engine):
     next(gen)
     gen.close()
     assert threading.active_count() <= before
+
+
+def test_stream_close_is_prompt_with_a_slow_reader(engine):
+    """Closing the stream while the caller's iterator is mid-frame neither stalls nor leaks the
+    inference thread (it used to wait on the input queue forever, and close() for 5 s)."""
+    import time
+
+    inp = Inpainter(engine, batch_size=1)
+    m = _mask(32, 32, (4, 4, 12, 12))
+
+    def slow_frames():
+        for i in range(1000):
+            if i:
+                time.sleep(0.3)  # a slow decoder: the reader is mid-frame most of the time
+            yield _img(32, 32, i)
+
+    gen = inp.stream(slow_frames(), m)
+    next(gen)
+    time.sleep(0.05)  # the worker is now waiting for the next frame
+    t0 = time.perf_counter()
+    gen.close()
+    took = time.perf_counter() - t0
+    assert took < 2.0, f"close took {took:.1f} s"  # a bound on a hang, not a speed
+    names = [t.name for t in threading.enumerate()]
+    assert "fastfill-infer" not in names and "fastfill-read" not in names, names
+
+
+def test_mask_dtypes():
+    inp = Inpainter(FakeCE())
+    img = _img(128, 128)
+    ref = inp(img, _mask(128, 128, (32, 32, 96, 96)))
+    for dt in (bool, np.uint8, np.int32, np.float32, np.float64):  # nonzero = fill
+        m = np.zeros((128, 128), dt)
+        m[32:96, 32:96] = 1
+        assert np.array_equal(inp(img, m), ref)
+    for m in (np.zeros((128, 128), np.complex64), np.zeros((128, 128), object)):
+        with pytest.raises(InputError, match="mask must be bool or numbers"):
+            inp(img, m)
+
+
+# -- engines that refuse some shapes (e.g. TensorRT profiles) -----------------------------------
+
+class Refusing(Recording):
+    """Refuses inputs larger than `max_side` or smaller than `min_side`, and batches > `max_n`."""
+
+    def __init__(self, inner, max_side=10 ** 6, min_side=1, max_n=64):
+        super().__init__(inner)
+        self.max_side, self.min_side, self.max_n = max_side, min_side, max_n
+
+    def accepts(self, shape):
+        n, c, h, w = shape
+        if n > self.max_n:
+            return f"batch {n} > {self.max_n}"
+        if max(h, w) > self.max_side or min(h, w) < self.min_side:
+            return f"{h}x{w} is outside {self.min_side}..{self.max_side}"
+        return None
+
+    def infer(self, x):
+        reason = self.accepts(x.shape)
+        if reason is not None:
+            raise InputError(f"refused {reason}")
+        return super().infer(x)
+
+
+def test_check_refuses_a_shape_the_engine_refuses(engine):
+    inp = Inpainter(Refusing(engine, max_side=64), roi=False)
+    small, big = _img(48, 60), _img(100, 60)
+    inp.check(small, _mask(48, 60, (4, 4, 12, 12)))
+    with pytest.raises(InputError, match=r"cannot take this 60x100 image: 100x60 is outside"):
+        inp.check(big, _mask(100, 60, (4, 4, 12, 12)))
+    inp.check(big, np.zeros((100, 60), np.uint8))  # nothing to fill: the model never runs
+    with pytest.raises(InputError, match="outside"):
+        inp.batch([small, big], [_mask(48, 60, (4, 4, 12, 12)), _mask(100, 60, (1, 1, 5, 5))])
+    assert inp.engine.shapes == []  # refused before any engine call
+
+
+def test_roi_window_refused_falls_back_to_the_whole_frame(engine):
+    m = _mask(480, 640, (200, 300, 230, 340))
+    (win,) = Inpainter(engine).plan(m)
+    assert win[2:] != (480, 640)
+    refusing = Refusing(engine, min_side=max(win[2:]) + 4)  # too small a window for its "profile"
+    inp = Inpainter(refusing)
+    assert inp.plan(m) == [(0, 0, 480, 640)]
+    img = _img(480, 640)
+    assert np.array_equal(inp(img, m), Inpainter(engine, roi=False)(img, m))
+
+
+def test_batches_split_where_the_engine_refuses_the_larger_batch(engine):
+    rec = Refusing(engine, max_n=1)
+    inp = Inpainter(rec, roi=False, batch_size=4)
+    imgs = [_img(24, 24, s) for s in range(3)]
+    m = _mask(24, 24, (4, 4, 9, 9))
+    outs = inp.batch(imgs, [m] * 3)
+    assert [s[0] for s in rec.shapes] == [1, 1, 1]
+    for o, im in zip(outs, imgs):
+        assert np.array_equal(o, Inpainter(engine, roi=False)(im, m))
+
+
+def test_run_fails_only_the_file_the_engine_refuses(engine, tmp_path, monkeypatch):
+    """`fastfill run` on two files, one of a size the engine refuses: that file fails on its own
+    (exit 1), the other is written."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    import fastfill.engines
+    from fastfill.cli import cli
+
+    monkeypatch.setattr(fastfill.engines, "load_engine",
+                        lambda path=None, backend=None, **o: Refusing(engine, max_side=64))
+    imgs, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    imgs.mkdir()
+    masks.mkdir()
+    for name, (h, w) in {"ok.png": (40, 48), "big.png": (100, 120)}.items():
+        Image.fromarray(_img(h, w)).save(imgs / name)
+        Image.fromarray(_mask(h, w, (4, 4, 12, 14))).save(masks / name)
+    res = CliRunner().invoke(cli, ["run", "--engine", str(TINY), "-q", str(imgs), str(masks),
+                                   "-o", str(out)], standalone_mode=False)
+    assert res.exception is None, res.exception
+    assert res.return_value == 1
+    assert "done 1, skipped 0, failed 1" in res.stdout
+    assert "big.png" in res.stderr and "outside" in res.stderr
+    assert (out / "ok.png").exists() and not (out / "big.png").exists()
+
+
+# -- stage timing -------------------------------------------------------------------------------
+
+def test_batch_stage_timings(engine):
+    inp = Inpainter(engine, roi=False, batch_size=2)
+    imgs = [_img(24, 32, s) for s in range(2)]
+    m = _mask(24, 32, (4, 4, 9, 9))
+    t = {}
+    outs = inp.batch(imgs, m, timings=t)
+    assert set(t) == {"plan", "prepare", "infer", "composite"} and all(v > 0 for v in t.values())
+    before = dict(t)
+    outs2 = inp.batch(imgs, m, timings=t)  # accumulates
+    assert all(t[k] > before[k] for k in t)
+    for a, b in zip(outs, outs2):
+        assert np.array_equal(a, b)

@@ -252,3 +252,51 @@ def test_permission_denied_is_reported(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="cannot write to .*Permission denied"):
         io.save_image(Image.fromarray(_rgb()), tmp_path / "x.png", "PNG")
     assert not (tmp_path / "x.png").exists()
+
+
+def _umask():
+    u = os.umask(0o022)
+    os.umask(u)
+    return u
+
+
+def test_outputs_get_the_usual_mode_not_mkstemp_0600(tmp_path):
+    """Every file fastfill writes has the mode open() would give: 0o666 & ~umask."""
+    want = 0o666 & ~_umask()
+    assert io.FILE_MODE == want
+    io.save_image(Image.fromarray(_rgb()), tmp_path / "a.png", "PNG")
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == want
+    io.save_image(Image.fromarray(_rgb()), tmp_path / "a.png", "PNG", overwrite=True)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == want
+    io.atomic_write(tmp_path / "sub" / "b.bin", lambda t: open(t, "wb").write(b"x"), overwrite=False)
+    assert (tmp_path / "sub" / "b.bin").stat().st_mode & 0o777 == want
+
+
+def test_atomic_write_failure_and_no_clobber_leave_no_temp_file(tmp_path):
+    def boom(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("encoder died")
+
+    with pytest.raises(RuntimeError, match="encoder died"):
+        io.atomic_write(tmp_path / "x.png", boom, overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "x.png").write_bytes(b"precious")
+    with pytest.raises(FileExistsError):  # appeared while writing: never replaced
+        io.atomic_write(tmp_path / "x.png", lambda t: open(t, "wb").write(b"new"), overwrite=False)
+    assert (tmp_path / "x.png").read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    io.atomic_write(tmp_path / "x.png", lambda t: open(t, "wb").write(b"new"), overwrite=True)
+    assert (tmp_path / "x.png").read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_output_with_trailing_separator_is_a_folder(tmp_path):
+    Image.fromarray(_rgb()).save(tmp_path / "x.png")
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "m.png")
+    for sep in {"/", os.sep}:
+        tasks = io.plan_tasks(tmp_path / "x.png", tmp_path / "m.png", str(tmp_path / "results.d") + sep)
+        assert [t.out for t in tasks] == [tmp_path / "results.d" / "x.png"]
+        assert not io.single_output(tmp_path / "x.png", str(tmp_path / "results.d") + sep)
+    tasks = io.plan_tasks(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.d")
+    assert [t.out for t in tasks] == [tmp_path / "results.d"]  # no separator: the file itself

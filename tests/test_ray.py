@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fastfill[ray]')")
 pytest.importorskip("ray.data")
 
 from fastfill import ray as fray  # noqa: E402
-from fastfill.cli import cli  # noqa: E402
-from fastfill.errors import EngineError, FastfillError  # noqa: E402
+from conftest import invoke  # noqa: E402
+from fastfill.errors import EngineError  # noqa: E402
 from fastfill.inpainter import Inpainter  # noqa: E402
 
 TINY = str(Path(__file__).parent / "data" / "tiny_glcic.onnx")
@@ -37,20 +36,6 @@ def ray_session():
         yield
     finally:
         ray.shutdown()
-
-
-def invoke(*args):
-    """Run the CLI like main() does: (exit code, stdout, stderr)."""
-    res = CliRunner().invoke(cli, [str(a) for a in args], standalone_mode=False)
-    if res.exception is not None:
-        if isinstance(res.exception, FastfillError):
-            return 2, res.stdout, res.stderr + f"error: {res.exception}\n"
-        import click
-
-        if isinstance(res.exception, click.ClickException):
-            return 2, res.stdout, res.stderr + res.exception.format_message()
-        raise res.exception
-    return res.return_value, res.stdout, res.stderr
 
 
 def _photo(h, w, seed):
@@ -190,6 +175,25 @@ def test_pyarrow_filesystem_and_file_uris(tree, tmp_path):
     code, _, stderr = invoke("run", "--engine", TINY, (tree / "images").as_uri(),
                              tree / "masks", "-o", tmp_path / "x")
     assert code == 2 and "--ray" in stderr
+
+
+def test_single_file_output_spelled_with_dot_slash(tree, tmp_path, monkeypatch):
+    """`-o ./out.png` names the output file (not a folder called out.png); a re-run skips it."""
+    monkeypatch.chdir(tmp_path)
+    args = ("run", "-q", "--ray", "--engine", TINY, tree / "images" / "img05.png",
+            tree / "masks" / "img05.png", "-o", "./out.png")
+    code, stdout, stderr = invoke(*args)
+    assert code == 0, stderr
+    assert "done 1, skipped 0, failed 0" in stdout
+    assert (tmp_path / "out.png").is_file()
+    assert filecmp.cmp(tmp_path / "out.png", tree / "local" / "img05.png", shallow=False)
+    code, stdout, stderr = invoke(*args)
+    assert code == 0, stderr
+    assert "done 0, skipped 1, failed 0" in stdout
+    # a trailing separator says "a folder", with or without --ray
+    code, _, stderr = invoke(*args[:-1], "results.d/")
+    assert code == 0, stderr
+    assert (tmp_path / "results.d" / "img05.png").is_file()
 
 
 def test_inpaint_dataset_api():

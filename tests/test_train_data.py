@@ -12,13 +12,7 @@ from train.masks import center_mask, freeform_mask, hole_centers, make_mask_gene
 from train.models import CE_HOLE_BOX  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny nets run faster so, and the shared 2-core machine is not oversubscribed."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _gradient(h, w, seed=0):

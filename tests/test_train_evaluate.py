@@ -15,13 +15,7 @@ from train.evaluate import evaluate, format_table, metrics, ssim_map  # noqa: E4
 from train.models import CompletionNet, ContextEncoder  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny nets run faster so, and the shared 2-core machine is not oversubscribed."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_metrics_known_values():
@@ -86,3 +80,16 @@ def test_evaluate_ce_and_cli(smooth, tmp_path):
     assert res.exception is None, res.output
     assert "1 images" in res.output and "mean fill" in res.output
     assert CliRunner().invoke(cli, ["evaluate", str(p)]).exit_code == 2  # neither --data nor --held-out
+
+
+def test_unreadable_images_are_skipped_with_a_warning(smooth, tmp_path):
+    from train.evaluate import load_eval_set
+
+    d = tmp_path / "d"
+    d.mkdir()
+    for f in smooth.iterdir():
+        (d / f.name).write_bytes(f.read_bytes())
+    (d / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match=r"skipped .*broken\.png"):
+        imgs, masks, used = load_eval_set(d, 32, "rect")
+    assert len(imgs) == 3 and all(p.name != "broken.png" for p in used)

@@ -21,13 +21,7 @@ from train.data import DataError  # noqa: E402
 from train.loop import TrainConfig, glcic_phase, train  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny nets run faster so, and the shared 2-core machine is not oversubscribed."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 COLORS = [(230, 20, 20), (20, 200, 40), (30, 30, 220), (240, 240, 30)]
 
@@ -109,16 +103,31 @@ def test_resume_continues_exactly(kind, textured, tmp_path):
 
 
 def test_ctrl_c_saves_and_resumes(textured, tmp_path):
-    def interrupt(step, met):
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C
+    # A real Ctrl-C to a real `fastfill train` process (in-process, a signal would also hit the
+    # threads of every library earlier tests loaded).
+    import subprocess
+    import time
 
-    r = train(tiny("glcic", textured, tmp_path, steps=5, tc=1, td=1), on_step=interrupt)
-    assert r["interrupted"] and r["step"] == 2 and len(r["history"]) == 2
-    assert read_meta(r["checkpoint"])["step"] == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    r2 = train(tiny("glcic", textured, tmp_path, steps=5, tc=1, td=1, resume=str(r["checkpoint"])))
-    assert not r2["interrupted"] and [h["step"] for h in r2["history"]] == [2, 3, 4]
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fastfill.cli", "train", "glcic", "--data", str(textured), "--out", str(out),
+           "--steps", "100000", "--tc", "1", "--td", "1", "--crop", "32", "--batch-size", "2",
+           "--width", "0.0625", "--d-width", "0.0625", "--val-fraction", "0", "--sample-every", "0",
+           "--threads", "1", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # as if the user pressed Ctrl-C
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted at step" in stderr and "--resume" in stderr
+    step = read_meta(out / "last.safetensors")["step"]
+    assert 2 <= step < 100000
+    r2 = train(tiny("glcic", textured, out, steps=step + 2, tc=1, td=1, resume=str(out / "last.safetensors")))
+    assert not r2["interrupted"] and [h["step"] for h in r2["history"]] == [step, step + 1]
 
 
 def test_sample_grids(textured, tmp_path):

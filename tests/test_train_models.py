@@ -17,13 +17,7 @@ from train.models import (CE_HOLE_BOX, CE_PRED_BOX, CEDiscriminator, ChannelWise
                           measure_receptive_field)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny nets run faster so, and the shared 2-core machine is not oversubscribed."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,6 +119,10 @@ def test_checkpoint_round_trip(tmp_path):
                              optimizers={"G": og, "D": od}, meta=META)
     assert p.name == "last.safetensors"
     assert sorted(os.listdir(p.parent)) == ["last.json", "last.safetensors"]  # no temp files left
+    u = os.umask(0o022)
+    os.umask(u)
+    for f in (p, p.with_suffix(".json")):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~u  # not mkstemp's 0600
     side = json.loads(p.with_suffix(".json").read_text())
     assert side["mean"] == [0.4, 0.5, 0.6] and side["config"] == G.config()
     net, meta = ckpt.load_checkpoint(p)

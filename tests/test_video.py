@@ -1,5 +1,6 @@
 """`fastfill video`: real short videos made with PyAV, filled with the tiny model, decoded back."""
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -9,22 +10,10 @@ from PIL import Image
 
 av = pytest.importorskip("av")
 
-from click.testing import CliRunner  # noqa: E402
-
-from fastfill.cli import cli  # noqa: E402
-from fastfill.errors import FastfillError  # noqa: E402
+from conftest import invoke  # noqa: E402
 
 TINY = str(Path(__file__).parent / "data" / "tiny_glcic.onnx")
 
-
-def invoke(*args):
-    """Run the CLI like main() does: (exit code, stdout, stderr)."""
-    res = CliRunner().invoke(cli, [str(a) for a in args], standalone_mode=False)
-    if isinstance(res.exception, FastfillError):
-        return 2, res.stdout, res.stderr + f"error: {res.exception}\n"
-    if res.exception is not None:
-        raise res.exception
-    return res.return_value, res.stdout, res.stderr
 
 W, H, N, FPS = 96, 64, 12, 12
 
@@ -151,3 +140,39 @@ def test_video_errors(tmp_path):
     code, _, err = invoke("video", tmp_path / "notvideo.mp4", "--mask", tmp_path / "m.png", "-o",
                           tmp_path / "x.mp4", "--engine", TINY)
     assert code == 2 and "cannot open as a video" in err
+
+
+def _numbered_masks(folder, numbers):
+    folder.mkdir()
+    m = np.zeros((H, W), np.uint8)
+    m[20:36, 30:46] = 255
+    for n in numbers:
+        Image.fromarray(m).save(folder / f"frame_{n:04d}.png")
+
+
+def test_per_frame_masks_that_match_no_frame_fail_the_video(tmp_path):
+    """A wrong --first-index would copy the clip unchanged: exit 1, one clear line, no output."""
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_video(src, codec="ffv1", pix_fmt="bgr0", audio=False)
+    _numbered_masks(tmp_path / "masks", range(100, 100 + N))
+    code, stdout, err = invoke("video", src, "--mask", tmp_path / "masks", "-o", out,
+                               "--engine", TINY, "-q")
+    assert code == 1, err
+    assert f"failed: {src}: no frame has a mask" in err and "--first-index" in err
+    assert "100..111" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_per_frame_masks_outside_the_clip_warn(tmp_path):
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_video(src, codec="ffv1", pix_fmt="bgr0", audio=False)
+    _numbered_masks(tmp_path / "masks", [0, 3, N + 5, N + 6])  # two beyond the last frame
+    code, stdout, err = invoke("video", src, "--mask", tmp_path / "masks", "-o", out,
+                               "--engine", TINY, "-q")
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 1 and "2 of 4 mask files" in lines[0] and f"frame_{N + 5:04d}.png" in lines[0]
+    assert out.is_file()
+    u = os.umask(0o022)
+    os.umask(u)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~u  # not mkstemp's 0600

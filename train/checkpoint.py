@@ -23,8 +23,6 @@ The JSON (returned as `meta` by load_checkpoint) holds at least:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fastfill.errors import InputError
+from fastfill.io import atomic_write
 
 from .models import build_model
 
@@ -41,16 +40,8 @@ VERSION = 1
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``write(tmp)`` then rename over ``path`` (checkpoints are replaced as training goes on)."""
+    atomic_write(path, write, overwrite=True)
 
 
 def checkpoint_path(path) -> Path:

@@ -14,10 +14,11 @@ error. Per-image values are averaged over the images.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .data import DataError, find_images
 from .masks import make_mask_generator
@@ -133,12 +134,13 @@ def load_eval_set(data, size, mask_kind, seed=0, limit=None, files=None, crops=1
         try:
             with Image.open(f) as im:
                 im = im.convert("RGB")
-                for k in range(crops):
-                    rng = None if crops == 1 else np.random.default_rng([seed, i, k])
-                    imgs.append(_crop(im, size, rng, scale))
-                    used.append(f)
-        except Exception:
+                crops_of_f = [_crop(im, size, None if crops == 1 else np.random.default_rng([seed, i, k]),
+                                    scale) for k in range(crops)]
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+            warnings.warn(f"evaluate: skipped {f}: {type(e).__name__}: {e}", stacklevel=2)
             continue
+        imgs.extend(crops_of_f)
+        used.extend([f] * len(crops_of_f))
         if limit and len(imgs) >= limit:
             break
     if not imgs:

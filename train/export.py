@@ -1,8 +1,10 @@
 """Export a trained (or random-init) model to ONNX, with metadata, and check the file before success.
 
     python -m train.export CHECKPOINT -o model.onnx
-    python -m train.export --random --kind glcic --width 0.0625 -o tests/data/tiny_glcic.onnx
+    python -m train.export --random --kind glcic --width 0.0625 --force -o tests/data/tiny_glcic.onnx
     fastfill export CHECKPOINT -o model.onnx               (the same, from the fastfill CLI)
+
+An existing output is replaced only when asked (``--force``; ``overwrite=True`` in Python).
 
 What the file holds (DESIGN.md §3): one input ``input`` float32 [N, C, H, W] and one output
 ``output`` float32 [N, 3, H, W], full frame, RGB in [0, 1].
@@ -24,9 +26,7 @@ import argparse
 import copy
 import hashlib
 import io
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from fastfill.build import TRT_OPS
 from fastfill.engines import FORMATS
 from fastfill.engines.base import ModelMeta
+from fastfill.io import atomic_write
 from fastfill.errors import FastfillError
 
 OPSET = 17
@@ -323,19 +324,13 @@ def _finalize(onnx_bytes: bytes, meta: ModelMeta) -> bytes:
     return proto.SerializeToString()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_atomic(path: Path, data: bytes, *, overwrite: bool) -> None:
+    """``data`` to ``path`` through :func:`fastfill.io.atomic_write` (usual mode, no clobber
+    unless ``overwrite``)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), overwrite=overwrite)
+    except FileExistsError:
+        raise ExportError(f"{path} exists (pass overwrite=True / --force to replace it)") from None
 
 
 def check_output_suffix(out: str | Path) -> Path:
@@ -350,7 +345,7 @@ def check_output_suffix(out: str | Path) -> Path:
 
 
 def export_model(model: nn.Module, out: str | Path, *, mean=DEFAULT_MEAN, provenance: dict | None = None,
-                 opset: int = OPSET, tol: float = TOL, overwrite: bool = True, log=print) -> dict:
+                 opset: int = OPSET, tol: float = TOL, overwrite: bool = False, log=print) -> dict:
     """Export ``model`` (CompletionNet or ContextEncoder, any mode) to ``out`` after the self-check.
 
     Returns ``{'path', 'meta', 'diffs', 'bytes'}``. Nothing is written when a check fails.
@@ -363,7 +358,7 @@ def export_model(model: nn.Module, out: str | Path, *, mean=DEFAULT_MEAN, proven
     meta = model_meta(model, mean, dict(provenance or {}))
     data = _finalize(to_onnx_bytes(model, kind, opset), meta)
     diffs = self_check(data, model, kind, meta, tol=tol, log=log)
-    _write_atomic(out, data)
+    _write_atomic(out, data, overwrite=overwrite)
     log(f"wrote {out} ({len(data) / 1e6:.2f} MB, {kind}, opset {opset}, max diff {max(diffs):.3g})")
     return {"path": out, "meta": meta, "diffs": diffs, "bytes": len(data)}
 
@@ -439,14 +434,16 @@ def main(argv=None) -> int:
     ap.add_argument("--mean", type=_parse_mean, default=DEFAULT_MEAN, help="r,g,b for --random")
     ap.add_argument("--opset", type=int, default=OPSET)
     ap.add_argument("--tol", type=float, default=TOL, help="max abs difference allowed in the self-check")
+    ap.add_argument("--force", action="store_true", help="replace an existing output")
     a = ap.parse_args(argv)
     try:
         if a.random == bool(a.checkpoint):
             ap.error("give a CHECKPOINT or --random (not both)")
         if a.random:
-            export_random(a.kind, a.width, a.output, seed=a.seed, mean=a.mean, opset=a.opset, tol=a.tol)
+            export_random(a.kind, a.width, a.output, seed=a.seed, mean=a.mean, opset=a.opset, tol=a.tol,
+                          overwrite=a.force)
         else:
-            export_checkpoint(a.checkpoint, a.output, opset=a.opset, tol=a.tol)
+            export_checkpoint(a.checkpoint, a.output, opset=a.opset, tol=a.tol, overwrite=a.force)
     except FastfillError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

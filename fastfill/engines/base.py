@@ -105,6 +105,8 @@ class Engine(Protocol):
     """One loaded model on one back-end. ``infer`` works on host arrays.
 
     GPU engines may offer more (device-side entry points); callers find them with ``hasattr``.
+    Optional: ``accepts(shape) -> str | None`` (see :meth:`EngineBase.accepts`); an engine without
+    it is taken to accept every shape :func:`check_input` accepts.
     """
 
     meta: ModelMeta
@@ -119,6 +121,22 @@ class Engine(Protocol):
         ...
 
 
+def shape_problem(meta: ModelMeta, shape) -> str | None:
+    """Why the model cannot take an input of ``shape`` (N, C, H, W), or None when it can."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or shape[0] < 1:
+        return f"engine input must be [N, C, H, W] with N >= 1, got shape {shape}"
+    n, c, h, w = shape
+    if c != meta.channels:
+        return f"{meta.kind} model takes {meta.channels} channels, got {c}"
+    if meta.input_size is not None and (h, w) != tuple(meta.input_size):
+        return (f"{meta.kind} model takes {meta.input_size[0]}x{meta.input_size[1]} "
+                f"inputs, got {h}x{w}")
+    if h % meta.multiple or w % meta.multiple:
+        return f"input height and width must be multiples of {meta.multiple}, got {h}x{w}"
+    return None
+
+
 def check_input(meta: ModelMeta, x: np.ndarray) -> np.ndarray:
     """Validate an engine input against the model's contract; returns a C-contiguous float32 array."""
     if not isinstance(x, np.ndarray):
@@ -127,14 +145,9 @@ def check_input(meta: ModelMeta, x: np.ndarray) -> np.ndarray:
         raise InputError(f"engine input must be float32, got {x.dtype}")
     if x.ndim != 4 or x.shape[0] < 1:
         raise InputError(f"engine input must be [N, C, H, W] with N >= 1, got shape {x.shape}")
-    n, c, h, w = x.shape
-    if c != meta.channels:
-        raise InputError(f"{meta.kind} model takes {meta.channels} channels, got {c}")
-    if meta.input_size is not None and (h, w) != tuple(meta.input_size):
-        raise InputError(f"{meta.kind} model takes {meta.input_size[0]}x{meta.input_size[1]} "
-                         f"inputs, got {h}x{w}")
-    if h % meta.multiple or w % meta.multiple:
-        raise InputError(f"input height and width must be multiples of {meta.multiple}, got {h}x{w}")
+    reason = shape_problem(meta, x.shape)
+    if reason is not None:
+        raise InputError(reason)
     return np.ascontiguousarray(x)
 
 
@@ -150,6 +163,13 @@ class EngineBase:
 
     def __exit__(self, *exc):
         self.close()
+
+    def accepts(self, shape) -> str | None:
+        """Cheap check, without running anything: None when ``infer`` takes an input of ``shape``
+        (N, C, H, W), else the reason it would refuse it. Back-ends with narrower limits (e.g.
+        TensorRT's optimization profiles) override it; callers use it to refuse one image up
+        front instead of failing a whole batch or run."""
+        return shape_problem(self.meta, shape)
 
     def close(self) -> None:  # pragma: no cover - overridden
         pass

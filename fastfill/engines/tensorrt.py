@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError, InputError
+from ..ops import padded_size
 from .base import EngineBase, ModelMeta, check_input
 
 SIDECAR_FORMAT = "fastfill-plan"
@@ -275,14 +276,30 @@ class TensorRTEngine(EngineBase):
         self._profile = 0
 
     # -- shapes ---------------------------------------------------------------------------
-    def _choose_profile(self, shape) -> int:
+    def _find_profile(self, shape) -> int | None:
         for i, (lo, _, hi) in enumerate(self.profiles):
-            if all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
+            if len(shape) == len(lo) and all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
                 return i
+        return None
+
+    def _profile_problem(self, shape) -> str:
         ranges = ", ".join("x".join(f"{a}-{b}" if a != b else f"{a}" for a, b in zip(lo, hi))
                            for lo, _, hi in self.profiles)
-        raise InputError(f"input shape {'x'.join(map(str, shape))} is outside the engine's profiles "
-                         f"(N x C x H x W: {ranges}); rebuild with a --profile that covers it")
+        return (f"input shape {'x'.join(map(str, shape))} is outside the engine's profiles "
+                f"(N x C x H x W: {ranges}); rebuild with a --profile that covers it")
+
+    def accepts(self, shape) -> str | None:
+        """None when ``shape`` (N, C, H, W) fits the model and one of the plan's profiles."""
+        reason = super().accepts(shape)
+        if reason is None and self._find_profile(tuple(int(s) for s in shape)) is None:
+            reason = self._profile_problem(tuple(int(s) for s in shape))
+        return reason
+
+    def _choose_profile(self, shape) -> int:
+        idx = self._find_profile(tuple(shape))
+        if idx is None:
+            raise InputError(self._profile_problem(tuple(shape)))
+        return idx
 
     def _set_shape(self, shape) -> None:
         idx = self._choose_profile(shape)
@@ -339,8 +356,7 @@ class TensorRTEngine(EngineBase):
             raise InputError(f"run_uint8 wants images [N,H,W,3] and masks [N,H,W], got {images.shape}"
                              f" and {masks.shape}")
         n, h, w, _ = images.shape
-        m = self.meta.multiple
-        hp, wp = -(-h // m) * m, -(-w // m) * m
+        hp, wp = padded_size(h, w, self.meta.multiple)
         c = self.meta.channels
         if self.meta.input_size is not None and (hp, wp) != tuple(self.meta.input_size):
             raise InputError(f"{self.meta.kind} engine takes {self.meta.input_size} images, got {h}x{w}")
