@@ -51,11 +51,39 @@ def _mask(h, w, *boxes):
     return m
 
 
-def test_default_model_missing_is_a_clear_engine_error():
-    if default_model_path().exists():
-        pytest.skip("the default model is installed")
+def test_default_model_missing_is_a_clear_engine_error(monkeypatch, tmp_path):
+    import fastfill.engines as engines
+    monkeypatch.setattr(engines, "default_model_path", lambda: tmp_path / "default.onnx")
     with pytest.raises(EngineError, match="default.onnx"):
         Inpainter()
+
+
+class Uint8Gpu(Recording):
+    """A 'GPU' engine with its own uint8 path (as TensorRT has), done here with the CPU ops."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.device, self.uint8_calls = "cuda", []
+
+    def run_uint8(self, images, masks):
+        from fastfill import ops
+        self.uint8_calls.append(images.shape)
+        x = ops.prepare(images, masks.view(np.uint8), self.meta.mean, self.meta.multiple)
+        return ops.composite(self.inner.infer(x), images, masks.view(np.uint8))
+
+    def infer(self, x):
+        raise AssertionError("a GPU engine with run_uint8 must not get float input from the host")
+
+
+def test_gpu_engines_get_uint8_only(engine):
+    img, m = _img(300, 500, 3), _mask(300, 500, (100, 200, 140, 260))
+    gpu = Uint8Gpu(engine)
+    for roi in (True, False):
+        got = Inpainter(gpu, roi=roi)(img, m)
+        np.testing.assert_array_equal(got, Inpainter(engine, roi=roi)(img, m))
+    assert gpu.uint8_calls and all(s[-1] == 3 for s in gpu.uint8_calls)
+    two = Inpainter(gpu, roi=False).batch([img, img], [m, m])
+    assert gpu.uint8_calls[-1][0] == 2 and all((o == two[0]).all() for o in two)
 
 
 def test_bad_engine_argument():
