@@ -299,15 +299,9 @@ class TorchEngine:
         if importlib.util.find_spec("torch") is None:
             raise EngineError("--torch needs PyTorch: pip install 'fastfill[train]' "
                               "(CPU: torch==2.13.0)")
-        from train.checkpoint import load_checkpoint
+        from train.checkpoint import load_for_inference
 
-        path = Path(checkpoint)
-        if not path.exists():
-            raise EngineError(f"checkpoint not found: {path}")
-        try:
-            model, meta = load_checkpoint(path)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise EngineError(f"cannot load checkpoint {path}: {e}") from None
+        path, model, meta = load_for_inference(checkpoint, EngineError)
         self._init(model, meta.get("mean") or (0.5, 0.5, 0.5), threads, str(path))
 
     @classmethod

@@ -139,6 +139,21 @@ def load_checkpoint(path, role: str = "G"):
     return model.eval(), read_meta(path)
 
 
+def load_for_inference(checkpoint, error=InputError):
+    """(path, generator in eval mode, meta) from a checkpoint path or NAME (NAME.safetensors);
+    a missing or unreadable checkpoint is one `error` (an InputError, or the caller's kind)."""
+    path = Path(checkpoint)
+    if not path.exists():
+        path = checkpoint_path(checkpoint)
+    if not path.exists():
+        raise error(f"checkpoint not found: {checkpoint}")
+    try:
+        model, meta = load_checkpoint(path)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise error(f"cannot load checkpoint {path}: {e}") from None
+    return path, model, meta
+
+
 def restore_training_state(path, models: dict, optimizers: dict) -> dict:
     """Load weights into existing `models` and state into `optimizers` (for --resume); returns meta."""
     meta = read_meta(path)

@@ -365,20 +365,11 @@ def export_model(model: nn.Module, out: str | Path, *, mean=DEFAULT_MEAN, proven
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, **kw) -> dict:
     """Load a training checkpoint (train.checkpoint.load_checkpoint) and export its generator."""
-    from train.checkpoint import checkpoint_path, load_checkpoint
+    from train.checkpoint import load_for_inference
 
-    path = Path(checkpoint)
-    if not path.exists():
-        path = checkpoint_path(checkpoint)  # NAME -> NAME.safetensors, as the trainer writes it
-    if not path.exists():
-        raise ExportError(f"checkpoint not found: {checkpoint}")
-    try:
-        model, meta = load_checkpoint(path)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ExportError(f"cannot load checkpoint {path}: {e}") from None
-    checkpoint = path
+    path, model, meta = load_for_inference(checkpoint, ExportError)
     mean = meta.get("mean") or DEFAULT_MEAN
-    return export_model(model, out, mean=mean, provenance=checkpoint_provenance(checkpoint, meta), **kw)
+    return export_model(model, out, mean=mean, provenance=checkpoint_provenance(path, meta), **kw)
 
 
 def random_model(kind: str, width: float, seed: int = 0) -> nn.Module:
