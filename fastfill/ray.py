@@ -719,18 +719,14 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
         failures.append({"file": row[key], "mask": row.get("mask") or None, "error": reason})
         echo(f"failed: {row[key]}: {reason}")
 
-    todo = []
-    for r in p.images:
-        if r["error"]:
-            fail(r, "image", r["error"])
-        else:
-            todo.append(r)
-    vids = []
-    for r in p.videos:
-        if r["error"]:
-            fail(r, "video", r["error"])
-        else:
-            vids.append(r)
+    def usable(rows, key):
+        """The rows planning found nothing wrong with; the others are reported as failed."""
+        for r in rows:
+            if r["error"]:
+                fail(r, key, r["error"])
+        return [r for r in rows if not r["error"]]
+
+    todo, vids = usable(p.images, "image"), usable(p.videos, "video")
     if todo or vids:
         started = init(address, quiet=not progress)
         try:
