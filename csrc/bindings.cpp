@@ -6,6 +6,8 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -16,6 +18,7 @@
 #endif
 
 #include "ops.h"
+#include "pixel.h"
 
 namespace py = pybind11;
 using fastfill::CompositeArgs;
@@ -103,9 +106,29 @@ bool want_cuda(const std::string& device) {
   throw py::value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
 }
 
+bool want_harmonic(const std::string& fill) {
+  if (fill == "mean") return false;
+  if (fill == "harmonic") return true;
+  throw py::value_error("fill: expected 'mean' or 'harmonic', got '" + fill + "'");
+}
+
+// Harmonic hole values of every image's window: [n, h, w, 3] floats, written (and read) at hole
+// pixels only, so the buffer is left uninitialised: untouched pages cost nothing.
+std::unique_ptr<float[]> harmonic_values(const PrepareArgs& a) {
+  const Frame& f = a.f;
+  std::unique_ptr<float[]> v(new float[size_t(f.n * f.h * f.w * 3)]);
+  for (int64_t b = 0; b < f.n; ++b) {
+    Frame one = f;
+    one.n = 1;
+    fastfill::harmonic_fill_cpu(a.images + b * f.H * f.W * 3, a.masks + b * f.H * f.W, one, a.mean,
+                                v.get() + b * f.h * f.w * 3);
+  }
+  return v;
+}
+
 py::array prepare(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
                   int64_t multiple, const Window& window, const std::string& dtype, bool mask_channel,
-                  const std::string& device) {
+                  const std::string& device, const std::string& fill) {
   py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
   PrepareArgs a{};
   check_images_masks(images, masks, a.f);
@@ -123,6 +146,7 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
   else
     throw py::type_error("dtype: expected float32 or float16, got " + dtype);
   const bool cuda = want_cuda(device);
+  const bool harmonic = want_harmonic(fill);
   a.mask_channel = mask_channel;
   a.Hp = round_up(a.f.h, multiple);
   a.Wp = round_up(a.f.w, multiple);
@@ -134,6 +158,11 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
   a.out = out.mutable_data();
   {
     py::gil_scoped_release nogil;
+    std::unique_ptr<float[]> values;
+    if (harmonic) {
+      values = harmonic_values(a);
+      a.fill = values.get();
+    }
 #ifdef FASTFILL_WITH_CUDA
     if (cuda) {
       fastfill::prepare_cuda_host(a);
@@ -142,6 +171,43 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
       fastfill::prepare_cpu(a);
   }
   (void)cuda;
+  return out;
+}
+
+py::array fill_op(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
+                  const Window& window, const std::string& method) {
+  py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
+  PrepareArgs a{};
+  check_images_masks(images, masks, a.f);
+  apply_window(window, a.f);
+  if (mean.size() != 3) throw py::value_error("mean: expected 3 values (r, g, b), got " + std::to_string(mean.size()));
+  for (int c = 0; c < 3; ++c) {
+    if (!std::isfinite(mean[c])) throw py::value_error("mean: values must be finite");
+    a.mean[c] = float(mean[c]);
+  }
+  const bool harmonic = want_harmonic(method);
+  a.images = static_cast<const uint8_t*>(images.data());
+  a.masks = static_cast<const uint8_t*>(masks.data());
+  const Frame& f = a.f;
+  py::array out(py::dtype::of<uint8_t>(), {py::ssize_t(f.n), py::ssize_t(f.h), py::ssize_t(f.w), py::ssize_t(3)});
+  uint8_t* o = static_cast<uint8_t*>(out.mutable_data());
+  {
+    py::gil_scoped_release nogil;
+    std::unique_ptr<float[]> values;
+    if (harmonic) values = harmonic_values(a);
+    // Rows copied whole, then the hole pixels overwritten.
+    for (int64_t b = 0; b < f.n; ++b)
+      for (int64_t y = 0; y < f.h; ++y) {
+        const int64_t src = (b * f.H + f.top + y) * f.W + f.left, dst = (b * f.h + y) * f.w;
+        std::memcpy(o + dst * 3, a.images + src * 3, size_t(f.w) * 3);
+        const uint8_t* m = a.masks + src;
+        for (int64_t x = 0; x < f.w; ++x) {
+          if (!m[x]) continue;
+          for (int c = 0; c < 3; ++c)
+            o[(dst + x) * 3 + c] = fastfill::to_byte(harmonic ? values[(dst + x) * 3 + c] : a.mean[c]);
+        }
+      }
+  }
   return out;
 }
 
@@ -219,8 +285,9 @@ Frame checked_frame(int64_t n, int64_t H, int64_t W, const Window& window) {
 
 void prepare_cuda_ptr(uintptr_t images, uintptr_t masks, uintptr_t out, int64_t n, int64_t H, int64_t W,
                       const Window& window, int64_t Hp, int64_t Wp, const std::vector<double>& mean,
-                      bool mask_channel, bool half, uintptr_t stream) {
+                      bool mask_channel, bool half, uintptr_t stream, uintptr_t fill) {
   PrepareArgs a{};
+  a.fill = reinterpret_cast<const float*>(fill);  // 0: the flat mean colour
   a.f = checked_frame(n, H, W, window);
   if (Hp < a.f.h || Wp < a.f.w) throw py::value_error("Hp, Wp: smaller than the window");
   if (mean.size() != 3) throw py::value_error("mean: expected 3 values");
@@ -287,14 +354,18 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fastfill's native pixel kernels (private: use fastfill.ops)";
   m.def("build_info", &build_info, "Back-ends this module was built with and what the machine offers.");
   m.def("prepare", &prepare, py::arg("images"), py::arg("masks"), py::arg("mean"), py::arg("multiple"),
-        py::arg("window"), py::arg("dtype"), py::arg("mask_channel"), py::arg("device"));
+        py::arg("window"), py::arg("dtype"), py::arg("mask_channel"), py::arg("device"), py::arg("fill") = "mean",
+        "Model input [N, C, Hp, Wp] from uint8 images and masks; hole pixels get the `fill` prefill.");
+  m.def("fill", &fill_op, py::arg("images"), py::arg("masks"), py::arg("mean"), py::arg("window"), py::arg("method"),
+        "Classical fill: uint8 [N, h, w, 3] with the hole pixels of the window filled by `method`.");
   m.def("composite", &composite, py::arg("pred"), py::arg("images"), py::arg("masks"), py::arg("window"),
         py::arg("out"), py::arg("device"));
 #ifdef FASTFILL_WITH_CUDA
   m.def("prepare_cuda", &prepare_cuda_ptr, py::arg("images"), py::arg("masks"), py::arg("out"), py::arg("n"),
         py::arg("height"), py::arg("width"), py::arg("window"), py::arg("Hp"), py::arg("Wp"), py::arg("mean"),
-        py::arg("mask_channel"), py::arg("half"), py::arg("stream"),
-        "Queue prepare on a CUDA stream; all pointers are device pointers (ints).");
+        py::arg("mask_channel"), py::arg("half"), py::arg("stream"), py::arg("fill") = 0,
+        "Queue prepare on a CUDA stream; all pointers are device pointers (ints). `fill`: float32 hole\n"
+        "values [n, h, w, 3] of the window (the harmonic prefill, solved on the CPU), or 0 for `mean`.");
   m.def("composite_cuda", &composite_cuda_ptr, py::arg("pred"), py::arg("half"), py::arg("Hp"), py::arg("Wp"),
         py::arg("images"), py::arg("masks"), py::arg("n"), py::arg("height"), py::arg("width"), py::arg("window"),
         py::arg("out"), py::arg("out_batch_stride"), py::arg("out_row_stride"), py::arg("stream"),

@@ -21,6 +21,9 @@ struct PrepareArgs {
   bool mask_channel;      // 4 output channels (GLCIC) or 3 (Context Encoder)
   bool half;              // float16 output (as uint16 bits) instead of float32
   void* out;              // [n, C, Hp, Wp] contiguous
+  // Hole values [n, h, w, 3] in [0, 1] (the window's size), or null for the flat `mean` colour.
+  // The harmonic prefill is solved on the CPU (harmonic_fill_cpu) and handed in here.
+  const float* fill;
 };
 
 struct CompositeArgs {
@@ -35,6 +38,13 @@ struct CompositeArgs {
 };
 
 void prepare_cpu(const PrepareArgs& a);
+
+// Harmonic fill of the window `f` (n = 1) of `image` [H, W, 3] / `mask` [H, W]: every 4-connected
+// hole component gets the solution of Laplace's equation with the known pixels next to it as
+// boundary values (no flux across the window's border); a window that is all hole gets `mean`.
+// Writes the hole pixels of `out` [h, w, 3] (values in [0, 1]); other pixels are left as they are.
+void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float mean[3],
+                       float* out);
 void composite_cpu(const CompositeArgs& a);
 
 #ifdef FASTFILL_WITH_CUDA

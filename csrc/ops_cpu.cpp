@@ -50,9 +50,16 @@ void prepare_impl(const PrepareArgs& a) {
       const int64_t sx = colmap[x];
       const uint8_t* p = img + sx * 3;
       const bool hole = msk[sx] != 0;
-      o0[x] = hole ? fill[0] : lut[p[0]];
-      o1[x] = hole ? fill[1] : lut[p[1]];
-      o2[x] = hole ? fill[2] : lut[p[2]];
+      if (hole && a.fill) {
+        const float* v = a.fill + ((b * f.h + sy - f.top) * f.w + sx - f.left) * 3;
+        o0[x] = O::conv(v[0]);
+        o1[x] = O::conv(v[1]);
+        o2[x] = O::conv(v[2]);
+      } else {
+        o0[x] = hole ? fill[0] : lut[p[0]];
+        o1[x] = hole ? fill[1] : lut[p[1]];
+        o2[x] = hole ? fill[2] : lut[p[2]];
+      }
       // The padding is context, never hole, even where it mirrors hole pixels.
       if (o3) o3[x] = (hole && !pad_row && x < f.w) ? one : zero;
     }

@@ -33,7 +33,9 @@ __global__ void prepare_kernel(PrepareArgs a) {
   const int64_t plane = a.Hp * a.Wp;
   const int64_t o = b * C * plane + y * a.Wp + x;
   float v[4];
-  for (int c = 0; c < 3; ++c) v[c] = hole ? a.mean[c] : byte_to_unit(p[c]);
+  // The harmonic prefill is solved on the CPU and uploaded as `fill` (window-sized [n, h, w, 3]).
+  const float* fv = a.fill ? a.fill + ((b * f.h + sy - f.top) * f.w + sx - f.left) * 3 : nullptr;
+  for (int c = 0; c < 3; ++c) v[c] = hole ? (fv ? fv[c] : a.mean[c]) : byte_to_unit(p[c]);
   v[3] = (hole && y < f.h && x < f.w) ? 1.0f : 0.0f;
   for (int c = 0; c < C; ++c) {
     if (Half)
@@ -128,6 +130,12 @@ void prepare_cuda_host(const PrepareArgs& host) {
   a.images = static_cast<const uint8_t*>(img.p);
   a.masks = static_cast<const uint8_t*>(msk.p);
   a.out = out.p;
+  const size_t fill_bytes = host.fill ? size_t(a.f.n * a.f.h * a.f.w * 3) * sizeof(float) : 0;
+  DeviceBuffer fill(fill_bytes);
+  if (host.fill) {
+    check(cudaMemcpyAsync(fill.p, host.fill, fill_bytes, cudaMemcpyHostToDevice, st.s), "copy fill");
+    a.fill = static_cast<const float*>(fill.p);
+  }
   prepare_cuda(a, st.s);
   check(cudaMemcpyAsync(host.out, out.p, out_bytes, cudaMemcpyDeviceToHost, st.s), "copy out");
   check(cudaStreamSynchronize(st.s), "prepare");

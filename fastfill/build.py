@@ -36,10 +36,13 @@ from .io import atomic_write
 # Ops TensorRT runs natively; the exporter only emits these and the FP16 converter knows them all.
 TRT_OPS = frozenset({
     "Conv", "ConvTranspose", "Relu", "LeakyRelu", "Sigmoid", "Concat", "Gemm", "MatMul",
-    "Reshape", "Pad", "Mul", "Add",
+    "Reshape", "Pad", "Mul", "Add", "Slice", "Clip",
+    # GroupNorm exports as Reshape -> InstanceNormalization -> Reshape, with Shape for the sizes
+    "InstanceNormalization", "Shape", "Identity",
 })
-# Ops kept in float32 when they produce the graph output (a Sigmoid in fp16 loses the tails).
-FP32_TAIL_OPS = frozenset({"Sigmoid"})
+# Ops kept in float32 when they produce the graph output (a Sigmoid in fp16 loses the tails; the
+# residual head's prefill + correction, clipped, would lose the prefill's precision).
+FP32_TAIL_OPS = frozenset({"Sigmoid", "Clip"})
 
 
 # ------------------------------------------------------------------------------ profiles

@@ -82,9 +82,15 @@ def _mask_options(f):
     return f
 
 
-def _inpainter(engine_path, backend, threads, batch_size, no_roi):
+def _inpainter(engine_path, backend, threads, batch_size, no_roi, method=None):
     from .inpainter import Inpainter
 
+    if method:
+        from .engines.classical import ClassicalEngine
+
+        if engine_path or backend:
+            raise click.UsageError("--method replaces the model: drop --engine/--backend")
+        return Inpainter(ClassicalEngine(method), batch_size=batch_size, roi=not no_roi)
     return Inpainter(engine_path, backend=backend, threads=threads, batch_size=batch_size,
                      roi=not no_roi)
 
@@ -128,9 +134,11 @@ def _ray_options(f):
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=min(4, os.cpu_count() or 1),
               show_default=True, help="Decode/encode threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--method", type=click.Choice(["harmonic"]), default=None,
+              help="No model: a classical fill (harmonic: Laplace's equation inside each hole).")
 @_ray_options
 def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi, invert,
-        threshold, resize_mask, dilate, fmt, quality, overwrite, jobs, quiet, use_ray, address,
+        threshold, resize_mask, dilate, fmt, quality, overwrite, jobs, quiet, method, use_ray, address,
         concurrency, gpus_per_worker):
     """Fill the masked regions of IMAGES (a file or folder) with MASKS (a file or folder).
 
@@ -145,6 +153,8 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
     if use_ray or address:
         from . import ray as fray
 
+        if method:
+            raise click.UsageError("--method is not available with --ray yet")
         summary = fray.run_files(
             images, masks, output, engine=engine_path, backend=backend, threads=threads,
             roi=not no_roi, batch_size=batch_size, fmt=fmt, overwrite=overwrite, invert=invert,
@@ -159,7 +169,7 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
     tasks = io.plan_tasks(images, masks, output, fmt, single=single_file)
     out = Path(output)
     io.check_writable_dir(out.parent if single_file else out)
-    with _inpainter(engine_path, backend, threads, batch_size, no_roi) as inp:
+    with _inpainter(engine_path, backend, threads, batch_size, no_roi, method) as inp:
         summary = io.process_files(
             inp, tasks, overwrite=overwrite, invert=invert, threshold=threshold,
             resize_mask=resize_mask, dilate=dilate, quality=quality, jobs=jobs,
@@ -329,9 +339,26 @@ def _import_train(module):
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue from a checkpoint (e.g. OUT/last.safetensors) exactly.")
+@click.option("--fill", type=click.Choice(["mean", "harmonic"]), default="mean", show_default=True,
+              help="Prefill of the hole the net sees [paper: mean].")
+@click.option("--head", type=click.Choice(["sigmoid", "residual"]), default="sigmoid", show_default=True,
+              help="Output head: the paper's sigmoid, or prefill + a zero-initialised correction.")
+@click.option("--norm", type=click.Choice(["batch", "group", "none"]), default="batch", show_default=True,
+              help="GLCIC generator normalisation [paper: batch].")
+@click.option("--optimizer", type=click.Choice(["paper", "adam"]), default="paper", show_default=True,
+              help="paper: ADADELTA (GLCIC) / Adam 2e-3 (CE); adam: Adam at --lr with --warmup.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True,
+              help="Generator learning rate with --optimizer adam.")
+@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Linear lr warm-up steps.")
+@click.option("--val-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Every N steps: hole PSNR on held-out crops (model and prefill) in log.jsonl; "
+                   "the best is kept as OUT/best.safetensors. 0 = never.")
+@click.option("--val-data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of validation photos (e.g. data/val); then every photo under --data trains.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(kind, data, out, steps, batch_size, crop, scale, width, d_width, mask, tc, td, alpha, lr_d, lr_ratio,
-              adv, val_fraction, seed, sample_every, save_every, workers, threads, device, resume, quiet):
+              adv, val_fraction, seed, sample_every, save_every, workers, threads, device, resume, fill, head,
+              norm, optimizer, lr, warmup, val_every, val_data, quiet):
     """Train a GLCIC or Context Encoder model on a folder of photographs (needs the `train` extra).
 
     Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
@@ -346,7 +373,9 @@ def train_cmd(kind, data, out, steps, batch_size, crop, scale, width, d_width, m
                            width=width, d_width=d_width, mask=None if kind == "ce" else mask, tc=tc, td=td,
                            alpha=alpha, lr_d=lr_d, lr_ratio=lr_ratio, adv=adv, val_fraction=val_fraction,
                            seed=seed, sample_every=sample_every, save_every=save_every, workers=workers,
-                           threads=threads, device=device, resume=resume, progress=not quiet)
+                           threads=threads, device=device, resume=resume, progress=not quiet, fill=fill,
+                           head=head, norm=norm, optimizer=optimizer, lr=lr, warmup=warmup,
+                           val_every=val_every, val_data=val_data)
     r = loop.train(cfg)
     if r["interrupted"]:
         click.echo(f"interrupted at step {r['step']}; saved {r['checkpoint']} (continue with --resume)", err=True)

@@ -448,7 +448,11 @@ class Inpainter:
         return max(1, step)
 
     def _infer_jobs(self, jobs: list[Job], pairs, outs, timings: dict | None = None) -> None:
-        if getattr(self.engine, "device", "cpu") == "cuda" and hasattr(self.engine, "run_uint8"):
+        fill = self.meta.fill
+        # The harmonic solve runs on the CPU, so such models take the float path on a GPU engine:
+        # prepare here, the float input uploaded by the engine (see README, "Engines").
+        if (getattr(self.engine, "device", "cpu") == "cuda" and hasattr(self.engine, "run_uint8")
+                and fill == "mean"):
             return self._infer_jobs_uint8(jobs, pairs, outs, timings)
         clock = time.perf_counter
         t0 = clock()
@@ -458,13 +462,13 @@ class Inpainter:
         if len(jobs) > 1 and same and all(whole):  # same-size whole frames: one prepare call
             ims = np.stack([pairs[j.index][0] for j in jobs])
             ms = np.stack([pairs[j.index][1] for j in jobs]).view(np.uint8)
-            x = ops.prepare(ims, ms, mean, self.multiple, mask_channel=self.mask_channel)
+            x = ops.prepare(ims, ms, mean, self.multiple, mask_channel=self.mask_channel, fill=fill)
         else:
             xs = []
             for j, w in zip(jobs, whole):
                 im, m = pairs[j.index]
                 xs.append(ops.prepare(im[None], m.view(np.uint8)[None], mean, self.multiple,
-                                      mask_channel=self.mask_channel,
+                                      mask_channel=self.mask_channel, fill=fill,
                                       window=None if w else j.window))
             x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
         x = np.ascontiguousarray(x, dtype=np.float32)

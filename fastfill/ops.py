@@ -3,8 +3,9 @@
 Thin face of the native module ``fastfill._C`` (C++ with OpenMP, and CUDA when built), plus the
 NumPy references the tests hold the kernels to. See DESIGN.md §1.
 
-- ``prepare``: uint8 images + masks -> float NCHW model input: RGB/255 with hole pixels set to the
-  mean colour, optionally the mask as a 4th channel, reflect-padded at the bottom/right to a
+- ``prepare``: uint8 images + masks -> float NCHW model input: RGB/255 with hole pixels set to a
+  prefill (``fill="mean"``: one colour; ``fill="harmonic"``: Laplace's equation solved inside each
+  hole component with the known pixels around it as boundary values), optionally the mask as a 4th channel, reflect-padded at the bottom/right to a
   multiple of ``multiple`` (the padding is never hole).
 - ``composite``: float prediction -> uint8 images: rint(pred*255) clamped inside the hole, the
   original bytes outside.
@@ -28,8 +29,11 @@ Window = Optional[Tuple[int, int, int, int]]
 
 __all__ = [
     "prepare", "composite", "prepare_reference", "composite_reference", "build_info",
-    "padded_size", "cuda_available",
+    "padded_size", "cuda_available", "fill", "fill_reference", "FILLS",
 ]
+
+# Prefills a model can name in its `fastfill.fill` metadata (a file without the key is "mean").
+FILLS = ("mean", "harmonic")
 
 
 def build_info() -> dict:
@@ -79,25 +83,62 @@ def _dtype_name(dtype) -> str:
 
 def prepare(images: np.ndarray, masks: np.ndarray, mean: Sequence[float], multiple: int = 4, *,
             dtype=np.float32, mask_channel: bool = True, window: Window = None,
-            device: str = "cpu") -> np.ndarray:
+            device: str = "cpu", fill: str = "mean") -> np.ndarray:
     """Model input from uint8 images and masks.
 
     Args:
         images: uint8 ``[N, H, W, 3]`` (or ``[H, W, 3]``) RGB, C-contiguous.
         masks: uint8 or bool ``[N, H, W]`` (or ``[H, W]``), nonzero = hole, C-contiguous.
-        mean: the hole colour (r, g, b) in [0, 1] (the training set's mean).
+        mean: the hole colour (r, g, b) in [0, 1] (the training set's mean); with
+            ``fill="harmonic"`` only a window that is all hole (no boundary) gets it.
         multiple: output height and width are rounded up to this (reflect padding).
         dtype: float32 or float16 output.
         mask_channel: 4 channels (GLCIC) when True, 3 (Context Encoder) when False.
         window: (top, left, height, width) crop of the images to prepare; None = whole image.
         device: "cpu", or "cuda" to run the CUDA kernel (copies in and out; for tests/one-offs).
+            The harmonic solve itself always runs on the CPU (multithreaded, GIL released).
+        fill: the prefill of the hole pixels: "mean" or "harmonic" (see :func:`fill`). Each hole
+            component is solved inside the window, with no flux across the window's border.
 
     Returns:
         ``[N, C, Hp, Wp]`` array of ``dtype`` (a batch even for a single image).
     """
     images, masks, _ = _batched(images, masks)
     return _C.prepare(images, masks, [float(v) for v in _seq3(mean)], _int(multiple, "multiple"),
-                      _window(window), _dtype_name(dtype), bool(mask_channel), device)
+                      _window(window), _dtype_name(dtype), bool(mask_channel), device, _fill(fill))
+
+
+def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
+         mean: Optional[Sequence[float]] = None, window: Window = None) -> np.ndarray:
+    """Classical fill: the image with its hole pixels filled, uint8, no model involved.
+
+    ``method="harmonic"`` solves Laplace's equation inside each 4-connected hole component with
+    the known pixels next to it as boundary values (the smoothest surface that meets its border;
+    no flux across the image border), by multigrid-preconditioned conjugate gradients to a
+    relative residual of 1e-10. ``method="mean"`` paints the hole one colour.
+
+    Args:
+        image: uint8 ``[H, W, 3]`` or ``[N, H, W, 3]``.
+        mask: uint8/bool ``[H, W]`` or ``[N, H, W]``, nonzero = hole.
+        method: "harmonic" or "mean".
+        mean: the colour (r, g, b in [0, 1]) for "mean", and for a hole with no boundary (an
+            all-hole image or window); None = mid-grey (0.5, 0.5, 0.5).
+        window: (top, left, height, width): fill only this crop and return it.
+
+    Returns:
+        uint8 array of the image's (or window's) shape; pixels outside the hole are the input's.
+    """
+    images, masks, single = _batched(np.asarray(image), np.asarray(mask))
+    if mean is None:
+        mean = (0.5, 0.5, 0.5)
+    res = _C.fill(images, masks, [float(v) for v in _seq3(mean)], _window(window), _fill(method))
+    return res[0] if single else res
+
+
+def _fill(name) -> str:
+    if name not in FILLS:
+        raise ValueError(f"fill: expected one of {', '.join(FILLS)}, got {name!r}")
+    return str(name)
 
 
 def composite(pred: np.ndarray, images: np.ndarray, masks: np.ndarray, *, window: Window = None,
@@ -139,8 +180,47 @@ def _seq3(mean):
 
 # --- NumPy references: the definition the kernels are tested against --------------------------
 
+def fill_reference(image, mask, mean=(0.5, 0.5, 0.5)) -> np.ndarray:
+    """SciPy definition of the harmonic fill: float64 ``[H, W, 3]`` in [0, 1], hole pixels solved
+    jointly by a sparse direct solve (5-point Laplacian, known 4-neighbours as Dirichlet values, no
+    flux across the border); an all-hole image is ``mean``. Slow; for tests and benchmarks."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    img = np.asarray(image, dtype=np.float64) / 255.0
+    hole = np.asarray(mask) != 0
+    out = img.copy()
+    h, w = hole.shape
+    if hole.all():
+        out[:] = np.asarray(mean, dtype=np.float64)
+        return out
+    idx = -np.ones((h, w), np.int64)
+    ys, xs = np.nonzero(hole)
+    n = ys.size
+    if n == 0:
+        return out
+    idx[ys, xs] = np.arange(n)
+    rows, cols, vals = [np.arange(n)], [np.arange(n)], [np.zeros(n)]
+    b = np.zeros((n, 3))
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        vals[0] = vals[0] + inside
+        k = np.nonzero(inside)[0]
+        nb = idx[ny[k], nx[k]]
+        unknown = nb >= 0
+        rows.append(k[unknown])
+        cols.append(nb[unknown])
+        vals.append(-np.ones(int(unknown.sum())))
+        kk = k[~unknown]
+        np.add.at(b, kk, img[ny[kk], nx[kk]])
+    A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    out[ys, xs] = spla.spsolve(A, b).reshape(n, 3)
+    return out
+
+
 def prepare_reference(images, masks, mean, multiple=4, *, dtype=np.float32, mask_channel=True,
-                      window: Window = None) -> np.ndarray:
+                      window: Window = None, fill: str = "mean") -> np.ndarray:
     """NumPy definition of :func:`prepare` (slow; for tests and benchmarks)."""
     images, masks, _ = _batched(np.asarray(images), np.asarray(masks))
     if window is not None:
@@ -149,7 +229,11 @@ def prepare_reference(images, masks, mean, multiple=4, *, dtype=np.float32, mask
     n, h, w = masks.shape
     hole = masks != 0
     rgb = images.astype(np.float32) / np.float32(255)
-    rgb = np.where(hole[..., None], np.asarray(mean, dtype=np.float32), rgb)
+    if _fill(fill) == "harmonic":
+        solved = np.stack([fill_reference(im, m, mean) for im, m in zip(images, masks)])
+        rgb = np.where(hole[..., None], solved.astype(np.float32), rgb)
+    else:
+        rgb = np.where(hole[..., None], np.asarray(mean, dtype=np.float32), rgb)
     chans = [rgb.transpose(0, 3, 1, 2), hole[:, None].astype(np.float32)]
     x = np.concatenate(chans if mask_channel else chans[:1], axis=1)
     hp, wp = padded_size(h, w, multiple)

@@ -37,12 +37,16 @@ class ModelMeta:
     receptive_field: int = 0  # pixels one output pixel sees (context margin for ROI crops)
     channels: int = 4  # 4 = RGB + mask (glcic), 3 = RGB (ce)
     provenance: dict = field(default_factory=dict, compare=False)
+    fill: str = "mean"  # the prefill of the hole pixels the model was trained on (ops.FILLS)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise EngineError(f"unknown model kind {self.kind!r} (expected one of {', '.join(KINDS)})")
         if len(self.mean) != 3 or not all(0.0 <= float(m) <= 1.0 for m in self.mean):
             raise EngineError(f"model mean colour must be 3 numbers in [0, 1], got {self.mean!r}")
+        if self.fill not in ("mean", "harmonic"):
+            raise EngineError(f"unknown prefill {self.fill!r} in the model metadata "
+                              "(expected mean or harmonic); upgrade fastfill")
         if self.multiple < 1 or self.channels not in (3, 4):
             raise EngineError(f"bad model metadata: multiple={self.multiple}, channels={self.channels}")
 
@@ -57,6 +61,7 @@ class ModelMeta:
             PREFIX + "receptive_field": str(int(self.receptive_field)),
             PREFIX + "channels": str(int(self.channels)),
             PREFIX + "provenance": json.dumps(self.provenance, sort_keys=True),
+            PREFIX + "fill": self.fill,
         }
 
     @classmethod
@@ -85,6 +90,7 @@ class ModelMeta:
                 receptive_field=int(props.get(PREFIX + "receptive_field", "0")),
                 channels=int(props.get(PREFIX + "channels", "4")),
                 provenance=json.loads(prov) if prov else {},
+                fill=props.get(PREFIX + "fill", "mean"),  # files from before the key: mean
             )
         except EngineError:
             raise
