@@ -92,11 +92,11 @@ def model_fill(path, images, masks):
 
     from .checkpoint import load_checkpoint
     net, meta = load_checkpoint(path)
-    mean = meta["mean"]
+    from .loop import prefill
+    mean, fill = meta["mean"], meta.get("fill", "mean")
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     m = torch.from_numpy(masks).float()[:, None]
-    mt = torch.tensor(mean).view(1, 3, 1, 1)
-    hidden = x * (1 - m) + mt * m
+    hidden = prefill(x, m, mean, fill)
     with torch.no_grad():
         if meta["kind"] == "glcic":
             y = torch.cat([net(torch.cat([hidden[i:i + 8], m[i:i + 8]], 1)) for i in range(0, len(x), 8)])
@@ -104,7 +104,8 @@ def model_fill(path, images, masks):
             pt, pl, ph, pw = net.pred_box
             y = x.clone()
             y[:, :, pt:pt + ph, pl:pl + pw] = net(hidden)
-    pred = (y.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    # rint, as the runtime's composite rounds
+    pred = np.rint(y.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
     out = images.copy()
     out[masks] = pred[masks]
     return out, mean, meta

@@ -134,7 +134,7 @@ class FullFrameCE(nn.Module):
         self.register_buffer("keep", keep)
 
     def forward(self, x):
-        pred = self.ce.decoder(self.ce.cwfc(self.ce.encoder(x)))
+        pred = self.ce(x)
         return x * self.keep + torch.matmul(torch.matmul(self.rows, pred), self.cols)
 
 
@@ -160,7 +160,7 @@ def model_kind(model: nn.Module) -> str:
     return kind
 
 
-def model_meta(model: nn.Module, mean, provenance: dict) -> ModelMeta:
+def model_meta(model: nn.Module, mean, provenance: dict, fill: str = "mean") -> ModelMeta:
     kind = model_kind(model)
     if kind == "glcic":
         rf = getattr(model, "receptive_field", None)
@@ -169,10 +169,10 @@ def model_meta(model: nn.Module, mean, provenance: dict) -> ModelMeta:
             rf = measure_receptive_field(model)
         return ModelMeta("glcic", tuple(float(m) for m in mean), multiple=int(model.multiple),
                          input_size=None, receptive_field=int(rf), channels=4,
-                         provenance=provenance)
+                         provenance=provenance, fill=fill)
     size = int(model.image_size)
     return ModelMeta("ce", tuple(float(m) for m in mean), multiple=4, input_size=(size, size),
-                     receptive_field=size, channels=3, provenance=provenance)
+                     receptive_field=size, channels=3, provenance=provenance, fill=fill)
 
 
 def sha256_path(path: str | Path) -> str:
@@ -345,8 +345,11 @@ def check_output_suffix(out: str | Path) -> Path:
 
 
 def export_model(model: nn.Module, out: str | Path, *, mean=DEFAULT_MEAN, provenance: dict | None = None,
-                 opset: int = OPSET, tol: float = TOL, overwrite: bool = False, log=print) -> dict:
+                 opset: int = OPSET, tol: float = TOL, overwrite: bool = False, log=print,
+                 fill: str = "mean") -> dict:
     """Export ``model`` (CompletionNet or ContextEncoder, any mode) to ``out`` after the self-check.
+
+    ``fill`` is the prefill the model was trained with (``fastfill.fill`` in the file).
 
     Returns ``{'path', 'meta', 'diffs', 'bytes'}``. Nothing is written when a check fails.
     """
@@ -355,7 +358,7 @@ def export_model(model: nn.Module, out: str | Path, *, mean=DEFAULT_MEAN, proven
         raise ExportError(f"{out} exists (pass overwrite=True / --force to replace it)")
     model = model.eval()
     kind = model_kind(model)
-    meta = model_meta(model, mean, dict(provenance or {}))
+    meta = model_meta(model, mean, dict(provenance or {}), fill)
     data = _finalize(to_onnx_bytes(model, kind, opset), meta)
     diffs = self_check(data, model, kind, meta, tol=tol, log=log)
     _write_atomic(out, data, overwrite=overwrite)
@@ -369,7 +372,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, **kw) -> dict:
 
     path, model, meta = load_for_inference(checkpoint, ExportError)
     mean = meta.get("mean") or DEFAULT_MEAN
-    return export_model(model, out, mean=mean, provenance=checkpoint_provenance(path, meta), **kw)
+    return export_model(model, out, mean=mean, provenance=checkpoint_provenance(path, meta),
+                        fill=meta.get("fill", "mean"), **kw)
 
 
 def random_model(kind: str, width: float, seed: int = 0) -> nn.Module:

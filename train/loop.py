@@ -69,6 +69,16 @@ class TrainConfig:
     beta1: float = 0.5
     # both
     adv: str = "bce"                # adversarial loss kind (train.losses)
+    # fastfill's recipe (the papers' settings are the defaults above)
+    fill: str = "mean"              # prefill of the hole: mean (papers) | harmonic (fastfill.ops.fill)
+    head: str = "sigmoid"           # sigmoid (papers) | residual (prefill + zero-initialised correction)
+    norm: str = "batch"             # GLCIC generator: batch (paper) | group | none
+    optimizer: str = "paper"        # paper (ADADELTA for GLCIC, Adam for CE) | adam
+    lr: float = 2e-4                # generator lr with optimizer=adam
+    warmup: int = 0                 # linear lr warm-up steps (optimizer=adam)
+    val_every: int = 0              # hole PSNR on held-out crops every N steps; best.safetensors kept
+    val_crops: int = 4              # crops per held-out photo for that validation
+    val_data: str | None = None     # folder of validation photos (then all of `data` trains)
     seed: int = 0
     val_fraction: float = 0.05
     sample_every: int = 1000
@@ -99,6 +109,11 @@ class TrainConfig:
         for k in ("batch_size", "save_every"):
             if getattr(self, k) < 1:
                 raise DataError(f"{k} must be >= 1, got {getattr(self, k)}")
+        from fastfill.ops import FILLS
+        from .models import HEADS, NORMS
+        for k, allowed in (("fill", FILLS), ("head", HEADS), ("norm", NORMS), ("optimizer", ("paper", "adam"))):
+            if getattr(self, k) not in allowed:
+                raise DataError(f"{k} must be one of {', '.join(allowed)}, got {getattr(self, k)!r}")
         if self.sample_every < 0:
             raise DataError(f"sample_every must be >= 0 (0 = never), got {self.sample_every}")
 
@@ -119,9 +134,19 @@ def crop_patches(images, centers, size):
     return torch.stack(out)
 
 
-def _fill(images, masks, mean):
-    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return images * (1 - masks) + m * masks
+def prefill(images, masks, mean, fill="mean"):
+    """Images [N,3,H,W] in [0, 1] with the hole pixels (masks [N,1,H,W], 1 = hole) prefilled.
+
+    ``harmonic`` runs the runtime's own kernel (fastfill.ops.prepare) on the uint8 pixels, so the
+    net trains on exactly what it will be fed."""
+    if fill == "mean":
+        m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        return images * (1 - masks) + m * masks
+    from fastfill import ops
+    u8 = (images.detach() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    hole = (masks[:, 0] > 0.5).to(torch.uint8).contiguous()
+    x = ops.prepare(u8.cpu().numpy(), hole.cpu().numpy(), mean, 1, mask_channel=False, fill=fill)
+    return torch.from_numpy(x).to(images.device)
 
 
 class _Stopper:
@@ -180,7 +205,10 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     files = find_images(root)
     if not files:
         raise DataError(f"no images (jpg, png, webp) under {root}")
-    train_files, val_files = split_files(files, root, cfg.val_fraction)
+    if cfg.val_data:
+        train_files, val_files = files, find_images(Path(cfg.val_data))
+    else:
+        train_files, val_files = split_files(files, root, cfg.val_fraction)
     if not train_files:
         raise DataError(f"no training images under {root} (found {len(files)}, all held out for validation)")
     ds = ImageFolder(root, cfg.crop, cfg.scale, cfg.flip, cfg.mask, cfg.seed, files=train_files)
@@ -189,16 +217,19 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                        else "cpu" if cfg.device == "auto" else cfg.device)
     if cfg.kind == "glcic":
-        G = CompletionNet(cfg.width).to(dev)
+        G = CompletionNet(cfg.width, head=cfg.head, norm=cfg.norm).to(dev)
         D = GLCICDiscriminator(cfg.crop, cfg.local_size, cfg.d_width).to(dev)
         opt_g = torch.optim.Adadelta(G.parameters(), lr=cfg.adadelta_lr, rho=cfg.adadelta_rho)
         opt_d = torch.optim.Adadelta(D.parameters(), lr=cfg.adadelta_lr, rho=cfg.adadelta_rho)
     else:
-        G = ContextEncoder(cfg.width).to(dev)
+        G = ContextEncoder(cfg.width, head=cfg.head).to(dev)
         D = CEDiscriminator(G.pred_size, cfg.d_width).to(dev)
         betas = (cfg.beta1, 0.999)
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_d * cfg.lr_ratio, betas=betas)
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas)
+    if cfg.optimizer == "adam":
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr / 10, betas=(0.5, 0.999))
     models, opts = {"G": G, "D": D}, {"G": opt_g, "D": opt_d}
     adv = make_adversarial_loss(cfg.adv)
 
@@ -210,7 +241,8 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         mean = ds.mean_color()
     data_desc = {"root": str(root.resolve()), "n_train": len(ds), "n_val": len(val_files),
                  "val_fraction": cfg.val_fraction, "seed": cfg.seed, "skipped": ds.skipped,
-                 "val_files": [Path(p).relative_to(root).as_posix() for p in val_files]}
+                 "val_files": [Path(p).relative_to(root).as_posix() if not cfg.val_data else str(p)
+                               for p in val_files]}
     train_desc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("resume", "progress")}
     train_desc["device"] = str(dev)
 
@@ -230,14 +262,19 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     def phase_at(step):
         return glcic_phase(step, cfg.tc, cfg.td) if cfg.kind == "glcic" else "joint"
 
+    def model_input(x, m):
+        if cfg.kind == "glcic":
+            return torch.cat([prefill(x, m, mean, cfg.fill), m], 1)
+        box = torch.zeros_like(m)
+        box[:, :, ht:ht + hh, hl:hl + hw] = 1
+        return prefill(x, box, mean, cfg.fill)
+
     def generate(x, m):
         """(generator output, completed full image) for images x and masks m."""
         if cfg.kind == "glcic":
-            y = G(torch.cat([_fill(x, m, mean), m], 1))
+            y = G(model_input(x, m))
             return y, x * (1 - m) + y * m
-        inp = x.clone()
-        inp[:, :, ht:ht + hh, hl:hl + hw] = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
-        y = G(inp)
+        y = G(model_input(x, m))
         full = x.clone()
         full[:, :, pt:pt + ph, pl:pl + pw] = y
         return y, full
@@ -264,21 +301,47 @@ def _train(cfg: TrainConfig, on_step) -> dict:
             return D(completed, crop_patches(completed, c, cfg.local_size))
         return D(y)
 
-    def save(step, phase):
-        return ckpt.save_checkpoint(out / "last", models=models, optimizers=opts, meta={
+    def save(step, phase, name="last", extra=None):
+        return ckpt.save_checkpoint(out / name, models=models, optimizers=opts, meta={
             "kind": cfg.kind, "config": G.config(), "mean": mean, "step": step, "phase": phase,
-            "data": data_desc, "train": train_desc,
-            "receptive_field": getattr(G, "receptive_field", None)})
+            "fill": cfg.fill, "data": data_desc, "train": train_desc,
+            "receptive_field": getattr(G, "receptive_field", None), **(extra or {})})
+
+    val_set = None
+    if cfg.val_every and val_files:
+        from .evaluate import load_eval_set
+        val_set = load_eval_set(cfg.val_data or root, cfg.crop, "center" if cfg.kind == "ce" else cfg.mask, cfg.seed + 7,
+                                files=val_files, crops=cfg.val_crops)[:2]
+    best = {"psnr_hole": -1.0}
+    if cfg.resume and (out / "best.json").exists():
+        best = json.loads((out / "best.json").read_text()).get("val", best)
+
+    def validate(step):
+        """Hole PSNR of the model and of its prefill alone on the held-out crops."""
+        from .evaluate import metrics
+        images, masks = val_set
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(dev)
+        m = torch.from_numpy(masks).float()[:, None].to(dev)
+        G.eval()
+        with torch.no_grad():
+            full = torch.cat([generate(x[i:i + 8], m[i:i + 8])[1] for i in range(0, len(x), 8)])
+            pre = model_input(x, m)[:, :3] if cfg.kind == "glcic" else full
+        G.train()
+        res = {}
+        for name, t in (("model", full), ("prefill", pre)):
+            u8 = (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            per = [metrics(np.where(mk[..., None], o, im), im, mk) for o, im, mk in zip(u8, images, masks)]
+            res[name] = {k: float(np.mean([p[k] for p in per])) for k in ("psnr_hole", "ssim_hole", "l1_hole")}
+        return res
+
+    def lr_at(step):
+        return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
 
     def write_samples(step):
         G.eval()
         with torch.no_grad():
             _, full = generate(sample_x, sample_m)
-            if cfg.kind == "glcic":
-                shown_in = _fill(sample_x, sample_m, mean)
-            else:
-                shown_in = sample_x.clone()
-                shown_in[:, :, ht:ht + hh, hl:hl + hw] = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
+            shown_in = model_input(sample_x, sample_m)[:, :3]
         G.train()
         _save_grid(out / "samples" / f"step_{step:07d}.png",
                    [(a.cpu(), b.cpu(), c.cpu()) for a, b, c in zip(shown_in, full, sample_x)])
@@ -290,11 +353,19 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                desc=f"{cfg.kind} train")
     G.train(), D.train()
     t0 = time.perf_counter()
+    if val_set is not None and start == 0:  # the untrained net (a residual head: its prefill)
+        val = validate(0)
+        log.write(json.dumps({"step": 0, "val": val}) + "\n")
+        best = dict(val["model"], step=0, prefill=val["prefill"]["psnr_hole"])
+        save(0, phase_at(0), "best", {"val": best})
     with _Stopper() as stopper:
         for step, (x, m) in enumerate(batches(ds, cfg.batch_size, start, cfg.steps, cfg.workers), start):
             x, m = x.to(dev, non_blocking=True), m.to(dev, non_blocking=True)
             phase = phase_at(step)
             met = {"step": step, "phase": phase}
+            if cfg.optimizer == "adam":
+                for g in opt_g.param_groups:
+                    g["lr"] = lr_at(step)
             if phase == "completion":
                 y, _ = generate(x, m)
                 loss = masked_mse(y, x, m)
@@ -323,6 +394,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                 met.update(gm, g_rec=rec.item(), g_loss=loss.item())
             history.append(met)
             log.write(json.dumps(met) + "\n")
+            log.flush()
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in met.items() if isinstance(v, float)} | {"phase": phase})
             done = step + 1
@@ -330,6 +402,13 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                 on_step(step, met)
             if sample_ds is not None and done % cfg.sample_every == 0:
                 write_samples(done)
+            if val_set is not None and done % cfg.val_every == 0:
+                val = validate(done)
+                log.write(json.dumps({"step": done, "val": val}) + "\n")
+                log.flush()
+                if val["model"]["psnr_hole"] > best["psnr_hole"]:
+                    best = dict(val["model"], step=done, prefill=val["prefill"]["psnr_hole"])
+                    save(done, phase_at(done), "best", {"val": best})
             if stopper.stop:
                 interrupted = True
                 break
@@ -342,7 +421,8 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     path = save(done, phase_at(done))  # the phase the next step will run in
     elapsed = time.perf_counter() - t0
     return {"history": history, "checkpoint": path, "interrupted": interrupted, "step": done,
+            "best": best if val_set is not None else None,
             "mean": mean, "seconds": elapsed, "steps_per_s": len(history) / elapsed if elapsed else 0.0}
 
 
-__all__ = ["TrainConfig", "train", "glcic_phase", "crop_patches", "PAPER_DEFAULTS"]
+__all__ = ["TrainConfig", "train", "glcic_phase", "crop_patches", "prefill", "PAPER_DEFAULTS"]

@@ -69,19 +69,54 @@ def _init_weights(m: nn.Module) -> None:
 
 # ---------------------------------------------------------------- GLCIC completion network
 
-def _conv_bn_relu(cin, cout, k, stride=1, dilation=1):
+HEADS = ("sigmoid", "residual")
+NORMS = ("batch", "group", "none")
+
+
+def _norm(c: int, norm: str) -> nn.Module:
+    """BatchNorm (the papers'), GroupNorm (statistics per image, not per batch) or nothing."""
+    if norm == "batch":
+        return nn.BatchNorm2d(c)
+    if norm == "group":
+        return nn.GroupNorm(next(g for g in (8, 4, 2, 1) if c % g == 0), c)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+
+
+def _check_head(head: str) -> str:
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    return head
+
+
+def _kaiming(m: nn.Module) -> None:
+    """He init for ReLU nets without BatchNorm (N(0, 0.02) would shrink the signal layer by layer)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _zero(m: nn.Module) -> None:
+    nn.init.zeros_(m.weight)
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
+def _conv_bn_relu(cin, cout, k, stride=1, dilation=1, norm="batch"):
     pad = dilation * (k - 1) // 2
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation),
-        nn.BatchNorm2d(cout),
+        _norm(cout, norm),
         nn.ReLU(inplace=True),
     )
 
 
-def _deconv_bn_relu(cin, cout):
+def _deconv_bn_relu(cin, cout, norm="batch"):
     return nn.Sequential(
         nn.ConvTranspose2d(cin, cout, 4, 2, 1),
-        nn.BatchNorm2d(cout),
+        _norm(cout, norm),
         nn.ReLU(inplace=True),
     )
 
@@ -98,47 +133,62 @@ class CompletionNet(nn.Module):
     4x4 deconv/2 64; 3x3 32; 3x3 3 + sigmoid. BatchNorm + ReLU after every layer but the last.
     `width` multiplies every channel count (0.25 keeps the same geometry and receptive field
     at ~1/16 of the FLOPs).
+
+    ``head="residual"`` (fastfill's): no sigmoid; the last conv is zero-initialised and its output
+    is a correction added to the input RGB, clipped to [0, 1], so the untrained net returns its
+    prefill (DESIGN §3). ``norm`` = "batch" (the paper's), "group" or "none".
     """
 
     in_channels = 4
     multiple = 4
     receptive_field = 307  # px, the paper's figure; tests measure it from gradients
 
-    def __init__(self, width: float = 1.0, dilations=(2, 4, 8, 16)):
+    def __init__(self, width: float = 1.0, dilations=(2, 4, 8, 16), head: str = "sigmoid",
+                 norm: str = "batch"):
         super().__init__()
         if not width > 0:
             raise ValueError(f"width must be > 0, got {width}")
         self.width = float(width)
         self.dilations = tuple(int(d) for d in dilations)
+        self.head, self.norm = _check_head(head), norm
         c64, c128, c256, c32 = (_ch(c, width) for c in (64, 128, 256, 32))
+        cbr = lambda *a, **k: _conv_bn_relu(*a, **k, norm=norm)  # noqa: E731
         layers = [
-            _conv_bn_relu(4, c64, 5),
-            _conv_bn_relu(c64, c128, 3, 2),
-            _conv_bn_relu(c128, c128, 3),
-            _conv_bn_relu(c128, c256, 3, 2),
-            _conv_bn_relu(c256, c256, 3),
-            _conv_bn_relu(c256, c256, 3),
-            *[_conv_bn_relu(c256, c256, 3, dilation=d) for d in self.dilations],
-            _conv_bn_relu(c256, c256, 3),
-            _conv_bn_relu(c256, c256, 3),
-            _deconv_bn_relu(c256, c128),
-            _conv_bn_relu(c128, c128, 3),
-            _deconv_bn_relu(c128, c64),
-            _conv_bn_relu(c64, c32, 3),
+            cbr(4, c64, 5),
+            cbr(c64, c128, 3, 2),
+            cbr(c128, c128, 3),
+            cbr(c128, c256, 3, 2),
+            cbr(c256, c256, 3),
+            cbr(c256, c256, 3),
+            *[cbr(c256, c256, 3, dilation=d) for d in self.dilations],
+            cbr(c256, c256, 3),
+            cbr(c256, c256, 3),
+            _deconv_bn_relu(c256, c128, norm),
+            cbr(c128, c128, 3),
+            _deconv_bn_relu(c128, c64, norm),
+            cbr(c64, c32, 3),
             nn.Conv2d(c32, 3, 3, 1, 1),
-            nn.Sigmoid(),
         ]
+        if head == "sigmoid":
+            layers.append(nn.Sigmoid())
         self.net = nn.Sequential(*layers)
-        self.apply(_init_weights)
+        self.apply(_init_weights if norm == "batch" else _kaiming)
+        if head == "residual":
+            _zero(layers[-1])
 
     def config(self) -> dict:
-        return {"kind": "glcic", "width": self.width, "dilations": list(self.dilations)}
+        cfg = {"kind": "glcic", "width": self.width, "dilations": list(self.dilations)}
+        if self.head != "sigmoid" or self.norm != "batch":  # older checkpoints have neither key
+            cfg.update(head=self.head, norm=self.norm)
+        return cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 4:
             raise ValueError(f"CompletionNet expects [N, 4, H, W], got {tuple(x.shape)}")
         if x.shape[2] % 4 or x.shape[3] % 4:
             raise ValueError(f"CompletionNet needs H and W multiples of 4, got {tuple(x.shape[2:])}")
+        if self.head == "residual":
+            return torch.clamp(x[:, :3] + self.net(x), 0.0, 1.0)
         return self.net(x)
 
 
@@ -224,13 +274,17 @@ class ContextEncoder(nn.Module):
     the bottleneck: 250 x 4 x 4 = 4000 units. Channel-wise FC (+ 1x1 conv) connects it to the
     decoder: five up-convolutions with BatchNorm + ReLU, 4 -> 8 -> 16 -> 32 -> 64 px
     (512, 256, 128, 64 channels), then a stride-1 3x3 up-convolution to RGB + sigmoid.
+    ``head="residual"``: the last up-convolution is zero-initialised, without sigmoid, and its
+    output corrects the input's prediction box (clipped to [0, 1]).
     """
 
     in_channels = 3
     image_size = CE_IMAGE_SIZE
 
-    def __init__(self, width: float = 1.0, bottleneck: int = 4000, overlap: int = CE_OVERLAP):
+    def __init__(self, width: float = 1.0, bottleneck: int = 4000, overlap: int = CE_OVERLAP,
+                 head: str = "sigmoid"):
         super().__init__()
+        self.head = _check_head(head)
         if bottleneck % 16:
             raise ValueError(f"bottleneck must be a multiple of 16 (4x4 maps), got {bottleneck}")
         self.width, self.bottleneck, self.overlap = float(width), int(bottleneck), int(overlap)
@@ -250,17 +304,26 @@ class ContextEncoder(nn.Module):
         for c in [_ch(c, width) for c in (512, 256, 128, 64)]:
             dec += [nn.ConvTranspose2d(cin, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
             cin = c
-        dec += [nn.ConvTranspose2d(cin, 3, 3, 1, 1), nn.Sigmoid()]
+        dec += [nn.ConvTranspose2d(cin, 3, 3, 1, 1)] + ([nn.Sigmoid()] if head == "sigmoid" else [])
         self.decoder = nn.Sequential(*dec)
         self.apply(_init_weights)
+        if head == "residual":
+            _zero(dec[-1])
 
     def config(self) -> dict:
-        return {"kind": "ce", "width": self.width, "bottleneck": self.bottleneck, "overlap": self.overlap}
+        cfg = {"kind": "ce", "width": self.width, "bottleneck": self.bottleneck, "overlap": self.overlap}
+        if self.head != "sigmoid":
+            cfg["head"] = self.head
+        return cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or tuple(x.shape[1:]) != (3, CE_IMAGE_SIZE, CE_IMAGE_SIZE):
             raise ValueError(f"ContextEncoder expects [N, 3, 128, 128], got {tuple(x.shape)}")
-        return self.decoder(self.cwfc(self.encoder(x)))
+        y = self.decoder(self.cwfc(self.encoder(x)))
+        if self.head == "residual":
+            t, l, h, w = self.pred_box
+            return torch.clamp(x[:, :, t:t + h, l:l + w] + y, 0.0, 1.0)
+        return y
 
 
 class CEDiscriminator(nn.Module):
@@ -344,6 +407,6 @@ def count_parameters(net: nn.Module) -> int:
 
 __all__ = [
     "CompletionNet", "GLCICDiscriminator", "ContextEncoder", "CEDiscriminator", "ChannelWiseFC",
-    "MODELS", "build_model", "measure_receptive_field", "count_parameters", "ce_boxes",
+    "MODELS", "HEADS", "NORMS", "build_model", "measure_receptive_field", "count_parameters", "ce_boxes",
     "CE_IMAGE_SIZE", "CE_PRED_SIZE", "CE_OVERLAP", "CE_HOLE_BOX", "CE_PRED_BOX",
 ]

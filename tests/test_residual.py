@@ -1,0 +1,133 @@
+"""The model contract of fastfill's recipe: the residual head returns its prefill until trained,
+the harmonic prefill is what training feeds and what the runtime feeds (fastfill.fill in the
+file), models without the key stay `mean`, and the validation keeps the best checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from fastfill import Inpainter, ops  # noqa: E402
+from fastfill.engines import load_engine  # noqa: E402
+from fastfill.engines.base import ModelMeta  # noqa: E402
+from train import export as ex  # noqa: E402
+from train.checkpoint import load_checkpoint  # noqa: E402
+from train.loop import TrainConfig, prefill, train  # noqa: E402
+from train.models import CompletionNet, ContextEncoder, build_model  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+def test_untrained_residual_glcic_returns_its_input(norm):
+    net = CompletionNet(0.0625, head="residual", norm=norm).eval()
+    x = torch.rand(2, 4, 36, 44)
+    assert torch.equal(net(x), x[:, :3])
+    # the paper's head does not
+    assert not torch.allclose(CompletionNet(0.0625).eval()(x), x[:, :3], atol=0.05)
+
+
+def test_untrained_residual_ce_returns_its_box():
+    net = ContextEncoder(0.0625, head="residual").eval()
+    x = torch.rand(2, 3, 128, 128)
+    t, l, h, w = net.pred_box
+    assert torch.equal(net(x), x[:, :, t:t + h, l:l + w])
+
+
+def test_config_round_trip_and_old_configs():
+    net = CompletionNet(0.125, head="residual", norm="group")
+    again = build_model(net.config())
+    assert again.head == "residual" and again.norm == "group"
+    old = build_model({"kind": "glcic", "width": 0.125, "dilations": [2, 4, 8, 16]})  # no head/norm keys
+    assert old.head == "sigmoid" and old.norm == "batch"
+    with pytest.raises(ValueError, match="head must be one of"):
+        CompletionNet(0.125, head="tanh")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        CompletionNet(0.125, norm="layer")
+
+
+def test_training_prefill_is_the_runtime_kernel():
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (2, 24, 32, 3), dtype=np.uint8)
+    m = (rng.random((2, 24, 32)) < 0.3).astype(np.uint8)
+    x = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255
+    mt = torch.from_numpy(m).float()[:, None]
+    got = prefill(x, mt, (0.3, 0.4, 0.5), "harmonic").numpy()
+    want = ops.prepare(u8, m, (0.3, 0.4, 0.5), 1, mask_channel=False, fill="harmonic")
+    np.testing.assert_array_equal(got, want)
+    mean = prefill(x, mt, (0.3, 0.4, 0.5), "mean").numpy()
+    np.testing.assert_allclose(mean, ops.prepare(u8, m, (0.3, 0.4, 0.5), 1, mask_channel=False), atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["glcic", "ce"])
+def test_export_carries_the_fill_and_the_runtime_uses_it(kind, tmp_path):
+    torch.manual_seed(0)
+    model = (CompletionNet(0.0625, head="residual", norm="group") if kind == "glcic"
+             else ContextEncoder(0.0625, head="residual"))
+    path = tmp_path / f"{kind}.onnx"
+    res = ex.export_model(model, path, mean=(0.4, 0.45, 0.5), fill="harmonic", log=lambda *_: None)
+    assert max(res["diffs"]) <= 1e-4
+    meta = load_engine(path).meta
+    assert meta.fill == "harmonic"
+    # untrained residual = its prefill: the runtime's output is the harmonic fill exactly
+    rng = np.random.default_rng(1)
+    size = (128, 128) if kind == "ce" else (96, 120)
+    image = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+    mask = np.zeros(size, np.uint8)
+    mask[40:70, 50:80] = 1
+    with Inpainter(str(path), roi=False) as ip:
+        out = ip(image, mask)
+    want = ops.fill(image, mask, "harmonic")
+    assert np.abs(out.astype(int) - want).max() <= 1  # the graph's float32 add + clip, then rint
+
+
+def test_a_file_without_the_key_is_mean():
+    meta = ModelMeta("glcic", (0.5, 0.5, 0.5))
+    props = meta.to_onnx_metadata()
+    del props["fastfill.fill"]
+    assert ModelMeta.from_onnx_metadata(props).fill == "mean"
+    props["fastfill.fill"] = "median"
+    with pytest.raises(Exception, match="unknown prefill 'median'"):
+        ModelMeta.from_onnx_metadata(props)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Smooth colour fields with edges: a few train and val photos."""
+    d = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        (d / split).mkdir()
+        for i in range(n):
+            yy, xx = np.mgrid[0:64, 0:72]
+            img = np.stack([xx * 3, yy * 3, (xx > 30 + i) * 200], -1) + rng.integers(0, 20, (64, 72, 3))
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(d / split / f"{i}.png")
+    return d
+
+
+def test_validation_keeps_the_best_checkpoint(photos, tmp_path):
+    cfg = TrainConfig(kind="glcic", data=str(photos / "train"), val_data=str(photos / "val"),
+                      out=str(tmp_path), steps=6, batch_size=2, crop=32, width=0.0625, d_width=0.0625,
+                      mask="freeform", fill="harmonic", head="residual", norm="group", optimizer="adam",
+                      lr=1e-3, warmup=2, val_every=3, val_crops=2, sample_every=0, progress=False,
+                      threads=1)
+    r = train(cfg)
+    vals = [json.loads(line) for line in open(tmp_path / "log.jsonl") if '"val"' in line]
+    assert [v["step"] for v in vals] == [0, 3, 6]
+    # step 0: the untrained residual net is its prefill
+    assert vals[0]["val"]["model"] == vals[0]["val"]["prefill"]
+    best = max(vals, key=lambda v: v["val"]["model"]["psnr_hole"])
+    assert r["best"]["step"] == best["step"]
+    net, meta = load_checkpoint(tmp_path / "best.safetensors")
+    assert meta["step"] == best["step"] and meta["fill"] == "harmonic" and net.head == "residual"
+
+
+def test_bad_recipe_values(photos, tmp_path):
+    from train.data import DataError
+    for k, v in (("fill", "median"), ("head", "tanh"), ("norm", "layer"), ("optimizer", "sgd")):
+        with pytest.raises(DataError, match=f"{k} must be one of"):
+            TrainConfig(kind="glcic", data=str(photos), out=str(tmp_path), **{k: v})
