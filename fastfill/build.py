@@ -101,7 +101,8 @@ def default_profiles(meta: ModelMeta) -> list[Profile]:
 # ------------------------------------------------------------------------------ FP16 graph
 
 def convert_fp16(model_bytes: bytes) -> bytes:
-    """A float16 copy of an fp32 ONNX graph: float32 I/O and the final Sigmoid kept in float32.
+    """A float16 copy of an fp32 ONNX graph: float32 I/O and the final Sigmoid (or the residual
+    head's Slice, Add and Clip) kept in float32.
 
     Initializers used by fp16 nodes become float16; ``Cast`` nodes are inserted where a tensor
     changes precision. Only the ops in :data:`TRT_OPS` are accepted.
@@ -122,8 +123,19 @@ def convert_fp16(model_bytes: bytes) -> bytes:
     inits = {t.name: t for t in g.initializer}
     outputs = {o.name for o in g.output}
     producer = {o: n for n in g.node for o in n.output}
-    # Nodes kept in fp32: a FP32_TAIL_OPS node whose output is a graph output.
+    # Nodes kept in fp32: a FP32_TAIL_OPS node whose output is a graph output, and for a residual
+    # head (Clip(Slice(input) + delta)) the Add and the Slice of the input too, so the prefill
+    # passes through at full precision and only the correction is computed in fp16.
     keep32 = {id(n) for o in outputs if (n := producer.get(o)) is not None and n.op_type in FP32_TAIL_OPS}
+    inputs = {i.name for i in g.input}
+    for n in [n for n in g.node if id(n) in keep32 and n.op_type == "Clip"]:
+        add = producer.get(n.input[0])
+        if add is not None and add.op_type == "Add":
+            keep32.add(id(add))
+            for a in add.input:
+                sl = producer.get(a)
+                if sl is not None and sl.op_type == "Slice" and sl.input[0] in inputs:
+                    keep32.add(id(sl))
 
     dtype: dict[str, int] = {i.name: i.type.tensor_type.elem_type for i in g.input}
     for name, t in inits.items():

@@ -161,3 +161,28 @@ def test_plan_files_are_written_atomically_with_the_usual_mode(tmp_path):
         _write_atomic(p, b"other", overwrite=False)
     _write_atomic(p, b"new")  # sidecars and the timing cache are replaced
     assert p.read_bytes() == b"new" and [q.name for q in p.parent.iterdir()] == ["g.plan"]
+
+
+def test_fp16_graph_keeps_the_residual_head_in_float32(tmp_path):
+    """An untrained residual model returns its prefill; in FP16 it still does, bit for bit:
+    the input's RGB (Slice), the addition and the clip stay float32, only the correction is fp16."""
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    from train import export as ex
+    from train.models import CompletionNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "res.onnx"
+    ex.export_model(CompletionNet(0.0625, head="residual", norm="none"), path, fill="harmonic",
+                    log=lambda *_: None)
+    half = convert_fp16(path.read_bytes())
+    m = onnx.load_from_string(half)
+    T = onnx.TensorProto
+    kinds = {n.op_type: n for n in m.graph.node}
+    assert {"Slice", "Add", "Clip"} <= set(kinds)
+    x = np.random.default_rng(0).random((1, 4, 64, 64), dtype=np.float32)
+    out = ort.InferenceSession(half, providers=["CPUExecutionProvider"]).run(["output"], {"input": x})[0]
+    np.testing.assert_array_equal(out, x[:, :3])
+    assert any(t.data_type == T.FLOAT16 for t in m.graph.initializer)  # the trunk is fp16
