@@ -353,12 +353,15 @@ def _import_train(module):
 @click.option("--val-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Every N steps: hole PSNR on held-out crops (model and prefill) in log.jsonl; "
                    "the best is kept as OUT/best.safetensors. 0 = never.")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Decay of a moving average of the generator's weights (e.g. 0.999), which is "
+                   "validated, sampled and kept as best; 0 = off.")
 @click.option("--val-data", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of validation photos (e.g. data/val); then every photo under --data trains.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(kind, data, out, steps, batch_size, crop, scale, width, d_width, mask, tc, td, alpha, lr_d, lr_ratio,
               adv, val_fraction, seed, sample_every, save_every, workers, threads, device, resume, fill, head,
-              norm, optimizer, lr, warmup, val_every, val_data, quiet):
+              norm, optimizer, lr, warmup, val_every, ema, val_data, quiet):
     """Train a GLCIC or Context Encoder model on a folder of photographs (needs the `train` extra).
 
     Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
@@ -375,7 +378,7 @@ def train_cmd(kind, data, out, steps, batch_size, crop, scale, width, d_width, m
                            seed=seed, sample_every=sample_every, save_every=save_every, workers=workers,
                            threads=threads, device=device, resume=resume, progress=not quiet, fill=fill,
                            head=head, norm=norm, optimizer=optimizer, lr=lr, warmup=warmup,
-                           val_every=val_every, val_data=val_data)
+                           val_every=val_every, val_data=val_data, ema=ema)
     r = loop.train(cfg)
     if r["interrupted"]:
         click.echo(f"interrupted at step {r['step']}; saved {r['checkpoint']} (continue with --resume)", err=True)

@@ -131,3 +131,23 @@ def test_bad_recipe_values(photos, tmp_path):
     for k, v in (("fill", "median"), ("head", "tanh"), ("norm", "layer"), ("optimizer", "sgd")):
         with pytest.raises(DataError, match=f"{k} must be one of"):
             TrainConfig(kind="glcic", data=str(photos), out=str(tmp_path), **{k: v})
+
+
+def test_ema_is_validated_kept_and_resumed(photos, tmp_path):
+    base = dict(kind="glcic", data=str(photos / "train"), val_data=str(photos / "val"), batch_size=2,
+                crop=32, width=0.0625, d_width=0.0625, mask="freeform", fill="harmonic", head="residual",
+                norm="none", optimizer="adam", lr=1e-3, val_every=2, val_crops=1, sample_every=0,
+                progress=False, threads=1, ema=0.9)
+    full = train(TrainConfig(out=str(tmp_path / "full"), steps=4, **base))
+    first = train(TrainConfig(out=str(tmp_path / "split"), steps=2, **base))
+    rest = train(TrainConfig(out=str(tmp_path / "split"), steps=4, resume=str(first["checkpoint"]), **base))
+    assert first["history"] + rest["history"] == full["history"]
+    from safetensors.torch import load_file
+    a, b = load_file(str(full["checkpoint"])), load_file(str(rest["checkpoint"]))
+    assert any(k.startswith("model.E.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the average differs from the trained weights, and best.safetensors holds the average as G
+    assert any(not torch.equal(a[k], a[k.replace("model.E.", "model.G.")]) for k in a if k.startswith("model.E."))
+    best = load_file(str(tmp_path / "full" / "best.safetensors"))
+    assert set(best) == {k.replace("model.E.", "model.G.") for k in a if k.startswith("model.E.")}

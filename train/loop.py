@@ -79,6 +79,8 @@ class TrainConfig:
     val_every: int = 0              # hole PSNR on held-out crops every N steps; best.safetensors kept
     val_crops: int = 4              # crops per held-out photo for that validation
     val_data: str | None = None     # folder of validation photos (then all of `data` trains)
+    ema: float = 0.0                # decay of an exponential moving average of the generator's
+                                    # weights (e.g. 0.999; 0 = off): validated, sampled and kept as best
     seed: int = 0
     val_fraction: float = 0.05
     sample_every: int = 1000
@@ -231,11 +233,32 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr / 10, betas=(0.5, 0.999))
     models, opts = {"G": G, "D": D}, {"G": opt_g, "D": opt_d}
+    if cfg.ema:
+        import copy
+        E = copy.deepcopy(G).requires_grad_(False)
+        models["E"] = E
+
+    def ema_update():
+        if not cfg.ema:
+            return
+        with torch.no_grad():
+            for pe, p in zip(E.parameters(), G.parameters()):
+                pe.mul_(cfg.ema).add_(p, alpha=1 - cfg.ema)
+            for be, b in zip(E.buffers(), G.buffers()):
+                be.copy_(b)
+
+    def shown_net():
+        """The generator that is validated, sampled and kept as best: the average when there is one."""
+        return E if cfg.ema else G
     adv = make_adversarial_loss(cfg.adv)
 
     start, mean = 0, None
     if cfg.resume:
-        meta = ckpt.restore_training_state(ckpt.checkpoint_path(cfg.resume), models, opts)
+        path = ckpt.checkpoint_path(cfg.resume)
+        saved = ckpt.read_meta(path)["models"]
+        meta = ckpt.restore_training_state(path, {k: v for k, v in models.items() if k in saved or k != "E"}, opts)
+        if cfg.ema and "E" not in saved:  # an average started on resume starts from the weights
+            E.load_state_dict(G.state_dict())
         start, mean = int(meta["step"]), meta["mean"]
     if mean is None:
         mean = ds.mean_color()
@@ -269,12 +292,13 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         box[:, :, ht:ht + hh, hl:hl + hw] = 1
         return prefill(x, box, mean, cfg.fill)
 
-    def generate(x, m):
+    def generate(x, m, net=None):
         """(generator output, completed full image) for images x and masks m."""
+        net = G if net is None else net
         if cfg.kind == "glcic":
-            y = G(model_input(x, m))
+            y = net(model_input(x, m))
             return y, x * (1 - m) + y * m
-        y = G(model_input(x, m))
+        y = net(model_input(x, m))
         full = x.clone()
         full[:, :, pt:pt + ph, pl:pl + pw] = y
         return y, full
@@ -301,11 +325,17 @@ def _train(cfg: TrainConfig, on_step) -> dict:
             return D(completed, crop_patches(completed, c, cfg.local_size))
         return D(y)
 
-    def save(step, phase, name="last", extra=None):
-        return ckpt.save_checkpoint(out / name, models=models, optimizers=opts, meta={
+    def save(step, phase, name="last", extra=None, only=None):
+        return ckpt.save_checkpoint(out / name, models=only or models, optimizers=None if only else opts, meta={
             "kind": cfg.kind, "config": G.config(), "mean": mean, "step": step, "phase": phase,
             "fill": cfg.fill, "data": data_desc, "train": train_desc,
             "receptive_field": getattr(G, "receptive_field", None), **(extra or {})})
+
+    def save_best(step, val):
+        """best.safetensors: the validated generator alone (for export; resume from last)."""
+        b = dict(val["model"], step=step, prefill=val["prefill"]["psnr_hole"])
+        save(step, phase_at(step), "best", {"val": b}, only={"G": shown_net()})
+        return b
 
     val_set = None
     if cfg.val_every and val_files:
@@ -322,11 +352,12 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         images, masks = val_set
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(dev)
         m = torch.from_numpy(masks).float()[:, None].to(dev)
-        G.eval()
+        net = shown_net()
+        net.eval()
         with torch.no_grad():
-            full = torch.cat([generate(x[i:i + 8], m[i:i + 8])[1] for i in range(0, len(x), 8)])
+            full = torch.cat([generate(x[i:i + 8], m[i:i + 8], net)[1] for i in range(0, len(x), 8)])
             pre = model_input(x, m)[:, :3] if cfg.kind == "glcic" else full
-        G.train()
+        net.train()
         res = {}
         for name, t in (("model", full), ("prefill", pre)):
             u8 = (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -338,11 +369,12 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
 
     def write_samples(step):
-        G.eval()
+        net = shown_net()
+        net.eval()
         with torch.no_grad():
-            _, full = generate(sample_x, sample_m)
+            _, full = generate(sample_x, sample_m, net)
             shown_in = model_input(sample_x, sample_m)[:, :3]
-        G.train()
+        net.train()
         _save_grid(out / "samples" / f"step_{step:07d}.png",
                    [(a.cpu(), b.cpu(), c.cpu()) for a, b, c in zip(shown_in, full, sample_x)])
 
@@ -356,8 +388,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     if val_set is not None and start == 0:  # the untrained net (a residual head: its prefill)
         val = validate(0)
         log.write(json.dumps({"step": 0, "val": val}) + "\n")
-        best = dict(val["model"], step=0, prefill=val["prefill"]["psnr_hole"])
-        save(0, phase_at(0), "best", {"val": best})
+        best = save_best(0, val)
     with _Stopper() as stopper:
         for step, (x, m) in enumerate(batches(ds, cfg.batch_size, start, cfg.steps, cfg.workers), start):
             x, m = x.to(dev, non_blocking=True), m.to(dev, non_blocking=True)
@@ -369,9 +400,13 @@ def _train(cfg: TrainConfig, on_step) -> dict:
             if phase == "completion":
                 y, _ = generate(x, m)
                 loss = masked_mse(y, x, m)
+                if cfg.kind == "glcic" and cfg.head == "residual":  # what the correction must beat
+                    with torch.no_grad():
+                        met["prefill_rec"] = masked_mse(model_input(x, m)[:, :3], x, m).item()
                 opt_g.zero_grad(set_to_none=True)
                 loss.backward()
                 opt_g.step()
+                ema_update()
                 met["g_rec"] = loss.item()
             elif phase == "discriminator":
                 with torch.no_grad():
@@ -391,6 +426,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                 opt_g.zero_grad(set_to_none=True)
                 loss.backward()
                 opt_g.step()
+                ema_update()
                 met.update(gm, g_rec=rec.item(), g_loss=loss.item())
             history.append(met)
             log.write(json.dumps(met) + "\n")
@@ -407,8 +443,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                 log.write(json.dumps({"step": done, "val": val}) + "\n")
                 log.flush()
                 if val["model"]["psnr_hole"] > best["psnr_hole"]:
-                    best = dict(val["model"], step=done, prefill=val["prefill"]["psnr_hole"])
-                    save(done, phase_at(done), "best", {"val": best})
+                    best = save_best(done, val)
             if stopper.stop:
                 interrupted = True
                 break
