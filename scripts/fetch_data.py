@@ -5,7 +5,7 @@
 
 Sources
     Debian packages (``apt-get download`` + ``dpkg -x`` in a temporary directory):
-        mate-backgrounds, opencv-doc (examples/data only), lomiri-wallpapers,
+        mate-backgrounds, opencv-doc (examples/data only), lomiri-wallpapers (+ -16.04, -20.04),
         sway-backgrounds, gnome-backgrounds
     Python packages (read from their installed package data):
         scikit-image (skimage/data), scikit-learn (sklearn/datasets/images),
@@ -58,6 +58,9 @@ DEBIAN_SOURCES: dict[str, list[tuple[str, str]]] = {
     "mate-backgrounds": [("usr/share/backgrounds/mate", "")],
     "opencv-doc": [("usr/share/doc/opencv-doc/examples/data", "samples/data")],
     "lomiri-wallpapers": [("usr/share/backgrounds", ""), ("usr/share/wallpapers", "")],
+    # Ubuntu Touch's photo wallpapers; their DEP-5 paths start with the release folder
+    "lomiri-wallpapers-16.04": [("usr/share/backgrounds", "16.04")],
+    "lomiri-wallpapers-20.04": [("usr/share/backgrounds", "20.04")],
     "sway-backgrounds": [("usr/share/backgrounds/sway", "assets")],
     "gnome-backgrounds": [("usr/share/backgrounds/gnome", "backgrounds")],
 }
@@ -124,6 +127,11 @@ NOT_PHOTO: dict[str, dict[str, str]] = {
         "desktop/*": "graphic wallpaper",
     },
     "lomiri-wallpapers": {"*": "graphic wallpaper"},
+    "lomiri-wallpapers-16.04": {"umang_by_Abhishek_Mudgal.jpg": "render (colour gradient)"},
+    "lomiri-wallpapers-20.04": {
+        "Fossa_by_Jasper_Roks.jpg": "render", "Infinite-Sea_by_Aury88.jpg": "digital artwork",
+        "Painting-Colors_by__herobrine7gamer.jpg": "graphic (colour bands)",
+    },
     "sway-backgrounds": {"*": "logo wallpaper"},
     "gnome-backgrounds": {
         "adwaita-*": "render", "grid-*": "render", "licorice-*": "render",

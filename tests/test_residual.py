@@ -151,3 +151,15 @@ def test_ema_is_validated_kept_and_resumed(photos, tmp_path):
     assert any(not torch.equal(a[k], a[k.replace("model.E.", "model.G.")]) for k in a if k.startswith("model.E."))
     best = load_file(str(tmp_path / "full" / "best.safetensors"))
     assert set(best) == {k.replace("model.E.", "model.G.") for k in a if k.startswith("model.E.")}
+
+
+def test_resume_in_the_completion_phase_may_shrink_the_discriminator(photos, tmp_path):
+    base = dict(kind="glcic", data=str(photos / "train"), batch_size=2, crop=32, width=0.0625,
+                mask="freeform", fill="harmonic", head="residual", norm="none", optimizer="adam",
+                val_fraction=0.0, sample_every=0, progress=False, threads=1, out=str(tmp_path))
+    first = train(TrainConfig(steps=2, d_width=0.125, **base))
+    rest = train(TrainConfig(steps=3, d_width=0.0625, resume=str(first["checkpoint"]), **base))
+    assert [h["step"] for h in rest["history"]] == [2]
+    # past the completion phase the discriminator must match
+    with pytest.raises(Exception, match="does not match"):
+        train(TrainConfig(steps=4, d_width=0.125, tc=2, resume=str(rest["checkpoint"]), **base))

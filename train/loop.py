@@ -255,8 +255,17 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     start, mean = 0, None
     if cfg.resume:
         path = ckpt.checkpoint_path(cfg.resume)
-        saved = ckpt.read_meta(path)["models"]
-        meta = ckpt.restore_training_state(path, {k: v for k, v in models.items() if k in saved or k != "E"}, opts)
+        saved_meta = ckpt.read_meta(path)
+        saved = saved_meta["models"]
+        restore_models = {k: v for k, v in models.items() if k in saved or k != "E"}
+        restore_opts = dict(opts)
+        if (cfg.kind == "glcic" and saved.get("D") != D.config()
+                and glcic_phase(int(saved_meta["step"]), cfg.tc, cfg.td) == "completion"):
+            # The discriminators have not trained yet: a new --d-width starts them afresh.
+            print(f"resume: discriminator config {saved.get('D')} -> {D.config()}; it has not "
+                  "trained yet (completion phase), so it starts afresh", flush=True)
+            del restore_models["D"], restore_opts["D"]
+        meta = ckpt.restore_training_state(path, restore_models, restore_opts)
         if cfg.ema and "E" not in saved:  # an average started on resume starts from the weights
             E.load_state_dict(G.state_dict())
         start, mean = int(meta["step"]), meta["mean"]
