@@ -350,6 +350,8 @@ def _import_train(module):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True,
               help="Generator learning rate with --optimizer adam.")
 @click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Linear lr warm-up steps.")
+@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="lr after the warm-up (--optimizer adam): constant, or cosine decay to 0 at --steps.")
 @click.option("--val-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Every N steps: hole PSNR on held-out crops (model and prefill) in log.jsonl; "
                    "the best is kept as OUT/best.safetensors. 0 = never.")
@@ -361,7 +363,7 @@ def _import_train(module):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(kind, data, out, steps, batch_size, crop, scale, width, d_width, mask, tc, td, alpha, lr_d, lr_ratio,
               adv, val_fraction, seed, sample_every, save_every, workers, threads, device, resume, fill, head,
-              norm, optimizer, lr, warmup, val_every, ema, val_data, quiet):
+              norm, optimizer, lr, warmup, schedule, val_every, ema, val_data, quiet):
     """Train a GLCIC or Context Encoder model on a folder of photographs (needs the `train` extra).
 
     Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
@@ -377,7 +379,7 @@ def train_cmd(kind, data, out, steps, batch_size, crop, scale, width, d_width, m
                            alpha=alpha, lr_d=lr_d, lr_ratio=lr_ratio, adv=adv, val_fraction=val_fraction,
                            seed=seed, sample_every=sample_every, save_every=save_every, workers=workers,
                            threads=threads, device=device, resume=resume, progress=not quiet, fill=fill,
-                           head=head, norm=norm, optimizer=optimizer, lr=lr, warmup=warmup,
+                           head=head, norm=norm, optimizer=optimizer, lr=lr, warmup=warmup, schedule=schedule,
                            val_every=val_every, val_data=val_data, ema=ema)
     r = loop.train(cfg)
     if r["interrupted"]:

@@ -163,3 +163,14 @@ def test_resume_in_the_completion_phase_may_shrink_the_discriminator(photos, tmp
     # past the completion phase the discriminator must match
     with pytest.raises(Exception, match="does not match"):
         train(TrainConfig(steps=4, d_width=0.125, tc=2, resume=str(rest["checkpoint"]), **base))
+
+
+def test_lr_schedule():
+    from train.loop import lr_schedule
+    assert lr_schedule(0, 1e-3, 10, 100) == pytest.approx(1e-4)
+    assert lr_schedule(9, 1e-3, 10, 100) == pytest.approx(1e-3)
+    assert lr_schedule(50, 1e-3, 10, 100) == 1e-3
+    assert lr_schedule(10, 1e-3, 10, 100, "cosine") == pytest.approx(1e-3)
+    assert lr_schedule(55, 1e-3, 10, 100, "cosine") == pytest.approx(5e-4)
+    assert lr_schedule(100, 1e-3, 10, 100, "cosine") == pytest.approx(0, abs=1e-12)
+    assert lr_schedule(500, 1e-3, 10, 100, "cosine") == pytest.approx(0, abs=1e-12)

@@ -76,6 +76,7 @@ class TrainConfig:
     optimizer: str = "paper"        # paper (ADADELTA for GLCIC, Adam for CE) | adam
     lr: float = 2e-4                # generator lr with optimizer=adam
     warmup: int = 0                 # linear lr warm-up steps (optimizer=adam)
+    schedule: str = "constant"      # lr after warm-up: constant | cosine (to 0 at `steps`)
     val_every: int = 0              # hole PSNR on held-out crops every N steps; best.safetensors kept
     val_crops: int = 4              # crops per held-out photo for that validation
     val_data: str | None = None     # folder of validation photos (then all of `data` trains)
@@ -113,7 +114,8 @@ class TrainConfig:
                 raise DataError(f"{k} must be >= 1, got {getattr(self, k)}")
         from fastfill.ops import FILLS
         from .models import HEADS, NORMS
-        for k, allowed in (("fill", FILLS), ("head", HEADS), ("norm", NORMS), ("optimizer", ("paper", "adam"))):
+        for k, allowed in (("fill", FILLS), ("head", HEADS), ("norm", NORMS), ("optimizer", ("paper", "adam")),
+                           ("schedule", ("constant", "cosine"))):
             if getattr(self, k) not in allowed:
                 raise DataError(f"{k} must be one of {', '.join(allowed)}, got {getattr(self, k)!r}")
         if self.sample_every < 0:
@@ -123,6 +125,17 @@ class TrainConfig:
 def glcic_phase(step: int, tc: int, td: int) -> str:
     """GLCIC's phase at 0-based iteration `step`: completion (< Tc), discriminator (< Tc+Td), joint."""
     return "completion" if step < tc else "discriminator" if step < tc + td else "joint"
+
+
+def lr_schedule(step: int, lr: float, warmup: int, steps: int, schedule: str = "constant") -> float:
+    """Learning rate at 0-based `step`: linear warm-up over `warmup` steps, then constant or a
+    cosine decay that reaches 0 at `steps`."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "cosine" and steps > warmup:
+        t = min(1.0, (step - warmup) / (steps - warmup))
+        return lr * 0.5 * (1 + np.cos(np.pi * t))
+    return lr
 
 
 def crop_patches(images, centers, size):
@@ -375,7 +388,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         return res
 
     def lr_at(step):
-        return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+        return lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule)
 
     def write_samples(step):
         net = shown_net()
@@ -469,4 +482,4 @@ def _train(cfg: TrainConfig, on_step) -> dict:
             "mean": mean, "seconds": elapsed, "steps_per_s": len(history) / elapsed if elapsed else 0.0}
 
 
-__all__ = ["TrainConfig", "train", "glcic_phase", "crop_patches", "prefill", "PAPER_DEFAULTS"]
+__all__ = ["TrainConfig", "train", "glcic_phase", "crop_patches", "prefill", "lr_schedule", "PAPER_DEFAULTS"]
