@@ -150,6 +150,8 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
     from . import io
 
     fmt = io.normalize_format(fmt)
+    if method and (engine_path or backend):
+        raise click.UsageError("--method replaces the model: drop --engine/--backend")
     if use_ray or address:
         from . import ray as fray
 

@@ -276,3 +276,22 @@ def test_format_choices_are_the_io_table():
     assert set(fcli._OUT_FORMATS) >= {f.lower() for f in fio.FORMAT_SUFFIX}
     for f in fcli._OUT_FORMATS:
         assert fio.normalize_format(f) in fio.FORMAT_SUFFIX
+
+
+def test_method_harmonic_needs_no_model(tree):
+    from fastfill import ops
+
+    out = tree / "out"
+    code, stdout, stderr = invoke("run", "--method", "harmonic", tree / "images", tree / "masks", "-o", out)
+    assert code == 0, stderr
+    assert "done 3, skipped 0, failed 0" in stdout
+    a_in = np.asarray(Image.open(tree / "images" / "a.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), ops.fill(a_in, _mask(30, 41)))
+    # --method replaces the model; --ray does not take it yet
+    code, _, stderr = invoke("run", "--method", "harmonic", "--engine", TINY, tree / "images", tree / "masks",
+                             "-o", tree / "o2")
+    assert code == 2 and "--method replaces the model" in stderr
+    code, _, stderr = invoke("run", "--method", "harmonic", "--ray", tree / "images", tree / "masks",
+                             "-o", tree / "o3")
+    assert code == 2 and "--method is not available with --ray" in stderr
+    assert not (tree / "o2").exists() and not (tree / "o3").exists()
