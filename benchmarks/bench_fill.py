@@ -13,18 +13,8 @@ import time
 
 import numpy as np
 
+from bench_ops import best_time
 from fastfill import ops
-
-
-def best_time(fn, repeat, warmup=True):
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def photo_like(h, w, seed=0):
@@ -69,7 +59,7 @@ def main():
         t0 = time.perf_counter()
         ref = scipy_fill(image, mask)  # one run: a direct solve takes seconds at this size
         t_sp = time.perf_counter() - t0
-        t_ns = best_time(lambda: cv2.inpaint(image, mask, 5, cv2.INPAINT_NS), 2, warmup=False)
+        t_ns = best_time(lambda: cv2.inpaint(image, mask, 5, cv2.INPAINT_NS), 2)
         # the same answer: scipy is the definition
         err = np.abs(ops.fill(image, mask).astype(int) - np.clip(np.rint(ref * 255), 0, 255)).max()
         print(f"{name:28s} {t_ff * 1e3:8.1f}ms {t_sp * 1e3:12.1f}ms {t_ns * 1e3:8.1f}ms "

@@ -126,10 +126,10 @@ std::unique_ptr<float[]> harmonic_values(const PrepareArgs& a) {
   return v;
 }
 
-py::array prepare(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
-                  int64_t multiple, const Window& window, const std::string& dtype, bool mask_channel,
-                  const std::string& device, const std::string& fill) {
-  py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
+// The checks prepare and fill share: images/masks, window, mean colour; fills the frame, mean and
+// pointers of the returned args.
+PrepareArgs fill_args(const py::array& images, const py::array& masks, const std::vector<double>& mean,
+                      const Window& window) {
   PrepareArgs a{};
   check_images_masks(images, masks, a.f);
   apply_window(window, a.f);
@@ -138,6 +138,16 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
     if (!std::isfinite(mean[c])) throw py::value_error("mean: values must be finite");
     a.mean[c] = float(mean[c]);
   }
+  a.images = static_cast<const uint8_t*>(images.data());
+  a.masks = static_cast<const uint8_t*>(masks.data());
+  return a;
+}
+
+py::array prepare(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
+                  int64_t multiple, const Window& window, const std::string& dtype, bool mask_channel,
+                  const std::string& device, const std::string& fill) {
+  py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
+  PrepareArgs a = fill_args(images, masks, mean, window);
   if (multiple < 1 || multiple > 4096) throw py::value_error("multiple: must be in [1, 4096], got " + std::to_string(multiple));
   if (dtype == "float32")
     a.half = false;
@@ -150,8 +160,6 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
   a.mask_channel = mask_channel;
   a.Hp = round_up(a.f.h, multiple);
   a.Wp = round_up(a.f.w, multiple);
-  a.images = static_cast<const uint8_t*>(images.data());
-  a.masks = static_cast<const uint8_t*>(masks.data());
   const py::ssize_t C = mask_channel ? 4 : 3;
   py::array out = a.half ? py::array(py::dtype("float16"), {py::ssize_t(a.f.n), C, py::ssize_t(a.Hp), py::ssize_t(a.Wp)})
                          : py::array(py::dtype::of<float>(), {py::ssize_t(a.f.n), C, py::ssize_t(a.Hp), py::ssize_t(a.Wp)});
@@ -177,17 +185,8 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
 py::array fill_op(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
                   const Window& window, const std::string& method) {
   py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
-  PrepareArgs a{};
-  check_images_masks(images, masks, a.f);
-  apply_window(window, a.f);
-  if (mean.size() != 3) throw py::value_error("mean: expected 3 values (r, g, b), got " + std::to_string(mean.size()));
-  for (int c = 0; c < 3; ++c) {
-    if (!std::isfinite(mean[c])) throw py::value_error("mean: values must be finite");
-    a.mean[c] = float(mean[c]);
-  }
+  PrepareArgs a = fill_args(images, masks, mean, window);
   const bool harmonic = want_harmonic(method);
-  a.images = static_cast<const uint8_t*>(images.data());
-  a.masks = static_cast<const uint8_t*>(masks.data());
   const Frame& f = a.f;
   py::array out(py::dtype::of<uint8_t>(), {py::ssize_t(f.n), py::ssize_t(f.h), py::ssize_t(f.w), py::ssize_t(3)});
   uint8_t* o = static_cast<uint8_t*>(out.mutable_data());

@@ -1,12 +1,14 @@
 // Harmonic fill: each 4-connected hole component gets the solution of Laplace's equation (5-point
 // stencil) with the known pixels next to it as Dirichlet values and no flux across the window's
 // border. Solved per component, in its own bounding box, by conjugate gradients preconditioned
-// with one aggregation multigrid V-cycle: cost grows about linearly with the hole, and a
+// with one aggregation multigrid V-cycle: cost grows about linearly with each component's
+// bounding box (the hole itself for compact holes; a long diagonal stroke pays for its box), and a
 // component's result depends only on the component and its boundary (so ROI crops stay exact).
 #include <algorithm>
 #include <utility>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <vector>
 
 #include "ops.h"
@@ -256,7 +258,9 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
   Level& L = H.levels[0];
   L.resize(c.y1 - c.y0, c.x1 - c.x0);
   const size_t n = L.diag.size();
-  std::vector<double> rhs(3 * n, 0.0);  // b: the sum of the known neighbours' values
+  // b (the sum of the known neighbours' values) goes straight into the fine level's right-hand
+  // side, which is also the CG residual below (x starts at 0, so r = b).
+  std::vector<float>& rhs = L.b;
   bool any_known = false;
   for (int64_t y = c.y0; y < c.y1; ++y)
     for (int64_t xx = c.x0; xx < c.x1; ++xx) {
@@ -294,7 +298,6 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
   std::vector<float> x(3 * n, 0.f), p(3 * n, 0.f), q(3 * n, 0.f);
   std::vector<float>& r = L.b;  // the V-cycle's right-hand side is the CG residual itself
   std::vector<float>& z = L.x;  // and its result the preconditioned residual
-  for (size_t k = 0; k < 3 * n; ++k) r[k] = float(rhs[k]);
   auto row = [&](int64_t y) { return std::pair<int64_t, int64_t>(L.at(y, 0), L.at(y, 0) + L.w); };
   double bnorm[3];
   row_sums(L.h, par, bnorm, [&](int64_t y, double* acc) {
@@ -329,7 +332,12 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
       }
     });
     float alpha[3];
-    for (int ch = 0; ch < 3; ++ch) alpha[ch] = (done[ch] || pq[ch] <= 0.0) ? 0.f : float(rz[ch] / pq[ch]);
+    for (int ch = 0; ch < 3; ++ch) {
+      // A symmetric positive definite system keeps pq > 0; anything else (rounding at the
+      // float floor) ends that channel with the iterate so far rather than with NaNs.
+      if (!done[ch] && !(pq[ch] > 0.0 && std::isfinite(pq[ch]) && std::isfinite(rz[ch]))) done[ch] = true;
+      alpha[ch] = done[ch] ? 0.f : float(rz[ch] / pq[ch]);
+    }
     row_sums(L.h, par, rr, [&](int64_t y, double* acc) {
       auto [i0, i1] = row(y);
       for (int64_t i = i0; i < i1; ++i)
@@ -443,8 +451,18 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
   std::stable_sort(small.begin(), small.end(),
                    [&](size_t a, size_t b) { return comps[a].size > comps[b].size; });
   const int64_t ns = int64_t(small.size());
+  // An exception may not leave an OpenMP region: keep the first and rethrow it after the loop.
+  std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t k = 0; k < ns; ++k) solve_component(comps[small[size_t(k)]], lab, image, f.W, f, mean, out);
+  for (int64_t k = 0; k < ns; ++k) {
+    try {
+      solve_component(comps[small[size_t(k)]], lab, image, f.W, f, mean, out);
+    } catch (...) {
+#pragma omp critical(fastfill_harmonic_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace fastfill
