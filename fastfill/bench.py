@@ -376,13 +376,15 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
                  roi_modes: Sequence[bool] = (True,), batch_size: int = 1) -> list[Target]:
     """Load every (engine file x back-end) plus the optional PyTorch checkpoint, once per ROI
     mode. ``engines`` None entries mean the shipped default model."""
-    from .engines import default_model_path, load_engine
+    from .engines import default_model_path, find_format, load_engine
     from .inpainter import Inpainter
 
     loaded = []
     for path in engines:
         for be in backends or (None,):
-            opts = {} if threads is None else {"threads": int(threads)}
+            # threads go to the back-ends that have them (a TensorRT plan has none)
+            takes = "threads" in find_format(path or default_model_path(), be).options
+            opts = {"threads": int(threads)} if threads is not None and takes else {}
             eng = load_engine(path, backend=be, **opts)
             p = str(path) if path is not None else str(default_model_path())
             loaded.append((eng, p))

@@ -248,7 +248,8 @@ class _SizeType(click.ParamType):
               help="Timed iterations per configuration (at most; see --max-seconds).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Engine threads, the same for every target [default: the usable cores].")
+              help="Engine threads, the same for every target that has them (not TensorRT) "
+                   "[default: the usable cores].")
 @click.option("--hole-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1,
               show_default=True, help="Area of the centred rectangular hole (synthetic input).")
 @click.option("--roi", "roi_compare", is_flag=True,

@@ -293,3 +293,21 @@ def test_write_json_replaces_atomically(tmp_path):
 
     with pytest.raises(InputError, match="does not exist"):
         b.write_json({}, tmp_path / "nope" / "r.json")
+
+
+def test_bench_passes_threads_only_to_backends_that_take_them(tmp_path, monkeypatch):
+    """`fastfill bench --engine x.plan` used to die on threads=; the plan now gets none (here
+    TensorRT cannot load, so the one error left is TensorRT's own, named)."""
+    import sys
+
+    from fastfill.errors import EngineError
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    plan = tmp_path / "glcic.plan"
+    plan.write_bytes(b"x")
+    (tmp_path / "glcic.json").write_text(json.dumps({"format": "nothing"}))
+    with pytest.raises(EngineError) as ei:
+        b.make_targets([str(plan)], threads=2)
+    assert "takes no" not in str(ei.value) and "bad sidecar" in str(ei.value)
+    targets = b.make_targets([None], threads=1)  # the shipped .onnx still gets its threads
+    assert targets

@@ -346,3 +346,33 @@ def test_tensorrt_accepts_checks_the_profiles():
     with pytest.raises(InputError, match="outside the engine's profiles"):
         e._choose_profile((1, 4, 1024, 64))
     assert e._choose_profile((2, 4, 64, 64)) == 0
+
+
+def test_options_a_backend_does_not_take_are_one_clear_error(tmp_path, monkeypatch):
+    """A .plan with --threads used to die as an internal TypeError; now the loader names what the
+    back-end takes, before importing anything (tensorrt here is a module that cannot load)."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    plan, _ = _fake_plan(tmp_path)
+    with pytest.raises(EngineError, match=r"the tensorrt back-end takes no 'threads' option \(it takes: device_id\)"):
+        load_engine(plan, threads=2)
+    with pytest.raises(EngineError, match="takes no 'thread' option"):
+        load_engine(TINY, thread=2)
+    from fastfill import Inpainter
+    with pytest.raises(EngineError, match="takes no 'threads' option"):
+        Inpainter(str(plan), threads=4)
+    assert load_engine(TINY, threads=1).meta.kind == "glcic"  # a real option still works
+
+
+def test_cli_plan_with_threads_is_exit_2_and_one_line(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from conftest import invoke
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    plan, _ = _fake_plan(tmp_path)
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "m.png")
+    code, _, stderr = invoke("run", "--engine", plan, "--threads", "2", img, tmp_path / "m.png",
+                             "-o", tmp_path / "out.png")
+    assert code == 2 and "takes no 'threads' option" in stderr
+    assert "internal error" not in stderr and len(stderr.strip().splitlines()) == 1

@@ -26,15 +26,17 @@ class Format:
     extra: str | None  # pip extra that installs it (None = always installed)
     made_by: str  # the command that writes such files
     default: bool = False  # the back-end chosen for this suffix when none is asked for
+    options: tuple[str, ...] = ()  # keyword options its engine takes (load_engine checks them)
 
 
 FORMATS: tuple[Format, ...] = (
     Format("onnxruntime", ".onnx", "onnxruntime", "OrtEngine", ("cpu", "cuda"), None,
-           "fastfill export", default=True),
+           "fastfill export", default=True,
+           options=("device", "threads", "optimization", "device_id", "provider_options", "spinning")),
     Format("openvino", ".onnx", "openvino", "OpenVinoEngine", ("cpu",), "openvino",
-           "fastfill export"),
+           "fastfill export", options=("threads", "device", "cache_dir", "hint")),
     Format("tensorrt", ".plan", "tensorrt", "TensorRTEngine", ("cuda",), "trt",
-           "fastfill build", default=True),
+           "fastfill build", default=True, options=("device_id",)),
 )
 
 BACKENDS = tuple(f.backend for f in FORMATS)
@@ -80,6 +82,10 @@ def load_engine(path: str | Path | None = None, backend: str | None = None, **op
     fmt = find_format(path, backend)
     if not path.exists():
         raise EngineError(f"model file not found: {path}")
+    unknown = sorted(set(options) - set(fmt.options))
+    if unknown:
+        raise EngineError(f"the {fmt.backend} back-end takes no {', '.join(map(repr, unknown))} option "
+                          f"(it takes: {', '.join(fmt.options) or 'none'})")
     mod = import_module(f".{fmt.module}", __name__)
     return getattr(mod, fmt.cls)(path, **options)
 
