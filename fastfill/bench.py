@@ -619,19 +619,17 @@ def format_report(report: dict) -> str:
 
 
 def write_json(report: dict, path: str | Path) -> None:
-    """Write the report to ``path`` (asked for explicitly, so an existing file is replaced),
-    through a uniquely named temporary file in the same folder and an atomic rename."""
+    """Write the report to ``path`` (asked for explicitly, so an existing file is replaced)
+    through :func:`fastfill.io.atomic_write` (synced, usual mode, atomic rename)."""
+    from .io import atomic_write
+
     p = Path(path)
     if not p.parent.exists():
         raise InputError(f"cannot write {p}: folder {p.parent} does not exist")
     text = json.dumps(report, indent=2, default=_json_default) + "\n"
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as f:  # "x": never someone else's file
-            f.write(text)
-        os.replace(tmp, p)
+        atomic_write(p, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=True)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {p}: {e.strerror or e}") from None
 
 

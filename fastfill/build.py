@@ -29,9 +29,9 @@ from pathlib import Path
 from .engines import FORMATS
 from .engines.base import ModelMeta, read_meta
 from .engines.tensorrt import (INSTALL_TRT, SIDECAR_FORMAT, SIDECAR_VERSION, gpu_info,
-                               import_tensorrt, sha256_file, sidecar_path)
+                               import_tensorrt, sidecar_path)
 from .errors import BuildError, EngineError
-from .io import atomic_write
+from .io import atomic_write_bytes, sha256_file
 
 # Ops TensorRT runs natively; the exporter only emits these and the FP16 converter knows them all.
 TRT_OPS = frozenset({
@@ -202,7 +202,7 @@ def _write_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> None:
     """``data`` to ``path`` through :func:`fastfill.io.atomic_write` (usual mode, no clobber
     unless ``overwrite``)."""
     try:
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), overwrite=overwrite)
+        atomic_write_bytes(path, data, overwrite=overwrite)
     except FileExistsError:
         raise BuildError(f"{path} exists (use --force to replace it)") from None
 
@@ -301,7 +301,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
         "profiles": [p.as_dict() for p in profs],
         "onnx": str(onnx_path),
         "onnx_sha256": sha256_file(onnx_path),
-        "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(),
+        "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(),  # of the bytes about to be written
         "workspace_mb": workspace_mb,
     }
     _write_atomic(plan_path, plan_bytes, overwrite=overwrite)

@@ -19,6 +19,7 @@ Conventions (README "fastfill run"):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -408,6 +409,21 @@ def _read_umask() -> int:
 UMASK = _read_umask()
 # The mode of every file fastfill writes: what open() would give (tempfile.mkstemp gives 0600).
 FILE_MODE = 0o666 & ~UMASK
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, overwrite: bool) -> Path:
+    """``data`` to ``path`` through :func:`atomic_write` (FileExistsError when it exists and not
+    ``overwrite``)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), overwrite=overwrite)
 
 
 def atomic_write(path: str | Path, write_fn, *, overwrite: bool, suffix: str = ".tmp") -> Path:

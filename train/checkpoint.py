@@ -39,11 +39,6 @@ FORMAT = "fastfill-checkpoint"
 VERSION = 1
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` then rename over ``path`` (checkpoints are replaced as training goes on)."""
-    atomic_write(path, write, overwrite=True)
-
-
 def checkpoint_path(path) -> Path:
     """Normalise a checkpoint name: adds `.safetensors` when no suffix is given."""
     p = Path(path)
@@ -81,8 +76,9 @@ def save_checkpoint(path, *, models: dict, meta: dict, optimizers: dict | None =
     if "G" in models:
         full.setdefault("config", models["G"].config())
     text = json.dumps(full, indent=1, sort_keys=True, default=_json_default)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"fastfill": text}))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    # replaced as training goes on: overwrite
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"fastfill": text}), overwrite=True)
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"), overwrite=True)
     return path
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from fastfill.build import TRT_OPS
 from fastfill.engines import FORMATS
 from fastfill.engines.base import ModelMeta
-from fastfill.io import atomic_write
+from fastfill.io import atomic_write_bytes, sha256_file
 from fastfill.errors import FastfillError
 
 OPSET = 17
@@ -178,11 +178,11 @@ def model_meta(model: nn.Module, mean, provenance: dict, fill: str = "mean") -> 
 def sha256_path(path: str | Path) -> str:
     """sha256 of a file, or of every file under a directory (sorted relative names + contents)."""
     p = Path(path)
+    if not p.is_dir():
+        return sha256_file(p)
     h = hashlib.sha256()
-    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(str(f.relative_to(p)).encode() + b"\0")
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(p)).encode() + b"\0")
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
@@ -328,7 +328,7 @@ def _write_atomic(path: Path, data: bytes, *, overwrite: bool) -> None:
     """``data`` to ``path`` through :func:`fastfill.io.atomic_write` (usual mode, no clobber
     unless ``overwrite``)."""
     try:
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), overwrite=overwrite)
+        atomic_write_bytes(path, data, overwrite=overwrite)
     except FileExistsError:
         raise ExportError(f"{path} exists (pass overwrite=True / --force to replace it)") from None
 

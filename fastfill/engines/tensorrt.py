@@ -18,7 +18,6 @@ Nothing here is imported until a ``.plan`` is loaded; TensorRT and cuda-python a
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError, InputError
+from ..io import sha256_file
 from ..ops import padded_size
 from .base import EngineBase, ModelMeta, check_input
 
@@ -39,14 +39,6 @@ INSTALL_TRT = "pip install 'fastfill[trt]' (TensorRT 10 or newer and cuda-python
 def sidecar_path(plan: str | Path) -> Path:
     """``glcic.plan`` -> ``glcic.json`` (DESIGN.md §3)."""
     return Path(plan).with_suffix(".json")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _rebuild_hint(side: dict, plan: Path) -> str:
