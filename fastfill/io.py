@@ -42,6 +42,10 @@ FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif",
 # Other names accepted for them (--format jpg).
 FORMAT_ALIASES = {"JPG": "JPEG", "JPE": "JPEG", "TIF": "TIFF"}
 # Formats that store an alpha channel / 16-bit grey.
+# The only formats fastfill decodes (Pillow's `formats=`): raster images. Pillow would otherwise
+# pick a plugin from the content, and its EPS plugin runs Ghostscript on any PostScript file.
+DECODE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM", "TGA")  # JPEG includes MPO
+
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "GIF"})
 _WIDE_FORMATS = frozenset({"PNG", "TIFF"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -64,7 +68,7 @@ def normalize_format(fmt: str | None) -> str | None:
 def sniff_image(path: Path) -> str | None:
     """Pillow's format name if ``path`` is an image it can open (header only), else None."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=DECODE_FORMATS) as im:
             return im.format
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
             Image.DecompressionBombError):
@@ -119,12 +123,12 @@ def _why_not_image(p: Path) -> str:
     if size == 0:
         return "empty file, not an image"
     try:
-        with Image.open(p):
+        with Image.open(p, formats=DECODE_FORMATS):
             pass
     except Image.DecompressionBombError as e:
         return f"refused: {e}"
     except UnidentifiedImageError:
-        return "not an image (Pillow cannot identify its content)"
+        return f"not an image in a format fastfill reads ({', '.join(DECODE_FORMATS)})"
     except OSError as e:
         return f"cannot read ({e})"
     return "not an image"
@@ -191,7 +195,7 @@ class Decoded:
 def _open_oriented(path: Path) -> Image.Image:
     """Open, fully decode and apply EXIF orientation; errors become InputError with the reason."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=DECODE_FORMATS) as im:
             im.load()
             fmt = im.format
             out = ImageOps.exif_transpose(im)  # a copy (or the same image when no tag)

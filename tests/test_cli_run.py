@@ -295,3 +295,34 @@ def test_method_harmonic_needs_no_model(tree):
                              "-o", tree / "o3")
     assert code == 2 and "--method is not available with --ray" in stderr
     assert not (tree / "o2").exists() and not (tree / "o3").exists()
+
+
+def test_postscript_is_never_handed_to_ghostscript(tmp_path):
+    """A file whose content is PostScript (whatever its name) is refused as not an image of a
+    format fastfill reads; a `gs` first on PATH records any call, and there must be none."""
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir(), masks.mkdir()
+    Image.fromarray(_img(30, 41)).save(imgs / "ok.png")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
+    for name in ("evil.eps", "evil.png"):
+        (imgs / name).write_bytes(eps)
+    Image.fromarray(_mask(30, 41)).save(masks / "mask.png")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    called = tmp_path / "gs-was-called"
+    (bindir / "gs").write_text(f"#!/bin/sh\ntouch {called}\nexit 1\n")
+    (bindir / "gs").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    r = subprocess.run([sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", str(imgs),
+                        str(masks / "mask.png"), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    # evil.png (an image name) is one failed line; evil.eps is not taken for an image at all
+    assert "done 1" in r.stdout and "failed 1" in r.stdout
+    assert r.stderr.count("not an image in a format fastfill reads") == 1 and "evil.png" in r.stderr
+    assert not called.exists() and not (tmp_path / "out" / "evil.eps").exists()
+    # the same for the Python API's decoder
+    from fastfill import io
+    with pytest.raises(Exception, match="not an image|cannot identify"):
+        io.decode_image(imgs / "evil.png")
+    assert not called.exists()
