@@ -53,15 +53,18 @@ def info():
 # One table each, shared with the library (both modules import without onnxruntime or torch).
 _OUT_FORMATS = [f.lower() for f in (*FORMAT_SUFFIX, *FORMAT_ALIASES)]
 _BACKENDS = list(BACKENDS)
+# Upper bounds of the resource flags: beyond them a typo exhausts the machine (100000 threads
+# filled its process table) rather than doing more work.
+MAX_THREADS, MAX_JOBS, MAX_BATCH, MAX_WORKERS = 256, 64, 256, 1024
 
 
 def _engine_options(f):
     """--engine / --backend / --threads / --batch-size / --no-roi, shared by run and video."""
     f = click.option("--no-roi", is_flag=True,
                      help="Run the model on whole frames instead of crops around each hole.")(f)
-    f = click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+    f = click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=4, show_default=True,
                      help="Images or crops of the same size per model call.")(f)
-    f = click.option("--threads", type=click.IntRange(min=1), default=None,
+    f = click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
                      help="Engine threads (default: the back-end's choice).")(f)
     f = click.option("--backend", type=click.Choice(_BACKENDS), default=None,
                      help="Back-end for the model file (default: by suffix).")(f)
@@ -106,9 +109,9 @@ class _PathOrURI(click.Path):
 
 def _ray_options(f):
     """--ray / --address / --concurrency / --gpus-per-worker (fastfill.ray; extra `ray`)."""
-    f = click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0,
+    f = click.option("--gpus-per-worker", type=click.FloatRange(0, 64), default=0,
                      show_default=True, help="With --ray: GPUs per model worker.")(f)
-    f = click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+    f = click.option("--concurrency", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
                      help="With --ray: model workers (actors), each loads the engine once.")(f)
     f = click.option("--address", default=None, metavar="ADDR",
                      help="With --ray: the Ray cluster to join (implies --ray; default: "
@@ -131,7 +134,7 @@ def _ray_options(f):
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=min(4, os.cpu_count() or 1),
+@click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS), default=min(4, os.cpu_count() or 1),
               show_default=True, help="Decode/encode threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--method", type=click.Choice(["harmonic"]), default=None,
@@ -242,12 +245,12 @@ class _SizeType(click.ParamType):
               help="Also PyTorch eager on this training checkpoint (needs the `train` extra).")
 @click.option("--size", "sizes", multiple=True, type=_SizeType(),
               help="Image size WxH; repeatable [default: 512x512].")
-@click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1),
+@click.option("--batch", "batches", multiple=True, type=click.IntRange(1, MAX_BATCH),
               help="Images per call; repeatable [default: 1].")
 @click.option("--iters", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed iterations per configuration (at most; see --max-seconds).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
               help="Engine threads, the same for every target that has them (not TensorRT) "
                    "[default: the usable cores].")
 @click.option("--hole-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1,
@@ -337,8 +340,8 @@ def _import_train(module):
 @click.option("--sample-every", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Write samples/step_N.png (input | output | truth) every K steps (0 = never).")
 @click.option("--save-every", type=click.IntRange(min=1), default=5000, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader processes.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--workers", type=click.IntRange(0, MAX_JOBS), default=0, show_default=True, help="Data loader processes.")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue from a checkpoint (e.g. OUT/last.safetensors) exactly.")

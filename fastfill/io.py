@@ -85,6 +85,20 @@ class Candidate:
     error: str | None = None
 
 
+def regular_files(root: Path) -> list[Path]:
+    """The regular files under folder ``root``, recursively, sorted, hidden names skipped.
+
+    Only regular files: opening a FIFO or a device would block or read forever."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if not name.startswith(".") and p.is_file():
+                out.append(p)
+    return out
+
+
 def find_images(root: str | Path) -> list[Candidate]:
     """Every image under ``root`` (a file or a folder, recursive), sorted by relative path.
 
@@ -96,15 +110,10 @@ def find_images(root: str | Path) -> list[Candidate]:
         raise InputError(f"{root}: no such file or folder")
     if root.is_file():
         files = [(root, Path(root.name))]
+    elif not root.is_dir():
+        raise InputError(f"{root}: not a regular file or folder")
     else:
-        files = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                p = Path(dirpath) / name
-                files.append((p, p.relative_to(root)))
+        files = [(p, p.relative_to(root)) for p in regular_files(root)]
     out = []
     for p, rel in files:
         fmt = sniff_image(p)
@@ -146,15 +155,12 @@ class MaskIndex:
             raise InputError(f"{self.root}: no such mask file or folder")
         self.single = self.root if self.root.is_file() else None
         self._by_key: dict[tuple[str, str], list[Path]] = {}
+        if self.single is None and not self.root.is_dir():
+            raise InputError(f"{self.root}: not a regular file or folder")
         if self.single is None:
-            for dirpath, dirnames, filenames in os.walk(self.root):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                for name in filenames:
-                    if name.startswith("."):
-                        continue
-                    p = Path(dirpath) / name
-                    rel = p.relative_to(self.root)
-                    self._by_key.setdefault((rel.parent.as_posix(), p.stem), []).append(p)
+            for p in regular_files(self.root):
+                rel = p.relative_to(self.root)
+                self._by_key.setdefault((rel.parent.as_posix(), p.stem), []).append(p)
 
     def find(self, image_rel: Path) -> Path:
         """The mask for an image at ``image_rel`` (relative to the IMAGES root); InputError if none."""

@@ -357,13 +357,7 @@ def _find_videos(fs, root: str) -> list[tuple[str, str]]:
         if r.is_file():
             files = [(r.name, str(r))]
         else:
-            files = []
-            for dirpath, dirnames, filenames in os.walk(r):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if not name.startswith("."):
-                        q = Path(dirpath) / name
-                        files.append((q.relative_to(r).as_posix(), str(q)))
+            files = [(q.relative_to(r).as_posix(), str(q)) for q in fio.regular_files(r)]
     else:
         try:
             files = _list_files(fs, root)[0]

@@ -326,3 +326,12 @@ def test_postscript_is_never_handed_to_ghostscript(tmp_path):
     with pytest.raises(Exception, match="not an image|cannot identify"):
         io.decode_image(imgs / "evil.png")
     assert not called.exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--threads", "100000"), ("-j", "1000"), ("--batch-size", "100000"),
+                                        ("--concurrency", "100000")])
+def test_resource_flags_are_bounded(tree, flag, value):
+    code, _, stderr = invoke("run", "--engine", TINY, flag, value, tree / "images", tree / "masks",
+                             "-o", tree / "out")
+    assert code == 2 and "is not in the range" in stderr
+    assert not (tree / "out").exists()

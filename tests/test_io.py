@@ -300,3 +300,25 @@ def test_output_with_trailing_separator_is_a_folder(tmp_path):
         assert not io.single_output(tmp_path / "x.png", str(tmp_path / "results.d") + sep)
     tasks = io.plan_tasks(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.d")
     assert [t.out for t in tasks] == [tmp_path / "results.d"]  # no separator: the file itself
+
+
+def test_only_regular_files_are_candidates(tmp_path):
+    """A FIFO in the images or masks tree used to block the run before any work."""
+    import threading
+
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir(), masks.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(imgs / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / "a.png")
+    os.mkfifo(imgs / "b.png")
+    os.mkfifo(masks / "b.png")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        found=[c.rel.as_posix() for c in io.find_images(imgs)], mask=io.MaskIndex(masks).find(io.Path("a.png"))))
+    t.daemon = True
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "discovery blocked on a FIFO"
+    assert result["found"] == ["a.png"] and result["mask"].name == "a.png"
+    with pytest.raises(InputError, match="not a regular file or folder"):
+        io.find_images(imgs / "b.png")
