@@ -14,6 +14,7 @@ import click
 
 from .engines import BACKENDS
 from .errors import FastfillError
+from .inpainter import MAX_BATCH, MAX_THREADS
 from .io import FORMAT_ALIASES, FORMAT_SUFFIX
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -55,7 +56,7 @@ _OUT_FORMATS = [f.lower() for f in (*FORMAT_SUFFIX, *FORMAT_ALIASES)]
 _BACKENDS = list(BACKENDS)
 # Upper bounds of the resource flags: beyond them a typo exhausts the machine (100000 threads
 # filled its process table) rather than doing more work.
-MAX_THREADS, MAX_JOBS, MAX_BATCH, MAX_WORKERS = 256, 64, 256, 1024
+MAX_JOBS, MAX_WORKERS = 64, 1024
 
 
 def _engine_options(f):

@@ -45,6 +45,9 @@ from .errors import EngineError, FastfillError, InputError
 ROI_MAX_FRACTION = 0.6
 # Cell size (px) of the coarse grid on which hole regions are found (holes closer than this merge).
 ROI_CELL = 8
+# Bounds of the resource options (the CLI's flags use the same): past them a typo exhausts the
+# machine instead of doing more work.
+MAX_THREADS, MAX_BATCH = 256, 256
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,10 @@ class Inpainter:
 
     def __init__(self, engine=None, *, roi: bool = True, batch_size: int = 4,
                  threads: int | None = None, backend: str | None = None):
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise InputError(f"batch_size must be in [1, {MAX_BATCH}], got {batch_size}")
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise InputError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
         if engine is None or isinstance(engine, (str, Path)):
             from .engines import load_engine
 

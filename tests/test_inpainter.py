@@ -441,3 +441,13 @@ def test_batch_stage_timings(engine):
     assert all(t[k] > before[k] for k in t)
     for a, b in zip(outs, outs2):
         assert np.array_equal(a, b)
+
+
+def test_resource_options_are_bounded():
+    from fastfill import Inpainter
+    from fastfill.errors import InputError
+
+    with pytest.raises(InputError, match=r"threads must be in \[1, 256\]"):
+        Inpainter(threads=100000)
+    with pytest.raises(InputError, match=r"batch_size must be in \[1, 256\]"):
+        Inpainter(batch_size=0)
