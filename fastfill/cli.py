@@ -469,14 +469,31 @@ def build_cmd(onnx_file, output, fp16, profiles, timing_cache, workspace, fp16_m
     return EXIT_OK
 
 
+class _Terminated:
+    """SIGTERM is handled like Ctrl-C (the same clean-up of temporary files), with exit 143."""
+
+    seen = False
+
+    @classmethod
+    def handle(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv=None):
     """Entry point: run the click group, turning known errors into one line and an exit code."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, _Terminated.handle)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        pass
     try:
         # Commands return their exit code (0/1/2) so that this one place decides how to leave.
         rv = cli.main(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("terminated" if _Terminated.seen else "aborted", err=True)
+        sys.exit(143 if _Terminated.seen else 130)
     except click.ClickException as e:
         e.show()
         sys.exit(EXIT_USAGE)

@@ -430,6 +430,36 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _temp_pattern(name: str) -> "re.Pattern[str]":
+    # atomic_write's temporary names: "." + name + "." + mkstemp's 8 random characters + suffix
+    return re.compile(r"\." + re.escape(name) + r"\.[A-Za-z0-9_]{8}\.[A-Za-z0-9]+$")
+
+
+def remove_stale_temps(outputs) -> int:
+    """Remove the temporary files that an interrupted write to one of ``outputs`` left behind
+    (a run killed between write and rename); returns how many. Only names of atomic_write's own
+    pattern for these outputs are touched."""
+    by_dir: dict[Path, set[str]] = {}
+    for out in outputs:
+        out = Path(out)
+        by_dir.setdefault(out.parent, set()).add(out.name)
+    removed = 0
+    for folder, names in by_dir.items():
+        try:
+            entries = [e for e in os.listdir(folder) if e.startswith(".")]
+        except OSError:
+            continue
+        for e in entries:
+            stem = e[1:].rsplit(".", 2)[0] if e.count(".") >= 3 else None
+            if stem in names and _temp_pattern(stem).match(e) and (folder / e).is_file():
+                try:
+                    (folder / e).unlink()
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, overwrite: bool) -> Path:
     """``data`` to ``path`` through :func:`atomic_write` (FileExistsError when it exists and not
     ``overwrite``)."""
@@ -637,6 +667,7 @@ def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, inve
             else:
                 echo(f"failed: {task.image}: {reason}")
 
+    remove_stale_temps(t.out for t in tasks)
     todo: list[Task] = []
     for t in tasks:
         if t.error is None and not overwrite and t.out.exists():

@@ -335,3 +335,48 @@ def test_resource_flags_are_bounded(tree, flag, value):
                              "-o", tree / "out")
     assert code == 2 and "is not in the range" in stderr
     assert not (tree / "out").exists()
+
+
+def test_sigterm_cleans_up_and_exits_143_and_a_rerun_finishes(tmp_path):
+    import signal
+    import time
+
+    imgs, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    imgs.mkdir(), masks.mkdir()
+    yy, xx = np.mgrid[0:768, 0:768]
+    for i in range(40):
+        im = np.stack([(xx + i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+        Image.fromarray(im).save(imgs / f"{i:03d}.png", compress_level=1)
+    Image.fromarray(_mask(768, 768, (100, 100, 500, 600))).save(masks / "m.png")
+    cmd = [sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-j", "1", "-q",
+           str(imgs), str(masks / "m.png"), "-o", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.exists() and any(out.glob("*.png"))):
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    written = sorted(q.name for q in out.glob("*.png"))
+    if len(written) == 40:
+        pytest.skip("the run finished before SIGTERM arrived")
+    assert p.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    assert not [q for q in out.iterdir() if q.name.startswith(".")]  # no temporary files left
+    for name in written:  # every output that exists is whole
+        with Image.open(out / name) as im:
+            im.load()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"done {40 - len(written)}, skipped {len(written)}" in r.stdout
+
+
+def test_stale_temporary_files_of_a_killed_run_are_removed(tree):
+    out = tree / "out"
+    out.mkdir()
+    stale = out / ".a.png.k3j9x0q1.tmp"
+    stale.write_bytes(b"half")
+    unrelated = out / ".notes.txt.k3j9x0q1.tmp"
+    unrelated.write_bytes(b"not ours")
+    code, stdout, _ = invoke("run", "--engine", TINY, tree / "images", tree / "masks", "-o", out)
+    assert code == 0 and "done 3" in stdout
+    assert not stale.exists() and unrelated.exists()
