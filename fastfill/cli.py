@@ -172,6 +172,8 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
     if "://" in images or "://" in masks or "://" in output:
         raise click.UsageError("URIs (s3://..., file://...) need --ray")
     single_file = io.single_output(images, output)
+    if overwrite and os.path.realpath(output) == os.path.realpath(images):
+        raise click.UsageError("-o is IMAGES itself: --overwrite would replace the originals")
     tasks = io.plan_tasks(images, masks, output, fmt, single=single_file)
     out = Path(output)
     io.check_writable_dir(out.parent if single_file else out)

@@ -202,6 +202,12 @@ def _open_oriented(path: Path) -> Image.Image:
     """Open, fully decode and apply EXIF orientation; errors become InputError with the reason."""
     try:
         with Image.open(path, formats=DECODE_FORMATS) as im:
+            frames = getattr(im, "n_frames", 1)
+            # An MPO (a phone's JPEG) carries previews after its photo: the first frame is the image.
+            if frames > 1 and im.format != "MPO":
+                kind = "pages" if im.format == "TIFF" else "frames"
+                raise InputError(f"{frames} {kind} ({im.format}): fastfill fills single images only; "
+                                 f"split it first (every {kind[:-1]} would otherwise be lost but the first)")
             im.load()
             fmt = im.format
             out = ImageOps.exif_transpose(im)  # a copy (or the same image when no tag)
@@ -214,7 +220,7 @@ def _open_oriented(path: Path) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise InputError(f"refused: {e}") from None
     except UnidentifiedImageError:
-        raise InputError("not an image (Pillow cannot identify its content)") from None
+        raise InputError(f"not an image in a format fastfill reads ({', '.join(DECODE_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e) or type(e).__name__
         if "truncated" in msg.lower():
@@ -601,6 +607,11 @@ def plan_tasks(images: str | Path, masks: str | Path, output: str | Path,
     single_out = single_output(images, output) if single is None else single
     images, output = Path(images), Path(output)
     cands = find_images(images)
+    if not single_out and images.is_dir():
+        # An output folder inside IMAGES is not input: otherwise every run re-fills the last one's
+        # results (photos/out/out/out/...).
+        out_abs = Path(os.path.abspath(output))
+        cands = [c for c in cands if not Path(os.path.abspath(c.path)).is_relative_to(out_abs)]
     if not cands:
         raise InputError(f"no images found in {images}")
     index = MaskIndex(masks)

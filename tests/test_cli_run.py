@@ -380,3 +380,32 @@ def test_stale_temporary_files_of_a_killed_run_are_removed(tree):
     code, stdout, _ = invoke("run", "--engine", TINY, tree / "images", tree / "masks", "-o", out)
     assert code == 0 and "done 3" in stdout
     assert not stale.exists() and unrelated.exists()
+
+
+def test_output_inside_the_images_tree_is_not_input(tree):
+    out = tree / "images" / "out"
+    for _ in range(3):
+        code, stdout, _ = invoke("run", "--engine", TINY, "--overwrite", tree / "images", tree / "masks", "-o", out)
+        assert code == 0 and "done 3, skipped 0, failed 0" in stdout
+    assert not (out / "out").exists()
+    # -o IMAGES itself with --overwrite would replace the originals: refused, nothing touched
+    before = (tree / "images" / "a.png").read_bytes()
+    code, _, stderr = invoke("run", "--engine", TINY, "--overwrite", tree / "images", tree / "masks",
+                             "-o", tree / "images")
+    assert code == 2 and "would replace the originals" in stderr
+    assert (tree / "images" / "a.png").read_bytes() == before
+
+
+def test_animations_and_multipage_files_are_refused_not_truncated(tmp_path):
+    imgs, out = tmp_path / "images", tmp_path / "out"
+    imgs.mkdir()
+    frames = [Image.fromarray(_img(30, 41, k)) for k in range(3)]
+    frames[0].save(imgs / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(imgs / "pages.tiff", save_all=True, append_images=frames[1:])
+    frames[0].save(imgs / "one.gif")
+    Image.fromarray(_mask(30, 41)).save(tmp_path / "m.png")
+    code, stdout, stderr = invoke("run", "--engine", TINY, imgs, tmp_path / "m.png", "-o", out)
+    assert code == 1 and "done 1, skipped 0, failed 2" in stdout
+    assert "3 frames (GIF): fastfill fills single images only" in stderr
+    assert "3 pages (TIFF)" in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["one.gif"]
