@@ -230,11 +230,37 @@ def _open_oriented(path: Path) -> Image.Image:
         raise InputError(msg) from None
 
 
+def webp_is_lossless(path: str | Path) -> bool:
+    """True when the WebP file's image is VP8L (lossless); reads the RIFF chunk headers only."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+                return False
+            for _ in range(64):  # VP8X files put ICC/EXIF/ANIM chunks before the image
+                h = f.read(8)
+                if len(h) < 8:
+                    return False
+                fourcc, size = h[:4], struct.unpack("<I", h[4:])[0]
+                if fourcc in (b"VP8L", b"VP8 "):
+                    return fourcc == b"VP8L"
+                f.seek(size + (size & 1), 1)
+    except OSError:
+        return False
+    return False
+
+
 def decode_image(path: str | Path) -> Decoded:
     """Read an image file into RGB uint8 (see the module docstring for the conversions)."""
     im = _open_oriented(Path(path))
     fmt, mode = im.format, im.mode
     info = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
+    if fmt == "WEBP" and webp_is_lossless(path):
+        info["lossless"] = True  # written back lossless: the pixels outside the hole stay exact
+    if fmt == "TIFF" and im.info.get("compression"):
+        info["compression"] = im.info["compression"]
     exif = im.getexif()
     if len(exif):
         info["exif"] = exif.tobytes()
@@ -389,6 +415,10 @@ def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool 
     for k in ("icc_profile", "exif", "dpi"):
         if k in info and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
             kw[k] = info[k]
+    if fmt == "WEBP" and info.get("lossless"):
+        kw = {k: v for k, v in kw.items() if k != "quality"} | {"lossless": True, "quality": 100}
+    if fmt == "TIFF" and info.get("compression") in ("tiff_lzw", "tiff_adobe_deflate", "packbits", "raw"):
+        kw["compression"] = info["compression"]  # a lossless TIFF keeps its own compression
     if not overwrite and path.exists():
         raise InputError(f"{path} exists (use --overwrite to replace it)")
     try:

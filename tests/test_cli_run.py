@@ -409,3 +409,25 @@ def test_animations_and_multipage_files_are_refused_not_truncated(tmp_path):
     assert "3 frames (GIF): fastfill fills single images only" in stderr
     assert "3 pages (TIFF)" in stderr
     assert sorted(p.name for p in out.iterdir()) == ["one.gif"]
+
+
+def test_lossless_in_stays_lossless_out(tmp_path):
+    """A lossless WebP used to come back as lossy VP8 (97 % of the outside pixels changed)."""
+    from fastfill import io
+
+    imgs, out = tmp_path / "images", tmp_path / "out"
+    imgs.mkdir()
+    src = _img(40, 56, 3)
+    Image.fromarray(src).save(imgs / "a.webp", lossless=True)
+    Image.fromarray(src).save(imgs / "b.tiff", compression="tiff_lzw")
+    Image.fromarray(src).save(imgs / "c.webp", quality=80)  # lossy stays lossy
+    Image.fromarray(_mask(40, 56)).save(tmp_path / "m.png")
+    code, stdout, stderr = invoke("run", "--engine", TINY, imgs, tmp_path / "m.png", "-o", out)
+    assert code == 0, stderr
+    hole = _mask(40, 56) != 0
+    for name in ("a.webp", "b.tiff"):
+        got = np.asarray(Image.open(out / name).convert("RGB"))
+        np.testing.assert_array_equal(got[~hole], src[~hole])
+    assert io.webp_is_lossless(out / "a.webp") and not io.webp_is_lossless(out / "c.webp")
+    with Image.open(out / "b.tiff") as im:
+        assert im.info.get("compression") == "tiff_lzw"
