@@ -24,7 +24,7 @@ import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +390,33 @@ def restore_mode(result: np.ndarray, src: Decoded, mask: np.ndarray, fmt: str) -
     return img
 
 
+def output_is_whole(path: str | Path) -> bool:
+    """Cheap check that an existing output is a complete file: the end marker of PNG (IEND) and
+    JPEG (EOI), the RIFF length of WebP, a full decode for the other formats. fastfill itself
+    only ever renames verified files into place; this catches files cut short by anything else."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(12)
+            f.seek(max(0, size - 16))
+            tail = f.read()
+    except OSError:
+        return False
+    if head.startswith(b"\x89PNG"):
+        return b"IEND" in tail
+    if head.startswith(b"\xff\xd8"):
+        return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return int.from_bytes(head[4:8], "little") + 8 <= size
+    try:
+        with Image.open(p, formats=DECODE_FORMATS) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001 - any failure to decode means: not whole
+        return False
+
+
 def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool = False,
                quality: int = 95, info: dict | None = None) -> None:
     """Write atomically: encode to a temporary file in the same folder, then rename.
@@ -426,9 +453,22 @@ def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool 
     except OSError as e:
         raise InputError(f"cannot create folder {path.parent}: {e.strerror or e}") from None
 
+    # Encode in memory, then write and check the byte count: a full disk or a file-size limit can
+    # leave an encoder's file short without an error, and a short file must never be renamed in.
+    import io as _bytes_io
+
+    buf = _bytes_io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    data = buf.getbuffer()
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            img.save(f, format=fmt, **kw)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        size = os.stat(tmp).st_size
+        if size != len(data):
+            raise OSError(f"short write: {size} of {len(data)} bytes on disk")
 
     try:
         atomic_write(path, write, overwrite=overwrite)
@@ -590,6 +630,7 @@ class Task:
     out: Path
     format: str  # output format (Pillow name)
     error: str | None = None  # set when the task failed before decoding
+    replace_incomplete: bool = False  # the output exists but is cut short: replace it
 
 
 @dataclass
@@ -712,8 +753,12 @@ def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, inve
     todo: list[Task] = []
     for t in tasks:
         if t.error is None and not overwrite and t.out.exists():
-            summary.skipped += 1
-            continue
+            if output_is_whole(t.out):
+                summary.skipped += 1
+                continue
+            # not written by fastfill (it renames only verified files): redo it
+            echo(f"redoing {t.out}: the existing file is incomplete")
+            t = replace(t, replace_incomplete=True)
         todo.append(t)
 
     bar = tqdm(total=len(todo), unit="img", disable=(not progress) if progress is not None else None,
@@ -739,8 +784,8 @@ def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, inve
     def encode(task: Task, result, src: Decoded, mask):
         try:
             img = restore_mode(result, src, mask, task.format)
-            save_image(img, task.out, task.format, overwrite=overwrite, quality=quality,
-                       info=src.info)
+            save_image(img, task.out, task.format, overwrite=overwrite or task.replace_incomplete,
+                       quality=quality, info=src.info)
         except InputError as e:
             fail(task, str(e))
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the run

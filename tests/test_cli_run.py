@@ -431,3 +431,35 @@ def test_lossless_in_stays_lossless_out(tmp_path):
     assert io.webp_is_lossless(out / "a.webp") and not io.webp_is_lossless(out / "c.webp")
     with Image.open(out / "b.tiff") as im:
         assert im.info.get("compression") == "tiff_lzw"
+
+
+def test_a_write_cut_short_is_a_failure_and_a_cut_output_is_redone(tree):
+    """Under a file-size limit (RLIMIT_FSIZE in the child), the write used to be renamed into
+    place and counted done; now the file fails, nothing is left, and a re-run does it."""
+    import resource
+
+    out = tree / "big"
+    imgs = tree / "bigimgs"
+    imgs.mkdir()
+    yy, xx = np.mgrid[0:400, 0:400]
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(imgs / "a.png")  # ~480 kB: over the limit below
+    Image.fromarray(_mask(400, 400, (10, 10, 50, 50))).save(tree / "bm.png")
+    cmd = [sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-q", str(imgs),
+           str(tree / "bm.png"), "-o", str(out)]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    assert r.returncode == 1, r.stderr
+    assert "failed 1" in r.stdout and "a.png" in r.stderr
+    assert not out.exists() or not list(out.iterdir())  # no output, no temporary file
+    # a truncated output left by something else is not trusted: redone
+    out.mkdir(exist_ok=True)
+    good = subprocess.run(cmd[:-2] + ["-o", str(tree / "ref")], capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0
+    (out / "a.png").write_bytes((tree / "ref" / "a.png").read_bytes()[:4096])
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "done 1, skipped 0" in r.stdout and "incomplete" in r.stderr
+    assert (out / "a.png").read_bytes() == (tree / "ref" / "a.png").read_bytes()
