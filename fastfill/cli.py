@@ -138,11 +138,13 @@ def _ray_options(f):
 @click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS), default=min(4, os.cpu_count() or 1),
               show_default=True, help="Decode/encode threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=None, metavar="N",
+              help="Refuse images (and masks) over N pixels, from their header [default: 50000000].")
 @click.option("--method", type=click.Choice(["harmonic"]), default=None,
               help="No model: a classical fill (harmonic: Laplace's equation inside each hole).")
 @_ray_options
 def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi, invert,
-        threshold, resize_mask, dilate, fmt, quality, overwrite, jobs, quiet, method, use_ray, address,
+        threshold, resize_mask, dilate, fmt, quality, overwrite, jobs, quiet, max_pixels, method, use_ray, address,
         concurrency, gpus_per_worker):
     """Fill the masked regions of IMAGES (a file or folder) with MASKS (a file or folder).
 
@@ -159,8 +161,8 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
     if use_ray or address:
         from . import ray as fray
 
-        if method:
-            raise click.UsageError("--method is not available with --ray yet")
+        if method or max_pixels:
+            raise click.UsageError(f"{'--method' if method else '--max-pixels'} is not available with --ray yet")
         summary = fray.run_files(
             images, masks, output, engine=engine_path, backend=backend, threads=threads,
             roi=not no_roi, batch_size=batch_size, fmt=fmt, overwrite=overwrite, invert=invert,
@@ -181,7 +183,8 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
         summary = io.process_files(
             inp, tasks, overwrite=overwrite, invert=invert, threshold=threshold,
             resize_mask=resize_mask, dilate=dilate, quality=quality, jobs=jobs,
-            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True))
+            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True),
+            max_pixels=max_pixels)
     click.echo(summary.line())
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 

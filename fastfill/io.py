@@ -42,6 +42,10 @@ FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif",
 # Other names accepted for them (--format jpg).
 FORMAT_ALIASES = {"JPG": "JPEG", "JPE": "JPEG", "TIF": "TIFF"}
 # Formats that store an alpha channel / 16-bit grey.
+# Images above this many pixels are refused before decoding (--max-pixels): a 285 kB PNG can hold
+# 100 megapixels (1.2 GB decoded). Well under Pillow's own error limit (~179 M), which stays on.
+DEFAULT_MAX_PIXELS = 50_000_000
+
 # The only formats fastfill decodes (Pillow's `formats=`): raster images. Pillow would otherwise
 # pick a plugin from the content, and its EPS plugin runs Ghostscript on any PostScript file.
 DECODE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM", "TGA")  # JPEG includes MPO
@@ -65,10 +69,20 @@ def normalize_format(fmt: str | None) -> str | None:
 
 # -- discovery and pairing ----------------------------------------------------------------------
 
+def _open(path) -> Image.Image:
+    """Image.open on the allowed formats, without Pillow's size warning (fastfill checks sizes
+    itself, against --max-pixels)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path, formats=DECODE_FORMATS)
+
+
 def sniff_image(path: Path) -> str | None:
     """Pillow's format name if ``path`` is an image it can open (header only), else None."""
     try:
-        with Image.open(path, formats=DECODE_FORMATS) as im:
+        with _open(path) as im:
             return im.format
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
             Image.DecompressionBombError):
@@ -132,7 +146,7 @@ def _why_not_image(p: Path) -> str:
     if size == 0:
         return "empty file, not an image"
     try:
-        with Image.open(p, formats=DECODE_FORMATS):
+        with _open(p):
             pass
     except Image.DecompressionBombError as e:
         return f"refused: {e}"
@@ -198,10 +212,16 @@ class Decoded:
         return self.rgb.shape[0], self.rgb.shape[1]
 
 
-def _open_oriented(path: Path) -> Image.Image:
-    """Open, fully decode and apply EXIF orientation; errors become InputError with the reason."""
+def _open_oriented(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """Open, fully decode and apply EXIF orientation; errors become InputError with the reason.
+    Images over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) are refused from their header."""
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     try:
-        with Image.open(path, formats=DECODE_FORMATS) as im:
+        with _open(path) as im:
+            w, h = im.size
+            if w * h > limit:
+                raise InputError(f"{w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
+                                 f"{limit / 1e6:g} (--max-pixels)")
             frames = getattr(im, "n_frames", 1)
             # An MPO (a phone's JPEG) carries previews after its photo: the first frame is the image.
             if frames > 1 and im.format != "MPO":
@@ -252,9 +272,10 @@ def webp_is_lossless(path: str | Path) -> bool:
     return False
 
 
-def decode_image(path: str | Path) -> Decoded:
-    """Read an image file into RGB uint8 (see the module docstring for the conversions)."""
-    im = _open_oriented(Path(path))
+def decode_image(path: str | Path, max_pixels: int | None = None) -> Decoded:
+    """Read an image file into RGB uint8 (see the module docstring for the conversions); one over
+    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) is an InputError."""
+    im = _open_oriented(Path(path), max_pixels)
     fmt, mode = im.format, im.mode
     info = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
     if fmt == "WEBP" and webp_is_lossless(path):
@@ -291,14 +312,14 @@ def decode_image(path: str | Path) -> Decoded:
 
 def decode_mask(path: str | Path, size: tuple[int, int] | None = None, *, invert: bool = False,
                 threshold: int = 128, resize: bool = False, dilate: int = 0,
-                image_name: str | None = None) -> np.ndarray:
+                image_name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Read a mask file into bool ``[H, W]`` (True = fill).
 
     ``size`` = the image's (height, width): a mask of another size is an InputError unless
     ``resize`` (then it is resized smoothly and thresholded). ``dilate`` grows the hole by that
     many pixels in every direction.
     """
-    im = _open_oriented(Path(path))
+    im = _open_oriented(Path(path), max_pixels)
     g = mask_to_gray(im)
     if size is not None and g.shape != tuple(size):
         h, w = size
@@ -410,7 +431,7 @@ def output_is_whole(path: str | Path) -> bool:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return int.from_bytes(head[4:8], "little") + 8 <= size
     try:
-        with Image.open(p, formats=DECODE_FORMATS) as im:
+        with _open(p) as im:
             im.load()
         return True
     except Exception:  # noqa: BLE001 - any failure to decode means: not whole
@@ -721,7 +742,7 @@ def _format_for_suffix(suffix: str) -> str | None:
 def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, invert: bool = False,
                   threshold: int = 128, resize_mask: bool = False, dilate: int = 0,
                   quality: int = 95, jobs: int = 2, progress: bool | None = None,
-                  echo=None) -> Summary:
+                  echo=None, max_pixels: int | None = None) -> Summary:
     """Decode, fill and write every task; one line per failed file through ``echo``.
 
     Decoding runs on ``jobs`` threads ahead of the model (bounded), inference in
@@ -775,9 +796,10 @@ def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, inve
     todo = [t for t in todo if t.error is None]
 
     def decode(task: Task):
-        src = decode_image(task.image)
+        src = decode_image(task.image, max_pixels)
         mask = decode_mask(task.mask, src.size, invert=invert, threshold=threshold,
-                           resize=resize_mask, dilate=dilate, image_name=f"image {task.image}")
+                           resize=resize_mask, dilate=dilate, image_name=f"image {task.image}",
+                           max_pixels=max_pixels)
         inpainter.check(src.rgb, mask)  # e.g. a fixed-size model and an image of another size
         return src, mask
 

@@ -463,3 +463,22 @@ def test_a_write_cut_short_is_a_failure_and_a_cut_output_is_redone(tree):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "done 1, skipped 0" in r.stdout and "incomplete" in r.stderr
     assert (out / "a.png").read_bytes() == (tree / "ref" / "a.png").read_bytes()
+
+
+def test_max_pixels_refuses_from_the_header_with_one_line(tmp_path):
+    """A small PNG of many pixels (a decompression bomb) is refused before decoding, without
+    Pillow's warning; the limit is an option."""
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    Image.new("L", (9000, 9000)).save(imgs / "bomb.png")  # 81 megapixels, ~80 kB
+    Image.fromarray(_img(30, 41)).save(imgs / "ok.png")
+    Image.fromarray(_mask(30, 41)).save(tmp_path / "m.png")
+    r = subprocess.run([sys.executable, "-W", "default", "-m", "fastfill.cli", "run", "--method", "harmonic",
+                        "--resize-mask", "-q", str(imgs), str(tmp_path / "m.png"), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "done 1, skipped 0, failed 1" in r.stdout
+    assert "9000x9000 = 81.0 megapixels, over the limit of 50 (--max-pixels)" in r.stderr
+    assert "Warning" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    code, stdout, stderr = invoke("run", "--method", "harmonic", "--max-pixels", "1000", imgs / "ok.png",
+                                  tmp_path / "m.png", "-o", tmp_path / "o2.png")
+    assert code == 1 and "over the limit of 0.001" in stderr
