@@ -243,6 +243,8 @@ class Inpainter:
                 or np.issubdtype(mask.dtype, np.floating)):
             raise InputError(f"mask must be bool or numbers (uint8 usually; nonzero = fill), "
                              f"got {mask.dtype}")
+        if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
+            raise InputError("mask has NaN or infinite values (nonzero = fill cannot say what they mean)")
         if mask.shape != image.shape[:2]:
             raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but image is "
                              f"{image.shape[1]}x{image.shape[0]}")

@@ -451,3 +451,13 @@ def test_resource_options_are_bounded():
         Inpainter(threads=100000)
     with pytest.raises(InputError, match=r"batch_size must be in \[1, 256\]"):
         Inpainter(batch_size=0)
+
+
+def test_mask_with_nan_is_refused():
+    from fastfill import Inpainter
+    from fastfill.errors import InputError
+
+    m = np.zeros((16, 16), np.float32)
+    m[3, 3] = np.nan
+    with Inpainter(roi=False) as ip, pytest.raises(InputError, match="NaN or infinite"):
+        ip(np.zeros((16, 16, 3), np.uint8), m)
