@@ -376,3 +376,22 @@ def test_cli_plan_with_threads_is_exit_2_and_one_line(tmp_path, monkeypatch):
                              "-o", tmp_path / "out.png")
     assert code == 2 and "takes no 'threads' option" in stderr
     assert "internal error" not in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_output_shape_breaking_the_contract_is_refused_at_load(tmp_path):
+    """A model returning 4 channels used to fail at the first inference as an internal error."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    meta = ModelMeta("glcic", (0.5, 0.5, 0.5), channels=4)
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4, "H", "W"])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 4, "H", "W"])
+    g = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "id4", [inp], [out])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    for k, v in meta.to_onnx_metadata().items():
+        m.metadata_props.add(key=k, value=v)
+    path = tmp_path / "four.onnx"
+    onnx.save(m, path)
+    with pytest.raises(EngineError, match=r"breaks the model contract: .*output \['N', 4, 'H', 'W'\] \[N, 3, H, W\]"):
+        load_engine(path)
+    assert load_engine(TINY).meta.channels == 4  # the real one loads

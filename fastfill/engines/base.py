@@ -143,6 +143,19 @@ def shape_problem(meta: ModelMeta, shape) -> str | None:
     return None
 
 
+def check_io_shapes(source, meta: ModelMeta, in_shape, out_shape) -> None:
+    """The model contract at load time (DESIGN §3): input [N, channels, H, W] and output
+    [N, 3, H, W]; symbolic dimensions pass. An EngineError names both shapes otherwise."""
+    def bad(shape, channels):
+        if shape is None or len(shape) != 4:
+            return True
+        return isinstance(shape[1], int) and shape[1] != channels
+
+    if bad(in_shape, meta.channels) or bad(out_shape, 3):
+        raise EngineError(f"{source}: breaks the model contract: input {list(in_shape or [])} should be "
+                          f"[N, {meta.channels}, H, W] and output {list(out_shape or [])} [N, 3, H, W]")
+
+
 def check_input(meta: ModelMeta, x: np.ndarray) -> np.ndarray:
     """Validate an engine input against the model's contract; returns a C-contiguous float32 array."""
     if not isinstance(x, np.ndarray):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError
-from .base import EngineBase, check_input, read_meta
+from .base import EngineBase, check_input, check_io_shapes, read_meta
 
 # device name -> the execution providers asked for, best first (CPU is always appended last).
 PROVIDERS = {
@@ -107,6 +107,8 @@ class OrtEngine(EngineBase):
         if names_in != ["input"] or names_out[:1] != ["output"]:
             raise EngineError(f"{self.path}: expected one input 'input' and output 'output', got "
                               f"{names_in} -> {names_out}")
+        check_io_shapes(self.path, self.meta, self.session.get_inputs()[0].shape,
+                        self.session.get_outputs()[0].shape)
         self._ort = ort
 
     def infer(self, x: np.ndarray) -> np.ndarray:
