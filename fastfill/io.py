@@ -70,12 +70,12 @@ def normalize_format(fmt: str | None) -> str | None:
 # -- discovery and pairing ----------------------------------------------------------------------
 
 def _open(path) -> Image.Image:
-    """Image.open on the allowed formats, without Pillow's size warning (fastfill checks sizes
-    itself, against --max-pixels)."""
+    """Image.open on the allowed formats, quietly: fastfill checks sizes itself (--max-pixels), and
+    damaged metadata is reported by the decoder as one note, not as Pillow's warnings."""
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore")
         return Image.open(path, formats=DECODE_FORMATS)
 
 
@@ -205,6 +205,7 @@ class Decoded:
     alpha: np.ndarray | None = None  # uint8 [H, W] if the source had transparency
     gray16: np.ndarray | None = None  # uint16 [H, W] if the source was 16-bit grey
     info: dict = field(default_factory=dict)  # icc_profile / exif / dpi carried to the output
+    note: str | None = None  # something about the file worth one line (e.g. metadata dropped)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -275,16 +276,26 @@ def webp_is_lossless(path: str | Path) -> bool:
 def decode_image(path: str | Path, max_pixels: int | None = None) -> Decoded:
     """Read an image file into RGB uint8 (see the module docstring for the conversions); one over
     ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) is an InputError."""
-    im = _open_oriented(Path(path), max_pixels)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        # Damaged metadata must not cost the pixels: Pillow warns and decodes; the EXIF is dropped.
+        warnings.simplefilter("always")
+        im = _open_oriented(Path(path), max_pixels)
+        exif = im.getexif()
+        exif_bytes = exif.tobytes() if len(exif) else None
+    damaged = [str(w.message).strip() for w in caught if "exif" in str(w.message).lower()]
     fmt, mode = im.format, im.mode
     info = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
     if fmt == "WEBP" and webp_is_lossless(path):
         info["lossless"] = True  # written back lossless: the pixels outside the hole stay exact
     if fmt == "TIFF" and im.info.get("compression"):
         info["compression"] = im.info["compression"]
-    exif = im.getexif()
-    if len(exif):
-        info["exif"] = exif.tobytes()
+    note = None
+    if damaged:
+        note = f"damaged EXIF dropped, pixels kept ({damaged[0]})"
+    elif exif_bytes:
+        info["exif"] = exif_bytes
     alpha = gray16 = None
     if mode in _SIXTEEN_BIT_MODES:
         a = np.asarray(im)
@@ -307,7 +318,7 @@ def decode_image(path: str | Path, max_pixels: int | None = None) -> Decoded:
         else:  # L, 1, P, CMYK, YCbCr, LAB, F, ...
             rgb = np.asarray(im.convert("RGB"))
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    return Decoded(rgb=rgb, format=fmt, mode=mode, alpha=alpha, gray16=gray16, info=info)
+    return Decoded(rgb=rgb, format=fmt, mode=mode, alpha=alpha, gray16=gray16, info=info, note=note)
 
 
 def decode_mask(path: str | Path, size: tuple[int, int] | None = None, *, invert: bool = False,
@@ -771,6 +782,13 @@ def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, inve
                 echo(f"failed: {task.image}: {reason}")
 
     remove_stale_temps(t.out for t in tasks)
+    def note(task: Task, text: str):
+        with lock:
+            if bar_on:
+                bar.write(f"note: {task.image}: {text}", file=sys.stderr)
+            else:
+                echo(f"note: {task.image}: {text}")
+
     todo: list[Task] = []
     for t in tasks:
         if t.error is None and not overwrite and t.out.exists():
@@ -797,6 +815,8 @@ def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, inve
 
     def decode(task: Task):
         src = decode_image(task.image, max_pixels)
+        if src.note:
+            note(task, src.note)
         mask = decode_mask(task.mask, src.size, invert=invert, threshold=threshold,
                            resize=resize_mask, dilate=dilate, image_name=f"image {task.image}",
                            max_pixels=max_pixels)

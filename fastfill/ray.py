@@ -27,6 +27,7 @@ Ray is imported lazily: ``import fastfill.ray`` works without it, the first call
 from __future__ import annotations
 
 import json
+import dataclasses
 import os
 import pickle
 import posixpath
@@ -454,9 +455,9 @@ def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, invert=False, thr
                     except InputError as e:
                         raise InputError(str(e).replace(local_m, msk)) from None
                     rgb, mask = dec.rgb, m.view(np.uint8)
-                    src = pickle.dumps({"format": dec.format, "mode": dec.mode,
-                                        "alpha": dec.alpha, "gray16": dec.gray16,
-                                        "info": dec.info}, protocol=pickle.HIGHEST_PROTOCOL)
+                    # every field but the pixels, whatever fields Decoded has
+                    src = pickle.dumps({f.name: getattr(dec, f.name) for f in dataclasses.fields(dec)
+                                        if f.name != "rgb"}, protocol=pickle.HIGHEST_PROTOCOL)
                 except InputError as e:
                     errors[i] = str(e)
                 except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
@@ -529,8 +530,7 @@ def _write_batch(batch: dict, *, fs_out=None, overwrite=False, quality=95) -> di
                 try:
                     s = pickle.loads(batch["src"][i])
                     result = np.asarray(batch["rgb"][i])
-                    src = fio.Decoded(rgb=result, format=s["format"], mode=s["mode"],
-                                      alpha=s["alpha"], gray16=s["gray16"], info=s["info"])
+                    src = fio.Decoded(rgb=result, **s)
                     fmt = str(batch["format"][i])
                     img = fio.restore_mode(result, src, np.asarray(batch["hole"][i]), fmt)
                     if fs_out is None:

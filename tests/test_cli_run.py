@@ -482,3 +482,18 @@ def test_max_pixels_refuses_from_the_header_with_one_line(tmp_path):
     code, stdout, stderr = invoke("run", "--method", "harmonic", "--max-pixels", "1000", imgs / "ok.png",
                                   tmp_path / "m.png", "-o", tmp_path / "o2.png")
     assert code == 1 and "over the limit of 0.001" in stderr
+
+
+def test_damaged_exif_costs_the_metadata_not_the_pixels(tmp_path):
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    Image.fromarray(_img(30, 41)).save(imgs / "a.jpg", exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff\x01\x02junk")
+    Image.fromarray(_mask(30, 41)).save(tmp_path / "m.png")
+    r = subprocess.run([sys.executable, "-W", "default", "-m", "fastfill.cli", "run", "--method", "harmonic", "-q",
+                        str(imgs), str(tmp_path / "m.png"), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "done 1" in r.stdout
+    assert "note: " in r.stderr and "damaged EXIF dropped, pixels kept" in r.stderr
+    assert "Warning" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    with Image.open(tmp_path / "out" / "a.jpg") as im:
+        assert im.size == (41, 30)
