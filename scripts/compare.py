@@ -67,6 +67,9 @@ def run_setting(cfg, args):
     outs["harmonic (fastfill)"] = ops.fill(images, masks.astype(np.uint8), "harmonic")
     if cfg["ce"] and args.ce:
         outs["Context Encoder"], _, _ = model_fill(args.ce, images, masks)
+    for spec in args.model:  # more models, each a row: NAME=PATH
+        name, path = spec.split("=", 1)
+        outs[name], _, _ = model_fill(path, images, masks)
     outs[MODEL] = glcic
     table = {}
     for name, out in outs.items():
@@ -97,6 +100,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--glcic", required=True, help="GLCIC model (.onnx or checkpoint)")
     ap.add_argument("--ce", help="Context Encoder checkpoint (optional)")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                    help="another model (.onnx or checkpoint) as a row of its own; repeatable")
     ap.add_argument("--data", required=True, help="validation photos (never trained on)")
     ap.add_argument("--crops", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
