@@ -302,16 +302,16 @@ class TorchEngine:
         from train.checkpoint import load_for_inference
 
         path, model, meta = load_for_inference(checkpoint, EngineError)
-        self._init(model, meta.get("mean") or (0.5, 0.5, 0.5), threads, str(path))
+        self._init(model, meta.get("mean") or (0.5, 0.5, 0.5), threads, str(path), meta.get("fill", "mean"))
 
     @classmethod
     def from_model(cls, model, mean=(0.5, 0.5, 0.5), threads: int | None = None,
-                   source: str = "model"):
+                   source: str = "model", fill: str = "mean"):
         self = cls.__new__(cls)
-        self._init(model, mean, threads, source)
+        self._init(model, mean, threads, source, fill)
         return self
 
-    def _init(self, model, mean, threads, source):
+    def _init(self, model, mean, threads, source, fill="mean"):
         import torch
         from train.export import model_meta
 
@@ -319,7 +319,7 @@ class TorchEngine:
         if threads is not None:
             torch.set_num_threads(int(threads))
         self.model = model.eval()
-        self.meta = model_meta(self.model, mean, {"source": source})
+        self.meta = model_meta(self.model, mean, {"source": source}, fill)  # fed as the export is
         self.kind = self.meta.kind
         self.path = source
 
