@@ -108,8 +108,9 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
         raise InputError(f"output {dst} is the input")
     try:
         inp_c = av.open(str(src))
-    except (av.error.FFmpegError, OSError) as e:
-        raise InputError(f"{src}: cannot open as a video ({e})") from None
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
+        # UnicodeDecodeError: PyAV decodes the container's metadata tags as UTF-8
+        raise InputError(f"{src}: cannot open as a video ({type(e).__name__}: {e})") from None
     stats = VideoStats()
     t0 = time.perf_counter()
     try:
@@ -191,7 +192,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
             raise
         except OSError as e:
             raise InputError(f"cannot write to {dst}: {e.strerror or e}") from None
-    except av.error.FFmpegError as e:
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
         raise InputError(f"{src}: video error ({e})") from None
     finally:
         inp_c.close()

@@ -395,3 +395,19 @@ def test_output_shape_breaking_the_contract_is_refused_at_load(tmp_path):
     with pytest.raises(EngineError, match=r"breaks the model contract: .*output \['N', 4, 'H', 'W'\] \[N, 3, H, W\]"):
         load_engine(path)
     assert load_engine(TINY).meta.channels == 4  # the real one loads
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"meta": "glcic"}, "'meta' is a str, expected a dict"),
+    ({"profiles": "1x4x64x64"}, "'profiles' is a str, expected a list"),
+    ({"profiles": ["x"]}, "a profile is a str"),
+    ({"plan_sha256": 5}, "'plan_sha256' is a int"),
+])
+def test_sidecar_values_of_the_wrong_type_are_one_line(tmp_path, monkeypatch, change, match):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    plan, side = _fake_plan(tmp_path)
+    side.update(change)
+    plan.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(EngineError, match=match) as ei:
+        load_engine(plan)
+    assert "bad sidecar" in str(ei.value) and "\n" not in str(ei.value)

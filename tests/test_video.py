@@ -176,3 +176,26 @@ def test_per_frame_masks_outside_the_clip_warn(tmp_path):
     u = os.umask(0o022)
     os.umask(u)
     assert out.stat().st_mode & 0o777 == 0o666 & ~u  # not mkstemp's 0600
+
+
+def test_corrupted_metadata_header_is_one_line(tmp_path):
+    """An AVI whose title tag is not UTF-8 made PyAV raise UnicodeDecodeError (an internal error)."""
+    src = tmp_path / "t.avi"
+    with av.open(str(src), "w") as c:
+        c.metadata["title"] = "HELLOTITLE"
+        s = c.add_stream("mjpeg", rate=5)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuvj420p"
+        for _ in range(3):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    data = src.read_bytes()
+    i = data.find(b"HELLOTITLE")
+    assert i > 0
+    src.write_bytes(data[:i] + b"\xff\xfe\xfd\xfc\xc3\x28" + data[i + 6:])
+    m = tmp_path / "m.png"
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(m)
+    code, _, stderr = invoke("video", src, "--mask", m, "-o", tmp_path / "out.avi")
+    assert code in (1, 2) and "cannot open as a video" in stderr and "internal error" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "out.avi").exists()

@@ -94,7 +94,7 @@ class ModelMeta:
             )
         except EngineError:
             raise
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise EngineError(f"{source}: bad fastfill metadata ({type(e).__name__}: {e})") from None
 
     # -- JSON (the .plan sidecar) ------------------------------------------------------------

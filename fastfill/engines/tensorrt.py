@@ -67,9 +67,14 @@ def read_sidecar(plan: str | Path) -> dict:
                     "plan_sha256"):
             if key not in side:
                 raise ValueError(f"no {key!r}")
+        for key, kind in (("meta", dict), ("profiles", list), ("plan_sha256", str)):
+            if not isinstance(side[key], kind):
+                raise ValueError(f"{key!r} is a {type(side[key]).__name__}, expected a {kind.__name__}")
         for p in side["profiles"]:
+            if not isinstance(p, dict):
+                raise ValueError(f"a profile is a {type(p).__name__}, expected an object")
             for k in ("min", "opt", "max"):
-                if len(p[k]) != 4:
+                if not isinstance(p[k], list) or len(p[k]) != 4:
                     raise ValueError(f"profile {k} {p[k]!r} is not [N, C, H, W]")
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise EngineError(f"{plan}: bad sidecar {sp.name} ({e}); rebuild: fastfill build model.onnx "
