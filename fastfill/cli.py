@@ -158,24 +158,25 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
     fmt = io.normalize_format(fmt)
     if method and (engine_path or backend):
         raise click.UsageError("--method replaces the model: drop --engine/--backend")
+    if overwrite and "://" not in output and os.path.realpath(output) == os.path.realpath(images):
+        raise click.UsageError("-o is IMAGES itself: --overwrite would replace the originals")
     if use_ray or address:
         from . import ray as fray
 
-        if method or max_pixels:
-            raise click.UsageError(f"{'--method' if method else '--max-pixels'} is not available with --ray yet")
+        if method:
+            raise click.UsageError("--method is not available with --ray yet")
         summary = fray.run_files(
             images, masks, output, engine=engine_path, backend=backend, threads=threads,
             roi=not no_roi, batch_size=batch_size, fmt=fmt, overwrite=overwrite, invert=invert,
             threshold=threshold, resize_mask=resize_mask, dilate=dilate, quality=quality,
             address=address, concurrency=concurrency, gpus_per_worker=gpus_per_worker,
-            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True))
+            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True),
+            max_pixels=max_pixels)
         click.echo(summary.line())
         return EXIT_SOME_FAILED if summary.failed else EXIT_OK
     if "://" in images or "://" in masks or "://" in output:
         raise click.UsageError("URIs (s3://..., file://...) need --ray")
     single_file = io.single_output(images, output)
-    if overwrite and os.path.realpath(output) == os.path.realpath(images):
-        raise click.UsageError("-o is IMAGES itself: --overwrite would replace the originals")
     tasks = io.plan_tasks(images, masks, output, fmt, single=single_file)
     out = Path(output)
     io.check_writable_dir(out.parent if single_file else out)

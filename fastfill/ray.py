@@ -260,7 +260,13 @@ def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = Fal
         exist = _exist_many(fs_o, outs)
         for r in p.images:
             if not r["error"] and r["out"] in exist:
-                p.skipped += 1
+                # a local output cut short by something else is redone (fastfill renames only
+                # verified files into place); objects in a store are whole by construction
+                if fs_o is None and not fio.output_is_whole(r["out"]):
+                    r["replace"] = True
+                    keep.append(r)
+                else:
+                    p.skipped += 1
             else:
                 keep.append(r)
         p.images = keep
@@ -289,8 +295,10 @@ def _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, have_videos,
         files = [(c.rel.as_posix(), str(c.path), c.format, c.error) for c in fio.find_images(ipath)]
     else:
         listed, _ = _list_files(fs_i, ipath)
+        inside = opath.rstrip("/") + "/"  # an output folder inside IMAGES is not input
         files = [(rel, full, _format_of_suffix(full), None) for rel, full in listed
-                 if posixpath.splitext(full)[1].lower() in fio.IMAGE_SUFFIXES]
+                 if posixpath.splitext(full)[1].lower() in fio.IMAGE_SUFFIXES
+                 and (single_out or fs_o is None or not full.startswith(inside))]
     if not files:
         if have_videos:
             return []
@@ -437,7 +445,7 @@ def _strings(batch, key) -> list[str]:
 
 
 def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, invert=False, threshold=128,
-                  resize_mask=False, dilate=0) -> dict:
+                  resize_mask=False, dilate=0, max_pixels=None) -> dict:
     """Rows of paths -> rows with the decoded image (``rgb``), mask, and what writing needs."""
     errors = _strings(batch, "error")
     rgbs, masks, srcs = [], [], []
@@ -447,11 +455,12 @@ def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, invert=False, thr
             if not errors[i]:
                 try:
                     local = _fetch(fs_image, img, tmp)
-                    dec = fio.decode_image(local)
+                    dec = fio.decode_image(local, max_pixels)
                     local_m = _fetch(fs_mask, msk, tmp)
                     try:
                         m = fio.decode_mask(local_m, dec.size, invert=invert, threshold=threshold,
-                                            resize=resize_mask, dilate=dilate, image_name=img)
+                                            resize=resize_mask, dilate=dilate, image_name=img,
+                                            max_pixels=max_pixels)
                     except InputError as e:
                         raise InputError(str(e).replace(local_m, msk)) from None
                     rgb, mask = dec.rgb, m.view(np.uint8)
@@ -468,7 +477,7 @@ def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, invert=False, thr
             rgbs.append(rgb)
             masks.append(mask)
             srcs.append(src)
-    out = {k: batch[k] for k in ("image", "mask", "out", "format")}
+    out = {k: batch[k] for k in ("image", "mask", "out", "format", "replace")}
     out.update(rgb=_objects(rgbs), hole=_objects(masks), src=_objects(srcs),
                error=np.array(errors, dtype=object))
     return out
@@ -534,8 +543,8 @@ def _write_batch(batch: dict, *, fs_out=None, overwrite=False, quality=95) -> di
                     fmt = str(batch["format"][i])
                     img = fio.restore_mode(result, src, np.asarray(batch["hole"][i]), fmt)
                     if fs_out is None:
-                        fio.save_image(img, out, fmt, overwrite=overwrite, quality=quality,
-                                       info=src.info)
+                        fio.save_image(img, out, fmt, overwrite=overwrite or bool(batch["replace"][i]),
+                                       quality=quality, info=src.info)
                     else:
                         local = os.path.join(tmp, uuid.uuid4().hex[:8] + "-" +
                                              posixpath.basename(out))
@@ -680,7 +689,8 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
               quality: int = 95, address: str | None = None, concurrency: int = 1,
               gpus_per_worker: float = 0, cpus_per_worker: float | None = None,
               rows_per_task: int = 8, progress: bool | None = None,
-              echo: Callable[[str], None] | None = None, filesystem=None) -> fio.Summary:
+              echo: Callable[[str], None] | None = None, filesystem=None,
+              max_pixels: int | None = None) -> fio.Summary:
     """``fastfill run --ray``: the local run's work on a Ray cluster; returns its Summary.
 
     ``images``/``masks``/``output``: local paths or URIs (see :func:`resolve`); ``filesystem``:
@@ -721,6 +731,10 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
         return [r for r in rows if not r["error"]]
 
     todo, vids = usable(p.images, "image"), usable(p.videos, "video")
+    for r in todo:
+        r.setdefault("replace", False)
+    if fs_o is None:  # temporary files a killed run left for these outputs
+        fio.remove_stale_temps(r["out"] for r in todo + vids)
     if todo or vids:
         started = init(address, quiet=not progress)
         try:
@@ -731,6 +745,7 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
                        "backend": backend}
             conv = {"invert": invert, "threshold": threshold, "resize_mask": resize_mask,
                     "dilate": dilate}
+            decode_kw = dict(conv, max_pixels=max_pixels)
             try:
                 if vids:
                     for res in _run_videos(vids, engine, options, conv, fs_i, fs_m, fs_o,
@@ -740,7 +755,7 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
                         else:
                             fail(res, "video", res["error"])
                 if todo:
-                    ds = _image_pipeline(todo, engine, options, conv, fs_i, fs_m, fs_o,
+                    ds = _image_pipeline(todo, engine, options, decode_kw, fs_i, fs_m, fs_o,
                                          overwrite=overwrite, quality=quality,
                                          concurrency=concurrency, gpus=gpus_per_worker,
                                          actor_cpus=actor_cpus, io_cpus=io_cpus,

@@ -272,3 +272,28 @@ def test_engine_error_stops_the_run_with_exit_2(tree, tmp_path):
     with pytest.raises(EngineError, match="no such model file"):
         fray.run_files(tree / "images", tree / "masks", tmp_path / "o2",
                        engine=tmp_path / "missing.onnx")
+
+
+def test_ray_keeps_the_local_runs_file_rules(tmp_path):
+    """--ray as the local run: an output folder inside IMAGES is not input, a killed run's temporary
+    files are removed, an output cut short is redone, --max-pixels refuses from the header."""
+    _make_tree(tmp_path, 4)
+    out = tmp_path / "images" / "out"
+    for _ in range(2):
+        code, stdout, stderr = invoke("run", "--ray", "--engine", TINY, "-q", "--overwrite",
+                                      tmp_path / "images", tmp_path / "masks", "-o", out)
+        assert code == 0 and "done 4, skipped 0, failed 0" in stdout, stderr
+    assert not (out / "out").exists()
+    first = sorted(p for p in out.rglob("*.png"))[0]
+    whole = first.read_bytes()
+    first.write_bytes(whole[:100])  # cut short by something else
+    stale = first.parent / f".{first.name}.k3j9x0q1.tmp"
+    stale.write_bytes(b"half")
+    code, stdout, stderr = invoke("run", "--ray", "--engine", TINY, "-q", tmp_path / "images",
+                                  tmp_path / "masks", "-o", out)
+    assert code == 0 and "done 1, skipped 3" in stdout, stderr
+    assert first.read_bytes() == whole and not stale.exists()
+    code, stdout, stderr = invoke("run", "--ray", "--engine", TINY, "-q", "--overwrite", "--max-pixels", "100",
+                                  tmp_path / "images", tmp_path / "masks", "-o", tmp_path / "o2")
+    # (images/out now counts as input: -o is elsewhere)
+    assert code == 1 and "done 0, skipped 0, failed 8" in stdout and "over the limit" in stderr
