@@ -476,14 +476,27 @@ def build_cmd(onnx_file, output, fp16, profiles, timing_cache, workspace, fp16_m
 
 
 class _Terminated:
-    """SIGTERM is handled like Ctrl-C (the same clean-up of temporary files), with exit 143."""
+    """SIGTERM is handled like Ctrl-C (the same clean-up of temporary files), with exit 143.
+    A second Ctrl-C during that clean-up says so instead of printing a traceback; a third one
+    quits at once (a later run removes what is left)."""
 
     seen = False
+    interrupts = 0
 
     @classmethod
     def handle(cls, signum, frame):
         cls.seen = True
         raise KeyboardInterrupt
+
+    @classmethod
+    def interrupt(cls, signum, frame):
+        cls.interrupts += 1
+        if cls.interrupts == 1:
+            raise KeyboardInterrupt
+        if cls.interrupts == 2:
+            sys.stderr.write("interrupted: finishing the clean-up (Ctrl-C again to quit at once)\n")
+            return
+        os._exit(130)
 
 
 def main(argv=None):
@@ -492,6 +505,7 @@ def main(argv=None):
 
     try:
         signal.signal(signal.SIGTERM, _Terminated.handle)
+        signal.signal(signal.SIGINT, _Terminated.interrupt)
     except ValueError:  # not the main thread (embedded use): leave signals alone
         pass
     try:

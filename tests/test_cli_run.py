@@ -497,3 +497,31 @@ def test_damaged_exif_costs_the_metadata_not_the_pixels(tmp_path):
     assert "Warning" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     with Image.open(tmp_path / "out" / "a.jpg") as im:
         assert im.size == (41, 30)
+
+
+def test_ctrl_c_twice_is_not_a_traceback(tmp_path):
+    import signal
+    import time
+
+    imgs, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    imgs.mkdir(), masks.mkdir()
+    yy, xx = np.mgrid[0:768, 0:768]
+    for i in range(40):
+        im = np.stack([(xx + i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+        Image.fromarray(im).save(imgs / f"{i:03d}.png", compress_level=1)
+    Image.fromarray(_mask(768, 768, (100, 100, 500, 600))).save(masks / "m.png")
+    p = subprocess.Popen([sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-j", "2", "-q",
+                          str(imgs), str(masks / "m.png"), "-o", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.exists() and any(out.glob("*.png"))):
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    if len(list(out.glob("*.png"))) == 40:
+        pytest.skip("the run finished before the interrupts arrived")
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "aborted" in err
+    assert not [q for q in out.iterdir() if q.name.startswith(".")]

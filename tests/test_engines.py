@@ -395,6 +395,21 @@ def test_output_shape_breaking_the_contract_is_refused_at_load(tmp_path):
     with pytest.raises(EngineError, match=r"breaks the model contract: .*output \['N', 4, 'H', 'W'\] \[N, 3, H, W\]"):
         load_engine(path)
     assert load_engine(TINY).meta.channels == 4  # the real one loads
+    pytest.importorskip("openvino")
+    with pytest.raises(EngineError, match=r"breaks the model contract: .* should be \[N, 4, H, W\] and output \[.*4"):
+        load_engine(path, backend="openvino", cache_dir=False)
+    assert load_engine(TINY, backend="openvino", cache_dir=False).meta.channels == 4
+
+
+def test_openvino_load_error_keeps_the_reason_on_one_line():
+    from fastfill.engines.openvino import _one_line
+
+    e = RuntimeError("Exception from src/inference/src/cpp/core.cpp:112:\n"
+                     "Exception from src/frontends/onnx/frontend/src/frontend.cpp:124:\n"
+                     "Check 'false' failed at src/frontends/onnx/frontend/src/core/graph.cpp:171:\n"
+                     "OpenVINO does not support the following ONNX operations: Foo\n")
+    assert _one_line(e) == "OpenVINO does not support the following ONNX operations: Foo"
+    assert len(_one_line(RuntimeError("x" * 1000))) == 400
 
 
 @pytest.mark.parametrize("change,match", [

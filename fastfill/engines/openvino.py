@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError
-from .base import EngineBase, check_input, read_meta
+from .base import EngineBase, check_input, check_io_shapes, read_meta
 
 
 def default_cache_dir() -> Path:
@@ -24,6 +24,14 @@ def _import_openvino():
         raise EngineError("the OpenVINO back-end is not installed: pip install 'fastfill[openvino]'"
                           ) from None
     return ov
+
+
+def _one_line(e: BaseException, limit: int = 400) -> str:
+    """OpenVINO's messages span lines, the reason after source-location lines: keep the reason."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))] or lines
+    text = " | ".join(useful) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class OpenVinoEngine(EngineBase):
@@ -63,11 +71,16 @@ class OpenVinoEngine(EngineBase):
             # Compiling from the path (not a read_model object) lets the cache skip the read too.
             self.compiled = core.compile_model(str(self.path), device.upper(), config)
         except Exception as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EngineError(f"{self.path}: OpenVINO cannot load the model: {msg}") from None
+            raise EngineError(f"{self.path}: OpenVINO cannot load the model: {_one_line(e)}") from None
         names_in = [n for p in self.compiled.inputs for n in p.get_names()]
         if "input" not in names_in:
             raise EngineError(f"{self.path}: expected an input named 'input', got {names_in}")
+
+        def dims(port):
+            ps = port.get_partial_shape()
+            return None if ps.rank.is_dynamic else [d.get_length() if d.is_static else "?" for d in ps]
+
+        check_io_shapes(self.path, self.meta, dims(self.compiled.inputs[0]), dims(self.compiled.outputs[0]))
         self.request = self.compiled.create_infer_request()
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -75,7 +88,7 @@ class OpenVinoEngine(EngineBase):
         try:
             self.request.infer({"input": x}, share_inputs=True)
         except Exception as e:
-            raise EngineError(f"OpenVINO inference failed: {e}") from None
+            raise EngineError(f"OpenVINO inference failed: {_one_line(e)}") from None
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def close(self) -> None:
