@@ -255,7 +255,7 @@ class Inpainter:
             raise InputError(f"this {self.meta.kind} model takes {fw}x{fh} images only, got "
                              f"{image.shape[1]}x{image.shape[0]}; resize or crop first, or use a "
                              "GLCIC model for any size")
-        hole = mask != 0
+        hole = np.ascontiguousarray(mask != 0)  # (mask != 0 keeps a Fortran or strided layout)
         if self._accepts is not None:
             for _, _, wh, ww in self.plan(hole):
                 reason = self._accepts((1, self.channels, *ops.padded_size(wh, ww, self.multiple)))

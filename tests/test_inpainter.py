@@ -461,3 +461,47 @@ def test_mask_with_nan_is_refused():
     m[3, 3] = np.nan
     with Inpainter(roi=False) as ip, pytest.raises(InputError, match="NaN or infinite"):
         ip(np.zeros((16, 16, 3), np.uint8), m)
+
+
+def test_every_valid_array_layout_is_accepted_and_refusals_are_fastfill_errors():
+    from fastfill import Inpainter
+    from fastfill.errors import FastfillError
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    m = np.zeros((40, 52), np.uint8)
+    m[10:20, 12:30] = 1
+    with Inpainter(roi=False) as ip:
+        want = ip(base, m)
+        layouts = [
+            (np.asfortranarray(base), m),                       # Fortran order
+            (base[::-1][::-1], m),                              # negative strides twice (a view)
+            (np.ascontiguousarray(np.pad(base, ((0, 0), (0, 4), (0, 0)))[:, :52]), m),
+            (base, m.astype(bool)), (base, m.astype(np.float32)), (base, m[..., None]),
+            (base, np.asfortranarray(m * 255)), (base, m.astype(np.int64) * 7),
+        ]
+        for img, mask in layouts:
+            np.testing.assert_array_equal(ip(img, mask), want)
+        np.testing.assert_array_equal(ip(base[:, ::-1], m[:, ::-1])[:, ::-1], ip(base[:, ::-1].copy(), m[:, ::-1].copy())[:, ::-1])
+        for img, mask in [(base.astype(np.float32), m), (base[..., :2], m), (base, m[:10]),
+                          (base, np.zeros((40, 52), complex)), (base[:0], m[:0])]:
+            with pytest.raises(FastfillError):
+                ip(img, mask)
+
+
+def test_jpeg_reencode_stays_within_the_stated_bound(tmp_path):
+    """README: JPEG re-encoded at quality 95 stays >= 40 dB PSNR from its input outside the hole."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from fastfill import io
+
+    src = Path(__file__).resolve().parents[1] / "examples" / "images" / "coffee.jpg"
+    dec = io.decode_image(src)
+    hole = np.zeros(dec.size, bool)
+    hole[50:90, 60:120] = True
+    io.save_image(io.restore_mode(dec.rgb, dec, hole, "JPEG"), tmp_path / "o.jpg", "JPEG", info=dec.info)
+    out = np.asarray(Image.open(tmp_path / "o.jpg").convert("RGB")).astype(float)
+    e = (out - dec.rgb)[~hole]
+    assert 10 * np.log10(255 ** 2 / np.mean(e ** 2)) >= 40
