@@ -199,3 +199,36 @@ def test_corrupted_metadata_header_is_one_line(tmp_path):
     code, _, stderr = invoke("video", src, "--mask", m, "-o", tmp_path / "out.avi")
     assert code in (1, 2) and "cannot open as a video" in stderr and "internal error" not in stderr
     assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "out.avi").exists()
+
+
+def test_a_video_write_cut_short_leaves_nothing(tmp_path):
+    """Under a file-size limit the encoder's write fails: the run says so, and neither the output
+    nor its temporary file is left."""
+    import resource
+    import subprocess
+    import sys
+
+    src = tmp_path / "v.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
+        for _ in range(30):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    m = np.zeros((256, 256), np.uint8)
+    m[50:100, 50:100] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    out = tmp_path / "out" / "v.mp4"
+    out.parent.mkdir()
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    r = subprocess.run([sys.executable, "-m", "fastfill.cli", "video", str(src), "--mask", str(tmp_path / "m.png"),
+                        "-o", str(out), "-q"], capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    assert r.returncode != 0 and "File too large" in r.stderr and "Traceback" not in r.stderr
+    assert list(out.parent.iterdir()) == []

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import EngineError, InputError
 from ..io import sha256_file
 from ..ops import padded_size
-from .base import EngineBase, ModelMeta, check_input
+from .base import EngineBase, ModelMeta, check_input, check_io_shapes
 
 SIDECAR_FORMAT = "fastfill-plan"
 SIDECAR_VERSION = 1
@@ -269,6 +269,9 @@ class TensorRTEngine(EngineBase):
         for name in names:
             if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
                 raise EngineError(f"{self.path}: tensor {name!r} is not float32")
+        # dynamic dimensions are -1 here: only fixed ones can break the contract
+        shape = {n: [d if d >= 0 else "?" for d in self.engine.get_tensor_shape(n)] for n in names}
+        check_io_shapes(self.path, self.meta, shape["input"], shape["output"])
         self.stream = cuda_call(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking))
         self._profile = 0
 
