@@ -112,13 +112,25 @@ def test_build_argument_errors(tmp_path, capsys):
 
 
 def test_gpu_info_reports_why(monkeypatch):
+    """Without a usable GPU the error names what is missing; with one, the numbers are the
+    native module's own device count (two independent probes must agree)."""
     import fastfill.engines.tensorrt as T
+    from fastfill import ops
+
+    native = ops.build_info()
     try:
         info = T.gpu_info()
     except EngineError as e:
         assert "GPU" in str(e) or "libcuda" in str(e)
+        assert native["cuda_device_count"] == 0
     else:
         assert info["count"] >= 1 and "." in info["compute_capability"]
+        if "cuda" in native["backends"]:
+            assert native["cuda_device_count"] == info["count"]
+    # a missing driver library is named, whatever this machine has
+    monkeypatch.setattr(T.ctypes, "CDLL", lambda *a, **k: (_ for _ in ()).throw(OSError("libcuda.so.1: cannot open")))
+    with pytest.raises(EngineError, match="libcuda|GPU"):
+        T.gpu_info()
 
 
 @pytest.mark.gpu

@@ -196,10 +196,20 @@ def test_read_only_out_is_refused():
         ops.composite(GOOD_PRED, GOOD_IMG, GOOD_MASK, out=out)
 
 
-def test_build_info_lists_backends():
+def test_build_info_matches_what_the_module_has():
+    """A build that claims CUDA has the CUDA entry points, and one that does not has none; the
+    device count is what ops.cuda_available() decides on."""
+    from fastfill import _C
+
     info = ops.build_info()
-    assert "cpu" in info["backends"]
-    assert isinstance(info["cuda_runtime_status"], str)
+    assert info["backends"][0] == "cpu" and set(info["backends"]) <= {"cpu", "cuda"}
+    has_cuda = "cuda" in info["backends"]
+    assert hasattr(_C, "prepare_cuda") == has_cuda and hasattr(_C, "composite_cuda") == has_cuda
+    assert ops.cuda_available() == (has_cuda and info["cuda_device_count"] > 0)
+    assert info["omp_max_threads"] >= 1
+    if not has_cuda:
+        with pytest.raises(ValueError, match="no CUDA kernels"):
+            ops.prepare(np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 4, 4), np.uint8), MEAN, device="cuda")
 
 
 @pytest.mark.gpu
