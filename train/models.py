@@ -401,12 +401,8 @@ def measure_receptive_field(net: nn.Module, size: int = 512) -> int:
         net.train(was_training)
 
 
-def count_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
 __all__ = [
     "CompletionNet", "GLCICDiscriminator", "ContextEncoder", "CEDiscriminator", "ChannelWiseFC",
-    "MODELS", "HEADS", "NORMS", "build_model", "measure_receptive_field", "count_parameters", "ce_boxes",
+    "MODELS", "HEADS", "NORMS", "build_model", "measure_receptive_field", "ce_boxes",
     "CE_IMAGE_SIZE", "CE_PRED_SIZE", "CE_OVERLAP", "CE_HOLE_BOX", "CE_PRED_BOX",
 ]

@@ -125,14 +125,5 @@ class OrtEngine(EngineBase):
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def infer_ortvalue(self, x):
-        """Device-side path: ``x`` an ``OrtValue`` (e.g. already on the GPU); returns an OrtValue
-        on the engine's device, so a caller can chain GPU work without a round trip to the host."""
-        binding = self.session.io_binding()
-        binding.bind_ortvalue_input("input", x)
-        binding.bind_output("output", "cuda" if self.device == "cuda" else "cpu", self.device_id)
-        self.session.run_with_iobinding(binding)
-        return binding.get_outputs()[0]
-
     def close(self) -> None:
         self.session = None

@@ -245,9 +245,7 @@ class TensorRTEngine(EngineBase):
         self._bufs: dict = {}
         self.stream = None
         side = read_sidecar(self.path)  # before TensorRT is touched
-        self.sidecar = side
         self.meta = ModelMeta.from_dict(side["meta"], source=str(sidecar_path(self.path)))
-        self.precision = side["precision"]
         self.profiles = [(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"])) for p in side["profiles"]]
         trt = import_tensorrt()
         cudart = import_cudart()
