@@ -27,19 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engines import FORMATS
+from .engines.base import MODEL_OPS as TRT_OPS  # the model contract's ops: all TensorRT runs
 from .engines.base import ModelMeta, read_meta
 from .engines.tensorrt import (INSTALL_TRT, SIDECAR_FORMAT, SIDECAR_VERSION, gpu_info,
                                import_tensorrt, sidecar_path)
 from .errors import BuildError, EngineError
 from .io import atomic_write_bytes, sha256_file
 
-# Ops TensorRT runs natively; the exporter only emits these and the FP16 converter knows them all.
-TRT_OPS = frozenset({
-    "Conv", "ConvTranspose", "Relu", "LeakyRelu", "Sigmoid", "Concat", "Gemm", "MatMul",
-    "Reshape", "Pad", "Mul", "Add", "Slice", "Clip",
-    # GroupNorm exports as Reshape -> InstanceNormalization -> Reshape, with Shape for the sizes
-    "InstanceNormalization", "Shape", "Identity",
-})
 # Ops kept in float32 when they produce the graph output (a Sigmoid in fp16 loses the tails; the
 # residual head's prefill + correction, clipped, would lose the prefill's precision).
 FP32_TAIL_OPS = frozenset({"Sigmoid", "Clip"})

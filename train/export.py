@@ -35,16 +35,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastfill.build import TRT_OPS
 from fastfill.engines import FORMATS
-from fastfill.engines.base import ModelMeta
+from fastfill.engines.base import MODEL_OPS, ModelMeta
 from fastfill.io import atomic_write_bytes, sha256_file
 from fastfill.errors import FastfillError
 
 OPSET = 17
 TOL = 1e-4
 # Ops TensorRT runs natively (issue 5): one list, shared with the FP16 converter of `fastfill build`.
-ALLOWED_OPS = TRT_OPS
+ALLOWED_OPS = MODEL_OPS
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 
 

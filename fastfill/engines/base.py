@@ -22,6 +22,15 @@ from ..errors import EngineError, InputError
 
 KINDS = ("glcic", "ce")
 PREFIX = "fastfill."
+# The ONNX ops a model file may use (DESIGN §3): exports are held to it, and every back-end
+# (TensorRT included) runs them.
+MODEL_OPS = frozenset({
+    "Conv", "ConvTranspose", "Relu", "LeakyRelu", "Sigmoid", "Concat", "Gemm", "MatMul",
+    "Reshape", "Pad", "Mul", "Add", "Slice", "Clip",
+    # GroupNorm exports as Reshape -> InstanceNormalization -> Reshape, with Shape for the sizes
+    "InstanceNormalization", "Shape", "Identity",
+})
+
 # Bumped when the meaning of a key changes; a newer file is refused with a clear message.
 METADATA_VERSION = 1
 
