@@ -373,18 +373,23 @@ class Target:
 
 def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] = (None,), *,
                  torch_checkpoint: str | None = None, threads: int | None = None,
-                 roi_modes: Sequence[bool] = (True,), batch_size: int = 1) -> list[Target]:
+                 roi_modes: Sequence[bool] = (True,), batch_size: int = 1,
+                 device: str | None = None) -> list[Target]:
     """Load every (engine file x back-end) plus the optional PyTorch checkpoint, once per ROI
     mode. ``engines`` None entries mean the shipped default model."""
-    from .engines import default_model_path, find_format, load_engine
+    from .engines import default_model_path, device_options, find_format, load_engine
     from .inpainter import Inpainter
 
     loaded = []
     for path in engines:
         for be in backends or (None,):
+            dev_be, dev_opts = device_options(path or default_model_path(), device)
+            if dev_be and be and be != dev_be:
+                raise EngineError(f"device {device!r} runs on the {dev_be} back-end, not {be}")
+            be = be or dev_be
             # threads go to the back-ends that have them (a TensorRT plan has none)
             takes = "threads" in find_format(path or default_model_path(), be).options
-            opts = {"threads": int(threads)} if threads is not None and takes else {}
+            opts = dict(dev_opts, **({"threads": int(threads)} if threads is not None and takes else {}))
             eng = load_engine(path, backend=be, **opts)
             p = str(path) if path is not None else str(default_model_path())
             loaded.append((eng, p))

@@ -69,6 +69,9 @@ def _engine_options(f):
                      help="Engine threads (default: the back-end's choice).")(f)
     f = click.option("--backend", type=click.Choice(_BACKENDS), default=None,
                      help="Back-end for the model file (default: by suffix).")(f)
+    f = click.option("--device", default=None, metavar="DEV",
+                     help="cpu, cuda, cuda:N, tensorrt, openvino or auto [default: auto]; a device "
+                          "that is not there is an error, never a silent CPU run.")(f)
     f = click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
                      help="Model file (.onnx or .plan); default: the shipped model.")(f)
     return f
@@ -86,17 +89,17 @@ def _mask_options(f):
     return f
 
 
-def _inpainter(engine_path, backend, threads, batch_size, no_roi, method=None):
+def _inpainter(engine_path, backend, threads, batch_size, no_roi, method=None, device=None):
     from .inpainter import Inpainter
 
     if method:
         from .engines.classical import ClassicalEngine
 
-        if engine_path or backend:
-            raise click.UsageError("--method replaces the model: drop --engine/--backend")
+        if engine_path or backend or device:
+            raise click.UsageError("--method replaces the model: drop --engine/--backend/--device")
         return Inpainter(ClassicalEngine(method), batch_size=batch_size, roi=not no_roi)
     return Inpainter(engine_path, backend=backend, threads=threads, batch_size=batch_size,
-                     roi=not no_roi)
+                     roi=not no_roi, device=device)
 
 
 class _PathOrURI(click.Path):
@@ -143,7 +146,7 @@ def _ray_options(f):
 @click.option("--method", type=click.Choice(["harmonic"]), default=None,
               help="No model: a classical fill (harmonic: Laplace's equation inside each hole).")
 @_ray_options
-def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi, invert,
+def run(images, masks, output, engine_path, backend, device, threads, batch_size, no_roi, invert,
         threshold, resize_mask, dilate, fmt, quality, overwrite, jobs, quiet, max_pixels, method, use_ray, address,
         concurrency, gpus_per_worker):
     """Fill the masked regions of IMAGES (a file or folder) with MASKS (a file or folder).
@@ -156,8 +159,8 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
     from . import io
 
     fmt = io.normalize_format(fmt)
-    if method and (engine_path or backend):
-        raise click.UsageError("--method replaces the model: drop --engine/--backend")
+    if method and (engine_path or backend or device):
+        raise click.UsageError("--method replaces the model: drop --engine/--backend/--device")
     if overwrite and "://" not in output and os.path.realpath(output) == os.path.realpath(images):
         raise click.UsageError("-o is IMAGES itself: --overwrite would replace the originals")
     if use_ray or address:
@@ -166,7 +169,7 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
         if method:
             raise click.UsageError("--method is not available with --ray yet")
         summary = fray.run_files(
-            images, masks, output, engine=engine_path, backend=backend, threads=threads,
+            images, masks, output, engine=engine_path, backend=backend, device=device, threads=threads,
             roi=not no_roi, batch_size=batch_size, fmt=fmt, overwrite=overwrite, invert=invert,
             threshold=threshold, resize_mask=resize_mask, dilate=dilate, quality=quality,
             address=address, concurrency=concurrency, gpus_per_worker=gpus_per_worker,
@@ -179,8 +182,9 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
     single_file = io.single_output(images, output)
     tasks = io.plan_tasks(images, masks, output, fmt, single=single_file)
     out = Path(output)
-    io.check_writable_dir(out.parent if single_file else out)
-    with _inpainter(engine_path, backend, threads, batch_size, no_roi, method) as inp:
+    # the engine first: a model or device that is not there stops the run before anything is made
+    with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
+        io.check_writable_dir(out.parent if single_file else out)
         summary = io.process_files(
             inp, tasks, overwrite=overwrite, invert=invert, threshold=threshold,
             resize_mask=resize_mask, dilate=dilate, quality=quality, jobs=jobs,
@@ -205,7 +209,7 @@ def run(images, masks, output, engine_path, backend, threads, batch_size, no_roi
               help="Quality for x264/x265/VP9 (lower = better).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def video(video_in, mask, output, engine_path, backend, threads, batch_size, no_roi, first_index,
+def video(video_in, mask, output, engine_path, backend, device, threads, batch_size, no_roi, first_index,
           invert, threshold, resize_mask, dilate, codec, crf, overwrite, quiet):
     """Fill the masked region of every frame of the video IN (audio is copied).
 
@@ -215,7 +219,7 @@ def video(video_in, mask, output, engine_path, backend, threads, batch_size, no_
     from . import video as video_mod
 
     try:
-        with _inpainter(engine_path, backend, threads, batch_size, no_roi) as inp:
+        with _inpainter(engine_path, backend, threads, batch_size, no_roi, device=device) as inp:
             stats = video_mod.inpaint_video(
                 inp, video_in, output, mask, first_index=first_index, invert=invert,
                 threshold=threshold, resize_mask=resize_mask, dilate=dilate, codec=codec,
@@ -248,6 +252,8 @@ class _SizeType(click.ParamType):
               help="Model file (.onnx or .plan); repeatable. Default: the shipped model.")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(_BACKENDS),
               help="Back-end(s) to run each model file on; repeatable (default: by suffix).")
+@click.option("--device", default=None, metavar="DEV",
+              help="cpu, cuda, cuda:N, tensorrt, openvino or auto, for every model file.")
 @click.option("--torch", "torch_ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Also PyTorch eager on this training checkpoint (needs the `train` extra).")
 @click.option("--size", "sizes", multiple=True, type=_SizeType(),
@@ -273,7 +279,7 @@ class _SizeType(click.ParamType):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the numbers as JSON to this file.")
-def bench_cmd(engines, backends, torch_ckpt, sizes, batches, iters, warmup, threads, hole_fraction,
+def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warmup, threads, hole_fraction,
               roi_compare, image, mask, max_seconds, seed, json_out):
     """Measure latency, throughput, stage split and GFLOP/s of one or more engines.
 
@@ -289,7 +295,8 @@ def bench_cmd(engines, backends, torch_ckpt, sizes, batches, iters, warmup, thre
     threads = threads or b.default_threads()
     engine_list = list(engines) or ([] if torch_ckpt else [None])
     targets = b.make_targets(engine_list, list(backends) or [None], torch_checkpoint=torch_ckpt,
-                             threads=threads, roi_modes=(False, True) if roi_compare else (True,))
+                             threads=threads, roi_modes=(False, True) if roi_compare else (True,),
+                             device=device)
     try:
         report = b.bench(targets, list(sizes) or [(512, 512)], list(batches) or [1], iters=iters,
                          warmup=warmup, hole_fraction=hole_fraction, max_seconds=max_seconds,

@@ -182,19 +182,27 @@ class Inpainter:
         batch_size: the most images (or crops) of the same padded size per engine call.
         threads: intra-op threads of the engine (None = the back-end's default).
         backend: the back-end for a model path (``onnxruntime``, ``openvino``, ``tensorrt``).
+        device: ``cpu``, ``cuda[:N]``, ``tensorrt``, ``openvino`` or ``auto`` (None): where a
+            model path runs; one that is not there is an EngineError naming what is available.
     """
 
     def __init__(self, engine=None, *, roi: bool = True, batch_size: int = 4,
-                 threads: int | None = None, backend: str | None = None):
+                 threads: int | None = None, backend: str | None = None, device: str | None = None):
         if not 1 <= batch_size <= MAX_BATCH:
             raise InputError(f"batch_size must be in [1, {MAX_BATCH}], got {batch_size}")
         if threads is not None and not 1 <= threads <= MAX_THREADS:
             raise InputError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
         if engine is None or isinstance(engine, (str, Path)):
-            from .engines import load_engine
+            from .engines import device_options, load_engine
 
-            opts = {} if threads is None else {"threads": int(threads)}
-            engine = load_engine(engine, backend=backend, **opts)
+            dev_backend, opts = device_options(engine, device)
+            if dev_backend and backend and dev_backend != backend:
+                raise EngineError(f"device {device!r} runs on the {dev_backend} back-end, not {backend}")
+            if threads is not None:
+                opts["threads"] = int(threads)
+            engine = load_engine(engine, backend=backend or dev_backend, **opts)
+        elif device not in (None, "auto"):
+            raise InputError("device: pick it when loading (a loaded Engine already has its device)")
         elif not (hasattr(engine, "infer") and hasattr(engine, "meta")):
             raise InputError(f"engine must be None, a model path or an Engine, got "
                              f"{type(engine).__name__}")

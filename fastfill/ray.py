@@ -683,7 +683,7 @@ def _engine_failed(e: BaseException) -> FastfillError:
 
 
 def run_files(images, masks, output, *, engine=None, backend: str | None = None,
-              threads: int | None = None, roi: bool = True, batch_size: int = 4,
+              device: str | None = None, threads: int | None = None, roi: bool = True, batch_size: int = 4,
               fmt: str | None = None, overwrite: bool = False, invert: bool = False,
               threshold: int = 128, resize_mask: bool = False, dilate: int = 0,
               quality: int = 95, address: str | None = None, concurrency: int = 1,
@@ -742,7 +742,7 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
             actor_cpus, io_cpus, threads = _worker_resources(
                 concurrency, gpus_per_worker, cpus_per_worker, threads, local=not address)
             options = {"roi": roi, "batch_size": batch_size, "threads": threads,
-                       "backend": backend}
+                       "backend": backend, "device": device}
             conv = {"invert": invert, "threshold": threshold, "resize_mask": resize_mask,
                     "dilate": dilate}
             decode_kw = dict(conv, max_pixels=max_pixels)

@@ -538,3 +538,37 @@ def test_ctrl_c_twice_is_not_a_traceback(tmp_path):
     assert p.returncode == 130, err
     assert "Traceback" not in err and "aborted" in err
     assert not [q for q in out.iterdir() if q.name.startswith(".")]
+
+
+def test_device_that_is_not_there_is_one_line_and_nothing_written(tree):
+    """No silent CPU fallback: --device cuda on a machine without CUDA in onnxruntime stops."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the refusal cannot be shown here")
+    out = tree / "out"
+    code, _, stderr = invoke("run", "--engine", TINY, "--device", "cuda", tree / "images", tree / "masks", "-o", out)
+    assert code == 2 and "device cuda: this onnxruntime has no CUDAExecutionProvider" in stderr
+    assert "CPUExecutionProvider" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    code, _, stderr = invoke("run", "--engine", TINY, "--device", "gpu", tree / "images", tree / "masks", "-o", out)
+    assert code == 2 and "unknown device 'gpu'" in stderr
+    code, stdout, _ = invoke("run", "--engine", TINY, "--device", "cpu", tree / "images", tree / "masks", "-o", out)
+    assert code == 0 and "done 3" in stdout
+    code, stdout, stderr = invoke("run", "--engine", TINY, "--device", "openvino", "--overwrite", tree / "images",
+                                  tree / "masks", "-o", out)
+    assert code == 0 or "openvino" in stderr.lower()
+
+
+def test_device_for_a_plan_and_the_api(tmp_path):
+    from fastfill import Inpainter
+    from fastfill.engines import device_options
+    from fastfill.errors import EngineError
+
+    assert device_options("m.plan", "cuda:1") == ("tensorrt", {"device_id": 1})
+    assert device_options("m.onnx", "cuda:1") == ("onnxruntime", {"device": "cuda", "device_id": 1, "strict": True})
+    assert device_options("m.onnx", None) == (None, {}) and device_options("m.onnx", "auto") == (None, {})
+    with pytest.raises(EngineError, match="runs on an NVIDIA GPU only"):
+        device_options("m.plan", "cpu")
+    with pytest.raises(EngineError, match="runs on the onnxruntime back-end, not openvino"):
+        Inpainter(TINY, device="cuda", backend="openvino")

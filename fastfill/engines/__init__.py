@@ -32,7 +32,8 @@ class Format:
 FORMATS: tuple[Format, ...] = (
     Format("onnxruntime", ".onnx", "onnxruntime", "OrtEngine", ("cpu", "cuda"), None,
            "fastfill export", default=True,
-           options=("device", "threads", "optimization", "device_id", "provider_options", "spinning")),
+           options=("device", "threads", "optimization", "device_id", "provider_options", "spinning",
+                    "strict")),
     Format("openvino", ".onnx", "openvino", "OpenVinoEngine", ("cpu",), "openvino",
            "fastfill export", options=("threads", "device", "cache_dir", "hint")),
     Format("tensorrt", ".plan", "tensorrt", "TensorRTEngine", ("cuda",), "trt",
@@ -67,6 +68,30 @@ def find_format(path: str | Path | None = None, backend: str | None = None) -> F
     return rows[0]
 
 
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "tensorrt", "openvino")
+
+
+def device_options(path: str | Path | None, device: str | None) -> tuple[str | None, dict]:
+    """(backend, engine options) for ``--device``: cpu, cuda[:N], tensorrt, openvino or auto
+    (None: the back-end's default). A device that is not there is an EngineError at load, naming
+    what is missing and what is available: never a silent fall back to the CPU."""
+    if device in (None, "auto"):
+        return None, {}
+    suffix = Path(path).suffix.lower() if path is not None else ".onnx"
+    name, _, index = device.partition(":")
+    if name not in ("cpu", "cuda", "tensorrt", "openvino") or (index and (name != "cuda" or not index.isdigit())):
+        raise EngineError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if suffix == ".plan":
+        if name not in ("cuda", "tensorrt"):
+            raise EngineError(f"a TensorRT plan runs on an NVIDIA GPU only, not on device {device!r}")
+        return "tensorrt", {"device_id": int(index or 0)}
+    if name == "openvino":
+        return "openvino", {}
+    if name == "cpu":
+        return "onnxruntime", {"device": "cpu"}
+    return "onnxruntime", {"device": name, "device_id": int(index or 0), "strict": True}
+
+
 def load_engine(path: str | Path | None = None, backend: str | None = None, **options) -> Engine:
     """Load a model file on a back-end.
 
@@ -93,4 +118,5 @@ def load_engine(path: str | Path | None = None, backend: str | None = None, **op
 __all__ = [
     "Engine", "ModelMeta", "Format", "FORMATS", "BACKENDS", "SUFFIXES",
     "load_engine", "find_format", "default_model_path", "read_meta", "read_onnx_metadata",
+    "device_options", "DEVICES",
 ]

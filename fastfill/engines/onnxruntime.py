@@ -28,13 +28,18 @@ def _import_ort():
     return ort
 
 
-def choose_providers(device: str, available: list[str]) -> list[str]:
-    """The providers to ask for on ``device``, warning (and falling back) when they are missing."""
+def choose_providers(device: str, available: list[str], strict: bool = False) -> list[str]:
+    """The providers to ask for on ``device``. When they are missing: an EngineError naming what
+    is missing and what is there (``strict``, what ``--device`` asks for), else a warning and the
+    CPU."""
     if device not in PROVIDERS:
         raise EngineError(f"unknown onnxruntime device {device!r}; choose one of: "
                           f"{', '.join(PROVIDERS)}")
     wanted = PROVIDERS[device]
     have = [p for p in wanted if p in available]
+    if not have and strict and device != "cpu":
+        raise EngineError(f"device {device}: this onnxruntime has no {' / '.join(wanted)} (it has: "
+                          f"{', '.join(available)}); for NVIDIA GPUs: pip install 'fastfill[gpu]'")
     if not have:
         if device != "cpu":
             warnings.warn(
@@ -64,11 +69,11 @@ class OrtEngine(EngineBase):
 
     def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None,
                  optimization: str = "all", device_id: int = 0, provider_options: dict | None = None,
-                 spinning: bool = False):
+                 spinning: bool = False, strict: bool = False):
         ort = _import_ort()
         self.path = Path(path)
         self.meta = read_meta(self.path)  # clear errors for missing/empty/non-ONNX/no metadata
-        providers = choose_providers(device, ort.get_available_providers())
+        providers = choose_providers(device, ort.get_available_providers(), strict)
         so = ort.SessionOptions()
         if optimization not in _OPT_LEVELS:
             raise EngineError(f"optimization must be one of {', '.join(_OPT_LEVELS)}")
