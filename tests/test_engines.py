@@ -426,3 +426,30 @@ def test_sidecar_values_of_the_wrong_type_are_one_line(tmp_path, monkeypatch, ch
     with pytest.raises(EngineError, match=match) as ei:
         load_engine(plan)
     assert "bad sidecar" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_the_base_class_checks_every_backends_input_once():
+    """EngineBase.infer validates against the model contract, then calls the back-end's _infer:
+    no back-end sees an input that breaks the contract."""
+    from fastfill.engines.base import EngineBase
+
+    seen = []
+
+    class Recorder(EngineBase):
+        meta = ModelMeta("glcic", (0.5, 0.5, 0.5), multiple=4, channels=4)
+
+        def _infer(self, x):
+            seen.append(x.shape)
+            return x[:, :3]
+
+    e = Recorder()
+    assert e.infer(np.zeros((1, 4, 8, 12), np.float32)).shape == (1, 3, 8, 12)
+    for bad in (np.zeros((1, 3, 8, 8), np.float32), np.zeros((1, 4, 6, 8), np.float32),
+                np.zeros((1, 4, 8, 8), np.float64)):
+        with pytest.raises(InputError):
+            e.infer(bad)
+    assert seen == [(1, 4, 8, 12)]
+    for cls in ("OrtEngine", "OpenVinoEngine", "TensorRTEngine"):  # none overrides the check
+        import importlib
+        mod = importlib.import_module(f"fastfill.engines.{ {'OrtEngine': 'onnxruntime', 'OpenVinoEngine': 'openvino', 'TensorRTEngine': 'tensorrt'}[cls]}")
+        assert "infer" not in vars(getattr(mod, cls)) and "_infer" in vars(getattr(mod, cls))

@@ -192,6 +192,14 @@ class EngineBase:
     def __exit__(self, *exc):
         self.close()
 
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """float32 [N, C, H, W] -> float32 [N, 3, H, W]: the input checked against the model's
+        contract here, once, for every back-end; then the back-end's ``_infer``."""
+        return self._infer(check_input(self.meta, x))
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def accepts(self, shape) -> str | None:
         """Cheap check, without running anything: None when ``infer`` takes an input of ``shape``
         (N, C, H, W), else the reason it would refuse it. Back-ends with narrower limits (e.g.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EngineError
-from .base import EngineBase, ModelMeta, check_input
+from .base import EngineBase, ModelMeta
 
 METHODS = ("harmonic",)
 
@@ -28,8 +28,8 @@ class ClassicalEngine(EngineBase):
         self.meta = ModelMeta("glcic", (0.5, 0.5, 0.5), multiple=1, receptive_field=2, channels=4,
                               fill=method, provenance={"method": method})
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(check_input(self.meta, x)[:, :3])
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x[:, :3])
 
     def close(self) -> None:
         pass

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError
-from .base import EngineBase, check_input, check_io_shapes, read_meta
+from .base import EngineBase, check_io_shapes, read_meta
 
 # device name -> the execution providers asked for, best first (CPU is always appended last).
 PROVIDERS = {
@@ -116,8 +116,7 @@ class OrtEngine(EngineBase):
                         self.session.get_outputs()[0].shape)
         self._ort = ort
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        x = check_input(self.meta, x)
+    def _infer(self, x: np.ndarray) -> np.ndarray:
         if self.device == "cuda":
             return self._infer_iobinding(x)
         return self.session.run(["output"], {"input": x})[0]

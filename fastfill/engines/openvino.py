@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError
-from .base import EngineBase, check_input, check_io_shapes, read_meta
+from .base import EngineBase, check_io_shapes, read_meta
 
 
 def default_cache_dir() -> Path:
@@ -83,8 +83,7 @@ class OpenVinoEngine(EngineBase):
         check_io_shapes(self.path, self.meta, dims(self.compiled.inputs[0]), dims(self.compiled.outputs[0]))
         self.request = self.compiled.create_infer_request()
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        x = check_input(self.meta, x)
+    def _infer(self, x: np.ndarray) -> np.ndarray:
         try:
             self.request.infer({"input": x}, share_inputs=True)
         except Exception as e:

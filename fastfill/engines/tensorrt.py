@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import EngineError, InputError
 from ..io import sha256_file
 from ..ops import padded_size
-from .base import EngineBase, ModelMeta, check_input, check_io_shapes
+from .base import EngineBase, ModelMeta, check_io_shapes
 
 SIDECAR_FORMAT = "fastfill-plan"
 SIDECAR_VERSION = 1
@@ -328,8 +328,7 @@ class TensorRTEngine(EngineBase):
         cuda_call(self.cudart.cudaStreamSynchronize(self.stream))
 
     # -- host path ------------------------------------------------------------------------
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        x = check_input(self.meta, x)
+    def _infer(self, x: np.ndarray) -> np.ndarray:
         n, c, h, w = x.shape
         self._set_shape(x.shape)
         out_shape = (n, 3, h, w)
