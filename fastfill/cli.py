@@ -47,6 +47,19 @@ def info():
             click.echo(f"{dist}: {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             click.echo(f"{dist}: not installed")
+    try:
+        import onnxruntime as ort
+
+        click.echo(f"onnxruntime providers: {', '.join(ort.get_available_providers())}")
+    except ImportError:  # pragma: no cover - a core dependency
+        pass
+    from .engines import default_model_path, read_meta
+
+    path = default_model_path()
+    if path.exists():
+        m = read_meta(path)
+        click.echo(f"default model: {path.name} ({m.kind}, prefill {m.fill}), run by onnxruntime on "
+                   "the CPU unless --device/--backend say otherwise")
 
 
 # -- run / video (the runtime; see fastfill.io, fastfill.inpainter, fastfill.video) -------------

@@ -26,3 +26,15 @@ def test_runtime_import_does_not_pull_torch():
     code = "import sys, fastfill, fastfill.ops, fastfill.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_info_names_the_providers_and_the_default_models_prefill():
+    import onnxruntime as ort
+
+    from fastfill.engines import default_model_path, read_meta
+
+    res = CliRunner().invoke(cli, ["info"])
+    assert res.exit_code == 0, res.output
+    stdout = res.output
+    assert f"onnxruntime providers: {', '.join(ort.get_available_providers())}" in stdout
+    assert f"prefill {read_meta(default_model_path()).fill}" in stdout
