@@ -78,9 +78,10 @@ def run_setting(cfg, args):
     return table, images, masks, outs
 
 
-def figure(images, masks, outs, path, n=6):
-    """ground truth | masked | CE | GLCIC | OpenCV NS, one row per example."""
-    keys = [k for k in ("Context Encoder", MODEL, "harmonic (fastfill)", "OpenCV Navier-Stokes") if k in outs]
+def figure(images, masks, outs, path, n=6, extra=()):
+    """ground truth | masked | CE | the --model rows | GLCIC | harmonic | OpenCV NS, a row per example."""
+    keys = [k for k in ("Context Encoder", *extra, MODEL, "harmonic (fastfill)", "OpenCV Navier-Stokes")
+            if k in outs]
     idx = np.linspace(0, len(images) - 1, n).astype(int)
     rows = []
     for i in idx:
@@ -125,7 +126,7 @@ def main():
         gaps[key] = gap
         lines += ["", f"GLCIC − best classical ({best}): {gap:+.2f} dB (target ≥ +1 dB)", ""]
         if key == args.settings[0] and args.figure:
-            cols = figure(images, masks, outs, args.figure)
+            cols = figure(images, masks, outs, args.figure, extra=[m.split("=", 1)[0] for m in args.model])
             lines += [f"Figure `{args.figure}`: {' | '.join(cols)}.", ""]
         print("\n".join(lines[-(len(table) + 6):]), flush=True)
     text = "\n".join(lines)
