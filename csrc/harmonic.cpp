@@ -11,6 +11,10 @@
 #include <exception>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "ops.h"
 #include "pixel.h"
 
@@ -498,12 +502,21 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
   Labels lab;
   const std::vector<Component> comps = label_components(mask, f.W, f, lab);
   // Large components one after another, each with its row loops across the threads; the small
-  // ones side by side, largest first. Either way a component's arithmetic is the same.
+  // ones side by side, largest first. Either way a component's arithmetic is the same (row sums
+  // are added in row order), so the result does not depend on the thread count.
   std::vector<size_t> big, small;
   for (size_t i = 0; i < comps.size(); ++i) {
     const Component& c = comps[i];
     ((c.y1 - c.y0) * (c.x1 - c.x0) >= kParallelCells ? big : small).push_back(i);
   }
+#ifdef _OPENMP
+  // With at least as many large components as threads, running them side by side beats splitting
+  // each one's rows (measured on 5 components, 31 % of a 1080p frame: ~110 ms vs ~140 ms).
+  if (big.size() >= size_t(omp_get_max_threads())) {
+    small.insert(small.end(), big.begin(), big.end());
+    big.clear();
+  }
+#endif
   for (size_t i : big) solve_component(comps[i], lab, image, f.W, f, mean, out);
   std::stable_sort(small.begin(), small.end(),
                    [&](size_t a, size_t b) { return comps[a].size > comps[b].size; });

@@ -236,3 +236,28 @@ def test_prepare_harmonic_matches_its_reference_with_padding(multiple, mask_chan
     want = ops.prepare_reference(images, masks, MEAN, multiple, mask_channel=mask_channel, fill="harmonic")
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+
+
+def test_the_result_does_not_depend_on_the_thread_count(tmp_path):
+    """Large components run side by side or split by rows depending on the threads; the sums are
+    added in row order either way, so one thread and two give the same bits."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(8)
+    image = rng.integers(0, 256, (600, 700, 3), dtype=np.uint8)
+    mask = np.zeros((600, 700), np.uint8)
+    for y, x in ((10, 10), (300, 20), (20, 400), (320, 380)):
+        mask[y:y + 270, x:x + 290] = 1  # four components of ~78k pixels: over the split threshold
+    np.save(tmp_path / "im.npy", image)
+    np.save(tmp_path / "m.npy", mask)
+    code = ("import numpy as np, sys; from fastfill import ops; d = sys.argv[1]; "
+            "np.save(d + '/out.npy', ops.prepare(np.load(d + '/im.npy'), np.load(d + '/m.npy'), "
+            "(0.5, 0.5, 0.5), 1, fill='harmonic'))")
+    outs = []
+    for threads in ("1", "2"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS=threads))
+        outs.append(np.load(tmp_path / "out.npy"))
+    np.testing.assert_array_equal(outs[0], outs[1])
