@@ -350,10 +350,8 @@ def test_resource_flags_are_bounded(tree, flag, value):
     assert not (tree / "out").exists()
 
 
-def test_sigterm_cleans_up_and_exits_143_and_a_rerun_finishes(tmp_path):
-    import signal
-    import time
-
+def _slow_tree(tmp_path):
+    """40 images of 768x768 with a large hole: a run long enough to be interrupted mid-way."""
     imgs, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
     imgs.mkdir(), masks.mkdir()
     yy, xx = np.mgrid[0:768, 0:768]
@@ -361,6 +359,14 @@ def test_sigterm_cleans_up_and_exits_143_and_a_rerun_finishes(tmp_path):
         im = np.stack([(xx + i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
         Image.fromarray(im).save(imgs / f"{i:03d}.png", compress_level=1)
     Image.fromarray(_mask(768, 768, (100, 100, 500, 600))).save(masks / "m.png")
+    return imgs, masks, out
+
+
+def test_sigterm_cleans_up_and_exits_143_and_a_rerun_finishes(tmp_path):
+    import signal
+    import time
+
+    imgs, masks, out = _slow_tree(tmp_path)
     cmd = [sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-j", "1", "-q",
            str(imgs), str(masks / "m.png"), "-o", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -516,13 +522,7 @@ def test_ctrl_c_twice_is_not_a_traceback(tmp_path):
     import signal
     import time
 
-    imgs, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
-    imgs.mkdir(), masks.mkdir()
-    yy, xx = np.mgrid[0:768, 0:768]
-    for i in range(40):
-        im = np.stack([(xx + i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
-        Image.fromarray(im).save(imgs / f"{i:03d}.png", compress_level=1)
-    Image.fromarray(_mask(768, 768, (100, 100, 500, 600))).save(masks / "m.png")
+    imgs, masks, out = _slow_tree(tmp_path)
     p = subprocess.Popen([sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-j", "2", "-q",
                           str(imgs), str(masks / "m.png"), "-o", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
