@@ -314,13 +314,14 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         box[:, :, ht:ht + hh, hl:hl + hw] = 1
         return prefill(x, box, mean, cfg.fill)
 
-    def generate(x, m, net=None):
-        """(generator output, completed full image) for images x and masks m."""
+    def generate(x, m, net=None, inp=None):
+        """(generator output, completed full image) for images x and masks m; ``inp`` is
+        model_input(x, m) when the caller has it already (the harmonic prefill is a solve)."""
         net = G if net is None else net
+        inp = model_input(x, m) if inp is None else inp
+        y = net(inp)
         if cfg.kind == "glcic":
-            y = net(model_input(x, m))
             return y, x * (1 - m) + y * m
-        y = net(model_input(x, m))
         full = x.clone()
         full[:, :, pt:pt + ph, pl:pl + pw] = y
         return y, full
@@ -377,8 +378,10 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         net = shown_net()
         net.eval()
         with torch.no_grad():
-            full = torch.cat([generate(x[i:i + 8], m[i:i + 8], net)[1] for i in range(0, len(x), 8)])
-            pre = model_input(x, m)[:, :3] if cfg.kind == "glcic" else full
+            inp = model_input(x, m)
+            full = torch.cat([generate(x[i:i + 8], m[i:i + 8], net, inp[i:i + 8])[1]
+                              for i in range(0, len(x), 8)])
+            pre = inp[:, :3] if cfg.kind == "glcic" else full
         net.train()
         res = {}
         for name, t in (("model", full), ("prefill", pre)):
@@ -420,11 +423,12 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                 for g in opt_g.param_groups:
                     g["lr"] = lr_at(step)
             if phase == "completion":
-                y, _ = generate(x, m)
+                inp = model_input(x, m)
+                y, _ = generate(x, m, inp=inp)
                 loss = masked_mse(y, x, m)
                 if cfg.kind == "glcic" and cfg.head == "residual":  # what the correction must beat
                     with torch.no_grad():
-                        met["prefill_rec"] = masked_mse(model_input(x, m)[:, :3], x, m).item()
+                        met["prefill_rec"] = masked_mse(inp[:, :3], x, m).item()
                 opt_g.zero_grad(set_to_none=True)
                 loss.backward()
                 opt_g.step()
