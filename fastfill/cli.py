@@ -172,8 +172,6 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     from . import io
 
     fmt = io.normalize_format(fmt)
-    if method and (engine_path or backend or device):
-        raise click.UsageError("--method replaces the model: drop --engine/--backend/--device")
     if overwrite and "://" not in output and os.path.realpath(output) == os.path.realpath(images):
         raise click.UsageError("-o is IMAGES itself: --overwrite would replace the originals")
     if use_ray or address:

@@ -25,6 +25,7 @@ import re
 import sys
 import tempfile
 from dataclasses import dataclass, field, replace
+from io import BytesIO  # (the standard library's: imports are absolute)
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,6 @@ FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif",
                  "PPM": ".ppm", "TGA": ".tga", "GIF": ".gif"}
 # Other names accepted for them (--format jpg).
 FORMAT_ALIASES = {"JPG": "JPEG", "JPE": "JPEG", "TIF": "TIFF"}
-# Formats that store an alpha channel / 16-bit grey.
 # Images above this many pixels are refused before decoding (--max-pixels): a 285 kB PNG can hold
 # 100 megapixels (1.2 GB decoded). Well under Pillow's own error limit (~179 M), which stays on.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -49,7 +49,9 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # The only formats fastfill decodes (Pillow's `formats=`): raster images. Pillow would otherwise
 # pick a plugin from the content, and its EPS plugin runs Ghostscript on any PostScript file.
 DECODE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM", "TGA")  # JPEG includes MPO
+_NOT_DECODABLE = f"not an image in a format fastfill reads ({', '.join(DECODE_FORMATS)})"
 
+# Formats that store an alpha channel / 16-bit grey.
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "GIF"})
 _WIDE_FORMATS = frozenset({"PNG", "TIFF"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -151,7 +153,7 @@ def _why_not_image(p: Path) -> str:
     except Image.DecompressionBombError as e:
         return f"refused: {e}"
     except UnidentifiedImageError:
-        return f"not an image in a format fastfill reads ({', '.join(DECODE_FORMATS)})"
+        return _NOT_DECODABLE
     except OSError as e:
         return f"cannot read ({e})"
     return "not an image"
@@ -241,7 +243,7 @@ def _open_oriented(path: Path, max_pixels: int | None = None) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise InputError(f"refused: {e}") from None
     except UnidentifiedImageError:
-        raise InputError(f"not an image in a format fastfill reads ({', '.join(DECODE_FORMATS)})") from None
+        raise InputError(_NOT_DECODABLE) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e) or type(e).__name__
         if "truncated" in msg.lower():
@@ -487,9 +489,7 @@ def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool 
 
     # Encode in memory, then write and check the byte count: a full disk or a file-size limit can
     # leave an encoder's file short without an error, and a short file must never be renamed in.
-    import io as _bytes_io
-
-    buf = _bytes_io.BytesIO()
+    buf = BytesIO()
     img.save(buf, format=fmt, **kw)
     data = buf.getbuffer()
 
@@ -772,22 +772,23 @@ def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, inve
     lock = threading.Lock()
     t0 = time.perf_counter()
 
+    def say(line: str):  # under `lock`: above the progress bar when there is one
+        if bar_on:
+            bar.write(line, file=sys.stderr)
+        else:
+            echo(line)
+
     def fail(task: Task, reason: str):
         with lock:
             summary.failed += 1
             summary.failures.append((task.image, reason))
-            if bar_on:
-                bar.write(f"failed: {task.image}: {reason}", file=sys.stderr)
-            else:
-                echo(f"failed: {task.image}: {reason}")
+            say(f"failed: {task.image}: {reason}")
 
-    remove_stale_temps(t.out for t in tasks)
     def note(task: Task, text: str):
         with lock:
-            if bar_on:
-                bar.write(f"note: {task.image}: {text}", file=sys.stderr)
-            else:
-                echo(f"note: {task.image}: {text}")
+            say(f"note: {task.image}: {text}")
+
+    remove_stale_temps(t.out for t in tasks)
 
     todo: list[Task] = []
     for t in tasks:
