@@ -258,6 +258,50 @@ class _SizeType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+@cli.command("serve")
+@_engine_options
+@click.option("--method", type=click.Choice(["harmonic"]), default=None,
+              help="No model: a classical fill (harmonic: Laplace's equation inside each hole).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (another than loopback is reachable from other machines).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 256), default=min(4, os.cpu_count() or 1),
+              show_default=True, help="Threads decoding and encoding requests (the model runs on one).")
+@click.option("--queue", "queue_size", type=click.IntRange(1, 4096), default=16, show_default=True,
+              help="Requests that may wait for the model; past it the answer is 503 + Retry-After.")
+@click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=50_000_000, show_default=True,
+              metavar="N", help="Largest image (and mask) in pixels; above it 413.")
+@click.option("--max-body", type=click.IntRange(1, 2**34), default=64 * 1024 * 1024, show_default=True,
+              metavar="BYTES", help="Largest request body; above it 413.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG / lossy WebP quality of the answers.")
+@click.option("--token", envvar="FASTFILL_TOKEN", default=None, metavar="TOKEN",
+              help="Require 'Authorization: Bearer TOKEN' on /api/* [env FASTFILL_TOKEN].")
+def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method, host, port, workers,
+              queue_size, max_pixels, max_body, quality, token):
+    """Serve the HTTP API (IOPaint-compatible /api/v1/inpaint) and the painting page.
+
+    Needs the 'serve' extra: pip install 'fastfill[serve]'. Requests are filled in micro-batches of
+    up to --batch-size on one model; see README "fastfill serve".
+    """
+    from pathlib import Path
+
+    from .serve import serve
+
+    try:
+        from .serve.app import ServeLimits
+    except ImportError as e:
+        raise click.UsageError(f"fastfill serve needs the 'serve' extra: pip install 'fastfill[serve]' "
+                               f"({e.name} is not installed)") from None
+    limits = ServeLimits(max_pixels=max_pixels, max_body=max_body, queue=queue_size, workers=workers,
+                         quality=quality)
+    name = f"classical:{method}" if method else (Path(engine_path).name if engine_path else "default.onnx")
+    with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
+        serve(inp, host=host, port=port, limits=limits, token=token, model_name=name,
+              echo=lambda m: click.echo(m, err=True))
+    return EXIT_OK
+
+
 @cli.command("bench")
 @click.option("--engine", "engines", multiple=True, type=click.Path(dir_okay=False),
               help="Model file (.onnx or .plan); repeatable. Default: the shipped model.")

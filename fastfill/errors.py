@@ -13,6 +13,10 @@ class InputError(FastfillError, ValueError):
     """An image, mask or argument that cannot be used (bad file, size mismatch, wrong dtype)."""
 
 
+class SizeLimitError(InputError):
+    """An input over a size limit (pixels, bytes): refused before it is decoded."""
+
+
 class EngineError(FastfillError, RuntimeError):
     """An engine that cannot be loaded or run (missing back-end, bad model file, shape outside profile)."""
 
@@ -21,4 +25,4 @@ class BuildError(FastfillError, RuntimeError):
     """A TensorRT engine that cannot be built (no GPU, no TensorRT, unsupported graph)."""
 
 
-__all__ = ["FastfillError", "InputError", "EngineError", "BuildError"]
+__all__ = ["FastfillError", "InputError", "SizeLimitError", "EngineError", "BuildError"]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, SizeLimitError
 
 # Suffixes that announce an image; a file with one of them that is not an image is an error.
 IMAGE_SUFFIXES = frozenset(
@@ -215,16 +215,24 @@ class Decoded:
         return self.rgb.shape[0], self.rgb.shape[1]
 
 
-def _open_oriented(path: Path, max_pixels: int | None = None) -> Image.Image:
+def _source(src):
+    """A path as a Path, encoded bytes as a file object: what Pillow opens."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return BytesIO(src)
+    return src if hasattr(src, "read") else Path(src)
+
+
+def _open_oriented(src, max_pixels: int | None = None) -> Image.Image:
     """Open, fully decode and apply EXIF orientation; errors become InputError with the reason.
-    Images over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) are refused from their header."""
+    Images over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) are refused from their header
+    (:class:`SizeLimitError`). ``src``: a path or a binary file object."""
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     try:
-        with _open(path) as im:
+        with _open(src) as im:
             w, h = im.size
             if w * h > limit:
-                raise InputError(f"{w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
-                                 f"{limit / 1e6:g} (--max-pixels)")
+                raise SizeLimitError(f"{w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
+                                     f"{limit / 1e6:g} (--max-pixels)")
             frames = getattr(im, "n_frames", 1)
             # An MPO (a phone's JPEG) carries previews after its photo: the first frame is the image.
             if frames > 1 and im.format != "MPO":
@@ -238,10 +246,12 @@ def _open_oriented(path: Path, max_pixels: int | None = None) -> Image.Image:
                 out = im.copy()
             out.format = fmt
             return out
+    except InputError:
+        raise  # (an InputError is a ValueError: not to be re-worded as a corrupt file below)
     except FileNotFoundError:
         raise InputError("file not found") from None
     except Image.DecompressionBombError as e:
-        raise InputError(f"refused: {e}") from None
+        raise SizeLimitError(f"refused: {e}") from None
     except UnidentifiedImageError:
         raise InputError(_NOT_DECODABLE) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -253,12 +263,19 @@ def _open_oriented(path: Path, max_pixels: int | None = None) -> Image.Image:
         raise InputError(msg) from None
 
 
-def webp_is_lossless(path: str | Path) -> bool:
-    """True when the WebP file's image is VP8L (lossless); reads the RIFF chunk headers only."""
+def webp_is_lossless(src) -> bool:
+    """True when the WebP file's image is VP8L (lossless); reads the RIFF chunk headers only.
+    ``src``: a path or a seekable binary file object (read from its start)."""
+    import contextlib
     import struct
 
     try:
-        with open(path, "rb") as f:
+        if hasattr(src, "read"):
+            src.seek(0)
+            ctx = contextlib.nullcontext(src)
+        else:
+            ctx = open(src, "rb")
+        with ctx as f:
             head = f.read(12)
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
                 return False
@@ -275,21 +292,23 @@ def webp_is_lossless(path: str | Path) -> bool:
     return False
 
 
-def decode_image(path: str | Path, max_pixels: int | None = None) -> Decoded:
-    """Read an image file into RGB uint8 (see the module docstring for the conversions); one over
-    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) is an InputError."""
+def decode_image(src, max_pixels: int | None = None) -> Decoded:
+    """Read an image (a path, or the file's bytes) into RGB uint8 (see the module docstring for
+    the conversions); one over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) is a
+    :class:`SizeLimitError` (an InputError)."""
     import warnings
 
+    src = _source(src)
     with warnings.catch_warnings(record=True) as caught:
         # Damaged metadata must not cost the pixels: Pillow warns and decodes; the EXIF is dropped.
         warnings.simplefilter("always")
-        im = _open_oriented(Path(path), max_pixels)
+        im = _open_oriented(src, max_pixels)
         exif = im.getexif()
         exif_bytes = exif.tobytes() if len(exif) else None
     damaged = [str(w.message).strip() for w in caught if "exif" in str(w.message).lower()]
     fmt, mode = im.format, im.mode
     info = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
-    if fmt == "WEBP" and webp_is_lossless(path):
+    if fmt == "WEBP" and webp_is_lossless(src):
         info["lossless"] = True  # written back lossless: the pixels outside the hole stay exact
     if fmt == "TIFF" and im.info.get("compression"):
         info["compression"] = im.info["compression"]
@@ -323,22 +342,24 @@ def decode_image(path: str | Path, max_pixels: int | None = None) -> Decoded:
     return Decoded(rgb=rgb, format=fmt, mode=mode, alpha=alpha, gray16=gray16, info=info, note=note)
 
 
-def decode_mask(path: str | Path, size: tuple[int, int] | None = None, *, invert: bool = False,
+def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = False,
                 threshold: int = 128, resize: bool = False, dilate: int = 0,
                 image_name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
-    """Read a mask file into bool ``[H, W]`` (True = fill).
+    """Read a mask (a path, or the file's bytes) into bool ``[H, W]`` (True = fill).
 
     ``size`` = the image's (height, width): a mask of another size is an InputError unless
     ``resize`` (then it is resized smoothly and thresholded). ``dilate`` grows the hole by that
     many pixels in every direction.
     """
-    im = _open_oriented(Path(path), max_pixels)
+    src = _source(path)
+    name = f"mask {path}" if isinstance(src, Path) else "the mask"
+    im = _open_oriented(src, max_pixels)
     g = mask_to_gray(im)
     if size is not None and g.shape != tuple(size):
         h, w = size
         if not resize:
             what = image_name or "the image"
-            raise InputError(f"mask {path} is {g.shape[1]}x{g.shape[0]} but {what} is {w}x{h} "
+            raise InputError(f"{name} is {g.shape[1]}x{g.shape[0]} but {what} is {w}x{h} "
                              "(use --resize-mask to scale it)")
         g = np.asarray(Image.fromarray(g).resize((w, h), Image.Resampling.BILINEAR))
     m = g >= threshold
@@ -451,14 +472,17 @@ def output_is_whole(path: str | Path) -> bool:
         return False
 
 
-def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool = False,
-               quality: int = 95, info: dict | None = None) -> None:
-    """Write atomically: encode to a temporary file in the same folder, then rename.
+def output_format(src_format: str | None, fmt: str | None = None) -> str:
+    """The format a result is written in: ``fmt`` when given, else the source's own where fastfill
+    writes it, else PNG (e.g. an MPO photo)."""
+    if fmt is not None:
+        return fmt
+    return src_format if src_format in FORMAT_SUFFIX else "PNG"
 
-    Without ``overwrite``, an existing file is never replaced (InputError), even one that
-    appeared while this image was being processed.
-    """
-    path = Path(path)
+
+def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | None = None) -> bytes:
+    """Encode in memory as ``fmt``, keeping what the format can hold of ``info`` (ICC profile,
+    EXIF, dpi; lossless WebP and lossless TIFF compression stay lossless)."""
     info = info or {}
     kw: dict = {}
     if fmt in ("JPEG", "WEBP"):
@@ -480,6 +504,20 @@ def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool 
         kw = {k: v for k, v in kw.items() if k != "quality"} | {"lossless": True, "quality": 100}
     if fmt == "TIFF" and info.get("compression") in ("tiff_lzw", "tiff_adobe_deflate", "packbits", "raw"):
         kw["compression"] = info["compression"]  # a lossless TIFF keeps its own compression
+    buf = BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool = False,
+               quality: int = 95, info: dict | None = None) -> None:
+    """Write atomically: encode in memory (:func:`encode_image`), write a temporary file in the
+    same folder, check its length, then rename.
+
+    Without ``overwrite``, an existing file is never replaced (InputError), even one that
+    appeared while this image was being processed.
+    """
+    path = Path(path)
     if not overwrite and path.exists():
         raise InputError(f"{path} exists (use --overwrite to replace it)")
     try:
@@ -489,9 +527,7 @@ def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool 
 
     # Encode in memory, then write and check the byte count: a full disk or a file-size limit can
     # leave an encoder's file short without an error, and a short file must never be renamed in.
-    buf = BytesIO()
-    img.save(buf, format=fmt, **kw)
-    data = buf.getbuffer()
+    data = encode_image(img, fmt, quality=quality, info=info)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -722,7 +758,7 @@ def plan_tasks(images: str | Path, masks: str | Path, output: str | Path,
     seen: dict[Path, Path] = {}
     for c in cands:
         src_fmt = c.format or "PNG"
-        out_fmt = fmt or (src_fmt if src_fmt in FORMAT_SUFFIX else "PNG")
+        out_fmt = output_format(src_fmt, fmt)
         if single_out:
             out = output
             if fmt is None and output.suffix:
@@ -887,7 +923,8 @@ def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, inve
 
 __all__ = [
     "Candidate", "Decoded", "MaskIndex", "find_images", "sniff_image", "decode_image", "decode_mask",
-    "mask_to_gray", "dilate_mask", "output_path", "restore_mode", "save_image", "check_writable_dir",
+    "mask_to_gray", "dilate_mask", "output_path", "output_format", "restore_mode", "encode_image",
+    "save_image", "check_writable_dir",
     "normalize_format", "frame_number", "IMAGE_SUFFIXES", "FORMAT_SUFFIX", "FORMAT_ALIASES",
     "atomic_write", "UMASK", "FILE_MODE",
     "Task", "Summary", "plan_tasks", "process_files", "single_output", "names_folder",

@@ -74,3 +74,70 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``fastfill serve ARGS`` in a real process on a free loopback port (see :func:`serve_process`)."""
+
+    def __init__(self, proc, url, log):
+        self.proc, self.url, self.log_path = proc, url, log
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def serve_process(tmp_path, *args, env=None, timeout=60.0):
+    """Context manager: start ``fastfill serve`` with ARGS, wait for /healthz, stop it (SIGTERM)
+    at the end. Skips when the 'serve' extra is not installed."""
+    import contextlib
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+    pytest.importorskip("uvicorn", reason="the 'serve' extra is not installed")
+
+    @contextlib.contextmanager
+    def run():
+        port = free_port()
+        log = tmp_path / f"serve-{port}.log"
+        cmd = [sys.executable, "-m", "fastfill.cli", "serve", "--port", str(port), *map(str, args)]
+        with open(log, "wb") as f:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **(env or {})})
+        url = f"http://127.0.0.1:{port}"
+        server = ServerProcess(proc, url, log)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"fastfill serve exited with {proc.returncode}:\n{server.log()}")
+                try:
+                    with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"fastfill serve did not start in {timeout} s:\n{server.log()}")
+                time.sleep(0.1)
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    return run()

@@ -1,0 +1,374 @@
+"""The HTTP API and the painting page (``fastfill serve``; extra ``serve``).
+
+FastAPI on uvicorn: FastAPI for the OpenAPI schema and its docs page (served from the package
+through ``fastapi-offline``: no CDN, so ``/docs`` works offline like the page), Starlette's
+multipart parser, and uvicorn as the well-kept ASGI server. The server is one more client of
+:class:`fastfill.Inpainter`: requests are decoded on ``workers`` threads (the CLI's decoding rules:
+raster allow-list, pixel limit, EXIF orientation), filled in micro-batches on one inference thread
+(:mod:`fastfill.serve.batcher`) and encoded back in the input's format.
+
+Every error is a JSON body ``{"error": "...", "status": N}``; no traceback ever leaves the
+process (``FASTFILL_DEBUG=1`` logs it on the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
+
+from .. import __version__, io as fio
+from ..errors import EngineError, FastfillError, InputError, SizeLimitError
+from .batcher import Batcher, Busy
+
+log = logging.getLogger("fastfill.serve")
+access_log = logging.getLogger("fastfill.serve.access")
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+DEFAULT_QUEUE = 16
+# Seconds a client is told to wait after a 503 (about one batch of work).
+RETRY_AFTER = 1
+# Bounds of the resource flags (as the CLI's): past them a typo exhausts the machine.
+MAX_QUEUE, MAX_SERVE_WORKERS = 4096, 256
+
+
+@dataclass
+class ServeLimits:
+    """The server's bounds; each is a flag of ``fastfill serve``."""
+
+    max_pixels: int = fio.DEFAULT_MAX_PIXELS  # per image (and per mask)
+    max_body: int = DEFAULT_MAX_BODY  # bytes per request body
+    queue: int = DEFAULT_QUEUE  # requests waiting for the model; past it 503
+    workers: int = 4  # threads decoding and encoding requests
+    quality: int = 95  # JPEG / lossy WebP quality of the answers
+
+
+class InpaintRequest(BaseModel):
+    """IOPaint's request shape: the fields fastfill uses; the others are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    image: str = Field(description="The image: base64, or a data: URL (PNG, JPEG, WebP, TIFF, BMP, GIF, "
+                                   "PPM, TGA).")
+    mask: str = Field(description="The mask, same size, base64 or data: URL: white (>= 128) = fill.")
+    resize_mask: bool = Field(False, description="Scale a mask of another size to the image "
+                                                 "(else a size mismatch is 400).")
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+def _b64(field: str, value: str) -> bytes:
+    """base64 or a data: URL -> bytes (whitespace allowed, anything else is a 400)."""
+    s = value.strip()
+    if s.startswith("data:"):
+        head, sep, s = s.partition(",")
+        if not sep or ";base64" not in head:
+            raise _ApiError(400, f"{field}: a data: URL must be base64 (data:image/png;base64,...)")
+    s = "".join(s.split())
+    try:
+        data = base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise _ApiError(400, f"{field}: not valid base64") from None
+    if not data:
+        raise _ApiError(400, f"{field}: empty")
+    return data
+
+
+class _Limits:
+    """Pure ASGI middleware: the body limit (413 from Content-Length before anything is read, or
+    as soon as a streamed body passes it), the bearer token, and one access line per request."""
+
+    def __init__(self, app, *, max_body: int, token: str | None):
+        self.app, self.max_body, self.token = app, max_body, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        state = {"status": 0, "bytes": 0}
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                state["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            problem = self._refuse(scope)
+            if problem is not None:
+                await problem(scope, receive, counting_send)
+                return
+            received = 0
+
+            async def limited_receive():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body:
+                        raise HTTPException(413, self._too_big())
+                return message
+
+            await self.app(scope, limited_receive, counting_send)
+        finally:
+            client = scope.get("client")
+            access_log.info('%s "%s %s" %d %d B %.1f ms', client[0] if client else "-",
+                            scope["method"], scope["path"], state["status"], state["bytes"],
+                            (time.perf_counter() - t0) * 1e3)
+
+    def _too_big(self) -> str:
+        return f"request body over the limit of {self.max_body} bytes (--max-body)"
+
+    def _refuse(self, scope):
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                return _error(400, "bad Content-Length")
+            if n > self.max_body:
+                return _error(413, self._too_big(), {"Connection": "close"})
+        if self.token and scope["path"].startswith("/api/"):
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.token):
+                return _error(401, "missing or wrong token (Authorization: Bearer TOKEN)",
+                              {"WWW-Authenticate": "Bearer"})
+        return None
+
+
+class Server:
+    """What the routes share: the Inpainter, the batcher, the decode/encode thread limit."""
+
+    def __init__(self, inpainter, limits: ServeLimits, max_batch: int, model_name: str | None = None):
+        self.inpainter = inpainter
+        self.model_name = model_name
+        self.limits = limits
+        self.batcher = Batcher(inpainter, max_queue=limits.queue, max_batch=max_batch)
+        self.limiter = anyio.CapacityLimiter(limits.workers)
+
+    def config(self) -> dict:
+        eng = self.inpainter.engine
+        meta = self.inpainter.meta
+        return {
+            "version": __version__,
+            "model": {"kind": meta.kind, "fill": meta.fill, "channels": meta.channels,
+                      "input_size": list(meta.input_size) if meta.input_size else None,
+                      "name": self.model_name},
+            "backend": getattr(eng, "name", type(eng).__name__),
+            "device": getattr(eng, "device", "cpu"),
+            "roi": self.inpainter.roi,
+            "limits": asdict(self.limits) | {"max_batch": self.batcher.max_batch},
+            "stats": asdict(self.batcher.stats) | {"waiting": self.batcher.waiting()},
+        }
+
+    # -- the work of one request, off the event loop -------------------------------------------
+    def decode(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool):
+        lim = self.limits.max_pixels
+        try:
+            src = fio.decode_image(image_bytes, lim)
+        except InputError as e:
+            raise _ApiError(413 if isinstance(e, SizeLimitError) else 400, f"image: {e}") from None
+        try:
+            mask = fio.decode_mask(mask_bytes, src.size, resize=resize_mask, max_pixels=lim)
+        except InputError as e:
+            msg = str(e).replace("(use --resize-mask to scale it)", '(send "resize_mask": true to scale it)')
+            raise _ApiError(413 if isinstance(e, SizeLimitError) else 400, f"mask: {msg}") from None
+        try:
+            self.inpainter.check(src.rgb, mask)
+        except InputError as e:
+            raise _ApiError(400, str(e)) from None
+        return src, mask
+
+    def encode(self, result: np.ndarray, src: fio.Decoded, mask: np.ndarray) -> tuple[bytes, str]:
+        fmt = fio.output_format(src.format)
+        img = fio.restore_mode(result, src, mask, fmt)
+        data = fio.encode_image(img, fmt, quality=self.limits.quality, info=src.info)
+        Image.init()
+        return data, Image.MIME.get(fmt, "application/octet-stream")
+
+    async def fill(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool) -> Response:
+        if self.batcher.full():  # before decoding: a busy server does not spend work on refusals
+            raise _ApiError(503, "server busy: the queue is full, retry later",
+                            {"Retry-After": str(RETRY_AFTER)})
+        src, mask = await anyio.to_thread.run_sync(
+            partial(self.decode, image_bytes, mask_bytes, resize_mask), limiter=self.limiter)
+        del image_bytes, mask_bytes
+        try:
+            fut = self.batcher.submit(src.rgb, mask)
+        except Busy as e:
+            raise _ApiError(503, f"server busy: {e}, retry later",
+                            {"Retry-After": str(RETRY_AFTER)}) from None
+        result = await asyncio.wrap_future(fut)
+        data, media = await anyio.to_thread.run_sync(
+            partial(self.encode, result, src, mask), limiter=self.limiter)
+        ext = fio.FORMAT_SUFFIX.get(fio.output_format(src.format), ".png")
+        return Response(data, media_type=media,
+                        headers={"Content-Disposition": f'inline; filename="result{ext}"'})
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _answer(work) -> Response:
+    """Run one request's work; every failure becomes a JSON error (never a traceback)."""
+    try:
+        return await work
+    except _ApiError as e:
+        return _error(e.status, e.message, e.headers)
+    except HTTPException:
+        raise  # 413 from the body limit: the handler below answers it
+    except InputError as e:
+        return _error(400, str(e))
+    except (EngineError, FastfillError) as e:
+        log.error("engine error: %s", e)
+        return _error(500, f"engine error: {e}")
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback only with FASTFILL_DEBUG
+        if os.environ.get("FASTFILL_DEBUG"):
+            log.error("internal error\n%s", traceback.format_exc())
+        else:
+            log.error("internal error: %s: %s (FASTFILL_DEBUG=1 for the traceback)", type(e).__name__, e)
+        return _error(500, "internal error (see the server log)")
+
+
+_JSON_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": InpaintRequest.model_json_schema()}}}}
+_FILE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["image", "mask"], "properties": {
+        "image": {"type": "string", "format": "binary", "description": "The image file."},
+        "mask": {"type": "string", "format": "binary",
+                 "description": "The mask file, same size: white (>= 128) = fill."},
+        "resize_mask": {"type": "boolean", "description": "Scale a mask of another size."}}}}}}}
+_IMAGE_ANSWER = {200: {"description": "The filled image, in the input's format (alpha kept).",
+                       "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+                 400: {"description": "Undecodable image, bad base64, mask size mismatch."},
+                 413: {"description": "Body or pixels over the limit."},
+                 415: {"description": "Wrong Content-Type."},
+                 503: {"description": "Queue full; see Retry-After."}}
+
+
+def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int | None = None,
+               token: str | None = None, model_name: str | None = None) -> FastAPI:
+    """The ASGI app serving ``inpainter`` (an :class:`fastfill.Inpainter`) under ``limits``.
+
+    ``max_batch``: the most requests per model call (default: the Inpainter's batch size).
+    ``token``: when set, ``/api/*`` needs ``Authorization: Bearer <token>``.
+    ``model_name``: what ``/api/v1/server-config`` calls the model.
+    """
+    from fastapi_offline import FastAPIOffline
+
+    limits = limits or ServeLimits()
+    server = Server(inpainter, limits, max_batch or inpainter.batch_size, model_name)
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await anyio.to_thread.run_sync(server.batcher.close)
+
+    app = FastAPIOffline(title="fastfill", version=__version__, lifespan=lifespan,
+                         description="Fill the masked regions of images (object removal). "
+                                     "IOPaint-compatible `/api/v1/inpaint`.")
+    app.state.server = server
+    app.add_middleware(_Limits, max_body=limits.max_body, token=token)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        return _error(400, "bad request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/healthz", summary="Liveness: 200 while the server runs.")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/api/v1/server-config", summary="The model, back-end, device, limits and counters.")
+    async def server_config():
+        return server.config()
+
+    @app.post("/api/v1/inpaint", summary="Fill the mask (IOPaint's JSON request).",
+              openapi_extra=_JSON_BODY, responses=_IMAGE_ANSWER, response_class=Response)
+    async def inpaint(request: Request):
+        async def work():
+            if _content_type(request) != "application/json":
+                raise _ApiError(415, "send application/json (or multipart/form-data to /api/v1/inpaint/file)")
+            body = await request.body()
+            try:
+                req = InpaintRequest.model_validate_json(body)
+            except ValidationError as e:
+                what = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'body'}: {x['msg']}" for x in e.errors())
+                raise _ApiError(400, f"bad request: {what}") from None
+            del body
+            image, mask = _b64("image", req.image), _b64("mask", req.mask)
+            return await server.fill(image, mask, req.resize_mask)
+        return await _answer(work())
+
+    @app.post("/api/v1/inpaint/file", summary="Fill the mask (multipart image + mask files).",
+              openapi_extra=_FILE_BODY, responses=_IMAGE_ANSWER, response_class=Response)
+    async def inpaint_file(request: Request):
+        async def work():
+            if _content_type(request) != "multipart/form-data":
+                raise _ApiError(415, "send multipart/form-data with the files image and mask")
+            async with request.form(max_files=2, max_fields=8, max_part_size=1024) as form:
+                parts = {}
+                for name in ("image", "mask"):
+                    f = form.get(name)
+                    if f is None or isinstance(f, str):
+                        raise _ApiError(400, f"missing the file field {name!r}")
+                    parts[name] = await f.read()
+                resize = str(form.get("resize_mask", "")).lower() in ("1", "true", "yes", "on")
+            return await server.fill(parts["image"], parts["mask"], resize)
+        return await _answer(work())
+
+    return app
+
+
+def configure_logging(debug: bool = False) -> None:
+    """One line per request and per problem on stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("fastfill.serve")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.propagate = False
+
+
+__all__ = ["create_app", "ServeLimits", "InpaintRequest", "configure_logging"]

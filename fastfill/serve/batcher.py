@@ -1,0 +1,140 @@
+"""Micro-batching for the server: many request threads, one inference thread, one bounded queue.
+
+Requests put (image, mask) pairs on a bounded queue and wait on a future. One thread takes the
+first waiting pair and whatever else is already queued (up to ``max_batch``, never waiting for
+more: a lone request is not delayed) and fills them with one :meth:`Inpainter.batch` call. While
+that call runs, new requests queue up and form the next batch, so batches grow with the load.
+A full queue is refused at once (:class:`Busy`), never an unbounded backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger("fastfill.serve")
+
+
+class Busy(Exception):
+    """The queue is full: try again later."""
+
+
+@dataclass
+class BatchStats:
+    """Counters since the start (read by ``/api/v1/server-config`` and the tests)."""
+
+    batches: int = 0
+    images: int = 0
+    largest: int = 0
+    refused: int = 0
+    infer_seconds: float = 0.0
+
+
+class Batcher:
+    """Fill (image, mask) pairs submitted from any thread, in batches, on one inference thread.
+
+    Args:
+        inpainter: the :class:`fastfill.Inpainter` that does the work (used from one thread only).
+        max_queue: pairs that may wait (not counting the batch being filled); past it
+            :meth:`submit` raises :class:`Busy`.
+        max_batch: the most pairs per ``Inpainter.batch`` call.
+    """
+
+    def __init__(self, inpainter, *, max_queue: int = 16, max_batch: int = 8):
+        if max_queue < 1 or max_batch < 1:
+            raise ValueError("max_queue and max_batch must be >= 1")
+        self.inpainter = inpainter
+        self.max_batch = int(max_batch)
+        self.max_queue = int(max_queue)
+        self.stats = BatchStats()
+        self._q: queue.Queue = queue.Queue(maxsize=self.max_queue)
+        self._lock = threading.Lock()
+        self._stop = object()
+        self._thread = threading.Thread(target=self._loop, name="fastfill-infer", daemon=True)
+        self._thread.start()
+
+    def full(self) -> bool:
+        """True when a :meth:`submit` now would be refused (checked before decoding a request)."""
+        return self._q.full()
+
+    def waiting(self) -> int:
+        return self._q.qsize()
+
+    def submit(self, image: np.ndarray, mask: np.ndarray) -> Future:
+        """Queue one checked pair; the future gets the filled uint8 image or the error."""
+        fut: Future = Future()
+        try:
+            self._q.put_nowait((image, mask, fut))
+        except queue.Full:
+            with self._lock:
+                self.stats.refused += 1
+            raise Busy(f"{self.max_queue} requests already waiting") from None
+        return fut
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then stop the thread."""
+        self._q.put(self._stop)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is self._stop:
+                return
+            items = [first]
+            stop_after = False
+            while len(items) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is self._stop:
+                    stop_after = True
+                    break
+                items.append(nxt)
+            items = [it for it in items if it[2].set_running_or_notify_cancel()]
+            if items:
+                self._run(items)
+            if stop_after:
+                return
+
+    def _run(self, items) -> None:
+        t0 = time.perf_counter()
+        try:
+            results = self.inpainter.batch([i for i, _, _ in items], [m for _, m, _ in items])
+        except Exception as e:  # noqa: BLE001 - attributed below
+            if len(items) == 1:
+                items[0][2].set_exception(e)
+                return
+            # One bad pair must not fail the others: fill them one by one to find it.
+            log.debug("batch of %d failed (%s); retrying one by one", len(items), e)
+            for it in items:
+                self._run_one(it)
+            return
+        finally:
+            with self._lock:
+                self.stats.infer_seconds += time.perf_counter() - t0
+        with self._lock:
+            self.stats.batches += 1
+            self.stats.images += len(items)
+            self.stats.largest = max(self.stats.largest, len(items))
+        for (_, _, fut), r in zip(items, results):
+            fut.set_result(r)
+
+    def _run_one(self, item) -> None:
+        image, mask, fut = item
+        try:
+            r = self.inpainter.batch([image], [mask])[0]
+        except Exception as e:  # noqa: BLE001 - the request's answer
+            fut.set_exception(e)
+            return
+        with self._lock:
+            self.stats.batches += 1
+            self.stats.images += 1
+        fut.set_result(r)
