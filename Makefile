@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench serve clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,11 @@ demo: setup
 	$(BIN)/python scripts/contact_sheet.py examples/images examples/masks out/demo -o out/demo/sheet.png
 
 test: setup
+	scripts/install_chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+serve: setup
+	$(BIN)/fastfill serve
 
 bench: setup
 	$(BIN)/python benchmarks/bench_ops.py
