@@ -383,6 +383,7 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
     loaded = []
     for path in engines:
         for be in backends or (None,):
+            be = None if be == "auto" else be
             dev_be, dev_opts = device_options(path or default_model_path(), device)
             if dev_be and be and be != dev_be:
                 raise EngineError(f"device {device!r} runs on the {dev_be} back-end, not {be}")

@@ -53,20 +53,29 @@ def info():
         click.echo(f"onnxruntime providers: {', '.join(ort.get_available_providers())}")
     except ImportError:  # pragma: no cover - a core dependency
         pass
-    from .engines import default_model_path, read_meta
+    from .engines import default_model_path, read_meta, read_onnx_metadata
 
     path = default_model_path()
     if path.exists():
         m = read_meta(path)
-        click.echo(f"default model: {path.name} ({m.kind}, prefill {m.fill}), run by onnxruntime on "
-                   "the CPU unless --device/--backend say otherwise")
+        try:
+            from .engines import load_engine
+
+            eng = load_engine(path)
+            where = eng.selection
+            eng.close()
+        except FastfillError as e:
+            where = f"no back-end loads it: {e}"
+        click.echo(f"default model: {path.name} ({m.kind}, prefill {m.fill}, "
+                   f"precision {read_onnx_metadata(path).get('fastfill.precision', 'fp32')})")
+        click.echo(f"back-end (auto, unless --backend/--device say otherwise): {where}")
 
 
 # -- run / video (the runtime; see fastfill.io, fastfill.inpainter, fastfill.video) -------------
 
 # One table each, shared with the library (both modules import without onnxruntime or torch).
 _OUT_FORMATS = [f.lower() for f in (*FORMAT_SUFFIX, *FORMAT_ALIASES)]
-_BACKENDS = list(BACKENDS)
+_BACKENDS = ["auto", *BACKENDS]
 # Upper bounds of the resource flags: beyond them a typo exhausts the machine (100000 threads
 # filled its process table) rather than doing more work.
 MAX_JOBS, MAX_WORKERS = 64, 1024
@@ -81,7 +90,8 @@ def _engine_options(f):
     f = click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
                      help="Engine threads (default: the back-end's choice).")(f)
     f = click.option("--backend", type=click.Choice(_BACKENDS), default=None,
-                     help="Back-end for the model file (default: by suffix).")(f)
+                     help="Back-end for the model file [default: auto: for .onnx OpenVINO when it is "
+                          "installed and loads the model, else ONNX Runtime; .plan: TensorRT].")(f)
     f = click.option("--device", default=None, metavar="DEV",
                      help="cpu, cuda, cuda:N, tensorrt, openvino or auto [default: auto]; a device "
                           "that is not there is an error, never a silent CPU run.")(f)
@@ -100,6 +110,18 @@ def _mask_options(f):
                      help="Grey level from which a mask pixel means fill.")(f)
     f = click.option("--invert", is_flag=True, help="Black = fill instead of white = fill.")(f)
     return f
+
+
+def engine_line(inp, engine_path=None) -> str:
+    """One line for the run header: the model and where it runs, and why there."""
+    from pathlib import Path
+
+    m = inp.meta
+    name = Path(engine_path).name if engine_path else getattr(inp.engine, "name", "model")
+    if not engine_path and getattr(inp.engine, "path", None):
+        name = Path(inp.engine.path).name
+    where = getattr(inp.engine, "selection", None) or getattr(inp.engine, "name", "engine")
+    return f"model: {name} ({m.kind}, prefill {m.fill}) on {where}"
 
 
 def _inpainter(engine_path, backend, threads, batch_size, no_roi, method=None, device=None):
@@ -196,6 +218,8 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     # the engine first: a model or device that is not there stops the run before anything is made
     with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
         io.check_writable_dir(out.parent if single_file else out)
+        if not quiet:
+            click.echo(engine_line(inp, engine_path), err=True)
         summary = io.process_files(
             inp, tasks, overwrite=overwrite, invert=invert, threshold=threshold,
             resize_mask=resize_mask, dilate=dilate, quality=quality, jobs=jobs,
@@ -299,6 +323,43 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
     with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
         serve(inp, host=host, port=port, limits=limits, token=token, model_name=name,
               echo=lambda m: click.echo(m, err=True))
+    return EXIT_OK
+
+
+@cli.command("quantize")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The INT8 .onnx to write.")
+@click.option("--calibration", required=True, type=click.Path(exists=True),
+              help="Photos (a folder or one file) to calibrate on; a fifth is held out for the self-check.")
+@click.option("--images", type=click.IntRange(1, 100_000), default=64, show_default=True,
+              help="Calibration crops.")
+@click.option("--held-out", type=click.IntRange(1, 100_000), default=None,
+              help="Held-out crops for the self-check [default: images/4, at least 8].")
+@click.option("--size", type=click.IntRange(16, 4096), default=256, show_default=True,
+              help="Side of the crops (a fixed-size model uses its own).")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True,
+              help="Weight scales per output channel or one per tensor.")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True, help="How activation ranges are calibrated.")
+@click.option("--max-loss", type=click.FloatRange(min=0), default=0.3, show_default=True, metavar="DB",
+              help="Refuse when the held-out hole PSNR drops by more than this.")
+@click.option("--force", is_flag=True, help="Write the model even above --max-loss.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def quantize_cmd(model, output, calibration, images, held_out, size, per_channel, method, max_loss, force,
+                 overwrite, seed):
+    """Static INT8 quantization (ONNX Runtime's QDQ tools) of a fastfill .onnx, calibrated on photos.
+
+    The result loads wherever an .onnx loads (ONNX Runtime and OpenVINO run QDQ graphs); it is
+    checked against the float model on held-out photos before it is written.
+    """
+    from .quantize import quantize
+
+    r = quantize(model, output, calibration, images=images, size=size, per_channel=per_channel,
+                 method=method, max_loss_db=max_loss, force=force, overwrite=overwrite, held_out=held_out,
+                 seed=seed, log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {output} (INT8, {r.quantized_convs} convolutions; hole PSNR on held-out crops: "
+               f"fp32 {r.psnr_fp32:.2f} dB, int8 {r.psnr_int8:.2f} dB, loss {r.loss_db:+.3f} dB) in {r.seconds:.0f} s")
     return EXIT_OK
 
 

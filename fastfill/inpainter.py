@@ -174,14 +174,15 @@ class Inpainter:
     """Fill the masked regions of images with a completion model.
 
     Args:
-        engine: None (the shipped default model on ONNX Runtime CPU), a model file path
+        engine: None (the shipped default model, on the CPU), a model file path
             (``.onnx`` or ``.plan``), or a loaded :class:`fastfill.engines.Engine`.
         roi: process each hole region in a crop with enough context instead of the whole frame
             (same pixels inside the hole, cost that follows the hole). Falls back to the whole
             frame when the crops would cover most of it anyway.
         batch_size: the most images (or crops) of the same padded size per engine call.
         threads: intra-op threads of the engine (None = the back-end's default).
-        backend: the back-end for a model path (``onnxruntime``, ``openvino``, ``tensorrt``).
+        backend: the back-end for a model path (``onnxruntime``, ``openvino``, ``tensorrt``;
+            None or ``auto``: OpenVINO when installed and it loads the model, else ONNX Runtime).
         device: ``cpu``, ``cuda[:N]``, ``tensorrt``, ``openvino`` or ``auto`` (None): where a
             model path runs; one that is not there is an EngineError naming what is available.
     """
@@ -195,6 +196,7 @@ class Inpainter:
         if engine is None or isinstance(engine, (str, Path)):
             from .engines import device_options, load_engine
 
+            backend = None if backend == "auto" else backend
             dev_backend, opts = device_options(engine, device)
             if dev_backend and backend and dev_backend != backend:
                 raise EngineError(f"device {device!r} runs on the {dev_backend} back-end, not {backend}")

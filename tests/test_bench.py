@@ -67,8 +67,8 @@ def test_bench_json_has_every_field(tmp_path):
 
 def test_bench_side_by_side_roi_and_backends(tmp_path):
     out = tmp_path / "b.json"
-    args = ["bench", "--engine", str(TINY), "--size", "640x480", "--iters", "2", "--warmup", "0",
-            "--hole-fraction", "0.005", "--roi", "--json", str(out)]
+    args = ["bench", "--engine", str(TINY), "--backend", "onnxruntime", "--size", "640x480", "--iters", "2",
+            "--warmup", "0", "--hole-fraction", "0.005", "--roi", "--json", str(out)]
     res = _run(args)
     assert res.exception is None, res.output
     rep = json.loads(out.read_text())
@@ -224,7 +224,7 @@ def test_bench_torch_checkpoint_side_by_side(tmp_path):
                            meta={"kind": "glcic", "mean": [0.5, 0.5, 0.5], "step": 0,
                                  "phase": "completion"})
     out = tmp_path / "b.json"
-    res = _run(["bench", "--engine", str(TINY), "--torch", str(ckpt), "--size", "32x32",
+    res = _run(["bench", "--engine", str(TINY), "--backend", "onnxruntime", "--torch", str(ckpt), "--size", "32x32",
                 "--iters", "2", "--warmup", "0", "--threads", "1", "--json", str(out)])
     assert res.exception is None, res.output
     rep = json.loads(out.read_text())

@@ -38,3 +38,7 @@ def test_info_names_the_providers_and_the_default_models_prefill():
     stdout = res.output
     assert f"onnxruntime providers: {', '.join(ort.get_available_providers())}" in stdout
     assert f"prefill {read_meta(default_model_path()).fill}" in stdout
+    # which back-end the automatic choice takes for it, and why
+    from fastfill.engines import load_engine
+
+    assert f"back-end (auto, unless --backend/--device say otherwise): {load_engine().selection}" in stdout

@@ -41,6 +41,8 @@ def test_folders_nested_paths_mirror_and_formats(tree):
     code, stdout, stderr = invoke("run", "--engine", TINY, tree / "images", tree / "masks", "-o", out)
     assert code == 0, stderr
     assert "done 3, skipped 0, failed 0" in stdout and "images/s" in stdout
+    # the header names the model and the back-end the automatic choice took, with its reason
+    assert f"model: {Path(TINY).name} (glcic, prefill mean) on " in stderr and " (auto: " in stderr
     for rel, fmt in [("a.png", "PNG"), ("sub/b.jpg", "JPEG"), ("sub/deep/c.png", "PNG")]:
         with Image.open(out / rel) as im:
             assert im.format == fmt and im.size == (41, 30)
@@ -58,9 +60,9 @@ def test_folders_nested_paths_mirror_and_formats(tree):
     assert code == 0 and "done 3, skipped 0" in stdout
 
     # --format changes the output format and suffix
-    code, stdout, _ = invoke("run", "--engine", TINY, "--format", "webp", "-q", tree / "images",
-                             tree / "masks", "-o", tree / "webp")
-    assert code == 0
+    code, stdout, stderr = invoke("run", "--engine", TINY, "--format", "webp", "-q", tree / "images",
+                                  tree / "masks", "-o", tree / "webp")
+    assert code == 0 and "model:" not in stderr  # -q: no header
     assert sorted(p.relative_to(tree / "webp").as_posix() for p in (tree / "webp").rglob("*.webp")) \
         == ["a.webp", "sub/b.webp", "sub/deep/c.webp"]
 

@@ -131,7 +131,7 @@ def test_default_model_path_message(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------- ONNX Runtime
 
 def test_ort_engine_runs_tiny_model():
-    e = load_engine(TINY, threads=2)
+    e = load_engine(TINY, backend="onnxruntime", threads=2)
     assert (e.name, e.device) == ("onnxruntime", "cpu")
     assert e.providers == ["CPUExecutionProvider"]
     x = glcic_input(mean=e.meta.mean)
@@ -141,7 +141,7 @@ def test_ort_engine_runs_tiny_model():
     # batch independence: each sample alone gives the same result
     np.testing.assert_allclose(e.infer(x[1:]), y[1:], atol=1e-6)
     # thread count and graph optimisation do not change the numbers
-    e1 = load_engine(TINY, threads=1, optimization="disable")
+    e1 = load_engine(TINY, backend="onnxruntime", threads=1, optimization="disable")
     np.testing.assert_allclose(e1.infer(x), y, atol=1e-5)
     e.close()
 
@@ -312,9 +312,9 @@ def test_ort_spinning_off_by_default():
         return e.session.get_session_options().get_session_config_entry(
             "session.intra_op.allow_spinning")
 
-    e = load_engine(TINY, threads=1)
+    e = load_engine(TINY, backend="onnxruntime", threads=1)
     assert spin(e) == "0" and e.spinning is False
-    e2 = load_engine(TINY, threads=1, spinning=True)
+    e2 = load_engine(TINY, threads=1, spinning=True)  # an ONNX Runtime option: auto picks it
     assert spin(e2) == "1"
     x = glcic_input(1, 32, 32)
     np.testing.assert_array_equal(e.infer(x), e2.infer(x))
@@ -453,3 +453,26 @@ def test_the_base_class_checks_every_backends_input_once():
         import importlib
         mod = importlib.import_module(f"fastfill.engines.{ {'OrtEngine': 'onnxruntime', 'OpenVinoEngine': 'openvino', 'TensorRTEngine': 'tensorrt'}[cls]}")
         assert "infer" not in vars(getattr(mod, cls)) and "_infer" in vars(getattr(mod, cls))
+
+
+def test_auto_backend_prefers_openvino_and_says_why():
+    pytest.importorskip("openvino")
+    auto = load_engine(TINY, threads=1)
+    assert auto.name == "openvino" and auto.selection.startswith("openvino (auto:")
+    named = load_engine(TINY, backend="onnxruntime", threads=1)
+    assert named.name == "onnxruntime" and named.selection == "onnxruntime (named)"
+    assert load_engine(TINY, backend="auto").name == "openvino"
+    x = glcic_input(1, 32, 32, mean=auto.meta.mean)
+    np.testing.assert_allclose(auto.infer(x), named.infer(x), atol=1e-4)
+
+
+def test_auto_backend_without_openvino_or_with_ort_options(monkeypatch):
+    import fastfill.engines as eng
+
+    e = load_engine(TINY, spinning=False)  # an option only ONNX Runtime takes
+    assert e.name == "onnxruntime" and "openvino takes no spinning option" in e.selection
+    real = eng.find_spec
+    monkeypatch.setattr(eng, "find_spec", lambda name: None if name == "openvino" else real(name))
+    e = load_engine(TINY)
+    assert e.name == "onnxruntime"
+    assert "openvino is not installed (pip install 'fastfill[openvino]')" in e.selection

@@ -89,7 +89,8 @@ def test_health_config_docs_page(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     cfg = client.get("/api/v1/server-config").json()
     assert cfg["model"]["kind"] == "glcic" and cfg["model"]["name"] == "default.onnx"
-    assert cfg["backend"] == "onnxruntime" and cfg["device"] == "cpu"
+    assert cfg["backend"] in ("openvino", "onnxruntime") and cfg["device"] == "cpu"
+    assert cfg["backend_selection"].startswith(f"{cfg['backend']} (auto: ")
     assert cfg["limits"]["max_pixels"] == 300_000 and cfg["limits"]["max_body"] == 2_000_000
     assert cfg["limits"]["queue"] == 64 and cfg["limits"]["max_batch"] == 8
     schema = client.get("/openapi.json").json()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
+from importlib.util import find_spec
 from pathlib import Path
 
 from ..errors import EngineError
@@ -27,21 +28,27 @@ class Format:
     made_by: str  # the command that writes such files
     default: bool = False  # the back-end chosen for this suffix when none is asked for
     options: tuple[str, ...] = ()  # keyword options its engine takes (load_engine checks them)
+    requires: str | None = None  # the Python package it needs (the automatic choice checks it)
 
 
 FORMATS: tuple[Format, ...] = (
     Format("onnxruntime", ".onnx", "onnxruntime", "OrtEngine", ("cpu", "cuda"), None,
            "fastfill export", default=True,
            options=("device", "threads", "optimization", "device_id", "provider_options", "spinning",
-                    "strict")),
+                    "strict"), requires="onnxruntime"),
     Format("openvino", ".onnx", "openvino", "OpenVinoEngine", ("cpu",), "openvino",
-           "fastfill export", options=("threads", "device", "cache_dir", "hint")),
+           "fastfill export", options=("threads", "device", "cache_dir", "hint"), requires="openvino"),
     Format("tensorrt", ".plan", "tensorrt", "TensorRTEngine", ("cuda",), "trt",
-           "fastfill build", default=True, options=("device_id",)),
+           "fastfill build", default=True, options=("device_id",), requires="tensorrt"),
 )
 
 BACKENDS = tuple(f.backend for f in FORMATS)
 SUFFIXES = tuple(dict.fromkeys(f.suffix for f in FORMATS))
+# backend=None or "auto" for a .onnx file: the first of these that is installed and loads the
+# model (OpenVINO runs the same file 1.1-1.9x faster than ONNX Runtime on CPUs, INT8 ~2x:
+# benchmarks/RESULTS.md); a back-end named by the user is used as named.
+AUTO = "auto"
+AUTO_ORDER = ("openvino", "onnxruntime")
 
 
 def default_model_path() -> Path:
@@ -88,25 +95,68 @@ def device_options(path: str | Path | None, device: str | None) -> tuple[str | N
     if name == "openvino":
         return "openvino", {}
     if name == "cpu":
-        return "onnxruntime", {"device": "cpu"}
+        return None, {}  # both CPU back-ends: the automatic choice picks one
     return "onnxruntime", {"device": name, "device_id": int(index or 0), "strict": True}
 
 
 def load_engine(path: str | Path | None = None, backend: str | None = None, **options) -> Engine:
     """Load a model file on a back-end.
 
-    ``path`` None loads the shipped default model. ``backend`` None picks the default for the file's
-    suffix (ONNX Runtime on the CPU for ``.onnx``, TensorRT for ``.plan``). ``options`` go to the
-    engine (e.g. ``threads=2``, ``device='cuda'`` for ONNX Runtime, ``cache_dir`` for OpenVINO).
+    ``path`` None loads the shipped default model. ``backend`` None or ``"auto"``: for ``.onnx``,
+    OpenVINO when it is installed and loads the model, else ONNX Runtime (see :data:`AUTO_ORDER`);
+    for ``.plan``, TensorRT. A named back-end is used as named. ``options`` go to the engine (e.g.
+    ``threads=2``, ``device='cuda'`` for ONNX Runtime, ``cache_dir`` for OpenVINO). The engine's
+    ``selection`` says which back-end was used and why.
     """
     if path is None:
         path = default_model_path()
         if not path.exists():
             raise EngineError(f"the default model is not installed ({path}); pass a model file")
     path = Path(path)
+    if backend == AUTO:
+        backend = None
+    if backend is None and path.suffix.lower() == ".onnx":
+        if not path.exists():
+            raise EngineError(f"model file not found: {path}")
+        return _load_auto(path, options)
     fmt = find_format(path, backend)
     if not path.exists():
         raise EngineError(f"model file not found: {path}")
+    engine = _load(fmt, path, options)
+    engine.selection = (f"{fmt.backend} (named)" if backend else
+                        f"{fmt.backend} (the back-end for {fmt.suffix} files)")
+    return engine
+
+
+def _load_auto(path: Path, options: dict) -> Engine:
+    """The first back-end of AUTO_ORDER that is installed, takes ``options`` and loads the model."""
+    why = []
+    for name in AUTO_ORDER:
+        fmt = find_format(path, name)
+        unknown = sorted(set(options) - set(fmt.options))
+        if unknown and name != AUTO_ORDER[-1]:  # (the last one says exactly what it takes)
+            why.append(f"{name} takes no {', '.join(unknown)} option")
+            continue
+        if name == "openvino" and str(options.get("device", "cpu")).lower() != "cpu":
+            why.append(f"device {options['device']!r} is ONNX Runtime's")
+            continue
+        if fmt.requires and find_spec(fmt.requires) is None:
+            why.append(f"{name} is not installed (pip install 'fastfill[{fmt.extra}]')")
+            continue
+        try:
+            engine = _load(fmt, path, options)
+        except EngineError as e:
+            if name == AUTO_ORDER[-1]:
+                raise
+            why.append(f"{name} cannot load it ({e})")
+            continue
+        reason = "; ".join(why) if why else f"{name} is installed and loads the model"
+        engine.selection = f"{name} (auto: {reason})"
+        return engine
+    raise EngineError(f"{path}: no back-end can run it: {'; '.join(why)}")  # pragma: no cover
+
+
+def _load(fmt: Format, path: Path, options: dict) -> Engine:
     unknown = sorted(set(options) - set(fmt.options))
     if unknown:
         raise EngineError(f"the {fmt.backend} back-end takes no {', '.join(map(repr, unknown))} option "
@@ -118,5 +168,5 @@ def load_engine(path: str | Path | None = None, backend: str | None = None, **op
 __all__ = [
     "Engine", "ModelMeta", "Format", "FORMATS", "BACKENDS", "SUFFIXES",
     "load_engine", "find_format", "default_model_path", "read_meta", "read_onnx_metadata",
-    "device_options", "DEVICES",
+    "device_options", "DEVICES", "AUTO", "AUTO_ORDER",
 ]

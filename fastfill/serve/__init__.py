@@ -47,7 +47,7 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
     server = app.state.server
     cfg = server.config()
     echo(f"fastfill {cfg['version']}: {model_name or 'model'} ({cfg['model']['kind']}, prefill "
-         f"{cfg['model']['fill']}) on {cfg['backend']} ({cfg['device']}); batches of up to "
+         f"{cfg['model']['fill']}) on {cfg['backend_selection'] or cfg['backend']} ({cfg['device']}); batches of up to "
          f"{cfg['limits']['max_batch']}, queue {limits.queue}, {limits.workers} decode/encode threads")
     echo(f"limits: {limits.max_pixels / 1e6:g} megapixels per image, {limits.max_body} bytes per request")
     if token:

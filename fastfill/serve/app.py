@@ -184,6 +184,7 @@ class Server:
                       "input_size": list(meta.input_size) if meta.input_size else None,
                       "name": self.model_name},
             "backend": getattr(eng, "name", type(eng).__name__),
+            "backend_selection": getattr(eng, "selection", None),
             "device": getattr(eng, "device", "cpu"),
             "roi": self.inpainter.roi,
             "limits": asdict(self.limits) | {"max_batch": self.batcher.max_batch},
