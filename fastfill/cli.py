@@ -341,7 +341,7 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
               help="Weight scales per output channel or one per tensor.")
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True, help="How activation ranges are calibrated.")
-@click.option("--max-loss", type=click.FloatRange(min=0), default=0.3, show_default=True, metavar="DB",
+@click.option("--max-loss", type=click.FloatRange(min=0), default=0.1, show_default=True, metavar="DB",
               help="Refuse when the held-out hole PSNR drops by more than this.")
 @click.option("--force", is_flag=True, help="Write the model even above --max-loss.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
