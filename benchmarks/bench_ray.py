@@ -45,20 +45,19 @@ def make_folder(root: Path, n: int, size: int) -> None:
 
 def stage_costs(folder: Path, engine: str, k: int = 8) -> dict:
     """Milliseconds per image of each stage, on one thread, for the first k images."""
-    from fastfill import io
+    from fastfill import runner
     from fastfill.inpainter import Inpainter
 
-    tasks = io.plan_tasks(folder / "images", folder / "masks", folder / "stage-out")
+    p = runner.plan(folder / "images", folder / "masks", folder / "stage-out", overwrite=True)
     inp = Inpainter(engine, threads=1)
     dec = fill = enc = 0.0
-    for t in tasks[:k]:
+    for row in p.images[:k]:
         t0 = time.perf_counter()
-        src = io.decode_image(t.image)
-        mask = io.decode_mask(t.mask, src.size)
+        src, mask = runner.read_row(row, p.fs_images, p.fs_masks)
         t1 = time.perf_counter()
         out = inp(src.rgb, mask)
         t2 = time.perf_counter()
-        io.save_image(io.restore_mode(out, src, mask, t.format), t.out, t.format, info=src.info)
+        runner.write_row(row, out, src, mask, p.fs_out, overwrite=True)
         t3 = time.perf_counter()
         dec, fill, enc = dec + t1 - t0, fill + t2 - t1, enc + t3 - t2
     inp.close()
@@ -66,13 +65,13 @@ def stage_costs(folder: Path, engine: str, k: int = 8) -> dict:
 
 
 def run_local(folder: Path, out: Path, engine: str) -> tuple[float, int]:
-    from fastfill import io
+    from fastfill import runner
     from fastfill.inpainter import Inpainter
 
     t0 = time.perf_counter()
-    tasks = io.plan_tasks(folder / "images", folder / "masks", out)
+    p = runner.plan(folder / "images", folder / "masks", out)
     with Inpainter(engine) as inp:
-        s = io.process_files(inp, tasks, jobs=min(4, os.cpu_count() or 1), progress=False)
+        s = runner.run_files(inp, p, jobs=min(4, os.cpu_count() or 1), progress=False)
     return time.perf_counter() - t0, s.done
 
 

@@ -212,16 +212,17 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
         return EXIT_SOME_FAILED if summary.failed else EXIT_OK
     if "://" in images or "://" in masks or "://" in output:
         raise click.UsageError("URIs (s3://..., file://...) need --ray")
-    single_file = io.single_output(images, output)
-    tasks = io.plan_tasks(images, masks, output, fmt, single=single_file)
+    from . import runner
+
+    p = runner.plan(images, masks, output, fmt, overwrite=overwrite)
     out = Path(output)
     # the engine first: a model or device that is not there stops the run before anything is made
     with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
-        io.check_writable_dir(out.parent if single_file else out)
+        io.check_writable_dir(out.parent if p.single_file else out)
         if not quiet:
             click.echo(engine_line(inp, engine_path), err=True)
-        summary = io.process_files(
-            inp, tasks, overwrite=overwrite, invert=invert, threshold=threshold,
+        summary = runner.run_files(
+            inp, p, overwrite=overwrite, invert=invert, threshold=threshold,
             resize_mask=resize_mask, dilate=dilate, quality=quality, jobs=jobs,
             progress=False if quiet else None, echo=lambda m: click.echo(m, err=True),
             max_pixels=max_pixels)

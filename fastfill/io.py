@@ -22,9 +22,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from io import BytesIO  # (the standard library's: imports are absolute)
 from pathlib import Path
 
@@ -344,15 +343,16 @@ def decode_image(src, max_pixels: int | None = None) -> Decoded:
 
 def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = False,
                 threshold: int = 128, resize: bool = False, dilate: int = 0,
-                image_name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
+                image_name: str | None = None, max_pixels: int | None = None,
+                name: str | None = None) -> np.ndarray:
     """Read a mask (a path, or the file's bytes) into bool ``[H, W]`` (True = fill).
 
     ``size`` = the image's (height, width): a mask of another size is an InputError unless
     ``resize`` (then it is resized smoothly and thresholded). ``dilate`` grows the hole by that
-    many pixels in every direction.
+    many pixels in every direction. ``name``: what messages call the mask (default: its path).
     """
     src = _source(path)
-    name = f"mask {path}" if isinstance(src, Path) else "the mask"
+    name = f"mask {name}" if name else (f"mask {path}" if isinstance(src, Path) else "the mask")
     im = _open_oriented(src, max_pixels)
     g = mask_to_gray(im)
     if size is not None and g.shape != tuple(size):
@@ -511,23 +511,26 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
 
 def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool = False,
                quality: int = 95, info: dict | None = None) -> None:
-    """Write atomically: encode in memory (:func:`encode_image`), write a temporary file in the
-    same folder, check its length, then rename.
-
-    Without ``overwrite``, an existing file is never replaced (InputError), even one that
-    appeared while this image was being processed.
-    """
+    """Encode in memory (:func:`encode_image`) and write with :func:`write_file`."""
     path = Path(path)
     if not overwrite and path.exists():
         raise InputError(f"{path} exists (use --overwrite to replace it)")
+    write_file(path, encode_image(img, fmt, quality=quality, info=info), overwrite=overwrite)
+
+
+def write_file(path: str | Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write ``data`` atomically: a temporary file in the same folder, synced, its length checked
+    (a full disk or a file-size limit can leave a file short without an error, and a short file
+    must never be renamed in), then renamed into place.
+
+    Without ``overwrite``, an existing file is never replaced (InputError), even one that
+    appeared meanwhile. Every failure is an InputError naming the path.
+    """
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create folder {path.parent}: {e.strerror or e}") from None
-
-    # Encode in memory, then write and check the byte count: a full disk or a file-size limit can
-    # leave an encoder's file short without an error, and a short file must never be renamed in.
-    data = encode_image(img, fmt, quality=quality, info=info)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -698,7 +701,6 @@ class Task:
     out: Path
     format: str  # output format (Pillow name)
     error: str | None = None  # set when the task failed before decoding
-    replace_incomplete: bool = False  # the output exists but is cut short: replace it
 
 
 @dataclass
@@ -786,146 +788,11 @@ def _format_for_suffix(suffix: str) -> str | None:
     return Image.EXTENSION.get(suffix)
 
 
-def process_files(inpainter, tasks: list[Task], *, overwrite: bool = False, invert: bool = False,
-                  threshold: int = 128, resize_mask: bool = False, dilate: int = 0,
-                  quality: int = 95, jobs: int = 2, progress: bool | None = None,
-                  echo=None, max_pixels: int | None = None) -> Summary:
-    """Decode, fill and write every task; one line per failed file through ``echo``.
-
-    Decoding runs on ``jobs`` threads ahead of the model (bounded), inference in
-    :meth:`Inpainter.stream`, encoding on ``jobs`` threads; failures of one file never stop the
-    others. An engine error stops the run (it would fail every file) and is raised.
-    """
-    import collections
-    import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    echo = echo or (lambda msg: None)
-    summary = Summary()
-    lock = threading.Lock()
-    t0 = time.perf_counter()
-
-    def say(line: str):  # under `lock`: above the progress bar when there is one
-        if bar_on:
-            bar.write(line, file=sys.stderr)
-        else:
-            echo(line)
-
-    def fail(task: Task, reason: str):
-        with lock:
-            summary.failed += 1
-            summary.failures.append((task.image, reason))
-            say(f"failed: {task.image}: {reason}")
-
-    def note(task: Task, text: str):
-        with lock:
-            say(f"note: {task.image}: {text}")
-
-    remove_stale_temps(t.out for t in tasks)
-
-    todo: list[Task] = []
-    for t in tasks:
-        if t.error is None and not overwrite and t.out.exists():
-            if output_is_whole(t.out):
-                summary.skipped += 1
-                continue
-            # not written by fastfill (it renames only verified files): redo it
-            echo(f"redoing {t.out}: the existing file is incomplete")
-            t = replace(t, replace_incomplete=True)
-        todo.append(t)
-
-    bar = tqdm(total=len(todo), unit="img", disable=(not progress) if progress is not None else None,
-               dynamic_ncols=True, file=sys.stderr)
-    bar_on = not bar.disable
-
-    def tick():
-        with lock:
-            bar.update(1)
-    for t in todo:
-        if t.error is not None:
-            fail(t, t.error)
-            tick()
-    todo = [t for t in todo if t.error is None]
-
-    def decode(task: Task):
-        src = decode_image(task.image, max_pixels)
-        if src.note:
-            note(task, src.note)
-        mask = decode_mask(task.mask, src.size, invert=invert, threshold=threshold,
-                           resize=resize_mask, dilate=dilate, image_name=f"image {task.image}",
-                           max_pixels=max_pixels)
-        inpainter.check(src.rgb, mask)  # e.g. a fixed-size model and an image of another size
-        return src, mask
-
-    def encode(task: Task, result, src: Decoded, mask):
-        try:
-            img = restore_mode(result, src, mask, task.format)
-            save_image(img, task.out, task.format, overwrite=overwrite or task.replace_incomplete,
-                       quality=quality, info=src.info)
-        except InputError as e:
-            fail(task, str(e))
-        except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
-            fail(task, f"cannot encode: {type(e).__name__}: {e}")
-        else:
-            with lock:
-                summary.done += 1
-        finally:
-            tick()
-
-    in_flight: collections.deque = collections.deque()  # (task, src, mask) fed to the model
-    depth = max(2, 2 * jobs)
-
-    with ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-decode") as dec_pool, \
-            ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-encode") as enc_pool:
-
-        def decoded_pairs():
-            pending: collections.deque = collections.deque()
-            it = iter(todo)
-            for t in it:  # keep `depth` decodes running ahead, in order
-                pending.append((t, dec_pool.submit(decode, t)))
-                if len(pending) >= depth:
-                    break
-            while pending:
-                t, fut = pending.popleft()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((nxt, dec_pool.submit(decode, nxt)))
-                try:
-                    src, mask = fut.result()
-                except InputError as e:
-                    fail(t, str(e))
-                    tick()
-                    continue
-                except Exception as e:  # noqa: BLE001
-                    fail(t, f"cannot decode: {type(e).__name__}: {e}")
-                    tick()
-                    continue
-                in_flight.append((t, src, mask))
-                yield src.rgb, mask
-
-        enc_futs: collections.deque = collections.deque()
-        try:
-            for result in inpainter.stream(decoded_pairs()):
-                t, src, mask = in_flight.popleft()
-                enc_futs.append(enc_pool.submit(encode, t, result, src, mask))
-                while len(enc_futs) > depth:  # bound the results waiting to be written
-                    enc_futs.popleft().result()
-            for f in enc_futs:
-                f.result()
-        finally:
-            bar.close()
-    summary.seconds = time.perf_counter() - t0
-    return summary
-
-
 __all__ = [
     "Candidate", "Decoded", "MaskIndex", "find_images", "sniff_image", "decode_image", "decode_mask",
     "mask_to_gray", "dilate_mask", "output_path", "output_format", "restore_mode", "encode_image",
-    "save_image", "check_writable_dir",
+    "save_image", "write_file", "check_writable_dir",
     "normalize_format", "frame_number", "IMAGE_SUFFIXES", "FORMAT_SUFFIX", "FORMAT_ALIASES",
     "atomic_write", "UMASK", "FILE_MODE",
-    "Task", "Summary", "plan_tasks", "process_files", "single_output", "names_folder",
+    "Task", "Summary", "plan_tasks", "single_output", "names_folder",
 ]

@@ -429,7 +429,12 @@ def test_animations_and_multipage_files_are_refused_not_truncated(tmp_path):
     assert code == 1 and "done 1, skipped 0, failed 2" in stdout
     assert "3 frames (GIF): fastfill fills single images only" in stderr
     assert "3 pages (TIFF)" in stderr
-    assert sorted(p.name for p in out.iterdir()) == ["one.gif"]
+    assert sorted(p.name for p in out.iterdir()) == ["fastfill-failures.jsonl", "one.gif"]
+    import json
+
+    failed = [json.loads(ln) for ln in (out / "fastfill-failures.jsonl").read_text().splitlines()]
+    assert sorted(Path(f["file"]).name for f in failed) == ["anim.gif", "pages.tiff"]
+    assert all(f["mask"] == str(tmp_path / "m.png") and f["error"] for f in failed)
 
 
 def test_lossless_in_stays_lossless_out(tmp_path):
@@ -475,7 +480,8 @@ def test_a_write_cut_short_is_a_failure_and_a_cut_output_is_redone(tree):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, preexec_fn=limit)
     assert r.returncode == 1, r.stderr
     assert "failed 1" in r.stdout and "a.png" in r.stderr
-    assert not out.exists() or not list(out.iterdir())  # no output, no temporary file
+    # no output, no temporary file (the list of failures, when the limit let it be written)
+    assert not out.exists() or [p.name for p in out.iterdir()] in ([], ["fastfill-failures.jsonl"])
     # a truncated output left by something else is not trusted: redone
     out.mkdir(exist_ok=True)
     good = subprocess.run(cmd[:-2] + ["-o", str(tree / "ref")], capture_output=True, text=True, timeout=120)

@@ -125,6 +125,15 @@ def test_bad_files_fail_alone_then_resume_rewrites_only_missing(tree, tmp_path):
     assert "no mask found" in next(d["error"] for d in lines if d["file"].endswith("no_mask.png"))
     written = [f for f in _files(out) if f != fray.FAILURES_FILE]
     assert written == _files(tree / "local")
+    # the local run: the same outputs and the same failures file (paths as given: absolute here)
+    local = root / "local-out"
+    code, stdout, _ = invoke("run", "-q", "--engine", TINY, root / "images", root / "masks", "-o", local)
+    assert code == 1 and f"done {N_IMAGES}, skipped 0, failed 2" in stdout
+    assert _files(local) == _files(out)
+    _, mismatch, errors = filecmp.cmpfiles(local, out, _files(out), shallow=False)
+    assert mismatch == [fray.FAILURES_FILE] or mismatch == [], mismatch  # (order of lines may differ)
+    assert sorted((local / fray.FAILURES_FILE).read_text().splitlines()) == \
+        sorted((out / fray.FAILURES_FILE).read_text().splitlines())
 
     # Resume: every output gets an old mtime, three are deleted; only those three are written.
     old = 1_000_000_000
@@ -247,15 +256,30 @@ def test_video_folder_one_task_per_video(tmp_path):
                                   "-o", tmp_path / "out")
     assert code == 0, stderr
     assert "done 2, skipped 0, failed 0" in stdout
+    # the local run takes videos under IMAGES too, with the same bytes
+    code, stdout, stderr = invoke("run", "-q", "--engine", TINY, vids, masks, "-o", tmp_path / "out-local")
+    assert code == 0 and "done 2, skipped 0, failed 0" in stdout, stderr
+    def frames(p):
+        with av.open(str(p)) as c:
+            return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+    for k in range(2):  # (frame by frame: Matroska files carry a random segment UID)
+        a, b = frames(tmp_path / "out" / f"clip{k}.mkv"), frames(tmp_path / "out-local" / f"clip{k}.mkv")
+        assert len(a) == len(b) == 4 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    # a video without a mask fails alone, in both modes, into the failures file
+    (masks / "clip1.png").unlink()
+    for extra in ((), ("--ray",)):
+        out = tmp_path / f"out-nomask{len(extra)}"
+        code, stdout, stderr = invoke("run", "-q", *extra, "--engine", TINY, vids, masks, "-o", out)
+        assert code == 1 and "done 1, skipped 0, failed 1" in stdout, stderr
+        (line,) = (out / fray.FAILURES_FILE).read_text().splitlines()
+        assert json.loads(line)["file"].endswith("clip1.mkv") and "no mask found" in line
+    Image.fromarray(m).save(masks / "clip1.png")
     for k in range(2):
         code, _, stderr = invoke("video", "-q", "--engine", TINY, vids / f"clip{k}.mkv",
                                  "--mask", masks / f"clip{k}.png", "-o",
                                  tmp_path / f"local{k}.mkv")
         assert code == 0, stderr
-
-        def frames(p):
-            with av.open(str(p)) as c:
-                return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
         a, b = frames(tmp_path / "out" / f"clip{k}.mkv"), frames(tmp_path / f"local{k}.mkv")
         assert len(a) == len(b) == 4
         assert all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -1,0 +1,627 @@
+"""The file runner: ``fastfill run`` on this machine (threads) and under ``--ray`` (Ray Data).
+
+One planner, one read step, one write step, one report, whatever drives them::
+
+    plan(IMAGES, MASKS, OUT) -> image rows + video rows   (pairing, output names, skip rules)
+    read_row(row)  -> (Decoded, mask)                      (fastfill.io decoding rules)
+    Inpainter                                              (the model)
+    write_row(row, result, ...)                            (encode in memory, atomic write)
+    Report: the summary, one line per failed file, OUT/fastfill-failures.jsonl
+
+:func:`run_files` drives them with a decode pool, :meth:`Inpainter.stream` and an encode pool;
+:mod:`fastfill.ray` drives the same functions with Ray Data ``map_batches``. Videos under IMAGES
+are one :func:`run_video` each in both. Inputs and outputs are local paths or, through
+:func:`resolve`, any pyarrow file system (``s3://``, ``gs://``, ``file://``...).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import posixpath
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from . import io as fio
+from .errors import EngineError, InputError
+
+FAILURES_FILE = "fastfill-failures.jsonl"
+# Files under IMAGES with one of these suffixes are videos (one `run_video` each).
+VIDEO_SUFFIXES = frozenset(".mp4 .m4v .mov .mkv .avi .webm .mpg .mpeg .ts .wmv .flv".split())
+
+
+# -- file systems ---------------------------------------------------------------------------------
+
+class LocalFS:
+    """The local disk (paths are OS paths)."""
+
+    remote = False
+
+    def exists(self, p: str) -> bool:
+        return os.path.exists(p)
+
+    def is_file(self, p: str) -> bool:
+        return os.path.isfile(p)
+
+    def is_dir(self, p: str) -> bool:
+        return os.path.isdir(p)
+
+    def exists_many(self, paths: list[str]) -> set[str]:
+        return {q for q in paths if os.path.exists(q)}
+
+    def join(self, *parts: str) -> str:
+        return str(Path(*parts))
+
+    def dirname(self, p: str) -> str:
+        return str(Path(p).parent)
+
+    def list_files(self, root: str) -> list[tuple[str, str]]:
+        """[(relative posix path, full path)] of the regular files under ``root`` (or ``root``)."""
+        r = Path(root)
+        if r.is_file():
+            return [(r.name, str(r))]
+        if not r.is_dir():
+            return []
+        return [(q.relative_to(r).as_posix(), str(q)) for q in fio.regular_files(r)]
+
+    def source(self, p: str):
+        """What the decoders read: the path itself."""
+        return p
+
+    def write(self, p: str, data: bytes, *, overwrite: bool) -> None:
+        fio.write_file(p, data, overwrite=overwrite)
+
+    def delete(self, p: str) -> None:
+        os.unlink(p)
+
+    def local_copy(self, p: str, tmpdir: str) -> str:
+        return p
+
+    def put(self, local: str, p: str, *, overwrite: bool) -> None:  # pragma: no cover - unused
+        raise AssertionError("a local output is written in place")
+
+
+class ArrowFS:
+    """A pyarrow file system (paths are posix paths on it)."""
+
+    remote = True
+
+    def __init__(self, fs):
+        self.fs = fs
+
+    def _info(self, p):
+        return self.fs.get_file_info(p)
+
+    def exists(self, p: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self._info(p).type != pafs.FileType.NotFound
+
+    def is_file(self, p: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self._info(p).type == pafs.FileType.File
+
+    def is_dir(self, p: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self._info(p).type == pafs.FileType.Directory
+
+    def exists_many(self, paths: list[str]) -> set[str]:
+        import pyarrow.fs as pafs
+
+        return {q for q, i in zip(paths, self.fs.get_file_info(paths)) if i.type != pafs.FileType.NotFound}
+
+    def join(self, *parts: str) -> str:
+        return posixpath.join(*parts)
+
+    def dirname(self, p: str) -> str:
+        return posixpath.dirname(p)
+
+    def list_files(self, root: str) -> list[tuple[str, str]]:
+        import pyarrow.fs as pafs
+
+        info = self._info(root)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        if info.type == pafs.FileType.File:
+            return [(posixpath.basename(root), root)]
+        out = []
+        for i in self.fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+            rel = posixpath.relpath(i.path, root)
+            if i.type == pafs.FileType.File and not any(s.startswith(".") for s in rel.split("/")):
+                out.append((rel, i.path))
+        return sorted(out)
+
+    def source(self, p: str) -> bytes:
+        """What the decoders read: the file's bytes."""
+        try:
+            with self.fs.open_input_stream(p) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise InputError("file not found") from None
+        except OSError as e:
+            raise InputError(f"cannot read ({e})") from None
+
+    def _object_store(self) -> bool:
+        return getattr(self.fs, "type_name", "") in ("s3", "gcs", "abfs")
+
+    def write(self, p: str, data: bytes, *, overwrite: bool) -> None:
+        """Write without leaving a partial file: object stores show an object only when its upload
+        completes; elsewhere a temporary name is written and moved into place."""
+        if not overwrite and self.exists(p):
+            raise InputError(f"{p} exists (use --overwrite to replace it)")
+        parent = posixpath.dirname(p)
+        try:
+            if parent and not self._object_store():
+                self.fs.create_dir(parent, recursive=True)
+            target = p if self._object_store() else posixpath.join(
+                parent, f".{posixpath.basename(p)}.{uuid.uuid4().hex[:8]}.tmp")
+            with self.fs.open_output_stream(target) as dst:
+                dst.write(data)
+            if target != p:
+                try:
+                    self.fs.move(target, p)
+                except BaseException:
+                    try:
+                        self.fs.delete_file(target)
+                    except OSError:
+                        pass
+                    raise
+        except OSError as e:
+            raise InputError(f"cannot write {p}: {e}") from None
+
+    def delete(self, p: str) -> None:
+        self.fs.delete_file(p)
+
+    def local_copy(self, p: str, tmpdir: str) -> str:
+        """A local copy of a file or folder (a video and its masks: PyAV reads local files)."""
+        root = os.path.join(tmpdir, uuid.uuid4().hex[:8] + "-" + posixpath.basename(p))
+        if self.is_file(p):
+            Path(root).write_bytes(self.source(p))
+            return root
+        for rel, full in self.list_files(p):
+            dst = os.path.join(root, *PurePosixPath(rel).parts)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with self.fs.open_input_stream(full) as src, open(dst, "wb") as f:
+                shutil.copyfileobj(src, f, 1 << 20)
+        return root
+
+    def put(self, local: str, p: str, *, overwrite: bool) -> None:
+        self.write(p, Path(local).read_bytes(), overwrite=overwrite)
+
+
+def resolve(location: str | os.PathLike, filesystem=None):
+    """(file system, path) for a local path or a URI (``s3://bucket/x``, ``file:///data/x``).
+
+    A URI on the local disk resolves to the local file system, so the local pairing rules apply.
+    """
+    s = os.fspath(location)
+    if filesystem is None and "://" not in s:
+        return LocalFS(), s
+    import pyarrow.fs as pafs
+
+    if filesystem is None:
+        try:
+            filesystem, s = pafs.FileSystem.from_uri(s)
+        except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise InputError(f"{location}: not a file system pyarrow knows ({e})") from None
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return LocalFS(), s
+    return ArrowFS(filesystem), s.rstrip("/") or s
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What a run will do: image rows, video rows, what was skipped, where the failures go.
+
+    Image rows: ``image, mask, out, format, error, replace``; video rows: ``video, mask, out,
+    error``. ``error`` set = the file fails without being read."""
+
+    images: list[dict] = field(default_factory=list)
+    videos: list[dict] = field(default_factory=list)
+    skipped: int = 0
+    single_file: bool = False  # OUT is the output file of the one image IMAGES names
+    fs_images: object = None
+    fs_masks: object = None
+    fs_out: object = None
+    out: str = ""  # OUT as resolved
+
+    @property
+    def failures_path(self) -> str:
+        folder = self.fs_out.dirname(self.out) if self.single_file else self.out
+        return self.fs_out.join(folder, FAILURES_FILE)
+
+
+def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = False,
+         filesystem=None, absolute: bool = False) -> Plan:
+    """Pair every image and video under ``images`` with its mask and output.
+
+    Local images are found by content and paired by :func:`fastfill.io.plan_tasks`; on other file
+    systems the same rules apply with images recognised by suffix (their content is checked when
+    they are read). Existing outputs are skipped unless ``overwrite`` (a local one cut short by
+    something else is redone). ``absolute``: local paths made absolute (Ray workers do not share
+    the driver's working directory).
+    """
+    fs_i, ipath = resolve(images, filesystem)
+    fs_m, mpath = resolve(masks, filesystem)
+    fs_o, opath = resolve(output, filesystem)
+    if absolute:
+        ipath, mpath, opath = (q if fs.remote else os.path.abspath(q)
+                               for fs, q in ((fs_i, ipath), (fs_m, mpath), (fs_o, opath)))
+    if not fs_i.exists(ipath):
+        raise InputError(f"{images}: no such file or folder")
+    videos = [(rel, full) for rel, full in fs_i.list_files(ipath)
+              if posixpath.splitext(rel)[1].lower() in VIDEO_SUFFIXES]
+    single = _single_output(fs_i, ipath, fs_o, opath, output) and not videos
+    p = Plan(single_file=single, fs_images=fs_i, fs_masks=fs_m, fs_out=fs_o, out=opath)
+    try:
+        if not fs_i.remote and not fs_m.remote:
+            p.images = _plan_local(ipath, mpath, fs_o, opath, fmt, single)
+        else:
+            p.images = _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single)
+    except InputError:
+        if not videos:
+            raise
+    p.videos = _pair_videos(videos, fs_m, mpath, fs_o, opath)
+    if not overwrite:
+        _skip_existing(p)
+    return p
+
+
+def _single_output(fs_i, ipath: str, fs_o, opath: str, output) -> bool:
+    """:func:`fastfill.io.single_output` on any file system (``output``: the argument as given,
+    whose trailing separator says "a folder")."""
+    if fio.names_folder(output):
+        return False
+    if not fs_i.remote and not fs_o.remote:
+        return fio.single_output(ipath, opath)
+    return bool(posixpath.splitext(opath)[1]) and fs_i.is_file(ipath) and not fs_o.is_dir(opath)
+
+
+def _plan_local(ipath, mpath, fs_o, opath, fmt, single) -> list[dict]:
+    # (an output on another file system: planned under a stand-in root, or file)
+    stand_in = "/__out__" + (posixpath.splitext(opath)[1] if single else "")
+    tasks = fio.plan_tasks(ipath, mpath, stand_in if fs_o.remote else opath, fmt, single=single)
+    rows = []
+    for t in tasks:
+        if not fs_o.remote:
+            out = str(t.out)
+        elif single:
+            out = opath
+        else:
+            out = posixpath.join(opath, Path(t.out).relative_to("/__out__").as_posix())
+        rows.append({"image": str(t.image), "mask": str(t.mask or ""), "out": out,
+                     "format": t.format, "error": t.error or ""})
+    return rows
+
+
+def _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single) -> list[dict]:
+    """plan_tasks' rules on any pyarrow file system (images recognised by suffix)."""
+    if not fs_i.remote:
+        files = [(c.rel.as_posix(), str(c.path), c.format, c.error) for c in fio.find_images(ipath)]
+    else:
+        inside = opath.rstrip("/") + "/"  # an output folder inside IMAGES is not input
+        files = [(rel, full, _format_of(full), None) for rel, full in fs_i.list_files(ipath)
+                 if posixpath.splitext(full)[1].lower() in fio.IMAGE_SUFFIXES
+                 and (single or not fs_o.remote or not full.startswith(inside))]
+    if not files:
+        raise InputError(f"no images found in {ipath}")
+    find_mask = _mask_finder(fs_m, mpath)
+    rows, seen = [], {}
+    for rel, full, src_fmt, error in files:
+        src_fmt = src_fmt or "PNG"
+        out_fmt = fio.output_format(src_fmt, fmt)
+        if single:
+            out = opath
+            out_fmt = fmt or _format_of(opath) or out_fmt
+        else:
+            out = fio.output_path(PurePosixPath(opath), PurePosixPath(rel), out_fmt, src_fmt).as_posix()
+            out = out if fs_o.remote else str(Path(out))
+        row = {"image": full, "mask": "", "out": out, "format": out_fmt, "error": error or ""}
+        if not row["error"]:
+            try:
+                row["mask"] = find_mask(rel)
+            except InputError as e:
+                row["error"] = str(e)
+        if not row["error"] and out in seen:
+            row["error"] = f"its output {out} is also the output of {seen[out]}"
+        elif not row["error"]:
+            seen[out] = full
+        rows.append(row)
+    return rows
+
+
+def _format_of(path: str) -> str | None:
+    from PIL import Image
+
+    Image.init()
+    return Image.EXTENSION.get(posixpath.splitext(path)[1].lower())
+
+
+def _mask_finder(fs_m, mpath) -> Callable[[str], str]:
+    """rel path of an image -> its mask (MASKS itself when a file, else same folder and stem)."""
+    if not fs_m.remote:
+        index = fio.MaskIndex(mpath)
+        return lambda rel: str(index.find(Path(rel)))
+    if not fs_m.exists(mpath):
+        raise InputError(f"{mpath}: no such mask file or folder")
+    if fs_m.is_file(mpath):
+        return lambda rel: mpath
+    by_key: dict[tuple[str, str], list[str]] = {}
+    for rel, full in fs_m.list_files(mpath):
+        by_key.setdefault((posixpath.dirname(rel), _stem(rel)), []).append(full)
+
+    def find(rel):
+        key = (posixpath.dirname(rel), _stem(rel))
+        found = sorted(by_key.get(key, []))
+        if len(found) > 1:
+            found = [f for f in found if posixpath.splitext(f)[1].lower() in fio.IMAGE_SUFFIXES] or found
+        if not found:
+            raise InputError(f"no mask found (looked for {posixpath.join(mpath, key[0], key[1] + '.*')})")
+        if len(found) > 1:
+            raise InputError("several masks match: " + ", ".join(found))
+        return found[0]
+
+    return find
+
+
+def _stem(rel: str) -> str:
+    return posixpath.splitext(posixpath.basename(rel))[0]
+
+
+def _pair_videos(videos, fs_m, mpath, fs_o, opath) -> list[dict]:
+    """A video's mask: MASKS itself when it is a file, else MASKS/<dir>/<stem>.<image> (one mask
+    for every frame) or the folder MASKS/<dir>/<stem>/ (per-frame masks, as `fastfill video`)."""
+    rows = []
+    for rel, full in videos:
+        d, stem = posixpath.dirname(rel), _stem(rel)
+        out = fs_o.join(opath, rel) if fs_o.remote else str(Path(opath) / rel)
+        row = {"video": full, "mask": "", "out": out, "error": ""}
+        if fs_m.is_file(mpath):
+            row["mask"] = mpath
+        else:
+            base = fs_m.join(mpath, d, stem) if d else fs_m.join(mpath, stem)
+            if fs_m.exists(base):
+                row["mask"] = base
+            else:
+                folder = fs_m.join(mpath, d) if d else mpath
+                cands = [f for r, f in fs_m.list_files(folder) if "/" not in r and _stem(r) == stem
+                         and posixpath.splitext(r)[1].lower() in fio.IMAGE_SUFFIXES] \
+                    if fs_m.is_dir(folder) else []
+                if len(cands) == 1:
+                    row["mask"] = cands[0]
+                elif not cands:
+                    row["error"] = f"no mask found (looked for {base}.* and {base}/)"
+                else:
+                    row["error"] = "several masks match: " + ", ".join(cands)
+        rows.append(row)
+    return rows
+
+
+def _skip_existing(p: Plan) -> None:
+    """Drop the rows whose output exists (a local output cut short by anything else is redone:
+    fastfill renames only verified files into place; objects in a store are whole by
+    construction)."""
+    rows = [r for r in p.images + p.videos if not r["error"]]
+    exist = p.fs_out.exists_many([r["out"] for r in rows])
+    keep_i, keep_v = [], []
+    for r in p.images:
+        if r["error"] or r["out"] not in exist:
+            keep_i.append(r)
+        elif not p.fs_out.remote and not fio.output_is_whole(r["out"]):
+            r["replace"] = True
+            keep_i.append(r)
+        else:
+            p.skipped += 1
+    for r in p.videos:
+        if r["error"] or r["out"] not in exist:
+            keep_v.append(r)
+        else:
+            p.skipped += 1
+    p.images, p.videos = keep_i, keep_v
+
+
+# -- reading and writing one image --------------------------------------------------------------
+
+def read_row(row: dict, fs_images, fs_masks, *, invert=False, threshold=128, resize_mask=False,
+             dilate=0, max_pixels=None) -> tuple[fio.Decoded, object]:
+    """Decode a row's image and mask (bool [H, W]) with the CLI's rules; InputError on a bad file."""
+    src = fio.decode_image(fs_images.source(row["image"]), max_pixels)
+    mask = fio.decode_mask(fs_masks.source(row["mask"]), src.size, invert=invert, threshold=threshold,
+                           resize=resize_mask, dilate=dilate, image_name=f"image {row['image']}",
+                           max_pixels=max_pixels, name=row["mask"])
+    return src, mask
+
+
+def write_row(row: dict, result, src: fio.Decoded, mask, fs_out, *, overwrite=False, quality=95) -> None:
+    """Encode a result in its source's mode (as far as the row's format allows) and write it
+    atomically; InputError on failure."""
+    fmt = row["format"]
+    img = fio.restore_mode(result, src, mask, fmt)
+    data = fio.encode_image(img, fmt, quality=quality, info=src.info)
+    fs_out.write(row["out"], data, overwrite=overwrite or bool(row.get("replace")))
+
+
+def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, *, overwrite=False, **conv) -> int:
+    """One video row, start to end (decode -> Inpainter.stream -> encode); returns its frames."""
+    from . import video as fvideo
+
+    with tempfile.TemporaryDirectory(prefix="fastfill-") as tmp:
+        src = fs_videos.local_copy(row["video"], tmp)
+        mask = fs_masks.local_copy(row["mask"], tmp)
+        dst = os.path.join(tmp, "out-" + posixpath.basename(row["out"])) if fs_out.remote else row["out"]
+        try:
+            stats = fvideo.inpaint_video(inpainter, src, dst, mask, overwrite=overwrite, progress=False,
+                                         **conv)
+        except InputError as e:
+            raise InputError(str(e).replace(src, row["video"])) from None
+        if fs_out.remote:
+            fs_out.put(dst, row["out"], overwrite=overwrite)
+    return stats.frames
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+class Report:
+    """The summary, one line per failed file (and per note), and the failures file. Thread-safe."""
+
+    def __init__(self, echo: Callable[[str], None] | None = None, skipped: int = 0):
+        self.summary = fio.Summary(skipped=skipped)
+        self.failures: list[dict] = []
+        self.say = echo or (lambda msg: None)
+        self.lock = threading.Lock()
+        self.t0 = time.perf_counter()
+
+    def fail(self, file: str, reason: str, mask: str | None = None) -> None:
+        with self.lock:
+            self.summary.failed += 1
+            self.summary.failures.append((file, reason))
+            self.failures.append({"file": str(file), "mask": mask or None, "error": reason})
+            self.say(f"failed: {file}: {reason}")
+
+    def note(self, file: str, text: str) -> None:
+        with self.lock:
+            self.say(f"note: {file}: {text}")
+
+    def done(self) -> None:
+        with self.lock:
+            self.summary.done += 1
+
+    def finish(self, p: Plan) -> fio.Summary:
+        """Write (or remove, when nothing failed) OUT/fastfill-failures.jsonl; the summary."""
+        path, fs = p.failures_path, p.fs_out
+        if not self.failures:
+            if fs.exists(path):
+                fs.delete(path)
+        else:
+            text = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in self.failures)
+            fs.write(path, text.encode("utf-8"), overwrite=True)
+        self.summary.seconds = time.perf_counter() - self.t0
+        return self.summary
+
+
+def start(p: Plan, report: Report) -> tuple[list[dict], list[dict]]:
+    """The rows to do: failed up-front rows reported, temporary files a killed run left for these
+    outputs removed, outputs to redo announced."""
+    todo = []
+    for rows, key in ((p.images, "image"), (p.videos, "video")):
+        good = []
+        for r in rows:
+            if r["error"]:
+                report.fail(r[key], r["error"], r.get("mask"))
+            else:
+                r.setdefault("replace", False)
+                good.append(r)
+        todo.append(good)
+    images, videos = todo
+    if not p.fs_out.remote:
+        fio.remove_stale_temps(r["out"] for r in images + videos)
+    for r in images:
+        if r["replace"]:
+            report.say(f"redoing {r['out']}: the existing file is incomplete")
+    return images, videos
+
+
+# -- this machine -------------------------------------------------------------------------------
+
+def run_files(inpainter, p: Plan, *, overwrite=False, quality=95, jobs=2, progress: bool | None = None,
+              echo=None, max_pixels=None, **conv) -> fio.Summary:
+    """Do a plan here: decoding on ``jobs`` threads ahead of the model (bounded), inference in
+    :meth:`Inpainter.stream`, encoding on ``jobs`` threads, then the videos one by one. A bad file
+    fails alone; an engine error stops the run (it would fail every file) and is raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    report = Report(echo, skipped=p.skipped)
+    images, videos = start(p, report)
+    bar = tqdm(total=len(images) + len(videos), unit="file", dynamic_ncols=True, file=sys.stderr,
+               disable=(not progress) if progress is not None else None)
+    if not bar.disable:
+        report.say = lambda line: bar.write(line, file=sys.stderr)
+    depth = max(2, 2 * jobs)
+    try:
+        with ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-decode") as dec, \
+                ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-encode") as enc:
+            _run_images(inpainter, p, images, dec, enc, depth, report, bar,
+                        dict(conv, max_pixels=max_pixels), dict(overwrite=overwrite, quality=quality))
+        for r in videos:
+            try:
+                run_video(r, inpainter, p.fs_images, p.fs_masks, p.fs_out, overwrite=overwrite, **conv)
+                report.done()
+            except EngineError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one bad video must not stop the run
+                report.fail(r["video"], str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}",
+                            r["mask"])
+            bar.update(1)
+    finally:
+        bar.close()
+    return report.finish(p)
+
+
+def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw, write_kw) -> None:
+    in_flight: collections.deque = collections.deque()  # (row, src, mask) fed to the model
+
+    def read(row):
+        src, mask = read_row(row, p.fs_images, p.fs_masks, **read_kw)
+        if src.note:
+            report.note(row["image"], src.note)
+        inpainter.check(src.rgb, mask)  # e.g. a fixed-size model and an image of another size
+        return src, mask
+
+    def write(row, result, src, mask):
+        try:
+            write_row(row, result, src, mask, p.fs_out, **write_kw)
+            report.done()
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
+            report.fail(row["image"], str(e) if isinstance(e, InputError)
+                        else f"cannot encode: {type(e).__name__}: {e}", row["mask"])
+        finally:
+            bar.update(1)
+
+    def pairs():
+        pending: collections.deque = collections.deque()
+        it = iter(rows)
+        for r in it:  # keep `depth` reads running ahead, in order
+            pending.append((r, dec.submit(read, r)))
+            if len(pending) >= depth:
+                break
+        while pending:
+            r, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, dec.submit(read, nxt)))
+            try:
+                src, mask = fut.result()
+            except Exception as e:  # noqa: BLE001
+                report.fail(r["image"], str(e) if isinstance(e, InputError)
+                            else f"cannot decode: {type(e).__name__}: {e}", r["mask"])
+                bar.update(1)
+                continue
+            in_flight.append((r, src, mask))
+            yield src.rgb, mask
+
+    writes: collections.deque = collections.deque()
+    for result in inpainter.stream(pairs()):
+        r, src, mask = in_flight.popleft()
+        writes.append(enc.submit(write, r, result, src, mask))
+        while len(writes) > depth:  # bound the results waiting to be written
+            writes.popleft().result()
+    for f in writes:
+        f.result()
+
+
+__all__ = ["plan", "Plan", "resolve", "read_row", "write_row", "run_video", "run_files", "Report", "start",
+           "LocalFS", "ArrowFS", "FAILURES_FILE", "VIDEO_SUFFIXES"]
