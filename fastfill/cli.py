@@ -161,6 +161,23 @@ def _ray_options(f):
     return f
 
 
+def _check_ray_flags(with_ray) -> None:
+    """Flags of one mode given in the other are usage errors, not silently ignored."""
+    ctx = click.get_current_context()
+
+    def given(name):
+        return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+    if with_ray and given("jobs"):
+        raise click.UsageError("-j/--jobs sets the local run's decode/encode threads; with --ray, Ray "
+                               "schedules them (--concurrency sets the model workers)")
+    if not with_ray:
+        for name, flag in (("concurrency", "--concurrency"), ("gpus_per_worker", "--gpus-per-worker")):
+            if given(name):
+                raise click.UsageError(f"{flag} needs --ray (the local run has one model; -j sets its "
+                                       "decode/encode threads)")
+
+
 @cli.command()
 @click.argument("images", type=_PathOrURI(exists=True))
 @click.argument("masks", type=_PathOrURI(exists=True))
@@ -196,6 +213,7 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     fmt = io.normalize_format(fmt)
     if overwrite and "://" not in output and os.path.realpath(output) == os.path.realpath(images):
         raise click.UsageError("-o is IMAGES itself: --overwrite would replace the originals")
+    _check_ray_flags(use_ray or address)
     if use_ray or address:
         from . import ray as fray
 

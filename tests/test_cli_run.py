@@ -174,6 +174,14 @@ def test_usage_errors_exit_2(tmp_path):
     code, _, err = invoke("run", "--engine", TINY, tmp_path / "empty", tmp_path / "m.png", "-o",
                           tmp_path / "blocker" / "out")
     assert code == 2 and "not writable" in err and "blocker" in err
+    # the flags of the other mode are errors, not silently ignored; nothing is written
+    for args, want in ((("--concurrency", "2"), "--concurrency needs --ray"),
+                       (("--gpus-per-worker", "1"), "--gpus-per-worker needs --ray"),
+                       (("--ray", "-j", "2"), "-j/--jobs sets the local run's")):
+        code, _, err = invoke("run", "--engine", TINY, *args, tmp_path / "x.png", tmp_path / "m.png",
+                              "-o", tmp_path / "flags")
+        assert code == 2 and want in err, err
+        assert not (tmp_path / "flags").exists()
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
