@@ -29,8 +29,6 @@ in the caller with its original traceback.
 from __future__ import annotations
 
 import itertools
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import ops
+from . import ops, pipeline
 from .errors import EngineError, FastfillError, InputError
 
 # ROI is used when the windows cover at most this fraction of the frame (else one full-frame job).
@@ -328,109 +326,25 @@ class Inpainter:
         ``masks`` is an iterable of masks (one per frame), a single [H, W] mask for all frames,
         or None when ``frames`` yields (frame, mask) pairs.
         Reading (the caller's iterators), inference and the caller's loop run concurrently with
-        at most about ``depth`` frames in flight (default: 2 batches).
+        at most about ``depth`` frames in flight (default: 2 batches); the first error of any
+        stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
         """
-        static = isinstance(masks, np.ndarray) and masks.ndim == 2
-        paired = masks is None
-        depth = depth or max(2, 2 * self.batch_size)
-        q_in: queue.Queue = queue.Queue(maxsize=depth)
-        q_out: queue.Queue = queue.Queue(maxsize=depth)
-        stop = threading.Event()
-        done = object()
+        if masks is None:
+            it: Iterable = frames
+        elif isinstance(masks, np.ndarray) and masks.ndim == 2:
+            it = zip(frames, itertools.repeat(masks))
+        else:
+            it = _zip_strict(frames, masks)
 
-        def put(q, item):
-            while not stop.is_set():
+        def checked():
+            for i, (f, m) in enumerate(it):
                 try:
-                    q.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+                    yield self.check(f, m)
+                except InputError as e:
+                    raise InputError(f"frame {i}: {e}") from None
 
-        def reader():
-            try:
-                if paired:
-                    it: Iterable = frames
-                elif static:
-                    it = zip(frames, itertools.repeat(masks))
-                else:
-                    it = _zip_strict(frames, masks)
-                for i, (f, m) in enumerate(it):
-                    try:
-                        pair = self.check(f, m)
-                    except InputError as e:
-                        raise InputError(f"frame {i}: {e}") from None
-                    if not put(q_in, pair):
-                        return
-                put(q_in, done)
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                put(q_in, _Failure(e))
-
-        def get():  # wakes every 0.1 s to see `stop`: never blocks shutdown on a slow reader
-            while not stop.is_set():
-                try:
-                    return q_in.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-            return None
-
-        def worker():
-            try:
-                finished = False
-                while not finished and not stop.is_set():
-                    item = get()
-                    if item is None:  # stopped by the consumer
-                        return
-                    if isinstance(item, _Failure):
-                        put(q_out, item)
-                        return
-                    if item is done:
-                        break
-                    chunk = [item]
-                    while len(chunk) < self.batch_size:  # take what is ready, no waiting
-                        try:
-                            nxt = q_in.get_nowait()
-                        except queue.Empty:
-                            break
-                        if nxt is done:
-                            finished = True
-                            break
-                        if isinstance(nxt, _Failure):
-                            for r in self._run(chunk):
-                                if not put(q_out, r):
-                                    return
-                            put(q_out, nxt)
-                            return
-                        chunk.append(nxt)
-                    for r in self._run(chunk):
-                        if not put(q_out, r):
-                            return
-                put(q_out, done)
-            except BaseException as e:  # noqa: BLE001
-                put(q_out, _Failure(e))
-
-        threads = [threading.Thread(target=reader, name="fastfill-read", daemon=True),
-                   threading.Thread(target=worker, name="fastfill-infer", daemon=True)]
-        for t in threads:
-            t.start()
-        try:
-            while True:
-                item = q_out.get()
-                if item is done:
-                    break
-                if isinstance(item, _Failure):
-                    raise item.error  # keeps its own traceback (from the failing stage)
-                yield item
-        finally:
-            stop.set()
-            for q in (q_in, q_out):  # unblock producers so that they see `stop`
-                try:
-                    while True:
-                        q.get_nowait()
-                except queue.Empty:
-                    pass
-            for t in threads:
-                t.join(timeout=5)
+        return pipeline.batched(checked(), self._run, batch=self.batch_size,
+                                depth=depth or max(2, 2 * self.batch_size))
 
     # -- the work -------------------------------------------------------------------------------
     def _run(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -548,13 +462,6 @@ def _narrower_accepts(engine):
     if getattr(type(engine), "accepts", None) is EngineBase.accepts:
         return None
     return accepts
-
-
-class _Failure:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException):
-        self.error = error
 
 
 _END = object()

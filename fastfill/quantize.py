@@ -17,7 +17,6 @@ Needs ``onnx`` (extras ``quantize``, ``train`` or ``dev``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -183,6 +182,53 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
     log = log or (lambda s: None)
     t0 = time.perf_counter()
     model, output = Path(model), Path(output)
+    meta, props = _check(model, output, method, images, size, overwrite)
+    if meta.input_size is not None:
+        size = int(meta.input_size[0])
+    size = -(-size // meta.multiple) * meta.multiple
+    onnx, q = _import_quantization()
+    cal_paths, val_paths = _split(calibration)
+    n_val = held_out if held_out is not None else max(8, images // 4)
+    log(f"calibration: {images} crops of {size}x{size} from {len(cal_paths)} photos; self-check: "
+        f"{n_val} crops from {len(val_paths)} held-out photo(s)")
+    cal = _crops(cal_paths, images, size, seed, log)
+    val = _crops(val_paths, n_val, size, seed + 1, log)
+    if not cal or not val:
+        raise InputError(f"no usable calibration images in {calibration}")
+    with tempfile.TemporaryDirectory(prefix="fastfill-quantize-") as tmp:
+        qpath, keep, n_conv = _quantize_graph(onnx, q, model, meta, cal, method, per_channel, Path(tmp), log)
+        report = QuantizeReport(output=str(output), calibration_crops=len(cal), held_out_crops=len(val),
+                                size=size, method=method, per_channel=per_channel,
+                                kept_float=[list(k) for k in keep], quantized_convs=n_conv)
+        _self_check(model, qpath, val, report)
+        log(f"self-check on {len(val)} held-out crops: hole PSNR fp32 {report.psnr_fp32:.2f} dB, "
+            f"int8 {report.psnr_int8:.2f} dB (loss {report.loss_db:+.3f} dB), largest output change "
+            f"{report.max_abs_diff * 255:.1f} levels")
+        if report.loss_db > max_loss_db and not force:
+            raise EngineError(f"INT8 loses {report.loss_db:.2f} dB of hole PSNR on held-out photos "
+                              f"(limit {max_loss_db} dB): nothing written (--force to write it anyway, "
+                              "--max-loss to change the limit, or try --method percentile)")
+        provenance = {
+            "tool": f"onnxruntime.quantization {__import__('onnxruntime').__version__}",
+            "format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
+            "activations": "uint8", "calibration": method, "source": model.name,
+            "source_sha256": fio.sha256_file(model),
+            "calibration_photos": [p.name for p in cal_paths][:200], "calibration_crops": len(cal),
+            "crop": size, "masks": "train.masks.mixed_mask",
+            "held_out_photos": [p.name for p in val_paths][:200], "held_out_crops": len(val),
+            "psnr_fp32": round(report.psnr_fp32, 3), "psnr_int8": round(report.psnr_int8, 3),
+            "kept_float": [n for n, _, _ in keep], "seed": seed}
+        data = _with_metadata(onnx.load(str(qpath)), props, provenance)
+    try:
+        fio.atomic_write_bytes(output, data, overwrite=overwrite)
+    except FileExistsError:
+        raise InputError(f"{output} exists (use --overwrite to replace it)") from None
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _check(model: Path, output: Path, method, images, size, overwrite):
+    """The arguments, before any work: (ModelMeta, the model's metadata)."""
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
     if images < 1 or size < 16:
@@ -195,27 +241,23 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
     props = read_onnx_metadata(model)
     if props.get(PREFIX + "precision", "fp32") != "fp32":
         raise EngineError(f"{model} is already quantized ({props[PREFIX + 'precision']})")
-    if meta.input_size is not None:
-        size = int(meta.input_size[0])
-    size = -(-size // meta.multiple) * meta.multiple
-    onnx, q = _import_quantization()
+    return meta, props
 
-    cands = [c for c in fio.find_images(calibration) if c.error is None]
-    if not cands:
+
+def _split(calibration) -> tuple[list[Path], list[Path]]:
+    """(calibration photos, held-out photos): the last fifth held out (one photo: both)."""
+    paths = [c.path for c in fio.find_images(calibration) if c.error is None]
+    if not paths:
         raise InputError(f"no calibration images in {calibration}")
-    paths = [c.path for c in cands]
-    if len(paths) >= 2:
-        n_out = max(1, len(paths) // 5)
-        cal_paths, val_paths = paths[:-n_out], paths[-n_out:]
-    else:
-        cal_paths = val_paths = paths
-    n_val = held_out if held_out is not None else max(8, images // 4)
-    log(f"calibration: {images} crops of {size}x{size} from {len(cal_paths)} photos; self-check: "
-        f"{n_val} crops from {len(val_paths)} held-out photo(s)")
-    cal = _crops(cal_paths, images, size, seed, log)
-    val = _crops(val_paths, n_val, size, seed + 1, log)
-    if not cal or not val:
-        raise InputError(f"no usable calibration images in {calibration}")
+    if len(paths) < 2:
+        return paths, paths
+    n_out = max(1, len(paths) // 5)
+    return paths[:-n_out], paths[-n_out:]
+
+
+def _quantize_graph(onnx, q, model: Path, meta, cal, method, per_channel, tmp: Path, log):
+    """ONNX Runtime's static quantization of ``model`` calibrated on ``cal`` (image, mask) pairs
+    prepared as the runtime prepares them: (path of the INT8 graph, nodes kept float, convs)."""
 
     class Reader(q.CalibrationDataReader):
         def __init__(self):
@@ -226,79 +268,51 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
             if pair is None:
                 return None
             im, m = pair
-            x = ops.prepare(im[None], m[None].view(np.uint8), meta.mean, meta.multiple,
-                            mask_channel=meta.channels == 4, fill=meta.fill)
-            return {"input": x}
+            return {"input": ops.prepare(im[None], m[None].view(np.uint8), meta.mean, meta.multiple,
+                                         mask_channel=meta.channels == 4, fill=meta.fill)}
 
-    with tempfile.TemporaryDirectory(prefix="fastfill-quantize-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        q.quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
-        m = onnx.load(str(pre))
-        _name_nodes(m)
-        keep = _float_nodes(m)
-        named = Path(tmp) / "named.onnx"
-        onnx.save(m, str(named))
-        calib = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
-                 "entropy": q.CalibrationMethod.Entropy}[method]
-        extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
-        if method == "percentile":
-            extra["CalibPercentile"] = 99.999
-        qpath = Path(tmp) / "int8.onnx"
-        log(f"calibrating ({method}) and quantizing; kept in float: "
-            + ", ".join(f"{n} ({op})" for n, op, _ in keep))
-        root = logging.getLogger()
-        level = root.level
-        # The quantizer logs a warning per per-channel attempt on a 1-D constant (a bias it then
-        # quantizes per tensor): noise to a user, so only errors get through.
-        root.setLevel(logging.ERROR)
-        try:
-            q.quantize_static(str(named), str(qpath), Reader(), quant_format=q.QuantFormat.QDQ,
-                              per_channel=per_channel, activation_type=q.QuantType.QUInt8,
-                              weight_type=q.QuantType.QInt8, nodes_to_exclude=[n for n, _, _ in keep],
-                              calibrate_method=calib, extra_options=extra)
-        finally:
-            root.setLevel(level)
-        qm = onnx.load(str(qpath))
-        _read_float_input(qm, {n for n, _, _ in keep})
-        onnx.save(qm, str(qpath))
-        n_conv = sum(1 for n in m.graph.node if n.op_type in _CONV_OPS)
-        report = QuantizeReport(output=str(output), calibration_crops=len(cal), held_out_crops=len(val),
-                                size=size, method=method, per_channel=per_channel,
-                                kept_float=[list(k) for k in keep], quantized_convs=n_conv)
-        _self_check(model, qpath, meta, val, report)
-        log(f"self-check on {len(val)} held-out crops: hole PSNR fp32 {report.psnr_fp32:.2f} dB, "
-            f"int8 {report.psnr_int8:.2f} dB (loss {report.loss_db:+.3f} dB), largest output change "
-            f"{report.max_abs_diff * 255:.1f} levels")
-        if report.loss_db > max_loss_db and not force:
-            raise EngineError(f"INT8 loses {report.loss_db:.2f} dB of hole PSNR on held-out photos "
-                              f"(limit {max_loss_db} dB): nothing written (--force to write it anyway, "
-                              "--max-loss to change the limit, or try --method percentile)")
-        src = hashlib.sha256(model.read_bytes()).hexdigest()
-        new_props = dict(props)
-        new_props[PREFIX + "precision"] = "int8"
-        new_props[PREFIX + "quantization"] = json.dumps({
-            "tool": f"onnxruntime.quantization {__import__('onnxruntime').__version__}",
-            "format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
-            "activations": "uint8", "calibration": method, "source_sha256": src,
-            "source": model.name, "calibration_photos": [p.name for p in cal_paths][:200],
-            "calibration_crops": len(cal), "crop": size, "masks": "train.masks.mixed_mask",
-            "held_out_photos": [p.name for p in val_paths][:200], "held_out_crops": len(val),
-            "psnr_fp32": round(report.psnr_fp32, 3), "psnr_int8": round(report.psnr_int8, 3),
-            "kept_float": [n for n, _, _ in keep], "seed": seed}, sort_keys=True)
-        del qm.metadata_props[:]
-        for k, v in new_props.items():
-            qm.metadata_props.add(key=k, value=v)
-        data = qm.SerializeToString()
-    output.parent.mkdir(parents=True, exist_ok=True)
+    pre, named, qpath = tmp / "pre.onnx", tmp / "named.onnx", tmp / "int8.onnx"
+    q.quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
+    m = onnx.load(str(pre))
+    _name_nodes(m)
+    keep = _float_nodes(m)
+    onnx.save(m, str(named))
+    calib = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
+             "entropy": q.CalibrationMethod.Entropy}[method]
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    log(f"calibrating ({method}) and quantizing; kept in float: " + ", ".join(f"{n} ({op})" for n, op, _ in keep))
+    root = logging.getLogger()
+    level = root.level
+    # The quantizer logs a warning per per-channel attempt on a 1-D constant (a bias it then
+    # quantizes per tensor): noise to a user, so only errors get through.
+    root.setLevel(logging.ERROR)
     try:
-        fio.atomic_write_bytes(output, data, overwrite=overwrite)
-    except FileExistsError:
-        raise InputError(f"{output} exists (use --overwrite to replace it)") from None
-    report.seconds = time.perf_counter() - t0
-    return report
+        q.quantize_static(str(named), str(qpath), Reader(), quant_format=q.QuantFormat.QDQ,
+                          per_channel=per_channel, activation_type=q.QuantType.QUInt8,
+                          weight_type=q.QuantType.QInt8, nodes_to_exclude=[n for n, _, _ in keep],
+                          calibrate_method=calib, extra_options=extra)
+    finally:
+        root.setLevel(level)
+    qm = onnx.load(str(qpath))
+    _read_float_input(qm, {n for n, _, _ in keep})
+    onnx.save(qm, str(qpath))
+    return qpath, keep, sum(1 for n in m.graph.node if n.op_type in _CONV_OPS)
 
 
-def _self_check(fp32_path, int8_path, meta, val, report) -> None:
+def _with_metadata(qm, props: dict, provenance: dict) -> bytes:
+    """The INT8 graph with the source's fastfill metadata, its precision and its provenance."""
+    new = dict(props)
+    new[PREFIX + "precision"] = "int8"
+    new[PREFIX + "quantization"] = json.dumps(provenance, sort_keys=True)
+    del qm.metadata_props[:]
+    for k, v in new.items():
+        qm.metadata_props.add(key=k, value=v)
+    return qm.SerializeToString()
+
+
+def _self_check(fp32_path, int8_path, val, report) -> None:
     """Both models through the runtime on the held-out crops: hole PSNR against the truth."""
     from .engines import load_engine
     from .inpainter import Inpainter

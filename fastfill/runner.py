@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from . import io as fio
+from . import pipeline
 from .errors import EngineError, InputError
 
 FAILURES_FILE = "fastfill-failures.jsonl"
@@ -592,17 +593,7 @@ def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw,
             bar.update(1)
 
     def pairs():
-        pending: collections.deque = collections.deque()
-        it = iter(rows)
-        for r in it:  # keep `depth` reads running ahead, in order
-            pending.append((r, dec.submit(read, r)))
-            if len(pending) >= depth:
-                break
-        while pending:
-            r, fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, dec.submit(read, nxt)))
+        for r, fut in pipeline.prefetch(dec, read, rows, depth):  # reads running ahead, in order
             try:
                 src, mask = fut.result()
             except Exception as e:  # noqa: BLE001

@@ -236,6 +236,36 @@ class Server:
                         headers={"Content-Disposition": f'inline; filename="result{ext}"'})
 
 
+    # -- the two routes' requests ------------------------------------------------------------
+    async def inpaint_json(self, request: Request) -> Response:
+        """IOPaint's JSON request: base64 (or data: URL) image and mask."""
+        if _content_type(request) != "application/json":
+            raise _ApiError(415, "send application/json (or multipart/form-data to /api/v1/inpaint/file)")
+        body = await request.body()
+        try:
+            req = InpaintRequest.model_validate_json(body)
+        except ValidationError as e:
+            what = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'body'}: {x['msg']}" for x in e.errors())
+            raise _ApiError(400, f"bad request: {what}") from None
+        del body
+        image, mask = _b64("image", req.image), _b64("mask", req.mask)
+        return await self.fill(image, mask, req.resize_mask)
+
+    async def inpaint_file(self, request: Request) -> Response:
+        """Multipart: the files ``image`` and ``mask`` (and ``resize_mask``)."""
+        if _content_type(request) != "multipart/form-data":
+            raise _ApiError(415, "send multipart/form-data with the files image and mask")
+        async with request.form(max_files=2, max_fields=8, max_part_size=1024) as form:
+            parts = {}
+            for name in ("image", "mask"):
+                f = form.get(name)
+                if f is None or isinstance(f, str):
+                    raise _ApiError(400, f"missing the file field {name!r}")
+                parts[name] = await f.read()
+            resize = str(form.get("resize_mask", "")).lower() in ("1", "true", "yes", "on")
+        return await self.fill(parts["image"], parts["mask"], resize)
+
+
 def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -328,36 +358,12 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
     @app.post("/api/v1/inpaint", summary="Fill the mask (IOPaint's JSON request).",
               openapi_extra=_JSON_BODY, responses=_IMAGE_ANSWER, response_class=Response)
     async def inpaint(request: Request):
-        async def work():
-            if _content_type(request) != "application/json":
-                raise _ApiError(415, "send application/json (or multipart/form-data to /api/v1/inpaint/file)")
-            body = await request.body()
-            try:
-                req = InpaintRequest.model_validate_json(body)
-            except ValidationError as e:
-                what = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'body'}: {x['msg']}" for x in e.errors())
-                raise _ApiError(400, f"bad request: {what}") from None
-            del body
-            image, mask = _b64("image", req.image), _b64("mask", req.mask)
-            return await server.fill(image, mask, req.resize_mask)
-        return await _answer(work())
+        return await _answer(server.inpaint_json(request))
 
     @app.post("/api/v1/inpaint/file", summary="Fill the mask (multipart image + mask files).",
               openapi_extra=_FILE_BODY, responses=_IMAGE_ANSWER, response_class=Response)
     async def inpaint_file(request: Request):
-        async def work():
-            if _content_type(request) != "multipart/form-data":
-                raise _ApiError(415, "send multipart/form-data with the files image and mask")
-            async with request.form(max_files=2, max_fields=8, max_part_size=1024) as form:
-                parts = {}
-                for name in ("image", "mask"):
-                    f = form.get(name)
-                    if f is None or isinstance(f, str):
-                        raise _ApiError(400, f"missing the file field {name!r}")
-                    parts[name] = await f.read()
-                resize = str(form.get("resize_mask", "")).lower() in ("1", "true", "yes", "on")
-            return await server.fill(parts["image"], parts["mask"], resize)
-        return await _answer(work())
+        return await _answer(server.inpaint_file(request))
 
     return app
 
