@@ -447,6 +447,99 @@ class FileInput:
 
 # -- the benchmark ------------------------------------------------------------------------------
 
+def _inputs(size, batch, inputs, files, hole_fraction, seed):
+    """(images [N,H,W,3], masks [N,H,W]) of one configuration."""
+    if inputs is not None:
+        return tuple(np.ascontiguousarray(a) for a in inputs)
+    if files is not None:
+        _, images, masks = files.decode(batch)
+        return images, masks
+    width, height = size
+    return synthetic_input(width, height, batch, hole_fraction, seed)
+
+
+def _measure(targets, images, masks, batch, files, iters, max_seconds) -> dict:
+    """Latencies and stage times of every target, interleaved in rotating order."""
+    per = {t.label: {"lat": [], "stages": {k: 0.0 for k in STAGES}, "n": 0} for t in targets}
+    started = time.perf_counter()
+    order = list(targets)
+    for it in range(iters):
+        for t in order:
+            rec = per[t.label]
+            st = rec["stages"]
+            a = time.perf_counter()
+            if files is not None:
+                src, images, masks = files.decode(batch)
+                st["decode"] += time.perf_counter() - a
+            out = t.inpainter.batch(list(images), list(masks), timings=st)
+            if files is not None:
+                s0 = time.perf_counter()
+                files.encode(src, out, masks)
+                st["encode"] += time.perf_counter() - s0
+            rec["lat"].append(time.perf_counter() - a)
+            rec["n"] += 1
+        order = order[1:] + order[:1]  # rotate: nobody always runs first
+        if max_seconds is not None and it >= 1 and time.perf_counter() - started > max_seconds:
+            break
+    return per
+
+
+def _result(t, rec, masks, width, height, batch, files) -> dict:
+    """One target's row: latency, throughput, stages, and the FLOPs actually run per image (the
+    model at each planned, padded window)."""
+    n = rec["n"]
+    wins = t.inpainter.plan(masks[0])
+    g = 0.0
+    for _, _, wh, ww in wins:
+        gw = t.gflop(*ops.padded_size(wh, ww, t.inpainter.multiple))
+        if gw is None:
+            g = None
+            break
+        g += gw
+    lat = percentiles(rec["lat"])
+    mean_s = lat["mean"] / 1e3
+    stages = {k: v / n * 1e3 for k, v in rec["stages"].items()
+              if v > 0 or k in ("plan", "prepare", "infer", "composite")}
+    infer_s = stages["infer"] / 1e3
+    r = {
+        "target": t.label, **t.info,
+        "size": [width, height], "batch": batch, "iterations": n,
+        "hole_fraction": float((masks != 0).mean()),
+        "windows": [list(w) for w in wins],
+        "latency_ms": lat,
+        "throughput": {"images_per_s": batch / mean_s,
+                       "megapixels_per_s": batch * width * height / 1e6 / mean_s},
+        "stages_ms": stages,
+        "gflop_per_image": g,
+        "gflops_infer": (g * batch / infer_s) if (g is not None and infer_s > 0) else None,
+        "gflops_end_to_end": (g * batch / mean_s) if g is not None else None,
+    }
+    if g is None and wins:
+        r["gflop_note"] = t.gflop_problem()
+    if files is not None:
+        r["input_files"] = [str(files.image), str(files.mask)]
+    return r
+
+
+def _compare(targets, per, outputs, masks, width, height, batch) -> list[dict]:
+    """Ratios against the first target, and the pixel check between targets."""
+    base = targets[0]
+    b_ref = per[base.label]
+    hole = masks != 0
+    out = []
+    for t in targets[1:]:
+        d = np.abs(outputs[t.label].astype(np.int16) - outputs[base.label].astype(np.int16))
+        out.append({
+            "size": [width, height], "batch": batch, "baseline": base.label, "target": t.label,
+            "speedup": (np.mean(b_ref["lat"]) / np.mean(per[t.label]["lat"])),
+            "speedup_p50": float(np.median(b_ref["lat"]) / np.median(per[t.label]["lat"])),
+            "max_abs_diff_in_hole": int(d[hole].max()) if hole.any() else 0,
+            "max_abs_diff_outside": int(d[~hole].max()) if (~hole).any() else 0,
+            "pixels_differing_in_hole": float((d[hole] > 0).mean()) if hole.any() else 0.0,
+        })
+    return out
+
+
 def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 512),),
           batches: Sequence[int] = (1,), *, iters: int = 10, warmup: int = 2,
           hole_fraction: float = 0.1, max_seconds: float | None = None, files: FileInput | None = None,
@@ -469,16 +562,8 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
     else:
         configs = [(s, b) for s in (sizes if files is None else [None]) for b in batches]
     for size, batch in configs:
-        src = None
-        if inputs is not None:
-            images, masks = (np.ascontiguousarray(a) for a in inputs)
-            height, width = images.shape[1:3]
-        elif files is not None:
-            src, images, masks = files.decode(batch)
-            height, width = images.shape[1:3]
-        else:
-            width, height = size
-            images, masks = synthetic_input(width, height, batch, hole_fraction, seed)
+        images, masks = _inputs(size, batch, inputs, files, hole_fraction, seed)
+        height, width = images.shape[1:3]
         for t in targets:
             t.inpainter.batch_size = max(t.inpainter.batch_size, batch)
             fixed = t.inpainter.fixed_size
@@ -486,86 +571,20 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
                 raise InputError(f"{t.label}: this {t.engine.meta.kind} model takes "
                                  f"{fixed[1]}x{fixed[0]} images only; use --size "
                                  f"{fixed[1]}x{fixed[0]}")
-        per = {t.label: {"lat": [], "stages": {k: 0.0 for k in STAGES}, "n": 0} for t in targets}
-        outputs = {}
         # warm-up; the first run's result is kept for the pixel comparison between targets
+        outputs = {}
         for t in targets:
             outputs[t.label] = np.stack(t.inpainter.batch(list(images), list(masks)))
             for _ in range(max(0, warmup - 1)):
                 t.inpainter.batch(list(images), list(masks))
-        started = time.perf_counter()
-        order = list(targets)
-        for it in range(iters):
-            for t in order:
-                rec = per[t.label]
-                st = rec["stages"]
-                a = time.perf_counter()
-                if files is not None:
-                    s0 = time.perf_counter()
-                    src, images, masks = files.decode(batch)
-                    st["decode"] += time.perf_counter() - s0
-                out = t.inpainter.batch(list(images), list(masks), timings=st)
-                if files is not None:
-                    s0 = time.perf_counter()
-                    files.encode(src, out, masks)
-                    st["encode"] += time.perf_counter() - s0
-                rec["lat"].append(time.perf_counter() - a)
-                rec["n"] += 1
-            order = order[1:] + order[:1]  # rotate: nobody always runs first
-            if max_seconds is not None and it >= 1 and time.perf_counter() - started > max_seconds:
-                break
-        # FLOPs actually run per image: the model at each planned (padded) window
+        per = _measure(targets, images, masks, batch, files, iters, max_seconds)
         for t in targets:
-            rec = per[t.label]
-            n = rec["n"]
-            wins = t.inpainter.plan(masks[0])
-            g = 0.0
-            for _, _, wh, ww in wins:
-                gw = t.gflop(*ops.padded_size(wh, ww, t.inpainter.multiple))
-                if gw is None:
-                    g = None
-                    break
-                g += gw
-            lat = percentiles(rec["lat"])
-            mean_s = lat["mean"] / 1e3
-            stages = {k: v / n * 1e3 for k, v in rec["stages"].items()
-                      if v > 0 or k in ("plan", "prepare", "infer", "composite")}
-            infer_s = stages["infer"] / 1e3
-            r = {
-                "target": t.label, **t.info,
-                "size": [width, height], "batch": batch, "iterations": n,
-                "hole_fraction": float((masks != 0).mean()),
-                "windows": [list(w) for w in wins],
-                "latency_ms": lat,
-                "throughput": {"images_per_s": batch / mean_s,
-                               "megapixels_per_s": batch * width * height / 1e6 / mean_s},
-                "stages_ms": stages,
-                "gflop_per_image": g,
-                "gflops_infer": (g * batch / infer_s) if (g is not None and infer_s > 0) else None,
-                "gflops_end_to_end": (g * batch / mean_s) if g is not None else None,
-            }
-            if g is None and wins:
-                r["gflop_note"] = t.gflop_problem()
-            if files is not None:
-                r["input_files"] = [str(files.image), str(files.mask)]
+            r = _result(t, per[t.label], masks, width, height, batch, files)
             results.append(r)
             if log:
-                log(f"  {t.label:<28} {width}x{height} b{batch}: {lat['mean']:.1f} ms "
-                    f"(n={n})")
-        # ratios against the first target, and the pixel check between targets
-        base = targets[0]
-        b_ref = per[base.label]
-        for t in targets[1:]:
-            d = np.abs(outputs[t.label].astype(np.int16) - outputs[base.label].astype(np.int16))
-            hole = masks != 0
-            comparisons.append({
-                "size": [width, height], "batch": batch, "baseline": base.label, "target": t.label,
-                "speedup": (np.mean(b_ref["lat"]) / np.mean(per[t.label]["lat"])),
-                "speedup_p50": float(np.median(b_ref["lat"]) / np.median(per[t.label]["lat"])),
-                "max_abs_diff_in_hole": int(d[hole].max()) if hole.any() else 0,
-                "max_abs_diff_outside": int(d[~hole].max()) if (~hole).any() else 0,
-                "pixels_differing_in_hole": float((d[hole] > 0).mean()) if hole.any() else 0.0,
-            })
+                log(f"  {t.label:<28} {width}x{height} b{batch}: {r['latency_ms']['mean']:.1f} ms "
+                    f"(n={r['iterations']})")
+        comparisons += _compare(targets, per, outputs, masks, width, height, batch)
     return {
         "fastfill_bench": SCHEMA_VERSION,
         "environment": environment(threads),

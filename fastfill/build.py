@@ -94,6 +94,32 @@ def default_profiles(meta: ModelMeta) -> list[Profile]:
 
 # ------------------------------------------------------------------------------ FP16 graph
 
+def _keep_used_initializers(g, new_inits: dict) -> None:
+    """The graph's initializers: the old and new ones its nodes read (no value_info: stale)."""
+    used = {i for n in g.node for i in n.input}
+    kept = [t for t in g.initializer if t.name in used] + [t for k, t in new_inits.items() if k in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    del g.value_info[:]
+
+
+def _fp32_nodes(g, outputs, producer) -> set[int]:
+    """ids of the nodes kept in fp32: a FP32_TAIL_OPS node whose output is a graph output, and
+    for a residual head (Clip(Slice(input) + delta)) the Add and the Slice of the input too, so
+    the prefill passes through at full precision and only the correction is computed in fp16."""
+    keep32 = {id(n) for o in outputs if (n := producer.get(o)) is not None and n.op_type in FP32_TAIL_OPS}
+    inputs = {i.name for i in g.input}
+    for n in [n for n in g.node if id(n) in keep32 and n.op_type == "Clip"]:
+        add = producer.get(n.input[0])
+        if add is not None and add.op_type == "Add":
+            keep32.add(id(add))
+            for a in add.input:
+                sl = producer.get(a)
+                if sl is not None and sl.op_type == "Slice" and sl.input[0] in inputs:
+                    keep32.add(id(sl))
+    return keep32
+
+
 def convert_fp16(model_bytes: bytes) -> bytes:
     """A float16 copy of an fp32 ONNX graph: float32 I/O and the final Sigmoid (or the residual
     head's Slice, Add and Clip) kept in float32.
@@ -117,19 +143,7 @@ def convert_fp16(model_bytes: bytes) -> bytes:
     inits = {t.name: t for t in g.initializer}
     outputs = {o.name for o in g.output}
     producer = {o: n for n in g.node for o in n.output}
-    # Nodes kept in fp32: a FP32_TAIL_OPS node whose output is a graph output, and for a residual
-    # head (Clip(Slice(input) + delta)) the Add and the Slice of the input too, so the prefill
-    # passes through at full precision and only the correction is computed in fp16.
-    keep32 = {id(n) for o in outputs if (n := producer.get(o)) is not None and n.op_type in FP32_TAIL_OPS}
-    inputs = {i.name for i in g.input}
-    for n in [n for n in g.node if id(n) in keep32 and n.op_type == "Clip"]:
-        add = producer.get(n.input[0])
-        if add is not None and add.op_type == "Add":
-            keep32.add(id(add))
-            for a in add.input:
-                sl = producer.get(a)
-                if sl is not None and sl.op_type == "Slice" and sl.input[0] in inputs:
-                    keep32.add(id(sl))
+    keep32 = _fp32_nodes(g, outputs, producer)
 
     dtype: dict[str, int] = {i.name: i.type.tensor_type.elem_type for i in g.input}
     for name, t in inits.items():
@@ -179,11 +193,7 @@ def convert_fp16(model_bytes: bytes) -> bytes:
             nodes.append(node)
     del g.node[:]
     g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    kept = [t for t in g.initializer if t.name in used] + [t for k, t in new_inits.items() if k in used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    del g.value_info[:]
+    _keep_used_initializers(g, new_inits)
     for o in g.output:
         o.type.tensor_type.elem_type = FLOAT
     onnx.checker.check_model(model)

@@ -1,6 +1,6 @@
 """The Inpainter: the one place that orchestrates prepare -> engine -> composite (DESIGN.md §1).
 
-Planning. Every image becomes one or more *jobs*: a window (top, left, height, width) of the image
+Planning (pure functions in :mod:`fastfill.roi`). Every image becomes one or more *jobs*: a window (top, left, height, width) of the image
 that goes through the model on its own. Without ROI the window is the whole image. With ROI, each
 connected hole region (regions whose crops would overlap are merged) gets a window of the hole's
 bounding box plus a margin of half the model's receptive field, clipped to the image, with its
@@ -9,7 +9,9 @@ the prediction then equals the full-frame one up to float rounding. Windows neve
 job's result is written straight back into the output frame (``ops.composite(out=view)``).
 
 Batching. Jobs whose padded sizes agree share ``engine.infer`` calls of up to ``batch_size``
-(fewer where the engine's ``accepts`` refuses the larger batch, e.g. a TensorRT profile).
+(fewer where the engine's ``accepts`` refuses the larger batch, e.g. a TensorRT profile). The
+steps of one call are chosen once, from what the engine declares: prepare / infer / composite on
+the host, or a GPU engine's own uint8 path (``run_uint8``) for mean-prefill models.
 
 Engine limits. An engine may refuse shapes it cannot run (``engine.accepts(shape)`` returns the
 reason; e.g. outside a TensorRT plan's profiles). ``plan`` falls back to the whole frame when the
@@ -22,148 +24,28 @@ input that becomes the output). ``fastfill bench`` reports these.
 
 Streaming. :meth:`Inpainter.stream` runs a reader thread (pulls frames and masks from the caller's
 iterators, which may decode lazily), an inference thread, and the caller's loop (which may encode),
-joined by bounded queues: a few frames in flight, order kept, the first error of any stage raised
-in the caller with its original traceback.
+joined by bounded queues (:func:`fastfill.pipeline.batched`): a few frames in flight, order kept,
+the first error of any stage raised in the caller with its original traceback.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from . import ops, pipeline
+from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
+
+__all__ = ["Inpainter", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION"]
 from .errors import EngineError, FastfillError, InputError
 
-# ROI is used when the windows cover at most this fraction of the frame (else one full-frame job).
-ROI_MAX_FRACTION = 0.6
-# Cell size (px) of the coarse grid on which hole regions are found (holes closer than this merge).
-ROI_CELL = 8
 # Bounds of the resource options (the CLI's flags use the same): past them a typo exhausts the
 # machine instead of doing more work.
 MAX_THREADS, MAX_BATCH = 256, 256
-
-
-@dataclass(frozen=True)
-class Job:
-    """One model call's worth of work: image ``index``, window (top, left, height, width)."""
-
-    index: int
-    top: int
-    left: int
-    height: int
-    width: int
-
-    @property
-    def window(self) -> tuple[int, int, int, int]:
-        return (self.top, self.left, self.height, self.width)
-
-
-# -- ROI planning -------------------------------------------------------------------------------
-
-def hole_regions(mask: np.ndarray, cell: int = ROI_CELL) -> list[tuple[int, int, int, int]]:
-    """Bounding boxes (y0, x0, y1, x1; end exclusive) of the 8-connected hole regions of ``mask``.
-
-    Found on a coarse grid of ``cell`` x ``cell`` blocks (a block is set when any pixel in it is),
-    so holes less than about a cell apart are one region and the boxes may be up to one cell
-    larger than the hole. Pure NumPy: label propagation with pointer jumping.
-    """
-    m = np.asarray(mask).astype(bool, copy=False)
-    h, w = m.shape
-    gh, gw = -(-h // cell), -(-w // cell)
-    padded = np.zeros((gh * cell, gw * cell), bool)
-    padded[:h, :w] = m
-    # rows of cells first, then columns: two contiguous reductions (6x faster than axis=(1, 3))
-    coarse = padded.reshape(gh, cell, gw * cell).any(axis=1).reshape(gh, gw, cell).any(axis=2)
-    ys, xs = np.nonzero(coarse)
-    if ys.size == 0:
-        return []
-    n = ys.size
-    # label image: index of each set cell, -1 elsewhere (with a 1-cell border to avoid bounds checks)
-    lab = np.full((gh + 2, gw + 2), -1, np.int64)
-    lab[ys + 1, xs + 1] = np.arange(n)
-    # neighbour pairs (8-connectivity; 4 directions are enough, each pair is seen once)
-    a_list, b_list = [], []
-    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
-        nb = lab[ys + 1 + dy, xs + 1 + dx]
-        ok = nb >= 0
-        a_list.append(np.arange(n)[ok])
-        b_list.append(nb[ok])
-    a = np.concatenate(a_list)
-    b = np.concatenate(b_list)
-    parent = np.arange(n)
-    while True:  # min-label propagation over edges + pointer jumping; converges in few rounds
-        pa, pb = parent[a], parent[b]
-        low = np.minimum(pa, pb)
-        new = parent.copy()
-        np.minimum.at(new, pa, low)
-        np.minimum.at(new, pb, low)
-        while True:
-            nxt = new[new]
-            if np.array_equal(nxt, new):
-                break
-            new = nxt
-        if np.array_equal(new, parent):
-            break
-        parent = new
-    roots, label = np.unique(parent, return_inverse=True)
-    k = roots.size
-    y0 = np.full(k, gh, np.int64)
-    x0 = np.full(k, gw, np.int64)
-    y1 = np.zeros(k, np.int64)
-    x1 = np.zeros(k, np.int64)
-    np.minimum.at(y0, label, ys)
-    np.minimum.at(x0, label, xs)
-    np.maximum.at(y1, label, ys + 1)
-    np.maximum.at(x1, label, xs + 1)
-    boxes = []
-    for i in range(k):
-        boxes.append((int(y0[i]) * cell, int(x0[i]) * cell,
-                      min(int(y1[i]) * cell, h), min(int(x1[i]) * cell, w)))
-    return boxes
-
-
-def roi_windows(mask: np.ndarray, margin: int, multiple: int = 4,
-                cell: int = ROI_CELL) -> list[tuple[int, int, int, int]]:
-    """Non-overlapping windows (top, left, height, width) that cover every hole pixel of ``mask``
-    with at least ``margin`` pixels of context on every side (clipped to the image).
-
-    The origin of each window is a multiple of ``multiple`` (the net's stride grid); its far edge
-    is extended to a multiple where the image allows, so less of it is reflect padding. Windows
-    that would overlap are merged into their bounding window until none do.
-    """
-    h, w = mask.shape
-    boxes = []
-    for y0, x0, y1, x1 in hole_regions(mask, cell):
-        boxes.append(_expand((y0 - margin, x0 - margin, y1 + margin, x1 + margin), h, w, multiple))
-    merged = True
-    while merged and len(boxes) > 1:
-        merged = False
-        boxes.sort()
-        out: list[tuple[int, int, int, int]] = []
-        for b in boxes:
-            for i, o in enumerate(out):
-                if b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3]:
-                    out[i] = _expand((min(o[0], b[0]), min(o[1], b[1]), max(o[2], b[2]),
-                                      max(o[3], b[3])), h, w, multiple)
-                    merged = True
-                    break
-            else:
-                out.append(b)
-        boxes = out
-    return [(y0, x0, y1 - y0, x1 - x0) for y0, x0, y1, x1 in sorted(boxes)]
-
-
-def _expand(box, h, w, multiple):
-    y0, x0, y1, x1 = box
-    y0 = max(0, y0) // multiple * multiple
-    x0 = max(0, x0) // multiple * multiple
-    ph, pw = ops.padded_size(min(h, y1) - y0, min(w, x1) - x0, multiple)
-    return (y0, x0, min(h, y0 + ph), min(w, x0 + pw))
 
 
 # -- the Inpainter ------------------------------------------------------------------------------
@@ -191,21 +73,7 @@ class Inpainter:
             raise InputError(f"batch_size must be in [1, {MAX_BATCH}], got {batch_size}")
         if threads is not None and not 1 <= threads <= MAX_THREADS:
             raise InputError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
-        if engine is None or isinstance(engine, (str, Path)):
-            from .engines import device_options, load_engine
-
-            backend = None if backend == "auto" else backend
-            dev_backend, opts = device_options(engine, device)
-            if dev_backend and backend and dev_backend != backend:
-                raise EngineError(f"device {device!r} runs on the {dev_backend} back-end, not {backend}")
-            if threads is not None:
-                opts["threads"] = int(threads)
-            engine = load_engine(engine, backend=backend or dev_backend, **opts)
-        elif device not in (None, "auto"):
-            raise InputError("device: pick it when loading (a loaded Engine already has its device)")
-        elif not (hasattr(engine, "infer") and hasattr(engine, "meta")):
-            raise InputError(f"engine must be None, a model path or an Engine, got "
-                             f"{type(engine).__name__}")
+        engine = _engine(engine, threads, backend, device)
         self.engine = engine
         self.meta = engine.meta
         self.roi = bool(roi)
@@ -218,6 +86,10 @@ class Inpainter:
         self.mask_channel = int(self.meta.channels) == 4
         self.channels = int(self.meta.channels)
         self._accepts = _narrower_accepts(engine)
+        # (harmonic-prefill models take the host path on a GPU too: the solve runs on the CPU)
+        uint8 = (getattr(engine, "device", "cpu") == "cuda" and hasattr(engine, "run_uint8")
+                 and self.meta.fill == "mean")
+        self._execute = _DeviceSteps(engine) if uint8 else _HostSteps(engine, self.multiple, self.mask_channel)
 
     def __repr__(self):
         return (f"Inpainter({self.engine!r}, roi={self.roi}, batch_size={self.batch_size}, "
@@ -366,7 +238,7 @@ class Inpainter:
         for (ph, pw), group in groups.items():
             step = self._chunk(len(group), ph, pw)
             for s in range(0, len(group), step):
-                self._infer_jobs(group[s:s + step], pairs, outs, timings)
+                self._execute(group[s:s + step], pairs, outs, timings)
         return outs
 
     def _chunk(self, n: int, ph: int, pw: int) -> int:
@@ -378,58 +250,69 @@ class Inpainter:
                 step -= 1
         return max(1, step)
 
-    def _infer_jobs(self, jobs: list[Job], pairs, outs, timings: dict | None = None) -> None:
-        fill = self.meta.fill
-        # The harmonic solve runs on the CPU, so such models take the float path on a GPU engine:
-        # prepare here, the float input uploaded by the engine (see README, "Engines").
-        if (getattr(self.engine, "device", "cpu") == "cuda" and hasattr(self.engine, "run_uint8")
-                and fill == "mean"):
-            return self._infer_jobs_uint8(jobs, pairs, outs, timings)
-        clock = time.perf_counter
-        t0 = clock()
-        mean = tuple(float(v) for v in self.meta.mean)
+class _HostSteps:
+    """prepare on the CPU, ``engine.infer``, composite on the CPU (every engine can do this)."""
+
+    def __init__(self, engine, multiple: int, mask_channel: bool):
+        self.engine, self.multiple, self.mask_channel = engine, multiple, mask_channel
+        self.fill = engine.meta.fill
+        self.mean = tuple(float(v) for v in engine.meta.mean)
+
+    def prepare(self, jobs, pairs) -> np.ndarray:
         whole = [pairs[j.index][0].shape[:2] == (j.height, j.width) for j in jobs]
         same = len({(j.height, j.width) for j in jobs}) == 1
         if len(jobs) > 1 and same and all(whole):  # same-size whole frames: one prepare call
             ims = np.stack([pairs[j.index][0] for j in jobs])
             ms = np.stack([pairs[j.index][1] for j in jobs]).view(np.uint8)
-            x = ops.prepare(ims, ms, mean, self.multiple, mask_channel=self.mask_channel, fill=fill)
+            x = ops.prepare(ims, ms, self.mean, self.multiple, mask_channel=self.mask_channel,
+                            fill=self.fill)
         else:
             xs = []
             for j, w in zip(jobs, whole):
                 im, m = pairs[j.index]
-                xs.append(ops.prepare(im[None], m.view(np.uint8)[None], mean, self.multiple,
-                                      mask_channel=self.mask_channel, fill=fill,
+                xs.append(ops.prepare(im[None], m.view(np.uint8)[None], self.mean, self.multiple,
+                                      mask_channel=self.mask_channel, fill=self.fill,
                                       window=None if w else j.window))
             x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        t1 = clock()
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
         try:
-            pred = self.engine.infer(x)
+            return self.engine.infer(x)
         except FastfillError:
             raise
         except Exception as e:  # a back-end's own error type
             raise EngineError(f"{getattr(self.engine, 'name', 'engine')} failed on a "
                               f"{x.shape[0]}x{x.shape[1]}x{x.shape[2]}x{x.shape[3]} input: "
                               f"{type(e).__name__}: {e}") from e
+
+    def __call__(self, jobs: list[Job], pairs, outs, timings: dict | None = None) -> None:
+        clock = time.perf_counter
+        t0 = clock()
+        x = self.prepare(jobs, pairs)
+        t1 = clock()
+        pred = self.infer(x)
         t2 = clock()
         for k, j in enumerate(jobs):
             im, m = pairs[j.index]
             t, l, h, w = j.window
             win = None if (h, w) == im.shape[:2] else j.window
-            out_view = outs[j.index][None, t:t + h, l:l + w]
             ops.composite(pred[k:k + 1], im[None], m.view(np.uint8)[None], window=win,
-                          out=out_view)
+                          out=outs[j.index][None, t:t + h, l:l + w])
         if timings is not None:
-            t3 = clock()
             _add(timings, "prepare", t1 - t0)
             _add(timings, "infer", t2 - t1)
-            _add(timings, "composite", t3 - t2)
+            _add(timings, "composite", clock() - t2)
 
 
-    def _infer_jobs_uint8(self, jobs: list[Job], pairs, outs, timings: dict | None) -> None:
-        """GPU engines with their own uint8 path (DESIGN §1): prepare, the model and composite all
-        run on the device, so only uint8 crops and masks cross PCIe; they count as `infer`."""
+class _DeviceSteps:
+    """GPU engines with their own uint8 path (DESIGN §1): prepare, the model and composite all
+    run on the device, so only uint8 crops and masks cross PCIe; they count as `infer`."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __call__(self, jobs: list[Job], pairs, outs, timings: dict | None = None) -> None:
         t0 = time.perf_counter()
         crops = []
         for j in jobs:
@@ -445,6 +328,26 @@ class Inpainter:
             outs[j.index][t:t + h, l:l + w] = r
         if timings is not None:
             _add(timings, "infer", time.perf_counter() - t0)
+
+
+def _engine(engine, threads, backend, device):
+    """A loaded engine from what ``Inpainter`` was given (None, a model path or an Engine)."""
+    if engine is None or isinstance(engine, (str, Path)):
+        from .engines import device_options, load_engine
+
+        backend = None if backend == "auto" else backend
+        dev_backend, opts = device_options(engine, device)
+        if dev_backend and backend and dev_backend != backend:
+            raise EngineError(f"device {device!r} runs on the {dev_backend} back-end, not {backend}")
+        if threads is not None:
+            opts["threads"] = int(threads)
+        return load_engine(engine, backend=backend or dev_backend, **opts)
+    if device not in (None, "auto"):
+        raise InputError("device: pick it when loading (a loaded Engine already has its device)")
+    if not (hasattr(engine, "infer") and hasattr(engine, "meta")):
+        raise InputError(f"engine must be None, a model path or an Engine, got {type(engine).__name__}")
+    return engine
+
 
 def _add(timings: dict, stage: str, seconds: float) -> None:
     timings[stage] = timings.get(stage, 0.0) + seconds
@@ -481,4 +384,3 @@ def _zip_strict(frames: Iterable, masks: Iterable) -> Iterator[tuple]:
         yield f, m
 
 
-__all__ = ["Inpainter", "Job", "hole_regions", "roi_windows"]

@@ -47,14 +47,6 @@ def _import_ray():
     return ray
 
 
-def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = False,
-         filesystem=None) -> Plan:
-    """:func:`fastfill.runner.plan` with local paths made absolute (Ray workers do not share the
-    driver's working directory)."""
-    return runner.plan(images, masks, output, fmt, overwrite=overwrite, filesystem=filesystem,
-                       absolute=True)
-
-
 # -- the stages (run in Ray workers) ------------------------------------------------------------
 
 def _objects(items) -> np.ndarray:
@@ -82,10 +74,8 @@ def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, **read_kw) -> dic
                 # every field but the pixels, whatever fields Decoded has
                 src = pickle.dumps({f.name: getattr(dec, f.name) for f in dataclasses.fields(dec)
                                     if f.name != "rgb"}, protocol=pickle.HIGHEST_PROTOCOL)
-            except InputError as e:
-                errors[i] = str(e)
             except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
-                errors[i] = f"cannot decode: {type(e).__name__}: {e}"
+                errors[i] = runner.reason(e, "decode")
         rgbs.append(rgb)
         masks.append(mask)
         srcs.append(src)
@@ -154,10 +144,8 @@ def _write_batch(batch: dict, *, fs_out=None, overwrite=False, quality=95) -> di
                        "replace": bool(batch["replace"][i])}
                 runner.write_row(row, result, src, np.asarray(batch["hole"][i]), fs_out,
                                  overwrite=overwrite, quality=quality)
-            except InputError as e:
-                errors[i] = str(e)
             except Exception as e:  # noqa: BLE001
-                errors[i] = f"cannot encode: {type(e).__name__}: {e}"
+                errors[i] = runner.reason(e, "encode")
         status.append("failed" if errors[i] else "done")
     return {"image": batch["image"], "mask": batch["mask"], "out": batch["out"],
             "status": np.array(status, dtype=object), "error": np.array(errors, dtype=object)}
@@ -171,10 +159,8 @@ def _video_task(row: dict, engine, options: dict, conv: dict, fs_v, fs_m, fs_o, 
             res["frames"] = runner.run_video(row, inp, fs_v, fs_m, fs_o, overwrite=overwrite, **conv)
     except EngineError:
         raise
-    except InputError as e:
-        res.update(status="failed", error=str(e))
     except Exception as e:  # noqa: BLE001
-        res.update(status="failed", error=f"{type(e).__name__}: {e}")
+        res.update(status="failed", error=runner.reason(e, "fill the video"))
     return res
 
 
@@ -201,15 +187,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None, quiet: bool
     return True
 
 
-def _cluster_cpus() -> float:
-    ray = _import_ray()
-    return float(ray.cluster_resources().get("CPU", 1.0))
-
-
 def _worker_resources(concurrency: int, gpus_per_worker: float, cpus_per_worker: float | None,
                       threads: int | None, local: bool):
     """(CPUs per fill actor, CPUs per decode/write task, engine threads)."""
-    total = _cluster_cpus()
+    total = float(_import_ray().cluster_resources().get("CPU", 1.0))
     if cpus_per_worker is None:
         # Leave room for the decode and write tasks, or a small cluster would run only actors.
         cpus_per_worker = 1.0 if gpus_per_worker else min(1.0, total / (concurrency + 1))
@@ -294,7 +275,8 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
     if engine is not None and isinstance(engine, (str, os.PathLike)) and "://" not in str(engine) \
             and not os.path.exists(engine) and not address:
         raise EngineError(f"{engine}: no such model file")
-    p = plan(images, masks, output, fmt, overwrite=overwrite, filesystem=filesystem)
+    # (local paths made absolute: Ray workers do not share the driver's working directory)
+    p = runner.plan(images, masks, output, fmt, overwrite=overwrite, filesystem=filesystem, absolute=True)
     if not p.fs_out.remote:
         fio.check_writable_dir(Path(p.out).parent if p.single_file else p.out)
     report = runner.Report(echo, skipped=p.skipped)
@@ -413,5 +395,4 @@ def inpaint(ds, engine=None, *, image_column: str = "image", mask_column: str = 
                           num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
 
 
-__all__ = ["inpaint", "run_files", "plan", "resolve", "init", "Plan", "FAILURES_FILE",
-           "VIDEO_SUFFIXES"]
+__all__ = ["inpaint", "run_files", "resolve", "init", "Plan", "FAILURES_FILE", "VIDEO_SUFFIXES"]

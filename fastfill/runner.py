@@ -472,6 +472,12 @@ def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, *, overwrite=Fa
     return stats.frames
 
 
+def reason(e: BaseException, stage: str) -> str:
+    """One line for a file that failed at ``stage`` (decode, encode, ...): an InputError says it
+    all; anything else is named with its type."""
+    return str(e) if isinstance(e, InputError) else f"cannot {stage}: {type(e).__name__}: {e}"
+
+
 # -- the report ---------------------------------------------------------------------------------
 
 class Report:
@@ -564,8 +570,7 @@ def run_files(inpainter, p: Plan, *, overwrite=False, quality=95, jobs=2, progre
             except EngineError:
                 raise
             except Exception as e:  # noqa: BLE001 - one bad video must not stop the run
-                report.fail(r["video"], str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}",
-                            r["mask"])
+                report.fail(r["video"], reason(e, "fill the video"), r["mask"])
             bar.update(1)
     finally:
         bar.close()
@@ -587,8 +592,7 @@ def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw,
             write_row(row, result, src, mask, p.fs_out, **write_kw)
             report.done()
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
-            report.fail(row["image"], str(e) if isinstance(e, InputError)
-                        else f"cannot encode: {type(e).__name__}: {e}", row["mask"])
+            report.fail(row["image"], reason(e, "encode"), row["mask"])
         finally:
             bar.update(1)
 
@@ -597,8 +601,7 @@ def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw,
             try:
                 src, mask = fut.result()
             except Exception as e:  # noqa: BLE001
-                report.fail(r["image"], str(e) if isinstance(e, InputError)
-                            else f"cannot decode: {type(e).__name__}: {e}", r["mask"])
+                report.fail(r["image"], reason(e, "decode"), r["mask"])
                 bar.update(1)
                 continue
             in_flight.append((r, src, mask))
@@ -615,4 +618,4 @@ def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw,
 
 
 __all__ = ["plan", "Plan", "resolve", "read_row", "write_row", "run_video", "run_files", "Report", "start",
-           "LocalFS", "ArrowFS", "FAILURES_FILE", "VIDEO_SUFFIXES"]
+           "LocalFS", "ArrowFS", "FAILURES_FILE", "VIDEO_SUFFIXES", "reason"]

@@ -99,8 +99,6 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
                   progress: bool | None = None) -> VideoStats:
     """Fill the masked region of every frame of ``src`` and write ``dst`` (atomically)."""
     av = _import_av()
-    from tqdm import tqdm
-
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:
         raise InputError(f"{dst} exists (use --overwrite to replace it)")
@@ -122,68 +120,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
         masks = _Masks(mask, size, first_index, invert=invert, threshold=threshold,
                        resize=resize_mask, dilate=dilate, image_name=f"the frames of {src}")
 
-        def write(tmp: str) -> None:
-            try:
-                out_c = av.open(tmp, "w", format=_container_format(av, dst, inp_c))
-            except (av.error.FFmpegError, ValueError) as e:
-                raise InputError(f"{dst}: cannot write this container ({e})") from None
-            with out_c:
-                vout = _add_video_stream(av, out_c, vin, codec, crf)
-                stats.codec = vout.codec_context.name
-                audio = []
-                for a in inp_c.streams.audio:
-                    try:
-                        audio.append((a, out_c.add_stream_from_template(a)))
-                    except (av.error.FFmpegError, ValueError) as e:
-                        print(f"warning: audio stream {a.index} not copied: {e}", file=sys.stderr)
-                pending_audio: collections.deque = collections.deque()
-                frame_meta: collections.deque = collections.deque()
-                audio_map = {a.index: o for a, o in audio}
-
-                def frames():  # runs in the stream's reader thread
-                    i = 0
-                    streams = [vin] + [a for a, _ in audio]
-                    for packet in inp_c.demux(*streams):
-                        if packet.stream.type == "audio":
-                            if packet.dts is not None:
-                                pending_audio.append(packet)
-                            continue
-                        for frame in packet.decode():
-                            frame_meta.append((frame.pts, frame.time_base, i))
-                            yield frame.to_ndarray(format="rgb24"), masks(i)
-                            i += 1
-
-                def mux_audio():
-                    while pending_audio:
-                        pkt = pending_audio.popleft()
-                        pkt.stream = audio_map[pkt.stream.index]
-                        out_c.mux(pkt)
-                        stats.audio_packets += 1
-
-                total = vin.frames or None
-                bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
-                           disable=(not progress) if progress is not None else None)
-                try:
-                    for result in inpainter.stream(frames()):
-                        pts, tb, i = frame_meta.popleft()
-                        vf = av.VideoFrame.from_ndarray(result, format="rgb24")
-                        if pts is not None:
-                            vf.pts, vf.time_base = pts, tb
-                        else:
-                            vf.pts, vf.time_base = i, 1 / vout.codec_context.framerate
-                        for pkt in vout.encode(vf):
-                            out_c.mux(pkt)
-                        mux_audio()
-                        stats.frames += 1
-                        bar.update(1)
-                    for pkt in vout.encode(None):
-                        out_c.mux(pkt)
-                    mux_audio()
-                finally:
-                    bar.close()
-                stats.filled = _count_filled(masks, stats.frames)
-            _check_mask_numbers(masks, stats, mask)  # before the output is committed
-
+        write = _Transcode(av, inpainter, inp_c, vin, masks, dst, mask, codec, crf, progress, stats)
         try:
             atomic_write(dst, write, overwrite=overwrite, suffix=dst.suffix or ".mp4")
         except FileExistsError:
@@ -198,6 +135,82 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
         inp_c.close()
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+class _Transcode:
+    """Writes the filled video into a temporary file (``atomic_write``'s writer): frames decoded
+    in :meth:`Inpainter.stream`'s reader thread, filled, encoded in order; audio packets copied
+    as they come."""
+
+    def __init__(self, av, inpainter, inp_c, vin, masks, dst, mask, codec, crf, progress, stats):
+        self.av, self.inpainter, self.inp_c, self.vin, self.masks = av, inpainter, inp_c, vin, masks
+        self.dst, self.mask, self.codec, self.crf, self.progress = dst, mask, codec, crf, progress
+        self.stats = stats
+        self.pending_audio: collections.deque = collections.deque()
+        self.frame_meta: collections.deque = collections.deque()
+
+    def __call__(self, tmp: str) -> None:
+        av, stats = self.av, self.stats
+        try:
+            out_c = av.open(tmp, "w", format=_container_format(av, self.dst, self.inp_c))
+        except (av.error.FFmpegError, ValueError) as e:
+            raise InputError(f"{self.dst}: cannot write this container ({e})") from None
+        with out_c:
+            vout = _add_video_stream(av, out_c, self.vin, self.codec, self.crf)
+            stats.codec = vout.codec_context.name
+            audio = []
+            for a in self.inp_c.streams.audio:
+                try:
+                    audio.append((a, out_c.add_stream_from_template(a)))
+                except (av.error.FFmpegError, ValueError) as e:
+                    print(f"warning: audio stream {a.index} not copied: {e}", file=sys.stderr)
+            self.audio_map = {a.index: o for a, o in audio}
+            self.encode(out_c, vout, [self.vin] + [a for a, _ in audio])
+            stats.filled = _count_filled(self.masks, stats.frames)
+        _check_mask_numbers(self.masks, stats, self.mask)  # before the output is committed
+
+    def frames(self, streams):  # runs in the stream's reader thread
+        i = 0
+        for packet in self.inp_c.demux(*streams):
+            if packet.stream.type == "audio":
+                if packet.dts is not None:
+                    self.pending_audio.append(packet)
+                continue
+            for frame in packet.decode():
+                self.frame_meta.append((frame.pts, frame.time_base, i))
+                yield frame.to_ndarray(format="rgb24"), self.masks(i)
+                i += 1
+
+    def mux_audio(self, out_c):
+        while self.pending_audio:
+            pkt = self.pending_audio.popleft()
+            pkt.stream = self.audio_map[pkt.stream.index]
+            out_c.mux(pkt)
+            self.stats.audio_packets += 1
+
+    def encode(self, out_c, vout, streams):
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.vin.frames or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
+                   disable=(not self.progress) if self.progress is not None else None)
+        try:
+            for result in self.inpainter.stream(self.frames(streams)):
+                pts, tb, i = self.frame_meta.popleft()
+                vf = self.av.VideoFrame.from_ndarray(result, format="rgb24")
+                if pts is not None:
+                    vf.pts, vf.time_base = pts, tb
+                else:
+                    vf.pts, vf.time_base = i, 1 / vout.codec_context.framerate
+                for pkt in vout.encode(vf):
+                    out_c.mux(pkt)
+                self.mux_audio(out_c)
+                self.stats.frames += 1
+                bar.update(1)
+            for pkt in vout.encode(None):
+                out_c.mux(pkt)
+            self.mux_audio(out_c)
+        finally:
+            bar.close()
 
 
 class NoMaskedFrames(InputError):
