@@ -21,7 +21,6 @@ and ``gflop_note`` says why. Nothing here imports torch unless a PyTorch target 
 from __future__ import annotations
 
 import datetime as _dt
-import io as _io
 import json
 import os
 import platform
@@ -423,26 +422,22 @@ class FileInput:
     mask: Path
 
     def decode(self, batch: int):
-        from . import io as fio
+        """The file read as `fastfill run` reads it (runner.read_row), repeated ``batch`` times."""
+        from . import runner
 
-        src = fio.decode_image(self.image)
-        m = fio.decode_mask(self.mask, src.size, image_name=str(self.image))
+        src, m = runner.read_row({"image": str(self.image), "mask": str(self.mask)},
+                                 runner.LocalFS(), runner.LocalFS())
         images = np.repeat(src.rgb[None], batch, axis=0)
         masks = np.repeat(m.view(np.uint8)[None], batch, axis=0)
         return src, images, masks
 
     def encode(self, src, results: np.ndarray, masks: np.ndarray) -> int:
+        """Each result encoded in memory as `fastfill run` writes it (its format, quality 95)."""
         from . import io as fio
 
-        fmt = (src.format or "PNG").upper()
-        nbytes = 0
-        for r, m in zip(results, masks):
-            buf = _io.BytesIO()
-            img = fio.restore_mode(r, src, m, fmt)
-            kw = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-            img.save(buf, format=fmt, **kw)
-            nbytes += buf.tell()
-        return nbytes
+        fmt = fio.output_format(src.format)
+        return sum(len(fio.encode_image(fio.restore_mode(r, src, m, fmt), fmt, info=src.info))
+                   for r, m in zip(results, masks))
 
 
 # -- the benchmark ------------------------------------------------------------------------------
