@@ -126,6 +126,19 @@ def test_validation_keeps_the_best_checkpoint(photos, tmp_path):
     assert meta["step"] == best["step"] and meta["fill"] == "harmonic" and net.head == "residual"
 
 
+def test_validation_measures_the_prefill_itself_for_the_context_encoder(photos, tmp_path):
+    """The prefill row is the prefilled image (mean colour here), not the net's output: for the
+    papers' CE the two differ from step 0 and the prefill's stays put while the net trains."""
+    cfg = TrainConfig(kind="ce", data=str(photos / "train"), val_data=str(photos / "val"),
+                      out=str(tmp_path), steps=4, batch_size=2, width=0.0625, d_width=0.0625,
+                      val_every=2, val_crops=2, sample_every=0, progress=False, threads=1)
+    train(cfg)
+    vals = [json.loads(line)["val"] for line in open(tmp_path / "log.jsonl") if '"val"' in line]
+    assert len(vals) == 3
+    assert all(v["prefill"] == vals[0]["prefill"] for v in vals)  # the mean fill does not train
+    assert vals[0]["model"] != vals[0]["prefill"]  # a sigmoid net is not its prefill
+
+
 def test_bad_recipe_values(photos, tmp_path):
     from train.data import DataError
     for k, v in (("fill", "median"), ("head", "tanh"), ("norm", "layer"), ("optimizer", "sgd")):

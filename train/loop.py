@@ -381,7 +381,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
             inp = model_input(x, m)
             full = torch.cat([generate(x[i:i + 8], m[i:i + 8], net, inp[i:i + 8])[1]
                               for i in range(0, len(x), 8)])
-            pre = inp[:, :3] if cfg.kind == "glcic" else full
+            pre = inp[:, :3]  # the prefilled image the net is given (both kinds: RGB first)
         net.train()
         res = {}
         for name, t in (("model", full), ("prefill", pre)):
