@@ -32,19 +32,22 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for run in args.runs:
-        val, ratio = read(run)
+    curves = {run: read(run) for run in args.runs}
+    with_ratio = any(ratio for _, ratio in curves.values())  # (CE runs log no prefill loss)
+    fig, axes = plt.subplots(1, 2 if with_ratio else 1, figsize=(11 if with_ratio else 6, 3.8), squeeze=False)
+    a = axes[0][0]
+    for run, (val, ratio) in curves.items():
         if val:
             a.plot(*zip(*val), marker=".", label=run.name)
         if ratio:
-            b.plot(*zip(*ratio), marker=".", label=run.name)
+            axes[0][1].plot(*zip(*ratio), marker=".", label=run.name)
     a.axhline(0, color="k", lw=0.8)
-    a.set(xlabel="step (batch 8, 128² crops)", ylabel="hole PSNR: net − its prefill (dB)",
-          title="held-out crops (data/val)")
-    b.axhline(1, color="k", lw=0.8)
-    b.set(xlabel="step", ylabel="training loss / prefill's loss", title="same training batches")
-    for ax in (a, b):
+    a.set(xlabel="step", ylabel="hole PSNR: net − its prefill (dB)", title="held-out crops (data/val)")
+    if with_ratio:
+        b = axes[0][1]
+        b.axhline(1, color="k", lw=0.8)
+        b.set(xlabel="step", ylabel="training loss / prefill's loss", title="same training batches")
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
