@@ -516,26 +516,22 @@ def _import_train(module):
 @click.option("--val-data", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of validation photos (e.g. data/val); then every photo under --data trains.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(kind, data, out, steps, batch_size, crop, scale, width, d_width, mask, tc, td, alpha, lr_d, lr_ratio,
-              adv, val_fraction, seed, sample_every, save_every, workers, threads, device, resume, fill, head,
-              norm, optimizer, lr, warmup, schedule, val_every, ema, val_data, quiet):
+def train_cmd(**opts):
     """Train a GLCIC or Context Encoder model on a folder of photographs (needs the `train` extra).
 
     Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
     """
+    scale, quiet = opts.pop("scale"), opts.pop("quiet")
     try:
         lo, hi = (float(v) for v in scale.split(":"))
     except ValueError:
         raise click.BadParameter(f"expected LO:HI such as 1.0:1.5, got {scale!r}", param_hint="--scale") from None
     loop = _import_train("loop")
-    cfg = loop.TrainConfig(kind=kind, data=data, out=out, steps=steps, batch_size=batch_size, crop=crop,
-                           scale=(lo, hi),
-                           width=width, d_width=d_width, mask=None if kind == "ce" else mask, tc=tc, td=td,
-                           alpha=alpha, lr_d=lr_d, lr_ratio=lr_ratio, adv=adv, val_fraction=val_fraction,
-                           seed=seed, sample_every=sample_every, save_every=save_every, workers=workers,
-                           threads=threads, device=device, resume=resume, progress=not quiet, fill=fill,
-                           head=head, norm=norm, optimizer=optimizer, lr=lr, warmup=warmup, schedule=schedule,
-                           val_every=val_every, val_data=val_data, ema=ema)
+    if opts["kind"] == "ce":
+        opts["mask"] = None  # the Context Encoder's hole is its own (central)
+    # Every other option is a TrainConfig field of the same name (tests/test_train_loop.py checks
+    # the names and that the defaults agree).
+    cfg = loop.TrainConfig(**opts, scale=(lo, hi), progress=not quiet)
     r = loop.train(cfg)
     if r["interrupted"]:
         click.echo(f"interrupted at step {r['step']}; saved {r['checkpoint']} (continue with --resume)", err=True)

@@ -6,6 +6,8 @@ import os
 import signal
 import sys
 
+import click
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -178,3 +180,27 @@ def test_cli_train(textured, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     res = runner.invoke(cli, args)
     assert res.exit_code != 0 and "pip install 'fastfill[train]'" in res.output
+
+
+def test_cli_train_options_are_the_config_fields_with_its_defaults():
+    """`fastfill train` options are TrainConfig fields of the same name with the same defaults
+    (the CLI cannot read them at import: the runtime does not import `train`), so a default
+    changed in one place and not the other fails here."""
+    import dataclasses
+
+    from train.config import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    cmd = cli.commands["train"]
+    for p in cmd.params:
+        if p.name in ("quiet", "scale"):  # (progress = not quiet; scale "LO:HI" = the tuple)
+            continue
+        assert p.name in fields, f"--{p.name} has no TrainConfig field"
+        f = fields[p.name]
+        want = f.default if f.default is not dataclasses.MISSING else None
+        if p.required:
+            continue
+        got = None if p.default is getattr(click.core, "UNSET", object()) else p.default  # (click 8.3)
+        assert got == want, f"--{p.name}: CLI default {got!r}, TrainConfig {want!r}"
+    scale = next(p for p in cmd.params if p.name == "scale")
+    assert tuple(float(v) for v in scale.default.split(":")) == fields["scale"].default

@@ -20,15 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastfill.errors import InputError
+from .config import DataError  # noqa: F401 (re-exported)
 
 from .masks import make_mask_generator
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-
-
-class DataError(InputError):
-    """No usable images, or an unusable data argument (a fastfill InputError, so a ValueError)."""
 
 
 def find_images(root) -> list[Path]:

@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import HEADS, NORMS  # (the recipe's names live with the config)
+
 # ---------------------------------------------------------------- Context Encoder constants
 CE_IMAGE_SIZE = 128
 CE_PRED_SIZE = 64
@@ -68,10 +70,6 @@ def _init_weights(m: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------- GLCIC completion network
-
-HEADS = ("sigmoid", "residual")
-NORMS = ("batch", "group", "none")
-
 
 def _norm(c: int, norm: str) -> nn.Module:
     """BatchNorm (the papers'), GroupNorm (statistics per image, not per batch) or nothing."""
