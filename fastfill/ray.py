@@ -151,12 +151,12 @@ def _write_batch(batch: dict, *, fs_out=None, overwrite=False, quality=95) -> di
             "status": np.array(status, dtype=object), "error": np.array(errors, dtype=object)}
 
 
-def _video_task(row: dict, engine, options: dict, conv: dict, fs_v, fs_m, fs_o, overwrite=False) -> dict:
+def _video_task(row: dict, engine, options: dict, mask_opts: dict, fs_v, fs_m, fs_o, overwrite=False) -> dict:
     """One video, start to end, in one Ray task (its own engine)."""
     res = dict(row, status="done", frames=0)
     try:
         with _make_inpainter(engine, options) as inp:
-            res["frames"] = runner.run_video(row, inp, fs_v, fs_m, fs_o, overwrite=overwrite, **conv)
+            res["frames"] = runner.run_video(row, inp, fs_v, fs_m, fs_o, overwrite=overwrite, **mask_opts)
     except EngineError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -289,17 +289,17 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
                 concurrency, gpus_per_worker, cpus_per_worker, threads, local=not address)
             options = {"roi": roi, "batch_size": batch_size, "threads": threads,
                        "backend": backend, "device": device}
-            conv = {"invert": invert, "threshold": threshold, "resize_mask": resize_mask,
+            mask_opts = {"invert": invert, "threshold": threshold, "resize_mask": resize_mask,
                     "dilate": dilate}
             try:
-                for res in _run_videos(vids, engine, options, conv, p, overwrite, gpus_per_worker,
+                for res in _run_videos(vids, engine, options, mask_opts, p, overwrite, gpus_per_worker,
                                        actor_cpus):
                     if res["status"] == "done":
                         report.done()
                     else:
                         report.fail(res["video"], res["error"], res["mask"])
                 if todo:
-                    ds = _image_pipeline(todo, engine, options, dict(conv, max_pixels=max_pixels), p,
+                    ds = _image_pipeline(todo, engine, options, dict(mask_opts, max_pixels=max_pixels), p,
                                          overwrite=overwrite, quality=quality,
                                          concurrency=concurrency, gpus=gpus_per_worker,
                                          actor_cpus=actor_cpus, io_cpus=io_cpus,
@@ -338,13 +338,13 @@ def _image_pipeline(rows, engine, options, read_kw, p: Plan, *, overwrite, quali
     return ds
 
 
-def _run_videos(rows, engine, options, conv, p: Plan, overwrite, gpus, cpus):
+def _run_videos(rows, engine, options, mask_opts, p: Plan, overwrite, gpus, cpus):
     """One Ray task per video; yields each task's result row as it finishes."""
     if not rows:
         return
     ray = _import_ray()
     task = ray.remote(_video_task).options(num_cpus=cpus, num_gpus=gpus or 0, max_retries=0)
-    pending = [task.remote(r, engine, options, conv, p.fs_images, p.fs_masks, p.fs_out, overwrite)
+    pending = [task.remote(r, engine, options, mask_opts, p.fs_images, p.fs_masks, p.fs_out, overwrite)
                for r in rows]
     try:
         while pending:

@@ -454,7 +454,7 @@ def write_row(row: dict, result, src: fio.Decoded, mask, fs_out, *, overwrite=Fa
     fs_out.write(row["out"], data, overwrite=overwrite or bool(row.get("replace")))
 
 
-def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, *, overwrite=False, **conv) -> int:
+def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, *, overwrite=False, **mask_opts) -> int:
     """One video row, start to end (decode -> Inpainter.stream -> encode); returns its frames."""
     from . import video as fvideo
 
@@ -464,7 +464,7 @@ def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, *, overwrite=Fa
         dst = os.path.join(tmp, "out-" + posixpath.basename(row["out"])) if fs_out.remote else row["out"]
         try:
             stats = fvideo.inpaint_video(inpainter, src, dst, mask, overwrite=overwrite, progress=False,
-                                         **conv)
+                                         **mask_opts)
         except InputError as e:
             raise InputError(str(e).replace(src, row["video"])) from None
         if fs_out.remote:
@@ -543,10 +543,11 @@ def start(p: Plan, report: Report) -> tuple[list[dict], list[dict]]:
 # -- this machine -------------------------------------------------------------------------------
 
 def run_files(inpainter, p: Plan, *, overwrite=False, quality=95, jobs=2, progress: bool | None = None,
-              echo=None, max_pixels=None, **conv) -> fio.Summary:
+              echo=None, max_pixels=None, **mask_opts) -> fio.Summary:
     """Do a plan here: decoding on ``jobs`` threads ahead of the model (bounded), inference in
     :meth:`Inpainter.stream`, encoding on ``jobs`` threads, then the videos one by one. A bad file
-    fails alone; an engine error stops the run (it would fail every file) and is raised."""
+    fails alone; an engine error stops the run (it would fail every file) and is raised.
+    ``mask_opts``: ``invert``, ``threshold``, ``resize_mask``, ``dilate`` (as `fastfill run`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -562,10 +563,10 @@ def run_files(inpainter, p: Plan, *, overwrite=False, quality=95, jobs=2, progre
         with ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-decode") as dec, \
                 ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-encode") as enc:
             _run_images(inpainter, p, images, dec, enc, depth, report, bar,
-                        dict(conv, max_pixels=max_pixels), dict(overwrite=overwrite, quality=quality))
+                        dict(mask_opts, max_pixels=max_pixels), dict(overwrite=overwrite, quality=quality))
         for r in videos:
             try:
-                run_video(r, inpainter, p.fs_images, p.fs_masks, p.fs_out, overwrite=overwrite, **conv)
+                run_video(r, inpainter, p.fs_images, p.fs_masks, p.fs_out, overwrite=overwrite, **mask_opts)
                 report.done()
             except EngineError:
                 raise

@@ -42,7 +42,7 @@ from fastfill.errors import FastfillError
 
 OPSET = 17
 TOL = 1e-4
-# Ops TensorRT runs natively (issue 5): one list, shared with the FP16 converter of `fastfill build`.
+# Ops TensorRT runs natively: one list, shared with the FP16 converter of `fastfill build`.
 ALLOWED_OPS = MODEL_OPS
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 
