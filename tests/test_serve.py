@@ -288,3 +288,68 @@ def test_sigterm_stops_the_server(tmp_path):
         code = s.proc.wait(15)
     assert code in (0, 143), s.log()
     assert "Traceback" not in s.log()
+
+
+def test_internal_and_engine_errors_are_json_and_logged(monkeypatch, caplog):
+    """A bug inside the server is a 500 JSON answer with no traceback; the log has one line, or
+    the traceback with FASTFILL_DEBUG=1. An engine that fails is a 500 naming it. The real app on
+    a loopback port, served by uvicorn in a thread."""
+    import logging
+    import time
+
+    import uvicorn
+
+    from conftest import free_port
+    from fastfill import Inpainter, io as fio
+    from fastfill.engines import load_engine
+    from fastfill.serve.app import create_app
+
+    class Broken:  # an engine whose back-end raises its own error type
+        def __init__(self):
+            self.inner = load_engine(backend="onnxruntime")
+            self.meta, self.name, self.device = self.inner.meta, "broken", "cpu"
+            self.fail = False
+
+        def infer(self, x):
+            if self.fail:
+                raise RuntimeError("device lost")
+            return self.inner.infer(x)
+
+    engine = Broken()
+    app = create_app(Inpainter(engine))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        image, mask = scene()
+        files = {"image": ("i.png", encode(image)), "mask": ("m.png", mask_png(mask))}
+        url = f"http://127.0.0.1:{port}/api/v1/inpaint/file"
+        caplog.set_level(logging.INFO, logger="fastfill.serve")
+
+        def bug(*a, **k):
+            raise ZeroDivisionError("a bug in the encoder")
+
+        monkeypatch.setattr(fio, "encode_image", bug)
+        for debug in ("", "1"):
+            monkeypatch.setenv("FASTFILL_DEBUG", debug)
+            caplog.clear()
+            r = httpx.post(url, files=files, timeout=60)
+            assert assert_json_error(r, 500) == "internal error (see the server log)"
+            logged = "\n".join(rec.getMessage() for rec in caplog.records)
+            assert "ZeroDivisionError" in logged and "a bug in the encoder" in logged
+            assert ("Traceback" in logged) == bool(debug)
+        monkeypatch.undo()
+        engine.fail = True
+        r = httpx.post(url, files=files, timeout=60)
+        assert "broken failed" in assert_json_error(r, 500) and "device lost" in r.json()["error"]
+        engine.fail = False
+        assert httpx.post(url, files=files, timeout=60).status_code == 200  # still serving
+    finally:
+        server.should_exit = True
+        thread.join(10)
