@@ -519,30 +519,18 @@ def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool 
 
 
 def write_file(path: str | Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write ``data`` atomically: a temporary file in the same folder, synced, its length checked
-    (a full disk or a file-size limit can leave a file short without an error, and a short file
-    must never be renamed in), then renamed into place.
+    """:func:`atomic_write_bytes` with every failure an InputError naming the path (the file
+    runner's and ``save_image``'s writer).
 
-    Without ``overwrite``, an existing file is never replaced (InputError), even one that
-    appeared meanwhile. Every failure is an InputError naming the path.
+    Without ``overwrite``, an existing file is never replaced, even one that appeared meanwhile.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create folder {path.parent}: {e.strerror or e}") from None
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        size = os.stat(tmp).st_size
-        if size != len(data):
-            raise OSError(f"short write: {size} of {len(data)} bytes on disk")
-
     try:
-        atomic_write(path, write, overwrite=overwrite)
+        atomic_write_bytes(path, data, overwrite=overwrite)
     except FileExistsError:
         raise InputError(f"{path} exists (use --overwrite to replace it)") from None
     except OSError as e:
@@ -608,9 +596,18 @@ def remove_stale_temps(outputs) -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, overwrite: bool) -> Path:
-    """``data`` to ``path`` through :func:`atomic_write` (FileExistsError when it exists and not
-    ``overwrite``)."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), overwrite=overwrite)
+    """``data`` to ``path`` through :func:`atomic_write`, its length checked on disk before the
+    rename: a full disk or a file-size limit can leave a file short without an error, and a short
+    file must never be renamed in (FileExistsError when it exists and not ``overwrite``; OSError
+    on a failed or short write)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        size = os.stat(tmp).st_size
+        if size != len(data):
+            raise OSError(f"short write: {size} of {len(data)} bytes on disk")
+
+    return atomic_write(path, write, overwrite=overwrite)
 
 
 def atomic_write(path: str | Path, write_fn, *, overwrite: bool, suffix: str = ".tmp") -> Path:
@@ -764,7 +761,7 @@ def plan_tasks(images: str | Path, masks: str | Path, output: str | Path,
         if single_out:
             out = output
             if fmt is None and output.suffix:
-                out_fmt = _format_for_suffix(output.suffix) or out_fmt
+                out_fmt = format_for_suffix(output.suffix) or out_fmt
         else:
             out = output_path(output, c.rel, out_fmt, src_fmt)
         t = Task(c.path, c.rel, None, out, out_fmt, c.error)
@@ -782,7 +779,8 @@ def plan_tasks(images: str | Path, masks: str | Path, output: str | Path,
     return tasks
 
 
-def _format_for_suffix(suffix: str) -> str | None:
+def format_for_suffix(suffix: str) -> str | None:
+    """Pillow's format name for a file suffix ('.jpg' -> 'JPEG'), None when it has none."""
     suffix = suffix.lower()
     Image.init()
     return Image.EXTENSION.get(suffix)
@@ -791,7 +789,7 @@ def _format_for_suffix(suffix: str) -> str | None:
 __all__ = [
     "Candidate", "Decoded", "MaskIndex", "find_images", "sniff_image", "decode_image", "decode_mask",
     "mask_to_gray", "dilate_mask", "output_path", "output_format", "restore_mode", "encode_image",
-    "save_image", "write_file", "check_writable_dir",
+    "save_image", "write_file", "format_for_suffix", "check_writable_dir",
     "normalize_format", "frame_number", "IMAGE_SUFFIXES", "FORMAT_SUFFIX", "FORMAT_ALIASES",
     "atomic_write", "UMASK", "FILE_MODE",
     "Task", "Summary", "plan_tasks", "single_output", "names_folder",

@@ -344,10 +344,7 @@ def _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single) -> list[dic
 
 
 def _format_of(path: str) -> str | None:
-    from PIL import Image
-
-    Image.init()
-    return Image.EXTENSION.get(posixpath.splitext(path)[1].lower())
+    return fio.format_for_suffix(posixpath.splitext(path)[1])
 
 
 def _mask_finder(fs_m, mpath) -> Callable[[str], str]:

@@ -113,15 +113,13 @@ def load_engine(path: str | Path | None = None, backend: str | None = None, **op
         if not path.exists():
             raise EngineError(f"the default model is not installed ({path}); pass a model file")
     path = Path(path)
-    if backend == AUTO:
-        backend = None
-    if backend is None and path.suffix.lower() == ".onnx":
-        if not path.exists():
-            raise EngineError(f"model file not found: {path}")
-        return _load_auto(path, options)
-    fmt = find_format(path, backend)
+    backend = None if backend == AUTO else backend
+    auto = backend is None and path.suffix.lower() == ".onnx"
+    fmt = None if auto else find_format(path, backend)
     if not path.exists():
         raise EngineError(f"model file not found: {path}")
+    if auto:
+        return _load_auto(path, options)
     engine = _load(fmt, path, options)
     engine.selection = (f"{fmt.backend} (named)" if backend else
                         f"{fmt.backend} (the back-end for {fmt.suffix} files)")

@@ -209,12 +209,13 @@ class Server:
             raise _ApiError(400, str(e)) from None
         return src, mask
 
-    def encode(self, result: np.ndarray, src: fio.Decoded, mask: np.ndarray) -> tuple[bytes, str]:
+    def encode(self, result: np.ndarray, src: fio.Decoded, mask: np.ndarray) -> tuple[bytes, str, str]:
+        """(bytes, Content-Type, file suffix) of the answer, in the input's format."""
         fmt = fio.output_format(src.format)
         img = fio.restore_mode(result, src, mask, fmt)
         data = fio.encode_image(img, fmt, quality=self.limits.quality, info=src.info)
         Image.init()
-        return data, Image.MIME.get(fmt, "application/octet-stream")
+        return data, Image.MIME.get(fmt, "application/octet-stream"), fio.FORMAT_SUFFIX[fmt]
 
     async def fill(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool) -> Response:
         if self.batcher.full():  # before decoding: a busy server does not spend work on refusals
@@ -229,9 +230,8 @@ class Server:
             raise _ApiError(503, f"server busy: {e}, retry later",
                             {"Retry-After": str(RETRY_AFTER)}) from None
         result = await asyncio.wrap_future(fut)
-        data, media = await anyio.to_thread.run_sync(
+        data, media, ext = await anyio.to_thread.run_sync(
             partial(self.encode, result, src, mask), limiter=self.limiter)
-        ext = fio.FORMAT_SUFFIX.get(fio.output_format(src.format), ".png")
         return Response(data, media_type=media,
                         headers={"Content-Disposition": f'inline; filename="result{ext}"'})
 
