@@ -65,29 +65,35 @@ class QuantizeReport:
 
 def _crops(paths, n, size, seed, log):
     """``n`` (image, mask) pairs: random ``size``² crops of the photos (smaller ones are scaled up)
-    with the training masks (a rectangle or free-form strokes), round-robin over the photos."""
+    with the training masks (a rectangle or free-form strokes), spread evenly over the photos in
+    order. Each photo is decoded once, when its turn comes, and dropped after its crops are taken;
+    a photo that cannot be read is skipped and its share goes to the ones after it."""
+    import math
+
     from PIL import Image
 
     from train.masks import mixed_mask  # numpy + Pillow only
 
     rng = np.random.default_rng(seed)
-    photos = []
-    for p in paths:
+    out = []
+    for k, p in enumerate(paths):
+        count = math.ceil((n - len(out)) / (len(paths) - k))
+        if count <= 0:
+            break
         try:
-            photos.append(fio.decode_image(p).rgb)
+            im = fio.decode_image(p).rgb
         except InputError as e:
             log(f"skipped: {p}: {e}")
-    out = []
-    for i in range(n if photos else 0):
-        im = photos[i % len(photos)]
+            continue
         h, w = im.shape[:2]
         if min(h, w) < size:
             s = size / min(h, w)
             im = np.asarray(Image.fromarray(im).resize((max(size, round(w * s)), max(size, round(h * s))),
                                                       Image.Resampling.BICUBIC))
             h, w = im.shape[:2]
-        y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-        out.append((np.ascontiguousarray(im[y:y + size, x:x + size]), mixed_mask(rng, size, size)))
+        for _ in range(count):
+            y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+            out.append((np.ascontiguousarray(im[y:y + size, x:x + size]), mixed_mask(rng, size, size)))
     return out
 
 

@@ -86,9 +86,6 @@ class LocalFS:
     def local_copy(self, p: str, tmpdir: str) -> str:
         return p
 
-    def put(self, local: str, p: str, *, overwrite: bool) -> None:  # pragma: no cover - unused
-        raise AssertionError("a local output is written in place")
-
 
 class ArrowFS:
     """A pyarrow file system (paths are posix paths on it)."""
