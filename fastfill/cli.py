@@ -112,16 +112,19 @@ def _mask_options(f):
     return f
 
 
-def engine_line(inp, engine_path=None) -> str:
-    """One line for the run header: the model and where it runs, and why there."""
+def model_name(inp) -> str:
+    """What the model is called in headers: its file name, or the engine's name (no file)."""
     from pathlib import Path
 
+    path = getattr(inp.engine, "path", None)
+    return Path(path).name if path else getattr(inp.engine, "name", "model")
+
+
+def engine_line(inp) -> str:
+    """One line for the run header: the model and where it runs, and why there."""
     m = inp.meta
-    name = Path(engine_path).name if engine_path else getattr(inp.engine, "name", "model")
-    if not engine_path and getattr(inp.engine, "path", None):
-        name = Path(inp.engine.path).name
     where = getattr(inp.engine, "selection", None) or getattr(inp.engine, "name", "engine")
-    return f"model: {name} ({m.kind}, prefill {m.fill}) on {where}"
+    return f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {where}"
 
 
 def _inpainter(engine_path, backend, threads, batch_size, no_roi, method=None, device=None):
@@ -238,7 +241,7 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
         io.check_writable_dir(out.parent if p.single_file else out)
         if not quiet:
-            click.echo(engine_line(inp, engine_path), err=True)
+            click.echo(engine_line(inp), err=True)
         summary = runner.run_files(
             inp, p, overwrite=overwrite, invert=invert, threshold=threshold,
             resize_mask=resize_mask, dilate=dilate, quality=quality, jobs=jobs,
@@ -327,8 +330,6 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
     Needs the 'serve' extra: pip install 'fastfill[serve]'. Requests are filled in micro-batches of
     up to --batch-size on one model; see README "fastfill serve".
     """
-    from pathlib import Path
-
     from .serve import serve
 
     try:
@@ -338,9 +339,8 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
                                f"({e.name} is not installed)") from None
     limits = ServeLimits(max_pixels=max_pixels, max_body=max_body, queue=queue_size, workers=workers,
                          quality=quality)
-    name = f"classical:{method}" if method else (Path(engine_path).name if engine_path else "default.onnx")
     with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
-        serve(inp, host=host, port=port, limits=limits, token=token, model_name=name,
+        serve(inp, host=host, port=port, limits=limits, token=token, model_name=model_name(inp),
               echo=lambda m: click.echo(m, err=True))
     return EXIT_OK
 
