@@ -7,8 +7,6 @@ has (and TensorRT 10 already deprecates "weakly typed" networks). So FP16 is a p
 graph: :func:`convert_fp16` casts the weights and activations to float16 in a converted ONNX,
 keeping the graph's input and output and the final Sigmoid (numerically sensitive) in float32,
 and the network is built *strongly typed*. That one path works on TensorRT 10 and 11.
-``fp16_mode='flag'`` (``--fp16-mode flag``) instead builds the float32 graph with
-``BuilderFlag.FP16``, only where the flag still exists (TensorRT 10).
 
 Profiles are ``min:opt:max`` with each shape ``NxHxW`` (or ``HxW`` for N = 1); channels come from
 the model's metadata. Without profiles a default covering 64..2048 px (GLCIC) or the fixed size
@@ -236,7 +234,7 @@ def _plan_suffix() -> str:
 
 def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str = "fp16",
                  profiles: list[str] | None = None, timing_cache: str | Path | None = None,
-                 workspace_mb: int | None = None, fp16_mode: str = "typed", device_id: int = 0,
+                 workspace_mb: int | None = None, device_id: int = 0,
                  overwrite: bool = False, log=print) -> dict:
     """Build a TensorRT plan from an exported ONNX file; returns the sidecar dict."""
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
@@ -244,8 +242,6 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
         raise BuildError(f"{plan_path}: TensorRT engines are written as {_plan_suffix()} files")
     if precision not in ("fp16", "fp32"):
         raise BuildError(f"precision must be fp16 or fp32, got {precision!r}")
-    if fp16_mode not in ("typed", "flag"):
-        raise BuildError(f"fp16 mode must be 'typed' or 'flag', got {fp16_mode!r}")
     if plan_path.exists() and not overwrite:
         raise BuildError(f"{plan_path} exists (use --force to replace it)")
     try:
@@ -256,16 +252,12 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
     trt, gpu = check_environment(device_id)
 
     onnx_bytes = onnx_path.read_bytes()
-    typed = precision == "fp32" or fp16_mode == "typed"
-    if precision == "fp16" and fp16_mode == "flag" and not hasattr(trt.BuilderFlag, "FP16"):
-        raise BuildError(f"TensorRT {trt.__version__} has no FP16 builder flag; use the default "
-                         "--fp16-mode typed")
-    graph = convert_fp16(onnx_bytes) if precision == "fp16" and typed else onnx_bytes
+    graph = convert_fp16(onnx_bytes) if precision == "fp16" else onnx_bytes
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
-    if typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -275,8 +267,6 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if precision == "fp16" and not typed:
-        config.set_flag(trt.BuilderFlag.FP16)
     for p in profs:
         op = builder.create_optimization_profile()
         op.set_shape("input", p.min, p.opt, p.max)
@@ -300,8 +290,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
         "gpu": gpu["gpu"],
         "compute_capability": gpu["compute_capability"],
         "precision": precision,
-        "fp16_mode": (fp16_mode if precision == "fp16" else None),
-        "strongly_typed": typed,
+        "strongly_typed": True,
         "profiles": [p.as_dict() for p in profs],
         "onnx": str(onnx_path),
         "onnx_sha256": sha256_file(onnx_path),

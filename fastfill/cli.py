@@ -598,17 +598,14 @@ def export_cmd(checkpoint, output, random_init, kind, width, seed, opset, tol, f
               help="Timing cache file, read when present and updated after the build.")
 @click.option("--workspace", type=click.IntRange(min=1), default=None, metavar="MB",
               help="Builder workspace limit in MiB.")
-@click.option("--fp16-mode", type=click.Choice(["typed", "flag"]), default="typed", show_default=True,
-              help="typed: FP16 graph, strongly typed network (TensorRT 10 and 11); "
-                   "flag: the FP16 builder flag (TensorRT 10 only).")
 @click.option("--device", "device_id", type=click.IntRange(min=0), default=0, show_default=True, help="GPU index.")
 @click.option("--force", is_flag=True, help="Replace an existing plan.")
-def build_cmd(onnx_file, output, fp16, profiles, timing_cache, workspace, fp16_mode, device_id, force):
+def build_cmd(onnx_file, output, fp16, profiles, timing_cache, workspace, device_id, force):
     """Build a TensorRT engine (.plan + sidecar .json) from an exported .onnx."""
     from .build import build_engine
 
     build_engine(onnx_file, output, precision="fp16" if fp16 else "fp32", profiles=list(profiles) or None,
-                 timing_cache=timing_cache, workspace_mb=workspace, fp16_mode=fp16_mode,
+                 timing_cache=timing_cache, workspace_mb=workspace,
                  device_id=device_id, overwrite=force, log=click.echo)
     return EXIT_OK
 

@@ -192,13 +192,13 @@ class Inpainter:
         return any(self._accepts((1, self.channels, ph, pw)) is not None
                    for ph, pw in padded_sizes)
 
-    def stream(self, frames: Iterable, masks=None, *, depth: int | None = None) -> Iterator[np.ndarray]:
+    def stream(self, frames: Iterable, masks=None) -> Iterator[np.ndarray]:
         """Fill a stream of frames, yielding results in order.
 
         ``masks`` is an iterable of masks (one per frame), a single [H, W] mask for all frames,
         or None when ``frames`` yields (frame, mask) pairs.
         Reading (the caller's iterators), inference and the caller's loop run concurrently with
-        at most about ``depth`` frames in flight (default: 2 batches); the first error of any
+        at most about two batches of frames in flight; the first error of any
         stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
         """
         if masks is None:
@@ -216,7 +216,7 @@ class Inpainter:
                     raise InputError(f"frame {i}: {e}") from None
 
         return pipeline.batched(checked(), self._run, batch=self.batch_size,
-                                depth=depth or max(2, 2 * self.batch_size))
+                                depth=max(2, 2 * self.batch_size))
 
     # -- the work -------------------------------------------------------------------------------
     def _run(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]],

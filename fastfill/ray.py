@@ -34,6 +34,8 @@ from . import runner
 from .errors import EngineError, FastfillError, InputError
 from .runner import FAILURES_FILE, VIDEO_SUFFIXES, Plan, resolve
 
+# files per decode / write task: spreads a few files over a cluster; Ray's per-task cost stays small
+ROWS_PER_TASK = 8
 _NO_RGB = np.zeros((0, 0, 3), np.uint8)
 _NO_MASK = np.zeros((0, 0), np.uint8)
 
@@ -257,8 +259,7 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
               fmt: str | None = None, overwrite: bool = False, invert: bool = False,
               threshold: int = 128, resize_mask: bool = False, dilate: int = 0,
               quality: int = 95, address: str | None = None, concurrency: int = 1,
-              gpus_per_worker: float = 0, cpus_per_worker: float | None = None,
-              rows_per_task: int = 8, progress: bool | None = None,
+              gpus_per_worker: float = 0, progress: bool | None = None,
               echo: Callable[[str], None] | None = None, filesystem=None,
               max_pixels: int | None = None) -> fio.Summary:
     """``fastfill run --ray``: the local run's work on a Ray cluster; returns its Summary.
@@ -286,7 +287,7 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
         try:
             _configure_data(progress)
             actor_cpus, io_cpus, threads = _worker_resources(
-                concurrency, gpus_per_worker, cpus_per_worker, threads, local=not address)
+                concurrency, gpus_per_worker, None, threads, local=not address)
             options = {"roi": roi, "batch_size": batch_size, "threads": threads,
                        "backend": backend, "device": device}
             mask_opts = {"invert": invert, "threshold": threshold, "resize_mask": resize_mask,
@@ -303,7 +304,7 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
                                          overwrite=overwrite, quality=quality,
                                          concurrency=concurrency, gpus=gpus_per_worker,
                                          actor_cpus=actor_cpus, io_cpus=io_cpus,
-                                         rows_per_task=rows_per_task, batch_size=batch_size)
+                                         batch_size=batch_size)
                     for b in ds.iter_batches(batch_size=64, batch_format="numpy"):
                         for img, msk, st, err in zip(b["image"], b["mask"], b["status"], b["error"]):
                             if st == "done":
@@ -321,18 +322,18 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
 
 
 def _image_pipeline(rows, engine, options, read_kw, p: Plan, *, overwrite, quality,
-                    concurrency, gpus, actor_cpus, io_cpus, rows_per_task, batch_size):
+                    concurrency, gpus, actor_cpus, io_cpus, batch_size):
     ray = _import_ray()
-    n_blocks = max(1, min(len(rows), -(-len(rows) // max(1, rows_per_task))))
+    n_blocks = max(1, min(len(rows), -(-len(rows) // ROWS_PER_TASK)))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)  # Ray >= 2.10
-    ds = ds.map_batches(_decode_batch, batch_size=rows_per_task, batch_format="numpy",
+    ds = ds.map_batches(_decode_batch, batch_size=ROWS_PER_TASK, batch_format="numpy",
                         fn_kwargs=dict(fs_image=p.fs_images, fs_mask=p.fs_masks, **read_kw),
                         num_cpus=io_cpus)
     ds = ds.map_batches(_Filler, batch_size=max(batch_size, 1), batch_format="numpy",
                         fn_constructor_args=(engine, options),
                         compute=ray.data.ActorPoolStrategy(size=concurrency),
                         num_cpus=actor_cpus, num_gpus=gpus or None)
-    ds = ds.map_batches(_write_batch, batch_size=rows_per_task, batch_format="numpy",
+    ds = ds.map_batches(_write_batch, batch_size=ROWS_PER_TASK, batch_format="numpy",
                         fn_kwargs=dict(fs_out=p.fs_out, overwrite=overwrite, quality=quality),
                         num_cpus=io_cpus)
     return ds

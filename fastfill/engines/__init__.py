@@ -1,6 +1,6 @@
 """Inference engines: one module per back-end, all with the interface in :mod:`.base`.
 
-One table, :data:`FORMATS`, says which file suffix each back-end reads, on which devices it runs,
+One table, :data:`FORMATS`, says which file suffix each back-end reads, which options it takes,
 which extra installs it and which command makes its files. :func:`load_engine` (the loader) and
 ``train.export`` / :mod:`fastfill.build` (the producers) both read it, so adding a back-end is one
 row plus one module.
@@ -23,7 +23,6 @@ class Format:
     suffix: str  # model file suffix this back-end reads
     module: str  # module under fastfill.engines
     cls: str  # engine class in that module
-    devices: tuple[str, ...]  # devices it can run on
     extra: str | None  # pip extra that installs it (None = always installed)
     made_by: str  # the command that writes such files
     default: bool = False  # the back-end chosen for this suffix when none is asked for
@@ -32,13 +31,13 @@ class Format:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("onnxruntime", ".onnx", "onnxruntime", "OrtEngine", ("cpu", "cuda"), None,
+    Format("onnxruntime", ".onnx", "onnxruntime", "OrtEngine", None,
            "fastfill export", default=True,
-           options=("device", "threads", "optimization", "device_id", "provider_options", "spinning",
+           options=("device", "threads", "optimization", "device_id", "spinning",
                     "strict"), requires="onnxruntime"),
-    Format("openvino", ".onnx", "openvino", "OpenVinoEngine", ("cpu",), "openvino",
+    Format("openvino", ".onnx", "openvino", "OpenVinoEngine", "openvino",
            "fastfill export", options=("threads", "device", "cache_dir", "hint"), requires="openvino"),
-    Format("tensorrt", ".plan", "tensorrt", "TensorRTEngine", ("cuda",), "trt",
+    Format("tensorrt", ".plan", "tensorrt", "TensorRTEngine", "trt",
            "fastfill build", default=True, options=("device_id",), requires="tensorrt"),
 )
 

@@ -68,8 +68,7 @@ class OrtEngine(EngineBase):
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None,
-                 optimization: str = "all", device_id: int = 0, provider_options: dict | None = None,
-                 spinning: bool = False, strict: bool = False):
+                 optimization: str = "all", device_id: int = 0, spinning: bool = False, strict: bool = False):
         ort = _import_ort()
         self.path = Path(path)
         self.meta = read_meta(self.path)  # clear errors for missing/empty/non-ONNX/no metadata
@@ -92,12 +91,7 @@ class OrtEngine(EngineBase):
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
         self.spinning = bool(spinning)
-        opts = []
-        for p in providers:
-            o = dict(provider_options or {}) if p != "CPUExecutionProvider" else {}
-            if p in _GPU_PROVIDERS:
-                o.setdefault("device_id", device_id)
-            opts.append(o)
+        opts = [{"device_id": device_id} if p in _GPU_PROVIDERS else {} for p in providers]
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=so,
                                                 providers=providers, provider_options=opts)
