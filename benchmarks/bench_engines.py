@@ -94,6 +94,7 @@ def main(argv=None):
         if torch is None:
             sys.exit("a random GLCIC needs torch (or pass --model FILE.onnx)")
         from train.export import export_model, fold_batchnorm, random_model
+        from train.torch_engine import TorchEngine
 
         net = random_model("glcic", args.width, seed=0)
         model_path = Path(tmp.name) / f"glcic_w{args.width:g}.onnx"
@@ -112,7 +113,7 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             print(f"OpenVINO skipped: {e}")
     if eager is not None:
-        engines["torch eager"] = fb.TorchEngine.from_model(eager, threads=threads)
+        engines["torch eager"] = TorchEngine.from_model(eager, threads=threads)
     if args.gpu:
         engines.update(gpu_engines(model_path, tmp.name))
 
@@ -129,8 +130,7 @@ def main(argv=None):
         mask = np.zeros((1, s, s), np.uint8)
         mask[:, s // 4: s // 2, s // 4: s // 2] = 1
         x = ops.prepare(img, mask, (0.5, 0.5, 0.5), 4)
-        fl = fb.onnx_flops(model_path, s, s)
-        gflop = fl["gflop"] if fl else None
+        gflop = fb.onnx_flops(model_path, s, s)["gflop"]
         iters = args.iters or max(2, round(10 * (256 / s) ** 2))
         outs = {}
         fns = {}
@@ -242,7 +242,7 @@ def profile_ort(model_path, size, threads, sgemm, tmpdir, runs=2, top=12):
         d["us"] += e["dur"] / runs
     total = sum(d["us"] for d in per.values())
     fl = fb.onnx_flops(model_path, size, size)  # nodes ORT keeps by name (e.g. ConvTranspose)
-    by_name = {n: g for n, _, g in fl["layers"]} if fl else {}
+    by_name = {n: g for n, _, g in fl["layers"]}
     for name, d in per.items():
         if not d["gflop"] and name in by_name:
             d["gflop"] = by_name[name]

@@ -114,7 +114,7 @@ def main():
         engine = args.engine
         if engine is None and args.width > 0:
             engine = str(tmp / f"glcic_w{args.width}.onnx")
-            subprocess.run([sys.executable, "-m", "train.export", "--random", "--width",
+            subprocess.run([str(Path(sys.executable).parent / "fastfill"), "export", "--random", "--width",
                             str(args.width), "-o", engine], check=True, cwd=ROOT,
                            stdout=subprocess.DEVNULL)
             label = f"random GLCIC, width {args.width}"

@@ -26,8 +26,8 @@ import os
 import platform
 import re
 import time
-import warnings
 from dataclasses import dataclass, field
+import importlib.util
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
@@ -150,12 +150,16 @@ def synthetic_input(width: int, height: int, batch: int, hole_fraction: float, s
 _FLOP_CACHE: dict = {}
 
 
+class FlopCountError(ValueError):
+    """FLOPs cannot be counted for this model (the message says why); the report shows "n/a"."""
+
+
 def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dict | None:
     """Multiply-adds x 2 of the Conv / ConvTranspose / Gemm / MatMul nodes of an ONNX model at an
     input of [batch, C, height, width], from ``onnx.shape_inference``. Returns
-    ``{'gflop': total, 'by_op': {op_type: gflop}, 'layers': [(name, op, gflop)]}``, or None when
-    the ``onnx`` package is missing (install the `dev` or `train` extra) or shapes cannot be
-    inferred (then :func:`flop_problem` says why)."""
+    ``{'gflop': total, 'by_op': {op_type: gflop}, 'layers': [(name, op, gflop)]}``. Raises
+    :class:`FlopCountError` saying why when the ``onnx`` package is missing (install the `dev`
+    or `train` extra), the file cannot be read or its shapes cannot be inferred."""
     key = (str(path), os.path.getmtime(path) if os.path.exists(path) else 0, height, width, batch)
     if key in _FLOP_CACHE:
         return _FLOP_CACHE[key]
@@ -164,15 +168,15 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
         from google.protobuf.message import Error as ProtobufError
         from onnx import shape_inference
     except ImportError:
-        _FLOP_PROBLEMS[str(path)] = "the onnx package is not installed (pip install onnx)"
-        return None
+        raise FlopCountError(f"cannot count FLOPs of {path}: the onnx package is not installed "
+                             "(pip install onnx)") from None
     try:
         model = onnx.load(str(path))
         graph = model.graph
         inits = {i.name: list(i.dims) for i in graph.initializer}
         inputs = [i for i in graph.input if i.name not in inits]
         if not inputs:
-            return None
+            raise ValueError("the graph has no input")
         dims = inputs[0].type.tensor_type.shape.dim
         concrete = [batch, None, height, width]
         for d, v in zip(dims, concrete):
@@ -211,46 +215,13 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
     except (OSError, ValueError, TypeError, KeyError, IndexError, ProtobufError,
             shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         # a file onnx cannot read, or a graph whose shapes cannot be inferred: "n/a", with why
-        _FLOP_PROBLEMS[str(path)] = f"cannot count FLOPs of {path}: {type(e).__name__}: {e}"
-        warnings.warn(_FLOP_PROBLEMS[str(path)], RuntimeWarning, stacklevel=2)
-        _FLOP_CACHE[key] = None
-        return None
+        raise FlopCountError(f"cannot count FLOPs of {path}: {type(e).__name__}: {e}") from None
     by_op: dict[str, float] = {}
     for _, op, g in layers:
         by_op[op] = by_op.get(op, 0.0) + g
     res = {"gflop": float(sum(g for _, _, g in layers)), "by_op": by_op, "layers": layers}
     _FLOP_CACHE[key] = res
     return res
-
-
-_FLOP_PROBLEMS: dict[str, str] = {}
-
-
-def flop_problem(source: str | Path) -> str | None:
-    """Why the last FLOP count of ``source`` (an ONNX path or a torch target's name) gave None."""
-    return _FLOP_PROBLEMS.get(str(source))
-
-
-def torch_flops(model, channels: int, height: int, width: int,
-                source: str = "model") -> float | None:
-    """GFLOP of one forward of a torch model at [1, C, H, W], counted on the meta device; None
-    (with the reason in :func:`flop_problem` of ``source``) when it cannot be counted."""
-    try:
-        import copy
-
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
-
-        m = copy.deepcopy(model).to("meta")
-        x = torch.empty(1, channels, height, width, device="meta")
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            m(x)
-        return fc.get_total_flops() / 1e9
-    except (ImportError, RuntimeError, TypeError, ValueError, AttributeError) as e:
-        # e.g. an op without a meta kernel (NotImplementedError is a RuntimeError)
-        _FLOP_PROBLEMS[str(source)] = f"cannot count FLOPs of {source}: {type(e).__name__}: {e}"
-        warnings.warn(_FLOP_PROBLEMS[str(source)], RuntimeWarning, stacklevel=2)
-        return None
 
 
 def sgemm_gflops(threads: int | None = None, n: int = 4096, seconds: float = 1.0) -> dict:
@@ -286,60 +257,6 @@ def sgemm_gflops(threads: int | None = None, n: int = 4096, seconds: float = 1.0
 
 # -- targets ------------------------------------------------------------------------------------
 
-class TorchEngine:
-    """PyTorch eager on a training checkpoint, with the Engine interface (for comparisons)."""
-
-    name = "torch"
-    device = "cpu"
-
-    def __init__(self, checkpoint: str | Path, threads: int | None = None):
-        import importlib.util
-
-        if importlib.util.find_spec("torch") is None:
-            raise EngineError("--torch needs PyTorch: pip install 'fastfill[train]' "
-                              "(CPU: torch==2.13.0)")
-        from train.checkpoint import load_for_inference
-
-        path, model, meta = load_for_inference(checkpoint, EngineError)
-        self._init(model, meta.get("mean") or (0.5, 0.5, 0.5), threads, str(path), meta.get("fill", "mean"))
-
-    @classmethod
-    def from_model(cls, model, mean=(0.5, 0.5, 0.5), threads: int | None = None,
-                   source: str = "model", fill: str = "mean"):
-        self = cls.__new__(cls)
-        self._init(model, mean, threads, source, fill)
-        return self
-
-    def _init(self, model, mean, threads, source, fill="mean"):
-        import torch
-        from train.export import model_meta
-
-        self._torch = torch
-        if threads is not None:
-            torch.set_num_threads(int(threads))
-        self.model = model.eval()
-        self.meta = model_meta(self.model, mean, {"source": source}, fill)  # fed as the export is
-        self.kind = self.meta.kind
-        self.path = source
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        from train.export import reference_forward
-
-        t = self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        with self._torch.inference_mode():
-            y = reference_forward(self.model, self.kind, t)
-        return y.numpy()
-
-    def flops(self, height: int, width: int) -> float | None:
-        return torch_flops(self.model, self.meta.channels, height, width, source=self.path)
-
-    def close(self) -> None:
-        self.model = None
-
-    def __repr__(self):
-        return f"<TorchEngine {self.path}>"
-
-
 @dataclass
 class Target:
     """One thing to measure: an engine behind an Inpainter (ROI on or off)."""
@@ -353,21 +270,16 @@ class Target:
     def engine(self):
         return self.inpainter.engine
 
-    def gflop(self, height: int, width: int) -> float | None:
-        """GFLOP of one model call on an input of height x width (already padded)."""
+    def gflop(self, height: int, width: int) -> float:
+        """GFLOP of one model call on an input of height x width (already padded);
+        :class:`FlopCountError` saying why when it cannot be counted."""
         if self.model_path and str(self.model_path).lower().endswith(".onnx"):
-            r = onnx_flops(self.model_path, height, width)
-            return None if r is None else r["gflop"]
+            return onnx_flops(self.model_path, height, width)["gflop"]
         fl = getattr(self.engine, "flops", None)
-        return fl(height, width) if fl else None
-
-    def gflop_problem(self) -> str:
-        """Why :meth:`gflop` gave None."""
-        if self.model_path and str(self.model_path).lower().endswith(".onnx"):
-            return flop_problem(self.model_path) or "FLOPs could not be counted"
-        if getattr(self.engine, "flops", None) is None:
-            return f"{getattr(self.engine, 'name', 'this engine')} has no ONNX file to count FLOPs on"
-        return flop_problem(getattr(self.engine, "path", "")) or "FLOPs could not be counted"
+        if fl is None:
+            raise FlopCountError(f"{getattr(self.engine, 'name', 'this engine')} has no ONNX file "
+                                 "to count FLOPs on")
+        return fl(height, width)
 
 
 def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] = (None,), *,
@@ -394,6 +306,11 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
             p = str(path) if path is not None else str(default_model_path())
             loaded.append((eng, p))
     if torch_checkpoint:
+        if importlib.util.find_spec("torch") is None:
+            raise EngineError("--torch needs PyTorch: pip install 'fastfill[train]' "
+                              "(CPU: torch==2.13.0)")
+        from train.torch_engine import TorchEngine  # with training: it needs torch
+
         loaded.append((TorchEngine(torch_checkpoint, threads=threads), None))
     names = [Path(p).name if p else "" for _, p in loaded]
     targets = []
@@ -484,13 +401,12 @@ def _result(t, rec, masks, width, height, batch, files) -> dict:
     model at each planned, padded window)."""
     n = rec["n"]
     wins = t.inpainter.plan(masks[0])
-    g = 0.0
-    for _, _, wh, ww in wins:
-        gw = t.gflop(*ops.padded_size(wh, ww, t.inpainter.multiple))
-        if gw is None:
-            g = None
-            break
-        g += gw
+    g, why = 0.0, None
+    try:
+        for _, _, wh, ww in wins:
+            g += t.gflop(*ops.padded_size(wh, ww, t.inpainter.multiple))
+    except FlopCountError as e:
+        g, why = None, str(e)
     lat = percentiles(rec["lat"])
     mean_s = lat["mean"] / 1e3
     stages = {k: v / n * 1e3 for k, v in rec["stages"].items()
@@ -509,8 +425,8 @@ def _result(t, rec, masks, width, height, batch, files) -> dict:
         "gflops_infer": (g * batch / infer_s) if (g is not None and infer_s > 0) else None,
         "gflops_end_to_end": (g * batch / mean_s) if g is not None else None,
     }
-    if g is None and wins:
-        r["gflop_note"] = t.gflop_problem()
+    if why:
+        r["gflop_note"] = why
     if files is not None:
         r["input_files"] = [str(files.image), str(files.mask)]
     return r
@@ -686,6 +602,6 @@ def time_interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: i
     return times
 
 
-__all__ = ["bench", "format_report", "write_json", "make_targets", "Target", "TorchEngine",
-           "FileInput", "parse_size", "onnx_flops", "torch_flops", "sgemm_gflops", "environment",
-           "percentiles", "synthetic_input", "time_interleaved", "flop_problem", "STAGES"]
+__all__ = ["bench", "format_report", "write_json", "make_targets", "Target",
+           "FileInput", "parse_size", "onnx_flops", "sgemm_gflops", "environment",
+           "percentiles", "synthetic_input", "time_interleaved", "FlopCountError", "STAGES"]

@@ -1,6 +1,6 @@
 """Engines: the format table, metadata, load errors, ONNX Runtime, OpenVINO, TensorRT sidecar checks.
 
-Runs the tiny checked-in models (tests/data/tiny_*.onnx, made by `python -m train.export --random`).
+Runs the tiny checked-in models (tests/data/tiny_*.onnx, made by `fastfill export --random`).
 """
 
 import importlib.util

@@ -166,9 +166,16 @@ def test_cli_export(tmp_path, capsys):
                    "`fastfill build`"]
 
 
-def test_python_m_train_export(tmp_path):
+def _exit_code(argv) -> int:
+    """fastfill's own entry point, as the shell runs it: the exit code."""
+    with pytest.raises(SystemExit) as se:
+        main(argv)
+    return se.value.code
+
+
+def test_fastfill_export_random_ce(tmp_path):
     out = tmp_path / "ce.onnx"
-    assert ex.main(["--random", "--kind", "ce", "--width", str(WIDTH), "-o", str(out)]) == 0
+    assert _exit_code(["export", "--random", "--kind", "ce", "--width", str(WIDTH), "-o", str(out)]) == 0
     assert read_meta(out).kind == "ce"
 
 
@@ -184,10 +191,10 @@ def test_export_never_overwrites_unless_asked(tmp_path, capsys):
     out.write_bytes(b"precious")
     with pytest.raises(ex.ExportError, match="exists"):  # the default: overwrite=False
         ex.export_model(ex.random_model("glcic", WIDTH), out, log=lambda *_: None)
-    args = ["--random", "--width", str(WIDTH), "-o", str(out)]
-    assert ex.main(args) == 2
+    args = ["export", "--random", "--width", str(WIDTH), "-o", str(out)]
+    assert _exit_code(args) == 2
     assert "exists" in capsys.readouterr().err and out.read_bytes() == b"precious"
-    assert ex.main(args + ["--force"]) == 0
+    assert _exit_code(args + ["--force"]) == 0
     assert read_meta(out).kind == "glcic"
     got, want = _mode(out)
     assert got == want  # 0o666 & ~umask, not mkstemp's 0600

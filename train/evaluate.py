@@ -1,7 +1,7 @@
 """Evaluation: PSNR, SSIM and L1 inside the hole and on the whole image, for a trained model and
 the baselines mean fill, OpenCV Telea and OpenCV Navier-Stokes.
 
-    python -m train.evaluate runs/glcic/last.safetensors --data heldout/ --mask rect --grid cmp.png
+    fastfill evaluate runs/glcic/last.safetensors --data heldout/ --mask rect --grid cmp.png
 
 Each image gives `crops` size x size crops (256 GLCIC, 128 CE): with crops=1 the image is resized
 to a shorter side of `size` and centre-cropped; with more, each crop is resized to a shorter side
@@ -91,19 +91,15 @@ def model_fill(path, images, masks):
     import torch
 
     from .checkpoint import load_checkpoint
+    from .kinds import KINDS
     net, meta = load_checkpoint(path)
-    from .loop import prefill
+    kind = KINDS[meta["kind"]]
     mean, fill = meta["mean"], meta.get("fill", "mean")
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     m = torch.from_numpy(masks).float()[:, None]
-    hidden = prefill(x, m, mean, fill)
     with torch.no_grad():
-        if meta["kind"] == "glcic":
-            y = torch.cat([net(torch.cat([hidden[i:i + 8], m[i:i + 8]], 1)) for i in range(0, len(x), 8)])
-        else:
-            pt, pl, ph, pw = net.pred_box
-            y = x.clone()
-            y[:, :, pt:pt + ph, pl:pl + pw] = net(hidden)
+        y = torch.cat([kind.paste(net, x[i:i + 8], net(kind.model_input(x[i:i + 8], m[i:i + 8], mean, fill)))
+                       for i in range(0, len(x), 8)])
     # rint, as the runtime's composite rounds
     pred = np.rint(y.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
     out = images.copy()
@@ -156,16 +152,16 @@ def load_eval_set(data, size, mask_kind, seed=0, limit=None, files=None, crops=1
 
 def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, held_out=False, crops=1):
     """Evaluate `model` (checkpoint path) and the baselines on `data`. Returns {method: metrics}."""
-    from .models import CE_IMAGE_SIZE
+    from .kinds import KINDS
     if str(model).endswith(".onnx"):
         from fastfill.engines.base import read_meta as read_onnx_meta
         meta = {"kind": read_onnx_meta(model).kind, "data": {}}
     else:
         from .checkpoint import read_meta
         meta = read_meta(model)
-    ce = meta["kind"] == "ce"
-    size = size or (CE_IMAGE_SIZE if ce else 256)
-    mask = "center" if ce else (mask or "rect")
+    kind = KINDS[meta["kind"]]
+    size = size or kind.eval_size()
+    mask = kind.eval_mask(mask)
     files = None
     if held_out:
         root = Path(meta["data"]["root"])
@@ -210,25 +206,3 @@ def format_table(table) -> str:
     lines.append(f"({table['_n']} images; grid columns: masked input | "
                  f"{' | '.join(k for k in table if not k.startswith('_'))} | truth)")
     return "\n".join(lines)
-
-
-def main(argv=None):
-    import argparse
-    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", help="checkpoint (.safetensors)")
-    ap.add_argument("--data", help="folder of held-out images")
-    ap.add_argument("--held-out", action="store_true", help="use the checkpoint's own validation split")
-    ap.add_argument("--mask", default="rect", help="rect | freeform | mixed | center (GLCIC)")
-    ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--grid", default=None, help="write a comparison grid PNG here")
-    ap.add_argument("--crops", type=int, default=1, help="crops per image (random positions and scales)")
-    a = ap.parse_args(argv)
-    if not a.data and not a.held_out:
-        ap.error("give --data DIR or --held-out")
-    print(format_table(evaluate(a.model, a.data, a.mask, a.size, a.limit, a.seed, a.grid, a.held_out, a.crops)))
-
-
-if __name__ == "__main__":
-    main()

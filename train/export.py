@@ -1,8 +1,7 @@
 """Export a trained (or random-init) model to ONNX, with metadata, and check the file before success.
 
-    python -m train.export CHECKPOINT -o model.onnx
-    python -m train.export --random --kind glcic --width 0.0625 --force -o tests/data/tiny_glcic.onnx
-    fastfill export CHECKPOINT -o model.onnx               (the same, from the fastfill CLI)
+    fastfill export CHECKPOINT -o model.onnx
+    fastfill export --random --kind glcic --width 0.0625 --force -o tests/data/tiny_glcic.onnx
 
 An existing output is replaced only when asked (``--force``; ``overwrite=True`` in Python).
 
@@ -22,23 +21,21 @@ fails and the file is not written.
 
 from __future__ import annotations
 
-import argparse
-import copy
 import hashlib
 import io
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from fastfill.engines import FORMATS
 from fastfill.engines.base import MODEL_OPS, ModelMeta
 from fastfill.io import atomic_write_bytes, sha256_file
 from fastfill.errors import FastfillError
+
+from .kinds import KINDS, Kind, kind_of, reference_forward
 
 OPSET = 17
 TOL = 1e-4
@@ -89,89 +86,16 @@ def _fold(module: nn.Module) -> None:
             module[i] = nn.Identity()
 
 
-class _ChannelWiseFCExport(nn.Module):
-    """ChannelWiseFC written with Reshape + MatMul + Add (no Einsum), fixed shapes, dynamic batch."""
-
-    def __init__(self, cwfc: nn.Module):
-        super().__init__()
-        c, n2, _ = cwfc.weight.shape
-        self.c, self.n = c, cwfc.n
-        self.weight = nn.Parameter(cwfc.weight.detach().clone(), requires_grad=False)  # [c, n2, n2]
-        self.bias = nn.Parameter(cwfc.bias.detach().reshape(c, 1, n2).clone(), requires_grad=False)
-        self.mix = cwfc.mix
-
-    def forward(self, x):
-        y = torch.matmul(x.reshape(-1, self.c, 1, self.n * self.n), self.weight) + self.bias
-        return self.mix(y.reshape(-1, self.c, self.n, self.n))
-
-
-class FullFrameCE(nn.Module):
-    """A Context Encoder whose output is the full 128x128 frame: the prediction pasted into the
-    input at the prediction box. The paste is ``rows @ pred @ cols`` with constant 0/1 placement
-    matrices (exact: one product by 1 per output element) then ``x * (1 - box) + pasted``, so the
-    graph needs only MatMul, Mul and Add (the exporter turns F.pad into shape arithmetic)."""
-
-    def __init__(self, ce: nn.Module):
-        super().__init__()
-        ce = copy.deepcopy(ce).eval()
-        for name, m in list(ce.named_modules()):
-            for cname, child in list(m.named_children()):
-                if type(child).__name__ == "ChannelWiseFC":
-                    setattr(m, cname, _ChannelWiseFCExport(child))
-        self.ce = ce
-        size = int(ce.image_size)
-        top, left, h, w = ce.pred_box
-        self.size = size
-        rows = torch.zeros(size, h)
-        rows[torch.arange(top, top + h), torch.arange(h)] = 1.0
-        cols = torch.zeros(w, size)
-        cols[torch.arange(w), torch.arange(left, left + w)] = 1.0
-        keep = torch.ones(1, 1, size, size)
-        keep[..., top:top + h, left:left + w] = 0.0
-        self.register_buffer("rows", rows)
-        self.register_buffer("cols", cols)
-        self.register_buffer("keep", keep)
-
-    def forward(self, x):
-        pred = self.ce(x)
-        return x * self.keep + torch.matmul(torch.matmul(self.rows, pred), self.cols)
-
-
-def reference_forward(model: nn.Module, kind: str, x: torch.Tensor) -> torch.Tensor:
-    """What the exported graph must compute, from the untouched PyTorch model."""
-    with torch.no_grad():
-        if kind == "glcic":
-            return model(x)
-        top, left, h, w = model.pred_box
-        out = x.clone()
-        out[..., top:top + h, left:left + w] = model(x)
-        return out
-
-
 # ------------------------------------------------------------------------------ metadata
 
-def model_kind(model: nn.Module) -> str:
-    cfg = model.config() if hasattr(model, "config") else {}
-    kind = cfg.get("kind")
-    if kind not in ("glcic", "ce"):
-        raise ExportError(f"cannot export a {type(model).__name__} (kind {kind!r}); "
-                          "only the generators 'glcic' and 'ce' are exported")
-    return kind
+def model_kind(model: nn.Module) -> Kind:
+    """The adapter of an exportable generator; ExportError for anything else."""
+    return kind_of(model, ExportError)
 
 
 def model_meta(model: nn.Module, mean, provenance: dict, fill: str = "mean") -> ModelMeta:
-    kind = model_kind(model)
-    if kind == "glcic":
-        rf = getattr(model, "receptive_field", None)
-        if rf is None:
-            from train.models import measure_receptive_field
-            rf = measure_receptive_field(model)
-        return ModelMeta("glcic", tuple(float(m) for m in mean), multiple=int(model.multiple),
-                         input_size=None, receptive_field=int(rf), channels=4,
-                         provenance=provenance, fill=fill)
-    size = int(model.image_size)
-    return ModelMeta("ce", tuple(float(m) for m in mean), multiple=4, input_size=(size, size),
-                     receptive_field=size, channels=3, provenance=provenance, fill=fill)
+    """The model contract's metadata for a generator, as the export writes it."""
+    return model_kind(model).meta(model, mean, provenance, fill)
 
 
 def sha256_path(path: str | Path) -> str:
@@ -224,14 +148,7 @@ def check_ops(model_proto) -> None:
         raise ExportError(f"the graph uses ops outside the TensorRT allow-list: {', '.join(sorted(bad))}")
 
 
-def check_sizes(kind: str, size: tuple[int, int] | None):
-    """The two input shapes the self-check runs (small, so the check stays fast)."""
-    if kind == "ce":
-        return [(1, 3, *size), (2, 3, *size)]
-    return [(1, 4, 64, 64), (2, 4, 96, 128)]
-
-
-def self_check(onnx_bytes: bytes, model: nn.Module, kind: str, meta: ModelMeta, *, tol: float = TOL,
+def self_check(onnx_bytes: bytes, model: nn.Module, kind: Kind, meta: ModelMeta, *, tol: float = TOL,
                seed: int = 0, log=print) -> list[float]:
     """onnx.checker, op allow-list, then ONNX Runtime vs PyTorch at two sizes. Returns the diffs."""
     import onnx
@@ -248,19 +165,14 @@ def self_check(onnx_bytes: bytes, model: nn.Module, kind: str, meta: ModelMeta, 
     sess = ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(seed)
     diffs = []
-    for shape in check_sizes(kind, meta.input_size):
-        x = torch.rand(shape, generator=gen)
-        if kind == "glcic":  # a realistic input: a hole filled with the mean, mask channel 0/1
-            mask = (torch.rand(shape[0], 1, *shape[2:], generator=gen) > 0.7).float()
-            mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
-            x[:, :3] = x[:, :3] * (1 - mask) + mean * mask
-            x[:, 3:] = mask
-        ref = reference_forward(model, kind, x).numpy()
+    for shape in kind.check_shapes(meta):
+        x = kind.check_input(torch.rand(shape, generator=gen), gen, meta)
+        ref = reference_forward(model, x).numpy()
         got = sess.run(["output"], {"input": x.numpy()})[0]
         if got.shape != ref.shape:
             raise ExportError(f"ONNX output shape {got.shape} != PyTorch {ref.shape} for input {shape}")
         d = float(np.abs(got - ref).max())
-        log(f"self-check {kind} input {list(shape)}: max |onnxruntime - pytorch| = {d:.3g}")
+        log(f"self-check {kind.name} input {list(shape)}: max |onnxruntime - pytorch| = {d:.3g}")
         diffs.append(d)
         if not d <= tol:
             raise ExportError(f"ONNX Runtime differs from PyTorch by {d:.3g} (> {tol:g}) on input {shape}")
@@ -269,21 +181,13 @@ def self_check(onnx_bytes: bytes, model: nn.Module, kind: str, meta: ModelMeta, 
 
 # ------------------------------------------------------------------------------ export
 
-def to_onnx_bytes(model: nn.Module, kind: str, opset: int = OPSET) -> bytes:
+def to_onnx_bytes(model: nn.Module, kind: Kind, opset: int = OPSET) -> bytes:
     """Trace the (BN-folded, wrapped) model to ONNX bytes."""
     if opset < 17:
         raise ExportError(f"opset must be >= 17, got {opset}")
-    net = copy.deepcopy(model).eval()
-    if kind == "ce":
-        net = FullFrameCE(net)
+    net, dummy, axes = kind.export_net(model)
     fold_batchnorm(net)
     net.eval()
-    if kind == "glcic":
-        dummy = torch.rand(1, 4, 64, 64)
-        axes = {"input": {0: "N", 2: "H", 3: "W"}, "output": {0: "N", 2: "H", 3: "W"}}
-    else:
-        dummy = torch.rand(1, 3, net.size, net.size)
-        axes = {"input": {0: "N"}, "output": {0: "N"}}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation/tracer notes
@@ -361,7 +265,7 @@ def export_model(model: nn.Module, out: str | Path, *, mean=DEFAULT_MEAN, proven
     data = _finalize(to_onnx_bytes(model, kind, opset), meta)
     diffs = self_check(data, model, kind, meta, tol=tol, log=log)
     _write_atomic(out, data, overwrite=overwrite)
-    log(f"wrote {out} ({len(data) / 1e6:.2f} MB, {kind}, opset {opset}, max diff {max(diffs):.3g})")
+    log(f"wrote {out} ({len(data) / 1e6:.2f} MB, {kind.name}, opset {opset}, max diff {max(diffs):.3g})")
     return {"path": out, "meta": meta, "diffs": diffs, "bytes": len(data)}
 
 
@@ -376,13 +280,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, **kw) -> dict:
 
 
 def random_model(kind: str, width: float, seed: int = 0) -> nn.Module:
+    """A generator of ``kind`` at ``width`` with a random init that keeps the signal alive
+    (tests and benchmarks: an export's numerical check needs outputs that differ)."""
     from train.models import build_model
 
+    if kind not in KINDS:
+        raise ExportError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
     torch.manual_seed(seed)
-    cfg = {"kind": kind, "width": width}
-    if kind == "ce" and width < 1:  # keep the tiny CE tiny: scale the 4000-unit bottleneck too
-        cfg["bottleneck"] = max(16, int(round(4000 * width / 16)) * 16)
-    model = build_model(cfg)
+    model = build_model(KINDS[kind].random_config(width))
     # The training init (N(0, 0.02)) makes an untrained net's output a near-constant 0.5, which
     # would hide numerical differences; He init keeps the signal alive through every layer.
     for m in model.modules():
@@ -408,41 +313,3 @@ def export_random(kind: str, width: float, out: str | Path, *, seed: int = 0, me
     model = random_model(kind, width, seed)
     prov = {"random_init": True, "seed": seed, "config": model.config()}
     return export_model(model, out, mean=mean, provenance=prov, **kw)
-
-
-def _parse_mean(s: str):
-    vals = tuple(float(v) for v in s.split(","))
-    if len(vals) != 3:
-        raise argparse.ArgumentTypeError("mean must be r,g,b")
-    return vals
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("checkpoint", nargs="?", help="training checkpoint (safetensors + JSON)")
-    ap.add_argument("-o", "--output", required=True, help="output .onnx file")
-    ap.add_argument("--random", action="store_true", help="export a random-init model (tests, benchmarks)")
-    ap.add_argument("--kind", choices=("glcic", "ce"), default="glcic", help="model kind for --random")
-    ap.add_argument("--width", type=float, default=1.0, help="channel width multiplier for --random")
-    ap.add_argument("--seed", type=int, default=0, help="seed for --random")
-    ap.add_argument("--mean", type=_parse_mean, default=DEFAULT_MEAN, help="r,g,b for --random")
-    ap.add_argument("--opset", type=int, default=OPSET)
-    ap.add_argument("--tol", type=float, default=TOL, help="max abs difference allowed in the self-check")
-    ap.add_argument("--force", action="store_true", help="replace an existing output")
-    a = ap.parse_args(argv)
-    try:
-        if a.random == bool(a.checkpoint):
-            ap.error("give a CHECKPOINT or --random (not both)")
-        if a.random:
-            export_random(a.kind, a.width, a.output, seed=a.seed, mean=a.mean, opset=a.opset, tol=a.tol,
-                          overwrite=a.force)
-        else:
-            export_checkpoint(a.checkpoint, a.output, opset=a.opset, tol=a.tol, overwrite=a.force)
-    except FastfillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,14 +30,8 @@ import torch
 from . import checkpoint as ckpt
 from .config import PAPER_DEFAULTS, DataError, TrainConfig  # noqa: F401 (re-exported)
 from .data import ImageFolder, batches, find_images, split_files
-from .losses import ce_weight_map, make_adversarial_loss, masked_mse, weighted_mse
-from .masks import hole_centers
-from .models import CEDiscriminator, CompletionNet, ContextEncoder, GLCICDiscriminator
-
-def glcic_phase(step: int, tc: int, td: int) -> str:
-    """GLCIC's phase at 0-based iteration `step`: completion (< Tc), discriminator (< Tc+Td), joint."""
-    return "completion" if step < tc else "discriminator" if step < tc + td else "joint"
-
+from .kinds import KINDS, crop_patches, glcic_phase, prefill  # noqa: F401 (re-exported)
+from .losses import make_adversarial_loss, masked_mse
 
 def lr_schedule(step: int, lr: float, warmup: int, steps: int, schedule: str = "constant") -> float:
     """Learning rate at 0-based `step`: linear warm-up over `warmup` steps, then constant or a
@@ -48,32 +42,6 @@ def lr_schedule(step: int, lr: float, warmup: int, steps: int, schedule: str = "
         t = min(1.0, (step - warmup) / (steps - warmup))
         return lr * 0.5 * (1 + np.cos(np.pi * t))
     return lr
-
-
-def crop_patches(images, centers, size):
-    """[N,3,size,size] patches of `images` centred on `centers` ([N,2] row, col), clamped inside."""
-    _, _, h, w = images.shape
-    out = []
-    for img, (cy, cx) in zip(images, centers.tolist()):
-        t = min(max(cy - size // 2, 0), h - size)
-        l = min(max(cx - size // 2, 0), w - size)
-        out.append(img[:, t:t + size, l:l + size])
-    return torch.stack(out)
-
-
-def prefill(images, masks, mean, fill="mean"):
-    """Images [N,3,H,W] in [0, 1] with the hole pixels (masks [N,1,H,W], 1 = hole) prefilled.
-
-    ``harmonic`` runs the runtime's own kernel (fastfill.ops.prepare) on the uint8 pixels, so the
-    net trains on exactly what it will be fed."""
-    if fill == "mean":
-        m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-        return images * (1 - masks) + m * masks
-    from fastfill import ops
-    u8 = (images.detach() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-    hole = (masks[:, 0] > 0.5).to(torch.uint8).contiguous()
-    x = ops.prepare(u8.cpu().numpy(), hole.cpu().numpy(), mean, 1, mask_channel=False, fill=fill)
-    return torch.from_numpy(x).to(images.device)
 
 
 class _Stopper:
@@ -143,17 +111,8 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     # ---- models and optimisers
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                        else "cpu" if cfg.device == "auto" else cfg.device)
-    if cfg.kind == "glcic":
-        G = CompletionNet(cfg.width, head=cfg.head, norm=cfg.norm).to(dev)
-        D = GLCICDiscriminator(cfg.crop, cfg.local_size, cfg.d_width).to(dev)
-        opt_g = torch.optim.Adadelta(G.parameters(), lr=cfg.adadelta_lr, rho=cfg.adadelta_rho)
-        opt_d = torch.optim.Adadelta(D.parameters(), lr=cfg.adadelta_lr, rho=cfg.adadelta_rho)
-    else:
-        G = ContextEncoder(cfg.width, head=cfg.head).to(dev)
-        D = CEDiscriminator(G.pred_size, cfg.d_width).to(dev)
-        betas = (cfg.beta1, 0.999)
-        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_d * cfg.lr_ratio, betas=betas)
-        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas)
+    kind = KINDS[cfg.kind]
+    G, D, opt_g, opt_d = kind.build(cfg, dev)
     if cfg.optimizer == "adam":
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr / 10, betas=(0.5, 0.999))
@@ -184,8 +143,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         saved = saved_meta["models"]
         restore_models = {k: v for k, v in models.items() if k in saved or k != "E"}
         restore_opts = dict(opts)
-        if (cfg.kind == "glcic" and saved.get("D") != D.config()
-                and glcic_phase(int(saved_meta["step"]), cfg.tc, cfg.td) == "completion"):
+        if saved.get("D") != D.config() and kind.phase(int(saved_meta["step"]), cfg) == "completion":
             # The discriminators have not trained yet: a new --d-width starts them afresh.
             print(f"resume: discriminator config {saved.get('D')} -> {D.config()}; it has not "
                   "trained yet (completion phase), so it starts afresh", flush=True)
@@ -211,54 +169,27 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         sample_x = torch.stack([p[0] for p in pairs]).to(dev)
         sample_m = torch.stack([p[1] for p in pairs]).to(dev)
 
-    if cfg.kind == "ce":
-        ht, hl, hh, hw = G.hole_box
-        pt, pl, ph, pw = G.pred_box
-        wmap = ce_weight_map(G.pred_size, G.overlap, cfg.overlap_weight, device=dev)
-
     def phase_at(step):
-        return glcic_phase(step, cfg.tc, cfg.td) if cfg.kind == "glcic" else "joint"
+        return kind.phase(step, cfg)
 
     def model_input(x, m):
-        if cfg.kind == "glcic":
-            return torch.cat([prefill(x, m, mean, cfg.fill), m], 1)
-        box = torch.zeros_like(m)
-        box[:, :, ht:ht + hh, hl:hl + hw] = 1
-        return prefill(x, box, mean, cfg.fill)
+        return kind.model_input(x, kind.train_hidden(G, m), mean, cfg.fill)
 
     def generate(x, m, net=None, inp=None):
         """(generator output, completed full image) for images x and masks m; ``inp`` is
         model_input(x, m) when the caller has it already (the harmonic prefill is a solve)."""
         net = G if net is None else net
-        inp = model_input(x, m) if inp is None else inp
-        y = net(inp)
-        if cfg.kind == "glcic":
-            return y, x * (1 - m) + y * m
-        full = x.clone()
-        full[:, :, pt:pt + ph, pl:pl + pw] = y
-        return y, full
+        y = net(model_input(x, m) if inp is None else inp)
+        return y, kind.complete(G, x, m, y)
 
     def d_step(x, m, fake, step):
-        """One discriminator update on real x vs completed `fake` (detached)."""
-        if cfg.kind == "glcic":
-            c_fake = torch.from_numpy(hole_centers(m[:, 0].cpu().numpy() > 0.5))
-            rng = np.random.default_rng([cfg.seed, 3, step])
-            c_real = torch.from_numpy(rng.integers(0, cfg.crop, size=(len(x), 2)))
-            real_logits = D(x, crop_patches(x, c_real, cfg.local_size))
-            fake_logits = D(fake, crop_patches(fake, c_fake, cfg.local_size))
-        else:
-            real_logits, fake_logits = D(x[:, :, pt:pt + ph, pl:pl + pw]), D(fake)
-        loss, met = adv.discriminator_loss(real_logits, fake_logits)
+        """One discriminator update on real x vs generated `fake` (detached)."""
+        loss, met = adv.discriminator_loss(kind.real_logits(G, D, x, cfg, step),
+                                           kind.fake_logits(D, m, fake, cfg))
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
         opt_d.step()
         return met
-
-    def g_adv_logits(m, completed, y):
-        if cfg.kind == "glcic":
-            c = torch.from_numpy(hole_centers(m[:, 0].cpu().numpy() > 0.5))
-            return D(completed, crop_patches(completed, c, cfg.local_size))
-        return D(y)
 
     def save(step, phase, name="last", extra=None, only=None):
         return ckpt.save_checkpoint(out / name, models=only or models, optimizers=None if only else opts, meta={
@@ -275,7 +206,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     val_set = None
     if cfg.val_every and val_files:
         from .evaluate import load_eval_set
-        val_set = load_eval_set(cfg.val_data or root, cfg.crop, "center" if cfg.kind == "ce" else cfg.mask, cfg.seed + 7,
+        val_set = load_eval_set(cfg.val_data or root, cfg.crop, kind.eval_mask(cfg.mask), cfg.seed + 7,
                                 files=val_files, crops=cfg.val_crops)[:2]
     best = {"psnr_hole": -1.0}
     if cfg.resume and (out / "best.json").exists():
@@ -338,7 +269,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                 inp = model_input(x, m)
                 y, _ = generate(x, m, inp=inp)
                 loss = masked_mse(y, x, m)
-                if cfg.kind == "glcic" and cfg.head == "residual":  # what the correction must beat
+                if cfg.head == "residual":  # what the correction must beat
                     with torch.no_grad():
                         met["prefill_rec"] = masked_mse(inp[:, :3], x, m).item()
                 opt_g.zero_grad(set_to_none=True)
@@ -348,18 +279,14 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                 met["g_rec"] = loss.item()
             elif phase == "discriminator":
                 with torch.no_grad():
-                    _, completed = generate(x, m)
-                met.update(d_step(x, m, completed, step))
+                    y, completed = generate(x, m)
+                met.update(d_step(x, m, kind.fake(y, completed), step))
             else:
                 y, completed = generate(x, m)
-                fake = y if cfg.kind == "ce" else completed
+                fake = kind.fake(y, completed)
                 met.update(d_step(x, m, fake.detach(), step))
-                if cfg.kind == "glcic":
-                    rec, w_rec, w_adv = masked_mse(y, x, m), 1.0, cfg.alpha
-                else:
-                    rec = weighted_mse(y, x[:, :, pt:pt + ph, pl:pl + pw], wmap)
-                    w_rec, w_adv = cfg.lambda_rec, cfg.lambda_adv
-                g_adv, gm = adv.generator_loss(g_adv_logits(m, completed, y))
+                rec, w_rec, w_adv = kind.joint_loss_terms(G, y, x, m, cfg)
+                g_adv, gm = adv.generator_loss(kind.fake_logits(D, m, fake, cfg))
                 loss = w_rec * rec + w_adv * g_adv
                 opt_g.zero_grad(set_to_none=True)
                 loss.backward()
