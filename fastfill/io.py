@@ -158,42 +158,6 @@ def _why_not_image(p: Path) -> str:
     return "not an image"
 
 
-class MaskIndex:
-    """Finds the mask of an image: a single mask file, or by relative folder and stem.
-
-    ``images/a/x.jpg`` pairs with ``masks/a/x.<anything>`` (``x.png``, ``x.jpg``, ...).
-    """
-
-    def __init__(self, masks: str | Path):
-        self.root = Path(masks)
-        if not self.root.exists():
-            raise InputError(f"{self.root}: no such mask file or folder")
-        self.single = self.root if self.root.is_file() else None
-        self._by_key: dict[tuple[str, str], list[Path]] = {}
-        if self.single is None and not self.root.is_dir():
-            raise InputError(f"{self.root}: not a regular file or folder")
-        if self.single is None:
-            for p in regular_files(self.root):
-                rel = p.relative_to(self.root)
-                self._by_key.setdefault((rel.parent.as_posix(), p.stem), []).append(p)
-
-    def find(self, image_rel: Path) -> Path:
-        """The mask for an image at ``image_rel`` (relative to the IMAGES root); InputError if none."""
-        if self.single is not None:
-            return self.single
-        key = (image_rel.parent.as_posix(), Path(image_rel.name).stem)
-        found = sorted(self._by_key.get(key, []))
-        if len(found) > 1:  # prefer files that are images (e.g. x.png over x.txt)
-            imgs = [p for p in found if sniff_image(p) is not None]
-            found = imgs or found
-        if not found:
-            where = self.root / image_rel.parent / (key[1] + ".*")
-            raise InputError(f"no mask found (looked for {where})")
-        if len(found) > 1:
-            raise InputError("several masks match: " + ", ".join(str(p) for p in found))
-        return found[0]
-
-
 # -- decoding -----------------------------------------------------------------------------------
 
 @dataclass
@@ -417,14 +381,6 @@ def _max_filter_1d(m: np.ndarray, r: int, axis: int) -> np.ndarray:
 
 
 # -- encoding and writing -----------------------------------------------------------------------
-
-def output_path(out_root: Path, rel: Path, fmt: str | None, src_format: str | None) -> Path:
-    """Where the result for ``rel`` goes: mirrored under ``out_root``, suffix changed for --format."""
-    p = out_root / rel
-    if fmt is not None and fmt != src_format:
-        p = p.with_suffix(FORMAT_SUFFIX[fmt])
-    return p
-
 
 def restore_mode(result: np.ndarray, src: Decoded, mask: np.ndarray, fmt: str) -> Image.Image:
     """The uint8 RGB result as a Pillow image in the source's mode (as far as ``fmt`` allows)."""
@@ -688,97 +644,6 @@ def frame_number(path: Path) -> int | None:
 
 # -- the batch runner behind `fastfill run` ------------------------------------------------------
 
-@dataclass
-class Task:
-    """One image to process: where it is, its mask, where its result goes."""
-
-    image: Path
-    rel: Path
-    mask: Path | None
-    out: Path
-    format: str  # output format (Pillow name)
-    error: str | None = None  # set when the task failed before decoding
-
-
-@dataclass
-class Summary:
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    failures: list = field(default_factory=list)  # (path, reason)
-
-    def line(self) -> str:
-        rate = self.done / self.seconds if self.seconds > 0 else 0.0
-        return (f"done {self.done}, skipped {self.skipped}, failed {self.failed} "
-                f"in {self.seconds:.1f} s ({rate:.2f} images/s)")
-
-
-def names_folder(output: str | os.PathLike) -> bool:
-    """True when the OUTPUT argument ends with a path separator (``-o results.d/``).
-
-    Read from the argument as given: ``Path`` drops a trailing separator."""
-    s = os.fspath(output)
-    return s.endswith("/") or s.endswith(os.sep)
-
-
-def single_output(images: str | Path, output: str | os.PathLike) -> bool:
-    """True when ``output`` is the output file itself: ``images`` is one file and ``output`` has
-    a suffix (``-o result.png``), does not end with a separator and is not an existing folder."""
-    out = Path(output)
-    return (Path(images).is_file() and bool(out.suffix) and not names_folder(output)
-            and not out.is_dir())
-
-
-def plan_tasks(images: str | Path, masks: str | Path, output: str | Path,
-               fmt: str | None = None, *, single: bool | None = None) -> list[Task]:
-    """Pair every image under ``images`` with its mask and its output path.
-
-    ``output`` is a folder that mirrors ``images``; when ``images`` is one file and ``output``
-    has a suffix (``-o result.png``), does not end with a separator and is not an existing
-    folder, it is the output file (:func:`single_output`; ``single`` overrides that decision).
-
-    Raises InputError (a usage error) when nothing can be done at all: no images, missing roots.
-    Per-file problems (no mask, not an image, two inputs with one output) are set on the task.
-    """
-    # One image and an output with a suffix that is not a folder: the output is that file.
-    single_out = single_output(images, output) if single is None else single
-    images, output = Path(images), Path(output)
-    cands = find_images(images)
-    if not single_out and images.is_dir():
-        # An output folder inside IMAGES is not input: otherwise every run re-fills the last one's
-        # results (photos/out/out/out/...).
-        out_abs = Path(os.path.abspath(output))
-        cands = [c for c in cands if not Path(os.path.abspath(c.path)).is_relative_to(out_abs)]
-    if not cands:
-        raise InputError(f"no images found in {images}")
-    index = MaskIndex(masks)
-    tasks: list[Task] = []
-    seen: dict[Path, Path] = {}
-    for c in cands:
-        src_fmt = c.format or "PNG"
-        out_fmt = output_format(src_fmt, fmt)
-        if single_out:
-            out = output
-            if fmt is None and output.suffix:
-                out_fmt = format_for_suffix(output.suffix) or out_fmt
-        else:
-            out = output_path(output, c.rel, out_fmt, src_fmt)
-        t = Task(c.path, c.rel, None, out, out_fmt, c.error)
-        if t.error is None:
-            try:
-                t.mask = index.find(c.rel)
-            except InputError as e:
-                t.error = str(e)
-        key = out.resolve() if out.is_absolute() else Path(os.path.abspath(out))
-        if t.error is None and key in seen:
-            t.error = f"its output {out} is also the output of {seen[key]}"
-        elif t.error is None:
-            seen[key] = c.path
-        tasks.append(t)
-    return tasks
-
-
 def format_for_suffix(suffix: str) -> str | None:
     """Pillow's format name for a file suffix ('.jpg' -> 'JPEG'), None when it has none."""
     suffix = suffix.lower()
@@ -787,10 +652,9 @@ def format_for_suffix(suffix: str) -> str | None:
 
 
 __all__ = [
-    "Candidate", "Decoded", "MaskIndex", "find_images", "sniff_image", "decode_image", "decode_mask",
-    "mask_to_gray", "dilate_mask", "output_path", "output_format", "restore_mode", "encode_image",
+    "Candidate", "Decoded", "find_images", "sniff_image", "decode_image", "decode_mask",
+    "mask_to_gray", "dilate_mask", "output_format", "restore_mode", "encode_image",
     "save_image", "write_file", "format_for_suffix", "check_writable_dir",
     "normalize_format", "frame_number", "IMAGE_SUFFIXES", "FORMAT_SUFFIX", "FORMAT_ALIASES",
     "atomic_write", "UMASK", "FILE_MODE",
-    "Task", "Summary", "plan_tasks", "single_output", "names_folder",
 ]

@@ -261,7 +261,7 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
               quality: int = 95, address: str | None = None, concurrency: int = 1,
               gpus_per_worker: float = 0, progress: bool | None = None,
               echo: Callable[[str], None] | None = None, filesystem=None,
-              max_pixels: int | None = None) -> fio.Summary:
+              max_pixels: int | None = None) -> runner.Summary:
     """``fastfill run --ray``: the local run's work on a Ray cluster; returns its Summary.
 
     ``images``/``masks``/``output``: local paths or URIs (see :func:`resolve`); ``filesystem``:

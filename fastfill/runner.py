@@ -73,6 +73,19 @@ class LocalFS:
             return []
         return [(q.relative_to(r).as_posix(), str(q)) for q in fio.regular_files(r)]
 
+    def images(self, root: str) -> list[tuple[str, str, str | None, str | None]]:
+        """[(relative posix path, full path, Pillow format, error)] of the images under ``root``:
+        found by content (:func:`fastfill.io.find_images`); a file with an image suffix that is
+        not one comes with its error."""
+        return [(c.rel.as_posix(), str(c.path), c.format, c.error) for c in fio.find_images(root)]
+
+    def is_image(self, p: str) -> bool:
+        return fio.sniff_image(Path(p)) is not None
+
+    def key(self, p: str) -> str:
+        """One name per file (two spellings of one output are one output)."""
+        return str(Path(os.path.abspath(p)).resolve())
+
     def source(self, p: str):
         """What the decoders read: the path itself."""
         return p
@@ -138,6 +151,17 @@ class ArrowFS:
             if i.type == pafs.FileType.File and not any(s.startswith(".") for s in rel.split("/")):
                 out.append((rel, i.path))
         return sorted(out)
+
+    def images(self, root: str) -> list[tuple[str, str, str | None, str | None]]:
+        """The files under ``root`` with an image suffix (their content is checked when read)."""
+        return [(rel, full, _format_of(full), None) for rel, full in self.list_files(root)
+                if self.is_image(full)]
+
+    def is_image(self, p: str) -> bool:
+        return posixpath.splitext(p)[1].lower() in fio.IMAGE_SUFFIXES
+
+    def key(self, p: str) -> str:
+        return p
 
     def source(self, p: str) -> bytes:
         """What the decoders read: the file's bytes."""
@@ -220,6 +244,22 @@ def resolve(location: str | os.PathLike, filesystem=None):
 # -- planning -----------------------------------------------------------------------------------
 
 @dataclass
+class Summary:
+    """What a run did (``fastfill run``'s last line)."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list = field(default_factory=list)  # (path, reason)
+
+    def line(self) -> str:
+        rate = self.done / self.seconds if self.seconds > 0 else 0.0
+        return (f"done {self.done}, skipped {self.skipped}, failed {self.failed} "
+                f"in {self.seconds:.1f} s ({rate:.2f} images/s)")
+
+
+@dataclass
 class Plan:
     """What a run will do: image rows, video rows, what was skipped, where the failures go.
 
@@ -245,11 +285,14 @@ def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = Fal
          filesystem=None, absolute: bool = False) -> Plan:
     """Pair every image and video under ``images`` with its mask and output.
 
-    Local images are found by content and paired by :func:`fastfill.io.plan_tasks`; on other file
-    systems the same rules apply with images recognised by suffix (their content is checked when
-    they are read). Existing outputs are skipped unless ``overwrite`` (a local one cut short by
-    something else is redone). ``absolute``: local paths made absolute (Ray workers do not share
-    the driver's working directory).
+    ``output`` is a folder that mirrors ``images``, or, when ``images`` is one file and
+    ``output`` has a suffix, does not end with a separator and is not a folder, that file. Local
+    images are found by content, images on other file systems by suffix (their content is
+    checked when they are read); ``images/a/x.jpg`` pairs with ``masks/a/x.<any suffix>`` (or
+    with MASKS itself when it is a file). Existing outputs are skipped unless ``overwrite`` (a
+    local one cut short by something else is redone). ``absolute``: local paths made absolute
+    (Ray workers do not share the driver's working directory). InputError when nothing can be
+    done at all; a file that cannot be done has its row's ``error`` set.
     """
     fs_i, ipath = resolve(images, filesystem)
     fs_m, mpath = resolve(masks, filesystem)
@@ -259,15 +302,15 @@ def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = Fal
                                for fs, q in ((fs_i, ipath), (fs_m, mpath), (fs_o, opath)))
     if not fs_i.exists(ipath):
         raise InputError(f"{images}: no such file or folder")
+    if not fs_i.is_file(ipath) and not fs_i.is_dir(ipath):
+        raise InputError(f"{images}: not a regular file or folder")
     videos = [(rel, full) for rel, full in fs_i.list_files(ipath)
               if posixpath.splitext(rel)[1].lower() in VIDEO_SUFFIXES]
-    single = _single_output(fs_i, ipath, fs_o, opath, output) and not videos
+    single = (not names_folder(output) and bool(posixpath.splitext(opath)[1]) and not videos
+              and fs_i.is_file(ipath) and not fs_o.is_dir(opath))
     p = Plan(single_file=single, fs_images=fs_i, fs_masks=fs_m, fs_out=fs_o, out=opath)
     try:
-        if not fs_i.remote and not fs_m.remote:
-            p.images = _plan_local(ipath, mpath, fs_o, opath, fmt, single)
-        else:
-            p.images = _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single)
+        p.images = _plan_images(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single)
     except InputError:
         if not videos:
             raise
@@ -277,45 +320,30 @@ def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = Fal
     return p
 
 
-def _single_output(fs_i, ipath: str, fs_o, opath: str, output) -> bool:
-    """:func:`fastfill.io.single_output` on any file system (``output``: the argument as given,
-    whose trailing separator says "a folder")."""
-    if fio.names_folder(output):
-        return False
-    if not fs_i.remote and not fs_o.remote:
-        return fio.single_output(ipath, opath)
-    return bool(posixpath.splitext(opath)[1]) and fs_i.is_file(ipath) and not fs_o.is_dir(opath)
+def names_folder(output: str | os.PathLike) -> bool:
+    """True when the OUTPUT argument ends with a path separator (``-o results.d/``).
+
+    Read from the argument as given: ``Path`` drops a trailing separator."""
+    s = os.fspath(output)
+    return s.endswith("/") or s.endswith(os.sep)
 
 
-def _plan_local(ipath, mpath, fs_o, opath, fmt, single) -> list[dict]:
-    # (an output on another file system: planned under a stand-in root, or file)
-    stand_in = "/__out__" + (posixpath.splitext(opath)[1] if single else "")
-    tasks = fio.plan_tasks(ipath, mpath, stand_in if fs_o.remote else opath, fmt, single=single)
-    rows = []
-    for t in tasks:
-        if not fs_o.remote:
-            out = str(t.out)
-        elif single:
-            out = opath
-        else:
-            out = posixpath.join(opath, Path(t.out).relative_to("/__out__").as_posix())
-        rows.append({"image": str(t.image), "mask": str(t.mask or ""), "out": out,
-                     "format": t.format, "error": t.error or ""})
-    return rows
+def _inside(fs, path: str, folder: str) -> bool:
+    if fs.remote:
+        return path.startswith(folder.rstrip("/") + "/")
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
 
 
-def _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single) -> list[dict]:
-    """plan_tasks' rules on any pyarrow file system (images recognised by suffix)."""
-    if not fs_i.remote:
-        files = [(c.rel.as_posix(), str(c.path), c.format, c.error) for c in fio.find_images(ipath)]
-    else:
-        inside = opath.rstrip("/") + "/"  # an output folder inside IMAGES is not input
-        files = [(rel, full, _format_of(full), None) for rel, full in fs_i.list_files(ipath)
-                 if posixpath.splitext(full)[1].lower() in fio.IMAGE_SUFFIXES
-                 and (single or not fs_o.remote or not full.startswith(inside))]
+def _plan_images(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single) -> list[dict]:
+    """Image rows: ``image, mask, out, format, error``."""
+    files = fs_i.images(ipath)
+    if not single and type(fs_o) is type(fs_i) and fs_i.is_dir(ipath):
+        # An output folder inside IMAGES is not input: otherwise every run re-fills the last one's
+        # results (photos/out/out/out/...).
+        files = [f for f in files if not _inside(fs_i, f[1], opath)]
     if not files:
         raise InputError(f"no images found in {ipath}")
-    find_mask = _mask_finder(fs_m, mpath)
+    find_mask = mask_finder(fs_m, mpath)
     rows, seen = [], {}
     for rel, full, src_fmt, error in files:
         src_fmt = src_fmt or "PNG"
@@ -324,35 +352,42 @@ def _plan_remote(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single) -> list[dic
             out = opath
             out_fmt = fmt or _format_of(opath) or out_fmt
         else:
-            out = fio.output_path(PurePosixPath(opath), PurePosixPath(rel), out_fmt, src_fmt).as_posix()
-            out = out if fs_o.remote else str(Path(out))
+            out = fs_o.join(opath, _output_name(rel, out_fmt, src_fmt))
         row = {"image": full, "mask": "", "out": out, "format": out_fmt, "error": error or ""}
         if not row["error"]:
             try:
                 row["mask"] = find_mask(rel)
             except InputError as e:
                 row["error"] = str(e)
-        if not row["error"] and out in seen:
-            row["error"] = f"its output {out} is also the output of {seen[out]}"
+        key = fs_o.key(out)
+        if not row["error"] and key in seen:
+            row["error"] = f"its output {out} is also the output of {seen[key]}"
         elif not row["error"]:
-            seen[out] = full
+            seen[key] = full
         rows.append(row)
     return rows
+
+
+def _output_name(rel: str, fmt: str, src_format: str | None) -> str:
+    """The output's path under OUT: the image's own, with the suffix of --format when it differs."""
+    if fmt != src_format:
+        return posixpath.splitext(rel)[0] + fio.FORMAT_SUFFIX[fmt]
+    return rel
 
 
 def _format_of(path: str) -> str | None:
     return fio.format_for_suffix(posixpath.splitext(path)[1])
 
 
-def _mask_finder(fs_m, mpath) -> Callable[[str], str]:
-    """rel path of an image -> its mask (MASKS itself when a file, else same folder and stem)."""
-    if not fs_m.remote:
-        index = fio.MaskIndex(mpath)
-        return lambda rel: str(index.find(Path(rel)))
+def mask_finder(fs_m, mpath) -> Callable[[str], str]:
+    """rel path of an image -> its mask: MASKS itself when a file, else the file with the same
+    folder and stem under MASKS (an image preferred when several match)."""
     if not fs_m.exists(mpath):
         raise InputError(f"{mpath}: no such mask file or folder")
     if fs_m.is_file(mpath):
         return lambda rel: mpath
+    if not fs_m.is_dir(mpath):
+        raise InputError(f"{mpath}: not a regular file or folder")
     by_key: dict[tuple[str, str], list[str]] = {}
     for rel, full in fs_m.list_files(mpath):
         by_key.setdefault((posixpath.dirname(rel), _stem(rel)), []).append(full)
@@ -360,10 +395,10 @@ def _mask_finder(fs_m, mpath) -> Callable[[str], str]:
     def find(rel):
         key = (posixpath.dirname(rel), _stem(rel))
         found = sorted(by_key.get(key, []))
-        if len(found) > 1:
-            found = [f for f in found if posixpath.splitext(f)[1].lower() in fio.IMAGE_SUFFIXES] or found
+        if len(found) > 1:  # e.g. x.png over x.txt
+            found = [f for f in found if fs_m.is_image(f)] or found
         if not found:
-            raise InputError(f"no mask found (looked for {posixpath.join(mpath, key[0], key[1] + '.*')})")
+            raise InputError(f"no mask found (looked for {fs_m.join(mpath, key[0], key[1] + '.*')})")
         if len(found) > 1:
             raise InputError("several masks match: " + ", ".join(found))
         return found[0]
@@ -478,7 +513,7 @@ class Report:
     """The summary, one line per failed file (and per note), and the failures file. Thread-safe."""
 
     def __init__(self, echo: Callable[[str], None] | None = None, skipped: int = 0):
-        self.summary = fio.Summary(skipped=skipped)
+        self.summary = Summary(skipped=skipped)
         self.failures: list[dict] = []
         self.say = echo or (lambda msg: None)
         self.lock = threading.Lock()
@@ -499,7 +534,7 @@ class Report:
         with self.lock:
             self.summary.done += 1
 
-    def finish(self, p: Plan) -> fio.Summary:
+    def finish(self, p: Plan) -> Summary:
         """Write (or remove, when nothing failed) OUT/fastfill-failures.jsonl; the summary."""
         path, fs = p.failures_path, p.fs_out
         if not self.failures:
@@ -537,7 +572,7 @@ def start(p: Plan, report: Report) -> tuple[list[dict], list[dict]]:
 # -- this machine -------------------------------------------------------------------------------
 
 def run_files(inpainter, p: Plan, *, overwrite=False, quality=95, jobs=2, progress: bool | None = None,
-              echo=None, max_pixels=None, **mask_opts) -> fio.Summary:
+              echo=None, max_pixels=None, **mask_opts) -> Summary:
     """Do a plan here: decoding on ``jobs`` threads ahead of the model (bounded), inference in
     :meth:`Inpainter.stream`, encoding on ``jobs`` threads, then the videos one by one. A bad file
     fails alone; an engine error stops the run (it would fail every file) and is raised.

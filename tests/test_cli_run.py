@@ -214,7 +214,7 @@ def test_real_process_exit_codes(tree):
 
 
 def test_unwritable_output_folder_simulated(tmp_path, monkeypatch):
-    import fastfill.io
+    import fastfill.runner
 
     Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
     Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
@@ -247,7 +247,7 @@ def test_internal_error_is_one_line_and_exit_2(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise ZeroDivisionError("division by zero in a bug")
 
-    monkeypatch.setattr(fastfill.io, "plan_tasks", broken)
+    monkeypatch.setattr(fastfill.runner, "_plan_images", broken)
     args = ("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o", tmp_path / "o")
     code, stdout, err = invoke(*args, internal_ok=True)
     assert code == 2, err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastfill import io
+from fastfill import io, runner
 from fastfill.errors import InputError
 
 
@@ -34,25 +34,30 @@ def test_find_images_missing_root(tmp_path):
         io.find_images(tmp_path / "nope")
 
 
-def test_mask_index_pairs_by_relative_path_and_stem(tmp_path):
+def _masks(root):
+    """The runner's mask lookup for a local MASKS argument."""
+    return runner.mask_finder(runner.LocalFS(), str(root))
+
+
+def test_masks_pair_by_relative_path_and_stem(tmp_path):
     (tmp_path / "a").mkdir()
     Image.new("L", (4, 4)).save(tmp_path / "a" / "x.png")
     Image.new("L", (4, 4)).save(tmp_path / "x.png")
     (tmp_path / "a" / "x.txt").write_text("a note with the same stem")
-    idx = io.MaskIndex(tmp_path)
-    assert idx.find(io.Path("a/x.jpg")) == tmp_path / "a" / "x.png"
-    assert idx.find(io.Path("x.tif")) == tmp_path / "x.png"
+    find = _masks(tmp_path)
+    assert find("a/x.jpg") == str(tmp_path / "a" / "x.png")
+    assert find("x.tif") == str(tmp_path / "x.png")
     with pytest.raises(InputError, match="no mask found"):
-        idx.find(io.Path("b/x.jpg"))
-    single = io.MaskIndex(tmp_path / "x.png")
-    assert single.find(io.Path("any/thing.jpg")) == tmp_path / "x.png"
+        find("b/x.jpg")
+    single = _masks(tmp_path / "x.png")
+    assert single("any/thing.jpg") == str(tmp_path / "x.png")
 
 
-def test_mask_index_ambiguous(tmp_path):
+def test_masks_ambiguous(tmp_path):
     Image.new("L", (4, 4)).save(tmp_path / "x.png")
     Image.new("L", (4, 4)).save(tmp_path / "x.bmp")
     with pytest.raises(InputError, match="several masks"):
-        io.MaskIndex(tmp_path).find(io.Path("x.jpg"))
+        _masks(tmp_path)("x.jpg")
 
 
 # -- decoding -----------------------------------------------------------------------------------
@@ -294,11 +299,12 @@ def test_output_with_trailing_separator_is_a_folder(tmp_path):
     Image.fromarray(_rgb()).save(tmp_path / "x.png")
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "m.png")
     for sep in {"/", os.sep}:
-        tasks = io.plan_tasks(tmp_path / "x.png", tmp_path / "m.png", str(tmp_path / "results.d") + sep)
-        assert [t.out for t in tasks] == [tmp_path / "results.d" / "x.png"]
-        assert not io.single_output(tmp_path / "x.png", str(tmp_path / "results.d") + sep)
-    tasks = io.plan_tasks(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.d")
-    assert [t.out for t in tasks] == [tmp_path / "results.d"]  # no separator: the file itself
+        p = runner.plan(tmp_path / "x.png", tmp_path / "m.png", str(tmp_path / "results.d") + sep)
+        assert [r["out"] for r in p.images] == [str(tmp_path / "results.d" / "x.png")]
+        assert not p.single_file
+    p = runner.plan(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.d")
+    assert [r["out"] for r in p.images] == [str(tmp_path / "results.d")]  # no separator: the file itself
+    assert p.single_file
 
 
 def test_only_regular_files_are_candidates(tmp_path):
@@ -313,11 +319,11 @@ def test_only_regular_files_are_candidates(tmp_path):
     os.mkfifo(masks / "b.png")
     result = {}
     t = threading.Thread(target=lambda: result.update(
-        found=[c.rel.as_posix() for c in io.find_images(imgs)], mask=io.MaskIndex(masks).find(io.Path("a.png"))))
+        found=[c.rel.as_posix() for c in io.find_images(imgs)], mask=_masks(masks)("a.png")))
     t.daemon = True
     t.start()
     t.join(20)
     assert not t.is_alive(), "discovery blocked on a FIFO"
-    assert result["found"] == ["a.png"] and result["mask"].name == "a.png"
+    assert result["found"] == ["a.png"] and os.path.basename(result["mask"]) == "a.png"
     with pytest.raises(InputError, match="not a regular file or folder"):
         io.find_images(imgs / "b.png")
