@@ -188,7 +188,7 @@ class Server:
             "device": getattr(eng, "device", "cpu"),
             "roi": self.inpainter.roi,
             "limits": asdict(self.limits) | {"max_batch": self.batcher.max_batch},
-            "stats": asdict(self.batcher.stats) | {"waiting": self.batcher.waiting()},
+            "stats": self.batcher.stats(),
         }
 
     # -- the work of one request, off the event loop -------------------------------------------

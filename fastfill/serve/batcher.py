@@ -14,7 +14,6 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,17 +22,6 @@ log = logging.getLogger("fastfill.serve")
 
 class Busy(Exception):
     """The queue is full: try again later."""
-
-
-@dataclass
-class BatchStats:
-    """Counters since the start (read by ``/api/v1/server-config`` and the tests)."""
-
-    batches: int = 0
-    images: int = 0
-    largest: int = 0
-    refused: int = 0
-    infer_seconds: float = 0.0
 
 
 class Batcher:
@@ -52,7 +40,8 @@ class Batcher:
         self.inpainter = inpainter
         self.max_batch = int(max_batch)
         self.max_queue = int(max_queue)
-        self.stats = BatchStats()
+        # counters since the start, read through stats()
+        self._stats = {"batches": 0, "images": 0, "largest": 0, "refused": 0, "infer_seconds": 0.0}
         self._q: queue.Queue = queue.Queue(maxsize=self.max_queue)
         self._lock = threading.Lock()
         self._stop = object()
@@ -63,8 +52,11 @@ class Batcher:
         """True when a :meth:`submit` now would be refused (checked before decoding a request)."""
         return self._q.full()
 
-    def waiting(self) -> int:
-        return self._q.qsize()
+    def stats(self) -> dict:
+        """Counters since the start (batches, images, the largest batch, refused requests,
+        seconds in the engine) and the requests waiting now; read by ``/api/v1/server-config``."""
+        with self._lock:
+            return dict(self._stats, waiting=self._q.qsize())
 
     def submit(self, image: np.ndarray, mask: np.ndarray) -> Future:
         """Queue one checked pair; the future gets the filled uint8 image or the error."""
@@ -73,7 +65,7 @@ class Batcher:
             self._q.put_nowait((image, mask, fut))
         except queue.Full:
             with self._lock:
-                self.stats.refused += 1
+                self._stats["refused"] += 1
             raise Busy(f"{self.max_queue} requests already waiting") from None
         return fut
 
@@ -119,11 +111,8 @@ class Batcher:
             return
         finally:
             with self._lock:
-                self.stats.infer_seconds += time.perf_counter() - t0
-        with self._lock:
-            self.stats.batches += 1
-            self.stats.images += len(items)
-            self.stats.largest = max(self.stats.largest, len(items))
+                self._stats["infer_seconds"] += time.perf_counter() - t0
+        self._count(len(items))
         for (_, _, fut), r in zip(items, results):
             fut.set_result(r)
 
@@ -134,7 +123,11 @@ class Batcher:
         except Exception as e:  # noqa: BLE001 - the request's answer
             fut.set_exception(e)
             return
-        with self._lock:
-            self.stats.batches += 1
-            self.stats.images += 1
+        self._count(1)
         fut.set_result(r)
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self._stats["batches"] += 1
+            self._stats["images"] += n
+            self._stats["largest"] = max(self._stats["largest"], n)
