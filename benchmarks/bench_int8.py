@@ -56,7 +56,7 @@ def speed(models, args):
             if case.startswith("1080p"):
                 inps = {k: Inpainter(e) for k, e in contenders.items()}
                 calls = {k: (lambda i=i: i(frame, hole)) for k, i in inps.items()}
-                win = next(iter(inps.values())).plan(hole)[0]
+                win = next(iter(inps.values())).windows(hole)[0]
                 case = f"{case}, window {win[3]}x{win[2]}"
             else:
                 s = int(case.split("x")[0])

@@ -4,7 +4,7 @@ What one run measures, per configuration (size x batch) and per *target* (an eng
 ROI or full-frame mode, or PyTorch eager on a checkpoint):
 
 - latency of one batch: mean, p50, p90, p99, min; throughput in images/s and megapixels/s;
-- the split by stage: ``plan`` (the Inpainter's ROI planning), ``prepare``, ``infer``,
+- the split by stage: ``check`` (validation and the ROI windows), ``prepare``, ``infer``,
   ``composite``, and ``decode`` / ``encode`` when the input comes from files;
 - the model's GFLOP per image at the sizes it actually runs (conv / convtranspose / gemm / matmul
   multiply-adds x 2, counted from the ONNX graph after shape inference) and the GFLOP/s the
@@ -37,7 +37,7 @@ import numpy as np
 from . import ops
 from .errors import EngineError, InputError
 
-STAGES = ("decode", "plan", "prepare", "infer", "composite", "encode")
+STAGES = ("decode", "check", "prepare", "infer", "composite", "encode")
 SCHEMA_VERSION = 1
 _VERSION_DISTS = ("fastfill", "numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt",
                   "torch", "onnx", "pillow")
@@ -400,7 +400,7 @@ def _result(t, rec, masks, width, height, batch, files) -> dict:
     """One target's row: latency, throughput, stages, and the FLOPs actually run per image (the
     model at each planned, padded window)."""
     n = rec["n"]
-    wins = t.inpainter.plan(masks[0])
+    wins = t.inpainter.windows(masks[0])
     g, why = 0.0, None
     try:
         for _, _, wh, ww in wins:
@@ -410,7 +410,7 @@ def _result(t, rec, masks, width, height, batch, files) -> dict:
     lat = percentiles(rec["lat"])
     mean_s = lat["mean"] / 1e3
     stages = {k: v / n * 1e3 for k, v in rec["stages"].items()
-              if v > 0 or k in ("plan", "prepare", "infer", "composite")}
+              if v > 0 or k in ("check", "prepare", "infer", "composite")}
     infer_s = stages["infer"] / 1e3
     r = {
         "target": t.label, **t.info,

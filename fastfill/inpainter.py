@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -49,6 +49,16 @@ MAX_THREADS, MAX_BATCH = 256, 256
 
 
 # -- the Inpainter ------------------------------------------------------------------------------
+
+class Checked(NamedTuple):
+    """A pair :meth:`Inpainter.check` accepted: passed back to ``batch`` or ``stream`` of the same
+    Inpainter it is not checked (or planned) again."""
+
+    image: np.ndarray  # uint8 [H, W, 3], C-contiguous
+    hole: np.ndarray  # bool [H, W], C-contiguous
+    windows: list  # (top, left, height, width): where the model runs (Inpainter.windows)
+    checker: object  # the Inpainter that checked it
+
 
 class Inpainter:
     """Fill the masked regions of images with a completion model.
@@ -107,8 +117,9 @@ class Inpainter:
         self.close()
 
     # -- validation -----------------------------------------------------------------------------
-    def check(self, image, mask) -> tuple[np.ndarray, np.ndarray]:
-        """Validate one image/mask pair; returns (uint8 [H,W,3] C-contiguous, bool [H,W])."""
+    def check(self, image, mask) -> Checked:
+        """Validate one image/mask pair (InputError saying what is wrong); returns it as a
+        :class:`Checked` pair (unpacks as image, hole, ...) that ``batch``/``stream`` take as is."""
         image = np.asarray(image)
         mask = np.asarray(mask)
         if image.dtype != np.uint8:
@@ -136,42 +147,53 @@ class Inpainter:
                              f"{image.shape[1]}x{image.shape[0]}; resize or crop first, or use a "
                              "GLCIC model for any size")
         hole = np.ascontiguousarray(mask != 0)  # (mask != 0 keeps a Fortran or strided layout)
+        wins = self.windows(hole)
         if self._accepts is not None:
-            for _, _, wh, ww in self.plan(hole):
+            for _, _, wh, ww in wins:
                 reason = self._accepts((1, self.channels, *ops.padded_size(wh, ww, self.multiple)))
                 if reason is not None:
                     raise InputError(f"{getattr(self.engine, 'name', 'the engine')} cannot take "
                                      f"this {image.shape[1]}x{image.shape[0]} image: {reason}")
-        return np.ascontiguousarray(image), hole
+        return Checked(np.ascontiguousarray(image), hole, wins, self)
+
+    def _checked(self, pair) -> Checked:
+        if isinstance(pair, Checked) and pair.checker is self:
+            return pair
+        image, mask = pair[0], pair[1]
+        return self.check(image, mask)
 
     # -- public API -----------------------------------------------------------------------------
     def __call__(self, image, mask) -> np.ndarray:
         """uint8 [H, W, 3] RGB + [H, W] mask (nonzero = fill) -> uint8 [H, W, 3]."""
         return self.batch([image], [mask])[0]
 
-    def batch(self, images, masks, *, timings: dict | None = None) -> list[np.ndarray]:
+    def batch(self, images, masks=None, *, timings: dict | None = None) -> list[np.ndarray]:
         """Fill many images (lists or N-d arrays, any mix of sizes); returns a list in order.
 
-        ``masks`` may be one [H, W] mask used for every image. ``timings``: a dict to which the
-        seconds spent in each stage are added (``plan``, ``prepare``, ``infer``, ``composite``).
+        ``masks`` may be one [H, W] mask used for every image, or None when ``images`` holds
+        (image, mask) pairs, such as :meth:`check` returns. ``timings``: a dict to which the
+        seconds spent in each stage are added (``check``, ``prepare``, ``infer``, ``composite``).
         """
         t0 = time.perf_counter()
         if isinstance(images, np.ndarray) and images.ndim == 3:
             raise InputError("batch() takes a list of images or an [N, H, W, 3] array; "
                              "use inp(image, mask) for one image")
-        images = list(images)
-        if isinstance(masks, np.ndarray) and masks.ndim == 2:
-            masks = [masks] * len(images)
+        if masks is None:
+            pairs = [self._checked(p) for p in images]
         else:
-            masks = list(masks)
-        if len(masks) != len(images):
-            raise InputError(f"{len(images)} images but {len(masks)} masks")
-        pairs = [self.check(im, m) for im, m in zip(images, masks)]
+            images = list(images)
+            if isinstance(masks, np.ndarray) and masks.ndim == 2:
+                masks = [masks] * len(images)
+            else:
+                masks = list(masks)
+            if len(masks) != len(images):
+                raise InputError(f"{len(images)} images but {len(masks)} masks")
+            pairs = [self.check(im, m) for im, m in zip(images, masks)]
         if timings is not None:
-            _add(timings, "plan", time.perf_counter() - t0)
+            _add(timings, "check", time.perf_counter() - t0)
         return self._run(pairs, timings)
 
-    def plan(self, mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def windows(self, mask: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The windows (top, left, height, width) one image with this mask is processed in."""
         hole = np.asarray(mask) != 0
         h, w = hole.shape
@@ -209,9 +231,9 @@ class Inpainter:
             it = _zip_strict(frames, masks)
 
         def checked():
-            for i, (f, m) in enumerate(it):
+            for i, pair in enumerate(it):
                 try:
-                    yield self.check(f, m)
+                    yield self._checked(pair)
                 except InputError as e:
                     raise InputError(f"frame {i}: {e}") from None
 
@@ -219,22 +241,15 @@ class Inpainter:
                                 depth=max(2, 2 * self.batch_size))
 
     # -- the work -------------------------------------------------------------------------------
-    def _run(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-             timings: dict | None = None) -> list[np.ndarray]:
-        clock = time.perf_counter
-        t0 = clock()
-        jobs: list[Job] = []
-        for i, (_, m) in enumerate(pairs):
-            jobs.extend(Job(i, *win) for win in self.plan(m))
+    def _run(self, pairs: Sequence[Checked], timings: dict | None = None) -> list[np.ndarray]:
+        t0 = time.perf_counter()
+        jobs = [Job(i, *win) for i, p in enumerate(pairs) for win in p.windows]
         groups: dict[tuple[int, int], list[Job]] = {}
         for j in jobs:
             groups.setdefault(ops.padded_size(j.height, j.width, self.multiple), []).append(j)
-        t1 = clock()
-        outs = [im.copy() for im, _ in pairs]
-        t2 = clock()
+        outs = [p.image.copy() for p in pairs]
         if timings is not None:
-            _add(timings, "plan", t1 - t0)
-            _add(timings, "composite", t2 - t1)
+            _add(timings, "composite", time.perf_counter() - t0)
         for (ph, pw), group in groups.items():
             step = self._chunk(len(group), ph, pw)
             for s in range(0, len(group), step):
@@ -259,17 +274,17 @@ class _HostSteps:
         self.mean = tuple(float(v) for v in engine.meta.mean)
 
     def prepare(self, jobs, pairs) -> np.ndarray:
-        whole = [pairs[j.index][0].shape[:2] == (j.height, j.width) for j in jobs]
+        whole = [pairs[j.index].image.shape[:2] == (j.height, j.width) for j in jobs]
         same = len({(j.height, j.width) for j in jobs}) == 1
         if len(jobs) > 1 and same and all(whole):  # same-size whole frames: one prepare call
-            ims = np.stack([pairs[j.index][0] for j in jobs])
-            ms = np.stack([pairs[j.index][1] for j in jobs]).view(np.uint8)
+            ims = np.stack([pairs[j.index].image for j in jobs])
+            ms = np.stack([pairs[j.index].hole for j in jobs]).view(np.uint8)
             x = ops.prepare(ims, ms, self.mean, self.multiple, mask_channel=self.mask_channel,
                             fill=self.fill)
         else:
             xs = []
             for j, w in zip(jobs, whole):
-                im, m = pairs[j.index]
+                im, m = pairs[j.index][:2]
                 xs.append(ops.prepare(im[None], m.view(np.uint8)[None], self.mean, self.multiple,
                                       mask_channel=self.mask_channel, fill=self.fill,
                                       window=None if w else j.window))
@@ -294,7 +309,7 @@ class _HostSteps:
         pred = self.infer(x)
         t2 = clock()
         for k, j in enumerate(jobs):
-            im, m = pairs[j.index]
+            im, m = pairs[j.index][:2]
             t, l, h, w = j.window
             win = None if (h, w) == im.shape[:2] else j.window
             ops.composite(pred[k:k + 1], im[None], m.view(np.uint8)[None], window=win,
@@ -316,7 +331,7 @@ class _DeviceSteps:
         t0 = time.perf_counter()
         crops = []
         for j in jobs:
-            im, m = pairs[j.index]
+            im, m = pairs[j.index][:2]
             t, l, h, w = j.window
             crops.append((np.ascontiguousarray(im[t:t + h, l:l + w]), np.ascontiguousarray(m[t:t + h, l:l + w])))
         if len({c[0].shape for c in crops}) == 1:  # one call for a batch of same-size crops

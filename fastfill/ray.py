@@ -124,7 +124,7 @@ class _Filler:
                 errors[i] = str(e)
         results = [_NO_RGB] * n
         # EngineError is not caught: an engine that fails would fail every file (local run: same).
-        for i, r in zip(good, self.inp.batch([p[0] for p in pairs], [p[1] for p in pairs])):
+        for i, r in zip(good, self.inp.batch(pairs)):
             results[i] = r
         out = dict(batch)
         out[out_col] = _objects(results)

@@ -614,8 +614,9 @@ def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw,
         src, mask = read_row(row, p.fs_images, p.fs_masks, **read_kw)
         if src.note:
             report.note(row["image"], src.note)
-        inpainter.check(src.rgb, mask)  # e.g. a fixed-size model and an image of another size
-        return src, mask
+        # checked here so that one file fails alone (e.g. a fixed-size model and an image of
+        # another size); the model does not check it again
+        return src, inpainter.check(src.rgb, mask)
 
     def write(row, result, src, mask):
         try:
@@ -629,13 +630,13 @@ def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw,
     def pairs():
         for r, fut in pipeline.prefetch(dec, read, rows, depth):  # reads running ahead, in order
             try:
-                src, mask = fut.result()
+                src, pair = fut.result()
             except Exception as e:  # noqa: BLE001
                 report.fail(r["image"], reason(e, "decode"), r["mask"])
                 bar.update(1)
                 continue
-            in_flight.append((r, src, mask))
-            yield src.rgb, mask
+            in_flight.append((r, src, pair.hole))
+            yield pair
 
     writes: collections.deque = collections.deque()
     for result in inpainter.stream(pairs()):

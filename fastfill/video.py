@@ -57,13 +57,13 @@ def _import_av():
 class _Masks:
     """The mask of frame i: a static mask, or a folder of per-frame files (missing = no hole)."""
 
-    def __init__(self, mask: str | Path, size: tuple[int, int], first_index: int, **conv):
-        self.size, self.conv, self.first_index = size, conv, first_index
+    def __init__(self, mask: str | Path, size: tuple[int, int], first_index: int, **mask_opts):
+        self.size, self.mask_opts, self.first_index = size, mask_opts, first_index
         p = Path(mask)
         self.static = None
         self.files: dict[int, Path] = {}
         if p.is_file():
-            self.static = decode_mask(p, size, **conv)
+            self.static = decode_mask(p, size, **mask_opts)
         elif p.is_dir():
             for f in sorted(p.iterdir()):
                 n = frame_number(f)
@@ -87,7 +87,7 @@ class _Masks:
         if f is None:
             return self._empty
         try:
-            return decode_mask(f, self.size, **self.conv)
+            return decode_mask(f, self.size, **self.mask_opts)
         except InputError as e:
             raise InputError(f"{f}: {e}") from None
 

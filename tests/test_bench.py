@@ -267,7 +267,7 @@ def test_bench_numbers_come_from_the_inpainter_path(monkeypatch):
     assert calls == [False, False, True, True, True]  # 2 warm-up runs, then 3 timed ones
     assert shapes and all(s == (2, 4, 24, 40) for s in shapes)  # one call for the batch of 2
     st = r["stages_ms"]
-    assert all(st[k] > 0 for k in ("plan", "prepare", "infer", "composite"))
+    assert all(st[k] > 0 for k in ("check", "prepare", "infer", "composite"))
     assert sum(st.values()) <= r["latency_ms"]["mean"] * 1.001
 
 

@@ -137,6 +137,28 @@ def test_batch_mixed_sizes_groups_by_padded_size(engine):
         assert np.array_equal(a, Inpainter(engine, roi=False)(im, _mask(24, 24, (4, 4, 9, 9))))
 
 
+def test_a_checked_pair_is_not_checked_again(engine, monkeypatch):
+    """check() returns the pair batch() and stream() take as is (the runner, Ray and the server
+    check each file once to fail it alone); a pair another Inpainter checked is checked again."""
+    inp = Inpainter(engine, roi=True)
+    im, m = _img(40, 48, 1), _mask(40, 48, (6, 8, 14, 20))
+    pair = inp.check(im, m)
+    got, hole = pair[:2]
+    assert got.dtype == np.uint8 and hole.dtype == bool and pair.windows == inp.windows(m)
+    calls = []
+    real = Inpainter.check
+    monkeypatch.setattr(Inpainter, "check", lambda self, *a: calls.append(self) or real(self, *a))
+    want = Inpainter(engine, roi=True)(im, m)
+    calls.clear()
+    assert np.array_equal(inp.batch([pair])[0], want) and calls == []
+    assert np.array_equal(next(inp.stream(iter([pair]))), want) and calls == []
+    other = Inpainter(engine, roi=False)
+    assert np.array_equal(other.batch([pair])[0], other(im, m)) and calls[0] is other
+    # a fixed-size or limited engine refuses at check(), never later
+    with pytest.raises(InputError, match="mask is"):
+        inp.batch([(im, m[:-1])])
+
+
 def test_input_validation(engine):
     inp = Inpainter(engine)
     img = _img(16, 16)
@@ -207,7 +229,7 @@ def test_roi_equals_full_frame_inside_the_hole(engine):
               (0, 950, 30, 1000),  # touching the top-right corner
               (640, 10, 697, 61))  # near the bottom-left, odd size
     inp = Inpainter(engine, roi=True)
-    wins = inp.plan(m)
+    wins = inp.windows(m)
     assert len(wins) == 3 and sum(h * w for _, _, h, w in wins) < 0.6 * H * W
     assert all(t % 4 == 0 and l % 4 == 0 for t, l, _, _ in wins)
     assert _full_and_roi_predictions(engine, img, m, wins) <= 1e-5
@@ -224,7 +246,7 @@ def test_roi_equals_full_frame_inside_the_hole(engine):
 def test_roi_falls_back_to_full_frame_for_big_holes(engine):
     inp = Inpainter(engine)
     m = _mask(200, 200, (20, 20, 180, 180))
-    assert inp.plan(m) == [(0, 0, 200, 200)]
+    assert inp.windows(m) == [(0, 0, 200, 200)]
 
 
 # -- fixed-size (Context Encoder) models ----------------------------------------------------------
@@ -381,11 +403,11 @@ def test_check_refuses_a_shape_the_engine_refuses(engine):
 
 def test_roi_window_refused_falls_back_to_the_whole_frame(engine):
     m = _mask(480, 640, (200, 300, 230, 340))
-    (win,) = Inpainter(engine).plan(m)
+    (win,) = Inpainter(engine).windows(m)
     assert win[2:] != (480, 640)
     refusing = Refusing(engine, min_side=max(win[2:]) + 4)  # too small a window for its "profile"
     inp = Inpainter(refusing)
-    assert inp.plan(m) == [(0, 0, 480, 640)]
+    assert inp.windows(m) == [(0, 0, 480, 640)]
     img = _img(480, 640)
     assert np.array_equal(inp(img, m), Inpainter(engine, roi=False)(img, m))
 
@@ -435,7 +457,7 @@ def test_batch_stage_timings(engine):
     m = _mask(24, 32, (4, 4, 9, 9))
     t = {}
     outs = inp.batch(imgs, m, timings=t)
-    assert set(t) == {"plan", "prepare", "infer", "composite"} and all(v > 0 for v in t.values())
+    assert set(t) == {"check", "prepare", "infer", "composite"} and all(v > 0 for v in t.values())
     before = dict(t)
     outs2 = inp.batch(imgs, m, timings=t)  # accumulates
     assert all(t[k] > before[k] for k in t)
@@ -505,3 +527,20 @@ def test_jpeg_reencode_stays_within_the_stated_bound(tmp_path):
     out = np.asarray(Image.open(tmp_path / "o.jpg").convert("RGB")).astype(float)
     e = (out - dec.rgb)[~hole]
     assert 10 * np.log10(255 ** 2 / np.mean(e ** 2)) >= 40
+
+
+def test_the_file_runner_checks_each_image_once(engine, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from fastfill import runner
+
+    (tmp_path / "i").mkdir(), (tmp_path / "m").mkdir()
+    for k in range(3):
+        Image.fromarray(_img(32, 40, k)).save(tmp_path / "i" / f"{k}.png")
+        Image.fromarray(_mask(32, 40, (4, 4, 12, 20))).save(tmp_path / "m" / f"{k}.png")
+    calls = []
+    real = Inpainter.check
+    monkeypatch.setattr(Inpainter, "check", lambda self, *a: calls.append(1) or real(self, *a))
+    p = runner.plan(tmp_path / "i", tmp_path / "m", tmp_path / "o")
+    summary = runner.run_files(Inpainter(engine, batch_size=2), p, progress=False)
+    assert summary.done == 3 and len(calls) == 3

@@ -204,10 +204,9 @@ class Server:
             msg = str(e).replace("(use --resize-mask to scale it)", '(send "resize_mask": true to scale it)')
             raise _ApiError(413 if isinstance(e, SizeLimitError) else 400, f"mask: {msg}") from None
         try:
-            self.inpainter.check(src.rgb, mask)
+            return src, self.inpainter.check(src.rgb, mask)
         except InputError as e:
             raise _ApiError(400, str(e)) from None
-        return src, mask
 
     def encode(self, result: np.ndarray, src: fio.Decoded, mask: np.ndarray) -> tuple[bytes, str, str]:
         """(bytes, Content-Type, file suffix) of the answer, in the input's format."""
@@ -221,17 +220,17 @@ class Server:
         if self.batcher.full():  # before decoding: a busy server does not spend work on refusals
             raise _ApiError(503, "server busy: the queue is full, retry later",
                             {"Retry-After": str(RETRY_AFTER)})
-        src, mask = await anyio.to_thread.run_sync(
+        src, pair = await anyio.to_thread.run_sync(
             partial(self.decode, image_bytes, mask_bytes, resize_mask), limiter=self.limiter)
         del image_bytes, mask_bytes
         try:
-            fut = self.batcher.submit(src.rgb, mask)
+            fut = self.batcher.submit(pair)
         except Busy as e:
             raise _ApiError(503, f"server busy: {e}, retry later",
                             {"Retry-After": str(RETRY_AFTER)}) from None
         result = await asyncio.wrap_future(fut)
         data, media, ext = await anyio.to_thread.run_sync(
-            partial(self.encode, result, src, mask), limiter=self.limiter)
+            partial(self.encode, result, src, pair.hole), limiter=self.limiter)
         return Response(data, media_type=media,
                         headers={"Content-Disposition": f'inline; filename="result{ext}"'})
 

@@ -15,7 +15,6 @@ import threading
 import time
 from concurrent.futures import Future
 
-import numpy as np
 
 log = logging.getLogger("fastfill.serve")
 
@@ -58,11 +57,12 @@ class Batcher:
         with self._lock:
             return dict(self._stats, waiting=self._q.qsize())
 
-    def submit(self, image: np.ndarray, mask: np.ndarray) -> Future:
-        """Queue one checked pair; the future gets the filled uint8 image or the error."""
+    def submit(self, pair) -> Future:
+        """Queue one pair (as :meth:`Inpainter.check` returns it); the future gets the filled
+        uint8 image or the error."""
         fut: Future = Future()
         try:
-            self._q.put_nowait((image, mask, fut))
+            self._q.put_nowait((pair, fut))
         except queue.Full:
             with self._lock:
                 self._stats["refused"] += 1
@@ -90,7 +90,7 @@ class Batcher:
                     stop_after = True
                     break
                 items.append(nxt)
-            items = [it for it in items if it[2].set_running_or_notify_cancel()]
+            items = [it for it in items if it[1].set_running_or_notify_cancel()]
             if items:
                 self._run(items)
             if stop_after:
@@ -99,10 +99,10 @@ class Batcher:
     def _run(self, items) -> None:
         t0 = time.perf_counter()
         try:
-            results = self.inpainter.batch([i for i, _, _ in items], [m for _, m, _ in items])
+            results = self.inpainter.batch([pair for pair, _ in items])
         except Exception as e:  # noqa: BLE001 - attributed below
             if len(items) == 1:
-                items[0][2].set_exception(e)
+                items[0][1].set_exception(e)
                 return
             # One bad pair must not fail the others: fill them one by one to find it.
             log.debug("batch of %d failed (%s); retrying one by one", len(items), e)
@@ -113,13 +113,13 @@ class Batcher:
             with self._lock:
                 self._stats["infer_seconds"] += time.perf_counter() - t0
         self._count(len(items))
-        for (_, _, fut), r in zip(items, results):
+        for (_, fut), r in zip(items, results):
             fut.set_result(r)
 
     def _run_one(self, item) -> None:
-        image, mask, fut = item
+        pair, fut = item
         try:
-            r = self.inpainter.batch([image], [mask])[0]
+            r = self.inpainter.batch([pair])[0]
         except Exception as e:  # noqa: BLE001 - the request's answer
             fut.set_exception(e)
             return
