@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .engines import FORMATS
 from .engines.base import MODEL_OPS as TRT_OPS  # the model contract's ops: all TensorRT runs
-from .engines.base import ModelMeta, read_meta
+from .engines.base import ModelMeta, read_meta, shape_problem
 from .engines.tensorrt import (INSTALL_TRT, SIDECAR_FORMAT, SIDECAR_VERSION, gpu_info,
                                import_tensorrt, sidecar_path)
 from .errors import BuildError, EngineError
@@ -75,11 +75,9 @@ def parse_profile(text: str, meta: ModelMeta) -> Profile:
     if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
         raise BuildError(f"bad --profile {text!r}: need min <= opt <= max in every dimension")
     for s in (lo, opt, hi):
-        if s[2] % meta.multiple or s[3] % meta.multiple:
-            raise BuildError(f"bad --profile {text!r}: H and W must be multiples of {meta.multiple}")
-        if meta.input_size is not None and tuple(s[2:]) != tuple(meta.input_size):
-            raise BuildError(f"bad --profile {text!r}: this {meta.kind} model takes only "
-                             f"{meta.input_size[0]}x{meta.input_size[1]} inputs")
+        reason = shape_problem(meta, s)
+        if reason is not None:
+            raise BuildError(f"bad --profile {text!r}: {reason}")
     return Profile(lo, opt, hi, text)
 
 

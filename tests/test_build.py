@@ -39,7 +39,7 @@ def test_parse_profile():
             parse_profile(bad, meta)
     ce = read_meta(TINY_CE)
     assert parse_profile("1x128x128:8x128x128:32x128x128", ce).max == (32, 3, 128, 128)
-    with pytest.raises(BuildError, match="only 128x128"):
+    with pytest.raises(BuildError, match="takes 128x128 inputs, got 64x64"):
         parse_profile("1x64x64:1x128x128:1x128x128", ce)
 
 

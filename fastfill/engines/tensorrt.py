@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import EngineError, InputError
 from ..io import sha256_file
 from ..ops import padded_size
-from .base import EngineBase, ModelMeta, check_io_shapes
+from .base import EngineBase, ModelMeta, check_io_shapes, shape_problem
 
 SIDECAR_FORMAT = "fastfill-plan"
 SIDECAR_VERSION = 1
@@ -355,8 +355,9 @@ class TensorRTEngine(EngineBase):
         n, h, w, _ = images.shape
         hp, wp = padded_size(h, w, self.meta.multiple)
         c = self.meta.channels
-        if self.meta.input_size is not None and (hp, wp) != tuple(self.meta.input_size):
-            raise InputError(f"{self.meta.kind} engine takes {self.meta.input_size} images, got {h}x{w}")
+        reason = shape_problem(self.meta, (n, c, hp, wp))
+        if reason is not None:
+            raise InputError(reason)
         self._set_shape((n, c, hp, wp))
         bimg = self._buf("img", images.nbytes)
         bmask = self._buf("mask", masks.nbytes)
