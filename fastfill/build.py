@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .engines import FORMATS
@@ -30,7 +31,7 @@ from .engines.base import ModelMeta, read_meta, shape_problem
 from .engines.tensorrt import (INSTALL_TRT, SIDECAR_FORMAT, SIDECAR_VERSION, gpu_info,
                                import_tensorrt, sidecar_path)
 from .errors import BuildError, EngineError
-from .io import atomic_write_bytes, sha256_file
+from .io import sha256_file, write_file
 
 # Ops kept in float32 when they produce the graph output (a Sigmoid in fp16 loses the tails; the
 # residual head's prefill + correction, clipped, would lose the prefill's precision).
@@ -198,15 +199,6 @@ def convert_fp16(model_bytes: bytes) -> bytes:
 
 # ------------------------------------------------------------------------------ build
 
-def _write_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> None:
-    """``data`` to ``path`` through :func:`fastfill.io.atomic_write` (usual mode, no clobber
-    unless ``overwrite``)."""
-    try:
-        atomic_write_bytes(path, data, overwrite=overwrite)
-    except FileExistsError:
-        raise BuildError(f"{path} exists (use --force to replace it)") from None
-
-
 def check_environment(device_id: int = 0):
     """(tensorrt module, gpu info) or one BuildError line saying what is missing and how to install."""
     missing = []
@@ -295,9 +287,10 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
         "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(),  # of the bytes about to be written
         "workspace_mb": workspace_mb,
     }
-    _write_atomic(plan_path, plan_bytes, overwrite=overwrite)
-    _write_atomic(sidecar_path(plan_path), (json.dumps(side, indent=2) + "\n").encode())
+    write = partial(write_file, error=BuildError, force="--force")
+    write(plan_path, plan_bytes, overwrite=overwrite)
+    write(sidecar_path(plan_path), (json.dumps(side, indent=2) + "\n").encode(), overwrite=True)
     if cache_path:
-        _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+        write(cache_path, bytes(config.get_timing_cache().serialize()), overwrite=True)
     log(f"wrote {plan_path} ({len(plan_bytes) / 1e6:.1f} MB) and {sidecar_path(plan_path).name}")
     return side

@@ -474,9 +474,11 @@ def save_image(img: Image.Image, path: str | Path, fmt: str, *, overwrite: bool 
     write_file(path, encode_image(img, fmt, quality=quality, info=info), overwrite=overwrite)
 
 
-def write_file(path: str | Path, data: bytes, *, overwrite: bool = False) -> None:
-    """:func:`atomic_write_bytes` with every failure an InputError naming the path (the file
-    runner's and ``save_image``'s writer).
+def write_file(path: str | Path, data: bytes, *, overwrite: bool = False,
+               error: type[Exception] = InputError, force: str = "--overwrite") -> None:
+    """:func:`atomic_write_bytes` (its folder made first) with every failure one ``error``
+    naming the path; an existing file's message names the ``force`` flag. Every writer of a
+    finished file's bytes uses it: the file runner, ``save_image``, export, build, quantize.
 
     Without ``overwrite``, an existing file is never replaced, even one that appeared meanwhile.
     """
@@ -484,13 +486,13 @@ def write_file(path: str | Path, data: bytes, *, overwrite: bool = False) -> Non
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InputError(f"cannot create folder {path.parent}: {e.strerror or e}") from None
+        raise error(f"cannot create folder {path.parent}: {e.strerror or e}") from None
     try:
         atomic_write_bytes(path, data, overwrite=overwrite)
     except FileExistsError:
-        raise InputError(f"{path} exists (use --overwrite to replace it)") from None
+        raise error(f"{path} exists (use {force} to replace it)") from None
     except OSError as e:
-        raise InputError(f"cannot write to {path}: {e.strerror or e}") from None
+        raise error(f"cannot write to {path}: {e.strerror or e}") from None
 
 
 def _read_umask() -> int:

@@ -225,10 +225,7 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
             "psnr_fp32": round(report.psnr_fp32, 3), "psnr_int8": round(report.psnr_int8, 3),
             "kept_float": [n for n, _, _ in keep], "seed": seed}
         data = _with_metadata(onnx.load(str(qpath)), props, provenance)
-    try:
-        fio.atomic_write_bytes(output, data, overwrite=overwrite)
-    except FileExistsError:
-        raise InputError(f"{output} exists (use --overwrite to replace it)") from None
+    fio.write_file(output, data, overwrite=overwrite)
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -158,20 +158,21 @@ def test_build_writes_plan_sidecar_and_timing_cache(tmp_path):
 
 
 def test_plan_files_are_written_atomically_with_the_usual_mode(tmp_path):
-    """Plans, sidecars and caches: 0o666 & ~umask (not mkstemp's 0600); a plan that appeared
-    meanwhile is not replaced without --force; nothing temporary is left."""
+    """Plans, sidecars and caches go through io.write_file as build calls it: 0o666 & ~umask
+    (not mkstemp's 0600); a plan that appeared meanwhile is not replaced without --force;
+    nothing temporary is left."""
     import os
 
-    from fastfill.build import _write_atomic
+    from fastfill.io import write_file
 
     u = os.umask(0o022)
     os.umask(u)
     p = tmp_path / "sub" / "g.plan"
-    _write_atomic(p, b"plan", overwrite=False)
+    write_file(p, b"plan", overwrite=False, error=BuildError, force="--force")
     assert p.read_bytes() == b"plan" and p.stat().st_mode & 0o777 == 0o666 & ~u
     with pytest.raises(BuildError, match="exists .*--force"):
-        _write_atomic(p, b"other", overwrite=False)
-    _write_atomic(p, b"new")  # sidecars and the timing cache are replaced
+        write_file(p, b"other", overwrite=False, error=BuildError, force="--force")
+    write_file(p, b"new", overwrite=True, error=BuildError)  # sidecars and the timing cache are replaced
     assert p.read_bytes() == b"new" and [q.name for q in p.parent.iterdir()] == ["g.plan"]
 
 

@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from fastfill.engines import FORMATS
 from fastfill.engines.base import MODEL_OPS, ModelMeta
-from fastfill.io import atomic_write_bytes, sha256_file
+from fastfill.io import sha256_file, write_file
 from fastfill.errors import FastfillError
 
 from .kinds import KINDS, Kind, kind_of, reference_forward
@@ -227,15 +227,6 @@ def _finalize(onnx_bytes: bytes, meta: ModelMeta) -> bytes:
     return proto.SerializeToString()
 
 
-def _write_atomic(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """``data`` to ``path`` through :func:`fastfill.io.atomic_write` (usual mode, no clobber
-    unless ``overwrite``)."""
-    try:
-        atomic_write_bytes(path, data, overwrite=overwrite)
-    except FileExistsError:
-        raise ExportError(f"{path} exists (pass overwrite=True / --force to replace it)") from None
-
-
 def check_output_suffix(out: str | Path) -> Path:
     """Exports write the formats that the format table says `fastfill export` makes."""
     out = Path(out)
@@ -264,7 +255,7 @@ def export_model(model: nn.Module, out: str | Path, *, mean=DEFAULT_MEAN, proven
     meta = model_meta(model, mean, dict(provenance or {}), fill)
     data = _finalize(to_onnx_bytes(model, kind, opset), meta)
     diffs = self_check(data, model, kind, meta, tol=tol, log=log)
-    _write_atomic(out, data, overwrite=overwrite)
+    write_file(out, data, overwrite=overwrite, error=ExportError, force="overwrite=True / --force")
     log(f"wrote {out} ({len(data) / 1e6:.2f} MB, {kind.name}, opset {opset}, max diff {max(diffs):.3g})")
     return {"path": out, "meta": meta, "diffs": diffs, "bytes": len(data)}
 
