@@ -15,7 +15,7 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-template <bool Half>
+template <class T>
 __global__ void prepare_kernel(PrepareArgs a) {
   const Frame f = a.f;
   const int64_t total = f.n * a.Hp * a.Wp;
@@ -27,25 +27,15 @@ __global__ void prepare_kernel(PrepareArgs a) {
   const int64_t sy = f.top + reflect_index(y, f.h);
   const int64_t sx = f.left + reflect_index(x, f.w);
   const int64_t src = (b * f.H + sy) * f.W + sx;
-  const bool hole = a.masks[src] != 0;
-  const uint8_t* p = a.images + src * 3;
   const int64_t C = a.mask_channel ? 4 : 3;
   const int64_t plane = a.Hp * a.Wp;
-  const int64_t o = b * C * plane + y * a.Wp + x;
-  float v[4];
   // The harmonic prefill is solved on the CPU and uploaded as `fill` (window-sized [n, h, w, 3]).
   const float* fv = a.fill ? a.fill + ((b * f.h + sy - f.top) * f.w + sx - f.left) * 3 : nullptr;
-  for (int c = 0; c < 3; ++c) v[c] = hole ? (fv ? fv[c] : a.mean[c]) : byte_to_unit(p[c]);
-  v[3] = (hole && y < f.h && x < f.w) ? 1.0f : 0.0f;
-  for (int c = 0; c < C; ++c) {
-    if (Half)
-      static_cast<uint16_t*>(a.out)[o + c * plane] = float_to_half(v[c]);
-    else
-      static_cast<float*>(a.out)[o + c * plane] = v[c];
-  }
+  prepare_pixel(static_cast<T*>(a.out) + b * C * plane + y * a.Wp + x, plane, a.mask_channel,
+                a.images + src * 3, a.masks[src] != 0, fv, y < f.h && x < f.w, Direct<T>{a.mean});
 }
 
-template <bool Half>
+template <class T>
 __global__ void composite_kernel(CompositeArgs a) {
   const Frame f = a.f;
   const int64_t total = f.n * f.h * f.w;
@@ -55,22 +45,10 @@ __global__ void composite_kernel(CompositeArgs a) {
   const int64_t y = (i / f.w) % f.h;
   const int64_t b = i / (f.w * f.h);
   const int64_t src = (b * f.H + f.top + y) * f.W + f.left + x;
-  uint8_t* o = a.out + b * a.out_batch_stride + y * a.out_row_stride + 3 * x;
-  if (a.masks[src]) {
-    const int64_t plane = a.Hp * a.Wp;
-    const int64_t base = b * 3 * plane + y * a.Wp + x;
-    for (int c = 0; c < 3; ++c) {
-      const float p = Half ? half_to_float(static_cast<const uint16_t*>(a.pred)[base + c * plane])
-                           : static_cast<const float*>(a.pred)[base + c * plane];
-      o[c] = to_byte(p);
-    }
-  } else {
-    const uint8_t* p = a.images + src * 3;
-    const uint8_t p0 = p[0], p1 = p[1], p2 = p[2];
-    o[0] = p0;
-    o[1] = p1;
-    o[2] = p2;
-  }
+  const int64_t plane = a.Hp * a.Wp;
+  const T* pred = static_cast<const T*>(a.pred) + b * 3 * plane + y * a.Wp + x;
+  composite_pixel(a.out + b * a.out_batch_stride + y * a.out_row_stride + 3 * x, a.images + src * 3,
+                  a.masks[src] != 0, [&](int k) { return to_float(pred[k * plane]); });
 }
 
 constexpr int kThreads = 256;
@@ -83,9 +61,9 @@ void prepare_cuda(const PrepareArgs& a, void* stream) {
   const int64_t total = a.f.n * a.Hp * a.Wp;
   auto s = static_cast<cudaStream_t>(stream);
   if (a.half)
-    prepare_kernel<true><<<blocks_for(total), kThreads, 0, s>>>(a);
+    prepare_kernel<uint16_t><<<blocks_for(total), kThreads, 0, s>>>(a);
   else
-    prepare_kernel<false><<<blocks_for(total), kThreads, 0, s>>>(a);
+    prepare_kernel<float><<<blocks_for(total), kThreads, 0, s>>>(a);
   check(cudaGetLastError(), "prepare kernel launch");
 }
 
@@ -93,9 +71,9 @@ void composite_cuda(const CompositeArgs& a, void* stream) {
   const int64_t total = a.f.n * a.f.h * a.f.w;
   auto s = static_cast<cudaStream_t>(stream);
   if (a.half)
-    composite_kernel<true><<<blocks_for(total), kThreads, 0, s>>>(a);
+    composite_kernel<uint16_t><<<blocks_for(total), kThreads, 0, s>>>(a);
   else
-    composite_kernel<false><<<blocks_for(total), kThreads, 0, s>>>(a);
+    composite_kernel<float><<<blocks_for(total), kThreads, 0, s>>>(a);
   check(cudaGetLastError(), "composite kernel launch");
 }
 

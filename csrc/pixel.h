@@ -1,5 +1,6 @@
 // Per-pixel math shared by the CPU and the CUDA kernels: written once, compiled by both, so the
-// two back-ends cannot drift apart (the tests compare both to one NumPy reference).
+// two back-ends cannot drift apart (the tests compare both to one NumPy reference). The bodies of
+// prepare and composite for one pixel are here; each back-end is an index loop around them.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -62,6 +63,10 @@ FF_HD float half_to_float(uint16_t h) {
   return bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
+// A prediction element as a float: float32 as is, float16 (its bits in a uint16_t) widened.
+FF_HD float to_float(float v) { return v; }
+FF_HD float to_float(uint16_t h) { return half_to_float(h); }
+
 // Index of the source pixel for output index i of an axis of length n, reflect-padded at the end
 // (NumPy's mode="reflect": no edge repeat; pads longer than n keep reflecting).
 FF_HD int64_t reflect_index(int64_t i, int64_t n) {
@@ -85,5 +90,58 @@ FF_HD uint8_t to_byte(float p) {
 }
 
 FF_HD float byte_to_unit(uint8_t v) { return float(v) / 255.0f; }
+
+// One output element type of prepare computed on the fly (the GPU's form; the CPU uses a table
+// with the same values, see ops_cpu.cpp). T: float, or uint16_t holding float16 bits.
+template <class T>
+struct Direct {
+  const float* mean;
+  FF_HD T from_float(float v) const;
+  FF_HD T from_byte(uint8_t v) const { return from_float(byte_to_unit(v)); }
+  FF_HD T hole(int c) const { return from_float(mean[c]); }
+  FF_HD T one() const { return from_float(1.0f); }
+  FF_HD T zero() const { return from_float(0.0f); }
+};
+template <>
+FF_HD float Direct<float>::from_float(float v) const { return v; }
+template <>
+FF_HD uint16_t Direct<uint16_t>::from_float(float v) const { return float_to_half(v); }
+
+// prepare, one output pixel: o points at channel 0 of it in an [.., C, H, W] output whose planes
+// are `plane` elements apart. p: its source pixel (RGB bytes); hole: the source's mask; fv: the
+// prefill's RGB for a hole pixel (null: the flat hole colour); inside: not in the reflect padding,
+// whose mask channel is 0 (the padding is context, never hole, even where it mirrors hole pixels).
+// V maps values to the output type: from_byte, from_float, hole(c), one(), zero().
+template <class T, class V>
+FF_HD void prepare_pixel(T* o, int64_t plane, bool mask_channel, const uint8_t* p, bool hole,
+                         const float* fv, bool inside, const V& v) {
+  if (hole && fv) {
+    o[0] = v.from_float(fv[0]);
+    o[plane] = v.from_float(fv[1]);
+    o[2 * plane] = v.from_float(fv[2]);
+  } else {
+    o[0] = hole ? v.hole(0) : v.from_byte(p[0]);
+    o[plane] = hole ? v.hole(1) : v.from_byte(p[1]);
+    o[2 * plane] = hole ? v.hole(2) : v.from_byte(p[2]);
+  }
+  if (mask_channel) o[3 * plane] = (hole && inside) ? v.one() : v.zero();
+}
+
+// composite, one pixel: o (RGB bytes) gets the prediction where hole, else the source pixel p.
+// load(k) reads the prediction at channel 0 + k planes of this pixel, as a float.
+template <class Load>
+FF_HD void composite_pixel(uint8_t* o, const uint8_t* p, bool hole, const Load& load) {
+  if (hole) {
+    o[0] = to_byte(load(0));
+    o[1] = to_byte(load(1));
+    o[2] = to_byte(load(2));
+  } else {
+    // Copy through temporaries so that `o` may alias `p` (in-place compositing).
+    const uint8_t p0 = p[0], p1 = p[1], p2 = p[2];
+    o[0] = p0;
+    o[1] = p1;
+    o[2] = p2;
+  }
+}
 
 }  // namespace fastfill
