@@ -95,9 +95,11 @@ class Inpainter:
         self.fixed_size = tuple(self.meta.input_size) if self.meta.input_size else None
         self.mask_channel = int(self.meta.channels) == 4
         self.channels = int(self.meta.channels)
-        self._accepts = _narrower_accepts(engine)
+        # Only an engine that says its limits are narrower than the contract is asked about each
+        # shape (check() and the padding already guarantee the contract's).
+        self._accepts = engine.accepts if getattr(engine, "narrow_limits", False) else None
         # (harmonic-prefill models take the host path on a GPU too: the solve runs on the CPU)
-        uint8 = (getattr(engine, "device", "cpu") == "cuda" and hasattr(engine, "run_uint8")
+        uint8 = (getattr(engine, "device_path", False) and getattr(engine, "device", "cpu") == "cuda"
                  and self.meta.fill == "mean")
         self._execute = _DeviceSteps(engine) if uint8 else _HostSteps(engine, self.multiple, self.mask_channel)
 
@@ -120,27 +122,7 @@ class Inpainter:
     def check(self, image, mask) -> Checked:
         """Validate one image/mask pair (InputError saying what is wrong); returns it as a
         :class:`Checked` pair (unpacks as image, hole, ...) that ``batch``/``stream`` take as is."""
-        image = np.asarray(image)
-        mask = np.asarray(mask)
-        if image.dtype != np.uint8:
-            raise InputError(f"image must be uint8, got {image.dtype}")
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise InputError(f"image must be [H, W, 3] RGB, got shape {image.shape}")
-        if mask.ndim == 3 and mask.shape[2] == 1:
-            mask = mask[:, :, 0]
-        if mask.ndim != 2:
-            raise InputError(f"mask must be [H, W], got shape {mask.shape}")
-        if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.integer)
-                or np.issubdtype(mask.dtype, np.floating)):
-            raise InputError(f"mask must be bool or numbers (uint8 usually; nonzero = fill), "
-                             f"got {mask.dtype}")
-        if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
-            raise InputError("mask has NaN or infinite values (nonzero = fill cannot say what they mean)")
-        if mask.shape != image.shape[:2]:
-            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but image is "
-                             f"{image.shape[1]}x{image.shape[0]}")
-        if image.shape[0] < 1 or image.shape[1] < 1:
-            raise InputError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
+        image, mask = _image_and_mask(image, mask)
         if self.fixed_size is not None and image.shape[:2] != self.fixed_size:
             fh, fw = self.fixed_size
             raise InputError(f"this {self.meta.kind} model takes {fw}x{fh} images only, got "
@@ -364,22 +346,35 @@ def _engine(engine, threads, backend, device):
     return engine
 
 
+def _image_and_mask(image, mask) -> tuple[np.ndarray, np.ndarray]:
+    """What every pair must be, whatever the model: uint8 [H, W, 3] and a [H, W] mask of bools or
+    finite numbers of the same size (InputError saying what is wrong otherwise)."""
+    image = np.asarray(image)
+    mask = np.asarray(mask)
+    if image.dtype != np.uint8:
+        raise InputError(f"image must be uint8, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"image must be [H, W, 3] RGB, got shape {image.shape}")
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    if mask.ndim != 2:
+        raise InputError(f"mask must be [H, W], got shape {mask.shape}")
+    if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.integer)
+            or np.issubdtype(mask.dtype, np.floating)):
+        raise InputError(f"mask must be bool or numbers (uint8 usually; nonzero = fill), "
+                         f"got {mask.dtype}")
+    if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
+        raise InputError("mask has NaN or infinite values (nonzero = fill cannot say what they mean)")
+    if mask.shape != image.shape[:2]:
+        raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but image is "
+                         f"{image.shape[1]}x{image.shape[0]}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
+    return image, mask
+
+
 def _add(timings: dict, stage: str, seconds: float) -> None:
     timings[stage] = timings.get(stage, 0.0) + seconds
-
-
-def _narrower_accepts(engine):
-    """The engine's ``accepts`` when it may refuse more than the Inpainter's own checks do (None
-    otherwise: the default ``EngineBase.accepts`` only restates channels, fixed size and the
-    multiple, which ``check`` and the padding already guarantee, so planning twice is skipped)."""
-    accepts = getattr(engine, "accepts", None)
-    if accepts is None:
-        return None
-    from .engines.base import EngineBase
-
-    if getattr(type(engine), "accepts", None) is EngineBase.accepts:
-        return None
-    return accepts
 
 
 _END = object()

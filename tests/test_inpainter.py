@@ -61,6 +61,8 @@ def test_default_model_missing_is_a_clear_engine_error(monkeypatch, tmp_path):
 class Uint8Gpu(Recording):
     """A 'GPU' engine with its own uint8 path (as TensorRT has), done here with the CPU ops."""
 
+    device_path = True
+
     def __init__(self, inner):
         super().__init__(inner)
         self.device, self.uint8_calls = "cuda", []
@@ -84,6 +86,22 @@ def test_gpu_engines_get_uint8_only(engine):
     assert gpu.uint8_calls and all(s[-1] == 3 for s in gpu.uint8_calls)
     two = Inpainter(gpu, roi=False).batch([img, img], [m, m])
     assert gpu.uint8_calls[-1][0] == 2 and all((o == two[0]).all() for o in two)
+
+
+def test_capabilities_are_declared_not_guessed(engine):
+    """An engine with a run_uint8 method that does not declare device_path gets the host path;
+    one with an accepts() that does not declare narrow_limits is not asked (the contract is)."""
+    class Undeclared(Uint8Gpu):
+        device_path = False
+
+    img, m = _img(40, 48, 2), _mask(40, 48, (6, 8, 14, 20))
+    with pytest.raises(EngineError, match="must not get float input"):
+        Inpainter(Undeclared(engine))(img, m)
+
+    class Silent(Refusing):
+        narrow_limits = False
+
+    assert Inpainter(Silent(engine, max_side=8)).check(img, m) is not None
 
 
 def test_bad_engine_argument():
@@ -369,6 +387,8 @@ def test_mask_dtypes():
 
 class Refusing(Recording):
     """Refuses inputs larger than `max_side` or smaller than `min_side`, and batches > `max_n`."""
+
+    narrow_limits = True
 
     def __init__(self, inner, max_side=10 ** 6, min_side=1, max_n=64):
         super().__init__(inner)

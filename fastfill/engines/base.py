@@ -119,9 +119,12 @@ class ModelMeta:
 class Engine(Protocol):
     """One loaded model on one back-end. ``infer`` works on host arrays.
 
-    GPU engines may offer more (device-side entry points); callers find them with ``hasattr``.
-    Optional: ``accepts(shape) -> str | None`` (see :meth:`EngineBase.accepts`); an engine without
-    it is taken to accept every shape :func:`check_input` accepts.
+    What an engine can do beyond ``infer`` it declares (class attributes, False when absent):
+    ``device_path``: it has ``run_uint8(images, masks)``, prepare + model + composite on its own
+    device, so only uint8 crosses to it; ``narrow_limits``: its ``accepts(shape) -> str | None``
+    (see :meth:`EngineBase.accepts`) refuses shapes the model contract allows (e.g. TensorRT's
+    optimization profiles), so callers ask it before running. Options it takes are its row of
+    :data:`fastfill.engines.FORMATS`.
     """
 
     meta: ModelMeta
@@ -180,11 +183,13 @@ def check_input(meta: ModelMeta, x: np.ndarray) -> np.ndarray:
 
 
 class EngineBase:
-    """Shared plumbing: context-manager support and a readable repr."""
+    """Shared plumbing: the input check, context-manager support and a readable repr."""
 
     meta: ModelMeta
     name = "engine"
     device = "cpu"
+    device_path = False  # has run_uint8 (see Engine)
+    narrow_limits = False  # accepts() refuses more than the model contract (see Engine)
 
     def __enter__(self):
         return self

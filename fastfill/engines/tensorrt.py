@@ -238,6 +238,8 @@ class TensorRTEngine(EngineBase):
     """A TensorRT plan on one GPU. Options: ``device_id`` (0)."""
 
     name = "tensorrt"
+    device_path = True  # run_uint8: prepare and composite run as CUDA kernels beside the model
+    narrow_limits = True  # the plan's optimization profiles
     device = "cuda"
 
     def __init__(self, path: str | Path, *, device_id: int = 0):
