@@ -7,7 +7,7 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 
 from fastfill.errors import InputError  # noqa: E402
-from train.data import DataError, ImageFolder, find_images, split_files  # noqa: E402
+from train.data import DataError, ImageFolder, photo_files, split_files  # noqa: E402
 from train.masks import center_mask, freeform_mask, hole_centers, make_mask_generator, rect_mask  # noqa: E402
 from train.models import CE_HOLE_BOX  # noqa: E402
 
@@ -38,11 +38,11 @@ def folder(tmp_path):
 
 
 def _good(folder):
-    return [p for p in find_images(folder) if p.stem in ("one", "two", "three")]
+    return [p for p in photo_files(folder) if p.stem in ("one", "two", "three")]
 
 
 def test_find_images_recursive(folder):
-    names = sorted(p.name for p in find_images(folder))
+    names = sorted(p.name for p in photo_files(folder))
     assert names == ["broken.jpg", "empty.png", "one.png", "three.webp", "two.JPG"]
 
 

@@ -27,8 +27,9 @@ from .masks import make_mask_generator
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
-def find_images(root) -> list[Path]:
-    """Image files under `root` (recursive; jpg, jpeg, png, webp; any case), sorted."""
+def photo_files(root) -> list[Path]:
+    """The training photos under `root`: files with a photo suffix (jpg, jpeg, png, webp; any
+    case), recursive, sorted (unlike fastfill.io.find_images, which asks the file its format)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist or is not a folder")
@@ -86,7 +87,7 @@ class ImageFolder(torch.utils.data.Dataset):
             raise DataError(f"scale must be 0 < lo <= hi, got {scale}")
         self.mask_kind = mask
         self.mask_fn = make_mask_generator(mask) if mask else None
-        files = find_images(self.root) if files is None else list(files)
+        files = photo_files(self.root) if files is None else list(files)
         side = math.ceil(self.crop * max(1.0, self.scale[1]))
         self.files, self.images, self.skipped = [], [], []
         for p in files:
@@ -164,4 +165,4 @@ def batches(dataset, batch_size, start, stop, workers=0):
                                             num_workers=workers, persistent_workers=False))
 
 
-__all__ = ["ImageFolder", "DataError", "find_images", "split_files", "load_image", "batches", "StepBatches"]
+__all__ = ["ImageFolder", "DataError", "photo_files", "split_files", "load_image", "batches", "StepBatches"]

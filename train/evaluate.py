@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .data import DataError, find_images
+from .data import DataError, photo_files
 from .masks import make_mask_generator
 
 
@@ -125,7 +125,7 @@ def load_eval_set(data, size, mask_kind, seed=0, limit=None, files=None, crops=1
 
     ``crops`` crops per image (see the module doc); ``hole_side`` sets the side of `center` holes
     (default: the CE's own hole)."""
-    files = find_images(data) if files is None else [Path(f) for f in files]
+    files = photo_files(data) if files is None else [Path(f) for f in files]
     imgs, used = [], []
     for i, f in enumerate(files):
         try:

@@ -29,7 +29,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import PAPER_DEFAULTS, DataError, TrainConfig  # noqa: F401 (re-exported)
-from .data import ImageFolder, batches, find_images, split_files
+from .data import ImageFolder, batches, photo_files, split_files
 from .kinds import KINDS, crop_patches, glcic_phase, prefill  # noqa: F401 (re-exported)
 from .losses import make_adversarial_loss, masked_mse
 
@@ -97,11 +97,11 @@ def _train(cfg: TrainConfig, on_step) -> dict:
 
     # ---- data
     root = Path(cfg.data)
-    files = find_images(root)
+    files = photo_files(root)
     if not files:
         raise DataError(f"no images (jpg, png, webp) under {root}")
     if cfg.val_data:
-        train_files, val_files = files, find_images(Path(cfg.val_data))
+        train_files, val_files = files, photo_files(Path(cfg.val_data))
     else:
         train_files, val_files = split_files(files, root, cfg.val_fraction)
     if not train_files:
