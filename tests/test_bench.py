@@ -304,8 +304,8 @@ def test_write_json_replaces_atomically(tmp_path):
 
 
 def test_bench_passes_threads_only_to_backends_that_take_them(tmp_path, monkeypatch):
-    """`fastfill bench --engine x.plan` used to die on threads=; the plan now gets none (here
-    TensorRT cannot load, so the one error left is TensorRT's own, named)."""
+    """`fastfill bench --engine x.plan --threads N` gives the plan no threads (it takes none):
+    here TensorRT cannot load, so the one error is TensorRT's own, named."""
     import sys
 
     from fastfill.errors import EngineError

@@ -446,7 +446,8 @@ def test_animations_and_multipage_files_are_refused_not_truncated(tmp_path):
 
 
 def test_lossless_in_stays_lossless_out(tmp_path):
-    """A lossless WebP used to come back as lossy VP8 (97 % of the outside pixels changed)."""
+    """A lossless WebP comes back lossless: no pixel outside the hole changes (lossy VP8 would
+    change almost all of them)."""
     from fastfill import io
 
     imgs, out = tmp_path / "images", tmp_path / "out"
@@ -468,8 +469,8 @@ def test_lossless_in_stays_lossless_out(tmp_path):
 
 
 def test_a_write_cut_short_is_a_failure_and_a_cut_output_is_redone(tree):
-    """Under a file-size limit (RLIMIT_FSIZE in the child), the write used to be renamed into
-    place and counted done; now the file fails, nothing is left, and a re-run does it."""
+    """Under a file-size limit (RLIMIT_FSIZE in the child) a short write is never renamed into
+    place or counted done: the file fails, nothing is left, and a re-run does it."""
     import resource
 
     out = tree / "big"

@@ -349,8 +349,8 @@ def test_tensorrt_accepts_checks_the_profiles():
 
 
 def test_options_a_backend_does_not_take_are_one_clear_error(tmp_path, monkeypatch):
-    """A .plan with --threads used to die as an internal TypeError; now the loader names what the
-    back-end takes, before importing anything (tensorrt here is a module that cannot load)."""
+    """A .plan with --threads is one EngineError naming what the back-end takes, before
+    anything is imported (tensorrt here is a module that cannot load), not an internal error."""
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     plan, _ = _fake_plan(tmp_path)
     with pytest.raises(EngineError, match=r"the tensorrt back-end takes no 'threads' option \(it takes: device_id\)"):
@@ -379,7 +379,7 @@ def test_cli_plan_with_threads_is_exit_2_and_one_line(tmp_path, monkeypatch):
 
 
 def test_output_shape_breaking_the_contract_is_refused_at_load(tmp_path):
-    """A model returning 4 channels used to fail at the first inference as an internal error."""
+    """A model returning 4 channels is refused when it is loaded, not at its first inference."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 

@@ -308,7 +308,7 @@ def test_output_with_trailing_separator_is_a_folder(tmp_path):
 
 
 def test_only_regular_files_are_candidates(tmp_path):
-    """A FIFO in the images or masks tree used to block the run before any work."""
+    """A FIFO in the images or masks tree is not opened (reading one blocks for ever)."""
     import threading
 
     imgs, masks = tmp_path / "images", tmp_path / "masks"
