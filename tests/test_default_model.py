@@ -62,3 +62,25 @@ def test_default_model_fills_flat_colour_and_ramps(size):
             out = inp(image, mask)
             err = np.abs(out.astype(int) - image)[mask].max()
             assert err <= tol, f"{size}px {name} hole: off by {err} levels (limit {tol})"
+
+
+def test_the_wheel_packages_hold_code_and_the_shipped_model_only():
+    """Every file under the wheel's packages (pyproject's wheel.packages), as git tracks them, is
+    source, the page's assets, the model card or the one shipped model: no checkpoint, data set
+    or generated file rides along into site-packages."""
+    import subprocess
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout: the tracked files cannot be listed")
+    cfg = tomllib.loads((root / "pyproject.toml").read_text())
+    packages = cfg["tool"]["scikit-build"]["wheel"]["packages"]
+    files = subprocess.run(["git", "ls-files", *packages], cwd=root, capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert files and {f.split("/")[0] for f in files} == set(packages)
+    allowed = {".py", ".pyi", ".js", ".html", ".css", ".md"}
+    odd = [f for f in files if Path(f).suffix not in allowed and f != "fastfill/models/default.onnx"]
+    assert odd == []
+    big = [f for f in files if (root / f).stat().st_size > 200_000 and f != "fastfill/models/default.onnx"]
+    assert big == []
