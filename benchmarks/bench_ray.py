@@ -57,7 +57,7 @@ def stage_costs(folder: Path, engine: str, k: int = 8) -> dict:
         t1 = time.perf_counter()
         out = inp(src.rgb, mask)
         t2 = time.perf_counter()
-        runner.write_row(row, out, src, mask, p.fs_out, overwrite=True)
+        runner.write_row(row, out, src, mask, p.fs_out, runner.FileOptions(overwrite=True))
         t3 = time.perf_counter()
         dec, fill, enc = dec + t1 - t0, fill + t2 - t1, enc + t3 - t2
     inp.close()

@@ -217,24 +217,24 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     if overwrite and "://" not in output and os.path.realpath(output) == os.path.realpath(images):
         raise click.UsageError("-o is IMAGES itself: --overwrite would replace the originals")
     _check_ray_flags(use_ray or address)
+    from . import runner
+
+    opts = runner.FileOptions(invert=invert, threshold=threshold, resize_mask=resize_mask, dilate=dilate,
+                              max_pixels=max_pixels, quality=quality, overwrite=overwrite)
     if use_ray or address:
         from . import ray as fray
 
         if method:
             raise click.UsageError("--method is not available with --ray yet")
         summary = fray.run_files(
-            images, masks, output, engine=engine_path, backend=backend, device=device, threads=threads,
-            roi=not no_roi, batch_size=batch_size, fmt=fmt, overwrite=overwrite, invert=invert,
-            threshold=threshold, resize_mask=resize_mask, dilate=dilate, quality=quality,
-            address=address, concurrency=concurrency, gpus_per_worker=gpus_per_worker,
-            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True),
-            max_pixels=max_pixels)
+            images, masks, output, opts, engine=engine_path, backend=backend, device=device,
+            threads=threads, roi=not no_roi, batch_size=batch_size, fmt=fmt, address=address,
+            concurrency=concurrency, gpus_per_worker=gpus_per_worker,
+            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True))
         click.echo(summary.line())
         return EXIT_SOME_FAILED if summary.failed else EXIT_OK
     if "://" in images or "://" in masks or "://" in output:
         raise click.UsageError("URIs (s3://..., file://...) need --ray")
-    from . import runner
-
     p = runner.plan(images, masks, output, fmt, overwrite=overwrite)
     out = Path(output)
     # the engine first: a model or device that is not there stops the run before anything is made
@@ -242,11 +242,8 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
         io.check_writable_dir(out.parent if p.single_file else out)
         if not quiet:
             click.echo(engine_line(inp), err=True)
-        summary = runner.run_files(
-            inp, p, overwrite=overwrite, invert=invert, threshold=threshold,
-            resize_mask=resize_mask, dilate=dilate, quality=quality, jobs=jobs,
-            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True),
-            max_pixels=max_pixels)
+        summary = runner.run_files(inp, p, opts, jobs=jobs, progress=False if quiet else None,
+                                   echo=lambda m: click.echo(m, err=True))
     click.echo(summary.line())
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 

@@ -63,7 +63,7 @@ def _strings(batch, key) -> list[str]:
     return ["" if v is None else str(v) for v in batch[key]]
 
 
-def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, **read_kw) -> dict:
+def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, opts=runner.FileOptions()) -> dict:
     """Rows of paths -> rows with the decoded image (``rgb``), mask, and what writing needs."""
     errors = _strings(batch, "error")
     rgbs, masks, srcs = [], [], []
@@ -71,7 +71,7 @@ def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, **read_kw) -> dic
         rgb, mask, src = _NO_RGB, _NO_MASK, b""
         if not errors[i]:
             try:
-                dec, m = runner.read_row({"image": img, "mask": msk}, fs_image, fs_mask, **read_kw)
+                dec, m = runner.read_row({"image": img, "mask": msk}, fs_image, fs_mask, opts)
                 rgb, mask = dec.rgb, m.view(np.uint8)
                 # every field but the pixels, whatever fields Decoded has
                 src = pickle.dumps({f.name: getattr(dec, f.name) for f in dataclasses.fields(dec)
@@ -133,7 +133,7 @@ class _Filler:
         return out
 
 
-def _write_batch(batch: dict, *, fs_out=None, overwrite=False, quality=95) -> dict:
+def _write_batch(batch: dict, *, fs_out=None, opts=runner.FileOptions()) -> dict:
     """Encode each result in its source's mode and write it atomically; one status per row."""
     errors = _strings(batch, "error")
     status = []
@@ -144,8 +144,7 @@ def _write_batch(batch: dict, *, fs_out=None, overwrite=False, quality=95) -> di
                 src = fio.Decoded(rgb=result, **pickle.loads(batch["src"][i]))
                 row = {"out": str(batch["out"][i]), "format": str(batch["format"][i]),
                        "replace": bool(batch["replace"][i])}
-                runner.write_row(row, result, src, np.asarray(batch["hole"][i]), fs_out,
-                                 overwrite=overwrite, quality=quality)
+                runner.write_row(row, result, src, np.asarray(batch["hole"][i]), fs_out, opts)
             except Exception as e:  # noqa: BLE001
                 errors[i] = runner.reason(e, "encode")
         status.append("failed" if errors[i] else "done")
@@ -153,12 +152,12 @@ def _write_batch(batch: dict, *, fs_out=None, overwrite=False, quality=95) -> di
             "status": np.array(status, dtype=object), "error": np.array(errors, dtype=object)}
 
 
-def _video_task(row: dict, engine, options: dict, mask_opts: dict, fs_v, fs_m, fs_o, overwrite=False) -> dict:
+def _video_task(row: dict, engine, options: dict, opts, fs_v, fs_m, fs_o) -> dict:
     """One video, start to end, in one Ray task (its own engine)."""
     res = dict(row, status="done", frames=0)
     try:
         with _make_inpainter(engine, options) as inp:
-            res["frames"] = runner.run_video(row, inp, fs_v, fs_m, fs_o, overwrite=overwrite, **mask_opts)
+            res["frames"] = runner.run_video(row, inp, fs_v, fs_m, fs_o, opts)
     except EngineError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -254,18 +253,16 @@ def _engine_failed(e: BaseException) -> FastfillError:
     return EngineError("the Ray job failed: " + (lines[-1] if lines else type(e).__name__))
 
 
-def run_files(images, masks, output, *, engine=None, backend: str | None = None,
-              device: str | None = None, threads: int | None = None, roi: bool = True, batch_size: int = 4,
-              fmt: str | None = None, overwrite: bool = False, invert: bool = False,
-              threshold: int = 128, resize_mask: bool = False, dilate: int = 0,
-              quality: int = 95, address: str | None = None, concurrency: int = 1,
-              gpus_per_worker: float = 0, progress: bool | None = None,
-              echo: Callable[[str], None] | None = None, filesystem=None,
-              max_pixels: int | None = None) -> runner.Summary:
+def run_files(images, masks, output, opts: runner.FileOptions = runner.FileOptions(), *, engine=None,
+              backend: str | None = None, device: str | None = None, threads: int | None = None,
+              roi: bool = True, batch_size: int = 4, fmt: str | None = None, address: str | None = None,
+              concurrency: int = 1, gpus_per_worker: float = 0, progress: bool | None = None,
+              echo: Callable[[str], None] | None = None, filesystem=None) -> runner.Summary:
     """``fastfill run --ray``: the local run's work on a Ray cluster; returns its Summary.
 
     ``images``/``masks``/``output``: local paths or URIs (see :func:`resolve`); ``filesystem``:
-    a pyarrow FileSystem for all three instead. ``engine``: a model path (local to every worker)
+    a pyarrow FileSystem for all three instead. ``opts``: how files are read and written (as the
+    local run). ``engine``: a model path (local to every worker)
     or None for the shipped model. ``concurrency`` fill actors, each with ``gpus_per_worker``
     GPUs. Failed files are printed through ``echo``, counted, and listed in
     ``OUTPUT/fastfill-failures.jsonl``. An engine error stops the run (EngineError).
@@ -277,7 +274,7 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
             and not os.path.exists(engine) and not address:
         raise EngineError(f"{engine}: no such model file")
     # (local paths made absolute: Ray workers do not share the driver's working directory)
-    p = runner.plan(images, masks, output, fmt, overwrite=overwrite, filesystem=filesystem, absolute=True)
+    p = runner.plan(images, masks, output, fmt, overwrite=opts.overwrite, filesystem=filesystem, absolute=True)
     if not p.fs_out.remote:
         fio.check_writable_dir(Path(p.out).parent if p.single_file else p.out)
     report = runner.Report(echo, skipped=p.skipped)
@@ -290,18 +287,14 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
                 concurrency, gpus_per_worker, None, threads, local=not address)
             options = {"roi": roi, "batch_size": batch_size, "threads": threads,
                        "backend": backend, "device": device}
-            mask_opts = {"invert": invert, "threshold": threshold, "resize_mask": resize_mask,
-                    "dilate": dilate}
             try:
-                for res in _run_videos(vids, engine, options, mask_opts, p, overwrite, gpus_per_worker,
-                                       actor_cpus):
+                for res in _run_videos(vids, engine, options, opts, p, gpus_per_worker, actor_cpus):
                     if res["status"] == "done":
                         report.done()
                     else:
                         report.fail(res["video"], res["error"], res["mask"])
                 if todo:
-                    ds = _image_pipeline(todo, engine, options, dict(mask_opts, max_pixels=max_pixels), p,
-                                         overwrite=overwrite, quality=quality,
+                    ds = _image_pipeline(todo, engine, options, opts, p,
                                          concurrency=concurrency, gpus=gpus_per_worker,
                                          actor_cpus=actor_cpus, io_cpus=io_cpus,
                                          batch_size=batch_size)
@@ -321,32 +314,31 @@ def run_files(images, masks, output, *, engine=None, backend: str | None = None,
     return report.finish(p)
 
 
-def _image_pipeline(rows, engine, options, read_kw, p: Plan, *, overwrite, quality,
-                    concurrency, gpus, actor_cpus, io_cpus, batch_size):
+def _image_pipeline(rows, engine, options, opts, p: Plan, *, concurrency, gpus, actor_cpus, io_cpus,
+                    batch_size):
     ray = _import_ray()
     n_blocks = max(1, min(len(rows), -(-len(rows) // ROWS_PER_TASK)))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)  # Ray >= 2.10
     ds = ds.map_batches(_decode_batch, batch_size=ROWS_PER_TASK, batch_format="numpy",
-                        fn_kwargs=dict(fs_image=p.fs_images, fs_mask=p.fs_masks, **read_kw),
+                        fn_kwargs=dict(fs_image=p.fs_images, fs_mask=p.fs_masks, opts=opts),
                         num_cpus=io_cpus)
     ds = ds.map_batches(_Filler, batch_size=max(batch_size, 1), batch_format="numpy",
                         fn_constructor_args=(engine, options),
                         compute=ray.data.ActorPoolStrategy(size=concurrency),
                         num_cpus=actor_cpus, num_gpus=gpus or None)
     ds = ds.map_batches(_write_batch, batch_size=ROWS_PER_TASK, batch_format="numpy",
-                        fn_kwargs=dict(fs_out=p.fs_out, overwrite=overwrite, quality=quality),
+                        fn_kwargs=dict(fs_out=p.fs_out, opts=opts),
                         num_cpus=io_cpus)
     return ds
 
 
-def _run_videos(rows, engine, options, mask_opts, p: Plan, overwrite, gpus, cpus):
+def _run_videos(rows, engine, options, opts, p: Plan, gpus, cpus):
     """One Ray task per video; yields each task's result row as it finishes."""
     if not rows:
         return
     ray = _import_ray()
     task = ray.remote(_video_task).options(num_cpus=cpus, num_gpus=gpus or 0, max_retries=0)
-    pending = [task.remote(r, engine, options, mask_opts, p.fs_images, p.fs_masks, p.fs_out, overwrite)
-               for r in rows]
+    pending = [task.remote(r, engine, options, opts, p.fs_images, p.fs_masks, p.fs_out) for r in rows]
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)

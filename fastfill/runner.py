@@ -464,26 +464,46 @@ def _skip_existing(p: Plan) -> None:
 
 # -- reading and writing one image --------------------------------------------------------------
 
-def read_row(row: dict, fs_images, fs_masks, *, invert=False, threshold=128, resize_mask=False,
-             dilate=0, max_pixels=None) -> tuple[fio.Decoded, object]:
+@dataclass(frozen=True)
+class FileOptions:
+    """How each file of a run is read and written (`fastfill run`'s flags): one object from the
+    CLI to the read and write steps, on local threads and in Ray tasks alike."""
+
+    invert: bool = False  # the mask's black is the hole
+    threshold: int = 128  # mask pixels >= it are hole (after invert)
+    resize_mask: bool = False  # scale a mask of another size to its image
+    dilate: int = 0  # grow the hole by this many pixels
+    max_pixels: int | None = None  # refuse larger images and masks (None: io's default)
+    quality: int = 95  # JPEG / lossy WebP quality
+    overwrite: bool = False  # replace existing outputs
+
+    @property
+    def mask_opts(self) -> dict:
+        """The mask options as :func:`fastfill.video.inpaint_video` takes them."""
+        return {"invert": self.invert, "threshold": self.threshold, "resize_mask": self.resize_mask,
+                "dilate": self.dilate}
+
+
+def read_row(row: dict, fs_images, fs_masks, opts: FileOptions = FileOptions()) -> tuple[fio.Decoded, object]:
     """Decode a row's image and mask (bool [H, W]) with the CLI's rules; InputError on a bad file."""
-    src = fio.decode_image(fs_images.source(row["image"]), max_pixels)
-    mask = fio.decode_mask(fs_masks.source(row["mask"]), src.size, invert=invert, threshold=threshold,
-                           resize=resize_mask, dilate=dilate, image_name=f"image {row['image']}",
-                           max_pixels=max_pixels, name=row["mask"])
+    src = fio.decode_image(fs_images.source(row["image"]), opts.max_pixels)
+    mask = fio.decode_mask(fs_masks.source(row["mask"]), src.size, invert=opts.invert,
+                           threshold=opts.threshold, resize=opts.resize_mask, dilate=opts.dilate,
+                           image_name=f"image {row['image']}", max_pixels=opts.max_pixels,
+                           name=row["mask"])
     return src, mask
 
 
-def write_row(row: dict, result, src: fio.Decoded, mask, fs_out, *, overwrite=False, quality=95) -> None:
+def write_row(row: dict, result, src: fio.Decoded, mask, fs_out, opts: FileOptions = FileOptions()) -> None:
     """Encode a result in its source's mode (as far as the row's format allows) and write it
     atomically; InputError on failure."""
     fmt = row["format"]
     img = fio.restore_mode(result, src, mask, fmt)
-    data = fio.encode_image(img, fmt, quality=quality, info=src.info)
-    fs_out.write(row["out"], data, overwrite=overwrite or bool(row.get("replace")))
+    data = fio.encode_image(img, fmt, quality=opts.quality, info=src.info)
+    fs_out.write(row["out"], data, overwrite=opts.overwrite or bool(row.get("replace")))
 
 
-def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, *, overwrite=False, **mask_opts) -> int:
+def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, opts: FileOptions = FileOptions()) -> int:
     """One video row, start to end (decode -> Inpainter.stream -> encode); returns its frames."""
     from . import video as fvideo
 
@@ -492,12 +512,12 @@ def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, *, overwrite=Fa
         mask = fs_masks.local_copy(row["mask"], tmp)
         dst = os.path.join(tmp, "out-" + posixpath.basename(row["out"])) if fs_out.remote else row["out"]
         try:
-            stats = fvideo.inpaint_video(inpainter, src, dst, mask, overwrite=overwrite, progress=False,
-                                         **mask_opts)
+            stats = fvideo.inpaint_video(inpainter, src, dst, mask, overwrite=opts.overwrite,
+                                         progress=False, **opts.mask_opts)
         except InputError as e:
             raise InputError(str(e).replace(src, row["video"])) from None
         if fs_out.remote:
-            fs_out.put(dst, row["out"], overwrite=overwrite)
+            fs_out.put(dst, row["out"], overwrite=opts.overwrite)
     return stats.frames
 
 
@@ -571,12 +591,11 @@ def start(p: Plan, report: Report) -> tuple[list[dict], list[dict]]:
 
 # -- this machine -------------------------------------------------------------------------------
 
-def run_files(inpainter, p: Plan, *, overwrite=False, quality=95, jobs=2, progress: bool | None = None,
-              echo=None, max_pixels=None, **mask_opts) -> Summary:
+def run_files(inpainter, p: Plan, opts: FileOptions = FileOptions(), *, jobs=2,
+              progress: bool | None = None, echo=None) -> Summary:
     """Do a plan here: decoding on ``jobs`` threads ahead of the model (bounded), inference in
     :meth:`Inpainter.stream`, encoding on ``jobs`` threads, then the videos one by one. A bad file
-    fails alone; an engine error stops the run (it would fail every file) and is raised.
-    ``mask_opts``: ``invert``, ``threshold``, ``resize_mask``, ``dilate`` (as `fastfill run`)."""
+    fails alone; an engine error stops the run (it would fail every file) and is raised."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -591,11 +610,10 @@ def run_files(inpainter, p: Plan, *, overwrite=False, quality=95, jobs=2, progre
     try:
         with ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-decode") as dec, \
                 ThreadPoolExecutor(jobs, thread_name_prefix="fastfill-encode") as enc:
-            _run_images(inpainter, p, images, dec, enc, depth, report, bar,
-                        dict(mask_opts, max_pixels=max_pixels), dict(overwrite=overwrite, quality=quality))
+            _run_images(inpainter, p, images, dec, enc, depth, report, bar, opts)
         for r in videos:
             try:
-                run_video(r, inpainter, p.fs_images, p.fs_masks, p.fs_out, overwrite=overwrite, **mask_opts)
+                run_video(r, inpainter, p.fs_images, p.fs_masks, p.fs_out, opts)
                 report.done()
             except EngineError:
                 raise
@@ -607,11 +625,11 @@ def run_files(inpainter, p: Plan, *, overwrite=False, quality=95, jobs=2, progre
     return report.finish(p)
 
 
-def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw, write_kw) -> None:
+def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, opts: FileOptions) -> None:
     in_flight: collections.deque = collections.deque()  # (row, src, mask) fed to the model
 
     def read(row):
-        src, mask = read_row(row, p.fs_images, p.fs_masks, **read_kw)
+        src, mask = read_row(row, p.fs_images, p.fs_masks, opts)
         if src.note:
             report.note(row["image"], src.note)
         # checked here so that one file fails alone (e.g. a fixed-size model and an image of
@@ -620,7 +638,7 @@ def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw,
 
     def write(row, result, src, mask):
         try:
-            write_row(row, result, src, mask, p.fs_out, **write_kw)
+            write_row(row, result, src, mask, p.fs_out, opts)
             report.done()
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
             report.fail(row["image"], reason(e, "encode"), row["mask"])
@@ -648,5 +666,5 @@ def _run_images(inpainter, p: Plan, rows, dec, enc, depth, report, bar, read_kw,
         f.result()
 
 
-__all__ = ["plan", "Plan", "resolve", "read_row", "write_row", "run_video", "run_files", "Report", "start",
+__all__ = ["plan", "Plan", "FileOptions", "resolve", "read_row", "write_row", "run_video", "run_files", "Report", "start",
            "LocalFS", "ArrowFS", "FAILURES_FILE", "VIDEO_SUFFIXES", "reason"]
