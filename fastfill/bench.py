@@ -288,21 +288,14 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
                  device: str | None = None) -> list[Target]:
     """Load every (engine file x back-end) plus the optional PyTorch checkpoint, once per ROI
     mode. ``engines`` None entries mean the shipped default model."""
-    from .engines import default_model_path, device_options, find_format, load_engine
+    from .engines import default_model_path, open_engine
     from .inpainter import Inpainter
 
     loaded = []
     for path in engines:
         for be in backends or (None,):
-            be = None if be == "auto" else be
-            dev_be, dev_opts = device_options(path or default_model_path(), device)
-            if dev_be and be and be != dev_be:
-                raise EngineError(f"device {device!r} runs on the {dev_be} back-end, not {be}")
-            be = be or dev_be
             # threads go to the back-ends that have them (a TensorRT plan has none)
-            takes = "threads" in find_format(path or default_model_path(), be).options
-            opts = dict(dev_opts, **({"threads": int(threads)} if threads is not None and takes else {}))
-            eng = load_engine(path, backend=be, **opts)
+            eng = open_engine(path, backend=be, device=device, threads=threads, threads_where_taken=True)
             p = str(path) if path is not None else str(default_model_path())
             loaded.append((eng, p))
     if torch_checkpoint:

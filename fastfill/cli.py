@@ -62,7 +62,7 @@ def info():
             from .engines import load_engine
 
             eng = load_engine(path)
-            where = eng.selection
+            where = f"{eng.selection}, running on {eng.runs_on}"
             eng.close()
         except FastfillError as e:
             where = f"no back-end loads it: {e}"
@@ -123,8 +123,10 @@ def model_name(inp) -> str:
 def engine_line(inp) -> str:
     """One line for the run header: the model and where it runs, and why there."""
     m = inp.meta
-    where = getattr(inp.engine, "selection", None) or getattr(inp.engine, "name", "engine")
-    return f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {where}"
+    eng = inp.engine
+    where = getattr(eng, "selection", None) or getattr(eng, "name", "engine")
+    runs_on = getattr(eng, "runs_on", None) or getattr(eng, "device", "cpu").upper()
+    return f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {where}, running on {runs_on}"
 
 
 def _inpainter(engine_path, backend, threads, batch_size, no_roi, method=None, device=None):
@@ -165,8 +167,15 @@ def _ray_options(f):
 
 
 def _check_ray_flags(with_ray) -> None:
-    """Flags of one mode given in the other are usage errors, not silently ignored."""
+    """Flags of one mode given in the other are usage errors, not silently ignored; a GPU asked
+    for under Ray needs GPUs for the workers (Ray gives an actor none unless asked)."""
     ctx = click.get_current_context()
+    p = ctx.params
+    wants_gpu = (str(p.get("device") or "").split(":")[0] in ("cuda", "tensorrt")
+                 or str(p.get("engine_path") or "").lower().endswith(".plan"))
+    if with_ray and wants_gpu and not p.get("gpus_per_worker"):
+        raise click.UsageError("a GPU (--device cuda/tensorrt or a .plan) with --ray needs "
+                               "--gpus-per-worker (Ray gives the model workers no GPU otherwise)")
 
     def given(name):
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE

@@ -330,15 +330,9 @@ class _DeviceSteps:
 def _engine(engine, threads, backend, device):
     """A loaded engine from what ``Inpainter`` was given (None, a model path or an Engine)."""
     if engine is None or isinstance(engine, (str, Path)):
-        from .engines import device_options, load_engine
+        from .engines import open_engine
 
-        backend = None if backend == "auto" else backend
-        dev_backend, opts = device_options(engine, device)
-        if dev_backend and backend and dev_backend != backend:
-            raise EngineError(f"device {device!r} runs on the {dev_backend} back-end, not {backend}")
-        if threads is not None:
-            opts["threads"] = int(threads)
-        return load_engine(engine, backend=backend or dev_backend, **opts)
+        return open_engine(engine, backend=backend, device=device, threads=threads)
     if device not in (None, "auto"):
         raise InputError("device: pick it when loading (a loaded Engine already has its device)")
     if not (hasattr(engine, "infer") and hasattr(engine, "meta")):

@@ -1,5 +1,6 @@
 """`fastfill run` end to end on real files with the real tiny model (CliRunner and a subprocess)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -43,6 +44,7 @@ def test_folders_nested_paths_mirror_and_formats(tree):
     assert "done 3, skipped 0, failed 0" in stdout and "images/s" in stdout
     # the header names the model and the back-end the automatic choice took, with its reason
     assert f"model: {Path(TINY).name} (glcic, prefill mean) on " in stderr and " (auto: " in stderr
+    assert ", running on OpenVINO CPU" in stderr or ", running on CPUExecutionProvider" in stderr
     for rel, fmt in [("a.png", "PNG"), ("sub/b.jpg", "JPEG"), ("sub/deep/c.png", "PNG")]:
         with Image.open(out / rel) as im:
             assert im.format == fmt and im.size == (41, 30)
@@ -177,7 +179,8 @@ def test_usage_errors_exit_2(tmp_path):
     # the flags of the other mode are errors, not silently ignored; nothing is written
     for args, want in ((("--concurrency", "2"), "--concurrency needs --ray"),
                        (("--gpus-per-worker", "1"), "--gpus-per-worker needs --ray"),
-                       (("--ray", "-j", "2"), "-j/--jobs sets the local run's")):
+                       (("--ray", "-j", "2"), "-j/--jobs sets the local run's"),
+                       (("--ray", "--device", "cuda"), "with --ray needs --gpus-per-worker")):
         code, _, err = invoke("run", "--engine", TINY, *args, tmp_path / "x.png", tmp_path / "m.png",
                               "-o", tmp_path / "flags")
         assert code == 2 and want in err, err
@@ -574,7 +577,10 @@ def test_device_that_is_not_there_is_one_line_and_nothing_written(tree):
     assert code == 0 and "done 3" in stdout
     code, stdout, stderr = invoke("run", "--engine", TINY, "--device", "openvino", "--overwrite", tree / "images",
                                   tree / "masks", "-o", out)
-    assert code == 0 or "openvino" in stderr.lower()
+    if importlib.util.find_spec("openvino") is None:
+        assert code == 2 and "openvino" in stderr.lower()
+    else:  # the header says what picked the back-end and where it runs
+        assert code == 0 and "on openvino (--device openvino), running on OpenVINO CPU" in stderr
 
 
 def test_device_for_a_plan_and_the_api(tmp_path):

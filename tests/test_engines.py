@@ -183,6 +183,20 @@ def test_ort_gpu_request_falls_back_with_a_warning():
         load_engine(TINY, device="tpu")
 
 
+def test_strict_gpu_request_that_onnxruntime_cannot_start_is_an_error(monkeypatch):
+    """ONNX Runtime lists CUDA but the session falls back to the CPU (its CUDA libraries missing):
+    with --device cuda (strict) that is an EngineError, never a silent CPU run. Here a CPU-only
+    onnxruntime is made to list CUDA, and the real session falls back."""
+    import onnxruntime as ort
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed: CUDA may really start")
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+    with pytest.raises(EngineError, match="could not start CUDAExecutionProvider and fell back to "
+                                          "CPUExecutionProvider"):
+        load_engine(TINY, backend="onnxruntime", device="cuda", strict=True)
+
+
 # ------------------------------------------------------------------------- OpenVINO
 
 @pytest.mark.skipif(not HAS_OV, reason="openvino is not installed (pip install 'fastfill[openvino]')")

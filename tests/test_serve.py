@@ -91,6 +91,7 @@ def test_health_config_docs_page(client):
     assert cfg["model"]["kind"] == "glcic" and cfg["model"]["name"] == "default.onnx"
     assert cfg["backend"] in ("openvino", "onnxruntime") and cfg["device"] == "cpu"
     assert cfg["backend_selection"].startswith(f"{cfg['backend']} (auto: ")
+    assert cfg["running_on"] in ("OpenVINO CPU", "CPUExecutionProvider")  # what the back-end reports
     assert cfg["limits"]["max_pixels"] == 300_000 and cfg["limits"]["max_body"] == 2_000_000
     assert cfg["limits"]["queue"] == 64 and cfg["limits"]["max_batch"] == 8
     schema = client.get("/openapi.json").json()

@@ -98,6 +98,27 @@ def device_options(path: str | Path | None, device: str | None) -> tuple[str | N
     return "onnxruntime", {"device": name, "device_id": int(index or 0), "strict": True}
 
 
+def open_engine(path: str | Path | None = None, *, backend: str | None = None,
+                device: str | None = None, threads: int | None = None,
+                threads_where_taken: bool = False) -> Engine:
+    """:func:`load_engine` for the user's flags: ``--backend``, ``--device`` (see
+    :func:`device_options`; a back-end that contradicts it is an EngineError) and ``--threads``
+    (an EngineError on a back-end without threads, unless ``threads_where_taken``: then given
+    only to back-ends that have them, as ``fastfill bench`` does across several engines). The
+    engine's ``selection`` says what picked the back-end."""
+    backend = None if backend == AUTO else backend
+    dev_backend, opts = device_options(path, device)
+    if dev_backend and backend and dev_backend != backend:
+        raise EngineError(f"device {device!r} runs on the {dev_backend} back-end, not {backend}")
+    if threads is not None and (not threads_where_taken or "threads" in find_format(
+            path or default_model_path(), backend or dev_backend).options):
+        opts["threads"] = int(threads)
+    engine = load_engine(path, backend=backend or dev_backend, **opts)
+    if dev_backend and not backend:
+        engine.selection = f"{engine.name} (--device {device})"
+    return engine
+
+
 def load_engine(path: str | Path | None = None, backend: str | None = None, **options) -> Engine:
     """Load a model file on a back-end.
 

@@ -191,6 +191,11 @@ class EngineBase:
     device_path = False  # has run_uint8 (see Engine)
     narrow_limits = False  # accepts() refuses more than the model contract (see Engine)
 
+    @property
+    def runs_on(self) -> str:
+        """Where the work runs, as the back-end itself reports it (for the run header and info)."""
+        return self.device.upper()
+
     def __enter__(self):
         return self
 

@@ -100,6 +100,13 @@ class OrtEngine(EngineBase):
             raise EngineError(f"{self.path}: onnxruntime cannot load the model: {msg}") from None
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] in _GPU_PROVIDERS else "cpu"
+        if strict and device != "cpu" and self.device != "cuda":
+            # listed as available, yet the session fell back (e.g. CUDA libraries missing or not
+            # matching the driver): a GPU asked for is never silently a CPU run
+            raise EngineError(f"device {device}: onnxruntime could not start "
+                              f"{' / '.join(PROVIDERS[device])} and fell back to "
+                              f"{', '.join(self.providers)} (check the CUDA and cuDNN libraries "
+                              "onnxruntime-gpu needs)")
         self.device_id = device_id
         names_in = [i.name for i in self.session.get_inputs()]
         names_out = [o.name for o in self.session.get_outputs()]
@@ -109,6 +116,12 @@ class OrtEngine(EngineBase):
         check_io_shapes(self.path, self.meta, self.session.get_inputs()[0].shape,
                         self.session.get_outputs()[0].shape)
         self._ort = ort
+
+    @property
+    def runs_on(self) -> str:
+        """The execution provider the session uses (what ONNX Runtime says, not what was asked)."""
+        gpu = f" (GPU {self.device_id})" if self.device == "cuda" else ""
+        return f"{self.providers[0]}{gpu}"
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         if self.device == "cuda":

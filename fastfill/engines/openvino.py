@@ -70,6 +70,7 @@ class OpenVinoEngine(EngineBase):
         try:
             # Compiling from the path (not a read_model object) lets the cache skip the read too.
             self.compiled = core.compile_model(str(self.path), device.upper(), config)
+            self.ov_device = device.upper()
         except Exception as e:
             raise EngineError(f"{self.path}: OpenVINO cannot load the model: {_one_line(e)}") from None
         names_in = [n for p in self.compiled.inputs for n in p.get_names()]
@@ -82,6 +83,10 @@ class OpenVinoEngine(EngineBase):
 
         check_io_shapes(self.path, self.meta, dims(self.compiled.inputs[0]), dims(self.compiled.outputs[0]))
         self.request = self.compiled.create_infer_request()
+
+    @property
+    def runs_on(self) -> str:
+        return f"OpenVINO {self.ov_device}"
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         try:

@@ -254,6 +254,7 @@ class TensorRTEngine(EngineBase):
         env = gpu_info(device_id)
         env["tensorrt"] = trt.__version__
         check_sidecar(side, env, self.path)
+        self.gpu = env["gpu"]
         self.trt, self.cudart, self.device_id = trt, cudart, device_id
         cuda_call(cudart.cudaSetDevice(device_id))
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -330,6 +331,10 @@ class TensorRTEngine(EngineBase):
         cuda_call(self.cudart.cudaStreamSynchronize(self.stream))
 
     # -- host path ------------------------------------------------------------------------
+    @property
+    def runs_on(self) -> str:
+        return f"{self.gpu} (GPU {self.device_id})"
+
     def _infer(self, x: np.ndarray) -> np.ndarray:
         n, c, h, w = x.shape
         self._set_shape(x.shape)

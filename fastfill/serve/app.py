@@ -186,6 +186,7 @@ class Server:
             "backend": getattr(eng, "name", type(eng).__name__),
             "backend_selection": getattr(eng, "selection", None),
             "device": getattr(eng, "device", "cpu"),
+            "running_on": getattr(eng, "runs_on", None),
             "roi": self.inpainter.roi,
             "limits": asdict(self.limits) | {"max_batch": self.batcher.max_batch},
             "stats": self.batcher.stats(),
