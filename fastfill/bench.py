@@ -391,7 +391,7 @@ def _measure(targets, images, masks, batch, files, iters, max_seconds) -> dict:
 
 def _result(t, rec, masks, width, height, batch, files) -> dict:
     """One target's row: latency, throughput, stages, and the FLOPs actually run per image (the
-    model at each planned, padded window)."""
+    model at each of its padded windows)."""
     n = rec["n"]
     wins = t.inpainter.windows(masks[0])
     g, why = 0.0, None

@@ -1,7 +1,7 @@
 """The Inpainter: the one place that orchestrates prepare -> engine -> composite (DESIGN.md §1).
 
-Planning (pure functions in :mod:`fastfill.roi`). Every image becomes one or more *jobs*: a window (top, left, height, width) of the image
-that goes through the model on its own. Without ROI the window is the whole image. With ROI, each
+Windows (pure functions in :mod:`fastfill.roi`). Every image becomes one or more *jobs*: a window
+(top, left, height, width) of the image that goes through the model on its own. Without ROI the window is the whole image. With ROI, each
 connected hole region (regions whose crops would overlap are merged) gets a window of the hole's
 bounding box plus a margin of half the model's receptive field, clipped to the image, with its
 origin on the model's stride grid (a multiple of ``meta.multiple``, DESIGN.md §4) — inside the hole
@@ -14,12 +14,16 @@ steps of one call are chosen once, from what the engine declares: prepare / infe
 the host, or a GPU engine's own uint8 path (``run_uint8``) for mean-prefill models.
 
 Engine limits. An engine may refuse shapes it cannot run (``engine.accepts(shape)`` returns the
-reason; e.g. outside a TensorRT plan's profiles). ``plan`` falls back to the whole frame when the
-engine refuses an ROI window but takes the frame, and ``check`` raises :class:`InputError` for an
+reason; e.g. outside a TensorRT plan's profiles). ``windows`` falls back to the whole frame when
+the engine refuses an ROI window but takes the frame, and ``check`` raises :class:`InputError` for an
 image whose windows the engine refuses, so that such an image fails on its own, before any batch.
 
-Stage timing. ``batch(..., timings=d)`` adds the seconds spent in each stage to ``d``: ``plan``
-(validation and ROI planning), ``prepare``, ``infer`` and ``composite`` (including the copy of the
+Checking once. ``check`` validates a pair and finds its windows, returning a :class:`Checked`
+pair that ``batch`` and ``stream`` of the same Inpainter take as is: a file runner checks each
+file as it reads it (so that it fails alone) and the work is not repeated.
+
+Stage timing. ``batch(..., timings=d)`` adds the seconds spent in each stage to ``d``: ``check``
+(validation and the ROI windows), ``prepare``, ``infer`` and ``composite`` (including the copy of the
 input that becomes the output). ``fastfill bench`` reports these.
 
 Streaming. :meth:`Inpainter.stream` runs a reader thread (pulls frames and masks from the caller's
@@ -33,15 +37,15 @@ from __future__ import annotations
 import itertools
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from . import ops, pipeline
+from .errors import EngineError, FastfillError, InputError
 from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
 
-__all__ = ["Inpainter", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION"]
-from .errors import EngineError, FastfillError, InputError
+__all__ = ["Inpainter", "Checked", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION"]
 
 # Bounds of the resource options (the CLI's flags use the same): past them a typo exhausts the
 # machine instead of doing more work.
@@ -50,14 +54,23 @@ MAX_THREADS, MAX_BATCH = 256, 256
 
 # -- the Inpainter ------------------------------------------------------------------------------
 
-class Checked(NamedTuple):
-    """A pair :meth:`Inpainter.check` accepted: passed back to ``batch`` or ``stream`` of the same
-    Inpainter it is not checked (or planned) again."""
+class Checked(tuple):
+    """``(image, hole)`` as :meth:`Inpainter.check` accepted them: uint8 [H, W, 3] and bool
+    [H, W], C-contiguous, with the ``windows`` the model runs on and the ``checker`` Inpainter.
+    Passed back to ``batch`` or ``stream`` of that Inpainter, it is not checked again."""
 
-    image: np.ndarray  # uint8 [H, W, 3], C-contiguous
-    hole: np.ndarray  # bool [H, W], C-contiguous
-    windows: list  # (top, left, height, width): where the model runs (Inpainter.windows)
-    checker: object  # the Inpainter that checked it
+    def __new__(cls, image: np.ndarray, hole: np.ndarray, windows: list, checker) -> "Checked":
+        self = super().__new__(cls, (image, hole))
+        self.windows, self.checker = windows, checker
+        return self
+
+    @property
+    def image(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def hole(self) -> np.ndarray:
+        return self[1]
 
 
 class Inpainter:
@@ -121,7 +134,7 @@ class Inpainter:
     # -- validation -----------------------------------------------------------------------------
     def check(self, image, mask) -> Checked:
         """Validate one image/mask pair (InputError saying what is wrong); returns it as a
-        :class:`Checked` pair (unpacks as image, hole, ...) that ``batch``/``stream`` take as is."""
+        :class:`Checked` pair ``(image, hole)`` that ``batch``/``stream`` take as is."""
         image, mask = _image_and_mask(image, mask)
         if self.fixed_size is not None and image.shape[:2] != self.fixed_size:
             fh, fw = self.fixed_size
@@ -141,8 +154,11 @@ class Inpainter:
     def _checked(self, pair) -> Checked:
         if isinstance(pair, Checked) and pair.checker is self:
             return pair
-        image, mask = pair[0], pair[1]
-        return self.check(image, mask)
+        if isinstance(pair, np.ndarray) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InputError("without masks, batch() and stream() take (image, mask) pairs (as "
+                             f"check() returns them), got a {type(pair).__name__}; pass the masks "
+                             "for a list of images")
+        return self.check(pair[0], pair[1])
 
     # -- public API -----------------------------------------------------------------------------
     def __call__(self, image, mask) -> np.ndarray:
@@ -247,6 +263,7 @@ class Inpainter:
                 step -= 1
         return max(1, step)
 
+
 class _HostSteps:
     """prepare on the CPU, ``engine.infer``, composite on the CPU (every engine can do this)."""
 
@@ -266,7 +283,7 @@ class _HostSteps:
         else:
             xs = []
             for j, w in zip(jobs, whole):
-                im, m = pairs[j.index][:2]
+                im, m = pairs[j.index]
                 xs.append(ops.prepare(im[None], m.view(np.uint8)[None], self.mean, self.multiple,
                                       mask_channel=self.mask_channel, fill=self.fill,
                                       window=None if w else j.window))
@@ -291,7 +308,7 @@ class _HostSteps:
         pred = self.infer(x)
         t2 = clock()
         for k, j in enumerate(jobs):
-            im, m = pairs[j.index][:2]
+            im, m = pairs[j.index]
             t, l, h, w = j.window
             win = None if (h, w) == im.shape[:2] else j.window
             ops.composite(pred[k:k + 1], im[None], m.view(np.uint8)[None], window=win,
@@ -313,7 +330,7 @@ class _DeviceSteps:
         t0 = time.perf_counter()
         crops = []
         for j in jobs:
-            im, m = pairs[j.index][:2]
+            im, m = pairs[j.index]
             t, l, h, w = j.window
             crops.append((np.ascontiguousarray(im[t:t + h, l:l + w]), np.ascontiguousarray(m[t:t + h, l:l + w])))
         if len({c[0].shape for c in crops}) == 1:  # one call for a batch of same-size crops

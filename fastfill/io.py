@@ -1,8 +1,9 @@
-"""Images and masks on disk: discovery, pairing, decoding, conversion and atomic writing.
+"""Images and masks as bytes and files: finding images by content, decoding, conversion,
+encoding and atomic writing.
 
-Nothing here knows about models; :mod:`fastfill.inpainter` takes the arrays this module makes
-(uint8 ``[H, W, 3]`` RGB images, bool ``[H, W]`` masks with True = fill) and the CLI puts the two
-together.
+Nothing here knows about models or runs; :mod:`fastfill.inpainter` takes the arrays this module
+makes (uint8 ``[H, W, 3]`` RGB images, bool ``[H, W]`` masks with True = fill) and
+:mod:`fastfill.runner` pairs files and drives a run.
 
 Conventions (README "fastfill run"):
 
@@ -68,7 +69,7 @@ def normalize_format(fmt: str | None) -> str | None:
     return f
 
 
-# -- discovery and pairing ----------------------------------------------------------------------
+# -- finding images -----------------------------------------------------------------------------
 
 def _open(path) -> Image.Image:
     """Image.open on the allowed formats, quietly: fastfill checks sizes itself (--max-pixels), and
@@ -644,7 +645,7 @@ def frame_number(path: Path) -> int | None:
     return int(nums[-1]) if nums else None
 
 
-# -- the batch runner behind `fastfill run` ------------------------------------------------------
+# -- formats ------------------------------------------------------------------------------------
 
 def format_for_suffix(suffix: str) -> str | None:
     """Pillow's format name for a file suffix ('.jpg' -> 'JPEG'), None when it has none."""

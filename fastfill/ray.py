@@ -136,12 +136,14 @@ class _Filler:
 def _write_batch(batch: dict, *, fs_out=None, opts=runner.FileOptions()) -> dict:
     """Encode each result in its source's mode and write it atomically; one status per row."""
     errors = _strings(batch, "error")
-    status = []
+    status, notes = [], []
     for i in range(len(errors)):
+        fields = pickle.loads(batch["src"][i]) if len(batch["src"][i]) else {}
+        notes.append(fields.get("note") or "")  # the decoder's note, said by the driver
         if not errors[i]:
             try:
                 result = np.asarray(batch["rgb"][i])
-                src = fio.Decoded(rgb=result, **pickle.loads(batch["src"][i]))
+                src = fio.Decoded(rgb=result, **fields)
                 row = {"out": str(batch["out"][i]), "format": str(batch["format"][i]),
                        "replace": bool(batch["replace"][i])}
                 runner.write_row(row, result, src, np.asarray(batch["hole"][i]), fs_out, opts)
@@ -149,7 +151,8 @@ def _write_batch(batch: dict, *, fs_out=None, opts=runner.FileOptions()) -> dict
                 errors[i] = runner.reason(e, "encode")
         status.append("failed" if errors[i] else "done")
     return {"image": batch["image"], "mask": batch["mask"], "out": batch["out"],
-            "status": np.array(status, dtype=object), "error": np.array(errors, dtype=object)}
+            "status": np.array(status, dtype=object), "error": np.array(errors, dtype=object),
+            "note": np.array(notes, dtype=object)}
 
 
 def _video_task(row: dict, engine, options: dict, opts, fs_v, fs_m, fs_o) -> dict:
@@ -188,13 +191,11 @@ def init(address: str | None = None, *, num_cpus: int | None = None, quiet: bool
     return True
 
 
-def _worker_resources(concurrency: int, gpus_per_worker: float, cpus_per_worker: float | None,
-                      threads: int | None, local: bool):
+def _worker_resources(concurrency: int, gpus_per_worker: float, threads: int | None, local: bool):
     """(CPUs per fill actor, CPUs per decode/write task, engine threads)."""
     total = float(_import_ray().cluster_resources().get("CPU", 1.0))
-    if cpus_per_worker is None:
-        # Leave room for the decode and write tasks, or a small cluster would run only actors.
-        cpus_per_worker = 1.0 if gpus_per_worker else min(1.0, total / (concurrency + 1))
+    # Leave room for the decode and write tasks, or a small cluster would run only actors.
+    cpus_per_worker = 1.0 if gpus_per_worker else min(1.0, total / (concurrency + 1))
     io_cpus = min(0.5, max(0.05, (total - cpus_per_worker * concurrency) / 2))
     if threads is None and not gpus_per_worker and local:
         threads = max(1, (os.cpu_count() or 1) // max(1, concurrency))
@@ -284,7 +285,7 @@ def run_files(images, masks, output, opts: runner.FileOptions = runner.FileOptio
         try:
             _configure_data(progress)
             actor_cpus, io_cpus, threads = _worker_resources(
-                concurrency, gpus_per_worker, None, threads, local=not address)
+                concurrency, gpus_per_worker, threads, local=not address)
             options = {"roi": roi, "batch_size": batch_size, "threads": threads,
                        "backend": backend, "device": device}
             try:
@@ -299,7 +300,10 @@ def run_files(images, masks, output, opts: runner.FileOptions = runner.FileOptio
                                          actor_cpus=actor_cpus, io_cpus=io_cpus,
                                          batch_size=batch_size)
                     for b in ds.iter_batches(batch_size=64, batch_format="numpy"):
-                        for img, msk, st, err in zip(b["image"], b["mask"], b["status"], b["error"]):
+                        for img, msk, st, err, note in zip(b["image"], b["mask"], b["status"],
+                                                           b["error"], b["note"]):
+                            if note:
+                                report.note(str(img), str(note))
                             if st == "done":
                                 report.done()
                             else:
@@ -357,8 +361,8 @@ def _run_videos(rows, engine, options, opts, p: Plan, gpus, cpus):
 
 def inpaint(ds, engine=None, *, image_column: str = "image", mask_column: str = "mask",
             output_column: str = "inpainted", roi: bool = True, batch_size: int = 4,
-            threads: int | None = None, backend: str | None = None, concurrency: int = 1,
-            gpus_per_worker: float = 0, cpus_per_worker: float | None = None,
+            threads: int | None = None, backend: str | None = None, device: str | None = None,
+            concurrency: int = 1, gpus_per_worker: float = 0, cpus_per_worker: float | None = None,
             on_error: str = "raise"):
     """Fill the holes of a Ray Dataset of images and masks; returns a (lazy) Dataset.
 
@@ -367,7 +371,8 @@ def inpaint(ds, engine=None, *, image_column: str = "image", mask_column: str = 
     column plus ``output_column`` (uint8 ``[H, W, 3]``), so it composes with the caller's own
     reading and writing. ``engine``: None (the shipped model), a model path readable by every
     worker, or a zero-argument callable returning an Engine or an Inpainter (called once per
-    actor). ``on_error``: "raise" (a bad row fails the job) or "column" (an ``error`` column,
+    actor). ``backend``/``device``/``threads``: as ``fastfill run`` (a GPU device needs
+    ``gpus_per_worker``). ``on_error``: "raise" (a bad row fails the job) or "column" (an ``error`` column,
     empty when the row went well; a failed row's output is an empty ``[0, 0, 3]`` array).
     """
     ray = _import_ray()
@@ -376,9 +381,9 @@ def inpaint(ds, engine=None, *, image_column: str = "image", mask_column: str = 
     if concurrency < 1:
         raise InputError(f"concurrency must be >= 1, got {concurrency}")
     if cpus_per_worker is None:  # (asks the cluster: only when it has to)
-        cpus_per_worker, _, _ = _worker_resources(concurrency, gpus_per_worker, None, threads,
-                                                  local=False)
-    options = {"roi": roi, "batch_size": batch_size, "threads": threads, "backend": backend}
+        cpus_per_worker, _, _ = _worker_resources(concurrency, gpus_per_worker, threads, local=False)
+    options = {"roi": roi, "batch_size": batch_size, "threads": threads, "backend": backend,
+               "device": device}
     return ds.map_batches(_Filler, batch_size=max(1, batch_size), batch_format="numpy",
                           fn_constructor_args=(engine, options),
                           fn_constructor_kwargs=dict(image_col=image_column, mask_col=mask_column,

@@ -1,7 +1,7 @@
-"""ROI planning, pure functions of a mask: the hole regions, the windows the model runs on (each
+"""ROI windows, pure functions of a mask: the hole regions, the windows the model runs on (each
 hole region plus a margin of context, on the model's stride grid, never overlapping), and the
-jobs (one window of one image). :class:`fastfill.Inpainter` plans with them; see its module
-docstring for why the pixels inside the hole equal the full-frame result.
+jobs (one window of one image). :class:`fastfill.Inpainter` finds its windows with them; see its
+module docstring for why the pixels inside the hole equal the full-frame result.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from . import ops
 ROI_MAX_FRACTION = 0.6
 # Cell size (px) of the coarse grid on which hole regions are found (holes closer than this merge).
 ROI_CELL = 8
+
 
 @dataclass(frozen=True)
 class Job:
@@ -32,7 +33,7 @@ class Job:
         return (self.top, self.left, self.height, self.width)
 
 
-# -- ROI planning -------------------------------------------------------------------------------
+# -- ROI windows --------------------------------------------------------------------------------
 
 def hole_regions(mask: np.ndarray, cell: int = ROI_CELL) -> list[tuple[int, int, int, int]]:
     """Bounding boxes (y0, x0, y1, x1; end exclusive) of the 8-connected hole regions of ``mask``.

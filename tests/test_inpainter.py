@@ -161,7 +161,7 @@ def test_a_checked_pair_is_not_checked_again(engine, monkeypatch):
     inp = Inpainter(engine, roi=True)
     im, m = _img(40, 48, 1), _mask(40, 48, (6, 8, 14, 20))
     pair = inp.check(im, m)
-    got, hole = pair[:2]
+    got, hole = pair  # unpacks as (image, hole)
     assert got.dtype == np.uint8 and hole.dtype == bool and pair.windows == inp.windows(m)
     calls = []
     real = Inpainter.check
@@ -172,9 +172,11 @@ def test_a_checked_pair_is_not_checked_again(engine, monkeypatch):
     assert np.array_equal(next(inp.stream(iter([pair]))), want) and calls == []
     other = Inpainter(engine, roi=False)
     assert np.array_equal(other.batch([pair])[0], other(im, m)) and calls[0] is other
-    # a fixed-size or limited engine refuses at check(), never later
+    # plain pairs are checked; images without masks are a clear error, not a shape puzzle
     with pytest.raises(InputError, match="mask is"):
         inp.batch([(im, m[:-1])])
+    with pytest.raises(InputError, match=r"take \(image, mask\) pairs .* got a ndarray"):
+        inp.batch([im, im])
 
 
 def test_input_validation(engine):

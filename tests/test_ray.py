@@ -317,6 +317,16 @@ def test_ray_keeps_the_local_runs_file_rules(tmp_path):
                                   tmp_path / "masks", "-o", out)
     assert code == 0 and "done 1, skipped 3" in stdout, stderr
     assert first.read_bytes() == whole and not stale.exists()
+    # the decoder's notes are said under Ray as in the local run
+    exif = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff\x01\x02junk"
+    Image.open(first).convert("RGB").save(tmp_path / "images" / "damaged.jpg", exif=exif)
+    shutil.copy(tmp_path / "masks" / first.relative_to(out).with_suffix(".png"), tmp_path / "masks" / "damaged.png")
+    code, stdout, stderr = invoke("run", "--ray", "--engine", TINY, "-q", tmp_path / "images",
+                                  tmp_path / "masks", "-o", out)
+    assert code == 0 and "done 1, skipped 4" in stdout, stderr
+    assert "note: " in stderr and "damaged.jpg: damaged EXIF dropped, pixels kept" in stderr
+    for f in (tmp_path / "images" / "damaged.jpg", out / "damaged.jpg", tmp_path / "masks" / "damaged.png"):
+        f.unlink()
     code, stdout, stderr = invoke("run", "--ray", "--engine", TINY, "-q", "--overwrite", "--max-pixels", "100",
                                   tmp_path / "images", tmp_path / "masks", "-o", tmp_path / "o2")
     # (images/out now counts as input: -o is elsewhere)
