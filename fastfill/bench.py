@@ -154,7 +154,7 @@ class FlopCountError(ValueError):
     """FLOPs cannot be counted for this model (the message says why); the report shows "n/a"."""
 
 
-def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dict | None:
+def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dict:
     """Multiply-adds x 2 of the Conv / ConvTranspose / Gemm / MatMul nodes of an ONNX model at an
     input of [batch, C, height, width], from ``onnx.shape_inference``. Returns
     ``{'gflop': total, 'by_op': {op_type: gflop}, 'layers': [(name, op, gflop)]}``. Raises
@@ -470,11 +470,10 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
         height, width = images.shape[1:3]
         for t in targets:
             t.inpainter.batch_size = max(t.inpainter.batch_size, batch)
-            fixed = t.inpainter.fixed_size
-            if fixed is not None and fixed != (height, width):
-                raise InputError(f"{t.label}: this {t.engine.meta.kind} model takes "
-                                 f"{fixed[1]}x{fixed[0]} images only; use --size "
-                                 f"{fixed[1]}x{fixed[0]}")
+            try:  # the model's own rules (e.g. a fixed size), before any timing
+                t.inpainter.check(images[0], masks[0])
+            except InputError as e:
+                raise InputError(f"{t.label}: {e} (--size sets the bench's image size)") from None
         # warm-up; the first run's result is kept for the pixel comparison between targets
         outputs = {}
         for t in targets:

@@ -247,7 +247,8 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    typed = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")  # TensorRT >= 9
+    if typed:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -280,7 +281,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
         "gpu": gpu["gpu"],
         "compute_capability": gpu["compute_capability"],
         "precision": precision,
-        "strongly_typed": True,
+        "strongly_typed": typed,
         "profiles": [p.as_dict() for p in profs],
         "onnx": str(onnx_path),
         "onnx_sha256": sha256_file(onnx_path),

@@ -516,12 +516,23 @@ FILE_MODE = 0o666 & ~UMASK
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    """Hex sha256 of a file's bytes, or, for a folder, of every file under it (each file's
+    relative name and bytes, in sorted order); read in 1 MiB chunks."""
+    p = Path(path)
     h = hashlib.sha256()
+    if not p.is_dir():
+        _hash_into(h, p)
+        return h.hexdigest()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(p)).encode() + b"\0")
+        _hash_into(h, f)
+    return h.hexdigest()
+
+
+def _hash_into(h, path: Path) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
 
 
 def _temp_pattern(name: str) -> "re.Pattern[str]":

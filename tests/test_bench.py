@@ -165,7 +165,8 @@ def test_bench_fixed_size_model_says_which_size():
     if not TINY_CE.exists():
         pytest.skip("no tiny CE model")
     res = _run(["bench", "--engine", str(TINY_CE), "--size", "64x64", "--iters", "1"])
-    assert res.exception is not None and "128x128" in str(res.exception)
+    assert res.exception is not None and "takes 128x128 images only, got 64x64" in str(res.exception)
+    assert "--size" in str(res.exception)
 
 
 def test_parse_size_and_percentiles():
@@ -214,6 +215,9 @@ def test_torch_target_runs_the_exported_graphs_computation(tmp_path):
     assert eng.meta.fill == "harmonic"
     x = np.random.default_rng(0).random((1, 4, 32, 32), dtype=np.float32)
     np.testing.assert_allclose(eng.infer(x), load_engine(tmp_path / "n.onnx").infer(x), atol=1e-5)
+    from fastfill.errors import InputError
+    with pytest.raises(InputError, match="takes 4 channels, got 3"):  # the contract, as every engine
+        eng.infer(x[:, :3].copy())
 
 
 def test_bench_torch_checkpoint_side_by_side(tmp_path):

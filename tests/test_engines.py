@@ -259,6 +259,13 @@ def test_tensorrt_sidecar_checked_before_tensorrt(tmp_path, monkeypatch):
         load_engine(plan)
 
 
+def test_openvino_missing_names_what_is_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(EngineError, match=r"OpenVINO back-end is not installed: pip install "
+                                          r"'fastfill\[openvino\]' \(installed: onnxruntime\)"):
+        load_engine(TINY, backend="openvino")
+
+
 def test_tensorrt_missing_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     plan, _ = _fake_plan(tmp_path)

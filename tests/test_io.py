@@ -327,3 +327,16 @@ def test_only_regular_files_are_candidates(tmp_path):
     assert result["found"] == ["a.png"] and os.path.basename(result["mask"]) == "a.png"
     with pytest.raises(InputError, match="not a regular file or folder"):
         io.find_images(imgs / "b.png")
+
+
+def test_sha256_of_a_file_and_of_a_folder(tmp_path):
+    import hashlib
+
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "b.bin").write_bytes(b"bee")
+    (tmp_path / "d" / "sub" / "a.bin").write_bytes(b"ay")
+    assert io.sha256_file(tmp_path / "d" / "b.bin") == hashlib.sha256(b"bee").hexdigest()
+    want = hashlib.sha256(b"b.bin\0bee" + b"sub/a.bin\0ay").hexdigest()  # sorted names, then bytes
+    assert io.sha256_file(tmp_path / "d") == want
+    (tmp_path / "d" / "sub" / "a.bin").rename(tmp_path / "d" / "sub" / "c.bin")  # a rename changes it
+    assert io.sha256_file(tmp_path / "d") != want

@@ -41,7 +41,7 @@ def _good(folder):
     return [p for p in photo_files(folder) if p.stem in ("one", "two", "three")]
 
 
-def test_find_images_recursive(folder):
+def test_photo_files_recursive(folder):
     names = sorted(p.name for p in photo_files(folder))
     assert names == ["broken.jpg", "empty.png", "one.png", "three.webp", "two.JPG"]
 

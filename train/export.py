@@ -21,7 +21,6 @@ fails and the file is not written.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -98,24 +97,10 @@ def model_meta(model: nn.Module, mean, provenance: dict, fill: str = "mean") -> 
     return model_kind(model).meta(model, mean, provenance, fill)
 
 
-def sha256_path(path: str | Path) -> str:
-    """sha256 of a file, or of every file under a directory (sorted relative names + contents)."""
-    p = Path(path)
-    if not p.is_dir():
-        return sha256_file(p)
-    h = hashlib.sha256()
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        h.update(str(f.relative_to(p)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def checkpoint_provenance(path: str | Path, meta: dict) -> dict:
     return {
         "checkpoint": Path(path).name,
-        "checkpoint_sha256": sha256_path(path),
+        "checkpoint_sha256": sha256_file(path),
         "step": meta.get("step"),
         "phase": meta.get("phase"),
         "data": meta.get("data"),

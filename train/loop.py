@@ -71,7 +71,7 @@ def _save_grid(path, rows):
     """rows: list of lists of float [3,H,W] tensors in [0,1] -> one PNG (input | output | truth)."""
     from PIL import Image
     grid = torch.cat([torch.cat(list(r), 2) for r in rows], 1)
-    arr = (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    arr = np.rint(grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
 

@@ -11,6 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastfill.bench import FlopCountError
+from fastfill.engines.base import EngineBase
 from fastfill.errors import EngineError
 
 from .checkpoint import load_for_inference
@@ -33,8 +34,9 @@ def torch_flops(model, channels: int, height: int, width: int,
         raise FlopCountError(f"cannot count FLOPs of {source}: {type(e).__name__}: {e}") from None
 
 
-class TorchEngine:
-    """PyTorch eager on a training checkpoint, with the Engine interface (for comparisons)."""
+class TorchEngine(EngineBase):
+    """PyTorch eager on a training checkpoint, with the Engine interface (for comparisons): its
+    input is checked against the model contract as every engine's is."""
 
     name = "torch"
     device = "cpu"
@@ -57,8 +59,8 @@ class TorchEngine:
         self.meta = model_meta(self.model, mean, {"source": source}, fill)  # fed as the export is
         self.path = source
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x)
         with torch.inference_mode():
             y = reference_forward(self.model, t)
         return y.numpy()

@@ -174,6 +174,11 @@ def _load_auto(path: Path, options: dict) -> Engine:
     raise EngineError(f"{path}: no back-end can run it: {'; '.join(why)}")  # pragma: no cover
 
 
+def installed_backends() -> list[str]:
+    """The back-ends whose Python package is installed (for error messages)."""
+    return [f.backend for f in FORMATS if not f.requires or find_spec(f.requires) is not None]
+
+
 def _load(fmt: Format, path: Path, options: dict) -> Engine:
     unknown = sorted(set(options) - set(fmt.options))
     if unknown:
@@ -186,5 +191,5 @@ def _load(fmt: Format, path: Path, options: dict) -> Engine:
 __all__ = [
     "Engine", "ModelMeta", "Format", "FORMATS", "BACKENDS", "SUFFIXES",
     "load_engine", "find_format", "default_model_path", "read_meta", "read_onnx_metadata",
-    "device_options", "DEVICES", "AUTO", "AUTO_ORDER",
+    "device_options", "open_engine", "DEVICES", "AUTO", "AUTO_ORDER",
 ]

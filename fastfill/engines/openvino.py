@@ -21,8 +21,10 @@ def _import_openvino():
     try:
         import openvino as ov
     except ImportError:
-        raise EngineError("the OpenVINO back-end is not installed: pip install 'fastfill[openvino]'"
-                          ) from None
+        from . import installed_backends
+
+        raise EngineError("the OpenVINO back-end is not installed: pip install 'fastfill[openvino]' "
+                          f"(installed: {', '.join(installed_backends())})") from None
     return ov
 
 
