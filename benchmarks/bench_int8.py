@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastfill import Inpainter, ops
+from fastfill import Inpainter
 from fastfill.engines import default_model_path, load_engine
 from fastfill.quantize import _hole_psnr, quantize
 

@@ -1,7 +1,6 @@
 """`fastfill build`: profiles, the FP16 graph conversion (run on ONNX Runtime), the one-line refusal
 without a GPU or TensorRT, and (gpu-marked) a real build with its sidecar and timing cache."""
 
-import importlib.util
 import json
 from pathlib import Path
 

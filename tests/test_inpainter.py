@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fastfill import ops
-from fastfill.engines import default_model_path, load_engine
+from fastfill.engines import load_engine
 from fastfill.engines.base import ModelMeta
 from fastfill.errors import EngineError, InputError
 from fastfill.inpainter import Inpainter, hole_regions, roi_windows

@@ -2,7 +2,6 @@
 sample grids, bad configs, and the `fastfill train` command."""
 
 import json
-import os
 import signal
 import sys
 
