@@ -193,7 +193,8 @@ def test_strict_gpu_request_that_onnxruntime_cannot_start_is_an_error(monkeypatc
     real = ort.get_available_providers()
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
     with pytest.raises(EngineError, match="could not start CUDAExecutionProvider and fell back to "
-                                          "CPUExecutionProvider"):
+                                          "CPUExecutionProvider"), \
+            pytest.warns(UserWarning, match="not in available provider names"):  # ORT's, here only
         load_engine(TINY, backend="onnxruntime", device="cuda", strict=True)
 
 
