@@ -44,7 +44,7 @@ py::array as_array(const py::object& obj, const char* name) {
 }
 
 bool is_byte(const py::array& a) {
-  return a.dtype().is(py::dtype::of<uint8_t>()) || a.dtype().is(py::dtype::of<bool>());
+  return a.dtype().equal(py::dtype::of<uint8_t>()) || a.dtype().equal(py::dtype::of<bool>());
 }
 
 void require_contiguous(const py::array& a, const char* name) {
@@ -58,7 +58,7 @@ void require_nonempty(const py::array& a, const char* name) {
 
 // images [n, H, W, 3] uint8 + masks [n, H, W] uint8/bool, both contiguous; fills n, H, W.
 void check_images_masks(const py::array& images, const py::array& masks, Frame& f) {
-  if (!images.dtype().is(py::dtype::of<uint8_t>()))
+  if (!images.dtype().equal(py::dtype::of<uint8_t>()))
     throw py::type_error("images: expected uint8, got " + dtype_str(images));
   if (images.ndim() != 4 || images.shape(3) != 3)
     throw py::value_error("images: expected shape [N, H, W, 3], got " + shape_str(images));
@@ -226,9 +226,9 @@ py::array composite(const py::object& pred_o, const py::object& images_o, const 
   check_images_masks(images, masks, a.f);
   apply_window(window, a.f);
   const Frame& f = a.f;
-  if (pred.dtype().is(py::dtype::of<float>()))
+  if (pred.dtype().equal(py::dtype::of<float>()))
     a.half = false;
-  else if (pred.dtype().is(py::dtype("float16")))
+  else if (pred.dtype().equal(py::dtype("float16")))
     a.half = true;
   else
     throw py::type_error("pred: expected float32 or float16, got " + dtype_str(pred));
@@ -250,7 +250,7 @@ py::array composite(const py::object& pred_o, const py::object& images_o, const 
     out = py::array(py::dtype::of<uint8_t>(), {py::ssize_t(f.n), py::ssize_t(f.h), py::ssize_t(f.w), py::ssize_t(3)});
   } else {
     out = as_array(out_o, "out");
-    if (!out.dtype().is(py::dtype::of<uint8_t>())) throw py::type_error("out: expected uint8, got " + dtype_str(out));
+    if (!out.dtype().equal(py::dtype::of<uint8_t>())) throw py::type_error("out: expected uint8, got " + dtype_str(out));
     if (out.ndim() != 4 || out.shape(0) != f.n || out.shape(1) != f.h || out.shape(2) != f.w || out.shape(3) != 3)
       throw py::value_error("out: expected shape (" + std::to_string(f.n) + ", " + std::to_string(f.h) + ", " +
                             std::to_string(f.w) + ", 3), got " + shape_str(out));

@@ -162,6 +162,8 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
     or `train` extra), the file cannot be read or its shapes cannot be inferred."""
     key = (str(path), os.path.getmtime(path) if os.path.exists(path) else 0, height, width, batch)
     if key in _FLOP_CACHE:
+        if isinstance(_FLOP_CACHE[key], str):  # a model that cannot be counted is tried once
+            raise FlopCountError(_FLOP_CACHE[key])
         return _FLOP_CACHE[key]
     try:
         import onnx
@@ -215,7 +217,8 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
     except (OSError, ValueError, TypeError, KeyError, IndexError, ProtobufError,
             shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         # a file onnx cannot read, or a graph whose shapes cannot be inferred: "n/a", with why
-        raise FlopCountError(f"cannot count FLOPs of {path}: {type(e).__name__}: {e}") from None
+        _FLOP_CACHE[key] = f"cannot count FLOPs of {path}: {type(e).__name__}: {e}"
+        raise FlopCountError(_FLOP_CACHE[key]) from None
     by_op: dict[str, float] = {}
     for _, op, g in layers:
         by_op[op] = by_op.get(op, 0.0) + g

@@ -64,6 +64,10 @@ class Checked(tuple):
         self.windows, self.checker = windows, checker
         return self
 
+    def __reduce__(self):
+        # copied or sent to another process it is a plain (image, hole) pair, checked again there
+        return (tuple, (tuple(self),))
+
     @property
     def image(self) -> np.ndarray:
         return self[0]

@@ -138,10 +138,11 @@ def _write_batch(batch: dict, *, fs_out=None, opts=runner.FileOptions()) -> dict
     errors = _strings(batch, "error")
     status, notes = [], []
     for i in range(len(errors)):
-        fields = pickle.loads(batch["src"][i]) if len(batch["src"][i]) else {}
-        notes.append(fields.get("note") or "")  # the decoder's note, said by the driver
+        note = ""
         if not errors[i]:
             try:
+                fields = pickle.loads(batch["src"][i])
+                note = fields.get("note") or ""  # the decoder's note, said by the driver
                 result = np.asarray(batch["rgb"][i])
                 src = fio.Decoded(rgb=result, **fields)
                 row = {"out": str(batch["out"][i]), "format": str(batch["format"][i]),
@@ -149,6 +150,7 @@ def _write_batch(batch: dict, *, fs_out=None, opts=runner.FileOptions()) -> dict
                 runner.write_row(row, result, src, np.asarray(batch["hole"][i]), fs_out, opts)
             except Exception as e:  # noqa: BLE001
                 errors[i] = runner.reason(e, "encode")
+        notes.append(note)
         status.append("failed" if errors[i] else "done")
     return {"image": batch["image"], "mask": batch["mask"], "out": batch["out"],
             "status": np.array(status, dtype=object), "error": np.array(errors, dtype=object),

@@ -172,6 +172,12 @@ def test_a_checked_pair_is_not_checked_again(engine, monkeypatch):
     assert np.array_equal(next(inp.stream(iter([pair]))), want) and calls == []
     other = Inpainter(engine, roi=False)
     assert np.array_equal(other.batch([pair])[0], other(im, m)) and calls[0] is other
+    # copied or sent to another process it is a plain pair (no engine inside), checked again
+    import pickle
+    sent = pickle.loads(pickle.dumps(pair))
+    assert type(sent) is tuple and np.array_equal(sent[0], got) and np.array_equal(sent[1], hole)
+    calls.clear()
+    assert np.array_equal(inp.batch([sent])[0], want) and calls == [inp]
     # plain pairs are checked; images without masks are a clear error, not a shape puzzle
     with pytest.raises(InputError, match="mask is"):
         inp.batch([(im, m[:-1])])

@@ -189,6 +189,29 @@ def test_composite_bad_arguments(kwargs, exc, match):
         ops.composite(pred, images, masks, **args)
 
 
+def test_arrays_from_pickle_or_other_processes_are_accepted():
+    """An unpickled array (multiprocessing, Ray, shared memory) has an equal but distinct dtype
+    object: the kernels compare dtypes by value, so it is taken; a byte order that is not native
+    is still refused."""
+    import pickle
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (2, 20, 24, 3), dtype=np.uint8)
+    masks = np.zeros((2, 20, 24), np.uint8)
+    masks[:, 5:9, 6:12] = 1
+    sent_images, sent_masks = pickle.loads(pickle.dumps((images, masks)))
+    assert sent_images.dtype is not np.dtype(np.uint8)  # what this test is about
+    for dtype in (np.float32, np.float16):
+        want = ops.prepare(images, masks, (0.4, 0.5, 0.6), 4, dtype=dtype)
+        np.testing.assert_array_equal(ops.prepare(sent_images, sent_masks, (0.4, 0.5, 0.6), 4, dtype=dtype), want)
+        pred = pickle.loads(pickle.dumps(want[:, :3].copy()))
+        np.testing.assert_array_equal(ops.composite(pred, sent_images, sent_masks),
+                                      ops.composite(want[:, :3].copy(), images, masks))
+    np.testing.assert_array_equal(ops.fill(sent_images[0], sent_masks[0]), ops.fill(images[0], masks[0]))
+    with pytest.raises(TypeError, match="pred: expected float32 or float16"):
+        ops.composite(want[:, :3].astype(">f4"), images, masks)
+
+
 def test_read_only_out_is_refused():
     out = np.zeros((1, 8, 8, 3), np.uint8)
     out.setflags(write=False)

@@ -88,7 +88,12 @@ class OpenVinoEngine(EngineBase):
 
     @property
     def runs_on(self) -> str:
-        return f"OpenVINO {self.ov_device}"
+        """The devices OpenVINO executes on (what it reports, e.g. CPU for an AUTO request)."""
+        try:
+            devices = self.compiled.get_property("EXECUTION_DEVICES")
+        except Exception:  # noqa: BLE001 - an OpenVINO without the property: the request
+            devices = [self.ov_device]
+        return f"OpenVINO {', '.join(devices)}"
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         try:
