@@ -15,15 +15,25 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
+// This thread's pixel (b, y, x) of an [n, h, w] grid; false past its end.
+struct Pixel {
+  int64_t b, y, x;
+  __device__ bool locate(int64_t n, int64_t h, int64_t w) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n * h * w) return false;
+    x = i % w;
+    y = (i / w) % h;
+    b = i / (w * h);
+    return true;
+  }
+};
+
 template <class T>
 __global__ void prepare_kernel(PrepareArgs a) {
   const Frame f = a.f;
-  const int64_t total = f.n * a.Hp * a.Wp;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const int64_t x = i % a.Wp;
-  const int64_t y = (i / a.Wp) % a.Hp;
-  const int64_t b = i / (a.Wp * a.Hp);
+  Pixel px;
+  if (!px.locate(f.n, a.Hp, a.Wp)) return;
+  const int64_t b = px.b, y = px.y, x = px.x;
   const int64_t sy = f.top + reflect_index(y, f.h);
   const int64_t sx = f.left + reflect_index(x, f.w);
   const int64_t src = (b * f.H + sy) * f.W + sx;
@@ -38,12 +48,9 @@ __global__ void prepare_kernel(PrepareArgs a) {
 template <class T>
 __global__ void composite_kernel(CompositeArgs a) {
   const Frame f = a.f;
-  const int64_t total = f.n * f.h * f.w;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const int64_t x = i % f.w;
-  const int64_t y = (i / f.w) % f.h;
-  const int64_t b = i / (f.w * f.h);
+  Pixel px;
+  if (!px.locate(f.n, f.h, f.w)) return;
+  const int64_t b = px.b, y = px.y, x = px.x;
   const int64_t src = (b * f.H + f.top + y) * f.W + f.left + x;
   const int64_t plane = a.Hp * a.Wp;
   const T* pred = static_cast<const T*>(a.pred) + b * 3 * plane + y * a.Wp + x;
