@@ -15,6 +15,7 @@ import click
 from .engines import BACKENDS
 from .errors import FastfillError
 from .inpainter import MAX_BATCH, MAX_THREADS
+from .runner import MAX_JOBS
 from .io import FORMAT_ALIASES, FORMAT_SUFFIX
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -78,7 +79,7 @@ _OUT_FORMATS = [f.lower() for f in (*FORMAT_SUFFIX, *FORMAT_ALIASES)]
 _BACKENDS = ["auto", *BACKENDS]
 # Upper bounds of the resource flags: beyond them a typo exhausts the machine (100000 threads
 # filled its process table) rather than doing more work.
-MAX_JOBS, MAX_WORKERS = 64, 1024
+MAX_WORKERS = 1024
 
 
 def _engine_options(f):
@@ -464,81 +465,86 @@ def _import_train(module):
     return importlib.import_module(f"train.{module}")
 
 
-@cli.command("train")
-@click.argument("kind", type=click.Choice(["glcic", "ce"]))
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Folder of training images (recursive; jpg, png, webp).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Run folder: last.safetensors/.json, samples/, log.jsonl.")
-@click.option("--steps", type=click.IntRange(min=0), help="Total iterations [paper: 150000 GLCIC, 100000 CE].")
-@click.option("--batch-size", type=click.IntRange(min=1), help="[paper: 96 GLCIC, 64 CE]")
-@click.option("--crop", type=click.IntRange(min=16), help="Training crop side [256 GLCIC; CE is fixed at 128].")
-@click.option("--scale", default="1.0:1.5", show_default=True, metavar="LO:HI",
-              help="Each image is resized so its shorter side is crop x U(LO, HI) before cropping.")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Channel multiplier of the generator.")
-@click.option("--d-width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Channel multiplier of the discriminator(s).")
-@click.option("--mask", type=click.Choice(["rect", "freeform", "mixed", "center"]),
-              help="Hole shapes for GLCIC [rect: sides 96-128 at 256]; the CE always uses its central hole.")
-@click.option("--tc", type=click.IntRange(min=0), help="GLCIC completion-only iterations [90000].")
-@click.option("--td", type=click.IntRange(min=0), help="GLCIC discriminator-only iterations [10000].")
-@click.option("--alpha", type=float, default=0.0004, show_default=True, help="GLCIC adversarial weight.")
-@click.option("--lr-d", type=float, default=2e-4, show_default=True, help="CE discriminator learning rate.")
-@click.option("--lr-ratio", type=float, default=10.0, show_default=True,
-              help="CE encoder-decoder learning rate / discriminator's.")
-@click.option("--adv", type=click.Choice(["bce", "minimax"]), default="bce", show_default=True,
-              help="Adversarial loss.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
-              help="Images held out (by a hash of their path) for validation and sample grids.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--sample-every", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Write samples/step_N.png (input | output | truth) every K steps (0 = never).")
-@click.option("--save-every", type=click.IntRange(min=1), default=5000, show_default=True)
-@click.option("--workers", type=click.IntRange(0, MAX_JOBS), default=0, show_default=True, help="Data loader processes.")
-@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="torch CPU threads.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
-              help="Continue from a checkpoint (e.g. OUT/last.safetensors) exactly.")
-@click.option("--fill", type=click.Choice(["mean", "harmonic"]), default="mean", show_default=True,
-              help="Prefill of the hole the net sees [paper: mean].")
-@click.option("--head", type=click.Choice(["sigmoid", "residual"]), default="sigmoid", show_default=True,
-              help="Output head: the paper's sigmoid, or prefill + a zero-initialised correction.")
-@click.option("--norm", type=click.Choice(["batch", "group", "none"]), default="batch", show_default=True,
-              help="GLCIC generator normalisation [paper: batch].")
-@click.option("--optimizer", type=click.Choice(["paper", "adam"]), default="paper", show_default=True,
-              help="paper: ADADELTA (GLCIC) / Adam 2e-3 (CE); adam: Adam at --lr with --warmup.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True,
-              help="Generator learning rate with --optimizer adam.")
-@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Linear lr warm-up steps.")
-@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
-              help="lr after the warm-up (--optimizer adam): constant, or cosine decay to 0 at --steps.")
-@click.option("--val-every", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Every N steps: hole PSNR on held-out crops (model and prefill) in log.jsonl; "
-                   "the best is kept as OUT/best.safetensors. 0 = never.")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Decay of a moving average of the generator's weights (e.g. 0.999), which is "
-                   "validated, sampled and kept as best; 0 = off.")
-@click.option("--val-data", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder of validation photos (e.g. data/val); then every photo under --data trains.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(**opts):
+class _LoHi(click.ParamType):
+    """``LO:HI`` -> (lo, hi) floats."""
+
+    name = "LO:HI"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            lo, hi = (float(v) for v in str(value).split(":"))
+        except ValueError:
+            self.fail(f"expected LO:HI such as 1.0:1.5, got {value!r}", param, ctx)
+        return lo, hi
+
+
+class _ConfigCommand(click.Command):
+    """A command whose options are built from a configuration dataclass when it is first used
+    (``build``), so that listing the commands imports nothing of training."""
+
+    def __init__(self, *args, build, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._build = build
+
+    def get_params(self, ctx):
+        if self._build is not None:
+            self.params = self._build() + self.params
+            self._build = None
+        return super().get_params(ctx)
+
+
+def _option_from_field(f) -> click.Option:
+    """A click option from a TrainConfig field made with train.config.opt (its metadata)."""
+    import dataclasses
+
+    m = f.metadata
+    required = f.default is dataclasses.MISSING
+    default = None if required else f.default
+    kind = m.get("type") or type(default)
+    paths = {"data": click.Path(exists=True, file_okay=False), "run": click.Path(file_okay=False),
+             "file": click.Path(exists=True, dir_okay=False)}
+    if "choices" in m:
+        t = click.Choice(list(m["choices"]))
+    elif "path" in m:
+        t = paths[m["path"]]
+    elif kind is tuple:
+        t = _LoHi()
+    elif "min" in m or "max" in m:
+        t = (click.IntRange if kind is int else click.FloatRange)(
+            m.get("min"), m.get("max"), min_open=m.get("min_open", False), max_open=m.get("max_open", False))
+    else:
+        t = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
+    shown = ":".join(map(str, default)) if isinstance(default, tuple) else default is not None
+    # (a required option gets no default at all: click 8.3 takes an explicit None as a value)
+    extra = {"required": True} if required else {"default": default, "show_default": shown}
+    return click.Option([f"--{f.name.replace('_', '-')}"], type=t, metavar=m.get("metavar"),
+                        help=m["help"], **extra)
+
+
+def _train_params() -> list[click.Parameter]:
+    """`fastfill train`'s argument and options: the TrainConfig fields made with ``opt`` (in
+    train/config.py, which needs no torch), in their order."""
+    import dataclasses
+
+    from train.config import PAPER_DEFAULTS, TrainConfig
+
+    return ([click.Argument(["kind"], type=click.Choice(list(PAPER_DEFAULTS)))]
+            + [_option_from_field(f) for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
+            + [click.Option(["-q", "--quiet"], is_flag=True, help="No progress bar.")])
+
+
+@cli.command("train", cls=_ConfigCommand, build=_train_params)
+def train_cmd(kind, quiet, **opts):
     """Train a GLCIC or Context Encoder model on a folder of photographs (needs the `train` extra).
 
     Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
     """
-    scale, quiet = opts.pop("scale"), opts.pop("quiet")
-    try:
-        lo, hi = (float(v) for v in scale.split(":"))
-    except ValueError:
-        raise click.BadParameter(f"expected LO:HI such as 1.0:1.5, got {scale!r}", param_hint="--scale") from None
     loop = _import_train("loop")
-    if opts["kind"] == "ce":
+    if kind == "ce":
         opts["mask"] = None  # the Context Encoder's hole is its own (central)
-    # Every other option is a TrainConfig field of the same name (tests/test_train_loop.py checks
-    # the names and that the defaults agree).
-    cfg = loop.TrainConfig(**opts, scale=(lo, hi), progress=not quiet)
-    r = loop.train(cfg)
+    r = loop.train(loop.TrainConfig(kind=kind, **opts, progress=not quiet))
     if r["interrupted"]:
         click.echo(f"interrupted at step {r['step']}; saved {r['checkpoint']} (continue with --resume)", err=True)
         return 130

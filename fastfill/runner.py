@@ -35,6 +35,9 @@ from . import pipeline
 from .errors import EngineError, InputError
 
 FAILURES_FILE = "fastfill-failures.jsonl"
+# The most decode / encode threads (-j) and data-loader processes a flag may ask for: past it a
+# typo exhausts the machine instead of doing more work.
+MAX_JOBS = 64
 # Files under IMAGES with one of these suffixes are videos (one `run_video` each).
 VIDEO_SUFFIXES = frozenset(".mp4 .m4v .mov .mkv .avi .webm .mpg .mpeg .ts .wmv .flv".split())
 

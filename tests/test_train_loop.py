@@ -181,25 +181,31 @@ def test_cli_train(textured, tmp_path, monkeypatch):
     assert res.exit_code != 0 and "pip install 'fastfill[train]'" in res.output
 
 
-def test_cli_train_options_are_the_config_fields_with_its_defaults():
-    """`fastfill train` options are TrainConfig fields of the same name with the same defaults
-    (the CLI cannot read them at import: the runtime does not import `train`), so a default
-    changed in one place and not the other fails here."""
+def test_cli_train_options_are_built_from_the_config(textured, tmp_path):
+    """`fastfill train`'s options are the TrainConfig fields made with opt(): each is in the help
+    with its default, each bad value is a usage error, and listing the commands does not import
+    train (the runtime's rule)."""
     import dataclasses
+    import subprocess
 
     from train.config import TrainConfig
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    cmd = cli.commands["train"]
-    for p in cmd.params:
-        if p.name in ("quiet", "scale"):  # (progress = not quiet; scale "LO:HI" = the tuple)
-            continue
-        assert p.name in fields, f"--{p.name} has no TrainConfig field"
-        f = fields[p.name]
-        want = f.default if f.default is not dataclasses.MISSING else None
-        if p.required:
-            continue
-        got = None if p.default is getattr(click.core, "UNSET", object()) else p.default  # (click 8.3)
-        assert got == want, f"--{p.name}: CLI default {got!r}, TrainConfig {want!r}"
-    scale = next(p for p in cmd.params if p.name == "scale")
-    assert tuple(float(v) for v in scale.default.split(":")) == fields["scale"].default
+    runner = CliRunner()
+    helptext = " ".join(runner.invoke(cli, ["train", "--help"]).output.split())
+    exposed = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
+    assert len(exposed) >= 30
+    for f in exposed:
+        assert f"--{f.name.replace('_', '-')}" in helptext, f.name
+        assert " ".join(f.metadata["help"].split())[:30] in helptext, f.name
+    assert "[default: 0.0004]" in helptext and "(1.0:1.5)" in helptext
+    base = ["train", "glcic", "--data", str(textured), "--out", str(tmp_path / "r")]
+    for bad in (["--norm", "layer"], ["--steps", "-1"], ["--scale", "1.5"], ["--ema", "1"],
+                ["--threads", "0"], ["--resume", str(tmp_path / "missing.safetensors")]):
+        res = runner.invoke(cli, base + bad)
+        assert res.exit_code == 2 and bad[0] in res.output, (bad, res.output)
+    assert not (tmp_path / "r").exists()
+    code = "import sys; from fastfill.cli import main; sys.argv = ['fastfill', '--help']\n" \
+           "try:\n    main()\nexcept SystemExit:\n    pass\nprint('train' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
+

@@ -1,13 +1,16 @@
-"""The training configuration (no torch here: the CLI builds its `train` options from it).
+"""The training configuration (no torch here: `fastfill train` builds its options from it).
 
 Defaults are the papers' numbers (see :mod:`train.loop`); fastfill's recipe is a set of flags.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 
 from fastfill.errors import InputError
+from fastfill.inpainter import MAX_THREADS
+from fastfill.ops import FILLS
+from fastfill.runner import MAX_JOBS
 
 HEADS = ("sigmoid", "residual")
 NORMS = ("batch", "group", "none")
@@ -23,23 +26,35 @@ PAPER_DEFAULTS = {
 }
 
 
+def opt(default=MISSING, help: str = "", **cli):
+    """A field that is also a `fastfill train` option (``--name-with-dashes``): its help and what
+    the command line checks (``type`` where the default is None, ``choices``, ``min``/``max``
+    with ``min_open``/``max_open``, ``path``: "data" (an existing folder), "run" (a folder to
+    write), "file" (an existing file), ``metavar``). The CLI builds the option from this."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass
 class TrainConfig:
-    kind: str                       # "glcic" | "ce"
-    data: str                       # folder of images (recursive)
-    out: str                        # run folder: last.safetensors, samples/, log.jsonl
-    steps: int | None = None        # total iterations (paper default per kind)
-    batch_size: int | None = None
-    crop: int | None = None         # training crop side (256 GLCIC, 128 CE)
-    scale: tuple = (1.0, 1.5)       # shorter side resized to crop * U(scale)
+    """One training run. Fields made with :func:`opt` are `fastfill train` options."""
+
+    kind: str  # "glcic" | "ce": the command's argument
+    data: str = opt(help="Folder of training images (recursive; jpg, png, webp).", path="data")
+    out: str = opt(help="Run folder: last.safetensors/.json, samples/, log.jsonl.", path="run")
+    steps: int | None = opt(None, "Total iterations [paper: 150000 GLCIC, 100000 CE].", type=int, min=0)
+    batch_size: int | None = opt(None, "[paper: 96 GLCIC, 64 CE]", type=int, min=1)
+    crop: int | None = opt(None, "Training crop side [256 GLCIC; CE is fixed at 128].", type=int, min=16)
+    scale: tuple = opt((1.0, 1.5), "Each image is resized so its shorter side is crop x U(LO, HI) "
+                       "before cropping.", metavar="LO:HI")
     flip: bool = True
-    mask: str | None = None         # rect | freeform | mixed | center (GLCIC default rect)
-    width: float = 1.0              # channel multiplier of the generator
-    d_width: float = 1.0            # channel multiplier of the discriminator(s)
+    mask: str | None = opt(None, "Hole shapes for GLCIC [rect: sides 96-128 at 256]; the CE always "
+                           "uses its central hole.", choices=("rect", "freeform", "mixed", "center"))
+    width: float = opt(1.0, "Channel multiplier of the generator.", min=0, min_open=True)
+    d_width: float = opt(1.0, "Channel multiplier of the discriminator(s).", min=0, min_open=True)
     # GLCIC
-    tc: int | None = None           # completion-only iterations
-    td: int | None = None           # discriminator-only iterations
-    alpha: float = 0.0004
+    tc: int | None = opt(None, "GLCIC completion-only iterations [90000].", type=int, min=0)
+    td: int | None = opt(None, "GLCIC discriminator-only iterations [10000].", type=int, min=0)
+    alpha: float = opt(0.0004, "GLCIC adversarial weight.")
     local_size: int | None = None   # local discriminator patch (128 at a 256 crop)
     adadelta_lr: float = 1.0
     adadelta_rho: float = 0.9
@@ -47,34 +62,43 @@ class TrainConfig:
     lambda_rec: float = 0.999
     lambda_adv: float = 0.001
     overlap_weight: float = 10.0
-    lr_d: float = 2e-4
-    lr_ratio: float = 10.0          # generator lr = lr_ratio * lr_d
+    lr_d: float = opt(2e-4, "CE discriminator learning rate.")
+    lr_ratio: float = opt(10.0, "CE encoder-decoder learning rate / discriminator's.")
     beta1: float = 0.5
     # both
-    adv: str = "bce"                # adversarial loss kind (train.losses)
+    adv: str = opt("bce", "Adversarial loss.", choices=("bce", "minimax"))
     # fastfill's recipe (the papers' settings are the defaults above)
-    fill: str = "mean"              # prefill of the hole: mean (papers) | harmonic (fastfill.ops.fill)
-    head: str = "sigmoid"           # sigmoid (papers) | residual (prefill + zero-initialised correction)
-    norm: str = "batch"             # GLCIC generator: batch (paper) | group | none
-    optimizer: str = "paper"        # paper (ADADELTA for GLCIC, Adam for CE) | adam
-    lr: float = 2e-4                # generator lr with optimizer=adam
-    warmup: int = 0                 # linear lr warm-up steps (optimizer=adam)
-    schedule: str = "constant"      # lr after warm-up: constant | cosine (to 0 at `steps`)
-    val_every: int = 0              # hole PSNR on held-out crops every N steps; best.safetensors kept
+    fill: str = opt("mean", "Prefill of the hole the net sees [paper: mean].", choices=FILLS)
+    head: str = opt("sigmoid", "Output head: the paper's sigmoid, or prefill + a zero-initialised "
+                    "correction.", choices=HEADS)
+    norm: str = opt("batch", "GLCIC generator normalisation [paper: batch].", choices=NORMS)
+    optimizer: str = opt("paper", "paper: ADADELTA (GLCIC) / Adam 2e-3 (CE); adam: Adam at --lr with "
+                         "--warmup.", choices=("paper", "adam"))
+    lr: float = opt(2e-4, "Generator learning rate with --optimizer adam.", min=0, min_open=True)
+    warmup: int = opt(0, "Linear lr warm-up steps.", min=0)
+    schedule: str = opt("constant", "lr after the warm-up (--optimizer adam): constant, or cosine "
+                        "decay to 0 at --steps.", choices=("constant", "cosine"))
+    val_every: int = opt(0, "Every N steps: hole PSNR on held-out crops (model and prefill) in "
+                         "log.jsonl; the best is kept as OUT/best.safetensors. 0 = never.", min=0)
     val_crops: int = 4              # crops per held-out photo for that validation
-    val_data: str | None = None     # folder of validation photos (then all of `data` trains)
-    ema: float = 0.0                # decay of an exponential moving average of the generator's
-                                    # weights (e.g. 0.999; 0 = off): validated, sampled and kept as best
-    seed: int = 0
-    val_fraction: float = 0.05
-    sample_every: int = 1000
-    save_every: int = 5000
+    val_data: str | None = opt(None, "Folder of validation photos (e.g. data/val); then every photo "
+                               "under --data trains.", path="data")
+    ema: float = opt(0.0, "Decay of a moving average of the generator's weights (e.g. 0.999), which "
+                     "is validated, sampled and kept as best; 0 = off.", min=0, max=1, max_open=True)
+    seed: int = opt(0, "Seed of the data order, masks and initialisation.")
+    val_fraction: float = opt(0.05, "Images held out (by a hash of their path) for validation and "
+                              "sample grids.", min=0, max=1, max_open=True)
+    sample_every: int = opt(1000, "Write samples/step_N.png (input | output | truth) every K steps "
+                            "(0 = never).", min=0)
+    save_every: int = opt(5000, "Write OUT/last.safetensors every K steps (and at the end and on "
+                          "Ctrl-C).", min=1)
     n_samples: int = 4
-    workers: int = 0
-    threads: int | None = None
-    device: str = "cpu"             # cpu | cuda | cuda:N | auto (cuda when available)
-    progress: bool = True
-    resume: str | None = None
+    workers: int = opt(0, "Data loader processes.", min=0, max=MAX_JOBS)
+    threads: int | None = opt(None, "torch CPU threads.", type=int, min=1, max=MAX_THREADS)
+    device: str = opt("cpu", "cpu, cuda, cuda:N or auto (cuda when available).")
+    progress: bool = True           # the progress bar (`fastfill train -q` turns it off)
+    resume: str | None = opt(None, "Continue from a checkpoint (e.g. OUT/last.safetensors) exactly.",
+                             path="file")
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -95,7 +119,6 @@ class TrainConfig:
         for k in ("batch_size", "save_every"):
             if getattr(self, k) < 1:
                 raise DataError(f"{k} must be >= 1, got {getattr(self, k)}")
-        from fastfill.ops import FILLS
         for k, allowed in (("fill", FILLS), ("head", HEADS), ("norm", NORMS), ("optimizer", ("paper", "adam")),
                            ("schedule", ("constant", "cosine"))):
             if getattr(self, k) not in allowed:
@@ -104,4 +127,4 @@ class TrainConfig:
             raise DataError(f"sample_every must be >= 0 (0 = never), got {self.sample_every}")
 
 
-__all__ = ["TrainConfig", "PAPER_DEFAULTS", "HEADS", "NORMS", "DataError"]
+__all__ = ["TrainConfig", "PAPER_DEFAULTS", "HEADS", "NORMS", "DataError", "opt"]
