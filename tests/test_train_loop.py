@@ -5,7 +5,6 @@ import json
 import signal
 import sys
 
-import click
 
 import numpy as np
 import pytest
