@@ -542,8 +542,6 @@ def train_cmd(kind, quiet, **opts):
     Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
     """
     loop = _import_train("loop")
-    if kind == "ce":
-        opts["mask"] = None  # the Context Encoder's hole is its own (central)
     r = loop.train(loop.TrainConfig(kind=kind, **opts, progress=not quiet))
     if r["interrupted"]:
         click.echo(f"interrupted at step {r['step']}; saved {r['checkpoint']} (continue with --resume)", err=True)

@@ -114,6 +114,8 @@ class TrainConfig:
                 raise DataError(f"GLCIC crop must be a multiple of 4, got {self.crop}")
         elif self.crop != 128:
             raise DataError(f"the Context Encoder is defined on 128x128 crops, got crop={self.crop}")
+        else:
+            self.mask = "center"  # the Context Encoder's hole is its own (central) box
         if self.steps < 0:
             raise DataError(f"steps must be >= 0, got {self.steps}")
         for k in ("batch_size", "save_every"):
