@@ -295,20 +295,36 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
     return EXIT_OK
 
 
-class _SizeType(click.ParamType):
-    """WIDTHxHEIGHT (or N for NxN)."""
+class _Parsed(click.ParamType):
+    """A value written as text (shown as ``name``) and read by ``parse``, whose ValueError is the
+    usage error; a tuple (a default) passes as it is."""
 
-    name = "WxH"
+    def __init__(self, name: str, parse):
+        self.name, self.parse = name, parse
 
     def convert(self, value, param, ctx):
-        from .bench import parse_size
-
         if isinstance(value, tuple):
             return value
         try:
-            return parse_size(value)
-        except FastfillError as e:
+            return self.parse(value)
+        except ValueError as e:  # (fastfill's InputError is one)
             self.fail(str(e), param, ctx)
+
+
+def _size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT (or N for NxN)."""
+    from .bench import parse_size
+
+    return parse_size(text)
+
+
+def _lo_hi(text: str) -> tuple[float, float]:
+    """LO:HI -> (lo, hi) floats."""
+    try:
+        lo, hi = (float(v) for v in str(text).split(":"))
+    except ValueError:
+        raise ValueError(f"expected LO:HI such as 1.0:1.5, got {text!r}") from None
+    return lo, hi
 
 
 @cli.command("serve")
@@ -398,7 +414,7 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
               help="cpu, cuda, cuda:N, tensorrt, openvino or auto, for every model file.")
 @click.option("--torch", "torch_ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Also PyTorch eager on this training checkpoint (needs the `train` extra).")
-@click.option("--size", "sizes", multiple=True, type=_SizeType(),
+@click.option("--size", "sizes", multiple=True, type=_Parsed("WxH", _size),
               help="Image size WxH; repeatable [default: 512x512].")
 @click.option("--batch", "batches", multiple=True, type=click.IntRange(1, MAX_BATCH),
               help="Images per call; repeatable [default: 1].")
@@ -465,21 +481,6 @@ def _import_train(module):
     return importlib.import_module(f"train.{module}")
 
 
-class _LoHi(click.ParamType):
-    """``LO:HI`` -> (lo, hi) floats."""
-
-    name = "LO:HI"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            lo, hi = (float(v) for v in str(value).split(":"))
-        except ValueError:
-            self.fail(f"expected LO:HI such as 1.0:1.5, got {value!r}", param, ctx)
-        return lo, hi
-
-
 class _ConfigCommand(click.Command):
     """A command whose options are built from a configuration dataclass when it is first used
     (``build``), so that listing the commands imports nothing of training."""
@@ -510,7 +511,7 @@ def _option_from_field(f) -> click.Option:
     elif "path" in m:
         t = paths[m["path"]]
     elif kind is tuple:
-        t = _LoHi()
+        t = _Parsed("LO:HI", _lo_hi)
     elif "min" in m or "max" in m:
         t = (click.IntRange if kind is int else click.FloatRange)(
             m.get("min"), m.get("max"), min_open=m.get("min_open", False), max_open=m.get("max_open", False))
