@@ -5,7 +5,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -106,22 +108,67 @@ bool want_cuda(const std::string& device) {
   throw py::value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
 }
 
-bool want_harmonic(const std::string& fill) {
-  if (fill == "mean") return false;
-  if (fill == "harmonic") return true;
-  throw py::value_error("fill: expected 'mean' or 'harmonic', got '" + fill + "'");
+enum class Fill { Mean, Harmonic, Patch };
+
+Fill parse_fill(const std::string& fill) {
+  if (fill == "mean") return Fill::Mean;
+  if (fill == "harmonic") return Fill::Harmonic;
+  if (fill == "patch") return Fill::Patch;
+  throw py::value_error("fill: expected 'mean', 'harmonic' or 'patch', got '" + fill + "'");
 }
 
-// Harmonic hole values of every image's window: [n, h, w, 3] floats, written (and read) at hole
-// pixels only, so the buffer is left uninitialised: untouched pages cost nothing.
-std::unique_ptr<float[]> harmonic_values(const PrepareArgs& a) {
+int64_t option(const py::dict& o, const char* key, int64_t fallback, int64_t lo, int64_t hi) {
+  if (!o.contains(key)) return fallback;
+  const py::object v = o[key];
+  if (py::isinstance<py::bool_>(v) || !py::isinstance<py::int_>(v))
+    throw py::type_error(std::string(key) + ": expected an int");
+  const int64_t x = v.cast<int64_t>();
+  if (x < lo || x > hi)
+    throw py::value_error(std::string(key) + ": must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                          "], got " + std::to_string(x));
+  return x;
+}
+
+// The patch fill's options from a dict (absent keys keep their defaults; unknown keys refused).
+fastfill::PatchParams patch_params(const py::dict& o) {
+  static const char* known[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "seed"};
+  for (auto item : o) {
+    const std::string k = py::str(item.first).cast<std::string>();
+    if (std::find(std::begin(known), std::end(known), k) == std::end(known))
+      throw py::value_error("options: unknown option '" + k + "' of the patch fill");
+  }
+  fastfill::PatchParams p;
+  p.patch = int(option(o, "patch", p.patch, 3, 15));
+  if (p.patch % 2 == 0) throw py::value_error("patch: must be odd, got " + std::to_string(p.patch));
+  p.levels = int(option(o, "levels", p.levels, 0, 16));
+  p.iterations = int(option(o, "iterations", p.iterations, 1, 32));
+  p.passes = int(option(o, "passes", p.passes, 1, 16));
+  p.radius = option(o, "radius", p.radius, 1, 1 << 16);
+  p.thin = option(o, "thin", p.thin, 0, 1 << 20);
+  p.seed = uint64_t(option(o, "seed", 0, 0, INT64_MAX));
+  return p;
+}
+
+// Prefill values of every image's window: [n, h, w, 3] floats, written (and read) at hole pixels
+// only, so the buffer is left uninitialised: untouched pages cost nothing. The patch fill starts
+// from the harmonic one and overwrites the components it completes.
+std::unique_ptr<float[]> fill_values(const PrepareArgs& a, Fill fill, const fastfill::PatchParams& p) {
   const Frame& f = a.f;
-  std::unique_ptr<float[]> v(new float[size_t(f.n * f.h * f.w * 3)]);
+  const size_t per = size_t(f.h * f.w * 3);
+  std::unique_ptr<float[]> v(new float[size_t(f.n) * per]);
+  std::unique_ptr<float[]> start;
+  if (fill == Fill::Patch) start.reset(new float[per]);
   for (int64_t b = 0; b < f.n; ++b) {
     Frame one = f;
     one.n = 1;
-    fastfill::harmonic_fill_cpu(a.images + b * f.H * f.W * 3, a.masks + b * f.H * f.W, one, a.mean,
-                                v.get() + b * f.h * f.w * 3);
+    const uint8_t* im = a.images + b * f.H * f.W * 3;
+    const uint8_t* m = a.masks + b * f.H * f.W;
+    float* out = v.get() + size_t(b) * per;
+    fastfill::harmonic_fill_cpu(im, m, one, a.mean, out);
+    if (fill == Fill::Patch) {
+      std::memcpy(start.get(), out, per * sizeof(float));
+      fastfill::patch_fill_cpu(im, m, one, start.get(), p, out);
+    }
   }
   return v;
 }
@@ -145,7 +192,7 @@ PrepareArgs fill_args(const py::array& images, const py::array& masks, const std
 
 py::array prepare(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
                   int64_t multiple, const Window& window, const std::string& dtype, bool mask_channel,
-                  const std::string& device, const std::string& fill) {
+                  const std::string& device, const std::string& fill, const py::dict& options) {
   py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
   PrepareArgs a = fill_args(images, masks, mean, window);
   if (multiple < 1 || multiple > 4096) throw py::value_error("multiple: must be in [1, 4096], got " + std::to_string(multiple));
@@ -156,7 +203,8 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
   else
     throw py::type_error("dtype: expected float32 or float16, got " + dtype);
   const bool cuda = want_cuda(device);
-  const bool harmonic = want_harmonic(fill);
+  const Fill method = parse_fill(fill);
+  const fastfill::PatchParams params = patch_params(options);
   a.mask_channel = mask_channel;
   a.Hp = round_up(a.f.h, multiple);
   a.Wp = round_up(a.f.w, multiple);
@@ -167,8 +215,8 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
   {
     py::gil_scoped_release nogil;
     std::unique_ptr<float[]> values;
-    if (harmonic) {
-      values = harmonic_values(a);
+    if (method != Fill::Mean) {
+      values = fill_values(a, method, params);
       a.fill = values.get();
     }
 #ifdef FASTFILL_WITH_CUDA
@@ -183,17 +231,19 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
 }
 
 py::array fill_op(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
-                  const Window& window, const std::string& method) {
+                  const Window& window, const std::string& method, const py::dict& options) {
   py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
   PrepareArgs a = fill_args(images, masks, mean, window);
-  const bool harmonic = want_harmonic(method);
+  const Fill fill = parse_fill(method);
+  const bool solved = fill != Fill::Mean;
+  const fastfill::PatchParams params = patch_params(options);
   const Frame& f = a.f;
   py::array out(py::dtype::of<uint8_t>(), {py::ssize_t(f.n), py::ssize_t(f.h), py::ssize_t(f.w), py::ssize_t(3)});
   uint8_t* o = static_cast<uint8_t*>(out.mutable_data());
   {
     py::gil_scoped_release nogil;
     std::unique_ptr<float[]> values;
-    if (harmonic) values = harmonic_values(a);
+    if (solved) values = fill_values(a, fill, params);
     // Rows copied whole, then the hole pixels overwritten.
     for (int64_t b = 0; b < f.n; ++b)
       for (int64_t y = 0; y < f.h; ++y) {
@@ -211,7 +261,7 @@ py::array fill_op(const py::object& images_o, const py::object& masks_o, const s
           }
           if (!m[x]) continue;
           for (int c = 0; c < 3; ++c)
-            o[(dst + x) * 3 + c] = fastfill::to_byte(harmonic ? values[(dst + x) * 3 + c] : a.mean[c]);
+            o[(dst + x) * 3 + c] = fastfill::to_byte(solved ? values[(dst + x) * 3 + c] : a.mean[c]);
         }
       }
   }
@@ -362,9 +412,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info, "Back-ends this module was built with and what the machine offers.");
   m.def("prepare", &prepare, py::arg("images"), py::arg("masks"), py::arg("mean"), py::arg("multiple"),
         py::arg("window"), py::arg("dtype"), py::arg("mask_channel"), py::arg("device"), py::arg("fill") = "mean",
-        "Model input [N, C, Hp, Wp] from uint8 images and masks; hole pixels get the `fill` prefill.");
+        py::arg("options") = py::dict(),
+        "Model input [N, C, Hp, Wp] from uint8 images and masks; hole pixels get the `fill` prefill\n"
+        "(`options`: the patch fill's, see fastfill.ops.FILLS).");
   m.def("fill", &fill_op, py::arg("images"), py::arg("masks"), py::arg("mean"), py::arg("window"), py::arg("method"),
-        "Classical fill: uint8 [N, h, w, 3] with the hole pixels of the window filled by `method`.");
+        py::arg("options") = py::dict(),
+        "Classical fill: uint8 [N, h, w, 3] with the hole pixels of the window filled by `method`\n"
+        "(`options`: the patch fill's, see fastfill.ops.FILLS).");
   m.def("composite", &composite, py::arg("pred"), py::arg("images"), py::arg("masks"), py::arg("window"),
         py::arg("out"), py::arg("device"));
 #ifdef FASTFILL_WITH_CUDA

@@ -47,6 +47,24 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
                        float* out);
 void composite_cpu(const CompositeArgs& a);
 
+// Options of the patch fill (see fastfill.ops.FILLS for their meaning and bounds).
+struct PatchParams {
+  int patch = 7;        // patch side (odd, 3..15)
+  int levels = 0;       // most pyramid levels (0 = as many as the hole's size calls for)
+  int iterations = 3;   // EM rounds per level
+  int passes = 3;       // PatchMatch passes per EM round
+  int64_t radius = 96;  // search box: each component's bounding box grown by this, in pixels
+  int64_t thin = 0;     // components at most this thick (4-connected erosions) keep the start
+  uint64_t seed = 0;
+};
+
+// Patch fill of the window `f` (n = 1): multi-scale PatchMatch completion of every 4-connected
+// hole component from the known pixels of its search box, started from `start` (the window's
+// harmonic fill, [h, w, 3], read at hole pixels). Writes the hole pixels of `out` [h, w, 3]
+// (values in [0, 1]) of the components it completes; the others are left as they are.
+void patch_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float* start,
+                    const PatchParams& p, float* out);
+
 #ifdef FASTFILL_WITH_CUDA
 // Pointers are device pointers; the kernels are queued on `stream` (a cudaStream_t) and return
 // at once. An error from the launch is thrown as std::runtime_error.

@@ -1,0 +1,472 @@
+// Patch fill: multi-scale PatchMatch completion (Barnes et al. 2009, nearest-neighbour fields by
+// propagation and random search) inside an expectation-maximisation loop with patch voting
+// (Wexler et al. 2007), coarse to fine, started from the harmonic fill.
+//
+// Each 4-connected hole component is completed on its own, in its box: the component's bounding
+// box grown by the search radius, clipped to the window. Everything the component's result reads
+// lies in that box (the known pixels as patch sources, the harmonic fill of the hole pixels as the
+// start), and every random draw is a hash of the seed and a position in the box, so the result of
+// a component does not depend on the window around it (ROI crops equal the whole frame) nor on the
+// thread count.
+//
+// Exact arithmetic, so that a slow NumPy transcription (ops.patch_reference) gives the same bytes:
+// pixel values are integers (4 steps per uint8 level), patch distances are integer sums of squares
+// (any order gives the same sum), the propagation is Jacobi (every target reads the field of the
+// previous pass, not its neighbours' updates), and the vote is a double sum taken in one fixed
+// order per pixel (this file is built without floating-point contraction).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "ops.h"
+#include "pixel.h"
+
+namespace fastfill {
+namespace {
+
+constexpr int32_t kScale = 4;            // value steps per uint8 level
+constexpr int32_t kMax = 255 * kScale;   // 1020
+// Vote weight of a patch: 1 / (1 + msd / sigma^2), msd its mean squared difference per value in
+// uint8 levels^2; sigma = 8 levels (a patch off by 8 levels rms counts half).
+constexpr double kSigma2 = 64.0;
+// Targets at which a level's loops split across threads (fewer run on one thread, and several
+// components run side by side instead).
+constexpr int64_t kParallelTargets = 4096;
+
+inline uint64_t mix(uint64_t z) {  // splitmix64's finaliser
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// The random number for draw `k` of position `pos` in pass `pass` (see patch_reference).
+inline uint64_t draw(uint64_t seed, uint64_t pass, uint64_t pos, uint64_t k) {
+  return mix(mix(mix(seed ^ pass) ^ pos) ^ k);
+}
+
+// One level of a component's pyramid over its box (h x w cells).
+struct Level {
+  int64_t h = 0, w = 0;
+  std::vector<int32_t> v;      // 3 planes of h * w values in [0, kMax]
+  std::vector<uint8_t> hole;   // any hole pixel (of any component) below the cell
+  std::vector<uint8_t> mine;   // a pixel of this component below the cell
+  std::vector<uint8_t> valid;  // a source centre: the patch lies in the box and holds no hole
+  std::vector<int32_t> src;    // the valid centres, in scan order
+  std::vector<int32_t> tid;    // target index of each centre, -1 = not a target
+  std::vector<int32_t> targets;  // target centres (patch in the box, holding a pixel of mine)
+  std::vector<int32_t> nnf, nnf2;  // source centre of each target (two buffers: Jacobi passes)
+  std::vector<int32_t> dist, dist2;
+};
+
+// Sum over each p x p window: out[y * w + x] for the window centred at (y, x), -1 where the
+// window leaves the box.
+std::vector<int32_t> window_sums(const std::vector<uint8_t>& m, int64_t h, int64_t w, int r) {
+  std::vector<int32_t> I(size_t((h + 1) * (w + 1)), 0);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x)
+      I[size_t((y + 1) * (w + 1) + x + 1)] = m[size_t(y * w + x)] + I[size_t(y * (w + 1) + x + 1)] +
+                                             I[size_t((y + 1) * (w + 1) + x)] - I[size_t(y * (w + 1) + x)];
+  std::vector<int32_t> out(size_t(h * w), -1);
+  for (int64_t y = r; y + r < h; ++y)
+    for (int64_t x = r; x + r < w; ++x) {
+      const int64_t a = y - r, b = x - r, c = y + r + 1, d = x + r + 1;
+      out[size_t(y * w + x)] = I[size_t(c * (w + 1) + d)] - I[size_t(a * (w + 1) + d)] -
+                               I[size_t(c * (w + 1) + b)] + I[size_t(a * (w + 1) + b)];
+    }
+  return out;
+}
+
+class Completion {
+ public:
+  Completion(const PatchParams& P, int64_t parallel_targets) : P_(P), r_(P.patch / 2), par_min_(parallel_targets) {}
+
+  // Sources and targets of level L from its masks; false when it has no source.
+  bool index(Level& L) const {
+    const int64_t n = L.h * L.w;
+    const std::vector<int32_t> holes = window_sums(L.hole, L.h, L.w, r_);
+    const std::vector<int32_t> mine = window_sums(L.mine, L.h, L.w, r_);
+    L.valid.assign(size_t(n), 0);
+    L.src.clear();
+    L.targets.clear();
+    L.tid.assign(size_t(n), -1);
+    for (int64_t i = 0; i < n; ++i) {
+      if (holes[size_t(i)] == 0) {
+        L.valid[size_t(i)] = 1;
+        L.src.push_back(int32_t(i));
+      }
+      if (mine[size_t(i)] > 0) {
+        L.tid[size_t(i)] = int32_t(L.targets.size());
+        L.targets.push_back(int32_t(i));
+      }
+    }
+    return !L.src.empty() && !L.targets.empty();
+  }
+
+  // Sum of squared differences of the patches centred at t and s; stops (returning a value
+  // >= bound) once the partial sum reaches `bound`.
+  int32_t distance(const Level& L, int64_t t, int64_t s, int32_t bound) const {
+    const int64_t n = L.h * L.w, w = L.w;
+    int32_t acc = 0;
+    for (int ch = 0; ch < 3; ++ch) {
+      const int32_t* plane = L.v.data() + ch * n;
+      for (int dy = -r_; dy <= r_; ++dy) {
+        const int32_t* a = plane + t + dy * w;
+        const int32_t* b = plane + s + dy * w;
+        for (int dx = -r_; dx <= r_; ++dx) {
+          const int32_t e = a[dx] - b[dx];
+          acc += e * e;
+        }
+        if (acc >= bound) return acc;
+      }
+    }
+    return acc;
+  }
+
+  bool parallel(const Level& L) const { return int64_t(L.targets.size()) >= par_min_; }
+
+  // dist of every target for its current source.
+  void measure(Level& L) const {
+    const int64_t nt = int64_t(L.targets.size());
+#pragma omp parallel for schedule(static) if (parallel(L))
+    for (int64_t k = 0; k < nt; ++k)
+      L.dist[size_t(k)] = distance(L, L.targets[size_t(k)], L.nnf[size_t(k)], INT32_MAX);
+  }
+
+  // One PatchMatch pass: each target tries its neighbours' sources shifted back (at steps 1 and
+  // `jump`), then random sources around its best in windows halving from the box size, then one
+  // anywhere; the best strictly better one wins. Reads nnf/dist, writes nnf2/dist2, swaps.
+  void pass(Level& L, uint64_t pass_id, int64_t jump) const {
+    const int64_t nt = int64_t(L.targets.size()), w = L.w, h = L.h;
+    const int64_t steps[2] = {1, jump};
+    const int nsteps = jump > 1 ? 2 : 1;
+    const int64_t ns = int64_t(L.src.size());
+#pragma omp parallel for schedule(static) if (parallel(L))
+    for (int64_t k = 0; k < nt; ++k) {
+      const int64_t t = L.targets[size_t(k)], ty = t / w, tx = t % w;
+      int32_t best = L.nnf[size_t(k)], bd = L.dist[size_t(k)];
+      auto tryit = [&](int64_t s) {
+        if (s == best || !L.valid[size_t(s)]) return;
+        const int32_t d = distance(L, t, s, bd);
+        if (d < bd) {
+          bd = d;
+          best = int32_t(s);
+        }
+      };
+      for (int j = 0; j < nsteps; ++j) {
+        const int64_t st = steps[j];
+        const int64_t ny[4] = {ty - st, ty + st, ty, ty}, nx[4] = {tx, tx, tx - st, tx + st};
+        for (int q = 0; q < 4; ++q) {
+          if (ny[q] < 0 || ny[q] >= h || nx[q] < 0 || nx[q] >= w) continue;
+          const int32_t nk = L.tid[size_t(ny[q] * w + nx[q])];
+          if (nk < 0) continue;
+          const int64_t s = L.nnf[size_t(nk)];
+          const int64_t sy = s / w + (ty - ny[q]), sx = s % w + (tx - nx[q]);
+          if (sy < 0 || sy >= h || sx < 0 || sx >= w) continue;
+          tryit(sy * w + sx);
+        }
+      }
+      uint64_t kdraw = 0;
+      for (int64_t rad = std::max(h, w); rad >= 1; rad /= 2) {
+        const uint64_t z = draw(P_.seed, pass_id, uint64_t(t), kdraw++);
+        const int64_t span = 2 * rad + 1;
+        const int64_t sy = best / w + int64_t((z & 0xffffffffu) % uint64_t(span)) - rad;
+        const int64_t sx = best % w + int64_t((z >> 32) % uint64_t(span)) - rad;
+        if (sy < 0 || sy >= h || sx < 0 || sx >= w) continue;
+        tryit(sy * w + sx);
+      }
+      tryit(L.src[size_t(draw(P_.seed, pass_id, uint64_t(t), kdraw) % uint64_t(ns))]);
+      L.nnf2[size_t(k)] = best;
+      L.dist2[size_t(k)] = bd;
+    }
+    L.nnf.swap(L.nnf2);
+    L.dist.swap(L.dist2);
+  }
+
+  // Each pixel of the component: the weighted mean of what the patches covering it say, offsets
+  // taken in one fixed order; weights 1 / (1 + msd / sigma^2). Reads only source pixels (known),
+  // so pixels can be written in place.
+  void vote(Level& L) const {
+    const int64_t n = L.h * L.w, w = L.w, h = L.h;
+    const int p = P_.patch;
+    const double kinv = 1.0 / (double(p * p * 3) * double(kScale * kScale) * kSigma2);
+    std::vector<double> weight(L.targets.size());
+    for (size_t k = 0; k < weight.size(); ++k) weight[k] = 1.0 / (1.0 + double(L.dist[k]) * kinv);
+    std::vector<int32_t> pixels;
+    for (int64_t i = 0; i < n; ++i)
+      if (L.mine[size_t(i)]) pixels.push_back(int32_t(i));
+    const int64_t np = int64_t(pixels.size());
+#pragma omp parallel for schedule(static) if (parallel(L))
+    for (int64_t k = 0; k < np; ++k) {
+      const int64_t i = pixels[size_t(k)], y = i / w, x = i % w;
+      double acc[3] = {0.0, 0.0, 0.0}, ws = 0.0;
+      for (int dy = -r_; dy <= r_; ++dy)
+        for (int dx = -r_; dx <= r_; ++dx) {
+          const int64_t cy = y - dy, cx = x - dx;  // the patch centred there covers (y, x) at (dy, dx)
+          if (cy < 0 || cy >= h || cx < 0 || cx >= w) continue;
+          const int32_t tk = L.tid[size_t(cy * w + cx)];
+          if (tk < 0) continue;
+          const double wt = weight[size_t(tk)];
+          const int64_t s = int64_t(L.nnf[size_t(tk)]) + dy * w + dx;
+          for (int ch = 0; ch < 3; ++ch) acc[ch] += wt * double(L.v[size_t(ch * n + s)]);
+          ws += wt;
+        }
+      if (!(ws > 0.0)) continue;
+      for (int ch = 0; ch < 3; ++ch) {
+        const double q = std::nearbyint(acc[ch] / ws);
+        L.v[size_t(ch * n + i)] = int32_t(std::min(double(kMax), std::max(0.0, q)));
+      }
+    }
+  }
+
+  // EM at one level: `iters` rounds of (distances for the current image, PatchMatch passes, vote).
+  void em(Level& L, int level) const {
+    for (int it = 0; it < P_.iterations; ++it) {
+      measure(L);
+      for (int pm = 0; pm < P_.passes; ++pm) {
+        const uint64_t id = (uint64_t(level) << 40) | (uint64_t(it) << 20) | uint64_t(pm);
+        pass(L, id, int64_t(1) << (P_.passes - 1 - pm));
+      }
+      vote(L);
+    }
+  }
+
+  const PatchParams& P_;
+  const int r_;
+  const int64_t par_min_;
+};
+
+// The coarser level of F: 2x2 children averaged (rounded), a cell is hole / mine when any child is.
+void downsample(const Level& F, Level& C) {
+  C.h = (F.h + 1) / 2;
+  C.w = (F.w + 1) / 2;
+  const int64_t n = C.h * C.w, fn = F.h * F.w;
+  C.v.assign(size_t(3 * n), 0);
+  C.hole.assign(size_t(n), 0);
+  C.mine.assign(size_t(n), 0);
+  for (int64_t Y = 0; Y < C.h; ++Y)
+    for (int64_t X = 0; X < C.w; ++X) {
+      int32_t sum[3] = {0, 0, 0}, cnt = 0;
+      uint8_t hole = 0, mine = 0;
+      for (int64_t y = 2 * Y; y < std::min(F.h, 2 * Y + 2); ++y)
+        for (int64_t x = 2 * X; x < std::min(F.w, 2 * X + 2); ++x) {
+          const int64_t i = y * F.w + x;
+          for (int ch = 0; ch < 3; ++ch) sum[ch] += F.v[size_t(ch * fn + i)];
+          hole |= F.hole[size_t(i)];
+          mine |= F.mine[size_t(i)];
+          ++cnt;
+        }
+      const int64_t I = Y * C.w + X;
+      for (int ch = 0; ch < 3; ++ch) C.v[size_t(ch * n + I)] = (sum[ch] + cnt / 2) / cnt;
+      C.hole[size_t(I)] = hole;
+      C.mine[size_t(I)] = mine;
+    }
+}
+
+// Carry level C's result to the finer level F: its pixels take their parent's value, its targets
+// their parent's source shifted by their place in the parent (or, where that is not a source, a
+// random source).
+void upsample(const Level& C, Level& F, uint64_t seed, int level) {
+  const int64_t n = F.h * F.w, cn = C.h * C.w;
+  for (int64_t y = 0; y < F.h; ++y)
+    for (int64_t x = 0; x < F.w; ++x) {
+      const int64_t i = y * F.w + x;
+      if (!F.mine[size_t(i)]) continue;
+      const int64_t I = (y / 2) * C.w + x / 2;
+      for (int ch = 0; ch < 3; ++ch) F.v[size_t(ch * n + i)] = C.v[size_t(ch * cn + I)];
+    }
+  const int64_t nt = int64_t(F.targets.size()), ns = int64_t(F.src.size());
+  F.nnf.resize(size_t(nt));
+  for (int64_t k = 0; k < nt; ++k) {
+    const int64_t t = F.targets[size_t(k)], y = t / F.w, x = t % F.w;
+    const int32_t ck = C.tid[size_t((y / 2) * C.w + x / 2)];
+    int64_t s = -1;
+    if (ck >= 0) {
+      const int64_t cs = C.nnf[size_t(ck)];
+      const int64_t sy = 2 * (cs / C.w) + (y & 1), sx = 2 * (cs % C.w) + (x & 1);
+      if (sy < F.h && sx < F.w && F.valid[size_t(sy * F.w + sx)]) s = sy * F.w + sx;
+    }
+    if (s < 0) s = F.src[size_t(draw(seed, uint64_t(level) << 40 | 0xFFFFFull, uint64_t(t), 0) % uint64_t(ns))];
+    F.nnf[size_t(k)] = int32_t(s);
+  }
+}
+
+struct Component {
+  int64_t y0, x0, y1, x1;  // bounding box in window coordinates, end exclusive
+  int64_t size;
+};
+
+// One component: its box, pyramid and EM, coarse to fine; writes its pixels of `out`.
+void complete(const Component& c, const std::vector<int32_t>& labels, int32_t label, const uint8_t* image,
+              const uint8_t* mask, int64_t W, const Frame& f, const float* start, const PatchParams& P,
+              float* out) {
+  const int64_t R = P.radius;
+  const int64_t by0 = std::max<int64_t>(0, c.y0 - R), bx0 = std::max<int64_t>(0, c.x0 - R);
+  const int64_t by1 = std::min(f.h, c.y1 + R), bx1 = std::min(f.w, c.x1 + R);
+  std::vector<Level> levels;
+  levels.reserve(20);  // never reallocates (at most 17 levels): `L0` stays valid
+  levels.emplace_back();
+  Level& L0 = levels[0];
+  L0.h = by1 - by0;
+  L0.w = bx1 - bx0;
+  const int64_t n0 = L0.h * L0.w;
+  if (L0.h < P.patch || L0.w < P.patch) return;  // no patch fits: the start (harmonic) stays
+  L0.v.assign(size_t(3 * n0), 0);
+  L0.hole.assign(size_t(n0), 0);
+  L0.mine.assign(size_t(n0), 0);
+  for (int64_t y = 0; y < L0.h; ++y)
+    for (int64_t x = 0; x < L0.w; ++x) {
+      const int64_t wy = by0 + y, wx = bx0 + x, i = y * L0.w + x;
+      const bool hole = mask[(f.top + wy) * W + f.left + wx] != 0;
+      L0.hole[size_t(i)] = hole;
+      L0.mine[size_t(i)] = hole && labels[size_t(wy * f.w + wx)] == label;
+      for (int ch = 0; ch < 3; ++ch) {
+        int32_t v;
+        if (hole) {
+          const float s = start[(wy * f.w + wx) * 3 + ch] * float(kMax);
+          v = int32_t(std::nearbyint(std::min(float(kMax), std::max(0.f, s))));
+        } else {
+          v = int32_t(image[((f.top + wy) * W + f.left + wx) * 3 + ch]) * kScale;
+        }
+        L0.v[size_t(ch * n0 + i)] = v;
+      }
+    }
+  // Levels down to where the component spans about two patches (or `levels`), while a patch fits.
+  const int64_t span = std::max(c.y1 - c.y0, c.x1 - c.x0);
+  int want = 0;
+  while ((span >> want) > 2 * P.patch) ++want;
+  if (P.levels > 0) want = std::min(want, P.levels - 1);
+  for (int k = 0; k < want; ++k) {
+    Level C;
+    downsample(levels.back(), C);
+    if (C.h < P.patch || C.w < P.patch) break;
+    levels.push_back(std::move(C));
+  }
+  const Completion em(P, kParallelTargets);
+  // The coarsest level that has sources starts; a component with none anywhere keeps the start.
+  int top = int(levels.size()) - 1;
+  while (top >= 0 && !em.index(levels[size_t(top)])) --top;
+  if (top < 0) return;
+  for (int l = top - 1; l >= 0; --l) em.index(levels[size_t(l)]);
+  {
+    Level& T = levels[size_t(top)];
+    const int64_t nt = int64_t(T.targets.size()), ns = int64_t(T.src.size());
+    T.nnf.resize(size_t(nt));
+    for (int64_t k = 0; k < nt; ++k)
+      T.nnf[size_t(k)] = T.src[size_t(draw(P.seed, uint64_t(top) << 40 | 0xFFFFEull, uint64_t(T.targets[size_t(k)]), 0) %
+                                      uint64_t(ns))];
+  }
+  for (int l = top; l >= 0; --l) {
+    Level& L = levels[size_t(l)];
+    if (l < top) {
+      if (L.src.empty() || L.targets.empty()) return;  // cannot happen: finer levels have more sources
+      upsample(levels[size_t(l + 1)], L, P.seed, l);
+    }
+    L.dist.resize(L.targets.size());
+    L.nnf2.resize(L.targets.size());
+    L.dist2.resize(L.targets.size());
+    em.em(L, l);
+  }
+  for (int64_t y = 0; y < L0.h; ++y)
+    for (int64_t x = 0; x < L0.w; ++x) {
+      const int64_t i = y * L0.w + x;
+      if (!L0.mine[size_t(i)]) continue;
+      const int64_t wy = by0 + y, wx = bx0 + x;
+      for (int ch = 0; ch < 3; ++ch) out[(wy * f.w + wx) * 3 + ch] = float(L0.v[size_t(ch * n0 + i)]) / float(kMax);
+    }
+}
+
+// 4-connected components of the window's hole pixels, in scan order; labels over the window.
+std::vector<Component> components(const uint8_t* mask, int64_t W, const Frame& f, std::vector<int32_t>& labels) {
+  labels.assign(size_t(f.h * f.w), -1);
+  std::vector<Component> comps;
+  std::vector<int64_t> stack;
+  for (int64_t y = 0; y < f.h; ++y)
+    for (int64_t x = 0; x < f.w; ++x) {
+      if (labels[size_t(y * f.w + x)] >= 0 || !mask[(f.top + y) * W + f.left + x]) continue;
+      const int32_t label = int32_t(comps.size());
+      Component c{y, x, y + 1, x + 1, 0};
+      labels[size_t(y * f.w + x)] = label;
+      stack.push_back(y * f.w + x);
+      while (!stack.empty()) {
+        const int64_t k = stack.back();
+        stack.pop_back();
+        const int64_t cy = k / f.w, cx = k % f.w;
+        ++c.size;
+        c.y0 = std::min(c.y0, cy);
+        c.y1 = std::max(c.y1, cy + 1);
+        c.x0 = std::min(c.x0, cx);
+        c.x1 = std::max(c.x1, cx + 1);
+        const int64_t ny[4] = {cy, cy, cy - 1, cy + 1}, nx[4] = {cx - 1, cx + 1, cx, cx};
+        for (int j = 0; j < 4; ++j) {
+          if (ny[j] < 0 || ny[j] >= f.h || nx[j] < 0 || nx[j] >= f.w) continue;
+          const int64_t i = ny[j] * f.w + nx[j];
+          if (labels[size_t(i)] >= 0 || !mask[(f.top + ny[j]) * W + f.left + nx[j]]) continue;
+          labels[size_t(i)] = label;
+          stack.push_back(i);
+        }
+      }
+      comps.push_back(c);
+    }
+  return comps;
+}
+
+// Thickness of a component: the most 4-connected erosions it survives (1 for a 1-pixel-wide line).
+int64_t thickness(const Component& c, const std::vector<int32_t>& labels, int32_t label, const Frame& f) {
+  const int64_t h = c.y1 - c.y0 + 2, w = c.x1 - c.x0 + 2;
+  std::vector<int32_t> d(size_t(h * w), 0);
+  for (int64_t y = 1; y + 1 < h; ++y)
+    for (int64_t x = 1; x + 1 < w; ++x)
+      if (labels[size_t((c.y0 + y - 1) * f.w + c.x0 + x - 1)] == label) d[size_t(y * w + x)] = INT32_MAX / 2;
+  for (int64_t y = 1; y + 1 < h; ++y)  // city-block distance to the nearest pixel outside
+    for (int64_t x = 1; x + 1 < w; ++x) {
+      int32_t& v = d[size_t(y * w + x)];
+      v = std::min(v, std::min(d[size_t((y - 1) * w + x)], d[size_t(y * w + x - 1)]) + 1);
+    }
+  int64_t best = 0;
+  for (int64_t y = h - 2; y >= 1; --y)
+    for (int64_t x = w - 2; x >= 1; --x) {
+      int32_t& v = d[size_t(y * w + x)];
+      v = std::min(v, std::min(d[size_t((y + 1) * w + x)], d[size_t(y * w + x + 1)]) + 1);
+      best = std::max<int64_t>(best, v);
+    }
+  return best;
+}
+
+}  // namespace
+
+void patch_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float* start,
+                    const PatchParams& P, float* out) {
+  std::vector<int32_t> labels;
+  const std::vector<Component> comps = components(mask, f.W, f, labels);
+  std::vector<size_t> order;
+  for (size_t i = 0; i < comps.size(); ++i)
+    if (thickness(comps[i], labels, int32_t(i), f) > P.thin) order.push_back(i);
+  // Largest first, so that side-by-side components balance across the threads; a large one
+  // splits its own loops instead (see kParallelTargets). Same arithmetic either way.
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return comps[a].size > comps[b].size; });
+  std::vector<size_t> big, small;
+  for (size_t i : order) (comps[i].size >= kParallelTargets ? big : small).push_back(i);
+  for (size_t i : big) complete(comps[i], labels, int32_t(i), image, mask, f.W, f, start, P, out);
+  const int64_t ns = int64_t(small.size());
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t k = 0; k < ns; ++k) {
+    try {
+      const size_t i = small[size_t(k)];
+      complete(comps[i], labels, int32_t(i), image, mask, f.W, f, start, P, out);
+    } catch (...) {
+#pragma omp critical(fastfill_patch_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace fastfill

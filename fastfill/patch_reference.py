@@ -1,0 +1,248 @@
+"""NumPy transcription of the patch fill (``csrc/patch.cpp``): the definition the kernel is held
+to, byte for byte. Slow (seconds for a 64x64 image); for tests only.
+
+The algorithm, per 4-connected hole component thicker than ``thin``:
+
+1. Its box: the component's bounding box grown by ``radius``, clipped to the image. Values are
+   integers, 4 steps per uint8 level; hole pixels start from ``start`` (the harmonic fill).
+2. A pyramid of the box (2x2 means, rounded; a cell is hole, or the component's, when any child
+   is), down to where the component spans about two patches (at most ``levels``).
+3. At each level, coarse to fine: sources are the centres whose ``patch`` x ``patch`` window lies
+   in the box and holds no hole pixel; targets, those whose window lies in the box and holds a
+   pixel of the component. The coarsest level with sources draws a random source per target; a
+   finer level takes its parent's source shifted by its place in the parent (a random source
+   where that is none), and its pixels their parent's value.
+4. ``iterations`` EM rounds per level: the sum of squared differences of each target's patch and
+   its source's; ``passes`` PatchMatch passes (Jacobi: each reads the previous pass's field), each
+   trying, in order, the neighbours' sources shifted back at steps 1 and 2^(passes-1-pass), random
+   sources in windows halving from the box size around the best so far, and one random source
+   anywhere, a strictly smaller distance winning; then the vote: each pixel of the component
+   becomes the mean of what the patches covering it say, weighted 1 / (1 + msd / 8^2) (msd: the
+   patch's mean squared difference in uint8 levels), rounded half to even.
+
+Random numbers are splitmix64 hashes of (seed, pass, position in the box, draw), so nothing
+depends on the thread count or on the window around the box.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCALE, VMAX, SIGMA2 = 4, 1020, 64.0
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(z):
+    z = (z + np.uint64(0x9E3779B97F4A7C15)) & _M64
+    z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
+    z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
+    return z ^ (z >> np.uint64(31))
+
+
+def _draw(seed, pass_id, pos, k):
+    with np.errstate(over="ignore"):
+        pos = np.asarray(pos, np.int64).astype(np.uint64)
+        z = _mix(np.uint64(seed) ^ np.uint64(pass_id))
+        return _mix(_mix(z ^ pos) ^ np.uint64(k))
+
+
+class _Level:
+    def __init__(self, v, hole, mine):
+        self.v, self.hole, self.mine = v, hole, mine  # v: int64 [3, h, w]
+        self.h, self.w = hole.shape
+
+
+def _window_sums(m, r):
+    h, w = m.shape
+    out = np.full((h, w), -1, np.int64)
+    if h < 2 * r + 1 or w < 2 * r + 1:
+        return out
+    I = np.zeros((h + 1, w + 1), np.int64)
+    I[1:, 1:] = m.astype(np.int64).cumsum(0).cumsum(1)
+    p = 2 * r + 1
+    out[r:h - r, r:w - r] = I[p:, p:] - I[:-p, p:] - I[p:, :-p] + I[:-p, :-p]
+    return out
+
+
+def _index(L, r):
+    holes, mine = _window_sums(L.hole, r).ravel(), _window_sums(L.mine, r).ravel()
+    L.valid = holes == 0
+    L.src = np.flatnonzero(L.valid)
+    L.targets = np.flatnonzero(mine > 0)
+    L.tid = np.full(L.h * L.w, -1, np.int64)
+    L.tid[L.targets] = np.arange(L.targets.size)
+    return L.src.size > 0 and L.targets.size > 0
+
+
+def _down(F):
+    h, w = (F.h + 1) // 2, (F.w + 1) // 2
+    def pad(a):
+        out = np.zeros(a.shape[:-2] + (2 * h, 2 * w), np.int64)
+        out[..., :F.h, :F.w] = a
+        return out.reshape(a.shape[:-2] + (h, 2, w, 2))
+    ones = pad(np.ones((F.h, F.w), np.int64)).sum((-3, -1))
+    v = (pad(F.v).sum((-3, -1)) + ones // 2) // ones
+    return _Level(v, pad(F.hole).max((-3, -1)).astype(bool), pad(F.mine).max((-3, -1)).astype(bool))
+
+
+def _ssd(L, t, s, r):
+    flat = L.v.reshape(3, -1)
+    acc = np.zeros(np.shape(t), np.int64)
+    for ch in range(3):
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                o = dy * L.w + dx
+                e = flat[ch, t + o] - flat[ch, s + o]
+                acc += e * e
+    return acc
+
+
+def _pass(L, seed, pass_id, jump, r):
+    h, w, t = L.h, L.w, L.targets
+    ty, tx = t // w, t % w
+    old = L.nnf
+    best, bd = L.nnf.copy(), L.dist.copy()
+
+    def tryit(s, ok):
+        ok = ok & (s != best)
+        ok[ok] = L.valid[s[ok]]
+        if not ok.any():
+            return
+        d = _ssd(L, t[ok], s[ok], r)
+        win = d < bd[ok]
+        idx = np.flatnonzero(ok)[win]
+        best[idx], bd[idx] = s[ok][win], d[win]
+
+    for st in ((1, jump) if jump > 1 else (1,)):
+        for ny, nx in ((ty - st, tx), (ty + st, tx), (ty, tx - st), (ty, tx + st)):
+            ok = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+            nk = np.where(ok, L.tid[np.clip(ny, 0, h - 1) * w + np.clip(nx, 0, w - 1)], -1)
+            ok &= nk >= 0
+            s = old[np.maximum(nk, 0)]
+            sy, sx = s // w + (ty - ny), s % w + (tx - nx)
+            ok &= (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+            tryit(np.where(ok, sy * w + sx, 0), ok)
+    k, rad = 0, max(h, w)
+    while rad >= 1:
+        z = _draw(seed, pass_id, t, k)
+        k += 1
+        span = np.uint64(2 * rad + 1)
+        sy = best // w + ((z & np.uint64(0xFFFFFFFF)) % span).astype(np.int64) - rad
+        sx = best % w + ((z >> np.uint64(32)) % span).astype(np.int64) - rad
+        ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+        tryit(np.where(ok, sy * w + sx, 0), ok)
+        rad //= 2
+    pick = (_draw(seed, pass_id, t, k) % np.uint64(L.src.size)).astype(np.int64)
+    tryit(L.src[pick], np.ones(t.size, bool))
+    L.nnf, L.dist = best, bd
+
+
+def _vote(L, patch):
+    r, h, w = patch // 2, L.h, L.w
+    kinv = 1.0 / (float(patch * patch * 3) * float(SCALE * SCALE) * SIGMA2)
+    weight = 1.0 / (1.0 + L.dist.astype(np.float64) * kinv)
+    flat = L.v.reshape(3, -1)
+    pix = np.flatnonzero(L.mine.ravel())
+    y, x = pix // w, pix % w
+    acc = np.zeros((3, pix.size))
+    ws = np.zeros(pix.size)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            cy, cx = y - dy, x - dx
+            ok = (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
+            tk = np.where(ok, L.tid[np.clip(cy, 0, h - 1) * w + np.clip(cx, 0, w - 1)], -1)
+            ok &= tk >= 0
+            wt = np.where(ok, weight[np.maximum(tk, 0)], 0.0)
+            s = np.where(ok, L.nnf[np.maximum(tk, 0)] + dy * w + dx, 0)
+            for ch in range(3):
+                acc[ch] = np.where(ok, acc[ch] + wt * flat[ch, s].astype(np.float64), acc[ch])
+            ws = np.where(ok, ws + wt, ws)
+    done = ws > 0
+    q = np.clip(np.rint(acc[:, done] / ws[done]), 0, VMAX).astype(np.int64)
+    flat[:, pix[done]] = q
+
+
+def _up(C, F, seed, level):
+    fy, fx = np.nonzero(F.mine)
+    F.v[:, fy, fx] = C.v[:, fy // 2, fx // 2]
+    t = F.targets
+    y, x = t // F.w, t % F.w
+    ck = C.tid[(y // 2) * C.w + x // 2]
+    cs = C.nnf[np.maximum(ck, 0)]
+    sy, sx = 2 * (cs // C.w) + (y & 1), 2 * (cs % C.w) + (x & 1)
+    ok = (ck >= 0) & (sy < F.h) & (sx < F.w)
+    ok[ok] = F.valid[(sy * F.w + sx)[ok]]
+    rand = F.src[(_draw(seed, (level << 40) | 0xFFFFF, t, 0) % np.uint64(F.src.size)).astype(np.int64)]
+    F.nnf = np.where(ok, sy * F.w + sx, rand)
+
+
+def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed):
+    r = patch // 2
+    if hole.shape[0] < patch or hole.shape[1] < patch:
+        return None
+    pyr = [_Level(v0, hole, mine)]
+    want = 0
+    while (span >> want) > 2 * patch:
+        want += 1
+    if levels > 0:
+        want = min(want, levels - 1)
+    for _ in range(want):
+        c = _down(pyr[-1])
+        if c.h < patch or c.w < patch:
+            break
+        pyr.append(c)
+    top = len(pyr) - 1
+    while top >= 0 and not _index(pyr[top], r):
+        top -= 1
+    if top < 0:
+        return None
+    for lv in range(top - 1, -1, -1):
+        _index(pyr[lv], r)
+    T = pyr[top]
+    T.nnf = T.src[(_draw(seed, (top << 40) | 0xFFFFE, T.targets, 0) % np.uint64(T.src.size)).astype(np.int64)]
+    for lv in range(top, -1, -1):
+        L = pyr[lv]
+        if lv < top:
+            _up(pyr[lv + 1], L, seed, lv)
+        for it in range(iterations):
+            L.dist = _ssd(L, L.targets, L.nnf, r)
+            for pm in range(passes):
+                _pass(L, seed, (lv << 40) | (it << 20) | pm, 1 << (passes - 1 - pm), r)
+            _vote(L, patch)
+    return pyr[0].v
+
+
+def patch_reference(image, mask, start, *, patch=7, levels=0, iterations=3, passes=3, radius=96,
+                    thin=0, seed=0) -> np.ndarray:
+    """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
+    ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
+    ``ops.prepare(..., fill="harmonic")`` returns it); uint8 [H, W, 3]."""
+    import scipy.ndimage as ndi
+
+    image = np.asarray(image, np.uint8)
+    hole = np.asarray(mask) != 0
+    start = np.asarray(start, np.float32)
+    H, W = hole.shape
+    vals = np.where(hole[..., None], np.rint(np.clip(start * np.float32(VMAX), 0, VMAX)),
+                    image.astype(np.float32) * SCALE).astype(np.int64)
+    result = vals.astype(np.float32) / np.float32(VMAX)
+    result = np.where(hole[..., None], start, result)
+    labels, n = ndi.label(hole, structure=[[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+    for lab, sl in enumerate(ndi.find_objects(labels), start=1):
+        comp = labels == lab
+        if ndi.distance_transform_cdt(np.pad(comp[sl], 1), metric="taxicab").max() <= thin:
+            continue
+        y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
+        by0, bx0 = max(0, y0 - radius), max(0, x0 - radius)
+        by1, bx1 = min(H, y1 + radius), min(W, x1 + radius)
+        box = (slice(by0, by1), slice(bx0, bx1))
+        v = _complete(np.ascontiguousarray(vals[box].transpose(2, 0, 1)), hole[box], comp[box],
+                      max(y1 - y0, x1 - x0), patch, levels, iterations, passes, seed)
+        if v is None:
+            continue
+        part = result[box]
+        m = comp[box]
+        part[m] = v.transpose(1, 2, 0)[m].astype(np.float32) / np.float32(VMAX)
+    p = result * np.float32(255)
+    out = np.where(p > 0, np.where(p >= 255, 255, np.rint(p)), 0).astype(np.uint8)
+    return np.where(hole[..., None], out, image)
