@@ -130,6 +130,15 @@ def engine_line(inp) -> str:
     return f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {where}, running on {runs_on}"
 
 
+def _method_option(f):
+    """--method: a classical fill instead of a model (the choices are the fill table's)."""
+    from .fills import FILLS
+
+    methods = "; ".join(f"{k}: {v.summary}" for k, v in FILLS.items())
+    return click.option("--method", type=click.Choice(list(FILLS)), default=None,
+                        help=f"No model: a classical fill ({methods}).")(f)
+
+
 def _inpainter(engine_path, backend, threads, batch_size, no_roi, method=None, device=None):
     from .inpainter import Inpainter
 
@@ -208,8 +217,7 @@ def _check_ray_flags(with_ray) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=None, metavar="N",
               help="Refuse images (and masks) over N pixels, from their header [default: 50000000].")
-@click.option("--method", type=click.Choice(["harmonic"]), default=None,
-              help="No model: a classical fill (harmonic: Laplace's equation inside each hole).")
+@_method_option
 @_ray_options
 def run(images, masks, output, engine_path, backend, device, threads, batch_size, no_roi, invert,
         threshold, resize_mask, dilate, fmt, quality, overwrite, jobs, quiet, max_pixels, method, use_ray, address,
@@ -268,13 +276,14 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
 @click.option("--first-index", type=click.IntRange(min=0), default=0, show_default=True,
               help="Frame number of the first frame in mask file names (1 for ffmpeg's %04d).")
 @_mask_options
+@_method_option
 @click.option("--codec", default=None, help="Video codec (default: the input's).")
 @click.option("--crf", type=click.IntRange(0, 63), default=None,
               help="Quality for x264/x265/VP9 (lower = better).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def video(video_in, mask, output, engine_path, backend, device, threads, batch_size, no_roi, first_index,
-          invert, threshold, resize_mask, dilate, codec, crf, overwrite, quiet):
+          invert, threshold, resize_mask, dilate, method, codec, crf, overwrite, quiet):
     """Fill the masked region of every frame of the video IN (audio is copied).
 
     With a folder of per-frame masks, a frame without a mask file is copied unchanged; when no
@@ -283,7 +292,7 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
     from . import video as video_mod
 
     try:
-        with _inpainter(engine_path, backend, threads, batch_size, no_roi, device=device) as inp:
+        with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
             stats = video_mod.inpaint_video(
                 inp, video_in, output, mask, first_index=first_index, invert=invert,
                 threshold=threshold, resize_mask=resize_mask, dilate=dilate, codec=codec,
@@ -329,8 +338,7 @@ def _lo_hi(text: str) -> tuple[float, float]:
 
 @cli.command("serve")
 @_engine_options
-@click.option("--method", type=click.Choice(["harmonic"]), default=None,
-              help="No model: a classical fill (harmonic: Laplace's equation inside each hole).")
+@_method_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (another than loopback is reachable from other machines).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)

@@ -274,6 +274,7 @@ class _HostSteps:
     def __init__(self, engine, multiple: int, mask_channel: bool):
         self.engine, self.multiple, self.mask_channel = engine, multiple, mask_channel
         self.fill = engine.meta.fill
+        self.fill_options = getattr(engine, "fill_options", None)
         self.mean = tuple(float(v) for v in engine.meta.mean)
 
     def prepare(self, jobs, pairs) -> np.ndarray:
@@ -283,13 +284,14 @@ class _HostSteps:
             ims = np.stack([pairs[j.index].image for j in jobs])
             ms = np.stack([pairs[j.index].hole for j in jobs]).view(np.uint8)
             x = ops.prepare(ims, ms, self.mean, self.multiple, mask_channel=self.mask_channel,
-                            fill=self.fill)
+                            fill=self.fill, fill_options=self.fill_options)
         else:
             xs = []
             for j, w in zip(jobs, whole):
                 im, m = pairs[j.index]
                 xs.append(ops.prepare(im[None], m.view(np.uint8)[None], self.mean, self.multiple,
                                       mask_channel=self.mask_channel, fill=self.fill,
+                                      fill_options=self.fill_options,
                                       window=None if w else j.window))
             x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
         return np.ascontiguousarray(x, dtype=np.float32)

@@ -4,8 +4,9 @@ Thin face of the native module ``fastfill._C`` (C++ with OpenMP, and CUDA when b
 NumPy references the tests hold the kernels to. See DESIGN.md §1.
 
 - ``prepare``: uint8 images + masks -> float NCHW model input: RGB/255 with hole pixels set to a
-  prefill (``fill="mean"``: one colour; ``fill="harmonic"``: Laplace's equation solved inside each
-  hole component with the known pixels around it as boundary values), optionally the mask as a
+  prefill (one of :data:`FILLS`: ``mean``, one colour; ``harmonic``, Laplace's equation solved
+  inside each hole component with the known pixels around it as boundary values; ``patch``,
+  PatchMatch completion from the known pixels around each hole), optionally the mask as a
   4th channel, reflect-padded at the bottom/right to a multiple of ``multiple`` (the padding is
   never hole).
 - ``composite``: float prediction -> uint8 images: rint(pred*255) clamped inside the hole, the
@@ -13,6 +14,8 @@ NumPy references the tests hold the kernels to. See DESIGN.md §1.
 
 Both take ``window=(top, left, height, width)``: a crop of the images, so ROI processing needs no
 copy. Bad arguments raise ``TypeError``/``ValueError`` naming the argument.
+
+:func:`fill` is the same fills on their own, uint8 in and out, with no model.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 # Our kernels run between engine calls: idle OpenMP workers that spin would steal the engine's cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import _C  # noqa: E402 - after OMP_WAIT_POLICY, which OpenMP reads when it loads
+from .fills import FILLS, get as _get_fill  # noqa: E402
 
 Window = Optional[Tuple[int, int, int, int]]
 
@@ -32,9 +36,6 @@ __all__ = [
     "prepare", "composite", "prepare_reference", "composite_reference", "build_info",
     "padded_size", "cuda_available", "fill", "fill_reference", "FILLS",
 ]
-
-# Prefills a model can name in its `fastfill.fill` metadata (a file without the key is "mean").
-FILLS = ("mean", "harmonic")
 
 
 def build_info() -> dict:
@@ -84,7 +85,7 @@ def _dtype_name(dtype) -> str:
 
 def prepare(images: np.ndarray, masks: np.ndarray, mean: Sequence[float], multiple: int = 4, *,
             dtype=np.float32, mask_channel: bool = True, window: Window = None,
-            device: str = "cpu", fill: str = "mean") -> np.ndarray:
+            device: str = "cpu", fill: str = "mean", fill_options: Optional[dict] = None) -> np.ndarray:
     """Model input from uint8 images and masks.
 
     Args:
@@ -98,19 +99,22 @@ def prepare(images: np.ndarray, masks: np.ndarray, mean: Sequence[float], multip
         window: (top, left, height, width) crop of the images to prepare; None = whole image.
         device: "cpu", or "cuda" to run the CUDA kernel (copies in and out; for tests/one-offs).
             The harmonic solve itself always runs on the CPU (multithreaded, GIL released).
-        fill: the prefill of the hole pixels: "mean" or "harmonic" (see :func:`fill`). Each hole
-            component is solved inside the window, with no flux across the window's border.
+        fill: the prefill of the hole pixels, a name in :data:`FILLS` (see :func:`fill`). Each
+            hole component is filled inside the window, with no flux across the window's border.
+            The harmonic and patch fills run on the CPU whatever ``device`` is.
+        fill_options: options of the fill (see :func:`fill`); None = its defaults.
 
     Returns:
         ``[N, C, Hp, Wp]`` array of ``dtype`` (a batch even for a single image).
     """
     images, masks, _ = _batched(images, masks)
     return _C.prepare(images, masks, [float(v) for v in _seq3(mean)], _int(multiple, "multiple"),
-                      _window(window), _dtype_name(dtype), bool(mask_channel), device, _fill(fill))
+                      _window(window), _dtype_name(dtype), bool(mask_channel), device,
+                      *_fill(fill, fill_options))
 
 
 def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
-         mean: Optional[Sequence[float]] = None, window: Window = None) -> np.ndarray:
+         mean: Optional[Sequence[float]] = None, window: Window = None, **options) -> np.ndarray:
     """Classical fill: the image with its hole pixels filled, uint8, no model involved.
 
     ``method="harmonic"`` solves Laplace's equation inside each 4-connected hole component with
@@ -119,13 +123,25 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     relative residual of 1e-5 (within ~3e-5 of the exact solution). ``method="mean"`` paints the
     hole one colour.
 
+    ``method="patch"`` completes each 4-connected hole component with texture from the known
+    pixels of its search box (its bounding box grown by ``radius``): multi-scale PatchMatch
+    nearest-neighbour fields (propagation and random search) inside an EM loop with weighted
+    patch voting, coarse to fine, started from the harmonic fill. Deterministic: the same input
+    and ``seed`` give the same bytes on any thread count, and a window holding each hole's search
+    box gives the same bytes as the whole image. A component with no hole-free patch in its box,
+    or no thicker than ``thin`` (4-connected erosions it survives), keeps the harmonic fill.
+
     Args:
         image: uint8 ``[H, W, 3]`` or ``[N, H, W, 3]``.
         mask: uint8/bool ``[H, W]`` or ``[N, H, W]``, nonzero = hole.
-        method: "harmonic" or "mean".
+        method: a name in :data:`FILLS` ("harmonic", "mean" or "patch").
         mean: the colour (r, g, b in [0, 1]) for "mean", and for a hole with no boundary (an
             all-hole image or window); None = mid-grey (0.5, 0.5, 0.5).
         window: (top, left, height, width): fill only this crop and return it.
+        **options: the method's options (``FILLS[method].options`` lists them with their
+            defaults). For "patch": ``patch`` (odd side, 3-15), ``levels`` (most pyramid levels,
+            0 = as the hole's size calls for), ``iterations`` (EM rounds per level), ``passes``
+            (PatchMatch passes per round), ``radius`` (search box margin, px), ``thin``, ``seed``.
 
     Returns:
         uint8 array of the image's (or window's) shape; pixels outside the hole are the input's.
@@ -133,14 +149,14 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     images, masks, single = _batched(np.asarray(image), np.asarray(mask))
     if mean is None:
         mean = (0.5, 0.5, 0.5)
-    res = _C.fill(images, masks, [float(v) for v in _seq3(mean)], _window(window), _fill(method))
+    res = _C.fill(images, masks, [float(v) for v in _seq3(mean)], _window(window), *_fill(method, options))
     return res[0] if single else res
 
 
-def _fill(name) -> str:
-    if name not in FILLS:
-        raise ValueError(f"fill: expected one of {', '.join(FILLS)}, got {name!r}")
-    return str(name)
+def _fill(name, options=None) -> tuple[str, dict]:
+    """(name, options with defaults) for the kernels; ValueError for an unknown name or option."""
+    f = _get_fill(name)
+    return f.name, f.resolve(options)
 
 
 def composite(pred: np.ndarray, images: np.ndarray, masks: np.ndarray, *, window: Window = None,
@@ -231,7 +247,10 @@ def prepare_reference(images, masks, mean, multiple=4, *, dtype=np.float32, mask
     n, h, w = masks.shape
     hole = masks != 0
     rgb = images.astype(np.float32) / np.float32(255)
-    if _fill(fill) == "harmonic":
+    if _fill(fill)[0] == "patch":
+        raise ValueError("prepare_reference: no patch prefill here (patch_reference holds the kernel "
+                         "to its definition, from the kernel's own harmonic start)")
+    if _fill(fill)[0] == "harmonic":
         solved = np.stack([fill_reference(im, m, mean) for im, m in zip(images, masks)])
         rgb = np.where(hole[..., None], solved.astype(np.float32), rgb)
     else:

@@ -126,9 +126,9 @@ def _pass(L, seed, pass_id, jump, r):
     while rad >= 1:
         z = _draw(seed, pass_id, t, k)
         k += 1
-        span = np.uint64(2 * rad + 1)
-        sy = best // w + ((z & np.uint64(0xFFFFFFFF)) % span).astype(np.int64) - rad
-        sx = best % w + ((z >> np.uint64(32)) % span).astype(np.int64) - rad
+        span = np.uint64(2 * rad + 1)  # the 32-bit halves of z scaled to [0, span)
+        sy = best // w + (((z & np.uint64(0xFFFFFFFF)) * span) >> np.uint64(32)).astype(np.int64) - rad
+        sx = best % w + (((z >> np.uint64(32)) * span) >> np.uint64(32)).astype(np.int64) - rad
         ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
         tryit(np.where(ok, sy * w + sx, 0), ok)
         rad //= 2

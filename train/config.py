@@ -48,7 +48,7 @@ class TrainConfig:
                        "before cropping.", metavar="LO:HI")
     flip: bool = True
     mask: str | None = opt(None, "Hole shapes for GLCIC [rect: sides 96-128 at 256]; the CE always "
-                           "uses its central hole.", choices=("rect", "freeform", "mixed", "center"))
+                           "uses its central hole.", choices=("rect", "freeform", "object", "mixed", "center"))
     width: float = opt(1.0, "Channel multiplier of the generator.", min=0, min_open=True)
     d_width: float = opt(1.0, "Channel multiplier of the discriminator(s).", min=0, min_open=True)
     # GLCIC
@@ -68,7 +68,7 @@ class TrainConfig:
     # both
     adv: str = opt("bce", "Adversarial loss.", choices=("bce", "minimax"))
     # fastfill's recipe (the papers' settings are the defaults above)
-    fill: str = opt("mean", "Prefill of the hole the net sees [paper: mean].", choices=FILLS)
+    fill: str = opt("mean", "Prefill of the hole the net sees [paper: mean].", choices=tuple(FILLS))
     head: str = opt("sigmoid", "Output head: the paper's sigmoid, or prefill + a zero-initialised "
                     "correction.", choices=HEADS)
     norm: str = opt("batch", "GLCIC generator normalisation [paper: batch].", choices=NORMS)

@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import EngineError, InputError
+from ..fills import FILLS
 
 KINDS = ("glcic", "ce")
 PREFIX = "fastfill."
@@ -46,16 +47,16 @@ class ModelMeta:
     receptive_field: int = 0  # pixels one output pixel sees (context margin for ROI crops)
     channels: int = 4  # 4 = RGB + mask (glcic), 3 = RGB (ce)
     provenance: dict = field(default_factory=dict, compare=False)
-    fill: str = "mean"  # the prefill of the hole pixels the model was trained on (ops.FILLS)
+    fill: str = "mean"  # the prefill of the hole pixels the model was trained on (fills.FILLS)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise EngineError(f"unknown model kind {self.kind!r} (expected one of {', '.join(KINDS)})")
         if len(self.mean) != 3 or not all(0.0 <= float(m) <= 1.0 for m in self.mean):
             raise EngineError(f"model mean colour must be 3 numbers in [0, 1], got {self.mean!r}")
-        if self.fill not in ("mean", "harmonic"):
+        if self.fill not in FILLS:
             raise EngineError(f"unknown prefill {self.fill!r} in the model metadata "
-                              "(expected mean or harmonic); upgrade fastfill")
+                              f"(expected one of {', '.join(FILLS)}); upgrade fastfill")
         if self.multiple < 1 or self.channels not in (3, 4):
             raise EngineError(f"bad model metadata: multiple={self.multiple}, channels={self.channels}")
 
@@ -190,6 +191,7 @@ class EngineBase:
     device = "cpu"
     device_path = False  # has run_uint8 (see Engine)
     narrow_limits = False  # accepts() refuses more than the model contract (see Engine)
+    fill_options = None  # options of the prefill's kernel (None = the fill's defaults)
 
     @property
     def runs_on(self) -> str:

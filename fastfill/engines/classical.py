@@ -1,8 +1,10 @@
 """A classical fill as an engine: no model, the prefill is the answer.
 
-``ClassicalEngine("harmonic")`` declares ``fastfill.fill = harmonic`` and returns its input's RGB,
-so the Inpainter's own ``prepare`` (the harmonic solve in csrc) does the work and every runner
-(files, video, streams, ROI) serves it unchanged: ``fastfill run --method harmonic``.
+``ClassicalEngine("patch")`` declares ``fastfill.fill = patch`` and returns its input's RGB, so the
+Inpainter's own ``prepare`` (the fill's kernel in csrc) does the work and every runner (files,
+video, streams, ROI) serves it unchanged: ``fastfill run --method patch``. Its receptive field is
+twice the fill's context (:meth:`fastfill.fills.Fill.margin`), so ROI windows hold everything the
+fill reads and give the same bytes as the whole frame.
 """
 
 from __future__ import annotations
@@ -10,23 +12,28 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EngineError
+from ..fills import FILLS
 from .base import EngineBase, ModelMeta
-
-METHODS = ("harmonic",)
 
 
 class ClassicalEngine(EngineBase):
-    """Engine that fills holes with a classical method (see :data:`METHODS`)."""
+    """Engine that fills holes with a classical method: a name in :data:`fastfill.fills.FILLS`,
+    with that method's ``options`` (None = its defaults)."""
 
     device = "cpu"
 
-    def __init__(self, method: str = "harmonic"):
-        if method not in METHODS:
-            raise EngineError(f"unknown classical method {method!r}; known: {', '.join(METHODS)}")
+    def __init__(self, method: str = "harmonic", options: dict | None = None):
+        if method not in FILLS:
+            raise EngineError(f"unknown classical method {method!r}; known: {', '.join(FILLS)}")
+        fill = FILLS[method]
+        try:
+            self.fill_options = fill.resolve(options)
+        except ValueError as e:
+            raise EngineError(str(e)) from None
         self.name = f"classical:{method}"
-        # receptive field 2: ROI windows keep one known pixel around each hole, all the fill needs
-        self.meta = ModelMeta("glcic", (0.5, 0.5, 0.5), multiple=1, receptive_field=2, channels=4,
-                              fill=method, provenance={"method": method})
+        self.meta = ModelMeta("glcic", (0.5, 0.5, 0.5), multiple=1,
+                              receptive_field=2 * fill.margin(self.fill_options), channels=4,
+                              fill=method, provenance={"method": method, **self.fill_options})
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x[:, :3])
@@ -34,5 +41,7 @@ class ClassicalEngine(EngineBase):
     def close(self) -> None:
         pass
 
+
+METHODS = tuple(FILLS)
 
 __all__ = ["ClassicalEngine", "METHODS"]

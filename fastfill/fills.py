@@ -1,0 +1,66 @@
+"""The fill methods: one table that the kernels' face (:mod:`fastfill.ops`), the model metadata
+check (``fastfill.fill``), the classical engine, the CLI's ``--method`` and the docs all read.
+Adding a fill is a row here plus its kernel in ``csrc`` (dispatched by name in the bindings).
+
+Standard library only: reading a model's metadata does not load the native module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One fill method.
+
+    ``options``: the method's options and their defaults (all ints; the kernel checks bounds).
+    ``context``: the option that says how far from a hole the fill reads known pixels (None: only
+    the pixels next to the hole), so that an ROI window with that margin gives the same bytes as
+    the whole frame.
+    """
+
+    name: str
+    summary: str
+    options: Mapping[str, int] = field(default_factory=dict)
+    context: str | None = None
+
+    def margin(self, options: Mapping[str, int] | None = None) -> int:
+        """Pixels of context around each hole that the fill reads (an ROI window's margin)."""
+        if self.context is None:
+            return 1
+        return int({**self.options, **(options or {})}[self.context]) + 1
+
+    def resolve(self, options: Mapping[str, int] | None) -> dict[str, int]:
+        """The options with their defaults; an unknown name is a ValueError naming the known."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            known = ", ".join(self.options) or "none"
+            raise ValueError(f"the {self.name} fill takes no option {', '.join(unknown)} (it takes: {known})")
+        return {**self.options, **options}
+
+
+FILLS: Mapping[str, Fill] = MappingProxyType({f.name: f for f in (
+    Fill("mean", "one colour (the model's mean colour; mid-grey for --method)"),
+    Fill("harmonic", "Laplace's equation inside each hole, the known pixels around it as boundary "
+         "values: smooth, exact at the border"),
+    Fill("patch", "multi-scale PatchMatch completion with patch voting, from the harmonic fill: "
+         "texture copied from the known pixels within `radius` of each hole",
+         options=MappingProxyType({"patch": 7, "levels": 0, "iterations": 3, "passes": 3,
+                                   "radius": 96, "thin": 0, "seed": 0}),
+         context="radius"),
+)})
+
+
+def get(name: str) -> Fill:
+    """The table row for ``name``; a ValueError naming the known fills otherwise."""
+    try:
+        return FILLS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"fill: expected one of {', '.join(FILLS)}, got {name!r}") from None
+
+
+__all__ = ["Fill", "FILLS", "get"]

@@ -1,0 +1,192 @@
+"""The patch fill (csrc/patch.cpp): held to its NumPy transcription byte for byte, deterministic
+across thread counts, exact under ROI, never touching a known pixel, defined on odd holes."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastfill import Inpainter, ops
+from fastfill.engines.base import ModelMeta
+from fastfill.engines.classical import ClassicalEngine
+from fastfill.fills import FILLS
+from fastfill.patch_reference import patch_reference
+
+
+def textured(h, w, seed=0):
+    """A photo-like test image: gradients, stripes and noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:h, :w]
+    im = np.stack([(x * 7 + y * 3) % 32 * 8, (x % 5) * 40 + rng.integers(0, 30, (h, w)),
+                   (y % 7) * 30 + (x // 9) * 3], -1)
+    return np.clip(im, 0, 255).astype(np.uint8)
+
+
+def harmonic_start(im, m):
+    """The kernel's own harmonic fill as floats: where the patch fill starts."""
+    x = ops.prepare(im, m.astype(np.uint8), (0.5, 0.5, 0.5), 1, fill="harmonic", mask_channel=False)
+    return x[0].transpose(1, 2, 0)
+
+
+def mask_of(h, w, *boxes):
+    m = np.zeros((h, w), np.uint8)
+    for y0, x0, y1, x1 in boxes:
+        m[y0:y1, x0:x1] = 1
+    return m
+
+
+CASES = [
+    ("rect", 48, 64, [(14, 20, 30, 44)], {}),
+    ("small radius, seed", 48, 64, [(14, 20, 30, 44)], {"radius": 8, "seed": 3}),
+    ("border, 1 px, corner", 40, 40, [(0, 0, 6, 9), (20, 20, 21, 21), (30, 25, 40, 40)],
+     {"patch": 5, "iterations": 2, "passes": 2}),
+    ("larger than the known part", 64, 64, [(8, 8, 56, 56)], {"patch": 3}),
+    ("thin kept harmonic", 48, 48, [(10, 4, 12, 44), (20, 10, 40, 30)], {"thin": 1, "levels": 2}),
+    ("two close components", 56, 56, [(10, 10, 24, 24), (26, 12, 40, 30)], {"passes": 1, "patch": 9}),
+]
+
+
+@pytest.mark.parametrize("name,h,w,boxes,opts", CASES, ids=[c[0] for c in CASES])
+def test_the_kernel_equals_its_numpy_transcription(name, h, w, boxes, opts):
+    im, m = textured(h, w), mask_of(h, w, *boxes)
+    got = ops.fill(im, m, "patch", **opts)
+    want = patch_reference(im, m, harmonic_start(im, m), **opts)
+    assert np.array_equal(got, want)
+    harmonic = ops.fill(im, m, "harmonic")
+    if name != "thin kept harmonic":
+        assert not np.array_equal(got[m > 0], harmonic[m > 0])  # it did something
+
+
+def test_known_pixels_are_never_changed():
+    im = textured(96, 120, seed=2)
+    m = (np.random.default_rng(5).random((96, 120)) < 0.05).astype(np.uint8)
+    m[30:60, 40:90] = 1
+    out = ops.fill(im, m, "patch")
+    assert np.array_equal(out[m == 0], im[m == 0])
+
+
+def test_a_periodic_texture_comes_back_nearly_exact():
+    tile = np.random.default_rng(1).integers(0, 256, (9, 9, 3), dtype=np.uint8)
+    im = np.ascontiguousarray(np.tile(tile, (16, 16, 1))[:128, :128])
+    m = mask_of(128, 128, (50, 46, 74, 78))
+    out = ops.fill(im, m, "patch")
+    err = np.abs(out.astype(int) - im)[m > 0]
+    harm = np.abs(ops.fill(im, m, "harmonic").astype(int) - im)[m > 0]
+    assert err.mean() < 1.0 and np.mean(err > 2) < 0.01, (err.mean(), np.mean(err > 2))
+    assert harm.mean() > 30  # the smooth fill is far off on this texture
+
+
+def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_bytes():
+    im, m = textured(80, 80), mask_of(80, 80, (20, 20, 50, 60))
+    a, b = ops.fill(im, m, "patch", seed=7), ops.fill(im, m, "patch", seed=7)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, ops.fill(im, m, "patch", seed=8))
+
+
+_THREADS_SCRIPT = """
+import hashlib, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_patch import textured
+from fastfill import ops
+im = textured(300, 360, seed=4)
+m = np.zeros((300, 360), np.uint8)
+m[60:200, 80:260] = 1                     # one large component: its loops split across threads
+rng = np.random.default_rng(0)
+for _ in range(12):                       # and small ones side by side
+    y, x = rng.integers(5, 280), rng.integers(5, 340)
+    m[y:y + 8, x:x + 6] = 1
+print(hashlib.sha256(ops.fill(im, m, "patch").tobytes()).hexdigest())
+"""
+
+
+def test_the_result_does_not_depend_on_the_thread_count():
+    script = _THREADS_SCRIPT.format(tests=os.path.dirname(__file__))
+    digests = set()
+    for n in ("1", "2", "3"):
+        env = {**os.environ, "OMP_NUM_THREADS": n}
+        res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr
+        digests.add(res.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_a_window_holding_the_search_boxes_equals_the_whole_image():
+    im = textured(200, 260, seed=6)
+    m = mask_of(200, 260, (80, 100, 110, 140), (90, 150, 100, 160))
+    opts = {"radius": 24}
+    whole = ops.fill(im, m, "patch", **opts)
+    win = (80 - 30, 100 - 30, 30 + 60, 60 + 60)  # every component's box (bbox + radius) inside
+    t, l, h, w = win
+    crop = ops.fill(im, m, "patch", window=win, **opts)
+    assert np.array_equal(crop, whole[t:t + h, l:l + w])
+
+
+def test_roi_windows_give_the_bytes_of_the_whole_frame():
+    im = textured(360, 640, seed=3)
+    m = mask_of(360, 640, (40, 60, 90, 120), (250, 400, 300, 470), (300, 20, 330, 40))
+    eng = ClassicalEngine("patch", {"radius": 32})
+    roi = Inpainter(eng, roi=True)
+    assert len(roi.windows(m)) > 1  # really cropped
+    assert np.array_equal(roi(im, m), Inpainter(eng, roi=False)(im, m))
+
+
+@pytest.mark.parametrize("h,w,boxes", [
+    (1, 1, [(0, 0, 1, 1)]),               # all hole, one pixel
+    (32, 32, [(0, 0, 32, 32)]),           # all hole
+    (5, 6, [(2, 2, 3, 3)]),               # no patch fits the image
+    (24, 24, [(0, 0, 24, 20)]),           # no hole-free patch anywhere
+    (40, 40, [(39, 39, 40, 40), (0, 20, 1, 21)]),  # 1-pixel holes on the border
+])
+def test_degenerate_holes_have_a_defined_result(h, w, boxes):
+    im, m = textured(h, w), mask_of(h, w, *boxes)
+    out = ops.fill(im, m, "patch")
+    assert out.shape == im.shape and np.array_equal(out[m == 0], im[m == 0])
+    if m.all():
+        assert (out == 128).all()  # the mean colour (mid-grey), as for the harmonic fill
+    assert np.array_equal(out, patch_reference(im, m, harmonic_start(im, m)))
+
+
+def test_a_flat_image_stays_flat():
+    im = np.zeros((96, 96, 3), np.uint8)
+    im[:] = (128, 100, 200)
+    m = mask_of(96, 96, (30, 30, 70, 70))
+    assert np.array_equal(ops.fill(im, m, "patch"), im)
+
+
+@pytest.mark.parametrize("opts,match", [
+    ({"patch": 8}, "odd"), ({"patch": 17}, "patch"), ({"radius": 0}, "radius"),
+    ({"iterations": 0}, "iterations"), ({"size": 3}, "takes no option size"),
+])
+def test_bad_options_are_refused_by_name(opts, match):
+    im, m = textured(32, 32), mask_of(32, 32, (8, 8, 16, 16))
+    with pytest.raises(ValueError, match=match):
+        ops.fill(im, m, "patch", **opts)
+
+
+def test_one_table_names_the_fills_everywhere():
+    from click.testing import CliRunner
+
+    from fastfill.cli import cli
+
+    assert set(FILLS) == {"mean", "harmonic", "patch"}
+    for cmd in ("run", "serve", "video"):
+        help_text = CliRunner().invoke(cli, [cmd, "--help"], terminal_width=400).output
+        assert "[mean|harmonic|patch]" in help_text, cmd
+    for name in FILLS:
+        assert ModelMeta("glcic", (0.5, 0.5, 0.5), fill=name).fill == name
+        assert ClassicalEngine(name).meta.fill == name
+    # the engine's ROI margin holds the patch fill's search box
+    assert Inpainter(ClassicalEngine("patch", {"radius": 40})).margin >= 40
+
+
+def test_a_patch_prefill_reaches_the_model_input():
+    im, m = textured(40, 48), mask_of(40, 48, (10, 12, 26, 30))
+    x = ops.prepare(im, m, (0.5, 0.5, 0.5), 4, fill="patch", fill_options={"seed": 1})
+    filled = ops.fill(im, m, "patch", seed=1)
+    rgb = np.clip(np.rint(x[0, :3, :40, :48].transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+    assert np.array_equal(rgb[m > 0], filled[m > 0])
+    assert np.array_equal(x[0, 3, :40, :48], m.astype(np.float32))
