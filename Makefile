@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,video,openvino,ray,serve,quantize,dev]'
+	$(BIN)/pip install -q -e '.[train,video,openvino,ray,serve,quantize,dev,anchors]'
 	touch $(STAMP)
 
 demo: setup

@@ -2,6 +2,7 @@
 
     python scripts/compare.py --glcic fastfill/models/default.onnx --ce runs/ce/last.safetensors \
         --data data/val --crops 16 --markdown docs/RESULTS.md --figure docs/comparison.png
+    python scripts/compare.py --data data/val --crops 8 --settings BCO --sheet-dir out/sheets
 
 Settings (all crops and masks from fixed seeds, `--crops` per validation photo):
   A  128x128, the Context Encoder's central hole: the inner 50x50 of the central 64x64 box is
@@ -9,22 +10,33 @@ Settings (all crops and masks from fixed seeds, `--crops` per validation photo):
   B  128x128, the whole central 64x64 hidden (the band too: outside what CE trained on);
   C  256x256, free-form holes (brush strokes and blobs);
   D  256x256, GLCIC's random rectangles (sides 96-128);
-  E  512x512, free-form holes (the net is not tuned to one scale).
-Every method sees exactly the same hidden pixels; metrics are inside the hole. The classical
-rows: mean colour, OpenCV Telea and Navier-Stokes (radius 5), scikit-image's biharmonic, and
-fastfill's harmonic fill (`fastfill.ops.fill`, also the shipped model's prefill).
+  E  512x512, free-form holes (the net is not tuned to one scale);
+  O  256x256, one object-sized blob (6-20 % of the crop; `train.masks.object_mask`).
+Every method sees exactly the same hidden pixels; metrics are inside the hole: PSNR, SSIM, L1 and
+the texture distance (`train.evaluate.texture_distance`: sliced Wasserstein distance of the
+mean-removed 7x7 patches of fill and truth, uint8 levels, lower is better; a smooth smear and
+noise both score high), and ms/crop, each method's wall time over all crops of the setting
+(one call per method, time.perf_counter) divided by the crop count. The classical rows: mean
+colour, OpenCV Telea and Navier-Stokes (radius 5), scikit-image's biharmonic, fastfill's harmonic
+fill (`fastfill.ops.fill`, also the shipped model's prefill) and its patch fill where this build
+has it; the anchors (pip install 'fastfill[anchors]'; each row is skipped with a note when its
+package is missing): OpenCV contrib's xphoto shift-map, GIMP Resynthesizer, InvokeAI's
+PatchMatch (see train.evaluate for their settings). `--sheet-dir` writes a picture sheet per
+setting: truth | masked | the fills.
 """
 
 import argparse
 import datetime
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from fastfill import ops
-from train.evaluate import load_eval_set, mean_fill, metrics, model_fill, opencv_fill
+from train.evaluate import (load_eval_set, mean_fill, metrics, model_fill, opencv_fill, patchmatch_fill,
+                            resynthesizer_fill, shiftmap_fill)
 
 SETTINGS = {
     "A": dict(title="128×128, central hole (CE's 50×50 hidden region, 7 px overlap band visible)",
@@ -37,9 +49,16 @@ SETTINGS = {
     # 4 crops per photo at 512: scikit-image's biharmonic takes seconds per crop there
     "E": dict(title="512×512, free-form holes", size=512, mask="freeform", hole_side=None, ce=False,
               crops=4),
+    "O": dict(title="256×256, one object-sized blob (6–20 % of the crop)", size=256, mask="object",
+              hole_side=None, ce=False),
 }
 MODEL = "GLCIC (shipped model)"
 CLASSICAL = ("OpenCV Telea", "OpenCV Navier-Stokes", "biharmonic (scikit-image)", "harmonic (fastfill)")
+ANCHORS = {"OpenCV shift-map (xphoto)": shiftmap_fill, "GIMP Resynthesizer": resynthesizer_fill,
+           "PatchMatch (pypatchmatch)": patchmatch_fill}
+PATCH = "patch (fastfill)"
+# the picture sheet's columns after truth | masked, where present
+SHEET = ("harmonic (fastfill)", "OpenCV Navier-Stokes", *ANCHORS, PATCH, MODEL)
 
 
 def biharmonic_fill(images, masks):
@@ -51,30 +70,57 @@ def biharmonic_fill(images, masks):
         res[m] = np.clip(np.rint(f[m] * 255), 0, 255).astype(np.uint8)
         out.append(res)
     return np.stack(out)
-COLS = ("psnr_hole", "ssim_hole", "l1_hole")
+COLS = ("psnr_hole", "ssim_hole", "l1_hole", "texture")
 
 
-def run_setting(cfg, args):
+def run_setting(cfg, args, notes):
+    """-> (table {method: {psnr_hole, ssim_hole, l1_hole, texture, ms}}, images, masks, outs)."""
     images, masks, _ = load_eval_set(args.data, cfg["size"], cfg["mask"], seed=args.seed,
                                      crops=min(args.crops, cfg.get("crops", args.crops)),
                                      hole_side=cfg["hole_side"])
-    outs = {}
-    glcic, mean, _ = model_fill(args.glcic, images, masks)
-    outs["mean fill"] = mean_fill(images, masks, mean)
-    outs["OpenCV Telea"] = opencv_fill(images, masks, "telea", radius=5)
-    outs["OpenCV Navier-Stokes"] = opencv_fill(images, masks, "ns", radius=5)
-    outs["biharmonic (scikit-image)"] = biharmonic_fill(images, masks)
-    outs["harmonic (fastfill)"] = ops.fill(images, masks.astype(np.uint8), "harmonic")
+    outs, secs = {}, {}
+
+    def timed(name, fn, *a):
+        t = time.perf_counter()
+        out = fn(*a)
+        secs[name] = time.perf_counter() - t
+        return out
+
+    def skip(name, why):
+        if name not in notes:
+            notes[name] = why
+            print(f"note: no row for {name}: {why}", flush=True)
+
+    glcic, mean = None, (0.5, 0.5, 0.5)
+    if args.glcic:
+        glcic, mean, _ = timed(MODEL, model_fill, args.glcic, images, masks)
+    outs["mean fill"] = timed("mean fill", mean_fill, images, masks, mean)
+    outs["OpenCV Telea"] = timed("OpenCV Telea", opencv_fill, images, masks, "telea", 5)
+    outs["OpenCV Navier-Stokes"] = timed("OpenCV Navier-Stokes", opencv_fill, images, masks, "ns", 5)
+    outs["biharmonic (scikit-image)"] = timed("biharmonic (scikit-image)", biharmonic_fill, images, masks)
+    u8 = masks.astype(np.uint8)
+    outs["harmonic (fastfill)"] = timed("harmonic (fastfill)", ops.fill, images, u8, "harmonic")
+    if "patch" in ops.FILLS:
+        outs[PATCH] = timed(PATCH, ops.fill, images, u8, "patch")
+    else:
+        skip(PATCH, "this fastfill build has no 'patch' fill (ops.FILLS = " + ", ".join(ops.FILLS) + ")")
+    for name, fn in ANCHORS.items():
+        try:
+            outs[name] = timed(name, fn, images, masks)
+        except (ImportError, OSError, RuntimeError) as e:  # not installed, or its library did not load
+            skip(name, f"{type(e).__name__}: {e} (pip install 'fastfill[anchors]')")
     if cfg["ce"] and args.ce:
-        outs["Context Encoder"], _, _ = model_fill(args.ce, images, masks)
+        outs["Context Encoder"] = timed("Context Encoder", model_fill, args.ce, images, masks)[0]
     for spec in args.model:  # more models, each a row: NAME=PATH
         name, path = spec.split("=", 1)
-        outs[name], _, _ = model_fill(path, images, masks)
-    outs[MODEL] = glcic
+        outs[name] = timed(name, model_fill, path, images, masks)[0]
+    if glcic is not None:
+        outs[MODEL] = glcic
     table = {}
     for name, out in outs.items():
         per = [metrics(o, t, m) for o, t, m in zip(out, images, masks)]
         table[name] = {k: float(np.mean([p[k] for p in per])) for k in COLS}
+        table[name]["ms"] = 1e3 * secs[name] / len(images)
     return table, images, masks, outs
 
 
@@ -97,38 +143,86 @@ def figure(images, masks, outs, path, n=6, extra=()):
     return ["ground truth", "masked"] + keys
 
 
+def sheet(images, masks, outs, path, n=4, scale=None):
+    """truth | masked | each SHEET fill present, `n` crops (evenly spaced), a labelled header;
+    tiles scaled (nearest) to about 256 px."""
+    keys = [k for k in SHEET if k in outs]
+    scale = scale or max(1, 256 // images.shape[1])
+    labels = ["truth", "masked"] + keys
+    idx = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).astype(int))
+    size, gap = images.shape[1], 4
+    tile_w = size * scale
+    width = len(labels) * tile_w + (len(labels) - 1) * gap
+    head = 28
+    canvas = Image.new("RGB", (width, head + len(idx) * (tile_w + gap) - gap), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    short = {"harmonic (fastfill)": "harmonic", "OpenCV Navier-Stokes": "Navier-Stokes",
+             "OpenCV shift-map (xphoto)": "shift-map", "GIMP Resynthesizer": "Resynthesizer",
+             "PatchMatch (pypatchmatch)": "PatchMatch", PATCH: "fastfill patch", MODEL: "fastfill default"}
+    for c, lab in enumerate(labels):
+        draw.text((c * (tile_w + gap) + 4, 8), short.get(lab, lab), fill=(0, 0, 0))
+    for r, i in enumerate(idx):
+        shown = images[i].copy()
+        shown[masks[i]] = 255
+        for c, tile in enumerate([images[i], shown] + [outs[k][i] for k in keys]):
+            im = Image.fromarray(tile).resize((tile_w, tile_w), Image.NEAREST)
+            canvas.paste(im, (c * (tile_w + gap), head + r * (tile_w + gap)))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return labels
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--glcic", required=True, help="GLCIC model (.onnx or checkpoint)")
+    shipped = Path(__file__).resolve().parents[1] / "fastfill" / "models" / "default.onnx"
+    ap.add_argument("--glcic", default=str(shipped.relative_to(Path.cwd())) if shipped.is_relative_to(Path.cwd())
+                    else str(shipped),
+                    help="GLCIC model (.onnx or checkpoint) [the shipped model]; '' for none")
     ap.add_argument("--ce", help="Context Encoder checkpoint (optional)")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                     help="another model (.onnx or checkpoint) as a row of its own; repeatable")
     ap.add_argument("--data", required=True, help="validation photos (never trained on)")
     ap.add_argument("--crops", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--settings", default="ABCDE")
+    ap.add_argument("--settings", default="ABCDE", help="letters from " + "".join(SETTINGS))
     ap.add_argument("--markdown", help="write the tables to this file")
-    ap.add_argument("--figure", help="write the figure (setting A) to this PNG")
+    ap.add_argument("--figure", help="write the figure (the first setting) to this PNG")
+    ap.add_argument("--sheet-dir", help="write a picture sheet per setting, DIR/sheet_<setting>.png")
     args = ap.parse_args()
+    if unknown := set(args.settings) - set(SETTINGS):
+        ap.error(f"unknown settings {''.join(sorted(unknown))}; known: {''.join(SETTINGS)}")
+    if args.glcic and not Path(args.glcic).exists():
+        ap.error(f"--glcic {args.glcic}: no such file (pass --glcic '' for no model row)")
     lines = [f"Validation photos: `{args.data}` ({args.crops} crops each, seed {args.seed}); "
-             f"GLCIC: `{args.glcic}`; CE: `{args.ce or 'not given'}`; "
+             f"GLCIC: `{args.glcic or 'not given'}`; CE: `{args.ce or 'not given'}`; "
              f"{datetime.date.today()}, {platform.machine()}.", ""]
-    gaps = {}
+    gaps, notes = {}, {}
     for key in args.settings:
         cfg = SETTINGS[key]
-        table, images, masks, outs = run_setting(cfg, args)
-        lines += [f"### {key}. {cfg['title']} — {len(images)} crops", "",
-                  "| method | PSNR (dB) ↑ | SSIM ↑ | L1 ↓ |", "|---|---:|---:|---:|"]
+        table, images, masks, outs = run_setting(cfg, args, notes)
+        lines += [f"### {key}. {cfg['title']} — {len(images)} crops, {100 * masks.mean():.1f} % hidden", "",
+                  "| method | PSNR (dB) ↑ | SSIM ↑ | L1 ↓ | texture ↓ | ms/crop |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for name, row in table.items():
-            lines.append(f"| {name} | {row['psnr_hole']:.2f} | {row['ssim_hole']:.4f} | {row['l1_hole']:.4f} |")
-        best = max(CLASSICAL, key=lambda k: table[k]["psnr_hole"])
-        gap = table[MODEL]["psnr_hole"] - table[best]["psnr_hole"]
-        gaps[key] = gap
-        lines += ["", f"GLCIC − best classical ({best}): {gap:+.2f} dB (target ≥ +1 dB)", ""]
+            lines.append(f"| {name} | {row['psnr_hole']:.2f} | {row['ssim_hole']:.4f} | {row['l1_hole']:.4f} "
+                         f"| {row['texture']:.2f} | {row['ms']:.1f} |")
+        extra = [""]
+        if MODEL in table:
+            best = max(CLASSICAL, key=lambda k: table[k]["psnr_hole"])
+            gap = table[MODEL]["psnr_hole"] - table[best]["psnr_hole"]
+            gaps[key] = gap
+            extra += [f"GLCIC − best classical ({best}): {gap:+.2f} dB (target ≥ +1 dB)", ""]
         if key == args.settings[0] and args.figure:
             cols = figure(images, masks, outs, args.figure, extra=[m.split("=", 1)[0] for m in args.model])
-            lines += [f"Figure `{args.figure}`: {' | '.join(cols)}.", ""]
-        print("\n".join(lines[-(len(table) + 6):]), flush=True)
+            extra += [f"Figure `{args.figure}`: {' | '.join(cols)}.", ""]
+        if args.sheet_dir:
+            path = Path(args.sheet_dir) / f"sheet_{key}.png"
+            cols = sheet(images, masks, outs, path)
+            extra += [f"Sheet `{path}`: {' | '.join(cols)}.", ""]
+        lines += extra
+        print("\n".join(lines[-(len(table) + 4 + len(extra)):]), flush=True)
+    if notes:
+        lines += ["Rows left out: " + "; ".join(f"{k} ({v})" for k, v in notes.items()) + ".", ""]
     text = "\n".join(lines)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")

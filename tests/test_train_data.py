@@ -8,7 +8,8 @@ torch = pytest.importorskip("torch")
 
 from fastfill.errors import InputError  # noqa: E402
 from train.data import DataError, ImageFolder, photo_files, split_files  # noqa: E402
-from train.masks import center_mask, freeform_mask, hole_centers, make_mask_generator, rect_mask  # noqa: E402
+from train.masks import (center_mask, freeform_mask, hole_centers, make_mask_generator, object_mask,  # noqa: E402
+                         rect_mask)
 from train.models import CE_HOLE_BOX  # noqa: E402
 
 
@@ -142,8 +143,28 @@ def test_freeform_masks():
     assert len({round(c, 3) for c in cov}) > 50  # varied
 
 
+def test_object_masks():
+    """One blob of 6-20 % of the crop (a few long ones shrunk to fit), inside a margin, varied."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    cov = []
+    for i in range(200):
+        m = object_mask(np.random.default_rng(i), 256, 256)
+        assert m.shape == (256, 256) and m.dtype == bool
+        rows, cols = np.nonzero(m)
+        assert min(rows.min(), cols.min(), 255 - rows.max(), 255 - cols.max()) >= 8  # margin 10, rounding
+        cov.append(m.mean())
+        if i < 20:
+            assert ndimage.label(m)[1] == 1 and ndimage.binary_fill_holes(m).sum() == m.sum()  # one solid piece
+    cov = np.array(cov)
+    assert 0.05 < cov.min() and cov.max() < 0.22 and 0.10 < cov.mean() < 0.17
+    assert len({round(c, 4) for c in cov}) > 150
+    assert np.array_equal(object_mask(np.random.default_rng(3), 96, 128), object_mask(np.random.default_rng(3), 96, 128))
+    for h, w in ((1, 1), (3, 5), (16, 200)):  # tiny and thin crops: still a hole
+        assert object_mask(np.random.default_rng(0), h, w).any()
+
+
 def test_mask_factory_and_centres():
-    for kind in ("center", "rect", "freeform", "mixed"):
+    for kind in ("center", "rect", "freeform", "object", "mixed"):
         m = make_mask_generator(kind)(np.random.default_rng(0), 64, 48)
         assert m.shape == (64, 48) and m.any()
     with pytest.raises(ValueError):

@@ -5,13 +5,13 @@ import pytest
 from PIL import Image
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("cv2")
+cv2 = pytest.importorskip("cv2")
 
 from click.testing import CliRunner  # noqa: E402
 
 from fastfill.cli import cli  # noqa: E402
 from train.checkpoint import save_checkpoint  # noqa: E402
-from train.evaluate import evaluate, format_table, metrics, ssim_map  # noqa: E402
+from train.evaluate import evaluate, format_table, metrics, ssim_map, texture_distance  # noqa: E402
 from train.models import CompletionNet, ContextEncoder  # noqa: E402
 
 
@@ -43,6 +43,98 @@ def test_ssim_matches_skimage():
     ref = skm.structural_similarity(a, b, channel_axis=2, data_range=1, gaussian_weights=True, sigma=1.5,
                                     use_sample_covariance=False)
     assert ssim_map(a, b)[5:-5, 5:-5].mean() == pytest.approx(ref, abs=2e-3)  # skimage crops the border
+
+
+def _texture(h, w, seed=0):
+    """A stationary random texture: noise smoothed over ~2 px, strong contrast."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    n = cv2.GaussianBlur(rng.normal(0, 1, (h, w, 3)), (0, 0), 1.2)
+    return np.clip(128 + 60 * n / n.std(), 0, 255).astype(np.uint8)
+
+
+def _hole(h, w, t, l, side):
+    m = np.zeros((h, w), bool)
+    m[t:t + side, l:l + side] = True
+    return m
+
+
+def _reference_texture_distance(pred, truth, mask, patch, directions, seed):
+    """The definition, written out: loops over the centres, scipy's 1-D Wasserstein distance."""
+    wasserstein = pytest.importorskip("scipy.stats").wasserstein_distance
+    r = patch // 2
+    h, w = mask.shape
+    a, b = [], []
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x] and r <= y < h - r and r <= x < w - r:
+                for im, out in ((pred, a), (truth, b)):
+                    p = im[y - r:y + r + 1, x - r:x + r + 1].astype(float)
+                    out.append((p - p.mean((0, 1))).ravel())
+    if not a:
+        return 0.0
+    d = np.random.default_rng(seed).standard_normal((directions, patch * patch * 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return float(np.mean([wasserstein(np.array(a) @ v, np.array(b) @ v) for v in d]))
+
+
+def test_texture_distance_matches_its_definition():
+    rng = np.random.default_rng(3)
+    truth = _texture(24, 30, 1)
+    pred = rng.integers(0, 256, truth.shape, dtype=np.uint8)
+    mask = rng.random((24, 30)) < 0.3
+    mask[:, :2] = True  # centres too near the border are left out
+    for patch, directions, seed in ((7, 16, 0), (3, 5, 7), (5, 64, 2)):
+        got = texture_distance(pred, truth, mask, patch=patch, directions=directions, seed=seed)
+        assert got == pytest.approx(_reference_texture_distance(pred, truth, mask, patch, directions, seed),
+                                    rel=1e-9)
+    assert "texture" in metrics(pred, truth, mask)
+    assert metrics(pred, truth, mask)["texture"] == pytest.approx(texture_distance(pred, truth, mask))
+    # no centre whose patch fits: 0; subsampled centres (max_centers) stay deterministic
+    edge = np.zeros((24, 30), bool)
+    edge[:3] = True
+    assert texture_distance(pred, truth, edge) == 0.0
+    assert texture_distance(pred[:5, :5], truth[:5, :5], mask[:5, :5]) == 0.0
+    full = np.ones((24, 30), bool)
+    sub = texture_distance(pred, truth, full, max_centers=50)
+    assert sub == texture_distance(pred, truth, full, max_centers=50) > 0
+
+
+def test_texture_distance_orders_fills():
+    truth = _texture(128, 128)
+    mask = _hole(128, 128, 40, 40, 48)
+    assert texture_distance(truth, truth, mask) == 0.0
+    # a periodic texture (period 8) and a copy shifted by (3, 5): the same patches, another phase
+    tile = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    periodic = np.tile(tile, (16, 16, 1))
+    shifted = np.roll(periodic, (3, 5), (0, 1))
+    assert texture_distance(shifted, periodic, mask) == pytest.approx(0, abs=1e-9)
+    pasted = periodic.copy()
+    pasted[mask] = shifted[mask]  # seams at the hole's edge only
+    blurred_periodic = periodic.copy()
+    blurred_periodic[mask] = cv2.GaussianBlur(periodic, (0, 0), 3)[mask]
+    assert texture_distance(pasted, periodic, mask) < 0.3 * texture_distance(blurred_periodic, periodic, mask)
+    # a blurred fill versus a fill copied from elsewhere in the same (stationary) texture
+    blurred = truth.copy()
+    blurred[mask] = cv2.GaussianBlur(truth, (0, 0), 3)[mask]
+    copied = truth.copy()
+    copied[40:88, 40:88] = truth[0:48, 80:128]
+    t_blur, t_copy = texture_distance(blurred, truth, mask), texture_distance(copied, truth, mask)
+    assert t_blur > 3 * t_copy
+    # metrics agree with the eye where PSNR does not: the copy has the worse PSNR
+    assert metrics(copied, truth, mask)["psnr_hole"] < metrics(blurred, truth, mask)["psnr_hole"]
+    # added noise scores too, more with more noise; on a smooth image far more than a blur
+    rng = np.random.default_rng(2)
+    noisy = [np.clip(truth + rng.normal(0, s, truth.shape), 0, 255).astype(np.uint8) for s in (4, 16)]
+    t4, t16 = (texture_distance(n, truth, mask) for n in noisy)
+    assert 0 < t4 < t16
+    yy, xx = np.mgrid[0:128, 0:128]
+    smooth = np.clip(np.stack([128 + 60 * np.sin(xx / 15), 128 + 50 * np.cos(yy / 11), 100 + xx / 2], -1),
+                     0, 255).astype(np.uint8)
+    noisy = np.clip(smooth + rng.normal(0, 16, smooth.shape), 0, 255).astype(np.uint8)
+    blurred = smooth.copy()
+    blurred[mask] = cv2.GaussianBlur(smooth, (0, 0), 3)[mask]
+    assert texture_distance(noisy, smooth, mask) > 20 * texture_distance(blurred, smooth, mask)
 
 
 @pytest.fixture(scope="module")

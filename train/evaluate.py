@@ -9,7 +9,9 @@ of size x U(scale) and cropped at a random position, all from fixed seeds. Masks
 `train.masks` with a fixed seed per crop (the CE always uses its central hole). Metrics are
 computed on [0, 1] RGB: PSNR = 10 log10(1 / MSE); SSIM is the Gaussian-window SSIM (11 px,
 sigma 1.5, Wang et al. 2004) per channel, its map averaged over the region; L1 the mean absolute
-error. Per-image values are averaged over the images.
+error. The texture distance (`texture_distance`, in uint8 levels, lower is better) compares the
+statistics of the mean-removed 7x7 colour patches in the hole: 0 for the same texture, high for a
+smooth smear and for added noise alike. Per-image values are averaged over the images.
 """
 
 from __future__ import annotations
@@ -48,8 +50,49 @@ def ssim_map(a, b, data_range=1.0):
     return np.mean(maps, 0)
 
 
+def texture_distance(pred, truth, mask, patch=7, directions=64, seed=0, max_centers=4096):
+    """Sliced Wasserstein-1 distance between the patches of `pred` and of `truth` in the hole.
+
+    uint8 [H,W,3] images, bool mask [H,W]. The patches are the patch x patch colour patches
+    centred on the hole pixels whose patch lies wholly inside the image (at most `max_centers`
+    of them, evenly spaced in raster order), each a vector of patch*patch*3 values in uint8
+    levels, laid out as its [patch, patch, 3] array, less its own per-channel mean. Both sets
+    (same centres, so the same size) are projected on `directions` random unit vectors (rows of
+    np.random.default_rng(seed).standard_normal((directions, patch*patch*3)), normalised);
+    the W1 distance of two equal-size samples is the mean |sorted a - sorted b|, averaged over
+    the directions. 0.0 when no centre qualifies. Identical images give 0; a smooth fill of a
+    textured hole and added noise both score high (the patch spread is too small or too big)."""
+    mask = np.asarray(mask, bool)
+    h, w = mask.shape
+    r = patch // 2
+    valid = np.zeros_like(mask)
+    if h >= patch and w >= patch:
+        valid[r:h - (patch - 1 - r), r:w - (patch - 1 - r)] = mask[r:h - (patch - 1 - r), r:w - (patch - 1 - r)]
+    ys, xs = np.nonzero(valid)
+    if not len(ys):
+        return 0.0
+    if len(ys) > max_centers:
+        keep = np.linspace(0, len(ys) - 1, max_centers).round().astype(np.int64)
+        ys, xs = ys[keep], xs[keep]
+    dy, dx = np.mgrid[-r:patch - r, -r:patch - r]
+    rows, cols = ys[:, None] + dy.ravel(), xs[:, None] + dx.ravel()
+    rng = np.random.default_rng(seed)
+    dirs = rng.standard_normal((directions, patch * patch * 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    # the projection of (p - its channel means) = p . d - sum_c mean_c * (the sum of d over channel c)
+    chan = dirs.reshape(directions, patch * patch, 3).sum(1)  # [directions, 3]
+    proj = []
+    for im in (pred, truth):
+        p = np.asarray(im)[rows, cols]  # uint8 [n, patch*patch, 3]
+        means = p.sum(1, dtype=np.int64) / (patch * patch)
+        q = p.reshape(len(ys), -1).astype(np.float64) @ dirs.T - means @ chan.T  # [n, directions]
+        proj.append(np.sort(q.T, axis=1))
+    return float(np.abs(proj[0] - proj[1]).mean())
+
+
 def metrics(pred, truth, mask):
-    """{'psnr_hole','ssim_hole','l1_hole','psnr','ssim','l1'} for uint8 [H,W,3] images, bool mask."""
+    """{'psnr_hole','ssim_hole','l1_hole','psnr','ssim','l1','texture'} for uint8 [H,W,3] images,
+    bool mask; 'texture' is `texture_distance` in the hole."""
     p, t = pred.astype(np.float64) / 255, truth.astype(np.float64) / 255
     err = (p - t)
     s = ssim_map(p, t)
@@ -60,6 +103,7 @@ def metrics(pred, truth, mask):
         out["psnr" + suffix] = float(10 * np.log10(1.0 / max(mse, 1e-10)))
         out["ssim" + suffix] = float(s[region].mean())
         out["l1" + suffix] = float(np.abs(e).mean())
+    out["texture"] = texture_distance(pred, truth, mask)
     return out
 
 
@@ -75,6 +119,59 @@ def opencv_fill(images, masks, method="telea", radius=3):
     import cv2
     flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
     return np.stack([cv2.inpaint(im, m.astype(np.uint8) * 255, radius, flag) for im, m in zip(images, masks)])
+
+
+# The classical anchors of scripts/compare.py (pip install 'fastfill[anchors]'): benchmark
+# dependencies only. Each raises ImportError when its package is missing; each pastes its
+# result into the hole only (the tools may touch pixels next to it).
+
+def _paste(images, masks, outs):
+    res = images.copy()
+    res[masks] = np.stack(outs)[masks]
+    return res
+
+
+def shiftmap_fill(images, masks):
+    """OpenCV contrib's xphoto shift-map (He and Sun 2012), on the RGB image (OpenCV's docs
+    suggest a Lab-like space; on our photos RGB is the better of the two). Its mask is the
+    inverse of ours: 0 = hole, 255 = known."""
+    import cv2
+    if not hasattr(cv2, "xphoto"):
+        raise ImportError("cv2.xphoto needs opencv-contrib-python(-headless)")
+    outs = []
+    for im, m in zip(images, masks):
+        dst = np.zeros_like(im)
+        cv2.xphoto.inpaint(np.ascontiguousarray(im), np.where(m, 0, 255).astype(np.uint8), dst,
+                           cv2.xphoto.INPAINT_SHIFTMAP)
+        outs.append(dst)
+    return _paste(images, masks, outs)
+
+
+def resynthesizer_fill(images, masks):
+    """GIMP's Resynthesizer (PyPI `resynthesizer`: 61315's C port, a prebuilt library): the
+    library's defaults (30 neighbours a patch, 200 probes, matchContextType 1: random order,
+    matched to the context) with the seamless-tiling options off, as GIMP's heal-selection runs
+    it. Deterministic. Mask: 255 = hole."""
+    import resynthesizer
+    params = resynthesizer.getDefaultParams()
+    params.isMakeSeamlesslyTileableHorizontally = params.isMakeSeamlesslyTileableVertically = 0
+    outs = [np.asarray(resynthesizer.resynthesize(Image.fromarray(im), Image.fromarray(m.astype(np.uint8) * 255),
+                                                  params)) for im, m in zip(images, masks)]
+    return _paste(images, masks, outs)
+
+
+def patchmatch_fill(images, masks, patch_size=3, seed=0):
+    """InvokeAI's PyPatchMatch (PyPI `pypatchmatch` >= 2: a prebuilt library): Barnes et al.'s
+    PatchMatch in a coarse-to-fine EM completion; patch_size is the radius (3 = 7x7 patches,
+    InvokeAI's setting). Seeded per call, so deterministic. Mask: nonzero = hole."""
+    from patchmatch import patch_match
+    if not patch_match.patchmatch_available:
+        raise ImportError("pypatchmatch is installed but its native library did not load")
+    outs = []
+    for im, m in zip(images, masks):
+        patch_match.set_random_seed(seed)
+        outs.append(patch_match.inpaint(np.ascontiguousarray(im), m.astype(np.uint8), patch_size=patch_size))
+    return _paste(images, masks, outs)
 
 
 def model_fill(path, images, masks):
@@ -197,7 +294,7 @@ def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, h
 
 
 def format_table(table) -> str:
-    cols = ["psnr_hole", "ssim_hole", "l1_hole", "psnr", "ssim", "l1"]
+    cols = ["psnr_hole", "ssim_hole", "l1_hole", "psnr", "ssim", "l1", "texture"]
     lines = [f"{'method':<14}" + "".join(f"{c:>11}" for c in cols)]
     for name, row in table.items():
         if name.startswith("_"):

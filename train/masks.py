@@ -7,6 +7,9 @@ Kinds (factory `make_mask_generator(kind, size)`, `size` = the training crop sid
             the crop), placed uniformly inside the image
   freeform  brush strokes (random walks drawn with a round brush) plus a few blobs (ellipses), for
             object-removal-like holes; sizes scale with the crop
+  object    one object-sized smooth blob (a star-shaped polygon whose radius is a smooth random
+            function of the angle, elongated at a random angle) covering 6-20 % of the crop, wholly inside it with a margin:
+            the hole left by removing one object
   mixed     rect or freeform with equal probability
 All are deterministic functions of the numpy Generator they are given.
 """
@@ -74,15 +77,53 @@ def freeform_mask(rng, h, w, max_strokes=4, max_blobs=2):
     return m
 
 
+def object_mask(rng, h, w, lo=0.06, hi=0.20, margin=None):
+    """One smooth blob covering a fraction U(lo, hi) of the h x w crop, at least `margin` px
+    (default 4 % of the shorter side, >= 1) from every edge. Its outline is the polar curve
+    r(t) = R exp(sum_k a_k cos(k t + p_k)), k = 1..4, a_k ~ U(-0.35, 0.35) / k (smooth, star-shaped
+    around its centre), stretched to an aspect U(1, 3) at a random angle, R set for the drawn
+    area; a blob too long for the crop is scaled down to fit (so a few cover less than `lo`).
+    Never empty."""
+    margin = max(1, round(0.04 * min(h, w))) if margin is None else margin
+    frac = float(rng.uniform(lo, hi))
+    t = np.linspace(0, 2 * math.pi, 180, endpoint=False)
+    k = np.arange(1, 5)[:, None]
+    amp = rng.uniform(-0.35, 0.35, (4, 1)) / k
+    phase = rng.uniform(0, 2 * math.pi, (4, 1))
+    shape = np.exp((amp * np.cos(k * t + phase)).sum(0))  # r(t) / R
+    # elongated (aspect U(1, 3): a fruit, a bottle, a spoon) at a random angle
+    stretch, turn = math.sqrt(float(rng.uniform(1.0, 3.0))), float(rng.uniform(0, math.pi))
+    u, v = shape * np.cos(t) * stretch, shape * np.sin(t) / stretch
+    xs, ys = u * math.cos(turn) - v * math.sin(turn), u * math.sin(turn) + v * math.cos(turn)
+    # the area of the polygon with unit R (shoelace), then R for the target area
+    unit_area = 0.5 * abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
+    r = math.sqrt(frac * h * w / unit_area)
+    room_x, room_y = (w - 2 * margin - 1) / (xs.max() - xs.min()), (h - 2 * margin - 1) / (ys.max() - ys.min())
+    r = max(0.5, min(r, room_x, room_y))
+    xs, ys = xs * r, ys * r
+    # centre: uniform over the positions that keep the blob `margin` px inside
+    lo_x, hi_x = margin - xs.min(), w - 1 - margin - xs.max()
+    lo_y, hi_y = margin - ys.min(), h - 1 - margin - ys.max()
+    cx = float(rng.uniform(lo_x, hi_x)) if hi_x > lo_x else (lo_x + hi_x) / 2
+    cy = float(rng.uniform(lo_y, hi_y)) if hi_y > lo_y else (lo_y + hi_y) / 2
+    img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(img).polygon([(float(x + cx), float(y + cy)) for x, y in zip(xs, ys)], fill=255)
+    m = np.asarray(img) > 0
+    if not m.any():
+        m[h // 2, w // 2] = True
+    return m
+
+
 def mixed_mask(rng, h, w):
     return rect_mask(rng, h, w) if rng.random() < 0.5 else freeform_mask(rng, h, w)
 
 
-MASKS = {"center": center_mask, "rect": rect_mask, "freeform": freeform_mask, "mixed": mixed_mask}
+MASKS = {"center": center_mask, "rect": rect_mask, "freeform": freeform_mask, "object": object_mask,
+         "mixed": mixed_mask}
 
 
 def make_mask_generator(kind: str):
-    """The generator for `kind` (center|rect|freeform|mixed); raises ValueError on unknown kinds."""
+    """The generator for `kind` (center|rect|freeform|object|mixed); raises ValueError on unknown kinds."""
     try:
         return MASKS[kind]
     except KeyError:
@@ -101,5 +142,5 @@ def hole_centers(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["center_mask", "rect_mask", "freeform_mask", "mixed_mask", "MASKS", "make_mask_generator",
+__all__ = ["center_mask", "rect_mask", "freeform_mask", "object_mask", "mixed_mask", "MASKS", "make_mask_generator",
            "hole_centers"]
