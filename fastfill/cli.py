@@ -563,7 +563,7 @@ def train_cmd(kind, quiet, **opts):
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("--data", type=click.Path(exists=True, file_okay=False), help="Folder of held-out images.")
 @click.option("--held-out", is_flag=True, help="Use the validation split recorded in the checkpoint.")
-@click.option("--mask", type=click.Choice(["rect", "freeform", "mixed", "center"]), default="rect",
+@click.option("--mask", type=click.Choice(["rect", "freeform", "object", "mixed", "center"]), default="rect",
               show_default=True, help="Hole shapes (GLCIC; the CE always uses its central hole).")
 @click.option("--size", type=click.IntRange(min=16), default=None, help="Image side [256 GLCIC, 128 CE].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N images.")
