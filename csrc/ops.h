@@ -49,7 +49,7 @@ void composite_cpu(const CompositeArgs& a);
 
 // Options of the patch fill (see fastfill.ops.FILLS for their meaning and bounds).
 struct PatchParams {
-  int patch = 7;        // patch side (odd, 3..15)
+  int patch = 5;        // patch side (odd, 3..15)
   int levels = 0;       // most pyramid levels (0 = as many as the hole's size calls for)
   int iterations = 3;   // EM rounds per level
   int passes = 3;       // PatchMatch passes per EM round

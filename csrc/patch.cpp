@@ -240,9 +240,10 @@ class Completion {
   }
 
   // Each pixel of the component: the weighted mean of what the patches covering it say, offsets
-  // taken in one fixed order; weights 1 / (1 + msd / sigma^2). Reads only source pixels (known),
-  // so pixels can be written in place.
-  void vote(Level& L) const {
+  // taken in one fixed order; weights 1 / (1 + msd / sigma^2). With `best`, what the closest of
+  // those patches says (the first in that order among equals): no averaging, so no blur. Reads
+  // only source pixels (known), so pixels can be written in place.
+  void vote(Level& L, bool best) const {
     const int64_t n = L.h * L.w, w = L.w, h = L.h;
     const int p = P_.patch;
     const double kinv = 1.0 / (double(p * p * 3) * double(kScale * kScale) * kSigma2);
@@ -256,6 +257,7 @@ class Completion {
     for (int64_t k = 0; k < np; ++k) {
       const int64_t i = pixels[size_t(k)], y = i / w, x = i % w;
       double acc[3] = {0.0, 0.0, 0.0}, ws = 0.0;
+      int32_t bd = INT32_MAX;
       for (int dy = -r_; dy <= r_; ++dy)
         for (int dx = -r_; dx <= r_; ++dx) {
           const int64_t cy = y - dy, cx = x - dx;  // the patch centred there covers (y, x) at (dy, dx)
@@ -264,6 +266,14 @@ class Completion {
           if (tk < 0) continue;
           const double wt = weight[size_t(tk)];
           const int64_t s = (int64_t(L.sy[size_t(tk)]) + dy) * w + L.sx[size_t(tk)] + dx;
+          if (best) {  // the closest patch alone says the value
+            if (L.dist[size_t(tk)] < bd) {
+              bd = L.dist[size_t(tk)];
+              for (int ch = 0; ch < 3; ++ch) acc[ch] = double(L.v[size_t(s * 4 + ch)]);
+              ws = 1.0;
+            }
+            continue;
+          }
           for (int ch = 0; ch < 3; ++ch) acc[ch] += wt * double(L.v[size_t(s * 4 + ch)]);
           ws += wt;
         }
@@ -283,7 +293,7 @@ class Completion {
         const uint64_t id = (uint64_t(level) << 40) | (uint64_t(it) << 20) | uint64_t(pm);
         pass(L, id, int64_t(1) << (P_.passes - 1 - pm));
       }
-      vote(L);
+      vote(L, level == 0 && it + 1 == P_.iterations);  // the last vote keeps the best patch's texture
     }
   }
 
@@ -293,7 +303,10 @@ class Completion {
   const Ssd ssd_;
 };
 
-// The coarser level of F: 2x2 children averaged (rounded), a cell is hole / mine when any child is.
+// The coarser level of F: a cell is the rounded mean of its known children (of all of them when
+// none is known) and is hole only when all its children are, so the hole shrinks level by level
+// and the coarse levels are mostly known context; it is the component's when it is hole and one
+// of its children is the component's.
 void downsample(const Level& F, Level& C) {
   C.h = (F.h + 1) / 2;
   C.w = (F.w + 1) / 2;
@@ -303,20 +316,28 @@ void downsample(const Level& F, Level& C) {
   C.mine.assign(size_t(n), 0);
   for (int64_t Y = 0; Y < C.h; ++Y)
     for (int64_t X = 0; X < C.w; ++X) {
-      int32_t sum[3] = {0, 0, 0}, cnt = 0;
-      uint8_t hole = 0, mine = 0;
+      int32_t sum[3] = {0, 0, 0}, cnt = 0, ksum[3] = {0, 0, 0}, kcnt = 0;
+      uint8_t mine = 0, all = 1;
       for (int64_t y = 2 * Y; y < std::min(F.h, 2 * Y + 2); ++y)
         for (int64_t x = 2 * X; x < std::min(F.w, 2 * X + 2); ++x) {
           const int64_t i = y * F.w + x;
           for (int ch = 0; ch < 3; ++ch) sum[ch] += F.v[size_t(i * 4 + ch)];
-          hole |= F.hole[size_t(i)];
+          if (!F.hole[size_t(i)]) {
+            for (int ch = 0; ch < 3; ++ch) ksum[ch] += F.v[size_t(i * 4 + ch)];
+            ++kcnt;
+          }
+          all &= F.hole[size_t(i)];
           mine |= F.mine[size_t(i)];
           ++cnt;
         }
       const int64_t I = Y * C.w + X;
-      for (int ch = 0; ch < 3; ++ch) C.v[size_t(I * 4 + ch)] = int16_t((sum[ch] + cnt / 2) / cnt);
-      C.hole[size_t(I)] = hole;
-      C.mine[size_t(I)] = mine;
+      if (kcnt > 0) {
+        for (int ch = 0; ch < 3; ++ch) C.v[size_t(I * 4 + ch)] = int16_t((ksum[ch] + kcnt / 2) / kcnt);
+      } else {
+        for (int ch = 0; ch < 3; ++ch) C.v[size_t(I * 4 + ch)] = int16_t((sum[ch] + cnt / 2) / cnt);
+      }
+      C.hole[size_t(I)] = all;
+      C.mine[size_t(I)] = all && mine;
     }
 }
 
@@ -420,13 +441,18 @@ void complete(const Component& c, const std::vector<int32_t>& labels, int32_t la
   for (int l = top; l >= 0; --l) {
     Level& L = levels[size_t(l)];
     if (l < top) {
-      if (L.src.empty() || L.targets.empty()) return;  // cannot happen: finer levels have more sources
+      if (L.src.empty() || L.targets.empty()) return;  // e.g. a hole-riddled box: the start stays
       upsample(levels[size_t(l + 1)], L, P.seed, l);
     }
     L.dist.resize(L.targets.size());
     L.sy2.resize(L.targets.size());
     L.sx2.resize(L.targets.size());
     L.dist2.resize(L.targets.size());
+    if (l < top) {  // the finer image from its own sources through the carried field (not the
+      // parent's smooth values), all patches weighing the same
+      std::fill(L.dist.begin(), L.dist.end(), 0);
+      em.vote(L, false);
+    }
     em.em(L, l);
   }
   for (int64_t y = 0; y < L0.h; ++y)

@@ -5,20 +5,24 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
 
 1. Its box: the component's bounding box grown by ``radius``, clipped to the image. Values are
    integers, 4 steps per uint8 level; hole pixels start from ``start`` (the harmonic fill).
-2. A pyramid of the box (2x2 means, rounded; a cell is hole, or the component's, when any child
-   is), down to where the component spans about two patches (at most ``levels``).
+2. A pyramid of the box: a coarser cell is the rounded mean of its known children (of all of them
+   when none is known) and is hole only when all its children are (the component's when it is
+   hole and a child is the component's), down to where the component spans about two patches
+   (at most ``levels``).
 3. At each level, coarse to fine: sources are the centres whose ``patch`` x ``patch`` window lies
    in the box and holds no hole pixel; targets, those whose window lies in the box and holds a
    pixel of the component. The coarsest level with sources draws a random source per target; a
    finer level takes its parent's source shifted by its place in the parent (a random source
-   where that is none), and its pixels their parent's value.
+   where that is none), and its pixels become the plain mean of what their patches say through
+   that field (the texture of its own sources, not the parent's smooth values).
 4. ``iterations`` EM rounds per level: the sum of squared differences of each target's patch and
    its source's; ``passes`` PatchMatch passes (Jacobi: each reads the previous pass's field), each
    trying, in order, the neighbours' sources shifted back at steps 1 and 2^(passes-1-pass), random
    sources in windows halving from the box size around the best so far, and one random source
    anywhere, a strictly smaller distance winning; then the vote: each pixel of the component
    becomes the mean of what the patches covering it say, weighted 1 / (1 + msd / 8^2) (msd: the
-   patch's mean squared difference in uint8 levels), rounded half to even.
+   patch's mean squared difference in uint8 levels), rounded half to even; the last vote of the
+   finest level takes what the closest covering patch says instead (no averaging, no blur).
 
 Random numbers are splitmix64 hashes of (seed, pass, position in the box, draw), so nothing
 depends on the thread count or on the window around the box.
@@ -76,13 +80,18 @@ def _index(L, r):
 
 def _down(F):
     h, w = (F.h + 1) // 2, (F.w + 1) // 2
-    def pad(a):
-        out = np.zeros(a.shape[:-2] + (2 * h, 2 * w), np.int64)
+
+    def pad(a, fill=0):
+        out = np.full(a.shape[:-2] + (2 * h, 2 * w), fill, np.int64)
         out[..., :F.h, :F.w] = a
         return out.reshape(a.shape[:-2] + (h, 2, w, 2))
     ones = pad(np.ones((F.h, F.w), np.int64)).sum((-3, -1))
-    v = (pad(F.v).sum((-3, -1)) + ones // 2) // ones
-    return _Level(v, pad(F.hole).max((-3, -1)).astype(bool), pad(F.mine).max((-3, -1)).astype(bool))
+    known = pad(~F.hole)
+    kcnt = known.sum((-3, -1))
+    mean = (pad(F.v).sum((-3, -1)) + ones // 2) // ones
+    kmean = ((pad(F.v) * known).sum((-3, -1)) + kcnt // 2) // np.maximum(kcnt, 1)
+    hole = pad(F.hole, fill=1).min((-3, -1)).astype(bool)
+    return _Level(np.where(kcnt > 0, kmean, mean), hole, hole & pad(F.mine).max((-3, -1)).astype(bool))
 
 
 def _ssd(L, t, s, r):
@@ -137,7 +146,7 @@ def _pass(L, seed, pass_id, jump, r):
     L.nnf, L.dist = best, bd
 
 
-def _vote(L, patch):
+def _vote(L, patch, best=False):
     r, h, w = patch // 2, L.h, L.w
     kinv = 1.0 / (float(patch * patch * 3) * float(SCALE * SCALE) * SIGMA2)
     weight = 1.0 / (1.0 + L.dist.astype(np.float64) * kinv)
@@ -146,6 +155,7 @@ def _vote(L, patch):
     y, x = pix // w, pix % w
     acc = np.zeros((3, pix.size))
     ws = np.zeros(pix.size)
+    bd = np.full(pix.size, np.iinfo(np.int64).max)
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
             cy, cx = y - dy, x - dx
@@ -154,6 +164,13 @@ def _vote(L, patch):
             ok &= tk >= 0
             wt = np.where(ok, weight[np.maximum(tk, 0)], 0.0)
             s = np.where(ok, L.nnf[np.maximum(tk, 0)] + dy * w + dx, 0)
+            if best:  # the closest patch alone (the first in this order among equals)
+                d = np.where(ok, L.dist[np.maximum(tk, 0)], bd)
+                win = ok & (d < bd)
+                bd = np.where(win, d, bd)
+                acc[:, win] = flat[:, s[win]].astype(np.float64)
+                ws[win] = 1.0
+                continue
             for ch in range(3):
                 acc[ch] = np.where(ok, acc[ch] + wt * flat[ch, s].astype(np.float64), acc[ch])
             ws = np.where(ok, ws + wt, ws)
@@ -203,16 +220,20 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed):
     for lv in range(top, -1, -1):
         L = pyr[lv]
         if lv < top:
+            if L.src.size == 0 or L.targets.size == 0:
+                return None
             _up(pyr[lv + 1], L, seed, lv)
+            L.dist = np.zeros(L.targets.size, np.int64)
+            _vote(L, patch)
         for it in range(iterations):
             L.dist = _ssd(L, L.targets, L.nnf, r)
             for pm in range(passes):
                 _pass(L, seed, (lv << 40) | (it << 20) | pm, 1 << (passes - 1 - pm), r)
-            _vote(L, patch)
+            _vote(L, patch, best=lv == 0 and it == iterations - 1)
     return pyr[0].v
 
 
-def patch_reference(image, mask, start, *, patch=7, levels=0, iterations=3, passes=3, radius=96,
+def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=3, passes=3, radius=96,
                     thin=0, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
