@@ -18,7 +18,8 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
 4. ``iterations`` EM rounds per level: the sum of squared differences of each target's patch and
    its source's; ``passes`` PatchMatch passes (Jacobi: each reads the previous pass's field), each
    trying, in order, the neighbours' sources shifted back at steps 1 and 2^(passes-1-pass), random
-   sources in windows halving from the box size around the best so far, and one random source
+   sources in windows halving from the box size (at the coarsest level; from 8 px below it) around
+   the best so far, and one random source
    anywhere, a strictly smaller distance winning; then the vote: each pixel of the component
    becomes the mean of what the patches covering it say, weighted 1 / (1 + msd / 8^2) (msd: the
    patch's mean squared difference in uint8 levels), rounded half to even; the last vote of the
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SCALE, VMAX, SIGMA2 = 4, 1020, 64.0
+SCALE, VMAX, SIGMA2, REACH = 4, 1020, 64.0, 8
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -106,7 +107,7 @@ def _ssd(L, t, s, r):
     return acc
 
 
-def _pass(L, seed, pass_id, jump, r):
+def _pass(L, seed, pass_id, jump, r, reach):
     h, w, t = L.h, L.w, L.targets
     ty, tx = t // w, t % w
     old = L.nnf
@@ -131,7 +132,7 @@ def _pass(L, seed, pass_id, jump, r):
             sy, sx = s // w + (ty - ny), s % w + (tx - nx)
             ok &= (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
             tryit(np.where(ok, sy * w + sx, 0), ok)
-    k, rad = 0, max(h, w)
+    k, rad = 0, reach
     while rad >= 1:
         z = _draw(seed, pass_id, t, k)
         k += 1
@@ -228,7 +229,8 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed):
         for it in range(iterations):
             L.dist = _ssd(L, L.targets, L.nnf, r)
             for pm in range(passes):
-                _pass(L, seed, (lv << 40) | (it << 20) | pm, 1 << (passes - 1 - pm), r)
+                _pass(L, seed, (lv << 40) | (it << 20) | pm, 1 << (passes - 1 - pm), r,
+                      max(L.h, L.w) if lv == top else min(max(L.h, L.w), REACH))
             _vote(L, patch, best=lv == 0 and it == iterations - 1)
     return pyr[0].v
 
