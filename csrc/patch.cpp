@@ -196,6 +196,7 @@ class Completion {
     const int64_t steps[2] = {1, jump};
     const int nsteps = jump > 1 ? 2 : 1;
     const int64_t ns = int64_t(L.src.size());
+    const uint64_t pass_mix = mix(P_.seed ^ pass_id);
 #pragma omp parallel for schedule(static) if (parallel(L))
     for (int64_t k = 0; k < nt; ++k) {
       const int64_t t = L.targets[size_t(k)], ty = t / w, tx = t % w;
@@ -224,15 +225,16 @@ class Completion {
         }
       }
       uint64_t kdraw = 0;
+      const uint64_t stream = mix(pass_mix ^ uint64_t(t));  // draw(seed, pass_id, t, k) = mix(stream ^ k)
       for (int64_t rad = reach; rad >= 1; rad /= 2) {
-        const uint64_t z = draw(P_.seed, pass_id, uint64_t(t), kdraw++);
+        const uint64_t z = mix(stream ^ kdraw++);
         const uint64_t span = uint64_t(2 * rad + 1);  // 32-bit halves of z scaled to [0, span)
         const int64_t sy = by + int64_t(((z & 0xffffffffu) * span) >> 32) - rad;
         const int64_t sx = bx + int64_t(((z >> 32) * span) >> 32) - rad;
         if (sy < 0 || sy >= h || sx < 0 || sx >= w) continue;
         tryit(sy, sx);
       }
-      const int64_t any = L.src[size_t(draw(P_.seed, pass_id, uint64_t(t), kdraw) % uint64_t(ns))];
+      const int64_t any = L.src[size_t(mix(stream ^ kdraw) % uint64_t(ns))];
       tryit(any / w, any % w);
       L.sy2[size_t(k)] = int32_t(by);
       L.sx2[size_t(k)] = int32_t(bx);
