@@ -51,8 +51,8 @@ void composite_cpu(const CompositeArgs& a);
 struct PatchParams {
   int patch = 5;        // patch side (odd, 3..15)
   int levels = 0;       // most pyramid levels (0 = as many as the hole's size calls for)
-  int iterations = 3;   // EM rounds per level
-  int passes = 3;       // PatchMatch passes per EM round
+  int iterations = 2;   // EM rounds at level l (0 = finest): 1 + iterations * l
+  int passes = 5;       // PatchMatch passes per EM round at level l: min(passes, 1 + l)
   int64_t radius = 96;  // search box: each component's bounding box grown by this, in pixels
   int64_t thin = 0;     // components at most this thick (4-connected erosions) keep the start
   uint64_t seed = 0;

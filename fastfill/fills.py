@@ -49,7 +49,7 @@ FILLS: Mapping[str, Fill] = MappingProxyType({f.name: f for f in (
          "values: smooth, exact at the border"),
     Fill("patch", "multi-scale PatchMatch completion with patch voting, from the harmonic fill: "
          "texture copied from the known pixels within `radius` of each hole",
-         options=MappingProxyType({"patch": 5, "levels": 0, "iterations": 3, "passes": 3,
+         options=MappingProxyType({"patch": 5, "levels": 0, "iterations": 2, "passes": 5,
                                    "radius": 96, "thin": 0, "seed": 0}),
          context="radius"),
 )})

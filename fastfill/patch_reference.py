@@ -15,9 +15,10 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    finer level takes its parent's source shifted by its place in the parent (a random source
    where that is none), and its pixels become the plain mean of what their patches say through
    that field (the texture of its own sources, not the parent's smooth values).
-4. ``iterations`` EM rounds per level: the sum of squared differences of each target's patch and
-   its source's; ``passes`` PatchMatch passes (Jacobi: each reads the previous pass's field), each
-   trying, in order, the neighbours' sources shifted back at steps 1 and 2^(passes-1-pass), random
+4. EM rounds, 1 + ``iterations`` x l at level l (0 = finest): the sum of squared differences of
+   each target's patch and its source's; min(``passes``, 1 + l) PatchMatch passes (Jacobi: each
+   reads the previous pass's field), each trying, in order, the neighbours' sources shifted back
+   at steps 1 and 2^(passes-1-pass), random
    sources in windows halving from the box size (at the coarsest level; from 8 px below it) around
    the best so far, and one random source
    anywhere, a strictly smaller distance winning; then the vote: each pixel of the component
@@ -226,16 +227,17 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed):
             _up(pyr[lv + 1], L, seed, lv)
             L.dist = np.zeros(L.targets.size, np.int64)
             _vote(L, patch)
-        for it in range(iterations):
+        rounds, npass = 1 + iterations * lv, min(passes, 1 + lv)
+        for it in range(rounds):
             L.dist = _ssd(L, L.targets, L.nnf, r)
-            for pm in range(passes):
-                _pass(L, seed, (lv << 40) | (it << 20) | pm, 1 << (passes - 1 - pm), r,
+            for pm in range(npass):
+                _pass(L, seed, (lv << 40) | (it << 20) | pm, 1 << (npass - 1 - pm), r,
                       max(L.h, L.w) if lv == top else min(max(L.h, L.w), REACH))
-            _vote(L, patch, best=lv == 0 and it == iterations - 1)
+            _vote(L, patch, best=lv == 0 and it == rounds - 1)
     return pyr[0].v
 
 
-def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=3, passes=3, radius=96,
+def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
                     thin=0, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
