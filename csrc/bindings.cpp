@@ -152,7 +152,8 @@ fastfill::PatchParams patch_params(const py::dict& o) {
 // Prefill values of every image's window: [n, h, w, 3] floats, written (and read) at hole pixels
 // only, so the buffer is left uninitialised: untouched pages cost nothing. The patch fill starts
 // from the harmonic one and overwrites the components it completes.
-std::unique_ptr<float[]> fill_values(const PrepareArgs& a, Fill fill, const fastfill::PatchParams& p) {
+std::unique_ptr<float[]> fill_values(const PrepareArgs& a, Fill fill, const fastfill::PatchParams& p,
+                                     fastfill::PatchState* state) {
   const Frame& f = a.f;
   const size_t per = size_t(f.h * f.w * 3);
   std::unique_ptr<float[]> v(new float[size_t(f.n) * per]);
@@ -167,7 +168,7 @@ std::unique_ptr<float[]> fill_values(const PrepareArgs& a, Fill fill, const fast
     fastfill::harmonic_fill_cpu(im, m, one, a.mean, out);
     if (fill == Fill::Patch) {
       std::memcpy(start.get(), out, per * sizeof(float));
-      fastfill::patch_fill_cpu(im, m, one, start.get(), p, out);
+      fastfill::patch_fill_cpu(im, m, one, start.get(), p, state, out);
     }
   }
   return v;
@@ -192,7 +193,8 @@ PrepareArgs fill_args(const py::array& images, const py::array& masks, const std
 
 py::array prepare(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
                   int64_t multiple, const Window& window, const std::string& dtype, bool mask_channel,
-                  const std::string& device, const std::string& fill, const py::dict& options) {
+                  const std::string& device, const std::string& fill, const py::dict& options,
+                  fastfill::PatchState* state) {
   py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
   PrepareArgs a = fill_args(images, masks, mean, window);
   if (multiple < 1 || multiple > 4096) throw py::value_error("multiple: must be in [1, 4096], got " + std::to_string(multiple));
@@ -216,7 +218,7 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
     py::gil_scoped_release nogil;
     std::unique_ptr<float[]> values;
     if (method != Fill::Mean) {
-      values = fill_values(a, method, params);
+      values = fill_values(a, method, params, state);
       a.fill = values.get();
     }
 #ifdef FASTFILL_WITH_CUDA
@@ -231,7 +233,8 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
 }
 
 py::array fill_op(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
-                  const Window& window, const std::string& method, const py::dict& options) {
+                  const Window& window, const std::string& method, const py::dict& options,
+                  fastfill::PatchState* state) {
   py::array images = as_array(images_o, "images"), masks = as_array(masks_o, "masks");
   PrepareArgs a = fill_args(images, masks, mean, window);
   const Fill fill = parse_fill(method);
@@ -243,7 +246,7 @@ py::array fill_op(const py::object& images_o, const py::object& masks_o, const s
   {
     py::gil_scoped_release nogil;
     std::unique_ptr<float[]> values;
-    if (solved) values = fill_values(a, fill, params);
+    if (solved) values = fill_values(a, fill, params, state);
     // Rows copied whole, then the hole pixels overwritten.
     for (int64_t b = 0; b < f.n; ++b)
       for (int64_t y = 0; y < f.h; ++y) {
@@ -410,13 +413,18 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastfill's native pixel kernels (private: use fastfill.ops)";
   m.def("build_info", &build_info, "Back-ends this module was built with and what the machine offers.");
+  py::class_<fastfill::PatchState>(m, "PatchState",
+                                   "What the patch fill carries from one video frame to the next (opaque).")
+      .def(py::init<>())
+      .def("__len__", [](const fastfill::PatchState& s) { return s.fields.size(); },
+           "Hole components whose field is carried.");
   m.def("prepare", &prepare, py::arg("images"), py::arg("masks"), py::arg("mean"), py::arg("multiple"),
         py::arg("window"), py::arg("dtype"), py::arg("mask_channel"), py::arg("device"), py::arg("fill") = "mean",
-        py::arg("options") = py::dict(),
+        py::arg("options") = py::dict(), py::arg("state") = nullptr,
         "Model input [N, C, Hp, Wp] from uint8 images and masks; hole pixels get the `fill` prefill\n"
         "(`options`: the patch fill's, see fastfill.ops.FILLS).");
   m.def("fill", &fill_op, py::arg("images"), py::arg("masks"), py::arg("mean"), py::arg("window"), py::arg("method"),
-        py::arg("options") = py::dict(),
+        py::arg("options") = py::dict(), py::arg("state") = nullptr,
         "Classical fill: uint8 [N, h, w, 3] with the hole pixels of the window filled by `method`\n"
         "(`options`: the patch fill's, see fastfill.ops.FILLS).");
   m.def("composite", &composite, py::arg("pred"), py::arg("images"), py::arg("masks"), py::arg("window"),

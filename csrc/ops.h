@@ -1,7 +1,10 @@
 // The two pixel ops, one declaration each per back-end. csrc knows nothing of models: it moves and
 // blends pixels. All sizes in elements; `*_stride` are byte strides where noted.
 #pragma once
+#include <array>
 #include <cstdint>
+#include <map>
+#include <vector>
 #include <string>
 
 namespace fastfill {
@@ -58,12 +61,27 @@ struct PatchParams {
   uint64_t seed = 0;
 };
 
+// What a patch fill carries from one frame of a video to the next: the finest nearest-neighbour
+// field of each hole component, by the component's box (absolute top, left, height, width) and
+// size. A component whose box, size and targets are the same in the next frame starts from it
+// and refines it (one EM round at the finest level) instead of searching from scratch, so a static
+// background under a static mask keeps its sources and does not flicker; one whose carried field
+// fits much worse than it did (a cut, a pan) is completed from scratch.
+struct PatchState {
+  struct Field {
+    std::vector<int32_t> targets, sy, sx;
+    double mean = 0.0;  // its mean patch distance
+  };
+  std::map<std::array<int64_t, 5>, Field> fields;
+};
+
 // Patch fill of the window `f` (n = 1): multi-scale PatchMatch completion of every 4-connected
 // hole component from the known pixels of its search box, started from `start` (the window's
 // harmonic fill, [h, w, 3], read at hole pixels). Writes the hole pixels of `out` [h, w, 3]
-// (values in [0, 1]) of the components it completes; the others are left as they are.
+// (values in [0, 1]) of the components it completes; the others are left as they are. `state`
+// (may be null): carried from the previous frame and updated for the next.
 void patch_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float* start,
-                    const PatchParams& p, float* out);
+                    const PatchParams& p, PatchState* state, float* out);
 
 #ifdef FASTFILL_WITH_CUDA
 // Pointers are device pointers; the kernels are queued on `stream` (a cudaStream_t) and return

@@ -15,6 +15,7 @@
 // previous pass, not its neighbours' updates), and the vote is a double sum taken in one fixed
 // order per pixel (this file is built without floating-point contraction).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -142,6 +143,12 @@ Ssd ssd_kernel(int p) {
     case 13: return ssd13;
     default: return ssd15;  // the bindings allow odd sides 3..15 only
   }
+}
+
+double mean_distance(const Level& L) {
+  double sum = 0.0;
+  for (int32_t d : L.dist) sum += double(d);
+  return L.dist.empty() ? 0.0 : sum / double(L.dist.size());
 }
 
 class Completion {
@@ -387,9 +394,87 @@ struct Component {
 };
 
 // One component: its box, pyramid and EM, coarse to fine; writes its pixels of `out`.
+// Coarse to fine over the pyramid (levels[0] the finest); false when no level can start, or a finer
+// one has no source or no target (the component then keeps its start).
+bool pyramid(std::vector<Level>& levels, const Completion& em, const PatchParams& P) {
+  // The coarsest level that has sources starts; a component with none anywhere keeps the start.
+  int top = int(levels.size()) - 1;
+  while (top >= 0 && !em.index(levels[size_t(top)])) --top;
+  if (top < 0) return false;
+  for (int l = top - 1; l >= 0; --l) em.index(levels[size_t(l)]);
+  {
+    Level& T = levels[size_t(top)];
+    const int64_t nt = int64_t(T.targets.size()), ns = int64_t(T.src.size());
+    T.sy.resize(size_t(nt));
+    T.sx.resize(size_t(nt));
+    for (int64_t k = 0; k < nt; ++k) {
+      const uint64_t z = draw(P.seed, uint64_t(top) << 40 | 0xFFFFEull, uint64_t(T.targets[size_t(k)]), 0);
+      const int64_t s = T.src[size_t(z % uint64_t(ns))];
+      T.sy[size_t(k)] = int32_t(s / T.w);
+      T.sx[size_t(k)] = int32_t(s % T.w);
+    }
+  }
+  for (int l = top; l >= 0; --l) {
+    Level& L = levels[size_t(l)];
+    if (l < top) {
+      if (L.src.empty() || L.targets.empty()) return false;  // e.g. a hole-riddled box: the start stays
+      upsample(levels[size_t(l + 1)], L, P.seed, l);
+    }
+    L.dist.resize(L.targets.size());
+    L.sy2.resize(L.targets.size());
+    L.sx2.resize(L.targets.size());
+    L.dist2.resize(L.targets.size());
+    if (l < top) {  // the finer image from its own sources through the carried field (not the
+      // parent's smooth values), all patches weighing the same
+      std::fill(L.dist.begin(), L.dist.end(), 0);
+      em.vote(L, false);
+    }
+    em.em(L, l, l == top);
+  }
+  return true;
+}
+
+// The previous frame's field of a component whose box, size and targets are the same: the start
+// of this frame's (see PatchState). False when there is none or it no longer fits this frame.
+bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0, const Completion& em,
+                const PatchParams& P) {
+  if (state == nullptr) return false;
+  PatchState::Field prev;
+  bool have = false;
+#pragma omp critical(fastfill_patch_state)
+  {
+    auto it = state->fields.find(key);
+    if (it != state->fields.end()) {
+      prev = it->second;
+      have = true;
+    }
+  }
+  if (!have || !em.index(L0) || prev.targets != L0.targets) return false;
+  const size_t nt = L0.targets.size();
+  L0.sy = prev.sy;
+  L0.sx = prev.sx;
+  for (size_t k = 0; k < nt; ++k) {  // a source the hole has moved onto: a random one instead
+    if (L0.valid[size_t(int64_t(L0.sy[k]) * L0.w + L0.sx[k])]) continue;
+    const int64_t s = L0.src[size_t(draw(P.seed, 0xFFFFDull, uint64_t(L0.targets[k]), 0) % L0.src.size())];
+    L0.sy[k] = int32_t(s / L0.w);
+    L0.sx[k] = int32_t(s % L0.w);
+  }
+  L0.dist.assign(nt, 0);
+  L0.sy2.resize(nt);
+  L0.sx2.resize(nt);
+  L0.dist2.resize(nt);
+  const std::vector<int16_t> before = L0.v;
+  em.vote(L0, false);
+  em.measure(L0);
+  // Much worse than the previous frame (a cut, a pan): from scratch instead, from the same start.
+  if (mean_distance(L0) <= 2.0 * prev.mean + double(P.patch * P.patch * 3 * kScale * kScale)) return true;
+  L0.v = before;
+  return false;
+}
+
 void complete(const Component& c, const std::vector<int32_t>& labels, int32_t label, const uint8_t* image,
               const uint8_t* mask, int64_t W, const Frame& f, const float* start, const PatchParams& P,
-              float* out) {
+              PatchState* state, float* out) {
   const int64_t R = P.radius;
   const int64_t by0 = std::max<int64_t>(0, c.y0 - R), bx0 = std::max<int64_t>(0, c.x0 - R);
   const int64_t by1 = std::min(f.h, c.y1 + R), bx1 = std::min(f.w, c.x1 + R);
@@ -433,40 +518,18 @@ void complete(const Component& c, const std::vector<int32_t>& labels, int32_t la
     levels.push_back(std::move(C));
   }
   const Completion em(P, kParallelTargets);
-  // The coarsest level that has sources starts; a component with none anywhere keeps the start.
-  int top = int(levels.size()) - 1;
-  while (top >= 0 && !em.index(levels[size_t(top)])) --top;
-  if (top < 0) return;
-  for (int l = top - 1; l >= 0; --l) em.index(levels[size_t(l)]);
-  {
-    Level& T = levels[size_t(top)];
-    const int64_t nt = int64_t(T.targets.size()), ns = int64_t(T.src.size());
-    T.sy.resize(size_t(nt));
-    T.sx.resize(size_t(nt));
-    for (int64_t k = 0; k < nt; ++k) {
-      const uint64_t z = draw(P.seed, uint64_t(top) << 40 | 0xFFFFEull, uint64_t(T.targets[size_t(k)]), 0);
-      const int64_t s = T.src[size_t(z % uint64_t(ns))];
-      T.sy[size_t(k)] = int32_t(s / T.w);
-      T.sx[size_t(k)] = int32_t(s % T.w);
-    }
+  const std::array<int64_t, 5> key{f.top + by0, f.left + bx0, L0.h, L0.w, c.size};
+  if (carry_over(state, key, L0, em, P)) {
+    em.em(L0, 0, false);
+  } else if (!pyramid(levels, em, P)) {
+    return;
   }
-  for (int l = top; l >= 0; --l) {
-    Level& L = levels[size_t(l)];
-    if (l < top) {
-      if (L.src.empty() || L.targets.empty()) return;  // e.g. a hole-riddled box: the start stays
-      upsample(levels[size_t(l + 1)], L, P.seed, l);
-    }
-    L.dist.resize(L.targets.size());
-    L.sy2.resize(L.targets.size());
-    L.sx2.resize(L.targets.size());
-    L.dist2.resize(L.targets.size());
-    if (l < top) {  // the finer image from its own sources through the carried field (not the
-      // parent's smooth values), all patches weighing the same
-      std::fill(L.dist.begin(), L.dist.end(), 0);
-      em.vote(L, false);
-    }
-    em.em(L, l, l == top);
+  if (state != nullptr) {
+    PatchState::Field field{L0.targets, L0.sy, L0.sx, mean_distance(L0)};
+#pragma omp critical(fastfill_patch_state)
+    state->fields[key] = std::move(field);
   }
+  for (int64_t y = 0; y < L0.h; ++y)
   for (int64_t y = 0; y < L0.h; ++y)
     for (int64_t x = 0; x < L0.w; ++x) {
       const int64_t i = y * L0.w + x;
@@ -536,7 +599,7 @@ int64_t thickness(const Component& c, const std::vector<int32_t>& labels, int32_
 }  // namespace
 
 void patch_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float* start,
-                    const PatchParams& P, float* out) {
+                    const PatchParams& P, PatchState* state, float* out) {
   std::vector<int32_t> labels;
   const std::vector<Component> comps = components(mask, f.W, f, labels);
   std::vector<size_t> order;
@@ -547,14 +610,14 @@ void patch_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, c
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return comps[a].size > comps[b].size; });
   std::vector<size_t> big, small;
   for (size_t i : order) (comps[i].size >= kParallelTargets ? big : small).push_back(i);
-  for (size_t i : big) complete(comps[i], labels, int32_t(i), image, mask, f.W, f, start, P, out);
+  for (size_t i : big) complete(comps[i], labels, int32_t(i), image, mask, f.W, f, start, P, state, out);
   const int64_t ns = int64_t(small.size());
   std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < ns; ++k) {
     try {
       const size_t i = small[size_t(k)];
-      complete(comps[i], labels, int32_t(i), image, mask, f.W, f, start, P, out);
+      complete(comps[i], labels, int32_t(i), image, mask, f.W, f, start, P, state, out);
     } catch (...) {
 #pragma omp critical(fastfill_patch_error)
       if (!error) error = std::current_exception();

@@ -34,6 +34,7 @@ the first error of any stage raised in the caller with its original traceback.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from pathlib import Path
@@ -216,8 +217,12 @@ class Inpainter:
         return any(self._accepts((1, self.channels, ph, pw)) is not None
                    for ph, pw in padded_sizes)
 
-    def stream(self, frames: Iterable, masks=None) -> Iterator[np.ndarray]:
+    def stream(self, frames: Iterable, masks=None, *, carry: bool = False) -> Iterator[np.ndarray]:
         """Fill a stream of frames, yielding results in order.
+
+        ``carry``: the frames are one video: a patch fill (a ``patch`` classical engine or
+        prefill) carries each hole's nearest-neighbour field from frame to frame, so that a
+        static background under a static mask stays stable (see ``ops.fill(state=)``).
 
         ``masks`` is an iterable of masks (one per frame), a single [H, W] mask for all frames,
         or None when ``frames`` yields (frame, mask) pairs.
@@ -239,11 +244,13 @@ class Inpainter:
                 except InputError as e:
                     raise InputError(f"frame {i}: {e}") from None
 
-        return pipeline.batched(checked(), self._run, batch=self.batch_size,
+        state = ops.PatchState() if carry and self.meta.fill == "patch" else None
+        run = self._run if state is None else functools.partial(self._run, state=state)
+        return pipeline.batched(checked(), run, batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
 
     # -- the work -------------------------------------------------------------------------------
-    def _run(self, pairs: Sequence[Checked], timings: dict | None = None) -> list[np.ndarray]:
+    def _run(self, pairs: Sequence[Checked], timings: dict | None = None, state=None) -> list[np.ndarray]:
         t0 = time.perf_counter()
         jobs = [Job(i, *win) for i, p in enumerate(pairs) for win in p.windows]
         groups: dict[tuple[int, int], list[Job]] = {}
@@ -255,7 +262,7 @@ class Inpainter:
         for (ph, pw), group in groups.items():
             step = self._chunk(len(group), ph, pw)
             for s in range(0, len(group), step):
-                self._execute(group[s:s + step], pairs, outs, timings)
+                self._execute(group[s:s + step], pairs, outs, timings, state)
         return outs
 
     def _chunk(self, n: int, ph: int, pw: int) -> int:
@@ -277,21 +284,21 @@ class _HostSteps:
         self.fill_options = getattr(engine, "fill_options", None)
         self.mean = tuple(float(v) for v in engine.meta.mean)
 
-    def prepare(self, jobs, pairs) -> np.ndarray:
+    def prepare(self, jobs, pairs, state=None) -> np.ndarray:
         whole = [pairs[j.index].image.shape[:2] == (j.height, j.width) for j in jobs]
         same = len({(j.height, j.width) for j in jobs}) == 1
         if len(jobs) > 1 and same and all(whole):  # same-size whole frames: one prepare call
             ims = np.stack([pairs[j.index].image for j in jobs])
             ms = np.stack([pairs[j.index].hole for j in jobs]).view(np.uint8)
             x = ops.prepare(ims, ms, self.mean, self.multiple, mask_channel=self.mask_channel,
-                            fill=self.fill, fill_options=self.fill_options)
+                            fill=self.fill, fill_options=self.fill_options, fill_state=state)
         else:
             xs = []
             for j, w in zip(jobs, whole):
                 im, m = pairs[j.index]
                 xs.append(ops.prepare(im[None], m.view(np.uint8)[None], self.mean, self.multiple,
                                       mask_channel=self.mask_channel, fill=self.fill,
-                                      fill_options=self.fill_options,
+                                      fill_options=self.fill_options, fill_state=state,
                                       window=None if w else j.window))
             x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
         return np.ascontiguousarray(x, dtype=np.float32)
@@ -306,10 +313,10 @@ class _HostSteps:
                               f"{x.shape[0]}x{x.shape[1]}x{x.shape[2]}x{x.shape[3]} input: "
                               f"{type(e).__name__}: {e}") from e
 
-    def __call__(self, jobs: list[Job], pairs, outs, timings: dict | None = None) -> None:
+    def __call__(self, jobs: list[Job], pairs, outs, timings: dict | None = None, state=None) -> None:
         clock = time.perf_counter
         t0 = clock()
-        x = self.prepare(jobs, pairs)
+        x = self.prepare(jobs, pairs, state)
         t1 = clock()
         pred = self.infer(x)
         t2 = clock()
@@ -332,8 +339,8 @@ class _DeviceSteps:
     def __init__(self, engine):
         self.engine = engine
 
-    def __call__(self, jobs: list[Job], pairs, outs, timings: dict | None = None) -> None:
-        t0 = time.perf_counter()
+    def __call__(self, jobs: list[Job], pairs, outs, timings: dict | None = None, state=None) -> None:
+        t0 = time.perf_counter()  # (mean-prefill models only: nothing to carry)
         crops = []
         for j in jobs:
             im, m = pairs[j.index]

@@ -34,8 +34,11 @@ Window = Optional[Tuple[int, int, int, int]]
 
 __all__ = [
     "prepare", "composite", "prepare_reference", "composite_reference", "build_info",
-    "padded_size", "cuda_available", "fill", "fill_reference", "FILLS",
+    "padded_size", "cuda_available", "fill", "fill_reference", "FILLS", "PatchState",
 ]
+
+# What the patch fill carries from one video frame to the next (opaque; see fill(state=)).
+PatchState = _C.PatchState
 
 
 def build_info() -> dict:
@@ -85,7 +88,8 @@ def _dtype_name(dtype) -> str:
 
 def prepare(images: np.ndarray, masks: np.ndarray, mean: Sequence[float], multiple: int = 4, *,
             dtype=np.float32, mask_channel: bool = True, window: Window = None,
-            device: str = "cpu", fill: str = "mean", fill_options: Optional[dict] = None) -> np.ndarray:
+            device: str = "cpu", fill: str = "mean", fill_options: Optional[dict] = None,
+            fill_state: Optional["PatchState"] = None) -> np.ndarray:
     """Model input from uint8 images and masks.
 
     Args:
@@ -103,6 +107,7 @@ def prepare(images: np.ndarray, masks: np.ndarray, mean: Sequence[float], multip
             hole component is filled inside the window, with no flux across the window's border.
             The harmonic and patch fills run on the CPU whatever ``device`` is.
         fill_options: options of the fill (see :func:`fill`); None = its defaults.
+        fill_state: a :class:`PatchState` carried across the frames of a video (see :func:`fill`).
 
     Returns:
         ``[N, C, Hp, Wp]`` array of ``dtype`` (a batch even for a single image).
@@ -110,11 +115,12 @@ def prepare(images: np.ndarray, masks: np.ndarray, mean: Sequence[float], multip
     images, masks, _ = _batched(images, masks)
     return _C.prepare(images, masks, [float(v) for v in _seq3(mean)], _int(multiple, "multiple"),
                       _window(window), _dtype_name(dtype), bool(mask_channel), device,
-                      *_fill(fill, fill_options))
+                      *_fill(fill, fill_options), fill_state)
 
 
 def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
-         mean: Optional[Sequence[float]] = None, window: Window = None, **options) -> np.ndarray:
+         mean: Optional[Sequence[float]] = None, window: Window = None,
+         state: Optional["PatchState"] = None, **options) -> np.ndarray:
     """Classical fill: the image with its hole pixels filled, uint8, no model involved.
 
     ``method="harmonic"`` solves Laplace's equation inside each 4-connected hole component with
@@ -138,6 +144,13 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
         mean: the colour (r, g, b in [0, 1]) for "mean", and for a hole with no boundary (an
             all-hole image or window); None = mid-grey (0.5, 0.5, 0.5).
         window: (top, left, height, width): fill only this crop and return it.
+        state: for the frames of a video, one :class:`PatchState` passed with each frame in
+            order: a hole component whose box, size and mask are the same as in the previous
+            frame starts from that frame's nearest-neighbour field and refines it (one EM round
+            at the finest level) instead of searching from scratch, so a static background under
+            a static mask keeps its sources (no flicker beyond the frames' own noise); one whose
+            carried field fits much worse than it did (a cut, a pan) is completed from scratch.
+            The result then depends on the frames before; None (the default) = each image alone.
         **options: the method's options (``FILLS[method].options`` lists them with their
             defaults). For "patch": ``patch`` (odd side, 3-15), ``levels`` (most pyramid levels,
             0 = as the hole's size calls for), ``iterations`` (EM rounds per level), ``passes``
@@ -149,7 +162,8 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     images, masks, single = _batched(np.asarray(image), np.asarray(mask))
     if mean is None:
         mean = (0.5, 0.5, 0.5)
-    res = _C.fill(images, masks, [float(v) for v in _seq3(mean)], _window(window), *_fill(method, options))
+    res = _C.fill(images, masks, [float(v) for v in _seq3(mean)], _window(window), *_fill(method, options),
+                  state)
     return res[0] if single else res
 
 

@@ -194,7 +194,7 @@ class _Transcode:
         bar = tqdm(total=self.vin.frames or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
                    disable=(not self.progress) if self.progress is not None else None)
         try:
-            for result in self.inpainter.stream(self.frames(streams)):
+            for result in self.inpainter.stream(self.frames(streams), carry=True):
                 pts, tb, i = self.frame_meta.popleft()
                 vf = self.av.VideoFrame.from_ndarray(result, format="rgb24")
                 if pts is not None:

@@ -232,3 +232,22 @@ def test_a_video_write_cut_short_leaves_nothing(tmp_path):
                         "-o", str(out), "-q"], capture_output=True, text=True, preexec_fn=limit, timeout=300)
     assert r.returncode != 0 and "File too large" in r.stderr and "Traceback" not in r.stderr
     assert list(out.parent.iterdir()) == []
+
+
+def test_the_patch_fill_runs_on_video_with_a_carried_field(tmp_path):
+    """`--method patch` (the field carried frame to frame): lossless outside the hole, filled inside."""
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_video(src, codec="ffv1", pix_fmt="bgr0", audio=False)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "mask.png")
+    code, stdout, stderr = invoke("video", src, "--mask", tmp_path / "mask.png", "-o", out,
+                                  "--method", "patch", "-q")
+    assert code == 0, stderr
+    a, _ = decode(src)
+    b, ib = decode(out)
+    assert len(b) == N and ib["codec"] == "ffv1"
+    hole = m != 0
+    for x, y in zip(a, b):
+        assert np.array_equal(x[~hole], y[~hole])
+        assert (x[hole] != y[hole]).any()
