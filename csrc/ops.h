@@ -57,7 +57,7 @@ struct PatchParams {
   int iterations = 2;   // EM rounds at level l (0 = finest): 1 + iterations * l
   int passes = 5;       // PatchMatch passes per EM round at level l: min(passes, 1 + l)
   int64_t radius = 96;  // search box: each component's bounding box grown by this, in pixels
-  int64_t thin = 0;     // components at most this thick (4-connected erosions) keep the start
+  int64_t thin = 2;     // components at most this thick (4-connected erosions) keep the start
   uint64_t seed = 0;
 };
 

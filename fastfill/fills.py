@@ -50,7 +50,7 @@ FILLS: Mapping[str, Fill] = MappingProxyType({f.name: f for f in (
     Fill("patch", "multi-scale PatchMatch completion with patch voting, from the harmonic fill: "
          "texture copied from the known pixels within `radius` of each hole",
          options=MappingProxyType({"patch": 5, "levels": 0, "iterations": 2, "passes": 5,
-                                   "radius": 96, "thin": 0, "seed": 0}),
+                                   "radius": 96, "thin": 2, "seed": 0}),
          context="radius"),
 )})
 

@@ -238,7 +238,7 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed):
 
 
 def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
-                    thin=0, seed=0) -> np.ndarray:
+                    thin=2, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
     ``ops.prepare(..., fill="harmonic")`` returns it); uint8 [H, W, 3]."""
