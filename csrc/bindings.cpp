@@ -131,7 +131,7 @@ int64_t option(const py::dict& o, const char* key, int64_t fallback, int64_t lo,
 
 // The patch fill's options from a dict (absent keys keep their defaults; unknown keys refused).
 fastfill::PatchParams patch_params(const py::dict& o) {
-  static const char* known[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "seed"};
+  static const char* known[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "seed"};
   for (auto item : o) {
     const std::string k = py::str(item.first).cast<std::string>();
     if (std::find(std::begin(known), std::end(known), k) == std::end(known))
@@ -145,6 +145,7 @@ fastfill::PatchParams patch_params(const py::dict& o) {
   p.passes = int(option(o, "passes", p.passes, 1, 16));
   p.radius = option(o, "radius", p.radius, 1, 1 << 16);
   p.thin = option(o, "thin", p.thin, 0, 1 << 20);
+  p.blend = option(o, "blend", p.blend, 0, 64);
   p.seed = uint64_t(option(o, "seed", 0, 0, INT64_MAX));
   return p;
 }

@@ -58,6 +58,7 @@ struct PatchParams {
   int passes = 5;       // PatchMatch passes per EM round at level l: min(passes, 1 + l)
   int64_t radius = 96;  // search box: each component's bounding box grown by this, in pixels
   int64_t thin = 2;     // components at most this thick (4-connected erosions) keep the start
+  int64_t blend = 10;   // radius of the low-pass taken from the harmonic fill (0 = none)
   uint64_t seed = 0;
 };
 

@@ -394,6 +394,53 @@ struct Component {
 };
 
 // One component: its box, pyramid and EM, coarse to fine; writes its pixels of `out`.
+inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+  const int64_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+// Sums over a window of radius r along lines of `len` cells, `step` apart, lines `stride` apart
+// (zero outside the line), in place, for `lines` lines.
+void box_sums(std::vector<int64_t>& a, int64_t lines, int64_t stride, int64_t len, int64_t step, int64_t r) {
+#pragma omp parallel for schedule(static) if (lines * len >= kParallelTargets * 16)
+  for (int64_t l = 0; l < lines; ++l) {
+    std::vector<int64_t> line(size_t(len + 1), 0);  // prefix sums
+    int64_t* base = a.data() + l * stride;
+    for (int64_t k = 0; k < len; ++k) line[size_t(k + 1)] = line[size_t(k)] + base[k * step];
+    for (int64_t k = 0; k < len; ++k)
+      base[k * step] = line[size_t(std::min(len, k + r + 1))] - line[size_t(std::max<int64_t>(0, k - r))];
+  }
+}
+
+// The component's low frequencies from the harmonic fill, its detail from the patches: each pixel
+// of the component less the low-pass (three box blurs of radius r each way, about a Gaussian of
+// sigma sqrt(r (r + 1))) of how far the patch result is from the start there (0 elsewhere), in
+// exact integer arithmetic (one rounding, half up, at the end).
+void blend_low_frequencies(Level& L, const std::vector<int16_t>& start, int64_t r) {
+  const int64_t h = L.h, w = L.w, n = h * w;
+  std::vector<int64_t> d(size_t(3 * n), 0);  // 3 planes
+  for (int64_t i = 0; i < n; ++i)
+    if (L.mine[size_t(i)])
+      for (int ch = 0; ch < 3; ++ch) d[size_t(ch * n + i)] = int64_t(L.v[size_t(i * 4 + ch)]) - start[size_t(i * 4 + ch)];
+  for (int pass = 0; pass < 3; ++pass) box_sums(d, 3 * h, w, w, 1, r);  // along rows
+  for (int pass = 0; pass < 3; ++pass)  // along columns, plane by plane
+    for (int ch = 0; ch < 3; ++ch) {
+      std::vector<int64_t> plane(d.begin() + ch * n, d.begin() + (ch + 1) * n);
+      box_sums(plane, w, 1, h, w, r);
+      std::copy(plane.begin(), plane.end(), d.begin() + ch * n);
+    }
+  int64_t scale = 1;
+  for (int k = 0; k < 6; ++k) scale *= 2 * r + 1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!L.mine[size_t(i)]) continue;
+    for (int ch = 0; ch < 3; ++ch) {
+      const int64_t low = floor_div(2 * d[size_t(ch * n + i)] + scale, 2 * scale);
+      const int64_t v = int64_t(L.v[size_t(i * 4 + ch)]) - low;
+      L.v[size_t(i * 4 + ch)] = int16_t(std::min<int64_t>(kMax, std::max<int64_t>(0, v)));
+    }
+  }
+}
+
 // Coarse to fine over the pyramid (levels[0] the finest); false when no level can start, or a finer
 // one has no source or no target (the component then keeps its start).
 bool pyramid(std::vector<Level>& levels, const Completion& em, const PatchParams& P) {
@@ -517,6 +564,7 @@ void complete(const Component& c, const std::vector<int32_t>& labels, int32_t la
     if (C.h < P.patch || C.w < P.patch) break;
     levels.push_back(std::move(C));
   }
+  const std::vector<int16_t> start_v = L0.v;
   const Completion em(P, kParallelTargets);
   const std::array<int64_t, 5> key{f.top + by0, f.left + bx0, L0.h, L0.w, c.size};
   if (carry_over(state, key, L0, em, P)) {
@@ -529,7 +577,7 @@ void complete(const Component& c, const std::vector<int32_t>& labels, int32_t la
 #pragma omp critical(fastfill_patch_state)
     state->fields[key] = std::move(field);
   }
-  for (int64_t y = 0; y < L0.h; ++y)
+  if (P.blend > 0) blend_low_frequencies(L0, start_v, P.blend);
   for (int64_t y = 0; y < L0.h; ++y)
     for (int64_t x = 0; x < L0.w; ++x) {
       const int64_t i = y * L0.w + x;

@@ -48,9 +48,10 @@ FILLS: Mapping[str, Fill] = MappingProxyType({f.name: f for f in (
     Fill("harmonic", "Laplace's equation inside each hole, the known pixels around it as boundary "
          "values: smooth, exact at the border"),
     Fill("patch", "multi-scale PatchMatch completion with patch voting, from the harmonic fill: "
-         "texture copied from the known pixels within `radius` of each hole",
+         "texture copied from the known pixels within `radius` of each hole, its shading (below "
+         "`blend` px) the harmonic fill's",
          options=MappingProxyType({"patch": 5, "levels": 0, "iterations": 2, "passes": 5,
-                                   "radius": 96, "thin": 2, "seed": 0}),
+                                   "radius": 96, "thin": 2, "blend": 10, "seed": 0}),
          context="radius"),
 )})
 

@@ -26,6 +26,11 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    patch's mean squared difference in uint8 levels), rounded half to even; the last vote of the
    finest level takes what the closest covering patch says instead (no averaging, no blur).
 
+5. With ``blend`` > 0, the low frequencies come from the start: each pixel of the component less
+   the low-pass (three box blurs of radius ``blend`` each way, zero outside the box) of how far
+   the result is from the start there, so the patches bring the detail and the harmonic fill the
+   shading.
+
 Random numbers are splitmix64 hashes of (seed, pass, position in the box, draw), so nothing
 depends on the thread count or on the window around the box.
 """
@@ -237,8 +242,27 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed):
     return pyr[0].v
 
 
+def _box(a, r, axis):
+    """Sums over windows of radius r along `axis` (zero outside)."""
+    n = a.shape[axis]
+    c = np.concatenate([np.zeros_like(np.take(a, [0], axis)), np.cumsum(a, axis)], axis)
+    k = np.arange(n)
+    return np.take(c, np.minimum(n, k + r + 1), axis) - np.take(c, np.maximum(0, k - r), axis)
+
+
+def _blend(v, v0, mine, r):
+    """The component's low frequencies from the start: v less the low-pass (three box blurs of
+    radius r each way, one rounding half up) of v - v0 at the component's pixels."""
+    d = np.where(mine[None], v - v0, 0).astype(np.int64)
+    for axis in (2, 2, 2, 1, 1, 1):
+        d = _box(d, r, axis)
+    scale = (2 * r + 1) ** 6
+    low = (2 * d + scale) // (2 * scale)
+    return np.where(mine[None], np.clip(v - low, 0, VMAX), v)
+
+
 def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
-                    thin=2, seed=0) -> np.ndarray:
+                    thin=2, blend=10, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
     ``ops.prepare(..., fill="harmonic")`` returns it); uint8 [H, W, 3]."""
@@ -261,10 +285,13 @@ def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, pass
         by0, bx0 = max(0, y0 - radius), max(0, x0 - radius)
         by1, bx1 = min(H, y1 + radius), min(W, x1 + radius)
         box = (slice(by0, by1), slice(bx0, bx1))
-        v = _complete(np.ascontiguousarray(vals[box].transpose(2, 0, 1)), hole[box], comp[box],
-                      max(y1 - y0, x1 - x0), patch, levels, iterations, passes, seed)
+        v0 = np.ascontiguousarray(vals[box].transpose(2, 0, 1))
+        v = _complete(v0.copy(), hole[box], comp[box], max(y1 - y0, x1 - x0), patch, levels,
+                      iterations, passes, seed)
         if v is None:
             continue
+        if blend > 0:
+            v = _blend(v, v0, comp[box], blend)
         part = result[box]
         m = comp[box]
         part[m] = v.transpose(1, 2, 0)[m].astype(np.float32) / np.float32(VMAX)

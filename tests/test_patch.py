@@ -45,6 +45,8 @@ CASES = [
     ("larger than the known part", 64, 64, [(8, 8, 56, 56)], {"patch": 3}),
     ("thin kept harmonic", 48, 48, [(10, 4, 12, 44), (20, 10, 40, 30)], {"thin": 1, "levels": 2}),
     ("two close components", 56, 56, [(10, 10, 24, 24), (26, 12, 40, 30)], {"passes": 1, "patch": 9}),
+    ("no blend", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"blend": 0}),
+    ("wide blend", 48, 64, [(14, 20, 30, 44)], {"blend": 40, "radius": 20}),
 ]
 
 
@@ -68,14 +70,31 @@ def test_known_pixels_are_never_changed():
 
 
 def test_a_periodic_texture_comes_back_nearly_exact():
+    """The patch search itself (blend=0: the shading is the patches' too)."""
     tile = np.random.default_rng(1).integers(0, 256, (9, 9, 3), dtype=np.uint8)
     im = np.ascontiguousarray(np.tile(tile, (16, 16, 1))[:128, :128])
     m = mask_of(128, 128, (50, 46, 74, 78))
-    out = ops.fill(im, m, "patch")
+    out = ops.fill(im, m, "patch", blend=0)
     err = np.abs(out.astype(int) - im)[m > 0]
     harm = np.abs(ops.fill(im, m, "harmonic").astype(int) - im)[m > 0]
     assert err.mean() < 1.0 and np.mean(err > 2) < 0.01, (err.mean(), np.mean(err > 2))
     assert harm.mean() > 30  # the smooth fill is far off on this texture
+
+
+def test_the_blend_takes_the_shading_from_the_harmonic_fill():
+    """Texture under a brightness ramp, sources from elsewhere on the ramp: the copied patches bring
+    the wrong brightness, the blend puts the ramp back (and keeps the texture)."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:128, :160]
+    ramp = 40 + x * 1.1
+    im = np.clip(ramp[..., None] + rng.normal(0, 12, (128, 160, 3)), 0, 255).astype(np.uint8)
+    m = mask_of(128, 160, (40, 60, 90, 110))
+    err = {b: np.abs(ops.fill(im, m, "patch", blend=b).astype(int) - im)[m > 0].mean() for b in (0, 10)}
+    smooth = np.abs(ops.fill(im, m, "harmonic").astype(int) - im)[m > 0].mean()
+    assert err[10] < err[0], err
+    out = ops.fill(im, m, "patch")  # blend 10 by default
+    assert out[m > 0].astype(float).std() > 0.5 * im[m > 0].astype(float).std()  # texture kept
+    assert smooth > 0  # (the harmonic fill has the ramp but no texture)
 
 
 def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_bytes():
