@@ -132,7 +132,9 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     ``method="patch"`` completes each 4-connected hole component with texture from the known
     pixels of its search box (its bounding box grown by ``radius``): multi-scale PatchMatch
     nearest-neighbour fields (propagation and random search) inside an EM loop with weighted
-    patch voting, coarse to fine, started from the harmonic fill. Deterministic: the same input
+    patch voting, coarse to fine, started from the harmonic fill; with ``blend`` > 0 (default 10)
+    the result's low frequencies (below a three-box-blur low-pass of that radius) are the harmonic
+    fill's, so copied texture takes the hole's shading. Deterministic: the same input
     and ``seed`` give the same bytes on any thread count, and a window holding each hole's search
     box gives the same bytes as the whole image. A component with no hole-free patch in its box,
     or no thicker than ``thin`` (4-connected erosions it survives), keeps the harmonic fill.
@@ -153,8 +155,10 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             The result then depends on the frames before; None (the default) = each image alone.
         **options: the method's options (``FILLS[method].options`` lists them with their
             defaults). For "patch": ``patch`` (odd side, 3-15), ``levels`` (most pyramid levels,
-            0 = as the hole's size calls for), ``iterations`` (EM rounds per level), ``passes``
-            (PatchMatch passes per round), ``radius`` (search box margin, px), ``thin``, ``seed``.
+            0 = as the hole's size calls for), ``iterations`` (EM rounds: 1 + iterations x l at
+            level l, 0 = finest), ``passes``
+            (PatchMatch passes per round), ``radius`` (search box margin, px), ``thin``,
+            ``blend`` (low-pass radius, px; 0 = the pure patch result), ``seed``.
 
     Returns:
         uint8 array of the image's (or window's) shape; pixels outside the hole are the input's.
