@@ -25,6 +25,7 @@
 #include <omp.h>
 #endif
 
+#include "components.h"
 #include "ops.h"
 #include "pixel.h"
 
@@ -388,11 +389,6 @@ void upsample(const Level& C, Level& F, uint64_t seed, int level) {
   }
 }
 
-struct Component {
-  int64_t y0, x0, y1, x1;  // bounding box in window coordinates, end exclusive
-  int64_t size;
-};
-
 // One component: its box, pyramid and EM, coarse to fine; writes its pixels of `out`.
 inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
   const int64_t q = a / b;
@@ -519,7 +515,7 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
   return false;
 }
 
-void complete(const Component& c, const std::vector<int32_t>& labels, int32_t label, const uint8_t* image,
+void complete(const Component& c, const Labels& labels, const uint8_t* image,
               const uint8_t* mask, int64_t W, const Frame& f, const float* start, const PatchParams& P,
               PatchState* state, float* out) {
   const int64_t R = P.radius;
@@ -541,7 +537,7 @@ void complete(const Component& c, const std::vector<int32_t>& labels, int32_t la
       const int64_t wy = by0 + y, wx = bx0 + x, i = y * L0.w + x;
       const bool hole = mask[(f.top + wy) * W + f.left + wx] != 0;
       L0.hole[size_t(i)] = hole;
-      L0.mine[size_t(i)] = hole && labels[size_t(wy * f.w + wx)] == label;
+      L0.mine[size_t(i)] = hole && labels.get(wy, wx) == c.label;
       for (int ch = 0; ch < 3; ++ch) {
         int32_t v;
         if (hole) {
@@ -587,48 +583,13 @@ void complete(const Component& c, const std::vector<int32_t>& labels, int32_t la
     }
 }
 
-// 4-connected components of the window's hole pixels, in scan order; labels over the window.
-std::vector<Component> components(const uint8_t* mask, int64_t W, const Frame& f, std::vector<int32_t>& labels) {
-  labels.assign(size_t(f.h * f.w), -1);
-  std::vector<Component> comps;
-  std::vector<int64_t> stack;
-  for (int64_t y = 0; y < f.h; ++y)
-    for (int64_t x = 0; x < f.w; ++x) {
-      if (labels[size_t(y * f.w + x)] >= 0 || !mask[(f.top + y) * W + f.left + x]) continue;
-      const int32_t label = int32_t(comps.size());
-      Component c{y, x, y + 1, x + 1, 0};
-      labels[size_t(y * f.w + x)] = label;
-      stack.push_back(y * f.w + x);
-      while (!stack.empty()) {
-        const int64_t k = stack.back();
-        stack.pop_back();
-        const int64_t cy = k / f.w, cx = k % f.w;
-        ++c.size;
-        c.y0 = std::min(c.y0, cy);
-        c.y1 = std::max(c.y1, cy + 1);
-        c.x0 = std::min(c.x0, cx);
-        c.x1 = std::max(c.x1, cx + 1);
-        const int64_t ny[4] = {cy, cy, cy - 1, cy + 1}, nx[4] = {cx - 1, cx + 1, cx, cx};
-        for (int j = 0; j < 4; ++j) {
-          if (ny[j] < 0 || ny[j] >= f.h || nx[j] < 0 || nx[j] >= f.w) continue;
-          const int64_t i = ny[j] * f.w + nx[j];
-          if (labels[size_t(i)] >= 0 || !mask[(f.top + ny[j]) * W + f.left + nx[j]]) continue;
-          labels[size_t(i)] = label;
-          stack.push_back(i);
-        }
-      }
-      comps.push_back(c);
-    }
-  return comps;
-}
-
 // Thickness of a component: the most 4-connected erosions it survives (1 for a 1-pixel-wide line).
-int64_t thickness(const Component& c, const std::vector<int32_t>& labels, int32_t label, const Frame& f) {
+int64_t thickness(const Component& c, const Labels& labels) {
   const int64_t h = c.y1 - c.y0 + 2, w = c.x1 - c.x0 + 2;
   std::vector<int32_t> d(size_t(h * w), 0);
   for (int64_t y = 1; y + 1 < h; ++y)
     for (int64_t x = 1; x + 1 < w; ++x)
-      if (labels[size_t((c.y0 + y - 1) * f.w + c.x0 + x - 1)] == label) d[size_t(y * w + x)] = INT32_MAX / 2;
+      if (labels(c.y0 + y - 1, c.x0 + x - 1) == c.label) d[size_t(y * w + x)] = INT32_MAX / 2;
   for (int64_t y = 1; y + 1 < h; ++y)  // city-block distance to the nearest pixel outside
     for (int64_t x = 1; x + 1 < w; ++x) {
       int32_t& v = d[size_t(y * w + x)];
@@ -648,24 +609,24 @@ int64_t thickness(const Component& c, const std::vector<int32_t>& labels, int32_
 
 void patch_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float* start,
                     const PatchParams& P, PatchState* state, float* out) {
-  std::vector<int32_t> labels;
-  const std::vector<Component> comps = components(mask, f.W, f, labels);
+  Labels labels;
+  const std::vector<Component> comps = label_components(mask, f.W, f, labels);
   std::vector<size_t> order;
   for (size_t i = 0; i < comps.size(); ++i)
-    if (thickness(comps[i], labels, int32_t(i), f) > P.thin) order.push_back(i);
+    if (thickness(comps[i], labels) > P.thin) order.push_back(i);
   // Largest first, so that side-by-side components balance across the threads; a large one
   // splits its own loops instead (see kParallelTargets). Same arithmetic either way.
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return comps[a].size > comps[b].size; });
   std::vector<size_t> big, small;
   for (size_t i : order) (comps[i].size >= kParallelTargets ? big : small).push_back(i);
-  for (size_t i : big) complete(comps[i], labels, int32_t(i), image, mask, f.W, f, start, P, state, out);
+  for (size_t i : big) complete(comps[i], labels, image, mask, f.W, f, start, P, state, out);
   const int64_t ns = int64_t(small.size());
   std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < ns; ++k) {
     try {
       const size_t i = small[size_t(k)];
-      complete(comps[i], labels, int32_t(i), image, mask, f.W, f, start, P, state, out);
+      complete(comps[i], labels, image, mask, f.W, f, start, P, state, out);
     } catch (...) {
 #pragma omp critical(fastfill_patch_error)
       if (!error) error = std::current_exception();
