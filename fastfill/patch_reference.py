@@ -27,9 +27,9 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    finest level takes what the closest covering patch says instead (no averaging, no blur).
 
 5. With ``blend`` > 0, the low frequencies come from the start: each pixel of the component less
-   the low-pass (three box blurs of radius ``blend`` each way, zero outside the box) of how far
-   the result is from the start there, so the patches bring the detail and the harmonic fill the
-   shading.
+   the mean, over the component's pixels near it (three box blurs of radius ``blend`` each way of
+   the differences and of the mask, divided), of how far the result is from the start, so the
+   patches bring the detail and the harmonic fill the shading, in thin parts of a hole too.
 
 Random numbers are splitmix64 hashes of (seed, pass, position in the box, draw), so nothing
 depends on the thread count or on the window around the box.
@@ -251,13 +251,14 @@ def _box(a, r, axis):
 
 
 def _blend(v, v0, mine, r):
-    """The component's low frequencies from the start: v less the low-pass (three box blurs of
-    radius r each way, one rounding half up) of v - v0 at the component's pixels."""
-    d = np.where(mine[None], v - v0, 0).astype(np.int64)
+    """The component's low frequencies from the start: v less the mean over the component's pixels
+    near each (three box blurs of radius r each way, of v - v0 there and of the mask, divided;
+    one rounding half up)."""
+    d = np.concatenate([np.where(mine[None], v - v0, 0), mine[None]]).astype(np.int64)
     for axis in (2, 2, 2, 1, 1, 1):
         d = _box(d, r, axis)
-    scale = (2 * r + 1) ** 6
-    low = (2 * d + scale) // (2 * scale)
+    m = np.maximum(d[3:], 1)
+    low = (2 * d[:3] + m) // (2 * m)
     return np.where(mine[None], np.clip(v - low, 0, VMAX), v)
 
 
