@@ -84,3 +84,42 @@ def test_the_wheel_packages_hold_code_and_the_shipped_model_only():
     assert odd == []
     big = [f for f in files if (root / f).stat().st_size > 200_000 and f != "fastfill/models/default.onnx"]
     assert big == []
+
+
+def test_the_default_runs_the_prefill_alone_when_the_shipped_net_adds_nothing():
+    """The shipped net returns its harmonic prefill unchanged: the default does not run it, and
+    gives the net's bytes (on either CPU back-end) without its cost."""
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    mask = np.zeros((120, 160), np.uint8)
+    mask[30:70, 40:100] = 1
+    mask[:, :3] = 1  # a hole on the border
+    default = fastfill.Inpainter()
+    assert default.engine.name == "classical:harmonic" and "does not run" in default.engine.selection
+    assert default.meta.mean == load_engine(default_model_path()).meta.mean
+    net = fastfill.Inpainter(backend="onnxruntime")
+    assert net.engine.name == "onnxruntime"
+    assert np.array_equal(default(image, mask), net(image, mask))
+    everything = np.ones((32, 32), np.uint8)  # no known pixel: the model's mean colour, both ways
+    assert np.array_equal(default(image[:32, :32].copy(), everything), net(image[:32, :32].copy(), everything))
+
+
+def test_a_net_that_changes_its_prefill_keeps_running():
+    from fastfill.engines.base import EngineBase, ModelMeta
+    from fastfill.inpainter import _without_a_net_that_adds_nothing
+
+    class Nudge(EngineBase):
+        name = "nudge"
+
+        def __init__(self, delta):
+            self.meta = ModelMeta("glcic", (0.5, 0.5, 0.5), fill="harmonic", receptive_field=8)
+            self.delta = delta
+
+        def _infer(self, x):
+            return np.clip(x[:, :3] + self.delta, 0, 1)
+
+        def close(self):
+            pass
+
+    assert _without_a_net_that_adds_nothing(Nudge(1e-3)).name == "nudge"
+    assert _without_a_net_that_adds_nothing(Nudge(0.0)).name == "classical:harmonic"

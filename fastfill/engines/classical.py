@@ -18,11 +18,13 @@ from .base import EngineBase, ModelMeta
 
 class ClassicalEngine(EngineBase):
     """Engine that fills holes with a classical method: a name in :data:`fastfill.fills.FILLS`,
-    with that method's ``options`` (None = its defaults)."""
+    with that method's ``options`` (None = its defaults); ``mean`` is the colour of a hole with no
+    known pixel around it (and of the ``mean`` fill)."""
 
     device = "cpu"
 
-    def __init__(self, method: str = "harmonic", options: dict | None = None):
+    def __init__(self, method: str = "harmonic", options: dict | None = None,
+                 mean: tuple[float, float, float] = (0.5, 0.5, 0.5)):
         if method not in FILLS:
             raise EngineError(f"unknown classical method {method!r}; known: {', '.join(FILLS)}")
         fill = FILLS[method]
@@ -31,7 +33,7 @@ class ClassicalEngine(EngineBase):
         except ValueError as e:
             raise EngineError(str(e)) from None
         self.name = f"classical:{method}"
-        self.meta = ModelMeta("glcic", (0.5, 0.5, 0.5), multiple=1,
+        self.meta = ModelMeta("glcic", tuple(float(v) for v in mean), multiple=1,
                               receptive_field=2 * fill.margin(self.fill_options), channels=4,
                               fill=method, provenance={"method": method, **self.fill_options})
 
