@@ -397,7 +397,6 @@ def _without_a_net_that_adds_nothing(engine):
     fill.path = getattr(engine, "path", None)  # what headers call the model
     fill.selection = (f"its {meta.fill} prefill alone: the shipped model returns it unchanged "
                       f"(checked at load), so {getattr(engine, 'name', 'the net')} does not run")
-    fill.model_meta = meta
     engine.close()
     return fill
 
