@@ -46,33 +46,21 @@ def cases():
 
 
 def anchors():
+    """The anchors' wrappers of the quality comparison (train/evaluate.py), for one image each;
+    a tool that is not installed is skipped, with why."""
+    from train.evaluate import patchmatch_fill, resynthesizer_fill, shiftmap_fill
+
     found = {}
-    try:
-        from patchmatch import patch_match
-        patch_match.set_random_seed(0)
-        found["PatchMatch (pypatchmatch)"] = lambda im, m: patch_match.inpaint(im, m * 255, patch_size=3)
-    except Exception as e:  # noqa: BLE001 - an anchor that does not load is skipped, with why
-        print(f"  (PatchMatch skipped: {type(e).__name__}: {e})")
-    try:
-        import resynthesizer
-        params = resynthesizer.getDefaultParams()
-
-        def resynth(im, m):
-            return resynthesizer.resynthesize(Image.fromarray(im), Image.fromarray(m * 255), params)
-        found["GIMP Resynthesizer"] = resynth
-    except Exception as e:  # noqa: BLE001
-        print(f"  (Resynthesizer skipped: {type(e).__name__}: {e})")
-    try:
-        import cv2
-
-        def shiftmap(im, m):
-            dst = np.zeros_like(im)
-            cv2.xphoto.inpaint(im, (1 - m) * 255, dst, cv2.xphoto.INPAINT_SHIFTMAP)
-            return dst
-        cv2.xphoto  # noqa: B018 - the contrib build only
-        found["OpenCV shift-map"] = shiftmap
-    except Exception as e:  # noqa: BLE001
-        print(f"  (shift-map skipped: {type(e).__name__}: {e})")
+    for name, fn in (("PatchMatch (pypatchmatch)", patchmatch_fill), ("GIMP Resynthesizer", resynthesizer_fill),
+                     ("OpenCV shift-map", shiftmap_fill)):
+        probe = np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), bool)
+        probe[1][8:16, 8:16] = True
+        try:
+            fn(probe[0][None], probe[1][None])
+        except ImportError as e:
+            print(f"  ({name} skipped: {e})")
+            continue
+        found[name] = lambda im, m, fn=fn: fn(im[None], m[None] != 0)[0]
     return found
 
 

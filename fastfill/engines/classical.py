@@ -44,6 +44,4 @@ class ClassicalEngine(EngineBase):
         pass
 
 
-METHODS = tuple(FILLS)
-
-__all__ = ["ClassicalEngine", "METHODS"]
+__all__ = ["ClassicalEngine"]
