@@ -1,6 +1,7 @@
 """The `fastfill` command line: a thin click shell over the public API.
 
-Exit codes (DESIGN.md §3): 0 all done, 1 some inputs failed, 2 usage or engine error.
+Exit codes (docs/ARCHITECTURE.md, Errors and exit codes): 0 all done, 1 some inputs failed,
+2 usage or engine error.
 Known errors (FastfillError) print one line; anything else is an internal error, also one line
 and exit 2. Set FASTFILL_DEBUG=1 for the full traceback.
 """

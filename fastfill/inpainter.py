@@ -1,11 +1,13 @@
-"""The Inpainter: the one place that orchestrates prepare -> engine -> composite (DESIGN.md §1).
+"""The Inpainter: the one place that orchestrates prepare -> engine -> composite
+(docs/ARCHITECTURE.md, Data flow).
 
 Windows (pure functions in :mod:`fastfill.roi`). Every image becomes one or more *jobs*: a window
 (top, left, height, width) of the image that goes through the model on its own. Without ROI the window is the whole image. With ROI, each
 connected hole region (regions whose crops would overlap are merged) gets a window of the hole's
 bounding box plus a margin of half the model's receptive field, clipped to the image, with its
-origin on the model's stride grid (a multiple of ``meta.multiple``, DESIGN.md §4) — inside the hole
-the prediction then equals the full-frame one up to float rounding. Windows never overlap, so each
+origin on the model's stride grid (a multiple of ``meta.multiple``; docs/ARCHITECTURE.md, ROI) —
+inside the hole the prediction then equals the full-frame one up to float rounding. Windows
+never overlap, so each
 job's result is written straight back into the output frame (``ops.composite(out=view)``).
 
 Batching. Jobs whose padded sizes agree share ``engine.infer`` calls of up to ``batch_size``
@@ -108,7 +110,7 @@ class Inpainter:
         self.batch_size = int(batch_size)
         self.multiple = max(1, int(self.meta.multiple))
         rf = int(getattr(self.meta, "receptive_field", 0) or 0)
-        # Half the receptive field on each side (rounded up), per DESIGN.md §4.
+        # Half the receptive field on each side (rounded up): docs/ARCHITECTURE.md, ROI.
         self.margin = (rf + 1) // 2
         self.fixed_size = tuple(self.meta.input_size) if self.meta.input_size else None
         self.mask_channel = int(self.meta.channels) == 4
@@ -333,8 +335,9 @@ class _HostSteps:
 
 
 class _DeviceSteps:
-    """GPU engines with their own uint8 path (DESIGN §1): prepare, the model and composite all
-    run on the device, so only uint8 crops and masks cross PCIe; they count as `infer`."""
+    """GPU engines with their own uint8 path (docs/ARCHITECTURE.md, Data flow): prepare, the
+    model and composite all run on the device, so only uint8 crops and masks cross PCIe; they
+    count as `infer`."""
 
     def __init__(self, engine):
         self.engine = engine

@@ -1,7 +1,7 @@
 """The pixel ops around every engine call: `prepare` before, `composite` after.
 
 Thin face of the native module ``fastfill._C`` (C++ with OpenMP, and CUDA when built), plus the
-NumPy references the tests hold the kernels to. See DESIGN.md §1.
+NumPy references the tests hold the kernels to. See docs/ARCHITECTURE.md, Data flow.
 
 - ``prepare``: uint8 images + masks -> float NCHW model input: RGB/255 with hole pixels set to a
   prefill (one of :data:`FILLS`: ``mean``, one colour; ``harmonic``, Laplace's equation solved

@@ -34,7 +34,8 @@ from .errors import EngineError, InputError
 
 # Largest hole-PSNR loss (dB, mean over the held-out crops) accepted without --force: six times the
 # largest loss measured on the validation photos (0.016 dB, benchmarks/RESULTS.md "INT8"), a third
-# of the 0.3 dB that DESIGN allows: a loss above it means the calibration went wrong.
+# of the 0.3 dB the INT8 target allows (docs/ARCHITECTURE.md, Targets): a loss above it means
+# the calibration went wrong.
 DEFAULT_MAX_LOSS_DB = 0.1
 METHODS = ("minmax", "percentile", "entropy")
 # Ops after which there is nothing to gain in int8 (see the module docstring).

@@ -1,6 +1,6 @@
 """`fastfill bench`: runs on the tiny model, its JSON has every promised field, clear errors.
 
-No test here asserts a speed (DESIGN.md §5: targets are measured in benchmarks/, never in tests).
+No test here asserts a speed (targets are measured in benchmarks/, never in tests).
 """
 
 import json

@@ -243,7 +243,7 @@ def _full_and_roi_predictions(engine, img, m, windows):
 
 
 def test_roi_equals_full_frame_inside_the_hole(engine):
-    """DESIGN §4: crops with half the receptive field of margin, origin on the stride grid.
+    """docs/ARCHITECTURE.md, ROI: crops with half the receptive field of margin, origin on the stride grid.
 
     Compared as float predictions (the issue's 1e-3; we hold it to 1e-5): a float bound is the
     real statement, and uint8 then can differ by at most one level where rint() flips, which the

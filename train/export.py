@@ -5,7 +5,8 @@
 
 An existing output is replaced only when asked (``--force``; ``overwrite=True`` in Python).
 
-What the file holds (DESIGN.md §3): one input ``input`` float32 [N, C, H, W] and one output
+What the file holds (docs/ARCHITECTURE.md, The model contract): one input ``input`` float32
+[N, C, H, W] and one output
 ``output`` float32 [N, 3, H, W], full frame, RGB in [0, 1].
 - GLCIC: dynamic N, H, W (multiples of 4).
 - CE: fixed 128x128, dynamic N; the 64x64 prediction is pasted into the input frame at the

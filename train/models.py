@@ -134,7 +134,7 @@ class CompletionNet(nn.Module):
 
     ``head="residual"`` (fastfill's): no sigmoid; the last conv is zero-initialised and its output
     is a correction added to the input RGB, clipped to [0, 1], so the untrained net returns its
-    prefill (DESIGN §3). ``norm`` = "batch" (the paper's), "group" or "none".
+    prefill (the model contract, docs/ARCHITECTURE.md). ``norm`` = "batch" (the paper's), "group" or "none".
     """
 
     in_channels = 4

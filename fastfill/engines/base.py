@@ -1,9 +1,9 @@
 """What every engine shares: the model's metadata and the small interface engines implement.
 
 Engines take arrays and return arrays; they know nothing of files on disk other than their
-model, of masks, or of the CLI (DESIGN.md §2). Metadata travels inside the ONNX file as
-``metadata_props`` (keys ``fastfill.*``, DESIGN.md §3) and, for a TensorRT plan, in the sidecar
-JSON written beside it by ``fastfill build``.
+model, of masks, or of the CLI (docs/ARCHITECTURE.md, Boundaries). Metadata travels inside the
+ONNX file as ``metadata_props`` (keys ``fastfill.*``; docs/ARCHITECTURE.md, The model contract)
+and, for a TensorRT plan, in the sidecar JSON written beside it by ``fastfill build``.
 
 This module needs only the standard library and numpy: reading the metadata of an ONNX file does
 not need the ``onnx`` package (a minimal protobuf reader below walks the top-level fields).
@@ -23,8 +23,8 @@ from ..fills import FILLS
 
 KINDS = ("glcic", "ce")
 PREFIX = "fastfill."
-# The ONNX ops a model file may use (DESIGN §3): exports are held to it, and every back-end
-# (TensorRT included) runs them.
+# The ONNX ops a model file may use (the model contract, docs/ARCHITECTURE.md): exports are
+# held to it, and every back-end (TensorRT included) runs them.
 MODEL_OPS = frozenset({
     "Conv", "ConvTranspose", "Relu", "LeakyRelu", "Sigmoid", "Concat", "Gemm", "MatMul",
     "Reshape", "Pad", "Mul", "Add", "Slice", "Clip",
@@ -38,7 +38,7 @@ METADATA_VERSION = 1
 
 @dataclass(frozen=True)
 class ModelMeta:
-    """What the runtime needs to know about a model (DESIGN.md §3)."""
+    """What the runtime needs to know about a model (docs/ARCHITECTURE.md, The model contract)."""
 
     kind: str  # 'glcic' | 'ce'
     mean: tuple[float, float, float]  # hole fill colour, RGB in [0, 1]
@@ -157,8 +157,8 @@ def shape_problem(meta: ModelMeta, shape) -> str | None:
 
 
 def check_io_shapes(source, meta: ModelMeta, in_shape, out_shape) -> None:
-    """The model contract at load time (DESIGN §3): input [N, channels, H, W] and output
-    [N, 3, H, W]; symbolic dimensions pass. An EngineError names both shapes otherwise."""
+    """The model contract at load time (docs/ARCHITECTURE.md): input [N, channels, H, W] and
+    output [N, 3, H, W]; symbolic dimensions pass. An EngineError names both shapes otherwise."""
     def bad(shape, channels):
         if shape is None or len(shape) != 4:
             return True

@@ -37,7 +37,7 @@ INSTALL_TRT = "pip install 'fastfill[trt]' (TensorRT 10 or newer and cuda-python
 # ---------------------------------------------------------------------------- sidecar JSON
 
 def sidecar_path(plan: str | Path) -> Path:
-    """``glcic.plan`` -> ``glcic.json`` (DESIGN.md §3)."""
+    """``glcic.plan`` -> ``glcic.json`` (docs/ARCHITECTURE.md, The model contract)."""
     return Path(plan).with_suffix(".json")
 
 
