@@ -14,7 +14,7 @@ import sys
 import click
 
 from .engines import BACKENDS
-from .errors import FastfillError
+from .errors import FastfillError, printable
 from .inpainter import MAX_BATCH, MAX_THREADS
 from .runner import MAX_JOBS
 from .io import FORMAT_ALIASES, FORMAT_SUFFIX
@@ -233,8 +233,6 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     from . import io
 
     fmt = io.normalize_format(fmt)
-    if overwrite and "://" not in output and os.path.realpath(output) == os.path.realpath(images):
-        raise click.UsageError("-o is IMAGES itself: --overwrite would replace the originals")
     _check_ray_flags(use_ray or address)
     from . import runner
 
@@ -250,8 +248,7 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
             threads=threads, roi=not no_roi, batch_size=batch_size, fmt=fmt, address=address,
             concurrency=concurrency, gpus_per_worker=gpus_per_worker,
             progress=False if quiet else None, echo=lambda m: click.echo(m, err=True))
-        click.echo(summary.line())
-        return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+        return _finished(summary)
     if "://" in images or "://" in masks or "://" in output:
         raise click.UsageError("URIs (s3://..., file://...) need --ray")
     p = runner.plan(images, masks, output, fmt, overwrite=overwrite)
@@ -263,7 +260,15 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
             click.echo(engine_line(inp), err=True)
         summary = runner.run_files(inp, p, opts, jobs=jobs, progress=False if quiet else None,
                                    echo=lambda m: click.echo(m, err=True))
+    return _finished(summary)
+
+
+def _finished(summary) -> int:
+    """The summary first; then, if the failures file could not be written, why (the run's
+    outcome stands: its exit code still says whether files failed)."""
     click.echo(summary.line())
+    if summary.report_error:
+        click.echo(f"{'error' if summary.failed else 'warning'}: {summary.report_error}", err=True)
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
@@ -675,12 +680,12 @@ def main(argv=None):
     except FastfillError as e:
         if os.environ.get("FASTFILL_DEBUG"):
             raise
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {printable(e)}", err=True)
         sys.exit(EXIT_USAGE)
     except Exception as e:  # a bug, not a bad input: still one line and exit 2 (1 = inputs failed)
         if os.environ.get("FASTFILL_DEBUG"):
             raise
-        click.echo(f"error: internal error: {type(e).__name__}: {e} "
+        click.echo(f"error: internal error: {type(e).__name__}: {printable(e)} "
                    "(set FASTFILL_DEBUG=1 for the traceback)", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)

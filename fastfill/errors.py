@@ -25,4 +25,23 @@ class BuildError(FastfillError, RuntimeError):
     """A TensorRT engine that cannot be built (no GPU, no TensorRT, unsupported graph)."""
 
 
-__all__ = ["FastfillError", "InputError", "SizeLimitError", "EngineError", "BuildError"]
+def printable(text) -> str:
+    """``text`` as one printable line: a file name's undecodable bytes as ``\\xNN`` and control
+    characters (a newline in a name) as escapes, so that no name can split or forge a line,
+    write terminal escapes, or fail to encode."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
+
+
+__all__ = ["printable", "FastfillError", "InputError", "SizeLimitError", "EngineError", "BuildError"]

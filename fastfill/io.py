@@ -101,12 +101,18 @@ class Candidate:
     error: str | None = None
 
 
-def regular_files(root: Path) -> list[Path]:
+def regular_files(root: Path, unreadable: list | None = None) -> list[Path]:
     """The regular files under folder ``root``, recursively, sorted, hidden names skipped.
 
-    Only regular files: opening a FIFO or a device would block or read forever."""
+    Only regular files: opening a FIFO or a device would block or read forever. A folder that
+    cannot be listed is appended to ``unreadable`` as (path, reason) when it is given."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def onerror(e: OSError) -> None:
+        if unreadable is not None and e.filename is not None:
+            unreadable.append((Path(e.filename), f"cannot read folder ({e.strerror or e})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             p = Path(dirpath) / name
@@ -119,9 +125,11 @@ def find_images(root: str | Path) -> list[Candidate]:
     """Every image under ``root`` (a file or a folder, recursive), sorted by relative path.
 
     Files that Pillow identifies are images whatever their suffix; files with an image suffix
-    that it cannot identify come back with ``error`` set; anything else is ignored.
+    that it cannot identify come back with ``error`` set, as do (first) sub-folders that cannot
+    be listed; anything else is ignored.
     """
     root = Path(root)
+    out: list[Candidate] = []
     if not root.exists():
         raise InputError(f"{root}: no such file or folder")
     if root.is_file():
@@ -129,8 +137,11 @@ def find_images(root: str | Path) -> list[Candidate]:
     elif not root.is_dir():
         raise InputError(f"{root}: not a regular file or folder")
     else:
-        files = [(p, p.relative_to(root)) for p in regular_files(root)]
-    out = []
+        unreadable: list = []
+        files = [(p, p.relative_to(root)) for p in regular_files(root, unreadable)]
+        # a folder that cannot be listed is a failure line, not images silently left out
+        for p, why in unreadable:
+            out.append(Candidate(p, p.relative_to(root), None, error=why))
     for p, rel in files:
         fmt = sniff_image(p)
         if fmt is not None:
@@ -318,7 +329,10 @@ def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = Fal
     """
     src = _source(path)
     name = f"mask {name}" if name else (f"mask {path}" if isinstance(src, Path) else "the mask")
-    im = _open_oriented(src, max_pixels)
+    try:
+        im = _open_oriented(src, max_pixels)
+    except InputError as e:  # reported against the image: say that it is the mask's fault
+        raise type(e)(f"{name}: {e}") from None
     g = mask_to_gray(im)
     if size is not None and g.shape != tuple(size):
         h, w = size
@@ -535,19 +549,37 @@ def _hash_into(h, path: Path) -> None:
             h.update(chunk)
 
 
+# The longest file name most file systems take (bytes); a temporary name must fit as well.
+NAME_MAX = 255
+# the dots, mkstemp's 8 characters and a suffix of up to 16 bytes (".tmp", a video's ".webm")
+_TEMP_EXTRA = len("..") + 8 + 16
+
+
+def _temp_stem(name: str) -> str:
+    """The part of a temporary name that stands for the output ``name``: the name itself, or,
+    when the temporary name would be too long for the file system, its start and a hash of it
+    (a 250-byte name is valid; "." + it + ".XXXXXXXX.tmp" is not)."""
+    raw = os.fsencode(name)
+    if len(raw) + _TEMP_EXTRA <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    head = raw[:NAME_MAX - _TEMP_EXTRA - len(digest) - 1]
+    return os.fsdecode(head.decode("utf-8", "ignore").encode("utf-8")) + "~" + digest
+
+
 def _temp_pattern(name: str) -> "re.Pattern[str]":
-    # atomic_write's temporary names: "." + name + "." + mkstemp's 8 random characters + suffix
-    return re.compile(r"\." + re.escape(name) + r"\.[A-Za-z0-9_]{8}\.[A-Za-z0-9]+$")
+    # atomic_write's temporary names: "." + stem + "." + mkstemp's 8 random characters + suffix
+    return re.compile(r"\." + re.escape(_temp_stem(name)) + r"\.[A-Za-z0-9_]{8}\.[A-Za-z0-9]+$")
 
 
 def remove_stale_temps(outputs) -> int:
     """Remove the temporary files that an interrupted write to one of ``outputs`` left behind
     (a run killed between write and rename); returns how many. Only names of atomic_write's own
     pattern for these outputs are touched."""
-    by_dir: dict[Path, set[str]] = {}
+    by_dir: dict[Path, dict[str, str]] = {}  # folder -> temporary stem -> output name
     for out in outputs:
         out = Path(out)
-        by_dir.setdefault(out.parent, set()).add(out.name)
+        by_dir.setdefault(out.parent, {})[_temp_stem(out.name)] = out.name
     removed = 0
     for folder, names in by_dir.items():
         try:
@@ -556,7 +588,7 @@ def remove_stale_temps(outputs) -> int:
             continue
         for e in entries:
             stem = e[1:].rsplit(".", 2)[0] if e.count(".") >= 3 else None
-            if stem in names and _temp_pattern(stem).match(e) and (folder / e).is_file():
+            if stem in names and _temp_pattern(names[stem]).match(e) and (folder / e).is_file():
                 try:
                     (folder / e).unlink()
                     removed += 1
@@ -591,7 +623,8 @@ def atomic_write(path: str | Path, write_fn, *, overwrite: bool, suffix: str = "
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix="." + _temp_stem(path.name) + ".", suffix=suffix,
+                               dir=path.parent)
     os.close(fd)
     try:
         write_fn(tmp)

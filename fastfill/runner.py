@@ -32,7 +32,7 @@ from typing import Callable
 
 from . import io as fio
 from . import pipeline
-from .errors import EngineError, InputError
+from .errors import EngineError, FastfillError, InputError, printable
 
 FAILURES_FILE = "fastfill-failures.jsonl"
 # The most decode / encode threads (-j) and data-loader processes a flag may ask for: past it a
@@ -87,7 +87,7 @@ class LocalFS:
 
     def key(self, p: str) -> str:
         """One name per file (two spellings of one output are one output)."""
-        return str(Path(os.path.abspath(p)).resolve())
+        return os.path.realpath(os.path.abspath(p))  # (a symlink loop stays as it is, no error)
 
     def source(self, p: str):
         """What the decoders read: the path itself."""
@@ -255,6 +255,7 @@ class Summary:
     failed: int = 0
     seconds: float = 0.0
     failures: list = field(default_factory=list)  # (path, reason)
+    report_error: str = ""  # the failures file could not be written (said after the summary)
 
     def line(self) -> str:
         rate = self.done / self.seconds if self.seconds > 0 else 0.0
@@ -277,11 +278,7 @@ class Plan:
     fs_masks: object = None
     fs_out: object = None
     out: str = ""  # OUT as resolved
-
-    @property
-    def failures_path(self) -> str:
-        folder = self.fs_out.dirname(self.out) if self.single_file else self.out
-        return self.fs_out.join(folder, FAILURES_FILE)
+    failures_path: str = ""  # where the list of failed files goes: never one of the outputs
 
 
 def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = False,
@@ -307,6 +304,9 @@ def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = Fal
         raise InputError(f"{images}: no such file or folder")
     if not fs_i.is_file(ipath) and not fs_i.is_dir(ipath):
         raise InputError(f"{images}: not a regular file or folder")
+    if not fs_o.remote:
+        _check_local_output(opath)
+    _refuse_output_folder(fs_o, opath, (fs_i, ipath, "IMAGES"), (fs_m, mpath, "MASKS"))
     videos = [(rel, full) for rel, full in fs_i.list_files(ipath)
               if posixpath.splitext(rel)[1].lower() in VIDEO_SUFFIXES]
     single = (not names_folder(output) and bool(posixpath.splitext(opath)[1]) and not videos
@@ -318,9 +318,65 @@ def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = Fal
         if not videos:
             raise
     p.videos = _pair_videos(videos, fs_m, mpath, fs_o, opath)
+    _refuse_inputs_as_outputs(p)
+    p.failures_path = _failures_path(p)
     if not overwrite:
         _skip_existing(p)
     return p
+
+
+def _check_local_output(opath: str) -> None:
+    """An output path the OS cannot even look up (a symlink loop, a name too long) is one line
+    now, not an error deep in the run."""
+    try:
+        os.stat(opath)
+    except (FileNotFoundError, NotADirectoryError):  # (made later, or "not writable" then)
+        pass
+    except OSError as e:
+        raise InputError(f"-o {opath}: cannot be used as the output ({e.strerror or e})") from None
+
+
+def _refuse_output_folder(fs_o, opath: str, *inputs) -> None:
+    """-o must not be IMAGES or MASKS, nor inside MASKS: ``--overwrite`` would replace the
+    originals or the masks, and without it results would be skipped or taken for input. (An
+    output folder *inside* IMAGES is allowed: it is left out of the search.)"""
+    for fs, path, what in inputs:
+        if type(fs) is not type(fs_o):
+            continue
+        out, loc = fs_o.key(opath), fs.key(path)
+        if out == loc:
+            replaced = "the originals" if what == "IMAGES" else "the masks"
+            raise InputError(f"-o {opath} is {what} itself: outputs would replace {replaced}; "
+                             "choose another output")
+        if what == "MASKS" and fs.is_dir(path) and _inside(fs, out, loc):
+            raise InputError(f"-o {opath} is inside MASKS ({path}): outputs would replace the "
+                             "masks or be taken for masks; choose another output")
+
+
+def _refuse_inputs_as_outputs(p: Plan) -> None:
+    """No output file may be an input file (e.g. MASKS one file inside the output folder)."""
+    fs_o, sources = p.fs_out, {}
+    for r in p.images + p.videos:
+        for key in ("image", "video", "mask"):
+            if r.get(key):
+                sources[p.fs_masks.key(r[key]) if key == "mask" else p.fs_images.key(r[key])] = r[key]
+    for r in p.images + p.videos:
+        if not r["error"] and fs_o.key(r["out"]) in sources:
+            raise InputError(f"-o {p.out}: the output {r['out']} would replace the input "
+                             f"{sources[fs_o.key(r['out'])]}; choose another output")
+
+
+def _failures_path(p: Plan) -> str:
+    """OUT/fastfill-failures.jsonl, or the first free ``fastfill-failures-N.jsonl`` when an
+    output of this run has that name: the report never deletes or replaces an output."""
+    fs = p.fs_out
+    folder = fs.dirname(p.out) if p.single_file else p.out
+    taken = {fs.key(r["out"]) for r in p.images + p.videos}
+    stem, ext = posixpath.splitext(FAILURES_FILE)
+    path, n = fs.join(folder, FAILURES_FILE), 1
+    while fs.key(path) in taken:
+        path, n = fs.join(folder, f"{stem}-{n}{ext}"), n + 1
+    return path
 
 
 def names_folder(output: str | os.PathLike) -> bool:
@@ -543,29 +599,40 @@ class Report:
         self.t0 = time.perf_counter()
 
     def fail(self, file: str, reason: str, mask: str | None = None) -> None:
+        file, reason = printable(file), printable(reason)
         with self.lock:
             self.summary.failed += 1
             self.summary.failures.append((file, reason))
-            self.failures.append({"file": str(file), "mask": mask or None, "error": reason})
+            self.failures.append({"file": file, "mask": printable(mask) if mask else None,
+                                  "error": reason})
             self.say(f"failed: {file}: {reason}")
 
     def note(self, file: str, text: str) -> None:
         with self.lock:
-            self.say(f"note: {file}: {text}")
+            self.say(f"note: {printable(file)}: {printable(text)}")
 
     def done(self) -> None:
         with self.lock:
             self.summary.done += 1
 
     def finish(self, p: Plan) -> Summary:
-        """Write (or remove, when nothing failed) OUT/fastfill-failures.jsonl; the summary."""
+        """Write (or remove, when nothing failed) the failures file; the summary. A failures file
+        that cannot be written is ``summary.report_error``: it must not cost the summary."""
         path, fs = p.failures_path, p.fs_out
-        if not self.failures:
-            if fs.exists(path):
-                fs.delete(path)
-        else:
-            text = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in self.failures)
-            fs.write(path, text.encode("utf-8"), overwrite=True)
+        try:
+            if not self.failures:
+                if fs.exists(path):
+                    fs.delete(path)
+            else:
+                text = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in self.failures)
+                fs.write(path, text.encode("utf-8"), overwrite=True)
+                if posixpath.basename(path) != FAILURES_FILE:
+                    self.say(f"failures listed in {printable(path)} (an output of this run is "
+                             f"named {FAILURES_FILE})")
+        except (OSError, FastfillError) as e:
+            what = "write" if self.failures else "remove the stale"
+            self.summary.report_error = printable(
+                f"cannot {what} failures file {path}: {getattr(e, 'strerror', None) or e}")
         self.summary.seconds = time.perf_counter() - self.t0
         return self.summary
 
@@ -588,7 +655,7 @@ def start(p: Plan, report: Report) -> tuple[list[dict], list[dict]]:
         fio.remove_stale_temps(r["out"] for r in images + videos)
     for r in images:
         if r["replace"]:
-            report.say(f"redoing {r['out']}: the existing file is incomplete")
+            report.say(f"redoing {printable(r['out'])}: the existing file is incomplete")
     return images, videos
 
 
