@@ -1,23 +1,35 @@
-# Fresh machine: `make demo` sets up .venv and runs the shipped model on the bundled examples;
+# Fresh machine: `make demo` sets up .venv with the runtime alone and runs the shipped model on the
+# bundled examples;
 # `make test` sets up .venv and runs the whole test suite.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The demo needs the runtime alone (numpy, ONNX Runtime, Pillow, click, tqdm + native kernels).
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+SOURCES := pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 
-.PHONY: setup demo test bench serve clean
+.PHONY: setup setup-runtime demo test bench serve clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+setup-runtime: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[train,video,openvino,ray,serve,quantize,dev,anchors]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME_STAMP)
 
-demo: setup
+demo: setup-runtime
 	$(BIN)/fastfill run examples/images examples/masks -o out/demo --overwrite
 	$(BIN)/python scripts/contact_sheet.py examples/images examples/masks out/demo -o out/demo/sheet.png
 

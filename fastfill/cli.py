@@ -124,8 +124,15 @@ def model_name(inp) -> str:
 
 def engine_line(inp) -> str:
     """One line for the run header: the model and where it runs, and why there."""
+    from .engines.classical import ClassicalEngine
+
     m = inp.meta
     eng = inp.engine
+    if isinstance(eng, ClassicalEngine):  # no net runs: say which fill does the work, plainly
+        if getattr(eng, "path", None):
+            return (f"model: {model_name(inp)} ({m.kind}) adds nothing to its {m.fill} prefill "
+                    f"(checked at load): running the {m.fill} fill alone, on the CPU")
+        return f"fill: {m.fill} (no model), on the CPU"
     where = getattr(eng, "selection", None) or getattr(eng, "name", "engine")
     runs_on = getattr(eng, "runs_on", None) or getattr(eng, "device", "cpu").upper()
     return f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {where}, running on {runs_on}"

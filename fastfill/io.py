@@ -691,6 +691,13 @@ def frame_number(path: Path) -> int | None:
 
 # -- formats ------------------------------------------------------------------------------------
 
+def writable_format(suffix: str) -> str | None:
+    """The output format a file suffix names ('.jpeg' -> 'JPEG'), None when fastfill does not
+    write that format (or Pillow knows no format by that suffix)."""
+    fmt = format_for_suffix(suffix)
+    return fmt if fmt in FORMAT_SUFFIX else None
+
+
 def format_for_suffix(suffix: str) -> str | None:
     """Pillow's format name for a file suffix ('.jpg' -> 'JPEG'), None when it has none."""
     suffix = suffix.lower()

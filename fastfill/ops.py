@@ -43,7 +43,21 @@ PatchState = _C.PatchState
 
 def build_info() -> dict:
     """Back-ends the native module was built with (``backends``), OpenMP threads, CUDA status."""
-    return dict(_C.build_info())
+    info = dict(_C.build_info())
+    if "cuda" in info["backends"] and info["cuda_device_count"] == 0 and not nvidia_driver_present():
+        # The runtime's own words here ("driver version is insufficient") come from the toolkit's
+        # stub library and send people looking for a driver update on a machine with no GPU.
+        info["cuda_runtime_status"] = "no NVIDIA GPU/driver found"
+    return info
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA kernel driver is loaded (Linux, WSL); True where that cannot be told."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg"))
 
 
 def cuda_available() -> bool:

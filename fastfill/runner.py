@@ -157,7 +157,8 @@ class ArrowFS:
 
     def images(self, root: str) -> list[tuple[str, str, str | None, str | None]]:
         """The files under ``root`` with an image suffix (their content is checked when read)."""
-        return [(rel, full, _format_of(full), None) for rel, full in self.list_files(root)
+        return [(rel, full, fio.format_for_suffix(posixpath.splitext(full)[1]), None)
+                for rel, full in self.list_files(root)
                 if self.is_image(full)]
 
     def is_image(self, p: str) -> bool:
@@ -273,7 +274,7 @@ class Plan:
     images: list[dict] = field(default_factory=list)
     videos: list[dict] = field(default_factory=list)
     skipped: int = 0
-    single_file: bool = False  # OUT is the output file of the one image IMAGES names
+    single_file: bool = False  # OUT is the output file of the one image or video IMAGES names
     fs_images: object = None
     fs_masks: object = None
     fs_out: object = None
@@ -309,20 +310,50 @@ def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = Fal
     _refuse_output_folder(fs_o, opath, (fs_i, ipath, "IMAGES"), (fs_m, mpath, "MASKS"))
     videos = [(rel, full) for rel, full in fs_i.list_files(ipath)
               if posixpath.splitext(rel)[1].lower() in VIDEO_SUFFIXES]
-    single = (not names_folder(output) and bool(posixpath.splitext(opath)[1]) and not videos
-              and fs_i.is_file(ipath) and not fs_o.is_dir(opath))
+    single = _single_output(output, fs_i.is_file(ipath), names_folder(output) or fs_o.is_dir(opath),
+                            fmt, bool(videos))
     p = Plan(single_file=single, fs_images=fs_i, fs_masks=fs_m, fs_out=fs_o, out=opath)
     try:
-        p.images = _plan_images(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single)
+        p.images = _plan_images(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single and not videos)
     except InputError:
         if not videos:
             raise
-    p.videos = _pair_videos(videos, fs_m, mpath, fs_o, opath)
+    p.videos = _pair_videos(videos, fs_m, mpath, fs_o, opath, single)
     _refuse_inputs_as_outputs(p)
     p.failures_path = _failures_path(p)
     if not overwrite:
         _skip_existing(p)
     return p
+
+
+def _single_output(output, file_in: bool, folder_out: bool, fmt: str | None, video: bool) -> bool:
+    """Whether -o is one output file, by the rules: a folder in gives a folder out; one file in
+    gives one file out when -o has a suffix (else a folder), and that suffix must be a format
+    fastfill writes (a video container for a video) and agree with --format. What breaks them
+    is refused now, not found out after the model ran."""
+    shown = os.fspath(output)
+    suffix = posixpath.splitext(shown.rstrip("/" + os.sep))[1].lower()
+    looks_like_file = bool(suffix) and (suffix in VIDEO_SUFFIXES or fio.format_for_suffix(suffix))
+    if not file_in:
+        if looks_like_file and not folder_out:
+            raise InputError(f"-o {shown}: IMAGES is a folder, so the output is a folder, and this "
+                             "looks like a file name; give a folder (end it with / to use this name)")
+        return False
+    if folder_out or not suffix:
+        return False
+    if video:
+        if suffix not in VIDEO_SUFFIXES:
+            raise InputError(f"-o {shown}: the output of a video is a video file ("
+                             + " ".join(sorted(VIDEO_SUFFIXES)) + "), or a folder ending with /")
+        return True
+    written = fio.writable_format(suffix)
+    if written is None:
+        raise InputError(f"-o {shown}: {suffix} is not a format fastfill writes ("
+                         + " ".join(fio.FORMAT_SUFFIX.values()) + "), or a folder ending with /")
+    if fmt and fmt != written:
+        raise InputError(f"--format {fmt.lower()} disagrees with -o {shown} ({written}): drop "
+                         "--format, or give -o the suffix of that format")
+    return True
 
 
 def _check_local_output(opath: str) -> None:
@@ -395,7 +426,8 @@ def _inside(fs, path: str, folder: str) -> bool:
 
 def _plan_images(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single) -> list[dict]:
     """Image rows: ``image, mask, out, format, error``."""
-    files = fs_i.images(ipath)
+    files = [f for f in fs_i.images(ipath)  # (videos are rows of their own)
+             if posixpath.splitext(f[0])[1].lower() not in VIDEO_SUFFIXES]
     if not single and type(fs_o) is type(fs_i) and fs_i.is_dir(ipath):
         # An output folder inside IMAGES is not input: otherwise every run re-fills the last one's
         # results (photos/out/out/out/...).
@@ -409,7 +441,7 @@ def _plan_images(fs_i, ipath, fs_m, mpath, fs_o, opath, fmt, single) -> list[dic
         out_fmt = fio.output_format(src_fmt, fmt)
         if single:
             out = opath
-            out_fmt = fmt or _format_of(opath) or out_fmt
+            out_fmt = fio.writable_format(posixpath.splitext(opath)[1])
         else:
             out = fs_o.join(opath, _output_name(rel, out_fmt, src_fmt))
         row = {"image": full, "mask": "", "out": out, "format": out_fmt, "error": error or ""}
@@ -432,10 +464,6 @@ def _output_name(rel: str, fmt: str, src_format: str | None) -> str:
     if fmt != src_format:
         return posixpath.splitext(rel)[0] + fio.FORMAT_SUFFIX[fmt]
     return rel
-
-
-def _format_of(path: str) -> str | None:
-    return fio.format_for_suffix(posixpath.splitext(path)[1])
 
 
 def mask_finder(fs_m, mpath) -> Callable[[str], str]:
@@ -469,13 +497,14 @@ def _stem(rel: str) -> str:
     return posixpath.splitext(posixpath.basename(rel))[0]
 
 
-def _pair_videos(videos, fs_m, mpath, fs_o, opath) -> list[dict]:
+def _pair_videos(videos, fs_m, mpath, fs_o, opath, single: bool = False) -> list[dict]:
     """A video's mask: MASKS itself when it is a file, else MASKS/<dir>/<stem>.<image> (one mask
-    for every frame) or the folder MASKS/<dir>/<stem>/ (per-frame masks, as `fastfill video`)."""
+    for every frame) or the folder MASKS/<dir>/<stem>/ (per-frame masks, as `fastfill video`).
+    ``single``: the one video's output is OUT itself."""
     rows = []
     for rel, full in videos:
         d, stem = posixpath.dirname(rel), _stem(rel)
-        out = fs_o.join(opath, rel) if fs_o.remote else str(Path(opath) / rel)
+        out = opath if single else fs_o.join(opath, rel) if fs_o.remote else str(Path(opath) / rel)
         row = {"video": full, "mask": "", "out": out, "error": ""}
         if fs_m.is_file(mpath):
             row["mask"] = mpath

@@ -114,6 +114,9 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
     try:
         if not inp_c.streams.video:
             raise InputError(f"{src}: no video stream")
+        fmt = inp_c.format.name
+        if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg's demuxers of single pictures
+            raise InputError(f"{src}: a still image, not a video: fastfill run fills images")
         vin = inp_c.streams.video[0]
         vin.thread_type = "AUTO"
         size = (vin.codec_context.height, vin.codec_context.width)
