@@ -349,6 +349,19 @@ def _lo_hi(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _serve_token(ctx, param, value):
+    """Refuse at start a token no client can send in a header (not after loading the model)."""
+    from .serve import check_token
+
+    try:
+        check_token(value)
+    except ValueError as e:  # (fastfill's InputError is one)
+        src = ctx.get_parameter_source(param.name)
+        where = "(from FASTFILL_TOKEN) " if src is click.core.ParameterSource.ENVIRONMENT else ""
+        raise click.BadParameter(where + str(e), ctx, param) from None
+    return value
+
+
 @cli.command("serve")
 @_engine_options
 @_method_option
@@ -365,10 +378,19 @@ def _lo_hi(text: str) -> tuple[float, float]:
               metavar="BYTES", help="Largest request body; above it 413.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG / lossy WebP quality of the answers.")
-@click.option("--token", envvar="FASTFILL_TOKEN", default=None, metavar="TOKEN",
-              help="Require 'Authorization: Bearer TOKEN' on /api/* [env FASTFILL_TOKEN].")
+@click.option("--max-connections", type=click.IntRange(16, 65536), default=512, show_default=True,
+              help="Open connections (idle ones included); past it 503 and closed.")
+@click.option("--header-timeout", type=click.FloatRange(0.5, 3600), default=10.0, show_default=True,
+              metavar="SECONDS", help="Time to send a request's headers; past it 408 and closed.")
+@click.option("--body-timeout", type=click.FloatRange(0.5, 86400), default=60.0, show_default=True,
+              metavar="SECONDS", help="Time to send a request's body (up to --max-body); past it 408 "
+                                      "and closed.")
+@click.option("--token", envvar="FASTFILL_TOKEN", default=None, metavar="TOKEN", callback=_serve_token,
+              help="Require 'Authorization: Bearer TOKEN' on /api/* (printable ASCII, no spaces) "
+                   "[env FASTFILL_TOKEN].")
 def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method, host, port, workers,
-              queue_size, max_pixels, max_body, quality, token):
+              queue_size, max_pixels, max_body, quality, max_connections, header_timeout, body_timeout,
+              token):
     """Serve the HTTP API (IOPaint-compatible /api/v1/inpaint) and the painting page.
 
     Needs the 'serve' extra: pip install 'fastfill[serve]'. Requests are filled in micro-batches of
@@ -382,7 +404,8 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
         raise click.UsageError(f"fastfill serve needs the 'serve' extra: pip install 'fastfill[serve]' "
                                f"({e.name} is not installed)") from None
     limits = ServeLimits(max_pixels=max_pixels, max_body=max_body, queue=queue_size, workers=workers,
-                         quality=quality)
+                         quality=quality, max_connections=max_connections,
+                         header_timeout=header_timeout, body_timeout=body_timeout)
     with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
         serve(inp, host=host, port=port, limits=limits, token=token, model_name=model_name(inp),
               echo=lambda m: click.echo(m, err=True))

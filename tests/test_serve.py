@@ -355,3 +355,51 @@ def test_internal_and_engine_errors_are_json_and_logged(monkeypatch, caplog):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_access_log_escapes_control_characters(client, server):
+    """A decoded %0a must not forge a second log line, nor %1b write terminal escapes."""
+    forged = '12:00:00 127.0.0.1 "GET /admin" 200 9 B 0.1 ms'
+    r = client.get("/x%0a" + forged.replace(" ", "%20").replace('"', "%22") + "%0d%1b[2J%1b[31mred%e2%80%ae")
+    assert r.status_code == 404
+    log = server.log()
+    assert "\x1b" not in log and "\r" not in log and "\u202e" not in log
+    lines = [ln for ln in log.splitlines() if "/admin" in ln]
+    assert lines, log
+    for ln in lines:  # the forged text stays inside the real line, which says 404
+        assert ln.split(" ", 1)[1].startswith('127.0.0.1 "GET /x') and " 404 " in ln, ln
+
+
+def test_non_ascii_token_is_401_and_a_bad_token_is_refused_at_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import free_port
+    from fastfill import Inpainter
+    from fastfill.errors import InputError
+    from fastfill.serve import create_app
+
+    with serve_process(tmp_path, env={"FASTFILL_TOKEN": "s3cret"}) as s, httpx.Client(base_url=s.url) as c:
+        for sent in ("Bearer sécret".encode(), "Bearer s3crét".encode("latin-1"), b"Bearer \xff",
+                     b"bearer \x80s3cret"):
+            assert_json_error(c.get("/api/v1/server-config", headers={"Authorization": sent}), 401)
+        assert c.get("/api/v1/server-config", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert "Traceback" not in s.log() and "TypeError" not in s.log()
+    # a token no client can send in a header: one usage line at start, nothing served
+    cmd = [sys.executable, "-m", "fastfill.cli", "serve", "--port", str(free_port())]
+    for args, env in ((["--token", "sécret"], {}), (["--token", "two words"], {}),
+                      (["--token", "tab\there"], {}), ([], {"FASTFILL_TOKEN": "s3crét"})):
+        try:
+            p = subprocess.run(cmd + args, capture_output=True, text=True, timeout=60,
+                               env={**os.environ, **env})
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"fastfill serve {args} {env} started serving with a token no client can send")
+        assert p.returncode == 2, p.stderr
+        err = p.stderr.strip().splitlines()
+        assert err[-1].startswith("Error: Invalid value for '--token'") and "printable ASCII" in err[-1], p.stderr
+        assert "Traceback" not in p.stderr
+        assert ("FASTFILL_TOKEN" in err[-1]) == bool(env)
+    for bad in ("sécret", "a b", "x\n", "\x00"):
+        with pytest.raises(InputError, match="printable ASCII"):
+            create_app(Inpainter(), token=bad)

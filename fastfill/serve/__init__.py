@@ -29,13 +29,41 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_token(token: str | None) -> bytes | None:
+    """The bearer token as bytes (compared as bytes: a client's non-ASCII header is then just a
+    wrong token); :class:`InputError` for one no client can send in an HTTP header."""
+    if token is None:
+        return None
+    if not token or not all("!" <= c <= "~" for c in token):
+        raise InputError("the token must be printable ASCII without spaces or control characters "
+                         "(it travels in an HTTP header)")
+    return token.encode("ascii")
+
+
+def _file_limit(max_connections: int, echo) -> None:
+    """Raise the open-file limit to fit --max-connections (each connection is a file)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = max_connections + 256  # the model, logs, the listening socket
+        if soft != resource.RLIM_INFINITY and soft < need:
+            soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (ImportError, ValueError, OSError):
+        return
+    if soft != resource.RLIM_INFINITY and soft < need:
+        echo(f"warning: the open-file limit ({soft}) is below --max-connections + 256: connections "
+             "past it wait unaccepted")
+
+
 def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, token: str | None = None,
           model_name: str | None = None, echo=None) -> None:
     """Serve ``inpainter`` on ``host:port`` until interrupted (blocking)."""
     try:
         import uvicorn
 
-        from .app import ServeLimits, configure_logging, create_app
+        from .app import ServeLimits, configure_logging, create_app, protocol_class
     except ImportError as e:
         _missing(e)
     import os
@@ -49,7 +77,9 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
     echo(f"fastfill {cfg['version']}: {model_name or 'model'} ({cfg['model']['kind']}, prefill "
          f"{cfg['model']['fill']}) on {cfg['backend_selection'] or cfg['backend']} ({cfg['device']}); batches of up to "
          f"{cfg['limits']['max_batch']}, queue {limits.queue}, {limits.workers} decode/encode threads")
-    echo(f"limits: {limits.max_pixels / 1e6:g} megapixels per image, {limits.max_body} bytes per request")
+    echo(f"limits: {limits.max_pixels / 1e6:g} megapixels per image, {limits.max_body} bytes per request, "
+         f"{limits.max_requests} requests in flight, {limits.max_connections} open connections; "
+         f"headers within {limits.header_timeout:g} s, bodies within {limits.body_timeout:g} s")
     if token:
         echo("API requests need: Authorization: Bearer <token>")
     elif not is_loopback(host):
@@ -57,11 +87,12 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
              "authentication: anyone who can reach it can use it (set --token or FASTFILL_TOKEN)")
     shown = f"[{host}]" if ":" in host else host
     echo(f"page: http://{shown}:{port}/   API docs: http://{shown}:{port}/docs   (Ctrl-C to stop)")
-    # Connections (idle keep-alive ones included) past this bound get 503 from uvicorn itself:
-    # each may hold a request body in memory.
-    concurrency = max(64, 4 * (limits.queue + limits.workers))
+    _file_limit(limits.max_connections, echo)
+    # uvicorn's limit_concurrency counts every open connection, half-open ones included, so slow
+    # clients could starve real requests: the app bounds requests in flight, the protocol bounds
+    # connections and times out slow headers and bodies.
     config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning",
-                            limit_concurrency=concurrency, timeout_keep_alive=5,
+                            http=protocol_class(limits), limit_concurrency=None, timeout_keep_alive=5,
                             server_header=False, lifespan="on")
     uvicorn.Server(config).run()
 
@@ -75,4 +106,4 @@ def create_app(*args, **kwargs):
     return _create(*args, **kwargs)
 
 
-__all__ = ["serve", "create_app", "is_loopback"]
+__all__ = ["serve", "create_app", "is_loopback", "check_token"]

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import json
 import logging
 import os
 import time
@@ -37,6 +38,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__, io as fio
 from ..errors import EngineError, FastfillError, InputError, SizeLimitError
+from . import check_token
 from .batcher import Batcher, Busy
 
 log = logging.getLogger("fastfill.serve")
@@ -45,10 +47,12 @@ access_log = logging.getLogger("fastfill.serve.access")
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 DEFAULT_QUEUE = 16
+DEFAULT_MAX_CONNECTIONS = 512
 # Seconds a client is told to wait after a 503 (about one batch of work).
 RETRY_AFTER = 1
 # Bounds of the resource flags (as the CLI's): past them a typo exhausts the machine.
 MAX_QUEUE, MAX_SERVE_WORKERS = 4096, 256
+CONNECTIONS_RANGE, HEADER_TIMEOUT_RANGE, BODY_TIMEOUT_RANGE = (16, 65536), (0.5, 3600.0), (0.5, 86400.0)
 
 
 @dataclass
@@ -60,6 +64,22 @@ class ServeLimits:
     queue: int = DEFAULT_QUEUE  # requests waiting for the model; past it 503
     workers: int = 4  # threads decoding and encoding requests
     quality: int = 95  # JPEG / lossy WebP quality of the answers
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # open connections; past it 503 and closed
+    header_timeout: float = 10.0  # seconds to receive a request's headers; then 408 and closed
+    body_timeout: float = 60.0  # seconds to receive a request's body; then 408 and closed
+
+    @property
+    def max_requests(self) -> int:
+        """Requests in flight (each may hold its body in memory); past it 503."""
+        return max(64, 4 * (self.queue + self.workers))
+
+    def check(self) -> None:
+        """:class:`InputError` for a connection bound or timeout outside the CLI's ranges."""
+        for name, (lo, hi) in (("max_connections", CONNECTIONS_RANGE), ("header_timeout", HEADER_TIMEOUT_RANGE),
+                               ("body_timeout", BODY_TIMEOUT_RANGE)):
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise InputError(f"{name} must be in [{lo:g}, {hi:g}], got {value!r}")
 
 
 class InpaintRequest(BaseModel):
@@ -83,6 +103,24 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
+def _printable(text: str) -> str:
+    """``text`` with backslash escapes for what could forge or colour a log line (line breaks,
+    terminal escapes, other control and format characters), and for the quote and backslash."""
+    return "".join(c if c.isprintable() and c not in '"\\' else
+                   ("\\" + c if c in '"\\' else c.encode("unicode_escape").decode("ascii")) for c in text)
+
+
+def _raw_answer(status: int, message: str, headers: dict | None = None) -> bytes:
+    """A whole JSON error answer that closes the connection, for the protocol layer (no app)."""
+    from http import HTTPStatus
+
+    body = json.dumps({"error": message, "status": status}, separators=(",", ":")).encode()
+    head = {"content-type": "application/json", "content-length": str(len(body)),
+            "connection": "close", **(headers or {})}
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"] + [f"{k}: {v}" for k, v in head.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 def _b64(field: str, value: str) -> bytes:
     """base64 or a data: URL -> bytes (whitespace allowed, anything else is a 400)."""
     s = value.strip()
@@ -101,17 +139,22 @@ def _b64(field: str, value: str) -> bytes:
 
 
 class _Limits:
-    """Pure ASGI middleware: the body limit (413 from Content-Length before anything is read, or
-    as soon as a streamed body passes it), the bearer token, and one access line per request."""
+    """Pure ASGI middleware: the bound on requests in flight (503), the body limit (413 from
+    Content-Length before anything is read, or as soon as a streamed body passes it), the body
+    deadline (408), the bearer token, and one access line per request."""
 
-    def __init__(self, app, *, max_body: int, token: str | None):
+    def __init__(self, app, *, max_body: int, token: bytes | None, body_timeout: float | None = None,
+                 max_requests: int | None = None):
         self.app, self.max_body, self.token = app, max_body, token
+        self.body_timeout, self.max_requests = body_timeout, max_requests
+        self.active = 0  # requests in flight (one event loop: no lock)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         state = {"status": 0, "bytes": 0}
+        self.active += 1
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
@@ -126,11 +169,21 @@ class _Limits:
                 await problem(scope, receive, counting_send)
                 return
             received = 0
+            body_done = False
+            deadline = None if self.body_timeout is None else time.monotonic() + self.body_timeout
 
             async def limited_receive():
-                nonlocal received
-                message = await receive()
+                nonlocal received, body_done
+                if body_done or deadline is None:  # later calls only wait for a disconnect
+                    message = await receive()
+                else:
+                    with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as waited:
+                        message = await receive()
+                    if waited.cancelled_caught:
+                        raise HTTPException(408, f"request body not received in {self.body_timeout:g} s "
+                                                 "(--body-timeout)", {"Connection": "close"})
                 if message["type"] == "http.request":
+                    body_done = not message.get("more_body", False)
                     received += len(message.get("body", b""))
                     if received > self.max_body:
                         raise HTTPException(413, self._too_big())
@@ -138,15 +191,22 @@ class _Limits:
 
             await self.app(scope, limited_receive, counting_send)
         finally:
+            self.active -= 1
             client = scope.get("client")
-            access_log.info('%s "%s %s" %d %d B %.1f ms', client[0] if client else "-",
-                            scope["method"], scope["path"], state["status"], state["bytes"],
+            # the path as sent (percent-encoded), escaped: a decoded %0a would forge a log line
+            raw = scope.get("raw_path")
+            path = raw.decode("latin-1") if raw else scope["path"]
+            access_log.info('%s "%s %s" %d %d B %.1f ms', _printable(client[0]) if client else "-",
+                            _printable(scope["method"]), _printable(path), state["status"], state["bytes"],
                             (time.perf_counter() - t0) * 1e3)
 
     def _too_big(self) -> str:
         return f"request body over the limit of {self.max_body} bytes (--max-body)"
 
     def _refuse(self, scope):
+        if self.max_requests is not None and self.active > self.max_requests and scope["path"] != "/healthz":
+            return _error(503, f"server busy: {self.max_requests} requests in flight, retry later",
+                          {"Retry-After": str(RETRY_AFTER), "Connection": "close"})
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None:
@@ -156,10 +216,9 @@ class _Limits:
                 return _error(400, "bad Content-Length")
             if n > self.max_body:
                 return _error(413, self._too_big(), {"Connection": "close"})
-        if self.token and scope["path"].startswith("/api/"):
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            scheme, _, given = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.token):
+        if self.token is not None and scope["path"].startswith("/api/"):
+            scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
                 return _error(401, "missing or wrong token (Authorization: Bearer TOKEN)",
                               {"WWW-Authenticate": "Bearer"})
         return None
@@ -188,7 +247,8 @@ class Server:
             "device": getattr(eng, "device", "cpu"),
             "running_on": getattr(eng, "runs_on", None),
             "roi": self.inpainter.roi,
-            "limits": asdict(self.limits) | {"max_batch": self.batcher.max_batch},
+            "limits": asdict(self.limits) | {"max_batch": self.batcher.max_batch,
+                                              "max_requests": self.limits.max_requests},
             "stats": self.batcher.stats(),
         }
 
@@ -312,12 +372,15 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
     """The ASGI app serving ``inpainter`` (an :class:`fastfill.Inpainter`) under ``limits``.
 
     ``max_batch``: the most requests per model call (default: the Inpainter's batch size).
-    ``token``: when set, ``/api/*`` needs ``Authorization: Bearer <token>``.
+    ``token``: when set, ``/api/*`` needs ``Authorization: Bearer <token>`` (printable ASCII,
+    else :class:`InputError`).
     ``model_name``: what ``/api/v1/server-config`` calls the model.
     """
     from fastapi_offline import FastAPIOffline
 
+    token_bytes = check_token(token)
     limits = limits or ServeLimits()
+    limits.check()
     server = Server(inpainter, limits, max_batch or inpainter.batch_size, model_name)
 
     from contextlib import asynccontextmanager
@@ -331,7 +394,8 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
                          description="Fill the masked regions of images (object removal). "
                                      "IOPaint-compatible `/api/v1/inpaint`.")
     app.state.server = server
-    app.add_middleware(_Limits, max_body=limits.max_body, token=token)
+    app.add_middleware(_Limits, max_body=limits.max_body, token=token_bytes,
+                       body_timeout=limits.body_timeout, max_requests=limits.max_requests)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
@@ -368,6 +432,93 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
     return app
 
 
+def protocol_class(limits: ServeLimits):
+    """uvicorn's h11 protocol plus what it lacks against slow clients (uvicorn has no timeout on
+    headers nor bodies): a deadline for a request's headers (408 if some came, then closed), one
+    for its body (the app answers 408; a body nobody reads is cut), and a bound on open
+    connections (503 and closed), so that half-open connections never hold up real requests."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        _refused = False
+        _timer = None
+        _waiting = None  # "headers" or "body": what the timer is for
+
+        def connection_made(self, transport):
+            if len(self.connections) >= limits.max_connections:
+                self._refused = True
+                message = f"server busy: {limits.max_connections} open connections (--max-connections)"
+                self._log(transport, 503, message)
+                transport.write(_raw_answer(503, message + ", retry later", {"retry-after": str(RETRY_AFTER)}))
+                transport.close()
+                return
+            super().connection_made(transport)
+            self._watch()
+
+        def connection_lost(self, exc):
+            if self._refused:
+                return
+            self._stop_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data):
+            if self._refused:
+                return
+            super().data_received(data)
+            self._watch()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._watch()
+
+        def _stop_timer(self):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._waiting = None
+
+        def _watch(self):
+            """Arm the deadline of what the connection now waits for; an idle keep-alive
+            connection has uvicorn's own timer, a request being answered none."""
+            if self.transport.is_closing():
+                return self._stop_timer()
+            state = self.conn.their_state
+            if state is h11.IDLE and (self.cycle is None or self.conn.trailing_data[0]):
+                waiting = "headers"  # a new connection, or the first bytes of the next request
+            elif state is h11.SEND_BODY:
+                waiting = "body"
+            else:
+                waiting = None
+            if waiting != self._waiting:  # a deadline, not an idle timeout: dribbling does not reset it
+                self._stop_timer()
+                if waiting:
+                    delay = limits.header_timeout if waiting == "headers" else limits.body_timeout
+                    self._waiting, self._timer = waiting, self.loop.call_later(delay, self._expired)
+
+        def _expired(self):
+            waiting, self._timer, self._waiting = self._waiting, None, None
+            if self.transport.is_closing():
+                return
+            if waiting == "body" and self.cycle is not None and not self.cycle.response_complete:
+                # the app reads the body and answers 408 at its own deadline: look again later
+                self._waiting, self._timer = waiting, self.loop.call_later(1.0, self._expired)
+                return
+            if waiting == "headers" and self.conn.trailing_data[0]:
+                message = (f"request headers not received in {limits.header_timeout:g} s "
+                           "(--header-timeout)")
+                self._log(self.transport, 408, message)
+                self.transport.write(_raw_answer(408, message))
+            self.transport.close()
+
+        @staticmethod
+        def _log(transport, status, message):
+            peer = transport.get_extra_info("peername")
+            host = peer[0] if isinstance(peer, tuple) else peer
+            access_log.info('%s "-" %d: %s', _printable(str(host)) if host else "-", status, message)
+
+    return Protocol
+
+
 def configure_logging(debug: bool = False) -> None:
     """One line per request and per problem on stderr."""
     handler = logging.StreamHandler()
@@ -378,4 +529,4 @@ def configure_logging(debug: bool = False) -> None:
     root.propagate = False
 
 
-__all__ = ["create_app", "ServeLimits", "InpaintRequest", "configure_logging"]
+__all__ = ["create_app", "ServeLimits", "InpaintRequest", "configure_logging", "protocol_class"]
