@@ -11,18 +11,24 @@ Conventions (README "fastfill run"):
   image suffix that Pillow cannot identify is reported as a failure; other unidentifiable files
   (notes, sidecars) are ignored.
 - EXIF orientation is applied to images and masks. Grey, palette, RGBA, 16-bit grey and CMYK
-  inputs are converted to RGB for the model; on output, the input's mode is restored where the
-  format allows (grey stays grey, 16-bit grey keeps its 16-bit values outside the hole, alpha
-  is kept outside the hole and made opaque inside it).
+  inputs are converted to RGB for the model (CMYK through its ICC profile); on output, the
+  input's mode is restored where the format allows (grey stays grey, 16-bit grey keeps its
+  16-bit values outside the hole, CMYK stays CMYK in JPEG and TIFF, a palette image written as
+  GIF keeps its palette and indices outside the hole, alpha is kept outside the hole and made
+  opaque inside it). More than 8 bits per colour channel is refused, never written at 8 bits.
+- Metadata: ICC profile (never with pixels of another colour space), EXIF (a TIFF's own tags
+  too; damaged EXIF is dropped with a note, the pixels kept) and dpi are carried to the output.
 - Masks: white = fill. Grey and colour masks are thresholded on their luma; a mask with
   transparency is read as if laid on black (transparent = keep). ``invert`` swaps the two.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+import struct
 import tempfile
 from dataclasses import dataclass, field
 from io import BytesIO  # (the standard library's: imports are absolute)
@@ -53,8 +59,26 @@ _NOT_DECODABLE = f"not an image in a format fastfill reads ({', '.join(DECODE_FO
 
 # Formats that store an alpha channel / 16-bit grey.
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "GIF"})
-_WIDE_FORMATS = frozenset({"PNG", "TIFF"})
+_WIDE_FORMATS = frozenset({"PNG", "TIFF", "PPM"})  # (PPM: 16-bit PGM)
+_CMYK_FORMATS = frozenset({"JPEG", "TIFF"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+# Magic numbers: a file that starts with one but that Pillow cannot open is a damaged image of
+# that format, not "not an image".
+_SIGNATURES = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"),
+               (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
+               (b"GIF89a", "GIF"))
+# TIFF tags that describe a file's pixel layout, not the picture: never carried to an output
+# (with the orientation: the pixels are upright by then; and the ICC profile, carried apart).
+_LAYOUT_TAGS = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 274, 277, 278, 279, 280, 281, 284,
+    288, 289, 290, 291, 292, 293, 301, 317, 320, 321, 322, 323, 324, 325, 330, 332, 334, 336, 338,
+    339, 340, 341, 347, 512, 513, 514, 515, 517, 518, 519, 520, 521, 529, 530, 532, 32997, 32998,
+    34675})
+_EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x8769, 0x8825, 0xA005
+# The colour space an ICC profile must describe for pixels of each mode (header bytes 16-20).
+_ICC_SPACE = {"RGB": b"RGB ", "RGBA": b"RGB ", "RGBX": b"RGB ", "P": b"RGB ", "CMYK": b"CMYK",
+              "L": b"GRAY", "LA": b"GRAY", "1": b"GRAY", "I": b"GRAY", "I;16": b"GRAY",
+              "I;16B": b"GRAY", "I;16L": b"GRAY", "I;16N": b"GRAY", "LAB": b"Lab "}
 
 
 def normalize_format(fmt: str | None) -> str | None:
@@ -76,9 +100,70 @@ def _open(path) -> Image.Image:
     damaged metadata is reported by the decoder as one note, not as Pillow's warnings."""
     import warnings
 
+    _quiet_libtiff()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Image.open(path, formats=DECODE_FORMATS)
+
+
+def _libtiff_candidates() -> list[str]:
+    """Libraries through which libtiff's handlers are reached: Pillow's _imaging (dlsym searches
+    its dependencies too) and any libtiff mapped into this process (Linux)."""
+    from PIL import _imaging
+
+    paths = [_imaging.__file__]
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            fields = [ln.split(None, 5) for ln in f if "libtiff" in ln]
+        found = {f[5].strip() for f in fields if len(f) == 6}
+        paths += sorted(p for p in found if os.path.basename(p).startswith("libtiff"))
+    except OSError:
+        pass
+    return paths
+
+
+@functools.cache
+def _quiet_libtiff() -> None:
+    """Switch off libtiff's error printer: Pillow silences libtiff's warnings but not its errors,
+    which go to the C stderr, while fastfill reports a damaged TIFF in one line of its own. A
+    process-wide handler (no fd 2 redirection: other threads write there meanwhile)."""
+    import ctypes
+
+    for path in _libtiff_candidates():
+        try:
+            lib = ctypes.CDLL(path)  # a library already loaded: the same handle
+            for name in ("TIFFSetErrorHandler", "TIFFSetErrorHandlerExt"):
+                fn = getattr(lib, name)
+                fn.restype, fn.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+                fn(None)
+        except (OSError, AttributeError):
+            pass
+
+
+def _signature(src) -> str | None:
+    """The format a file's first bytes announce (TIFF, PNG, JPEG, GIF, WEBP), or None."""
+    try:
+        if hasattr(src, "read"):
+            src.seek(0)
+            head = src.read(12)
+            src.seek(0)
+        else:
+            with open(src, "rb") as f:
+                head = f.read(12)
+    except (OSError, ValueError):
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _unidentified(src) -> str:
+    """Why Pillow could not open ``src``: a damaged file of a format it reads, or another file."""
+    fmt = _signature(src)
+    if fmt is None:
+        return _NOT_DECODABLE
+    part = "tag directory" if fmt == "TIFF" else "header"
+    return f"truncated or damaged {fmt} (its {part} cannot be read)"
 
 
 def sniff_image(path: Path) -> str | None:
@@ -146,7 +231,7 @@ def find_images(root: str | Path) -> list[Candidate]:
         fmt = sniff_image(p)
         if fmt is not None:
             out.append(Candidate(p, rel, fmt))
-        elif p.suffix.lower() in IMAGE_SUFFIXES or root.is_file():
+        elif p.suffix.lower() in IMAGE_SUFFIXES or root.is_file() or _signature(p):
             out.append(Candidate(p, rel, None, error=_why_not_image(p)))
     return out
 
@@ -164,9 +249,10 @@ def _why_not_image(p: Path) -> str:
     except Image.DecompressionBombError as e:
         return f"refused: {e}"
     except UnidentifiedImageError:
-        return _NOT_DECODABLE
+        return _unidentified(p)
     except OSError as e:
-        return f"cannot read ({e})"
+        fmt = _signature(p)  # (None when the file itself cannot be read)
+        return f"truncated or damaged {fmt} ({e})" if fmt else f"cannot read ({e})"
     return "not an image"
 
 
@@ -182,6 +268,12 @@ class Decoded:
     alpha: np.ndarray | None = None  # uint8 [H, W] if the source had transparency
     gray16: np.ndarray | None = None  # uint16 [H, W] if the source was 16-bit grey
     info: dict = field(default_factory=dict)  # icc_profile / exif / dpi carried to the output
+    cmyk: np.ndarray | None = None  # uint8 [H, W, 4] if the source was CMYK
+    # A palette image's indices and palette ([r, g, b, ...]), or a grey image's values (palette
+    # None) when it has a transparent value: a GIF output keeps them outside the hole.
+    index: np.ndarray | None = None  # uint8 [H, W]
+    palette: list | None = None
+    transparent: int | None = None  # the transparent index / grey value
     note: str | None = None  # something about the file worth one line (e.g. metadata dropped)
 
     @property
@@ -197,10 +289,14 @@ def _source(src):
     return src if hasattr(src, "read") else Path(src)
 
 
-def _open_oriented(src, max_pixels: int | None = None) -> Image.Image:
+def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = None,
+                   depth: bool = False) -> Image.Image:
     """Open, fully decode and apply EXIF orientation; errors become InputError with the reason.
     Images over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) are refused from their header
-    (:class:`SizeLimitError`). ``src``: a path or a binary file object."""
+    (:class:`SizeLimitError`). ``src``: a path or a binary file object. With ``notes`` (an
+    image's), the EXIF to carry is left in ``info["exif"]`` (:func:`_carried_exif`) and EXIF that
+    cannot be read costs only itself, said in ``notes``; without (a mask), the EXIF is dropped.
+    ``depth``: refuse more than 8 bits per colour channel (images; a mask is only thresholded)."""
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     try:
         with _open(src) as im:
@@ -214,12 +310,41 @@ def _open_oriented(src, max_pixels: int | None = None) -> Image.Image:
                 kind = "pages" if im.format == "TIFF" else "frames"
                 raise InputError(f"{frames} {kind} ({im.format}): fastfill fills single images only; "
                                  f"split it first (every {kind[:-1]} would otherwise be lost but the first)")
-            im.load()
+            if depth and (why := _too_deep(im)):
+                raise InputError(why)
             fmt = im.format
-            out = ImageOps.exif_transpose(im)  # a copy (or the same image when no tag)
+            damage = exif = None
+            keep = notes is not None
+            if keep and fmt == "TIFF":  # its tags are read from the file, before loading closes it
+                try:
+                    exif = _carried_exif(im.getexif())
+                except Exception as e:  # noqa: BLE001 - any failure to parse it: damaged metadata
+                    damage = e
+            try:
+                im.load()
+            except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
+                if fmt == "TIFF":
+                    raise InputError(_tiff_damage(im, src, e)) from None
+                raise
+            try:
+                out = ImageOps.exif_transpose(im)  # a copy (or the same image when no tag)
+            except Exception as e:  # noqa: BLE001 - EXIF Pillow cannot parse: the pixels as stored
+                damage, out = e, im
             if out is im:
                 out = im.copy()
             out.format = fmt
+            if keep and fmt != "TIFF" and damage is None and out.info.get("exif"):
+                try:
+                    exif = _carried_exif(out.getexif())
+                except Exception as e:  # noqa: BLE001
+                    damage = e
+            out.info.pop("exif", None)
+            if damage is not None:
+                if notes is not None:
+                    why = str(damage) or type(damage).__name__
+                    notes.append(f"damaged EXIF dropped, pixels kept ({why})")
+            elif exif:
+                out.info["exif"] = exif
             return out
     except InputError:
         raise  # (an InputError is a ValueError: not to be re-worded as a corrupt file below)
@@ -228,7 +353,7 @@ def _open_oriented(src, max_pixels: int | None = None) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise SizeLimitError(f"refused: {e}") from None
     except UnidentifiedImageError:
-        raise InputError(_NOT_DECODABLE) from None
+        raise InputError(_unidentified(src)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e) or type(e).__name__
         if "truncated" in msg.lower():
@@ -236,6 +361,124 @@ def _open_oriented(src, max_pixels: int | None = None) -> Image.Image:
         else:
             msg = f"corrupt or unreadable image ({msg})"
         raise InputError(msg) from None
+
+
+def _exif_parts(exif: Image.Exif) -> tuple[dict, dict]:
+    """``exif``'s tags less those that describe the source file's layout and the orientation
+    (the pixels are upright by now), and its EXIF and GPS directories as dicts (the interop
+    directory inside the EXIF one). Raises what Pillow raises on damaged data."""
+    tags = {t: v for t, v in exif.items() if t not in _LAYOUT_TAGS and t not in (_EXIF_IFD, _GPS_IFD)}
+    groups = {}
+    for tag in (_EXIF_IFD, _GPS_IFD):
+        sub = dict(exif.get_ifd(tag)) if tag in exif else {}
+        if _INTEROP_IFD in sub and not isinstance(sub[_INTEROP_IFD], dict):
+            interop = exif.get_ifd(_INTEROP_IFD)
+            if interop:
+                sub[_INTEROP_IFD] = dict(interop)
+            else:
+                del sub[_INTEROP_IFD]
+        if sub:
+            groups[tag] = sub
+    return tags, groups
+
+
+def _carried_exif(exif: Image.Exif) -> bytes | None:
+    """The EXIF block an output carries (:func:`_exif_parts` of ``exif``; for a TIFF, of its
+    own directory), as a new block: the image's ``exif`` stays as it is."""
+    tags, groups = _exif_parts(exif)
+    out = Image.Exif()
+    for tag, value in (tags | groups).items():
+        out[tag] = value
+    return out.tobytes() if len(out) else None
+
+
+def _tiff_add_directories(data: bytes, groups: dict) -> bytes:
+    """``data``, a one-page TIFF, with EXIF/GPS directories (``groups``: {pointer tag: dict}).
+    Pillow's libtiff writer (every compressed TIFF) cannot write them, and its own writer leaves
+    the interop pointer dangling: they are added after the file, with a copy of its first
+    directory that points to them; the header points to that copy. Every offset in the file
+    stays valid (the old directory stays, unused)."""
+    from PIL import TiffImagePlugin
+
+    endian = "<" if data[:2] == b"II" else ">"
+    (first,) = struct.unpack(endian + "I", data[4:8])
+    (n,) = struct.unpack(endian + "H", data[first:first + 2])
+    entries = {}
+    for pos in range(first + 2, first + 2 + 12 * n, 12):
+        (tag,) = struct.unpack(endian + "H", data[pos:pos + 2])
+        entries[tag] = data[pos:pos + 12]
+    out = bytearray(data)
+    for tag, sub in sorted(groups.items()):
+        out += b"\0" * (len(out) & 1)  # directories start on a word boundary
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(data[:8], group=tag)
+        for k, v in sub.items():
+            ifd[k] = v
+        entries[tag] = struct.pack(endian + "HHII", tag, 4, 1, len(out))  # LONG: its offset
+        out += ifd.tobytes(len(out))
+    out += b"\0" * (len(out) & 1)
+    at = len(out)
+    out += struct.pack(endian + "H", len(entries)) + b"".join(entries[t] for t in sorted(entries))
+    out += struct.pack(endian + "I", 0)
+    out[4:8] = struct.pack(endian + "I", at)
+    return bytes(out)
+
+
+def _file_size(src) -> int | None:
+    try:
+        if hasattr(src, "seek"):
+            return src.seek(0, os.SEEK_END)
+        return os.stat(src).st_size
+    except (OSError, ValueError):
+        return None
+
+
+def _tiff_damage(im, src, e: BaseException) -> str:
+    """One line for a TIFF whose pixel data cannot be decoded: cut short when its strips or
+    tiles run past the end of the file, else damaged."""
+    tags = getattr(im, "tag_v2", {})
+    offsets, counts = tags.get(273) or tags.get(324), tags.get(279) or tags.get(325)
+    size = _file_size(src)
+    try:
+        end = max(int(o) + int(c) for o, c in zip(offsets, counts))
+    except (TypeError, ValueError):
+        end = None
+    if size is not None and end is not None and end > size:
+        return (f"truncated or damaged TIFF (cut short: its pixel data runs to byte {end}, "
+                f"the file has {size})")
+    return f"truncated or damaged TIFF (its pixel data cannot be decoded: {str(e) or type(e).__name__})"
+
+
+def _too_deep(im) -> str | None:
+    """Why an image cannot be filled without losing depth, or None: fastfill fills 8-bit images
+    and 16-bit grey; Pillow would read deeper colour as 8 bits, silently."""
+    tile = im.tile[0] if im.tile else None
+    args = tile[3] if tile is not None and len(tile) > 3 else None
+    raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else "")
+    raw = raw if isinstance(raw, str) else ""
+    bits, what = 8, None
+    if im.mode == "F":
+        return ("32-bit floating point samples: fastfill fills 8-bit images and 16-bit grey only; "
+                "convert it to 8 bits per channel first")
+    if im.format == "PNG" and ";16" in raw and im.mode not in _SIXTEEN_BIT_MODES:
+        bits = 16
+        what = {"LA": "grey with alpha", "RGBA": "colour with alpha"}.get(raw.split(";")[0], "colour")
+    elif im.format == "TIFF":
+        b = getattr(im, "tag_v2", {}).get(258, (1,))
+        bits = max(b) if isinstance(b, tuple) and b else (b if isinstance(b, int) else 1)
+        signed = getattr(im, "tag_v2", {}).get(339) in (2, (2,))
+        if bits > 8 and im.mode in ("I;16", "I;16B", "I;16L", "I;16N") and not signed:
+            bits = 8  # 16-bit grey: filled, its values kept outside the hole
+        elif im.mode in ("I", "I;16S", "I;32S", "I;32"):
+            what = "grey (signed integers)" if signed else "grey (integers)"
+        else:
+            what = "colour with alpha" if "A" in im.mode else "colour"
+    elif im.format == "PPM" and isinstance(args, tuple) and len(args) > 1 and im.mode != "I":
+        if isinstance(args[-1], int) and args[-1] > 255:
+            bits, what = 16, f"colour (maxval {args[-1]})"
+    if bits <= 8:
+        return None
+    return (f"{bits} bits per channel {what}: fastfill fills 8-bit images and 16-bit grey only; "
+            "convert it to 8 bits per channel first")
 
 
 def webp_is_lossless(src) -> bool:
@@ -274,12 +517,11 @@ def decode_image(src, max_pixels: int | None = None) -> Decoded:
     import warnings
 
     src = _source(src)
+    notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         # Damaged metadata must not cost the pixels: Pillow warns and decodes; the EXIF is dropped.
         warnings.simplefilter("always")
-        im = _open_oriented(src, max_pixels)
-        exif = im.getexif()
-        exif_bytes = exif.tobytes() if len(exif) else None
+        im = _open_oriented(src, max_pixels, notes=notes, depth=True)
     damaged = [str(w.message).strip() for w in caught if "exif" in str(w.message).lower()]
     fmt, mode = im.format, im.mode
     info = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
@@ -287,12 +529,13 @@ def decode_image(src, max_pixels: int | None = None) -> Decoded:
         info["lossless"] = True  # written back lossless: the pixels outside the hole stay exact
     if fmt == "TIFF" and im.info.get("compression"):
         info["compression"] = im.info["compression"]
-    note = None
-    if damaged:
-        note = f"damaged EXIF dropped, pixels kept ({damaged[0]})"
-    elif exif_bytes:
-        info["exif"] = exif_bytes
-    alpha = gray16 = None
+    if damaged and not notes:
+        notes.append(f"damaged EXIF dropped, pixels kept ({damaged[0]})")
+    elif not notes and im.info.get("exif"):
+        info["exif"] = im.info["exif"]
+    alpha = gray16 = cmyk = index = palette = None
+    t = im.info.get("transparency")
+    transparent = t if isinstance(t, int) and not isinstance(t, bool) else None
     if mode in _SIXTEEN_BIT_MODES:
         a = np.asarray(im)
         if a.dtype != np.uint16:
@@ -300,10 +543,16 @@ def decode_image(src, max_pixels: int | None = None) -> Decoded:
         gray16 = np.ascontiguousarray(a)
         g8 = ((gray16.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
         rgb = np.repeat(g8[:, :, None], 3, axis=2)
+        if transparent is not None:  # a 16-bit grey PNG's transparent value
+            alpha = np.where(gray16 == transparent, 0, 255).astype(np.uint8)
     else:
         has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
             mode == "P" and "transparency" in im.info) or (
             mode in ("L", "RGB") and "transparency" in im.info)
+        if mode == "P" and (transparent is not None or "transparency" not in im.info):
+            index, palette = np.ascontiguousarray(np.asarray(im)), im.getpalette()
+        elif mode == "L" and transparent is not None:
+            index = np.ascontiguousarray(np.asarray(im))
         if has_alpha:
             rgba = im.convert("RGBA")
             a = np.asarray(rgba)
@@ -311,10 +560,62 @@ def decode_image(src, max_pixels: int | None = None) -> Decoded:
             rgb = np.ascontiguousarray(a[:, :, :3])
         elif mode == "RGB":
             rgb = np.asarray(im)
-        else:  # L, 1, P, CMYK, YCbCr, LAB, F, ...
+        elif mode == "CMYK":
+            cmyk = np.ascontiguousarray(np.asarray(im))
+            rgb = _cmyk_to_rgb(im, info.get("icc_profile"))
+        else:  # L, 1, P, YCbCr, LAB, ...
             rgb = np.asarray(im.convert("RGB"))
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    return Decoded(rgb=rgb, format=fmt, mode=mode, alpha=alpha, gray16=gray16, info=info, note=note)
+    return Decoded(rgb=rgb, format=fmt, mode=mode, alpha=alpha, gray16=gray16, info=info,
+                   note="; ".join(notes) or None, cmyk=cmyk, index=index, palette=palette,
+                   transparent=transparent if index is not None or gray16 is not None else None)
+
+
+# -- colour management --------------------------------------------------------------------------
+
+def _icc_space(icc) -> bytes | None:
+    """The colour space an ICC profile describes (b"RGB ", b"CMYK", b"GRAY", ...), from its header."""
+    return bytes(icc[16:20]) if isinstance(icc, (bytes, bytearray)) and len(icc) >= 128 else None
+
+
+@functools.lru_cache(maxsize=8)
+def _cms_transform(icc: bytes, to_rgb: bool):
+    """An lcms transform between a CMYK profile and sRGB (either way), or None when Pillow has no
+    lcms or the profile cannot be used. NOCACHE: one transform is shared by the decode threads."""
+    try:
+        from PIL import ImageCms
+    except ImportError:
+        return None
+    try:
+        cmyk = ImageCms.ImageCmsProfile(BytesIO(icc))
+        srgb = ImageCms.createProfile("sRGB")
+        src, dst = (cmyk, srgb) if to_rgb else (srgb, cmyk)
+        modes = ("CMYK", "RGB") if to_rgb else ("RGB", "CMYK")
+        return ImageCms.buildTransform(src, dst, *modes, flags=0x0040)  # cmsFLAGS_NOCACHE
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+def _cmyk_to_rgb(im: Image.Image, icc) -> np.ndarray:
+    """CMYK pixels as sRGB: through the image's CMYK profile when there is a usable one, else
+    Pillow's plain formula (what viewers assume for a CMYK file without a profile)."""
+    t = _cms_transform(bytes(icc), True) if _icc_space(icc) == b"CMYK" else None
+    if t is not None:
+        from PIL import ImageCms
+
+        return np.asarray(ImageCms.applyTransform(im, t))
+    return np.asarray(im.convert("RGB"))
+
+
+def _rgb_to_cmyk(rgb: np.ndarray, icc) -> np.ndarray:
+    """The inverse of :func:`_cmyk_to_rgb` for filled pixels, uint8 [H, W, 4]."""
+    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    t = _cms_transform(bytes(icc), False) if _icc_space(icc) == b"CMYK" else None
+    if t is not None:
+        from PIL import ImageCms
+
+        return np.asarray(ImageCms.applyTransform(img, t))
+    return np.asarray(img.convert("CMYK"))
 
 
 def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = False,
@@ -400,11 +701,24 @@ def _max_filter_1d(m: np.ndarray, r: int, axis: int) -> np.ndarray:
 def restore_mode(result: np.ndarray, src: Decoded, mask: np.ndarray, fmt: str) -> Image.Image:
     """The uint8 RGB result as a Pillow image in the source's mode (as far as ``fmt`` allows)."""
     hole = np.asarray(mask, dtype=bool)
+    if fmt == "GIF" and src.index is not None:
+        return _indexed(result, src, hole)
+    if src.cmyk is not None and fmt in _CMYK_FORMATS:
+        out = src.cmyk.copy()  # outside the hole: the source's own ink values
+        if hole.any():
+            out[hole] = _rgb_to_cmyk(result, src.info.get("icc_profile"))[hole]
+        return Image.frombytes("CMYK", (out.shape[1], out.shape[0]), out.tobytes())
     if src.gray16 is not None and fmt in _WIDE_FORMATS:
         g8 = np.asarray(Image.fromarray(result).convert("L"))
         out16 = src.gray16.copy()
         out16[hole] = g8[hole].astype(np.uint16) * 257
-        return Image.fromarray(out16)  # mode I;16
+        t = src.transparent
+        if t is not None and fmt == "PNG":  # its transparent value: never inside the filled hole
+            out16[hole & (out16 == t)] = t + 1 if t < 65535 else t - 1
+        img = Image.fromarray(out16)  # mode I;16
+        if t is not None and fmt == "PNG":
+            img.info["transparency"] = t
+        return img
     gray = src.mode in ("L", "LA", "1", "La") or src.gray16 is not None
     img = Image.fromarray(result)
     if gray:
@@ -414,6 +728,49 @@ def restore_mode(result: np.ndarray, src: Decoded, mask: np.ndarray, fmt: str) -
         a[hole] = 255
         img.putalpha(Image.fromarray(a))
     return img
+
+
+def _indexed(result: np.ndarray, src: Decoded, hole: np.ndarray) -> Image.Image:
+    """A GIF's pixels: the source's palette indices (or grey values) outside the hole, the
+    nearest opaque palette colour inside it, the same palette and transparent index; Pillow
+    would otherwise quantise the whole image again and move colours outside the hole."""
+    idx = src.index.copy()
+    t = src.transparent
+    h, w = idx.shape
+    if src.palette is None:  # grey with a transparent value
+        if hole.any():
+            g = np.asarray(Image.fromarray(result).convert("L"))[hole]
+            if t is not None:
+                g[g == t] = t + 1 if t < 255 else t - 1
+            idx[hole] = g
+        img = Image.frombytes("L", (w, h), idx.tobytes())
+    else:
+        if hole.any():
+            idx[hole] = _nearest_colour(result[hole], src.palette, t)
+        img = Image.frombytes("P", (w, h), idx.tobytes())
+        img.putpalette(src.palette)
+    if t is not None:
+        img.info["transparency"] = t
+    return img
+
+
+def _nearest_colour(colours: np.ndarray, palette: list, exclude: int | None) -> np.ndarray:
+    """The index of the nearest palette colour (squared RGB distance) for each of ``colours``
+    (uint8 [N, 3]), never ``exclude`` (the transparent index) while there is another."""
+    pal = np.asarray(palette, np.int32).reshape(-1, 3)
+    allowed = np.ones(len(pal), bool)
+    if exclude is not None and 0 <= exclude < len(pal) and len(pal) > 1:
+        allowed[exclude] = False
+    cand, cand_idx = pal[allowed], np.flatnonzero(allowed)
+    c = colours.astype(np.int32)
+    packed = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+    uniq, inverse = np.unique(packed, return_inverse=True)  # each distinct colour once
+    u = np.stack([uniq >> 16, (uniq >> 8) & 255, uniq & 255], axis=1)
+    best = np.empty(len(u), np.uint8)
+    for s in range(0, len(u), 4096):  # ~12 MB of distances at a time
+        d = ((u[s:s + 4096, None, :] - cand[None, :, :]) ** 2).sum(axis=2)
+        best[s:s + 4096] = cand_idx[d.argmin(axis=1)]
+    return best[inverse.reshape(-1)]
 
 
 def output_is_whole(path: str | Path) -> bool:
@@ -462,21 +819,37 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
         if img.mode not in ("RGB", "L", "CMYK"):
             img = img.convert("RGB")
         kw["subsampling"] = 0 if quality >= 90 else 2
-    if fmt in ("BMP", "PPM") and img.mode not in ("RGB", "L", "1"):
+    if fmt in ("BMP", "PPM") and img.mode not in ("RGB", "L", "1") and not (
+            fmt == "PPM" and img.mode in ("I;16", "I")):  # (16-bit PGM)
         img = img.convert("RGB")
     if fmt == "GIF" and img.mode not in ("P", "L"):
         img = img.convert("RGBA" if "A" in img.mode else "RGB")
+    if fmt == "GIF" and img.mode == "P":
+        kw["optimize"] = False  # the palette and indices as they are (restore_mode's)
     if fmt in ("WEBP",) and img.mode in ("I;16", "I"):
         img = img.convert("L")
     for k in ("icc_profile", "exif", "dpi"):
         if k in info and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
             kw[k] = info[k]
+    if "icc_profile" in kw and _icc_space(kw["icc_profile"]) != _ICC_SPACE.get(img.mode):
+        del kw["icc_profile"]  # a profile for other pixels (CMYK on RGB) would misrender them
+    groups: dict = {}
+    if fmt == "TIFF" and kw.get("exif"):
+        ex = Image.Exif()
+        ex.load(kw.pop("exif"))
+        tags, groups = _exif_parts(ex)
+        if tags:
+            kw["exif"] = Image.Exif()
+            for tag, value in tags.items():
+                kw["exif"][tag] = value
     if fmt == "WEBP" and info.get("lossless"):
         kw = {k: v for k, v in kw.items() if k != "quality"} | {"lossless": True, "quality": 100}
     if fmt == "TIFF" and info.get("compression") in ("tiff_lzw", "tiff_adobe_deflate", "packbits", "raw"):
         kw["compression"] = info["compression"]  # a lossless TIFF keeps its own compression
     buf = BytesIO()
     img.save(buf, format=fmt, **kw)
+    if groups:
+        return _tiff_add_directories(buf.getvalue(), groups)
     return buf.getvalue()
 
 

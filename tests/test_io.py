@@ -302,9 +302,12 @@ def test_output_with_trailing_separator_is_a_folder(tmp_path):
         p = runner.plan(tmp_path / "x.png", tmp_path / "m.png", str(tmp_path / "results.d") + sep)
         assert [r["out"] for r in p.images] == [str(tmp_path / "results.d" / "x.png")]
         assert not p.single_file
-    p = runner.plan(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.d")
-    assert [r["out"] for r in p.images] == [str(tmp_path / "results.d")]  # no separator: the file itself
-    assert p.single_file
+    # no separator: a file, whose suffix must name a format fastfill writes
+    with pytest.raises(InputError, match=r"\.d is not a format fastfill writes"):
+        runner.plan(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.d")
+    p = runner.plan(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.tif")
+    assert [r["out"] for r in p.images] == [str(tmp_path / "results.tif")] and p.single_file
+    assert p.images[0]["format"] == "TIFF"
 
 
 def test_only_regular_files_are_candidates(tmp_path):
