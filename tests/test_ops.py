@@ -239,3 +239,101 @@ def test_build_info_matches_what_the_module_has():
 def test_cuda_pointer_entry_points_exist():
     from fastfill import _C
     assert hasattr(_C, "prepare_cuda") and hasattr(_C, "composite_cuda")
+
+
+# --- an all-hole frame: nothing known, so every fill is the constant mean colour ----------------
+
+def _mean_bytes(mean):
+    """What the kernels write for a hole with no boundary: rint(float32(mean) * 255) clamped."""
+    v = np.float32(np.asarray(mean, np.float64)) * np.float32(255)
+    return np.where(~(v > 0), 0, np.where(v >= 255, 255, np.rint(v))).astype(np.uint8)
+
+
+ALL_HOLE_OPTIONS = [("mean", {}), ("harmonic", {}), ("patch", {}), ("patch", {"thin": 0}),
+                    ("patch", {"thin": 0, "patch": 3, "blend": 0, "radius": 1, "seed": 7}),
+                    ("patch", {"patch": 15, "thin": 0, "levels": 1, "iterations": 1, "passes": 1,
+                               "blend": 64})]
+
+
+@pytest.mark.parametrize("method,options", ALL_HOLE_OPTIONS)
+@pytest.mark.parametrize("mean", [None, (0.1, 0.7, 0.33), (0.0, 1.0, 0.5), (-0.3, 2.0, 0.50196),
+                                  (0.5 / 255, 1.5 / 255, 2.5 / 255)])
+def test_all_hole_fill_is_the_mean_colour_byte_for_byte(method, options, mean):
+    from fastfill import _C
+
+    rng = np.random.default_rng(5)
+    for n, h, w in [(1, 1, 1), (1, 7, 9), (2, 40, 50), (3, 33, 65)]:
+        images = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+        for masks in (np.ones((n, h, w), np.bool_), rng.integers(1, 256, (n, h, w), dtype=np.uint8)):
+            got = ops.fill(images, masks, method, mean=mean, **options)
+            want = np.broadcast_to(_mean_bytes(mean or (0.5, 0.5, 0.5)), (n, h, w, 3))
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == np.uint8 and got.flags.c_contiguous and got.flags.writeable
+            # the native kernel's own bytes for the same call
+            native = _C.fill(images, masks, list(ops._seq3(mean or (0.5, 0.5, 0.5))), None,
+                             *ops._fill(method, options), None)
+            np.testing.assert_array_equal(got, native)
+            np.testing.assert_array_equal(ops.fill(images[0], masks[0], method, mean=mean, **options),
+                                          want[0])
+        if h > 4 and w > 4:  # a window that is all hole in a frame that is not
+            masks = np.ones((n, h, w), np.uint8)
+            masks[:, 0, 0] = 0
+            got = ops.fill(images, masks, method, mean=mean, window=(1, 1, h - 2, w - 2), **options)
+            np.testing.assert_array_equal(got, np.broadcast_to(want[:, :h - 2, :w - 2], got.shape))
+
+
+def test_all_hole_fill_keeps_the_checks_and_the_patch_state():
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    full = np.ones((1, 8, 8), np.uint8)
+    with pytest.raises(ValueError, match="patch: must be odd"):
+        ops.fill(images, full, "patch", patch=4)
+    with pytest.raises(ValueError, match="takes no option"):
+        ops.fill(images, full, "harmonic", radius=3)
+    with pytest.raises(ValueError, match="mean: values must be finite"):
+        ops.fill(images, full, "harmonic", mean=(np.nan, 0, 0))
+    with pytest.raises(ValueError, match="window"):
+        ops.fill(images, full, "harmonic", window=(0, 0, 9, 8))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.fill(np.zeros((1, 8, 16, 3), np.uint8)[:, :, ::2], full, "harmonic")
+    with pytest.raises(TypeError, match="masks: expected uint8 or bool"):
+        ops.fill(images, full.astype(np.int32), "harmonic")
+    # an all-hole frame between two frames leaves the video's patch state as it was
+    rng = np.random.default_rng(1)
+    im = rng.integers(0, 256, (1, 60, 80, 3), dtype=np.uint8)
+    mk = np.zeros((1, 60, 80), np.uint8)
+    mk[:, 20:40, 30:50] = 1
+    s1, s2 = ops.PatchState(), ops.PatchState()
+    ops.fill(im, mk, "patch", state=s1)
+    ops.fill(im, np.ones_like(mk), "patch", state=s1)
+    ops.fill(im, mk, "patch", state=s2)
+    np.testing.assert_array_equal(ops.fill(im, mk, "patch", state=s1), ops.fill(im, mk, "patch", state=s2))
+
+
+_RSS_SCRIPT = """
+import resource, sys
+import numpy as np
+from fastfill import ops
+method = sys.argv[1]
+im = np.full((2160, 3840, 3), 7, np.uint8)
+mk = np.ones((2160, 3840), np.uint8)
+ops.fill(im[:8, :8].copy(), mk[:8, :8].copy(), method)  # imports and first-call set-up
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = ops.fill(im, mk, method)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert out.shape == (2160, 3840, 3) and (out == 128).all()
+print((after - before) * 1024)
+"""
+
+
+@pytest.mark.parametrize("method", ["harmonic", "patch"])
+def test_all_hole_4k_frame_costs_its_output_not_a_solve(method):
+    """A 4K all-hole frame through the solvers took +539 MB (harmonic) / +590 MB (patch) of peak
+    memory to paint one colour; the result itself is 24 MB."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, method], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    grown = int(p.stdout.strip().splitlines()[-1])
+    assert grown < 64 << 20, f"peak RSS grew by {grown >> 20} MB"

@@ -14,7 +14,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from ..errors import EngineError
-from .base import Engine, ModelMeta, read_meta, read_onnx_metadata
+from .base import MAX_MODEL_BYTES, Engine, ModelMeta, check_model_file, read_meta, read_onnx_metadata
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,7 @@ def load_engine(path: str | Path | None = None, backend: str | None = None, **op
     backend = None if backend == AUTO else backend
     auto = backend is None and path.suffix.lower() == ".onnx"
     fmt = None if auto else find_format(path, backend)
-    if not path.exists():
-        raise EngineError(f"model file not found: {path}")
+    check_model_file(path)  # a regular file within the size bound, before any back-end reads it
     if auto:
         return _load_auto(path, options)
     engine = _load(fmt, path, options)
@@ -191,5 +190,6 @@ def _load(fmt: Format, path: Path, options: dict) -> Engine:
 __all__ = [
     "Engine", "ModelMeta", "Format", "FORMATS", "BACKENDS", "SUFFIXES",
     "load_engine", "find_format", "default_model_path", "read_meta", "read_onnx_metadata",
-    "device_options", "open_engine", "DEVICES", "AUTO", "AUTO_ORDER",
+    "device_options", "open_engine", "DEVICES", "AUTO", "AUTO_ORDER", "check_model_file",
+    "MAX_MODEL_BYTES",
 ]

@@ -12,6 +12,7 @@ not need the ``onnx`` package (a minimal protobuf reader below walks the top-lev
 from __future__ import annotations
 
 import json
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -35,6 +36,24 @@ MODEL_OPS = frozenset({
 # Bumped when the meaning of a key changes; a newer file is refused with a clear message.
 METADATA_VERSION = 1
 
+# Model files are read whole (the metadata reader, TensorRT's plan): ONNX holds at most 2 GiB in one
+# file (protobuf's limit) and fastfill's models are a few MB, so more is not a model.
+MAX_MODEL_BYTES = 2 * 1024 ** 3
+# The ranges of the numeric metadata (docs/ARCHITECTURE.md, The model contract): beyond them a
+# model would fail on its first image, or pad every crop to an absurd size, instead of at load.
+MAX_MULTIPLE = 256  # 8 stride-2 stages
+MAX_INPUT_SIDE = 8192
+MAX_RECEPTIVE_FIELD = 1 << 18  # the patch fill's widest context (radius 65536) is 131074
+
+
+def _out_of_range(field: str, value, allowed: str) -> EngineError:
+    return EngineError(f"{PREFIX}{field} = {value} is out of range (allowed: {allowed})")
+
+
+def _int_in(field: str, value, lo: int, hi: int) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise _out_of_range(field, value, f"{lo} to {hi}")
+
 
 @dataclass(frozen=True)
 class ModelMeta:
@@ -53,12 +72,23 @@ class ModelMeta:
         if self.kind not in KINDS:
             raise EngineError(f"unknown model kind {self.kind!r} (expected one of {', '.join(KINDS)})")
         if len(self.mean) != 3 or not all(0.0 <= float(m) <= 1.0 for m in self.mean):
-            raise EngineError(f"model mean colour must be 3 numbers in [0, 1], got {self.mean!r}")
+            raise _out_of_range("mean", ",".join(f"{float(m):g}" for m in self.mean), "3 numbers in [0, 1]")
         if self.fill not in FILLS:
             raise EngineError(f"unknown prefill {self.fill!r} in the model metadata "
                               f"(expected one of {', '.join(FILLS)}); upgrade fastfill")
-        if self.multiple < 1 or self.channels not in (3, 4):
-            raise EngineError(f"bad model metadata: multiple={self.multiple}, channels={self.channels}")
+        _int_in("multiple", self.multiple, 1, MAX_MULTIPLE)
+        if isinstance(self.channels, (bool, np.bool_)) or self.channels not in (3, 4):
+            raise _out_of_range("channels", self.channels, "3 or 4")
+        _int_in("receptive_field", self.receptive_field, 0, MAX_RECEPTIVE_FIELD)
+        if self.input_size is not None:
+            size = ",".join(str(v) for v in self.input_size)
+            try:
+                for v in self.input_size:
+                    _int_in("input_size", v, 1, MAX_INPUT_SIDE)
+            except EngineError:
+                raise _out_of_range("input_size", size, f"each side 1 to {MAX_INPUT_SIDE}") from None
+            if any(v % self.multiple for v in self.input_size):  # no padded input would fit it
+                raise _out_of_range("input_size", size, f"multiples of {PREFIX}multiple ({self.multiple})")
 
     # -- ONNX metadata_props (all values are strings) -----------------------------------------
     def to_onnx_metadata(self) -> dict[str, str]:
@@ -86,13 +116,15 @@ class ModelMeta:
             if version > METADATA_VERSION:
                 raise EngineError(f"{source}: model metadata version {version} is newer than this "
                                   f"fastfill understands ({METADATA_VERSION}); upgrade fastfill")
+            if version < 1:
+                raise EngineError(f"{source}: {_out_of_range('version', version, f'1 to {METADATA_VERSION}')}")
             mean = tuple(float(v) for v in props[PREFIX + "mean"].split(","))
             size = props.get(PREFIX + "input_size", "").strip()
             input_size = tuple(int(v) for v in size.split(",")) if size else None
             if input_size is not None and len(input_size) != 2:
                 raise ValueError(f"input_size {size!r}")
             prov = props.get(PREFIX + "provenance", "")
-            return cls(
+            fields = dict(
                 kind=props[PREFIX + "model"],
                 mean=mean,  # type: ignore[arg-type]
                 multiple=int(props.get(PREFIX + "multiple", "4")),
@@ -106,6 +138,10 @@ class ModelMeta:
             raise
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise EngineError(f"{source}: bad fastfill metadata ({type(e).__name__}: {e})") from None
+        try:
+            return cls(**fields)
+        except EngineError as e:  # the checks of the values: say which file
+            raise EngineError(f"{source}: {e}") from None
 
     # -- JSON (the .plan sidecar) ------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -271,14 +307,40 @@ def _fields(buf: memoryview):
         yield num, wt, v
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_model_file(path: str | Path, limit: int = MAX_MODEL_BYTES) -> int:
+    """The size of a model file (or a plan's sidecar), after the checks every opener of one makes
+    first: it exists and, links followed, is a regular file (a FIFO would block the reader, a
+    device feed it forever) of at most ``limit`` bytes. An EngineError in one line otherwise."""
+    p = Path(path)
+    try:
+        st = p.stat()  # follows links: the checks are on what would be read
+    except FileNotFoundError:
+        raise EngineError(f"model file not found: {p}") from None
+    except OSError as e:
+        raise EngineError(f"{p}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a file")
+        raise EngineError(f"{p}: not a regular file ({kind})")
+    if st.st_size > limit:
+        raise EngineError(f"{p}: {st.st_size} bytes, over the limit of {limit} bytes")
+    return st.st_size
+
+
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file, with clear errors for missing/empty/non-ONNX files."""
     p = Path(path)
-    if not p.exists():
-        raise EngineError(f"model file not found: {p}")
-    if p.is_dir():
-        raise EngineError(f"model path is a directory, not a file: {p}")
-    data = p.read_bytes()
+    size = check_model_file(p)
+    try:
+        with open(p, "rb") as f:
+            data = f.read(size + 1)  # no more than was checked, should the file grow meanwhile
+    except OSError as e:
+        raise EngineError(f"{p}: cannot read ({e.strerror or e})") from None
+    if len(data) > size:
+        raise EngineError(f"{p}: the file grew while it was read")
     if not data:
         raise EngineError(f"model file is empty: {p}")
     props: dict[str, str] = {}

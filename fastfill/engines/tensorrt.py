@@ -27,10 +27,11 @@ import numpy as np
 from ..errors import EngineError, InputError
 from ..io import sha256_file
 from ..ops import padded_size
-from .base import EngineBase, ModelMeta, check_io_shapes, shape_problem
+from .base import EngineBase, ModelMeta, check_io_shapes, check_model_file, shape_problem
 
 SIDECAR_FORMAT = "fastfill-plan"
 SIDECAR_VERSION = 1
+SIDECAR_MAX_BYTES = 1 << 20  # a few kB of JSON: more is not a sidecar
 INSTALL_TRT = "pip install 'fastfill[trt]' (TensorRT 10 or newer and cuda-python; needs an NVIDIA GPU and driver)"
 
 
@@ -53,10 +54,12 @@ def read_sidecar(plan: str | Path) -> dict:
     plan = Path(plan)
     if not plan.exists():
         raise EngineError(f"plan file not found: {plan}")
+    check_model_file(plan)
     sp = sidecar_path(plan)
     if not sp.exists():
         raise EngineError(f"{plan}: its sidecar {sp.name} is missing (it is written by `fastfill build` "
                           f"beside the plan); rebuild: fastfill build model.onnx -o {plan}")
+    check_model_file(sp, limit=SIDECAR_MAX_BYTES)
     try:
         side = json.loads(sp.read_text())
         if side.get("format") != SIDECAR_FORMAT:
