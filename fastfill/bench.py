@@ -1,21 +1,25 @@
 """The measurement behind ``fastfill bench`` (and the scripts in ``benchmarks/``).
 
 What one run measures, per configuration (size x batch) and per *target* (an engine, optionally in
-ROI or full-frame mode, or PyTorch eager on a checkpoint):
+ROI or full-frame mode, or PyTorch eager on a checkpoint). A target is what ``fastfill run`` runs
+with the same options (:func:`make_targets`): with none, the shipped model as run loads it (ROI on,
+its batch size, the back-end's threads, the prefill alone where the model adds nothing to it):
 
 - latency of one batch: mean, p50, p90, p99, min; throughput in images/s and megapixels/s;
 - the split by stage: ``check`` (validation and the ROI windows), ``prepare``, ``infer``,
   ``composite``, and ``decode`` / ``encode`` when the input comes from files;
-- the model's GFLOP per image at the sizes it actually runs (conv / convtranspose / gemm / matmul
-  multiply-adds x 2, counted from the ONNX graph after shape inference) and the GFLOP/s the
-  engine achieves in its ``infer`` stage.
+- the model's GFLOP per image at the sizes it actually runs (2 x the multiply-adds of every
+  conv / convtranspose / gemm / matmul layer, counted from the ONNX graph after shape inference:
+  :func:`onnx_flops`; 0 where no net runs) and the GFLOP/s the engine achieves in its ``infer``
+  stage.
 
 Targets are measured *interleaved*: every iteration runs each target once, in a rotating order,
 so that a noisy machine slows them all alike and their ratios stay meaningful.
 
 Stage timing comes from the Inpainter itself (``Inpainter.batch(..., timings=...)``), so the
 numbers describe the real path. When FLOPs cannot be counted, ``gflop_per_image`` is None ("n/a")
-and ``gflop_note`` says why. Nothing here imports torch unless a PyTorch target is asked for.
+and ``gflop_note`` says why: never a partial count. Nothing here imports torch unless a PyTorch
+target is asked for.
 """
 
 from __future__ import annotations
@@ -154,12 +158,72 @@ class FlopCountError(ValueError):
     """FLOPs cannot be counted for this model (the message says why); the report shows "n/a"."""
 
 
+# The ops counted, as 2 x multiply-adds, and where their weight (or B) input is.
+_MAC_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1,
+            "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3, "Gemm": 1}
+# Standard ops that also do multiply-adds, which this counter does not count: a model with one has
+# no number rather than a partial one.
+_UNCOUNTED_MAC_OPS = {"Einsum", "RNN", "LSTM", "GRU", "Attention", "MultiHeadAttention",
+                      "DeformConv"}
+# Ops of other domains known to do no multiply-adds (ONNX Runtime's QDQ); any other is unknown.
+_FREE_FOREIGN_OPS = {"QuantizeLinear", "DequantizeLinear"}
+
+
+class _Uncountable(ValueError):
+    """A graph the counter reads but cannot count (its own message, without a type name)."""
+
+
+def _unknown_op(node) -> str | None:
+    """Why ``node`` (or a node of its subgraphs) makes a count impossible, else None."""
+    if node.domain not in ("", "ai.onnx"):
+        if node.op_type in _FREE_FOREIGN_OPS:
+            return None
+        return (f"op {node.domain}::{node.op_type} ({node.name or 'unnamed'}): whether and how "
+                "many multiply-adds it does is not known to the counter")
+    if node.op_type in _UNCOUNTED_MAC_OPS:
+        return (f"op {node.op_type} ({node.name or 'unnamed'}) does multiply-adds the counter "
+                "does not count")
+    for a in node.attribute:  # If / Loop / Scan: a body's layers run an unknown number of times
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            for n in g.node:
+                if n.op_type in _MAC_OPS or _unknown_op(n):
+                    return (f"{node.op_type} ({node.name or 'unnamed'}) has {n.op_type} in its "
+                            "subgraph: the counter does not count subgraphs")
+    return None
+
+
+def _node_macs(node, shapes, attrs) -> int:
+    """Multiply-adds of one counted node; _Uncountable naming the node when a shape is unknown."""
+    op = node.op_type
+    w_at = _MAC_OPS[op]
+    x = shapes.get(node.input[0]) if node.input else None
+    w = shapes.get(node.input[w_at]) if len(node.input) > w_at else None
+    y = shapes.get(node.output[0])
+    need = {"ConvTranspose": (x, w)}.get(op, (x, w, y))
+    if any(s is None or None in s for s in need):
+        raise _Uncountable(f"{op} node {node.name or '(unnamed)'!r}: its shapes cannot be "
+                           f"inferred (input {x}, weight {w}, output {y}; None = unknown)")
+    if op == "ConvTranspose":  # every input pixel meets the whole [Cout/g, k...] kernel slice
+        return int(np.prod(x)) * int(np.prod(w[1:]))
+    if op in ("Conv", "ConvInteger", "QLinearConv"):  # every output meets Cin/g x k... weights
+        return int(np.prod(y)) * int(np.prod(w[1:]))
+    k = x[-2] if (op == "Gemm" and attrs.get("transA") and len(x) >= 2) else x[-1]
+    return int(np.prod(y)) * int(k)
+
+
 def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dict:
-    """Multiply-adds x 2 of the Conv / ConvTranspose / Gemm / MatMul nodes of an ONNX model at an
-    input of [batch, C, height, width], from ``onnx.shape_inference``. Returns
-    ``{'gflop': total, 'by_op': {op_type: gflop}, 'layers': [(name, op, gflop)]}``. Raises
-    :class:`FlopCountError` saying why when the ``onnx`` package is missing (install the `dev`
-    or `train` extra), the file cannot be read or its shapes cannot be inferred."""
+    """GFLOP of one call of an ONNX model on an input of [batch, C, height, width]: 2 x the
+    multiply-adds of every Conv, ConvTranspose, Gemm and MatMul node (and their integer /
+    QLinear forms), with shapes from ``onnx.shape_inference`` (with data propagation, so shapes
+    computed in the graph, e.g. a group norm's ``Reshape(x, Shape(y))``, are followed). Biases,
+    norms, activations and other element-wise ops are not counted (as torch's FlopCounterMode
+    does not); the CE's paste, two MatMuls, is.
+
+    Returns ``{'gflop': total, 'by_op': {op_type: gflop}, 'layers': [(name, op, gflop)]}``.
+    A count is all layers or none: :class:`FlopCountError` saying why when the ``onnx`` package
+    is missing (the `dev` or `train` extra), the file cannot be read, a counted layer's shapes
+    cannot be inferred, or the graph has an op that may do multiply-adds the counter does not
+    count (Einsum, RNNs, ops of other domains, layers inside subgraphs)."""
     key = (str(path), os.path.getmtime(path) if os.path.exists(path) else 0, height, width, batch)
     if key in _FLOP_CACHE:
         if isinstance(_FLOP_CACHE[key], str):  # a model that cannot be counted is tried once
@@ -175,6 +239,10 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
     try:
         model = onnx.load(str(path))
         graph = model.graph
+        for node in graph.node:
+            why = _unknown_op(node)
+            if why:
+                raise _Uncountable(why)
         inits = {i.name: list(i.dims) for i in graph.initializer}
         inputs = [i for i in graph.input if i.name not in inits]
         if not inputs:
@@ -185,7 +253,9 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
             if v is not None:
                 d.ClearField("dim_param")
                 d.dim_value = v
-        inferred = shape_inference.infer_shapes(model)
+        # data_prop: without it a shape computed in the graph (Shape -> Reshape) is unknown and
+        # every layer after it would drop out of the count
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
         shapes = dict(inits)
         for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(
                 inferred.graph.output):
@@ -195,29 +265,16 @@ def onnx_flops(path: str | Path, height: int, width: int, batch: int = 1) -> dic
                                    for d in t.shape.dim]
         layers = []
         for node in inferred.graph.node:
-            op = node.op_type
-            if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            if node.op_type not in _MAC_OPS:
                 continue
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            ins = [shapes.get(n) for n in node.input]
-            outs = [shapes.get(n) for n in node.output]
-            macs = None
-            if op == "Conv" and ins[1] and outs[0] and None not in outs[0]:
-                wshape = ins[1]  # [Cout, Cin/g, kh, kw]
-                macs = int(np.prod(outs[0])) * int(np.prod(wshape[1:]))
-            elif op == "ConvTranspose" and ins[0] and ins[1] and None not in ins[0]:
-                wshape = ins[1]  # [Cin, Cout/g, kh, kw]
-                macs = int(np.prod(ins[0])) * int(np.prod(wshape[1:]))
-            elif op in ("Gemm", "MatMul") and ins[0] and ins[1] and outs[0] \
-                    and None not in ins[0] and None not in outs[0]:
-                k = ins[0][-2] if (op == "Gemm" and attrs.get("transA")) else ins[0][-1]
-                macs = int(np.prod(outs[0])) * int(k)
-            if macs is not None:
-                layers.append((node.name or op, op, 2.0 * macs / 1e9))
+            macs = _node_macs(node, shapes, attrs)
+            layers.append((node.name or node.op_type, node.op_type, 2.0 * macs / 1e9))
     except (OSError, ValueError, TypeError, KeyError, IndexError, ProtobufError,
             shape_inference.InferenceError, onnx.checker.ValidationError) as e:
-        # a file onnx cannot read, or a graph whose shapes cannot be inferred: "n/a", with why
-        _FLOP_CACHE[key] = f"cannot count FLOPs of {path}: {type(e).__name__}: {e}"
+        # a file onnx cannot read, a shape not inferred, an op not counted: "n/a", with why
+        why = str(e) if isinstance(e, _Uncountable) else f"{type(e).__name__}: {e}"
+        _FLOP_CACHE[key] = f"cannot count FLOPs of {path}: {why}"
         raise FlopCountError(_FLOP_CACHE[key]) from None
     by_op: dict[str, float] = {}
     for _, op, g in layers:
@@ -273,9 +330,18 @@ class Target:
     def engine(self):
         return self.inpainter.engine
 
+    @property
+    def runs_a_net(self) -> bool:
+        """False for a classical fill (e.g. the shipped model's prefill alone: no net runs)."""
+        from .engines.classical import ClassicalEngine
+
+        return not isinstance(self.engine, ClassicalEngine)
+
     def gflop(self, height: int, width: int) -> float:
-        """GFLOP of one model call on an input of height x width (already padded);
-        :class:`FlopCountError` saying why when it cannot be counted."""
+        """GFLOP of one model call on an input of height x width (already padded): 0 where no
+        net runs; :class:`FlopCountError` saying why when it cannot be counted."""
+        if not self.runs_a_net:
+            return 0.0  # model_path may name the skipped net: its FLOPs are not spent
         if self.model_path and str(self.model_path).lower().endswith(".onnx"):
             return onnx_flops(self.model_path, height, width)["gflop"]
         fl = getattr(self.engine, "flops", None)
@@ -287,18 +353,26 @@ class Target:
 
 def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] = (None,), *,
                  torch_checkpoint: str | None = None, threads: int | None = None,
-                 roi_modes: Sequence[bool] = (True,), batch_size: int = 1,
+                 roi_modes: Sequence[bool] = (True,), batch_size: int | None = None,
                  device: str | None = None) -> list[Target]:
     """Load every (engine file x back-end) plus the optional PyTorch checkpoint, once per ROI
-    mode. ``engines`` None entries mean the shipped default model."""
+    mode. ``engines`` None entries mean the shipped default model.
+
+    Each target is what ``fastfill run`` (an :class:`~fastfill.inpainter.Inpainter`) runs with the
+    same options: ``threads`` None is the back-end's choice, ``batch_size`` None the Inpainter's
+    default, and with no engine, back-end, device or threads the shipped model is skipped for its
+    prefill alone where it adds nothing to it (as ``Inpainter()`` does, checked at load)."""
     from .engines import default_model_path, open_engine
-    from .inpainter import Inpainter
+    from .inpainter import Inpainter, _engine, engine_line  # the header's words are run's own
 
     loaded = []
     for path in engines:
         for be in backends or (None,):
-            # threads go to the back-ends that have them (a TensorRT plan has none)
-            eng = open_engine(path, backend=be, device=device, threads=threads, threads_where_taken=True)
+            if threads is None:  # Inpainter's own loading rule, shortcut included
+                eng = _engine(path, None, be, device)
+            else:  # threads go to the back-ends that have them (a TensorRT plan has none)
+                eng = open_engine(path, backend=be, device=device, threads=threads,
+                                  threads_where_taken=True)
             p = str(path) if path is not None else str(default_model_path())
             loaded.append((eng, p))
     if torch_checkpoint:
@@ -316,11 +390,12 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
             base += f" {Path(p).name}"
         for roi in roi_modes:
             label = base + ((" roi" if roi else " full") if len(roi_modes) > 1 else "")
-            inp = Inpainter(eng, roi=roi, batch_size=batch_size)
+            bs = {} if batch_size is None else {"batch_size": batch_size}  # None: run's default
+            inp = Inpainter(eng, roi=roi, **bs)
             targets.append(Target(label, inp, p, {
                 "engine": getattr(eng, "name", "engine"), "model": p or str(getattr(eng, "path", "")),
                 "device": getattr(eng, "device", "cpu"), "roi": roi,
-                "kind": eng.meta.kind}))
+                "kind": eng.meta.kind, "threads": threads, "measures": engine_line(inp)}))
     if len({t.label for t in targets}) != len(targets):  # same file twice: number them
         for i, t in enumerate(targets):
             t.label = f"{i + 1}:{t.label}"
@@ -403,6 +478,8 @@ def _result(t, rec, masks, width, height, batch, files) -> dict:
             g += t.gflop(*ops.padded_size(wh, ww, t.inpainter.multiple))
     except FlopCountError as e:
         g, why = None, str(e)
+    if not t.runs_a_net:
+        why = f"{t.label}: no net runs (a classical fill), so no model multiply-adds"
     lat = percentiles(rec["lat"])
     mean_s = lat["mean"] / 1e3
     stages = {k: v / n * 1e3 for k, v in rec["stages"].items()
@@ -410,7 +487,8 @@ def _result(t, rec, masks, width, height, batch, files) -> dict:
     infer_s = stages["infer"] / 1e3
     r = {
         "target": t.label, **t.info,
-        "size": [width, height], "batch": batch, "iterations": n,
+        "size": [width, height], "batch": batch, "batch_size": t.inpainter.batch_size,
+        "iterations": n,
         "hole_fraction": float((masks != 0).mean()),
         "windows": [list(w) for w in wins],
         "latency_ms": lat,
@@ -418,8 +496,9 @@ def _result(t, rec, masks, width, height, batch, files) -> dict:
                        "megapixels_per_s": batch * width * height / 1e6 / mean_s},
         "stages_ms": stages,
         "gflop_per_image": g,
-        "gflops_infer": (g * batch / infer_s) if (g is not None and infer_s > 0) else None,
-        "gflops_end_to_end": (g * batch / mean_s) if g is not None else None,
+        # no rate where no model arithmetic is done (n/a, or no net)
+        "gflops_infer": (g * batch / infer_s) if (g and infer_s > 0) else None,
+        "gflops_end_to_end": (g * batch / mean_s) if g else None,
     }
     if why:
         r["gflop_note"] = why
@@ -451,9 +530,12 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
           batches: Sequence[int] = (1,), *, iters: int = 10, warmup: int = 2,
           hole_fraction: float = 0.1, max_seconds: float | None = None, files: FileInput | None = None,
           seed: int = 0, threads: int | None = None, log: Callable[[str], None] | None = None,
-          inputs: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+          inputs: tuple[np.ndarray, np.ndarray] | None = None,
+          start: Callable[[dict], None] | None = None) -> dict:
     """Measure every target on every (size, batch), interleaved. Returns the report dict
-    (see :func:`format_report`; ``--json`` writes it as is).
+    (see :func:`format_report`; ``--json`` writes it as is). ``start`` is called with the report
+    so far (environment, settings, targets: :func:`format_header`) before anything is run or
+    logged, so that a header printed there comes before every progress line.
 
     The input is synthetic (:func:`synthetic_input`, one size per ``sizes`` entry), or the files
     of ``files`` (decode and encode timed too), or ``inputs`` = (images [N,H,W,3], masks [N,H,W])
@@ -468,6 +550,21 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
         configs = [(None, len(inputs[0]))]
     else:
         configs = [(s, b) for s in (sizes if files is None else [None]) for b in batches]
+    report = {
+        "fastfill_bench": SCHEMA_VERSION,
+        "environment": environment(threads),
+        "settings": {"iters": iters, "warmup": warmup, "threads": threads,
+                     "hole_fraction": None if files else hole_fraction, "max_seconds": max_seconds,
+                     "seed": seed, "batches": list(batches),
+                     "sizes": [list(s) for s in sizes] if files is None else None,
+                     "input": ("arrays" if inputs is not None else
+                               str(files.image) if files is not None else "synthetic")},
+        "targets": [{"target": t.label, "measures": t.info.get("measures", t.label),
+                     "roi": bool(t.inpainter.roi), "batch_size": t.inpainter.batch_size,
+                     "max_batch": max(b for _, b in configs)} for t in targets],
+    }
+    if start:
+        start(report)
     for size, batch in configs:
         images, masks = _inputs(size, batch, inputs, files, hole_fraction, seed)
         height, width = images.shape[1:3]
@@ -491,35 +588,47 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
                 log(f"  {t.label:<28} {width}x{height} b{batch}: {r['latency_ms']['mean']:.1f} ms "
                     f"(n={r['iterations']})")
         comparisons += _compare(targets, per, outputs, masks, width, height, batch)
-    return {
-        "fastfill_bench": SCHEMA_VERSION,
-        "environment": environment(threads),
-        "settings": {"iters": iters, "warmup": warmup, "threads": threads,
-                     "hole_fraction": None if files else hole_fraction, "max_seconds": max_seconds,
-                     "seed": seed, "batches": list(batches),
-                     "sizes": [list(s) for s in sizes] if files is None else None},
-        "results": results,
-        "comparisons": comparisons,
-    }
+    return {**report, "results": results, "comparisons": comparisons}
 
 
 def _fmt(v, spec=".1f", na="n/a"):
     return na if v is None else format(v, spec)
 
 
-def format_report(report: dict) -> str:
-    """The readable table printed by ``fastfill bench``."""
+def format_header(report: dict) -> str:
+    """The top of ``fastfill bench``'s output: where, with what, and what each target measures
+    (printed before the run, from the ``start`` report of :func:`bench`)."""
     env = report["environment"]
     v = env["versions"]
+    st = report["settings"]
+    threads = env["threads"] if env["threads"] is not None else "as the back-end chooses"
     lines = [
         f"fastfill bench  {env['date']}",
         f"device: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable), "
-        f"engine threads {env['threads'] if env['threads'] is not None else 'default'}",
+        f"engine threads {threads}",
         "versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
-        f"{report['settings']['iters']} iterations after {report['settings']['warmup']} warm-up, "
-        "targets interleaved; times per batch in ms",
-        "",
+        "measures, as `fastfill run` does with the same options:",
     ]
+    for t in report.get("targets", []):
+        bs = f"batch size {t['batch_size']}"
+        if t["max_batch"] > t["batch_size"]:
+            bs += f" ({t['max_batch']} with --batch {t['max_batch']})"
+        lines.append(f"  {t['target']}: {t['measures']}; ROI {'on' if t['roi'] else 'off'}, {bs}")
+    where = (f"synthetic input, centred hole {st['hole_fraction']:.0%} of the area"
+             if st.get("input", "synthetic") == "synthetic" else f"input {st['input']}")
+    lines.append(f"{st['iters']} iterations after {st['warmup']} warm-up, targets interleaved; "
+                 f"{where}; times per batch in ms")
+    return "\n".join(lines)
+
+
+def format_report(report: dict) -> str:
+    """The readable report: :func:`format_header`, then :func:`format_table`."""
+    return format_header(report) + "\n\n" + format_table(report)
+
+
+def format_table(report: dict) -> str:
+    """The results of ``fastfill bench``: one row per target and configuration, ratios, notes."""
+    lines = []
     hdr = (f"{'target':<26}{'size':>11}{'b':>3}{'mean':>9}{'p50':>9}{'p90':>9}{'p99':>9}"
            f"{'img/s':>8}{'MP/s':>7}  {'stages ms':<40}{'GFLOP':>8}{'GFLOP/s':>9}")
     lines.append(hdr)
@@ -544,8 +653,10 @@ def format_report(report: dict) -> str:
     lines.append("")
     lines.append("GFLOP: model multiply-adds x 2 per image at the windows it runs on; "
                  "GFLOP/s: over the infer stage.")
-    for note in dict.fromkeys(r["gflop_note"] for r in report["results"] if r.get("gflop_note")):
-        lines.append(f"GFLOP n/a: {note}")
+    notes = {(r["gflop_per_image"] is None, r["gflop_note"]): None
+             for r in report["results"] if r.get("gflop_note")}
+    for na, note in notes:
+        lines.append(f"GFLOP {'n/a' if na else '0'}: {note}")
     return "\n".join(lines)
 
 
@@ -597,6 +708,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: i
     return times
 
 
-__all__ = ["bench", "format_report", "write_json", "make_targets", "Target",
+__all__ = ["bench", "format_report", "format_header", "format_table", "write_json", "make_targets",
+           "Target",
            "FileInput", "parse_size", "onnx_flops", "sgemm_gflops", "environment",
            "percentiles", "synthetic_input", "time_interleaved", "FlopCountError", "STAGES"]

@@ -15,7 +15,7 @@ import click
 
 from .engines import BACKENDS
 from .errors import FastfillError, printable
-from .inpainter import MAX_BATCH, MAX_THREADS
+from .inpainter import MAX_BATCH, MAX_THREADS, engine_line, model_name
 from .runner import MAX_JOBS
 from .io import FORMAT_ALIASES, FORMAT_SUFFIX
 
@@ -112,30 +112,6 @@ def _mask_options(f):
                      help="Grey level from which a mask pixel means fill.")(f)
     f = click.option("--invert", is_flag=True, help="Black = fill instead of white = fill.")(f)
     return f
-
-
-def model_name(inp) -> str:
-    """What the model is called in headers: its file name, or the engine's name (no file)."""
-    from pathlib import Path
-
-    path = getattr(inp.engine, "path", None)
-    return Path(path).name if path else getattr(inp.engine, "name", "model")
-
-
-def engine_line(inp) -> str:
-    """One line for the run header: the model and where it runs, and why there."""
-    from .engines.classical import ClassicalEngine
-
-    m = inp.meta
-    eng = inp.engine
-    if isinstance(eng, ClassicalEngine):  # no net runs: say which fill does the work, plainly
-        if getattr(eng, "path", None):
-            return (f"model: {model_name(inp)} ({m.kind}) adds nothing to its {m.fill} prefill "
-                    f"(checked at load): running the {m.fill} fill alone, on the CPU")
-        return f"fill: {m.fill} (no model), on the CPU"
-    where = getattr(eng, "selection", None) or getattr(eng, "name", "engine")
-    runs_on = getattr(eng, "runs_on", None) or getattr(eng, "device", "cpu").upper()
-    return f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {where}, running on {runs_on}"
 
 
 def _method_option(f):
@@ -467,7 +443,7 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
               help="Engine threads, the same for every target that has them (not TensorRT) "
-                   "[default: the usable cores].")
+                   "[default: the back-end's choice, as fastfill run].")
 @click.option("--hole-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1,
               show_default=True, help="Area of the centred rectangular hole (synthetic input).")
 @click.option("--roi", "roi_compare", is_flag=True,
@@ -494,7 +470,6 @@ def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warm
         raise click.UsageError("--image and --mask go together")
     if image and sizes:
         raise click.UsageError("--size is the synthetic input's; with --image the file's size is used")
-    threads = threads or b.default_threads()
     engine_list = list(engines) or ([] if torch_ckpt else [None])
     targets = b.make_targets(engine_list, list(backends) or [None], torch_checkpoint=torch_ckpt,
                              threads=threads, roi_modes=(False, True) if roi_compare else (True,),
@@ -503,11 +478,12 @@ def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warm
         report = b.bench(targets, list(sizes) or [(512, 512)], list(batches) or [1], iters=iters,
                          warmup=warmup, hole_fraction=hole_fraction, max_seconds=max_seconds,
                          files=b.FileInput(image, mask) if image else None, seed=seed,
-                         threads=threads, log=lambda m: click.echo(m, err=True))
+                         threads=threads, log=lambda m: click.echo(m, err=True),
+                         start=lambda rep: click.echo(b.format_header(rep)))  # before any progress
     finally:
         for t in targets:
             t.inpainter.close()
-    click.echo(b.format_report(report))
+    click.echo("\n" + b.format_table(report))
     if json_out:
         b.write_json(report, json_out)
         click.echo(f"wrote {json_out}", err=True)

@@ -48,7 +48,8 @@ from . import ops, pipeline
 from .errors import EngineError, FastfillError, InputError
 from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
 
-__all__ = ["Inpainter", "Checked", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION"]
+__all__ = ["Inpainter", "Checked", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION",
+           "engine_line", "model_name"]
 
 # Bounds of the resource options (the CLI's flags use the same): past them a typo exhausts the
 # machine instead of doing more work.
@@ -374,6 +375,31 @@ def _engine(engine, threads, backend, device):
     if not (hasattr(engine, "infer") and hasattr(engine, "meta")):
         raise InputError(f"engine must be None, a model path or an Engine, got {type(engine).__name__}")
     return engine
+
+
+def model_name(inp) -> str:
+    """What the model is called in headers: its file name, or the engine's name (no file)."""
+    from pathlib import Path
+
+    path = getattr(inp.engine, "path", None)
+    return Path(path).name if path else getattr(inp.engine, "name", "model")
+
+
+def engine_line(inp) -> str:
+    """One line for a header (run, video, bench): the model, or the fill when no net runs, and
+    where it runs and why there."""
+    from .engines.classical import ClassicalEngine
+
+    m = inp.meta
+    eng = inp.engine
+    if isinstance(eng, ClassicalEngine):  # no net runs: say which fill does the work, plainly
+        if getattr(eng, "path", None):
+            return (f"model: {model_name(inp)} ({m.kind}) adds nothing to its {m.fill} prefill "
+                    f"(checked at load): running the {m.fill} fill alone, on the CPU")
+        return f"fill: {m.fill} (no model), on the CPU"
+    where = getattr(eng, "selection", None) or getattr(eng, "name", "engine")
+    runs_on = getattr(eng, "runs_on", None) or getattr(eng, "device", "cpu").upper()
+    return f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {where}, running on {runs_on}"
 
 
 def _without_a_net_that_adds_nothing(engine):

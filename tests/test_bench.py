@@ -324,3 +324,62 @@ def test_bench_passes_threads_only_to_backends_that_take_them(tmp_path, monkeypa
     assert "takes no" not in str(ei.value) and "bad sidecar" in str(ei.value)
     targets = b.make_targets([None], threads=1)  # the shipped .onnx still gets its threads
     assert targets
+
+
+def _run_defaults():
+    """What `fastfill run IMAGES MASKS -o OUT` uses when given no other option: run's own option
+    defaults, read from the command, through the same helper run calls."""
+    import click
+
+    run_cmd = cli.commands["run"]
+    ctx = click.Context(run_cmd)
+    return {p.name: p.get_default(ctx) for p in run_cmd.params}
+
+
+def test_bench_default_measures_what_run_does_by_default(tmp_path):
+    """No options: the engine (the shipped model, or its prefill alone where the model adds
+    nothing), back-end, threads, ROI and batch size that `fastfill run` uses by default, and the
+    header says so in run's own words."""
+    from conftest import invoke
+
+    from fastfill.cli import _inpainter
+    from fastfill.inpainter import engine_line
+
+    out = tmp_path / "b.json"
+    code, stdout, stderr = invoke("bench", "--size", "64", "--iters", "1", "--warmup", "0",
+                                  "--json", out)
+    assert code == 0, stderr
+    d = _run_defaults()
+    with _inpainter(d["engine_path"], d["backend"], d["threads"], d["batch_size"], d["no_roi"],
+                    d["method"], d["device"]) as inp:
+        line, name = engine_line(inp), inp.engine.name
+        roi, batch_size = inp.roi, inp.batch_size
+    rep = json.loads(out.read_text())
+    (r,) = rep["results"]
+    assert (r["engine"], r["roi"], r.get("batch_size")) == (name, roi, batch_size)
+    assert rep["settings"]["threads"] == d["threads"]  # None: the back-end's choice, as run
+    assert line in stdout
+    header = stdout[:stdout.index("target ")]  # what it measures is said above the table
+    assert line in header and f"ROI {'on' if roi else 'off'}" in header
+    assert f"batch size {batch_size}" in header
+
+
+def test_bench_header_comes_before_progress_lines(tmp_path):
+    """stdout and stderr into one pipe (as `fastfill bench 2>&1 | tee log`): the header first,
+    every progress line after it."""
+    import subprocess
+    import sys
+
+    code = "import sys; from fastfill.cli import main; main(sys.argv[1:])"
+    p = subprocess.run([sys.executable, "-c", code, "bench", "--engine", str(TINY), "--size", "32",
+                        "--size", "48", "--iters", "1", "--warmup", "0", "--threads", "1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+                       cwd=Path(__file__).parent.parent)
+    assert p.returncode == 0, p.stdout
+    lines = p.stdout.splitlines()
+    header = [i for i, s in enumerate(lines) if s.startswith("fastfill bench")]
+    progress = [i for i, s in enumerate(lines) if "ms (n=" in s]
+    assert header and len(progress) == 2, p.stdout
+    assert header[0] < progress[0], p.stdout
+    measures = [i for i, s in enumerate(lines) if "tiny_glcic.onnx" in s]
+    assert measures and measures[0] < progress[0], p.stdout  # what it measures, before the run
