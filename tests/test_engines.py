@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fastfill.engines import FORMATS, find_format, load_engine, read_meta, read_onnx_metadata
-from fastfill.engines.base import ModelMeta, check_input
+from fastfill.engines.base import EngineBase, ModelMeta, check_input
 from fastfill.errors import EngineError, FastfillError, InputError
 
 DATA = Path(__file__).parent / "data"
@@ -476,15 +476,65 @@ def test_the_base_class_checks_every_backends_input_once():
         assert "infer" not in vars(engine_cls) and "_infer" in vars(engine_cls)
 
 
-def test_auto_backend_prefers_openvino_and_says_why():
+def test_auto_backend_measures_the_installed_cpu_back_ends_and_says_what_it_measured():
     pytest.importorskip("openvino")
+    from fastfill.engines.auto import MeasuredEngine
+
     auto = load_engine(TINY, threads=1)
-    assert auto.name == "openvino" and auto.selection.startswith("openvino (auto:")
+    assert isinstance(auto, MeasuredEngine) and auto.name == "auto"
+    assert [e.name for e in auto.engines] == ["openvino", "onnxruntime"]
+    assert auto.selection.startswith("auto (measures openvino and onnxruntime")
     named = load_engine(TINY, backend="onnxruntime", threads=1)
     assert named.name == "onnxruntime" and named.selection == "onnxruntime (named)"
-    assert load_engine(TINY, backend="auto").name == "openvino"
+    assert isinstance(load_engine(TINY, backend="auto"), MeasuredEngine)
     x = glcic_input(1, 32, 32, mean=auto.meta.mean)
     np.testing.assert_allclose(auto.infer(x), named.infer(x), atol=1e-4)
+    (key, times), = auto.measured.items()
+    assert auto.choice[key].name == min(times, key=times.get)  # the fastest measured
+    assert auto.selection.startswith(f"auto (measured: {auto.choice[key].name} at 1x32x32 (openvino ")
+    assert auto.runs_on == auto.choice[key].runs_on
+    auto.close()
+
+
+class _Timed(EngineBase):
+    """A fake back-end whose every call costs ``ms`` on the fake clock below."""
+
+    def __init__(self, name, ms, clock, meta):
+        self.name, self.ms, self.clock, self.meta, self.calls = name, ms, clock, meta, 0
+
+    def _infer(self, x):
+        self.calls += 1
+        self.clock[0] += self.ms / 1e3
+        return np.full((x.shape[0], 3) + x.shape[2:], self.ms, np.float32)
+
+    @property
+    def runs_on(self):
+        return self.name.upper()
+
+
+def test_measured_engine_keeps_the_fastest_per_size_class_and_probes_each_class_once(monkeypatch):
+    import fastfill.engines.auto as auto_mod
+    from fastfill.engines.auto import PROBE_RUNS, MeasuredEngine
+
+    clock = [0.0]
+    monkeypatch.setattr(auto_mod.time, "perf_counter", lambda: clock[0])
+    meta = ModelMeta("glcic", (0.5, 0.5, 0.5))
+    slow, fast = _Timed("slow", 9.0, clock, meta), _Timed("fast", 2.0, clock, meta)
+    e = MeasuredEngine([slow, fast], ["third: not installed"])
+    x = np.zeros((1, 4, 64, 64), np.float32)
+    out = e.infer(x)
+    assert (out == 2.0).all()  # the answer is the chosen back-end's own
+    assert slow.calls == fast.calls == 1 + PROBE_RUNS
+    assert e.measured[e.size_class(x.shape)] == pytest.approx({"slow": 9.0, "fast": 2.0})
+    assert e.selection == ("auto (measured: fast at 1x64x64 (slow 9.0 ms, fast 2.0 ms); "
+                           "third: not installed)")
+    e.infer(np.zeros((1, 4, 60, 68), np.float32))  # about the same area: no new probe
+    assert slow.calls == 1 + PROBE_RUNS and fast.calls == 2 + PROBE_RUNS
+    e.infer(np.zeros((1, 4, 256, 256), np.float32))  # 16x the area: measured again
+    assert slow.calls == 2 + 2 * PROBE_RUNS and e.runs_on == "FAST"
+    slow.ms = 1.0  # a class where the other one wins
+    out = e.infer(np.zeros((2, 4, 64, 64), np.float32))
+    assert (out == 1.0).all() and e.choice[(2, 4, 24)] is slow
 
 
 def test_auto_backend_without_openvino_or_with_ort_options(monkeypatch):

@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -362,7 +363,9 @@ def test_access_log_escapes_control_characters(client, server):
     forged = '12:00:00 127.0.0.1 "GET /admin" 200 9 B 0.1 ms'
     r = client.get("/x%0a" + forged.replace(" ", "%20").replace('"', "%22") + "%0d%1b[2J%1b[31mred%e2%80%ae")
     assert r.status_code == 404
-    log = server.log()
+    deadline = time.monotonic() + 10  # the access line is written after the answer is sent
+    while "/admin" not in (log := server.log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "\x1b" not in log and "\r" not in log and "\u202e" not in log
     lines = [ln for ln in log.splitlines() if "/admin" in ln]
     assert lines, log

@@ -43,9 +43,9 @@ FORMATS: tuple[Format, ...] = (
 
 BACKENDS = tuple(f.backend for f in FORMATS)
 SUFFIXES = tuple(dict.fromkeys(f.suffix for f in FORMATS))
-# backend=None or "auto" for a .onnx file: the first of these that is installed and loads the
-# model (OpenVINO runs the same file 1.1-1.9x faster than ONNX Runtime on CPUs, INT8 ~2x:
-# benchmarks/RESULTS.md); a back-end named by the user is used as named.
+# backend=None or "auto" for a .onnx file: those of these that are installed and load the model,
+# measured on the run's inputs when there are several (which is faster depends on the model and
+# the size: benchmarks/bench_auto.py); a back-end named by the user is used as named.
 AUTO = "auto"
 AUTO_ORDER = ("openvino", "onnxruntime")
 
@@ -123,7 +123,8 @@ def load_engine(path: str | Path | None = None, backend: str | None = None, **op
     """Load a model file on a back-end.
 
     ``path`` None loads the shipped default model. ``backend`` None or ``"auto"``: for ``.onnx``,
-    OpenVINO when it is installed and loads the model, else ONNX Runtime (see :data:`AUTO_ORDER`);
+    the CPU back-ends of :data:`AUTO_ORDER` that are installed and load the model, measured per
+    input size when there are several (:class:`~fastfill.engines.auto.MeasuredEngine`);
     for ``.plan``, TensorRT. A named back-end is used as named. ``options`` go to the engine (e.g.
     ``threads=2``, ``device='cuda'`` for ONNX Runtime, ``cache_dir`` for OpenVINO). The engine's
     ``selection`` says which back-end was used and why.
@@ -146,8 +147,10 @@ def load_engine(path: str | Path | None = None, backend: str | None = None, **op
 
 
 def _load_auto(path: Path, options: dict) -> Engine:
-    """The first back-end of AUTO_ORDER that is installed, takes ``options`` and loads the model."""
-    why = []
+    """Every back-end of AUTO_ORDER that is installed, takes ``options`` and loads the model: one
+    is used as it is; several are measured on the run's own inputs
+    (:class:`~fastfill.engines.auto.MeasuredEngine`), because which is faster depends on the size."""
+    why, loaded = [], []
     for name in AUTO_ORDER:
         fmt = find_format(path, name)
         unknown = sorted(set(options) - set(fmt.options))
@@ -161,16 +164,23 @@ def _load_auto(path: Path, options: dict) -> Engine:
             why.append(f"{name} is not installed (pip install 'fastfill[{fmt.extra}]')")
             continue
         try:
-            engine = _load(fmt, path, options)
+            loaded.append(_load(fmt, path, options))
         except EngineError as e:
-            if name == AUTO_ORDER[-1]:
+            if name == AUTO_ORDER[-1] and not loaded:
                 raise
             why.append(f"{name} cannot load it ({e})")
-            continue
-        reason = "; ".join(why) if why else f"{name} is installed and loads the model"
-        engine.selection = f"{name} (auto: {reason})"
-        return engine
-    raise EngineError(f"{path}: no back-end can run it: {'; '.join(why)}")  # pragma: no cover
+    if not loaded:  # pragma: no cover - the last one raises
+        raise EngineError(f"{path}: no back-end can run it: {'; '.join(why)}")
+    if len(loaded) > 1 and all(e.device == "cpu" for e in loaded):
+        from .auto import MeasuredEngine
+
+        return MeasuredEngine(loaded, why)
+    engine = loaded[0]
+    for other in loaded[1:]:
+        other.close()
+    reason = "; ".join(why) if why else f"{engine.name} is installed and loads the model"
+    engine.selection = f"{engine.name} (auto: {reason})"
+    return engine
 
 
 def installed_backends() -> list[str]:
