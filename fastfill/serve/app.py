@@ -411,6 +411,10 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    @app.get("/favicon.ico", include_in_schema=False)  # asked for by browsers whatever the page says
+    async def favicon():
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     @app.get("/healthz", summary="Liveness: 200 while the server runs.")
     async def healthz():
         return {"status": "ok"}
