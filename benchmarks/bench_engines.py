@@ -13,7 +13,7 @@ the back-ends interleaved (a rotating order) so a busy machine slows them alike;
 float32 matmul, 4096^2, same thread count) is one more contender in that loop, so each size's
 "of sgemm" compares rates measured at the same moments.
 
-Targets (DESIGN.md §5): ONNX Runtime >= 1.5x PyTorch eager at 512^2; ONNX Runtime >= 75 %
+Targets (docs/ARCHITECTURE.md, Targets): ONNX Runtime >= 1.5x PyTorch eager at 512^2; ONNX Runtime >= 75 %
 of sgemm; the fastest CPU back-end >= 90 %. When a target is missed, ONNX Runtime's profiler
 (per-node times) says which layers take the time (always with --profile).
 """

@@ -2,7 +2,7 @@
 Navier-Stokes inpainting, side by side in one process, on the same 1920x1080 inputs.
 
 Run from the repo root: `python benchmarks/bench_fill.py [--repeat 5]` (needs scipy, opencv).
-Cases (targets, DESIGN.md §5, 2 cores): a 128x128 hole (<= 5 ms) and 25 % of the frame in
+Cases (targets, docs/ARCHITECTURE.md, Targets, 2 cores): a 128x128 hole (<= 5 ms) and 25 % of the frame in
 several components (<= 150 ms). Prints the best time of each method, and the ratios.
 """
 

@@ -1,7 +1,7 @@
 """The native pixel kernels against their NumPy reference on 8 frames of 1920x1080.
 
 Run from the repo root: `python benchmarks/bench_ops.py [--frames 8] [--repeat 5]`.
-Prints, per op, the best time of each, the speed-up (target >= 10x, DESIGN.md §5) and the
+Prints, per op, the best time of each, the speed-up (target >= 10x, docs/ARCHITECTURE.md, Targets) and the
 kernel's effective bandwidth (bytes read + written per second).
 """
 

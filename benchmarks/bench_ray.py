@@ -4,7 +4,7 @@ Run from the repo root: `python benchmarks/bench_ray.py [--images 48] [--size 32
 All three runs fill the same folder of JPEGs (one hole each) into fresh output folders, in one
 process, end to end (listing, decoding, model, encoding, writing; Ray's runs include starting the
 actors and loading the engine in each, not starting Ray itself, which is timed apart). The
-per-image cost of each stage on one thread is measured too: DESIGN "Scaling out" (docs/SCALING.md)
+per-image cost of each stage on one thread is measured too (docs/SCALING.md)
 derives the throughput on N nodes from them. Writes a "## Ray" section into benchmarks/RESULTS.md
 (other sections are kept).
 """

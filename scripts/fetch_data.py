@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fetch, filter, deduplicate and split the training photos allowed by DESIGN.md section 6.
+"""Fetch, filter, deduplicate and split the photos allowed for training (docs/ARCHITECTURE.md,
+"Training data").
 
     python scripts/fetch_data.py [--out data/] [--sources mate-backgrounds opencv-doc ...]
 
@@ -161,7 +162,7 @@ def check_sources(names) -> list[str]:
     bad = sorted(set(names) & RESERVED)
     if bad:
         raise ValueError(
-            f"{', '.join(bad)} reserved for independent evaluation (DESIGN.md section 6); "
+            f"{', '.join(bad)} reserved for independent evaluation (docs/ARCHITECTURE.md, 'Training data'); "
             "never train, tune or test on it")
     unknown = sorted(set(names) - set(ALL_SOURCES))
     if unknown:
