@@ -319,8 +319,7 @@ def plan(images, masks, output, fmt: str | None = None, *, overwrite: bool = Fal
         if not videos:
             raise
     p.videos = _pair_videos(videos, fs_m, mpath, fs_o, opath, single)
-    _refuse_inputs_as_outputs(p)
-    p.failures_path = _failures_path(p)
+    p.failures_path = _failures_path(p, _refuse_inputs_as_outputs(p))
     if not overwrite:
         _skip_existing(p)
     return p
@@ -384,28 +383,32 @@ def _refuse_output_folder(fs_o, opath: str, *inputs) -> None:
                              "masks or be taken for masks; choose another output")
 
 
-def _refuse_inputs_as_outputs(p: Plan) -> None:
-    """No output file may be an input file (e.g. MASKS one file inside the output folder)."""
-    fs_o, sources = p.fs_out, {}
-    for r in p.images + p.videos:
-        for key in ("image", "video", "mask"):
-            if r.get(key):
-                sources[p.fs_masks.key(r[key]) if key == "mask" else p.fs_images.key(r[key])] = r[key]
-    for r in p.images + p.videos:
-        if not r["error"] and fs_o.key(r["out"]) in sources:
+def _refuse_inputs_as_outputs(p: Plan) -> set[str]:
+    """No output file may be an input file (e.g. MASKS one file inside the output folder).
+    Returns the outputs' keys (each file's name resolved once: a large run has many)."""
+    fs_o, rows, sources = p.fs_out, p.images + p.videos, {}
+    for fs, names in ((p.fs_images, {r.get("image") or r.get("video") for r in rows}),
+                      (p.fs_masks, {r["mask"] for r in rows})):  # (one MASKS file: one name)
+        for name in names - {"", None}:
+            sources[fs.key(name)] = name
+    outputs = set()
+    for r in rows:
+        key = fs_o.key(r["out"])
+        if not r["error"] and key in sources:
             raise InputError(f"-o {p.out}: the output {r['out']} would replace the input "
-                             f"{sources[fs_o.key(r['out'])]}; choose another output")
+                             f"{sources[key]}; choose another output")
+        outputs.add(key)
+    return outputs
 
 
-def _failures_path(p: Plan) -> str:
-    """OUT/fastfill-failures.jsonl, or the first free ``fastfill-failures-N.jsonl`` when an
-    output of this run has that name: the report never deletes or replaces an output."""
+def _failures_path(p: Plan, outputs: set[str]) -> str:
+    """OUT/fastfill-failures.jsonl, or the first free ``fastfill-failures-N.jsonl`` when one of
+    ``outputs`` (keys) has that name: the report never deletes or replaces an output."""
     fs = p.fs_out
     folder = fs.dirname(p.out) if p.single_file else p.out
-    taken = {fs.key(r["out"]) for r in p.images + p.videos}
     stem, ext = posixpath.splitext(FAILURES_FILE)
     path, n = fs.join(folder, FAILURES_FILE), 1
-    while fs.key(path) in taken:
+    while fs.key(path) in outputs:
         path, n = fs.join(folder, f"{stem}-{n}{ext}"), n + 1
     return path
 

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from .. import __version__, io as fio
-from ..errors import EngineError, FastfillError, InputError, SizeLimitError
+from ..errors import EngineError, FastfillError, InputError, SizeLimitError, printable
 from . import check_token
 from .batcher import Batcher, Busy
 
@@ -104,10 +104,10 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 
 def _printable(text: str) -> str:
-    """``text`` with backslash escapes for what could forge or colour a log line (line breaks,
-    terminal escapes, other control and format characters), and for the quote and backslash."""
-    return "".join(c if c.isprintable() and c not in '"\\' else
-                   ("\\" + c if c in '"\\' else c.encode("unicode_escape").decode("ascii")) for c in text)
+    """``text`` for a log line: :func:`fastfill.errors.printable` (line breaks, terminal escapes,
+    other control and format characters escaped) after escaping the quote and the backslash,
+    which delimit the line's fields."""
+    return printable(text.replace("\\", "\\\\").replace('"', '\\"'))
 
 
 def _raw_answer(status: int, message: str, headers: dict | None = None) -> bytes:
