@@ -4,9 +4,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# The editable install maps each module to its file: adding, moving or removing a module needs a
+# reinstall, so the stamps' names carry a digest of the module list.
+MODULES := $(shell find fastfill train -name '*.py' | sort | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(MODULES)
 # The demo needs the runtime alone (numpy, ONNX Runtime, Pillow, click, tqdm + native kernels).
-RUNTIME_STAMP := $(VENV)/.installed-runtime
+RUNTIME_STAMP := $(VENV)/.installed-runtime-$(MODULES)
 SOURCES := pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 
 .PHONY: setup setup-runtime demo test bench serve clean

@@ -45,7 +45,7 @@ def make_folder(root: Path, n: int, size: int) -> None:
 
 def stage_costs(folder: Path, engine: str, k: int = 8) -> dict:
     """Milliseconds per image of each stage, on one thread, for the first k images."""
-    from fastfill import runner
+    from fastfill.files import runner
     from fastfill.inpainter import Inpainter
 
     p = runner.plan(folder / "images", folder / "masks", folder / "stage-out", overwrite=True)
@@ -65,7 +65,7 @@ def stage_costs(folder: Path, engine: str, k: int = 8) -> dict:
 
 
 def run_local(folder: Path, out: Path, engine: str) -> tuple[float, int]:
-    from fastfill import runner
+    from fastfill.files import runner
     from fastfill.inpainter import Inpainter
 
     t0 = time.perf_counter()
@@ -76,7 +76,7 @@ def run_local(folder: Path, out: Path, engine: str) -> tuple[float, int]:
 
 
 def run_ray(folder: Path, out: Path, engine: str, workers: int) -> tuple[float, int]:
-    from fastfill import ray as fray
+    from fastfill.files import ray as fray
 
     t0 = time.perf_counter()
     s = fray.run_files(folder / "images", folder / "masks", out, engine=engine,

@@ -411,7 +411,7 @@ class FileInput:
 
     def decode(self, batch: int):
         """The file read as `fastfill run` reads it (runner.read_row), repeated ``batch`` times."""
-        from . import runner
+        from .files import runner
 
         src, m = runner.read_row({"image": str(self.image), "mask": str(self.mask)},
                                  runner.LocalFS(), runner.LocalFS())
@@ -421,7 +421,7 @@ class FileInput:
 
     def encode(self, src, results: np.ndarray, masks: np.ndarray) -> int:
         """Each result encoded in memory as `fastfill run` writes it (its format, quality 95)."""
-        from . import io as fio
+        from .files import codecs as fio
 
         fmt = fio.output_format(src.format)
         return sum(len(fio.encode_image(fio.restore_mode(r, src, m, fmt), fmt, info=src.info))
@@ -662,8 +662,8 @@ def format_table(report: dict) -> str:
 
 def write_json(report: dict, path: str | Path) -> None:
     """Write the report to ``path`` (asked for explicitly, so an existing file is replaced)
-    through :func:`fastfill.io.atomic_write` (synced, usual mode, atomic rename)."""
-    from .io import atomic_write
+    through :func:`fastfill.files.codecs.atomic_write` (synced, usual mode, atomic rename)."""
+    from .files.codecs import atomic_write
 
     p = Path(path)
     if not p.parent.exists():

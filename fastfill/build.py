@@ -31,7 +31,7 @@ from .engines.base import ModelMeta, read_meta, shape_problem
 from .engines.tensorrt import (INSTALL_TRT, SIDECAR_FORMAT, SIDECAR_VERSION, gpu_info,
                                import_tensorrt, sidecar_path)
 from .errors import BuildError, EngineError
-from .io import sha256_file, write_file
+from .files.codecs import sha256_file, write_file
 
 # Ops kept in float32 when they produce the graph output (a Sigmoid in fp16 loses the tails; the
 # residual head's prefill + correction, clipped, would lose the prefill's precision).

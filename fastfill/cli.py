@@ -16,8 +16,8 @@ import click
 from .engines import BACKENDS
 from .errors import FastfillError, printable
 from .inpainter import MAX_BATCH, MAX_THREADS, engine_line, model_name
-from .runner import MAX_JOBS
-from .io import FORMAT_ALIASES, FORMAT_SUFFIX
+from .files.runner import MAX_JOBS
+from .files.codecs import FORMAT_ALIASES, FORMAT_SUFFIX
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -73,7 +73,7 @@ def info():
         click.echo(f"back-end (auto, unless --backend/--device say otherwise): {where}")
 
 
-# -- run / video (the runtime; see fastfill.io, fastfill.inpainter, fastfill.video) -------------
+# -- run / video (the runtime; see fastfill.files, fastfill.inpainter, fastfill.video) -------------
 
 # One table each, shared with the library (both modules import without onnxruntime or torch).
 _OUT_FORMATS = [f.lower() for f in (*FORMAT_SUFFIX, *FORMAT_ALIASES)]
@@ -146,7 +146,7 @@ class _PathOrURI(click.Path):
 
 
 def _ray_options(f):
-    """--ray / --address / --concurrency / --gpus-per-worker (fastfill.ray; extra `ray`)."""
+    """--ray / --address / --concurrency / --gpus-per-worker (fastfill.files.ray; extra `ray`)."""
     f = click.option("--gpus-per-worker", type=click.FloatRange(0, 64), default=0,
                      show_default=True, help="With --ray: GPUs per model worker.")(f)
     f = click.option("--concurrency", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
@@ -213,16 +213,16 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     """
     from pathlib import Path
 
-    from . import io
+    from .files import codecs as io
 
     fmt = io.normalize_format(fmt)
     _check_ray_flags(use_ray or address)
-    from . import runner
+    from .files import runner
 
     opts = runner.FileOptions(invert=invert, threshold=threshold, resize_mask=resize_mask, dilate=dilate,
                               max_pixels=max_pixels, quality=quality, overwrite=overwrite)
     if use_ray or address:
-        from . import ray as fray
+        from .files import ray as fray
 
         if method:
             raise click.UsageError("--method is not available with --ray yet")
@@ -278,7 +278,7 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
     With a folder of per-frame masks, a frame without a mask file is copied unchanged; when no
     mask file matches any frame (check --first-index) the video fails (exit 1, nothing written).
     """
-    from . import video as video_mod
+    from .video import stream as video_mod
 
     try:
         with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:

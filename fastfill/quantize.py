@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io as fio
+from .files import codecs as fio
 from . import ops
 from .engines import read_meta
 from .engines.base import PREFIX, read_onnx_metadata

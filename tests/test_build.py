@@ -162,7 +162,7 @@ def test_plan_files_are_written_atomically_with_the_usual_mode(tmp_path):
     nothing temporary is left."""
     import os
 
-    from fastfill.io import write_file
+    from fastfill.files.codecs import write_file
 
     u = os.umask(0o022)
     os.umask(u)

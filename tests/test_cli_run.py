@@ -218,7 +218,7 @@ def test_real_process_exit_codes(tree):
 
 
 def test_unwritable_output_folder_simulated(tmp_path, monkeypatch):
-    import fastfill.runner
+    import fastfill.files.runner
 
     Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
     Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
@@ -226,7 +226,7 @@ def test_unwritable_output_folder_simulated(tmp_path, monkeypatch):
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(fastfill.io.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(fastfill.files.codecs.tempfile, "mkstemp", denied)
     code, _, err = invoke("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o",
                           tmp_path / "out")
     assert code == 2 and "not writable: Permission denied" in err
@@ -243,7 +243,7 @@ def test_single_image_into_a_folder(tmp_path):
 def test_internal_error_is_one_line_and_exit_2(tmp_path, monkeypatch):
     """A bug (not a FastfillError) is not "some inputs failed" (1): one line, exit 2; the
     traceback only with FASTFILL_DEBUG=1."""
-    import fastfill.io
+    import fastfill.files.codecs
 
     Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
     Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
@@ -251,7 +251,7 @@ def test_internal_error_is_one_line_and_exit_2(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise ZeroDivisionError("division by zero in a bug")
 
-    monkeypatch.setattr(fastfill.runner, "_plan_images", broken)
+    monkeypatch.setattr(fastfill.files.runner, "_plan_images", broken)
     args = ("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o", tmp_path / "o")
     code, stdout, err = invoke(*args, internal_ok=True)
     assert code == 2, err
@@ -287,7 +287,7 @@ def test_every_format_choice_writes_that_format(tmp_path):
     """Each --format the CLI offers produces a file Pillow reads back in that format, with the
     outside of the hole kept where the format is lossless."""
     from fastfill import cli as fcli
-    from fastfill import io as fio
+    from fastfill.files import codecs as fio
 
     img = tmp_path / "a.png"
     Image.fromarray(_img(30, 41)).save(img)
@@ -349,7 +349,7 @@ def test_postscript_is_never_handed_to_ghostscript(tmp_path):
     assert r.stderr.count("not an image in a format fastfill reads") == 1 and "evil.png" in r.stderr
     assert not called.exists() and not (tmp_path / "out" / "evil.eps").exists()
     # the same for the Python API's decoder
-    from fastfill import io
+    from fastfill.files import codecs as io
     with pytest.raises(Exception, match="not an image|cannot identify"):
         io.decode_image(imgs / "evil.png")
     assert not called.exists()
@@ -452,7 +452,7 @@ def test_animations_and_multipage_files_are_refused_not_truncated(tmp_path):
 def test_lossless_in_stays_lossless_out(tmp_path):
     """A lossless WebP comes back lossless: no pixel outside the hole changes (lossy VP8 would
     change almost all of them)."""
-    from fastfill import io
+    from fastfill.files import codecs as io
 
     imgs, out = tmp_path / "images", tmp_path / "out"
     imgs.mkdir()

@@ -545,7 +545,7 @@ def test_jpeg_reencode_stays_within_the_stated_bound(tmp_path):
 
     from PIL import Image
 
-    from fastfill import io
+    from fastfill.files import codecs as io
 
     src = Path(__file__).resolve().parents[1] / "examples" / "images" / "coffee.jpg"
     dec = io.decode_image(src)
@@ -560,7 +560,7 @@ def test_jpeg_reencode_stays_within_the_stated_bound(tmp_path):
 def test_the_file_runner_checks_each_image_once(engine, tmp_path, monkeypatch):
     from PIL import Image
 
-    from fastfill import runner
+    from fastfill.files import runner
 
     (tmp_path / "i").mkdir(), (tmp_path / "m").mkdir()
     for k in range(3):

@@ -1,4 +1,4 @@
-"""fastfill.io: discovery, pairing, decoding (modes, EXIF), mask conversion, atomic writes."""
+"""fastfill.files.codecs: discovery, pairing, decoding (modes, EXIF), mask conversion, atomic writes."""
 
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastfill import io, runner
+from fastfill.files import codecs as io, runner
 from fastfill.errors import InputError
 
 

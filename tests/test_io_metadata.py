@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import invoke
-from fastfill import io
+from fastfill.files import codecs as io
 
 H, W = 30, 41
 

@@ -12,7 +12,7 @@ from fastfill import Inpainter, ops
 from fastfill.engines.base import ModelMeta
 from fastfill.engines.classical import ClassicalEngine
 from fastfill.fills import FILLS
-from fastfill.patch_reference import patch_reference
+from fastfill.fills.patch_reference import patch_reference
 
 
 def textured(h, w, seed=0):

@@ -1,4 +1,4 @@
-"""`fastfill run --ray` and `fastfill.ray.inpaint` on a local Ray (CPU, 2 logical CPUs).
+"""`fastfill run --ray` and `fastfill.files.ray.inpaint` on a local Ray (CPU, 2 logical CPUs).
 
 One Ray session for the module (starting Ray takes seconds); every test compares against the
 local code path run on the same files, not against the code under test.
@@ -17,7 +17,7 @@ from PIL import Image
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fastfill[ray]')")
 pytest.importorskip("ray.data")
 
-from fastfill import ray as fray  # noqa: E402
+from fastfill.files import ray as fray  # noqa: E402
 from conftest import invoke  # noqa: E402
 from fastfill.errors import EngineError  # noqa: E402
 from fastfill.inpainter import Inpainter  # noqa: E402

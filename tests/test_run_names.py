@@ -168,7 +168,7 @@ def test_an_unreadable_sub_folder_is_a_failure_line(tmp_path):
 # -- 8: a file name at the limit ---------------------------------------------------------------------
 
 def test_a_250_byte_name_is_written_and_its_stale_temporary_files_removed(tmp_path):
-    from fastfill import io as fio
+    from fastfill.files import codecs as fio
 
     name = "é" * 60 + "x" * 126 + ".png"  # 250 bytes in UTF-8
     assert len(os.fsencode(name)) == 250

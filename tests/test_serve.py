@@ -303,7 +303,8 @@ def test_internal_and_engine_errors_are_json_and_logged(monkeypatch, caplog):
     import uvicorn
 
     from conftest import free_port
-    from fastfill import Inpainter, io as fio
+    from fastfill import Inpainter
+    from fastfill.files import codecs as fio
     from fastfill.engines import load_engine
     from fastfill.serve.app import create_app
 

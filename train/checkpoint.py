@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fastfill.errors import InputError
-from fastfill.io import atomic_write
+from fastfill.files.codecs import atomic_write
 
 from .models import build_model
 

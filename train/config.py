@@ -10,7 +10,7 @@ from dataclasses import MISSING, dataclass, field
 from fastfill.errors import InputError
 from fastfill.inpainter import MAX_THREADS
 from fastfill.ops import FILLS
-from fastfill.runner import MAX_JOBS
+from fastfill.files.runner import MAX_JOBS
 
 HEADS = ("sigmoid", "residual")
 NORMS = ("batch", "group", "none")

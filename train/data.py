@@ -29,7 +29,7 @@ SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 def photo_files(root) -> list[Path]:
     """The training photos under `root`: files with a photo suffix (jpg, jpeg, png, webp; any
-    case), recursive, sorted (unlike fastfill.io.find_images, which asks the file its format)."""
+    case), recursive, sorted (unlike fastfill.files.codecs.find_images, which asks the file its format)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist or is not a folder")

@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from fastfill.engines import FORMATS
 from fastfill.engines.base import MODEL_OPS, ModelMeta
-from fastfill.io import sha256_file, write_file
+from fastfill.files.codecs import sha256_file, write_file
 from fastfill.errors import FastfillError
 
 from .kinds import KINDS, Kind, kind_of, reference_forward

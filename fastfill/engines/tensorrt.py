@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError, InputError
-from ..io import sha256_file
+from ..files.codecs import sha256_file
 from ..ops import padded_size
 from .base import EngineBase, ModelMeta, check_io_shapes, check_model_file, shape_problem
 

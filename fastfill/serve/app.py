@@ -36,7 +36,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from .. import __version__, io as fio
+from .. import __version__
+from ..files import codecs as fio
 from ..errors import EngineError, FastfillError, InputError, SizeLimitError, printable
 from . import check_token
 from .batcher import Batcher, Busy

@@ -3,13 +3,13 @@
 One planner, one read step, one write step, one report, whatever drives them::
 
     plan(IMAGES, MASKS, OUT) -> image rows + video rows   (pairing, output names, skip rules)
-    read_row(row)  -> (Decoded, mask)                      (fastfill.io decoding rules)
+    read_row(row)  -> (Decoded, mask)                      (codecs decoding rules)  
     Inpainter                                              (the model)
     write_row(row, result, ...)                            (encode in memory, atomic write)
     Report: the summary, one line per failed file, OUT/fastfill-failures.jsonl
 
 :func:`run_files` drives them with a decode pool, :meth:`Inpainter.stream` and an encode pool;
-:mod:`fastfill.ray` drives the same functions with Ray Data ``map_batches``. Videos under IMAGES
+:mod:`fastfill.files.ray` drives the same functions with Ray Data ``map_batches``. Videos under IMAGES
 are one :func:`run_video` each in both. Inputs and outputs are local paths or, through
 :func:`resolve`, any pyarrow file system (``s3://``, ``gs://``, ``file://``...).
 """
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from . import io as fio
-from . import pipeline
-from .errors import EngineError, FastfillError, InputError, printable
+from . import codecs as fio
+from .. import pipeline
+from ..errors import EngineError, FastfillError, InputError, printable
 
 FAILURES_FILE = "fastfill-failures.jsonl"
 # The most decode / encode threads (-j) and data-loader processes a flag may ask for: past it a
@@ -78,7 +78,7 @@ class LocalFS:
 
     def images(self, root: str) -> list[tuple[str, str, str | None, str | None]]:
         """[(relative posix path, full path, Pillow format, error)] of the images under ``root``:
-        found by content (:func:`fastfill.io.find_images`); a file with an image suffix that is
+        found by content (:func:`fastfill.files.codecs.find_images`); a file with an image suffix that is
         not one comes with its error."""
         return [(c.rel.as_posix(), str(c.path), c.format, c.error) for c in fio.find_images(root)]
 
@@ -570,7 +570,7 @@ class FileOptions:
 
     @property
     def mask_opts(self) -> dict:
-        """The mask options as :func:`fastfill.video.inpaint_video` takes them."""
+        """The mask options as :func:`fastfill.video.stream.inpaint_video` takes them."""
         return {"invert": self.invert, "threshold": self.threshold, "resize_mask": self.resize_mask,
                 "dilate": self.dilate}
 
@@ -596,7 +596,7 @@ def write_row(row: dict, result, src: fio.Decoded, mask, fs_out, opts: FileOptio
 
 def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, opts: FileOptions = FileOptions()) -> int:
     """One video row, start to end (decode -> Inpainter.stream -> encode); returns its frames."""
-    from . import video as fvideo
+    from ..video import stream as fvideo
 
     with tempfile.TemporaryDirectory(prefix="fastfill-") as tmp:
         src = fs_videos.local_copy(row["video"], tmp)

@@ -3,7 +3,7 @@ encoding and atomic writing.
 
 Nothing here knows about models or runs; :mod:`fastfill.inpainter` takes the arrays this module
 makes (uint8 ``[H, W, 3]`` RGB images, bool ``[H, W]`` masks with True = fill) and
-:mod:`fastfill.runner` pairs files and drives a run.
+:mod:`fastfill.files.runner` pairs files and drives a run.
 
 Conventions (README "fastfill run"):
 
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError, SizeLimitError
+from ..errors import InputError, SizeLimitError
 
 # Suffixes that announce an image; a file with one of them that is not an image is an error.
 IMAGE_SUFFIXES = frozenset(

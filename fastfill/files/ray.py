@@ -1,7 +1,7 @@
 """The file runner on a Ray Data cluster (extra ``ray``): ``fastfill run --ray`` and :func:`inpaint`.
 
 No scheduler of its own and no rules of its own: the driver plans with
-:func:`fastfill.runner.plan` (the local run's pairing, output names and skip rules), and Ray Data
+:func:`fastfill.files.runner.plan` (the local run's pairing, output names and skip rules), and Ray Data
 streams the rows through the runner's own read and write steps::
 
     rows (image, mask, out) ─► runner.read_row (Ray tasks) ─► fill (actor pool: one engine each)
@@ -10,11 +10,11 @@ streams the rows through the runner's own read and write steps::
 - the fill stage is a ``map_batches`` callable class: the engine is loaded once per actor, the
   pool has ``concurrency`` actors, each with ``gpus_per_worker`` GPUs;
 - a bad file fails that file only: it travels through the stages as a row with ``error`` set and
-  is reported by the runner's :class:`~fastfill.runner.Report` (a line, the summary,
+  is reported by the runner's :class:`~fastfill.files.runner.Report` (a line, the summary,
   ``OUT/fastfill-failures.jsonl``), as in the local run;
-- videos under IMAGES are one Ray task each (:func:`fastfill.runner.run_video`).
+- videos under IMAGES are one Ray task each (:func:`fastfill.files.runner.run_video`).
 
-Ray is imported lazily: ``import fastfill.ray`` works without it, the first call says
+Ray is imported lazily: ``import fastfill.files.ray`` works without it, the first call says
 ``pip install 'fastfill[ray]'``.
 """
 
@@ -29,9 +29,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import io as fio
+from . import codecs as fio
 from . import runner
-from .errors import EngineError, FastfillError, InputError
+from ..errors import EngineError, FastfillError, InputError
 from .runner import FAILURES_FILE, VIDEO_SUFFIXES, Plan, resolve
 
 # files per decode / write task: spreads a few files over a cluster; Ray's per-task cost stays small
@@ -88,7 +88,7 @@ def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, opts=runner.FileO
 
 
 def _make_inpainter(engine, options: dict):
-    from .inpainter import Inpainter
+    from ..inpainter import Inpainter
 
     if callable(engine) and not isinstance(engine, (str, os.PathLike)):
         engine = engine()
@@ -239,7 +239,7 @@ def _engine_failed(e: BaseException) -> FastfillError:
     """One clear FastfillError for a Ray error raised around a failure in a worker."""
     import re
 
-    from . import errors
+    from .. import errors
 
     inner = _unwrap(e)
     text = str(inner if inner is not None else e)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FastfillError, InputError
-from .io import atomic_write, decode_mask, frame_number, sniff_image
+from ..errors import FastfillError, InputError
+from ..files.codecs import atomic_write, decode_mask, frame_number, sniff_image
 
 # Decoder names whose encoder has another name in FFmpeg.
 _ENCODER_FOR = {"vp9": "libvpx-vp9", "vp8": "libvpx", "hevc": "libx265", "av1": "libaom-av1",
