@@ -48,7 +48,7 @@ def stage_costs(folder: Path, engine: str, k: int = 8) -> dict:
     from fastfill.files import runner
     from fastfill.inpainter import Inpainter
 
-    p = runner.plan(folder / "images", folder / "masks", folder / "stage-out", overwrite=True)
+    p = runner.find_work(folder / "images", folder / "masks", folder / "stage-out", overwrite=True)
     inp = Inpainter(engine, threads=1)
     dec = fill = enc = 0.0
     for row in p.images[:k]:
@@ -69,9 +69,9 @@ def run_local(folder: Path, out: Path, engine: str) -> tuple[float, int]:
     from fastfill.inpainter import Inpainter
 
     t0 = time.perf_counter()
-    p = runner.plan(folder / "images", folder / "masks", out)
     with Inpainter(engine) as inp:
-        s = runner.run_files(inp, p, jobs=min(4, os.cpu_count() or 1), progress=False)
+        s = runner.run(folder / "images", folder / "masks", out,
+                       runner.LocalExecutor(inp, jobs=min(4, os.cpu_count() or 1)), progress=False)
     return time.perf_counter() - t0, s.done
 
 

@@ -410,11 +410,11 @@ class FileInput:
     mask: Path
 
     def decode(self, batch: int):
-        """The file read as `fastfill run` reads it (runner.read_row), repeated ``batch`` times."""
-        from .files import runner
+        """The file read as `fastfill run` reads it (codecs.read_item), repeated ``batch`` times."""
+        from .files import codecs as fio
 
-        src, m = runner.read_row({"image": str(self.image), "mask": str(self.mask)},
-                                 runner.LocalFS(), runner.LocalFS())
+        src, m = fio.read_item(self.image, self.mask, image_name=str(self.image),
+                               mask_name=str(self.mask))
         images = np.repeat(src.rgb[None], batch, axis=0)
         masks = np.repeat(m.view(np.uint8)[None], batch, axis=0)
         return src, images, masks
@@ -424,8 +424,7 @@ class FileInput:
         from .files import codecs as fio
 
         fmt = fio.output_format(src.format)
-        return sum(len(fio.encode_image(fio.restore_mode(r, src, m, fmt), fmt, info=src.info))
-                   for r, m in zip(results, masks))
+        return sum(len(fio.encode_result(r, src, m, fmt)) for r, m in zip(results, masks))
 
 
 # -- the benchmark ------------------------------------------------------------------------------

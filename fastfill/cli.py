@@ -211,38 +211,29 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     Images pair with masks by relative path and stem (images/a/x.jpg <-> masks/a/x.png); a
     single MASK file applies to every image. White = fill.
     """
-    from pathlib import Path
-
-    from .files import codecs as io
-
-    fmt = io.normalize_format(fmt)
-    _check_ray_flags(use_ray or address)
     from .files import runner
 
+    _check_ray_flags(use_ray or address)
     opts = runner.FileOptions(invert=invert, threshold=threshold, resize_mask=resize_mask, dilate=dilate,
                               max_pixels=max_pixels, quality=quality, overwrite=overwrite)
     if use_ray or address:
-        from .files import ray as fray
+        from .files.ray import RayExecutor
 
         if method:
             raise click.UsageError("--method is not available with --ray yet")
-        summary = fray.run_files(
-            images, masks, output, opts, engine=engine_path, backend=backend, device=device,
-            threads=threads, roi=not no_roi, batch_size=batch_size, fmt=fmt, address=address,
-            concurrency=concurrency, gpus_per_worker=gpus_per_worker,
-            progress=False if quiet else None, echo=lambda m: click.echo(m, err=True))
-        return _finished(summary)
-    if "://" in images or "://" in masks or "://" in output:
+        executor = RayExecutor(engine_path, backend=backend, device=device, threads=threads,
+                               roi=not no_roi, batch_size=batch_size, address=address,
+                               concurrency=concurrency, gpus_per_worker=gpus_per_worker,
+                               progress=False if quiet else None)
+    elif "://" in images or "://" in masks or "://" in output:
         raise click.UsageError("URIs (s3://..., file://...) need --ray")
-    p = runner.plan(images, masks, output, fmt, overwrite=overwrite)
-    out = Path(output)
-    # the engine first: a model or device that is not there stops the run before anything is made
-    with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
-        io.check_writable_dir(out.parent if p.single_file else out)
-        if not quiet:
-            click.echo(engine_line(inp), err=True)
-        summary = runner.run_files(inp, p, opts, jobs=jobs, progress=False if quiet else None,
-                                   echo=lambda m: click.echo(m, err=True))
+    else:
+        executor = runner.LocalExecutor(
+            lambda: _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device),
+            jobs=jobs)
+    summary = runner.run(images, masks, output, executor, opts, fmt=fmt,
+                         progress=False if quiet else None,
+                         echo=lambda m: click.echo(m, err=True))
     return _finished(summary)
 
 

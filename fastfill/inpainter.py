@@ -220,7 +220,8 @@ class Inpainter:
         return any(self._accepts((1, self.channels, ph, pw)) is not None
                    for ph, pw in padded_sizes)
 
-    def stream(self, frames: Iterable, masks=None, *, carry: bool = False) -> Iterator[np.ndarray]:
+    def stream(self, frames: Iterable, masks=None, *, carry: bool = False,
+               tagged: bool = False) -> Iterator:
         """Fill a stream of frames, yielding results in order.
 
         ``carry``: the frames are one video: a patch fill (a ``patch`` classical engine or
@@ -229,10 +230,17 @@ class Inpainter:
 
         ``masks`` is an iterable of masks (one per frame), a single [H, W] mask for all frames,
         or None when ``frames`` yields (frame, mask) pairs.
+        ``tagged``: ``frames`` yields ``(tag, pair)`` (a pair: (frame, mask) or a
+        :meth:`check` result) and the stream yields ``(tag, result)``: what the caller needs to
+        finish each item travels with it (``masks`` must then be None).
         Reading (the caller's iterators), inference and the caller's loop run concurrently with
         at most about two batches of frames in flight; the first error of any
         stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
         """
+        if tagged:
+            if masks is not None:
+                raise InputError("a tagged stream carries its masks in its pairs")
+            return self._tagged_stream(frames, carry)
         if masks is None:
             it: Iterable = frames
         elif isinstance(masks, np.ndarray) and masks.ndim == 2:
@@ -247,10 +255,30 @@ class Inpainter:
                 except InputError as e:
                     raise InputError(f"frame {i}: {e}") from None
 
-        state = ops.PatchState() if carry and self.meta.fill == "patch" else None
-        run = self._run if state is None else functools.partial(self._run, state=state)
-        return pipeline.batched(checked(), run, batch=self.batch_size,
+        return pipeline.batched(checked(), self._runner(carry), batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
+
+    def _tagged_stream(self, items: Iterable, carry: bool) -> Iterator[tuple]:
+        run = self._runner(carry)
+
+        def checked():
+            for i, (tag, pair) in enumerate(items):
+                try:
+                    yield tag, self._checked(pair)
+                except InputError as e:
+                    raise InputError(f"frame {i}: {e}") from None
+
+        def work(chunk):
+            return list(zip((t for t, _ in chunk), run([c for _, c in chunk])))
+
+        return pipeline.batched(checked(), work, batch=self.batch_size,
+                                depth=max(2, 2 * self.batch_size))
+
+    def _runner(self, carry: bool):
+        """The batch step of a stream: with ``carry``, a patch fill's state goes from one batch to
+        the next."""
+        state = ops.PatchState() if carry and self.meta.fill == "patch" else None
+        return self._run if state is None else functools.partial(self._run, state=state)
 
     # -- the work -------------------------------------------------------------------------------
     def _run(self, pairs: Sequence[Checked], timings: dict | None = None, state=None) -> list[np.ndarray]:

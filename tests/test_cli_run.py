@@ -243,7 +243,7 @@ def test_single_image_into_a_folder(tmp_path):
 def test_internal_error_is_one_line_and_exit_2(tmp_path, monkeypatch):
     """A bug (not a FastfillError) is not "some inputs failed" (1): one line, exit 2; the
     traceback only with FASTFILL_DEBUG=1."""
-    import fastfill.files.codecs
+    import fastfill.files.worklist
 
     Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
     Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
@@ -251,7 +251,7 @@ def test_internal_error_is_one_line_and_exit_2(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise ZeroDivisionError("division by zero in a bug")
 
-    monkeypatch.setattr(fastfill.files.runner, "_plan_images", broken)
+    monkeypatch.setattr(fastfill.files.worklist, "_image_rows", broken)
     args = ("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o", tmp_path / "o")
     code, stdout, err = invoke(*args, internal_ok=True)
     assert code == 2, err

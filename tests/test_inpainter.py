@@ -569,6 +569,6 @@ def test_the_file_runner_checks_each_image_once(engine, tmp_path, monkeypatch):
     calls = []
     real = Inpainter.check
     monkeypatch.setattr(Inpainter, "check", lambda self, *a: calls.append(1) or real(self, *a))
-    p = runner.plan(tmp_path / "i", tmp_path / "m", tmp_path / "o")
-    summary = runner.run_files(Inpainter(engine, batch_size=2), p, progress=False)
+    summary = runner.run(tmp_path / "i", tmp_path / "m", tmp_path / "o",
+                         runner.LocalExecutor(Inpainter(engine, batch_size=2)), progress=False)
     assert summary.done == 3 and len(calls) == 3

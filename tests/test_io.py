@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastfill.files import codecs as io, runner
+from fastfill.files import codecs as io, runner, worklist
+from fastfill.files.fs import LocalFS
 from fastfill.errors import InputError
 
 
@@ -36,7 +37,7 @@ def test_find_images_missing_root(tmp_path):
 
 def _masks(root):
     """The runner's mask lookup for a local MASKS argument."""
-    return runner.mask_finder(runner.LocalFS(), str(root))
+    return worklist.mask_finder(LocalFS(), str(root))
 
 
 def test_masks_pair_by_relative_path_and_stem(tmp_path):
@@ -299,13 +300,13 @@ def test_output_with_trailing_separator_is_a_folder(tmp_path):
     Image.fromarray(_rgb()).save(tmp_path / "x.png")
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "m.png")
     for sep in {"/", os.sep}:
-        p = runner.plan(tmp_path / "x.png", tmp_path / "m.png", str(tmp_path / "results.d") + sep)
+        p = runner.find_work(tmp_path / "x.png", tmp_path / "m.png", str(tmp_path / "results.d") + sep)
         assert [r["out"] for r in p.images] == [str(tmp_path / "results.d" / "x.png")]
         assert not p.single_file
     # no separator: a file, whose suffix must name a format fastfill writes
     with pytest.raises(InputError, match=r"\.d is not a format fastfill writes"):
-        runner.plan(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.d")
-    p = runner.plan(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.tif")
+        runner.find_work(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.d")
+    p = runner.find_work(tmp_path / "x.png", tmp_path / "m.png", tmp_path / "results.tif")
     assert [r["out"] for r in p.images] == [str(tmp_path / "results.tif")] and p.single_file
     assert p.images[0]["format"] == "TIFF"
 

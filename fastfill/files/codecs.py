@@ -696,6 +696,46 @@ def _max_filter_1d(m: np.ndarray, r: int, axis: int) -> np.ndarray:
     return (np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)) > 0
 
 
+# -- one item: read with the run's rules, written back in its own mode ----------------------------
+
+@dataclass(frozen=True)
+class FileOptions:
+    """How each file of a run is read and written (`fastfill run`'s flags): one object from the
+    CLI to the read and encode steps of the local run, Ray tasks and the server alike."""
+
+    invert: bool = False  # the mask's black is the hole
+    threshold: int = 128  # mask pixels >= it are hole (after invert)
+    resize_mask: bool = False  # scale a mask of another size to its image
+    dilate: int = 0  # grow the hole by this many pixels
+    max_pixels: int | None = None  # refuse larger images and masks (None: the default limit)
+    quality: int = 95  # JPEG / lossy WebP quality
+    overwrite: bool = False  # replace existing outputs
+
+    @property
+    def mask_opts(self) -> dict:
+        """The mask options as :func:`decode_mask` (and a video's masks) take them."""
+        return {"invert": self.invert, "threshold": self.threshold, "resize": self.resize_mask,
+                "dilate": self.dilate}
+
+
+def read_item(image, mask, opts: FileOptions = FileOptions(), *, image_name: str | None = None,
+              mask_name: str | None = None) -> tuple[Decoded, np.ndarray]:
+    """An image and its mask (paths, file objects or bytes) decoded with a run's rules:
+    ``(Decoded, bool [H, W] hole)``; InputError naming the file on anything unusable."""
+    src = decode_image(image, opts.max_pixels)
+    hole = decode_mask(mask, src.size, **opts.mask_opts, max_pixels=opts.max_pixels,
+                       image_name=f"image {image_name}" if image_name else None, name=mask_name)
+    return src, hole
+
+
+def encode_result(result: np.ndarray, src: Decoded, hole: np.ndarray, fmt: str,
+                  opts: FileOptions = FileOptions()) -> bytes:
+    """A filled image's file bytes in format ``fmt``, in its source's mode (as far as the format
+    allows) with its metadata. Only the source's write-back fields are read, never ``src.rgb``."""
+    img = restore_mode(result, src, hole, fmt)
+    return encode_image(img, fmt, quality=opts.quality, info=src.info)
+
+
 # -- encoding and writing -----------------------------------------------------------------------
 
 def restore_mode(result: np.ndarray, src: Decoded, mask: np.ndarray, fmt: str) -> Image.Image:
@@ -1083,5 +1123,5 @@ __all__ = [
     "mask_to_gray", "dilate_mask", "output_format", "restore_mode", "encode_image",
     "save_image", "write_file", "format_for_suffix", "check_writable_dir",
     "normalize_format", "frame_number", "IMAGE_SUFFIXES", "FORMAT_SUFFIX", "FORMAT_ALIASES",
-    "atomic_write", "UMASK", "FILE_MODE",
+    "atomic_write", "UMASK", "FILE_MODE", "FileOptions", "read_item", "encode_result",
 ]

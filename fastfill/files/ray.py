@@ -1,8 +1,8 @@
 """The file runner on a Ray Data cluster (extra ``ray``): ``fastfill run --ray`` and :func:`inpaint`.
 
-No scheduler of its own and no rules of its own: the driver plans with
-:func:`fastfill.files.runner.plan` (the local run's pairing, output names and skip rules), and Ray Data
-streams the rows through the runner's own read and write steps::
+No scheduler of its own and no rules of its own: :class:`RayExecutor` is the second executor of
+the driver :func:`fastfill.files.runner.run` (the local run's worklist, pairing, output names, skip
+rules and report), and Ray Data streams the rows through the runner's own read and write steps::
 
     rows (image, mask, out) ─► runner.read_row (Ray tasks) ─► fill (actor pool: one engine each)
                                                    ─► runner.write_row (Ray tasks) ─► driver
@@ -24,15 +24,17 @@ import dataclasses
 import os
 import pickle
 import sys
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from . import codecs as fio
 from . import runner
 from ..errors import EngineError, FastfillError, InputError
-from .runner import FAILURES_FILE, VIDEO_SUFFIXES, Plan, resolve
+from .codecs import FileOptions
+from .fs import resolve
+from .runner import FAILURES_FILE, VIDEO_SUFFIXES, Outcome
+from .worklist import Worklist
 
 # files per decode / write task: spreads a few files over a cluster; Ray's per-task cost stays small
 ROWS_PER_TASK = 8
@@ -63,7 +65,7 @@ def _strings(batch, key) -> list[str]:
     return ["" if v is None else str(v) for v in batch[key]]
 
 
-def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, opts=runner.FileOptions()) -> dict:
+def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, opts=FileOptions()) -> dict:
     """Rows of paths -> rows with the decoded image (``rgb``), mask, and what writing needs."""
     errors = _strings(batch, "error")
     rgbs, masks, srcs = [], [], []
@@ -73,9 +75,9 @@ def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, opts=runner.FileO
             try:
                 dec, m = runner.read_row({"image": img, "mask": msk}, fs_image, fs_mask, opts)
                 rgb, mask = dec.rgb, m.view(np.uint8)
-                # every field but the pixels, whatever fields Decoded has
-                src = pickle.dumps({f.name: getattr(dec, f.name) for f in dataclasses.fields(dec)
-                                    if f.name != "rgb"}, protocol=pickle.HIGHEST_PROTOCOL)
+                # what writing needs: the source without its pixels (they travel as `rgb`)
+                src = pickle.dumps(dataclasses.replace(dec, rgb=_NO_RGB),
+                                   protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
                 errors[i] = runner.reason(e, "decode")
         rgbs.append(rgb)
@@ -133,7 +135,7 @@ class _Filler:
         return out
 
 
-def _write_batch(batch: dict, *, fs_out=None, opts=runner.FileOptions()) -> dict:
+def _write_batch(batch: dict, *, fs_out=None, opts=FileOptions()) -> dict:
     """Encode each result in its source's mode and write it atomically; one status per row."""
     errors = _strings(batch, "error")
     status, notes = [], []
@@ -141,13 +143,12 @@ def _write_batch(batch: dict, *, fs_out=None, opts=runner.FileOptions()) -> dict
         note = ""
         if not errors[i]:
             try:
-                fields = pickle.loads(batch["src"][i])
-                note = fields.get("note") or ""  # the decoder's note, said by the driver
-                result = np.asarray(batch["rgb"][i])
-                src = fio.Decoded(rgb=result, **fields)
+                src = pickle.loads(batch["src"][i])
+                note = src.note or ""  # the decoder's note, said by the driver
                 row = {"out": str(batch["out"][i]), "format": str(batch["format"][i]),
                        "replace": bool(batch["replace"][i])}
-                runner.write_row(row, result, src, np.asarray(batch["hole"][i]), fs_out, opts)
+                runner.write_row(row, np.asarray(batch["rgb"][i]), src, np.asarray(batch["hole"][i]),
+                                 fs_out, opts)
             except Exception as e:  # noqa: BLE001
                 errors[i] = runner.reason(e, "encode")
         notes.append(note)
@@ -157,17 +158,10 @@ def _write_batch(batch: dict, *, fs_out=None, opts=runner.FileOptions()) -> dict
             "note": np.array(notes, dtype=object)}
 
 
-def _video_task(row: dict, engine, options: dict, opts, fs_v, fs_m, fs_o) -> dict:
+def _video_task(row: dict, engine, options: dict, opts, p: Worklist) -> Outcome:
     """One video, start to end, in one Ray task (its own engine)."""
-    res = dict(row, status="done", frames=0)
-    try:
-        with _make_inpainter(engine, options) as inp:
-            res["frames"] = runner.run_video(row, inp, fs_v, fs_m, fs_o, opts)
-    except EngineError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        res.update(status="failed", error=runner.reason(e, "fill the video"))
-    return res
+    with _make_inpainter(engine, options) as inp:
+        return runner.video_outcome(row, inp, p, opts)
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -256,71 +250,111 @@ def _engine_failed(e: BaseException) -> FastfillError:
     return EngineError("the Ray job failed: " + (lines[-1] if lines else type(e).__name__))
 
 
-def run_files(images, masks, output, opts: runner.FileOptions = runner.FileOptions(), *, engine=None,
+class RayExecutor:
+    """The rows on a Ray cluster (the second executor of :func:`fastfill.files.runner.run`):
+    images through Ray Data (decode tasks -> ``concurrency`` fill actors, one engine each ->
+    write tasks), videos one Ray task each. Ray starts (or is joined, at ``address``) when there
+    is work, and a Ray it started is shut down with the executor."""
+
+    needs_absolute_paths = True  # Ray workers do not share the driver's working directory
+
+    def __init__(self, engine=None, *, backend: str | None = None, device: str | None = None,
+                 threads: int | None = None, roi: bool = True, batch_size: int = 4,
+                 address: str | None = None, concurrency: int = 1, gpus_per_worker: float = 0,
+                 progress: bool | None = None):
+        if concurrency < 1:
+            raise InputError(f"concurrency must be >= 1, got {concurrency}")
+        self.engine, self.address, self.progress = engine, address, progress
+        self.concurrency, self.gpus, self.batch_size = concurrency, gpus_per_worker, batch_size
+        self.options = {"roi": roi, "batch_size": batch_size, "threads": threads,
+                        "backend": backend, "device": device}
+        self._started = None  # None: Ray not asked yet; True: this executor started it
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._started:
+            _import_ray().shutdown()
+
+    def start(self, echo: Callable[[str], None] | None = None) -> None:
+        """A local model file must be there (a cluster's workers may see paths the driver does not)."""
+        e = self.engine
+        if e is not None and isinstance(e, (str, os.PathLike)) and "://" not in str(e) \
+                and not os.path.exists(e) and not self.address:
+            raise EngineError(f"{e}: no such model file")
+
+    def _ray(self):
+        if self._started is None:
+            self._started = init(self.address, quiet=not self.progress)
+            _configure_data(self.progress)
+            self.actor_cpus, self.io_cpus, self.options["threads"] = _worker_resources(
+                self.concurrency, self.gpus, self.options["threads"], local=not self.address)
+        return _import_ray()
+
+    def images(self, rows: list[dict], p: Worklist, opts: FileOptions) -> Iterator[Outcome]:
+        try:
+            self._ray()
+            ds = _image_pipeline(rows, self.engine, self.options, opts, p,
+                                 concurrency=self.concurrency, gpus=self.gpus,
+                                 actor_cpus=self.actor_cpus, io_cpus=self.io_cpus,
+                                 batch_size=self.batch_size)
+            for b in ds.iter_batches(batch_size=64, batch_format="numpy"):
+                for img, msk, st, err, note in zip(b["image"], b["mask"], b["status"], b["error"],
+                                                   b["note"]):
+                    yield Outcome(str(img), str(msk), "" if st == "done" else str(err), str(note))
+        except FastfillError:
+            raise
+        except Exception as e:  # a Ray error around an engine failure in an actor
+            raise _engine_failed(e) from e
+
+    def videos(self, rows: list[dict], p: Worklist, opts: FileOptions) -> Iterator[Outcome]:
+        """One Ray task per video; each task's Outcome as it finishes."""
+        try:
+            ray = self._ray()
+            task = ray.remote(_video_task).options(num_cpus=self.actor_cpus, num_gpus=self.gpus or 0,
+                                                   max_retries=0)
+            pending = [task.remote(r, self.engine, self.options, opts, p) for r in rows]
+            try:
+                while pending:
+                    ready, pending = ray.wait(pending, num_returns=1)
+                    yield ray.get(ready[0])  # an EngineError in that task raises here
+            finally:
+                # An engine error (or the caller stopping early) ends the run: the other videos
+                # would only fail the same way. A cancelled task is interrupted and removes its
+                # temporary file.
+                for ref in pending:
+                    try:
+                        ray.cancel(ref)
+                    except Exception:  # noqa: BLE001 - already finished or gone
+                        pass
+        except FastfillError:
+            raise
+        except Exception as e:
+            raise _engine_failed(e) from e
+
+
+def run_files(images, masks, output, opts: FileOptions = FileOptions(), *, engine=None,
               backend: str | None = None, device: str | None = None, threads: int | None = None,
               roi: bool = True, batch_size: int = 4, fmt: str | None = None, address: str | None = None,
               concurrency: int = 1, gpus_per_worker: float = 0, progress: bool | None = None,
               echo: Callable[[str], None] | None = None, filesystem=None) -> runner.Summary:
-    """``fastfill run --ray``: the local run's work on a Ray cluster; returns its Summary.
+    """``fastfill run --ray``: :func:`fastfill.files.runner.run` with a :class:`RayExecutor`.
 
     ``images``/``masks``/``output``: local paths or URIs (see :func:`resolve`); ``filesystem``:
-    a pyarrow FileSystem for all three instead. ``opts``: how files are read and written (as the
-    local run). ``engine``: a model path (local to every worker)
+    a pyarrow FileSystem for all three instead. ``engine``: a model path (local to every worker)
     or None for the shipped model. ``concurrency`` fill actors, each with ``gpus_per_worker``
     GPUs. Failed files are printed through ``echo``, counted, and listed in
     ``OUTPUT/fastfill-failures.jsonl``. An engine error stops the run (EngineError).
     """
-    if concurrency < 1:
-        raise InputError(f"concurrency must be >= 1, got {concurrency}")
-    fmt = fio.normalize_format(fmt)
-    if engine is not None and isinstance(engine, (str, os.PathLike)) and "://" not in str(engine) \
-            and not os.path.exists(engine) and not address:
-        raise EngineError(f"{engine}: no such model file")
-    # (local paths made absolute: Ray workers do not share the driver's working directory)
-    p = runner.plan(images, masks, output, fmt, overwrite=opts.overwrite, filesystem=filesystem, absolute=True)
-    if not p.fs_out.remote:
-        fio.check_writable_dir(Path(p.out).parent if p.single_file else p.out)
-    report = runner.Report(echo, skipped=p.skipped)
-    todo, vids = runner.start(p, report)
-    if todo or vids:
-        started = init(address, quiet=not progress)
-        try:
-            _configure_data(progress)
-            actor_cpus, io_cpus, threads = _worker_resources(
-                concurrency, gpus_per_worker, threads, local=not address)
-            options = {"roi": roi, "batch_size": batch_size, "threads": threads,
-                       "backend": backend, "device": device}
-            try:
-                for res in _run_videos(vids, engine, options, opts, p, gpus_per_worker, actor_cpus):
-                    if res["status"] == "done":
-                        report.done()
-                    else:
-                        report.fail(res["video"], res["error"], res["mask"])
-                if todo:
-                    ds = _image_pipeline(todo, engine, options, opts, p,
-                                         concurrency=concurrency, gpus=gpus_per_worker,
-                                         actor_cpus=actor_cpus, io_cpus=io_cpus,
-                                         batch_size=batch_size)
-                    for b in ds.iter_batches(batch_size=64, batch_format="numpy"):
-                        for img, msk, st, err, note in zip(b["image"], b["mask"], b["status"],
-                                                           b["error"], b["note"]):
-                            if note:
-                                report.note(str(img), str(note))
-                            if st == "done":
-                                report.done()
-                            else:
-                                report.fail(str(img), str(err), str(msk))
-            except FastfillError:
-                raise
-            except Exception as e:  # a Ray error around an engine failure in an actor
-                raise _engine_failed(e) from e
-        finally:
-            if started:
-                _import_ray().shutdown()
-    return report.finish(p)
+    ex = RayExecutor(engine, backend=backend, device=device, threads=threads, roi=roi,
+                     batch_size=batch_size, address=address, concurrency=concurrency,
+                     gpus_per_worker=gpus_per_worker, progress=progress)
+    return runner.run(images, masks, output, ex, opts, fmt=fmt, filesystem=filesystem,
+                      progress=progress, echo=echo)
 
 
-def _image_pipeline(rows, engine, options, opts, p: Plan, *, concurrency, gpus, actor_cpus, io_cpus,
+def _image_pipeline(rows, engine, options, opts, p: Worklist, *, concurrency, gpus, actor_cpus, io_cpus,
                     batch_size):
     ray = _import_ray()
     n_blocks = max(1, min(len(rows), -(-len(rows) // ROWS_PER_TASK)))
@@ -336,27 +370,6 @@ def _image_pipeline(rows, engine, options, opts, p: Plan, *, concurrency, gpus, 
                         fn_kwargs=dict(fs_out=p.fs_out, opts=opts),
                         num_cpus=io_cpus)
     return ds
-
-
-def _run_videos(rows, engine, options, opts, p: Plan, gpus, cpus):
-    """One Ray task per video; yields each task's result row as it finishes."""
-    if not rows:
-        return
-    ray = _import_ray()
-    task = ray.remote(_video_task).options(num_cpus=cpus, num_gpus=gpus or 0, max_retries=0)
-    pending = [task.remote(r, engine, options, opts, p.fs_images, p.fs_masks, p.fs_out) for r in rows]
-    try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(ready[0])  # an EngineError in that task raises here
-    finally:
-        # An engine error (or the caller stopping early) ends the run: the other videos would
-        # only fail the same way. A cancelled task is interrupted and removes its temporary file.
-        for ref in pending:
-            try:
-                ray.cancel(ref)
-            except Exception:  # noqa: BLE001 - already finished or gone
-                pass
 
 
 # -- the Dataset API ------------------------------------------------------------------------------
@@ -395,4 +408,4 @@ def inpaint(ds, engine=None, *, image_column: str = "image", mask_column: str = 
                           num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
 
 
-__all__ = ["inpaint", "run_files", "resolve", "init", "Plan", "FAILURES_FILE", "VIDEO_SUFFIXES"]
+__all__ = ["inpaint", "run_files", "RayExecutor", "resolve", "init", "FAILURES_FILE", "VIDEO_SUFFIXES"]

@@ -150,7 +150,6 @@ class _Transcode:
         self.dst, self.mask, self.codec, self.crf, self.progress = dst, mask, codec, crf, progress
         self.stats = stats
         self.pending_audio: collections.deque = collections.deque()
-        self.frame_meta: collections.deque = collections.deque()
 
     def __call__(self, tmp: str) -> None:
         av, stats = self.av, self.stats
@@ -180,8 +179,8 @@ class _Transcode:
                     self.pending_audio.append(packet)
                 continue
             for frame in packet.decode():
-                self.frame_meta.append((frame.pts, frame.time_base, i))
-                yield frame.to_ndarray(format="rgb24"), self.masks(i)
+                # the frame's timing travels with it through the model
+                yield (frame.pts, frame.time_base, i), (frame.to_ndarray(format="rgb24"), self.masks(i))
                 i += 1
 
     def mux_audio(self, out_c):
@@ -197,8 +196,8 @@ class _Transcode:
         bar = tqdm(total=self.vin.frames or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
                    disable=(not self.progress) if self.progress is not None else None)
         try:
-            for result in self.inpainter.stream(self.frames(streams), carry=True):
-                pts, tb, i = self.frame_meta.popleft()
+            for (pts, tb, i), result in self.inpainter.stream(self.frames(streams), carry=True,
+                                                               tagged=True):
                 vf = self.av.VideoFrame.from_ndarray(result, format="rgb24")
                 if pts is not None:
                     vf.pts, vf.time_base = pts, tb
