@@ -392,14 +392,14 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
               help="Side of the crops (a fixed-size model uses its own).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True,
               help="Weight scales per output channel or one per tensor.")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+@click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True, help="How activation ranges are calibrated.")
 @click.option("--max-loss", type=click.FloatRange(min=0), default=0.1, show_default=True, metavar="DB",
               help="Refuse when the held-out hole PSNR drops by more than this.")
 @click.option("--force", is_flag=True, help="Write the model even above --max-loss.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def quantize_cmd(model, output, calibration, images, held_out, size, per_channel, method, max_loss, force,
+def quantize_cmd(model, output, calibration, images, held_out, size, per_channel, calibration_method, max_loss, force,
                  overwrite, seed):
     """Static INT8 quantization (ONNX Runtime's QDQ tools) of a fastfill .onnx, calibrated on photos.
 
@@ -409,7 +409,7 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
     from .quantize import quantize
 
     r = quantize(model, output, calibration, images=images, size=size, per_channel=per_channel,
-                 method=method, max_loss_db=max_loss, force=force, overwrite=overwrite, held_out=held_out,
+                 calibration_method=calibration_method, max_loss_db=max_loss, force=force, overwrite=overwrite, held_out=held_out,
                  seed=seed, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {output} (INT8, {r.quantized_convs} convolutions; hole PSNR on held-out crops: "
                f"fp32 {r.psnr_fp32:.2f} dB, int8 {r.psnr_int8:.2f} dB, loss {r.loss_db:+.3f} dB) in {r.seconds:.0f} s")

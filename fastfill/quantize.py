@@ -50,7 +50,7 @@ class QuantizeReport:
     calibration_crops: int
     held_out_crops: int
     size: int
-    method: str
+    calibration_method: str
     per_channel: bool
     psnr_fp32: float = float("nan")  # mean hole PSNR (dB) of the float model on held-out crops
     psnr_int8: float = float("nan")
@@ -169,7 +169,7 @@ def _import_quantization():
 
 
 def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, images: int = 64,
-             size: int = 256, per_channel: bool = True, method: str = "minmax",
+             size: int = 256, per_channel: bool = True, calibration_method: str = "minmax",
              max_loss_db: float = DEFAULT_MAX_LOSS_DB, force: bool = False, overwrite: bool = False,
              held_out: int | None = None, seed: int = 0, log=None) -> QuantizeReport:
     """Quantize ``model`` (a fastfill .onnx) to INT8 and write ``output`` (see the module docstring).
@@ -180,7 +180,7 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
             from other places of it.
         images: calibration crops (``size`` x ``size``), spread over the calibration photos.
         held_out: held-out crops for the self-check (default: images // 4, at least 8).
-        method: activation range calibration (``minmax``, ``percentile`` 99.999 %, ``entropy``).
+        calibration_method: activation range calibration (``minmax``, ``percentile`` 99.999 %, ``entropy``).
         max_loss_db / force: refuse (nothing written) when the held-out hole PSNR drops by more.
 
     Raises InputError (bad arguments, no images, output exists) or EngineError (not a fastfill
@@ -189,7 +189,7 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
     log = log or (lambda s: None)
     t0 = time.perf_counter()
     model, output = Path(model), Path(output)
-    meta, props = _check(model, output, method, images, size, overwrite)
+    meta, props = _check(model, output, calibration_method, images, size, overwrite)
     if meta.input_size is not None:
         size = int(meta.input_size[0])
     size = -(-size // meta.multiple) * meta.multiple
@@ -203,9 +203,9 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
     if not cal or not val:
         raise InputError(f"no usable calibration images in {calibration}")
     with tempfile.TemporaryDirectory(prefix="fastfill-quantize-") as tmp:
-        qpath, keep, n_conv = _quantize_graph(onnx, q, model, meta, cal, method, per_channel, Path(tmp), log)
+        qpath, keep, n_conv = _quantize_graph(onnx, q, model, meta, cal, calibration_method, per_channel, Path(tmp), log)
         report = QuantizeReport(output=str(output), calibration_crops=len(cal), held_out_crops=len(val),
-                                size=size, method=method, per_channel=per_channel,
+                                size=size, calibration_method=calibration_method, per_channel=per_channel,
                                 kept_float=[list(k) for k in keep], quantized_convs=n_conv)
         _self_check(model, qpath, val, report)
         log(f"self-check on {len(val)} held-out crops: hole PSNR fp32 {report.psnr_fp32:.2f} dB, "
@@ -214,11 +214,11 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
         if report.loss_db > max_loss_db and not force:
             raise EngineError(f"INT8 loses {report.loss_db:.2f} dB of hole PSNR on held-out photos "
                               f"(limit {max_loss_db} dB): nothing written (--force to write it anyway, "
-                              "--max-loss to change the limit, or try --method percentile)")
+                              "--max-loss to change the limit, or try --calibration-method percentile)")
         provenance = {
             "tool": f"onnxruntime.quantization {__import__('onnxruntime').__version__}",
             "format": "QDQ", "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
-            "activations": "uint8", "calibration": method, "source": model.name,
+            "activations": "uint8", "calibration": calibration_method, "source": model.name,
             "source_sha256": fio.sha256_file(model),
             "calibration_photos": [p.name for p in cal_paths][:200], "calibration_crops": len(cal),
             "crop": size, "masks": "train.masks.mixed_mask",
