@@ -5,6 +5,8 @@
   ``from conftest import invoke``.
 - ``one_torch_thread``: one torch thread for a test (``pytestmark =
   pytest.mark.usefixtures("one_torch_thread")`` in the train tests).
+- :func:`held_to_permissions`: the ``preexec_fn`` that holds a child process to file permissions
+  when the tests run as root (as they do on every machine here).
 """
 
 import sys
@@ -74,6 +76,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def _drop_dac_capabilities():
+    """In a child, before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
+    set. Root's program then runs without them (its capabilities after exec are that set), so a
+    file's mode holds for it as for any user."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def held_to_permissions():
+    """``preexec_fn`` for a child process that must meet file permissions as an ordinary user
+    does: None for a user other than root; for root, one that drops the capabilities that bypass
+    them. Only a child can be held so (the test process keeps its own capabilities). Root that
+    cannot drop them (no CAP_SETPCAP) skips the test, saying so; CI does not accept that skip."""
+    import os
+    import subprocess
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    try:
+        subprocess.run(["true"], preexec_fn=_drop_dac_capabilities, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"root that cannot drop CAP_DAC_OVERRIDE is not held to file permissions ({e})")
+    return _drop_dac_capabilities
 
 
 def free_port() -> int:

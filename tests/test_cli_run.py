@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import invoke
+from conftest import held_to_permissions, invoke
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = str(Path(__file__).parent / "data" / "tiny_glcic.onnx")
 
 
@@ -188,19 +189,26 @@ def test_usage_errors_exit_2(tmp_path):
         assert not (tmp_path / "flags").exists()
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="permissions do not apply to root")
 def test_unwritable_output_folder(tmp_path):
+    """A read-only output folder: one line, exit 2, nothing written. A real folder with real
+    permissions in a real process; as root, one held to them (conftest.held_to_permissions).
+    test_unwritable_output_folder_simulated injects the same error into this process."""
+    preexec = held_to_permissions()
     Image.fromarray(_img(16, 16)).save(tmp_path / "x.png")
     Image.fromarray(_mask(16, 16)).save(tmp_path / "m.png")
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        code, _, err = invoke("run", "--engine", TINY, tmp_path / "x.png", tmp_path / "m.png", "-o", ro)
-        assert code == 2 and "not writable" in err
+        p = subprocess.run([sys.executable, "-m", "fastfill.cli", "run", "-q", "--engine", TINY,
+                            str(tmp_path / "x.png"), str(tmp_path / "m.png"), "-o", str(ro)],
+                           capture_output=True, text=True, timeout=120, preexec_fn=preexec,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     finally:
         ro.chmod(0o700)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.splitlines() == [f"error: output folder {ro} is not writable: Permission denied"]
+    assert list(ro.iterdir()) == []
 
 
 def test_real_process_exit_codes(tree):
@@ -364,43 +372,98 @@ def test_resource_flags_are_bounded(tree, flag, value):
     assert not (tree / "out").exists()
 
 
-def _slow_tree(tmp_path):
-    """40 images of 768x768 with a large hole: a run long enough to be interrupted mid-way."""
+# The signal tests: `fastfill run` in a real process whose reading is held after the first image
+# until the test has sent its signal, so the signal always arrives while work is in progress (a
+# run that finished first would prove nothing) and one that is ignored lets the run finish: the
+# test then fails instead of skipping.
+_GATED_RUN = """
+import os, sys, threading, time
+from fastfill.files import codecs
+started, go = sys.argv[1], sys.argv[2]
+real, lock, calls = codecs.decode_image, threading.Lock(), [0]
+
+def gated(*args, **kwargs):
+    with lock:
+        calls[0] += 1
+        first = calls[0] == 1
+    if not first:  # the first image goes through; the rest wait for the test
+        open(started, "a").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return real(*args, **kwargs)
+
+codecs.decode_image = gated
+from fastfill.cli import main
+main(sys.argv[3:])
+"""
+GATED_IMAGES = 12
+
+
+def _gated_tree(tmp_path):
     imgs, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
     imgs.mkdir(), masks.mkdir()
-    yy, xx = np.mgrid[0:768, 0:768]
-    for i in range(40):
-        im = np.stack([(xx + i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
-        Image.fromarray(im).save(imgs / f"{i:03d}.png", compress_level=1)
-    Image.fromarray(_mask(768, 768, (100, 100, 500, 600))).save(masks / "m.png")
+    for i in range(GATED_IMAGES):
+        Image.fromarray(_img(64, 80, i)).save(imgs / f"{i:03d}.png")
+    Image.fromarray(_mask(64, 80, (10, 10, 40, 50))).save(masks / "m.png")
     return imgs, masks, out
+
+
+def _start_gated_run(tmp_path, *run_args):
+    """`fastfill run RUN_ARGS` held as above, once it has written its first output and the next
+    image is waiting: (process, the file that lets it go on)."""
+    import time
+
+    started, go = tmp_path / "started", tmp_path / "go"
+    p = subprocess.Popen([sys.executable, "-c", _GATED_RUN, str(started), str(go), "run", *map(str, run_args)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    out = Path(run_args[-1])
+    deadline = time.monotonic() + 60
+    while not (started.exists() and out.is_dir() and any(out.glob("*.png"))):
+        if p.poll() is not None or time.monotonic() > deadline:
+            p.kill()
+            stdout, stderr = p.communicate()
+            pytest.fail(f"the run did not start (exit {p.returncode}): {stdout}{stderr}")
+        time.sleep(0.01)
+    return p, go
+
+
+def _finish(p, go, pause=0.3):
+    """Let the held images go on (after ``pause`` s, time for the signal to be handled), then wait
+    for the end: (stdout, stderr). A run that neither ends nor answers is killed and fails."""
+    import time
+
+    time.sleep(pause)
+    go.touch()
+    try:
+        return p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        stdout, stderr = p.communicate()
+        pytest.fail(f"the run did not end after the signal: {stdout}{stderr}")
 
 
 def test_sigterm_cleans_up_and_exits_143_and_a_rerun_finishes(tmp_path):
     import signal
-    import time
 
-    imgs, masks, out = _slow_tree(tmp_path)
-    cmd = [sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-j", "1", "-q",
-           str(imgs), str(masks / "m.png"), "-o", str(out)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out.exists() and any(out.glob("*.png"))):
-        time.sleep(0.01)
+    imgs, masks, out = _gated_tree(tmp_path)
+    args = ["--method", "harmonic", "-j", "1", "-q", imgs, masks / "m.png", "-o", out]
+    p, go = _start_gated_run(tmp_path, *args)
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
+    _, err = _finish(p, go)
     written = sorted(q.name for q in out.glob("*.png"))
-    if len(written) == 40:
-        pytest.skip("the run finished before SIGTERM arrived")
     assert p.returncode == 143, err
     assert "terminated" in err and "Traceback" not in err
+    assert 1 <= len(written) < GATED_IMAGES  # stopped mid-way
     assert not [q for q in out.iterdir() if q.name.startswith(".")]  # no temporary files left
     for name in written:  # every output that exists is whole
         with Image.open(out / name) as im:
             im.load()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "fastfill.cli", "run", *map(str, args)], capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert f"done {40 - len(written)}, skipped {len(written)}" in r.stdout
+    assert f"done {GATED_IMAGES - len(written)}, skipped {len(written)}" in r.stdout
 
 
 def test_stale_temporary_files_of_a_killed_run_are_removed(tree):
@@ -543,21 +606,16 @@ def test_ctrl_c_twice_is_not_a_traceback(tmp_path):
     import signal
     import time
 
-    imgs, masks, out = _slow_tree(tmp_path)
-    p = subprocess.Popen([sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-j", "2", "-q",
-                          str(imgs), str(masks / "m.png"), "-o", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out.exists() and any(out.glob("*.png"))):
-        time.sleep(0.01)
+    imgs, masks, out = _gated_tree(tmp_path)
+    p, go = _start_gated_run(tmp_path, "--method", "harmonic", "-j", "2", "-q", imgs, masks / "m.png", "-o", out)
     p.send_signal(signal.SIGINT)
-    time.sleep(0.02)
+    time.sleep(0.1)  # the second one comes during the clean-up (which waits for the held image)
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
-    if len(list(out.glob("*.png"))) == 40:
-        pytest.skip("the run finished before the interrupts arrived")
+    _, err = _finish(p, go)
     assert p.returncode == 130, err
-    assert "Traceback" not in err and "aborted" in err
+    assert "Traceback" not in err
+    assert err.split() == "interrupted: finishing the clean-up (Ctrl-C again to quit at once) aborted".split()
+    assert 1 <= len(list(out.glob("*.png"))) < GATED_IMAGES  # stopped mid-way
     assert not [q for q in out.iterdir() if q.name.startswith(".")]
 
 

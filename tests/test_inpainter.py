@@ -101,7 +101,10 @@ def test_capabilities_are_declared_not_guessed(engine):
     class Silent(Refusing):
         narrow_limits = False
 
-    assert Inpainter(Silent(engine, max_side=8)).check(img, m) is not None
+    checked = Inpainter(Silent(engine, max_side=8)).check(img, m)  # its 8 px limit is not asked
+    assert checked.windows == Inpainter(engine).windows(m) and np.array_equal(checked.hole, m != 0)
+    with pytest.raises(InputError, match="is outside 1..8"):  # declared, the same limit is asked
+        Inpainter(Refusing(engine, max_side=8)).check(img, m)
 
 
 def test_bad_engine_argument():

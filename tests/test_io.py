@@ -95,13 +95,14 @@ def test_decode_applies_exif_orientation(tmp_path):
     im = Image.fromarray(rgb)
     exif = im.getexif()
     exif[0x0112] = 6  # rotate 90 CW when displayed
+    exif[0x010F] = "Camera maker"  # a tag that is carried
     im.save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=100)
     d = io.decode_image(tmp_path / "rot.jpg")
     assert d.rgb.shape == (30, 20, 3)  # displayed orientation
-    if d.info.get("exif"):  # carried to the output without the orientation tag
-        ex = Image.Exif()
-        ex.load(d.info["exif"])
-        assert ex.get(0x0112, 1) == 1
+    np.testing.assert_array_equal(d.rgb, np.rot90(np.asarray(Image.open(tmp_path / "rot.jpg")), -1))
+    ex = Image.Exif()  # carried to the output without the orientation tag
+    ex.load(d.info["exif"])
+    assert dict(ex) == {0x010F: "Camera maker"}
 
 
 def test_decode_errors(tmp_path):
@@ -221,17 +222,42 @@ def test_check_writable_dir(tmp_path):
     assert io.check_writable_dir(tmp_path / "new" / "dir").is_dir()
 
 
-@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
-                    reason="permissions do not apply to root")
+_CHECK_WRITABLE = """
+import sys
+from fastfill.errors import InputError
+from fastfill.files import codecs
+try:
+    codecs.check_writable_dir(sys.argv[1])
+    print("writable")
+except InputError as e:
+    print(f"InputError: {e}")
+"""
+
+
 def test_check_writable_dir_permissions(tmp_path):
+    """A real read-only folder, checked in a real process; as root, one held to file permissions
+    (conftest.held_to_permissions). test_permission_denied_is_reported injects the same error
+    into this process."""
+    import subprocess
+    import sys
+
+    from conftest import held_to_permissions
+
+    preexec = held_to_permissions()
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        with pytest.raises(InputError, match="not writable"):
-            io.check_writable_dir(ro)
+        p = subprocess.run([sys.executable, "-c", _CHECK_WRITABLE, str(ro)], capture_output=True, text=True,
+                           timeout=120, preexec_fn=preexec)
+        ok = subprocess.run([sys.executable, "-c", _CHECK_WRITABLE, str(tmp_path)], capture_output=True,
+                            text=True, timeout=120, preexec_fn=preexec)
     finally:
         ro.chmod(0o700)
+    want = f"InputError: output folder {ro} is not writable: Permission denied"
+    assert p.stdout.splitlines() == [want], p.stderr
+    assert ok.stdout.splitlines() == ["writable"], ok.stderr  # the same process, a folder it may write
+    assert list(ro.iterdir()) == [] and list(tmp_path.iterdir()) == [ro]  # no probe left behind
 
 
 def test_normalize_format():

@@ -99,7 +99,7 @@ def test_composite_into_frame_view_and_in_place(device):
     pred = rng.random((2, 3, 12, 20), dtype=np.float32)
     frame = images.copy()
     res = ops.composite(pred, images, masks, window=window, out=frame[:, t:t + h, l:l + w], device=device)
-    assert res.base is not None  # the view itself came back
+    assert res.base is frame and res.shape == (2, h, w, 3)  # the view into the frame came back
     want = images.copy()
     want[:, t:t + h, l:l + w] = ops.composite_reference(pred, images, masks, window=window)
     np.testing.assert_array_equal(frame, want)
@@ -235,10 +235,93 @@ def test_build_info_matches_what_the_module_has():
             ops.prepare(np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 4, 4), np.uint8), MEAN, device="cuda")
 
 
+class _CudaMemory:
+    """Device memory through the CUDA driver API (ctypes on libcuda: no package needed), in the
+    device's primary context: the one the CUDA runtime inside fastfill._C uses."""
+
+    def __init__(self):
+        import ctypes
+
+        self.ct, self.lib, self.ptrs = ctypes, ctypes.CDLL("libcuda.so.1"), []
+        u64, size_t = ctypes.c_uint64, ctypes.c_size_t
+        self.lib.cuMemAlloc_v2.argtypes = [ctypes.POINTER(u64), size_t]
+        self.lib.cuMemcpyHtoD_v2.argtypes = [u64, ctypes.c_void_p, size_t]
+        self.lib.cuMemcpyDtoH_v2.argtypes = [ctypes.c_void_p, u64, size_t]
+        self.lib.cuMemFree_v2.argtypes = [u64]
+        self.dev, ctx = ctypes.c_int(0), ctypes.c_void_p()
+        self._check(self.lib.cuInit(0), "cuInit")
+        self._check(self.lib.cuDeviceGet(ctypes.byref(self.dev), 0), "cuDeviceGet")
+        self._check(self.lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), self.dev), "cuDevicePrimaryCtxRetain")
+        self._check(self.lib.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+
+    @staticmethod
+    def _check(rc, what):
+        assert rc == 0, f"{what}: CUDA driver error {rc}"
+
+    def alloc(self, nbytes: int) -> int:
+        p = self.ct.c_uint64()
+        self._check(self.lib.cuMemAlloc_v2(self.ct.byref(p), nbytes), "cuMemAlloc")
+        self.ptrs.append(p.value)
+        return p.value
+
+    def put(self, a: np.ndarray) -> int:
+        a = np.ascontiguousarray(a)
+        p = self.alloc(a.nbytes)
+        self._check(self.lib.cuMemcpyHtoD_v2(p, a.ctypes.data, a.nbytes), "cuMemcpyHtoD")
+        return p
+
+    def get(self, p: int, shape, dtype) -> np.ndarray:
+        out = np.empty(shape, dtype)
+        self._check(self.lib.cuCtxSynchronize(), "cuCtxSynchronize")  # the kernels queued on stream 0
+        self._check(self.lib.cuMemcpyDtoH_v2(out.ctypes.data, p, out.nbytes), "cuMemcpyDtoH")
+        return out
+
+    def close(self):
+        for p in self.ptrs:
+            self.lib.cuMemFree_v2(p)
+        self.lib.cuDevicePrimaryCtxRelease_v2(self.dev)
+
+
 @pytest.mark.gpu
-def test_cuda_pointer_entry_points_exist():
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_cuda_pointer_entry_points_match_the_reference(dtype):
+    """_C.prepare_cuda / _C.composite_cuda, the entry points a GPU engine's device path calls with
+    device pointers (TensorRT's run_uint8), here without TensorRT: whole frames and windows (the
+    output written into a whole frame through its strides), float32 and float16, the flat mean
+    prefill and an uploaded harmonic one, each against the NumPy reference byte for byte."""
     from fastfill import _C
-    assert hasattr(_C, "prepare_cuda") and hasattr(_C, "composite_cuda")
+
+    half = dtype == np.float16
+    rng = np.random.default_rng(21)
+    n, H, W = 2, 37, 50
+    images, masks = make(rng, n, H, W)
+    mem = _CudaMemory()
+    try:
+        d_img, d_msk = mem.put(images), mem.put(masks)
+        for window in (None, (3, 5, 30, 41)):
+            t, l, h, w = window or (0, 0, H, W)
+            hp, wp = ops.padded_size(h, w, 4)
+            d_x = mem.alloc(n * 4 * hp * wp * np.dtype(dtype).itemsize)
+            _C.prepare_cuda(d_img, d_msk, d_x, n, H, W, window, hp, wp, list(MEAN), True, half, 0)
+            assert_float_equal(mem.get(d_x, (n, 4, hp, wp), dtype),
+                               ops.prepare_reference(images, masks, MEAN, 4, dtype=dtype, window=window))
+            pred = rng.uniform(-0.2, 1.2, (n, 3, hp, wp)).astype(dtype)
+            d_frame = mem.put(images)  # the window's result lands in a whole frame
+            _C.composite_cuda(mem.put(pred), half, hp, wp, d_img, d_msk, n, H, W, window,
+                              d_frame + (t * W + l) * 3, H * W * 3, W * 3, 0)
+            want = images.copy()
+            want[:, t:t + h, l:l + w] = ops.composite_reference(pred, images, masks, window=window)
+            np.testing.assert_array_equal(mem.get(d_frame, (n, H, W, 3), np.uint8), want)
+        # the harmonic prefill solved on the CPU and uploaded ([n, h, w, 3] floats of the window)
+        fill = ops.prepare(images, masks, MEAN, 1, mask_channel=False, fill="harmonic").transpose(0, 2, 3, 1)
+        hp, wp = ops.padded_size(H, W, 4)
+        d_x = mem.alloc(n * 4 * hp * wp * np.dtype(dtype).itemsize)
+        _C.prepare_cuda(d_img, d_msk, d_x, n, H, W, None, hp, wp, list(MEAN), True, half, 0,
+                        mem.put(fill.astype(np.float32)))
+        assert_float_equal(mem.get(d_x, (n, 4, hp, wp), dtype),
+                           ops.prepare(images, masks, MEAN, 4, dtype=dtype, fill="harmonic"))
+    finally:
+        mem.close()
 
 
 # --- an all-hole frame: nothing known, so every fill is the constant mean colour ----------------

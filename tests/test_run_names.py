@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import invoke
+from conftest import held_to_permissions, invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,38 +131,49 @@ def test_names_that_are_not_utf8_or_hold_a_newline_are_printed_and_recorded_safe
 
 # -- 7: an unreadable sub-folder ---------------------------------------------------------------------
 
-def _without_dac_override():
-    """Root reads any folder: drop the two capabilities that let it (this process and what it
-    runs), so that permissions apply as they do to everyone else."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
-def test_an_unreadable_sub_folder_is_a_failure_line(tmp_path):
-    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    if as_root:
-        try:
-            subprocess.run(["true"], preexec_fn=_without_dac_override, check=True)
-        except (OSError, subprocess.SubprocessError) as e:
-            pytest.skip(f"root that cannot drop CAP_DAC_OVERRIDE reads every folder ({e})")
+def _tree_with_sub(tmp_path):
     images, masks = tmp_path / "images", tmp_path / "masks"
     _img(images / "a.png")
     _img(images / "sub" / "b.png", seed=1)
     _mask(masks / "a.png")
     _mask(masks / "sub" / "b.png")
-    (images / "sub").chmod(0)
-    try:
-        code, stdout, err = _run(images, masks, "-o", tmp_path / "out",
-                                 preexec_fn=_without_dac_override if as_root else None)
-    finally:
-        (images / "sub").chmod(0o755)
+    return images, masks
+
+
+def _assert_the_sub_folder_failed(images, code, stdout, err):
     assert code == 1, err
     assert "done 1, skipped 0, failed 1" in stdout
     assert f"failed: {images / 'sub'}: cannot read folder (Permission denied)" in err.splitlines()
+
+
+def test_an_unreadable_sub_folder_is_a_failure_line(tmp_path):
+    """A real folder of mode 0 in a real process; as root, one held to file permissions
+    (conftest.held_to_permissions)."""
+    preexec = held_to_permissions()
+    images, masks = _tree_with_sub(tmp_path)
+    (images / "sub").chmod(0)
+    try:
+        code, stdout, err = _run(images, masks, "-o", tmp_path / "out", preexec_fn=preexec)
+    finally:
+        (images / "sub").chmod(0o755)
+    _assert_the_sub_folder_failed(images, code, stdout, err)
+
+
+def test_an_unreadable_sub_folder_is_a_failure_line_wherever_the_tests_run(tmp_path, monkeypatch):
+    """The same refusal injected into this process (listing the folder raises the
+    PermissionError a user without read permission gets), so that it runs even where nothing can
+    be held to permissions."""
+    images, masks = _tree_with_sub(tmp_path)
+    denied, real = str(images / "sub"), os.scandir
+
+    def scandir(path=".", *args):
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == denied:
+            raise PermissionError(13, "Permission denied", denied)
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code, stdout, err = invoke("run", "--method", "harmonic", "-q", images, masks, "-o", tmp_path / "out")
+    _assert_the_sub_folder_failed(images, code, stdout, err)
 
 
 # -- 8: a file name at the limit ---------------------------------------------------------------------
@@ -204,7 +215,7 @@ def test_the_summary_comes_first_when_the_failures_file_cannot_be_written(tmp_pa
     lines = err.splitlines()
     assert lines[0].startswith(f"failed: {images / 'a.png'}: ")
     assert lines[-1].startswith(f"error: cannot write failures file {out / 'fastfill-failures.jsonl'}")
-    assert not [p for p in out.iterdir()] if out.exists() else True
+    assert list(out.iterdir()) == []  # made (and proved writable) at the start; nothing left in it
 
 
 # -- 10: an output through a symlink loop -------------------------------------------------------------
