@@ -536,13 +536,14 @@ def _option_from_field(f) -> click.Option:
 
 
 def _train_params() -> list[click.Parameter]:
-    """`fastfill train`'s argument and options: the TrainConfig fields made with ``opt`` (in
-    train/config.py, which needs no torch), in their order."""
+    """`fastfill train`'s argument and options: a kind of train.kinds.KINDS, then the TrainConfig
+    fields made with ``opt``, in their order."""
     import dataclasses
 
-    from train.config import PAPER_DEFAULTS, TrainConfig
+    kinds = _import_train("kinds").KINDS
+    from train.config import TrainConfig
 
-    return ([click.Argument(["kind"], type=click.Choice(list(PAPER_DEFAULTS)))]
+    return ([click.Argument(["kind"], type=click.Choice(list(kinds)))]
             + [_option_from_field(f) for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
             + [click.Option(["-q", "--quiet"], is_flag=True, help="No progress bar.")])
 
@@ -587,8 +588,8 @@ def evaluate_cmd(model, data, held_out, mask, size, limit, seed, grid, crops):
 @click.argument("checkpoint", required=False, type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
 @click.option("--random", "random_init", is_flag=True, help="Export a random-init model (tests, benchmarks).")
-@click.option("--kind", type=click.Choice(["glcic", "ce"]), default="glcic", show_default=True,
-              help="Model kind for --random.")
+@click.option("--kind", default="glcic", show_default=True, metavar="KIND",
+              help="Model kind for --random (one that `fastfill train` takes).")
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Channel width multiplier for --random.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")

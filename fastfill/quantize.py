@@ -73,7 +73,7 @@ def _crops(paths, n, size, seed, log):
 
     from PIL import Image
 
-    from train.masks import mixed_mask  # numpy + Pillow only
+    from .masks import mixed_mask
 
     rng = np.random.default_rng(seed)
     out = []
@@ -221,7 +221,7 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
             "activations": "uint8", "calibration": calibration_method, "source": model.name,
             "source_sha256": fio.sha256_file(model),
             "calibration_photos": [p.name for p in cal_paths][:200], "calibration_crops": len(cal),
-            "crop": size, "masks": "train.masks.mixed_mask",
+            "crop": size, "masks": "fastfill.masks.mixed_mask",
             "held_out_photos": [p.name for p in val_paths][:200], "held_out_crops": len(val),
             "psnr_fp32": round(report.psnr_fp32, 3), "psnr_int8": round(report.psnr_int8, 3),
             "kept_float": [n for n, _, _ in keep], "seed": seed}

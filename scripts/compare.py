@@ -11,7 +11,7 @@ Settings (all crops and masks from fixed seeds, `--crops` per validation photo):
   C  256x256, free-form holes (brush strokes and blobs);
   D  256x256, GLCIC's random rectangles (sides 96-128);
   E  512x512, free-form holes (the net is not tuned to one scale);
-  O  256x256, one object-sized blob (6-20 % of the crop; `train.masks.object_mask`).
+  O  256x256, one object-sized blob (6-20 % of the crop; `fastfill.masks.object_mask`).
 Every method sees exactly the same hidden pixels; metrics are inside the hole: PSNR, SSIM, L1 and
 the texture distance (`train.evaluate.texture_distance`: sliced Wasserstein distance of the
 mean-removed 7x7 patches of fill and truth, uint8 levels, lower is better; a smooth smear and

@@ -37,7 +37,7 @@ def test_default_inpainter_fills_only_the_hole_of_an_example_photo():
 def _holes(size):
     """A central 64x64 hole, and free-form strokes kept 8 px from the border (a ramp's value beyond
     the image edge is unknown, so no fill can be held to it there)."""
-    from train.masks import freeform_mask
+    from fastfill.masks import freeform_mask
 
     square = np.zeros((size, size), bool)
     c = size // 2

@@ -64,8 +64,10 @@ def test_meta_bad_values():
     bad["fastfill.mean"] = "0.5,oops"
     with pytest.raises(EngineError, match="bad fastfill metadata"):
         ModelMeta.from_onnx_metadata(bad)
-    with pytest.raises(EngineError, match="unknown model kind"):
-        ModelMeta("gan", (0.5, 0.5, 0.5))
+    with pytest.raises(EngineError, match="fastfill.model = '' is not a model kind name"):
+        ModelMeta("", (0.5, 0.5, 0.5))
+    # the runtime needs no list of kinds: a new one runs by its channels, sizes and multiple
+    assert ModelMeta("gan", (0.5, 0.5, 0.5), channels=3).kind == "gan"
 
 
 def test_tiny_model_metadata_matches_onnx_package():

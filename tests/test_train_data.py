@@ -1,4 +1,4 @@
-"""train.data and train.masks: real image files in tmp folders, determinism, mask statistics."""
+"""train.data and fastfill.masks: real image files in tmp folders, determinism, mask statistics."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from fastfill.errors import InputError  # noqa: E402
 from train.data import DataError, ImageFolder, photo_files, split_files  # noqa: E402
-from train.masks import (center_mask, freeform_mask, hole_centers, make_mask_generator, object_mask,  # noqa: E402
+from fastfill.masks import (center_mask, freeform_mask, hole_centers, make_mask_generator, object_mask,  # noqa: E402
                          rect_mask)
 from train.models import CE_HOLE_BOX  # noqa: E402
 

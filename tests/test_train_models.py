@@ -100,6 +100,25 @@ def test_factory_round_trip_and_unknown_kind():
         build_model({"kind": "unet"})
 
 
+def test_every_kind_comes_from_the_one_registry():
+    """train.kinds.KINDS is the one list of model kinds: the config's paper defaults, the networks
+    build_model rebuilds and the `fastfill train` argument come from it."""
+    import click
+
+    from fastfill.cli import cli
+    from train.config import TrainConfig
+    from train.kinds import KINDS, NETWORKS
+
+    for name, kind in KINDS.items():
+        cfg = TrainConfig(kind=name, data="x", out="y")
+        assert {k: getattr(cfg, k) for k in kind.paper} == kind.paper
+        assert NETWORKS[name] is kind.generator and NETWORKS[kind.discriminator.kind] is kind.discriminator
+    assert set(NETWORKS) == {net.kind for k in KINDS.values() for net in (k.generator, k.discriminator)}
+    train_cmd = cli.commands["train"]
+    kind_arg = train_cmd.get_params(click.Context(train_cmd))[0]
+    assert kind_arg.name == "kind" and list(kind_arg.type.choices) == list(KINDS)
+
+
 def _tiny_pair():
     torch.manual_seed(0)
     G, D = CompletionNet(0.0625), GLCICDiscriminator(32, 16, 0.0625)

@@ -1,7 +1,9 @@
 """fastfill's training package (PyTorch; `pip install 'fastfill[train]'`).
 
-Modules: models (Context Encoder, GLCIC completion net and discriminators), data (image folder
-dataset), masks (mask generators), losses, loop (the training loops; `fastfill train`),
-checkpoint (safetensors + JSON), evaluate (`fastfill evaluate`), export (ONNX).
-Nothing here is imported by the runtime package `fastfill` at import time.
+Modules: kinds (KINDS, the one registry of model kinds: one adapter each), models (Context
+Encoder, GLCIC completion net and discriminators), config (TrainConfig, no torch), data (image
+folder dataset; the masks are fastfill.masks), losses, loop (the training loop; `fastfill
+train`), checkpoint (safetensors + JSON), evaluate (`fastfill evaluate`), export (ONNX).
+Dependencies run train -> fastfill: nothing here is imported by the runtime package `fastfill`
+at import time.
 """

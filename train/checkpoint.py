@@ -9,7 +9,7 @@ Tensor keys: "model.<role>.<state_dict key>" (roles: "G" the generator, "D" the 
 "optim.<role>.<param index>.<state key>".
 
 The JSON (returned as `meta` by load_checkpoint) holds at least:
-  kind      "glcic" | "ce"
+  kind      the model kind (a key of train.kinds.KINDS)
   config    the generator's config dict; `train.models.build_model(config)` rebuilds it
   models    {role: config} for every saved model
   mean      [r, g, b] in [0, 1], the training set's mean colour (the hole fill)

@@ -1,6 +1,7 @@
 """The training configuration (no torch here: `fastfill train` builds its options from it).
 
-Defaults are the papers' numbers (see :mod:`train.loop`); fastfill's recipe is a set of flags.
+Defaults are the papers' numbers (see :mod:`train.loop`; those that differ by kind are each
+kind's ``paper`` in :mod:`train.kinds`); fastfill's recipe is a set of flags.
 """
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field
 
 from fastfill.errors import InputError
-from fastfill.inpainter import MAX_THREADS
-from fastfill.ops import FILLS
 from fastfill.files.runner import MAX_JOBS
+from fastfill.inpainter import MAX_THREADS
+from fastfill.masks import MASKS
+from fastfill.ops import FILLS
 
 HEADS = ("sigmoid", "residual")
 NORMS = ("batch", "group", "none")
@@ -18,12 +20,6 @@ NORMS = ("batch", "group", "none")
 
 class DataError(InputError):
     """No usable images, or an unusable data argument (a fastfill InputError, so a ValueError)."""
-
-
-PAPER_DEFAULTS = {
-    "glcic": dict(steps=150_000, batch_size=96, crop=256, mask="rect", tc=90_000, td=10_000),
-    "ce": dict(steps=100_000, batch_size=64, crop=128, mask="center"),
-}
 
 
 def opt(default=MISSING, help: str = "", **cli):
@@ -38,7 +34,7 @@ def opt(default=MISSING, help: str = "", **cli):
 class TrainConfig:
     """One training run. Fields made with :func:`opt` are `fastfill train` options."""
 
-    kind: str  # "glcic" | "ce": the command's argument
+    kind: str  # a key of train.kinds.KINDS: the command's argument
     data: str = opt(help="Folder of training images (recursive; jpg, png, webp).", path="data")
     out: str = opt(help="Run folder: last.safetensors/.json, samples/, log.jsonl.", path="run")
     steps: int | None = opt(None, "Total iterations [paper: 150000 GLCIC, 100000 CE].", type=int, min=0)
@@ -48,7 +44,7 @@ class TrainConfig:
                        "before cropping.", metavar="LO:HI")
     flip: bool = True
     mask: str | None = opt(None, "Hole shapes for GLCIC [rect: sides 96-128 at 256]; the CE always "
-                           "uses its central hole.", choices=("rect", "freeform", "object", "mixed", "center"))
+                           "uses its central hole.", choices=tuple(MASKS))
     width: float = opt(1.0, "Channel multiplier of the generator.", min=0, min_open=True)
     d_width: float = opt(1.0, "Channel multiplier of the discriminator(s).", min=0, min_open=True)
     # GLCIC
@@ -102,20 +98,15 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.kind not in PAPER_DEFAULTS:
-            raise DataError(f"unknown model kind {self.kind!r}; known: {', '.join(PAPER_DEFAULTS)}")
-        for k, v in PAPER_DEFAULTS[self.kind].items():
+        from .kinds import KINDS  # here: the kinds need torch, this module does not
+
+        kind = KINDS.get(self.kind)
+        if kind is None:
+            raise DataError(f"unknown model kind {self.kind!r}; known: {', '.join(KINDS)}")
+        for k, v in kind.paper.items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
-        if self.kind == "glcic":
-            if self.local_size is None:
-                self.local_size = self.crop // 2
-            if self.crop % 4:
-                raise DataError(f"GLCIC crop must be a multiple of 4, got {self.crop}")
-        elif self.crop != 128:
-            raise DataError(f"the Context Encoder is defined on 128x128 crops, got crop={self.crop}")
-        else:
-            self.mask = "center"  # the Context Encoder's hole is its own (central) box
+        kind.configure(self)
         if self.steps < 0:
             raise DataError(f"steps must be >= 0, got {self.steps}")
         for k in ("batch_size", "save_every"):
@@ -129,4 +120,4 @@ class TrainConfig:
             raise DataError(f"sample_every must be >= 0 (0 = never), got {self.sample_every}")
 
 
-__all__ = ["TrainConfig", "PAPER_DEFAULTS", "HEADS", "NORMS", "DataError", "opt"]
+__all__ = ["TrainConfig", "HEADS", "NORMS", "DataError", "opt"]

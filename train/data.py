@@ -22,7 +22,7 @@ from PIL import Image
 
 from .config import DataError  # noqa: F401 (re-exported)
 
-from .masks import make_mask_generator
+from fastfill.masks import make_mask_generator
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -75,7 +75,7 @@ class ImageFolder(torch.utils.data.Dataset):
     scale     (lo, hi): the image is resized so its shorter side is crop * U(lo, hi)
               (GLCIC: 256..384 at a 256 crop -> (1.0, 1.5))
     flip      random horizontal flips
-    mask      mask kind (train.masks) or None for all-zero masks
+    mask      mask kind (fastfill.masks) or None for all-zero masks
     files     explicit file list (e.g. the training split); default: every image under root
     """
 

@@ -6,7 +6,7 @@ the baselines mean fill, OpenCV Telea and OpenCV Navier-Stokes.
 Each image gives `crops` size x size crops (256 GLCIC, 128 CE): with crops=1 the image is resized
 to a shorter side of `size` and centre-cropped; with more, each crop is resized to a shorter side
 of size x U(scale) and cropped at a random position, all from fixed seeds. Masks come from
-`train.masks` with a fixed seed per crop (the CE always uses its central hole). Metrics are
+`fastfill.masks` with a fixed seed per crop (the CE always uses its central hole). Metrics are
 computed on [0, 1] RGB: PSNR = 10 log10(1 / MSE); SSIM is the Gaussian-window SSIM (11 px,
 sigma 1.5, Wang et al. 2004) per channel, its map averaged over the region; L1 the mean absolute
 error. The texture distance (`texture_distance`, in uint8 levels, lower is better) compares the
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .data import DataError, photo_files
-from .masks import make_mask_generator
+from fastfill.masks import make_mask_generator
 
 
 # ---------------------------------------------------------------- metrics
@@ -256,7 +256,9 @@ def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, h
     else:
         from .checkpoint import read_meta
         meta = read_meta(model)
-    kind = KINDS[meta["kind"]]
+    kind = KINDS.get(meta["kind"])
+    if kind is None:  # the runtime runs any kind; evaluation needs the kind's crop and hole
+        raise DataError(f"{model}: unknown model kind {meta['kind']!r}; known: {', '.join(KINDS)}")
     size = size or kind.eval_size()
     mask = kind.eval_mask(mask)
     files = None

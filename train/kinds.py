@@ -1,5 +1,7 @@
-"""One adapter per model kind: what the loop, the exporter, the evaluation and the PyTorch bench
-engine need to know about a generator, in one place, picked from :data:`KINDS`.
+"""One adapter per model kind: what the configuration, the loop, the exporter, the evaluation and
+the PyTorch bench engine need to know about a generator, in one place, picked from :data:`KINDS`,
+the one registry of model kinds (the `fastfill train` argument, the papers' defaults, the networks
+that checkpoints are rebuilt from and the exported metadata all come from it).
 
     kind = KINDS[cfg.kind]            # or kind_of(model) for a built generator
     G, D, opt_g, opt_d = kind.build(cfg, device)
@@ -21,9 +23,10 @@ import torch
 import torch.nn as nn
 
 from fastfill.engines.base import ModelMeta
+from fastfill.masks import hole_centers
 
+from .config import DataError
 from .losses import ce_weight_map, masked_mse, weighted_mse
-from .masks import hole_centers
 from .models import (CE_IMAGE_SIZE, CEDiscriminator, CompletionNet, ContextEncoder,
                      GLCICDiscriminator)
 
@@ -62,7 +65,18 @@ def glcic_phase(step: int, tc: int, td: int) -> str:
 class Kind:
     """The interface; each method says what it is for, the subclasses say how."""
 
-    name: str
+    generator: type[nn.Module]  # its class attribute ``kind`` names the kind
+    discriminator: type[nn.Module]
+    paper: dict  # the papers' values of the TrainConfig fields left at None
+
+    @property
+    def name(self) -> str:
+        """The kind's name: its generator's ``kind``, which checkpoints and model files record."""
+        return self.generator.kind
+
+    # -- configuration
+    def configure(self, cfg) -> None:
+        """The kind's own defaults and rules of a TrainConfig (after :attr:`paper`): DataError."""
 
     # -- training
     def build(self, cfg, device):
@@ -132,7 +146,14 @@ class Kind:
 
 
 class GLCIC(Kind):
-    name = "glcic"
+    generator, discriminator = CompletionNet, GLCICDiscriminator
+    paper = dict(steps=150_000, batch_size=96, crop=256, mask="rect", tc=90_000, td=10_000)
+
+    def configure(self, cfg):
+        if cfg.local_size is None:
+            cfg.local_size = cfg.crop // 2
+        if cfg.crop % 4:
+            raise DataError(f"GLCIC crop must be a multiple of 4, got {cfg.crop}")
 
     def build(self, cfg, device):
         G = CompletionNet(cfg.width, head=cfg.head, norm=cfg.norm).to(device)
@@ -188,7 +209,14 @@ class GLCIC(Kind):
 
 
 class ContextEncoderKind(Kind):
-    name = "ce"
+    generator, discriminator = ContextEncoder, CEDiscriminator
+    paper = dict(steps=100_000, batch_size=64, crop=128, mask="center")
+
+    def configure(self, cfg):
+        if cfg.crop != CE_IMAGE_SIZE:
+            raise DataError(f"the Context Encoder is defined on {CE_IMAGE_SIZE}x{CE_IMAGE_SIZE} crops, "
+                            f"got crop={cfg.crop}")
+        cfg.mask = "center"  # the Context Encoder's hole is its own (central) box
 
     def build(self, cfg, device):
         G = ContextEncoder(cfg.width, head=cfg.head).to(device)
@@ -303,7 +331,12 @@ class FullFrameCE(nn.Module):
         return x * self.keep + torch.matmul(torch.matmul(self.rows, pred), self.cols)
 
 
+# The one registry of model kinds: a new kind is one adapter above (its networks in models.py)
+# and its entry here.
 KINDS: dict[str, Kind] = {k.name: k for k in (GLCIC(), ContextEncoderKind())}
+# The networks build_model rebuilds from a config()['kind']: each kind's generator and discriminator.
+NETWORKS: dict[str, type[nn.Module]] = {net.kind: net for k in KINDS.values()
+                                        for net in (k.generator, k.discriminator)}
 
 
 def kind_of(model: nn.Module, error: type[Exception] = ValueError) -> Kind:
@@ -322,5 +355,5 @@ def reference_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return kind_of(model).paste(model, x, model(x))
 
 
-__all__ = ["KINDS", "Kind", "GLCIC", "ContextEncoderKind", "kind_of", "reference_forward", "prefill",
-           "crop_patches", "glcic_phase", "FullFrameCE"]
+__all__ = ["KINDS", "NETWORKS", "Kind", "GLCIC", "ContextEncoderKind", "kind_of", "reference_forward",
+           "prefill", "crop_patches", "glcic_phase", "FullFrameCE"]

@@ -1,4 +1,6 @@
-"""The training loops for the Context Encoder and GLCIC, nanoGPT style: one config, one function.
+"""The training loop for the Context Encoder and GLCIC, nanoGPT style: one config, one loop that
+reads top to bottom (:func:`_train`: set up, then per batch a step in its phase, the log, samples,
+validation and checkpoints), its parts in :class:`_Run`; what differs by kind is in train.kinds.
 
     from train.loop import TrainConfig, train
     train(TrainConfig(kind="glcic", data="photos/", out="runs/glcic", width=0.25))
@@ -18,6 +20,7 @@ Every `save_every` steps, at the end, and on Ctrl-C, `OUT/last.safetensors` (+ `
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import signal
@@ -26,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .config import PAPER_DEFAULTS, DataError, TrainConfig  # noqa: F401 (re-exported)
+from .config import DataError, TrainConfig
 from .data import ImageFolder, batches, photo_files, split_files
 from .kinds import KINDS, crop_patches, glcic_phase, prefill  # noqa: F401 (re-exported)
 from .losses import make_adversarial_loss, masked_mse
+
 
 def lr_schedule(step: int, lr: float, warmup: int, steps: int, schedule: str = "constant") -> float:
     """Learning rate at 0-based `step`: linear warm-up over `warmup` steps, then constant or a
@@ -91,138 +96,257 @@ def train(cfg: TrainConfig, on_step=None) -> dict:
 
 
 def _train(cfg: TrainConfig, on_step) -> dict:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    """The loop: set up, then one step per batch (log, samples, validation, checkpoint), then the
+    last checkpoint."""
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
+    run = _Run(cfg, _Data.load(cfg))
+    history, interrupted, done = [], False, max(run.start, cfg.steps)
+    bar = tqdm(total=cfg.steps, initial=run.start, disable=not cfg.progress, dynamic_ncols=True,
+               desc=f"{cfg.kind} train")
+    run.G.train(), run.D.train()
+    t0 = time.perf_counter()
+    with open(run.out / "log.jsonl", "a") as log:
+        if run.val_set is not None and run.start == 0:  # the untrained net (a residual head: its prefill)
+            run.evaluate(0, log, first=True)
+        with _Stopper() as stopper:
+            for step, (x, m) in enumerate(batches(run.data.train, cfg.batch_size, run.start, cfg.steps,
+                                                  cfg.workers), run.start):
+                met = run.step(step, x.to(run.dev, non_blocking=True), m.to(run.dev, non_blocking=True))
+                history.append(met)
+                _log_step(log, bar, met)
+                if on_step is not None:
+                    on_step(step, met)
+                run.after_step(step + 1, log)
+                if stopper.stop:
+                    interrupted, done = True, step + 1
+                    break
+                if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                    run.save(step + 1)
+    bar.close()
+    path = run.save(done)  # with the phase the next step will run in
+    elapsed = time.perf_counter() - t0
+    return {"history": history, "checkpoint": path, "interrupted": interrupted, "step": done,
+            "best": run.best if run.val_set is not None else None,
+            "mean": run.mean, "seconds": elapsed, "steps_per_s": len(history) / elapsed if elapsed else 0.0}
 
-    # ---- data
-    root = Path(cfg.data)
-    files = photo_files(root)
-    if not files:
-        raise DataError(f"no images (jpg, png, webp) under {root}")
-    if cfg.val_data:
-        train_files, val_files = files, photo_files(Path(cfg.val_data))
-    else:
-        train_files, val_files = split_files(files, root, cfg.val_fraction)
-    if not train_files:
-        raise DataError(f"no training images under {root} (found {len(files)}, all held out for validation)")
-    ds = ImageFolder(root, cfg.crop, cfg.scale, cfg.flip, cfg.mask, cfg.seed, files=train_files)
 
-    # ---- models and optimisers
-    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                       else "cpu" if cfg.device == "auto" else cfg.device)
-    kind = KINDS[cfg.kind]
-    G, D, opt_g, opt_d = kind.build(cfg, dev)
-    if cfg.optimizer == "adam":
-        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr / 10, betas=(0.5, 0.999))
-    models, opts = {"G": G, "D": D}, {"G": opt_g, "D": opt_d}
-    if cfg.ema:
-        import copy
-        E = copy.deepcopy(G).requires_grad_(False)
-        models["E"] = E
+def _log_step(log, bar, met: dict) -> None:
+    """A step's metrics: one line of log.jsonl, and the progress bar's postfix."""
+    log.write(json.dumps(met) + "\n")
+    log.flush()
+    bar.update(1)
+    bar.set_postfix({k: f"{v:.4g}" for k, v in met.items() if isinstance(v, float)} | {"phase": met["phase"]})
 
-    def ema_update():
-        if not cfg.ema:
-            return
-        with torch.no_grad():
-            for pe, p in zip(E.parameters(), G.parameters()):
-                pe.mul_(cfg.ema).add_(p, alpha=1 - cfg.ema)
-            for be, b in zip(E.buffers(), G.buffers()):
-                be.copy_(b)
 
-    def shown_net():
-        """The generator that is validated, sampled and kept as best: the average when there is one."""
-        return E if cfg.ema else G
-    adv = make_adversarial_loss(cfg.adv)
+@dataclasses.dataclass
+class _Data:
+    """A run's photos: the training set, and the held-out files (validation and sample grids)."""
 
-    start, mean = 0, None
-    if cfg.resume:
-        path = ckpt.checkpoint_path(cfg.resume)
+    root: Path
+    train: ImageFolder
+    train_files: list
+    val_files: list
+
+    @classmethod
+    def load(cls, cfg: TrainConfig) -> _Data:
+        root = Path(cfg.data)
+        files = photo_files(root)
+        if not files:
+            raise DataError(f"no images (jpg, png, webp) under {root}")
+        if cfg.val_data:
+            train_files, val_files = files, photo_files(Path(cfg.val_data))
+        else:
+            train_files, val_files = split_files(files, root, cfg.val_fraction)
+        if not train_files:
+            raise DataError(f"no training images under {root} (found {len(files)}, all held out for validation)")
+        ds = ImageFolder(root, cfg.crop, cfg.scale, cfg.flip, cfg.mask, cfg.seed, files=train_files)
+        return cls(root, ds, train_files, val_files)
+
+    def describe(self, cfg: TrainConfig) -> dict:
+        """What the checkpoints record of the data."""
+        return {"root": str(self.root.resolve()), "n_train": len(self.train), "n_val": len(self.val_files),
+                "val_fraction": cfg.val_fraction, "seed": cfg.seed, "skipped": self.train.skipped,
+                "val_files": [Path(p).relative_to(self.root).as_posix() if not cfg.val_data else str(p)
+                              for p in self.val_files]}
+
+    def sample_batch(self, cfg: TrainConfig, dev) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed (images, masks) of the sample grids: held-out photos when there are any."""
+        ds = ImageFolder(self.root, cfg.crop, (1.0, 1.0), False, cfg.mask, cfg.seed + 1,
+                         files=self.val_files or self.train_files, warn=lambda *_: None)
+        pairs = [ds[i] for i in range(cfg.n_samples)]
+        return torch.stack([p[0] for p in pairs]).to(dev), torch.stack([p[1] for p in pairs]).to(dev)
+
+    def val_set(self, cfg: TrainConfig, kind) -> tuple[np.ndarray, np.ndarray] | None:
+        """(images, masks) of the held-out crops validated every ``val_every`` steps, or None."""
+        if not (cfg.val_every and self.val_files):
+            return None
+        from .evaluate import load_eval_set
+        return load_eval_set(cfg.val_data or self.root, cfg.crop, kind.eval_mask(cfg.mask), cfg.seed + 7,
+                             files=self.val_files, crops=cfg.val_crops)[:2]
+
+
+def _device(name: str) -> torch.device:
+    """``auto``: cuda when available, else the cpu; any other name as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Run:
+    """One run's state: its kind, the generator G and discriminator D (and the average E of G with
+    ``ema``), their optimisers, the mean colour, the best validation so far. The methods are the
+    loop's parts: a step per phase, evaluation and samples, checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, data: _Data):
+        self.cfg, self.data, self.out = cfg, data, Path(cfg.out)
+        self.dev = _device(cfg.device)
+        self.kind = KINDS[cfg.kind]
+        self.G, self.D, self.opt_g, self.opt_d = self.kind.build(cfg, self.dev)
+        if cfg.optimizer == "adam":
+            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr / 10, betas=(0.5, 0.999))
+        self.models, self.opts = {"G": self.G, "D": self.D}, {"G": self.opt_g, "D": self.opt_d}
+        self.E = None
+        if cfg.ema:
+            self.E = self.models["E"] = copy.deepcopy(self.G).requires_grad_(False)
+        self.adv = make_adversarial_loss(cfg.adv)
+        self.start, mean = self._resume() if cfg.resume else (0, None)
+        self.mean = data.train.mean_color() if mean is None else mean
+        self.data_desc = data.describe(cfg)
+        self.train_desc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("resume", "progress")}
+        self.train_desc["device"] = str(self.dev)
+        self.samples = data.sample_batch(cfg, self.dev) if cfg.sample_every else None
+        self.val_set = data.val_set(cfg, self.kind)
+        self.best = {"psnr_hole": -1.0}
+        if cfg.resume and (self.out / "best.json").exists():
+            self.best = json.loads((self.out / "best.json").read_text()).get("val", self.best)
+
+    def _resume(self) -> tuple[int, list | None]:
+        """Restore the nets and optimisers of the checkpoint ``cfg.resume``: (its step, its mean)."""
+        path = ckpt.checkpoint_path(self.cfg.resume)
         saved_meta = ckpt.read_meta(path)
-        saved = saved_meta["models"]
-        restore_models = {k: v for k, v in models.items() if k in saved or k != "E"}
-        restore_opts = dict(opts)
-        if saved.get("D") != D.config() and kind.phase(int(saved_meta["step"]), cfg) == "completion":
+        saved, saved_phase = saved_meta["models"], self.kind.phase(int(saved_meta["step"]), self.cfg)
+        models = {k: v for k, v in self.models.items() if k in saved or k != "E"}
+        opts = dict(self.opts)
+        if saved.get("D") != self.D.config() and saved_phase == "completion":
             # The discriminators have not trained yet: a new --d-width starts them afresh.
-            print(f"resume: discriminator config {saved.get('D')} -> {D.config()}; it has not "
+            print(f"resume: discriminator config {saved.get('D')} -> {self.D.config()}; it has not "
                   "trained yet (completion phase), so it starts afresh", flush=True)
-            del restore_models["D"], restore_opts["D"]
-        meta = ckpt.restore_training_state(path, restore_models, restore_opts)
-        if cfg.ema and "E" not in saved:  # an average started on resume starts from the weights
-            E.load_state_dict(G.state_dict())
-        start, mean = int(meta["step"]), meta["mean"]
-    if mean is None:
-        mean = ds.mean_color()
-    data_desc = {"root": str(root.resolve()), "n_train": len(ds), "n_val": len(val_files),
-                 "val_fraction": cfg.val_fraction, "seed": cfg.seed, "skipped": ds.skipped,
-                 "val_files": [Path(p).relative_to(root).as_posix() if not cfg.val_data else str(p)
-                               for p in val_files]}
-    train_desc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("resume", "progress")}
-    train_desc["device"] = str(dev)
+            del models["D"], opts["D"]
+        meta = ckpt.restore_training_state(path, models, opts)
+        if self.E is not None and "E" not in saved:  # an average started on resume starts from the weights
+            self.E.load_state_dict(self.G.state_dict())
+        return int(meta["step"]), meta["mean"]
 
-    # fixed sample batch for the grids: held-out images when there are any
-    sample_ds = ImageFolder(root, cfg.crop, (1.0, 1.0), False, cfg.mask, cfg.seed + 1,
-                            files=val_files or train_files, warn=lambda *_: None) if cfg.sample_every else None
-    if sample_ds is not None:
-        pairs = [sample_ds[i] for i in range(cfg.n_samples)]
-        sample_x = torch.stack([p[0] for p in pairs]).to(dev)
-        sample_m = torch.stack([p[1] for p in pairs]).to(dev)
+    # -- the generator's input and output
+    def shown_net(self):
+        """The generator that is validated, sampled and kept as best: the average when there is one."""
+        return self.G if self.E is None else self.E
 
-    def phase_at(step):
-        return kind.phase(step, cfg)
+    def model_input(self, x, m):
+        return self.kind.model_input(x, self.kind.train_hidden(self.G, m), self.mean, self.cfg.fill)
 
-    def model_input(x, m):
-        return kind.model_input(x, kind.train_hidden(G, m), mean, cfg.fill)
-
-    def generate(x, m, net=None, inp=None):
+    def generate(self, x, m, net=None, inp=None):
         """(generator output, completed full image) for images x and masks m; ``inp`` is
         model_input(x, m) when the caller has it already (the harmonic prefill is a solve)."""
-        net = G if net is None else net
-        y = net(model_input(x, m) if inp is None else inp)
-        return y, kind.complete(G, x, m, y)
+        net = self.G if net is None else net
+        y = net(self.model_input(x, m) if inp is None else inp)
+        return y, self.kind.complete(self.G, x, m, y)
 
-    def d_step(x, m, fake, step):
-        """One discriminator update on real x vs generated `fake` (detached)."""
-        loss, met = adv.discriminator_loss(kind.real_logits(G, D, x, cfg, step),
-                                           kind.fake_logits(D, m, fake, cfg))
-        opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_d.step()
+    # -- one training step
+    def step(self, step: int, x, m) -> dict:
+        """One step at 0-based ``step`` on images x and masks m, in the phase it falls in: its metrics."""
+        cfg = self.cfg
+        phase = self.kind.phase(step, cfg)
+        if cfg.optimizer == "adam":
+            for g in self.opt_g.param_groups:
+                g["lr"] = lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule)
+        phase_step = {"completion": self.completion_step, "discriminator": self.discriminator_step,
+                      "joint": self.joint_step}[phase]
+        return {"step": step, "phase": phase, **phase_step(x, m, step)}
+
+    def completion_step(self, x, m, step) -> dict:
+        """The generator alone, on the reconstruction loss in the hole."""
+        met = {}
+        inp = self.model_input(x, m)
+        y, _ = self.generate(x, m, inp=inp)
+        loss = masked_mse(y, x, m)
+        if self.cfg.head == "residual":  # what the correction must beat
+            with torch.no_grad():
+                met["prefill_rec"] = masked_mse(inp[:, :3], x, m).item()
+        self._g_update(loss)
+        met["g_rec"] = loss.item()
         return met
 
-    def save(step, phase, name="last", extra=None, only=None):
-        return ckpt.save_checkpoint(out / name, models=only or models, optimizers=None if only else opts, meta={
-            "kind": cfg.kind, "config": G.config(), "mean": mean, "step": step, "phase": phase,
-            "fill": cfg.fill, "data": data_desc, "train": train_desc,
-            "receptive_field": getattr(G, "receptive_field", None), **(extra or {})})
+    def discriminator_step(self, x, m, step) -> dict:
+        """The discriminator alone, on real images against the generator's completions."""
+        with torch.no_grad():
+            y, completed = self.generate(x, m)
+        return self._d_update(x, m, self.kind.fake(y, completed), step)
 
-    def save_best(step, val):
-        """best.safetensors: the validated generator alone (for export; resume from last)."""
-        b = dict(val["model"], step=step, prefill=val["prefill"]["psnr_hole"])
-        save(step, phase_at(step), "best", {"val": b}, only={"G": shown_net()})
-        return b
+    def joint_step(self, x, m, step) -> dict:
+        """Both: the discriminator, then the generator on the kind's reconstruction + adversarial loss."""
+        y, completed = self.generate(x, m)
+        fake = self.kind.fake(y, completed)
+        met = self._d_update(x, m, fake.detach(), step)
+        rec, w_rec, w_adv = self.kind.joint_loss_terms(self.G, y, x, m, self.cfg)
+        g_adv, gm = self.adv.generator_loss(self.kind.fake_logits(self.D, m, fake, self.cfg))
+        loss = w_rec * rec + w_adv * g_adv
+        self._g_update(loss)
+        return {**met, **gm, "g_rec": rec.item(), "g_loss": loss.item()}
 
-    val_set = None
-    if cfg.val_every and val_files:
-        from .evaluate import load_eval_set
-        val_set = load_eval_set(cfg.val_data or root, cfg.crop, kind.eval_mask(cfg.mask), cfg.seed + 7,
-                                files=val_files, crops=cfg.val_crops)[:2]
-    best = {"psnr_hole": -1.0}
-    if cfg.resume and (out / "best.json").exists():
-        best = json.loads((out / "best.json").read_text()).get("val", best)
+    def _d_update(self, x, m, fake, step) -> dict:
+        """One discriminator update on real x vs generated ``fake`` (detached): its metrics."""
+        loss, met = self.adv.discriminator_loss(self.kind.real_logits(self.G, self.D, x, self.cfg, step),
+                                                self.kind.fake_logits(self.D, m, fake, self.cfg))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return met
 
-    def validate(step):
+    def _g_update(self, loss) -> None:
+        """One generator update on ``loss``, then the moving average's."""
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        if self.E is not None:
+            with torch.no_grad():
+                for pe, p in zip(self.E.parameters(), self.G.parameters()):
+                    pe.mul_(self.cfg.ema).add_(p, alpha=1 - self.cfg.ema)
+                for be, b in zip(self.E.buffers(), self.G.buffers()):
+                    be.copy_(b)
+
+    # -- between steps: samples and validation
+    def after_step(self, done: int, log) -> None:
+        """After ``done`` steps: the sample grid and the validation when they are due."""
+        if self.samples is not None and done % self.cfg.sample_every == 0:
+            self.write_samples(done)
+        if self.val_set is not None and done % self.cfg.val_every == 0:
+            self.evaluate(done, log)
+
+    def evaluate(self, step: int, log, first: bool = False) -> None:
+        """Validate, log it, and keep the generator as best.safetensors when it is the best yet
+        (the first validation always)."""
+        val = self.validate(step)
+        log.write(json.dumps({"step": step, "val": val}) + "\n")
+        log.flush()
+        if first or val["model"]["psnr_hole"] > self.best["psnr_hole"]:
+            b = dict(val["model"], step=step, prefill=val["prefill"]["psnr_hole"])
+            self.save(step, "best", {"val": b}, only={"G": self.shown_net()})  # for export; resume from last
+            self.best = b
+
+    def validate(self, step: int) -> dict:
         """Hole PSNR of the model and of its prefill alone on the held-out crops."""
         from .evaluate import metrics
-        images, masks = val_set
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(dev)
-        m = torch.from_numpy(masks).float()[:, None].to(dev)
-        net = shown_net()
+        images, masks = self.val_set
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(self.dev)
+        m = torch.from_numpy(masks).float()[:, None].to(self.dev)
+        net = self.shown_net()
         net.eval()
         with torch.no_grad():
-            inp = model_input(x, m)
-            full = torch.cat([generate(x[i:i + 8], m[i:i + 8], net, inp[i:i + 8])[1]
+            inp = self.model_input(x, m)
+            full = torch.cat([self.generate(x[i:i + 8], m[i:i + 8], net, inp[i:i + 8])[1]
                               for i in range(0, len(x), 8)])
             pre = inp[:, :3]  # the prefilled image the net is given (both kinds: RGB first)
         net.train()
@@ -233,96 +357,28 @@ def _train(cfg: TrainConfig, on_step) -> dict:
             res[name] = {k: float(np.mean([p[k] for p in per])) for k in ("psnr_hole", "ssim_hole", "l1_hole")}
         return res
 
-    def lr_at(step):
-        return lr_schedule(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule)
-
-    def write_samples(step):
-        net = shown_net()
+    def write_samples(self, step: int) -> None:
+        """samples/step_N.png: input | output | truth of the fixed sample batch."""
+        x, m = self.samples
+        net = self.shown_net()
         net.eval()
         with torch.no_grad():
-            _, full = generate(sample_x, sample_m, net)
-            shown_in = model_input(sample_x, sample_m)[:, :3]
+            _, full = self.generate(x, m, net)
+            shown_in = self.model_input(x, m)[:, :3]
         net.train()
-        _save_grid(out / "samples" / f"step_{step:07d}.png",
-                   [(a.cpu(), b.cpu(), c.cpu()) for a, b, c in zip(shown_in, full, sample_x)])
+        _save_grid(self.out / "samples" / f"step_{step:07d}.png",
+                   [(a.cpu(), b.cpu(), c.cpu()) for a, b, c in zip(shown_in, full, x)])
 
-    history, interrupted, step = [], False, start
-    log = open(out / "log.jsonl", "a")
-    from tqdm import tqdm
-    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, dynamic_ncols=True,
-               desc=f"{cfg.kind} train")
-    G.train(), D.train()
-    t0 = time.perf_counter()
-    if val_set is not None and start == 0:  # the untrained net (a residual head: its prefill)
-        val = validate(0)
-        log.write(json.dumps({"step": 0, "val": val}) + "\n")
-        best = save_best(0, val)
-    with _Stopper() as stopper:
-        for step, (x, m) in enumerate(batches(ds, cfg.batch_size, start, cfg.steps, cfg.workers), start):
-            x, m = x.to(dev, non_blocking=True), m.to(dev, non_blocking=True)
-            phase = phase_at(step)
-            met = {"step": step, "phase": phase}
-            if cfg.optimizer == "adam":
-                for g in opt_g.param_groups:
-                    g["lr"] = lr_at(step)
-            if phase == "completion":
-                inp = model_input(x, m)
-                y, _ = generate(x, m, inp=inp)
-                loss = masked_mse(y, x, m)
-                if cfg.head == "residual":  # what the correction must beat
-                    with torch.no_grad():
-                        met["prefill_rec"] = masked_mse(inp[:, :3], x, m).item()
-                opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_g.step()
-                ema_update()
-                met["g_rec"] = loss.item()
-            elif phase == "discriminator":
-                with torch.no_grad():
-                    y, completed = generate(x, m)
-                met.update(d_step(x, m, kind.fake(y, completed), step))
-            else:
-                y, completed = generate(x, m)
-                fake = kind.fake(y, completed)
-                met.update(d_step(x, m, fake.detach(), step))
-                rec, w_rec, w_adv = kind.joint_loss_terms(G, y, x, m, cfg)
-                g_adv, gm = adv.generator_loss(kind.fake_logits(D, m, fake, cfg))
-                loss = w_rec * rec + w_adv * g_adv
-                opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_g.step()
-                ema_update()
-                met.update(gm, g_rec=rec.item(), g_loss=loss.item())
-            history.append(met)
-            log.write(json.dumps(met) + "\n")
-            log.flush()
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in met.items() if isinstance(v, float)} | {"phase": phase})
-            done = step + 1
-            if on_step is not None:
-                on_step(step, met)
-            if sample_ds is not None and done % cfg.sample_every == 0:
-                write_samples(done)
-            if val_set is not None and done % cfg.val_every == 0:
-                val = validate(done)
-                log.write(json.dumps({"step": done, "val": val}) + "\n")
-                log.flush()
-                if val["model"]["psnr_hole"] > best["psnr_hole"]:
-                    best = save_best(done, val)
-            if stopper.stop:
-                interrupted = True
-                break
-            if done % cfg.save_every == 0 and done < cfg.steps:
-                save(done, phase_at(done))
-        else:
-            done = max(start, cfg.steps)
-    bar.close()
-    log.close()
-    path = save(done, phase_at(done))  # the phase the next step will run in
-    elapsed = time.perf_counter() - t0
-    return {"history": history, "checkpoint": path, "interrupted": interrupted, "step": done,
-            "best": best if val_set is not None else None,
-            "mean": mean, "seconds": elapsed, "steps_per_s": len(history) / elapsed if elapsed else 0.0}
+    # -- checkpoints
+    def save(self, step: int, name: str = "last", extra: dict | None = None, only: dict | None = None):
+        """OUT/<name>.safetensors (+ .json) after ``step`` steps: every net and optimiser, or
+        ``only`` those nets."""
+        meta = {"kind": self.cfg.kind, "config": self.G.config(), "mean": self.mean, "step": step,
+                "phase": self.kind.phase(step, self.cfg), "fill": self.cfg.fill, "data": self.data_desc,
+                "train": self.train_desc, "receptive_field": getattr(self.G, "receptive_field", None),
+                **(extra or {})}
+        return ckpt.save_checkpoint(self.out / name, models=only or self.models,
+                                    optimizers=None if only else self.opts, meta=meta)
 
 
-__all__ = ["TrainConfig", "train", "glcic_phase", "crop_patches", "prefill", "lr_schedule", "PAPER_DEFAULTS"]
+__all__ = ["TrainConfig", "train", "glcic_phase", "crop_patches", "prefill", "lr_schedule"]

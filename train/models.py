@@ -1,5 +1,5 @@
 """The networks: Context Encoder (Pathak et al. 2016) and GLCIC (Iizuka et al. 2017), with their
-discriminators, plus a factory keyed by kind and a receptive-field measurement.
+discriminators, plus a factory keyed by each network's ``kind`` and a receptive-field measurement.
 
 Every generator returns RGB in [0, 1] (sigmoid). Every discriminator returns *logits* of shape
 [N] (probability real = sigmoid(logit)); the losses in `train.losses` apply the sigmoid, which is
@@ -31,12 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import HEADS, NORMS  # (the recipe's names live with the config)
+from fastfill.masks.synthetic import CE_IMAGE_SIZE, CE_OVERLAP, CE_PRED_SIZE  # (the center mask's too)
 
-# ---------------------------------------------------------------- Context Encoder constants
-CE_IMAGE_SIZE = 128
-CE_PRED_SIZE = 64
-CE_OVERLAP = 7
+from .config import HEADS, NORMS  # (the recipe's names live with the config)
 
 
 def ce_boxes(image_size: int = CE_IMAGE_SIZE, pred_size: int = CE_PRED_SIZE, overlap: int = CE_OVERLAP):
@@ -137,6 +134,7 @@ class CompletionNet(nn.Module):
     prefill (the model contract, docs/ARCHITECTURE.md). ``norm`` = "batch" (the paper's), "group" or "none".
     """
 
+    kind = "glcic"  # config()['kind']: what build_model rebuilds it from
     in_channels = 4
     multiple = 4
     receptive_field = 307  # px, the paper's figure; tests measure it from gradients
@@ -175,7 +173,7 @@ class CompletionNet(nn.Module):
             _zero(layers[-1])
 
     def config(self) -> dict:
-        cfg = {"kind": "glcic", "width": self.width, "dilations": list(self.dilations)}
+        cfg = {"kind": self.kind, "width": self.width, "dilations": list(self.dilations)}
         if self.head != "sigmoid" or self.norm != "batch":  # older checkpoints have neither key
             cfg.update(head=self.head, norm=self.norm)
         return cfg
@@ -221,6 +219,8 @@ class GLCICDiscriminator(nn.Module):
     local: five (64, 128, 256, 512, 512) + FC 1024; concat 2048 -> FC 1 (sigmoid in the loss).
     """
 
+    kind = "glcic_d"
+
     def __init__(self, global_size: int = 256, local_size: int = 128, width: float = 1.0):
         super().__init__()
         self.global_size, self.local_size, self.width = int(global_size), int(local_size), float(width)
@@ -232,7 +232,7 @@ class GLCICDiscriminator(nn.Module):
         self.apply(_init_weights)
 
     def config(self) -> dict:
-        return {"kind": "glcic_d", "global_size": self.global_size, "local_size": self.local_size,
+        return {"kind": self.kind, "global_size": self.global_size, "local_size": self.local_size,
                 "width": self.width}
 
     def forward(self, whole: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
@@ -276,6 +276,7 @@ class ContextEncoder(nn.Module):
     output corrects the input's prediction box (clipped to [0, 1]).
     """
 
+    kind = "ce"
     in_channels = 3
     image_size = CE_IMAGE_SIZE
 
@@ -309,7 +310,7 @@ class ContextEncoder(nn.Module):
             _zero(dec[-1])
 
     def config(self) -> dict:
-        cfg = {"kind": "ce", "width": self.width, "bottleneck": self.bottleneck, "overlap": self.overlap}
+        cfg = {"kind": self.kind, "width": self.width, "bottleneck": self.bottleneck, "overlap": self.overlap}
         if self.head != "sigmoid":
             cfg["head"] = self.head
         return cfg
@@ -331,6 +332,8 @@ class CEDiscriminator(nn.Module):
     LeakyReLU 0.2) then a 4x4 valid conv to 1.
     """
 
+    kind = "ce_d"
+
     def __init__(self, size: int = CE_PRED_SIZE, width: float = 1.0):
         super().__init__()
         self.size, self.width = int(size), float(width)
@@ -346,7 +349,7 @@ class CEDiscriminator(nn.Module):
         self.apply(_init_weights)
 
     def config(self) -> dict:
-        return {"kind": "ce_d", "size": self.size, "width": self.width}
+        return {"kind": self.kind, "size": self.size, "width": self.width}
 
     def forward(self, x):
         if x.shape[-2:] != (self.size, self.size):
@@ -356,23 +359,16 @@ class CEDiscriminator(nn.Module):
 
 # ---------------------------------------------------------------- factory
 
-MODELS = {
-    "glcic": CompletionNet,
-    "ce": ContextEncoder,
-    "glcic_d": GLCICDiscriminator,
-    "ce_d": CEDiscriminator,
-}
-
-
 def build_model(config: dict) -> nn.Module:
-    """Rebuild a model from its `config()` dict ({'kind': ..., **kwargs}); raises on unknown kinds."""
+    """Rebuild a network from its `config()` dict ({'kind': ..., **kwargs}), a generator or a
+    discriminator of one of the kinds in :data:`train.kinds.KINDS`; ValueError on unknown kinds."""
+    from .kinds import NETWORKS  # here: train.kinds imports this module
+
     cfg = dict(config)
     kind = cfg.pop("kind", None)
-    if kind not in MODELS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODELS)}")
-    if "dilations" in cfg:
-        cfg["dilations"] = tuple(cfg["dilations"])
-    return MODELS[kind](**cfg)
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(NETWORKS)}")
+    return NETWORKS[kind](**cfg)
 
 
 def measure_receptive_field(net: nn.Module, size: int = 512) -> int:
@@ -401,6 +397,6 @@ def measure_receptive_field(net: nn.Module, size: int = 512) -> int:
 
 __all__ = [
     "CompletionNet", "GLCICDiscriminator", "ContextEncoder", "CEDiscriminator", "ChannelWiseFC",
-    "MODELS", "HEADS", "NORMS", "build_model", "measure_receptive_field", "ce_boxes",
+    "HEADS", "NORMS", "build_model", "measure_receptive_field", "ce_boxes",
     "CE_IMAGE_SIZE", "CE_PRED_SIZE", "CE_OVERLAP", "CE_HOLE_BOX", "CE_PRED_BOX",
 ]

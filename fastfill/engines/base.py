@@ -22,7 +22,6 @@ import numpy as np
 from ..errors import EngineError, InputError
 from ..fills import FILLS
 
-KINDS = ("glcic", "ce")
 PREFIX = "fastfill."
 # The ONNX ops a model file may use (the model contract, docs/ARCHITECTURE.md): exports are
 # held to it, and every back-end (TensorRT included) runs them.
@@ -59,7 +58,7 @@ def _int_in(field: str, value, lo: int, hi: int) -> None:
 class ModelMeta:
     """What the runtime needs to know about a model (docs/ARCHITECTURE.md, The model contract)."""
 
-    kind: str  # 'glcic' | 'ce'
+    kind: str  # the trained kind, e.g. 'glcic': a name for messages (the runtime reads the fields below)
     mean: tuple[float, float, float]  # hole fill colour, RGB in [0, 1]
     multiple: int = 4  # H and W must be multiples of this
     input_size: tuple[int, int] | None = None  # fixed (h, w), or None = any size
@@ -69,8 +68,10 @@ class ModelMeta:
     fill: str = "mean"  # the prefill of the hole pixels the model was trained on (fills.FILLS)
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise EngineError(f"unknown model kind {self.kind!r} (expected one of {', '.join(KINDS)})")
+        # Any kind runs: what the runtime uses of a model is checked below (channels, sizes, multiple).
+        if not (isinstance(self.kind, str) and 0 < len(self.kind) <= 64 and self.kind.isprintable()):
+            raise EngineError(f"{PREFIX}model = {self.kind!r} is not a model kind name "
+                              "(1 to 64 printable characters)")
         if len(self.mean) != 3 or not all(0.0 <= float(m) <= 1.0 for m in self.mean):
             raise _out_of_range("mean", ",".join(f"{float(m):g}" for m in self.mean), "3 numbers in [0, 1]")
         if self.fill not in FILLS:

@@ -1,8 +1,9 @@
 """Mask generators: fn(rng, height, width) -> bool [height, width], True = hole.
 
-Kinds (factory `make_mask_generator(kind, size)`, `size` = the training crop side):
-  center    the CE central square: a side of size/2 - 2*7 px by default (the CE hole box; see
-            train.models.ce_boxes), or any `side`
+Kinds (factory `make_mask_generator(kind)`, table `MASKS`):
+  center    the Context Encoder's central square: by default its hole box scaled to the shorter
+            side (50 px of 128: the 64 px prediction box less the 7 px overlap on each side, the
+            constants below), or any `side`
   rect      GLCIC's random rectangle: each side uniform in [96, 128] px at a 256 crop (scaled with
             the crop), placed uniformly inside the image
   freeform  brush strokes (random walks drawn with a round brush) plus a few blobs (ellipses), for
@@ -21,9 +22,16 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
+# The Context Encoder's geometry (Pathak et al. 2016, with the paper's 7 px overlap): a 128 px
+# image whose central 64 px box is predicted, the box shrunk by the overlap hidden. Defined here,
+# without torch, because the `center` mask is that hole; train.models builds the net from them.
+CE_IMAGE_SIZE = 128
+CE_PRED_SIZE = 64
+CE_OVERLAP = 7
+
 
 def center_mask(rng, h, w, side=None):
-    from .models import CE_OVERLAP, CE_PRED_SIZE, CE_IMAGE_SIZE
+    """A centred square of ``side`` px (default: the Context Encoder's hole box at this size)."""
     if side is None:
         side = round(min(h, w) * (CE_PRED_SIZE - 2 * CE_OVERLAP) / CE_IMAGE_SIZE)
     m = np.zeros((h, w), bool)
@@ -143,4 +151,4 @@ def hole_centers(masks: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["center_mask", "rect_mask", "freeform_mask", "object_mask", "mixed_mask", "MASKS", "make_mask_generator",
-           "hole_centers"]
+           "hole_centers", "CE_IMAGE_SIZE", "CE_PRED_SIZE", "CE_OVERLAP"]
