@@ -108,13 +108,28 @@ bool want_cuda(const std::string& device) {
   throw py::value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
 }
 
+// The fill methods by name, in the order of Fill; exported as _C.FILLS (with the patch fill's
+// options), which fastfill.ops holds to fastfill.fills.FILLS at import.
 enum class Fill { Mean, Harmonic, Patch };
+const char* const kFillNames[] = {"mean", "harmonic", "patch"};
+const char* const kPatchOptions[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "seed"};
 
 Fill parse_fill(const std::string& fill) {
-  if (fill == "mean") return Fill::Mean;
-  if (fill == "harmonic") return Fill::Harmonic;
-  if (fill == "patch") return Fill::Patch;
-  throw py::value_error("fill: expected 'mean', 'harmonic' or 'patch', got '" + fill + "'");
+  std::string names;
+  for (size_t i = 0; i < std::size(kFillNames); ++i) {
+    if (fill == kFillNames[i]) return static_cast<Fill>(i);
+    names += std::string(i ? ", '" : "'") + kFillNames[i] + "'";
+  }
+  throw py::value_error("fill: expected one of " + names + ", got '" + fill + "'");
+}
+
+py::dict fill_table() {
+  py::dict d;
+  for (const char* name : kFillNames) d[name] = py::tuple();
+  py::list patch;
+  for (const char* o : kPatchOptions) patch.append(o);
+  d["patch"] = py::tuple(patch);
+  return d;
 }
 
 int64_t option(const py::dict& o, const char* key, int64_t fallback, int64_t lo, int64_t hi) {
@@ -131,10 +146,9 @@ int64_t option(const py::dict& o, const char* key, int64_t fallback, int64_t lo,
 
 // The patch fill's options from a dict (absent keys keep their defaults; unknown keys refused).
 fastfill::PatchParams patch_params(const py::dict& o) {
-  static const char* known[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "seed"};
   for (auto item : o) {
     const std::string k = py::str(item.first).cast<std::string>();
-    if (std::find(std::begin(known), std::end(known), k) == std::end(known))
+    if (std::find(std::begin(kPatchOptions), std::end(kPatchOptions), k) == std::end(kPatchOptions))
       throw py::value_error("options: unknown option '" + k + "' of the patch fill");
   }
   fastfill::PatchParams p;
@@ -414,6 +428,7 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastfill's native pixel kernels (private: use fastfill.ops)";
   m.def("build_info", &build_info, "Back-ends this module was built with and what the machine offers.");
+  m.attr("FILLS") = fill_table();
   py::class_<fastfill::PatchState>(m, "PatchState",
                                    "What the patch fill carries from one video frame to the next (opaque).")
       .def(py::init<>())

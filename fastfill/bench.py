@@ -344,11 +344,10 @@ class Target:
             return 0.0  # model_path may name the skipped net: its FLOPs are not spent
         if self.model_path and str(self.model_path).lower().endswith(".onnx"):
             return onnx_flops(self.model_path, height, width)["gflop"]
-        fl = getattr(self.engine, "flops", None)
-        if fl is None:
-            raise FlopCountError(f"{getattr(self.engine, 'name', 'this engine')} has no ONNX file "
-                                 "to count FLOPs on")
-        return fl(height, width)
+        gflop = self.engine.flops(height, width)
+        if gflop is None:
+            raise FlopCountError(f"{self.engine.name} has no ONNX file to count FLOPs on")
+        return gflop
 
 
 def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] = (None,), *,
@@ -362,7 +361,7 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
     same options: ``threads`` None is the back-end's choice, ``batch_size`` None the Inpainter's
     default, and with no engine, back-end, device or threads the shipped model is skipped for its
     prefill alone where it adds nothing to it (as ``Inpainter()`` does, checked at load)."""
-    from .engines import default_model_path, open_engine
+    from .engines import default_model_path, load_engine, open_engine
     from .inpainter import Inpainter, _engine, engine_line  # the header's words are run's own
 
     loaded = []
@@ -379,13 +378,12 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
         if importlib.util.find_spec("torch") is None:
             raise EngineError("--torch needs PyTorch: pip install 'fastfill[train]' "
                               "(CPU: torch==2.13.0)")
-        from train.torch_engine import TorchEngine  # with training: it needs torch
-
-        loaded.append((TorchEngine(torch_checkpoint, threads=threads), None))
+        # the table's torch row (train.torch_engine, imported now: it needs torch)
+        loaded.append((load_engine(torch_checkpoint, backend="torch", threads=threads), None))
     names = [Path(p).name if p else "" for _, p in loaded]
     targets = []
     for eng, p in loaded:
-        base = getattr(eng, "name", "engine")
+        base = eng.name
         if p and len(set(names)) > 1:
             base += f" {Path(p).name}"
         for roi in roi_modes:
@@ -393,8 +391,7 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
             bs = {} if batch_size is None else {"batch_size": batch_size}  # None: run's default
             inp = Inpainter(eng, roi=roi, **bs)
             targets.append(Target(label, inp, p, {
-                "engine": getattr(eng, "name", "engine"), "model": p or str(getattr(eng, "path", "")),
-                "device": getattr(eng, "device", "cpu"), "roi": roi,
+                "engine": eng.name, "model": p or str(eng.path or ""), "device": eng.device, "roi": roi,
                 "kind": eng.meta.kind, "threads": threads, "measures": engine_line(inp)}))
     if len({t.label for t in targets}) != len(targets):  # same file twice: number them
         for i, t in enumerate(targets):

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from .engines import BACKENDS
+from .engines import DEVICES, MODEL_BACKENDS, parse_device
 from .errors import FastfillError, printable
 from .inpainter import MAX_BATCH, MAX_THREADS, engine_line, model_name
 from .files.runner import MAX_JOBS
@@ -77,10 +77,26 @@ def info():
 
 # One table each, shared with the library (both modules import without onnxruntime or torch).
 _OUT_FORMATS = [f.lower() for f in (*FORMAT_SUFFIX, *FORMAT_ALIASES)]
-_BACKENDS = ["auto", *BACKENDS]
+_BACKENDS = ["auto", *MODEL_BACKENDS]
 # Upper bounds of the resource flags: beyond them a typo exhausts the machine (100000 threads
 # filled its process table) rather than doing more work.
 MAX_WORKERS = 1024
+
+
+class _DeviceType(click.ParamType):
+    """``--device``, parsed once into a :class:`fastfill.engines.Device` (what the loaders take)."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_device(value)
+        except FastfillError as e:
+            self.fail(str(e), param, ctx)
+
+
+_DEVICE = _DeviceType()
+_DEVICE_CHOICES = f"{', '.join(DEVICES[1:])} or {DEVICES[0]}"
 
 
 def _engine_options(f):
@@ -93,12 +109,14 @@ def _engine_options(f):
                      help="Engine threads (default: the back-end's choice).")(f)
     f = click.option("--backend", type=click.Choice(_BACKENDS), default=None,
                      help="Back-end for the model file [default: auto: for .onnx OpenVINO when it is "
-                          "installed and loads the model, else ONNX Runtime; .plan: TensorRT].")(f)
-    f = click.option("--device", default=None, metavar="DEV",
-                     help="cpu, cuda, cuda:N, tensorrt, openvino or auto [default: auto]; a device "
-                          "that is not there is an error, never a silent CPU run.")(f)
+                          "installed and loads the model, else ONNX Runtime; .plan: TensorRT; .safetensors "
+                          "(a training checkpoint): PyTorch].")(f)
+    f = click.option("--device", type=_DEVICE, default=None, metavar="DEV",
+                     help=f"{_DEVICE_CHOICES} [default: auto]; a device that is not there is an "
+                          "error, never a silent CPU run.")(f)
     f = click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
-                     help="Model file (.onnx or .plan); default: the shipped model.")(f)
+                     help="Model file (.onnx, .plan or a .safetensors checkpoint); default: the "
+                          "shipped model.")(f)
     return f
 
 
@@ -123,17 +141,21 @@ def _method_option(f):
                         help=f"No model: a classical fill ({methods}).")(f)
 
 
+def _check_method(method, engine_path, backend, device, threads) -> None:
+    """--method runs no model: the flags that choose or tune one are usage errors with it."""
+    if method and (engine_path or backend or device):
+        raise click.UsageError("--method replaces the model: drop --engine/--backend/--device")
+    if method and threads is not None:
+        raise click.UsageError(f"--threads sets a model's threads; --method {method} runs none "
+                               "(the fills take OpenMP's: OMP_NUM_THREADS)")
+
+
 def _inpainter(engine_path, backend, threads, batch_size, no_roi, method=None, device=None):
     from .inpainter import Inpainter
 
-    if method:
-        from .engines.classical import ClassicalEngine
-
-        if engine_path or backend or device:
-            raise click.UsageError("--method replaces the model: drop --engine/--backend/--device")
-        return Inpainter(ClassicalEngine(method), batch_size=batch_size, roi=not no_roi)
+    _check_method(method, engine_path, backend, device, threads)
     return Inpainter(engine_path, backend=backend, threads=threads, batch_size=batch_size,
-                     roi=not no_roi, device=device)
+                     roi=not no_roi, device=device, method=method)
 
 
 class _PathOrURI(click.Path):
@@ -165,7 +187,7 @@ def _check_ray_flags(with_ray) -> None:
     for under Ray needs GPUs for the workers (Ray gives an actor none unless asked)."""
     ctx = click.get_current_context()
     p = ctx.params
-    wants_gpu = (str(p.get("device") or "").split(":")[0] in ("cuda", "tensorrt")
+    wants_gpu = (parse_device(p.get("device")).gpu
                  or str(p.get("engine_path") or "").lower().endswith(".plan"))
     if with_ray and wants_gpu and not p.get("gpus_per_worker"):
         raise click.UsageError("a GPU (--device cuda/tensorrt or a .plan) with --ray needs "
@@ -219,9 +241,8 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     if use_ray or address:
         from .files.ray import RayExecutor
 
-        if method:
-            raise click.UsageError("--method is not available with --ray yet")
-        executor = RayExecutor(engine_path, backend=backend, device=device, threads=threads,
+        _check_method(method, engine_path, backend, device, threads)
+        executor = RayExecutor(engine_path, method=method, backend=backend, device=device, threads=threads,
                                roi=not no_roi, batch_size=batch_size, address=address,
                                concurrency=concurrency, gpus_per_worker=gpus_per_worker,
                                progress=False if quiet else None)
@@ -329,13 +350,23 @@ def _serve_token(ctx, param, value):
     return value
 
 
+def _serve_cors(ctx, param, value):
+    """Refuse at start an origin no browser sends (not after loading the model)."""
+    from .serve import check_cors_origin
+
+    try:
+        return tuple(dict.fromkeys(check_cors_origin(v) for v in value))
+    except ValueError as e:  # (fastfill's InputError is one)
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
 @cli.command("serve")
 @_engine_options
 @_method_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (another than loopback is reachable from other machines).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 256), default=min(4, os.cpu_count() or 1),
+@click.option("--io-threads", type=click.IntRange(1, 256), default=min(4, os.cpu_count() or 1),
               show_default=True, help="Threads decoding and encoding requests (the model runs on one).")
 @click.option("--queue", "queue_size", type=click.IntRange(1, 4096), default=16, show_default=True,
               help="Requests that may wait for the model; past it the answer is 503 + Retry-After.")
@@ -353,12 +384,17 @@ def _serve_token(ctx, param, value):
               metavar="SECONDS", help="Time to send a request's body (up to --max-body); past it 408 "
                                       "and closed.")
 @click.option("--token", envvar="FASTFILL_TOKEN", default=None, metavar="TOKEN", callback=_serve_token,
-              help="Require 'Authorization: Bearer TOKEN' on /api/* (printable ASCII, no spaces) "
-                   "[env FASTFILL_TOKEN].")
-def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method, host, port, workers,
+              help="Require 'Authorization: Bearer TOKEN' on the API (all but the page, its files, "
+                   "the docs and /healthz; printable ASCII, no spaces) [env FASTFILL_TOKEN].")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN", callback=_serve_cors,
+              help="Let pages from ORIGIN (scheme://host[:port], or *) call the API from a browser; "
+                   "repeatable. Default: none (same-origin only).")
+def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method, host, port, io_threads,
               queue_size, max_pixels, max_body, quality, max_connections, header_timeout, body_timeout,
-              token):
+              token, cors_origins):
     """Serve the HTTP API (IOPaint-compatible /api/v1/inpaint) and the painting page.
+
+    IOPaint's and lama-cleaner's web apps and scripts work against it too (their routes).
 
     Needs the 'serve' extra: pip install 'fastfill[serve]'. Requests are filled in micro-batches of
     up to --batch-size on one model; see README "fastfill serve".
@@ -370,12 +406,12 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
     except ImportError as e:
         raise click.UsageError(f"fastfill serve needs the 'serve' extra: pip install 'fastfill[serve]' "
                                f"({e.name} is not installed)") from None
-    limits = ServeLimits(max_pixels=max_pixels, max_body=max_body, queue=queue_size, workers=workers,
+    limits = ServeLimits(max_pixels=max_pixels, max_body=max_body, queue=queue_size, io_threads=io_threads,
                          quality=quality, max_connections=max_connections,
                          header_timeout=header_timeout, body_timeout=body_timeout)
     with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
         serve(inp, host=host, port=port, limits=limits, token=token, model_name=model_name(inp),
-              echo=lambda m: click.echo(m, err=True))
+              cors_origins=cors_origins, echo=lambda m: click.echo(m, err=True))
     return EXIT_OK
 
 
@@ -421,8 +457,8 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
               help="Model file (.onnx or .plan); repeatable. Default: the shipped model.")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(_BACKENDS),
               help="Back-end(s) to run each model file on; repeatable (default: by suffix).")
-@click.option("--device", default=None, metavar="DEV",
-              help="cpu, cuda, cuda:N, tensorrt, openvino or auto, for every model file.")
+@click.option("--device", type=_DEVICE, default=None, metavar="DEV",
+              help=f"{_DEVICE_CHOICES}, for every model file.")
 @click.option("--torch", "torch_ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Also PyTorch eager on this training checkpoint (needs the `train` extra).")
 @click.option("--size", "sizes", multiple=True, type=_Parsed("WxH", _size),

@@ -12,8 +12,9 @@ job's result is written straight back into the output frame (``ops.composite(out
 
 Batching. Jobs whose padded sizes agree share ``engine.infer`` calls of up to ``batch_size``
 (fewer where the engine's ``accepts`` refuses the larger batch, e.g. a TensorRT profile). The
-steps of one call are chosen once, from what the engine declares: prepare / infer / composite on
-the host, or a GPU engine's own uint8 path (``run_uint8``) for mean-prefill models.
+steps of one call are chosen once, from what the engine declares (``device_path``, which a GPU
+engine grants only for a model whose prefill its kernels compute): prepare / infer / composite
+on the host, or the engine's own uint8 path (``run_uint8``).
 
 Engine limits. An engine may refuse shapes it cannot run (``engine.accepts(shape)`` returns the
 reason; e.g. outside a TensorRT plan's profiles). ``windows`` falls back to the whole frame when
@@ -86,7 +87,9 @@ class Inpainter:
 
     Args:
         engine: None (the shipped default model, on the CPU), a model file path
-            (``.onnx`` or ``.plan``), or a loaded :class:`fastfill.engines.Engine`.
+            (``.onnx``, ``.plan`` or a ``.safetensors`` checkpoint), or a loaded
+            :class:`fastfill.engines.EngineBase` (another object with ``meta`` and ``infer`` is
+            adapted once, :func:`fastfill.engines.as_engine`).
         roi: process each hole region in a crop with enough context instead of the whole frame
             (same pixels inside the hole, cost that follows the hole). Falls back to the whole
             frame when the crops would cover most of it anyway.
@@ -96,21 +99,27 @@ class Inpainter:
             None or ``auto``: OpenVINO when installed and it loads the model, else ONNX Runtime).
         device: ``cpu``, ``cuda[:N]``, ``tensorrt``, ``openvino`` or ``auto`` (None): where a
             model path runs; one that is not there is an EngineError naming what is available.
+        method: a classical fill (a name in :data:`fastfill.fills.FILLS`) instead of a model:
+            no model file, back-end or threads go with it.
+
+    ``threads``, ``backend``, ``device`` and ``method`` choose what is loaded: with a loaded
+    engine they are an InputError, never dropped.
     """
 
     def __init__(self, engine=None, *, roi: bool = True, batch_size: int = 4,
-                 threads: int | None = None, backend: str | None = None, device: str | None = None):
+                 threads: int | None = None, backend: str | None = None, device=None,
+                 method: str | None = None):
         if not 1 <= batch_size <= MAX_BATCH:
             raise InputError(f"batch_size must be in [1, {MAX_BATCH}], got {batch_size}")
         if threads is not None and not 1 <= threads <= MAX_THREADS:
             raise InputError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
-        engine = _engine(engine, threads, backend, device)
+        engine = _engine(engine, threads, backend, device, method)
         self.engine = engine
         self.meta = engine.meta
         self.roi = bool(roi)
         self.batch_size = int(batch_size)
         self.multiple = max(1, int(self.meta.multiple))
-        rf = int(getattr(self.meta, "receptive_field", 0) or 0)
+        rf = int(self.meta.receptive_field)
         # Half the receptive field on each side (rounded up): docs/ARCHITECTURE.md, ROI.
         self.margin = (rf + 1) // 2
         self.fixed_size = tuple(self.meta.input_size) if self.meta.input_size else None
@@ -118,20 +127,16 @@ class Inpainter:
         self.channels = int(self.meta.channels)
         # Only an engine that says its limits are narrower than the contract is asked about each
         # shape (check() and the padding already guarantee the contract's).
-        self._accepts = engine.accepts if getattr(engine, "narrow_limits", False) else None
-        # (harmonic-prefill models take the host path on a GPU too: the solve runs on the CPU)
-        uint8 = (getattr(engine, "device_path", False) and getattr(engine, "device", "cpu") == "cuda"
-                 and self.meta.fill == "mean")
-        self._execute = _DeviceSteps(engine) if uint8 else _HostSteps(engine, self.multiple, self.mask_channel)
+        self._accepts = engine.accepts if engine.narrow_limits else None
+        self._execute = (_DeviceSteps(engine) if engine.device_path
+                         else _HostSteps(engine, self.multiple, self.mask_channel))
 
     def __repr__(self):
         return (f"Inpainter({self.engine!r}, roi={self.roi}, batch_size={self.batch_size}, "
                 f"margin={self.margin})")
 
     def close(self) -> None:
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
+        self.engine.close()
 
     def __enter__(self):
         return self
@@ -155,7 +160,7 @@ class Inpainter:
             for _, _, wh, ww in wins:
                 reason = self._accepts((1, self.channels, *ops.padded_size(wh, ww, self.multiple)))
                 if reason is not None:
-                    raise InputError(f"{getattr(self.engine, 'name', 'the engine')} cannot take "
+                    raise InputError(f"{self.engine.name} cannot take "
                                      f"this {image.shape[1]}x{image.shape[0]} image: {reason}")
         return Checked(np.ascontiguousarray(image), hole, wins, self)
 
@@ -312,7 +317,7 @@ class _HostSteps:
     def __init__(self, engine, multiple: int, mask_channel: bool):
         self.engine, self.multiple, self.mask_channel = engine, multiple, mask_channel
         self.fill = engine.meta.fill
-        self.fill_options = getattr(engine, "fill_options", None)
+        self.fill_options = engine.fill_options
         self.mean = tuple(float(v) for v in engine.meta.mean)
 
     def prepare(self, jobs, pairs, state=None) -> np.ndarray:
@@ -340,7 +345,7 @@ class _HostSteps:
         except FastfillError:
             raise
         except Exception as e:  # a back-end's own error type
-            raise EngineError(f"{getattr(self.engine, 'name', 'engine')} failed on a "
+            raise EngineError(f"{self.engine.name} failed on a "
                               f"{x.shape[0]}x{x.shape[1]}x{x.shape[2]}x{x.shape[3]} input: "
                               f"{type(e).__name__}: {e}") from e
 
@@ -372,7 +377,7 @@ class _DeviceSteps:
         self.engine = engine
 
     def __call__(self, jobs: list[Job], pairs, outs, timings: dict | None = None, state=None) -> None:
-        t0 = time.perf_counter()  # (mean-prefill models only: nothing to carry)
+        t0 = time.perf_counter()  # (prefills the kernels compute: nothing to carry)
         crops = []
         for j in jobs:
             im, m = pairs[j.index]
@@ -389,28 +394,31 @@ class _DeviceSteps:
             _add(timings, "infer", time.perf_counter() - t0)
 
 
-def _engine(engine, threads, backend, device):
-    """A loaded engine from what ``Inpainter`` was given (None, a model path or an Engine)."""
+def _engine(engine, threads, backend, device, method=None):
+    """A loaded engine from what ``Inpainter`` was given (None, a model path or an Engine, and
+    the options that choose what is loaded)."""
     if engine is None or isinstance(engine, (str, Path)):
         from .engines import open_engine
 
-        loaded = open_engine(engine, backend=backend, device=device, threads=threads)
-        if engine is None and backend in (None, "auto") and device in (None, "auto") and threads is None:
+        loaded = open_engine(engine, backend=backend, device=device, threads=threads, method=method)
+        if (engine is None and method is None and backend in (None, "auto")
+                and str(device or "auto") == "auto" and threads is None):
             return _without_a_net_that_adds_nothing(loaded)
         return loaded
-    if device not in (None, "auto"):
-        raise InputError("device: pick it when loading (a loaded Engine already has its device)")
-    if not (hasattr(engine, "infer") and hasattr(engine, "meta")):
-        raise InputError(f"engine must be None, a model path or an Engine, got {type(engine).__name__}")
-    return engine
+    from .engines.base import as_engine
+
+    given = [name for name, v in (("threads", threads), ("backend", backend), ("device", device),
+                                  ("method", method)) if str(v if v is not None else "auto") != "auto"]
+    if given:
+        raise InputError(f"{', '.join(given)}: chosen when loading; a loaded engine has its own "
+                         "(pass a model path, or none, to choose)")
+    return as_engine(engine)
 
 
 def model_name(inp) -> str:
     """What the model is called in headers: its file name, or the engine's name (no file)."""
-    from pathlib import Path
-
-    path = getattr(inp.engine, "path", None)
-    return Path(path).name if path else getattr(inp.engine, "name", "model")
+    path = inp.engine.path
+    return Path(path).name if path else inp.engine.name
 
 
 def engine_line(inp) -> str:
@@ -421,13 +429,12 @@ def engine_line(inp) -> str:
     m = inp.meta
     eng = inp.engine
     if isinstance(eng, ClassicalEngine):  # no net runs: say which fill does the work, plainly
-        if getattr(eng, "path", None):
+        if eng.path:
             return (f"model: {model_name(inp)} ({m.kind}) adds nothing to its {m.fill} prefill "
                     f"(checked at load): running the {m.fill} fill alone, on the CPU")
         return f"fill: {m.fill} (no model), on the CPU"
-    where = getattr(eng, "selection", None) or getattr(eng, "name", "engine")
-    runs_on = getattr(eng, "runs_on", None) or getattr(eng, "device", "cpu").upper()
-    return f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {where}, running on {runs_on}"
+    return (f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {eng.selection or eng.name}, "
+            f"running on {eng.runs_on}")
 
 
 def _without_a_net_that_adds_nothing(engine):
@@ -450,10 +457,9 @@ def _without_a_net_that_adds_nothing(engine):
         return engine
     from .engines.classical import ClassicalEngine
 
-    fill = ClassicalEngine(meta.fill, mean=meta.mean)
-    fill.path = getattr(engine, "path", None)  # what headers call the model
-    fill.selection = (f"its {meta.fill} prefill alone: the shipped model returns it unchanged "
-                      f"(checked at load), so {getattr(engine, 'name', 'the net')} does not run")
+    fill = ClassicalEngine.instead_of(engine, f"its {meta.fill} prefill alone: the shipped model "
+                                              f"returns it unchanged (checked at load), so "
+                                              f"{engine.name} does not run")
     engine.close()
     return fill
 

@@ -41,6 +41,19 @@ __all__ = [
 PatchState = _C.PatchState
 
 
+def _check_kernels_match_fills(native: dict) -> None:
+    """The kernels dispatch the fills by name: their list (``_C.FILLS``, name -> option names)
+    must be :data:`FILLS`, or a method would reach a kernel that does not know it."""
+    have = {name: sorted(opts) for name, opts in native.items()}
+    want = {name: sorted(f.options) for name, f in FILLS.items()}
+    if list(have.items()) != list(want.items()):
+        raise ImportError(f"fastfill._C fills {have} differ from fastfill.fills.FILLS {want}; "
+                          "rebuild the native module (pip install -e .) after changing either")
+
+
+_check_kernels_match_fills(_C.FILLS)
+
+
 def build_info() -> dict:
     """Back-ends the native module was built with (``backends``), OpenMP threads, CUDA status."""
     info = dict(_C.build_info())

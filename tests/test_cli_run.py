@@ -322,14 +322,11 @@ def test_method_harmonic_needs_no_model(tree):
     assert "done 3, skipped 0, failed 0" in stdout
     a_in = np.asarray(Image.open(tree / "images" / "a.png"))
     np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), ops.fill(a_in, _mask(30, 41)))
-    # --method replaces the model; --ray does not take it yet
+    # --method replaces the model (under --ray too: tests/test_engine_contract.py)
     code, _, stderr = invoke("run", "--method", "harmonic", "--engine", TINY, tree / "images", tree / "masks",
                              "-o", tree / "o2")
     assert code == 2 and "--method replaces the model" in stderr
-    code, _, stderr = invoke("run", "--method", "harmonic", "--ray", tree / "images", tree / "masks",
-                             "-o", tree / "o3")
-    assert code == 2 and "--method is not available with --ray" in stderr
-    assert not (tree / "o2").exists() and not (tree / "o3").exists()
+    assert not (tree / "o2").exists()
 
 
 def test_postscript_is_never_handed_to_ghostscript(tmp_path):

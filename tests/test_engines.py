@@ -37,13 +37,17 @@ def test_format_table_drives_the_loader():
     assert find_format("m.onnx", "openvino").backend == "openvino"
     assert find_format("m.plan").backend == "tensorrt"
     assert find_format("M.ONNX").suffix == ".onnx"
-    assert {f.suffix for f in FORMATS} == {".onnx", ".plan"}
+    assert {f.suffix for f in FORMATS} == {".onnx", ".plan", ".safetensors", None}
+    assert find_format("m.safetensors").backend == "torch"
+    assert find_format(None, "classical").suffix is None
     with pytest.raises(EngineError, match="unknown model format"):
         find_format("m.pt")
     with pytest.raises(EngineError, match="unknown backend"):
         find_format("m.onnx", "tflite")
     with pytest.raises(EngineError, match="reads .plan"):
         find_format("m.onnx", "tensorrt")
+    with pytest.raises(EngineError, match="backend 'classical' reads no model file, not .onnx"):
+        find_format("m.onnx", "classical")
 
 
 def test_meta_round_trip():
@@ -474,7 +478,7 @@ def test_the_base_class_checks_every_backends_input_once():
             e.infer(bad)
     assert seen == [(1, 4, 8, 12)]
     for fmt in FORMATS:  # no back-end overrides the check
-        engine_cls = getattr(importlib.import_module(f"fastfill.engines.{fmt.module}"), fmt.cls)
+        engine_cls = fmt.engine_class()
         assert "infer" not in vars(engine_cls) and "_infer" in vars(engine_cls)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from fastfill import ops
 from fastfill.engines import load_engine
-from fastfill.engines.base import ModelMeta
+from fastfill.engines.base import EngineBase, ModelMeta
 from fastfill.errors import EngineError, InputError
 from fastfill.inpainter import Inpainter, hole_regions, roi_windows
 
@@ -22,22 +22,21 @@ def engine():
     e.close()
 
 
-class Recording:
+class Recording(EngineBase):
     """An engine proxy that records the input shapes (and can fail on call number `fail_at`)."""
 
+    name = "recording"
+
     def __init__(self, inner, fail_at=None):
-        self.inner, self.meta, self.name, self.device = inner, inner.meta, "recording", "cpu"
+        self.inner, self.meta = inner, inner.meta
         self.shapes, self.fail_at, self.lock = [], fail_at, threading.Lock()
 
-    def infer(self, x):
+    def _infer(self, x):
         with self.lock:
             self.shapes.append(x.shape)
             if self.fail_at is not None and len(self.shapes) > self.fail_at:
                 raise RuntimeError("boom from the back-end")
         return self.inner.infer(x)
-
-    def close(self):
-        pass
 
 
 def _img(h, w, seed=0):
@@ -73,7 +72,7 @@ class Uint8Gpu(Recording):
         x = ops.prepare(images, masks.view(np.uint8), self.meta.mean, self.meta.multiple)
         return ops.composite(self.inner.infer(x), images, masks.view(np.uint8))
 
-    def infer(self, x):
+    def _infer(self, x):
         raise AssertionError("a GPU engine with run_uint8 must not get float input from the host")
 
 
@@ -413,11 +412,11 @@ class Refusing(Recording):
             return f"{h}x{w} is outside {self.min_side}..{self.max_side}"
         return None
 
-    def infer(self, x):
+    def _infer(self, x):
         reason = self.accepts(x.shape)
         if reason is not None:
             raise InputError(f"refused {reason}")
-        return super().infer(x)
+        return super()._infer(x)
 
 
 def test_check_refuses_a_shape_the_engine_refuses(engine):

@@ -218,7 +218,8 @@ def check_output_suffix(out: str | Path) -> Path:
     out = Path(out)
     suffixes = sorted({f.suffix for f in FORMATS if f.made_by == "fastfill export"})
     if out.suffix.lower() not in suffixes:
-        others = {f.suffix: f.made_by for f in FORMATS if f.made_by != "fastfill export"}
+        others = {f.suffix: f.made_by for f in FORMATS  # (checkpoints are what export reads)
+                  if f.suffix and f.made_by not in ("fastfill export", "fastfill train")}
         hint = "".join(f"; {s} files are made by `{cmd}`" for s, cmd in others.items())
         raise ExportError(f"{out}: export writes {', '.join(suffixes)} files{hint}")
     return out

@@ -1,5 +1,8 @@
 """PyTorch eager on a training checkpoint behind the Engine interface: ``fastfill bench
---torch CKPT`` measures it beside the exported graph (it computes what the export computes)."""
+--torch CKPT`` measures it beside the exported graph (it computes what the export computes).
+
+It is the ``torch`` row of :data:`fastfill.engines.FORMATS` (``.safetensors`` checkpoints), which
+names this module: the runtime imports it only when that row is used."""
 
 from __future__ import annotations
 
@@ -66,6 +69,7 @@ class TorchEngine(EngineBase):
         return y.numpy()
 
     def flops(self, height: int, width: int) -> float:
+        """GFLOP of one forward at [1, C, height, width], counted by torch (no ONNX file here)."""
         return torch_flops(self.model, self.meta.channels, height, width, source=self.path)
 
     def close(self) -> None:

@@ -1,48 +1,73 @@
-"""Inference engines: one module per back-end, all with the interface in :mod:`.base`.
+"""Inference engines: one module per back-end, all :class:`~.base.EngineBase`.
 
-One table, :data:`FORMATS`, says which file suffix each back-end reads, which options it takes,
-which extra installs it and which command makes its files. :func:`load_engine` (the loader) and
-``train.export`` / :mod:`fastfill.build` (the producers) both read it, so adding a back-end is one
-row plus one module.
+One table, :data:`FORMATS`, says which file suffix each back-end reads (none for the classical
+fills), where its engine class lives (imported when a row is used: the PyTorch row's is in
+``train``, which the runtime never imports otherwise), which options its constructor takes, which
+devices (``--device``) it runs on, which extra installs it and which command makes its files.
+:func:`load_engine` / :func:`open_engine` (the loaders) and ``train.export`` /
+:mod:`fastfill.build` (the producers) read it, so adding a back-end is one row plus its module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.util import find_spec
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 from ..errors import EngineError
-from .base import MAX_MODEL_BYTES, Engine, ModelMeta, check_model_file, read_meta, read_onnx_metadata
+from .base import (MAX_MODEL_BYTES, Engine, EngineBase, ModelMeta, as_engine, check_model_file, read_meta,
+                   read_onnx_metadata)
+
+
+def _on(**devices: dict) -> Mapping[str, Mapping[str, object]]:
+    return MappingProxyType({k: MappingProxyType(v) for k, v in devices.items()})
 
 
 @dataclass(frozen=True)
 class Format:
     backend: str  # name used by load_engine(backend=...) and `--backend`
-    suffix: str  # model file suffix this back-end reads
-    module: str  # module under fastfill.engines
+    suffix: str | None  # model file suffix this back-end reads (None: no model file)
+    module: str  # the module of its engine class, imported only when the row is used
     cls: str  # engine class in that module
     extra: str | None  # pip extra that installs it (None = always installed)
-    made_by: str  # the command that writes such files
+    made_by: str | None  # the command that writes such files (None: no file)
+    # the --device kinds it runs on -> the engine options each sets (a GPU's index goes to its
+    # device_id option)
+    devices: Mapping[str, Mapping[str, object]] = field(default_factory=_on, hash=False)
     default: bool = False  # the back-end chosen for this suffix when none is asked for
-    options: tuple[str, ...] = ()  # keyword options its engine takes (load_engine checks them)
+    options: tuple[str, ...] = ()  # its constructor's keyword options (load_engine checks them)
     requires: str | None = None  # the Python package it needs (the automatic choice checks it)
 
+    def engine_class(self) -> type[EngineBase]:
+        """The row's engine class (its module imported now)."""
+        return vars(import_module(self.module))[self.cls]
+
+
+CLASSICAL = "classical"  # the row of the classical fills (`--method`): no model file
 
 FORMATS: tuple[Format, ...] = (
-    Format("onnxruntime", ".onnx", "onnxruntime", "OrtEngine", None,
-           "fastfill export", default=True,
-           options=("device", "threads", "optimization", "device_id", "spinning",
-                    "strict"), requires="onnxruntime"),
-    Format("openvino", ".onnx", "openvino", "OpenVinoEngine", "openvino",
-           "fastfill export", options=("threads", "device", "cache_dir", "hint"), requires="openvino"),
-    Format("tensorrt", ".plan", "tensorrt", "TensorRTEngine", "trt",
-           "fastfill build", default=True, options=("device_id",), requires="tensorrt"),
+    Format("onnxruntime", ".onnx", "fastfill.engines.onnxruntime", "OrtEngine", None, "fastfill export",
+           devices=_on(cpu={}, cuda={"device": "cuda", "strict": True},
+                       tensorrt={"device": "tensorrt", "strict": True}),
+           default=True, options=("device", "threads", "optimization", "device_id", "spinning", "strict"),
+           requires="onnxruntime"),
+    Format("openvino", ".onnx", "fastfill.engines.openvino", "OpenVinoEngine", "openvino", "fastfill export",
+           devices=_on(cpu={}, openvino={}), options=("threads", "device", "cache_dir", "hint"),
+           requires="openvino"),
+    Format("tensorrt", ".plan", "fastfill.engines.tensorrt", "TensorRTEngine", "trt", "fastfill build",
+           devices=_on(cuda={}, tensorrt={}), default=True, options=("device_id",), requires="tensorrt"),
+    Format("torch", ".safetensors", "train.torch_engine", "TorchEngine", "train", "fastfill train",
+           devices=_on(cpu={}), default=True, options=("threads",), requires="torch"),
+    Format(CLASSICAL, None, "fastfill.engines.classical", "ClassicalEngine", None, None,
+           devices=_on(cpu={}), options=("method", "options", "mean")),
 )
 
 BACKENDS = tuple(f.backend for f in FORMATS)
-SUFFIXES = tuple(dict.fromkeys(f.suffix for f in FORMATS))
+MODEL_BACKENDS = tuple(f.backend for f in FORMATS if f.suffix)  # those that run a model file
+SUFFIXES = tuple(dict.fromkeys(f.suffix for f in FORMATS if f.suffix))
 # backend=None or "auto" for a .onnx file: those of these that are installed and load the model,
 # measured on the run's inputs when there are several (which is faster depends on the model and
 # the size: benchmarks/bench_auto.py); a back-end named by the user is used as named.
@@ -63,78 +88,141 @@ def find_format(path: str | Path | None = None, backend: str | None = None) -> F
     if suffix is not None and suffix not in SUFFIXES:
         raise EngineError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; expected "
                           + ", ".join(f"{f.suffix} ({f.backend}, made by `{f.made_by}`)"
-                                      for f in FORMATS))
+                                      for f in FORMATS if f.suffix))
     rows = [f for f in FORMATS if (suffix is None or f.suffix == suffix)
             and (backend is None or f.backend == backend)]
     if not rows:
         wants = [f.suffix for f in FORMATS if f.backend == backend]
-        raise EngineError(f"backend {backend!r} reads {', '.join(wants)} files, not {suffix}")
+        reads = f"reads {', '.join(wants)} files" if all(wants) else "reads no model file"
+        raise EngineError(f"backend {backend!r} {reads}, not {suffix}")
     if backend is None:
         rows = [f for f in rows if f.default] or rows
     return rows[0]
 
 
-DEVICES = ("auto", "cpu", "cuda", "cuda:N", "tensorrt", "openvino")
+# -- devices --------------------------------------------------------------------------------------
+
+DEVICE_KINDS = tuple(dict.fromkeys(k for f in FORMATS for k in f.devices))  # the devices column's
+GPU_DEVICES = frozenset({"cuda", "tensorrt"})  # the kinds that are an NVIDIA GPU
+INDEXED_DEVICES = frozenset({"cuda"})  # the kinds that take :N, the GPU's index
+DEVICES = (AUTO, *(n for k in DEVICE_KINDS for n in ((k, f"{k}:N") if k in INDEXED_DEVICES else (k,))))
+_WHERE = {"cpu": "the CPU", "cuda": "an NVIDIA GPU", "tensorrt": "an NVIDIA GPU", "openvino": "OpenVINO"}
 
 
-def device_options(path: str | Path | None, device: str | None) -> tuple[str | None, dict]:
-    """(backend, engine options) for ``--device``: cpu, cuda[:N], tensorrt, openvino or auto
-    (None: the back-end's default). A device that is not there is an EngineError at load, naming
-    what is missing and what is available: never a silent fall back to the CPU."""
-    if device in (None, "auto"):
+@dataclass(frozen=True)
+class Device:
+    """A ``--device``, parsed once (:func:`parse_device`): ``kind`` is ``auto`` or a kind of the
+    table's devices column, ``index`` the GPU of ``cuda:N`` (None: not given)."""
+
+    kind: str = AUTO
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.index is None else f"{self.kind}:{self.index}"
+
+    @property
+    def gpu(self) -> bool:
+        return self.kind in GPU_DEVICES
+
+
+def parse_device(value: str | Device | None) -> Device:
+    """``--device``: auto (None), cpu, cuda, cuda:N, tensorrt or openvino; an EngineError naming
+    the choices otherwise."""
+    if isinstance(value, Device):
+        return value
+    if value is None:
+        return Device()
+    kind, sep, index = str(value).partition(":")
+    if ((kind != AUTO and kind not in DEVICE_KINDS)
+            or (sep and (kind not in INDEXED_DEVICES or not (index.isascii() and index.isdigit())))):
+        raise EngineError(f"unknown device {str(value)!r}; choose one of: {', '.join(DEVICES)}")
+    return Device(kind, int(index) if sep else None)
+
+
+def _device_choice(rows: list[Format], dev: Device) -> tuple[str | None, dict]:
+    """(backend, options) among ``rows`` (one file suffix's, or the classical fills') for ``dev``:
+    None when several run there (the automatic choice picks one); an EngineError when none does."""
+    if dev.kind == AUTO:
         return None, {}
-    suffix = Path(path).suffix.lower() if path is not None else ".onnx"
-    name, _, index = device.partition(":")
-    if name not in ("cpu", "cuda", "tensorrt", "openvino") or (index and (name != "cuda" or not index.isdigit())):
-        raise EngineError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    if suffix == ".plan":
-        if name not in ("cuda", "tensorrt"):
-            raise EngineError(f"a TensorRT plan runs on an NVIDIA GPU only, not on device {device!r}")
-        return "tensorrt", {"device_id": int(index or 0)}
-    if name == "openvino":
-        return "openvino", {}
-    if name == "cpu":
-        return None, {}  # both CPU back-ends: the automatic choice picks one
-    return "onnxruntime", {"device": name, "device_id": int(index or 0), "strict": True}
+    able = [f for f in rows if dev.kind in f.devices]
+    if not able:
+        where = " or ".join(dict.fromkeys(_WHERE.get(k, k) for f in rows for k in f.devices))
+        what = (f"a {rows[0].suffix} file ({', '.join(f.backend for f in rows)})" if rows[0].suffix
+                else f"a {rows[0].backend} fill")
+        raise EngineError(f"{what} runs on {where} only, not on device '{dev}'")
+    if len(able) > 1:
+        return None, {}
+    opts = dict(able[0].devices[dev.kind])
+    if dev.gpu and "device_id" in able[0].options:
+        opts["device_id"] = dev.index or 0
+    return able[0].backend, opts
+
+
+def _file_rows(path: str | Path | None) -> list[Format]:
+    suffix = find_format(path or default_model_path()).suffix
+    return [f for f in FORMATS if f.suffix == suffix]
+
+
+def device_options(path: str | Path | None, device: str | Device | None) -> tuple[str | None, dict]:
+    """(backend, engine options) for ``--device`` on a model file (None: the shipped model), from
+    the table's devices column; backend None: the back-end's default or the automatic choice. A
+    device that is not there is an EngineError at load, naming what is missing and what is
+    available: never a silent fall back to the CPU."""
+    return _device_choice(_file_rows(path), parse_device(device))
 
 
 def open_engine(path: str | Path | None = None, *, backend: str | None = None,
-                device: str | None = None, threads: int | None = None,
-                threads_where_taken: bool = False) -> Engine:
+                device: str | Device | None = None, threads: int | None = None,
+                method: str | None = None, threads_where_taken: bool = False) -> Engine:
     """:func:`load_engine` for the user's flags: ``--backend``, ``--device`` (see
-    :func:`device_options`; a back-end that contradicts it is an EngineError) and ``--threads``
+    :func:`device_options`; a back-end that contradicts it is an EngineError), ``--threads``
     (an EngineError on a back-end without threads, unless ``threads_where_taken``: then given
-    only to back-ends that have them, as ``fastfill bench`` does across several engines). The
-    engine's ``selection`` says what picked the back-end."""
+    only to back-ends that have them, as ``fastfill bench`` does across several engines) and
+    ``--method`` (a classical fill instead of a model: the classical row). The engine's
+    ``selection`` says what picked the back-end."""
     backend = None if backend == AUTO else backend
-    dev_backend, opts = device_options(path, device)
+    dev = parse_device(device)
+    opts: dict = {}
+    if method is not None:
+        if path is not None or backend not in (None, CLASSICAL):
+            raise EngineError(f"method {method!r} replaces the model: give no model file or back-end")
+        backend, opts = CLASSICAL, {"method": method}
+    rows = [find_format(None, CLASSICAL)] if method is not None else _file_rows(path)
+    dev_backend, dev_opts = _device_choice(rows, dev)
     if dev_backend and backend and dev_backend != backend:
-        raise EngineError(f"device {device!r} runs on the {dev_backend} back-end, not {backend}")
-    if threads is not None and (not threads_where_taken or "threads" in find_format(
-            path or default_model_path(), backend or dev_backend).options):
+        raise EngineError(f"device '{dev}' runs on the {dev_backend} back-end, not {backend}")
+    opts.update(dev_opts)
+    chosen = backend or dev_backend
+    if threads is not None and not (threads_where_taken and "threads" not in find_format(
+            None if method is not None else path or default_model_path(), chosen).options):
         opts["threads"] = int(threads)
-    engine = load_engine(path, backend=backend or dev_backend, **opts)
+    engine = load_engine(path, backend=chosen, **opts)
     if dev_backend and not backend:
-        engine.selection = f"{engine.name} (--device {device})"
+        engine.selection = f"{engine.name} (--device {dev})"
     return engine
 
 
 def load_engine(path: str | Path | None = None, backend: str | None = None, **options) -> Engine:
-    """Load a model file on a back-end.
+    """Load a model file on a back-end (or, for the classical row, a fill that needs no file).
 
     ``path`` None loads the shipped default model. ``backend`` None or ``"auto"``: for ``.onnx``,
     the CPU back-ends of :data:`AUTO_ORDER` that are installed and load the model, measured per
     input size when there are several (:class:`~fastfill.engines.auto.MeasuredEngine`);
-    for ``.plan``, TensorRT. A named back-end is used as named. ``options`` go to the engine (e.g.
-    ``threads=2``, ``device='cuda'`` for ONNX Runtime, ``cache_dir`` for OpenVINO). The engine's
-    ``selection`` says which back-end was used and why.
+    otherwise the row for the suffix. A named back-end is used as named. ``options`` go to the
+    engine's constructor (e.g. ``threads=2``, ``device='cuda'`` for ONNX Runtime, ``cache_dir``
+    for OpenVINO, ``method='patch'`` for the classical row). The engine's ``selection`` says
+    which back-end was used and why.
     """
+    backend = None if backend == AUTO else backend
+    if backend is not None and find_format(None, backend).suffix is None:
+        if path is not None:
+            raise EngineError(f"the {backend} back-end reads no model file (got {path})")
+        return _load(find_format(None, backend), None, options)
     if path is None:
         path = default_model_path()
         if not path.exists():
             raise EngineError(f"the default model is not installed ({path}); pass a model file")
     path = Path(path)
-    backend = None if backend == AUTO else backend
     auto = backend is None and path.suffix.lower() == ".onnx"
     fmt = None if auto else find_format(path, backend)
     check_model_file(path)  # a regular file within the size bound, before any back-end reads it
@@ -183,23 +271,29 @@ def _load_auto(path: Path, options: dict) -> Engine:
     return engine
 
 
-def installed_backends() -> list[str]:
-    """The back-ends whose Python package is installed (for error messages)."""
-    return [f.backend for f in FORMATS if not f.requires or find_spec(f.requires) is not None]
+def installed_backends(suffix: str | None = None) -> list[str]:
+    """The back-ends for model files (of ``suffix``; None: any) whose Python package is installed
+    (for error messages)."""
+    return [f.backend for f in FORMATS if f.suffix and (suffix is None or f.suffix == suffix)
+            and (not f.requires or find_spec(f.requires) is not None)]
 
 
-def _load(fmt: Format, path: Path, options: dict) -> Engine:
+def _load(fmt: Format, path: Path | None, options: dict) -> Engine:
     unknown = sorted(set(options) - set(fmt.options))
     if unknown:
         raise EngineError(f"the {fmt.backend} back-end takes no {', '.join(map(repr, unknown))} option "
                           f"(it takes: {', '.join(fmt.options) or 'none'})")
-    mod = import_module(f".{fmt.module}", __name__)
-    return getattr(mod, fmt.cls)(path, **options)
+    try:
+        cls = fmt.engine_class()
+    except ModuleNotFoundError as e:  # the row's own module needs a package at import (torch)
+        how = f"pip install 'fastfill[{fmt.extra}]'" if fmt.extra else "reinstall fastfill"
+        raise EngineError(f"the {fmt.backend} back-end needs {e.name}: {how}") from None
+    return cls(**options) if fmt.suffix is None else cls(path, **options)
 
 
 __all__ = [
-    "Engine", "ModelMeta", "Format", "FORMATS", "BACKENDS", "SUFFIXES",
-    "load_engine", "find_format", "default_model_path", "read_meta", "read_onnx_metadata",
-    "device_options", "open_engine", "DEVICES", "AUTO", "AUTO_ORDER", "check_model_file",
-    "MAX_MODEL_BYTES",
+    "Engine", "EngineBase", "ModelMeta", "Format", "FORMATS", "BACKENDS", "MODEL_BACKENDS", "SUFFIXES",
+    "CLASSICAL", "load_engine", "find_format", "default_model_path", "read_meta", "read_onnx_metadata",
+    "Device", "parse_device", "device_options", "open_engine", "DEVICES", "DEVICE_KINDS", "AUTO",
+    "AUTO_ORDER", "check_model_file", "MAX_MODEL_BYTES", "as_engine",
 ]

@@ -37,7 +37,7 @@ class MeasuredEngine(EngineBase):
             raise ValueError("MeasuredEngine needs at least two engines to choose from")
         self.engines = list(engines)
         self.meta = engines[0].meta
-        self.path = getattr(engines[0], "path", None)
+        self.path = engines[0].path
         self.skipped = list(skipped or [])
         self.choice: dict[tuple, object] = {}  # size class -> engine
         self.measured: dict[tuple, dict[str, float]] = {}  # size class -> {back-end: best ms}

@@ -15,7 +15,6 @@ import json
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -153,30 +152,6 @@ class ModelMeta:
         return cls.from_onnx_metadata(d, source)
 
 
-@runtime_checkable
-class Engine(Protocol):
-    """One loaded model on one back-end. ``infer`` works on host arrays.
-
-    What an engine can do beyond ``infer`` it declares (class attributes, False when absent):
-    ``device_path``: it has ``run_uint8(images, masks)``, prepare + model + composite on its own
-    device, so only uint8 crosses to it; ``narrow_limits``: its ``accepts(shape) -> str | None``
-    (see :meth:`EngineBase.accepts`) refuses shapes the model contract allows (e.g. TensorRT's
-    optimization profiles), so callers ask it before running. Options it takes are its row of
-    :data:`fastfill.engines.FORMATS`.
-    """
-
-    meta: ModelMeta
-    name: str  # back-end name, e.g. 'onnxruntime'
-    device: str  # 'cpu' | 'cuda'
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        """float32 [N, C, H, W] -> float32 [N, 3, H, W], RGB in [0, 1], full frame."""
-        ...
-
-    def close(self) -> None:
-        ...
-
-
 def shape_problem(meta: ModelMeta, shape) -> str | None:
     """Why the model cannot take an input of ``shape`` (N, C, H, W), or None when it can."""
     shape = tuple(int(s) for s in shape)
@@ -221,19 +196,46 @@ def check_input(meta: ModelMeta, x: np.ndarray) -> np.ndarray:
 
 
 class EngineBase:
-    """Shared plumbing: the input check, context-manager support and a readable repr."""
+    """One loaded model on one back-end: every engine is one (a caller's own object is adapted
+    once, :func:`as_engine`). ``infer`` works on host arrays, its input checked here for every
+    back-end.
+
+    What an engine is and can do beyond ``infer`` it declares here, so nothing has to guess:
+
+    - ``name``: the back-end's name (e.g. 'onnxruntime'); ``device``: 'cpu' or 'cuda';
+    - ``path``: the model file it runs (None: no file);
+    - ``selection``: what picked this back-end and why (set by the loader that picked it; None:
+      made by the caller, not by a loader);
+    - ``runs_on``: where the work runs, as the back-end itself reports it;
+    - ``flops(height, width)``: GFLOP of one call at [1, C, height, width], or None when the
+      engine cannot count them itself (``fastfill bench`` then counts its ONNX file);
+    - ``device_path``: it has ``run_uint8(images, masks)``, prepare + model + composite on its
+      own device, so only uint8 crosses to it, for this model (a prefill its kernels compute);
+    - ``narrow_limits``: its ``accepts(shape)`` refuses shapes the model contract allows (e.g.
+      TensorRT's optimization profiles), so callers ask it before running;
+    - ``fill_options``: options of the prefill's kernel (None: the fill's defaults).
+
+    The options it takes are its constructor's, listed in its row of
+    :data:`fastfill.engines.FORMATS`.
+    """
 
     meta: ModelMeta
     name = "engine"
     device = "cpu"
-    device_path = False  # has run_uint8 (see Engine)
-    narrow_limits = False  # accepts() refuses more than the model contract (see Engine)
-    fill_options = None  # options of the prefill's kernel (None = the fill's defaults)
+    path: Path | None = None
+    selection: str | None = None
+    device_path = False
+    narrow_limits = False
+    fill_options: dict | None = None
 
     @property
     def runs_on(self) -> str:
         """Where the work runs, as the back-end itself reports it (for the run header and info)."""
         return self.device.upper()
+
+    def flops(self, height: int, width: int) -> float | None:
+        """GFLOP of one model call at [1, C, height, width]; None: not counted by the engine."""
+        return None
 
     def __enter__(self):
         return self
@@ -256,11 +258,54 @@ class EngineBase:
         front instead of failing a whole batch or run."""
         return shape_problem(self.meta, shape)
 
-    def close(self) -> None:  # pragma: no cover - overridden
+    def run_uint8(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """The device path (only where ``device_path`` says so)."""
+        raise EngineError(f"{self.name} has no uint8 device path for this model")
+
+    def close(self) -> None:
         pass
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name} on {self.device}: {self.meta.kind}>"
+
+
+# The engine type of annotations and the API.
+Engine = EngineBase
+
+
+class ForeignEngine(EngineBase):
+    """A caller's own engine that is not an :class:`EngineBase`, adapted once: its ``meta`` and
+    ``infer`` (required), and its ``name``, ``device`` and ``close`` where it has them, read here
+    once. It declares nothing more (the host path, the model contract's limits, no FLOP count):
+    an engine that can do more subclasses EngineBase and says so."""
+
+    def __init__(self, inner):
+        self.inner, self.meta, self._run = inner, inner.meta, inner.infer
+        if not isinstance(self.meta, ModelMeta):
+            raise InputError(f"{type(inner).__name__}.meta is a {type(self.meta).__name__}, "
+                             "not a ModelMeta")
+        self.name = str(getattr(inner, "name", type(inner).__name__))
+        self.device = str(getattr(inner, "device", "cpu"))
+        self._close = getattr(inner, "close", None)
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+def as_engine(engine) -> EngineBase:
+    """``engine`` as an EngineBase: itself, or a caller's own object with ``meta`` and ``infer``
+    adapted once (:class:`ForeignEngine`); an InputError when it is not an engine at all."""
+    if isinstance(engine, EngineBase):
+        return engine
+    try:
+        return ForeignEngine(engine)
+    except AttributeError:
+        raise InputError(f"engine must be None, a model path or an Engine (an EngineBase, or an "
+                         f"object with meta and infer), got {type(engine).__name__}") from None
 
 
 # -- a minimal reader of ONNX metadata_props (no `onnx` package needed at run time) --------------

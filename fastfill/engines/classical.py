@@ -2,7 +2,8 @@
 
 ``ClassicalEngine("patch")`` declares ``fastfill.fill = patch`` and returns its input's RGB, so the
 Inpainter's own ``prepare`` (the fill's kernel in csrc) does the work and every runner (files,
-video, streams, ROI) serves it unchanged: ``fastfill run --method patch``. Its receptive field is
+video, streams, ROI, Ray) serves it unchanged: ``fastfill run --method patch``, through the
+``classical`` row of :data:`fastfill.engines.FORMATS` (``open_engine(method="patch")``). Its receptive field is
 twice the fill's context (:meth:`fastfill.fills.Fill.margin`), so ROI windows hold everything the
 fill reads and give the same bytes as the whole frame.
 """
@@ -37,11 +38,17 @@ class ClassicalEngine(EngineBase):
                               receptive_field=2 * fill.margin(self.fill_options), channels=4,
                               fill=method, provenance={"method": method, **self.fill_options})
 
+    @classmethod
+    def instead_of(cls, net: EngineBase, why: str) -> "ClassicalEngine":
+        """The prefill of ``net``'s model alone, in place of a net that returns it unchanged:
+        its ``path`` is the net's model file (what headers call the model), ``why`` its
+        ``selection``."""
+        fill = cls(net.meta.fill, mean=net.meta.mean)
+        fill.path, fill.selection = net.path, why
+        return fill
+
     def _infer(self, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x[:, :3])
-
-    def close(self) -> None:
-        pass
 
 
 __all__ = ["ClassicalEngine"]

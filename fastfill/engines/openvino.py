@@ -24,7 +24,7 @@ def _import_openvino():
         from . import installed_backends
 
         raise EngineError("the OpenVINO back-end is not installed: pip install 'fastfill[openvino]' "
-                          f"(installed: {', '.join(installed_backends())})") from None
+                          f"(installed: {', '.join(installed_backends('.onnx'))})") from None
     return ov
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError, InputError
+from ..fills import FILLS
 from ..files.codecs import sha256_file
 from ..ops import padded_size
 from .base import EngineBase, ModelMeta, check_io_shapes, check_model_file, shape_problem
@@ -199,20 +200,14 @@ class _Buffer:
 
 
 def _cuda_kernel(name: str):
-    """``prepare_cuda`` / ``composite_cuda`` from fastfill.ops (or the native fastfill._C)."""
-    from .. import ops
+    """``prepare_cuda`` / ``composite_cuda`` of the native module, which has them when it was
+    built with CUDA (its ``build_info`` says so)."""
+    from .. import _C, ops
 
-    fn = getattr(ops, name, None)
-    if fn is None:
-        try:
-            from .. import _C
-            fn = getattr(_C, name, None)
-        except ImportError:
-            fn = None
-    if fn is None:
+    if "cuda" not in ops.build_info()["backends"]:
         raise EngineError(f"fastfill was built without CUDA kernels ({name} is missing); reinstall "
                           "fastfill where the CUDA toolkit is found (FASTFILL_CUDA=ON)")
-    return fn
+    return {"prepare_cuda": _C.prepare_cuda, "composite_cuda": _C.composite_cuda}[name]
 
 
 def _launch_kernels(stage: str, *, images: int, masks: int, n: int, h: int, w: int, hp: int, wp: int,
@@ -241,9 +236,15 @@ class TensorRTEngine(EngineBase):
     """A TensorRT plan on one GPU. Options: ``device_id`` (0)."""
 
     name = "tensorrt"
-    device_path = True  # run_uint8: prepare and composite run as CUDA kernels beside the model
     narrow_limits = True  # the plan's optimization profiles
     device = "cuda"
+
+    @property
+    def device_path(self) -> bool:
+        """run_uint8 (prepare and composite as CUDA kernels beside the model) for a model whose
+        prefill the CUDA prepare kernel computes (``Fill.on_device``); the others are solved on
+        the CPU, so they take the host path."""
+        return FILLS[self.meta.fill].on_device
 
     def __init__(self, path: str | Path, *, device_id: int = 0):
         self.path = Path(path)
@@ -326,9 +327,10 @@ class TensorRTEngine(EngineBase):
         if not self.context.execute_async_v3(int(self.stream)):
             raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
 
-    def _copy(self, dst: int, src: int, nbytes: int, kind: str) -> None:
-        k = getattr(self.cudart.cudaMemcpyKind, f"cudaMemcpy{kind}")
-        cuda_call(self.cudart.cudaMemcpyAsync(dst, src, nbytes, k, self.stream))
+    def _copy(self, dst: int, src: int, nbytes: int, to_device: bool) -> None:
+        kinds = self.cudart.cudaMemcpyKind
+        kind = kinds.cudaMemcpyHostToDevice if to_device else kinds.cudaMemcpyDeviceToHost
+        cuda_call(self.cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self.stream))
 
     def _sync(self) -> None:
         cuda_call(self.cudart.cudaStreamSynchronize(self.stream))
@@ -345,9 +347,9 @@ class TensorRTEngine(EngineBase):
         bi = self._buf("in", x.nbytes)
         bo = self._buf("out", 4 * n * 3 * h * w)
         bi.host_array(x.shape, np.float32)[...] = x
-        self._copy(bi.dev, bi.host, x.nbytes, "HostToDevice")
+        self._copy(bi.dev, bi.host, x.nbytes, True)
         self._execute(bi.dev, bo.dev)
-        self._copy(bo.host, bo.dev, 4 * n * 3 * h * w, "DeviceToHost")
+        self._copy(bo.host, bo.dev, 4 * n * 3 * h * w, False)
         self._sync()
         return bo.host_array(out_shape, np.float32).copy()
 
@@ -355,8 +357,12 @@ class TensorRTEngine(EngineBase):
     def run_uint8(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] images + [N, H, W] masks (nonzero = hole) -> uint8 [N, H, W, 3].
 
-        prepare (CUDA) -> TensorRT -> composite (CUDA), all on this engine's stream.
+        prepare (CUDA) -> TensorRT -> composite (CUDA), all on this engine's stream; only for a
+        model whose prefill the CUDA kernel computes (``device_path``).
         """
+        if not self.device_path:
+            raise EngineError(f"{self.path}: the GPU kernels do not compute the {self.meta.fill} "
+                              "prefill of this model: it runs on the host path (infer)")
         images = np.ascontiguousarray(images, dtype=np.uint8)
         masks = np.ascontiguousarray(np.asarray(masks) != 0, dtype=np.uint8)
         if images.ndim != 4 or images.shape[-1] != 3 or masks.shape != images.shape[:3]:
@@ -376,15 +382,15 @@ class TensorRTEngine(EngineBase):
         bout = self._buf("out", 4 * n * 3 * hp * wp, host=False)
         bimg.host_array(images.shape, np.uint8)[...] = images
         bmask.host_array(masks.shape, np.uint8)[...] = masks
-        self._copy(bimg.dev, bimg.host, images.nbytes, "HostToDevice")
-        self._copy(bmask.dev, bmask.host, masks.nbytes, "HostToDevice")
+        self._copy(bimg.dev, bimg.host, images.nbytes, True)
+        self._copy(bmask.dev, bmask.host, masks.nbytes, True)
         stream = int(self.stream)
         _launch_kernels("prepare", images=bimg.dev, masks=bmask.dev, n=n, h=h, w=w, hp=hp, wp=wp,
                         stream=stream, mean=self.meta.mean, mask_channel=(c == 4), net_in=bin_.dev)
         self._execute(bin_.dev, bout.dev)
         _launch_kernels("composite", images=bimg.dev, masks=bmask.dev, n=n, h=h, w=w, hp=hp, wp=wp,
                         stream=stream, pred=bout.dev, out=bres.dev)
-        self._copy(bres.host, bres.dev, images.nbytes, "DeviceToHost")
+        self._copy(bres.host, bres.dev, images.nbytes, False)
         self._sync()
         return bres.host_array(images.shape, np.uint8).copy()
 

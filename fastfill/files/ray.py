@@ -90,13 +90,31 @@ def _decode_batch(batch: dict, *, fs_image=None, fs_mask=None, opts=FileOptions(
 
 
 def _make_inpainter(engine, options: dict):
+    """The Inpainter of one worker: ``engine`` (None, a model path, a loaded engine or a callable
+    that returns an engine or an Inpainter) with ``options`` (``roi``, ``batch_size``, and what
+    chooses the engine: ``threads``, ``backend``, ``device``, ``method``; an option that cannot
+    apply is an error, never dropped). ``auto_threads``, the executor's own share of the cores,
+    goes only to a back-end that takes threads, when none were asked for."""
+    from ..engines import open_engine
     from ..inpainter import Inpainter
 
+    opts = dict(options)
+    auto_threads = opts.pop("auto_threads", None)
     if callable(engine) and not isinstance(engine, (str, os.PathLike)):
         engine = engine()
     if isinstance(engine, Inpainter):
+        chosen = [k for k in ("threads", "backend", "device", "method") if opts.get(k) is not None]
+        if chosen:
+            raise InputError(f"{', '.join(chosen)}: the engine callable returned an Inpainter, "
+                             "which has its own; set them on it")
         return engine
-    return Inpainter(engine, **options)
+    if auto_threads is not None and opts.get("threads") is None and (engine is None or isinstance(
+            engine, (str, os.PathLike))):
+        engine = open_engine(engine, backend=opts.pop("backend", None), device=opts.pop("device", None),
+                             method=opts.pop("method", None), threads=auto_threads,
+                             threads_where_taken=True)
+        opts.pop("threads", None)
+    return Inpainter(engine, **opts)
 
 
 class _Filler:
@@ -258,16 +276,16 @@ class RayExecutor:
 
     needs_absolute_paths = True  # Ray workers do not share the driver's working directory
 
-    def __init__(self, engine=None, *, backend: str | None = None, device: str | None = None,
+    def __init__(self, engine=None, *, backend: str | None = None, device=None,
                  threads: int | None = None, roi: bool = True, batch_size: int = 4,
                  address: str | None = None, concurrency: int = 1, gpus_per_worker: float = 0,
-                 progress: bool | None = None):
+                 progress: bool | None = None, method: str | None = None):
         if concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
         self.engine, self.address, self.progress = engine, address, progress
         self.concurrency, self.gpus, self.batch_size = concurrency, gpus_per_worker, batch_size
         self.options = {"roi": roi, "batch_size": batch_size, "threads": threads,
-                        "backend": backend, "device": device}
+                        "backend": backend, "device": device, "method": method}
         self._started = None  # None: Ray not asked yet; True: this executor started it
 
     def __enter__(self):
@@ -288,8 +306,8 @@ class RayExecutor:
         if self._started is None:
             self._started = init(self.address, quiet=not self.progress)
             _configure_data(self.progress)
-            self.actor_cpus, self.io_cpus, self.options["threads"] = _worker_resources(
-                self.concurrency, self.gpus, self.options["threads"], local=not self.address)
+            self.actor_cpus, self.io_cpus, self.options["auto_threads"] = _worker_resources(
+                self.concurrency, self.gpus, None, local=not self.address)
         return _import_ray()
 
     def images(self, rows: list[dict], p: Worklist, opts: FileOptions) -> Iterator[Outcome]:
@@ -335,7 +353,8 @@ class RayExecutor:
 
 
 def run_files(images, masks, output, opts: FileOptions = FileOptions(), *, engine=None,
-              backend: str | None = None, device: str | None = None, threads: int | None = None,
+              method: str | None = None, backend: str | None = None, device=None,
+              threads: int | None = None,
               roi: bool = True, batch_size: int = 4, fmt: str | None = None, address: str | None = None,
               concurrency: int = 1, gpus_per_worker: float = 0, progress: bool | None = None,
               echo: Callable[[str], None] | None = None, filesystem=None) -> runner.Summary:
@@ -343,11 +362,12 @@ def run_files(images, masks, output, opts: FileOptions = FileOptions(), *, engin
 
     ``images``/``masks``/``output``: local paths or URIs (see :func:`resolve`); ``filesystem``:
     a pyarrow FileSystem for all three instead. ``engine``: a model path (local to every worker)
-    or None for the shipped model. ``concurrency`` fill actors, each with ``gpus_per_worker``
+    or None for the shipped model; ``method``: a classical fill instead (no model). ``concurrency``
+    fill actors, each with ``gpus_per_worker``
     GPUs. Failed files are printed through ``echo``, counted, and listed in
     ``OUTPUT/fastfill-failures.jsonl``. An engine error stops the run (EngineError).
     """
-    ex = RayExecutor(engine, backend=backend, device=device, threads=threads, roi=roi,
+    ex = RayExecutor(engine, method=method, backend=backend, device=device, threads=threads, roi=roi,
                      batch_size=batch_size, address=address, concurrency=concurrency,
                      gpus_per_worker=gpus_per_worker, progress=progress)
     return runner.run(images, masks, output, ex, opts, fmt=fmt, filesystem=filesystem,
@@ -376,9 +396,9 @@ def _image_pipeline(rows, engine, options, opts, p: Worklist, *, concurrency, gp
 
 def inpaint(ds, engine=None, *, image_column: str = "image", mask_column: str = "mask",
             output_column: str = "inpainted", roi: bool = True, batch_size: int = 4,
-            threads: int | None = None, backend: str | None = None, device: str | None = None,
+            threads: int | None = None, backend: str | None = None, device=None,
             concurrency: int = 1, gpus_per_worker: float = 0, cpus_per_worker: float | None = None,
-            on_error: str = "raise"):
+            on_error: str = "raise", method: str | None = None):
     """Fill the holes of a Ray Dataset of images and masks; returns a (lazy) Dataset.
 
     ``ds`` has an ``image_column`` of uint8 ``[H, W, 3]`` RGB arrays and a ``mask_column`` of
@@ -386,7 +406,7 @@ def inpaint(ds, engine=None, *, image_column: str = "image", mask_column: str = 
     column plus ``output_column`` (uint8 ``[H, W, 3]``), so it composes with the caller's own
     reading and writing. ``engine``: None (the shipped model), a model path readable by every
     worker, or a zero-argument callable returning an Engine or an Inpainter (called once per
-    actor). ``backend``/``device``/``threads``: as ``fastfill run`` (a GPU device needs
+    actor). ``backend``/``device``/``threads``/``method``: as ``fastfill run`` (a GPU device needs
     ``gpus_per_worker``). ``on_error``: "raise" (a bad row fails the job) or "column" (an ``error`` column,
     empty when the row went well; a failed row's output is an empty ``[0, 0, 3]`` array).
     """
@@ -398,7 +418,7 @@ def inpaint(ds, engine=None, *, image_column: str = "image", mask_column: str = 
     if cpus_per_worker is None:  # (asks the cluster: only when it has to)
         cpus_per_worker, _, _ = _worker_resources(concurrency, gpus_per_worker, threads, local=False)
     options = {"roi": roi, "batch_size": batch_size, "threads": threads, "backend": backend,
-               "device": device}
+               "device": device, "method": method}
     return ds.map_batches(_Filler, batch_size=max(1, batch_size), batch_format="numpy",
                           fn_constructor_args=(engine, options),
                           fn_constructor_kwargs=dict(image_col=image_column, mask_col=mask_column,

@@ -1,6 +1,7 @@
 """The fill methods: one table that the kernels' face (:mod:`fastfill.ops`), the model metadata
 check (``fastfill.fill``), the classical engine, the CLI's ``--method`` and the docs all read.
-Adding a fill is a row here plus its kernel in ``csrc`` (dispatched by name in the bindings).
+Adding a fill is a row here plus its kernel in ``csrc`` (dispatched by name in the bindings, whose
+``_C.FILLS`` lists the same names and options: :mod:`fastfill.ops` refuses to import otherwise).
 
 Standard library only: reading a model's metadata does not load the native module.
 """
@@ -20,12 +21,15 @@ class Fill:
     ``context``: the option that says how far from a hole the fill reads known pixels (None: only
     the pixels next to the hole), so that an ROI window with that margin gives the same bytes as
     the whole frame.
+    ``on_device``: the CUDA ``prepare`` kernel computes this prefill itself, so a GPU engine's
+    uint8 path (``device_path``) can run a model trained on it; the others are solved on the CPU.
     """
 
     name: str
     summary: str
     options: Mapping[str, int] = field(default_factory=dict)
     context: str | None = None
+    on_device: bool = False
 
     def margin(self, options: Mapping[str, int] | None = None) -> int:
         """Pixels of context around each hole that the fill reads (an ROI window's margin)."""
@@ -44,7 +48,7 @@ class Fill:
 
 
 FILLS: Mapping[str, Fill] = MappingProxyType({f.name: f for f in (
-    Fill("mean", "one colour (the model's mean colour; mid-grey for --method)"),
+    Fill("mean", "one colour (the model's mean colour; mid-grey for --method)", on_device=True),
     Fill("harmonic", "Laplace's equation inside each hole, the known pixels around it as boundary "
          "values: smooth, exact at the border"),
     Fill("patch", "multi-scale PatchMatch completion with patch voting, from the harmonic fill: "
