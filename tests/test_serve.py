@@ -67,7 +67,7 @@ def check_filled(result: np.ndarray, image: np.ndarray, mask: np.ndarray):
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     with serve_process(tmp, "--max-pixels", 300_000, "--max-body", 2_000_000, "--queue", 64,
-                       "--batch-size", 8, "--workers", 2) as s:
+                       "--batch-size", 8, "--io-threads", 2) as s:
         yield s
 
 
@@ -240,7 +240,7 @@ def test_full_queue_answers_503_with_retry_after(tmp_path):
     mask[:] = False
     mask[100:700, 100:700] = True
     png, m = encode(image), mask_png(mask)
-    with serve_process(tmp_path, "--queue", 1, "--batch-size", 1, "--workers", 4) as s:
+    with serve_process(tmp_path, "--queue", 1, "--batch-size", 1, "--io-threads", 4) as s:
         barrier = threading.Barrier(12)
 
         def one(_):

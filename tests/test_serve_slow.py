@@ -16,7 +16,7 @@ from test_serve import assert_json_error, check_filled, decode, encode, mask_png
 
 httpx = pytest.importorskip("httpx", reason="httpx (the 'dev' extra) is not installed")
 
-# More dribblers than the server's bound on requests in flight (max(64, 4 x (queue + workers)) = 64
+# More dribblers than the server's bound on requests in flight (max(64, 4 x (queue + io-threads)) = 64
 # here), fewer than its bound on open connections.
 DRIBBLERS = 80
 MAX_CONNECTIONS = 100
@@ -58,7 +58,7 @@ def still_open(sock) -> bool:
 def test_slow_clients_do_not_starve_the_server_and_are_closed(tmp_path):
     image, mask = scene()
     files = {"image": ("i.png", encode(image)), "mask": ("m.png", mask_png(mask))}
-    with serve_process(tmp_path, "--queue", 12, "--workers", 4, "--max-connections", MAX_CONNECTIONS,
+    with serve_process(tmp_path, "--queue", 12, "--io-threads", 4, "--max-connections", MAX_CONNECTIONS,
                        "--header-timeout", HEADER_TIMEOUT, "--body-timeout", BODY_TIMEOUT) as s:
         u = urlsplit(s.url)
         addr = (u.hostname, u.port)

@@ -621,12 +621,15 @@ def _rgb_to_cmyk(rgb: np.ndarray, icc) -> np.ndarray:
 def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = False,
                 threshold: int = 128, resize: bool = False, dilate: int = 0,
                 image_name: str | None = None, max_pixels: int | None = None,
-                name: str | None = None) -> np.ndarray:
+                name: str | None = None, alpha: str = "black") -> np.ndarray:
     """Read a mask (a path, or the file's bytes) into bool ``[H, W]`` (True = fill).
 
     ``size`` = the image's (height, width): a mask of another size is an InputError unless
     ``resize`` (then it is resized smoothly and thresholded). ``dilate`` grows the hole by that
     many pixels in every direction. ``name``: what messages call the mask (default: its path).
+    ``alpha``: ``"black"`` (fastfill's rule: a transparent pixel is laid on black, so it keeps)
+    or ``"ignore"`` (IOPaint's and lama-cleaner's: the grey of the colour, alpha dropped, so a
+    stroke painted on a transparent canvas is hole wherever it touched, its faint rim included).
     """
     src = _source(path)
     name = f"mask {name}" if name else (f"mask {path}" if isinstance(src, Path) else "the mask")
@@ -634,7 +637,7 @@ def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = Fal
         im = _open_oriented(src, max_pixels)
     except InputError as e:  # reported against the image: say that it is the mask's fault
         raise type(e)(f"{name}: {e}") from None
-    g = mask_to_gray(im)
+    g = mask_to_gray(im, alpha)
     if size is not None and g.shape != tuple(size):
         h, w = size
         if not resize:
@@ -650,8 +653,11 @@ def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = Fal
     return m
 
 
-def mask_to_gray(im: Image.Image) -> np.ndarray:
-    """A mask image as uint8 grey: luma for colour, laid on black where transparent."""
+def mask_to_gray(im: Image.Image, alpha: str = "black") -> np.ndarray:
+    """A mask image as uint8 grey: luma for colour, laid on black where transparent (``alpha``
+    ``"black"``) or with the alpha channel dropped (``"ignore"``, as Pillow's ``convert("L")``)."""
+    if alpha not in ("black", "ignore"):
+        raise ValueError(f"alpha must be 'black' or 'ignore', got {alpha!r}")
     mode = im.mode
     if mode == "1":
         return np.asarray(im, dtype=np.uint8) * np.uint8(255)
@@ -663,6 +669,11 @@ def mask_to_gray(im: Image.Image) -> np.ndarray:
         scale = 255.0 if a.size and float(np.nanmax(a)) <= 1.0 else 1.0
         return np.clip(np.nan_to_num(a) * scale, 0, 255).astype(np.uint8)
     has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
+    if has_alpha and alpha == "ignore":
+        try:
+            return np.asarray(im.convert("L"))
+        except ValueError:  # a mode Pillow cannot take to L directly (La): through RGBA
+            return np.asarray(im.convert("RGBA").convert("L"))
     if has_alpha:
         a = np.asarray(im.convert("LA"), dtype=np.uint16)
         return ((a[:, :, 0] * a[:, :, 1] + 127) // 255).astype(np.uint8)

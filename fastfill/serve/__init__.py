@@ -40,6 +40,36 @@ def check_token(token: str | None) -> bytes | None:
     return token.encode("ascii")
 
 
+def check_cors_origin(origin: str) -> str:
+    """A web origin allowed to call the API from a browser (``--cors-origin``), normalised as
+    browsers send it in ``Origin`` (lower-case scheme and host, no default port); ``*`` for any.
+    :class:`InputError` for anything else (a path, a trailing slash, a scheme other than http(s)):
+    such an origin would never match and the browser would refuse every answer, silently."""
+    from urllib.parse import urlsplit
+
+    text = str(origin).strip()
+    if text == "*":
+        return text
+    hint = ("an origin is scheme://host[:port] as a browser sends it in its Origin header, "
+            "e.g. http://localhost:5173 (or * for any)")
+    try:
+        u = urlsplit(text)
+        port = u.port
+    except ValueError:
+        raise InputError(f"CORS origin {origin!r}: not an origin; {hint}") from None
+    if u.scheme.lower() not in ("http", "https") or not u.hostname:
+        raise InputError(f"CORS origin {origin!r}: not an http(s) origin; {hint}")
+    if u.path or u.query or u.fragment or "@" in u.netloc or text.endswith(("?", "#")):
+        raise InputError(f"CORS origin {origin!r}: an origin has no path (not even a trailing /), "
+                         f"query or user; {hint}")
+    scheme, host = u.scheme.lower(), u.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == {"http": 80, "https": 443}[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
 def _file_limit(max_connections: int, echo) -> None:
     """Raise the open-file limit to fit --max-connections (each connection is a file)."""
     try:
@@ -58,7 +88,7 @@ def _file_limit(max_connections: int, echo) -> None:
 
 
 def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, token: str | None = None,
-          model_name: str | None = None, echo=None) -> None:
+          model_name: str | None = None, cors_origins=(), echo=None) -> None:
     """Serve ``inpainter`` on ``host:port`` until interrupted (blocking)."""
     try:
         import uvicorn
@@ -71,15 +101,18 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
     echo = echo or (lambda s: print(s, file=sys.stderr))
     limits = limits or ServeLimits()
     configure_logging(bool(os.environ.get("FASTFILL_DEBUG")))
-    app = create_app(inpainter, limits, token=token, model_name=model_name)
+    app = create_app(inpainter, limits, token=token, model_name=model_name, cors_origins=cors_origins)
     server = app.state.server
     cfg = server.config()
     echo(f"fastfill {cfg['version']}: {model_name or 'model'} ({cfg['model']['kind']}, prefill "
          f"{cfg['model']['fill']}) on {cfg['backend_selection'] or cfg['backend']} ({cfg['device']}); batches of up to "
-         f"{cfg['limits']['max_batch']}, queue {limits.queue}, {limits.workers} decode/encode threads")
+         f"{cfg['limits']['max_batch']}, queue {limits.queue}, {limits.io_threads} decode/encode threads")
     echo(f"limits: {limits.max_pixels / 1e6:g} megapixels per image, {limits.max_body} bytes per request, "
          f"{limits.max_requests} requests in flight, {limits.max_connections} open connections; "
          f"headers within {limits.header_timeout:g} s, bodies within {limits.body_timeout:g} s")
+    if cors_origins:
+        shown_origins = ", ".join(dict.fromkeys(check_cors_origin(o) for o in cors_origins))
+        echo(f"CORS: pages from {shown_origins} may call the API from a browser")
     if token:
         echo("API requests need: Authorization: Bearer <token>")
     elif not is_loopback(host):
@@ -106,4 +139,4 @@ def create_app(*args, **kwargs):
     return _create(*args, **kwargs)
 
 
-__all__ = ["serve", "create_app", "is_loopback", "check_token"]
+__all__ = ["serve", "create_app", "is_loopback", "check_token", "check_cors_origin"]

@@ -3,12 +3,16 @@
 FastAPI on uvicorn: FastAPI for the OpenAPI schema and its docs page (served from the package
 through ``fastapi-offline``: no CDN, so ``/docs`` works offline like the page), Starlette's
 multipart parser, and uvicorn as the well-kept ASGI server. The server is one more client of
-:class:`fastfill.Inpainter`: requests are decoded on ``workers`` threads (the CLI's decoding rules:
+:class:`fastfill.Inpainter`: requests are decoded on ``io_threads`` threads (the CLI's decoding rules:
 raster allow-list, pixel limit, EXIF orientation), filled in micro-batches on one inference thread
 (:mod:`fastfill.serve.batcher`) and encoded back in the input's format.
 
-Every error is a JSON body ``{"error": "...", "status": N}``; no traceback ever leaves the
-process (``FASTFILL_DEBUG=1`` logs it on the server).
+Every error is a JSON body ``{"error": "...", "status": N, "detail": "...", "errors": "..."}``
+(``detail`` and ``errors``, the same message, are where IOPaint's web app and FastAPI clients look);
+no traceback ever leaves the process (``FASTFILL_DEBUG=1`` logs it on the server).
+
+IOPaint's and lama-cleaner's own web apps and scripts work against it too: their routes are in
+:mod:`fastfill.serve.compat`.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class ServeLimits:
     max_pixels: int = fio.DEFAULT_MAX_PIXELS  # per image (and per mask)
     max_body: int = DEFAULT_MAX_BODY  # bytes per request body
     queue: int = DEFAULT_QUEUE  # requests waiting for the model; past it 503
-    workers: int = 4  # threads decoding and encoding requests
+    io_threads: int = 4  # threads decoding and encoding requests
     quality: int = 95  # JPEG / lossy WebP quality of the answers
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # open connections; past it 503 and closed
     header_timeout: float = 10.0  # seconds to receive a request's headers; then 408 and closed
@@ -72,7 +76,7 @@ class ServeLimits:
     @property
     def max_requests(self) -> int:
         """Requests in flight (each may hold its body in memory); past it 503."""
-        return max(64, 4 * (self.queue + self.workers))
+        return max(64, 4 * (self.queue + self.io_threads))
 
     def check(self) -> None:
         """:class:`InputError` for a connection bound or timeout outside the CLI's ranges."""
@@ -89,7 +93,10 @@ class InpaintRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     image: str = Field(description="The image: base64, or a data: URL (PNG, JPEG, WebP, TIFF, BMP, GIF, "
                                    "PPM, TGA).")
-    mask: str = Field(description="The mask, same size, base64 or data: URL: white (>= 128) = fill.")
+    mask: str = Field(description="The mask, same size, base64 or data: URL. IOPaint's rule: the grey "
+                                  "of its colour > 127 = fill, alpha ignored (strokes of any colour but "
+                                  "black on a transparent canvas, as IOPaint's web app sends, fill "
+                                  "where painted, anti-aliased rim included).")
     resize_mask: bool = Field(False, description="Scale a mask of another size to the image "
                                                  "(else a size mismatch is 400).")
 
@@ -100,8 +107,14 @@ class _ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
+def _error_body(status: int, message: str) -> dict:
+    """The JSON of every error answer: ``error`` and ``status`` (fastfill's), ``detail`` (FastAPI's
+    and IOPaint's) and ``errors`` (what IOPaint's web app shows in its error toast)."""
+    return {"error": message, "status": status, "detail": message, "errors": message}
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+    return JSONResponse(_error_body(status, message), status_code=status, headers=headers)
 
 
 def _printable(text: str) -> str:
@@ -115,7 +128,7 @@ def _raw_answer(status: int, message: str, headers: dict | None = None) -> bytes
     """A whole JSON error answer that closes the connection, for the protocol layer (no app)."""
     from http import HTTPStatus
 
-    body = json.dumps({"error": message, "status": status}, separators=(",", ":")).encode()
+    body = json.dumps(_error_body(status, message), separators=(",", ":")).encode()
     head = {"content-type": "application/json", "content-length": str(len(body)),
             "connection": "close", **(headers or {})}
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"] + [f"{k}: {v}" for k, v in head.items()]
@@ -217,7 +230,7 @@ class _Limits:
                 return _error(400, "bad Content-Length")
             if n > self.max_body:
                 return _error(413, self._too_big(), {"Connection": "close"})
-        if self.token is not None and scope["path"].startswith("/api/"):
+        if self.token is not None and needs_token(scope["path"]):
             scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
                 return _error(401, "missing or wrong token (Authorization: Bearer TOKEN)",
@@ -233,7 +246,7 @@ class Server:
         self.model_name = model_name
         self.limits = limits
         self.batcher = Batcher(inpainter, max_queue=limits.queue, max_batch=max_batch)
-        self.limiter = anyio.CapacityLimiter(limits.workers)
+        self.limiter = anyio.CapacityLimiter(limits.io_threads)
 
     def config(self) -> dict:
         eng = self.inpainter.engine
@@ -243,10 +256,10 @@ class Server:
             "model": {"kind": meta.kind, "fill": meta.fill, "channels": meta.channels,
                       "input_size": list(meta.input_size) if meta.input_size else None,
                       "name": self.model_name},
-            "backend": getattr(eng, "name", type(eng).__name__),
-            "backend_selection": getattr(eng, "selection", None),
-            "device": getattr(eng, "device", "cpu"),
-            "running_on": getattr(eng, "runs_on", None),
+            "backend": eng.name,
+            "backend_selection": eng.selection,
+            "device": eng.device,
+            "running_on": eng.runs_on,
             "roi": self.inpainter.roi,
             "limits": asdict(self.limits) | {"max_batch": self.batcher.max_batch,
                                               "max_requests": self.limits.max_requests},
@@ -254,14 +267,18 @@ class Server:
         }
 
     # -- the work of one request, off the event loop -------------------------------------------
-    def decode(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool):
+    def decode(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool, mask_rule: str = "fastfill"):
+        """``mask_rule``: ``"fastfill"`` (grey laid on black where transparent, >= 128) or
+        ``"iopaint"`` (IOPaint's: the colour's grey, alpha ignored, > 127; see
+        ``codecs.decode_mask(alpha="ignore")``)."""
         lim = self.limits.max_pixels
         try:
             src = fio.decode_image(image_bytes, lim)
         except InputError as e:
             raise _ApiError(413 if isinstance(e, SizeLimitError) else 400, f"image: {e}") from None
         try:
-            mask = fio.decode_mask(mask_bytes, src.size, resize=resize_mask, max_pixels=lim)
+            mask = fio.decode_mask(mask_bytes, src.size, resize=resize_mask, max_pixels=lim,
+                                   alpha="ignore" if mask_rule == "iopaint" else "black")
         except InputError as e:
             msg = str(e).replace("(use --resize-mask to scale it)", '(send "resize_mask": true to scale it)')
             raise _ApiError(413 if isinstance(e, SizeLimitError) else 400, f"mask: {msg}") from None
@@ -273,17 +290,20 @@ class Server:
     def encode(self, result: np.ndarray, src: fio.Decoded, mask: np.ndarray) -> tuple[bytes, str, str]:
         """(bytes, Content-Type, file suffix) of the answer, in the input's format."""
         fmt = fio.output_format(src.format)
-        img = fio.restore_mode(result, src, mask, fmt)
-        data = fio.encode_image(img, fmt, quality=self.limits.quality, info=src.info)
+        data = fio.encode_result(result, src, mask, fmt, fio.FileOptions(quality=self.limits.quality))
         Image.init()
         return data, Image.MIME.get(fmt, "application/octet-stream"), fio.FORMAT_SUFFIX[fmt]
 
-    async def fill(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool) -> Response:
+    async def inpaint(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool, *,
+                   mask_rule: str = "fastfill", headers: dict | None = None) -> Response:
+        """Decode (``io_threads`` threads), fill (the batcher), encode in the input's format: the work
+        of every inpaint route, whichever client's request shape it reads. ``headers``: more
+        headers for the answer."""
         if self.batcher.full():  # before decoding: a busy server does not spend work on refusals
             raise _ApiError(503, "server busy: the queue is full, retry later",
                             {"Retry-After": str(RETRY_AFTER)})
         src, pair = await anyio.to_thread.run_sync(
-            partial(self.decode, image_bytes, mask_bytes, resize_mask), limiter=self.limiter)
+            partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule), limiter=self.limiter)
         del image_bytes, mask_bytes
         try:
             fut = self.batcher.submit(pair)
@@ -294,12 +314,13 @@ class Server:
         data, media, ext = await anyio.to_thread.run_sync(
             partial(self.encode, result, src, pair.hole), limiter=self.limiter)
         return Response(data, media_type=media,
-                        headers={"Content-Disposition": f'inline; filename="result{ext}"'})
+                        headers={"Content-Disposition": f'inline; filename="result{ext}"', **(headers or {})})
 
 
     # -- the two routes' requests ------------------------------------------------------------
     async def inpaint_json(self, request: Request) -> Response:
-        """IOPaint's JSON request: base64 (or data: URL) image and mask."""
+        """IOPaint's JSON request: base64 (or data: URL) image and mask, IOPaint's mask rule; its
+        ``sd_seed`` comes back in ``X-Seed`` as from IOPaint (the fill uses no seed)."""
         if _content_type(request) != "application/json":
             raise _ApiError(415, "send application/json (or multipart/form-data to /api/v1/inpaint/file)")
         body = await request.body()
@@ -310,7 +331,8 @@ class Server:
             raise _ApiError(400, f"bad request: {what}") from None
         del body
         image, mask = _b64("image", req.image), _b64("mask", req.mask)
-        return await self.fill(image, mask, req.resize_mask)
+        seed = seed_header((req.model_extra or {}).get("sd_seed"))
+        return await self.inpaint(image, mask, req.resize_mask, mask_rule="iopaint", headers=seed)
 
     async def inpaint_file(self, request: Request) -> Response:
         """Multipart: the files ``image`` and ``mask`` (and ``resize_mask``)."""
@@ -324,7 +346,28 @@ class Server:
                     raise _ApiError(400, f"missing the file field {name!r}")
                 parts[name] = await f.read()
             resize = str(form.get("resize_mask", "")).lower() in ("1", "true", "yes", "on")
-        return await self.fill(parts["image"], parts["mask"], resize)
+        return await self.inpaint(parts["image"], parts["mask"], resize)
+
+
+def seed_header(value) -> dict:
+    """``{"X-Seed": ...}`` echoing a client's integer seed (IOPaint and lama-cleaner answer the
+    seed they used; their web apps keep it), else nothing."""
+    try:
+        return {"X-Seed": str(int("" if value is None else str(value).strip()))}
+    except ValueError:  # none, empty, not an integer
+        return {}
+
+
+# Paths anyone may fetch when a token is set: the page, its files, the docs, the health check.
+# Everything else (the API, IOPaint's and lama-cleaner's routes, any path added later) needs it.
+PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+                          "/redoc"})
+PUBLIC_PREFIXES = ("/static/", "/static-offline-docs/")
+
+
+def needs_token(path: str) -> bool:
+    """Whether a request for ``path`` needs the bearer token (when one is set)."""
+    return path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES)
 
 
 def _content_type(request: Request) -> str:
@@ -358,7 +401,8 @@ _FILE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data
     "type": "object", "required": ["image", "mask"], "properties": {
         "image": {"type": "string", "format": "binary", "description": "The image file."},
         "mask": {"type": "string", "format": "binary",
-                 "description": "The mask file, same size: white (>= 128) = fill."},
+                 "description": "The mask file, same size: white (>= 128) = fill (transparent = "
+                                "black)."},
         "resize_mask": {"type": "boolean", "description": "Scale a mask of another size."}}}}}}}
 _IMAGE_ANSWER = {200: {"description": "The filled image, in the input's format (alpha kept).",
                        "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
@@ -369,17 +413,25 @@ _IMAGE_ANSWER = {200: {"description": "The filled image, in the input's format (
 
 
 def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int | None = None,
-               token: str | None = None, model_name: str | None = None) -> FastAPI:
+               token: str | None = None, model_name: str | None = None,
+               cors_origins: list[str] | tuple[str, ...] = ()) -> FastAPI:
     """The ASGI app serving ``inpainter`` (an :class:`fastfill.Inpainter`) under ``limits``.
 
     ``max_batch``: the most requests per model call (default: the Inpainter's batch size).
-    ``token``: when set, ``/api/*`` needs ``Authorization: Bearer <token>`` (printable ASCII,
-    else :class:`InputError`).
-    ``model_name``: what ``/api/v1/server-config`` calls the model.
+    ``token``: when set, every route but the page, its files, the docs and ``/healthz`` needs
+    ``Authorization: Bearer <token>`` (printable ASCII, else :class:`InputError`).
+    ``model_name``: what ``/api/v1/server-config`` and the IOPaint / lama-cleaner routes call the
+    model.
+    ``cors_origins``: web origins (``https://host[:port]``, or ``*``) whose pages may call the API
+    from a browser; none by default (:func:`fastfill.serve.check_cors_origin`).
     """
     from fastapi_offline import FastAPIOffline
 
+    from . import check_cors_origin
+    from .compat import add_iopaint_routes, add_lama_cleaner_routes, iopaint_server_config
+
     token_bytes = check_token(token)
+    origins = list(dict.fromkeys(check_cors_origin(o) for o in cors_origins))
     limits = limits or ServeLimits()
     limits.check()
     server = Server(inpainter, limits, max_batch or inpainter.batch_size, model_name)
@@ -397,6 +449,12 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
     app.state.server = server
     app.add_middleware(_Limits, max_body=limits.max_body, token=token_bytes,
                        body_timeout=limits.body_timeout, max_requests=limits.max_requests)
+    if origins:  # outermost: preflights are answered before the token check, errors carry the headers
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], allow_credentials=False,
+                           expose_headers=["X-Seed", "Content-Disposition", "Retry-After"], max_age=600)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
@@ -420,9 +478,10 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/api/v1/server-config", summary="The model, back-end, device, limits and counters.")
+    @app.get("/api/v1/server-config", summary="The model, back-end, device, limits and counters "
+                                              "(and IOPaint's keys, for its web app).")
     async def server_config():
-        return server.config()
+        return server.config() | iopaint_server_config(server)
 
     @app.post("/api/v1/inpaint", summary="Fill the mask (IOPaint's JSON request).",
               openapi_extra=_JSON_BODY, responses=_IMAGE_ANSWER, response_class=Response)
@@ -434,6 +493,8 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
     async def inpaint_file(request: Request):
         return await _answer(server.inpaint_file(request))
 
+    add_iopaint_routes(app, server)
+    add_lama_cleaner_routes(app, server)
     return app
 
 
@@ -534,4 +595,4 @@ def configure_logging(debug: bool = False) -> None:
     root.propagate = False
 
 
-__all__ = ["create_app", "ServeLimits", "InpaintRequest", "configure_logging", "protocol_class"]
+__all__ = ["create_app", "ServeLimits", "InpaintRequest", "configure_logging", "protocol_class", "needs_token"]
