@@ -1,4 +1,5 @@
-"""The `fastfill` command line: a thin click shell over the public API.
+"""The `fastfill` command line: click commands that turn options into calls of the public API
+(options several commands share are built once, here).
 
 Exit codes (docs/ARCHITECTURE.md, Errors and exit codes): 0 all done, 1 some inputs failed,
 2 usage or engine error.

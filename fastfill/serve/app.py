@@ -447,36 +447,8 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
                          description="Fill the masked regions of images (object removal). "
                                      "IOPaint-compatible `/api/v1/inpaint`.")
     app.state.server = server
-    app.add_middleware(_Limits, max_body=limits.max_body, token=token_bytes,
-                       body_timeout=limits.body_timeout, max_requests=limits.max_requests)
-    if origins:  # outermost: preflights are answered before the token check, errors carry the headers
-        from starlette.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], allow_credentials=False,
-                           expose_headers=["X-Seed", "Content-Disposition", "Retry-After"], max_age=600)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request, exc):
-        return _error(400, "bad request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(STATIC / "index.html", media_type="text/html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/favicon.ico", include_in_schema=False)  # asked for by browsers whatever the page says
-    async def favicon():
-        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
-
-    @app.get("/healthz", summary="Liveness: 200 while the server runs.")
-    async def healthz():
-        return {"status": "ok"}
+    _add_middleware(app, limits, token_bytes, origins)
+    _add_page_routes(app)
 
     @app.get("/api/v1/server-config", summary="The model, back-end, device, limits and counters "
                                               "(and IOPaint's keys, for its web app).")
@@ -496,6 +468,44 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
     add_iopaint_routes(app, server)
     add_lama_cleaner_routes(app, server)
     return app
+
+
+def _add_middleware(app: FastAPI, limits: ServeLimits, token: bytes | None, origins: list[str]) -> None:
+    """The limits and the token check (one middleware), CORS when origins are given, and the
+    JSON error bodies."""
+    app.add_middleware(_Limits, max_body=limits.max_body, token=token,
+                       body_timeout=limits.body_timeout, max_requests=limits.max_requests)
+    if origins:  # outermost: preflights are answered before the token check, errors carry the headers
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], allow_credentials=False,
+                           expose_headers=["X-Seed", "Content-Disposition", "Retry-After"], max_age=600)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        return _error(400, "bad request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
+
+
+def _add_page_routes(app: FastAPI) -> None:
+    """The page, its files, the icon and the liveness check (none needs the token)."""
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)  # asked for by browsers whatever the page says
+    async def favicon():
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+    @app.get("/healthz", summary="Liveness: 200 while the server runs.")
+    async def healthz():
+        return {"status": "ok"}
 
 
 def protocol_class(limits: ServeLimits):
@@ -544,17 +554,10 @@ def protocol_class(limits: ServeLimits):
             self._timer = self._waiting = None
 
         def _watch(self):
-            """Arm the deadline of what the connection now waits for; an idle keep-alive
-            connection has uvicorn's own timer, a request being answered none."""
+            """Arm the deadline of what the connection now waits for."""
             if self.transport.is_closing():
                 return self._stop_timer()
-            state = self.conn.their_state
-            if state is h11.IDLE and (self.cycle is None or self.conn.trailing_data[0]):
-                waiting = "headers"  # a new connection, or the first bytes of the next request
-            elif state is h11.SEND_BODY:
-                waiting = "body"
-            else:
-                waiting = None
+            waiting = _waiting_for(self, h11)
             if waiting != self._waiting:  # a deadline, not an idle timeout: dribbling does not reset it
                 self._stop_timer()
                 if waiting:
@@ -562,27 +565,43 @@ def protocol_class(limits: ServeLimits):
                     self._waiting, self._timer = waiting, self.loop.call_later(delay, self._expired)
 
         def _expired(self):
-            waiting, self._timer, self._waiting = self._waiting, None, None
-            if self.transport.is_closing():
-                return
-            if waiting == "body" and self.cycle is not None and not self.cycle.response_complete:
-                # the app reads the body and answers 408 at its own deadline: look again later
-                self._waiting, self._timer = waiting, self.loop.call_later(1.0, self._expired)
-                return
-            if waiting == "headers" and self.conn.trailing_data[0]:
-                message = (f"request headers not received in {limits.header_timeout:g} s "
-                           "(--header-timeout)")
-                self._log(self.transport, 408, message)
-                self.transport.write(_raw_answer(408, message))
-            self.transport.close()
+            _deadline_passed(self, limits)
 
-        @staticmethod
-        def _log(transport, status, message):
-            peer = transport.get_extra_info("peername")
-            host = peer[0] if isinstance(peer, tuple) else peer
-            access_log.info('%s "-" %d: %s', _printable(str(host)) if host else "-", status, message)
+        _log = staticmethod(_log_refusal)
 
     return Protocol
+
+
+def _waiting_for(proto, h11) -> str | None:
+    """What a connection waits for: ``"headers"`` (a new connection, or the first bytes of the
+    next request), ``"body"``, or None (an idle keep-alive connection has uvicorn's own timer, a
+    request being answered none)."""
+    state = proto.conn.their_state
+    if state is h11.IDLE and (proto.cycle is None or proto.conn.trailing_data[0]):
+        return "headers"
+    return "body" if state is h11.SEND_BODY else None
+
+
+def _deadline_passed(proto, limits: ServeLimits) -> None:
+    """A connection's deadline passed: 408 and closed (a body the app is reading: looked at again
+    later, the app answers 408 at its own deadline)."""
+    waiting, proto._timer, proto._waiting = proto._waiting, None, None
+    if proto.transport.is_closing():
+        return
+    if waiting == "body" and proto.cycle is not None and not proto.cycle.response_complete:
+        proto._waiting, proto._timer = waiting, proto.loop.call_later(1.0, proto._expired)
+        return
+    if waiting == "headers" and proto.conn.trailing_data[0]:
+        message = f"request headers not received in {limits.header_timeout:g} s (--header-timeout)"
+        _log_refusal(proto.transport, 408, message)
+        proto.transport.write(_raw_answer(408, message))
+    proto.transport.close()
+
+
+def _log_refusal(transport, status: int, message: str) -> None:
+    peer = transport.get_extra_info("peername")
+    host = peer[0] if isinstance(peer, tuple) else peer
+    access_log.info('%s "-" %d: %s', _printable(str(host)) if host else "-", status, message)
 
 
 def configure_logging(debug: bool = False) -> None:
