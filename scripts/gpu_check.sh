@@ -276,14 +276,10 @@ masks[:, h // 3: h // 3 + h // 4, w // 3: w // 3 + w // 4] = 255
 hp, wp = ops.padded_size(h, w, 4)
 pred = rng.random((n, 3, hp, wp), dtype=np.float32)
 
-def best(fn, repeat=5):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+sys.path.insert(0, "benchmarks")
+from bench_ops import best_time
+def best(fn):
+    return best_time(fn, 5)
 
 print(f"{n} frames of {w}x{h}, a hole of 6 %; best of 5; host arrays in and out (copies counted)")
 for name, fn in (

@@ -172,3 +172,31 @@ def serve_process(tmp_path, *args, env=None, timeout=60.0):
                     proc.wait()
 
     return run()
+
+
+def headless_chromium(window: str = "1200,900", console_log: bool = False):
+    """A headless Chromium driven by Selenium (the page and web-app tests); skips with how to
+    install it when Chromium or its driver is missing. The caller quits it."""
+    import os
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the 'dev' extra) is not installed")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium "
+                    "chromium-driver; `make test` does it where it can)")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a browser online
+    opts = Options()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              f"--window-size={window}", "--force-device-scale-factor=1"):
+        opts.add_argument(a)
+    if console_log:
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    driver.set_script_timeout(60)
+    return driver

@@ -9,47 +9,22 @@ and shows an API error (413) as a readable message. Screenshots go to out/test-a
 
 import base64
 import io
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import serve_process
+from conftest import headless_chromium, serve_process
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the 'dev' extra) is not installed")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "out" / "test-artifacts"
 
 
-def _find(*names):
-    for n in names:
-        p = shutil.which(n)
-        if p:
-            return p
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = _find("chromium", "chromium-browser")
-    driver_path = _find("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium "
-                    "chromium-driver; `make test` does it where it can)")
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a browser online
-    opts = Options()
-    opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1200,900", "--force-device-scale-factor=1"):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
-    driver.set_script_timeout(60)
+    driver = headless_chromium("1200,900", console_log=False)
     yield driver
     driver.quit()
 

@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import serve_process
+from conftest import headless_chromium, serve_process
 from test_serve_clients import iopaints_hole
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the 'dev' extra) is not installed")
@@ -216,23 +216,7 @@ class WebAppProxy:
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium "
-                    "chromium-driver; `make test` does it where it can)")
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a browser online
-    opts = Options()
-    opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1280,900", "--force-device-scale-factor=1"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
-    driver.set_script_timeout(60)
+    driver = headless_chromium("1280,900", console_log=True)
     yield driver
     driver.quit()
 
@@ -322,6 +306,15 @@ def check_fill(answer: bytes, image: np.ndarray, mask: bytes):
     return out
 
 
+def photo_file(tmp_path):
+    """The test picture and the PNG file the app opens (artifacts folder made)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    image = picture()
+    src = tmp_path / "photo.png"
+    Image.fromarray(image).save(src)
+    return image, src
+
+
 def multipart_files(body: bytes, content_type: str) -> dict:
     msg = message_from_bytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body, policy=HTTP)
     return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
@@ -332,10 +325,7 @@ def test_iopaint_web_app(browser, server, webapps, tmp_path):
     from selenium.webdriver.common.by import By
 
     t0 = time.monotonic()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    image = picture()
-    src = tmp_path / "photo.png"
-    Image.fromarray(image).save(src)
+    image, src = photo_file(tmp_path)
     schema = iopaint_schema(webapps["iopaint"])
     d = browser
     with WebAppProxy(webapps["iopaint"] / "iopaint" / "web_app", server.url) as proxy:
@@ -396,10 +386,7 @@ def test_lama_cleaner_web_app(browser, server, webapps, tmp_path):
     from selenium.webdriver.common.by import By
 
     t0 = time.monotonic()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    image = picture()
-    src = tmp_path / "photo.png"
-    Image.fromarray(image).save(src)
+    image, src = photo_file(tmp_path)
     d = browser
     d.get("about:blank")
     d.get_log("browser")  # drop what an earlier test left

@@ -339,14 +339,8 @@ class Server:
         if _content_type(request) != "multipart/form-data":
             raise _ApiError(415, "send multipart/form-data with the files image and mask")
         async with request.form(max_files=2, max_fields=8, max_part_size=1024) as form:
-            parts = {}
-            for name in ("image", "mask"):
-                f = form.get(name)
-                if f is None or isinstance(f, str):
-                    raise _ApiError(400, f"missing the file field {name!r}")
-                parts[name] = await f.read()
-            resize = str(form.get("resize_mask", "")).lower() in ("1", "true", "yes", "on")
-        return await self.inpaint(parts["image"], parts["mask"], resize)
+            image, mask, resize = await image_and_mask(form)
+        return await self.inpaint(image, mask, resize)
 
 
 def seed_header(value) -> dict:
@@ -468,6 +462,18 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
     add_iopaint_routes(app, server)
     add_lama_cleaner_routes(app, server)
     return app
+
+
+async def image_and_mask(form) -> tuple[bytes, bytes, bool]:
+    """A multipart form's files ``image`` and ``mask`` and its ``resize_mask`` flag."""
+    parts = {}
+    for name in ("image", "mask"):
+        f = form.get(name)
+        if f is None or isinstance(f, str):
+            raise _ApiError(400, f"missing the file field {name!r}")
+        parts[name] = await f.read()
+    resize = str(form.get("resize_mask", "")).lower() in ("1", "true", "yes", "on")
+    return parts["image"], parts["mask"], resize
 
 
 def _add_middleware(app: FastAPI, limits: ServeLimits, token: bytes | None, origins: list[str]) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from .app import _ApiError, _answer, _content_type, seed_header
+from .app import _ApiError, _answer, _content_type, image_and_mask, seed_header
 
 # What lama-cleaner's web app must be told the model is: it looks its per-model settings up by
 # this name (``hdSettings[model]``) and asks to switch to its own choice (default "lama") when the
@@ -133,15 +133,9 @@ def add_lama_cleaner_routes(app: FastAPI, server) -> None:
             raise _ApiError(415, "send multipart/form-data with the files image and mask")
         # its web app sends ~37 parts (the files and every setting): room for them, no more
         async with request.form(max_files=3, max_fields=64, max_part_size=64 * 1024) as form:
-            parts = {}
-            for name in ("image", "mask"):
-                f = form.get(name)
-                if f is None or isinstance(f, str):
-                    raise _ApiError(400, f"missing the file field {name!r}")
-                parts[name] = await f.read()
+            image, mask, resize = await image_and_mask(form)
             seed = seed_header(form.get("sdSeed"))
-            resize = str(form.get("resize_mask", "")).lower() in ("1", "true", "yes", "on")
-        return await server.inpaint(parts["image"], parts["mask"], resize, mask_rule="iopaint", headers=seed)
+        return await server.inpaint(image, mask, resize, mask_rule="iopaint", headers=seed)
 
     @app.post("/inpaint", tags=tags, summary="Fill the mask (lama-cleaner's multipart request).",
               response_class=Response, openapi_extra={"requestBody": {"required": True, "content": {
