@@ -10,7 +10,11 @@ class FastfillError(Exception):
 
 
 class InputError(FastfillError, ValueError):
-    """An image, mask or argument that cannot be used (bad file, size mismatch, wrong dtype)."""
+    """An image, mask or argument that cannot be used (bad file, size mismatch, wrong dtype).
+
+    ``part``: which input of a pair it is about (``"image"`` or ``"mask"``), when known."""
+
+    part: str | None = None
 
 
 class SizeLimitError(InputError):

@@ -721,21 +721,31 @@ class FileOptions:
     max_pixels: int | None = None  # refuse larger images and masks (None: the default limit)
     quality: int = 95  # JPEG / lossy WebP quality
     overwrite: bool = False  # replace existing outputs
+    mask_alpha: str = "black"  # a mask's transparency: laid on black, or "ignore"d (decode_mask)
 
     @property
     def mask_opts(self) -> dict:
-        """The mask options as :func:`decode_mask` (and a video's masks) take them."""
+        """The mask options as :func:`decode_mask` takes them."""
         return {"invert": self.invert, "threshold": self.threshold, "resize": self.resize_mask,
-                "dilate": self.dilate}
+                "dilate": self.dilate, "alpha": self.mask_alpha}
 
 
 def read_item(image, mask, opts: FileOptions = FileOptions(), *, image_name: str | None = None,
               mask_name: str | None = None) -> tuple[Decoded, np.ndarray]:
     """An image and its mask (paths, file objects or bytes) decoded with a run's rules:
-    ``(Decoded, bool [H, W] hole)``; InputError naming the file on anything unusable."""
-    src = decode_image(image, opts.max_pixels)
-    hole = decode_mask(mask, src.size, **opts.mask_opts, max_pixels=opts.max_pixels,
-                       image_name=f"image {image_name}" if image_name else None, name=mask_name)
+    ``(Decoded, bool [H, W] hole)``; InputError naming the file on anything unusable, its
+    ``part`` saying which of the two."""
+    try:
+        src = decode_image(image, opts.max_pixels)
+    except InputError as e:
+        e.part = "image"
+        raise
+    try:
+        hole = decode_mask(mask, src.size, **opts.mask_opts, max_pixels=opts.max_pixels,
+                           image_name=f"image {image_name}" if image_name else None, name=mask_name)
+    except InputError as e:
+        e.part = "mask"
+        raise
     return src, hole
 
 

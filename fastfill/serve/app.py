@@ -271,17 +271,13 @@ class Server:
         """``mask_rule``: ``"fastfill"`` (grey laid on black where transparent, >= 128) or
         ``"iopaint"`` (IOPaint's: the colour's grey, alpha ignored, > 127; see
         ``codecs.decode_mask(alpha="ignore")``)."""
-        lim = self.limits.max_pixels
+        opts = fio.FileOptions(resize_mask=resize_mask, max_pixels=self.limits.max_pixels,
+                               mask_alpha="ignore" if mask_rule == "iopaint" else "black")
         try:
-            src = fio.decode_image(image_bytes, lim)
-        except InputError as e:
-            raise _ApiError(413 if isinstance(e, SizeLimitError) else 400, f"image: {e}") from None
-        try:
-            mask = fio.decode_mask(mask_bytes, src.size, resize=resize_mask, max_pixels=lim,
-                                   alpha="ignore" if mask_rule == "iopaint" else "black")
+            src, mask = fio.read_item(image_bytes, mask_bytes, opts)
         except InputError as e:
             msg = str(e).replace("(use --resize-mask to scale it)", '(send "resize_mask": true to scale it)')
-            raise _ApiError(413 if isinstance(e, SizeLimitError) else 400, f"mask: {msg}") from None
+            raise _ApiError(413 if isinstance(e, SizeLimitError) else 400, f"{e.part}: {msg}") from None
         try:
             return src, self.inpainter.check(src.rgb, mask)
         except InputError as e:
