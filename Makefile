@@ -29,7 +29,9 @@ $(STAMP): $(SOURCES)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,video,openvino,ray,serve,quantize,dev,anchors]'
+	$(BIN)/pip install -q -e '.[train,video,openvino,ray,serve,quantize,dev,anchors,text]'
+	# The text detector's model (pyproject.toml's `text` extra says why --no-deps).
+	$(BIN)/pip install -q --no-deps 'rapidocr-onnxruntime==1.4.4'
 	touch $(STAMP) $(RUNTIME_STAMP)
 
 demo: setup-runtime

@@ -19,6 +19,7 @@ from .errors import FastfillError, printable
 from .inpainter import MAX_BATCH, MAX_THREADS, engine_line, model_name
 from .files.runner import MAX_JOBS
 from .files.codecs import FORMAT_ALIASES, FORMAT_SUFFIX
+from .video.propagate import DEFAULT_WINDOW, MAX_WINDOW
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -142,6 +143,48 @@ def _method_option(f):
                         help=f"No model: a classical fill ({methods}).")(f)
 
 
+def _text_options(every: bool = False, what: str = "Fill the text found in each image or frame, "
+                  "united with the mask when one is given, then --dilate"):
+    """--text / --text-region / --text-keep-unread (and, for video, --text-every): masks that
+    find themselves. ``what``: what --text does, for its help."""
+    def add(f):
+        if every:
+            f = click.option("--text-every", type=click.IntRange(1, 10_000), default=10,
+                             show_default=True, metavar="N",
+                             help="With --text: detect on every N-th frame (and the last); a "
+                                  "frame in between gets the text of either detection it still "
+                                  "shows.")(f)
+        f = click.option("--text-keep-unread", is_flag=True,
+                         help="With --text: keep the boxes the recognizer does not read as text "
+                              "(stylised logos, handwriting; more false detections).")(f)
+        f = click.option("--text-region", default=None, metavar="REGION",
+                         help="With --text: look only in REGION: bottom (the lower third, "
+                              "subtitles), top, or x0,y0,x1,y1 in fractions of the frame "
+                              "(e.g. 0,0.75,1,1) [default: the whole frame].")(f)
+        return click.option("--text", "text", is_flag=True,
+                            help=f"{what} (PP-OCR's detector; pip install 'fastfill[text]').")(f)
+    return add
+
+
+def _text_detector(text: bool, region, keep_unread: bool = False, every: int = 10):
+    """The text detector the --text flags ask for (None without --text): loaded now, so that a
+    missing extra is one line (exit 2) before anything is made."""
+    ctx = click.get_current_context()
+    extra = [n for n in ("text_region", "text_keep_unread", "text_every")
+             if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+    if not text:
+        if extra:
+            raise click.UsageError(f"--{extra[0].replace('_', '-')} needs --text")
+        return None
+    from .masks.text import TextDetector, TextOptions, parse_region
+
+    try:
+        r = parse_region(region) if region else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param_hint="--text-region") from None
+    return TextDetector(TextOptions(region=r, verify=not keep_unread, every=every))
+
+
 def _check_method(method, engine_path, backend, device, threads) -> None:
     """--method runs no model: the flags that choose or tune one are usage errors with it."""
     if method and (engine_path or backend or device):
@@ -209,11 +252,12 @@ def _check_ray_flags(with_ray) -> None:
 
 @cli.command()
 @click.argument("images", type=_PathOrURI(exists=True))
-@click.argument("masks", type=_PathOrURI(exists=True))
+@click.argument("masks", type=_PathOrURI(exists=True), required=False)
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Output folder (mirrors IMAGES), or a file when IMAGES is one file.")
 @_engine_options
 @_mask_options
+@_text_options()
 @click.option("--format", "fmt", type=click.Choice(_OUT_FORMATS, case_sensitive=False),
               default=None, help="Output format (default: the input's).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
@@ -227,16 +271,23 @@ def _check_ray_flags(with_ray) -> None:
 @_method_option
 @_ray_options
 def run(images, masks, output, engine_path, backend, device, threads, batch_size, no_roi, invert,
-        threshold, resize_mask, dilate, fmt, quality, overwrite, jobs, quiet, max_pixels, method, use_ray, address,
-        concurrency, gpus_per_worker):
+        threshold, resize_mask, dilate, text, text_region, text_keep_unread, fmt, quality, overwrite,
+        jobs, quiet, max_pixels, method, use_ray, address, concurrency, gpus_per_worker):
     """Fill the masked regions of IMAGES (a file or folder) with MASKS (a file or folder).
 
     Images pair with masks by relative path and stem (images/a/x.jpg <-> masks/a/x.png); a
-    single MASK file applies to every image. White = fill.
+    single MASK file applies to every image. White = fill. With --text, MASKS may be left out:
+    the text found in each image is filled.
     """
     from .files import runner
 
     _check_ray_flags(use_ray or address)
+    if text and (use_ray or address):
+        raise click.UsageError("--text does not run under --ray yet: write the masks first "
+                               "(fastfill mask --text IMAGES -o MASKS) and pass them as MASKS")
+    detector = _text_detector(text, text_region, text_keep_unread)
+    if masks is None and not text:
+        raise click.UsageError("give MASKS, or --text to fill the text found in the images")
     opts = runner.FileOptions(invert=invert, threshold=threshold, resize_mask=resize_mask, dilate=dilate,
                               max_pixels=max_pixels, quality=quality, overwrite=overwrite)
     if use_ray or address:
@@ -247,12 +298,12 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
                                roi=not no_roi, batch_size=batch_size, address=address,
                                concurrency=concurrency, gpus_per_worker=gpus_per_worker,
                                progress=False if quiet else None)
-    elif "://" in images or "://" in masks or "://" in output:
+    elif "://" in images or "://" in (masks or "") or "://" in output:
         raise click.UsageError("URIs (s3://..., file://...) need --ray")
     else:
         executor = runner.LocalExecutor(
             lambda: _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device),
-            jobs=jobs)
+            jobs=jobs, text=detector)
     summary = runner.run(images, masks, output, executor, opts, fmt=fmt,
                          progress=False if quiet else None,
                          echo=lambda m: click.echo(m, err=True))
@@ -270,22 +321,33 @@ def _finished(summary) -> int:
 
 @cli.command()
 @click.argument("video_in", metavar="IN", type=click.Path(exists=True, dir_okay=False))
-@click.option("--mask", "mask", required=True, type=click.Path(exists=True),
-              help="One mask for every frame, or a folder of per-frame masks (frame_0001.png ...).")
+@click.option("--mask", "mask", default=None, type=click.Path(exists=True),
+              help="One mask for every frame, or a folder of per-frame masks (frame_0001.png ...); "
+                   "may be left out with --text.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output video file (its suffix picks the container).")
 @_engine_options
 @click.option("--first-index", type=click.IntRange(min=0), default=0, show_default=True,
               help="Frame number of the first frame in mask file names (1 for ffmpeg's %04d).")
 @_mask_options
+@_text_options(every=True)
 @_method_option
 @click.option("--codec", default=None, help="Video codec (default: the input's).")
 @click.option("--crf", type=click.IntRange(0, 63), default=None,
               help="Quality for x264/x265/VP9 (lower = better).")
+@click.option("--propagate/--no-propagate", default=True, show_default=True,
+              help="Fill each hole pixel first from the nearest frame that shows the same scene "
+                   "point (camera motion estimated outside the holes; never across a cut); the "
+                   "fill only does the rest. A static shot with a static mask is filled as without.")
+@click.option("--window", type=click.IntRange(1, MAX_WINDOW), default=DEFAULT_WINDOW,
+              show_default=True, metavar="N",
+              help="With --propagate: frames each side it looks at (output waits N frames; "
+                   "memory: 2N+2 frames).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def video(video_in, mask, output, engine_path, backend, device, threads, batch_size, no_roi, first_index,
-          invert, threshold, resize_mask, dilate, method, codec, crf, overwrite, quiet):
+          invert, threshold, resize_mask, dilate, text, text_region, text_keep_unread, text_every, method,
+          codec, crf, propagate, window, overwrite, quiet):
     """Fill the masked region of every frame of the video IN (audio is copied).
 
     With a folder of per-frame masks, a frame without a mask file is copied unchanged; when no
@@ -293,17 +355,54 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
     """
     from .video import stream as video_mod
 
+    detector = _text_detector(text, text_region, text_keep_unread, text_every)
+    if mask is None and not text:
+        raise click.UsageError("give --mask, or --text to fill the text found in the frames")
     try:
         with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
             stats = video_mod.inpaint_video(
                 inp, video_in, output, mask, first_index=first_index, invert=invert,
                 threshold=threshold, resize_mask=resize_mask, dilate=dilate, codec=codec,
-                crf=crf, overwrite=overwrite, progress=False if quiet else None)
+                crf=crf, overwrite=overwrite, progress=False if quiet else None, text=detector,
+                propagate=propagate, window=window)
     except video_mod.NoMaskedFrames as e:
         click.echo(f"failed: {video_in}: {e}", err=True)
         return EXIT_SOME_FAILED
     click.echo(stats.line())
     return EXIT_OK
+
+
+@cli.command("mask")
+@click.argument("images", type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output folder of PNG masks (mirrors IMAGES: a/x.jpg -> a/x.png), or a .png "
+                   "file when IMAGES is one file.")
+@_text_options(what="Mask the text found in each image")
+@click.option("--dilate", type=click.IntRange(min=0), default=0, metavar="PX",
+              help="Grow every hole by PX pixels.")
+@click.option("--overwrite", is_flag=True, help="Replace existing masks.")
+@click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS), default=min(4, os.cpu_count() or 1),
+              show_default=True, help="Images at a time.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=None, metavar="N",
+              help="Refuse images over N pixels, from their header [default: 50000000].")
+def mask_cmd(images, output, text, text_region, text_keep_unread, dilate, overwrite, jobs, quiet,
+             max_pixels):
+    """Write the masks that --text finds in IMAGES: one PNG per image, white = hole.
+
+    For a person to review or edit before the fill: `fastfill run IMAGES MASKS` pairs them
+    back by name. Unusable images fail one line each and the run goes on (exit 1).
+    """
+    from .files import runner
+
+    if not text:
+        raise click.UsageError("say what to find: --text")
+    detector = _text_detector(text, text_region, text_keep_unread)
+    opts = runner.FileOptions(dilate=dilate, max_pixels=max_pixels, overwrite=overwrite)
+    summary = runner.run(images, None, output, runner.MaskExecutor(detector, jobs=jobs), opts,
+                         fmt="PNG", progress=False if quiet else None,
+                         echo=lambda m: click.echo(m, err=True))
+    return _finished(summary)
 
 
 class _Parsed(click.ParamType):

@@ -200,3 +200,37 @@ def headless_chromium(window: str = "1200,900", console_log: bool = False):
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)
     driver.set_script_timeout(60)
     return driver
+
+
+def write_clip(path, frames, fps, codec="ffv1", pix_fmt="bgr0", audio=True, bit_rate=None):
+    """A real clip of RGB ``frames`` (PyAV), with a mono AAC sine track when ``audio``."""
+    import numpy as np
+
+    av = pytest.importorskip("av")
+    frames = list(frames)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream(codec, rate=fps)
+        v.height, v.width = frames[0].shape[:2]
+        v.pix_fmt = pix_fmt
+        if bit_rate:
+            v.bit_rate = bit_rate
+        a = None
+        if audio:
+            a = c.add_stream("aac", rate=16000)
+            a.layout = "mono"
+        apts = 0
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            for p in v.encode(f):
+                c.mux(p)
+            while a is not None and apts < (i + 1) * 16000 // fps:
+                s = (np.sin(np.arange(apts, apts + 1024) / 10) * 0.3).astype(np.float32)[None]
+                af = av.AudioFrame.from_ndarray(s, format="fltp", layout="mono")
+                af.sample_rate, af.pts = 16000, apts
+                apts += 1024
+                for p in a.encode(af):
+                    c.mux(p)
+        for s in filter(None, (v, a)):
+            for p in s.encode(None):
+                c.mux(p)

@@ -731,21 +731,33 @@ class FileOptions:
 
 
 def read_item(image, mask, opts: FileOptions = FileOptions(), *, image_name: str | None = None,
-              mask_name: str | None = None) -> tuple[Decoded, np.ndarray]:
+              mask_name: str | None = None, text=None) -> tuple[Decoded, np.ndarray]:
     """An image and its mask (paths, file objects or bytes) decoded with a run's rules:
     ``(Decoded, bool [H, W] hole)``; InputError naming the file on anything unusable, its
-    ``part`` saying which of the two."""
+    ``part`` saying which of the two.
+
+    ``mask`` None: no mask file (the hole is what ``text`` finds). ``text``: a callable that
+    finds the hole in the decoded RGB (:class:`fastfill.masks.text.TextDetector`); its mask is
+    united with the file's, and ``opts.dilate`` grows the union (the file's mask alone else)."""
     try:
         src = decode_image(image, opts.max_pixels)
     except InputError as e:
         e.part = "image"
         raise
-    try:
-        hole = decode_mask(mask, src.size, **opts.mask_opts, max_pixels=opts.max_pixels,
-                           image_name=f"image {image_name}" if image_name else None, name=mask_name)
-    except InputError as e:
-        e.part = "mask"
-        raise
+    mask_opts = opts.mask_opts if text is None else {**opts.mask_opts, "dilate": 0}
+    hole = np.zeros(src.size, bool)
+    if mask is not None:
+        try:
+            hole = decode_mask(mask, src.size, **mask_opts, max_pixels=opts.max_pixels,
+                               image_name=f"image {image_name}" if image_name else None,
+                               name=mask_name)
+        except InputError as e:
+            e.part = "mask"
+            raise
+    if text is not None:
+        hole |= text(src.rgb)
+        if opts.dilate:
+            hole = dilate_mask(hole, opts.dilate)
     return src, hole
 
 

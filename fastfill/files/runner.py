@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
+
 from . import codecs as fio
 from .codecs import FileOptions
 from .. import pipeline
@@ -67,10 +69,14 @@ class Outcome:
 
 # -- one row ------------------------------------------------------------------------------------
 
-def read_row(row: dict, fs_images, fs_masks, opts: FileOptions = FileOptions()) -> tuple[fio.Decoded, object]:
-    """Decode a row's image and mask (bool [H, W]) with the run's rules; InputError on a bad file."""
-    return fio.read_item(fs_images.source(row["image"]), fs_masks.source(row["mask"]), opts,
-                         image_name=row["image"], mask_name=row["mask"])
+def read_row(row: dict, fs_images, fs_masks, opts: FileOptions = FileOptions(), text=None
+             ) -> tuple[fio.Decoded, object]:
+    """Decode a row's image and mask (bool [H, W]) with the run's rules; InputError on a bad file.
+    ``text``: a text detector whose mask joins the row's (a row without a mask file: its only
+    mask), before ``opts.dilate`` (:func:`fastfill.files.codecs.read_item`)."""
+    mask = fs_masks.source(row["mask"]) if row["mask"] else None
+    return fio.read_item(fs_images.source(row["image"]), mask, opts, image_name=row["image"],
+                         mask_name=row["mask"] or None, text=text)
 
 
 def write_row(row: dict, result, src: fio.Decoded, mask, fs_out, opts: FileOptions = FileOptions()) -> None:
@@ -80,18 +86,20 @@ def write_row(row: dict, result, src: fio.Decoded, mask, fs_out, opts: FileOptio
     fs_out.write(row["out"], data, overwrite=opts.overwrite or bool(row.get("replace")))
 
 
-def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, opts: FileOptions = FileOptions()) -> int:
-    """One video row, start to end (decode -> Inpainter.stream -> encode); returns its frames."""
+def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, opts: FileOptions = FileOptions(),
+              text=None) -> int:
+    """One video row, start to end (decode -> Inpainter.stream -> encode); returns its frames.
+    ``text``: a text detector (its frames' text joins the row's mask; :class:`TextTrack`)."""
     from ..video import stream as fvideo
 
     with tempfile.TemporaryDirectory(prefix="fastfill-") as tmp:
         src = fs_videos.local_copy(row["video"], tmp)
-        mask = fs_masks.local_copy(row["mask"], tmp)
+        mask = fs_masks.local_copy(row["mask"], tmp) if row["mask"] else None
         dst = os.path.join(tmp, "out-" + posixpath.basename(row["out"])) if fs_out.remote else row["out"]
         try:
             stats = fvideo.inpaint_video(inpainter, src, dst, mask, overwrite=opts.overwrite,
                                          progress=False, invert=opts.invert, threshold=opts.threshold,
-                                         resize_mask=opts.resize_mask, dilate=opts.dilate)
+                                         resize_mask=opts.resize_mask, dilate=opts.dilate, text=text)
         except InputError as e:
             raise InputError(str(e).replace(src, row["video"])) from None
         if fs_out.remote:
@@ -99,10 +107,10 @@ def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, opts: FileOptio
     return stats.frames
 
 
-def video_outcome(row: dict, inpainter, p: Worklist, opts: FileOptions) -> Outcome:
+def video_outcome(row: dict, inpainter, p: Worklist, opts: FileOptions, text=None) -> Outcome:
     """:func:`run_video` as an Outcome: a bad video fails alone, an engine error is raised."""
     try:
-        run_video(row, inpainter, p.fs_images, p.fs_masks, p.fs_out, opts)
+        run_video(row, inpainter, p.fs_images, p.fs_masks, p.fs_out, opts, text=text)
         return Outcome(row["video"], row["mask"])
     except EngineError:
         raise
@@ -212,6 +220,8 @@ def run(images, masks, output, executor, opts: FileOptions = FileOptions(), *, f
     it would fail every file.
     """
     fmt = fio.normalize_format(fmt)
+    if masks is None and getattr(executor, "text", None) is None:
+        raise InputError("no MASKS and nothing that finds the holes (a text detector: --text)")
     p = find_work(images, masks, output, fmt, overwrite=opts.overwrite, filesystem=filesystem,
                   absolute=executor.needs_absolute_paths)
     with executor:
@@ -252,16 +262,19 @@ class LocalExecutor:
 
     ``inpainter``: an Inpainter, or a zero-argument callable that opens one (called by
     :meth:`start`, so that a missing model fails before anything is made; then closed with the
-    executor)."""
+    executor). ``text``: a text detector (:class:`fastfill.masks.text.TextDetector`): each
+    image's text joins its mask in the decode step (``fastfill run --text``), each video's in its
+    frames'."""
 
     needs_absolute_paths = False
 
-    def __init__(self, inpainter, *, jobs: int = 2):
+    def __init__(self, inpainter, *, jobs: int = 2, text=None):
         if not 1 <= jobs <= MAX_JOBS:
             raise InputError(f"jobs must be in 1..{MAX_JOBS}, got {jobs}")
         self._open = inpainter if callable(inpainter) and not hasattr(inpainter, "stream") else None
         self.inpainter = None if self._open else inpainter
         self.jobs = jobs
+        self.text = text
         self._owned = False
 
     def __enter__(self):
@@ -279,6 +292,8 @@ class LocalExecutor:
             self.inpainter, self._owned = self._open(), True
         if echo:
             echo(engine_line(self.inpainter))
+            if self.text is not None and hasattr(self.text, "describe"):
+                echo(self.text.describe())
 
     def images(self, rows: list[dict], p: Worklist, opts: FileOptions) -> Iterator[Outcome]:
         from concurrent.futures import ThreadPoolExecutor
@@ -293,7 +308,7 @@ class LocalExecutor:
         failed: collections.deque = collections.deque()  # decode failures, said in order
 
         def read(row):
-            src, mask = read_row(row, p.fs_images, p.fs_masks, opts)
+            src, mask = read_row(row, p.fs_images, p.fs_masks, opts, text=self.text)
             # checked here so that one file fails alone (e.g. a fixed-size model and an image of
             # another size); the model does not check it again
             return src, inp.check(src.rgb, mask)
@@ -328,9 +343,68 @@ class LocalExecutor:
 
     def videos(self, rows: list[dict], p: Worklist, opts: FileOptions) -> Iterator[Outcome]:
         for r in rows:
-            yield video_outcome(r, self.inpainter, p, opts)
+            yield video_outcome(r, self.inpainter, p, opts, text=self.text)
+
+
+class MaskExecutor:
+    """``fastfill mask``: each image row's hole (found by ``text``, united with the row's mask
+    file when MASKS is given, then ``opts.dilate``) written as a PNG mask, white = hole, by the
+    run's rules (the worklist's names and skips, one failure line per unusable file, atomic
+    writes). ``jobs`` rows at a time. Videos are refused one line each: their masks are frames.
+
+    ``text``: a detector, or a zero-argument callable that opens one (at :meth:`start`)."""
+
+    needs_absolute_paths = False
+
+    def __init__(self, text, *, jobs: int = 2):
+        if not 1 <= jobs <= MAX_JOBS:
+            raise InputError(f"jobs must be in 1..{MAX_JOBS}, got {jobs}")
+        self._open = text if callable(text) and not hasattr(text, "detect") else None
+        self.text = None if self._open else text
+        self.jobs = jobs
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._open is not None and self.text is not None:
+            self.text.close()
+
+    def start(self, echo: Callable[[str], None] | None = None) -> None:
+        """Load the detector (a missing extra fails before anything is made) and say what runs."""
+        if self.text is None:
+            self.text = self._open()
+        if echo and hasattr(self.text, "describe"):
+            echo(self.text.describe())
+
+    def images(self, rows: list[dict], p: Worklist, opts: FileOptions) -> Iterator[Outcome]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from PIL import Image
+
+        def one(row) -> Outcome:
+            try:
+                src, hole = read_row(row, p.fs_images, p.fs_masks, opts, text=self.text)
+            except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
+                return Outcome(row["image"], row["mask"], reason(e, "decode"))
+            try:
+                png = fio.encode_image(Image.fromarray(hole.astype(np.uint8) * np.uint8(255)), "PNG")
+                p.fs_out.write(row["out"], png, overwrite=opts.overwrite or bool(row.get("replace")))
+                return Outcome(row["image"], row["mask"], note=src.note or "")
+            except Exception as e:  # noqa: BLE001
+                return Outcome(row["image"], row["mask"], reason(e, "write the mask"))
+
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="fastfill-mask") as pool:
+            for _, fut in pipeline.prefetch(pool, one, rows, max(2, 2 * self.jobs)):
+                yield fut.result()
+
+    def videos(self, rows: list[dict], p: Worklist, opts: FileOptions) -> Iterator[Outcome]:
+        for r in rows:
+            yield Outcome(r["video"], r["mask"], "a video: fastfill mask writes the masks of "
+                          "images (fastfill video --text finds the text of every frame)")
 
 
 __all__ = ["run", "drive", "find_work", "Worklist", "FileOptions", "LocalExecutor", "Outcome",
            "read_row", "write_row", "run_video", "video_outcome", "Report", "Summary", "start",
+           "MaskExecutor",
            "reason", "FAILURES_FILE", "VIDEO_SUFFIXES", "MAX_JOBS"]

@@ -50,16 +50,18 @@ def find_work(images, masks, output, fmt: str | None = None, *, overwrite: bool 
     ``output`` has a suffix, does not end with a separator and is not a folder, that file. Local
     images are found by content, images on other file systems by suffix (their content is
     checked when they are read); ``images/a/x.jpg`` pairs with ``masks/a/x.<any suffix>`` (or
-    with MASKS itself when it is a file). Existing outputs are skipped unless ``overwrite`` (a
-    local one cut short by something else is redone). ``absolute``: local paths made absolute
-    (Ray workers do not share the driver's working directory). InputError when nothing can be
-    done at all; a file that cannot be done has its row's ``error`` set.
+    with MASKS itself when it is a file; ``masks`` None: no mask file, each row's ``mask`` is
+    ""). Existing outputs are skipped unless ``overwrite`` (a local one cut short by something
+    else is redone). ``absolute``: local paths made absolute (Ray workers do not share the
+    driver's working directory). InputError when nothing can be done at all; a file that cannot
+    be done has its row's ``error`` set.
     """
     fs_i, ipath = resolve(images, filesystem)
-    fs_m, mpath = resolve(masks, filesystem)
+    # no MASKS: every row's mask is "" (the holes are found in the images: --text)
+    fs_m, mpath = resolve(masks, filesystem) if masks is not None else (None, "")
     fs_o, opath = resolve(output, filesystem)
     if absolute:
-        ipath, mpath, opath = (q if fs.remote else os.path.abspath(q)
+        ipath, mpath, opath = (q if fs is None or fs.remote else os.path.abspath(q)
                                for fs, q in ((fs_i, ipath), (fs_m, mpath), (fs_o, opath)))
     if not fs_i.exists(ipath):
         raise InputError(f"{images}: no such file or folder")
@@ -67,13 +69,14 @@ def find_work(images, masks, output, fmt: str | None = None, *, overwrite: bool 
         raise InputError(f"{images}: not a regular file or folder")
     if not fs_o.remote:
         _check_local_output(opath)
-    _refuse_output_folder(fs_o, opath, (fs_i, ipath, "IMAGES"), (fs_m, mpath, "MASKS"))
+    _refuse_output_folder(fs_o, opath, (fs_i, ipath, "IMAGES"),
+                          *([(fs_m, mpath, "MASKS")] if fs_m is not None else []))
     videos = [(rel, full) for rel, full in fs_i.list_files(ipath)
               if posixpath.splitext(rel)[1].lower() in VIDEO_SUFFIXES]
     single = _single_output(output, fs_i.is_file(ipath), names_folder(output) or fs_o.is_dir(opath),
                             fmt, bool(videos))
     p = Worklist(single_file=single, fs_images=fs_i, fs_masks=fs_m, fs_out=fs_o, out=opath)
-    find_mask = mask_finder(fs_m, mpath)
+    find_mask = mask_finder(fs_m, mpath) if fs_m is not None else (lambda rel, video=False: "")
     try:
         p.images = _image_rows(fs_i, ipath, find_mask, fs_o, opath, fmt, single and not videos)
     except InputError:

@@ -8,9 +8,10 @@ that match no frame of the clip are reported in one warning line; when none matc
 (typically a wrong ``first_index``) the input fails with :class:`NoMaskedFrames` and nothing is
 written (``fastfill video`` exits 1, "some inputs failed").
 
-Threads: the stream's reader thread demuxes and decodes (and reads mask files); the inference
-thread runs the model; the calling thread converts, encodes and muxes. Only the calling thread
-touches the output container.
+Threads: the stream's reader thread demuxes and decodes (and reads mask files, and propagates:
+:mod:`fastfill.video.propagate`, on by default); the inference thread runs the model; the
+calling thread converts, encodes and muxes. Only the calling thread touches the output
+container.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FastfillError, InputError
-from ..files.codecs import atomic_write, decode_mask, frame_number, sniff_image
+from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
 
 # Decoder names whose encoder has another name in FFmpeg.
 _ENCODER_FOR = {"vp9": "libvpx-vp9", "vp8": "libvpx", "hevc": "libx265", "av1": "libaom-av1",
@@ -38,12 +39,20 @@ class VideoStats:
     audio_packets: int = 0
     seconds: float = 0.0
     codec: str = ""
+    text_detections: int = 0  # --text: frames the detector ran on ...
+    text_seconds: float = 0.0  # ... and its time (in the reader thread, beside the fill)
+    propagation: object = None  # propagate.PropagateStats (None: --no-propagate)
 
     def line(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        text = (f"; text found on {self.text_detections} frames in {self.text_seconds:.1f} s"
+                if self.text_detections else "")
+        p = self.propagation
+        prop = (f"; {100 * p.share:.0f}% of the hole from other frames" if p and p.hole_pixels
+                else "")
         return (f"done {self.frames} frames ({self.filled} with a hole) in {self.seconds:.1f} s "
                 f"({rate:.2f} frames/s), codec {self.codec}, {self.audio_packets} audio packets "
-                "copied")
+                f"copied{text}{prop}")
 
 
 def _import_av():
@@ -55,14 +64,21 @@ def _import_av():
 
 
 class _Masks:
-    """The mask of frame i: a static mask, or a folder of per-frame files (missing = no hole)."""
+    """The mask of frame i: a static mask, or a folder of per-frame files (missing = no hole);
+    with ``text`` (a :class:`fastfill.masks.text.TextTrack`), united with the text found in the
+    frame (``attach``), then dilated; ``mask`` None: the text alone."""
 
-    def __init__(self, mask: str | Path, size: tuple[int, int], first_index: int, **mask_opts):
+    def __init__(self, mask: str | Path | None, size: tuple[int, int], first_index: int,
+                 text=None, **mask_opts):
+        self.text, self.filled = text, 0  # (filled: frames with a hole, counted with text)
+        self.dilate = mask_opts.pop("dilate", 0) if text is not None else 0  # after the union
         self.size, self.mask_opts, self.first_index = size, mask_opts, first_index
-        p = Path(mask)
+        p = Path(mask) if mask is not None else None
         self.static = None
         self.files: dict[int, Path] = {}
-        if p.is_file():
+        if p is None:
+            self.static = np.zeros(size, bool)
+        elif p.is_file():
             self.static = decode_mask(p, size, **mask_opts)
         elif p.is_dir():
             for f in sorted(p.iterdir()):
@@ -91,13 +107,38 @@ class _Masks:
         except InputError as e:
             raise InputError(f"{f}: {e}") from None
 
+    def attach(self, frames):
+        """(tag, rgb) with the frame number last in tag -> (tag, (rgb, its mask)), in order."""
+        if self.text is None:
+            for tag, rgb in frames:
+                yield tag, (rgb, self(tag[-1]))
+            return
+        for tag, rgb, found in self.text.masks(frames):
+            m = self(tag[-1]) | found
+            if self.dilate:
+                m = dilate_mask(m, self.dilate)
+            self.filled += bool(m.any())
+            yield tag, (rgb, m)
 
-def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path, *,
+
+def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path | None, *,
                   first_index: int = 0, invert: bool = False, threshold: int = 128,
                   resize_mask: bool = False, dilate: int = 0, codec: str | None = None,
                   crf: int | None = None, overwrite: bool = False,
-                  progress: bool | None = None) -> VideoStats:
-    """Fill the masked region of every frame of ``src`` and write ``dst`` (atomically)."""
+                  progress: bool | None = None, text=None, text_every: int | None = None,
+                  propagate: bool = True, window: int | None = None) -> VideoStats:
+    """Fill the masked region of every frame of ``src`` and write ``dst`` (atomically).
+
+    ``propagate``: each hole pixel first takes the same scene point from the nearest of
+    ``window`` frames each side that shows it (:mod:`fastfill.video.propagate`; default window
+    ``propagate.DEFAULT_WINDOW``), the rest is the Inpainter's fill; output waits ``window``
+    frames, and a static camera over a static mask is filled as without it.
+
+    ``text``: a text detector (:class:`fastfill.masks.text.TextDetector`) run on every
+    ``text_every``-th frame (default: its options' ``every``); each frame's text joins its mask
+    (:class:`fastfill.masks.text.TextTrack`). ``mask`` None: the text alone."""
+    if mask is None and text is None:
+        raise InputError("no mask: give a mask file or folder, or a text detector")
     av = _import_av()
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:
@@ -111,6 +152,13 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
         raise InputError(f"{src}: cannot open as a video ({type(e).__name__}: {e})") from None
     stats = VideoStats()
     t0 = time.perf_counter()
+    track = None
+    propagator = None
+    if propagate:
+        from .propagate import Propagator
+
+        propagator = Propagator(window)  # (OpenCV is checked here, before anything is written)
+        stats.propagation = propagator.stats
     try:
         if not inp_c.streams.video:
             raise InputError(f"{src}: no video stream")
@@ -120,10 +168,15 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
         vin = inp_c.streams.video[0]
         vin.thread_type = "AUTO"
         size = (vin.codec_context.height, vin.codec_context.width)
-        masks = _Masks(mask, size, first_index, invert=invert, threshold=threshold,
+        if text is not None:
+            from ..masks.text import TextTrack
+
+            track = TextTrack(text, text_every or getattr(getattr(text, "options", None), "every", 10))
+        masks = _Masks(mask, size, first_index, text=track, invert=invert, threshold=threshold,
                        resize=resize_mask, dilate=dilate, image_name=f"the frames of {src}")
 
-        write = _Transcode(av, inpainter, inp_c, vin, masks, dst, mask, codec, crf, progress, stats)
+        write = _Transcode(av, inpainter, inp_c, vin, masks, dst, mask, codec, crf, progress, stats,
+                           propagator)
         try:
             atomic_write(dst, write, overwrite=overwrite, suffix=dst.suffix or ".mp4")
         except FileExistsError:
@@ -137,6 +190,8 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path,
     finally:
         inp_c.close()
     stats.seconds = time.perf_counter() - t0
+    if track is not None:
+        stats.text_detections, stats.text_seconds = track.detections, track.seconds
     return stats
 
 
@@ -145,10 +200,12 @@ class _Transcode:
     in :meth:`Inpainter.stream`'s reader thread, filled, encoded in order; audio packets copied
     as they come."""
 
-    def __init__(self, av, inpainter, inp_c, vin, masks, dst, mask, codec, crf, progress, stats):
+    def __init__(self, av, inpainter, inp_c, vin, masks, dst, mask, codec, crf, progress, stats,
+                 propagator=None):
         self.av, self.inpainter, self.inp_c, self.vin, self.masks = av, inpainter, inp_c, vin, masks
         self.dst, self.mask, self.codec, self.crf, self.progress = dst, mask, codec, crf, progress
         self.stats = stats
+        self.propagator = propagator  # (propagate.Propagator: runs in the reader thread)
         self.pending_audio: collections.deque = collections.deque()
 
     def __call__(self, tmp: str) -> None:
@@ -172,6 +229,10 @@ class _Transcode:
         _check_mask_numbers(self.masks, stats, self.mask)  # before the output is committed
 
     def frames(self, streams):  # runs in the stream's reader thread
+        items = self.masks.attach(self._decoded(streams))
+        yield from (self.propagator.run(items) if self.propagator is not None else items)
+
+    def _decoded(self, streams):
         i = 0
         for packet in self.inp_c.demux(*streams):
             if packet.stream.type == "audio":
@@ -180,7 +241,7 @@ class _Transcode:
                 continue
             for frame in packet.decode():
                 # the frame's timing travels with it through the model
-                yield (frame.pts, frame.time_base, i), (frame.to_ndarray(format="rgb24"), self.masks(i))
+                yield (frame.pts, frame.time_base, i), frame.to_ndarray(format="rgb24")
                 i += 1
 
     def mux_audio(self, out_c):
@@ -245,6 +306,8 @@ def _check_mask_numbers(masks: _Masks, stats: VideoStats, where) -> None:
 
 
 def _count_filled(masks: _Masks, n: int) -> int:
+    if masks.text is not None:
+        return masks.filled
     if masks.static is not None:
         return n if masks.static.any() else 0
     return sum(1 for i in masks.files if 0 <= i < n)

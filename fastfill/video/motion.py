@@ -1,0 +1,230 @@
+"""Global motion between consecutive frames, and scene cuts (the estimate behind propagation,
+:mod:`fastfill.video.propagate`).
+
+Each frame is reduced once (its longest side to at most ``max_side``, so that a 1080p frame
+costs a 640-wide estimate) and analysed once (:func:`analyse`): a grey image, corners found
+away from the hole (a hole's pixels are not the scene), a colour histogram of its known pixels. The motion from one frame to the next (:func:`estimate`) tracks the first frame's
+corners into the second (pyramidal Lucas-Kanade, kept only where tracking back lands within
+half a pixel of the start and the end is outside the second frame's hole), then fits a
+similarity, an affine map and a homography with RANSAC and keeps the simplest whose inliers are
+within a few percent of the best (a translation is a similarity: the extra freedom of a
+homography only fits noise there). The transform is returned in full-resolution pixel
+coordinates (OpenCV's: integer coordinates at pixel centres).
+
+Two frames are *linked* when the transform is trusted: enough features, a colour histogram that
+did not jump (a cut), enough RANSAC inliers among the tracked corners, and a transform that
+does not fold or blow up the frame. Anything else breaks the chain of transforms, and nothing is
+propagated across it: failing safe is filling from the frame alone, as without propagation.
+
+OpenCV (``opencv-contrib-python-headless``, the ``video`` extra) is imported here, when a video
+is propagated, never by ``import fastfill``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FastfillError
+
+_LK_WIN, _LK_LEVELS = (21, 21), 3
+
+
+def import_cv2():
+    """OpenCV, or a FastfillError saying how to install it."""
+    try:
+        import cv2
+    except ImportError:
+        raise FastfillError("propagation needs OpenCV: pip install 'fastfill[video]' "
+                            "(or --no-propagate)") from None
+    return cv2
+
+
+@dataclass(frozen=True)
+class MotionOptions:
+    """How motion is estimated (the defaults are what the tests and ``fastfill video`` use)."""
+
+    max_side: int = 640  # frames reduced to at most this side for the estimate
+    corners: int = 500  # most corners per frame
+    quality: float = 0.001  # weakest corner kept, relative to the strongest (OpenCV qualityLevel)
+    min_distance: int = 6  # between corners (reduced px)
+    hole_margin: int = 4  # corners kept this far from a hole (reduced px)
+    fb_error: float = 0.5  # forward-backward tracking error accepted (reduced px)
+    ransac: float = 1.0  # RANSAC inlier distance (reduced px)
+    min_inliers: int = 15  # fewer: not linked
+    min_ratio: float = 0.25  # inliers / corners of the first frame under this: not linked
+    hist_cut: float = 0.5  # Bhattacharyya distance of the colour histograms over this: a cut
+    simpler: float = 0.98  # a simpler model is kept with this share of the best one's inliers
+
+
+@dataclass
+class Analysed:
+    """What :func:`estimate` needs of one frame, computed once (:func:`analyse`)."""
+
+    size: tuple[int, int]  # full-resolution (height, width)
+    to_reduced: np.ndarray  # 3x3: full-resolution pixel coordinates -> reduced ones
+    gray: np.ndarray  # reduced grey, uint8
+    allowed: np.ndarray  # reduced uint8, 255 where a corner may lie (away from holes and edges)
+    points: np.ndarray  # corners (N, 1, 2) float32, reduced coordinates
+    hist: np.ndarray  # colour histogram of the known pixels (normalised)
+
+
+@dataclass
+class Motion:
+    """The motion from one frame to the next: ``matrix`` (3x3, full-resolution coordinates of
+    the first frame -> the second) when ``linked``; ``reason`` says why not otherwise; ``cut``:
+    the histogram jumped (a scene cut)."""
+
+    linked: bool
+    matrix: np.ndarray | None = None
+    model: str = ""  # "similarity", "affine" or "homography"
+    inliers: int = 0
+    tracked: int = 0
+    hist_distance: float = 0.0
+    cut: bool = False
+    reason: str = ""
+
+
+def reduced_size(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """(height, width) of the frame the estimate runs on: the longest side at most ``max_side``."""
+    s = min(1.0, max_side / max(h, w))
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def _scale_matrix(h: int, w: int, rh: int, rw: int) -> np.ndarray:
+    """Full -> reduced pixel coordinates as cv2.resize maps pixel centres."""
+    sx, sy = rw / w, rh / h
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], np.float64)
+
+
+def reduced_masks(hole: np.ndarray, options: MotionOptions = MotionOptions()):
+    """(known, allowed) for a hole (bool [H, W]) on the reduced frame: uint8, 255 where the
+    reduced pixel shows the scene, and where a corner may lie (``hole_margin`` from any hole,
+    half a tracking window from the edges). The same for every frame of a static mask."""
+    cv2 = import_cv2()
+    h, w = hole.shape
+    rh, rw = reduced_size(h, w, options.max_side)
+    known = np.full((rh, rw), 255, np.uint8)
+    if hole.any():
+        hole_u8 = hole.view(np.uint8) * np.uint8(255)
+        if (rh, rw) != (h, w):  # any hole pixel under a reduced pixel makes it hole
+            hole_u8 = cv2.resize(hole_u8, (rw, rh), interpolation=cv2.INTER_AREA)
+        known[hole_u8 > 0] = 0
+    m = options.hole_margin
+    allowed = cv2.erode(known, np.ones((2 * m + 1, 2 * m + 1), np.uint8)) if m else known.copy()
+    b = _LK_WIN[0] // 2  # corners whose window leaves the frame track poorly
+    allowed[:b], allowed[-b:], allowed[:, :b], allowed[:, -b:] = 0, 0, 0, 0
+    return known, allowed
+
+
+def analyse(rgb: np.ndarray, hole: np.ndarray, options: MotionOptions = MotionOptions(),
+            masks=None) -> Analysed:
+    """Reduce and analyse one frame (uint8 RGB [H, W, 3], bool hole [H, W]) for :func:`estimate`;
+    ``masks``: :func:`reduced_masks` of the hole when the caller has them already."""
+    cv2 = import_cv2()
+    h, w = hole.shape
+    known, allowed = masks if masks is not None else reduced_masks(hole, options)
+    rh, rw = known.shape
+    small = rgb if (rh, rw) == (h, w) else cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    pts = cv2.goodFeaturesToTrack(gray, options.corners, options.quality, options.min_distance,
+                                  mask=allowed, blockSize=7)
+    pts = np.zeros((0, 1, 2), np.float32) if pts is None else pts.astype(np.float32)
+    hist = cv2.calcHist([small], [0, 1, 2], known, [8, 8, 8], [0, 256] * 3)
+    cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
+    return Analysed((h, w), _scale_matrix(h, w, rh, rw), gray, allowed, pts, hist)
+
+
+def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions()) -> Motion:
+    """The motion from frame ``a`` to the next frame ``b`` (both from :func:`analyse`)."""
+    cv2 = import_cv2()
+    if a.size != b.size:
+        return Motion(False, reason="the frame size changed")
+    d = float(cv2.compareHist(a.hist, b.hist, cv2.HISTCMP_BHATTACHARYYA))
+    if d > options.hist_cut:
+        return Motion(False, hist_distance=d, cut=True, reason="colour histogram jump (a cut)")
+    n = len(a.points)
+    if n < options.min_inliers:
+        return Motion(False, hist_distance=d, reason=f"{n} corners")
+    p0, p1 = _track(cv2, a, b, options)
+    if len(p0) < options.min_inliers:
+        return Motion(False, tracked=len(p0), hist_distance=d, reason=f"{len(p0)} corners tracked")
+    model, m, inliers = _fit(cv2, p0, p1, options)
+    motion = Motion(False, None, model, inliers, len(p0), d)
+    if m is None or inliers < max(options.min_inliers, options.min_ratio * n):
+        motion.reason = f"{inliers} inliers of {n} corners"
+        return motion
+    full = np.linalg.inv(b.to_reduced) @ m @ a.to_reduced
+    full /= full[2, 2]
+    why = _implausible(full, a.size)
+    if why:
+        motion.reason = why
+        return motion
+    motion.linked, motion.matrix = True, full
+    return motion
+
+
+def _track(cv2, a: Analysed, b: Analysed, options: MotionOptions):
+    """a's corners tracked into b, kept where tracking back returns within ``fb_error`` and the
+    end lies where b allows corners (not on its hole): (p0, p1), each (N, 2) float32."""
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
+    p1, st1, _ = cv2.calcOpticalFlowPyrLK(a.gray, b.gray, a.points, None, winSize=_LK_WIN,
+                                          maxLevel=_LK_LEVELS, criteria=crit)
+    p0b, st2, _ = cv2.calcOpticalFlowPyrLK(b.gray, a.gray, p1, None, winSize=_LK_WIN,
+                                           maxLevel=_LK_LEVELS, criteria=crit)
+    p0, p1, p0b = a.points[:, 0], p1[:, 0], p0b[:, 0]
+    ok = (st1[:, 0] == 1) & (st2[:, 0] == 1)
+    ok &= np.linalg.norm(p0b - p0, axis=1) < options.fb_error
+    h, w = b.allowed.shape
+    xi, yi = np.round(p1[:, 0]).astype(np.int64), np.round(p1[:, 1]).astype(np.int64)
+    inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    ok &= inside
+    ok[inside] &= b.allowed[yi[inside], xi[inside]] > 0
+    return p0[ok], p1[ok]
+
+
+def _fit(cv2, p0: np.ndarray, p1: np.ndarray, options: MotionOptions):
+    """The simplest of similarity / affine / homography (RANSAC) whose inliers are within
+    ``simpler`` of the best: (name, 3x3 matrix in reduced coordinates, inliers)."""
+    t = options.ransac
+    fits = []
+    m, inl = cv2.estimateAffinePartial2D(p0, p1, method=cv2.RANSAC, ransacReprojThreshold=t,
+                                         maxIters=2000, confidence=0.995, refineIters=10)
+    if m is not None:
+        fits.append(("similarity", np.vstack([m, [0, 0, 1]]), int(inl.sum())))
+    m, inl = cv2.estimateAffine2D(p0, p1, method=cv2.RANSAC, ransacReprojThreshold=t,
+                                  maxIters=2000, confidence=0.995, refineIters=10)
+    if m is not None:
+        fits.append(("affine", np.vstack([m, [0, 0, 1]]), int(inl.sum())))
+    if len(p0) >= 8:
+        m, inl = cv2.findHomography(p0, p1, cv2.RANSAC, t, maxIters=2000, confidence=0.995)
+        if m is not None:
+            fits.append(("homography", m, int(inl.sum())))
+    if not fits:
+        return "", None, 0
+    best = max(n for _, _, n in fits)
+    for name, m, n in fits:  # in order of freedom: the first good enough is the simplest
+        if n >= options.simpler * best:
+            return name, m.astype(np.float64), n
+    return fits[-1]  # (not reached)
+
+
+def _implausible(m: np.ndarray, size: tuple[int, int]) -> str:
+    """Why a transform between consecutive frames cannot be camera motion ('' when it can): it
+    folds the frame, or scales its area by more than 2 (a zoom that fast is a cut)."""
+    h, w = size
+    corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], np.float64).T
+    q = m @ corners
+    if (q[2] <= 1e-6).any():
+        return "the transform sends a corner to infinity"
+    q = (q[:2] / q[2]).T
+    x, y = q[:, 0], q[:, 1]
+    area = 0.5 * (np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+    if not 0.5 <= area / (w * h) <= 2.0:
+        return f"the transform scales the frame's area by {area / (w * h):.2f}"
+    return ""
+
+
+__all__ = ["MotionOptions", "Motion", "Analysed", "analyse", "estimate", "reduced_size",
+           "reduced_masks", "import_cv2"]

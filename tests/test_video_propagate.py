@@ -1,0 +1,280 @@
+"""Propagation (fastfill/video/propagate.py, motion.py): synthetic clips cut from real photos with
+known camera motion (a pan, a zoom, a static shot, a cut), so the clean frames under the logo box
+are known; the motion estimate against the known transform; `fastfill video` end to end."""
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+cv2 = pytest.importorskip("cv2")
+
+from conftest import invoke, write_clip  # noqa: E402
+from fastfill import Inpainter  # noqa: E402
+from fastfill.errors import InputError  # noqa: E402
+from fastfill.video import motion as mo  # noqa: E402
+from fastfill.video.propagate import Propagator, VideoFill  # noqa: E402
+
+PHOTOS = Path(__file__).parent.parent / "examples" / "images"
+H, W = 120, 160
+
+
+def photo(name="fruits.jpg"):
+    return np.asarray(Image.open(PHOTOS / name).convert("RGB"))
+
+
+def view(img, x, y, scale=1.0):
+    """The H x W frame whose pixel (u, v) shows img at (x + scale u, y + scale v), bicubic."""
+    m = np.array([[scale, 0, x], [0, scale, y]], np.float64)
+    return cv2.warpAffine(img, m, (W, H), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
+
+
+def frame_to_frame(a, b):
+    """The true transform from view a's pixels to view b's (each a (x, y, scale))."""
+    (xa, ya, sa), (xb, yb, sb) = a, b
+    return np.array([[sa / sb, 0, (xa - xb) / sb], [0, sa / sb, (ya - yb) / sb], [0, 0, 1.0]])
+
+
+def max_error(m, truth):
+    """Largest distance between where m and truth send a grid over the frame (pixels)."""
+    g = np.stack(np.meshgrid(np.arange(0, W, 4), np.arange(0, H, 4)), -1).reshape(-1, 2)
+    g = np.c_[g, np.ones(len(g))].T
+    p, q = m @ g, truth @ g
+    return float(np.abs(p[:2] / p[2] - q[:2] / q[2]).max())
+
+
+def logo(y0=44, y1=76, x0=56, x1=104):
+    m = np.zeros((H, W), np.uint8)
+    m[y0:y1, x0:x1] = 255
+    return m
+
+
+def hole_psnr(outs, clean, mask):
+    hole = mask != 0
+    se = np.concatenate([(o[hole].astype(float) - c[hole]) ** 2 for o, c in zip(outs, clean)])
+    return 10 * np.log10(255 ** 2 / max(se.mean(), 1e-12))
+
+
+def flicker(outs, clean, mask):
+    """Mean change of the hole from frame to frame beyond the clean frames' own change."""
+    hole = mask != 0
+    return float(np.mean([np.abs((b[hole].astype(float) - a[hole]) - (d[hole].astype(float) - c[hole])).mean()
+                          for a, b, c, d in zip(outs, outs[1:], clean, clean[1:])]))
+
+
+@pytest.fixture(scope="module")
+def harmonic():
+    return Inpainter(method="harmonic")
+
+
+PAN = [(60 + 2.3 * i, 100 + 0.4 * i, 1.0) for i in range(24)]  # sub-pixel, 2.3 px/frame
+ZOOM = [(200 - 80 * (s - 1), 150 - 60 * (s - 1), s) for s in 0.97 ** np.arange(20)]  # zoom in
+
+
+# -- the motion estimate --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("a, b", [
+    ((60, 100, 1.0), (62.3, 100.4, 1.0)),  # a sub-pixel pan
+    ((60, 100, 1.0), (63, 100, 1.0)),  # a whole-pixel pan
+    ((60, 100, 1.0), (60, 100, 1.0)),  # no motion
+    ((200, 150, 1.0), (202.4, 151.8, 0.97)),  # a zoom (and a pan)
+])
+def test_motion_recovers_a_known_transform(a, b):
+    img, hole = photo(), logo() != 0
+    fa, fb = view(img, *a), view(img, *b)
+    m = mo.estimate(mo.analyse(fa, hole), mo.analyse(fb, hole))
+    assert m.linked, m.reason
+    err = max_error(m.matrix, frame_to_frame(a, b))
+    print(f"{a} -> {b}: {m.model}, {m.inliers} inliers, max error {err:.3f} px")
+    assert err < 0.15
+
+
+def test_motion_recovers_a_homography():
+    img = cv2.resize(photo(), (W * 2, H * 2), interpolation=cv2.INTER_AREA)[40:40 + H, 60:60 + W]
+    truth = np.array([[1.02, 0.01, -2.5], [-0.008, 0.99, 1.5], [4e-5, -3e-5, 1.0]])
+    warped = cv2.warpPerspective(img, truth, (W, H), flags=cv2.INTER_CUBIC)
+    hole = np.zeros((H, W), bool)
+    m = mo.estimate(mo.analyse(img, hole), mo.analyse(warped, hole))
+    assert m.linked, m.reason
+    err = max_error(m.matrix, truth)
+    print(f"homography: {m.model}, max error {err:.3f} px")
+    assert m.model == "homography" and err < 0.3
+
+
+def test_a_cut_is_not_a_motion():
+    """Another photo, or a far part of the same one (same colours): not linked."""
+    a, hole = photo(), logo() != 0
+    first = mo.analyse(view(a, 60, 100), hole)
+    other = mo.estimate(first, mo.analyse(view(photo("apple.jpg"), 100, 100), hole))
+    assert not other.linked and other.cut
+    far = mo.estimate(first, mo.analyse(view(a, 380, 250), hole))
+    assert not far.linked, far
+
+
+# -- propagation on synthetic clips ------------------------------------------------------------------
+
+def run(inp, frames, mask, **opts):
+    vf = VideoFill(inp, **opts)
+    return list(vf.stream(frames, mask)), vf.stats
+
+
+def test_the_pan_is_filled_from_other_frames(harmonic):
+    img, mask = photo(), logo()
+    clean = [view(img, *p) for p in PAN]
+    alone, _ = run(harmonic, clean, mask, propagate=False)
+    prop, stats = run(harmonic, clean, mask)
+    p0, p1 = hole_psnr(alone, clean, mask), hole_psnr(prop, clean, mask)
+    f0, f1 = flicker(alone, clean, mask), flicker(prop, clean, mask)
+    print(f"pan: hole PSNR {p0:.2f} dB alone, {p1:.2f} dB propagated ({100 * stats.share:.0f}% of "
+          f"the hole); flicker {f0:.2f} -> {f1:.2f}")
+    assert p1 > p0 + 8 and f1 < f0 / 3
+    assert stats.breaks == 0 and stats.cuts == 0
+    hole = mask != 0
+    for c, o in zip(clean, prop):  # outside the hole: the frame's own pixels
+        assert np.array_equal(c[~hole], o[~hole])
+
+
+def test_the_zoom_is_filled_from_other_frames(harmonic):
+    img, mask = photo(), logo(78, 106, 104, 148)  # off-centre: a zoom in uncovers it
+    clean = [view(img, *z) for z in ZOOM]
+    alone, _ = run(harmonic, clean, mask, propagate=False)
+    prop, stats = run(harmonic, clean, mask)
+    p0, p1 = hole_psnr(alone, clean, mask), hole_psnr(prop, clean, mask)
+    print(f"zoom: hole PSNR {p0:.2f} dB alone, {p1:.2f} dB propagated "
+          f"({100 * stats.share:.0f}% of the hole)")
+    assert p1 > p0 + 3 and stats.breaks == 0
+
+
+def test_nothing_crosses_a_cut(harmonic):
+    """Frames after a cut take nothing from before it: their hole is nearer the new shot than
+    the old one, and propagation still works on each side."""
+    a, b, mask = photo(), photo("apple.jpg"), logo()
+    old = [view(a, 60 + 3 * i, 100) for i in range(20)]
+    new = [view(b, 150 + 3 * i, 120) for i in range(20)]
+    clean = old[:10] + new[10:]
+    out, stats = run(harmonic, clean, mask)
+    alone, _ = run(harmonic, clean, mask, propagate=False)
+    assert stats.cuts == 1 and stats.share > 0.5
+    hole = mask != 0
+    for i in range(10, 20):
+        to_new = np.abs(out[i][hole].astype(int) - new[i][hole]).mean()
+        to_old = np.abs(out[i][hole].astype(int) - old[i][hole]).mean()
+        assert to_new < to_old / 3, (i, to_new, to_old)
+    for part, shot in ((slice(0, 10), old), (slice(10, 20), new)):  # each side on its own
+        p0, p1 = hole_psnr(alone[part], shot[part], mask), hole_psnr(out[part], shot[part], mask)
+        print(f"cut, frames {part.start}-{part.stop - 1}: {p0:.2f} dB alone, {p1:.2f} propagated")
+        assert p1 > p0 + 3
+
+
+@pytest.mark.parametrize("method", ["harmonic", "patch"])
+def test_a_static_shot_is_filled_as_without_propagation(method):
+    """A static camera over a static mask: nothing propagates (even with sensor noise), so the
+    fill is the Inpainter's own, the same frame after frame."""
+    inp = Inpainter(method=method)
+    base, mask = view(photo(), 60, 100), logo()
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8) for _ in range(8)]
+    for frames in ([base] * 12, noisy):
+        prop, stats = run(inp, frames, mask)
+        alone, _ = run(inp, frames, mask, propagate=False)
+        assert stats.propagated_pixels == 0 and stats.hole_pixels > 0
+        assert all(np.array_equal(p, a) for p, a in zip(prop, alone))
+    if method == "harmonic":
+        prop, _ = run(inp, [base] * 12, mask)
+        assert all(np.array_equal(prop[0], p) for p in prop)
+
+
+def test_a_moving_mask_over_a_static_shot_takes_the_background():
+    """Object removal with a still camera: the hole moves, the background it hid is in other
+    frames, and the frames' own holes are never a source."""
+    base = view(photo(), 60, 100)
+    masks = [logo(30, 60, 10 + 5 * i, 40 + 5 * i) for i in range(16)]
+    frames = [np.where(m[:, :, None] != 0, np.uint8(255), base) for m in masks]  # a white box
+    p = Propagator(window=6)
+    out = list(p.run((i, (f, m)) for i, (f, m) in enumerate(zip(frames, masks))))
+    for i, (tag, (f, left)) in enumerate(out):
+        hole = masks[i] != 0
+        done = hole & ~np.asarray(left, bool)
+        assert tag == i and done.any()
+        assert np.abs(f[done].astype(int) - base[done]).max() <= 1  # never the white box
+    assert p.stats.share > 0.9
+
+
+# -- the streaming object --------------------------------------------------------------------------
+
+def test_the_window_keeps_order_bounds_memory_and_flushes():
+    img, mask = photo(), logo()
+    frames = [view(img, *p) for p in PAN[:20]]
+    p = Propagator(window=3)
+    got, most = [], 0
+    for i, f in enumerate(frames):
+        ready = p.push(("frame", i), f, mask if i % 4 else np.zeros((H, W), np.uint8))
+        most = max(most, len(p._entries))
+        assert all(tag[1] == i - 3 for tag, _ in ready)  # three frames behind
+        got += ready
+    got += p.flush()
+    assert [t[1] for t, _ in got] == list(range(20)) and most <= 2 * 3 + 2
+    for i, (tag, (f, m)) in enumerate(got):
+        if i % 4 == 0:  # no hole: passed as it came
+            assert f is frames[i] and not np.asarray(m).any()
+    short = list(Propagator(window=12).run((i, (f, mask)) for i, f in enumerate(frames[:3])))
+    assert [t for t, _ in short] == [0, 1, 2]
+    with pytest.raises(InputError, match="window"):
+        Propagator(window=31)
+
+
+def test_video_fill_streams_pairs_and_tags(harmonic):
+    img, mask = photo(), logo()
+    frames = [view(img, *p) for p in PAN[:6]]
+    plain = list(VideoFill(harmonic, window=2).stream(frames, mask))
+    tagged = list(VideoFill(harmonic, window=2).stream(
+        ((("f", i), (f, mask)) for i, f in enumerate(frames)), tagged=True))
+    assert len(plain) == 6 and [t for t, _ in tagged] == [("f", i) for i in range(6)]
+    assert all(np.array_equal(a, b) for a, (_, b) in zip(plain, tagged))
+
+
+# -- fastfill video -----------------------------------------------------------------------------------
+
+FPS = 12
+
+
+def encode(path, frames):
+    """A lossless (FFV1) clip with an AAC track."""
+    write_clip(path, frames, FPS, codec="ffv1", pix_fmt="bgr0")
+
+
+def decode(path):
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+        info = dict(codec=v.codec_context.name, rate=v.average_rate)
+    with av.open(str(path)) as c:
+        info["audio_packets"] = sum(1 for p in c.demux(audio=0) if p.size)
+    return [f for _, f in frames], [t for t, _ in frames], info
+
+
+def test_fastfill_video_propagates_and_keeps_the_clip(tmp_path):
+    clean = [view(photo(), *p) for p in PAN]
+    mask = logo()
+    burnt = [np.where(mask[:, :, None] != 0, np.uint8(250), f) for f in clean]  # a logo box
+    src = tmp_path / "in.mkv"
+    encode(src, burnt)
+    Image.fromarray(mask).save(tmp_path / "logo.png")
+    results = {}
+    for flag in ("--propagate", "--no-propagate"):
+        out = tmp_path / f"out{flag}.mkv"
+        code, stdout, stderr = invoke("video", src, "--mask", tmp_path / "logo.png", "-o", out,
+                                      "--method", "harmonic", flag, "-q")
+        assert code == 0, stderr
+        frames, pts, info = decode(out)
+        _, pts_in, info_in = decode(src)
+        assert len(frames) == len(PAN) and pts == pts_in
+        assert info == info_in and info["codec"] == "ffv1" and info["rate"] == Fraction(FPS)
+        results[flag] = hole_psnr(frames, clean, mask)
+        assert ("% of the hole from other frames" in stdout) == (flag == "--propagate")
+    print(f"fastfill video on the pan: {results}")
+    assert results["--propagate"] > results["--no-propagate"] + 8
