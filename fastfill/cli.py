@@ -20,6 +20,7 @@ from .inpainter import MAX_BATCH, MAX_THREADS, engine_line, model_name
 from .files.runner import MAX_JOBS
 from .files.codecs import FORMAT_ALIASES, FORMAT_SUFFIX
 from .video.propagate import DEFAULT_WINDOW, MAX_WINDOW
+from .video.stream import PRESETS
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -334,7 +335,11 @@ def _finished(summary) -> int:
 @_method_option
 @click.option("--codec", default=None, help="Video codec (default: the input's).")
 @click.option("--crf", type=click.IntRange(0, 63), default=None,
-              help="Quality for x264/x265/VP9 (lower = better).")
+              help="Quality for x264/x265 (0-51), VP8/VP9/AV1 (0-63); lower = better "
+                   "[default: the input's bit rate].")
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help="x264/x265 speed preset: faster encodes, larger files [default: the "
+                   "encoder's, medium].")
 @click.option("--propagate/--no-propagate", default=True, show_default=True,
               help="Fill each hole pixel first from the nearest frame that shows the same scene "
                    "point (camera motion estimated outside the holes; never across a cut); the "
@@ -347,7 +352,7 @@ def _finished(summary) -> int:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def video(video_in, mask, output, engine_path, backend, device, threads, batch_size, no_roi, first_index,
           invert, threshold, resize_mask, dilate, text, text_region, text_keep_unread, text_every, method,
-          codec, crf, propagate, window, overwrite, quiet):
+          codec, crf, preset, propagate, window, overwrite, quiet):
     """Fill the masked region of every frame of the video IN (audio is copied).
 
     With a folder of per-frame masks, a frame without a mask file is copied unchanged; when no
@@ -363,7 +368,8 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
             stats = video_mod.inpaint_video(
                 inp, video_in, output, mask, first_index=first_index, invert=invert,
                 threshold=threshold, resize_mask=resize_mask, dilate=dilate, codec=codec,
-                crf=crf, overwrite=overwrite, progress=False if quiet else None, text=detector,
+                crf=crf, preset=preset, overwrite=overwrite, progress=False if quiet else None,
+                text=detector,
                 propagate=propagate, window=window)
     except video_mod.NoMaskedFrames as e:
         click.echo(f"failed: {video_in}: {e}", err=True)

@@ -281,7 +281,12 @@ class Inpainter:
 
     def _runner(self, carry: bool):
         """The batch step of a stream: with ``carry``, a patch fill's state goes from one batch to
-        the next."""
+        the next, and a harmonic fill alone holds its fill while the hole's border stays put
+        (:class:`HarmonicHold`)."""
+        from .engines.classical import ClassicalEngine
+
+        if carry and self.meta.fill == "harmonic" and isinstance(self.engine, ClassicalEngine):
+            return HarmonicHold(self._run)
         state = ops.PatchState() if carry and self.meta.fill == "patch" else None
         return self._run if state is None else functools.partial(self._run, state=state)
 
@@ -309,6 +314,71 @@ class Inpainter:
             while step > 1 and self._accepts((step, self.channels, ph, pw)) is not None:
                 step -= 1
         return max(1, step)
+
+
+class HarmonicHold:
+    """The harmonic fill of a video's frames (``stream(carry=True)`` with no net): a frame whose
+    hole is the previous frame's and whose hole border (the known pixels next to it) is within
+    ``tolerance`` levels of the border the held fill was solved for takes that fill again.
+
+    The harmonic fill is a weighted mean of its border values (the maximum principle): two
+    borders that differ by at most ``tolerance`` give fills that differ by at most that much, so
+    holding is within ``tolerance`` of solving again (before rounding), costs a copy instead of
+    a solve, and a static shot under a static mask keeps one fill instead of following the
+    codec's noise on its border (no flicker). Compared with the held border, never the previous
+    one: slow drift ends the hold."""
+
+    def __init__(self, run, tolerance: float = 2.0):
+        self.run, self.tolerance = run, tolerance
+        self.held = None  # (hole, box, border mask in the box, border values, hole values)
+        self.frames = self.solved = 0
+
+    def __call__(self, pairs: Sequence["Checked"], timings: dict | None = None) -> list:
+        outs = []
+        for p in pairs:  # in order: a frame may hold the fill of the one before it in the batch
+            image, hole = p
+            held = self._holding(image, hole)
+            self.frames += 1
+            if held is None:
+                out = self.run([p], timings)[0]
+                self.solved += 1
+                self._hold(p, out)
+            else:
+                out = image.copy()
+                y0, x0, y1, x1 = held[1]
+                out[y0:y1, x0:x1][hole[y0:y1, x0:x1]] = held[4]
+            outs.append(out)
+        return outs
+
+    def _holding(self, image: np.ndarray, hole: np.ndarray):
+        h = self.held
+        if h is None or not (h[0] is hole or np.array_equal(h[0], hole)):
+            return None
+        y0, x0, y1, x1 = h[1]
+        border = image[y0:y1, x0:x1][h[2]]
+        if np.abs(border.astype(np.int16) - h[3]).max(initial=0) > self.tolerance:
+            return None
+        return h
+
+    def _hold(self, pair, out: np.ndarray) -> None:
+        image, hole = pair
+        rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+        if rows.size == 0:
+            self.held = None
+            return
+        hh, ww = hole.shape
+        box = (max(0, rows[0] - 1), max(0, cols[0] - 1), min(hh, rows[-1] + 2),
+               min(ww, cols[-1] + 2))
+        y0, x0, y1, x1 = box
+        sub = hole[y0:y1, x0:x1]
+        grown = sub.copy()  # the 4-neighbours of the hole: the border the solve reads
+        grown[1:] |= sub[:-1]
+        grown[:-1] |= sub[1:]
+        grown[:, 1:] |= sub[:, :-1]
+        grown[:, :-1] |= sub[:, 1:]
+        border = grown & ~sub
+        self.held = (hole, box, border, image[y0:y1, x0:x1][border].astype(np.int16),
+                     out[y0:y1, x0:x1][sub].copy())
 
 
 class _HostSteps:

@@ -574,3 +574,28 @@ def test_the_file_runner_checks_each_image_once(engine, tmp_path, monkeypatch):
     summary = runner.run(tmp_path / "i", tmp_path / "m", tmp_path / "o",
                          runner.LocalExecutor(Inpainter(engine, batch_size=2)), progress=False)
     assert summary.done == 3 and len(calls) == 3
+
+
+def test_a_harmonic_video_holds_its_fill_while_the_border_stays_put():
+    """stream(carry=True) with the harmonic fill alone: frames whose hole border is within 2
+    levels of the held one take the held fill (within 2 levels of solving again, by the maximum
+    principle, and the same bytes from frame to frame); a border that moved further is solved
+    again, exactly as a frame alone."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:64, :96]
+    base = np.stack([xx * 2, yy * 3, xx + yy], -1).astype(np.float64) + 20
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:40, 30:60] = 255
+    frames = [np.clip(base + rng.integers(-1, 2, base.shape), 0, 255).astype(np.uint8)
+              for _ in range(5)]
+    frames.append(np.clip(base + 12, 0, 255).astype(np.uint8))  # the light changed: solve again
+    inp = Inpainter(method="harmonic")
+    outs = list(inp.stream(frames, mask, carry=True))
+    alone = [inp(f, mask) for f in frames]
+    hole = mask != 0
+    for k in range(1, 5):
+        assert np.array_equal(outs[k][hole], outs[0][hole])  # held: no flicker
+        assert np.abs(outs[k][hole].astype(int) - alone[k][hole]).max() <= 3  # 2 + rounding
+        assert np.array_equal(outs[k][~hole], frames[k][~hole])
+    assert np.array_equal(outs[5], alone[5])
+    assert not np.array_equal(outs[5][hole], outs[0][hole])

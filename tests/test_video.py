@@ -226,3 +226,64 @@ def test_the_patch_fill_runs_on_video_with_a_carried_field(tmp_path):
     for x, y in zip(a, b):
         assert np.array_equal(x[~hole], y[~hole])
         assert (x[hole] != y[hole]).any()
+
+
+def test_preset_and_crf_reach_x264_and_are_refused_where_they_cannot(tmp_path):
+    """--preset/--crf go to libx264 (a faster preset, a larger CRF: a smaller file); an encoder
+    that has no such option is one line, exit 2, and nothing written."""
+    src = tmp_path / "in.mkv"
+    make_video(src, codec="ffv1", pix_fmt="bgr0", audio=False)
+    m = np.zeros((H, W), np.uint8)
+    m[20:36, 30:46] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    sizes = {}
+    for preset, crf in (("veryslow", "10"), ("ultrafast", "40")):
+        out = tmp_path / f"{preset}.mp4"
+        code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--codec",
+                              "libx264", "--preset", preset, "--crf", crf, "--method", "harmonic",
+                              "-q", "--no-propagate")
+        assert code == 0, err
+        b, info = decode(out)
+        assert info["codec"] == "h264" and len(b) == N
+        sizes[preset] = out.stat().st_size
+    assert sizes["ultrafast"] < sizes["veryslow"]
+    for args, why in ((["--codec", "mpeg4", "--preset", "fast"], "has no x264/x265 presets"),
+                      (["--codec", "mpeg4", "--crf", "20"], "takes no CRF"),
+                      (["--codec", "libx264", "--crf", "60"], "takes 0..51")):
+        out = tmp_path / "refused.mp4"
+        code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, *args,
+                              "--method", "harmonic", "-q")
+        assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_yuv420_frames_keep_every_sample_outside_the_hole(tmp_path):
+    """A 4:2:0 input written as 4:2:0: the fill is converted for the hole's box only, and every
+    luma sample outside the hole, and every chroma sample of a 2x2 block that does not touch
+    it, is the decoder's own (lossless FFV1 in and out, so exact)."""
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_video(src, codec="ffv1", pix_fmt="yuv420p", audio=False)
+    m = np.zeros((H, W), np.uint8)
+    m[21:38, 31:50] = 255  # odd edges: chroma blocks half in the hole
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method",
+                          "harmonic", "-q", "--no-propagate")
+    assert code == 0, err
+
+    def planes(path):
+        with av.open(str(path)) as c:
+            assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+            return [f.to_ndarray() for f in c.decode(video=0)]
+
+    hole = m != 0
+    chroma = hole.reshape(H // 2, 2, W // 2, 2).any(axis=(1, 3))
+    a, b = planes(src), planes(out)
+    assert len(a) == len(b) == N
+    for x, y in zip(a, b):
+        assert np.array_equal(x[:H][~hole], y[:H][~hole])
+        for k in range(2):  # U, V
+            u = x[H:].reshape(-1)[k * (H // 2) * (W // 2):(k + 1) * (H // 2) * (W // 2)]
+            v = y[H:].reshape(-1)[k * (H // 2) * (W // 2):(k + 1) * (H // 2) * (W // 2)]
+            u, v = u.reshape(H // 2, W // 2), v.reshape(H // 2, W // 2)
+            assert np.array_equal(u[~chroma], v[~chroma])
+        assert np.abs(x[:H][hole].astype(int) - y[:H][hole]).mean() > 10  # the box was filled

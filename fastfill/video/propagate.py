@@ -131,29 +131,24 @@ class _Source:
     """Pixels other frames may take: ``rgb``, and ``known`` (uint8, 255 where the frame shows
     the scene, 0 on its hole)."""
 
-    __slots__ = ("rgb", "known", "_inner")
+    __slots__ = ("rgb", "known")
 
     def __init__(self, rgb: np.ndarray, known: np.ndarray):
-        self.rgb, self.known, self._inner = rgb, known, None
+        self.rgb, self.known = rgb, known
 
     @classmethod
     def of(cls, cv2, rgb: np.ndarray, hole: np.ndarray) -> "_Source":
         return cls(rgb, cv2.compare(hole.view(np.uint8), 0, cv2.CMP_EQ))
 
-    def inner(self, cv2) -> np.ndarray:
-        """``known`` eroded by one pixel: where bicubic's 4x4 footprint reads only known pixels."""
-        if self._inner is None:
-            self._inner = cv2.erode(self.known, np.ones((3, 3), np.uint8),
-                                    borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        return self._inner
-
 
 class Propagator:
     """The window: takes ``(tag, (frame, mask))`` in order (:meth:`push`, :meth:`run`) and gives
     back ``(tag, (frame, mask))`` with the propagated pixels set and the mask reduced to what is
-    left, ``window`` frames later (:meth:`flush` at the end). Masks: nonzero = hole."""
+    left, ``window`` frames later (:meth:`flush` at the end). Masks: nonzero = hole.
+    ``copy`` False: a frame given back is the array pushed, its hole pixels filled in place."""
 
-    def __init__(self, window: int | None = None, options: PropagateOptions | None = None):
+    def __init__(self, window: int | None = None, options: PropagateOptions | None = None, *,
+                 copy: bool = True):
         options = options or PropagateOptions()
         if window is not None and window != options.window:
             options = dataclasses.replace(options, window=window)
@@ -164,6 +159,10 @@ class Propagator:
         self._pushed = 0  # frames taken
         self._next = 0  # the next frame to give back
         self._masks: list = [None, None]  # see _Entry.analysed
+        self._regions: list = [None, []]  # [hole, its regions] of the frame propagated last
+        # False: a frame's own array is filled in place (only its hole pixels change, which no
+        # other frame reads), for callers that own the frames they push
+        self.copy = copy
         self._cv2 = mo.import_cv2()
 
     def run(self, items: Iterable) -> Iterator[tuple]:
@@ -250,11 +249,14 @@ class Propagator:
         sources = self._sources(t)
         if not sources:
             return e.rgb, e.mask
-        out = e.rgb.copy()
+        # in place when the frames are ours: a 1080p copy costs more than the fill (page faults)
+        out = e.rgb if not self.copy and e.rgb.flags.writeable else e.rgb.copy()
         left = hole.copy()
         pad = self.options.ring + 2
         h, w = hole.shape
-        for y0, x0, y1, x1 in hole_regions(hole, self.options.cell):
+        if self._regions[0] is not hole:  # (a static mask's regions are found once)
+            self._regions = [hole, hole_regions(hole, self.options.cell)]
+        for y0, x0, y1, x1 in self._regions[1]:
             box = (max(0, y0 - pad), max(0, x0 - pad), min(h, y1 + pad), min(w, x1 + pad))
             self.stats.refused += _fill_box(self._cv2, out, hole, left, box, sources, self.options)
         done = n_hole - int(np.count_nonzero(left))
@@ -269,7 +271,10 @@ class Propagator:
 def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sources,
               options: PropagateOptions) -> int:
     """Fill the open hole pixels (``left``) of one box of ``out`` from the sources in order;
-    ``left`` is cleared where filled (both in place). Returns the sources the ring refused."""
+    ``left`` is cleared where filled (both in place). Returns the sources the ring refused.
+
+    Each source is checked and sampled only around what it can give (``_near``): on a pan most
+    sources give a strip a few pixels wide, and the cost follows the strip, not the box."""
     y0, x0, y1, x1 = box
     size = (x1 - x0, y1 - y0)
     todo = left[y0:y1, x0:x1]  # a view: filling it fills ``left``
@@ -279,47 +284,76 @@ def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sou
     h_box = hole[y0:y1, x0:x1]
     k = 2 * options.ring + 1
     ring = (cv2.dilate(h_box.view(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~h_box
-    ring_at = np.flatnonzero(ring)  # the ring's pixels, and their values in this frame
     cur = out[y0:y1, x0:x1]  # (only hole pixels change: the ring keeps the frame's own)
-    ring_rgb = cur[ring].astype(np.float32)  # (in ring_at's order)
-    ring_gray = cv2.cvtColor(cur, cv2.COLOR_RGB2GRAY)[ring].astype(np.float32)
+    gray = cv2.cvtColor(cur, cv2.COLOR_RGB2GRAY)
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
     for src, m in sources:
         box_m = shift @ m
         # 255 only where all four bilinear taps are known and inside the frame
         valid = _warp(cv2, src.known, box_m, size, cv2.BORDER_CONSTANT) == 255
-        if not (todo & valid).any():
-            continue
-        warped = _warp(cv2, src.rgb, box_m, size, cv2.BORDER_REPLICATE)
-        moved = False
-        for _ in range(options.refine):
-            d = _residual_shift(cv2, warped, valid, ring_gray, ring_at)
-            if d is None or np.abs(d).max() < 0.02:
-                break
-            box_m = np.array([[1, 0, -d[0]], [0, 1, -d[1]], [0, 0, 1]]) @ box_m
-            warped, moved = _warp(cv2, src.rgb, box_m, size, cv2.BORDER_REPLICATE), True
-        if moved:  # (under a pixel: the samples of the last step were valid enough to steer by)
-            valid = _warp(cv2, src.known, box_m, size, cv2.BORDER_CONSTANT) == 255
         take = todo & valid
-        seen = valid.reshape(-1)[ring_at]
-        if not take.any() or np.count_nonzero(seen) < options.min_ring:
+        if not take.any():
             continue
-        diff = ring_rgb[seen] - warped.reshape(-1, 3)[ring_at[seen]]
-        offset = diff.mean(axis=0)  # an exposure change between the frames, not misalignment
-        if np.abs(diff - offset).mean() > options.ring_error:
-            refused += 1
-            continue
-        if options.sharp:
-            _sharpen(cv2, warped, src, box_m, size, take)
-        if np.abs(offset).max() >= 0.5:
-            warped = cv2.add(warped, tuple(float(v) for v in offset) + (0.0,))  # (saturates)
-        done = cv2.copyTo(warped, take.view(np.uint8), cur)  # in place (a view of ``out``) ...
-        if done is not cur:
-            cur[...] = done  # ... or, should OpenCV have copied it, here
-        todo &= ~take
-        if not todo.any():
+        sy0, sx0, sy1, sx1 = _near(take, ring, 2 * options.ring + 2, 4 * options.min_ring)
+        sub = (slice(sy0, sy1), slice(sx0, sx1))
+        sub_m = np.array([[1, 0, -sx0], [0, 1, -sy0], [0, 0, 1]], np.float64) @ box_m
+        used = _take_from(cv2, src, sub_m, cur[sub], gray[sub], ring[sub], todo[sub], valid[sub],
+                          options)
+        refused += used is False
+        if used and not todo.any():
             break
     return refused
+
+
+def _near(take: np.ndarray, ring: np.ndarray, pad: int, min_ring: int) -> tuple[int, ...]:
+    """The rectangle (y0, x0, y1, x1) of ``take`` grown by ``pad``, or the whole box when that
+    holds fewer than ``min_ring`` ring pixels to check the source by."""
+    rows, cols = np.flatnonzero(take.any(axis=1)), np.flatnonzero(take.any(axis=0))
+    h, w = take.shape
+    y0, y1 = max(0, rows[0] - pad), min(h, rows[-1] + 1 + pad)
+    x0, x1 = max(0, cols[0] - pad), min(w, cols[-1] + 1 + pad)
+    if np.count_nonzero(ring[y0:y1, x0:x1]) < min_ring:
+        return 0, 0, h, w
+    return int(y0), int(x0), int(y1), int(x1)
+
+
+def _take_from(cv2, src: "_Source", m: np.ndarray, cur: np.ndarray, gray: np.ndarray,
+               ring: np.ndarray, todo: np.ndarray, valid: np.ndarray, options: PropagateOptions):
+    """One source into one rectangle (views of the frame ``cur``, its grey, ring, open pixels
+    and the source's valid samples; ``m``: the source's frame -> the rectangle): refine the
+    alignment on the ring, check it, copy what it gives into ``cur`` and clear it in ``todo``.
+    True when used, False when the ring refused it, None when it could not be checked."""
+    size = (cur.shape[1], cur.shape[0])
+    ring_at = np.flatnonzero(ring)  # the ring's pixels, and their values in this frame
+    ring_rgb = cur[ring].astype(np.float32)  # (in ring_at's order)
+    ring_gray = gray[ring].astype(np.float32)
+    warped = _warp(cv2, src.rgb, m, size, cv2.BORDER_REPLICATE)
+    moved = False
+    for _ in range(options.refine):
+        d = _residual_shift(cv2, warped, valid, ring_gray, ring_at)
+        if d is None or np.abs(d).max() < 0.02:
+            break
+        m = np.array([[1, 0, -d[0]], [0, 1, -d[1]], [0, 0, 1]]) @ m
+        warped, moved = _warp(cv2, src.rgb, m, size, cv2.BORDER_REPLICATE), True
+    if moved:  # (under a pixel: the samples of the last step were valid enough to steer by)
+        valid = _warp(cv2, src.known, m, size, cv2.BORDER_CONSTANT) == 255
+    take = todo & valid
+    seen = valid.reshape(-1)[ring_at]
+    if not take.any() or np.count_nonzero(seen) < options.min_ring:
+        return None
+    diff = ring_rgb[seen] - warped.reshape(-1, 3)[ring_at[seen]]
+    offset = diff.mean(axis=0)  # an exposure change between the frames, not misalignment
+    if np.abs(diff - offset).mean() > options.ring_error:
+        return False
+    if options.sharp:
+        _sharpen(cv2, warped, src, m, size, take, valid)
+    if np.abs(offset).max() >= 0.5:
+        warped = cv2.add(warped, tuple(float(v) for v in offset) + (0.0,))  # (saturates)
+    done = cv2.copyTo(warped, take.view(np.uint8), cur)  # in place (a view of the frame) ...
+    if done is not cur:
+        cur[...] = done  # ... or, should OpenCV have copied it, here
+    todo &= ~take
+    return True
 
 
 def _residual_shift(cv2, warped: np.ndarray, valid: np.ndarray, ring_gray: np.ndarray,
@@ -349,12 +383,16 @@ def _residual_shift(cv2, warped: np.ndarray, valid: np.ndarray, ring_gray: np.nd
     return d if np.abs(d).max() <= 1.0 else None
 
 
-def _sharpen(cv2, warped: np.ndarray, src: "_Source", m: np.ndarray, size, take) -> None:
+def _sharpen(cv2, warped: np.ndarray, src: "_Source", m: np.ndarray, size, take,
+             valid: np.ndarray) -> None:
     """Bicubic samples over the bilinear ones (in place) where ``take`` and the 4x4 footprint
-    reads only known pixels: bilinear sampling at a fractional shift is a low-pass, and pixels
-    handed on from frame to frame (``reuse``) would blur a little more at every step. Bicubic
-    costs five times bilinear: only the rectangle around ``take`` is sampled."""
-    inner = (_warp(cv2, src.inner(cv2), m, size, cv2.BORDER_CONSTANT) == 255) & take
+    reads only known pixels (``valid``, the bilinear taps known, eroded by one pixel: for the
+    near-translations between neighbouring frames, the footprint of a pixel's neighbours):
+    bilinear sampling at a fractional shift is a low-pass, and pixels handed on from frame to
+    frame (``reuse``) would blur a little more at every step. Bicubic costs five times
+    bilinear: only the rectangle around ``take`` is sampled."""
+    inner = cv2.erode(valid.view(np.uint8), np.ones((3, 3), np.uint8),
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool) & take
     rows, cols = np.flatnonzero(inner.any(axis=1)), np.flatnonzero(inner.any(axis=0))
     if rows.size == 0:
         return

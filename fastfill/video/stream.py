@@ -27,6 +27,12 @@ import numpy as np
 from ..errors import FastfillError, InputError
 from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
 
+# Encoders that take --crf, and its range in each; --preset is x264's and x265's alone.
+_CRF_RANGE = {"libx264": 51, "libx265": 51, "libvpx": 63, "libvpx-vp9": 63, "libaom-av1": 63,
+              "libsvtav1": 63}
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+           "veryslow", "placebo")
+
 # Decoder names whose encoder has another name in FFmpeg.
 _ENCODER_FOR = {"vp9": "libvpx-vp9", "vp8": "libvpx", "hevc": "libx265", "av1": "libaom-av1",
                 "h264": "libx264"}
@@ -124,10 +130,14 @@ class _Masks:
 def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path | None, *,
                   first_index: int = 0, invert: bool = False, threshold: int = 128,
                   resize_mask: bool = False, dilate: int = 0, codec: str | None = None,
-                  crf: int | None = None, overwrite: bool = False,
+                  crf: int | None = None, preset: str | None = None, overwrite: bool = False,
                   progress: bool | None = None, text=None, text_every: int | None = None,
                   propagate: bool = True, window: int | None = None) -> VideoStats:
     """Fill the masked region of every frame of ``src`` and write ``dst`` (atomically).
+
+    ``codec``: the encoder (default: the input's); ``crf`` and ``preset`` go to it (``preset``
+    x264/x265 only: one of :data:`PRESETS`; an encoder that cannot take them is an InputError
+    before anything is written).
 
     ``propagate``: each hole pixel first takes the same scene point from the nearest of
     ``window`` frames each side that shows it (:mod:`fastfill.video.propagate`; default window
@@ -157,7 +167,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
     if propagate:
         from .propagate import Propagator
 
-        propagator = Propagator(window)  # (OpenCV is checked here, before anything is written)
+        propagator = Propagator(window, copy=False)  # (OpenCV checked here, before any write)
         stats.propagation = propagator.stats
     try:
         if not inp_c.streams.video:
@@ -175,8 +185,8 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         masks = _Masks(mask, size, first_index, text=track, invert=invert, threshold=threshold,
                        resize=resize_mask, dilate=dilate, image_name=f"the frames of {src}")
 
-        write = _Transcode(av, inpainter, inp_c, vin, masks, dst, mask, codec, crf, progress, stats,
-                           propagator)
+        write = _Transcode(av, inpainter, inp_c, vin, masks, dst, mask, (codec, crf, preset),
+                           progress, stats, propagator)
         try:
             atomic_write(dst, write, overwrite=overwrite, suffix=dst.suffix or ".mp4")
         except FileExistsError:
@@ -200,13 +210,18 @@ class _Transcode:
     in :meth:`Inpainter.stream`'s reader thread, filled, encoded in order; audio packets copied
     as they come."""
 
-    def __init__(self, av, inpainter, inp_c, vin, masks, dst, mask, codec, crf, progress, stats,
+    def __init__(self, av, inpainter, inp_c, vin, masks, dst, mask, encoder, progress, stats,
                  propagator=None):
         self.av, self.inpainter, self.inp_c, self.vin, self.masks = av, inpainter, inp_c, vin, masks
-        self.dst, self.mask, self.codec, self.crf, self.progress = dst, mask, codec, crf, progress
+        self.dst, self.mask, self.encoder, self.progress = dst, mask, encoder, progress
         self.stats = stats
         self.propagator = propagator  # (propagate.Propagator: runs in the reader thread)
         self.pending_audio: collections.deque = collections.deque()
+        # frame number -> (decoded YUV frame, its hole) while the frame is in the pipeline: the
+        # result is written into the decoded planes over the hole only (_YUV_PATH)
+        self.decoded: dict[int, tuple] = {}
+        self.yuv = None  # the output's pixel format when it takes that path
+        self._where = None  # _HoleBox of the last hole
 
     def __call__(self, tmp: str) -> None:
         av, stats = self.av, self.stats
@@ -215,8 +230,9 @@ class _Transcode:
         except (av.error.FFmpegError, ValueError) as e:
             raise InputError(f"{self.dst}: cannot write this container ({e})") from None
         with out_c:
-            vout = _add_video_stream(av, out_c, self.vin, self.codec, self.crf)
+            vout = _add_video_stream(av, out_c, self.vin, *self.encoder)
             stats.codec = vout.codec_context.name
+            self.yuv = vout.pix_fmt if vout.pix_fmt in _YUV_PATH else None
             audio = []
             for a in self.inp_c.streams.audio:
                 try:
@@ -229,7 +245,7 @@ class _Transcode:
         _check_mask_numbers(self.masks, stats, self.mask)  # before the output is committed
 
     def frames(self, streams):  # runs in the stream's reader thread
-        items = self.masks.attach(self._decoded(streams))
+        items = self._holes(self.masks.attach(self._decoded(streams)))
         yield from (self.propagator.run(items) if self.propagator is not None else items)
 
     def _decoded(self, streams):
@@ -240,9 +256,31 @@ class _Transcode:
                     self.pending_audio.append(packet)
                 continue
             for frame in packet.decode():
+                if self.yuv and frame.format.name == self.yuv:
+                    self.decoded[i] = frame
                 # the frame's timing travels with it through the model
                 yield (frame.pts, frame.time_base, i), frame.to_ndarray(format="rgb24")
                 i += 1
+
+    def _holes(self, items):
+        """Each kept decoded frame paired with its hole (before propagation shrinks it)."""
+        for tag, (rgb, hole) in items:
+            frame = self.decoded.get(tag[-1])
+            if frame is not None:
+                self.decoded[tag[-1]] = (frame, hole)
+            yield tag, (rgb, hole)
+
+    def _output_frame(self, i: int, result: np.ndarray):
+        """The frame to encode: the decoded one with the result written over its hole (the
+        rest keeps the decoder's exact samples, and only the hole's box is converted), or,
+        where the formats differ, the result converted whole."""
+        kept = self.decoded.pop(i, None)
+        if kept is not None and isinstance(kept, tuple):
+            frame, hole = kept
+            if self._where is None or self._where.hole is not hole:
+                self._where = _HoleBox(hole)
+            return _over_hole(self.av, frame, self._where, result)
+        return self.av.VideoFrame.from_ndarray(result, format="rgb24")
 
     def mux_audio(self, out_c):
         while self.pending_audio:
@@ -259,7 +297,7 @@ class _Transcode:
         try:
             for (pts, tb, i), result in self.inpainter.stream(self.frames(streams), carry=True,
                                                                tagged=True):
-                vf = self.av.VideoFrame.from_ndarray(result, format="rgb24")
+                vf = self._output_frame(i, result)
                 if pts is not None:
                     vf.pts, vf.time_base = pts, tb
                 else:
@@ -274,6 +312,63 @@ class _Transcode:
             self.mux_audio(out_c)
         finally:
             bar.close()
+
+
+# 4:2:0 formats whose decoded planes take the result over the hole (else: RGB whole).
+_YUV_PATH = ("yuv420p", "yuvj420p")
+
+
+def _planes(frame) -> list[np.ndarray]:
+    """Writable views of a 4:2:0 frame's three planes (without their line padding)."""
+    w, h = frame.width, frame.height
+    sizes = [(h, w), ((h + 1) // 2, (w + 1) // 2), ((h + 1) // 2, (w + 1) // 2)]
+    return [np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:ph, :pw]
+            for p, (ph, pw) in zip(frame.planes, sizes)]
+
+
+class _HoleBox:
+    """A hole's box in a frame, even-aligned for 4:2:0 chroma, with the hole inside it in luma
+    and in chroma (the 2x2 blocks that touch it): found once for the frames that share a mask."""
+
+    __slots__ = ("hole", "box", "luma", "chroma", "empty")
+
+    def __init__(self, hole):
+        self.hole = hole
+        m = np.asarray(hole) != 0
+        h, w = m.shape
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        self.box = None
+        if rows.size and h % 2 == 0 and w % 2 == 0:
+            y0, y1 = rows[0] & ~1, min(h, (rows[-1] + 2) & ~1)
+            x0, x1 = cols[0] & ~1, min(w, (cols[-1] + 2) & ~1)
+            self.box = (int(y0), int(x0), int(y1), int(x1))
+            self.luma = m[y0:y1, x0:x1]
+            self.chroma = self.luma.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2).any(axis=(1, 3))
+        self.empty = not rows.size
+
+
+def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray):
+    """``frame`` (8-bit 4:2:0) with ``result`` (RGB) written over the hole (``where``): luma on
+    the hole's pixels, chroma on the 2x2 blocks that touch it, the box converted by the same
+    swscale path a whole frame would take; every other sample is the decoded one. (A copy:
+    the decoder may still reference the decoded frame's buffers.)"""
+    if where.box is None and not where.empty:  # (odd sizes: the whole frame converted)
+        return av.VideoFrame.from_ndarray(result, format="rgb24")
+    out = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    out.colorspace, out.color_range = frame.colorspace, frame.color_range
+    dst = _planes(out)
+    for d, src in zip(dst, _planes(frame)):
+        d[...] = src
+    if where.box is not None:
+        y0, x0, y1, x1 = where.box
+        box = av.VideoFrame.from_ndarray(np.ascontiguousarray(result[y0:y1, x0:x1]),
+                                         format="rgb24")
+        box.colorspace, box.color_range = frame.colorspace, frame.color_range
+        conv = _planes(box.reformat(format=frame.format.name))
+        dst[0][y0:y1, x0:x1][where.luma] = conv[0][where.luma]
+        for d, c in zip(dst[1:], conv[1:]):
+            d[y0 // 2:y1 // 2, x0 // 2:x1 // 2][where.chroma] = c[where.chroma]
+    return out
 
 
 class NoMaskedFrames(InputError):
@@ -320,7 +415,7 @@ def _container_format(av, dst: Path, inp_c) -> str | None:
     return inp_c.format.name.split(",")[0]
 
 
-def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None):
+def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset: str | None):
     cc = vin.codec_context
     rate = vin.average_rate or vin.guessed_rate or vin.base_rate or 25
     names = [codec] if codec else [cc.name, _ENCODER_FOR.get(cc.name)]
@@ -335,20 +430,43 @@ def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None):
     if vout is None:
         raise InputError(f"no encoder for codec {names[0]!r} ({last}); pick one with --codec")
     vout.width, vout.height = cc.width, cc.height
+    # frame and slice threads, as the ffmpeg program sets them: PyAV's default (slices only)
+    # makes libx264 about 30 % slower at 1080p on 2 cores
+    vout.codec_context.thread_type = "AUTO"
     formats = [f.name for f in (vout.codec_context.codec.video_formats or [])]
     pix = cc.pix_fmt or "yuv420p"
     vout.pix_fmt = pix if (not formats or pix in formats) else (
         "yuv420p" if "yuv420p" in formats else formats[0])
     if vin.time_base is not None:
         vout.time_base = vin.time_base
-    opts = {}
-    if crf is not None:
-        opts["crf"] = str(crf)
+    opts = _encoder_options(vout.codec_context.name, crf, preset)
     if crf is None and vin.bit_rate and vout.codec_context.name not in ("ffv1", "png", "rawvideo"):
         vout.bit_rate = vin.bit_rate  # keep about the input's quality for bit-rate codecs
     if opts:
         vout.options = opts
     return vout
+
+
+def _encoder_options(name: str, crf: int | None, preset: str | None) -> dict:
+    """The encoder's private options for ``crf`` and ``preset``; an encoder that has no such
+    option would drop it without a word (FFmpeg keeps unknown options aside): refused."""
+    opts = {}
+    if crf is not None:
+        top = _CRF_RANGE.get(name)
+        if top is None:
+            raise InputError(f"--crf: encoder {name} takes no CRF (x264, x265, VP8/9 and AV1 "
+                             f"do); pick one with --codec")
+        if crf > top:
+            raise InputError(f"--crf {crf}: {name} takes 0..{top}")
+        opts["crf"] = str(crf)
+    if preset is not None:
+        if name not in ("libx264", "libx265"):
+            raise InputError(f"--preset: encoder {name} has no x264/x265 presets; pick libx264 "
+                             f"or libx265 with --codec")
+        if preset not in PRESETS:
+            raise InputError(f"--preset {preset!r}: one of {', '.join(PRESETS)}")
+        opts["preset"] = preset
+    return opts
 
 
 __all__ = ["inpaint_video", "VideoStats", "NoMaskedFrames"]
