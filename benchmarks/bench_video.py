@@ -11,7 +11,8 @@ Clips: a camera over a scene made of the bundled example photos (upscaled), stat
 1080p, top right, white box and text at 75 %) or a subtitle band (1320x100 at the bottom, outlined
 white text that changes every 40 frames); the mask (and delogo's rectangle) is the logo's box or
 the band. Every method writes H.264 with the same encoder settings (libx264, --preset, --crf,
-yuv420p) and is timed from opening the input to closing the output (fastfill through its API in
+yuv420p) and is timed from opening the input to closing the output, in --repeat rounds with the
+methods' order rotated (the median is reported) (fastfill through its API in
 this process; ffmpeg as its own process). Hole PSNR: over the hole pixels of every frame against
 the clean frames. Flicker: the mean change of the hole from frame to frame beyond the clean
 frames' own change (0 = moves exactly as the scene does).
@@ -192,6 +193,22 @@ def score(out, scene, size, camera, hole, n):
     return 10 * np.log10(255 ** 2 / max(se / count, 1e-12)), float(np.mean(flick))
 
 
+def time_methods(methods, src, mask, size, hole, enc, tmp: Path, repeat: int) -> dict:
+    """Each method's seconds over ``repeat`` rounds, the methods' order rotated every round
+    (the machine's load drifts): {name: ([seconds, ...], propagated share or None)}; each
+    method's output is left in ``tmp/<name>.mp4``."""
+    names = list(methods)
+    times = {n: ([], None) for n in names}
+    for r in range(repeat):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            where = hole_box(size, hole) if name == "ffmpeg delogo" else mask
+            share = methods[name](src, tmp / f"{name}.mp4", where, enc)
+            times[name][0].append(time.perf_counter() - t0)
+            times[name] = (times[name][0], share)
+    return times
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="720,1080", help="frame heights (16:9)")
@@ -199,6 +216,8 @@ def main(argv=None):
     ap.add_argument("--cases", default="logo-static,logo-pan,subtitle-static,subtitle-pan")
     ap.add_argument("--preset", default="medium")
     ap.add_argument("--crf", type=int, default=23)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds per clip, methods rotated; frames/s is the median")
     ap.add_argument("--sheet", default=None, metavar="PNG",
                     help="write the middle frame of the largest logo pan, each method, as a sheet")
     args = ap.parse_args(argv)
@@ -231,14 +250,11 @@ def main(argv=None):
                 sheet = ([("input (frame %d)" % mid, crop_of(src, size, hole, mid))]
                          if args.sheet and case == "logo-pan" and height == max(
                              int(v) for v in args.sizes.split(",")) else None)
-                for name, fn in methods.items():
-                    dst = Path(tmp) / "out.mp4"
-                    t0 = time.perf_counter()
-                    if name == "ffmpeg delogo":
-                        share = fn(src, dst, hole_box(size, hole), enc)
-                    else:
-                        share = fn(src, dst, mask, enc)
-                    fps = args.frames / (time.perf_counter() - t0)
+                times = time_methods(methods, src, mask, size, hole, enc, Path(tmp), args.repeat)
+                for name in methods:
+                    dst = Path(tmp) / f"{name}.mp4"
+                    fps = args.frames / float(np.median(times[name][0]))
+                    share = times[name][1]
                     psnr, flicker = score(dst, scene, size, camera, hole, args.frames)
                     if sheet is not None:
                         sheet.append((name, crop_of(dst, size, hole, mid)))

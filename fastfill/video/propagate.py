@@ -64,7 +64,7 @@ class PropagateOptions:
     # window long ago still reaches the hole through them, and the fill stays put
     reuse: bool = True
     sharp: bool = True  # bicubic where its footprint is known, bilinear at the hole's rims
-    refine: int = 2  # local translation refinements of each source on the ring (0 = none)
+    refine: int = 1  # local translation refinements of each source on the ring (0 = none)
     motion: mo.MotionOptions = field(default_factory=mo.MotionOptions)
 
     def __post_init__(self):
