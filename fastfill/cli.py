@@ -144,6 +144,19 @@ def _method_option(f):
                         help=f"No model: a classical fill ({methods}).")(f)
 
 
+def _batch_options(jobs_help: str, refused: str):
+    """-j/--jobs, -q/--quiet and --max-pixels, for the commands that walk a folder of images."""
+    def add(f):
+        f = click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=None,
+                         metavar="N", help=f"Refuse {refused} over N pixels, from their header "
+                                           f"[default: 50000000].")(f)
+        f = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")(f)
+        return click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS),
+                            default=min(4, os.cpu_count() or 1), show_default=True,
+                            help=jobs_help)(f)
+    return add
+
+
 def _text_options(every: bool = False, what: str = "Fill the text found in each image or frame, "
                   "united with the mask when one is given, then --dilate"):
     """--text / --text-region / --text-keep-unread (and, for video, --text-every): masks that
@@ -264,11 +277,7 @@ def _check_ray_flags(with_ray) -> None:
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS), default=min(4, os.cpu_count() or 1),
-              show_default=True, help="Decode/encode threads.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=None, metavar="N",
-              help="Refuse images (and masks) over N pixels, from their header [default: 50000000].")
+@_batch_options("Decode/encode threads.", "images (and masks)")
 @_method_option
 @_ray_options
 def run(images, masks, output, engine_path, backend, device, threads, batch_size, no_roi, invert,
@@ -387,11 +396,7 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
 @click.option("--dilate", type=click.IntRange(min=0), default=0, metavar="PX",
               help="Grow every hole by PX pixels.")
 @click.option("--overwrite", is_flag=True, help="Replace existing masks.")
-@click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS), default=min(4, os.cpu_count() or 1),
-              show_default=True, help="Images at a time.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=None, metavar="N",
-              help="Refuse images over N pixels, from their header [default: 50000000].")
+@_batch_options("Images at a time.", "images")
 def mask_cmd(images, output, text, text_region, text_keep_unread, dilate, overwrite, jobs, quiet,
              max_pixels):
     """Write the masks that --text finds in IMAGES: one PNG per image, white = hole.
