@@ -48,6 +48,7 @@ import numpy as np
 from . import ops, pipeline
 from .errors import EngineError, FastfillError, InputError
 from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
+from .roi import bounding_box
 
 __all__ = ["Inpainter", "Checked", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION",
            "engine_line", "model_name"]
@@ -362,13 +363,10 @@ class HarmonicHold:
 
     def _hold(self, pair, out: np.ndarray) -> None:
         image, hole = pair
-        rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
-        if rows.size == 0:
+        box = bounding_box(hole, pad=1)
+        if box is None:
             self.held = None
             return
-        hh, ww = hole.shape
-        box = (max(0, rows[0] - 1), max(0, cols[0] - 1), min(hh, rows[-1] + 2),
-               min(ww, cols[-1] + 2))
         y0, x0, y1, x1 = box
         sub = hole[y0:y1, x0:x1]
         grown = sub.copy()  # the 4-neighbours of the hole: the border the solve reads

@@ -35,6 +35,17 @@ class Job:
 
 # -- ROI windows --------------------------------------------------------------------------------
 
+def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[int, int, int, int] | None:
+    """(y0, x0, y1, x1), end exclusive, of the nonzero pixels of a 2-D ``mask``, grown by ``pad``
+    and clipped to it; None when it has none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    h, w = mask.shape
+    return (max(0, int(rows[0]) - pad), max(0, int(cols[0]) - pad),
+            min(h, int(rows[-1]) + 1 + pad), min(w, int(cols[-1]) + 1 + pad))
+
+
 def hole_regions(mask: np.ndarray, cell: int = ROI_CELL) -> list[tuple[int, int, int, int]]:
     """Bounding boxes (y0, x0, y1, x1; end exclusive) of the 8-connected hole regions of ``mask``.
 

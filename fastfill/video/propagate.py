@@ -44,7 +44,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..roi import hole_regions
+from ..roi import bounding_box, hole_regions
 from . import motion as mo
 
 MAX_WINDOW = 30
@@ -308,13 +308,10 @@ def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sou
 def _near(take: np.ndarray, ring: np.ndarray, pad: int, min_ring: int) -> tuple[int, ...]:
     """The rectangle (y0, x0, y1, x1) of ``take`` grown by ``pad``, or the whole box when that
     holds fewer than ``min_ring`` ring pixels to check the source by."""
-    rows, cols = np.flatnonzero(take.any(axis=1)), np.flatnonzero(take.any(axis=0))
-    h, w = take.shape
-    y0, y1 = max(0, rows[0] - pad), min(h, rows[-1] + 1 + pad)
-    x0, x1 = max(0, cols[0] - pad), min(w, cols[-1] + 1 + pad)
+    y0, x0, y1, x1 = bounding_box(take, pad)
     if np.count_nonzero(ring[y0:y1, x0:x1]) < min_ring:
-        return 0, 0, h, w
-    return int(y0), int(x0), int(y1), int(x1)
+        return 0, 0, take.shape[0], take.shape[1]
+    return y0, x0, y1, x1
 
 
 def _take_from(cv2, src: "_Source", m: np.ndarray, cur: np.ndarray, gray: np.ndarray,
@@ -393,10 +390,10 @@ def _sharpen(cv2, warped: np.ndarray, src: "_Source", m: np.ndarray, size, take,
     bilinear: only the rectangle around ``take`` is sampled."""
     inner = cv2.erode(valid.view(np.uint8), np.ones((3, 3), np.uint8),
                       borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool) & take
-    rows, cols = np.flatnonzero(inner.any(axis=1)), np.flatnonzero(inner.any(axis=0))
-    if rows.size == 0:
+    found = bounding_box(inner)
+    if found is None:
         return
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    y0, x0, y1, x1 = found
     sub = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ m
     cubic = _warp(cv2, src.rgb, sub, (int(x1 - x0), int(y1 - y0)), cv2.BORDER_REPLICATE,
                   cv2.INTER_CUBIC)

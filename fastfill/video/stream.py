@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import FastfillError, InputError
 from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
+from ..roi import bounding_box
 
 # Encoders that take --crf, and its range in each; --preset is x264's and x265's alone.
 _CRF_RANGE = {"libx264": 51, "libx265": 51, "libvpx": 63, "libvpx-vp9": 63, "libaom-av1": 63,
@@ -336,15 +337,15 @@ class _HoleBox:
         self.hole = hole
         m = np.asarray(hole) != 0
         h, w = m.shape
-        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        found = bounding_box(m)
         self.box = None
-        if rows.size and h % 2 == 0 and w % 2 == 0:
-            y0, y1 = rows[0] & ~1, min(h, (rows[-1] + 2) & ~1)
-            x0, x1 = cols[0] & ~1, min(w, (cols[-1] + 2) & ~1)
-            self.box = (int(y0), int(x0), int(y1), int(x1))
+        if found is not None and h % 2 == 0 and w % 2 == 0:
+            y0, x0, y1, x1 = found
+            y0, x0, y1, x1 = y0 & ~1, x0 & ~1, min(h, (y1 + 1) & ~1), min(w, (x1 + 1) & ~1)
+            self.box = (y0, x0, y1, x1)
             self.luma = m[y0:y1, x0:x1]
             self.chroma = self.luma.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2).any(axis=(1, 3))
-        self.empty = not rows.size
+        self.empty = found is None
 
 
 def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray):
