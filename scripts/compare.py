@@ -104,7 +104,7 @@ def run_setting(cfg, args, notes):
         outs[PATCH] = timed(PATCH, ops.fill, images, u8, "patch")
     else:
         skip(PATCH, "this fastfill build has no 'patch' fill (ops.FILLS = " + ", ".join(ops.FILLS) + ")")
-    for name, fn in ANCHORS.items():
+    for name, fn in ANCHORS.items() if args.anchors else ():
         try:
             outs[name] = timed(name, fn, images, masks)
         except (ImportError, OSError, RuntimeError) as e:  # not installed, or its library did not load
@@ -143,10 +143,10 @@ def figure(images, masks, outs, path, n=6, extra=()):
     return ["ground truth", "masked"] + keys
 
 
-def sheet(images, masks, outs, path, n=4, scale=None):
-    """truth | masked | each SHEET fill present, `n` crops (evenly spaced), a labelled header;
-    tiles scaled (nearest) to about 256 px."""
-    keys = [k for k in SHEET if k in outs]
+def sheet(images, masks, outs, path, n=4, scale=None, extra=()):
+    """truth | masked | each SHEET fill present, then the ``extra`` rows (the --model names), `n`
+    crops (evenly spaced), a labelled header; tiles scaled (nearest) to about 256 px."""
+    keys = [k for k in (*SHEET, *extra) if k in outs]
     scale = scale or max(1, 256 // images.shape[1])
     labels = ["truth", "masked"] + keys
     idx = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).astype(int))
@@ -187,6 +187,9 @@ def main():
     ap.add_argument("--settings", default="ABCDE", help="letters from " + "".join(SETTINGS))
     ap.add_argument("--markdown", help="write the tables to this file")
     ap.add_argument("--figure", help="write the figure (the first setting) to this PNG")
+    ap.add_argument("--anchors", action=argparse.BooleanOptionalAction, default=True,
+                    help="measure the patch tools (shift-map, Resynthesizer, PatchMatch); they take "
+                         "most of the time")
     ap.add_argument("--sheet-dir", help="write a picture sheet per setting, DIR/sheet_<setting>.png")
     args = ap.parse_args()
     if unknown := set(args.settings) - set(SETTINGS):
@@ -217,7 +220,7 @@ def main():
             extra += [f"Figure `{args.figure}`: {' | '.join(cols)}.", ""]
         if args.sheet_dir:
             path = Path(args.sheet_dir) / f"sheet_{key}.png"
-            cols = sheet(images, masks, outs, path)
+            cols = sheet(images, masks, outs, path, extra=[m.split("=", 1)[0] for m in args.model])
             extra += [f"Sheet `{path}`: {' | '.join(cols)}.", ""]
         lines += extra
         print("\n".join(lines[-(len(table) + 4 + len(extra)):]), flush=True)

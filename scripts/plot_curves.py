@@ -1,5 +1,6 @@
-"""Validation curves of training runs: hole PSNR of the net minus that of its own prefill, and the
-training loss of the net over the prefill's on the same batches (residual runs log both).
+"""Validation curves of training runs: hole PSNR of the net minus that of its own prefill, its
+texture distance over the prefill's (runs that log it), and the training loss of the net over the
+prefill's on the same batches (residual runs log both).
 
     python scripts/plot_curves.py runs/A-lr3e-4 runs/B-lr1e-3-ema runs/final -o docs/curves.png
 """
@@ -10,17 +11,26 @@ from pathlib import Path
 
 
 def read(run: Path):
-    val, ratio, buf = [], [], []
+    """(PSNR gains, texture ratios, loss ratios): lists of (step, value) of one run's log."""
+    val, texture, ratio, buf = [], [], [], []
     for line in open(run / "log.jsonl"):
         d = json.loads(line)
         if "val" in d:
-            val.append((d["step"], d["val"]["model"]["psnr_hole"] - d["val"]["prefill"]["psnr_hole"]))
+            model, pre = d["val"]["model"], d["val"]["prefill"]
+            val.append((d["step"], model["psnr_hole"] - pre["psnr_hole"]))
+            if "texture" in model:
+                texture.append((d["step"], model["texture"] / pre["texture"]))
         elif "prefill_rec" in d:
             buf.append((d["step"], d["g_rec"], d["prefill_rec"]))
             if len(buf) == 250:  # one point per 250 steps: sum of losses over sum of prefill losses
                 ratio.append((buf[0][0], sum(b[1] for b in buf) / sum(b[2] for b in buf)))
                 buf = []
-    return val, ratio
+    return val, texture, ratio
+
+
+PANELS = (("hole PSNR: net − its prefill (dB)", "held-out crops (data/val)", 0),
+          ("texture distance: net / its prefill", "held-out crops (data/val)", 1),
+          ("training loss / prefill's loss", "same training batches", 1))
 
 
 def main():
@@ -33,20 +43,16 @@ def main():
     import matplotlib.pyplot as plt
 
     curves = {run: read(run) for run in args.runs}
-    with_ratio = any(ratio for _, ratio in curves.values())  # (CE runs log no prefill loss)
-    fig, axes = plt.subplots(1, 2 if with_ratio else 1, figsize=(11 if with_ratio else 6, 3.8), squeeze=False)
-    a = axes[0][0]
-    for run, (val, ratio) in curves.items():
-        if val:
-            a.plot(*zip(*val), marker=".", label=run.name)
-        if ratio:
-            axes[0][1].plot(*zip(*ratio), marker=".", label=run.name)
-    a.axhline(0, color="k", lw=0.8)
-    a.set(xlabel="step", ylabel="hole PSNR: net − its prefill (dB)", title="held-out crops (data/val)")
-    if with_ratio:
-        b = axes[0][1]
-        b.axhline(1, color="k", lw=0.8)
-        b.set(xlabel="step", ylabel="training loss / prefill's loss", title="same training batches")
+    # the panels some run has data for (CE runs log no prefill loss, older runs no texture)
+    shown = [i for i in range(len(PANELS)) if any(c[i] for c in curves.values())]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 3.8), squeeze=False)
+    for ax, i in zip(axes[0], shown):
+        for run, c in curves.items():
+            if c[i]:
+                ax.plot(*zip(*c[i]), marker=".", label=run.name)
+        ylabel, title, ref = PANELS[i]
+        ax.axhline(ref, color="k", lw=0.8)
+        ax.set(xlabel="step", ylabel=ylabel, title=title)
     for ax in axes[0]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -120,6 +120,7 @@ def test_validation_keeps_the_best_checkpoint(photos, tmp_path):
     assert [v["step"] for v in vals] == [0, 3, 6]
     # step 0: the untrained residual net is its prefill
     assert vals[0]["val"]["model"] == vals[0]["val"]["prefill"]
+    assert set(vals[0]["val"]["model"]) == {"psnr_hole", "ssim_hole", "l1_hole", "texture"}
     best = max(vals, key=lambda v: v["val"]["model"]["psnr_hole"])
     assert r["best"]["step"] == best["step"]
     net, meta = load_checkpoint(tmp_path / "best.safetensors")

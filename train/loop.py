@@ -337,7 +337,8 @@ class _Run:
             self.best = b
 
     def validate(self, step: int) -> dict:
-        """Hole PSNR of the model and of its prefill alone on the held-out crops."""
+        """Hole PSNR, SSIM, L1 and texture distance of the model and of its prefill alone on the
+        held-out crops."""
         from .evaluate import metrics
         images, masks = self.val_set
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(self.dev)
@@ -354,7 +355,8 @@ class _Run:
         for name, t in (("model", full), ("prefill", pre)):
             u8 = (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             per = [metrics(np.where(mk[..., None], o, im), im, mk) for o, im, mk in zip(u8, images, masks)]
-            res[name] = {k: float(np.mean([p[k] for p in per])) for k in ("psnr_hole", "ssim_hole", "l1_hole")}
+            res[name] = {k: float(np.mean([p[k] for p in per]))
+                         for k in ("psnr_hole", "ssim_hole", "l1_hole", "texture")}
         return res
 
     def write_samples(self, step: int) -> None:
