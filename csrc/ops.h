@@ -59,6 +59,9 @@ struct PatchParams {
   int64_t radius = 96;  // search box: each component's bounding box grown by this, in pixels
   int64_t thin = 2;     // components at most this thick (4-connected erosions) keep the start
   int64_t blend = 10;   // radius of the low-pass taken from the harmonic fill (0 = none)
+  int64_t detail = 100;  // percent of the way from the start to the patch result
+  int64_t texture = 200;       // weight (percent) of the textureness channel in the patch distance
+  int64_t texture_radius = 2;  // its window radius, pixels
   uint64_t seed = 0;
 };
 

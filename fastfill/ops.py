@@ -161,7 +161,10 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     nearest-neighbour fields (propagation and random search) inside an EM loop with weighted
     patch voting, coarse to fine, started from the harmonic fill; with ``blend`` > 0 (default 10)
     the result's low frequencies (below a three-box-blur low-pass of that radius) are the harmonic
-    fill's, so copied texture takes the hole's shading. Deterministic: the same input
+    fill's, so copied texture takes the hole's shading. The patch distance also compares a
+    textureness channel (the mean absolute difference of neighbouring known pixels within
+    ``texture_radius``, carried into the hole from its border; weight ``texture`` percent), so a
+    hole in a textured region is not matched to smooth sources. Deterministic: the same input
     and ``seed`` give the same bytes on any thread count, and a window holding each hole's search
     box gives the same bytes as the whole image. A component with no hole-free patch in its box,
     or no thicker than ``thin`` (4-connected erosions it survives), keeps the harmonic fill.
@@ -185,7 +188,10 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             0 = as the hole's size calls for), ``iterations`` (EM rounds: 1 + iterations x l at
             level l, 0 = finest), ``passes``
             (PatchMatch passes per round), ``radius`` (search box margin, px), ``thin``,
-            ``blend`` (low-pass radius, px; 0 = the pure patch result), ``seed``.
+            ``blend`` (low-pass radius, px; 0 = the pure patch result), ``detail`` (percent of
+            the way from the harmonic fill to the patch result, 0-100), ``texture`` (weight of
+            the textureness channel, percent; 0 = colours only), ``texture_radius`` (px),
+            ``seed``.
 
     Returns:
         uint8 array of the image's (or window's) shape; pixels outside the hole are the input's.

@@ -5,7 +5,12 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
 
 1. Its box: the component's bounding box grown by ``radius``, clipped to the image. Values are
    integers, 4 steps per uint8 level; hole pixels start from ``start`` (the harmonic fill).
-2. A pyramid of the box: a coarser cell is the rounded mean of its known children (of all of them
+   A fourth channel says how textured each place is (``texture`` > 0): the mean absolute
+   difference of the grey (the sum of the colours) between 4-neighbouring known pixels within
+   ``texture_radius``, times ``texture`` / 300; where no known pair is that near (deep in the
+   hole), the rounded mean of the 4-neighbours that have a value, ring by ring inwards. It counts
+   in every patch distance; votes copy the colours only.
+2. A pyramid of the box (all four channels): a coarser cell is the rounded mean of its known children (of all of them
    when none is known) and is hole only when all its children are (the component's when it is
    hole and a child is the component's), down to where the component spans about two patches
    (at most ``levels``).
@@ -30,6 +35,8 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    the mean, over the component's pixels near it (three box blurs of radius ``blend`` each way of
    the differences and of the mask, divided), of how far the result is from the start, so the
    patches bring the detail and the harmonic fill the shading, in thin parts of a hole too.
+6. With ``detail`` < 100, each pixel of the component goes only that percentage of the way from
+   the start to the result (rounded half up).
 
 Random numbers are splitmix64 hashes of (seed, pass, position in the box, draw), so nothing
 depends on the thread count or on the window around the box.
@@ -59,7 +66,7 @@ def _draw(seed, pass_id, pos, k):
 
 class _Level:
     def __init__(self, v, hole, mine):
-        self.v, self.hole, self.mine = v, hole, mine  # v: int64 [3, h, w]
+        self.v, self.hole, self.mine = v, hole, mine  # v: int64 [4, h, w]: colours, textureness
         self.h, self.w = hole.shape
 
 
@@ -102,9 +109,9 @@ def _down(F):
 
 
 def _ssd(L, t, s, r):
-    flat = L.v.reshape(3, -1)
+    flat = L.v.reshape(4, -1)
     acc = np.zeros(np.shape(t), np.int64)
-    for ch in range(3):
+    for ch in range(4):
         for dy in range(-r, r + 1):
             for dx in range(-r, r + 1):
                 o = dy * L.w + dx
@@ -157,7 +164,7 @@ def _vote(L, patch, best=False):
     r, h, w = patch // 2, L.h, L.w
     kinv = 1.0 / (float(patch * patch * 3) * float(SCALE * SCALE) * SIGMA2)
     weight = 1.0 / (1.0 + L.dist.astype(np.float64) * kinv)
-    flat = L.v.reshape(3, -1)
+    flat = L.v.reshape(4, -1)
     pix = np.flatnonzero(L.mine.ravel())
     y, x = pix // w, pix % w
     acc = np.zeros((3, pix.size))
@@ -175,7 +182,7 @@ def _vote(L, patch, best=False):
                 d = np.where(ok, L.dist[np.maximum(tk, 0)], bd)
                 win = ok & (d < bd)
                 bd = np.where(win, d, bd)
-                acc[:, win] = flat[:, s[win]].astype(np.float64)
+                acc[:, win] = flat[:3, s[win]].astype(np.float64)
                 ws[win] = 1.0
                 continue
             for ch in range(3):
@@ -183,12 +190,12 @@ def _vote(L, patch, best=False):
             ws = np.where(ok, ws + wt, ws)
     done = ws > 0
     q = np.clip(np.rint(acc[:, done] / ws[done]), 0, VMAX).astype(np.int64)
-    flat[:, pix[done]] = q
+    flat[:3, pix[done]] = q
 
 
 def _up(C, F, seed, level):
     fy, fx = np.nonzero(F.mine)
-    F.v[:, fy, fx] = C.v[:, fy // 2, fx // 2]
+    F.v[:3, fy, fx] = C.v[:3, fy // 2, fx // 2]
     t = F.targets
     y, x = t // F.w, t % F.w
     ck = C.tid[(y // 2) * C.w + x // 2]
@@ -254,6 +261,7 @@ def _blend(v, v0, mine, r):
     """The component's low frequencies from the start: v less the mean over the component's pixels
     near each (three box blurs of radius r each way, of v - v0 there and of the mask, divided;
     one rounding half up)."""
+    v, v0 = v[:3], v0[:3]
     d = np.concatenate([np.where(mine[None], v - v0, 0), mine[None]]).astype(np.int64)
     for axis in (2, 2, 2, 1, 1, 1):
         d = _box(d, r, axis)
@@ -262,8 +270,36 @@ def _blend(v, v0, mine, r):
     return np.where(mine[None], np.clip(v - low, 0, VMAX), v)
 
 
+def _texture(v, hole, weight, r):
+    """The textureness channel of a box (int64 [h, w]): the mean absolute difference of the grey
+    (sum of colours) between 4-neighbouring known pixels within r, times weight / 300, at most
+    VMAX; where no known pair is within r, the rounded mean of the 4-neighbours that have a
+    value, ring by ring inwards (Jacobi)."""
+    g = v.sum(0)
+    known = ~hole
+    a = np.zeros(g.shape, np.int64)
+    c = np.zeros(g.shape, np.int64)
+    ok = known[:, :-1] & known[:, 1:]
+    a[:, :-1] += np.where(ok, np.abs(g[:, 1:] - g[:, :-1]), 0)
+    c[:, :-1] += ok
+    ok = known[:-1] & known[1:]
+    a[:-1] += np.where(ok, np.abs(g[1:] - g[:-1]), 0)
+    c[:-1] += ok
+    a, c = _box(_box(a, r, 1), r, 0), _box(_box(c, r, 1), r, 0)
+    t = np.where(c > 0, np.minimum(VMAX, (a * weight + 150 * c) // (300 * np.maximum(c, 1))), -1)
+    while True:
+        p = np.pad(t, 1, constant_values=-1)
+        nb = np.stack([p[1:-1, :-2], p[1:-1, 2:], p[:-2, 1:-1], p[2:, 1:-1]])
+        cnt = (nb >= 0).sum(0)
+        grow = (t < 0) & (cnt > 0)
+        if not grow.any():
+            return np.maximum(t, 0)
+        s = np.where(nb >= 0, nb, 0).sum(0)
+        t = np.where(grow, (s + cnt // 2) // np.maximum(cnt, 1), t)
+
+
 def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
-                    thin=2, blend=10, seed=0) -> np.ndarray:
+                    thin=2, blend=10, detail=100, texture=200, texture_radius=2, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
     ``ops.prepare(..., fill="harmonic")`` returns it); uint8 [H, W, 3]."""
@@ -287,15 +323,20 @@ def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, pass
         by1, bx1 = min(H, y1 + radius), min(W, x1 + radius)
         box = (slice(by0, by1), slice(bx0, bx1))
         v0 = np.ascontiguousarray(vals[box].transpose(2, 0, 1))
+        tex = _texture(v0, hole[box], texture, texture_radius) if texture > 0 else np.zeros_like(v0[0])
+        v0 = np.concatenate([v0, tex[None]])
         v = _complete(v0.copy(), hole[box], comp[box], max(y1 - y0, x1 - x0), patch, levels,
                       iterations, passes, seed)
         if v is None:
             continue
         if blend > 0:
             v = _blend(v, v0, comp[box], blend)
+        if detail != 100:  # damped towards the start, rounded half up
+            v = np.where(comp[box][None], np.clip(v0[:3] + (2 * (v[:3] - v0[:3]) * detail + 100) // 200, 0, VMAX),
+                         v[:3])
         part = result[box]
         m = comp[box]
-        part[m] = v.transpose(1, 2, 0)[m].astype(np.float32) / np.float32(VMAX)
+        part[m] = v[:3].transpose(1, 2, 0)[m].astype(np.float32) / np.float32(VMAX)
     p = result * np.float32(255)
     out = np.where(p > 0, np.where(p >= 255, 255, np.rint(p)), 0).astype(np.uint8)
     return np.where(hole[..., None], out, image)
