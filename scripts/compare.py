@@ -111,8 +111,7 @@ def run_setting(cfg, args, notes):
             skip(name, f"{type(e).__name__}: {e} (pip install 'fastfill[anchors]')")
     if cfg["ce"] and args.ce:
         outs["Context Encoder"] = timed("Context Encoder", model_fill, args.ce, images, masks)[0]
-    for spec in args.model:  # more models, each a row: NAME=PATH
-        name, path = spec.split("=", 1)
+    for name, path in args.model:  # more models, each a row
         outs[name] = timed(name, model_fill, path, images, masks)[0]
     if glcic is not None:
         outs[MODEL] = glcic
@@ -172,6 +171,14 @@ def sheet(images, masks, outs, path, n=4, scale=None, extra=()):
     return labels
 
 
+def _named_model(spec: str) -> tuple[str, str]:
+    """--model's NAME=PATH, parsed once for the rows, the figure and the sheets."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {spec!r}")
+    return name, path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     shipped = Path(__file__).resolve().parents[1] / "fastfill" / "models" / "default.onnx"
@@ -179,7 +186,7 @@ def main():
                     else str(shipped),
                     help="GLCIC model (.onnx or checkpoint) [the shipped model]; '' for none")
     ap.add_argument("--ce", help="Context Encoder checkpoint (optional)")
-    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH", type=_named_model,
                     help="another model (.onnx or checkpoint) as a row of its own; repeatable")
     ap.add_argument("--data", required=True, help="validation photos (never trained on)")
     ap.add_argument("--crops", type=int, default=16)
@@ -216,11 +223,11 @@ def main():
             gaps[key] = gap
             extra += [f"GLCIC − best classical ({best}): {gap:+.2f} dB (target ≥ +1 dB)", ""]
         if key == args.settings[0] and args.figure:
-            cols = figure(images, masks, outs, args.figure, extra=[m.split("=", 1)[0] for m in args.model])
+            cols = figure(images, masks, outs, args.figure, extra=[name for name, _ in args.model])
             extra += [f"Figure `{args.figure}`: {' | '.join(cols)}.", ""]
         if args.sheet_dir:
             path = Path(args.sheet_dir) / f"sheet_{key}.png"
-            cols = sheet(images, masks, outs, path, extra=[m.split("=", 1)[0] for m in args.model])
+            cols = sheet(images, masks, outs, path, extra=[name for name, _ in args.model])
             extra += [f"Sheet `{path}`: {' | '.join(cols)}.", ""]
         lines += extra
         print("\n".join(lines[-(len(table) + 4 + len(extra)):]), flush=True)
