@@ -117,6 +117,24 @@ def test_motion_on_a_reduced_frame_is_refined_at_full_resolution():
     assert errors[150] < 0.1 and errors[150] < 0.6 * errors[0]
 
 
+def test_the_refinement_squares_are_the_full_resolution_grey():
+    """The refinement runs Lucas-Kanade on squares cut around its points: each square is the
+    full-resolution grey frame there, pixel for pixel (so the windows read what a whole-frame
+    run reads)."""
+    img = cv2.resize(photo(), None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    hole = np.zeros(img.shape[:2], bool)
+    a = mo.analyse(img, hole, mo.MotionOptions(max_side=160))
+    assert a.reduced
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    r = 9
+    centres = np.array([[r, r], [300, 200], [img.shape[1] - r - 1, img.shape[0] - r - 1]])
+    stack = a.tiles(centres, r)
+    assert stack.shape == (3 * (2 * r + 1), 2 * r + 1)
+    for k, (x, y) in enumerate(centres):
+        np.testing.assert_array_equal(stack[k * (2 * r + 1):(k + 1) * (2 * r + 1)],
+                                      grey[y - r:y + r + 1, x - r:x + r + 1])
+
+
 def test_motion_recovers_a_homography():
     img = cv2.resize(photo(), (W * 2, H * 2), interpolation=cv2.INTER_AREA)[40:40 + H, 60:60 + W]
     truth = np.array([[1.02, 0.01, -2.5], [-0.008, 0.99, 1.5], [4e-5, -3e-5, 1.0]])

@@ -48,6 +48,7 @@ from ..roi import bounding_box, hole_regions
 from . import motion as mo
 
 MAX_WINDOW = 30
+_EYE = np.eye(3)
 DEFAULT_WINDOW = 12
 
 
@@ -236,6 +237,9 @@ class Propagator:
         order = []
         for k in range(max(len(past), len(future))):
             order += past[k:k + 1] + future[k:k + 1]
+        hole = self._entries[t].hole
+        if all(e.hole is hole and (m == _EYE).all() for e, m in order):
+            return []  # a static shot under a static mask: every sample lands on the hole
         sources = [(e.source(self._cv2), m) for e, m in order]
         if self.options.reuse and past and past[0][0].filled is not None:
             sources.append((past[0][0].filled, past[0][1]))
