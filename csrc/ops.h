@@ -62,6 +62,8 @@ struct PatchParams {
   int64_t detail = 100;  // percent of the way from the start to the patch result
   int64_t texture = 200;       // weight (percent) of the textureness channel in the patch distance
   int64_t texture_radius = 2;  // its window radius, pixels
+  // levels whose component cells x sources is at most this start from an onion peel (0: none)
+  int64_t onion = 1000000;
   uint64_t seed = 0;
 };
 

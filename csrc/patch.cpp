@@ -184,6 +184,81 @@ class Completion {
     return ssd_(L.v.data() + t * 4 - off, L.v.data() + s * 4 - off, L.w * 4, bound);
   }
 
+  // Onion peel (the start of a level): the component's cells, ring by ring from the known
+  // pixels inwards (a ring: the cells next to, 8-connected, a known or already filled one), each
+  // take the centre of the source whose patch is closest to theirs over its known and filled
+  // cells (all four values; the first in scan order among equals). A ring reads only the rings
+  // before it. The structure around the hole continues into it, where a smooth start (or a
+  // coarser level's) would match smooth sources of the same mean colour (Criminisi et al.'s
+  // exemplar fill as a start, as in Newson et al.'s multi-scale completion).
+  void onion(Level& L) const {
+    const int64_t n = L.h * L.w, w = L.w, h = L.h;
+    std::vector<uint8_t> done(static_cast<size_t>(n), 0);
+    for (int64_t i = 0; i < n; ++i) done[size_t(i)] = !L.hole[size_t(i)];
+    std::vector<int32_t> ring;
+    std::vector<int16_t> value;
+    const int64_t ns = int64_t(L.src.size());
+    while (true) {
+      ring.clear();
+      for (int64_t i = 0; i < n; ++i) {
+        if (!L.mine[size_t(i)] || done[size_t(i)]) continue;
+        const int64_t y = i / w, x = i % w;
+        bool next = false;
+        for (int64_t yy = std::max<int64_t>(0, y - 1); yy <= std::min(h - 1, y + 1) && !next; ++yy)
+          for (int64_t xx = std::max<int64_t>(0, x - 1); xx <= std::min(w - 1, x + 1); ++xx)
+            if (done[size_t(yy * w + xx)]) {
+              next = true;
+              break;
+            }
+        if (next) ring.push_back(int32_t(i));
+      }
+      if (ring.empty()) return;  // (the rest, cut off from every known cell, keeps its start)
+      const int64_t nr = int64_t(ring.size());
+      value.assign(size_t(3 * nr), 0);
+#pragma omp parallel for schedule(dynamic, 4) if (nr * ns >= kParallelTargets * 16)
+      for (int64_t k = 0; k < nr; ++k) {
+        const int64_t t = ring[size_t(k)], ty = t / w, tx = t % w;
+        int64_t best = INT64_MAX, bs = t;
+        for (int64_t j = 0; j < ns; ++j) {
+          const int64_t s = L.src[size_t(j)];
+          int64_t sum = 0;
+          for (int dy = -r_; dy <= r_ && sum < best; ++dy) {
+            const int64_t yy = ty + dy;
+            if (yy < 0 || yy >= h) continue;
+            for (int dx = -r_; dx <= r_; ++dx) {
+              const int64_t xx = tx + dx;
+              if (xx < 0 || xx >= w || !done[size_t(yy * w + xx)]) continue;
+              const int16_t* a = &L.v[size_t((yy * w + xx) * 4)];
+              const int16_t* b = &L.v[size_t((s + dy * w + dx) * 4)];  // (a source's patch is in the box)
+              for (int ch = 0; ch < 4; ++ch) {
+                const int64_t e = int64_t(a[ch]) - b[ch];
+                sum += e * e;
+              }
+            }
+          }
+          if (sum < best) {
+            best = sum;
+            bs = s;
+          }
+        }
+        for (int ch = 0; ch < 3; ++ch) value[size_t(3 * k + ch)] = L.v[size_t(bs * 4 + ch)];
+      }
+      for (int64_t k = 0; k < nr; ++k) {
+        const int64_t t = ring[size_t(k)];
+        for (int ch = 0; ch < 3; ++ch) L.v[size_t(t * 4 + ch)] = value[size_t(3 * k + ch)];
+        done[size_t(t)] = 1;
+      }
+    }
+  }
+
+  // Whether level L starts from an onion peel: its component cells times its sources (the peel's
+  // work) at most `onion`.
+  bool peels(const Level& L) const {
+    int64_t cells = 0;
+    for (uint8_t m : L.mine) cells += m;
+    return P_.onion > 0 && double(cells) * double(L.src.size()) <= double(P_.onion);
+  }
+
   bool parallel(const Level& L) const { return int64_t(L.targets.size()) >= par_min_; }
 
   // dist of every target for its current source.
@@ -571,6 +646,7 @@ bool pyramid(std::vector<Level>& levels, const Completion& em, const PatchParams
       std::fill(L.dist.begin(), L.dist.end(), 0);
       em.vote(L, false);
     }
+    if (em.peels(L)) em.onion(L);
     em.em(L, l, l == top);
   }
   return true;

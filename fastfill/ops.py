@@ -164,7 +164,10 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     fill's, so copied texture takes the hole's shading. The patch distance also compares a
     textureness channel (the mean absolute difference of neighbouring known pixels within
     ``texture_radius``, carried into the hole from its border; weight ``texture`` percent), so a
-    hole in a textured region is not matched to smooth sources. Deterministic: the same input
+    hole in a textured region is not matched to smooth sources. A pyramid level whose hole cells
+    times candidate sources is at most ``onion`` starts from an onion peel (ring by ring from the
+    known pixels inwards, each cell from the source patch closest over its known and filled
+    cells), so the structure around the hole continues into it. Deterministic: the same input
     and ``seed`` give the same bytes on any thread count, and a window holding each hole's search
     box gives the same bytes as the whole image. A component with no hole-free patch in its box,
     or no thicker than ``thin`` (4-connected erosions it survives), keeps the harmonic fill.
@@ -191,7 +194,7 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             ``blend`` (low-pass radius, px; 0 = the pure patch result), ``detail`` (percent of
             the way from the harmonic fill to the patch result, 0-100), ``texture`` (weight of
             the textureness channel, percent; 0 = colours only), ``texture_radius`` (px),
-            ``seed``.
+            ``onion`` (the most cells x sources a level peels; 0 = none), ``seed``.
 
     Returns:
         uint8 array of the image's (or window's) shape; pixels outside the hole are the input's.

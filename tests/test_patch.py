@@ -51,6 +51,10 @@ CASES = [
     ("no textureness", 48, 64, [(14, 20, 30, 44)], {"texture": 0}),
     ("textureness", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"texture": 300, "texture_radius": 3}),
     ("textureness, rings inwards", 64, 64, [(8, 8, 56, 56)], {"texture": 150, "texture_radius": 2, "patch": 3}),
+    ("no onion peel", 48, 64, [(14, 20, 30, 44)], {"onion": 0}),
+    # (cells x sources: 384 x 3040 at the finest level, 96 x 592, 24 x 64 at the coarsest: the
+    # default peels the two coarser levels, this the coarsest alone)
+    ("onion peel on the coarsest level", 64, 64, [(16, 16, 40, 32)], {"onion": 10000}),
 ]
 
 
@@ -93,9 +97,10 @@ def test_the_blend_takes_the_shading_from_the_harmonic_fill():
     ramp = 40 + x * 1.1
     im = np.clip(ramp[..., None] + rng.normal(0, 12, (128, 160, 3)), 0, 255).astype(np.uint8)
     m = mask_of(128, 160, (40, 60, 90, 110))
-    # (no textureness channel: with it, blend 0 is already at the error of copied noise here, 13.5
-    # levels, and the blend has nothing left to correct)
-    err = {b: np.abs(ops.fill(im, m, "patch", blend=b, texture=0).astype(int) - im)[m > 0].mean()
+    # (no textureness channel and no onion peel: with either, blend 0 already takes its sources
+    # from the right part of the ramp here, at the error of copied noise, 13.5 levels, and the
+    # blend has nothing left to correct)
+    err = {b: np.abs(ops.fill(im, m, "patch", blend=b, texture=0, onion=0).astype(int) - im)[m > 0].mean()
            for b in (0, 10)}
     smooth = np.abs(ops.fill(im, m, "harmonic").astype(int) - im)[m > 0].mean()
     assert err[10] < err[0], err

@@ -19,7 +19,12 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    pixel of the component. The coarsest level with sources draws a random source per target; a
    finer level takes its parent's source shifted by its place in the parent (a random source
    where that is none), and its pixels become the plain mean of what their patches say through
-   that field (the texture of its own sources, not the parent's smooth values).
+   that field (the texture of its own sources, not the parent's smooth values). A level whose
+   component cells times sources is at most ``onion`` is then peeled: ring by ring from the
+   known cells inwards (a ring: the component's cells 8-next to a known or filled one, in scan
+   order), each cell takes the centre of the source whose patch is closest to its own over the
+   known and filled cells (all four channels; the first source of equals), every ring read
+   before it is written.
 4. EM rounds, 1 + ``iterations`` x l at level l (0 = finest): the sum of squared differences of
    each target's patch and its source's; min(``passes``, 1 + l) PatchMatch passes (Jacobi: each
    reads the previous pass's field), each trying, in order, the neighbours' sources shifted back
@@ -207,7 +212,38 @@ def _up(C, F, seed, level):
     F.nnf = np.where(ok, sy * F.w + sx, rand)
 
 
-def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed):
+def _onion(L, r):
+    """The onion peel start of a level (see the module's step 4)."""
+    import scipy.ndimage as ndi
+
+    h, w = L.h, L.w
+    done = ~L.hole
+    flat = L.v.reshape(4, -1)
+    S = L.src
+    while True:
+        ring = L.mine & ~done & ndi.binary_dilation(done, structure=np.ones((3, 3), bool))
+        T = np.flatnonzero(ring)
+        if T.size == 0:
+            return
+        ty, tx = T // w, T % w
+        sums = np.zeros((T.size, S.size), np.int64)
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                yy, xx = ty + dy, tx + dx
+                ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+                ok[ok] = done[yy[ok], xx[ok]]
+                if not ok.any():
+                    continue
+                a = flat[:, (yy * w + xx)[ok]]  # (4, targets)
+                b = flat[:, S + dy * w + dx]  # (4, sources)
+                e = a[:, :, None] - b[:, None, :]
+                sums[ok] += (e * e).sum(0)
+        best = S[np.argmin(sums, axis=1)]  # (the first of equals)
+        L.v[:3, ty, tx] = flat[:3, best]
+        done = done | ring
+
+
+def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed, onion=0):
     r = patch // 2
     if hole.shape[0] < patch or hole.shape[1] < patch:
         return None
@@ -239,6 +275,8 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed):
             _up(pyr[lv + 1], L, seed, lv)
             L.dist = np.zeros(L.targets.size, np.int64)
             _vote(L, patch)
+        if onion > 0 and int(L.mine.sum()) * L.src.size <= onion:
+            _onion(L, r)
         rounds, npass = 1 + iterations * lv, min(passes, 1 + lv)
         for it in range(rounds):
             L.dist = _ssd(L, L.targets, L.nnf, r)
@@ -299,7 +337,8 @@ def _texture(v, hole, weight, r):
 
 
 def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
-                    thin=2, blend=10, detail=100, texture=200, texture_radius=2, seed=0) -> np.ndarray:
+                    thin=2, blend=10, detail=100, texture=200, texture_radius=2, onion=1000000,
+                    seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
     ``ops.prepare(..., fill="harmonic")`` returns it); uint8 [H, W, 3]."""
@@ -326,7 +365,7 @@ def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, pass
         tex = _texture(v0, hole[box], texture, texture_radius) if texture > 0 else np.zeros_like(v0[0])
         v0 = np.concatenate([v0, tex[None]])
         v = _complete(v0.copy(), hole[box], comp[box], max(y1 - y0, x1 - x0), patch, levels,
-                      iterations, passes, seed)
+                      iterations, passes, seed, onion)
         if v is None:
             continue
         if blend > 0:
