@@ -131,6 +131,8 @@ class Inpainter:
         self._accepts = engine.accepts if engine.narrow_limits else None
         self._execute = (_DeviceSteps(engine) if engine.device_path
                          else _HostSteps(engine, self.multiple, self.mask_channel))
+        # (mask, hole, windows) of the last frozen mask checked: see check()
+        self._frozen: tuple | None = None
 
     def __repr__(self):
         return (f"Inpainter({self.engine!r}, roi={self.roi}, batch_size={self.batch_size}, "
@@ -155,8 +157,17 @@ class Inpainter:
             raise InputError(f"this {self.meta.kind} model takes {fw}x{fh} images only, got "
                              f"{image.shape[1]}x{image.shape[0]}; resize or crop first, or use a "
                              "GLCIC model for any size")
-        hole = np.ascontiguousarray(mask != 0)  # (mask != 0 keeps a Fortran or strided layout)
-        wins = self.windows(hole)
+        last = self._frozen
+        if last is not None and last[0] is mask:
+            hole, wins = last[1], last[2]
+        else:
+            hole = np.ascontiguousarray(mask != 0)  # (mask != 0 keeps a Fortran or strided layout)
+            wins = self.windows(hole)
+            if _frozen(mask):
+                # A mask that cannot change (a video's one mask file, every frame) is read once:
+                # its hole and windows cost a few ms a 1080p frame, as much as the fill they serve.
+                hole.setflags(write=False)
+                self._frozen = (mask, hole, wins)
         if self._accepts is not None:
             for _, _, wh, ww in wins:
                 reason = self._accepts((1, self.channels, *ops.padded_size(wh, ww, self.multiple)))
@@ -530,6 +541,12 @@ def _without_a_net_that_adds_nothing(engine):
                                               f"{engine.name} does not run")
     engine.close()
     return fill
+
+
+def _frozen(a: np.ndarray) -> bool:
+    """Whether ``a`` cannot change under us: read-only and owning its memory (a read-only view
+    could still change through its base)."""
+    return not a.flags.writeable and a.base is None and a.flags.owndata
 
 
 def _image_and_mask(image, mask) -> tuple[np.ndarray, np.ndarray]:

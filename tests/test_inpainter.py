@@ -419,6 +419,27 @@ class Refusing(Recording):
         return super()._infer(x)
 
 
+def test_a_frozen_mask_is_read_once_and_a_writable_one_every_time(engine, monkeypatch):
+    """A read-only mask that owns its memory (a video's one mask file, every frame) cannot change,
+    so check() derives its hole and windows once; a writable mask may change in place between
+    frames and is read every time."""
+    inp = Inpainter(engine, roi=True)
+    im = _img(40, 48, 1)
+    frozen = _mask(40, 48, (6, 8, 14, 20)).copy()
+    frozen.setflags(write=False)
+    a, b = inp.check(im, frozen), inp.check(_img(40, 48, 2), frozen)
+    assert b.hole is a.hole and not a.hole.flags.writeable and b.windows == a.windows
+    assert np.array_equal(inp(im, frozen), Inpainter(engine, roi=True)(im, frozen.copy()))
+    view = frozen[:, :]  # read-only, but a view: its base could change
+    assert inp.check(im, view).hole is not a.hole
+    live = _mask(40, 48, (6, 8, 14, 20))
+    first = inp.check(im, live)
+    live[:] = 0
+    live[20:30, 30:40] = 1  # changed in place: the next frame's hole is the new one
+    second = inp.check(im, live)
+    assert second.hole is not first.hole and second.hole[25, 35] and not second.hole[10, 10]
+
+
 def test_check_refuses_a_shape_the_engine_refuses(engine):
     inp = Inpainter(Refusing(engine, max_side=64), roi=False)
     small, big = _img(48, 60), _img(100, 60)

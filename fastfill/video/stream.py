@@ -86,7 +86,7 @@ class _Masks:
         if p is None:
             self.static = np.zeros(size, bool)
         elif p.is_file():
-            self.static = decode_mask(p, size, **mask_opts)
+            self.static = np.array(decode_mask(p, size, **mask_opts))  # (an array of its own)
         elif p.is_dir():
             for f in sorted(p.iterdir()):
                 n = frame_number(f)
@@ -102,6 +102,11 @@ class _Masks:
         else:
             raise InputError(f"{p}: no such mask file or folder")
         self._empty = np.zeros(size, bool)
+        # frozen: the same array for every frame, so what the Inpainter derives from it is
+        # derived once (Inpainter.check)
+        for a in (self.static, self._empty):
+            if a is not None:
+                a.setflags(write=False)
 
     def __call__(self, i: int) -> np.ndarray:
         if self.static is not None:
