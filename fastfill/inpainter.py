@@ -238,7 +238,7 @@ class Inpainter:
                    for ph, pw in padded_sizes)
 
     def stream(self, frames: Iterable, masks=None, *, carry: bool = False,
-               tagged: bool = False) -> Iterator:
+               tagged: bool = False, copy: bool = True) -> Iterator:
         """Fill a stream of frames, yielding results in order.
 
         ``carry``: the frames are one video: a patch fill (a ``patch`` classical engine or
@@ -250,6 +250,8 @@ class Inpainter:
         ``tagged``: ``frames`` yields ``(tag, pair)`` (a pair: (frame, mask) or a
         :meth:`check` result) and the stream yields ``(tag, result)``: what the caller needs to
         finish each item travels with it (``masks`` must then be None).
+        ``copy`` False: a result may be the frame given, its hole filled in place (a held
+        harmonic fill does this), for callers that own their frames and read only the result.
         Reading (the caller's iterators), inference and the caller's loop run concurrently with
         at most about two batches of frames in flight; the first error of any
         stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
@@ -257,7 +259,7 @@ class Inpainter:
         if tagged:
             if masks is not None:
                 raise InputError("a tagged stream carries its masks in its pairs")
-            return self._tagged_stream(frames, carry)
+            return self._tagged_stream(frames, carry, copy)
         if masks is None:
             it: Iterable = frames
         elif isinstance(masks, np.ndarray) and masks.ndim == 2:
@@ -272,11 +274,11 @@ class Inpainter:
                 except InputError as e:
                     raise InputError(f"frame {i}: {e}") from None
 
-        return pipeline.batched(checked(), self._runner(carry), batch=self.batch_size,
+        return pipeline.batched(checked(), self._runner(carry, copy), batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
 
-    def _tagged_stream(self, items: Iterable, carry: bool) -> Iterator[tuple]:
-        run = self._runner(carry)
+    def _tagged_stream(self, items: Iterable, carry: bool, copy: bool = True) -> Iterator[tuple]:
+        run = self._runner(carry, copy)
 
         def checked():
             for i, (tag, pair) in enumerate(items):
@@ -291,14 +293,14 @@ class Inpainter:
         return pipeline.batched(checked(), work, batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
 
-    def _runner(self, carry: bool):
+    def _runner(self, carry: bool, copy: bool = True):
         """The batch step of a stream: with ``carry``, a patch fill's state goes from one batch to
         the next, and a harmonic fill alone holds its fill while the hole's border stays put
         (:class:`HarmonicHold`)."""
         from .engines.classical import ClassicalEngine
 
         if carry and self.meta.fill == "harmonic" and isinstance(self.engine, ClassicalEngine):
-            return HarmonicHold(self._run)
+            return HarmonicHold(self._run, copy=copy)
         state = ops.PatchState() if carry and self.meta.fill == "patch" else None
         return self._run if state is None else functools.partial(self._run, state=state)
 
@@ -340,8 +342,8 @@ class HarmonicHold:
     codec's noise on its border (no flicker). Compared with the held border, never the previous
     one: slow drift ends the hold."""
 
-    def __init__(self, run, tolerance: float = 2.0):
-        self.run, self.tolerance = run, tolerance
+    def __init__(self, run, tolerance: float = 2.0, *, copy: bool = True):
+        self.run, self.tolerance, self.copy = run, tolerance, copy
         self.held = None  # (hole, box, border mask in the box, border values, hole values)
         self.frames = self.solved = 0
 
@@ -356,7 +358,8 @@ class HarmonicHold:
                 self.solved += 1
                 self._hold(p, out)
             else:
-                out = image.copy()
+                # (copy False: the caller's own frame, filled in place: a 1080p copy a frame)
+                out = image if not self.copy and image.flags.writeable else image.copy()
                 y0, x0, y1, x1 = held[1]
                 out[y0:y1, x0:x1][hole[y0:y1, x0:x1]] = held[4]
             outs.append(out)

@@ -620,3 +620,8 @@ def test_a_harmonic_video_holds_its_fill_while_the_border_stays_put():
         assert np.array_equal(outs[k][~hole], frames[k][~hole])
     assert np.array_equal(outs[5], alone[5])
     assert not np.array_equal(outs[5][hole], outs[0][hole])
+    # copy=False (a caller that owns its frames): the same results, a held frame filled in place
+    own = [f.copy() for f in frames]
+    mine = list(inp.stream(own, mask, carry=True, copy=False))
+    assert all(np.array_equal(a, b) for a, b in zip(mine, outs))
+    assert mine[2] is own[2] and np.array_equal(own[2], outs[2])  # held: the frame itself

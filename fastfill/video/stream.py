@@ -301,8 +301,9 @@ class _Transcode:
         bar = tqdm(total=self.vin.frames or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
                    disable=(not self.progress) if self.progress is not None else None)
         try:
+            # (the decoded frames are ours, and only the result's hole box is read: copy=False)
             for (pts, tb, i), result in self.inpainter.stream(self.frames(streams), carry=True,
-                                                               tagged=True):
+                                                               tagged=True, copy=False):
                 vf = self._output_frame(i, result)
                 if pts is not None:
                     vf.pts, vf.time_base = pts, tb
