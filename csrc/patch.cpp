@@ -90,6 +90,42 @@ std::vector<int32_t> window_sums(const std::vector<uint8_t>& m, int64_t h, int64
   return out;
 }
 
+// Rings inwards over an h x w grid whose cells are kBlocked, kValued or kOpen: the first ring is
+// the open cells next to (4- or, with `eight`, 8-connected) a valued one, each next ring the open
+// cells next to the ring before; `visit(ring)` is called on each ring in turn, after which its
+// cells count as valued. Open cells no ring reaches are never visited. The order within a ring is
+// the order of discovery: a visit reads the rings before, never its own, so it does not matter.
+enum Ring : uint8_t { kBlocked = 0, kValued = 1, kOpen = 2 };
+template <typename Visit>  // Visit: void(const std::vector<int32_t>& ring)
+void inward_rings(std::vector<uint8_t> state, int64_t h, int64_t w, bool eight, Visit&& visit) {
+  std::vector<int32_t> ring, next;
+  auto neighbours = [&](int64_t i, auto&& f) {
+    const int64_t y = i / w, x = i % w;
+    for (int64_t yy = std::max<int64_t>(0, y - 1); yy <= std::min(h - 1, y + 1); ++yy)
+      for (int64_t xx = std::max<int64_t>(0, x - 1); xx <= std::min(w - 1, x + 1); ++xx)
+        if ((yy != y || xx != x) && (eight || yy == y || xx == x)) f(yy * w + xx);
+  };
+  for (int64_t i = 0; i < h * w; ++i) {
+    if (state[size_t(i)] != kOpen) continue;
+    bool near = false;
+    neighbours(i, [&](int64_t j) { near = near || state[size_t(j)] == kValued; });
+    if (near) ring.push_back(int32_t(i));
+  }
+  for (int32_t i : ring) state[size_t(i)] = kBlocked;  // (found: not found again)
+  while (!ring.empty()) {
+    visit(static_cast<const std::vector<int32_t>&>(ring));
+    next.clear();
+    for (int32_t i : ring)
+      neighbours(i, [&](int64_t j) {
+        if (state[size_t(j)] == kOpen) {
+          state[size_t(j)] = kBlocked;
+          next.push_back(int32_t(j));
+        }
+      });
+    ring.swap(next);
+  }
+}
+
 // Patch distances: rows of p pixels of 4 int16 values (the 4th is 0), squared differences summed
 // in int32 (at most 15 * 15 * 3 * 1020^2 < 2^31). Compiled for a fixed row length per patch side
 // so the row loop vectorises, twice on x86-64 Linux (AVX2 and the baseline; the loader picks).
@@ -192,27 +228,18 @@ class Completion {
   // coarser level's) would match smooth sources of the same mean colour (Criminisi et al.'s
   // exemplar fill as a start, as in Newson et al.'s multi-scale completion).
   void onion(Level& L) const {
-    const int64_t n = L.h * L.w, w = L.w, h = L.h;
+    const int64_t n = L.h * L.w, w = L.w;
+    std::vector<uint8_t> state(static_cast<size_t>(n), kBlocked);  // (another component's hole)
     std::vector<uint8_t> done(static_cast<size_t>(n), 0);
-    for (int64_t i = 0; i < n; ++i) done[size_t(i)] = !L.hole[size_t(i)];
-    std::vector<int32_t> ring;
+    for (int64_t i = 0; i < n; ++i) {
+      done[size_t(i)] = !L.hole[size_t(i)];
+      if (done[size_t(i)]) state[size_t(i)] = kValued;
+      else if (L.mine[size_t(i)]) state[size_t(i)] = kOpen;
+    }
     std::vector<int16_t> value;
-    const int64_t ns = int64_t(L.src.size());
-    while (true) {
-      ring.clear();
-      for (int64_t i = 0; i < n; ++i) {
-        if (!L.mine[size_t(i)] || done[size_t(i)]) continue;
-        const int64_t y = i / w, x = i % w;
-        bool next = false;
-        for (int64_t yy = std::max<int64_t>(0, y - 1); yy <= std::min(h - 1, y + 1) && !next; ++yy)
-          for (int64_t xx = std::max<int64_t>(0, x - 1); xx <= std::min(w - 1, x + 1); ++xx)
-            if (done[size_t(yy * w + xx)]) {
-              next = true;
-              break;
-            }
-        if (next) ring.push_back(int32_t(i));
-      }
-      if (ring.empty()) return;  // (the rest, cut off from every known cell, keeps its start)
+    const int64_t ns = int64_t(L.src.size()), h = L.h;
+    // (the component's cells no ring reaches, cut off from every known cell, keep their start)
+    inward_rings(std::move(state), L.h, L.w, true, [&](const std::vector<int32_t>& ring) {
       const int64_t nr = int64_t(ring.size());
       value.assign(size_t(3 * nr), 0);
 #pragma omp parallel for schedule(dynamic, 4) if (nr * ns >= kParallelTargets * 16)
@@ -248,7 +275,7 @@ class Completion {
         for (int ch = 0; ch < 3; ++ch) L.v[size_t(t * 4 + ch)] = value[size_t(3 * k + ch)];
         done[size_t(t)] = 1;
       }
-    }
+    });
   }
 
   // Whether level L starts from an onion peel: its component cells times its sources (the peel's
@@ -560,54 +587,25 @@ void texture_channel(Level& L, int64_t weight, int64_t radius) {
   for (int64_t i = 0; i < n; ++i)
     if (c[size_t(i)] > 0)
       t[size_t(i)] = int32_t(std::min<int64_t>(kMax, (a[size_t(i)] * weight + 150 * c[size_t(i)]) / (300 * c[size_t(i)])));
-  // Rings inwards: each ring is the pixels without a value next to one with a value, all taking
-  // their values from the rings before (so the order within a ring does not matter).
-  auto neighbours = [&](int64_t i, int64_t nb[4]) {
-    const int64_t y = i / w, x = i % w;
-    nb[0] = x > 0 ? i - 1 : -1;
-    nb[1] = x + 1 < w ? i + 1 : -1;
-    nb[2] = y > 0 ? i - w : -1;
-    nb[3] = y + 1 < h ? i + w : -1;
-  };
-  std::vector<uint8_t> queued(size_t(n), 0);
-  std::vector<int64_t> ring, next;
-  for (int64_t i = 0; i < n; ++i) {
-    if (t[size_t(i)] >= 0) continue;
-    int64_t nb[4];
-    neighbours(i, nb);
-    for (int64_t j : nb)
-      if (j >= 0 && t[size_t(j)] >= 0) {
-        ring.push_back(i);
-        queued[size_t(i)] = 1;
-        break;
-      }
-  }
+  // Rings inwards (4-connected), each ring's values from the rings before.
+  std::vector<uint8_t> state(static_cast<size_t>(n), kOpen);
+  for (int64_t i = 0; i < n; ++i) state[size_t(i)] = t[size_t(i)] >= 0 ? kValued : kOpen;
   std::vector<int32_t> vals;
-  while (!ring.empty()) {
+  inward_rings(std::move(state), h, w, false, [&](const std::vector<int32_t>& ring) {
     vals.assign(ring.size(), 0);
     for (size_t k = 0; k < ring.size(); ++k) {
-      int64_t nb[4], sum = 0, cnt = 0;
-      neighbours(ring[k], nb);
-      for (int64_t j : nb)
+      const int64_t i = ring[k], y = i / w, x = i % w;
+      int64_t sum = 0, cnt = 0;
+      for (const int64_t j : {x > 0 ? i - 1 : -1, x + 1 < w ? i + 1 : -1, y > 0 ? i - w : -1,
+                              y + 1 < h ? i + w : -1})
         if (j >= 0 && t[size_t(j)] >= 0) {
           sum += t[size_t(j)];
           ++cnt;
         }
       vals[k] = int32_t((sum + cnt / 2) / cnt);
     }
-    next.clear();
     for (size_t k = 0; k < ring.size(); ++k) t[size_t(ring[k])] = vals[k];
-    for (int64_t i : ring) {
-      int64_t nb[4];
-      neighbours(i, nb);
-      for (int64_t j : nb)
-        if (j >= 0 && t[size_t(j)] < 0 && !queued[size_t(j)]) {
-          queued[size_t(j)] = 1;
-          next.push_back(j);
-        }
-    }
-    ring.swap(next);
-  }
+  });
   for (int64_t i = 0; i < n; ++i) L.v[size_t(i * 4 + 3)] = int16_t(std::max<int32_t>(0, t[size_t(i)]));
 }
 
