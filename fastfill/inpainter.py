@@ -132,7 +132,7 @@ class Inpainter:
         self._execute = (_DeviceSteps(engine) if engine.device_path
                          else _HostSteps(engine, self.multiple, self.mask_channel))
         # (mask, hole, windows) of the last frozen mask checked: see check()
-        self._frozen: tuple | None = None
+        self._last_frozen: tuple | None = None
 
     def __repr__(self):
         return (f"Inpainter({self.engine!r}, roi={self.roi}, batch_size={self.batch_size}, "
@@ -157,7 +157,7 @@ class Inpainter:
             raise InputError(f"this {self.meta.kind} model takes {fw}x{fh} images only, got "
                              f"{image.shape[1]}x{image.shape[0]}; resize or crop first, or use a "
                              "GLCIC model for any size")
-        last = self._frozen
+        last = self._last_frozen
         if last is not None and last[0] is mask:
             hole, wins = last[1], last[2]
         else:
@@ -167,7 +167,7 @@ class Inpainter:
                 # A mask that cannot change (a video's one mask file, every frame) is read once:
                 # its hole and windows cost a few ms a 1080p frame, as much as the fill they serve.
                 hole.setflags(write=False)
-                self._frozen = (mask, hole, wins)
+                self._last_frozen = (mask, hole, wins)
         if self._accepts is not None:
             for _, _, wh, ww in wins:
                 reason = self._accepts((1, self.channels, *ops.padded_size(wh, ww, self.multiple)))
