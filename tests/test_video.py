@@ -287,3 +287,58 @@ def test_yuv420_frames_keep_every_sample_outside_the_hole(tmp_path):
             u, v = u.reshape(H // 2, W // 2), v.reshape(H // 2, W // 2)
             assert np.array_equal(u[~chroma], v[~chroma])
         assert np.abs(x[:H][hole].astype(int) - y[:H][hole]).mean() > 10  # the box was filled
+
+
+def _photo_clip(n):
+    """n frames of a real photo (the same picture: a static shot)."""
+    img = Image.open(Path(__file__).parent.parent / "examples" / "images" / "fruits.jpg")
+    return [np.asarray(img.convert("RGB").resize((W, H)))] * n
+
+
+def test_a_decoded_frame_converts_its_boxes_as_the_whole_frame():
+    """A 4:2:0 frame's RGB made in boxes (grown to whole 2x2 chroma blocks) is the whole
+    frame's conversion there, exactly, and zero elsewhere; the whole frame once asked for."""
+    from fastfill.video.frames import Decoded
+
+    f = av.VideoFrame.from_ndarray(_photo_clip(1)[0], format="rgb24").reformat(format="yuv420p")
+    whole = f.to_ndarray(format="rgb24")
+    d = Decoded(f)
+    part = d.rgb_within([(5, 7, 10, 21), (41, 61, 9, 30)])  # odd edges
+    inside = np.zeros((H, W), bool)
+    inside[4:16, 6:28] = inside[40:50, 60:92] = True
+    assert np.array_equal(part[inside], whole[inside]) and not part[~inside].any()
+    assert d.rgb_within([(0, 0, 2, 2)]) is part and np.array_equal(part[:2, :2], whole[:2, :2])
+    assert np.array_equal(d.rgb(), whole) and d.rgb_within([(0, 0, 2, 2)]) is d.rgb()
+
+
+@pytest.mark.parametrize("propagate", [True, False])
+def test_a_static_4_2_0_shot_converts_only_what_the_fill_reads(tmp_path, monkeypatch, propagate):
+    """A static shot under a static mask, 4:2:0 in and out: no frame is converted to RGB whole
+    (motion reads the luma, the fill its windows), and the result is the same as a whole
+    conversion's: every sample outside the hole kept, the hole filled."""
+    from fastfill import Inpainter
+    from fastfill.video import frames, stream
+    from fastfill.video.stream import inpaint_video
+
+    src = tmp_path / "in.mkv"
+    write_clip(src, _photo_clip(N), FPS, codec="ffv1", pix_fmt="yuv420p", audio=False)
+    m = np.zeros((H, W), np.uint8)
+    m[20:36, 30:52] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    whole, orig = [], frames.Decoded.rgb
+    monkeypatch.setattr(frames.Decoded, "rgb", lambda self: whole.append(1) or orig(self))
+    out = tmp_path / "out.mkv"
+    inpaint_video(Inpainter(method="harmonic"), src, out, tmp_path / "m.png", propagate=propagate,
+                  progress=False)
+    assert whole == []
+    monkeypatch.setattr(stream, "takes", lambda frame: False)  # every frame converted whole
+    ref = tmp_path / "ref.mkv"
+    inpaint_video(Inpainter(method="harmonic"), src, ref, tmp_path / "m.png", propagate=propagate,
+                  progress=False)
+    a, _ = decode(src)
+    b, _ = decode(out)
+    r, _ = decode(ref)
+    hole = m != 0
+    assert len(b) == N and all(np.array_equal(x, y) for x, y in zip(b, r))
+    assert all(np.array_equal(x[~hole], y[~hole]) for x, y in zip(a, b))
+    assert np.abs(a[0][hole].astype(int) - b[0][hole]).mean() > 1

@@ -3,8 +3,10 @@
 
 Each frame is reduced once (its longest side to at most ``max_side``, so that a 1080p frame
 costs a 480-wide estimate: on 1080p pans and zooms as accurate as a 640-wide one, 0.08 px on
-average, at 60 % of its time) and analysed once (:func:`analyse`): a grey image, corners found
-away from the hole (a hole's pixels are not the scene), a colour histogram of its known pixels.
+average, at 60 % of its time) and analysed once (:func:`analyse`): a grey image (of an RGB frame,
+or a decoded 4:2:0 frame's luma plane), corners found away from the hole (a hole's pixels are not
+the scene), a colour histogram of its known pixels; corners and histogram only when an estimate
+needs them (two identical frames need neither).
 The motion from one frame to the next (:func:`estimate`) tracks the first frame's
 corners into the second (pyramidal Lucas-Kanade, kept only where tracking back lands within
 half a pixel of the start and the end is outside the second frame's hole), then fits a
@@ -69,15 +71,29 @@ class Analysed:
     only when an estimate first needs them (two identical frames, a static shot, need none),
     and full-resolution grey only in squares around the refined corners (:meth:`tiles`)."""
 
-    def __init__(self, size, to_reduced, gray, allowed, hist, rgb, options):
+    def __init__(self, size, to_reduced, gray, allowed, known, colour, full, options):
         self.size = size  # full-resolution (height, width)
         self.to_reduced = to_reduced  # 3x3: full-resolution pixel coordinates -> reduced ones
         self.gray = gray  # reduced grey, uint8
         self.allowed = allowed  # reduced uint8, 255 where a corner may lie (away from holes, edges)
-        self.hist = hist  # colour histogram of the known pixels (normalised)
         self.reduced = gray.shape != tuple(size)
-        self._rgb, self._options = rgb, options
+        # the full-resolution frame the squares are cut from: RGB, or a decoded frame's luma
+        self._full, self._options = full, options
+        self._known, self._colour = known, colour  # (for the histogram: see hist)
         self._points = None
+        self._hist = None
+
+    @property
+    def hist(self) -> np.ndarray:
+        """Colour histogram (8x8x8, normalised) of the known pixels of the reduced frame; made
+        when a comparison first needs it (two identical frames need none)."""
+        if self._hist is None:
+            cv2 = import_cv2()
+            small = self._colour()
+            hist = cv2.calcHist([small], [0, 1, 2], self._known, [8, 8, 8], [0, 256] * 3)
+            cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
+            self._hist = hist
+        return self._hist
 
     @property
     def points(self) -> np.ndarray:
@@ -94,11 +110,10 @@ class Analysed:
         ((N, 2) x, y; each square inside the frame), stacked top to bottom ((N (2r + 1), 2r + 1)
         uint8). Read from the frame when asked: the known pixels around corners, which
         propagation never changes, are what the refinement tracks."""
-        cv2 = import_cv2()
-        rgb = self._rgb
+        full = self._full
         # (slices: a gather by index arrays costs ten times as much)
-        sq = np.concatenate([rgb[y - r:y + r + 1, x - r:x + r + 1] for x, y in centres.tolist()])
-        return cv2.cvtColor(sq, cv2.COLOR_RGB2GRAY)
+        sq = np.concatenate([full[y - r:y + r + 1, x - r:x + r + 1] for x, y in centres.tolist()])
+        return sq if sq.ndim == 2 else import_cv2().cvtColor(sq, import_cv2().COLOR_RGB2GRAY)
 
 
 @dataclass
@@ -149,19 +164,37 @@ def reduced_masks(hole: np.ndarray, options: MotionOptions = MotionOptions()):
     return known, allowed
 
 
-def analyse(rgb: np.ndarray, hole: np.ndarray, options: MotionOptions = MotionOptions(),
+def analyse(frame, hole: np.ndarray, options: MotionOptions = MotionOptions(),
             masks=None) -> Analysed:
-    """Reduce and analyse one frame (uint8 RGB [H, W, 3], bool hole [H, W]) for :func:`estimate`;
-    ``masks``: :func:`reduced_masks` of the hole when the caller has them already."""
+    """Reduce and analyse one frame for :func:`estimate`: uint8 RGB [H, W, 3], or a decoded
+    4:2:0 frame (:class:`fastfill.video.frames.Decoded`, read from its planes: grey is its
+    luma, never converted whole); bool hole [H, W]. ``masks``: :func:`reduced_masks` of the
+    hole when the caller has them already. Two frames are compared only when analysed from
+    the same kind (one clip's frames are)."""
     cv2 = import_cv2()
     h, w = hole.shape
     known, allowed = masks if masks is not None else reduced_masks(hole, options)
     rh, rw = known.shape
-    small = rgb if (rh, rw) == (h, w) else cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA)
-    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    hist = cv2.calcHist([small], [0, 1, 2], known, [8, 8, 8], [0, 256] * 3)
-    cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
-    return Analysed((h, w), _scale_matrix(h, w, rh, rw), gray, allowed, hist, rgb, options)
+    size = (rw, rh)
+    if isinstance(frame, np.ndarray):
+        full = frame
+        small = frame if (rh, rw) == (h, w) else cv2.resize(frame, size,
+                                                            interpolation=cv2.INTER_AREA)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+
+        def colour():
+            return small
+    else:
+        full, u, v = frame.planes
+        gray = full if (rh, rw) == (h, w) else cv2.resize(full, size, interpolation=cv2.INTER_AREA)
+
+        def colour():
+            # from the reduced planes (OpenCV's YUV -> RGB: a histogram only tells scenes
+            # apart, and a reduced RGB frame from swscale costs as much as a whole one)
+            uv = [cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in (u, v)]
+            return cv2.cvtColor(cv2.merge([gray, *uv]), cv2.COLOR_YUV2RGB)
+    return Analysed((h, w), _scale_matrix(h, w, rh, rw), gray, allowed, known, colour, full,
+                    options)
 
 
 def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions()) -> Motion:
@@ -169,11 +202,11 @@ def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions())
     cv2 = import_cv2()
     if a.size != b.size:
         return Motion(False, reason="the frame size changed")
+    if _identical(a, b, options):  # (the same picture: no cut, and no histogram needed)
+        return Motion(True, np.eye(3), "identity")
     d = float(cv2.compareHist(a.hist, b.hist, cv2.HISTCMP_BHATTACHARYYA))
     if d > options.hist_cut:
         return Motion(False, hist_distance=d, cut=True, reason="colour histogram jump (a cut)")
-    if _identical(a, b, options):
-        return Motion(True, np.eye(3), "identity", hist_distance=d)
     n = len(a.points)
     if n < options.min_inliers:
         return Motion(False, hist_distance=d, reason=f"{n} corners")
@@ -204,8 +237,9 @@ def _identical(a: Analysed, b: Analysed, options: MotionOptions) -> bool:
     cv2 = import_cv2()
     both = a.allowed if a.allowed is b.allowed else cv2.bitwise_and(a.allowed, b.allowed)
     diff = cv2.absdiff(a.gray, b.gray)
+    # (minMaxLoc: the largest difference where both show the scene, without a boolean index)
     return (float(cv2.mean(diff, mask=both)[0]) < options.still
-            and int(diff[both > 0].max(initial=0)) <= 4)
+            and cv2.minMaxLoc(diff, mask=both)[1] <= 4)
 
 
 def _track(cv2, a: Analysed, b: Analysed, options: MotionOptions):

@@ -44,8 +44,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
+from ..inpainter import frozen
 from ..roi import bounding_box, hole_regions
 from . import motion as mo
+from .frames import Decoded
 
 MAX_WINDOW = 30
 _EYE = np.eye(3)
@@ -96,22 +98,29 @@ class PropagateStats:
 class _Entry:
     """One frame in the window: what came in, and what motion needs of it (made when needed)."""
 
-    __slots__ = ("tag", "rgb", "mask", "hole", "usable", "own", "_analysed", "link", "filled")
+    __slots__ = ("tag", "rgb", "mask", "hole", "holes", "usable", "own", "_analysed", "link",
+                 "filled")
 
     def __init__(self, tag, rgb, mask, before: "_Entry | None"):
         self.tag, self.rgb, self.mask = tag, rgb, mask
-        self.usable = (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3
-                       and rgb.shape[2] == 3 and np.ndim(mask) == 2
-                       and np.shape(mask) == rgb.shape[:2])
+        # (rgb: an RGB array, or a Decoded frame, converted where it is read)
+        self.usable = ((isinstance(rgb, Decoded) or (
+                            isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8
+                            and rgb.ndim == 3 and rgb.shape[2] == 3))
+                       and np.ndim(mask) == 2 and np.shape(mask) == rgb.shape[:2])
         self.own = None  # _Source of the frame's own pixels, made when first used
         self._analysed = None
         self.link = None  # Motion from the previous frame (None: not estimated yet)
         self.filled = None  # _Source of the frame with its propagated pixels (for the next one)
         self.hole = None  # (an unusable pair passes as given: the Inpainter's check says why)
-        if self.usable and before is not None and before.usable and before.mask is mask:
-            self.hole = before.hole  # a static mask: one bool copy for the clip
+        self.holes = 0  # hole pixels
+        if (self.usable and before is not None and before.usable and before.mask is mask
+                and frozen(mask)):
+            # a static mask: one bool copy (and count) for the clip
+            self.hole, self.holes = before.hole, before.holes
         elif self.usable:
             self.hole = np.ascontiguousarray(np.asarray(mask) != 0)
+            self.holes = int(np.count_nonzero(self.hole))
 
     def analysed(self, options: mo.MotionOptions, last: list) -> mo.Analysed:
         """The frame analysed for motion; ``last``: [hole, its reduced masks] of the frame
@@ -122,9 +131,13 @@ class _Entry:
             self._analysed = mo.analyse(self.rgb, self.hole, options, last[1])
         return self._analysed
 
+    def whole(self) -> np.ndarray:
+        """The frame in RGB, whole (a Decoded frame is converted here, once)."""
+        return self.rgb.rgb() if isinstance(self.rgb, Decoded) else self.rgb
+
     def source(self, cv2) -> "_Source":
         if self.own is None:
-            self.own = _Source.of(cv2, self.rgb, self.hole)
+            self.own = _Source.of(cv2, self.whole(), self.hole)
         return self.own
 
 
@@ -190,7 +203,7 @@ class Propagator:
         e = self._entries[t]
         t0 = time.perf_counter()
         try:
-            if not e.usable or not e.hole.any():
+            if not e.usable or not e.holes:
                 return e.tag, (e.rgb, e.mask)
             frame, left = self._propagate(t, e)
             return e.tag, (frame, left)
@@ -215,10 +228,28 @@ class Propagator:
                 self.stats.cuts += b.link.cut
         return b.link.matrix if b.link.linked else None
 
+    def _static(self, t: int) -> bool:
+        """Every frame of the window around t that a source could come from is t's picture
+        (identity links) under t's hole: nothing to propagate (checked before any transform is
+        composed: a static shot's every frame)."""
+        hole = self._entries[t].hole
+        lo, hi = max(0, t - self.window), min(t + self.window, self._pushed - 1)
+        for s in range(lo, hi + 1):
+            e = self._entries.get(s)
+            if e is None or e.hole is not hole:
+                return False
+            if s > lo:
+                self._link(s)  # (estimated on first use)
+                if e.link is None or e.link.model != "identity":
+                    return False
+        return True
+
     def _sources(self, t: int) -> list[tuple[_Source, np.ndarray]]:
         """The window's frames linked to t, nearest first (the earlier of two at the same
         distance first), each with its transform into frame t; last, the previous frame with
         the pixels propagated into it (``reuse``)."""
+        if self._static(t):
+            return []  # a static shot under a static mask: every sample lands on the hole
         past, future = [], []
         m = np.eye(3)
         for s in range(t - 1, t - self.window - 1, -1):  # s -> t = (s+1 -> t) @ (s -> s+1)
@@ -239,7 +270,7 @@ class Propagator:
             order += past[k:k + 1] + future[k:k + 1]
         hole = self._entries[t].hole
         if all(e.hole is hole and (m == _EYE).all() for e, m in order):
-            return []  # a static shot under a static mask: every sample lands on the hole
+            return []  # (the same, reached through transforms that compose to the identity)
         sources = [(e.source(self._cv2), m) for e, m in order]
         if self.options.reuse and past and past[0][0].filled is not None:
             sources.append((past[0][0].filled, past[0][1]))
@@ -248,13 +279,14 @@ class Propagator:
     def _propagate(self, t: int, e: _Entry) -> tuple[np.ndarray, np.ndarray]:
         """Frame t with its hole filled from the window where it can be: (frame, hole left)."""
         hole = e.hole
-        n_hole = int(np.count_nonzero(hole))
+        n_hole = e.holes
         self.stats.hole_pixels += n_hole
         sources = self._sources(t)
         if not sources:
             return e.rgb, e.mask
         # in place when the frames are ours: a 1080p copy costs more than the fill (page faults)
-        out = e.rgb if not self.copy and e.rgb.flags.writeable else e.rgb.copy()
+        rgb = e.whole()
+        out = rgb if (not self.copy or rgb is not e.rgb) and rgb.flags.writeable else rgb.copy()
         left = hole.copy()
         pad = self.options.ring + 2
         h, w = hole.shape
@@ -455,6 +487,9 @@ def _pairs(frames: Iterable, masks) -> Iterator[tuple]:
     if masks is None:
         yield from frames
     elif isinstance(masks, np.ndarray) and masks.ndim == 2:
+        if not frozen(masks):  # one mask for every frame: read once (a copy of its own)
+            masks = np.array(masks)
+            masks.setflags(write=False)
         for f in frames:
             yield f, masks
     else:

@@ -12,6 +12,11 @@ Threads: the stream's reader thread demuxes and decodes (and reads mask files, a
 :mod:`fastfill.video.propagate`, on by default); the inference thread runs the model; the
 calling thread converts, encodes and muxes. Only the calling thread touches the output
 container.
+
+An 8-bit 4:2:0 frame is never converted to RGB whole unless something reads it whole (a source
+frame of a moving camera, text detection): see :mod:`fastfill.video.frames`; the fill's result is
+written back over the hole's luma pixels and the chroma of the 2x2 blocks that touch it, every
+other sample is the decoder's own.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import numpy as np
 
 from ..errors import FastfillError, InputError
 from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
+from ..inpainter import frozen
 from ..roi import bounding_box
+from .frames import YUV420, Decoded, planes, reformatter_, takes, to_rgb
 
 # Encoders that take --crf, and its range in each; --preset is x264's and x265's alone.
 _CRF_RANGE = {"libx264": 51, "libx265": 51, "libvpx": 63, "libvpx-vp9": 63, "libaom-av1": 63,
@@ -224,10 +231,14 @@ class _Transcode:
         self.propagator = propagator  # (propagate.Propagator: runs in the reader thread)
         self.pending_audio: collections.deque = collections.deque()
         # frame number -> (decoded YUV frame, its hole) while the frame is in the pipeline: the
-        # result is written into the decoded planes over the hole only (_YUV_PATH)
+        # result is written into the decoded planes over the hole only (YUV420)
         self.decoded: dict[int, tuple] = {}
         self.yuv = None  # the output's pixel format when it takes that path
         self._where = None  # _HoleBox of the last hole
+        self._windows = (None, None)  # (frozen mask, the Inpainter's windows for it)
+        self._out = None  # the last frame encoded: its buffers are written again (_over_hole)
+        # swscale contexts of the reader thread and the calling thread (see frames.to_rgb)
+        self._read_sws, self._write_sws = reformatter_(), reformatter_()
 
     def __call__(self, tmp: str) -> None:
         av, stats = self.av, self.stats
@@ -238,7 +249,7 @@ class _Transcode:
         with out_c:
             vout = _add_video_stream(av, out_c, self.vin, *self.encoder)
             stats.codec = vout.codec_context.name
-            self.yuv = vout.pix_fmt if vout.pix_fmt in _YUV_PATH else None
+            self.yuv = vout.pix_fmt if vout.pix_fmt in YUV420 else None
             audio = []
             for a in self.inp_c.streams.audio:
                 try:
@@ -252,7 +263,23 @@ class _Transcode:
 
     def frames(self, streams):  # runs in the stream's reader thread
         items = self._holes(self.masks.attach(self._decoded(streams)))
-        yield from (self.propagator.run(items) if self.propagator is not None else items)
+        if self.propagator is not None:
+            items = self.propagator.run(items)
+        yield from self._for_fill(items)
+
+    def _for_fill(self, items):
+        """Each frame as the Inpainter takes it: a Decoded frame not converted whole (by
+        propagation) is converted in the windows the fill reads (the result is read back on
+        the hole alone, :meth:`_output_frame`)."""
+        for tag, (frame, mask) in items:
+            if isinstance(frame, Decoded):
+                if self._windows[0] is not mask:
+                    wins = self.inpainter.windows(mask)
+                    self._windows = (mask, wins) if frozen(mask) else (None, None)
+                else:
+                    wins = self._windows[1]
+                frame = frame.rgb_within(wins)
+            yield tag, (frame, mask)
 
     def _decoded(self, streams):
         i = 0
@@ -262,10 +289,14 @@ class _Transcode:
                     self.pending_audio.append(packet)
                 continue
             for frame in packet.decode():
+                tag = (frame.pts, frame.time_base, i)  # (its timing travels with it)
                 if self.yuv and frame.format.name == self.yuv:
                     self.decoded[i] = frame
-                # the frame's timing travels with it through the model
-                yield (frame.pts, frame.time_base, i), frame.to_ndarray(format="rgb24")
+                    if self.masks.text is None and takes(frame):  # (text is found on RGB)
+                        yield tag, Decoded(frame, self._read_sws)
+                        i += 1
+                        continue
+                yield tag, to_rgb(frame, self._read_sws)
                 i += 1
 
     def _holes(self, items):
@@ -285,7 +316,9 @@ class _Transcode:
             frame, hole = kept
             if self._where is None or self._where.hole is not hole:
                 self._where = _HoleBox(hole)
-            return _over_hole(self.av, frame, self._where, result)
+            out = _over_hole(self.av, frame, self._where, result, self._out, self._write_sws)
+            self._out = out
+            return out
         return self.av.VideoFrame.from_ndarray(result, format="rgb24")
 
     def mux_audio(self, out_c):
@@ -321,18 +354,6 @@ class _Transcode:
             bar.close()
 
 
-# 4:2:0 formats whose decoded planes take the result over the hole (else: RGB whole).
-_YUV_PATH = ("yuv420p", "yuvj420p")
-
-
-def _planes(frame) -> list[np.ndarray]:
-    """Writable views of a 4:2:0 frame's three planes (without their line padding)."""
-    w, h = frame.width, frame.height
-    sizes = [(h, w), ((h + 1) // 2, (w + 1) // 2), ((h + 1) // 2, (w + 1) // 2)]
-    return [np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:ph, :pw]
-            for p, (ph, pw) in zip(frame.planes, sizes)]
-
-
 class _HoleBox:
     """A hole's box in a frame, even-aligned for 4:2:0 chroma, with the hole inside it in luma
     and in chroma (the 2x2 blocks that touch it): found once for the frames that share a mask."""
@@ -354,24 +375,32 @@ class _HoleBox:
         self.empty = found is None
 
 
-def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray):
+def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray, last=None, sws=None):
     """``frame`` (8-bit 4:2:0) with ``result`` (RGB) written over the hole (``where``): luma on
     the hole's pixels, chroma on the 2x2 blocks that touch it, the box converted by the same
     swscale path a whole frame would take; every other sample is the decoded one. (A copy:
-    the decoder may still reference the decoded frame's buffers.)"""
+    the decoder may still reference the decoded frame's buffers.) ``last``: a frame of the same
+    size and format given to the encoder before, whose buffers are used again once no one else
+    holds them (``make_writable`` copies them otherwise): a fresh 1080p frame costs page faults.
+    ``sws``: the caller's reformatter (:func:`fastfill.video.frames.reformatter_`)."""
     if where.box is None and not where.empty:  # (odd sizes: the whole frame converted)
         return av.VideoFrame.from_ndarray(result, format="rgb24")
-    out = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    if (last is not None and last.format.name == frame.format.name
+            and (last.width, last.height) == (frame.width, frame.height)):
+        out = last
+        out.make_writable()
+    else:
+        out = av.VideoFrame(frame.width, frame.height, frame.format.name)
     out.colorspace, out.color_range = frame.colorspace, frame.color_range
-    dst = _planes(out)
-    for d, src in zip(dst, _planes(frame)):
+    dst = planes(out)
+    for d, src in zip(dst, planes(frame)):
         d[...] = src
     if where.box is not None:
         y0, x0, y1, x1 = where.box
         box = av.VideoFrame.from_ndarray(np.ascontiguousarray(result[y0:y1, x0:x1]),
                                          format="rgb24")
         box.colorspace, box.color_range = frame.colorspace, frame.color_range
-        conv = _planes(box.reformat(format=frame.format.name))
+        conv = planes((sws or reformatter_()).reformat(box, format=frame.format.name))
         dst[0][y0:y1, x0:x1][where.luma] = conv[0][where.luma]
         for d, c in zip(dst[1:], conv[1:]):
             d[y0 // 2:y1 // 2, x0 // 2:x1 // 2][where.chroma] = c[where.chroma]
