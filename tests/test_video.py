@@ -342,3 +342,33 @@ def test_a_static_4_2_0_shot_converts_only_what_the_fill_reads(tmp_path, monkeyp
     assert len(b) == N and all(np.array_equal(x, y) for x, y in zip(b, r))
     assert all(np.array_equal(x[~hole], y[~hole]) for x, y in zip(a, b))
     assert np.abs(a[0][hole].astype(int) - b[0][hole]).mean() > 1
+
+
+@pytest.mark.parametrize("codec", ["ffvhuff", "libx264"])
+def test_reusing_the_output_frame_changes_nothing(tmp_path, monkeypatch, codec):
+    """The write-back fills the buffers of the frame encoded last (``make_writable`` copies
+    them first when the encoder still holds them: ffvhuff encodes on frame threads): the output
+    is the same as with a fresh frame every time."""
+    from fastfill import Inpainter
+    from fastfill.video import stream
+
+    rng = np.random.default_rng(2)
+    src = tmp_path / "in.mkv"
+    write_clip(src, [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(N)], FPS,
+               codec="ffv1", pix_fmt="yuv420p", audio=False)
+    m = np.zeros((H, W), np.uint8)
+    m[20:36, 30:52] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    orig = stream._over_hole
+
+    def run(name):
+        out = tmp_path / f"{name}.avi"
+        stream.inpaint_video(Inpainter(method="harmonic"), src, out, tmp_path / "m.png",
+                             codec=codec, propagate=False, progress=False)
+        with av.open(str(out)) as c:
+            return [f.to_ndarray() for f in c.decode(video=0)]
+
+    reused = run("reused")
+    monkeypatch.setattr(stream, "_over_hole", lambda *a: orig(*a[:4], None, *a[5:]))
+    fresh = run("fresh")
+    assert len(reused) == N and all(np.array_equal(a, b) for a, b in zip(reused, fresh))
