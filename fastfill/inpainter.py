@@ -554,7 +554,8 @@ def frozen(a) -> bool:
     """Whether the array ``a`` cannot change under us: read-only and owning its memory (a
     read-only view could still change through its base). What is derived from a frozen mask
     (its hole, windows) may be kept for as long as the same object comes back."""
-    return isinstance(a, np.ndarray) and not a.flags.writeable and a.base is None and a.flags.owndata
+    return (isinstance(a, np.ndarray) and not a.flags.writeable and a.base is None
+            and a.flags.owndata)
 
 
 def _image_and_mask(image, mask) -> tuple[np.ndarray, np.ndarray]:

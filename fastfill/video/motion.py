@@ -113,7 +113,10 @@ class Analysed:
         full = self._full
         # (slices: a gather by index arrays costs ten times as much)
         sq = np.concatenate([full[y - r:y + r + 1, x - r:x + r + 1] for x, y in centres.tolist()])
-        return sq if sq.ndim == 2 else import_cv2().cvtColor(sq, import_cv2().COLOR_RGB2GRAY)
+        if sq.ndim == 2:  # (a decoded frame's luma)
+            return sq
+        cv2 = import_cv2()
+        return cv2.cvtColor(sq, cv2.COLOR_RGB2GRAY)
 
 
 @dataclass
