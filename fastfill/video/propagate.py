@@ -50,7 +50,6 @@ from . import motion as mo
 from .frames import Decoded
 
 MAX_WINDOW = 30
-_EYE = np.eye(3)
 DEFAULT_WINDOW = 12
 
 
@@ -228,49 +227,44 @@ class Propagator:
                 self.stats.cuts += b.link.cut
         return b.link.matrix if b.link.linked else None
 
-    def _static(self, t: int) -> bool:
-        """Every frame of the window around t that a source could come from is t's picture
-        (identity links) under t's hole: nothing to propagate (checked before any transform is
-        composed: a static shot's every frame)."""
-        hole = self._entries[t].hole
-        lo, hi = max(0, t - self.window), min(t + self.window, self._pushed - 1)
-        for s in range(lo, hi + 1):
-            e = self._entries.get(s)
-            if e is None or e.hole is not hole:
-                return False
-            if s > lo:
-                self._link(s)  # (estimated on first use)
-                if e.link is None or e.link.model != "identity":
-                    return False
-        return True
+    def _linked(self, t: int) -> tuple[list, list]:
+        """The window's frames reached from t through a chain of trusted links, each side
+        nearest first: ([(frame s, its link s -> s+1)] before t, [(frame s, its link s-1 -> s)]
+        after t); a link is estimated on first use."""
+        past, future = [], []
+        for s in range(t - 1, t - self.window - 1, -1):
+            if self._link(s + 1) is None:
+                break
+            past.append((self._entries[s], self._entries[s + 1].link))
+        for s in range(t + 1, min(t + self.window, self._pushed - 1) + 1):
+            if self._link(s) is None:
+                break
+            future.append((self._entries[s], self._entries[s].link))
+        return past, future
 
     def _sources(self, t: int) -> list[tuple[_Source, np.ndarray]]:
         """The window's frames linked to t, nearest first (the earlier of two at the same
         distance first), each with its transform into frame t; last, the previous frame with
         the pixels propagated into it (``reuse``)."""
-        if self._static(t):
-            return []  # a static shot under a static mask: every sample lands on the hole
+        linked_past, linked_future = self._linked(t)
+        hole = self._entries[t].hole
+        if all(e.hole is hole and link.model == "identity"
+               for e, link in linked_past + linked_future):
+            # a static shot under a static mask: every sample lands on the hole (decided before
+            # any transform is composed: a static shot's every frame)
+            return []
         past, future = [], []
         m = np.eye(3)
-        for s in range(t - 1, t - self.window - 1, -1):  # s -> t = (s+1 -> t) @ (s -> s+1)
-            step = self._link(s + 1)
-            if step is None:
-                break
-            m = m @ step
-            past.append((self._entries[s], m / m[2, 2]))
+        for e, link in linked_past:  # s -> t = (s+1 -> t) @ (s -> s+1)
+            m = m @ link.matrix
+            past.append((e, m / m[2, 2]))
         m = np.eye(3)
-        for s in range(t + 1, min(t + self.window, self._pushed - 1) + 1):  # t -> s, inverted
-            step = self._link(s)
-            if step is None:
-                break
-            m = step @ m
-            future.append((self._entries[s], np.linalg.inv(m / m[2, 2])))
+        for e, link in linked_future:  # t -> s, inverted
+            m = link.matrix @ m
+            future.append((e, np.linalg.inv(m / m[2, 2])))
         order = []
         for k in range(max(len(past), len(future))):
             order += past[k:k + 1] + future[k:k + 1]
-        hole = self._entries[t].hole
-        if all(e.hole is hole and (m == _EYE).all() for e, m in order):
-            return []  # (the same, reached through transforms that compose to the identity)
         sources = [(e.source(self._cv2), m) for e, m in order]
         if self.options.reuse and past and past[0][0].filled is not None:
             sources.append((past[0][0].filled, past[0][1]))
