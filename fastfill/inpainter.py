@@ -131,7 +131,7 @@ class Inpainter:
         self._accepts = engine.accepts if engine.narrow_limits else None
         self._execute = (_DeviceSteps(engine) if engine.device_path
                          else _HostSteps(engine, self.multiple, self.mask_channel))
-        # (mask, hole, windows) of the last frozen mask checked: see check()
+        # (mask, hole, windows) of the last frozen mask: see hole_and_windows()
         self._last_frozen: tuple | None = None
 
     def __repr__(self):
@@ -157,17 +157,7 @@ class Inpainter:
             raise InputError(f"this {self.meta.kind} model takes {fw}x{fh} images only, got "
                              f"{image.shape[1]}x{image.shape[0]}; resize or crop first, or use a "
                              "GLCIC model for any size")
-        last = self._last_frozen
-        if last is not None and last[0] is mask:
-            hole, wins = last[1], last[2]
-        else:
-            hole = np.ascontiguousarray(mask != 0)  # (mask != 0 keeps a Fortran or strided layout)
-            wins = self.windows(hole)
-            if frozen(mask):
-                # A mask that cannot change (a video's one mask file, every frame) is read once:
-                # its hole and windows cost a few ms a 1080p frame, as much as the fill they serve.
-                hole.setflags(write=False)
-                self._last_frozen = (mask, hole, wins)
+        hole, wins = self.hole_and_windows(mask)
         if self._accepts is not None:
             for _, _, wh, ww in wins:
                 reason = self._accepts((1, self.channels, *ops.padded_size(wh, ww, self.multiple)))
@@ -215,6 +205,21 @@ class Inpainter:
         if timings is not None:
             _add(timings, "check", time.perf_counter() - t0)
         return self._run(pairs, timings)
+
+    def hole_and_windows(self, mask: np.ndarray) -> tuple[np.ndarray, list]:
+        """The hole of a [H, W] mask (bool, C-contiguous) and its :meth:`windows`. A mask that
+        cannot change (:func:`frozen`: a video's one mask file, every frame) is read once: what
+        it gives is kept while the same mask comes back (a few ms a 1080p frame, as much as the
+        fill it serves)."""
+        last = self._last_frozen
+        if last is not None and last[0] is mask:
+            return last[1], last[2]
+        hole = np.ascontiguousarray(mask != 0)  # (mask != 0 keeps a Fortran or strided layout)
+        wins = self.windows(hole)
+        if frozen(mask):
+            hole.setflags(write=False)
+            self._last_frozen = (mask, hole, wins)
+        return hole, wins
 
     def windows(self, mask: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The windows (top, left, height, width) one image with this mask is processed in."""

@@ -31,6 +31,11 @@ def planes(frame) -> list[np.ndarray]:
             for p, (ph, pw) in zip(frame.planes, sizes)]
 
 
+def chroma_blocks(y0: int, x0: int, y1: int, x1: int, h: int, w: int) -> tuple[int, ...]:
+    """The box (ends exclusive) grown to whole 2x2 chroma blocks of an h x w frame (even sizes)."""
+    return y0 & ~1, x0 & ~1, min(h, (y1 + 1) & ~1), min(w, (x1 + 1) & ~1)
+
+
 def takes(frame) -> bool:
     """Whether a decoded frame can be a :class:`Decoded`: 8-bit 4:2:0 of even size."""
     return frame.format.name in YUV420 and frame.width % 2 == 0 and frame.height % 2 == 0
@@ -80,8 +85,7 @@ class Decoded:
             self._part = np.frombuffer(buf, np.uint8).reshape(self.shape)
         for top, left, bh, bw in boxes:
             # whole 2x2 chroma blocks: a box's conversion is then the whole frame's, exactly
-            y0, x0 = top & ~1, left & ~1
-            y1, x1 = min(h, (top + bh + 1) & ~1), min(w, (left + bw + 1) & ~1)
+            y0, x0, y1, x1 = chroma_blocks(top, left, top + bh, left + bw, h, w)
             if y1 > y0 and x1 > x0:
                 self._part[y0:y1, x0:x1] = self._convert(y0, x0, y1, x1)
         return self._part
@@ -112,4 +116,4 @@ def to_rgb(frame, reformatter) -> np.ndarray:
     return reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
-__all__ = ["Decoded", "planes", "takes", "to_rgb", "reformatter_", "YUV420"]
+__all__ = ["Decoded", "chroma_blocks", "planes", "takes", "to_rgb", "reformatter_", "YUV420"]

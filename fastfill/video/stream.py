@@ -31,9 +31,8 @@ import numpy as np
 
 from ..errors import FastfillError, InputError
 from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
-from ..inpainter import frozen
 from ..roi import bounding_box
-from .frames import YUV420, Decoded, planes, reformatter_, takes, to_rgb
+from .frames import YUV420, Decoded, chroma_blocks, planes, reformatter_, takes, to_rgb
 
 # Encoders that take --crf, and its range in each; --preset is x264's and x265's alone.
 _CRF_RANGE = {"libx264": 51, "libx265": 51, "libvpx": 63, "libvpx-vp9": 63, "libaom-av1": 63,
@@ -122,9 +121,12 @@ class _Masks:
         if f is None:
             return self._empty
         try:
-            return decode_mask(f, self.size, **self.mask_opts)
+            m = decode_mask(f, self.size, **self.mask_opts)
         except InputError as e:
             raise InputError(f"{f}: {e}") from None
+        # (ours alone: frozen, its hole and windows are found once for the conversion and the fill)
+        m.setflags(write=False)
+        return m
 
     def attach(self, frames):
         """(tag, rgb) with the frame number last in tag -> (tag, (rgb, its mask)), in order."""
@@ -235,7 +237,6 @@ class _Transcode:
         self.decoded: dict[int, tuple] = {}
         self.yuv = None  # the output's pixel format when it takes that path
         self._where = None  # _HoleBox of the last hole
-        self._windows = (None, None)  # (frozen mask, the Inpainter's windows for it)
         self._out = None  # the last frame encoded: its buffers are written again (_over_hole)
         # swscale contexts of the reader thread and the calling thread (see frames.to_rgb)
         self._read_sws, self._write_sws = reformatter_(), reformatter_()
@@ -273,12 +274,8 @@ class _Transcode:
         the hole alone, :meth:`_output_frame`)."""
         for tag, (frame, mask) in items:
             if isinstance(frame, Decoded):
-                if self._windows[0] is not mask:
-                    wins = self.inpainter.windows(mask)
-                    self._windows = (mask, wins) if frozen(mask) else (None, None)
-                else:
-                    wins = self._windows[1]
-                frame = frame.rgb_within(wins)
+                # (a frozen mask's windows are found once, and check() finds them again there)
+                frame = frame.rgb_within(self.inpainter.hole_and_windows(mask)[1])
             yield tag, (frame, mask)
 
     def _decoded(self, streams):
@@ -367,21 +364,21 @@ class _HoleBox:
         found = bounding_box(m)
         self.box = None
         if found is not None and h % 2 == 0 and w % 2 == 0:
-            y0, x0, y1, x1 = found
-            y0, x0, y1, x1 = y0 & ~1, x0 & ~1, min(h, (y1 + 1) & ~1), min(w, (x1 + 1) & ~1)
+            y0, x0, y1, x1 = chroma_blocks(*found, h, w)
             self.box = (y0, x0, y1, x1)
             self.luma = m[y0:y1, x0:x1]
             self.chroma = self.luma.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2).any(axis=(1, 3))
         self.empty = found is None
 
 
-def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray, last=None, sws=None):
+def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray, last, sws):
     """``frame`` (8-bit 4:2:0) with ``result`` (RGB) written over the hole (``where``): luma on
     the hole's pixels, chroma on the 2x2 blocks that touch it, the box converted by the same
     swscale path a whole frame would take; every other sample is the decoded one. (A copy:
-    the decoder may still reference the decoded frame's buffers.) ``last``: a frame of the same
-    size and format given to the encoder before, whose buffers are used again once no one else
-    holds them (``make_writable`` copies them otherwise): a fresh 1080p frame costs page faults.
+    the decoder may still reference the decoded frame's buffers.) ``last``: None, or a frame of
+    the same size and format given to the encoder before, whose buffers are used again once no
+    one else holds them (``make_writable`` copies them otherwise): a fresh 1080p frame costs page
+    faults.
     ``sws``: the caller's reformatter (:func:`fastfill.video.frames.reformatter_`)."""
     if where.box is None and not where.empty:  # (odd sizes: the whole frame converted)
         return av.VideoFrame.from_ndarray(result, format="rgb24")
@@ -400,7 +397,7 @@ def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray, last=None, sws=
         box = av.VideoFrame.from_ndarray(np.ascontiguousarray(result[y0:y1, x0:x1]),
                                          format="rgb24")
         box.colorspace, box.color_range = frame.colorspace, frame.color_range
-        conv = planes((sws or reformatter_()).reformat(box, format=frame.format.name))
+        conv = planes(sws.reformat(box, format=frame.format.name))
         dst[0][y0:y1, x0:x1][where.luma] = conv[0][where.luma]
         for d, c in zip(dst[1:], conv[1:]):
             d[y0 // 2:y1 // 2, x0 // 2:x1 // 2][where.chroma] = c[where.chroma]
