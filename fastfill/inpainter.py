@@ -223,7 +223,9 @@ class Inpainter:
 
     def windows(self, mask: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The windows (top, left, height, width) one image with this mask is processed in."""
-        hole = np.asarray(mask) != 0
+        hole = np.asarray(mask)
+        if hole.dtype != bool:
+            hole = hole != 0
         h, w = hole.shape
         if not hole.any():
             return []

@@ -227,6 +227,34 @@ def test_hole_regions_and_windows():
     assert roi_windows(np.zeros((10, 10), bool), margin=5) == []
 
 
+@pytest.mark.parametrize("cell", [1, 3, 16])
+def test_hole_regions_are_found_on_the_frames_grid_wherever_the_hole_is(cell):
+    # Only the cells of the hole's bounding box are gridded: the same mask moved by whole cells
+    # inside a larger frame gives the same regions moved by as much, whatever the offset, and a
+    # hole on the frame's last partial cell is clipped to the frame.
+    rng = np.random.default_rng(cell)
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(5, 90, 2))
+        m = rng.random((h, w)) < rng.choice([0.002, 0.02, 0.2])
+        if not m.any():
+            m[rng.integers(h), rng.integers(w)] = True
+        dy, dx = (cell * int(v) for v in rng.integers(0, 6, 2))
+        big = np.zeros((h + dy + int(rng.integers(0, 2 * cell + 2)),
+                        w + dx + int(rng.integers(0, 2 * cell + 2))), bool)
+        big[dy:dy + h, dx:dx + w] = m
+        moved = [(y0 - dy, x0 - dx, y1 - dy, x1 - dx) for y0, x0, y1, x1 in hole_regions(big, cell)]
+        alone = hole_regions(m, cell)
+        # (alone, a region's far edge is clipped to the small frame; inside big it may run on)
+        assert [b[:2] for b in moved] == [b[:2] for b in alone]
+        assert [(min(y1, h), min(x1, w)) for _, _, y1, x1 in moved] == [b[2:] for b in alone]
+        for y0, x0, y1, x1 in hole_regions(big, cell):
+            assert y1 <= big.shape[0] and x1 <= big.shape[1] and big[y0:y1, x0:x1].any()
+        covered = np.zeros_like(big)
+        for y0, x0, y1, x1 in hole_regions(big, cell):
+            covered[y0:y1, x0:x1] = True
+        assert not (big & ~covered).any()
+
+
 def _full_and_roi_predictions(engine, img, m, windows):
     """Max |ROI prediction - full-frame prediction| over the hole, as floats."""
     mean = engine.meta.mean

@@ -134,9 +134,14 @@ class _Entry:
         """The frame in RGB, whole (a Decoded frame is converted here, once)."""
         return self.rgb.rgb() if isinstance(self.rgb, Decoded) else self.rgb
 
-    def source(self, cv2) -> "_Source":
+    def source(self, cv2, last: list) -> "_Source":
+        """The frame's own pixels as a source; ``last``: [hole, its known map] of the source made
+        last, used again for the same hole (a static mask's map is made once, not a 1080p
+        compare and its fresh 2 MB a frame)."""
         if self.own is None:
-            self.own = _Source.of(cv2, self.whole(), self.hole)
+            if last[0] is not self.hole:
+                last[:] = [self.hole, _Source.known_of(cv2, self.hole)]
+            self.own = _Source(self.whole(), last[1])
         return self.own
 
 
@@ -151,7 +156,13 @@ class _Source:
 
     @classmethod
     def of(cls, cv2, rgb: np.ndarray, hole: np.ndarray) -> "_Source":
-        return cls(rgb, cv2.compare(hole.view(np.uint8), 0, cv2.CMP_EQ))
+        return cls(rgb, cls.known_of(cv2, hole))
+
+    @staticmethod
+    def known_of(cv2, hole: np.ndarray) -> np.ndarray:
+        known = cv2.compare(hole.view(np.uint8), 0, cv2.CMP_EQ)
+        known.setflags(write=False)  # (shared by the frames of a static mask)
+        return known
 
 
 class Propagator:
@@ -173,6 +184,7 @@ class Propagator:
         self._next = 0  # the next frame to give back
         self._masks: list = [None, None]  # see _Entry.analysed
         self._regions: list = [None, []]  # [hole, its regions] of the frame propagated last
+        self._known: list = [None, None]  # see _Entry.source
         # False: a frame's own array is filled in place (only its hole pixels change, which no
         # other frame reads), for callers that own the frames they push
         self.copy = copy
@@ -265,7 +277,7 @@ class Propagator:
         order = []
         for k in range(max(len(past), len(future))):
             order += past[k:k + 1] + future[k:k + 1]
-        sources = [(e.source(self._cv2), m) for e, m in order]
+        sources = [(e.source(self._cv2, self._known), m) for e, m in order]
         if self.options.reuse and past and past[0][0].filled is not None:
             sources.append((past[0][0].filled, past[0][1]))
         return sources
