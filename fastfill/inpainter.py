@@ -48,7 +48,7 @@ import numpy as np
 from . import ops, pipeline
 from .errors import EngineError, FastfillError, InputError
 from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
-from .roi import bounding_box
+from .roi import bounding_box, hole_of
 
 __all__ = ["Inpainter", "Checked", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION",
            "engine_line", "model_name"]
@@ -214,7 +214,7 @@ class Inpainter:
         last = self._last_frozen
         if last is not None and last[0] is mask:
             return last[1], last[2]
-        hole = np.ascontiguousarray(mask != 0)  # (mask != 0 keeps a Fortran or strided layout)
+        hole = hole_of(mask)
         wins = self.windows(hole)
         if frozen(mask):
             hole.setflags(write=False)

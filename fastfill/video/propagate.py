@@ -45,7 +45,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..inpainter import frozen
-from ..roi import bounding_box, hole_regions
+from ..roi import bounding_box, hole_of, hole_regions
 from . import motion as mo
 from .frames import Decoded
 
@@ -118,7 +118,7 @@ class _Entry:
             # a static mask: one bool copy (and count) for the clip
             self.hole, self.holes = before.hole, before.holes
         elif self.usable:
-            self.hole = np.ascontiguousarray(np.asarray(mask) != 0)
+            self.hole = hole_of(mask)
             self.holes = int(np.count_nonzero(self.hole))
 
     def analysed(self, options: mo.MotionOptions, last: list) -> mo.Analysed:

@@ -359,7 +359,8 @@ class _HoleBox:
 
     def __init__(self, hole):
         self.hole = hole
-        m = np.asarray(hole) != 0
+        m = np.asarray(hole)
+        m = m if m.dtype == bool else m != 0
         h, w = m.shape
         found = bounding_box(m)
         self.box = None
