@@ -553,6 +553,89 @@ void detail_gain(Level& L, const std::vector<int16_t>& start, int64_t percent) {
   }
 }
 
+// Sums over three box blurs of radius r each way of one plane of a level (exact integers).
+void box3(std::vector<int64_t>& p, int64_t h, int64_t w, int64_t r) {
+  for (int pass = 0; pass < 3; ++pass) box_sums(p, h, w, w, 1, r);  // rows
+  for (int pass = 0; pass < 3; ++pass) box_sums(p, w, 1, h, w, r);  // columns
+}
+
+int64_t isqrt(int64_t x) {  // floor(sqrt(x)), exactly
+  int64_t s = int64_t(std::sqrt(double(x)));
+  while (s > 0 && s * s > x) --s;
+  while ((s + 1) * (s + 1) <= x) ++s;
+  return s;
+}
+
+// The copied detail d = v - start of the component, scaled pixel by pixel so that it carries no
+// more than the surroundings show: gain min(1, sqrt(k E_known / E_hole)) (in 1/1024), E_known the
+// squared detail of the known grey (the sum of the colours less its normalised low-pass over the
+// known pixels, box radius 1) normalised over the known pixels whose 8 neighbours are known (box
+// radius 7: carried into the hole), E_hole the normalised local energy of d's grey over the
+// component (box radius 2); a pixel d rings deep keeps (1 - gain) (d - 6) / 8 more (a thick hole's
+// middle, far from what the surroundings say, keeps its texture); all times `percent`, rounded
+// half up. Thin strokes copied from a textured source into a smoother place are damped where they
+// would add a visible pattern, and nowhere else.
+void detail_gate(Level& L, const std::vector<int16_t>& start, int64_t k, int64_t percent) {
+  const int64_t h = L.h, w = L.w, n = h * w;
+  constexpr int64_t r1 = 1, r2 = 7, r3 = 2, a = 6, b = 8, one = 1024;
+  std::vector<int64_t> g(size_t(n), 0), w1(size_t(n), 0);
+  for (int64_t i = 0; i < n; ++i)
+    if (!L.hole[size_t(i)]) {
+      g[size_t(i)] = int64_t(L.v[size_t(i * 4)]) + L.v[size_t(i * 4 + 1)] + L.v[size_t(i * 4 + 2)];
+      w1[size_t(i)] = 1;
+    }
+  std::vector<int64_t> s1 = g;
+  box3(s1, h, w, r1);
+  box3(w1, h, w, r1);
+  std::vector<int64_t> e(size_t(n), 0), inner(size_t(n), 0);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) {
+      const int64_t i = y * w + x;
+      if (L.hole[size_t(i)]) continue;
+      bool all = true;  // (outside the box counts as known)
+      for (int64_t yy = std::max<int64_t>(0, y - 1); yy <= std::min(h - 1, y + 1); ++yy)
+        for (int64_t xx = std::max<int64_t>(0, x - 1); xx <= std::min(w - 1, x + 1); ++xx)
+          all = all && !L.hole[size_t(yy * w + xx)];
+      if (!all) continue;
+      const int64_t ws = std::max<int64_t>(1, w1[size_t(i)]), t = g[size_t(i)] * ws - s1[size_t(i)];
+      e[size_t(i)] = t * t / (ws * ws);
+      inner[size_t(i)] = 1;
+    }
+  box3(e, h, w, r2);
+  box3(inner, h, w, r2);
+  std::vector<int64_t> dg2(size_t(n), 0), wh(size_t(n), 0);
+  for (int64_t i = 0; i < n; ++i)
+    if (L.mine[size_t(i)]) {
+      int64_t d = 0;
+      for (int ch = 0; ch < 3; ++ch) d += int64_t(L.v[size_t(i * 4 + ch)]) - start[size_t(i * 4 + ch)];
+      dg2[size_t(i)] = d * d;
+      wh[size_t(i)] = 1;
+    }
+  box3(dg2, h, w, r3);
+  box3(wh, h, w, r3);
+  std::vector<int32_t> depth(size_t(n), 0);
+  std::vector<uint8_t> state(size_t(n), kOpen);
+  for (int64_t i = 0; i < n; ++i) state[size_t(i)] = L.hole[size_t(i)] ? kOpen : kValued;
+  int32_t ring_no = 0;
+  inward_rings(std::move(state), h, w, false, [&](const std::vector<int32_t>& ring) {
+    ++ring_no;
+    for (const int32_t i : ring) depth[size_t(i)] = ring_no;
+  });
+  for (int64_t i = 0; i < n; ++i) {
+    if (!L.mine[size_t(i)]) continue;
+    const int64_t ek = e[size_t(i)] / std::max<int64_t>(1, inner[size_t(i)]);
+    const int64_t eh = std::max<int64_t>(1, dg2[size_t(i)] / std::max<int64_t>(1, wh[size_t(i)]));
+    const int64_t sc = std::min(one, isqrt(k * ek * one * one / eh));
+    const int64_t deep = std::min(one, std::max<int64_t>(0, floor_div((depth[size_t(i)] - a) * one, b)));
+    const int64_t gain = sc + (one - sc) * deep / one;
+    for (int ch = 0; ch < 3; ++ch) {
+      const int64_t s = start[size_t(i * 4 + ch)], d = int64_t(L.v[size_t(i * 4 + ch)]) - s;
+      const int64_t v = s + floor_div(2 * d * percent * gain + 100 * one, 200 * one);
+      L.v[size_t(i * 4 + ch)] = int16_t(std::min<int64_t>(kMax, std::max<int64_t>(0, v)));
+    }
+  }
+}
+
 // The fourth value of every pixel of the finest level: how textured the image is around it, the
 // mean absolute difference between 4-neighbouring known pixels (summed over the colours) within
 // `radius`, times `weight` / 300 (percent, per colour), at most kMax. Hole pixels whose window
@@ -748,7 +831,10 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
     state->fields[key] = std::move(field);
   }
   if (P.blend > 0) blend_low_frequencies(L0, start_v, P.blend);
-  if (P.detail != 100) detail_gain(L0, start_v, P.detail);
+  if (P.gate > 0)
+    detail_gate(L0, start_v, P.gate, P.detail);
+  else if (P.detail != 100)
+    detail_gain(L0, start_v, P.detail);
   for (int64_t y = 0; y < L0.h; ++y)
     for (int64_t x = 0; x < L0.w; ++x) {
       const int64_t i = y * L0.w + x;

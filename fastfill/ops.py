@@ -192,7 +192,10 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             level l, 0 = finest), ``passes``
             (PatchMatch passes per round), ``radius`` (search box margin, px), ``thin``,
             ``blend`` (low-pass radius, px; 0 = the pure patch result), ``detail`` (percent of
-            the way from the harmonic fill to the patch result, 0-100), ``texture`` (weight of
+            the way from the harmonic fill to the patch result, 0-100), ``gate`` (0 = off; k > 0:
+            each pixel's copied detail scaled by min(1, sqrt(k x the surroundings' detail energy /
+            its own)), so a fill carries no more pattern than the known pixels around it show;
+            pixels over 6 rings deep keep more; ``detail`` then applies on top), ``texture`` (weight of
             the textureness channel, percent; 0 = colours only), ``texture_radius`` (px),
             ``onion`` (the most cells x sources a level peels; 0 = none), ``seed``.
 

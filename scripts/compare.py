@@ -57,6 +57,7 @@ CLASSICAL = ("OpenCV Telea", "OpenCV Navier-Stokes", "biharmonic (scikit-image)"
 ANCHORS = {"OpenCV shift-map (xphoto)": shiftmap_fill, "GIMP Resynthesizer": resynthesizer_fill,
            "PatchMatch (pypatchmatch)": patchmatch_fill}
 PATCH = "patch (fastfill)"
+GATED = "patch, detail gate (fastfill)"  # gate 16, detail 90: the candidate hybrid default
 # the picture sheet's columns after truth | masked, where present
 SHEET = ("harmonic (fastfill)", "OpenCV Navier-Stokes", *ANCHORS, PATCH, MODEL)
 
@@ -102,6 +103,8 @@ def run_setting(cfg, args, notes):
     outs["harmonic (fastfill)"] = timed("harmonic (fastfill)", ops.fill, images, u8, "harmonic")
     if "patch" in ops.FILLS:
         outs[PATCH] = timed(PATCH, ops.fill, images, u8, "patch")
+        if "gate" in ops.FILLS["patch"].options:
+            outs[GATED] = timed(GATED, lambda *a: ops.fill(*a, gate=16, detail=90), images, u8, "patch")
     else:
         skip(PATCH, "this fastfill build has no 'patch' fill (ops.FILLS = " + ", ".join(ops.FILLS) + ")")
     for name, fn in ANCHORS.items() if args.anchors else ():

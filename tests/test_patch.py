@@ -48,6 +48,12 @@ CASES = [
     ("no blend", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"blend": 0}),
     ("wide blend", 48, 64, [(14, 20, 30, 44)], {"blend": 40, "radius": 20}),
     ("damped detail", 48, 64, [(14, 20, 30, 44)], {"detail": 60}),
+    ("detail gate", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"gate": 16, "detail": 90}),
+    # (a thick square: its middle, over 6 rings deep, keeps more of the detail; other holes in the
+    # box are not known pixels)
+    ("detail gate, deep and beside another hole", 64, 64, [(8, 8, 40, 40), (44, 10, 47, 60)],
+     {"gate": 4, "patch": 3}),
+    ("detail gate without blend", 48, 64, [(14, 20, 30, 44)], {"gate": 100, "blend": 0}),
     ("no textureness", 48, 64, [(14, 20, 30, 44)], {"texture": 0}),
     ("textureness", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"texture": 300, "texture_radius": 3}),
     ("textureness, rings inwards", 64, 64, [(8, 8, 56, 56)], {"texture": 150, "texture_radius": 2, "patch": 3}),
@@ -272,3 +278,23 @@ def test_stream_carries_the_field_only_when_asked():
     want = [ops.fill(f, m, "patch", state=state) for f in clip]
     assert all(np.array_equal(x, y) for x, y in zip(inp.stream(clip, m, carry=True), want))
     assert all(np.array_equal(x, ops.fill(f, m, "patch")) for x, f in zip(inp.stream(clip, m), clip))
+
+
+def test_the_detail_gate_only_ever_damps_the_copied_detail():
+    # The gate scales the copied detail by a gain in [0, 1]: every hole pixel lies between the
+    # harmonic start and the plain patch result (to a rounding), pixels outside the hole keep
+    # their bytes, and on a textured image with a smooth band it does change the result.
+    im = textured(80, 96, seed=4)
+    im[:, :40] = (im[:, :40].astype(np.int16) // 8 + 100).astype(np.uint8)  # a smoother band
+    m = mask_of(80, 96, (10, 30, 70, 50), (60, 4, 64, 90))
+    start = ops.fill(im, m, "harmonic").astype(np.int16)
+    plain = ops.fill(im, m, "patch").astype(np.int16)
+    gated = ops.fill(im, m, "patch", gate=4).astype(np.int16)
+    hole = m > 0
+    assert np.array_equal(gated[~hole], im[~hole])
+    lo, hi = np.minimum(start, plain) - 1, np.maximum(start, plain) + 1
+    assert ((gated >= lo) & (gated <= hi))[hole].all()
+    changed = np.abs(gated - plain)[hole]
+    assert changed.max() > 8 and (changed > 0).mean() > 0.02  # it did damp, where it added most
+    # a gain of 1 everywhere (k large) is the plain result to a rounding
+    assert np.abs(ops.fill(im, m, "patch", gate=1000).astype(np.int16) - plain).max() <= 1

@@ -308,6 +308,71 @@ def _blend(v, v0, mine, r):
     return np.where(mine[None], np.clip(v - low, 0, VMAX), v)
 
 
+GATE_RADII = (1, 8, 3)  # box radii (three blurs each way): the detail's low-pass, the carry, E_hole
+GATE_DEPTH = (6, 8)  # pixels deeper than the first keep more of the detail, all of it past the sum
+GATE_ONE = 1024  # the gain's unit
+
+
+def _isqrt(x):
+    """floor(sqrt(x)) of non-negative int64s, exactly."""
+    s = np.sqrt(x.astype(np.float64)).astype(np.int64)
+    s = np.where(s * s > x, s - 1, s)
+    return np.where((s + 1) * (s + 1) <= x, s + 1, s)
+
+
+def _depth(hole):
+    """Rings inwards: 0 on known pixels, 1 on hole pixels 4-next to one, and so on (a hole
+    reaching no known pixel: 0)."""
+    d = np.where(hole, -1, 0).astype(np.int64)
+    ring = 0
+    while True:
+        p = np.pad(d, 1, constant_values=-1)
+        nb = np.stack([p[1:-1, :-2], p[1:-1, 2:], p[:-2, 1:-1], p[2:, 1:-1]])
+        grow = (d < 0) & (nb == ring).any(0)
+        if not grow.any():
+            return np.maximum(d, 0)
+        ring += 1
+        d = np.where(grow, ring, d)
+
+
+def _box3(a, r):
+    for axis in (a.ndim - 1,) * 3 + (a.ndim - 2,) * 3:
+        a = _box(a, r, axis)
+    return a
+
+
+def _gate(v, v0, hole, mine, k, detail):
+    """The copied detail d = v - v0 of the component, scaled pixel by pixel so that it carries no
+    more than its surroundings show: the gain min(1, sqrt(k E_known / E_hole)) (in 1/GATE_ONE),
+    with E_known the squared detail of the known grey (the sum of colours less its normalised
+    low-pass over known pixels, radius r1) normalised over the known pixels whose 8 neighbours
+    are known (radius r2: carried into the hole), E_hole the normalised local energy of d's grey
+    over the component (radius r3); a pixel d rings deep keeps (1 - gain) (d - a) / b more; all
+    times ``detail`` percent, rounded half up."""
+    r1, r2, r3 = GATE_RADII
+    a, b = GATE_DEPTH
+    known = ~hole
+    g = np.where(known, v[:3].sum(0), 0).astype(np.int64)
+    w1 = _box3(known.astype(np.int64), r1)
+    s1 = _box3(g, r1)
+    w1s = np.maximum(w1, 1)
+    e = np.where(known, ((g * w1s - s1) ** 2) // (w1s * w1s), 0)
+    p = np.pad(known, 1, constant_values=True)
+    inner = known & p[:-2, :-2] & p[:-2, 1:-1] & p[:-2, 2:] & p[1:-1, :-2] & p[1:-1, 2:] \
+        & p[2:, :-2] & p[2:, 1:-1] & p[2:, 2:]
+    wk = _box3(inner.astype(np.int64), r2)
+    ek = _box3(np.where(inner, e, 0), r2) // np.maximum(wk, 1)
+    dg = np.where(mine, (v[:3].astype(np.int64) - v0[:3]).sum(0), 0)
+    wh = _box3(mine.astype(np.int64), r3)
+    eh = _box3(dg * dg, r3) // np.maximum(wh, 1)
+    sc = np.minimum(GATE_ONE, _isqrt(k * ek * GATE_ONE * GATE_ONE // np.maximum(eh, 1)))
+    deep = np.clip((_depth(hole) - a) * GATE_ONE // b, 0, GATE_ONE)
+    gain = sc + (GATE_ONE - sc) * deep // GATE_ONE
+    d = v[:3].astype(np.int64) - v0[:3]
+    out = v0[:3] + (2 * d * detail * gain + 100 * GATE_ONE) // (200 * GATE_ONE)
+    return np.where(mine[None], np.clip(out, 0, VMAX), v[:3])
+
+
 def _texture(v, hole, weight, r):
     """The textureness channel of a box (int64 [h, w]): the mean absolute difference of the grey
     (sum of colours) between 4-neighbouring known pixels within r, times weight / 300, at most
@@ -337,8 +402,8 @@ def _texture(v, hole, weight, r):
 
 
 def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
-                    thin=2, blend=10, detail=100, texture=200, texture_radius=2, onion=1000000,
-                    seed=0) -> np.ndarray:
+                    thin=2, blend=10, detail=100, gate=0, texture=200, texture_radius=2,
+                    onion=1000000, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
     ``ops.prepare(..., fill="harmonic")`` returns it); uint8 [H, W, 3]."""
@@ -370,7 +435,9 @@ def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, pass
             continue
         if blend > 0:
             v = _blend(v, v0, comp[box], blend)
-        if detail != 100:  # damped towards the start, rounded half up
+        if gate > 0:
+            v = np.concatenate([_gate(v, v0, hole[box], comp[box], gate, detail), v[3:]])
+        elif detail != 100:  # damped towards the start, rounded half up
             v = np.where(comp[box][None], np.clip(v0[:3] + (2 * (v[:3] - v0[:3]) * detail + 100) // 200, 0, VMAX),
                          v[:3])
         part = result[box]
