@@ -280,12 +280,31 @@ def test_stream_carries_the_field_only_when_asked():
     assert all(np.array_equal(x, ops.fill(f, m, "patch")) for x, f in zip(inp.stream(clip, m), clip))
 
 
+def _banded(h, w, seed):
+    """textured() with its left part made smoother: a place where copied detail is damped."""
+    im = textured(h, w, seed=seed)
+    im[:, :w * 5 // 12] = (im[:, :w * 5 // 12].astype(np.int16) // 8 + 100).astype(np.uint8)
+    return im
+
+
+@pytest.mark.parametrize("opts", [{"gate": 1}, {"gate": 1, "detail": 90, "radius": 24},
+                                  {"gate": 1, "blend": 0, "patch": 3}])
+def test_the_detail_gate_equals_its_numpy_transcription_where_it_acts(opts):
+    # (on textured() alone the gain is 1 almost everywhere: here it is not, so the test sees the
+    # gate's radii, depth ramp and rounding)
+    im = _banded(56, 72, seed=4)
+    m = mask_of(56, 72, (8, 22, 48, 36), (44, 4, 47, 66))
+    got = ops.fill(im, m, "patch", **opts)
+    assert np.array_equal(got, patch_reference(im, m, harmonic_start(im, m), **opts))
+    ungated = ops.fill(im, m, "patch", **{**opts, "gate": 0})
+    assert (got != ungated)[m > 0].mean() > 0.1  # (it acted on a tenth of the hole or more)
+
+
 def test_the_detail_gate_only_ever_damps_the_copied_detail():
     # The gate scales the copied detail by a gain in [0, 1]: every hole pixel lies between the
     # harmonic start and the plain patch result (to a rounding), pixels outside the hole keep
     # their bytes, and on a textured image with a smooth band it does change the result.
-    im = textured(80, 96, seed=4)
-    im[:, :40] = (im[:, :40].astype(np.int16) // 8 + 100).astype(np.uint8)  # a smoother band
+    im = _banded(80, 96, seed=4)
     m = mask_of(80, 96, (10, 30, 70, 50), (60, 4, 64, 90))
     start = ops.fill(im, m, "harmonic").astype(np.int16)
     plain = ops.fill(im, m, "patch").astype(np.int16)

@@ -308,7 +308,7 @@ def _blend(v, v0, mine, r):
     return np.where(mine[None], np.clip(v - low, 0, VMAX), v)
 
 
-GATE_RADII = (1, 8, 3)  # box radii (three blurs each way): the detail's low-pass, the carry, E_hole
+GATE_RADII = (1, 7, 2)  # box radii (three blurs each way): the detail's low-pass, the carry, E_hole
 GATE_DEPTH = (6, 8)  # pixels deeper than the first keep more of the detail, all of it past the sum
 GATE_ONE = 1024  # the gain's unit
 
