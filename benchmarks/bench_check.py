@@ -7,8 +7,8 @@ Run from the repo root:
 
     python benchmarks/bench_check.py [--size 1920x1080] [--iters 200]
 
-The hole: a broadcast logo (384x90, top right), half of it already filled (a ragged edge, as
-propagation leaves it). A region search that grids the whole frame costs about two frame passes;
+The hole: a broadcast logo (384x90, top right) with half its pixels, at random, already filled
+(a speckled hole: many small regions for the region search, more than propagation leaves). A region search that grids the whole frame costs about two frame passes;
 one that grids the hole's bounding box, a fraction of one.
 """
 
@@ -27,8 +27,10 @@ sys.path.insert(0, str(ROOT))
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1920x1080")
-    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--iters", type=int, default=200, help="calls per measurement (>= 5)")
     args = ap.parse_args(argv)
+    if args.iters < 5:
+        ap.error("--iters must be at least 5 (5 rounds of iters // 5 calls)")
 
     import numpy as np
 

@@ -571,10 +571,10 @@ int64_t isqrt(int64_t x) {  // floor(sqrt(x)), exactly
 // squared detail of the known grey (the sum of the colours less its normalised low-pass over the
 // known pixels, box radius 1) normalised over the known pixels whose 8 neighbours are known (box
 // radius 7: carried into the hole), E_hole the normalised local energy of d's grey over the
-// component (box radius 2); a pixel d rings deep keeps (1 - gain) (d - 6) / 8 more (a thick hole's
-// middle, far from what the surroundings say, keeps its texture); all times `percent`, rounded
-// half up. Thin strokes copied from a textured source into a smoother place are damped where they
-// would add a visible pattern, and nowhere else.
+// component (box radius 2); a pixel d rings deep keeps (1 - that gain) (d - 6) / 8 more, all of it
+// from 14 rings in (a thick hole's middle, far from what the surroundings say, keeps its texture);
+// all times `percent`, rounded half up. Where no known pixel with known neighbours lies within the
+// carry's reach (21 px), E_known is 0 and a pixel under 7 rings deep keeps none of the detail.
 void detail_gate(Level& L, const std::vector<int16_t>& start, int64_t k, int64_t percent) {
   const int64_t h = L.h, w = L.w, n = h * w;
   constexpr int64_t r1 = 1, r2 = 7, r3 = 2, a = 6, b = 8, one = 1024;

@@ -253,6 +253,21 @@ def test_hole_regions_are_found_on_the_frames_grid_wherever_the_hole_is(cell):
         for y0, x0, y1, x1 in hole_regions(big, cell):
             covered[y0:y1, x0:x1] = True
         assert not (big & ~covered).any()
+        # against an independent definition: 8-connected regions of the frame's cells (SciPy)
+        assert sorted(hole_regions(big, cell)) == sorted(_cell_regions(big, cell))
+
+
+def _cell_regions(m, cell):
+    from scipy import ndimage as ndi
+
+    h, w = m.shape
+    gh, gw = -(-h // cell), -(-w // cell)
+    grid = np.zeros((gh * cell, gw * cell), bool)
+    grid[:h, :w] = m
+    coarse = grid.reshape(gh, cell, gw, cell).any(axis=(1, 3))
+    labels, _ = ndi.label(coarse, structure=np.ones((3, 3)))
+    return [(s[0].start * cell, s[1].start * cell, min(s[0].stop * cell, h), min(s[1].stop * cell, w))
+            for s in ndi.find_objects(labels)]
 
 
 def _full_and_roi_predictions(engine, img, m, windows):

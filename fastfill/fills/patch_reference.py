@@ -40,8 +40,10 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    the mean, over the component's pixels near it (three box blurs of radius ``blend`` each way of
    the differences and of the mask, divided), of how far the result is from the start, so the
    patches bring the detail and the harmonic fill the shading, in thin parts of a hole too.
-6. With ``detail`` < 100, each pixel of the component goes only that percentage of the way from
-   the start to the result (rounded half up).
+6. With ``gate`` > 0, the result's detail (result - start) is scaled pixel by pixel to what the
+   known pixels around show (:func:`_gate`), times ``detail`` percent; otherwise, with ``detail``
+   < 100, each pixel of the component goes only that percentage of the way from the start to the
+   result (rounded half up).
 
 Random numbers are splitmix64 hashes of (seed, pass, position in the box, draw), so nothing
 depends on the thread count or on the window around the box.
@@ -309,7 +311,7 @@ def _blend(v, v0, mine, r):
 
 
 GATE_RADII = (1, 7, 2)  # box radii (three blurs each way): the detail's low-pass, the carry, E_hole
-GATE_DEPTH = (6, 8)  # pixels deeper than the first keep more of the detail, all of it past the sum
+GATE_DEPTH = (6, 8)  # pixels deeper than a rings keep more of the detail, all of it from a + b
 GATE_ONE = 1024  # the gain's unit
 
 
@@ -347,8 +349,9 @@ def _gate(v, v0, hole, mine, k, detail):
     with E_known the squared detail of the known grey (the sum of colours less its normalised
     low-pass over known pixels, radius r1) normalised over the known pixels whose 8 neighbours
     are known (radius r2: carried into the hole), E_hole the normalised local energy of d's grey
-    over the component (radius r3); a pixel d rings deep keeps (1 - gain) (d - a) / b more; all
-    times ``detail`` percent, rounded half up."""
+    over the component (radius r3); a pixel d rings deep keeps (1 - that gain) (d - a) / b more;
+    all times ``detail`` percent, rounded half up. Where E_known is 0 (no known pixel with known
+    neighbours within reach), a shallow pixel keeps none of the detail."""
     r1, r2, r3 = GATE_RADII
     a, b = GATE_DEPTH
     known = ~hole
