@@ -508,6 +508,12 @@ void box_sums(std::vector<int64_t>& a, int64_t lines, int64_t stride, int64_t le
   }
 }
 
+// Sums over three box blurs of radius r each way of one plane of a level (exact integers).
+void box3(std::vector<int64_t>& p, int64_t h, int64_t w, int64_t r) {
+  for (int pass = 0; pass < 3; ++pass) box_sums(p, h, w, w, 1, r);  // rows
+  for (int pass = 0; pass < 3; ++pass) box_sums(p, w, 1, h, w, r);  // columns
+}
+
 // The component's low frequencies from the harmonic fill, its detail from the patches: each pixel
 // of the component less the mean, over the component's pixels near it, of how far the patch
 // result is from the start (a normalised low-pass: three box blurs of radius r each way, about a
@@ -515,24 +521,19 @@ void box_sums(std::vector<int64_t>& a, int64_t lines, int64_t stride, int64_t le
 // thin parts of a hole get the whole correction too. Exact integers, one rounding (half up).
 void blend_low_frequencies(Level& L, const std::vector<int16_t>& start, int64_t r) {
   const int64_t h = L.h, w = L.w, n = h * w;
-  std::vector<int64_t> d(size_t(4 * n), 0);  // 4 planes: the differences, then the mask
+  std::array<std::vector<int64_t>, 4> d;  // the differences, then the mask
+  for (auto& plane : d) plane.assign(size_t(n), 0);
   for (int64_t i = 0; i < n; ++i)
     if (L.mine[size_t(i)]) {
-      for (int ch = 0; ch < 3; ++ch) d[size_t(ch * n + i)] = int64_t(L.v[size_t(i * 4 + ch)]) - start[size_t(i * 4 + ch)];
-      d[size_t(3 * n + i)] = 1;
+      for (int ch = 0; ch < 3; ++ch) d[size_t(ch)][size_t(i)] = int64_t(L.v[size_t(i * 4 + ch)]) - start[size_t(i * 4 + ch)];
+      d[3][size_t(i)] = 1;
     }
-  for (int pass = 0; pass < 3; ++pass) box_sums(d, 4 * h, w, w, 1, r);  // along rows
-  for (int pass = 0; pass < 3; ++pass)  // along columns, plane by plane
-    for (int ch = 0; ch < 4; ++ch) {
-      std::vector<int64_t> plane(d.begin() + ch * n, d.begin() + (ch + 1) * n);
-      box_sums(plane, w, 1, h, w, r);
-      std::copy(plane.begin(), plane.end(), d.begin() + ch * n);
-    }
+  for (auto& plane : d) box3(plane, h, w, r);
   for (int64_t i = 0; i < n; ++i) {
     if (!L.mine[size_t(i)]) continue;
-    const int64_t m = d[size_t(3 * n + i)];  // > 0: the pixel itself is in it
+    const int64_t m = d[3][size_t(i)];  // > 0: the pixel itself is in it
     for (int ch = 0; ch < 3; ++ch) {
-      const int64_t low = floor_div(2 * d[size_t(ch * n + i)] + m, 2 * m);
+      const int64_t low = floor_div(2 * d[size_t(ch)][size_t(i)] + m, 2 * m);
       const int64_t v = int64_t(L.v[size_t(i * 4 + ch)]) - low;
       L.v[size_t(i * 4 + ch)] = int16_t(std::min<int64_t>(kMax, std::max<int64_t>(0, v)));
     }
@@ -551,12 +552,6 @@ void detail_gain(Level& L, const std::vector<int16_t>& start, int64_t percent) {
       L.v[size_t(i * 4 + ch)] = int16_t(std::min<int64_t>(kMax, std::max<int64_t>(0, v)));
     }
   }
-}
-
-// Sums over three box blurs of radius r each way of one plane of a level (exact integers).
-void box3(std::vector<int64_t>& p, int64_t h, int64_t w, int64_t r) {
-  for (int pass = 0; pass < 3; ++pass) box_sums(p, h, w, w, 1, r);  // rows
-  for (int pass = 0; pass < 3; ++pass) box_sums(p, w, 1, h, w, r);  // columns
 }
 
 int64_t isqrt(int64_t x) {  // floor(sqrt(x)), exactly
