@@ -223,9 +223,7 @@ class Inpainter:
 
     def windows(self, mask: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The windows (top, left, height, width) one image with this mask is processed in."""
-        hole = np.asarray(mask)
-        if hole.dtype != bool:
-            hole = hole != 0
+        hole = hole_of(mask, copy=False)
         h, w = hole.shape
         if not hole.any():
             return []

@@ -103,8 +103,7 @@ def run_setting(cfg, args, notes):
     outs["harmonic (fastfill)"] = timed("harmonic (fastfill)", ops.fill, images, u8, "harmonic")
     if "patch" in ops.FILLS:
         outs[PATCH] = timed(PATCH, ops.fill, images, u8, "patch")
-        if "gate" in ops.FILLS["patch"].options:
-            outs[GATED] = timed(GATED, lambda *a: ops.fill(*a, gate=16, detail=90), images, u8, "patch")
+        outs[GATED] = timed(GATED, lambda *a: ops.fill(*a, gate=16, detail=90), images, u8, "patch")
     else:
         skip(PATCH, "this fastfill build has no 'patch' fill (ops.FILLS = " + ", ".join(ops.FILLS) + ")")
     for name, fn in ANCHORS.items() if args.anchors else ():

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import FastfillError, InputError
 from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
-from ..roi import bounding_box
+from ..roi import bounding_box, hole_of
 from .frames import YUV420, Decoded, chroma_blocks, planes, reformatter_, takes, to_rgb
 
 # Encoders that take --crf, and its range in each; --preset is x264's and x265's alone.
@@ -359,8 +359,7 @@ class _HoleBox:
 
     def __init__(self, hole):
         self.hole = hole
-        m = np.asarray(hole)
-        m = m if m.dtype == bool else m != 0
+        m = hole_of(hole, copy=False)
         h, w = m.shape
         found = bounding_box(m)
         self.box = None
