@@ -275,8 +275,9 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed, oni
             if L.src.size == 0 or L.targets.size == 0:
                 return None
             _up(pyr[lv + 1], L, seed, lv)
-            L.dist = np.zeros(L.targets.size, np.int64)
-            _vote(L, patch)
+            for _ in range(2):
+                L.dist = _ssd(L, L.targets, L.nnf, r)
+                _vote(L, patch)
         if onion > 0 and int(L.mine.sum()) * L.src.size <= onion:
             _onion(L, r)
         rounds, npass = 1 + iterations * lv, min(passes, 1 + lv)
