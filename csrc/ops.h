@@ -65,6 +65,9 @@ struct PatchParams {
   int64_t texture_radius = 2;  // its window radius, pixels
   // levels whose component cells x sources is at most this start from an onion peel (0: none)
   int64_t onion = 1000000;
+  // weight (percent) of the completeness votes: each known patch within one patch side of the
+  // hole votes into its closest hole patch (0 = none)
+  int64_t complete = 200;
   uint64_t seed = 0;
 };
 

@@ -44,6 +44,9 @@ constexpr int64_t kParallelTargets = 4096;
 // source (the coarsest level searches its whole box; one draw anywhere stays at every level).
 // Measured on the validation photos: the same PSNR and texture as the whole box, 1.3x faster.
 constexpr int64_t kReach = 8;
+// The pass id of the completeness search's random start (its passes take the next ones; ids of
+// the coherence passes are below 2^56).
+constexpr uint64_t kCompleteStart = 0xC0ull << 56;
 
 inline uint64_t mix(uint64_t z) {  // splitmix64's finaliser
   z += 0x9E3779B97F4A7C15ull;
@@ -70,6 +73,10 @@ struct Level {
   // source centre (y, x) of each target (two buffers: a pass reads one and writes the other)
   std::vector<int32_t> sy, sx, sy2, sx2;
   std::vector<int32_t> dist, dist2;
+  // the completeness votes' sources (centres within one patch side of the component), the
+  // target each matches best so far and its distance, and the searches made (see completeness)
+  std::vector<int32_t> band, bt, bd;
+  int64_t band_passes = -1;  // -1: not yet made
 };
 
 // Sum over each p x p window: out[y * w + x] for the window centred at (y, x), -1 where the
@@ -353,6 +360,93 @@ class Completion {
     L.dist.swap(L.dist2);
   }
 
+  // Completeness votes (after Simakov et al.'s bidirectional similarity, over the known patches
+  // around the hole only): each source patch whose centre lies within one patch side of a pixel
+  // of the component keeps the target patch closest to it (PatchMatch the other way round, from
+  // a random start at the level's first vote; each vote measures the kept targets again on the
+  // current image and makes one Jacobi pass: propagation from the 4 neighbours, then a random
+  // search over the box) and votes its pixels there with weight (complete / 100) / (1 + msd /
+  // sigma^2), summed offset by offset, sources in scan order. Without them the coherence votes
+  // alone settle on the smoothest sources that fit (a star field's empty sky, not its stars).
+  void completeness(Level& L, double kinv, std::vector<double>& cacc, std::vector<double>& cw) const {
+    const int64_t n = L.h * L.w, w = L.w, h = L.h;
+    const int64_t nt = int64_t(L.targets.size());
+    const bool first = L.band_passes < 0;
+    if (first) {
+      std::vector<uint8_t> mine(L.mine.begin(), L.mine.end());
+      const std::vector<int32_t> near = window_sums(mine, h, w, P_.patch);
+      L.band.clear();
+      for (const int32_t s : L.src)
+        if (near[size_t(s)] > 0) L.band.push_back(s);
+      L.bt.assign(L.band.size(), 0);
+      L.bd.assign(L.band.size(), 0);
+      L.band_passes = 0;
+    }
+    const int64_t nb = int64_t(L.band.size());
+    if (nb == 0 || nt == 0) return;
+    const bool par = nb >= par_min_;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t k = 0; k < nb; ++k) {
+      if (first) {
+        const uint64_t z = draw(P_.seed, kCompleteStart, uint64_t(L.band[size_t(k)]), 0);
+        L.bt[size_t(k)] = L.targets[size_t(z % uint64_t(nt))];
+      }
+      L.bd[size_t(k)] = distance(L, L.bt[size_t(k)], L.band[size_t(k)], INT32_MAX);
+    }
+    std::vector<int32_t> at(static_cast<size_t>(n), -1);  // band index of each source centre
+    for (int64_t k = 0; k < nb; ++k) at[size_t(L.band[size_t(k)])] = int32_t(k);
+    std::vector<int32_t> bt2(static_cast<size_t>(nb)), bd2(static_cast<size_t>(nb));
+    const uint64_t pass_id = kCompleteStart + 1 + uint64_t(L.band_passes++);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t k = 0; k < nb; ++k) {
+      const int64_t s = L.band[size_t(k)], sy = s / w, sx = s % w;
+      int64_t best = L.bt[size_t(k)];
+      int32_t bd = L.bd[size_t(k)];
+      auto tryit = [&](int64_t ty, int64_t tx) {
+        if (ty < 0 || ty >= h || tx < 0 || tx >= w) return;
+        const int64_t t = ty * w + tx;
+        if (t == best || L.tid[size_t(t)] < 0) return;
+        const int32_t d = distance(L, t, s, bd);
+        if (d < bd) {
+          bd = d;
+          best = t;
+        }
+      };
+      const int64_t ny[4] = {sy - 1, sy + 1, sy, sy}, nx[4] = {sx, sx, sx - 1, sx + 1};
+      for (int q = 0; q < 4; ++q) {
+        if (ny[q] < 0 || ny[q] >= h || nx[q] < 0 || nx[q] >= w) continue;
+        const int32_t nk = at[size_t(ny[q] * w + nx[q])];
+        if (nk < 0) continue;
+        const int64_t t = L.bt[size_t(nk)];
+        tryit(t / w + (sy - ny[q]), t % w + (sx - nx[q]));
+      }
+      uint64_t kdraw = 0;
+      for (int64_t rad = std::max(h, w); rad >= 1; rad /= 2) {
+        const uint64_t z = draw(P_.seed, pass_id, uint64_t(s), kdraw++);
+        const uint64_t span = uint64_t(2 * rad + 1);
+        tryit(best / w + int64_t(((z & 0xffffffffu) * span) >> 32) - rad,
+              best % w + int64_t(((z >> 32) * span) >> 32) - rad);
+      }
+      bt2[size_t(k)] = int32_t(best);
+      bd2[size_t(k)] = bd;
+    }
+    L.bt.swap(bt2);
+    L.bd.swap(bd2);
+    const double lam = double(P_.complete) / 100.0;
+    std::vector<double> wt(static_cast<size_t>(nb));
+    for (int64_t k = 0; k < nb; ++k) wt[size_t(k)] = lam / (1.0 + double(L.bd[size_t(k)]) * kinv);
+    cacc.assign(size_t(3 * n), 0.0);
+    cw.assign(size_t(n), 0.0);
+    for (int dy = -r_; dy <= r_; ++dy)
+      for (int dx = -r_; dx <= r_; ++dx)
+        for (int64_t k = 0; k < nb; ++k) {
+          const int64_t i = int64_t(L.bt[size_t(k)]) + dy * w + dx, sj = int64_t(L.band[size_t(k)]) + dy * w + dx;
+          if (!L.mine[size_t(i)]) continue;
+          for (int ch = 0; ch < 3; ++ch) cacc[size_t(3 * i + ch)] += wt[size_t(k)] * double(L.v[size_t(sj * 4 + ch)]);
+          cw[size_t(i)] += wt[size_t(k)];
+        }
+  }
+
   // Each pixel of the component: the weighted mean of what the patches covering it say, offsets
   // taken in one fixed order; weights 1 / (1 + msd / sigma^2). With `best`, what the closest of
   // those patches says (the first in that order among equals): no averaging, so no blur. Reads
@@ -363,6 +457,8 @@ class Completion {
     const double kinv = 1.0 / (double(p * p * 3) * double(kScale * kScale) * kSigma2);
     std::vector<double> weight(L.targets.size());
     for (size_t k = 0; k < weight.size(); ++k) weight[k] = 1.0 / (1.0 + double(L.dist[k]) * kinv);
+    std::vector<double> cacc, cw;  // the completeness votes (not for the best patch's vote)
+    if (!best && P_.complete > 0) completeness(L, kinv, cacc, cw);
     std::vector<int32_t> pixels;
     for (int64_t i = 0; i < n; ++i)
       if (L.mine[size_t(i)]) pixels.push_back(int32_t(i));
@@ -391,6 +487,10 @@ class Completion {
           for (int ch = 0; ch < 3; ++ch) acc[ch] += wt * double(L.v[size_t(s * 4 + ch)]);
           ws += wt;
         }
+      if (!cw.empty()) {
+        for (int ch = 0; ch < 3; ++ch) acc[ch] += cacc[size_t(3 * i + ch)];
+        ws += cw[size_t(i)];
+      }
       if (!(ws > 0.0)) continue;
       for (int ch = 0; ch < 3; ++ch) {
         const double q = std::nearbyint(acc[ch] / ws);
@@ -767,6 +867,7 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
   // Much worse than the previous frame (a cut, a pan): from scratch instead, from the same start.
   if (mean_distance(L0) <= 2.0 * prev.mean + double(P.patch * P.patch * 3 * kScale * kScale)) return true;
   L0.v = before;
+  L0.band_passes = -1;  // (the completeness search starts afresh too)
   return false;
 }
 

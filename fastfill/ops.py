@@ -167,7 +167,10 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     hole in a textured region is not matched to smooth sources. A pyramid level whose hole cells
     times candidate sources is at most ``onion`` starts from an onion peel (ring by ring from the
     known pixels inwards, each cell from the source patch closest over its known and filled
-    cells), so the structure around the hole continues into it. Deterministic: the same input
+    cells), so the structure around the hole continues into it. Each averaged vote adds
+    completeness votes (weight ``complete`` percent): every known patch within one patch side of
+    the hole votes its pixels into the hole patch closest to it, so the fill shows the patterns
+    its surroundings show (a star field's stars, not only its empty sky). Deterministic: the same input
     and ``seed`` give the same bytes on any thread count, and a window holding each hole's search
     box gives the same bytes as the whole image. A component with no hole-free patch in its box,
     or no thicker than ``thin`` (4-connected erosions it survives), keeps the harmonic fill.
@@ -197,7 +200,8 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             its own)), so a fill carries no more pattern than the known pixels around it show;
             pixels over 6 rings deep keep more; ``detail`` then applies on top), ``texture`` (weight of
             the textureness channel, percent; 0 = colours only), ``texture_radius`` (px),
-            ``onion`` (the most cells x sources a level peels; 0 = none), ``seed``.
+            ``onion`` (the most cells x sources a level peels; 0 = none), ``complete`` (weight
+            of the completeness votes, percent, 0-1000; 0 = none), ``seed``.
 
     Returns:
         uint8 array of the image's (or window's) shape; pixels outside the hole are the input's.

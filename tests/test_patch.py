@@ -103,10 +103,11 @@ def test_the_blend_takes_the_shading_from_the_harmonic_fill():
     ramp = 40 + x * 1.1
     im = np.clip(ramp[..., None] + rng.normal(0, 12, (128, 160, 3)), 0, 255).astype(np.uint8)
     m = mask_of(128, 160, (40, 60, 90, 110))
-    # (no textureness channel and no onion peel: with either, blend 0 already takes its sources
-    # from the right part of the ramp here, at the error of copied noise, 13.5 levels, and the
-    # blend has nothing left to correct)
-    err = {b: np.abs(ops.fill(im, m, "patch", blend=b, texture=0, onion=0).astype(int) - im)[m > 0].mean()
+    # (no textureness channel, no onion peel and no completeness votes: with any of them, blend 0
+    # already takes its sources from the right part of the ramp here, at the error of copied
+    # noise, 13.5 levels, and the blend has nothing left to correct)
+    err = {b: np.abs(ops.fill(im, m, "patch", blend=b, texture=0, onion=0, complete=0).astype(int)
+                     - im)[m > 0].mean()
            for b in (0, 10)}
     smooth = np.abs(ops.fill(im, m, "harmonic").astype(int) - im)[m > 0].mean()
     assert err[10] < err[0], err

@@ -57,7 +57,8 @@ FILLS: Mapping[str, Fill] = MappingProxyType({f.name: f for f in (
          options=MappingProxyType({"patch": 5, "levels": 0, "iterations": 2, "passes": 5,
                                    "radius": 96, "thin": 2, "blend": 10, "detail": 100, "gate": 0,
                                    "texture": 200,
-                                   "texture_radius": 2, "onion": 1000000, "seed": 0}),
+                                   "texture_radius": 2, "onion": 1000000, "complete": 200,
+                                   "seed": 0}),
          context="radius"),
 )})
 

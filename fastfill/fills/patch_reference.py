@@ -18,8 +18,10 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    in the box and holds no hole pixel; targets, those whose window lies in the box and holds a
    pixel of the component. The coarsest level with sources draws a random source per target; a
    finer level takes its parent's source shifted by its place in the parent (a random source
-   where that is none), and its pixels become the plain mean of what their patches say through
-   that field (the texture of its own sources, not the parent's smooth values). A level whose
+   where that is none), and its pixels become what their patches say through that field (the
+   texture of its own sources, not the parent's blocky values): a vote (step 4) with each patch
+   weighed by its distance to the parent's values, then another weighed by its distance to that
+   first vote. A level whose
    component cells times sources is at most ``onion`` is then peeled: ring by ring from the
    known cells inwards (a ring: the component's cells 8-next to a known or filled one, in scan
    order), each cell takes the centre of the source whose patch is closest to its own over the
@@ -35,6 +37,13 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    becomes the mean of what the patches covering it say, weighted 1 / (1 + msd / 8^2) (msd: the
    patch's mean squared difference in uint8 levels), rounded half to even; the last vote of the
    finest level takes what the closest covering patch says instead (no averaging, no blur).
+   With ``complete`` > 0, each averaged vote (the start votes too) adds completeness votes: the
+   sources whose centre lies within ``patch`` cells of a pixel of the component each keep, per
+   level, the target closest to them (a random target at the level's first vote; every vote
+   measures the kept targets again and makes one Jacobi pass: the 4 neighbours' targets shifted
+   back, then random targets in windows halving from the box size around the best so far) and
+   vote their pixels at that target's place, weighted (``complete`` / 100) / (1 + msd / 8^2),
+   summed offset by offset in scan order of the sources, then added to the coherence votes.
 
 5. With ``blend`` > 0, the low frequencies come from the start: each pixel of the component less
    the mean, over the component's pixels near it (three box blurs of radius ``blend`` each way of
@@ -54,6 +63,7 @@ from __future__ import annotations
 import numpy as np
 
 SCALE, VMAX, SIGMA2, REACH = 4, 1020, 64.0, 8
+COMPLETE_START = 0xC0 << 56  # the pass id of the completeness search's start
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -167,9 +177,75 @@ def _pass(L, seed, pass_id, jump, r, reach):
     L.nnf, L.dist = best, bd
 
 
-def _vote(L, patch, best=False):
+def _completeness(L, patch, seed, complete, kinv):
+    """The completeness votes of one vote (see the module's step 4): (sums [3, n], weights [n]),
+    or None when there are none."""
+    r, h, w = patch // 2, L.h, L.w
+    n = h * w
+    first = getattr(L, "band_passes", -1) < 0
+    if first:
+        near = _window_sums(L.mine, patch).ravel()
+        L.band = L.src[near[L.src] > 0]
+        L.band_passes = 0
+    s, nt = L.band, L.targets.size
+    if s.size == 0 or nt == 0:
+        return None
+    if first:
+        L.bt = L.targets[(_draw(seed, COMPLETE_START, s, 0) % np.uint64(nt)).astype(np.int64)]
+    old = L.bt
+    bd0 = _ssd(L, old, s, r)
+    at = np.full(n, -1, np.int64)
+    at[s] = np.arange(s.size)
+    pass_id = COMPLETE_START + 1 + L.band_passes
+    L.band_passes += 1
+    sy, sx = s // w, s % w
+    best, bd = old.copy(), bd0.copy()
+
+    def tryit(ty, tx, ok):
+        ok = ok & (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+        t = np.where(ok, ty * w + tx, 0)
+        ok &= t != best
+        ok[ok] = L.tid[t[ok]] >= 0
+        if not ok.any():
+            return
+        d = _ssd(L, t[ok], s[ok], r)
+        win = d < bd[ok]
+        idx = np.flatnonzero(ok)[win]
+        best[idx], bd[idx] = t[ok][win], d[win]
+
+    for ny, nx in ((sy - 1, sx), (sy + 1, sx), (sy, sx - 1), (sy, sx + 1)):
+        ok = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        nk = np.where(ok, at[np.clip(ny, 0, h - 1) * w + np.clip(nx, 0, w - 1)], -1)
+        ok &= nk >= 0
+        t = old[np.maximum(nk, 0)]
+        tryit(t // w + (sy - ny), t % w + (sx - nx), ok)
+    k, rad = 0, max(h, w)
+    while rad >= 1:
+        z = _draw(seed, pass_id, s, k)
+        k += 1
+        span = np.uint64(2 * rad + 1)
+        ty = best // w + (((z & np.uint64(0xFFFFFFFF)) * span) >> np.uint64(32)).astype(np.int64) - rad
+        tx = best % w + (((z >> np.uint64(32)) * span) >> np.uint64(32)).astype(np.int64) - rad
+        tryit(ty, tx, np.ones(s.size, bool))
+        rad //= 2
+    L.bt = best
+    wt = (complete / 100.0) / (1.0 + bd.astype(np.float64) * kinv)
+    flat, mine = L.v.reshape(4, -1), L.mine.ravel()
+    acc, ws = np.zeros((3, n)), np.zeros(n)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            i, j = best + dy * w + dx, s + dy * w + dx
+            ok = mine[i]
+            for ch in range(3):
+                np.add.at(acc[ch], i[ok], wt[ok] * flat[ch, j[ok]].astype(np.float64))
+            np.add.at(ws, i[ok], wt[ok])
+    return acc, ws
+
+
+def _vote(L, patch, best=False, seed=0, complete=0):
     r, h, w = patch // 2, L.h, L.w
     kinv = 1.0 / (float(patch * patch * 3) * float(SCALE * SCALE) * SIGMA2)
+    extra = _completeness(L, patch, seed, complete, kinv) if complete > 0 and not best else None
     weight = 1.0 / (1.0 + L.dist.astype(np.float64) * kinv)
     flat = L.v.reshape(4, -1)
     pix = np.flatnonzero(L.mine.ravel())
@@ -195,6 +271,9 @@ def _vote(L, patch, best=False):
             for ch in range(3):
                 acc[ch] = np.where(ok, acc[ch] + wt * flat[ch, s].astype(np.float64), acc[ch])
             ws = np.where(ok, ws + wt, ws)
+    if extra is not None:
+        acc = acc + extra[0][:, pix]
+        ws = ws + extra[1][pix]
     done = ws > 0
     q = np.clip(np.rint(acc[:, done] / ws[done]), 0, VMAX).astype(np.int64)
     flat[:3, pix[done]] = q
@@ -245,7 +324,7 @@ def _onion(L, r):
         done = done | ring
 
 
-def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed, onion=0):
+def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed, onion=0, complete=0):
     r = patch // 2
     if hole.shape[0] < patch or hole.shape[1] < patch:
         return None
@@ -277,7 +356,7 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed, oni
             _up(pyr[lv + 1], L, seed, lv)
             for _ in range(2):
                 L.dist = _ssd(L, L.targets, L.nnf, r)
-                _vote(L, patch)
+                _vote(L, patch, seed=seed, complete=complete)
         if onion > 0 and int(L.mine.sum()) * L.src.size <= onion:
             _onion(L, r)
         rounds, npass = 1 + iterations * lv, min(passes, 1 + lv)
@@ -286,7 +365,7 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed, oni
             for pm in range(npass):
                 _pass(L, seed, (lv << 40) | (it << 20) | pm, 1 << (npass - 1 - pm), r,
                       max(L.h, L.w) if lv == top else min(max(L.h, L.w), REACH))
-            _vote(L, patch, best=lv == 0 and it == rounds - 1)
+            _vote(L, patch, best=lv == 0 and it == rounds - 1, seed=seed, complete=complete)
     return pyr[0].v
 
 
@@ -407,7 +486,7 @@ def _texture(v, hole, weight, r):
 
 def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
                     thin=2, blend=10, detail=100, gate=0, texture=200, texture_radius=2,
-                    onion=1000000, seed=0) -> np.ndarray:
+                    onion=1000000, complete=200, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
     ``ops.prepare(..., fill="harmonic")`` returns it); uint8 [H, W, 3]."""
@@ -434,7 +513,7 @@ def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, pass
         tex = _texture(v0, hole[box], texture, texture_radius) if texture > 0 else np.zeros_like(v0[0])
         v0 = np.concatenate([v0, tex[None]])
         v = _complete(v0.copy(), hole[box], comp[box], max(y1 - y0, x1 - x0), patch, levels,
-                      iterations, passes, seed, onion)
+                      iterations, passes, seed, onion, complete)
         if v is None:
             continue
         if blend > 0:
