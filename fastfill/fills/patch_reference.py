@@ -137,6 +137,20 @@ def _ssd(L, t, s, r):
     return acc
 
 
+def _keep_better(L, query, cand, ok, best, bd, r, allowed):
+    """One step of a PatchMatch search, in place: each centre of ``query`` where ``ok`` tries
+    ``cand`` when it is not its best so far and ``allowed[cand]``; a strictly smaller patch
+    distance wins."""
+    ok = ok & (cand != best)
+    ok[ok] = allowed[cand[ok]]
+    if not ok.any():
+        return
+    d = _ssd(L, query[ok], cand[ok], r)
+    win = d < bd[ok]
+    idx = np.flatnonzero(ok)[win]
+    best[idx], bd[idx] = cand[ok][win], d[win]
+
+
 def _pass(L, seed, pass_id, jump, r, reach):
     h, w, t = L.h, L.w, L.targets
     ty, tx = t // w, t % w
@@ -144,14 +158,7 @@ def _pass(L, seed, pass_id, jump, r, reach):
     best, bd = L.nnf.copy(), L.dist.copy()
 
     def tryit(s, ok):
-        ok = ok & (s != best)
-        ok[ok] = L.valid[s[ok]]
-        if not ok.any():
-            return
-        d = _ssd(L, t[ok], s[ok], r)
-        win = d < bd[ok]
-        idx = np.flatnonzero(ok)[win]
-        best[idx], bd[idx] = s[ok][win], d[win]
+        _keep_better(L, t, s, ok, best, bd, r, L.valid)
 
     for st in ((1, jump) if jump > 1 else (1,)):
         for ny, nx in ((ty - st, tx), (ty + st, tx), (ty, tx - st), (ty, tx + st)):
@@ -201,17 +208,11 @@ def _completeness(L, patch, seed, complete, kinv):
     sy, sx = s // w, s % w
     best, bd = old.copy(), bd0.copy()
 
+    is_target = L.tid >= 0
+
     def tryit(ty, tx, ok):
         ok = ok & (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
-        t = np.where(ok, ty * w + tx, 0)
-        ok &= t != best
-        ok[ok] = L.tid[t[ok]] >= 0
-        if not ok.any():
-            return
-        d = _ssd(L, t[ok], s[ok], r)
-        win = d < bd[ok]
-        idx = np.flatnonzero(ok)[win]
-        best[idx], bd[idx] = t[ok][win], d[win]
+        _keep_better(L, s, np.where(ok, ty * w + tx, 0), ok, best, bd, r, is_target)
 
     for ny, nx in ((sy - 1, sx), (sy + 1, sx), (sy, sx - 1), (sy, sx + 1)):
         ok = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
