@@ -60,6 +60,13 @@ inline uint64_t draw(uint64_t seed, uint64_t pass, uint64_t pos, uint64_t k) {
   return mix(mix(mix(seed ^ pass) ^ pos) ^ k);
 }
 
+// A random offset in [-rad, rad] each way from draw z: its two 32-bit halves scaled to
+// [0, 2 rad + 1) (dy from the low half, dx from the high one).
+inline std::array<int64_t, 2> offset_of(uint64_t z, int64_t rad) {
+  const uint64_t span = uint64_t(2 * rad + 1);
+  return {int64_t(((z & 0xffffffffu) * span) >> 32) - rad, int64_t(((z >> 32) * span) >> 32) - rad};
+}
+
 // One level of a component's pyramid over its box (h x w cells).
 struct Level {
   int64_t h = 0, w = 0;
@@ -343,9 +350,8 @@ class Completion {
       const uint64_t stream = mix(pass_mix ^ uint64_t(t));  // draw(seed, pass_id, t, k) = mix(stream ^ k)
       for (int64_t rad = reach; rad >= 1; rad /= 2) {
         const uint64_t z = mix(stream ^ kdraw++);
-        const uint64_t span = uint64_t(2 * rad + 1);  // 32-bit halves of z scaled to [0, span)
-        const int64_t sy = by + int64_t(((z & 0xffffffffu) * span) >> 32) - rad;
-        const int64_t sx = bx + int64_t(((z >> 32) * span) >> 32) - rad;
+        const auto [dy, dx] = offset_of(z, rad);
+        const int64_t sy = by + dy, sx = bx + dx;
         if (sy < 0 || sy >= h || sx < 0 || sx >= w) continue;
         tryit(sy, sx);
       }
@@ -373,8 +379,7 @@ class Completion {
     const int64_t nt = int64_t(L.targets.size());
     const bool first = L.band_passes < 0;
     if (first) {
-      std::vector<uint8_t> mine(L.mine.begin(), L.mine.end());
-      const std::vector<int32_t> near = window_sums(mine, h, w, P_.patch);
+      const std::vector<int32_t> near = window_sums(L.mine, h, w, P_.patch);
       L.band.clear();
       for (const int32_t s : L.src)
         if (near[size_t(s)] > 0) L.band.push_back(s);
@@ -423,9 +428,8 @@ class Completion {
       uint64_t kdraw = 0;
       for (int64_t rad = std::max(h, w); rad >= 1; rad /= 2) {
         const uint64_t z = draw(P_.seed, pass_id, uint64_t(s), kdraw++);
-        const uint64_t span = uint64_t(2 * rad + 1);
-        tryit(best / w + int64_t(((z & 0xffffffffu) * span) >> 32) - rad,
-              best % w + int64_t(((z >> 32) * span) >> 32) - rad);
+        const auto [dy, dx] = offset_of(z, rad);
+        tryit(best / w + dy, best % w + dx);
       }
       bt2[size_t(k)] = int32_t(best);
       bd2[size_t(k)] = bd;

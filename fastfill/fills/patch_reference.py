@@ -137,6 +137,14 @@ def _ssd(L, t, s, r):
     return acc
 
 
+def _offset(z, rad):
+    """Random offsets (dy, dx) in [-rad, rad] from draws z: their two 32-bit halves scaled to
+    [0, 2 rad + 1)."""
+    span = np.uint64(2 * rad + 1)
+    return ((((z & np.uint64(0xFFFFFFFF)) * span) >> np.uint64(32)).astype(np.int64) - rad,
+            (((z >> np.uint64(32)) * span) >> np.uint64(32)).astype(np.int64) - rad)
+
+
 def _keep_better(L, query, cand, ok, best, bd, r, allowed):
     """One step of a PatchMatch search, in place: each centre of ``query`` where ``ok`` tries
     ``cand`` when it is not its best so far and ``allowed[cand]``; a strictly smaller patch
@@ -173,9 +181,8 @@ def _pass(L, seed, pass_id, jump, r, reach):
     while rad >= 1:
         z = _draw(seed, pass_id, t, k)
         k += 1
-        span = np.uint64(2 * rad + 1)  # the 32-bit halves of z scaled to [0, span)
-        sy = best // w + (((z & np.uint64(0xFFFFFFFF)) * span) >> np.uint64(32)).astype(np.int64) - rad
-        sx = best % w + (((z >> np.uint64(32)) * span) >> np.uint64(32)).astype(np.int64) - rad
+        dy, dx = _offset(z, rad)
+        sy, sx = best // w + dy, best % w + dx
         ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
         tryit(np.where(ok, sy * w + sx, 0), ok)
         rad //= 2
@@ -224,9 +231,8 @@ def _completeness(L, patch, seed, complete, kinv):
     while rad >= 1:
         z = _draw(seed, pass_id, s, k)
         k += 1
-        span = np.uint64(2 * rad + 1)
-        ty = best // w + (((z & np.uint64(0xFFFFFFFF)) * span) >> np.uint64(32)).astype(np.int64) - rad
-        tx = best % w + (((z >> np.uint64(32)) * span) >> np.uint64(32)).astype(np.int64) - rad
+        dy, dx = _offset(z, rad)
+        ty, tx = best // w + dy, best % w + dx
         tryit(ty, tx, np.ones(s.size, bool))
         rad //= 2
     L.bt = best
