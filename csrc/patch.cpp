@@ -47,6 +47,10 @@ constexpr int64_t kReach = 8;
 // The pass id of the completeness search's random start (its passes take the next ones; ids of
 // the coherence passes are below 2^56).
 constexpr uint64_t kCompleteStart = 0xC0ull << 56;
+// The blend's prior support, percent of a window wholly in the hole (blend_low_frequencies).
+// Measured (20 against 0): better on both axes in every setting, on the validation photos and on
+// 98 others; 40 and more trade PSNR for texture.
+constexpr int64_t kBlendPrior = 20;
 
 inline uint64_t mix(uint64_t z) {  // splitmix64's finaliser
   z += 0x9E3779B97F4A7C15ull;
@@ -621,8 +625,12 @@ void box3(std::vector<int64_t>& p, int64_t h, int64_t w, int64_t r) {
 // The component's low frequencies from the harmonic fill, its detail from the patches: each pixel
 // of the component less the mean, over the component's pixels near it, of how far the patch
 // result is from the start (a normalised low-pass: three box blurs of radius r each way, about a
-// Gaussian of sigma sqrt(r (r + 1)), of that difference and of the component's mask, divided), so
-// thin parts of a hole get the whole correction too. Exact integers, one rounding (half up).
+// Gaussian of sigma sqrt(r (r + 1)), of that difference and of the component's mask, divided by
+// the mask's sum plus kBlendPrior % of a window wholly in the hole). The prior weighs a
+// correction by what supports it: over the few pixels of a thin stroke or a hole's edge the mean
+// difference is one draw of the texture, not its shading (in a star field without a star there,
+// the full correction lifts the black sky to the start's grey, a visible ghost). Exact integers,
+// one rounding (half up).
 void blend_low_frequencies(Level& L, const std::vector<int16_t>& start, int64_t r) {
   const int64_t h = L.h, w = L.w, n = h * w;
   std::array<std::vector<int64_t>, 4> d;  // the differences, then the mask
@@ -633,9 +641,11 @@ void blend_low_frequencies(Level& L, const std::vector<int16_t>& start, int64_t 
       d[3][size_t(i)] = 1;
     }
   for (auto& plane : d) box3(plane, h, w, r);
+  const int64_t side3 = (2 * r + 1) * (2 * r + 1) * (2 * r + 1);  // one way's three blurs
+  const int64_t prior = side3 * side3 * kBlendPrior / 100;
   for (int64_t i = 0; i < n; ++i) {
     if (!L.mine[size_t(i)]) continue;
-    const int64_t m = d[3][size_t(i)];  // > 0: the pixel itself is in it
+    const int64_t m = d[3][size_t(i)] + prior;  // > 0: the pixel itself is in it
     for (int ch = 0; ch < 3; ++ch) {
       const int64_t low = floor_div(2 * d[size_t(ch)][size_t(i)] + m, 2 * m);
       const int64_t v = int64_t(L.v[size_t(i * 4 + ch)]) - low;

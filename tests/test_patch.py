@@ -293,8 +293,8 @@ GATE_CASES = [
     ((56, 72), [(8, 22, 48, 36), (44, 4, 47, 66)], {"gate": 1}, 0.1),
     ((56, 72), [(8, 22, 48, 36), (44, 4, 47, 66)], {"gate": 1, "detail": 90, "radius": 24}, 0.1),
     ((56, 72), [(8, 22, 48, 36), (44, 4, 47, 66)], {"gate": 1, "blend": 0, "patch": 3}, 0.1),
-    # (a hole 30 px wide: 15 rings deep, the depth ramp's whole length, with k = 4)
-    ((80, 96), [(10, 30, 70, 60), (74, 4, 77, 90)], {"gate": 4, "radius": 24}, 0.03),
+    # (a hole 30 px wide: 15 rings deep, the depth ramp's whole length, with k = 3)
+    ((80, 96), [(10, 30, 70, 60), (74, 4, 77, 90)], {"gate": 3, "radius": 24}, 0.03),
 ]
 
 

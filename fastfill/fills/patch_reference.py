@@ -47,8 +47,10 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
 
 5. With ``blend`` > 0, the low frequencies come from the start: each pixel of the component less
    the mean, over the component's pixels near it (three box blurs of radius ``blend`` each way of
-   the differences and of the mask, divided), of how far the result is from the start, so the
-   patches bring the detail and the harmonic fill the shading, in thin parts of a hole too.
+   the differences and of the mask, divided by the mask's sum plus ``BLEND_PRIOR`` % of a window
+   wholly in the hole), of how far the result is from the start, so the patches bring the detail
+   and the harmonic fill the shading; where few hole pixels support the mean (thin strokes, a
+   hole's edge) the correction shrinks with them.
 6. With ``gate`` > 0, the result's detail (result - start) is scaled pixel by pixel to what the
    known pixels around show (:func:`_gate`), times ``detail`` percent; otherwise, with ``detail``
    < 100, each pixel of the component goes only that percentage of the way from the start to the
@@ -386,16 +388,19 @@ def _box(a, r, axis):
 
 def _blend(v, v0, mine, r):
     """The component's low frequencies from the start: v less the mean over the component's pixels
-    near each (three box blurs of radius r each way, of v - v0 there and of the mask, divided;
-    one rounding half up)."""
+    near each (three box blurs of radius r each way, of v - v0 there and of the mask, divided by
+    the mask's sum plus BLEND_PRIOR % of a window wholly in the hole; one rounding half up)."""
     v, v0 = v[:3], v0[:3]
     d = np.concatenate([np.where(mine[None], v - v0, 0), mine[None]]).astype(np.int64)
     for axis in (2, 2, 2, 1, 1, 1):
         d = _box(d, r, axis)
-    m = np.maximum(d[3:], 1)
+    side3 = (2 * r + 1) ** 3
+    m = np.maximum(d[3:], 1) + side3 * side3 * BLEND_PRIOR // 100
     low = (2 * d[:3] + m) // (2 * m)
     return np.where(mine[None], np.clip(v - low, 0, VMAX), v)
 
+
+BLEND_PRIOR = 20  # percent of a window wholly in the hole added to the blend's support
 
 GATE_RADII = (1, 7, 2)  # box radii (three blurs each way): the detail's low-pass, the carry, E_hole
 GATE_DEPTH = (6, 8)  # pixels deeper than a rings keep more of the detail, all of it from a + b
