@@ -45,7 +45,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import ops, pipeline
+from . import fills, ops, pipeline
 from .errors import EngineError, FastfillError, InputError
 from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
 from .roi import bounding_box, hole_of
@@ -300,14 +300,16 @@ class Inpainter:
 
     def _runner(self, carry: bool, copy: bool = True):
         """The batch step of a stream: with ``carry``, a patch fill's state goes from one batch to
-        the next, and a harmonic fill alone holds its fill while the hole's border stays put
-        (:class:`HarmonicHold`)."""
+        the next, and a classical fill alone holds its fill while what it reads stays put
+        (:class:`FillHold`)."""
         from .engines.classical import ClassicalEngine
 
-        if carry and self.meta.fill == "harmonic" and isinstance(self.engine, ClassicalEngine):
-            return HarmonicHold(self._run, copy=copy)
         state = ops.PatchState() if carry and self.meta.fill == "patch" else None
-        return self._run if state is None else functools.partial(self._run, state=state)
+        run = self._run if state is None else functools.partial(self._run, state=state)
+        if carry and isinstance(self.engine, ClassicalEngine):
+            margin = fills.get(self.meta.fill).margin(self.engine.fill_options)
+            return FillHold(run, copy=copy, margin=margin)
+        return run
 
     # -- the work -------------------------------------------------------------------------------
     def _run(self, pairs: Sequence[Checked], timings: dict | None = None, state=None) -> list[np.ndarray]:
@@ -335,22 +337,26 @@ class Inpainter:
         return max(1, step)
 
 
-class HarmonicHold:
-    """The harmonic fill of a video's frames (``stream(carry=True)`` with no net): a frame whose
-    hole is the previous frame's and whose hole border (the known pixels next to it) is within
-    ``tolerance`` levels of the border the held fill was solved for takes that fill again.
+class FillHold:
+    """A classical fill of a video's frames (``stream(carry=True)`` with no net): a frame whose
+    hole is the held frame's and whose pixels that the fill reads (``margin`` > 1: the known
+    pixels within ``margin`` of the hole's box; otherwise the hole's border, the known pixels
+    next to it) are each within ``tolerance`` levels of the held frame's takes the held fill.
 
-    The harmonic fill is a weighted mean of its border values (the maximum principle): two
-    borders that differ by at most ``tolerance`` give fills that differ by at most that much, so
-    holding is within ``tolerance`` of solving again (before rounding), costs a copy instead of
-    a solve, and a static shot under a static mask keeps one fill instead of following the
-    codec's noise on its border (no flicker). Compared with the held border, never the previous
-    one: slow drift ends the hold."""
+    The harmonic fill (``margin`` 1) is a weighted mean of its border values (the maximum
+    principle): two borders that differ by at most ``tolerance`` give fills that differ by at
+    most that much, so holding is within ``tolerance`` of solving again (before rounding). The
+    patch fill has no such bound (a copied patch is a discrete choice), but it reads nothing
+    else: a static shot under a static mask keeps one fill, the same bytes frame after frame,
+    where the carried field would follow the codec's noise. Either way a held frame costs a
+    compare and a copy instead of a fill. Compared with the held frame, never the previous one:
+    slow drift ends the hold."""
 
-    def __init__(self, run, tolerance: float = 2.0, *, copy: bool = True):
+    def __init__(self, run, tolerance: float = 2.0, *, copy: bool = True, margin: int = 1):
         self.run, self.tolerance, self.copy = run, tolerance, copy
-        # (hole, box, border mask in the box, border values, the fill's box, the hole in the box
-        # for each channel)
+        self.margin = int(margin)
+        # (hole, box of the fill, hole in that box for each channel, the fill's values there,
+        #  box read, what is read in it (bool, or uint8 0/1 per channel), the values read)
         self.held = None
         self.frames = self.solved = 0
 
@@ -370,7 +376,7 @@ class HarmonicHold:
                 y0, x0, y1, x1 = held[1]
                 # (a where= mask as large as the box: a broadcast one, or a boolean index, costs
                 # ten times as much)
-                np.copyto(out[y0:y1, x0:x1], held[4], where=held[5])
+                np.copyto(out[y0:y1, x0:x1], held[3], where=held[2])
             outs.append(out)
         return outs
 
@@ -378,9 +384,15 @@ class HarmonicHold:
         h = self.held
         if h is None or not (h[0] is hole or np.array_equal(h[0], hole)):
             return None
-        y0, x0, y1, x1 = h[1]
-        border = image[y0:y1, x0:x1][h[2]]
-        if np.abs(border.astype(np.int16) - h[3]).max(initial=0) > self.tolerance:
+        y0, x0, y1, x1 = h[4]
+        now = image[y0:y1, x0:x1]
+        if h[5].dtype == bool:  # the border: a few pixels, indexed
+            diff = np.abs(now[h[5]].astype(np.int16) - h[6])
+        else:  # the box: |now - held| in uint8, zero on the hole
+            diff = np.maximum(now, h[6])
+            diff -= np.minimum(now, h[6])
+            diff *= h[5]
+        if diff.max(initial=0) > self.tolerance:
             return None
         return h
 
@@ -392,14 +404,24 @@ class HarmonicHold:
             return
         y0, x0, y1, x1 = box
         sub = hole[y0:y1, x0:x1]
-        grown = sub.copy()  # the 4-neighbours of the hole: the border the solve reads
-        grown[1:] |= sub[:-1]
-        grown[:-1] |= sub[1:]
-        grown[:, 1:] |= sub[:, :-1]
-        grown[:, :-1] |= sub[:, 1:]
-        border = grown & ~sub
-        self.held = (hole, box, border, image[y0:y1, x0:x1][border].astype(np.int16),
-                     out[y0:y1, x0:x1].copy(), np.repeat(sub[:, :, None], out.shape[2], axis=2))
+        fill = (box, np.repeat(sub[:, :, None], out.shape[2], axis=2), out[y0:y1, x0:x1].copy())
+        if self.margin <= 1:
+            grown = sub.copy()  # the 4-neighbours of the hole: the border the solve reads
+            grown[1:] |= sub[:-1]
+            grown[:-1] |= sub[1:]
+            grown[:, 1:] |= sub[:, :-1]
+            grown[:, :-1] |= sub[:, 1:]
+            border = grown & ~sub
+            read = (box, border, image[y0:y1, x0:x1][border].astype(np.int16))
+        else:
+            hh, ww = hole.shape
+            g = self.margin - 1
+            ry0, rx0, ry1, rx1 = max(0, y0 - g), max(0, x0 - g), min(hh, y1 + g), min(ww, x1 + g)
+            known = ~hole[ry0:ry1, rx0:rx1]
+            read = ((ry0, rx0, ry1, rx1),
+                    np.repeat(known[:, :, None], image.shape[2], axis=2).view(np.uint8),
+                    image[ry0:ry1, rx0:rx1].copy())
+        self.held = (hole,) + fill + read
 
 
 class _HostSteps:

@@ -281,6 +281,44 @@ def test_stream_carries_the_field_only_when_asked():
     assert all(np.array_equal(x, ops.fill(f, m, "patch")) for x, f in zip(inp.stream(clip, m), clip))
 
 
+def test_a_patch_video_holds_its_fill_while_what_it_reads_stays_put():
+    """stream(carry=True) with the patch fill alone: a frame whose pixels within the fill's
+    context (radius + 1 around the hole's box) are each within 2 levels of the held frame's takes
+    the held fill (the same bytes, a compare instead of a fill); a change beyond the context
+    holds too; one inside it, or a new hole, is filled again, exactly as the carried field would."""
+    h, w = 96, 160
+    im, m = textured(h, w, seed=8), mask_of(h, w, (30, 40, 66, 80))
+    radius = 10  # reads columns 29..90 (the box 29..80 grown by radius + 1 - 1)
+    rng = np.random.default_rng(1)
+    small = [np.clip(im.astype(int) + rng.integers(-1, 2, im.shape), 0, 255).astype(np.uint8)
+             for _ in range(3)]
+    small[1][mask_of(h, w, (30, 40, 66, 80)) > 0] = 0  # what is under the hole is not read
+    far = small[-1].copy()
+    far[:, 100:] = 255 - far[:, 100:]  # outside what the fill reads
+    near = far.copy()
+    near[20, 85] = (near[20, 85].astype(int) + 40) % 256  # inside it: 3 levels is enough
+    frames = small + [far, near]
+    inp = Inpainter(ClassicalEngine("patch", {"radius": radius}), batch_size=2)
+    outs = list(inp.stream(frames, m, carry=True))
+    hole = m > 0
+    for k in range(1, 4):
+        assert np.array_equal(outs[k][hole], outs[0][hole])  # held
+        assert np.array_equal(outs[k][~hole], frames[k][~hole])
+    # filled again, as the carried field fills it after the first frame
+    state = ops.PatchState()
+    ops.fill(frames[0], m, "patch", radius=radius, state=state)
+    assert np.array_equal(outs[4], ops.fill(near, m, "patch", radius=radius, state=state))
+    assert not np.array_equal(outs[4][hole], outs[0][hole])
+    other = mask_of(h, w, (30, 44, 66, 80))
+    again = list(inp.stream([small[1], small[1]], [m, other], carry=True))
+    assert np.array_equal(again[1], ops.fill(small[1], other, "patch", radius=radius))
+    # copy=False: the same results, a held frame filled in place
+    own = [f.copy() for f in frames]
+    mine = list(inp.stream(own, m, carry=True, copy=False))
+    assert all(np.array_equal(a, b) for a, b in zip(mine, outs))
+    assert mine[2] is own[2]
+
+
 def _banded(h, w, seed):
     """textured() with its left part made smoother: a place where copied detail is damped."""
     im = textured(h, w, seed=seed)
