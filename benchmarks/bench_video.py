@@ -43,6 +43,7 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 
 from fastfill import Inpainter  # noqa: E402
+from fastfill.fills import FILLS  # noqa: E402
 from fastfill.video.stream import inpaint_video  # noqa: E402
 
 PAN = (6.0, 0.5)  # px per frame at 1080p: across the frame in about 10 s at 30 frames/s
@@ -218,6 +219,9 @@ def main(argv=None):
     ap.add_argument("--crf", type=int, default=23)
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds per clip, methods rotated; frames/s is the median")
+    ap.add_argument("--method", action="append", default=[], choices=list(FILLS),
+                    help="also a row of fastfill with this classical fill (propagating; "
+                         "repeatable)")
     ap.add_argument("--sheet", default=None, metavar="PNG",
                     help="write the middle frame of the largest logo pan, each method, as a sheet")
     args = ap.parse_args(argv)
@@ -234,6 +238,8 @@ def main(argv=None):
     methods["PyAV + cv2 Telea"] = run_cv2
     methods["fastfill --no-propagate"] = run_fastfill(inp, False)
     methods["fastfill (propagate)"] = run_fastfill(inp, True)
+    for m in args.method:
+        methods[f"fastfill --method {m}"] = run_fastfill(Inpainter(method=m), True)
     scene = canvas()
     rows = []
     print(f"{'clip':24s} {'method':24s} {'frames/s':>9s} {'vs delogo':>9s} {'hole PSNR':>9s} "

@@ -339,24 +339,27 @@ class Inpainter:
 
 class FillHold:
     """A classical fill of a video's frames (``stream(carry=True)`` with no net): a frame whose
-    hole is the held frame's and whose pixels that the fill reads (``margin`` > 1: the known
-    pixels within ``margin`` of the hole's box; otherwise the hole's border, the known pixels
-    next to it) are each within ``tolerance`` levels of the held frame's takes the held fill.
+    hole is the held frame's, whose hole border (the known pixels next to it) is within
+    ``tolerance`` levels of the held frame's and, for a fill that reads further (``margin`` > 1:
+    the known pixels within ``margin`` of the hole's box), whose pixels there differ from the
+    held frame's by at most ``tolerance`` / 2 levels on average, takes the held fill.
 
     The harmonic fill (``margin`` 1) is a weighted mean of its border values (the maximum
     principle): two borders that differ by at most ``tolerance`` give fills that differ by at
     most that much, so holding is within ``tolerance`` of solving again (before rounding). The
-    patch fill has no such bound (a copied patch is a discrete choice), but it reads nothing
-    else: a static shot under a static mask keeps one fill, the same bytes frame after frame,
-    where the carried field would follow the codec's noise. Either way a held frame costs a
-    compare and a copy instead of a fill. Compared with the held frame, never the previous one:
-    slow drift ends the hold."""
+    patch fill has no such bound (a copied patch is a discrete choice): its border is held to the
+    same bound (no seam), and its context to the same scene up to a codec's noise, which changes
+    a few pixels of a static shot by more than 2 levels in most frames. Either way a static shot
+    under a static mask keeps one fill, the same bytes frame after frame, for a compare and a copy
+    instead of a fill. Compared with the held frame, never the previous one: slow drift ends the
+    hold."""
 
     def __init__(self, run, tolerance: float = 2.0, *, copy: bool = True, margin: int = 1):
         self.run, self.tolerance, self.copy = run, tolerance, copy
         self.margin = int(margin)
         # (hole, box of the fill, hole in that box for each channel, the fill's values there,
-        #  box read, what is read in it (bool, or uint8 0/1 per channel), the values read)
+        #  border mask in the box, border values, context (box, known 0/1 per channel, values,
+        #  known values) or None)
         self.held = None
         self.frames = self.solved = 0
 
@@ -384,16 +387,18 @@ class FillHold:
         h = self.held
         if h is None or not (h[0] is hole or np.array_equal(h[0], hole)):
             return None
-        y0, x0, y1, x1 = h[4]
-        now = image[y0:y1, x0:x1]
-        if h[5].dtype == bool:  # the border: a few pixels, indexed
-            diff = np.abs(now[h[5]].astype(np.int16) - h[6])
-        else:  # the box: |now - held| in uint8, zero on the hole
-            diff = np.maximum(now, h[6])
-            diff -= np.minimum(now, h[6])
-            diff *= h[5]
-        if diff.max(initial=0) > self.tolerance:
+        y0, x0, y1, x1 = h[1]
+        border = image[y0:y1, x0:x1][h[4]]
+        if np.abs(border.astype(np.int16) - h[5]).max(initial=0) > self.tolerance:
             return None
+        if h[6] is not None:  # the context: |now - held| in uint8, zero on the hole, averaged
+            (cy0, cx0, cy1, cx1), known, values, count = h[6]
+            now = image[cy0:cy1, cx0:cx1]
+            diff = np.maximum(now, values)
+            diff -= np.minimum(now, values)
+            diff *= known
+            if int(diff.sum(dtype=np.int64)) > 0.5 * self.tolerance * count:
+                return None
         return h
 
     def _hold(self, pair, out: np.ndarray) -> None:
@@ -404,24 +409,23 @@ class FillHold:
             return
         y0, x0, y1, x1 = box
         sub = hole[y0:y1, x0:x1]
-        fill = (box, np.repeat(sub[:, :, None], out.shape[2], axis=2), out[y0:y1, x0:x1].copy())
-        if self.margin <= 1:
-            grown = sub.copy()  # the 4-neighbours of the hole: the border the solve reads
-            grown[1:] |= sub[:-1]
-            grown[:-1] |= sub[1:]
-            grown[:, 1:] |= sub[:, :-1]
-            grown[:, :-1] |= sub[:, 1:]
-            border = grown & ~sub
-            read = (box, border, image[y0:y1, x0:x1][border].astype(np.int16))
-        else:
+        grown = sub.copy()  # the 4-neighbours of the hole: the border the harmonic solve reads
+        grown[1:] |= sub[:-1]
+        grown[:-1] |= sub[1:]
+        grown[:, 1:] |= sub[:, :-1]
+        grown[:, :-1] |= sub[:, 1:]
+        border = grown & ~sub
+        context = None
+        if self.margin > 1:
             hh, ww = hole.shape
             g = self.margin - 1
-            ry0, rx0, ry1, rx1 = max(0, y0 - g), max(0, x0 - g), min(hh, y1 + g), min(ww, x1 + g)
-            known = ~hole[ry0:ry1, rx0:rx1]
-            read = ((ry0, rx0, ry1, rx1),
-                    np.repeat(known[:, :, None], image.shape[2], axis=2).view(np.uint8),
-                    image[ry0:ry1, rx0:rx1].copy())
-        self.held = (hole,) + fill + read
+            cy0, cx0, cy1, cx1 = max(0, y0 - g), max(0, x0 - g), min(hh, y1 + g), min(ww, x1 + g)
+            known = np.repeat(~hole[cy0:cy1, cx0:cx1, None], image.shape[2], axis=2)
+            context = ((cy0, cx0, cy1, cx1), known.view(np.uint8),
+                       image[cy0:cy1, cx0:cx1].copy(), int(np.count_nonzero(known)))
+        self.held = (hole, box, np.repeat(sub[:, :, None], out.shape[2], axis=2),
+                     out[y0:y1, x0:x1].copy(), border,
+                     image[y0:y1, x0:x1][border].astype(np.int16), context)
 
 
 class _HostSteps:

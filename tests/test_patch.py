@@ -282,33 +282,39 @@ def test_stream_carries_the_field_only_when_asked():
 
 
 def test_a_patch_video_holds_its_fill_while_what_it_reads_stays_put():
-    """stream(carry=True) with the patch fill alone: a frame whose pixels within the fill's
-    context (radius + 1 around the hole's box) are each within 2 levels of the held frame's takes
-    the held fill (the same bytes, a compare instead of a fill); a change beyond the context
-    holds too; one inside it, or a new hole, is filled again, exactly as the carried field would."""
+    """stream(carry=True) with the patch fill alone: a frame whose hole border is within 2 levels
+    of the held frame's and whose known pixels within the fill's context (radius + 1 around the
+    hole's box) differ from the held frame's by at most 1 level on average takes the held fill
+    (the same bytes, a compare instead of a fill); changes under the hole, beyond the context or
+    in one pixel of it hold too; a block of the context, one border pixel, or a new hole is
+    filled again, exactly as the carried field fills it."""
     h, w = 96, 160
-    im, m = textured(h, w, seed=8), mask_of(h, w, (30, 40, 66, 80))
-    radius = 10  # reads columns 29..90 (the box 29..80 grown by radius + 1 - 1)
+    box = (30, 40, 66, 80)
+    im, m = textured(h, w, seed=8), mask_of(h, w, box)
+    radius = 10  # the context: rows 19..76, columns 29..90
     rng = np.random.default_rng(1)
     small = [np.clip(im.astype(int) + rng.integers(-1, 2, im.shape), 0, 255).astype(np.uint8)
              for _ in range(3)]
-    small[1][mask_of(h, w, (30, 40, 66, 80)) > 0] = 0  # what is under the hole is not read
+    small[1][m > 0] = 0  # what is under the hole is not read
     far = small[-1].copy()
-    far[:, 100:] = 255 - far[:, 100:]  # outside what the fill reads
-    near = far.copy()
-    near[20, 85] = (near[20, 85].astype(int) + 40) % 256  # inside it: 3 levels is enough
-    frames = small + [far, near]
+    far[:, 100:] = 255 - far[:, 100:]  # beyond the context
+    speck = far.copy()
+    speck[20, 85] = (speck[20, 85].astype(int) + 40) % 256  # one pixel of the context
+    block = speck.copy()
+    block[68:76, 30:40] = (block[68:76, 30:40].astype(int) + 40) % 256  # 8 x 10 of it
+    edge = block.copy()
+    edge[29, 50] = (edge[29, 50].astype(int) + 5) % 256  # one pixel of the border
+    frames = small + [far, speck, block, edge]
     inp = Inpainter(ClassicalEngine("patch", {"radius": radius}), batch_size=2)
     outs = list(inp.stream(frames, m, carry=True))
     hole = m > 0
-    for k in range(1, 4):
-        assert np.array_equal(outs[k][hole], outs[0][hole])  # held
+    for k in range(1, 5):
+        assert np.array_equal(outs[k][hole], outs[0][hole]), k  # held
         assert np.array_equal(outs[k][~hole], frames[k][~hole])
-    # filled again, as the carried field fills it after the first frame
+    # filled again, as the carried field fills the frames that were filled
     state = ops.PatchState()
-    ops.fill(frames[0], m, "patch", radius=radius, state=state)
-    assert np.array_equal(outs[4], ops.fill(near, m, "patch", radius=radius, state=state))
-    assert not np.array_equal(outs[4][hole], outs[0][hole])
+    for f, out in ((frames[0], outs[0]), (block, outs[5]), (edge, outs[6])):
+        assert np.array_equal(out, ops.fill(f, m, "patch", radius=radius, state=state))
     other = mask_of(h, w, (30, 44, 66, 80))
     again = list(inp.stream([small[1], small[1]], [m, other], carry=True))
     assert np.array_equal(again[1], ops.fill(small[1], other, "patch", radius=radius))
