@@ -576,7 +576,7 @@ def _without_a_net_that_adds_nothing(engine):
 
     fill = ClassicalEngine.instead_of(engine, f"its {meta.fill} prefill alone: the shipped model "
                                               f"returns it unchanged (checked at load), so "
-                                              f"{engine.name} does not run")
+                                              "the net does not run")
     engine.close()
     return fill
 
