@@ -359,7 +359,7 @@ class FillHold:
         self.margin = int(margin)
         # (hole, box of the fill, hole in that box for each channel, the fill's values there,
         #  border mask in the box, border values, context (box, known 0/1 per channel, values,
-        #  known values) or None)
+        #  how many values are known) or None)
         self.held = None
         self.frames = self.solved = 0
 
