@@ -112,7 +112,7 @@ bool want_cuda(const std::string& device) {
 // options), which fastfill.ops holds to fastfill.fills.FILLS at import.
 enum class Fill { Mean, Harmonic, Patch };
 const char* const kFillNames[] = {"mean", "harmonic", "patch"};
-const char* const kPatchOptions[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "detail", "gate", "texture", "texture_radius", "onion", "complete", "seed"};
+const char* const kPatchOptions[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "detail", "gate", "texture", "texture_radius", "onion", "complete", "poisson", "seed"};
 
 Fill parse_fill(const std::string& fill) {
   std::string names;
@@ -166,6 +166,7 @@ fastfill::PatchParams patch_params(const py::dict& o) {
   p.texture_radius = option(o, "texture_radius", p.texture_radius, 1, 64);
   p.onion = option(o, "onion", p.onion, 0, int64_t(1) << 40);
   p.complete = option(o, "complete", p.complete, 0, 1000);
+  p.poisson = option(o, "poisson", p.poisson, 0, 1);
   p.seed = uint64_t(option(o, "seed", 0, 0, INT64_MAX));
   return p;
 }
@@ -250,6 +251,30 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
       fastfill::prepare_cpu(a);
   }
   (void)cuda;
+  return out;
+}
+
+// The harmonic solver with a right-hand side (the patch fill's gradient-domain rebuild, exposed
+// for its NumPy transcription and tests): image uint8 [h, w, 3], mask uint8 [h, w] (nonzero =
+// hole), guide float32 [h, w, 3] -> float32 [h, w, 3], the solution at hole pixels, 0 elsewhere.
+py::array poisson_fill(const py::array_t<uint8_t, py::array::c_style>& image,
+                       const py::array_t<uint8_t, py::array::c_style>& mask,
+                       const py::array_t<float, py::array::c_style>& guide) {
+  if (image.ndim() != 3 || image.shape(2) != 3) throw py::value_error("image: expected [h, w, 3] uint8");
+  const int64_t h = image.shape(0), w = image.shape(1);
+  if (mask.ndim() != 2 || mask.shape(0) != h || mask.shape(1) != w)
+    throw py::value_error("mask: expected [h, w] uint8 of the image's size");
+  if (guide.ndim() != 3 || guide.shape(0) != h || guide.shape(1) != w || guide.shape(2) != 3)
+    throw py::value_error("guide: expected [h, w, 3] float32 of the image's size");
+  py::array_t<float> out({py::ssize_t(h), py::ssize_t(w), py::ssize_t(3)});
+  float* o = out.mutable_data();
+  std::fill(o, o + h * w * 3, 0.f);
+  const Frame f{1, h, w, 0, 0, h, w};
+  const float mean[3] = {0.5f, 0.5f, 0.5f};
+  {
+    py::gil_scoped_release nogil;
+    fastfill::harmonic_fill_cpu(image.data(), mask.data(), f, mean, o, guide.data());
+  }
   return out;
 }
 
@@ -449,6 +474,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("options") = py::dict(), py::arg("state") = nullptr,
         "Classical fill: uint8 [N, h, w, 3] with the hole pixels of the window filled by `method`\n"
         "(`options`: the patch fill's, see fastfill.ops.FILLS).");
+  m.def("poisson_fill", &poisson_fill, py::arg("image"), py::arg("mask"), py::arg("guide"),
+        "The harmonic solver with `guide` added to each hole pixel's right-hand side (the patch\n"
+        "fill's gradient-domain rebuild): float32 [h, w, 3], the solution at hole pixels.");
   m.def("composite", &composite, py::arg("pred"), py::arg("images"), py::arg("masks"), py::arg("window"),
         py::arg("out"), py::arg("device"));
 #ifdef FASTFILL_WITH_CUDA

@@ -310,7 +310,7 @@ void row_sums(int64_t rows, bool par, double out[3], F body) {
 
 // Solve one component; writes its hole pixels into out (window-sized, [h, w, 3]).
 void solve_component(const Component& c, const Labels& lab, const uint8_t* image, int64_t W,
-                     const Frame& f, const float mean[3], float* out) {
+                     const Frame& f, const float mean[3], float* out, const float* guide) {
   const int64_t h = f.h, w = f.w;
   Hierarchy H;
   H.levels.reserve(64);  // never reallocates: `L` below stays valid while build() adds levels
@@ -339,6 +339,8 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
         any_known = true;
       }
       L.diag[i] = dg;
+      if (guide != nullptr)
+        for (int ch = 0; ch < 3; ++ch) rhs[size_t(ch * L.n + i)] += guide[(y * w + xx) * 3 + ch];
       if (xx + 1 < c.x1 && lab(y, xx + 1) == c.label) L.wr[i] = 1.f;
       if (y + 1 < c.y1 && lab(y + 1, xx) == c.label) L.wd[i] = 1.f;
     }
@@ -425,7 +427,7 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
 }  // namespace
 
 void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float mean[3],
-                       float* out) {
+                       float* out, const float* guide) {
   Labels lab;
   const std::vector<Component> comps = label_components(mask, f.W, f, lab);
   // Large components one after another, each with its row loops across the threads; the small
@@ -444,7 +446,7 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
     big.clear();
   }
 #endif
-  for (size_t i : big) solve_component(comps[i], lab, image, f.W, f, mean, out);
+  for (size_t i : big) solve_component(comps[i], lab, image, f.W, f, mean, out, guide);
   std::stable_sort(small.begin(), small.end(),
                    [&](size_t a, size_t b) { return comps[a].size > comps[b].size; });
   const int64_t ns = int64_t(small.size());
@@ -453,7 +455,7 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < ns; ++k) {
     try {
-      solve_component(comps[small[size_t(k)]], lab, image, f.W, f, mean, out);
+      solve_component(comps[small[size_t(k)]], lab, image, f.W, f, mean, out, guide);
     } catch (...) {
 #pragma omp critical(fastfill_harmonic_error)
       if (!error) error = std::current_exception();

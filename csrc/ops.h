@@ -46,8 +46,11 @@ void prepare_cpu(const PrepareArgs& a);
 // hole component gets the solution of Laplace's equation with the known pixels next to it as
 // boundary values (no flux across the window's border); a window that is all hole gets `mean`.
 // Writes the hole pixels of `out` [h, w, 3] (values in [0, 1]); other pixels are left as they are.
+// With `guide` ([h, w, 3], or null), each hole pixel's right-hand side also gets guide's value
+// there: Poisson's equation whose guidance field sums to it over the pixel's 4 neighbours (the
+// patch fill's gradient-domain rebuild).
 void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float mean[3],
-                       float* out);
+                       float* out, const float* guide = nullptr);
 void composite_cpu(const CompositeArgs& a);
 
 // Options of the patch fill (see fastfill.ops.FILLS for their meaning and bounds).
@@ -68,6 +71,8 @@ struct PatchParams {
   // weight (percent) of the completeness votes: each known patch within one patch side of the
   // hole votes into its closest hole patch (0 = none)
   int64_t complete = 200;
+  // 1: the component rebuilt from its copied differences (Poisson's equation) instead of `blend`
+  int64_t poisson = 0;
   uint64_t seed = 0;
 };
 

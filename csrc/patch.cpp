@@ -88,6 +88,7 @@ struct Level {
   // target each matches best so far and its distance, and the searches made (see completeness)
   std::vector<int32_t> band, bt, bd;
   int64_t band_passes = -1;  // -1: not yet made
+  std::vector<int32_t> bsrc;  // the source pixel each pixel took in the last best-patch vote (-1)
 };
 
 // Sum over each p x p window: out[y * w + x] for the window centred at (y, x), -1 where the
@@ -471,11 +472,13 @@ class Completion {
     for (int64_t i = 0; i < n; ++i)
       if (L.mine[size_t(i)]) pixels.push_back(int32_t(i));
     const int64_t np = int64_t(pixels.size());
+    if (best) L.bsrc.assign(size_t(n), -1);
 #pragma omp parallel for schedule(static) if (parallel(L))
     for (int64_t k = 0; k < np; ++k) {
       const int64_t i = pixels[size_t(k)], y = i / w, x = i % w;
       double acc[3] = {0.0, 0.0, 0.0}, ws = 0.0;
       int32_t bd = INT32_MAX;
+      int64_t bs = -1;
       for (int dy = -r_; dy <= r_; ++dy)
         for (int dx = -r_; dx <= r_; ++dx) {
           const int64_t cy = y - dy, cx = x - dx;  // the patch centred there covers (y, x) at (dy, dx)
@@ -487,6 +490,7 @@ class Completion {
           if (best) {  // the closest patch alone says the value
             if (L.dist[size_t(tk)] < bd) {
               bd = L.dist[size_t(tk)];
+              bs = s;
               for (int ch = 0; ch < 3; ++ch) acc[ch] = double(L.v[size_t(s * 4 + ch)]);
               ws = 1.0;
             }
@@ -499,6 +503,7 @@ class Completion {
         for (int ch = 0; ch < 3; ++ch) acc[ch] += cacc[size_t(3 * i + ch)];
         ws += cw[size_t(i)];
       }
+      if (best) L.bsrc[size_t(i)] = int32_t(bs);
       if (!(ws > 0.0)) continue;
       for (int ch = 0; ch < 3; ++ch) {
         const double q = std::nearbyint(acc[ch] / ws);
@@ -650,6 +655,64 @@ void blend_low_frequencies(Level& L, const std::vector<int16_t>& start, int64_t 
       const int64_t low = floor_div(2 * d[size_t(ch)][size_t(i)] + m, 2 * m);
       const int64_t v = int64_t(L.v[size_t(i * 4 + ch)]) - low;
       L.v[size_t(i * 4 + ch)] = int16_t(std::min<int64_t>(kMax, std::max<int64_t>(0, v)));
+    }
+  }
+}
+
+// The component rebuilt from its copied differences (after Image Melding, Darabi et al. 2012):
+// each pixel's difference to each 4-neighbour is the one its source pixel (the last best-patch
+// vote's) has to the same neighbour, where that neighbour is known, else the start's; a pair of
+// hole pixels takes the difference of the pixel first in scan order (the mean of both would
+// halve a texture's amplitude where two sources meet); then Poisson's equation with those
+// differences as guidance and the known pixels as boundary, solved by the harmonic fill's own
+// solver. On a smooth gradient the copies' offsets vanish (the differences are the gradient's),
+// where the blend's low-pass left seams. `image` is the window's, the box at (by0, bx0) of it.
+void gradient_rebuild(Level& L, const std::vector<int16_t>& start, const uint8_t* image, int64_t W,
+                      const Frame& f, int64_t by0, int64_t bx0) {
+  const int64_t h = L.h, w = L.w, n = h * w;
+  std::vector<uint8_t> img(size_t(n * 3)), m(size_t(n), 0);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) {
+      const int64_t i = y * w + x;
+      m[size_t(i)] = L.mine[size_t(i)];
+      for (int ch = 0; ch < 3; ++ch)
+        img[size_t(i * 3 + ch)] = image[((f.top + by0 + y) * W + f.left + bx0 + x) * 3 + ch];
+    }
+  // p's own difference to p + (dy, dx), channel ch, in value steps
+  auto diff = [&](int64_t p, int64_t dy, int64_t dx, int ch) -> int64_t {
+    const int64_t s = L.bsrc.empty() ? -1 : L.bsrc[size_t(p)];
+    if (s >= 0) {
+      const int64_t sy = s / w + dy, sx = s % w + dx;
+      if (sy >= 0 && sy < h && sx >= 0 && sx < w && !L.hole[size_t(sy * w + sx)])
+        return int64_t(L.v[size_t(s * 4 + ch)]) - L.v[size_t((sy * w + sx) * 4 + ch)];
+    }
+    const int64_t q = p + dy * w + dx;
+    return int64_t(start[size_t(p * 4 + ch)]) - start[size_t(q * 4 + ch)];
+  };
+  std::vector<float> guide(size_t(n * 3), 0.f);
+  const int64_t dys[4] = {0, 0, -1, 1}, dxs[4] = {-1, 1, 0, 0};
+  for (int64_t p = 0; p < n; ++p) {
+    if (!L.mine[size_t(p)]) continue;
+    const int64_t y = p / w, x = p % w;
+    int64_t sum[3] = {0, 0, 0};
+    for (int k = 0; k < 4; ++k) {
+      const int64_t qy = y + dys[k], qx = x + dxs[k];
+      if (qy < 0 || qy >= h || qx < 0 || qx >= w) continue;  // no flux out of the box
+      const int64_t q = qy * w + qx;
+      const bool other_says = L.mine[size_t(q)] && q < p;
+      for (int ch = 0; ch < 3; ++ch) sum[ch] += other_says ? -diff(q, -dys[k], -dxs[k], ch) : diff(p, dys[k], dxs[k], ch);
+    }
+    for (int ch = 0; ch < 3; ++ch) guide[size_t(p * 3 + ch)] = float(sum[ch]) / float(kMax);
+  }
+  const Frame box{1, h, w, 0, 0, h, w};
+  const float mean[3] = {0.5f, 0.5f, 0.5f};
+  std::vector<float> res(size_t(n * 3), 0.f);
+  harmonic_fill_cpu(img.data(), m.data(), box, mean, res.data(), guide.data());
+  for (int64_t i = 0; i < n; ++i) {
+    if (!L.mine[size_t(i)]) continue;
+    for (int ch = 0; ch < 3; ++ch) {
+      const float s = res[size_t(i * 3 + ch)] * float(kMax);
+      L.v[size_t(i * 4 + ch)] = int16_t(std::nearbyint(std::min(float(kMax), std::max(0.f, s))));
     }
   }
 }
@@ -944,7 +1007,10 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
 #pragma omp critical(fastfill_patch_state)
     state->fields[key] = std::move(field);
   }
-  if (P.blend > 0) blend_low_frequencies(L0, start_v, P.blend);
+  if (P.poisson > 0)
+    gradient_rebuild(L0, start_v, image, W, f, by0, bx0);
+  else if (P.blend > 0)
+    blend_low_frequencies(L0, start_v, P.blend);
   if (P.gate > 0)
     detail_gate(L0, start_v, P.gate, P.detail);
   else if (P.detail != 100)

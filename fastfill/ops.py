@@ -170,7 +170,11 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     cells), so the structure around the hole continues into it. Each averaged vote adds
     completeness votes (weight ``complete`` percent): every known patch within one patch side of
     the hole votes its pixels into the hole patch closest to it, so the fill shows the patterns
-    its surroundings show (a star field's stars, not only its empty sky). Deterministic: the same input
+    its surroundings show (a star field's stars, not only its empty sky). With ``poisson`` = 1 the
+    component is rebuilt from its copied differences instead of blended (each pixel's differences
+    to its neighbours are its source's; Poisson's equation with the known pixels as boundary): a
+    smooth gradient comes back smooth, where the blend leaves seams between copies taken from
+    different places on it. Deterministic: the same input
     and ``seed`` give the same bytes on any thread count, and a window holding each hole's search
     box gives the same bytes as the whole image. A component with no hole-free patch in its box,
     or no thicker than ``thin`` (4-connected erosions it survives), keeps the harmonic fill.
@@ -201,7 +205,8 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             pixels over 6 rings deep keep more; ``detail`` then applies on top), ``texture`` (weight of
             the textureness channel, percent; 0 = colours only), ``texture_radius`` (px),
             ``onion`` (the most cells x sources a level peels; 0 = none), ``complete`` (weight
-            of the completeness votes, percent, 0-1000; 0 = none), ``seed``.
+            of the completeness votes, percent, 0-1000; 0 = none), ``poisson`` (1 = the
+            gradient-domain rebuild instead of ``blend``; 0, the default = the blend), ``seed``.
 
     Returns:
         uint8 array of the image's (or window's) shape; pixels outside the hole are the input's.

@@ -58,6 +58,7 @@ ANCHORS = {"OpenCV shift-map (xphoto)": shiftmap_fill, "GIMP Resynthesizer": res
            "PatchMatch (pypatchmatch)": patchmatch_fill}
 PATCH = "patch (fastfill)"
 GATED = "patch, detail gate (fastfill)"  # gate 16, detail 90: the candidate hybrid default
+REBUILT = "patch, gradient rebuild (fastfill)"  # poisson 1: exact on smooth gradients
 # the picture sheet's columns after truth | masked, where present
 SHEET = ("harmonic (fastfill)", "OpenCV Navier-Stokes", *ANCHORS, PATCH, MODEL)
 
@@ -104,6 +105,7 @@ def run_setting(cfg, args, notes):
     if "patch" in ops.FILLS:
         outs[PATCH] = timed(PATCH, ops.fill, images, u8, "patch")
         outs[GATED] = timed(GATED, lambda *a: ops.fill(*a, gate=16, detail=90), images, u8, "patch")
+        outs[REBUILT] = timed(REBUILT, lambda *a: ops.fill(*a, poisson=1), images, u8, "patch")
     else:
         skip(PATCH, "this fastfill build has no 'patch' fill (ops.FILLS = " + ", ".join(ops.FILLS) + ")")
     for name, fn in ANCHORS.items() if args.anchors else ():

@@ -61,6 +61,11 @@ CASES = [
     # (cells x sources: 384 x 3040 at the finest level, 96 x 592, 24 x 64 at the coarsest: the
     # default peels the two coarser levels, this the coarsest alone)
     ("onion peel on the coarsest level", 64, 64, [(16, 16, 40, 32)], {"onion": 10000}),
+    ("gradient rebuild", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"poisson": 1}),
+    ("gradient rebuild on the border, gated", 40, 40, [(0, 0, 6, 9), (20, 20, 21, 21), (30, 25, 40, 40)],
+     {"poisson": 1, "gate": 16, "detail": 90}),
+    ("gradient rebuild, two close components", 56, 56, [(10, 10, 24, 24), (26, 12, 40, 30)],
+     {"poisson": 1, "patch": 3}),
 ]
 
 
@@ -73,6 +78,67 @@ def test_the_kernel_equals_its_numpy_transcription(name, h, w, boxes, opts):
     harmonic = ops.fill(im, m, "harmonic")
     if name != "thin kept harmonic":
         assert not np.array_equal(got[m > 0], harmonic[m > 0])  # it did something
+
+
+def _ramp(size):
+    ramp = np.zeros((size, size, 3), np.uint8)
+    ramp[..., 0] = np.linspace(20, 230, size).astype(np.uint8)[None, :]
+    ramp[..., 1] = np.linspace(200, 40, size).astype(np.uint8)[:, None]
+    ramp[..., 2] = 90
+    return ramp
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_the_gradient_rebuild_keeps_a_smooth_gradient_smooth(size):
+    # Copies of a ramp come from elsewhere on it: what the blend's low-pass leaves of their
+    # offsets are seams; rebuilt from the copies' own differences, the ramp comes back as the
+    # harmonic fill gives it (within 3 levels: the uint8 ramp's steps)
+    ramp = _ramp(size)
+    c = size // 2
+    m = mask_of(size, size, (c - 32, c - 32, c + 32, c + 32), (20, 10, 26, size - 10))
+    hole = m > 0
+    blended = ops.fill(ramp, m, "patch")
+    assert np.abs(blended.astype(int) - ramp)[hole].max() > 8
+    for opts in ({"poisson": 1}, {"poisson": 1, "gate": 16, "detail": 90}):
+        got = ops.fill(ramp, m, "patch", **opts)
+        assert np.abs(got.astype(int) - ramp)[hole].max() <= 3, opts
+        assert np.array_equal(got[~hole], ramp[~hole])
+
+
+def test_the_guided_solver_equals_a_sparse_solve():
+    # _C.poisson_fill: Laplace's equation with the known pixels as boundary and `guide` added to
+    # each hole pixel's right-hand side (no flux out of the image), against SciPy's direct solve
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spl
+
+    from fastfill import _C
+
+    h, w = 40, 52
+    rng = np.random.default_rng(7)
+    im = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    m = mask_of(h, w, (5, 6, 20, 30), (0, 40, 12, 52), (30, 10, 33, 45))
+    guide = rng.normal(0, 0.01, (h, w, 3)).astype(np.float32)
+    got = _C.poisson_fill(im, m, guide)
+    hole = m > 0
+    idx = -np.ones(h * w, np.int64)
+    pix = np.flatnonzero(hole.ravel())
+    idx[pix] = np.arange(pix.size)
+    rows, cols, vals = [], [], []
+    b = guide.reshape(-1, 3)[pix].astype(np.float64)
+    for k, p in enumerate(pix):
+        y, x = divmod(int(p), w)
+        for qy, qx in ((y, x - 1), (y, x + 1), (y - 1, x), (y + 1, x)):
+            if not (0 <= qy < h and 0 <= qx < w):
+                continue
+            rows.append(k), cols.append(k), vals.append(1.0)
+            if hole[qy, qx]:
+                rows.append(k), cols.append(idx[qy * w + qx]), vals.append(-1.0)
+            else:
+                b[k] += im[qy, qx] / 255.0
+    a = sp.csr_matrix((vals, (rows, cols)), shape=(pix.size, pix.size)).tocsc()
+    want = np.stack([spl.spsolve(a, b[:, c]) for c in range(3)], 1)
+    assert np.abs(got.reshape(-1, 3)[pix] - np.clip(want, 0, 1)).max() < 1e-4
+    assert not got[~hole].any()
 
 
 def test_known_pixels_are_never_changed():
@@ -203,6 +269,7 @@ def test_a_flat_image_stays_flat():
 @pytest.mark.parametrize("opts,match", [
     ({"patch": 8}, "odd"), ({"patch": 17}, "patch"), ({"radius": 0}, "radius"),
     ({"iterations": 0}, "iterations"), ({"size": 3}, "takes no option size"),
+    ({"poisson": 2}, "poisson"),
 ])
 def test_bad_options_are_refused_by_name(opts, match):
     im, m = textured(32, 32), mask_of(32, 32, (8, 8, 16, 16))

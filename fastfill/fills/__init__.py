@@ -58,7 +58,7 @@ FILLS: Mapping[str, Fill] = MappingProxyType({f.name: f for f in (
                                    "radius": 96, "thin": 2, "blend": 10, "detail": 100, "gate": 0,
                                    "texture": 200,
                                    "texture_radius": 2, "onion": 1000000, "complete": 200,
-                                   "seed": 0}),
+                                   "poisson": 0, "seed": 0}),
          context="radius"),
 )})
 

@@ -50,7 +50,11 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    the differences and of the mask, divided by the mask's sum plus ``BLEND_PRIOR`` % of a window
    wholly in the hole), of how far the result is from the start, so the patches bring the detail
    and the harmonic fill the shading; where few hole pixels support the mean (thin strokes, a
-   hole's edge) the correction shrinks with them.
+   hole's edge) the correction shrinks with them. With ``poisson`` > 0 instead (:func:`_rebuild`):
+   each pixel's difference to each 4-neighbour is its best-vote source pixel's to the same
+   neighbour (the start's where that neighbour is unknown), a pair of component pixels taking the
+   one first in scan order; their sums are the right-hand side of the harmonic fill's own solver
+   (``_C.poisson_fill``: float arithmetic, the same call here and in the kernel), rounded back.
 6. With ``gate`` > 0, the result's detail (result - start) is scaled pixel by pixel to what the
    known pixels around show (:func:`_gate`), times ``detail`` percent; otherwise, with ``detail``
    < 100, each pixel of the component goes only that percentage of the way from the start to the
@@ -262,6 +266,7 @@ def _vote(L, patch, best=False, seed=0, complete=0):
     acc = np.zeros((3, pix.size))
     ws = np.zeros(pix.size)
     bd = np.full(pix.size, np.iinfo(np.int64).max)
+    took = np.full(pix.size, -1, np.int64)  # the source pixel of the best patch (best only)
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
             cy, cx = y - dy, x - dx
@@ -274,6 +279,7 @@ def _vote(L, patch, best=False, seed=0, complete=0):
                 d = np.where(ok, L.dist[np.maximum(tk, 0)], bd)
                 win = ok & (d < bd)
                 bd = np.where(win, d, bd)
+                took = np.where(win, s, took)
                 acc[:, win] = flat[:3, s[win]].astype(np.float64)
                 ws[win] = 1.0
                 continue
@@ -286,6 +292,9 @@ def _vote(L, patch, best=False, seed=0, complete=0):
     done = ws > 0
     q = np.clip(np.rint(acc[:, done] / ws[done]), 0, VMAX).astype(np.int64)
     flat[:3, pix[done]] = q
+    if best:
+        L.bsrc = np.full(h * w, -1, np.int64)
+        L.bsrc[pix] = took
 
 
 def _up(C, F, seed, level):
@@ -375,7 +384,7 @@ def _complete(v0, hole, mine, span, patch, levels, iterations, passes, seed, oni
                 _pass(L, seed, (lv << 40) | (it << 20) | pm, 1 << (npass - 1 - pm), r,
                       max(L.h, L.w) if lv == top else min(max(L.h, L.w), REACH))
             _vote(L, patch, best=lv == 0 and it == rounds - 1, seed=seed, complete=complete)
-    return pyr[0].v
+    return pyr[0]
 
 
 def _box(a, r, axis):
@@ -398,6 +407,50 @@ def _blend(v, v0, mine, r):
     m = np.maximum(d[3:], 1) + side3 * side3 * BLEND_PRIOR // 100
     low = (2 * d[:3] + m) // (2 * m)
     return np.where(mine[None], np.clip(v - low, 0, VMAX), v)
+
+
+def _rebuild(v, v0, hole, mine, bsrc, image):
+    """The component rebuilt from its copied differences: each pixel's difference to each
+    4-neighbour is its best-vote source pixel's to the same neighbour where that one is known,
+    else the start's; a pair of component pixels takes the difference of the one first in scan
+    order; the sums over the 4 neighbours are the right-hand side of the harmonic fill's own
+    solver (``_C.poisson_fill``, held to SciPy in the tests), whose result is rounded back."""
+    from .. import _C
+
+    h, w = hole.shape
+    n = h * w
+    V = v[:3].reshape(3, -1).astype(np.int64)
+    S = v0[:3].reshape(3, -1).astype(np.int64)
+    holef, minef = hole.ravel(), mine.ravel()
+    pix = np.flatnonzero(minef)
+    y, x = pix // w, pix % w
+    src = bsrc[pix] if bsrc is not None else np.full(pix.size, -1, np.int64)
+
+    def diff(p, sp, dy, dx):  # p's own difference to p + d (sp: p's source), [3, len(p)]
+        sy, sx = sp // w + dy, sp % w + dx
+        ok = (sp >= 0) & (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+        sq = np.where(ok, sy * w + sx, 0)
+        ok &= ~holef[sq]
+        q = np.clip(p + dy * w + dx, 0, n - 1)
+        return np.where(ok, V[:, np.maximum(sp, 0)] - V[:, sq], S[:, p] - S[:, q])
+
+    srcmap = np.full(n, -1, np.int64)
+    srcmap[pix] = src
+    total = np.zeros((3, pix.size), np.int64)
+    for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0)):
+        qy, qx = y + dy, x + dx
+        inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+        q = np.where(inside, qy * w + qx, 0)
+        other = inside & minef[q] & (q < pix)
+        g = np.where(other, -diff(q, srcmap[q], -dy, -dx), diff(pix, src, dy, dx))
+        total += np.where(inside, g, 0)
+    guide = np.zeros((n, 3), np.float32)
+    guide[pix] = total.T.astype(np.float32) / np.float32(VMAX)
+    res = _C.poisson_fill(np.ascontiguousarray(image), mine.astype(np.uint8), guide.reshape(h, w, 3))
+    val = np.rint(np.clip(res.reshape(n, 3)[pix] * np.float32(VMAX), 0, VMAX)).astype(np.int64)
+    colours = v[:3].reshape(3, -1).copy()
+    colours[:, pix] = val.T
+    return np.concatenate([colours.reshape(3, h, w), v[3:]])
 
 
 BLEND_PRIOR = 20  # percent of a window wholly in the hole added to the blend's support
@@ -498,7 +551,7 @@ def _texture(v, hole, weight, r):
 
 def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
                     thin=2, blend=10, detail=100, gate=0, texture=200, texture_radius=2,
-                    onion=1000000, complete=200, seed=0) -> np.ndarray:
+                    onion=1000000, complete=200, poisson=0, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
     ``ops.prepare(..., fill="harmonic")`` returns it); uint8 [H, W, 3]."""
@@ -524,11 +577,14 @@ def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, pass
         v0 = np.ascontiguousarray(vals[box].transpose(2, 0, 1))
         tex = _texture(v0, hole[box], texture, texture_radius) if texture > 0 else np.zeros_like(v0[0])
         v0 = np.concatenate([v0, tex[None]])
-        v = _complete(v0.copy(), hole[box], comp[box], max(y1 - y0, x1 - x0), patch, levels,
-                      iterations, passes, seed, onion, complete)
-        if v is None:
+        lv = _complete(v0.copy(), hole[box], comp[box], max(y1 - y0, x1 - x0), patch, levels,
+                       iterations, passes, seed, onion, complete)
+        if lv is None:
             continue
-        if blend > 0:
+        v = lv.v
+        if poisson > 0:
+            v = _rebuild(v, v0, hole[box], comp[box], getattr(lv, "bsrc", None), image[box])
+        elif blend > 0:
             v = _blend(v, v0, comp[box], blend)
         if gate > 0:
             v = np.concatenate([_gate(v, v0, hole[box], comp[box], gate, detail), v[3:]])
