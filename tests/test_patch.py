@@ -207,7 +207,8 @@ rng = np.random.default_rng(0)
 for _ in range(12):                       # and small ones side by side
     y, x = rng.integers(5, 280), rng.integers(5, 340)
     m[y:y + 8, x:x + 6] = 1
-print(hashlib.sha256(ops.fill(im, m, "patch").tobytes()).hexdigest())
+print(hashlib.sha256(ops.fill(im, m, "patch").tobytes()).hexdigest(),
+      hashlib.sha256(ops.fill(im, m, "patch", poisson=1).tobytes()).hexdigest())
 """
 
 
@@ -226,12 +227,12 @@ def test_the_result_does_not_depend_on_the_thread_count():
 def test_a_window_holding_the_search_boxes_equals_the_whole_image():
     im = textured(200, 260, seed=6)
     m = mask_of(200, 260, (80, 100, 110, 140), (90, 150, 100, 160))
-    opts = {"radius": 24}
-    whole = ops.fill(im, m, "patch", **opts)
     win = (80 - 30, 100 - 30, 30 + 60, 60 + 60)  # every component's box (bbox + radius) inside
     t, l, h, w = win
-    crop = ops.fill(im, m, "patch", window=win, **opts)
-    assert np.array_equal(crop, whole[t:t + h, l:l + w])
+    for opts in ({"radius": 24}, {"radius": 24, "poisson": 1}):
+        whole = ops.fill(im, m, "patch", **opts)
+        crop = ops.fill(im, m, "patch", window=win, **opts)
+        assert np.array_equal(crop, whole[t:t + h, l:l + w])
 
 
 def test_roi_windows_give_the_bytes_of_the_whole_frame():
