@@ -256,16 +256,21 @@ py::array prepare(const py::object& images_o, const py::object& masks_o, const s
 
 // The harmonic solver with a right-hand side (the patch fill's gradient-domain rebuild, exposed
 // for its NumPy transcription and tests): image uint8 [h, w, 3], mask uint8 [h, w] (nonzero =
-// hole), guide float32 [h, w, 3] -> float32 [h, w, 3], the solution at hole pixels, 0 elsewhere.
+// hole), guide float32 [h, w, 3], edges float32 [h, w, 2] or None (the weights of each pixel's
+// right and lower links between hole pixels) -> float32 [h, w, 3], the solution at hole pixels,
+// 0 elsewhere.
 py::array poisson_fill(const py::array_t<uint8_t, py::array::c_style>& image,
                        const py::array_t<uint8_t, py::array::c_style>& mask,
-                       const py::array_t<float, py::array::c_style>& guide) {
+                       const py::array_t<float, py::array::c_style>& guide,
+                       const std::optional<py::array_t<float, py::array::c_style>>& edges) {
   if (image.ndim() != 3 || image.shape(2) != 3) throw py::value_error("image: expected [h, w, 3] uint8");
   const int64_t h = image.shape(0), w = image.shape(1);
   if (mask.ndim() != 2 || mask.shape(0) != h || mask.shape(1) != w)
     throw py::value_error("mask: expected [h, w] uint8 of the image's size");
   if (guide.ndim() != 3 || guide.shape(0) != h || guide.shape(1) != w || guide.shape(2) != 3)
     throw py::value_error("guide: expected [h, w, 3] float32 of the image's size");
+  if (edges && (edges->ndim() != 3 || edges->shape(0) != h || edges->shape(1) != w || edges->shape(2) != 2))
+    throw py::value_error("edges: expected [h, w, 2] float32 of the image's size");
   py::array_t<float> out({py::ssize_t(h), py::ssize_t(w), py::ssize_t(3)});
   float* o = out.mutable_data();
   std::fill(o, o + h * w * 3, 0.f);
@@ -273,7 +278,8 @@ py::array poisson_fill(const py::array_t<uint8_t, py::array::c_style>& image,
   const float mean[3] = {0.5f, 0.5f, 0.5f};
   {
     py::gil_scoped_release nogil;
-    fastfill::harmonic_fill_cpu(image.data(), mask.data(), f, mean, o, guide.data());
+    fastfill::harmonic_fill_cpu(image.data(), mask.data(), f, mean, o, guide.data(),
+                                edges ? edges->data() : nullptr);
   }
   return out;
 }
@@ -475,6 +481,7 @@ PYBIND11_MODULE(_C, m) {
         "Classical fill: uint8 [N, h, w, 3] with the hole pixels of the window filled by `method`\n"
         "(`options`: the patch fill's, see fastfill.ops.FILLS).");
   m.def("poisson_fill", &poisson_fill, py::arg("image"), py::arg("mask"), py::arg("guide"),
+        py::arg("edges") = py::none(),
         "The harmonic solver with `guide` added to each hole pixel's right-hand side (the patch\n"
         "fill's gradient-domain rebuild): float32 [h, w, 3], the solution at hole pixels.");
   m.def("composite", &composite, py::arg("pred"), py::arg("images"), py::arg("masks"), py::arg("window"),

@@ -310,7 +310,8 @@ void row_sums(int64_t rows, bool par, double out[3], F body) {
 
 // Solve one component; writes its hole pixels into out (window-sized, [h, w, 3]).
 void solve_component(const Component& c, const Labels& lab, const uint8_t* image, int64_t W,
-                     const Frame& f, const float mean[3], float* out, const float* guide) {
+                     const Frame& f, const float mean[3], float* out, const float* guide,
+                     const float* edges) {
   const int64_t h = f.h, w = f.w;
   Hierarchy H;
   H.levels.reserve(64);  // never reallocates: `L` below stays valid while build() adds levels
@@ -330,9 +331,15 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
       const int64_t ny[4] = {y, y, y - 1, y + 1}, nx[4] = {xx - 1, xx + 1, xx, xx};
       for (int k = 0; k < 4; ++k) {
         if (ny[k] < 0 || ny[k] >= h || nx[k] < 0 || nx[k] >= w) continue;  // no flux out of the window
-        dg += 1.f;
         const bool in_box = ny[k] >= lab.y0 && ny[k] < lab.y0 + lab.h && nx[k] >= lab.x0 && nx[k] < lab.x0 + lab.w;
-        if (in_box && lab(ny[k], nx[k]) == c.label) continue;
+        if (in_box && lab(ny[k], nx[k]) == c.label) {
+          // the link's weight: the right / lower link of this pixel or of the neighbour
+          dg += edges == nullptr ? 1.f
+                : k < 2 ? edges[(y * w + std::min(xx, nx[k])) * 2]
+                        : edges[(std::min(y, ny[k]) * w + xx) * 2 + 1];
+          continue;
+        }
+        dg += 1.f;
         // A 4-neighbour outside the component is a known pixel (hole pixels next to it would be in it).
         const uint8_t* px = image + ((f.top + ny[k]) * W + f.left + nx[k]) * 3;
         for (int ch = 0; ch < 3; ++ch) rhs[size_t(ch * L.n + i)] += byte_to_unit(px[ch]);
@@ -341,8 +348,8 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
       L.diag[i] = dg;
       if (guide != nullptr)
         for (int ch = 0; ch < 3; ++ch) rhs[size_t(ch * L.n + i)] += guide[(y * w + xx) * 3 + ch];
-      if (xx + 1 < c.x1 && lab(y, xx + 1) == c.label) L.wr[i] = 1.f;
-      if (y + 1 < c.y1 && lab(y + 1, xx) == c.label) L.wd[i] = 1.f;
+      if (xx + 1 < c.x1 && lab(y, xx + 1) == c.label) L.wr[i] = edges == nullptr ? 1.f : edges[(y * w + xx) * 2];
+      if (y + 1 < c.y1 && lab(y + 1, xx) == c.label) L.wd[i] = edges == nullptr ? 1.f : edges[(y * w + xx) * 2 + 1];
     }
   if (!any_known) {  // the whole window is hole: no boundary, so the mean colour
     for (int64_t y = c.y0; y < c.y1; ++y)
@@ -427,7 +434,7 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
 }  // namespace
 
 void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float mean[3],
-                       float* out, const float* guide) {
+                       float* out, const float* guide, const float* edges) {
   Labels lab;
   const std::vector<Component> comps = label_components(mask, f.W, f, lab);
   // Large components one after another, each with its row loops across the threads; the small
@@ -446,7 +453,7 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
     big.clear();
   }
 #endif
-  for (size_t i : big) solve_component(comps[i], lab, image, f.W, f, mean, out, guide);
+  for (size_t i : big) solve_component(comps[i], lab, image, f.W, f, mean, out, guide, edges);
   std::stable_sort(small.begin(), small.end(),
                    [&](size_t a, size_t b) { return comps[a].size > comps[b].size; });
   const int64_t ns = int64_t(small.size());
@@ -455,7 +462,7 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < ns; ++k) {
     try {
-      solve_component(comps[small[size_t(k)]], lab, image, f.W, f, mean, out, guide);
+      solve_component(comps[small[size_t(k)]], lab, image, f.W, f, mean, out, guide, edges);
     } catch (...) {
 #pragma omp critical(fastfill_harmonic_error)
       if (!error) error = std::current_exception();

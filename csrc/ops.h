@@ -48,9 +48,11 @@ void prepare_cpu(const PrepareArgs& a);
 // Writes the hole pixels of `out` [h, w, 3] (values in [0, 1]); other pixels are left as they are.
 // With `guide` ([h, w, 3], or null), each hole pixel's right-hand side also gets guide's value
 // there: Poisson's equation whose guidance field sums to it over the pixel's 4 neighbours (the
-// patch fill's gradient-domain rebuild).
+// patch fill's gradient-domain rebuild). With `edges` ([h, w, 2], or null = all 1), the weight of
+// the link from each pixel to its right and its lower neighbour where both are hole pixels of
+// one component (a weighted Laplacian; links to known pixels weigh 1).
 void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float mean[3],
-                       float* out, const float* guide = nullptr);
+                       float* out, const float* guide = nullptr, const float* edges = nullptr);
 void composite_cpu(const CompositeArgs& a);
 
 // Options of the patch fill (see fastfill.ops.FILLS for their meaning and bounds).

@@ -107,10 +107,8 @@ def test_the_gradient_rebuild_keeps_a_smooth_gradient_smooth(size):
 
 def test_the_guided_solver_equals_a_sparse_solve():
     # _C.poisson_fill: Laplace's equation with the known pixels as boundary and `guide` added to
-    # each hole pixel's right-hand side (no flux out of the image), against SciPy's direct solve
-    import scipy.sparse as sp
-    import scipy.sparse.linalg as spl
-
+    # each hole pixel's right-hand side (no flux out of the image), its links between hole pixels
+    # weighted by `edges` or all 1, against SciPy's direct solve
     from fastfill import _C
 
     h, w = 40, 52
@@ -118,8 +116,17 @@ def test_the_guided_solver_equals_a_sparse_solve():
     im = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     m = mask_of(h, w, (5, 6, 20, 30), (0, 40, 12, 52), (30, 10, 33, 45))
     guide = rng.normal(0, 0.01, (h, w, 3)).astype(np.float32)
-    got = _C.poisson_fill(im, m, guide)
+    edges = np.where(rng.random((h, w, 2)) < 0.3, 0.125, 1.0).astype(np.float32)
     hole = m > 0
+    for links in (None, edges):
+        _check_guided_solve(_C.poisson_fill(im, m, guide, links), im, hole, guide, links)
+
+
+def _check_guided_solve(got, im, hole, guide, edges):
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spl
+
+    h, w = hole.shape
     idx = -np.ones(h * w, np.int64)
     pix = np.flatnonzero(hole.ravel())
     idx[pix] = np.arange(pix.size)
@@ -130,10 +137,12 @@ def test_the_guided_solver_equals_a_sparse_solve():
         for qy, qx in ((y, x - 1), (y, x + 1), (y - 1, x), (y + 1, x)):
             if not (0 <= qy < h and 0 <= qx < w):
                 continue
-            rows.append(k), cols.append(k), vals.append(1.0)
-            if hole[qy, qx]:
-                rows.append(k), cols.append(idx[qy * w + qx]), vals.append(-1.0)
+            if hole[qy, qx]:  # the link's weight: the right or lower link of the first pixel
+                wt = 1.0 if edges is None else float(edges[min(y, qy), min(x, qx), int(qy != y)])
+                rows.append(k), cols.append(k), vals.append(wt)
+                rows.append(k), cols.append(idx[qy * w + qx]), vals.append(-wt)
             else:
+                rows.append(k), cols.append(k), vals.append(1.0)
                 b[k] += im[qy, qx] / 255.0
     a = sp.csr_matrix((vals, (rows, cols)), shape=(pix.size, pix.size)).tocsc()
     want = np.stack([spl.spsolve(a, b[:, c]) for c in range(3)], 1)

@@ -413,8 +413,10 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
     """The component rebuilt from its copied differences: each pixel's difference to each
     4-neighbour is its best-vote source pixel's to the same neighbour where that one is known,
     else the start's; a pair of component pixels takes the difference of the one first in scan
-    order; the sums over the 4 neighbours are the right-hand side of the harmonic fill's own
-    solver (``_C.poisson_fill``, held to SciPy in the tests), whose result is rounded back."""
+    order, and weighs SEAM_EIGHTHS / 8 where their sources are not neighbours the same way (a
+    seam between two copies); the weighted sums over the 4 neighbours are the right-hand side of
+    the harmonic fill's own solver with those link weights (``_C.poisson_fill``, held to SciPy in
+    the tests), whose result is rounded back."""
     from .. import _C
 
     h, w = hole.shape
@@ -436,17 +438,24 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
 
     srcmap = np.full(n, -1, np.int64)
     srcmap[pix] = src
-    total = np.zeros((3, pix.size), np.int64)
-    for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0)):
+    total = np.zeros((3, pix.size), np.int64)  # eighths of value steps
+    edges = np.ones((n, 2), np.float32)
+    for k, (dy, dx) in enumerate(((0, -1), (0, 1), (-1, 0), (1, 0))):
         qy, qx = y + dy, x + dx
         inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
         q = np.where(inside, qy * w + qx, 0)
-        other = inside & minef[q] & (q < pix)
+        pair = inside & minef[q]
+        coherent = (src >= 0) & (srcmap[q] >= 0) & (srcmap[q] - src == q - pix)
+        weight = np.where(pair & ~coherent, SEAM_EIGHTHS, 8)
+        if k % 2 == 1:  # this pixel's right / lower link
+            edges[pix[pair], k // 2] = weight[pair].astype(np.float32) / np.float32(8)
+        other = pair & (q < pix)
         g = np.where(other, -diff(q, srcmap[q], -dy, -dx), diff(pix, src, dy, dx))
-        total += np.where(inside, g, 0)
+        total += np.where(inside, weight * g, 0)
     guide = np.zeros((n, 3), np.float32)
-    guide[pix] = total.T.astype(np.float32) / np.float32(VMAX)
-    res = _C.poisson_fill(np.ascontiguousarray(image), mine.astype(np.uint8), guide.reshape(h, w, 3))
+    guide[pix] = total.T.astype(np.float32) / np.float32(8 * VMAX)
+    res = _C.poisson_fill(np.ascontiguousarray(image), mine.astype(np.uint8), guide.reshape(h, w, 3),
+                          edges.reshape(h, w, 2))
     val = np.rint(np.clip(res.reshape(n, 3)[pix] * np.float32(VMAX), 0, VMAX)).astype(np.int64)
     colours = v[:3].reshape(3, -1).copy()
     colours[:, pix] = val.T
@@ -454,6 +463,7 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
 
 
 BLEND_PRIOR = 20  # percent of a window wholly in the hole added to the blend's support
+SEAM_EIGHTHS = 1  # the rebuild's weight of a link between copies from non-neighbouring sources, /8
 
 GATE_RADII = (1, 7, 2)  # box radii (three blurs each way): the detail's low-pass, the carry, E_hole
 GATE_DEPTH = (6, 8)  # pixels deeper than a rings keep more of the detail, all of it from a + b
