@@ -18,6 +18,7 @@ from PIL import Image
 
 from bench_ops import best_time
 from fastfill import ops
+from fastfill.fills import DEFAULT_METHOD, DEFAULT_OPTIONS, describe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,10 +78,12 @@ def main():
         t_patch = best_time(lambda: ops.fill(im, m, "patch"), args.repeat)
         t_harm = best_time(lambda: ops.fill(im, m, "harmonic"), args.repeat)
         t_rebuilt = best_time(lambda: ops.fill(im, m, "patch", poisson=1), args.repeat)
+        t_default = best_time(lambda: ops.fill(im, m, DEFAULT_METHOD, **DEFAULT_OPTIONS), args.repeat)
         print(f"  fastfill patch     {t_patch * 1e3:9.1f} ms")
         print(f"  fastfill harmonic  {t_harm * 1e3:9.1f} ms   (patch / harmonic: {t_patch / t_harm:.1f}x)")
         print(f"  patch, poisson=1   {t_rebuilt * 1e3:9.1f} ms   (its time / fastfill patch: "
               f"{t_rebuilt / t_patch:.2f}x)")
+        print(f"  default fill       {t_default * 1e3:9.1f} ms   ({describe(DEFAULT_METHOD, DEFAULT_OPTIONS)})")
         if not with_anchors:
             continue
         times = {}

@@ -547,17 +547,18 @@ def engine_line(inp) -> str:
     eng = inp.engine
     if isinstance(eng, ClassicalEngine):  # no net runs: say which fill does the work, plainly
         if eng.path:
-            return (f"model: {model_name(inp)} ({m.kind}) adds nothing to its {m.fill} prefill "
-                    f"(checked at load): running the {m.fill} fill alone, on the CPU")
-        return f"fill: {m.fill} (no model), on the CPU"
+            return (f"model: {model_name(inp)} ({m.kind}) adds nothing to its {eng.replaces} "
+                    f"prefill (checked at load): running the default fill, {eng.label}, on the CPU")
+        return f"fill: {eng.label} (no model), on the CPU"
     return (f"model: {model_name(inp)} ({m.kind}, prefill {m.fill}) on {eng.selection or eng.name}, "
             f"running on {eng.runs_on}")
 
 
 def _without_a_net_that_adds_nothing(engine):
-    """The shipped model, or its prefill alone where the model returns its prefill unchanged
-    (checked on a probe at load: a residual net whose correction is zero), so that the default
-    spends its time on what changes the pixels. Same pixels either way."""
+    """The shipped model, or the default fill (:data:`fastfill.fills.DEFAULT_METHOD`) where the
+    model returns its prefill unchanged (checked on a probe at load: a residual net whose
+    correction is zero), so that the default spends its time on what changes the pixels, and on
+    the fill measured best rather than on the prefill the net happened to be trained over."""
     meta = engine.meta
     if meta.fill == "mean" or meta.input_size is not None or int(meta.channels) != 4:
         return engine
@@ -574,9 +575,9 @@ def _without_a_net_that_adds_nothing(engine):
         return engine
     from .engines.classical import ClassicalEngine
 
-    fill = ClassicalEngine.instead_of(engine, f"its {meta.fill} prefill alone: the shipped model "
-                                              f"returns it unchanged (checked at load), so "
-                                              "the net does not run")
+    fill = ClassicalEngine.instead_of(engine, f"the default fill: the shipped model returns its "
+                                              f"{meta.fill} prefill unchanged (checked at load), "
+                                              "so the net does not run")
     engine.close()
     return fill
 

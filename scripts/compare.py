@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fastfill import ops
+from fastfill.fills import DEFAULT_METHOD, DEFAULT_OPTIONS
 from train.evaluate import (load_eval_set, mean_fill, metrics, model_fill, opencv_fill, patchmatch_fill,
                             resynthesizer_fill, shiftmap_fill)
 
@@ -59,6 +60,7 @@ ANCHORS = {"OpenCV shift-map (xphoto)": shiftmap_fill, "GIMP Resynthesizer": res
 PATCH = "patch (fastfill)"
 GATED = "patch, detail gate (fastfill)"  # gate 16, detail 90: the candidate hybrid default
 REBUILT = "patch, gradient rebuild (fastfill)"  # poisson 1: exact on smooth gradients
+DEFAULT = "fastfill default (patch, complete 100, poisson 1)"  # fills.DEFAULT_METHOD / OPTIONS
 # the picture sheet's columns after truth | masked, where present
 SHEET = ("harmonic (fastfill)", "OpenCV Navier-Stokes", *ANCHORS, PATCH, MODEL)
 
@@ -106,6 +108,8 @@ def run_setting(cfg, args, notes):
         outs[PATCH] = timed(PATCH, ops.fill, images, u8, "patch")
         outs[GATED] = timed(GATED, lambda *a: ops.fill(*a, gate=16, detail=90), images, u8, "patch")
         outs[REBUILT] = timed(REBUILT, lambda *a: ops.fill(*a, poisson=1), images, u8, "patch")
+        outs[DEFAULT] = timed(DEFAULT, lambda *a: ops.fill(*a, **DEFAULT_OPTIONS), images, u8,
+                              DEFAULT_METHOD)
     else:
         skip(PATCH, "this fastfill build has no 'patch' fill (ops.FILLS = " + ", ".join(ops.FILLS) + ")")
     for name, fn in ANCHORS.items() if args.anchors else ():

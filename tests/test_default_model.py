@@ -86,20 +86,26 @@ def test_the_wheel_packages_hold_code_and_the_shipped_model_only():
     assert big == []
 
 
-def test_the_default_runs_the_prefill_alone_when_the_shipped_net_adds_nothing():
-    """The shipped net returns its harmonic prefill unchanged: the default does not run it, and
-    gives the net's bytes (on either CPU back-end) without its cost."""
+def test_the_default_runs_the_default_fill_when_the_shipped_net_adds_nothing():
+    """The shipped net returns its harmonic prefill unchanged: the default does not run it but
+    the default fill (the patch fill with fills.DEFAULT_OPTIONS), and gives that fill's bytes;
+    the net, asked for by name, still gives its prefill's."""
+    from fastfill import ops
+    from fastfill.fills import DEFAULT_METHOD, DEFAULT_OPTIONS
+
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
     mask = np.zeros((120, 160), np.uint8)
     mask[30:70, 40:100] = 1
     mask[:, :3] = 1  # a hole on the border
     default = fastfill.Inpainter()
-    assert default.engine.name == "classical:harmonic" and "does not run" in default.engine.selection
+    assert default.engine.name == "classical:patch" and "does not run" in default.engine.selection
+    assert default.engine.fill_options == {**fastfill.fills.FILLS["patch"].options, **DEFAULT_OPTIONS}
     assert default.meta.mean == load_engine(default_model_path()).meta.mean
+    assert np.array_equal(default(image, mask), ops.fill(image, mask, DEFAULT_METHOD, **DEFAULT_OPTIONS))
     net = fastfill.Inpainter(backend="onnxruntime")
     assert net.engine.name == "onnxruntime"
-    assert np.array_equal(default(image, mask), net(image, mask))
+    assert np.array_equal(net(image, mask), ops.fill(image, mask, "harmonic"))
     everything = np.ones((32, 32), np.uint8)  # no known pixel: the model's mean colour, both ways
     assert np.array_equal(default(image[:32, :32].copy(), everything), net(image[:32, :32].copy(), everything))
 
@@ -122,4 +128,4 @@ def test_a_net_that_changes_its_prefill_keeps_running():
             pass
 
     assert _without_a_net_that_adds_nothing(Nudge(1e-3)).name == "nudge"
-    assert _without_a_net_that_adds_nothing(Nudge(0.0)).name == "classical:harmonic"
+    assert _without_a_net_that_adds_nothing(Nudge(0.0)).name == "classical:patch"

@@ -90,9 +90,9 @@ def test_health_config_docs_page(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     cfg = client.get("/api/v1/server-config").json()
     assert cfg["model"]["kind"] == "glcic" and cfg["model"]["name"] == "default.onnx"
-    # the shipped net returns its harmonic prefill unchanged: the prefill runs alone, and says so
-    assert cfg["backend"] == "classical:harmonic" and cfg["device"] == "cpu"
-    assert "returns it unchanged" in cfg["backend_selection"] and "does not run" in cfg["backend_selection"]
+    # the shipped net returns its harmonic prefill unchanged: the default fill runs, and says so
+    assert cfg["backend"] == "classical:patch" and cfg["device"] == "cpu"
+    assert "prefill unchanged" in cfg["backend_selection"] and "does not run" in cfg["backend_selection"]
     assert cfg["running_on"] == "CPU"
     assert cfg["limits"]["max_pixels"] == 300_000 and cfg["limits"]["max_body"] == 2_000_000
     assert cfg["limits"]["queue"] == 64 and cfg["limits"]["max_batch"] == 8

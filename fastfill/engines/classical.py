@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EngineError
-from ..fills import FILLS
+from ..fills import DEFAULT_METHOD, DEFAULT_OPTIONS, FILLS, describe
 from .base import EngineBase, ModelMeta
 
 
@@ -23,6 +23,7 @@ class ClassicalEngine(EngineBase):
     known pixel around it (and of the ``mean`` fill)."""
 
     device = "cpu"
+    replaces: str | None = None  # the prefill of the net this engine stands in for (instead_of)
 
     def __init__(self, method: str = "harmonic", options: dict | None = None,
                  mean: tuple[float, float, float] = (0.5, 0.5, 0.5)):
@@ -38,13 +39,20 @@ class ClassicalEngine(EngineBase):
                               receptive_field=2 * fill.margin(self.fill_options), channels=4,
                               fill=method, provenance={"method": method, **self.fill_options})
 
+    @property
+    def label(self) -> str:
+        """The fill and its options that differ from the fill's defaults: ``patch (gate 16,
+        detail 90)``."""
+        return describe(self.meta.fill, self.fill_options)
+
     @classmethod
     def instead_of(cls, net: EngineBase, why: str) -> "ClassicalEngine":
-        """The prefill of ``net``'s model alone, in place of a net that returns it unchanged:
-        its ``path`` is the net's model file (what headers call the model), ``why`` its
-        ``selection``."""
-        fill = cls(net.meta.fill, mean=net.meta.mean)
-        fill.path, fill.selection = net.path, why
+        """The default fill (:data:`fastfill.fills.DEFAULT_METHOD` with its
+        ``DEFAULT_OPTIONS``) in place of a net that returns its prefill unchanged: its ``path``
+        is the net's model file (what headers call the model), ``why`` its ``selection``, and
+        ``replaces`` the net's prefill."""
+        fill = cls(DEFAULT_METHOD, dict(DEFAULT_OPTIONS), mean=net.meta.mean)
+        fill.path, fill.selection, fill.replaces = net.path, why, net.meta.fill
         return fill
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
