@@ -3,7 +3,7 @@
 The public API::
 
     import fastfill
-    inp = fastfill.Inpainter()            # the shipped default model on the CPU (auto back-end)
+    inp = fastfill.Inpainter()            # the default: the shipped model, or the default fill in its place
     out = inp(image, mask)                # uint8 HxWx3 RGB + HxW mask (nonzero = fill) -> uint8 HxWx3
 
 Heavy modules are imported on first use so that ``import fastfill`` stays cheap.

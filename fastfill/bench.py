@@ -3,7 +3,7 @@
 What one run measures, per configuration (size x batch) and per *target* (an engine, optionally in
 ROI or full-frame mode, or PyTorch eager on a checkpoint). A target is what ``fastfill run`` runs
 with the same options (:func:`make_targets`): with none, the shipped model as run loads it (ROI on,
-its batch size, the back-end's threads, the prefill alone where the model adds nothing to it):
+its batch size, the back-end's threads, the default fill where the model adds nothing to its prefill):
 
 - latency of one batch: mean, p50, p90, p99, min; throughput in images/s and megapixels/s;
 - the split by stage: ``check`` (validation and the ROI windows), ``prepare``, ``infer``,
@@ -332,7 +332,7 @@ class Target:
 
     @property
     def runs_a_net(self) -> bool:
-        """False for a classical fill (e.g. the shipped model's prefill alone: no net runs)."""
+        """False for a classical fill (e.g. the default fill in the shipped model's place: no net runs)."""
         from .engines.classical import ClassicalEngine
 
         return not isinstance(self.engine, ClassicalEngine)
@@ -359,8 +359,8 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
 
     Each target is what ``fastfill run`` (an :class:`~fastfill.inpainter.Inpainter`) runs with the
     same options: ``threads`` None is the back-end's choice, ``batch_size`` None the Inpainter's
-    default, and with no engine, back-end, device or threads the shipped model is skipped for its
-    prefill alone where it adds nothing to it (as ``Inpainter()`` does, checked at load)."""
+    default, and with no engine, back-end, device or threads the shipped model is skipped for the
+    default fill where it adds nothing to its prefill (as ``Inpainter()`` does, checked at load)."""
     from .engines import default_model_path, load_engine, open_engine
     from .inpainter import Inpainter, _engine, engine_line  # the header's words are run's own
 

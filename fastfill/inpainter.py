@@ -87,7 +87,8 @@ class Inpainter:
     """Fill the masked regions of images with a completion model.
 
     Args:
-        engine: None (the shipped default model, on the CPU), a model file path
+        engine: None (the shipped default model, on the CPU; the default fill in its place while it
+            returns its prefill unchanged), a model file path
             (``.onnx``, ``.plan`` or a ``.safetensors`` checkpoint), or a loaded
             :class:`fastfill.engines.EngineBase` (another object with ``meta`` and ``infer`` is
             adapted once, :func:`fastfill.engines.as_engine`).
