@@ -45,7 +45,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import fills, ops, pipeline
+from . import ops, pipeline
 from .errors import EngineError, FastfillError, InputError
 from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
 from .roi import bounding_box, hole_of
@@ -308,8 +308,9 @@ class Inpainter:
         state = ops.PatchState() if carry and self.meta.fill == "patch" else None
         run = self._run if state is None else functools.partial(self._run, state=state)
         if carry and isinstance(self.engine, ClassicalEngine):
-            margin = fills.get(self.meta.fill).margin(self.engine.fill_options)
-            return FillHold(run, copy=copy, margin=margin)
+            # (a classical engine's receptive field is twice its fill's context: the ROI margin
+            # is what the fill reads)
+            return FillHold(run, copy=copy, margin=self.margin)
         return run
 
     # -- the work -------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fastfill import ops
-from fastfill.fills import DEFAULT_METHOD, DEFAULT_OPTIONS
+from fastfill.fills import DEFAULT_METHOD, DEFAULT_OPTIONS, describe
 from train.evaluate import (load_eval_set, mean_fill, metrics, model_fill, opencv_fill, patchmatch_fill,
                             resynthesizer_fill, shiftmap_fill)
 
@@ -60,7 +60,7 @@ ANCHORS = {"OpenCV shift-map (xphoto)": shiftmap_fill, "GIMP Resynthesizer": res
 PATCH = "patch (fastfill)"
 GATED = "patch, detail gate (fastfill)"  # gate 16, detail 90: the candidate hybrid default
 REBUILT = "patch, gradient rebuild (fastfill)"  # poisson 1: exact on smooth gradients
-DEFAULT = "fastfill default (patch, complete 100, poisson 1)"  # fills.DEFAULT_METHOD / OPTIONS
+DEFAULT = f"fastfill default, {describe(DEFAULT_METHOD, DEFAULT_OPTIONS)}"  # what runs by default
 # the picture sheet's columns after truth | masked, where present
 SHEET = ("harmonic (fastfill)", "OpenCV Navier-Stokes", *ANCHORS, PATCH, MODEL)
 

@@ -53,8 +53,10 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    hole's edge) the correction shrinks with them. With ``poisson`` > 0 instead (:func:`_rebuild`):
    each pixel's difference to each 4-neighbour is its best-vote source pixel's to the same
    neighbour (the start's where that neighbour is unknown), a pair of component pixels taking the
-   one first in scan order; their sums are the right-hand side of the harmonic fill's own solver
-   (``_C.poisson_fill``: float arithmetic, the same call here and in the kernel), rounded back.
+   one first in scan order and weighing ``SEAM_EIGHTHS`` / 8 where their sources are not
+   neighbours the same way; the weighted sums are the right-hand side of the harmonic fill's own
+   solver with those link weights (``_C.poisson_fill``: float arithmetic, the same call here and
+   in the kernel), rounded back.
 6. With ``gate`` > 0, the result's detail (result - start) is scaled pixel by pixel to what the
    known pixels around show (:func:`_gate`), times ``detail`` percent; otherwise, with ``detail``
    < 100, each pixel of the component goes only that percentage of the way from the start to the
@@ -426,7 +428,8 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
     holef, minef = hole.ravel(), mine.ravel()
     pix = np.flatnonzero(minef)
     y, x = pix // w, pix % w
-    src = bsrc[pix] if bsrc is not None else np.full(pix.size, -1, np.int64)
+    srcmap = bsrc if bsrc is not None else np.full(n, -1, np.int64)  # -1 off the component
+    src = srcmap[pix]
 
     def diff(p, sp, dy, dx):  # p's own difference to p + d (sp: p's source), [3, len(p)]
         sy, sx = sp // w + dy, sp % w + dx
@@ -436,8 +439,6 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
         q = np.clip(p + dy * w + dx, 0, n - 1)
         return np.where(ok, V[:, np.maximum(sp, 0)] - V[:, sq], S[:, p] - S[:, q])
 
-    srcmap = np.full(n, -1, np.int64)
-    srcmap[pix] = src
     total = np.zeros((3, pix.size), np.int64)  # eighths of value steps
     edges = np.ones((n, 2), np.float32)
     for k, (dy, dx) in enumerate(((0, -1), (0, 1), (-1, 0), (1, 0))):
