@@ -257,7 +257,8 @@ class Inpainter:
         :meth:`check` result) and the stream yields ``(tag, result)``: what the caller needs to
         finish each item travels with it (``masks`` must then be None).
         ``copy`` False: a result may be the frame given, its hole filled in place (a held
-        harmonic fill does this), for callers that own their frames and read only the result.
+        classical fill does this) or untouched (a frame with no hole), for callers that own
+        their frames and read only the result.
         Reading (the caller's iterators), inference and the caller's loop run concurrently with
         at most about two batches of frames in flight; the first error of any
         stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
@@ -306,7 +307,7 @@ class Inpainter:
         from .engines.classical import ClassicalEngine
 
         state = ops.PatchState() if carry and self.meta.fill == "patch" else None
-        run = self._run if state is None else functools.partial(self._run, state=state)
+        run = functools.partial(self._run, state=state, copy=copy)
         if carry and isinstance(self.engine, ClassicalEngine):
             # (a classical engine's receptive field is twice its fill's context: the ROI margin
             # is what the fill reads)
@@ -314,13 +315,16 @@ class Inpainter:
         return run
 
     # -- the work -------------------------------------------------------------------------------
-    def _run(self, pairs: Sequence[Checked], timings: dict | None = None, state=None) -> list[np.ndarray]:
+    def _run(self, pairs: Sequence[Checked], timings: dict | None = None, state=None,
+             copy: bool = True) -> list[np.ndarray]:
         t0 = time.perf_counter()
         jobs = [Job(i, *win) for i, p in enumerate(pairs) for win in p.windows]
         groups: dict[tuple[int, int], list[Job]] = {}
         for j in jobs:
             groups.setdefault(ops.padded_size(j.height, j.width, self.multiple), []).append(j)
-        outs = [p.image.copy() for p in pairs]
+        # (copy False: a frame with no hole is its own result; its 1080p copy would cost page
+        # faults for nothing)
+        outs = [p.image if not (copy or p.windows) else p.image.copy() for p in pairs]
         if timings is not None:
             _add(timings, "composite", time.perf_counter() - t0)
         for (ph, pw), group in groups.items():
