@@ -18,7 +18,9 @@ the clean frames. Flicker: the mean change of the hole from frame to frame beyon
 frames' own change (0 = moves exactly as the scene does).
 
 Goals (2 cores): fastfill at least delogo's frames/s at 1080p with a logo hole; on a panning camera
->= 8 dB better hole PSNR than delogo and at most half its flicker.
+>= 8 dB better hole PSNR than delogo and at most half its flicker. `--floor` adds what no fill
+can beat: the ffmpeg program re-encoding with no filter, and fastfill's own pipeline with an
+empty mask (decode, threads, encode; nothing filled or estimated).
 """
 
 from __future__ import annotations
@@ -151,6 +153,25 @@ def run_fastfill(inp, propagate):
     return go
 
 
+def run_encode_only(src, dst, mask_path, enc):
+    """The floor of the ffmpeg program: the same decode and encode, no filter."""
+    subprocess.run(["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-i", str(src), "-c:v",
+                    "libx264", "-preset", enc["preset"], "-crf", str(enc["crf"]), "-pix_fmt",
+                    "yuv420p", str(dst)], check=True)
+
+
+def run_fastfill_empty(inp):
+    """The floor of fastfill's pipeline: the same command with an empty mask (nothing to fill,
+    nothing estimated), so what is left is decoding, the threads and encoding."""
+    def go(src, dst, mask_path, enc):
+        empty = Path(dst).with_name("empty-mask.png")
+        if not empty.exists():
+            Image.fromarray(np.zeros_like(np.asarray(Image.open(mask_path)))).save(empty)
+        inpaint_video(inp, src, dst, empty, codec="libx264", crf=enc["crf"],
+                      preset=enc["preset"], progress=False, overwrite=True)
+    return go
+
+
 def crop_of(path, size, hole, index):
     """Frame ``index`` of a clip, cropped to the hole's box and a margin around it."""
     x, y, w, h = hole_box(size, hole)
@@ -222,6 +243,9 @@ def main(argv=None):
     ap.add_argument("--method", action="append", default=[], choices=list(FILLS),
                     help="also a row of fastfill with this classical fill (propagating; "
                          "repeatable)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also the floors: the ffmpeg program re-encoding without a filter, and "
+                         "fastfill's pipeline with an empty mask (their hole PSNR is the logo's)")
     ap.add_argument("--sheet", default=None, metavar="PNG",
                     help="write the middle frame of the largest logo pan, each method, as a sheet")
     args = ap.parse_args(argv)
@@ -231,6 +255,8 @@ def main(argv=None):
     methods = {}
     if shutil.which("ffmpeg"):
         methods["ffmpeg delogo"] = run_delogo
+        if args.floor:
+            methods["ffmpeg, no filter"] = run_encode_only
     else:
         print("ffmpeg: not found (apt-get install ffmpeg): the delogo rows are left out")
     inp = Inpainter()  # the default fill, as `fastfill video` uses it
@@ -240,6 +266,8 @@ def main(argv=None):
     methods["fastfill (propagate)"] = run_fastfill(inp, True)
     for m in args.method:
         methods[f"fastfill --method {m}"] = run_fastfill(Inpainter(method=m), True)
+    if args.floor:
+        methods["fastfill, empty mask"] = run_fastfill_empty(inp)
     scene = canvas()
     rows = []
     print(f"{'clip':24s} {'method':24s} {'frames/s':>9s} {'vs delogo':>9s} {'hole PSNR':>9s} "
