@@ -323,6 +323,10 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
   // side, which is also the CG residual below (x starts at 0, so r = b).
   std::vector<float>& rhs = L.b;
   bool any_known = false;
+  // the weight of the link from (ly, lx) to its right (dir 0) or lower (dir 1) neighbour
+  auto link = [&](int64_t ly, int64_t lx, int dir) {
+    return edges == nullptr ? 1.f : edges[(ly * w + lx) * 2 + dir];
+  };
   for (int64_t y = c.y0; y < c.y1; ++y)
     for (int64_t xx = c.x0; xx < c.x1; ++xx) {
       if (lab(y, xx) != c.label) continue;
@@ -333,10 +337,8 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
         if (ny[k] < 0 || ny[k] >= h || nx[k] < 0 || nx[k] >= w) continue;  // no flux out of the window
         const bool in_box = ny[k] >= lab.y0 && ny[k] < lab.y0 + lab.h && nx[k] >= lab.x0 && nx[k] < lab.x0 + lab.w;
         if (in_box && lab(ny[k], nx[k]) == c.label) {
-          // the link's weight: the right / lower link of this pixel or of the neighbour
-          dg += edges == nullptr ? 1.f
-                : k < 2 ? edges[(y * w + std::min(xx, nx[k])) * 2]
-                        : edges[(std::min(y, ny[k]) * w + xx) * 2 + 1];
+          // the right / lower link of this pixel or of the neighbour
+          dg += k < 2 ? link(y, std::min(xx, nx[k]), 0) : link(std::min(y, ny[k]), xx, 1);
           continue;
         }
         dg += 1.f;
@@ -348,8 +350,8 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
       L.diag[i] = dg;
       if (guide != nullptr)
         for (int ch = 0; ch < 3; ++ch) rhs[size_t(ch * L.n + i)] += guide[(y * w + xx) * 3 + ch];
-      if (xx + 1 < c.x1 && lab(y, xx + 1) == c.label) L.wr[i] = edges == nullptr ? 1.f : edges[(y * w + xx) * 2];
-      if (y + 1 < c.y1 && lab(y + 1, xx) == c.label) L.wd[i] = edges == nullptr ? 1.f : edges[(y * w + xx) * 2 + 1];
+      if (xx + 1 < c.x1 && lab(y, xx + 1) == c.label) L.wr[i] = link(y, xx, 0);
+      if (y + 1 < c.y1 && lab(y + 1, xx) == c.label) L.wd[i] = link(y, xx, 1);
     }
   if (!any_known) {  // the whole window is hole: no boundary, so the mean colour
     for (int64_t y = c.y0; y < c.y1; ++y)

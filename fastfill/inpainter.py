@@ -41,7 +41,7 @@ import functools
 import itertools
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -324,7 +324,7 @@ class Inpainter:
             groups.setdefault(ops.padded_size(j.height, j.width, self.multiple), []).append(j)
         # (copy False: a frame with no hole is its own result; its 1080p copy would cost page
         # faults for nothing)
-        outs = [p.image if not (copy or p.windows) else p.image.copy() for p in pairs]
+        outs = [p.image.copy() if copy or p.windows else p.image for p in pairs]
         if timings is not None:
             _add(timings, "composite", time.perf_counter() - t0)
         for (ph, pw), group in groups.items():
@@ -341,6 +341,20 @@ class Inpainter:
             while step > 1 and self._accepts((step, self.channels, ph, pw)) is not None:
                 step -= 1
         return max(1, step)
+
+
+class _Held(NamedTuple):
+    """What :class:`FillHold` keeps of the frame whose fill it holds."""
+
+    hole: np.ndarray
+    box: tuple  # (y0, x0, y1, x1) of the fill
+    where: np.ndarray  # the hole in the box, for each channel
+    values: np.ndarray  # the fill's values in the box
+    border: np.ndarray  # the hole's border (its known 4-neighbours) in the box
+    border_values: np.ndarray  # int16, the frame's values there
+    # (box, known 0/1 for each channel, the frame's values, how many are known) of the known
+    # pixels within the fill's margin; None for a fill that reads the border only
+    context: tuple | None
 
 
 class FillHold:
@@ -363,10 +377,7 @@ class FillHold:
     def __init__(self, run, tolerance: float = 2.0, *, copy: bool = True, margin: int = 1):
         self.run, self.tolerance, self.copy = run, tolerance, copy
         self.margin = int(margin)
-        # (hole, box of the fill, hole in that box for each channel, the fill's values there,
-        #  border mask in the box, border values, context (box, known 0/1 per channel, values,
-        #  how many values are known) or None)
-        self.held = None
+        self.held: _Held | None = None
         self.frames = self.solved = 0
 
     def __call__(self, pairs: Sequence["Checked"], timings: dict | None = None) -> list:
@@ -382,23 +393,23 @@ class FillHold:
             else:
                 # (copy False: the caller's own frame, filled in place: a 1080p copy a frame)
                 out = image if not self.copy and image.flags.writeable else image.copy()
-                y0, x0, y1, x1 = held[1]
+                y0, x0, y1, x1 = held.box
                 # (a where= mask as large as the box: a broadcast one, or a boolean index, costs
                 # ten times as much)
-                np.copyto(out[y0:y1, x0:x1], held[3], where=held[2])
+                np.copyto(out[y0:y1, x0:x1], held.values, where=held.where)
             outs.append(out)
         return outs
 
     def _holding(self, image: np.ndarray, hole: np.ndarray):
         h = self.held
-        if h is None or not (h[0] is hole or np.array_equal(h[0], hole)):
+        if h is None or not (h.hole is hole or np.array_equal(h.hole, hole)):
             return None
-        y0, x0, y1, x1 = h[1]
-        border = image[y0:y1, x0:x1][h[4]]
-        if np.abs(border.astype(np.int16) - h[5]).max(initial=0) > self.tolerance:
+        y0, x0, y1, x1 = h.box
+        border = image[y0:y1, x0:x1][h.border]
+        if np.abs(border.astype(np.int16) - h.border_values).max(initial=0) > self.tolerance:
             return None
-        if h[6] is not None:  # the context: |now - held| in uint8, zero on the hole, averaged
-            (cy0, cx0, cy1, cx1), known, values, count = h[6]
+        if h.context is not None:  # |now - held| in uint8, zero on the hole, averaged
+            (cy0, cx0, cy1, cx1), known, values, count = h.context
             now = image[cy0:cy1, cx0:cx1]
             diff = np.maximum(now, values)
             diff -= np.minimum(now, values)
@@ -429,9 +440,9 @@ class FillHold:
             known = np.repeat(~hole[cy0:cy1, cx0:cx1, None], image.shape[2], axis=2)
             context = ((cy0, cx0, cy1, cx1), known.view(np.uint8),
                        image[cy0:cy1, cx0:cx1].copy(), int(np.count_nonzero(known)))
-        self.held = (hole, box, np.repeat(sub[:, :, None], out.shape[2], axis=2),
-                     out[y0:y1, x0:x1].copy(), border,
-                     image[y0:y1, x0:x1][border].astype(np.int16), context)
+        self.held = _Held(hole, box, np.repeat(sub[:, :, None], out.shape[2], axis=2),
+                          out[y0:y1, x0:x1].copy(), border,
+                          image[y0:y1, x0:x1][border].astype(np.int16), context)
 
 
 class _HostSteps:

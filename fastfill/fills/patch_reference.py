@@ -93,6 +93,7 @@ class _Level:
     def __init__(self, v, hole, mine):
         self.v, self.hole, self.mine = v, hole, mine  # v: int64 [4, h, w]: colours, textureness
         self.h, self.w = hole.shape
+        self.bsrc = None  # the source pixel each pixel took in the last best-patch vote (-1)
 
 
 def _window_sums(m, r):
@@ -594,7 +595,7 @@ def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, pass
             continue
         v = lv.v
         if poisson > 0:
-            v = _rebuild(v, v0, hole[box], comp[box], getattr(lv, "bsrc", None), image[box])
+            v = _rebuild(v, v0, hole[box], comp[box], lv.bsrc, image[box])
         elif blend > 0:
             v = _blend(v, v0, comp[box], blend)
         if gate > 0:
