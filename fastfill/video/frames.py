@@ -1,7 +1,8 @@
 """Decoded 8-bit 4:2:0 frames whose RGB is made where it is read.
 
-A 1080p frame converted whole to RGB costs about as much as the rest of a static shot's work
-(the conversion, and the 6 MB array each frame that a window of frames keeps alive). What reads
+A 1080p frame converted whole to RGB is a 6 MB array, kept alive as long as a window of frames
+holds the frame (swscale writes it in about 0.5 ms; the windows cost about as much, their pages'
+first writes more than their conversion: benchmarks/bench_frames.py). What reads
 a frame in ``fastfill video``: the motion estimate, which works on grey (the luma plane, reduced)
 and a colour histogram (from the reduced planes); propagation from a moving camera, which
 samples anywhere (the whole frame, converted once); the fill, which reads its windows around the
@@ -20,6 +21,10 @@ import numpy as np
 
 # 4:2:0 formats whose decoded planes are read and written directly (else: RGB whole).
 YUV420 = ("yuv420p", "yuvj420p")
+# The RGB frames of :meth:`Decoded.rgb_within` are private anonymous mappings: mmap's default for
+# anonymous memory is shared, whose page faults cost about twice as much
+# (benchmarks/bench_frames.py).
+MAP_FLAGS = mmap.MAP_PRIVATE
 
 
 def planes(frame) -> list[np.ndarray]:
@@ -81,7 +86,7 @@ class Decoded:
         if self._part is None:
             # A mapping of its own: the kernel's zero pages cost nothing until written, so only
             # the boxes are paid for (np.zeros on reused heap memory clears all 6 MB of 1080p).
-            buf = mmap.mmap(-1, h * w * 3)
+            buf = mmap.mmap(-1, h * w * 3, flags=MAP_FLAGS)
             self._part = np.frombuffer(buf, np.uint8).reshape(self.shape)
         for top, left, bh, bw in boxes:
             # whole 2x2 chroma blocks: a box's conversion is then the whole frame's, exactly
