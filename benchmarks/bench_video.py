@@ -163,12 +163,13 @@ def run_encode_only(src, dst, mask_path, enc):
 def run_fastfill_empty(inp):
     """The floor of fastfill's pipeline: the same command with an empty mask (nothing to fill,
     nothing estimated), so what is left is decoding, the threads and encoding."""
+    run = run_fastfill(inp, True)  # (the same command as the default's row)
+
     def go(src, dst, mask_path, enc):
         empty = Path(dst).with_name("empty-mask.png")
         if not empty.exists():
             Image.fromarray(np.zeros_like(np.asarray(Image.open(mask_path)))).save(empty)
-        inpaint_video(inp, src, dst, empty, codec="libx264", crf=enc["crf"],
-                      preset=enc["preset"], progress=False, overwrite=True)
+        run(src, dst, empty, enc)
     return go
 
 
