@@ -9,6 +9,10 @@ fill and the harmonic fill ask for), its RGB frame a private anonymous mapping (
 one (mmap's default; the row it is compared with). Each row is a fresh `Decoded` a call, as in the
 pipeline, so the mapping's page faults are paid each time. Rounds interleave the rows; each figure
 is the median of the rounds' means, with its ratio to the shared mapping's.
+
+Then what a held patch fill pays a frame to check that what it reads stayed put (`FillHold`): the
+sum of |now - held| over the known pixels around the logo and around a subtitle band, by the
+kernel it calls (`ops.masked_difference`) against the NumPy steps it replaced.
 """
 
 import argparse
@@ -29,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import av  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from fastfill import Inpainter  # noqa: E402
+from fastfill import Inpainter, ops  # noqa: E402
 from fastfill.video import frames as fr  # noqa: E402
 
 
@@ -92,6 +96,48 @@ def main():
         ratio = (f"{ms / statistics.median(times[shared]):9.2f}x"
                  if shared != name and shared in times else "")
         print(f"{name:44s} {ms:10.3f} {ratio:>10s}")
+    held_compare(frame, sws, args.rounds, args.iters)
+
+
+def held_compare(frame, sws, rounds: int, iters: int) -> None:
+    """What a held patch fill checks every frame: |now - held| over the known pixels within its
+    context (the hole's box grown by the search radius), by the kernel (`ops.masked_difference`,
+    what `FillHold` calls) and by the NumPy steps it replaced (max, min, subtract, multiply by a
+    3-channel known mask, sum), on the logo and on the subtitle band."""
+    whole = fr.Decoded(frame, sws).rgb()
+    held = whole.copy()
+    held[::7] ^= 1  # (codec-noise-sized differences)
+    radius = Inpainter().margin - 1
+    print(f"\nthe held patch fill's compare of its context (radius {radius}):")
+    print(f"{'hole':36s} {'NumPy (before)':>14s} {'kernel':>10s} {'ratio':>8s}")
+    for name, (y, x, h, w) in {"logo 384x90": (50, 1480, 90, 384),
+                               "subtitle band 1320x100": (940, 300, 100, 1320)}.items():
+        y0, x0 = max(0, y - radius), max(0, x - radius)
+        y1, x1 = min(1080, y + h + radius), min(1920, x + w + radius)
+        known = np.ones((y1 - y0, x1 - x0), bool)
+        known[y - y0:y - y0 + h, x - x0:x - x0 + w] = False
+        known3 = np.repeat(known[:, :, None], 3, axis=2).view(np.uint8)
+        now, values = whole[y0:y1, x0:x1], held[y0:y1, x0:x1].copy()
+
+        def numpy_way():
+            diff = np.maximum(now, values)
+            diff -= np.minimum(now, values)
+            diff *= known3
+            return int(diff.sum(dtype=np.int64))
+
+        def kernel():
+            return ops.masked_difference(now, values, known)
+
+        assert numpy_way() == kernel() == ops.masked_difference_reference(now, values, known)
+        times = {f: [] for f in (numpy_way, kernel)}
+        for _ in range(rounds):
+            for f in times:
+                t = time.perf_counter()
+                for _ in range(iters):
+                    f()
+                times[f].append((time.perf_counter() - t) / iters * 1000)
+        a, b = (statistics.median(times[f]) for f in (numpy_way, kernel))
+        print(f"{name + f' ({y1 - y0}x{x1 - x0})':36s} {a:11.3f} ms {b:7.3f} ms {b / a:7.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`fastfill video` against `ffmpeg -vf delogo` and PyAV + cv2.inpaint, side by side in one run:
-frames/s, hole PSNR against the clean frames, and flicker, on clips whose clean frames are known.
+frames/s, hole PSNR against the clean frames, flicker and texture distance, on clips whose clean
+frames are known.
 
 Run from the repo root (needs the `video` extra and the `ffmpeg` program; without it the delogo
 rows are left out with one line):
@@ -15,7 +16,9 @@ yuv420p) and is timed from opening the input to closing the output, in --repeat 
 methods' order rotated (the median is reported) (fastfill through its API in
 this process; ffmpeg as its own process). Hole PSNR: over the hole pixels of every frame against
 the clean frames. Flicker: the mean change of the hole from frame to frame beyond the clean
-frames' own change (0 = moves exactly as the scene does).
+frames' own change (0 = moves exactly as the scene does). Texture distance: the stills'
+(`train.evaluate.texture_distance`, 7x7 patches centred in the hole against the clean frame's),
+the mean over every 10th frame.
 
 Goals (2 cores): fastfill at least delogo's frames/s at 1080p with a logo hole; on a panning camera
 >= 8 dB better hole PSNR than delogo and at most half its flicker. `--floor` adds what no fill
@@ -196,24 +199,37 @@ def write_sheet(path, crops):
     sheet.save(path)
 
 
-def score(out, scene, size, camera, hole, n):
-    """(hole PSNR in dB, flicker) of an output against the clean frames."""
+def score(out, scene, size, camera, hole, n, texture_every=10):
+    """(hole PSNR in dB, flicker, texture distance) of an output against the clean frames; the
+    texture distance (``train.evaluate.texture_distance``, as for stills: 0 = the clean frames'
+    patch statistics, a smear scores high) is the mean over every ``texture_every``-th frame."""
+    from train.evaluate import texture_distance  # (imported after the timing: it loads torch)
+
     x, y, w, h = hole_box(size, hole)
-    se, count, flick, prev = 0.0, 0, [], None
+    se, count, flick, prev, tex = 0.0, 0, [], None, []
+    r = 3  # the 7x7 patches centred in the hole read 3 px around it
+    y0, x0 = max(0, y - r), max(0, x - r)
+    inside = np.zeros((min(size[0], y + h + r) - y0, min(size[1], x + w + r) - x0), bool)
+    inside[y - y0:y - y0 + h, x - x0:x - x0 + w] = True
     with av.open(str(out)) as c:
         frames = 0
         for i, f in enumerate(c.decode(video=0)):
-            o = f.to_ndarray(format="rgb24")[y:y + h, x:x + w].astype(np.float64)
-            g = clean_frame(scene, size, camera, i)[y:y + h, x:x + w].astype(np.float64)
+            rgb, clean = f.to_ndarray(format="rgb24"), clean_frame(scene, size, camera, i)
+            o = rgb[y:y + h, x:x + w].astype(np.float64)
+            g = clean[y:y + h, x:x + w].astype(np.float64)
             se += ((o - g) ** 2).sum()
             count += o.size
             if prev is not None:
                 flick.append(np.abs((o - prev[0]) - (g - prev[1])).mean())
             prev = (o, g)
+            if i % texture_every == texture_every // 2:
+                crop = (slice(y0, y0 + inside.shape[0]), slice(x0, x0 + inside.shape[1]))
+                tex.append(texture_distance(rgb[crop], clean[crop], inside))
             frames += 1
     if frames != n:
         raise RuntimeError(f"{out}: {frames} frames, the input has {n}")
-    return 10 * np.log10(255 ** 2 / max(se / count, 1e-12)), float(np.mean(flick))
+    return (10 * np.log10(255 ** 2 / max(se / count, 1e-12)), float(np.mean(flick)),
+            float(np.mean(tex)))
 
 
 def time_methods(methods, src, mask, size, hole, enc, tmp: Path, repeat: int) -> dict:
@@ -272,7 +288,7 @@ def main(argv=None):
     scene = canvas()
     rows = []
     print(f"{'clip':24s} {'method':24s} {'frames/s':>9s} {'vs delogo':>9s} {'hole PSNR':>9s} "
-          f"{'flicker':>8s} {'from other frames':>6s}")
+          f"{'flicker':>8s} {'texture':>8s} {'from other frames':>6s}")
     with tempfile.TemporaryDirectory() as tmp:
         for height in (int(v) for v in args.sizes.split(",")):
             size = (height, height * 16 // 9)
@@ -290,16 +306,16 @@ def main(argv=None):
                     dst = Path(tmp) / f"{name}.mp4"
                     fps = args.frames / float(np.median(times[name][0]))
                     share = times[name][1]
-                    psnr, flicker = score(dst, scene, size, camera, hole, args.frames)
+                    psnr, flicker, texture = score(dst, scene, size, camera, hole, args.frames)
                     if sheet is not None:
                         sheet.append((name, crop_of(dst, size, hole, mid)))
                     base = base or (fps, psnr, flicker)
                     clip = f"{height}p {hole} {camera}"
                     share = "" if share is None else f"{100 * share:.0f}%"
                     print(f"{clip:24s} {name:24s} {fps:9.1f} {fps / base[0]:8.2f}x {psnr:8.2f}  "
-                          f"{flicker:8.2f} {share:>6s}", flush=True)
+                          f"{flicker:8.2f} {texture:8.2f} {share:>6s}", flush=True)
                     rows.append((clip, name, fps, fps / base[0], psnr, psnr - base[1], flicker,
-                                 flicker / base[2] if base[2] else float("nan"), share))
+                                 flicker / base[2] if base[2] else float("nan"), texture, share))
                 if sheet is not None:
                     x, y, w, h = hole_box(size, hole)
                     m = h // 2
@@ -309,10 +325,11 @@ def main(argv=None):
                     write_sheet(args.sheet, sheet)
                     print(f"sheet: {args.sheet}")
     print("\n| clip | method | frames/s | vs first row | hole PSNR (dB) | Δ dB | flicker | "
-          "flicker ratio | hole from other frames |\n|---|---|--:|--:|--:|--:|--:|--:|--:|")
+          "flicker ratio | texture distance | hole from other frames |\n"
+          "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.2f}x | {r[4]:.2f} | {r[5]:+.2f} | "
-              f"{r[6]:.2f} | {r[7]:.2f} | {r[8]} |")
+              f"{r[6]:.2f} | {r[7]:.2f} | {r[8]:.2f} | {r[9]} |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <iterator>
 #include <cstring>
 #include <memory>
@@ -284,6 +285,72 @@ py::array poisson_fill(const py::array_t<uint8_t, py::array::c_style>& image,
   return out;
 }
 
+// Sum over the pixels where `mask` is nonzero of |a - b|, every channel: a, b uint8 [h, w, c]
+// of any strides (a may be a view into a frame), mask uint8/bool [h, w] of any strides. Exact
+// (int64); one pass with the GIL released, where NumPy needs five passes and two temporaries.
+int64_t masked_difference(const py::array& a_in, const py::array& b_in, const py::array& m_in) {
+  for (const auto& [arr, name] : {std::pair{&a_in, "a"}, std::pair{&b_in, "b"}}) {
+    if (!arr->dtype().equal(py::dtype::of<uint8_t>()) || arr->ndim() != 3)
+      throw py::value_error(std::string(name) + ": expected uint8 [h, w, c], got " + dtype_str(*arr) + " " +
+                            shape_str(*arr));
+  }
+  if (!is_byte(m_in) || m_in.ndim() != 2)
+    throw py::value_error("mask: expected uint8 or bool [h, w], got " + dtype_str(m_in) + " " + shape_str(m_in));
+  for (py::ssize_t k = 0; k < 3; ++k)
+    if (a_in.shape(k) != b_in.shape(k) || (k < 2 && m_in.shape(k) != a_in.shape(k)))
+      throw py::value_error("a " + shape_str(a_in) + ", b " + shape_str(b_in) + " and mask " +
+                            shape_str(m_in) + ": expected the same [h, w] (and c)");
+  const int64_t h = a_in.shape(0), w = a_in.shape(1), c = a_in.shape(2);
+  const auto* a = static_cast<const uint8_t*>(a_in.data());
+  const auto* b = static_cast<const uint8_t*>(b_in.data());
+  const auto* m = static_cast<const uint8_t*>(m_in.data());
+  const py::ssize_t as0 = a_in.strides(0), as1 = a_in.strides(1), as2 = a_in.strides(2);
+  const py::ssize_t bs0 = b_in.strides(0), bs1 = b_in.strides(1), bs2 = b_in.strides(2);
+  const py::ssize_t ms0 = m_in.strides(0), ms1 = m_in.strides(1);
+  // Pixels whose channels are contiguous in both (any frame view): each run of masked pixels of a
+  // row is one contiguous byte range, summed in a loop the compiler vectorises.
+  const bool packed = as2 == 1 && bs2 == 1 && as1 == c && bs1 == c;
+  int64_t total = 0;
+  {
+    py::gil_scoped_release nogil;
+    for (int64_t y = 0; y < h; ++y) {
+      const uint8_t* ar = a + y * as0;
+      const uint8_t* br = b + y * bs0;
+      const uint8_t* mr = m + y * ms0;
+      int64_t x = 0;
+      while (x < w) {
+        if (!mr[x * ms1]) {
+          ++x;
+          continue;
+        }
+        int64_t end = x + 1;
+        while (end < w && mr[end * ms1]) ++end;
+        if (packed) {
+          const uint8_t* pa = ar + x * c;
+          const uint8_t* pb = br + x * c;
+          const int64_t n = (end - x) * c;
+          // (int32 partial sums of at most 2^23 bytes: the sum-of-absolute-differences pattern
+          // compilers turn into one instruction per 16 or 32 bytes)
+          for (int64_t i = 0; i < n;) {
+            const int64_t stop = std::min<int64_t>(n, i + (int64_t(1) << 23));
+            int32_t part = 0;
+            for (; i < stop; ++i) part += std::abs(int32_t(pa[i]) - int32_t(pb[i]));
+            total += part;
+          }
+        } else {
+          for (int64_t j = x; j < end; ++j)
+            for (int64_t k = 0; k < c; ++k) {
+              const int v = int(ar[j * as1 + k * as2]) - int(br[j * bs1 + k * bs2]);
+              total += v < 0 ? -v : v;
+            }
+        }
+        x = end;
+      }
+    }
+  }
+  return total;
+}
+
 py::array fill_op(const py::object& images_o, const py::object& masks_o, const std::vector<double>& mean,
                   const Window& window, const std::string& method, const py::dict& options,
                   fastfill::PatchState* state) {
@@ -480,6 +547,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("options") = py::dict(), py::arg("state") = nullptr,
         "Classical fill: uint8 [N, h, w, 3] with the hole pixels of the window filled by `method`\n"
         "(`options`: the patch fill's, see fastfill.ops.FILLS).");
+  m.def("masked_difference", &masked_difference, py::arg("a"), py::arg("b"), py::arg("mask"),
+        "Sum of |a - b| over the pixels where `mask` is nonzero, every channel (int): a, b uint8\n"
+        "[h, w, c], mask [h, w], any strides.");
   m.def("poisson_fill", &poisson_fill, py::arg("image"), py::arg("mask"), py::arg("guide"),
         py::arg("edges") = py::none(),
         "The harmonic solver with `guide` added to each hole pixel's right-hand side (the patch\n"

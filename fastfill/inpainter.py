@@ -352,7 +352,7 @@ class _Held(NamedTuple):
     values: np.ndarray  # the fill's values in the box
     border: np.ndarray  # the hole's border (its known 4-neighbours) in the box
     border_values: np.ndarray  # int16, the frame's values there
-    # (box, known 0/1 for each channel, the frame's values, how many are known) of the known
+    # (box, known [h, w] bool, the frame's values, how many values are known) of the known
     # pixels within the fill's margin; None for a fill that reads the border only
     context: tuple | None
 
@@ -408,13 +408,10 @@ class FillHold:
         border = image[y0:y1, x0:x1][h.border]
         if np.abs(border.astype(np.int16) - h.border_values).max(initial=0) > self.tolerance:
             return None
-        if h.context is not None:  # |now - held| in uint8, zero on the hole, averaged
+        if h.context is not None:  # |now - held| over the known pixels, averaged
             (cy0, cx0, cy1, cx1), known, values, count = h.context
             now = image[cy0:cy1, cx0:cx1]
-            diff = np.maximum(now, values)
-            diff -= np.minimum(now, values)
-            diff *= known
-            if int(diff.sum(dtype=np.int64)) > 0.5 * self.tolerance * count:
+            if ops.masked_difference(now, values, known) > 0.5 * self.tolerance * count:
                 return None
         return h
 
@@ -437,9 +434,9 @@ class FillHold:
             hh, ww = hole.shape
             g = self.margin - 1
             cy0, cx0, cy1, cx1 = max(0, y0 - g), max(0, x0 - g), min(hh, y1 + g), min(ww, x1 + g)
-            known = np.repeat(~hole[cy0:cy1, cx0:cx1, None], image.shape[2], axis=2)
-            context = ((cy0, cx0, cy1, cx1), known.view(np.uint8),
-                       image[cy0:cy1, cx0:cx1].copy(), int(np.count_nonzero(known)))
+            known = ~hole[cy0:cy1, cx0:cx1]
+            context = ((cy0, cx0, cy1, cx1), known, image[cy0:cy1, cx0:cx1].copy(),
+                       int(np.count_nonzero(known)) * image.shape[2])
         self.held = _Held(hole, box, np.repeat(sub[:, :, None], out.shape[2], axis=2),
                           out[y0:y1, x0:x1].copy(), border,
                           image[y0:y1, x0:x1][border].astype(np.int16), context)

@@ -35,6 +35,7 @@ Window = Optional[Tuple[int, int, int, int]]
 __all__ = [
     "prepare", "composite", "prepare_reference", "composite_reference", "build_info",
     "padded_size", "cuda_available", "fill", "fill_reference", "FILLS", "PatchState",
+    "masked_difference", "masked_difference_reference",
 ]
 
 # What the patch fill carries from one video frame to the next (opaque; see fill(state=)).
@@ -282,6 +283,16 @@ def composite(pred: np.ndarray, images: np.ndarray, masks: np.ndarray, *, window
     return res[0] if single else res
 
 
+def masked_difference(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> int:
+    """The sum of ``|a - b|`` over the pixels where ``mask`` is nonzero, every channel, exact.
+
+    ``a``, ``b``: uint8 ``[h, w, c]`` of any strides (``a`` may be a view into a frame);
+    ``mask``: uint8 or bool ``[h, w]``. One pass with the GIL released (a held video fill compares
+    the known pixels around its hole with this every frame). Reference:
+    :func:`masked_difference_reference`."""
+    return int(_C.masked_difference(a, b, mask))
+
+
 def _int(v, name) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(v).__name__}")
@@ -334,6 +345,11 @@ def fill_reference(image, mask, mean=(0.5, 0.5, 0.5)) -> np.ndarray:
     A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     out[ys, xs] = spla.spsolve(A, b).reshape(n, 3)
     return out
+
+
+def masked_difference_reference(a, b, mask) -> int:
+    """:func:`masked_difference` in NumPy."""
+    return int(np.abs(np.asarray(a, np.int64) - np.asarray(b, np.int64))[np.asarray(mask) != 0].sum())
 
 
 def prepare_reference(images, masks, mean, multiple=4, *, dtype=np.float32, mask_channel=True,

@@ -420,3 +420,38 @@ def test_all_hole_4k_frame_costs_its_output_not_a_solve(method):
     assert p.returncode == 0, p.stderr
     grown = int(p.stdout.strip().splitlines()[-1])
     assert grown < 64 << 20, f"peak RSS grew by {grown >> 20} MB"
+
+
+@pytest.mark.parametrize("h,w,c", [(1, 1, 3), (7, 13, 3), (40, 61, 3), (9, 11, 1), (5, 300, 4)])
+def test_masked_difference_matches_reference(h, w, c):
+    """Exact against NumPy: C-contiguous arrays, views into a larger frame (what a held video
+    fill passes), strides that break the contiguous runs, bool and uint8 masks of any nonzero
+    value, an empty and a full mask."""
+    rng = np.random.default_rng(h * 100 + w + c)
+    frame = rng.integers(0, 256, (h + 6, w + 10, c), dtype=np.uint8)
+    a = frame[3:3 + h, 4:4 + w]  # a view: rows w + 10 pixels apart
+    b = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+    wide = rng.integers(0, 256, (h, 2 * w, c), dtype=np.uint8)
+    masks = [(rng.random((h, w)) < 0.6).astype(np.uint8) * rng.integers(1, 256, dtype=np.uint8),
+             rng.random((h, w)) < 0.3, np.zeros((h, w), bool), np.ones((h, w), np.uint8),
+             np.asfortranarray(rng.random((h, w)) < 0.5)]
+    for x, y in ((a, b), (np.ascontiguousarray(a), b), (a, wide[:, ::2]), (a[..., ::-1], b)):
+        for m in masks:
+            assert ops.masked_difference(x, y, m) == ops.masked_difference_reference(x, y, m)
+    assert ops.masked_difference(a, b, masks[2]) == 0
+    assert ops.masked_difference(b, b, masks[3]) == 0
+
+
+def test_masked_difference_refuses_what_it_cannot_compare():
+    a = np.zeros((4, 5, 3), np.uint8)
+    m = np.ones((4, 5), bool)
+    with pytest.raises(ValueError, match="same"):
+        ops.masked_difference(a, np.zeros((4, 6, 3), np.uint8), m)
+    with pytest.raises(ValueError, match="same"):
+        ops.masked_difference(a, a, np.ones((5, 4), bool))
+    with pytest.raises(ValueError, match="b: expected uint8"):
+        ops.masked_difference(a, a.astype(np.int16), m)
+    with pytest.raises(ValueError, match="a: expected uint8"):
+        ops.masked_difference(a[..., 0], a[..., 0], m)
+    with pytest.raises(ValueError, match="mask: expected"):
+        ops.masked_difference(a, a, m.astype(np.float32))
