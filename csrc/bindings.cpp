@@ -537,7 +537,11 @@ PYBIND11_MODULE(_C, m) {
                                    "What the patch fill carries from one video frame to the next (opaque).")
       .def(py::init<>())
       .def("__len__", [](const fastfill::PatchState& s) { return s.fields.size(); },
-           "Hole components whose field is carried.");
+           "Hole components whose field is carried.")
+      .def("prune", &fastfill::PatchState::prune,
+           "Forget the fields of the hole components no fill has completed since the last prune\n"
+           "(their memory): fastfill.ops.fill prunes after each call, an Inpainter stream after\n"
+           "each batch of frames.");
   m.def("prepare", &prepare, py::arg("images"), py::arg("masks"), py::arg("mean"), py::arg("multiple"),
         py::arg("window"), py::arg("dtype"), py::arg("mask_channel"), py::arg("device"), py::arg("fill") = "mean",
         py::arg("options") = py::dict(), py::arg("state") = nullptr,

@@ -88,8 +88,21 @@ struct PatchState {
   struct Field {
     std::vector<int32_t> targets, sy, sx;
     double mean = 0.0;  // its mean patch distance
+    bool fresh = true;  // written since the last prune
   };
   std::map<std::array<int64_t, 5>, Field> fields;
+  // Forget the fields not written since the last prune: a component that moves or changes has a
+  // new key every frame, and the old ones would otherwise pile up for the whole video.
+  void prune() {
+    for (auto it = fields.begin(); it != fields.end();) {
+      if (it->second.fresh) {
+        it->second.fresh = false;
+        ++it;
+      } else {
+        it = fields.erase(it);
+      }
+    }
+  }
 };
 
 // Patch fill of the window `f` (n = 1): multi-scale PatchMatch completion of every 4-connected

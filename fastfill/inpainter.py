@@ -331,6 +331,8 @@ class Inpainter:
             step = self._chunk(len(group), ph, pw)
             for s in range(0, len(group), step):
                 self._execute(group[s:s + step], pairs, outs, timings, state)
+        if state is not None:
+            state.prune()  # (memory: the fields of this batch's components only)
         return outs
 
     def _chunk(self, n: int, ph: int, pw: int) -> int:

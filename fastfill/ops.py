@@ -194,6 +194,10 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             a static mask keeps its sources (no flicker beyond the frames' own noise); one whose
             carried field fits much worse than it did (a cut, a pan) is completed from scratch.
             The result then depends on the frames before; None (the default) = each image alone.
+            The state keeps the fields of the components this call completed, and forgets the
+            rest (a moving hole's component is new every frame: its fields would pile up), so
+            give each call whole frames, not one window of a frame at a time; a call whose
+            images are all hole leaves it as it was.
         **options: the method's options (``FILLS[method].options`` lists them with their
             defaults). For "patch": ``patch`` (odd side, 3-15), ``levels`` (most pyramid levels,
             0 = as the hole's size calls for), ``iterations`` (EM rounds: 1 + iterations x l at
@@ -220,6 +224,8 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
         res = _constant_fill(images, masks, mean, window, name, opts)
     else:
         res = _C.fill(images, masks, mean, window, name, opts, state)
+        if isinstance(state, PatchState):
+            state.prune()  # (what this call did not complete cannot be the next frame's start)
     return res[0] if single else res
 
 

@@ -348,6 +348,46 @@ def test_a_cut_is_completed_from_scratch():
     assert np.array_equal(ops.fill(b, m, "patch", state=state), ops.fill(b, m, "patch"))
 
 
+def test_a_moving_hole_leaves_no_fields_behind():
+    """A hole that moves (a pan's leftover, tracked text) is a new component every frame: the
+    state keeps the fields of the last call's components only, not one per frame for the whole
+    video; a static hole beside it still carries its field."""
+    h, w = 96, 160
+    im = textured(h, w, seed=3)
+    state = ops.PatchState()
+    for t in range(8):
+        m = mask_of(h, w, (20, 10 + 4 * t, 44, 40 + 4 * t), (60, 100, 84, 130))
+        ops.fill(im, m, "patch", state=state)
+        assert len(state) == 2, (t, len(state))
+    # the static one is still carried: the same bytes as a state that saw only it
+    m = mask_of(h, w, (60, 100, 84, 130))
+    alone = ops.PatchState()
+    ops.fill(im, m, "patch", state=alone)
+    assert np.array_equal(ops.fill(im, m, "patch", state=state), ops.fill(im, m, "patch", state=alone))
+    state.prune()  # nothing completed since the last prune: nothing kept
+    assert len(state) == 0
+
+
+def test_an_inpainter_stream_keeps_one_batch_of_fields(monkeypatch):
+    """Inpainter.stream(carry=True) over a moving hole: the patch state holds the fields of one
+    batch of frames, whatever the video's length."""
+    made = []
+    real = ops.PatchState
+
+    def spy():
+        made.append(real())
+        return made[-1]
+
+    monkeypatch.setattr(ops, "PatchState", spy)
+    h, w = 80, 128
+    frames = [textured(h, w, seed=5)] * 12
+    masks = [mask_of(h, w, (20, 8 + 5 * t, 40, 30 + 5 * t)) for t in range(12)]
+    for batch in (1, 3):
+        inp = Inpainter(ClassicalEngine("patch"), batch_size=batch)
+        outs = list(inp.stream(frames, masks, carry=True))
+        assert len(outs) == 12 and len(made[-1]) <= batch, (batch, len(made[-1]))
+
+
 def test_stream_carries_the_field_only_when_asked():
     im, m = textured(96, 112, seed=8), mask_of(96, 112, (30, 34, 66, 80))
     clip = noisy_clip(im, 5)
