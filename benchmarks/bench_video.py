@@ -203,7 +203,7 @@ def score(out, scene, size, camera, hole, n, texture_every=10):
     """(hole PSNR in dB, flicker, texture distance) of an output against the clean frames; the
     texture distance (``train.evaluate.texture_distance``, as for stills: 0 = the clean frames'
     patch statistics, a smear scores high) is the mean over every ``texture_every``-th frame."""
-    from train.evaluate import texture_distance  # (imported after the timing: it loads torch)
+    from train.evaluate import texture_distance  # (the stills' metric; NumPy only)
 
     x, y, w, h = hole_box(size, hole)
     se, count, flick, prev, tex = 0.0, 0, [], None, []

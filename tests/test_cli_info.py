@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -25,6 +26,16 @@ def test_unknown_command_exits_2():
 def test_runtime_import_does_not_pull_torch():
     code = "import sys, fastfill, fastfill.ops, fastfill.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_quality_metrics_import_without_torch():
+    """train.evaluate's metrics (the texture distance) serve the benchmarks, which need only the
+    runtime and the video extra."""
+    code = "import sys, train.evaluate; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=root)
     assert out.stdout.strip() == "False"
 
 

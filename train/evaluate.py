@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .data import DataError, photo_files
+from .config import DataError  # (torch-free: benchmarks import the metrics without the train extra)
 from fastfill.masks import make_mask_generator
 
 
@@ -222,6 +222,8 @@ def load_eval_set(data, size, mask_kind, seed=0, limit=None, files=None, crops=1
 
     ``crops`` crops per image (see the module doc); ``hole_side`` sets the side of `center` holes
     (default: the CE's own hole)."""
+    from .data import photo_files
+
     files = photo_files(data) if files is None else [Path(f) for f in files]
     imgs, used = [], []
     for i, f in enumerate(files):
