@@ -538,6 +538,17 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<>())
       .def("__len__", [](const fastfill::PatchState& s) { return s.fields.size(); },
            "Hole components whose field is carried.")
+      .def(
+          "shift",
+          [](fastfill::PatchState& s, const std::optional<std::pair<int64_t, int64_t>>& d) {
+            s.shifted = d.has_value();
+            s.dy = d ? d->first : 0;
+            s.dx = d ? d->second : 0;
+          },
+          py::arg("shift"),
+          "The scene's shift (dy, dx) in whole pixels from the last frame filled to the next, or\n"
+          "None when unknown: a hole component that moved or changed then starts from the last\n"
+          "frame's field moved by it (kept until set again).")
       .def("prune", &fastfill::PatchState::prune,
            "Forget the fields of the hole components no fill has completed since the last prune\n"
            "(their memory): fastfill.ops.fill prunes after each call, an Inpainter stream after\n"

@@ -91,6 +91,11 @@ struct PatchState {
     bool fresh = true;  // written since the last prune
   };
   std::map<std::array<int64_t, 5>, Field> fields;
+  std::map<std::array<int64_t, 5>, Field> pending;  // written by the call under way
+  // The scene's shift (whole pixels) from the frame of `fields` to the next call's, when known
+  // (set by the caller for each frame): a component whose key changed carries its field by it.
+  bool shifted = false;
+  int64_t dy = 0, dx = 0;
   // Forget the fields not written since the last prune: a component that moves or changes has a
   // new key every frame, and the old ones would otherwise pile up for the whole video.
   void prune() {

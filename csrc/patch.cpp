@@ -924,30 +924,78 @@ bool pyramid(std::vector<Level>& levels, const Completion& em, const PatchParams
   return true;
 }
 
-// The previous frame's field of a component whose box, size and targets are the same: the start
-// of this frame's (see PatchState). False when there is none or it no longer fits this frame.
+// The previous frame's field of this component: the start of this frame's (see PatchState).
+// The field under the same key (box, size) when its targets are the same (a static hole);
+// otherwise, when the caller declared how far the scene moved since the last frame
+// (PatchState::shifted; a pan's leftover moves with the scene, tracked text may change shape),
+// the field whose targets, moved by that shift, share the most positions with this one's, when
+// they cover at least 90 % of its targets: each target takes the offset (source - target) of the
+// scene point it shows, so the copied texture moves with the scene rather than being searched
+// anew (sources move with the scene too).
+// Only fields of earlier calls are read (this call's go to `pending`), so the result does not
+// depend on the order the components run in. A source that is no longer one: a random one.
+// False when there is none, or the carried field fits much worse than it did (a cut).
 bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0, const Completion& em,
                 const PatchParams& P) {
-  if (state == nullptr) return false;
-  PatchState::Field prev;
+  if (state == nullptr || !em.index(L0)) return false;
+  const size_t nt = L0.targets.size();
+  const int64_t h = L0.h, w = L0.w;
+  std::vector<int32_t> sy(nt, -1), sx(nt, -1);
+  double prev_mean = 0.0;
   bool have = false;
 #pragma omp critical(fastfill_patch_state)
   {
     auto it = state->fields.find(key);
-    if (it != state->fields.end()) {
-      prev = it->second;
+    if (it != state->fields.end() && it->second.targets == L0.targets) {
+      sy = it->second.sy;
+      sx = it->second.sx;
+      prev_mean = it->second.mean;
       have = true;
+    } else if (state->shifted) {
+      const int64_t dy = state->dy, dx = state->dx;  // the scene's shift since the last frame
+      const PatchState::Field* best = nullptr;
+      std::array<int64_t, 5> at{};
+      size_t shared = 0;
+      for (const auto& [k, field] : state->fields) {
+        if (k[0] + dy >= key[0] + h || k[0] + dy + k[2] <= key[0] || k[1] + dx >= key[1] + w ||
+            k[1] + dx + k[3] <= key[1])
+          continue;
+        size_t n = 0;
+        for (int32_t t : field.targets) {
+          const int64_t y = k[0] + t / k[3] + dy - key[0], x = k[1] + t % k[3] + dx - key[1];
+          n += y >= 0 && y < h && x >= 0 && x < w && L0.tid[size_t(y * w + x)] >= 0;
+        }
+        if (n > shared) {
+          shared = n;
+          best = &field;
+          at = k;
+        }
+      }
+      if (best != nullptr && shared * 10 >= nt * 9) {
+        for (size_t j = 0; j < best->targets.size(); ++j) {
+          const int32_t t = best->targets[j];
+          const int64_t ty = t / at[3], tx = t % at[3];
+          const int64_t y = at[0] + ty + dy - key[0], x = at[1] + tx + dx - key[1];
+          if (y < 0 || y >= h || x < 0 || x >= w) continue;
+          const int32_t k = L0.tid[size_t(y * w + x)];
+          if (k < 0) continue;
+          sy[size_t(k)] = int32_t(y + best->sy[j] - ty);
+          sx[size_t(k)] = int32_t(x + best->sx[j] - tx);
+        }
+        prev_mean = best->mean;
+        have = true;
+      }
     }
   }
-  if (!have || !em.index(L0) || prev.targets != L0.targets) return false;
-  const size_t nt = L0.targets.size();
-  L0.sy = prev.sy;
-  L0.sx = prev.sx;
-  for (size_t k = 0; k < nt; ++k) {  // a source the hole has moved onto: a random one instead
-    if (L0.valid[size_t(int64_t(L0.sy[k]) * L0.w + L0.sx[k])]) continue;
+  if (!have) return false;
+  L0.sy = std::move(sy);
+  L0.sx = std::move(sx);
+  for (size_t k = 0; k < nt; ++k) {  // a source the hole has moved onto or off the box: a random one
+    const int64_t y = L0.sy[k], x = L0.sx[k];
+    if (y >= 0 && y < h && x >= 0 && x < w && L0.valid[size_t(y * w + x)]) continue;
     const int64_t s = L0.src[size_t(draw(P.seed, 0xFFFFDull, uint64_t(L0.targets[k]), 0) % L0.src.size())];
-    L0.sy[k] = int32_t(s / L0.w);
-    L0.sx[k] = int32_t(s % L0.w);
+    L0.sy[k] = int32_t(s / w);
+    L0.sx[k] = int32_t(s % w);
   }
   L0.dist.assign(nt, 0);
   L0.sy2.resize(nt);
@@ -957,7 +1005,7 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
   em.vote(L0, false);
   em.measure(L0);
   // Much worse than the previous frame (a cut, a pan): from scratch instead, from the same start.
-  if (mean_distance(L0) <= 2.0 * prev.mean + double(P.patch * P.patch * 3 * kScale * kScale)) return true;
+  if (mean_distance(L0) <= 2.0 * prev_mean + double(P.patch * P.patch * 3 * kScale * kScale)) return true;
   L0.v = before;
   L0.band_passes = -1;  // (the completeness search starts afresh too)
   return false;
@@ -1020,7 +1068,7 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
   if (state != nullptr) {
     PatchState::Field field{L0.targets, L0.sy, L0.sx, mean_distance(L0)};
 #pragma omp critical(fastfill_patch_state)
-    state->fields[key] = std::move(field);
+    state->pending[key] = std::move(field);
   }
   if (P.poisson > 0)
     gradient_rebuild(L0, start_v, image, W, f, by0, bx0);
@@ -1087,6 +1135,10 @@ void patch_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, c
 #pragma omp critical(fastfill_patch_error)
       if (!error) error = std::current_exception();
     }
+  }
+  if (state != nullptr) {  // this frame's fields, for the next one
+    for (auto& [k, field] : state->pending) state->fields[k] = std::move(field);
+    state->pending.clear();
   }
   if (error) std::rethrow_exception(error);
 }

@@ -244,7 +244,7 @@ class Inpainter:
                    for ph, pw in padded_sizes)
 
     def stream(self, frames: Iterable, masks=None, *, carry: bool = False,
-               tagged: bool = False, copy: bool = True) -> Iterator:
+               tagged: bool = False, copy: bool = True, shifts=None) -> Iterator:
         """Fill a stream of frames, yielding results in order.
 
         ``carry``: the frames are one video: a patch fill (a ``patch`` classical engine or
@@ -259,6 +259,10 @@ class Inpainter:
         ``copy`` False: a result may be the frame given, its hole filled in place (a held
         classical fill does this) or untouched (a frame with no hole), for callers that own
         their frames and read only the result.
+        ``shifts`` (with ``carry``): a callable giving, once per frame and in order, how far the
+        scene moved from the frame before, ``(dy, dx)`` whole pixels or None when unknown
+        (:meth:`fastfill.video.propagate.Propagator.next_shift`): a patch fill's hole that moved
+        with the scene then starts from the field of the frame before, moved by it.
         Reading (the caller's iterators), inference and the caller's loop run concurrently with
         at most about two batches of frames in flight; the first error of any
         stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
@@ -266,7 +270,7 @@ class Inpainter:
         if tagged:
             if masks is not None:
                 raise InputError("a tagged stream carries its masks in its pairs")
-            return self._tagged_stream(frames, carry, copy)
+            return self._tagged_stream(frames, carry, copy, shifts)
         if masks is None:
             it: Iterable = frames
         elif isinstance(masks, np.ndarray) and masks.ndim == 2:
@@ -281,10 +285,15 @@ class Inpainter:
                 except InputError as e:
                     raise InputError(f"frame {i}: {e}") from None
 
-        return pipeline.batched(checked(), self._runner(carry, copy), batch=self.batch_size,
+        run = self._runner(carry, copy)
+        if shifts is not None and carry:
+            step = run
+            run = lambda pairs, timings=None: step(pairs, timings, [shifts() for _ in pairs])  # noqa: E731
+        return pipeline.batched(checked(), run, batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
 
-    def _tagged_stream(self, items: Iterable, carry: bool, copy: bool = True) -> Iterator[tuple]:
+    def _tagged_stream(self, items: Iterable, carry: bool, copy: bool = True,
+                       shifts=None) -> Iterator[tuple]:
         run = self._runner(carry, copy)
 
         def checked():
@@ -295,7 +304,9 @@ class Inpainter:
                     raise InputError(f"frame {i}: {e}") from None
 
         def work(chunk):
-            return list(zip((t for t, _ in chunk), run([c for _, c in chunk])))
+            pairs = [c for _, c in chunk]
+            moved = [shifts() for _ in chunk] if shifts is not None and carry else None
+            return list(zip((t for t, _ in chunk), run(pairs, None, moved)))
 
         return pipeline.batched(checked(), work, batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
@@ -315,10 +326,13 @@ class Inpainter:
         return run
 
     # -- the work -------------------------------------------------------------------------------
-    def _run(self, pairs: Sequence[Checked], timings: dict | None = None, state=None,
-             copy: bool = True) -> list[np.ndarray]:
+    def _run(self, pairs: Sequence[Checked], timings: dict | None = None, shifts=None,
+             state=None, copy: bool = True) -> list[np.ndarray]:
         t0 = time.perf_counter()
         jobs = [Job(i, *win) for i, p in enumerate(pairs) for win in p.windows]
+        if state is not None:
+            # (a batch of several frames shares kernel calls: no shift to carry by then)
+            state.shift(shifts[0] if shifts is not None and len(pairs) == 1 else None)
         groups: dict[tuple[int, int], list[Job]] = {}
         for j in jobs:
             groups.setdefault(ops.padded_size(j.height, j.width, self.multiple), []).append(j)
@@ -331,7 +345,7 @@ class Inpainter:
             step = self._chunk(len(group), ph, pw)
             for s in range(0, len(group), step):
                 self._execute(group[s:s + step], pairs, outs, timings, state)
-        if state is not None:
+        if state is not None and jobs:
             state.prune()  # (memory: the fields of this batch's components only)
         return outs
 
@@ -381,15 +395,22 @@ class FillHold:
         self.margin = int(margin)
         self.held: _Held | None = None
         self.frames = self.solved = 0
+        self._moved = None  # the scene's shift since the last frame solved, when known
 
-    def __call__(self, pairs: Sequence["Checked"], timings: dict | None = None) -> list:
+    def __call__(self, pairs: Sequence["Checked"], timings: dict | None = None,
+                 shifts=None) -> list:
         outs = []
-        for p in pairs:  # in order: a frame may hold the fill of the one before it in the batch
+        for k, p in enumerate(pairs):  # in order: a frame may hold the fill of the one before it
             image, hole = p
             held = self._holding(image, hole)
             self.frames += 1
+            d = shifts[k] if shifts is not None else None
+            # (the scene's shift since the last frame solved: the held frames' shifts summed)
+            self._moved = (None if d is None or self._moved is None
+                           else (self._moved[0] + d[0], self._moved[1] + d[1]))
             if held is None:
-                out = self.run([p], timings)[0]
+                out = self.run([p], timings, [self._moved])[0]
+                self._moved = (0, 0)
                 self.solved += 1
                 self._hold(p, out)
             else:

@@ -4,6 +4,7 @@ across thread counts, exact under ROI, never touching a known pixel, defined on 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -366,6 +367,60 @@ def test_a_moving_hole_leaves_no_fields_behind():
     assert np.array_equal(ops.fill(im, m, "patch", state=state), ops.fill(im, m, "patch", state=alone))
     state.prune()  # nothing completed since the last prune: nothing kept
     assert len(state) == 0
+
+
+def test_a_hole_moving_with_the_scene_carries_its_field_by_the_declared_shift():
+    """A pan: the scene and the hole (what no frame shows moves with the scene) step 6 px right.
+    Told the shift, the next frame starts from the field moved by it: the copied texture moves
+    with the scene (the fill is the last one moved, bar its edges); not told, the hole is
+    completed from scratch, exactly as with a fresh state."""
+    big = textured(96, 220, seed=11)
+    h, w, step = 96, 160, 6
+    frames = [np.ascontiguousarray(big[:, 40 - step * t:40 - step * t + w]) for t in range(3)]
+    masks = [mask_of(h, w, (30, 50 + step * t, 66, 100 + step * t)) for t in range(3)]
+    state = ops.PatchState()
+    outs = [ops.fill(frames[0], masks[0], "patch", state=state)]
+    for t in (1, 2):
+        state.shift((0, step))
+        outs.append(ops.fill(frames[t], masks[t], "patch", state=state))
+        assert len(state) == 1
+    scratch = [ops.fill(f, m, "patch") for f, m in zip(frames, masks)]
+    for t in (1, 2):
+        inner = (slice(33, 63), slice(53 + step * t, 97 + step * t))  # the hole less 3 px
+        before = (inner[0], slice(inner[1].start - step, inner[1].stop - step))
+        moved = np.abs(outs[t][inner].astype(int) - outs[t - 1][before]).mean()
+        fresh = np.abs(scratch[t][inner].astype(int) - scratch[t - 1][before]).mean()
+        assert moved < 0.5 * fresh, (t, moved, fresh)
+    unknown = ops.PatchState()
+    ops.fill(frames[0], masks[0], "patch", state=unknown)
+    unknown.shift(None)
+    assert np.array_equal(ops.fill(frames[1], masks[1], "patch", state=unknown), scratch[1])
+
+
+def test_the_propagator_gives_each_frame_the_scene_shift():
+    """next_shift: per frame given back, in order, the rounded translation from the frame before
+    (a pan of 2.3 px a frame: 2), None for the first frame and across a cut."""
+    from fastfill.video.propagate import Propagator
+
+    from PIL import Image
+
+    photo = Image.open(Path(__file__).parent.parent / "examples" / "images" / "fruits.jpg")
+    big = np.asarray(photo.convert("RGB").resize((260, 120)))
+    a = [np.ascontiguousarray(big[:, int(round(2.3 * t)):int(round(2.3 * t)) + 160]) for t in range(5)]
+    cut = np.ascontiguousarray(np.asarray(Image.open(Path(__file__).parent.parent / "examples" / "images"
+                                                     / "coffee.jpg").convert("RGB").resize((160, 120))))
+    frames = a + [cut]
+    hole = mask_of(120, 160, (40, 60, 70, 100))
+    p = Propagator(window=2, shifts=True)
+    got = list(p.run((i, (f, hole)) for i, f in enumerate(frames)))
+    assert len(got) == 6
+    shifts = [p.next_shift() for _ in got]
+    assert shifts[0] is None and shifts[-1] is None, shifts
+    assert all(s is not None and s[0] == 0 and s[1] in (-2, -3) for s in shifts[1:5]), shifts
+    assert p.next_shift() is None  # (no more frames)
+    quiet = Propagator(window=2)  # (not asked to record them: nothing kept)
+    list(quiet.run((i, (f, hole)) for i, f in enumerate(frames)))
+    assert quiet.next_shift() is None
 
 
 def test_an_inpainter_stream_keeps_one_batch_of_fields(monkeypatch):

@@ -206,6 +206,30 @@ def test_the_pan_is_filled_from_other_frames(harmonic):
         assert np.array_equal(c[~hole], o[~hole])
 
 
+def test_a_patch_fill_is_told_each_frames_shift_once_in_order(monkeypatch):
+    """VideoFill hands the Inpainter the propagation's shift of every frame, one call a frame
+    in order (the patch fill moves a moving hole's field by it); the known pixels stay the
+    frame's own."""
+    from fastfill.engines.classical import ClassicalEngine
+
+    img, mask = photo(), logo()
+    clean = [view(img, *p) for p in PAN]
+    asked = []
+    real = Propagator.next_shift
+
+    def counted(self):
+        asked.append(real(self))
+        return asked[-1]
+
+    monkeypatch.setattr(Propagator, "next_shift", counted)
+    outs, stats = run(Inpainter(ClassicalEngine("patch")), clean, mask, window=2)
+    assert len(asked) == len(clean) and stats.frames == len(clean)
+    assert asked[0] is None and sum(s is not None for s in asked) >= len(clean) - 2, asked
+    hole = mask != 0
+    for c, o in zip(clean, outs):
+        assert np.array_equal(c[~hole], o[~hole])
+
+
 def test_the_zoom_is_filled_from_other_frames(harmonic):
     img, mask = photo(), logo(78, 106, 104, 148)  # off-centre: a zoom in uncovers it
     clean = [view(img, *z) for z in ZOOM]

@@ -36,6 +36,7 @@ hole, and on the test pans the coverage it loses costs more (1-3 dB) than its sh
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ class Propagator:
     ``copy`` False: a frame given back is the array pushed, its hole pixels filled in place."""
 
     def __init__(self, window: int | None = None, options: PropagateOptions | None = None, *,
-                 copy: bool = True):
+                 copy: bool = True, shifts: bool = False):
         options = options or PropagateOptions()
         if window is not None and window != options.window:
             options = dataclasses.replace(options, window=window)
@@ -189,6 +190,10 @@ class Propagator:
         # other frame reads), for callers that own the frames they push
         self.copy = copy
         self._cv2 = mo.import_cv2()
+        # with ``shifts``, each frame given back and not yet asked for: the scene's shift from
+        # the frame before (see next_shift; the consumer keeps it short)
+        self._shifts: collections.deque | None = collections.deque() if shifts else None
+        self._hole_centre: list = [None, None]  # see _centre
 
     def run(self, items: Iterable) -> Iterator[tuple]:
         """``(tag, (frame, mask))`` in order -> the same, propagated, in order (a generator)."""
@@ -219,12 +224,31 @@ class Propagator:
             frame, left = self._propagate(t, e)
             return e.tag, (frame, left)
         finally:
+            if self._shifts is not None:
+                self._shifts.append(_shift(e.link, lambda: self._centre(e.hole)))
             self.stats.frames += 1
             self._next += 1
             self._entries.pop(t - self.window, None)  # no later frame reaches back this far
             if t - 1 in self._entries:
                 self._entries[t - 1].filled = None  # only the next frame reads it
             self.stats.seconds += time.perf_counter() - t0
+
+    def _centre(self, hole):
+        """(x, y) of the centre of a hole's box (found once for a static mask), or None."""
+        if hole is None:
+            return None
+        if self._hole_centre[0] is not hole:
+            box = bounding_box(hole)
+            self._hole_centre = [hole, None if box is None else
+                                 (0.5 * (box[1] + box[3] - 1), 0.5 * (box[0] + box[2] - 1))]
+        return self._hole_centre[1]
+
+    def next_shift(self):
+        """How far the scene moved from the frame before to the next frame given back, in
+        whole pixels ``(dy, dx)``, or None when not a translation or not known; one call per frame,
+        in order (for ``Inpainter.stream(shifts=...)``, from the filling thread). Recorded only
+        by a Propagator made with ``shifts=True``."""
+        return self._shifts.popleft() if self._shifts else None
 
     def _link(self, i: int):
         """The motion from frame i-1 to frame i (estimated on first use), or None."""
@@ -308,6 +332,23 @@ class Propagator:
         if not left.any():
             self.stats.complete_frames += 1
         return (out, left) if done else (e.rgb, e.mask)
+
+
+def _shift(link, centre) -> tuple[int, int] | None:
+    """How far a trusted link moves the point ``centre()`` (x, y: the hole's, asked only when
+    needed), rounded to whole pixels (dy, dx), when the link is nearly a translation (within 1 %
+    in its linear part, so the hole's neighbourhood moves alike); None otherwise."""
+    if link is None or not link.linked:
+        return None
+    m = link.matrix
+    if np.abs(m[:2, :2] - np.eye(2)).max() > 0.01 or np.abs(m[2, :2]).max() > 1e-6:
+        return None
+    c = centre()
+    if c is None:
+        return None
+    x, y = c
+    p = m @ np.array([x, y, 1.0])
+    return int(round(p[1] / p[2] - y)), int(round(p[0] / p[2] - x))
 
 
 def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sources,
@@ -481,10 +522,11 @@ class VideoFill:
         else:
             items = enumerate(_pairs(frames, masks))
         if self.propagate:
-            propagator = Propagator(options=self.options)
+            propagator = Propagator(options=self.options, shifts=True)
             self.stats = propagator.stats
             items = propagator.run(items)
-        results = self.inpainter.stream(items, carry=True, tagged=True)
+        results = self.inpainter.stream(items, carry=True, tagged=True,
+                                        shifts=propagator.next_shift if self.propagate else None)
         return results if tagged else (r for _, r in results)
 
 

@@ -182,7 +182,8 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
     if propagate:
         from .propagate import Propagator
 
-        propagator = Propagator(window, copy=False)  # (OpenCV checked here, before any write)
+        # (OpenCV checked here, before any write)
+        propagator = Propagator(window, copy=False, shifts=True)
         stats.propagation = propagator.stats
     try:
         if not inp_c.streams.video:
@@ -332,8 +333,10 @@ class _Transcode:
                    disable=(not self.progress) if self.progress is not None else None)
         try:
             # (the decoded frames are ours, and only the result's hole box is read: copy=False)
+            shifts = self.propagator.next_shift if self.propagator is not None else None
             for (pts, tb, i), result in self.inpainter.stream(self.frames(streams), carry=True,
-                                                               tagged=True, copy=False):
+                                                               tagged=True, copy=False,
+                                                               shifts=shifts):
                 vf = self._output_frame(i, result)
                 if pts is not None:
                     vf.pts, vf.time_base = pts, tb
