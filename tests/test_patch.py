@@ -441,6 +441,11 @@ def test_an_inpainter_stream_keeps_one_batch_of_fields(monkeypatch):
         inp = Inpainter(ClassicalEngine("patch"), batch_size=batch)
         outs = list(inp.stream(frames, masks, carry=True))
         assert len(outs) == 12 and len(made[-1]) <= batch, (batch, len(made[-1]))
+        # (not tagged: the shift is asked once a frame too; the known pixels stay the frames')
+        asked = []
+        told = list(inp.stream(frames, masks, carry=True, shifts=lambda: asked.append(1) or (0, 0)))
+        assert len(asked) == 12 and len(made[-1]) <= batch
+        assert all(np.array_equal(a[m == 0], f[m == 0]) for a, f, m in zip(told, frames, masks))
 
 
 def test_stream_carries_the_field_only_when_asked():
