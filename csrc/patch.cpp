@@ -937,7 +937,10 @@ bool pyramid(std::vector<Level>& levels, const Completion& em, const PatchParams
 // False when there is none, or the carried field fits much worse than it did (a cut).
 bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0, const Completion& em,
                 const PatchParams& P) {
-  if (state == nullptr || !em.index(L0)) return false;
+  // (nothing to carry: no index, which the pyramid makes again)
+  if (state == nullptr || state->fields.empty() || (!state->shifted && state->fields.count(key) == 0))
+    return false;
+  if (!em.index(L0)) return false;
   const size_t nt = L0.targets.size();
   const int64_t h = L0.h, w = L0.w;
   std::vector<int32_t> sy(nt, -1), sx(nt, -1);

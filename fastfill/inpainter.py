@@ -285,16 +285,12 @@ class Inpainter:
                 except InputError as e:
                     raise InputError(f"frame {i}: {e}") from None
 
-        run = self._runner(carry, copy)
-        if shifts is not None and carry:
-            step = run
-            run = lambda pairs, timings=None: step(pairs, timings, [shifts() for _ in pairs])  # noqa: E731
-        return pipeline.batched(checked(), run, batch=self.batch_size,
+        return pipeline.batched(checked(), self._runner(carry, copy, shifts), batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
 
     def _tagged_stream(self, items: Iterable, carry: bool, copy: bool = True,
                        shifts=None) -> Iterator[tuple]:
-        run = self._runner(carry, copy)
+        run = self._runner(carry, copy, shifts)
 
         def checked():
             for i, (tag, pair) in enumerate(items):
@@ -304,16 +300,15 @@ class Inpainter:
                     raise InputError(f"frame {i}: {e}") from None
 
         def work(chunk):
-            pairs = [c for _, c in chunk]
-            moved = [shifts() for _ in chunk] if shifts is not None and carry else None
-            return list(zip((t for t, _ in chunk), run(pairs, None, moved)))
+            return list(zip((t for t, _ in chunk), run([c for _, c in chunk])))
 
         return pipeline.batched(checked(), work, batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
 
-    def _runner(self, carry: bool, copy: bool = True):
-        """The batch step of a stream: with ``carry``, a patch fill's state goes from one batch to
-        the next, and a classical fill alone holds its fill while what it reads stays put
+    def _runner(self, carry: bool, copy: bool = True, shifts=None):
+        """The batch step of a stream, ``step(pairs, timings=None)``: with ``carry``, a patch
+        fill's state goes from one batch to the next (moved by ``shifts()``, asked once a frame,
+        when given), and a classical fill alone holds its fill while what it reads stays put
         (:class:`FillHold`)."""
         from .engines.classical import ClassicalEngine
 
@@ -322,8 +317,10 @@ class Inpainter:
         if carry and isinstance(self.engine, ClassicalEngine):
             # (a classical engine's receptive field is twice its fill's context: the ROI margin
             # is what the fill reads)
-            return FillHold(run, copy=copy, margin=self.margin)
-        return run
+            run = FillHold(run, copy=copy, margin=self.margin)
+        if not carry or shifts is None:
+            return run
+        return lambda pairs, timings=None: run(pairs, timings, [shifts() for _ in pairs])
 
     # -- the work -------------------------------------------------------------------------------
     def _run(self, pairs: Sequence[Checked], timings: dict | None = None, shifts=None,
