@@ -190,6 +190,28 @@ def run(inp, frames, mask, **opts):
     return list(vf.stream(frames, mask)), vf.stats
 
 
+def test_the_ring_refinement_reads_no_neighbour_across_the_rectangle_edge():
+    """The Lucas-Kanade step that refines a source's alignment on the hole's ring: a ring along
+    the rectangle's left and right edges (a source's strip at a box's end) must not take the
+    previous row's last pixel for a left neighbour. A photo's texture shifted by (-0.3, +0.2) px
+    comes back within 0.1 px (the row-wrapped gradients gave (-0.05, 0.07))."""
+    from fastfill.video.propagate import _residual_shift
+
+    img = cv2.GaussianBlur(photo()[300:340, 200:238], (0, 0), 1.0)
+    h, w, true = 40, 30, (-0.3, 0.2)
+    frame = np.ascontiguousarray(img[:, 4:4 + w])
+    # warped(x - d) = frame(x): the source drawn d off
+    warped = cv2.warpAffine(img, np.array([[1, 0, 4 - true[0]], [0, 1, -true[1]]]), (w, h),
+                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE)
+    ring = np.zeros((h, w), bool)
+    ring[:, :3] = ring[:, -3:] = True
+    ring_at = np.flatnonzero(ring)
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).reshape(-1)[ring_at].astype(np.float32)
+    d = _residual_shift(cv2, warped, np.ones((h, w), bool), gray, ring_at)
+    assert d is not None and np.abs(d - np.array(true)).max() < 0.1, d
+
+
 def test_the_pan_is_filled_from_other_frames(harmonic):
     img, mask = photo(), logo()
     clean = [view(img, *p) for p in PAN]

@@ -448,7 +448,9 @@ def _residual_shift(cv2, warped: np.ndarray, valid: np.ndarray, ring_gray: np.nd
     v = valid.reshape(-1)
     last = v.size - 1
     near = [np.clip(ring_at + k, 0, last) for k in (-1, 1, -w, w)]
-    sel = v[ring_at] & v[near[0]] & v[near[1]] & v[near[2]] & v[near[3]]
+    col = ring_at % w  # (a neighbour across the rectangle's edge is another row's pixel)
+    sel = (v[ring_at] & v[near[0]] & v[near[1]] & v[near[2]] & v[near[3]] & (col > 0)
+           & (col < w - 1) & (ring_at >= w) & (ring_at < v.size - w))
     if np.count_nonzero(sel) < 32:
         return None
     g = cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY).reshape(-1)
