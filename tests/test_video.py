@@ -311,6 +311,30 @@ def test_a_decoded_frame_converts_its_boxes_as_the_whole_frame():
     assert np.array_equal(d.rgb(), whole) and d.rgb_within([(0, 0, 2, 2)]) is d.rgb()
 
 
+def test_a_frame_given_back_is_used_again_with_zeros_outside_its_new_boxes():
+    """RGBBuffers: a frame given back is the next one taken (no fresh mapping to fault in),
+    converted where asked and zero elsewhere, also where the boxes before it were; a frame not
+    given back, or an array it never lent, is not reused."""
+    from fastfill.video.frames import Decoded, RGBBuffers
+
+    f = av.VideoFrame.from_ndarray(_photo_clip(1)[0], format="rgb24").reformat(format="yuv420p")
+    whole = f.to_ndarray(format="rgb24")
+    buffers = RGBBuffers()
+    first = Decoded(f, buffers=buffers).rgb_within([(4, 6, 12, 22)])
+    first_copy = first.copy()
+    buffers.give(first)
+    second = Decoded(f, buffers=buffers).rgb_within([(40, 60, 10, 32)])
+    assert second is first  # the same frame, its old box cleared
+    inside = np.zeros((H, W), bool)
+    inside[40:50, 60:92] = True
+    assert np.array_equal(second[inside], whole[inside]) and not second[~inside].any()
+    assert first_copy[4:16, 6:28].any()  # (there was something to clear)
+    third = Decoded(f, buffers=buffers).rgb_within([(0, 0, 2, 2)])  # second not given back
+    assert third is not second
+    buffers.give(np.zeros((H, W, 3), np.uint8))  # not one of its own: ignored
+    assert Decoded(f, buffers=buffers).rgb_within([(0, 0, 2, 2)]) is not third
+
+
 @pytest.mark.parametrize("propagate", [True, False])
 def test_a_static_4_2_0_shot_converts_only_what_the_fill_reads(tmp_path, monkeypatch, propagate):
     """A static shot under a static mask, 4:2:0 in and out: no frame is converted to RGB whole

@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import FastfillError, InputError
 from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
 from ..roi import bounding_box, hole_of
-from .frames import YUV420, Decoded, chroma_blocks, planes, reformatter_, takes, to_rgb
+from .frames import YUV420, Decoded, RGBBuffers, chroma_blocks, planes, reformatter_, takes, to_rgb
 
 # Encoders that take --crf, and its range in each; --preset is x264's and x265's alone.
 _CRF_RANGE = {"libx264": 51, "libx265": 51, "libvpx": 63, "libvpx-vp9": 63, "libaom-av1": 63,
@@ -241,6 +241,9 @@ class _Transcode:
         self._out = None  # the last frame encoded: its buffers are written again (_over_hole)
         # swscale contexts of the reader thread and the calling thread (see frames.to_rgb)
         self._read_sws, self._write_sws = reformatter_(), reformatter_()
+        # the RGB frames the fill reads in its windows: taken by the reader thread, given back
+        # here once the result is encoded
+        self._rgb = RGBBuffers()
 
     def __call__(self, tmp: str) -> None:
         av, stats = self.av, self.stats
@@ -291,7 +294,7 @@ class _Transcode:
                 if self.yuv and frame.format.name == self.yuv:
                     self.decoded[i] = frame
                     if self.masks.text is None and takes(frame):  # (text is found on RGB)
-                        yield tag, Decoded(frame, self._read_sws)
+                        yield tag, Decoded(frame, self._read_sws, self._rgb)
                         i += 1
                         continue
                 yield tag, to_rgb(frame, self._read_sws)
@@ -316,6 +319,7 @@ class _Transcode:
                 self._where = _HoleBox(hole)
             out = _over_hole(self.av, frame, self._where, result, self._out, self._write_sws)
             self._out = out
+            self._rgb.give(result)  # (read for the last time: its windows' frame, used again)
             return out
         return self.av.VideoFrame.from_ndarray(result, format="rgb24")
 
