@@ -6,6 +6,7 @@ Run from the repo root (needs the `video` extra and the `ffmpeg` program; withou
 rows are left out with one line):
 
     python benchmarks/bench_video.py [--sizes 720,1080] [--frames 120] [--preset medium --crf 23]
+        [--pan 6,0.5 --pan=-4,1.3 ...]   # each pan case at these steps (px a frame, 1080p scale)
 
 Clips: a camera over a scene made of the bundled example photos (upscaled), static or panning
 (at 1080p 6 px right and 0.5 px down per frame: across the frame in about 10 s), with a burnt-in broadcast logo (384x90 at
@@ -249,6 +250,7 @@ def time_methods(methods, src, mask, size, hole, enc, tmp: Path, repeat: int) ->
 
 
 def main(argv=None):
+    global PAN
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="720,1080", help="frame heights (16:9)")
     ap.add_argument("--frames", type=int, default=150)
@@ -263,9 +265,20 @@ def main(argv=None):
     ap.add_argument("--floor", action="store_true",
                     help="also the floors: the ffmpeg program re-encoding without a filter, and "
                          "fastfill's pipeline with an empty mask (their hole PSNR is the logo's)")
+    ap.add_argument("--pan", action="append", default=[], metavar="DX,DY",
+                    help="the pan's step in px a frame at 1080p scale, e.g. --pan=-4,1.3 (repeatable: each pan case "
+                         "runs once per step; default 6,0.5). One clip's hole PSNR moves by a "
+                         "few tenths of a dB with any change to the placing (propagation hands "
+                         "each frame's pixels to the next): judge such a change on several")
     ap.add_argument("--sheet", default=None, metavar="PNG",
                     help="write the middle frame of the largest logo pan, each method, as a sheet")
     args = ap.parse_args(argv)
+    try:
+        pans = [tuple(float(v) for v in p.split(",")) for p in args.pan] or [PAN]
+        if any(len(p) != 2 for p in pans):
+            raise ValueError
+    except ValueError:
+        ap.error(f"--pan: expected DX,DY (two numbers), got {args.pan}")
     enc = {"preset": args.preset, "crf": args.crf}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"encoder libx264 --preset {args.preset} --crf {args.crf}; {args.frames} frames/clip")
@@ -292,8 +305,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for height in (int(v) for v in args.sizes.split(",")):
             size = (height, height * 16 // 9)
-            for case in args.cases.split(","):
+            for case, pan in [(c, p) for c in args.cases.split(",")
+                              for p in (pans if c.endswith("-pan") else [None])]:
                 hole, camera = case.split("-")
+                PAN = pan or PAN  # (clean_frame's: the clip and its scoring)
                 src = Path(tmp) / f"{height}-{case}.mp4"
                 mask = make_clip(src, scene, size, camera, hole, args.frames)
                 base = None
@@ -310,7 +325,8 @@ def main(argv=None):
                     if sheet is not None:
                         sheet.append((name, crop_of(dst, size, hole, mid)))
                     base = base or (fps, psnr, flicker)
-                    clip = f"{height}p {hole} {camera}"
+                    clip = f"{height}p {hole} {camera}" + (
+                        f" ({pan[0]:g}, {pan[1]:g})" if pan is not None and len(pans) > 1 else "")
                     share = "" if share is None else f"{100 * share:.0f}%"
                     print(f"{clip:24s} {name:24s} {fps:9.1f} {fps / base[0]:8.2f}x {psnr:8.2f}  "
                           f"{flicker:8.2f} {texture:8.2f} {share:>6s}", flush=True)
