@@ -66,11 +66,11 @@ def canvas() -> np.ndarray:
     return cv2.resize(row, None, fx=2.6, fy=2.6, interpolation=cv2.INTER_CUBIC)
 
 
-def clean_frame(scene, size, camera, i):
+def clean_frame(scene, size, camera, i, pan=PAN):
     """Frame i: the scene seen from (x, y), 1080p pixels whatever the size (720p sees the same)."""
     h, w = size
     s = 1080 / h
-    x, y = (60.0, 40.0) if camera == "static" else (60 + PAN[0] * i, 40 + PAN[1] * i)
+    x, y = (60.0, 40.0) if camera == "static" else (60 + pan[0] * i, 40 + pan[1] * i)
     m = np.array([[s, 0, x], [0, s, y]], np.float64)
     return cv2.warpAffine(scene, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
 
@@ -101,7 +101,7 @@ def burn(frame, size, hole, i):
     return np.asarray(im)
 
 
-def make_clip(path, scene, size, camera, hole, n):
+def make_clip(path, scene, size, camera, hole, n, pan=PAN):
     """The input clip (H.264 at CRF 12, so that its own loss is small) and the mask file."""
     h, w = size
     with av.open(str(path), "w") as c:
@@ -109,7 +109,7 @@ def make_clip(path, scene, size, camera, hole, n):
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         s.options = {"crf": "12", "preset": "veryfast"}
         for i in range(n):
-            f = av.VideoFrame.from_ndarray(burn(clean_frame(scene, size, camera, i), size, hole, i),
+            f = av.VideoFrame.from_ndarray(burn(clean_frame(scene, size, camera, i, pan), size, hole, i),
                                            format="rgb24")
             for p in s.encode(f):
                 c.mux(p)
@@ -200,7 +200,7 @@ def write_sheet(path, crops):
     sheet.save(path)
 
 
-def score(out, scene, size, camera, hole, n, texture_every=10):
+def score(out, scene, size, camera, hole, n, texture_every=10, pan=PAN):
     """(hole PSNR in dB, flicker, texture distance) of an output against the clean frames; the
     texture distance (``train.evaluate.texture_distance``, as for stills: 0 = the clean frames'
     patch statistics, a smear scores high) is the mean over every ``texture_every``-th frame."""
@@ -215,7 +215,7 @@ def score(out, scene, size, camera, hole, n, texture_every=10):
     with av.open(str(out)) as c:
         frames = 0
         for i, f in enumerate(c.decode(video=0)):
-            rgb, clean = f.to_ndarray(format="rgb24"), clean_frame(scene, size, camera, i)
+            rgb, clean = f.to_ndarray(format="rgb24"), clean_frame(scene, size, camera, i, pan)
             o = rgb[y:y + h, x:x + w].astype(np.float64)
             g = clean[y:y + h, x:x + w].astype(np.float64)
             se += ((o - g) ** 2).sum()
@@ -250,7 +250,6 @@ def time_methods(methods, src, mask, size, hole, enc, tmp: Path, repeat: int) ->
 
 
 def main(argv=None):
-    global PAN
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="720,1080", help="frame heights (16:9)")
     ap.add_argument("--frames", type=int, default=150)
@@ -306,11 +305,10 @@ def main(argv=None):
         for height in (int(v) for v in args.sizes.split(",")):
             size = (height, height * 16 // 9)
             for case, pan in [(c, p) for c in args.cases.split(",")
-                              for p in (pans if c.endswith("-pan") else [None])]:
+                              for p in (pans if c.endswith("-pan") else [PAN])]:
                 hole, camera = case.split("-")
-                PAN = pan or PAN  # (clean_frame's: the clip and its scoring)
                 src = Path(tmp) / f"{height}-{case}.mp4"
-                mask = make_clip(src, scene, size, camera, hole, args.frames)
+                mask = make_clip(src, scene, size, camera, hole, args.frames, pan)
                 base = None
                 mid = args.frames // 2
                 sheet = ([("input (frame %d)" % mid, crop_of(src, size, hole, mid))]
@@ -321,12 +319,13 @@ def main(argv=None):
                     dst = Path(tmp) / f"{name}.mp4"
                     fps = args.frames / float(np.median(times[name][0]))
                     share = times[name][1]
-                    psnr, flicker, texture = score(dst, scene, size, camera, hole, args.frames)
+                    psnr, flicker, texture = score(dst, scene, size, camera, hole, args.frames,
+                                                   pan=pan)
                     if sheet is not None:
                         sheet.append((name, crop_of(dst, size, hole, mid)))
                     base = base or (fps, psnr, flicker)
                     clip = f"{height}p {hole} {camera}" + (
-                        f" ({pan[0]:g}, {pan[1]:g})" if pan is not None and len(pans) > 1 else "")
+                        f" ({pan[0]:g}, {pan[1]:g})" if camera == "pan" and len(pans) > 1 else "")
                     share = "" if share is None else f"{100 * share:.0f}%"
                     print(f"{clip:24s} {name:24s} {fps:9.1f} {fps / base[0]:8.2f}x {psnr:8.2f}  "
                           f"{flicker:8.2f} {texture:8.2f} {share:>6s}", flush=True)
@@ -335,7 +334,7 @@ def main(argv=None):
                 if sheet is not None:
                     x, y, w, h = hole_box(size, hole)
                     m = h // 2
-                    clean = clean_frame(scene, size, camera, mid)
+                    clean = clean_frame(scene, size, camera, mid, pan)
                     sheet.append(("clean frame", clean[max(0, y - m):y + h + m,
                                                        max(0, x - m):x + w + m]))
                     write_sheet(args.sheet, sheet)
