@@ -113,7 +113,7 @@ bool want_cuda(const std::string& device) {
 // options), which fastfill.ops holds to fastfill.fills.FILLS at import.
 enum class Fill { Mean, Harmonic, Patch };
 const char* const kFillNames[] = {"mean", "harmonic", "patch"};
-const char* const kPatchOptions[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "detail", "gate", "texture", "texture_radius", "onion", "complete", "poisson", "seed"};
+const char* const kPatchOptions[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "detail", "gate", "texture", "texture_radius", "texture_gain", "onion", "complete", "poisson", "seed"};
 
 Fill parse_fill(const std::string& fill) {
   std::string names;
@@ -165,6 +165,7 @@ fastfill::PatchParams patch_params(const py::dict& o) {
   p.gate = option(o, "gate", p.gate, 0, 1000);
   p.texture = option(o, "texture", p.texture, 0, 10000);
   p.texture_radius = option(o, "texture_radius", p.texture_radius, 1, 64);
+  p.texture_gain = option(o, "texture_gain", p.texture_gain, 0, 1000);
   p.onion = option(o, "onion", p.onion, 0, int64_t(1) << 40);
   p.complete = option(o, "complete", p.complete, 0, 1000);
   p.poisson = option(o, "poisson", p.poisson, 0, 1);

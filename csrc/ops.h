@@ -64,10 +64,12 @@ struct PatchParams {
   int64_t radius = 96;  // search box: each component's bounding box grown by this, in pixels
   int64_t thin = 2;     // components at most this thick (4-connected erosions) keep the start
   int64_t blend = 10;   // radius of the low-pass taken from the harmonic fill (0 = none)
-  int64_t detail = 100;  // percent of the way from the start to the patch result
+  int64_t detail = 90;  // percent of the way from the start to the patch result
   int64_t gate = 0;  // > 0: the detail scaled to the surroundings' (detail_gate's k; 0 = off)
   int64_t texture = 200;       // weight (percent) of the textureness channel in the patch distance
   int64_t texture_radius = 2;  // its window radius, pixels
+  // percent of the harmonic interpolation of the textureness the hole's pixels ask for
+  int64_t texture_gain = 190;
   // levels whose component cells x sources is at most this start from an onion peel (0: none)
   int64_t onion = 1000000;
   // weight (percent) of the completeness votes: each known patch within one patch side of the
@@ -87,7 +89,7 @@ struct PatchParams {
 struct PatchState {
   struct Field {
     std::vector<int32_t> targets, sy, sx;
-    double mean = 0.0;  // its mean patch distance
+    double mean = 0.0;  // its mean patch distance over the colours
     bool fresh = true;  // written since the last prune
   };
   std::map<std::array<int64_t, 5>, Field> fields;

@@ -203,12 +203,6 @@ Ssd ssd_kernel(int p) {
   }
 }
 
-double mean_distance(const Level& L) {
-  double sum = 0.0;
-  for (int32_t d : L.dist) sum += double(d);
-  return L.dist.empty() ? 0.0 : sum / double(L.dist.size());
-}
-
 class Completion {
  public:
   Completion(const PatchParams& P, int64_t parallel_targets)
@@ -310,6 +304,31 @@ class Completion {
   }
 
   bool parallel(const Level& L) const { return int64_t(L.targets.size()) >= par_min_; }
+
+  // The mean over the targets of the colours' part of their patch distance to their sources
+  // (summed in target order): what a carried field's fit is judged by. Not the textureness
+  // channel: it asks the same of the hole in every frame, so it says nothing of a cut, and it would
+  // raise every frame's distance alike (the cut's rise becoming the smaller part).
+  double colour_mean(const Level& L) const {
+    const int64_t nt = int64_t(L.targets.size()), w = L.w;
+    if (nt == 0) return 0.0;
+    double sum = 0.0;
+    for (int64_t k = 0; k < nt; ++k) {
+      const int64_t t = L.targets[size_t(k)], s = int64_t(L.sy[size_t(k)]) * w + L.sx[size_t(k)];
+      int64_t d = 0;
+      for (int dy = -r_; dy <= r_; ++dy)
+        for (int dx = -r_; dx <= r_; ++dx) {
+          const int16_t* a = &L.v[size_t((t + dy * w + dx) * 4)];
+          const int16_t* b = &L.v[size_t((s + dy * w + dx) * 4)];
+          for (int ch = 0; ch < 3; ++ch) {
+            const int64_t e = int64_t(a[ch]) - b[ch];
+            d += e * e;
+          }
+        }
+      sum += double(d);
+    }
+    return sum / double(nt);
+  }
 
   // dist of every target for its current source.
   void measure(Level& L) const {
@@ -825,12 +844,16 @@ void detail_gate(Level& L, const std::vector<int16_t>& start, int64_t k, int64_t
 
 // The fourth value of every pixel of the finest level: how textured the image is around it, the
 // mean absolute difference between 4-neighbouring known pixels (summed over the colours) within
-// `radius`, times `weight` / 300 (percent, per colour), at most kMax. Hole pixels whose window
-// holds no known pair take the mean of their 4-neighbours that have a value, ring by ring inwards
-// (Jacobi). It sits in the patch distance beside the colours, so a hole in a textured region
-// (whose start is smooth) is not matched to smooth sources (after Newson et al.'s texture
-// features); the votes copy the colours only.
-void texture_channel(Level& L, int64_t weight, int64_t radius) {
+// `radius`, times `weight` / 300 (percent, per colour), at most kMax. It sits in the patch
+// distance beside the colours, so a hole in a textured region (whose start is smooth) is not
+// matched to smooth sources (after Newson et al.'s texture features); the votes copy the colours
+// only. Hole pixels whose window holds no known pair take the harmonic interpolation of the values
+// around them (the harmonic fill's own solver, in quarter steps), times `gain` / 100. Smooth, not
+// carried ring by ring: a ring-by-ring carry runs each border value straight across the hole, and a
+// star on the border of a star field became a row of stars. Over the mean: the mean textureness
+// of a sparse texture sits below most of its patches' (a star field: mostly empty sky, and the
+// stars), and a hole asked for that mean is matched to the emptiest sources (a blank disc).
+void texture_channel(Level& L, int64_t weight, int64_t radius, int64_t gain) {
   const int64_t h = L.h, w = L.w, n = h * w;
   std::vector<int64_t> a(size_t(n), 0), c(size_t(n), 0);
   auto grey = [&](int64_t i) {
@@ -857,25 +880,26 @@ void texture_channel(Level& L, int64_t weight, int64_t radius) {
   for (int64_t i = 0; i < n; ++i)
     if (c[size_t(i)] > 0)
       t[size_t(i)] = int32_t(std::min<int64_t>(kMax, (a[size_t(i)] * weight + 150 * c[size_t(i)]) / (300 * c[size_t(i)])));
-  // Rings inwards (4-connected), each ring's values from the rings before.
-  std::vector<uint8_t> state(static_cast<size_t>(n), kOpen);
-  for (int64_t i = 0; i < n; ++i) state[size_t(i)] = t[size_t(i)] >= 0 ? kValued : kOpen;
-  std::vector<int32_t> vals;
-  inward_rings(std::move(state), h, w, false, [&](const std::vector<int32_t>& ring) {
-    vals.assign(ring.size(), 0);
-    for (size_t k = 0; k < ring.size(); ++k) {
-      const int64_t i = ring[k], y = i / w, x = i % w;
-      int64_t sum = 0, cnt = 0;
-      for (const int64_t j : {x > 0 ? i - 1 : -1, x + 1 < w ? i + 1 : -1, y > 0 ? i - w : -1,
-                              y + 1 < h ? i + w : -1})
-        if (j >= 0 && t[size_t(j)] >= 0) {
-          sum += t[size_t(j)];
-          ++cnt;
-        }
-      vals[k] = int32_t((sum + cnt / 2) / cnt);
+  std::vector<uint8_t> img(size_t(n * 3), 0), unset(static_cast<size_t>(n), 0);
+  bool any = false;
+  for (int64_t i = 0; i < n; ++i) {
+    unset[size_t(i)] = t[size_t(i)] < 0;
+    any |= unset[size_t(i)] != 0;
+    const uint8_t q = uint8_t(unset[size_t(i)] ? 0 : (t[size_t(i)] + 2) / 4);
+    for (int ch = 0; ch < 3; ++ch) img[size_t(i * 3 + ch)] = q;
+  }
+  if (any) {
+    const Frame box{1, h, w, 0, 0, h, w};
+    const float mean[3] = {0.5f, 0.5f, 0.5f};  // (as poisson_fill's: a region with no border)
+    std::vector<float> res(size_t(n * 3), 0.f);
+    harmonic_fill_cpu(img.data(), unset.data(), box, mean, res.data());
+    for (int64_t i = 0; i < n; ++i) {
+      if (!unset[size_t(i)]) continue;
+      const float s = res[size_t(i * 3)] * float(kMax);
+      const int64_t v = int64_t(std::nearbyint(std::min(float(kMax), std::max(0.f, s))));
+      t[size_t(i)] = int32_t(std::min<int64_t>(kMax, (v * gain + 50) / 100));
     }
-    for (size_t k = 0; k < ring.size(); ++k) t[size_t(ring[k])] = vals[k];
-  });
+  }
   for (int64_t i = 0; i < n; ++i) L.v[size_t(i * 4 + 3)] = int16_t(std::max<int32_t>(0, t[size_t(i)]));
 }
 
@@ -1037,7 +1061,7 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
   em.vote(L0, false);
   em.measure(L0);
   // Much worse than the previous frame (a cut, a pan): from scratch instead, from the same start.
-  if (mean_distance(L0) <= 2.0 * prev_mean + double(P.patch * P.patch * 3 * kScale * kScale)) return true;
+  if (em.colour_mean(L0) <= 2.0 * prev_mean + double(P.patch * P.patch * 3 * kScale * kScale)) return true;
   L0.v = before;
   L0.band_passes = -1;  // (the completeness search starts afresh too)
   return false;
@@ -1077,7 +1101,7 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
         L0.v[size_t(i * 4 + ch)] = int16_t(v);
       }
     }
-  if (P.texture > 0) texture_channel(L0, P.texture, P.texture_radius);
+  if (P.texture > 0) texture_channel(L0, P.texture, P.texture_radius, P.texture_gain);
   // Levels down to where the component spans about two patches (or `levels`), while a patch fits.
   const int64_t span = std::max(c.y1 - c.y0, c.x1 - c.x0);
   int want = 0;
@@ -1098,7 +1122,7 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
     return;
   }
   if (state != nullptr) {
-    PatchState::Field field{L0.targets, L0.sy, L0.sx, mean_distance(L0)};
+    PatchState::Field field{L0.targets, L0.sy, L0.sx, em.colour_mean(L0)};
 #pragma omp critical(fastfill_patch_state)
     state->pending[key] = std::move(field);
   }

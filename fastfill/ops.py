@@ -164,8 +164,11 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     the result's low frequencies (below a three-box-blur low-pass of that radius) are the harmonic
     fill's, so copied texture takes the hole's shading. The patch distance also compares a
     textureness channel (the mean absolute difference of neighbouring known pixels within
-    ``texture_radius``, carried into the hole from its border; weight ``texture`` percent), so a
-    hole in a textured region is not matched to smooth sources. A pyramid level whose hole cells
+    ``texture_radius``; weight ``texture`` percent), so a hole in a textured region is not
+    matched to smooth sources; inside the hole it is the harmonic interpolation of the values
+    around it times ``texture_gain`` percent (190: the mean textureness of a sparse texture, a
+    star field, is below most of its patches', and a hole asked for the mean is matched to its
+    empty sky). A pyramid level whose hole cells
     times candidate sources is at most ``onion`` starts from an onion peel (ring by ring from the
     known pixels inwards, each cell from the source patch closest over its known and filled
     cells), so the structure around the hole continues into it. Each averaged vote adds
@@ -209,6 +212,7 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             its own)), so a fill carries no more pattern than the known pixels around it show;
             pixels over 6 rings deep keep more; ``detail`` then applies on top), ``texture`` (weight of
             the textureness channel, percent; 0 = colours only), ``texture_radius`` (px),
+            ``texture_gain`` (percent of the interpolated textureness the hole asks for, 0-1000),
             ``onion`` (the most cells x sources a level peels; 0 = none), ``complete`` (weight
             of the completeness votes, percent, 0-1000; 0 = none), ``poisson`` (1 = the
             gradient-domain rebuild instead of ``blend``; 0, the default = the blend), ``seed``.

@@ -57,7 +57,9 @@ CASES = [
     ("detail gate without blend", 48, 64, [(14, 20, 30, 44)], {"gate": 100, "blend": 0}),
     ("no textureness", 48, 64, [(14, 20, 30, 44)], {"texture": 0}),
     ("textureness", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"texture": 300, "texture_radius": 3}),
-    ("textureness, rings inwards", 64, 64, [(8, 8, 56, 56)], {"texture": 150, "texture_radius": 2, "patch": 3}),
+    ("textureness, interpolated inwards", 64, 64, [(8, 8, 56, 56)], {"texture": 150, "texture_radius": 2, "patch": 3}),
+    ("textureness at its mean", 48, 64, [(14, 20, 30, 44)], {"texture_gain": 100, "detail": 100}),
+    ("textureness asked at four times", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"texture_gain": 400}),
     ("no onion peel", 48, 64, [(14, 20, 30, 44)], {"onion": 0}),
     # (cells x sources: 384 x 3040 at the finest level, 96 x 592, 24 x 64 at the coarsest: the
     # default peels the two coarser levels, this the coarsest alone)
@@ -160,15 +162,38 @@ def test_known_pixels_are_never_changed():
 
 
 def test_a_periodic_texture_comes_back_nearly_exact():
-    """The patch search itself (blend=0: the shading is the patches' too)."""
+    """The patch search itself (blend=0: the shading is the patches' too; detail=100: all of
+    the copied detail, undamped)."""
     tile = np.random.default_rng(1).integers(0, 256, (9, 9, 3), dtype=np.uint8)
     im = np.ascontiguousarray(np.tile(tile, (16, 16, 1))[:128, :128])
     m = mask_of(128, 128, (50, 46, 74, 78))
-    out = ops.fill(im, m, "patch", blend=0)
+    out = ops.fill(im, m, "patch", blend=0, detail=100)
     err = np.abs(out.astype(int) - im)[m > 0]
     harm = np.abs(ops.fill(im, m, "harmonic").astype(int) - im)[m > 0]
     assert err.mean() < 1.0 and np.mean(err > 2) < 0.01, (err.mean(), np.mean(err > 2))
     assert harm.mean() > 30  # the smooth fill is far off on this texture
+
+
+def test_a_sparse_texture_comes_back_sparse_not_blank():
+    """Bright specks on a dark sky (a star field): most of the sky's patches are empty, so a hole
+    asked for the mean textureness of its border is matched to empty sources and comes back a
+    blank disc; asked for more (``texture_gain``, 190 % by default), it holds specks at about the
+    sky's density."""
+    rng = np.random.default_rng(5)
+    h = w = 160
+    im = np.full((h, w, 3), 8, np.uint8)
+    for y, x in zip(rng.integers(0, h, 500), rng.integers(0, w, 500)):
+        im[max(0, y - 1):y + 1, max(0, x - 1):x + 1] = rng.integers(120, 256, 3)
+    m = mask_of(h, w, (40, 60, 120, 100))
+
+    def specks(out):
+        return np.mean(out[m > 0].max(1) > 60)
+
+    sky = np.mean(im[m == 0].max(1) > 60)
+    at_mean = specks(ops.fill(im, m, "patch", texture_gain=100))
+    default = specks(ops.fill(im, m, "patch"))
+    assert at_mean < 0.4 * sky, (at_mean, sky)  # (what the gain is for)
+    assert 0.6 * sky < default < 1.4 * sky, (default, sky)
 
 
 def test_the_blend_takes_the_shading_from_the_harmonic_fill():
@@ -179,10 +204,11 @@ def test_the_blend_takes_the_shading_from_the_harmonic_fill():
     ramp = 40 + x * 1.1
     im = np.clip(ramp[..., None] + rng.normal(0, 12, (128, 160, 3)), 0, 255).astype(np.uint8)
     m = mask_of(128, 160, (40, 60, 90, 110))
-    # (no textureness channel, no onion peel and no completeness votes: with any of them, blend 0
-    # already takes its sources from the right part of the ramp here, at the error of copied
-    # noise, 13.5 levels, and the blend has nothing left to correct)
-    err = {b: np.abs(ops.fill(im, m, "patch", blend=b, texture=0, onion=0, complete=0).astype(int)
+    # (all the copied detail, no textureness channel, no onion peel and no completeness votes:
+    # with any of the last three, blend 0 already takes its sources from the right part of the
+    # ramp here, at the error of copied noise, 13.5 levels, and the blend has nothing left to
+    # correct)
+    err = {b: np.abs(ops.fill(im, m, "patch", blend=b, texture=0, onion=0, complete=0, detail=100).astype(int)
                      - im)[m > 0].mean()
            for b in (0, 10)}
     smooth = np.abs(ops.fill(im, m, "harmonic").astype(int) - im)[m > 0].mean()
