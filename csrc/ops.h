@@ -85,11 +85,14 @@ struct PatchParams {
 // size. A component whose box, size and targets are the same in the next frame starts from it
 // and refines it (one EM round at the finest level) instead of searching from scratch, so a static
 // background under a static mask keeps its sources and does not flicker; one whose carried field
-// fits much worse than it did (a cut, a pan) is completed from scratch.
+// fits, over the colours, more than twice as badly as the field did when last completed from
+// scratch (a cut, a pan) is completed from scratch again.
 struct PatchState {
   struct Field {
     std::vector<int32_t> targets, sy, sx;
-    double mean = 0.0;  // its mean patch distance over the colours
+    // the colours' mean patch distance when it was last completed from scratch (a carried
+    // field inherits it): what a carried field's fit is judged against
+    double base = 0.0;
     bool fresh = true;  // written since the last prune
   };
   std::map<std::array<int64_t, 5>, Field> fields;

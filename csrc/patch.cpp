@@ -959,9 +959,12 @@ bool pyramid(std::vector<Level>& levels, const Completion& em, const PatchParams
 // neighbour's offset.
 // Only fields of earlier calls are read (this call's go to `pending`), so the result does not
 // depend on the order the components run in. A source that is no longer one: a random one.
-// False when there is none, or the carried field fits much worse than it did (a cut).
+// False when there is none, or the carried field fits much worse than the field did when it was
+// last completed from scratch (a cut; a pan that no shift was declared for): its `base`, which
+// a carried field inherits (`base` is set to it), so that a field drifting a little every frame
+// cannot ratchet the bar up with it.
 bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0, const Completion& em,
-                const PatchParams& P) {
+                const PatchParams& P, double& base) {
   // (nothing to carry: no index, which the pyramid makes again)
   if (state == nullptr || state->fields.empty() || (!state->shifted && state->fields.count(key) == 0))
     return false;
@@ -970,7 +973,7 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
   const int64_t h = L0.h, w = L0.w;
   std::vector<int32_t> sy(nt, -1), sx(nt, -1);
   std::vector<uint8_t> got;  // the targets a moved field reaches
-  double prev_mean = 0.0;
+  double prev_base = 0.0;
   bool have = false;
 #pragma omp critical(fastfill_patch_state)
   {
@@ -978,7 +981,7 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
     if (it != state->fields.end() && it->second.targets == L0.targets) {
       sy = it->second.sy;
       sx = it->second.sx;
-      prev_mean = it->second.mean;
+      prev_base = it->second.base;
       have = true;
     } else if (state->shifted) {
       const int64_t dy = state->dy, dx = state->dx;  // the scene's shift since the last frame
@@ -1013,7 +1016,7 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
           sx[size_t(k)] = int32_t(x + best->sx[j] - tx);
           got[size_t(k)] = 1;
         }
-        prev_mean = best->mean;
+        prev_base = best->base;
         have = true;
       }
     }
@@ -1060,8 +1063,12 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
   const std::vector<int16_t> before = L0.v;
   em.vote(L0, false);
   em.measure(L0);
-  // Much worse than the previous frame (a cut, a pan): from scratch instead, from the same start.
-  if (em.colour_mean(L0) <= 2.0 * prev_mean + double(P.patch * P.patch * 3 * kScale * kScale)) return true;
+  // Much worse than its last completion from scratch (a cut, a pan): from scratch instead, from
+  // the same start.
+  if (em.colour_mean(L0) <= 2.0 * prev_base + double(P.patch * P.patch * 3 * kScale * kScale)) {
+    base = prev_base;
+    return true;
+  }
   L0.v = before;
   L0.band_passes = -1;  // (the completeness search starts afresh too)
   return false;
@@ -1116,13 +1123,14 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
   const std::vector<int16_t> start_v = L0.v;
   const Completion em(P, kParallelTargets);
   const std::array<int64_t, 5> key{f.top + by0, f.left + bx0, L0.h, L0.w, c.size};
-  if (carry_over(state, key, L0, em, P)) {
+  double base = -1.0;  // (from scratch: this completion's own)
+  if (carry_over(state, key, L0, em, P, base)) {
     em.em(L0, 0, false);
   } else if (!pyramid(levels, em, P)) {
     return;
   }
   if (state != nullptr) {
-    PatchState::Field field{L0.targets, L0.sy, L0.sx, em.colour_mean(L0)};
+    PatchState::Field field{L0.targets, L0.sy, L0.sx, base >= 0.0 ? base : em.colour_mean(L0)};
 #pragma omp critical(fastfill_patch_state)
     state->pending[key] = std::move(field);
   }

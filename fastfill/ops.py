@@ -195,7 +195,8 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             frame starts from that frame's nearest-neighbour field and refines it (one EM round
             at the finest level) instead of searching from scratch, so a static background under
             a static mask keeps its sources (no flicker beyond the frames' own noise); one whose
-            carried field fits much worse than it did (a cut, a pan) is completed from scratch.
+            carried field fits, over the colours, more than twice as badly as when the field was
+            last completed from scratch (a cut, a pan) is completed from scratch again.
             The result then depends on the frames before; None (the default) = each image alone.
             The state keeps the fields of the components this call completed, and forgets the
             rest (a moving hole's component is new every frame: its fields would pile up), so

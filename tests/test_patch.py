@@ -375,6 +375,25 @@ def test_a_cut_is_completed_from_scratch():
     assert np.array_equal(ops.fill(b, m, "patch", state=state), ops.fill(b, m, "patch"))
 
 
+def test_a_drifting_scene_is_completed_again_not_ratcheted():
+    """A static hole over a scene that drifts 2 px a frame with no shift declared (a pan filled
+    without propagation): the carried field fits a little worse every frame. It is judged against
+    its last completion from scratch, not against the frame before (against which each frame is
+    only a little worse, so the bar rose with the drift and the field was never dropped): the
+    hole is completed from scratch again every few frames."""
+    from PIL import Image
+
+    im = np.asarray(Image.open(Path(__file__).parent.parent / "examples" / "images" / "coffee.jpg").convert("RGB"))
+    h, w = 96, 128
+    m = mask_of(h, w, (30, 40, 66, 88))
+    state = ops.PatchState()
+    fresh = []
+    for t in range(16):
+        f = np.ascontiguousarray(im[100:100 + h, 100 + 2 * t:100 + 2 * t + w])
+        fresh.append(np.array_equal(ops.fill(f, m, "patch", state=state), ops.fill(f, m, "patch")))
+    assert fresh[0] and sum(fresh[1:]) >= 2, fresh
+
+
 def test_a_moving_hole_leaves_no_fields_behind():
     """A hole that moves (a pan's leftover, tracked text) is a new component every frame: the
     state keeps the fields of the last call's components only, not one per frame for the whole
