@@ -244,7 +244,7 @@ class Inpainter:
                    for ph, pw in padded_sizes)
 
     def stream(self, frames: Iterable, masks=None, *, carry: bool = False,
-               tagged: bool = False, copy: bool = True, shifts=None) -> Iterator:
+               tagged: bool = False, copy: bool = True, shifts=None, motions=None) -> Iterator:
         """Fill a stream of frames, yielding results in order.
 
         ``carry``: the frames are one video: a patch fill (a ``patch`` classical engine or
@@ -263,14 +263,24 @@ class Inpainter:
         scene moved from the frame before, ``(dy, dx)`` whole pixels or None when unknown
         (:meth:`fastfill.video.propagate.Propagator.next_shift`): a patch fill's hole that moved
         with the scene then starts from the field of the frame before, moved by it.
+        ``motions`` (with ``carry``; instead of ``shifts``): a callable giving, once per frame and
+        in order, ``(shift, matrix)``: the shift as above and the 3x3 transform from the frame
+        before (pixel coordinates) or None when unknown
+        (:meth:`fastfill.video.propagate.Propagator.next_motion`): a classical fill that reads
+        beyond its border (the patch fill) then moves the fill it made with the scene instead of
+        making up the unseen part again in every frame (:class:`FillHold`).
         Reading (the caller's iterators), inference and the caller's loop run concurrently with
         at most about two batches of frames in flight; the first error of any
         stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
         """
+        if shifts is not None:
+            if motions is not None:
+                raise InputError("give shifts or motions, not both")
+            motions = lambda: (shifts(), None)  # noqa: E731
         if tagged:
             if masks is not None:
                 raise InputError("a tagged stream carries its masks in its pairs")
-            return self._tagged_stream(frames, carry, copy, shifts)
+            return self._tagged_stream(frames, carry, copy, motions)
         if masks is None:
             it: Iterable = frames
         elif isinstance(masks, np.ndarray) and masks.ndim == 2:
@@ -285,12 +295,12 @@ class Inpainter:
                 except InputError as e:
                     raise InputError(f"frame {i}: {e}") from None
 
-        return pipeline.batched(checked(), self._runner(carry, copy, shifts), batch=self.batch_size,
+        return pipeline.batched(checked(), self._runner(carry, copy, motions), batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
 
     def _tagged_stream(self, items: Iterable, carry: bool, copy: bool = True,
-                       shifts=None) -> Iterator[tuple]:
-        run = self._runner(carry, copy, shifts)
+                       motions=None) -> Iterator[tuple]:
+        run = self._runner(carry, copy, motions)
 
         def checked():
             for i, (tag, pair) in enumerate(items):
@@ -305,11 +315,11 @@ class Inpainter:
         return pipeline.batched(checked(), work, batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
 
-    def _runner(self, carry: bool, copy: bool = True, shifts=None):
+    def _runner(self, carry: bool, copy: bool = True, motions=None):
         """The batch step of a stream, ``step(pairs, timings=None)``: with ``carry``, a patch
-        fill's state goes from one batch to the next (moved by ``shifts()``, asked once a frame,
-        when given), and a classical fill alone holds its fill while what it reads stays put
-        (:class:`FillHold`)."""
+        fill's state goes from one batch to the next (moved by the shift of ``motions()``, asked
+        once a frame, when given), and a classical fill alone holds its fill while what it reads
+        stays put, or moves it with the scene (:class:`FillHold`)."""
         from .engines.classical import ClassicalEngine
 
         state = ops.PatchState() if carry and self.meta.fill == "patch" else None
@@ -317,10 +327,14 @@ class Inpainter:
         if carry and isinstance(self.engine, ClassicalEngine):
             # (a classical engine's receptive field is twice its fill's context: the ROI margin
             # is what the fill reads)
-            run = FillHold(run, copy=copy, margin=self.margin)
-        if not carry or shifts is None:
+            hold = FillHold(run, copy=copy, margin=self.margin, check=self.check)
+            if not carry or motions is None:
+                return hold
+            return lambda pairs, timings=None: hold(pairs, timings, [motions() for _ in pairs])
+        if not carry or motions is None:
             return run
-        return lambda pairs, timings=None: run(pairs, timings, [shifts() for _ in pairs])
+        return lambda pairs, timings=None: run(pairs, timings, [(motions() or (None,))[0]
+                                                                for _ in pairs])
 
     # -- the work -------------------------------------------------------------------------------
     def _run(self, pairs: Sequence[Checked], timings: dict | None = None, shifts=None,
@@ -385,31 +399,59 @@ class FillHold:
     a few pixels of a static shot by more than 2 levels in most frames. Either way a static shot
     under a static mask keeps one fill, the same bytes frame after frame, for a compare and a copy
     instead of a fill. Compared with the held frame, never the previous one: slow drift ends the
-    hold."""
+    hold.
 
-    def __init__(self, run, tolerance: float = 2.0, *, copy: bool = True, margin: int = 1):
+    A moving camera (each frame's motion from the one before known: ``motions``, as
+    :meth:`fastfill.video.propagate.Propagator.next_motion` gives them), for a fill that reads
+    further than its border: the last fill solved moves with the scene (:meth:`_moved_fill`).
+    What no frame showed is then made up once and stays put in the scene, instead of being made
+    up again, differently, in every frame, and costs a warp and a Poisson solve a frame instead
+    of a fill; what the moved fill does not reach (past the box it was kept in) is filled with
+    the moved pixels as known, and that frame's fill is kept in turn."""
+
+    # the moved fill's border against the frame's: mean absolute difference (levels) accepted
+    # once their mean difference (exposure, the codec) is removed; the propagation's own bound
+    MOVE_ERROR = 10.0
+    # pixels kept around a solved hole for the fill to move into: a few frames of a tilt
+    KEEP = 16
+
+    def __init__(self, run, tolerance: float = 2.0, *, copy: bool = True, margin: int = 1,
+                 check=None):
         self.run, self.tolerance, self.copy = run, tolerance, copy
         self.margin = int(margin)
+        self.check = check  # (Inpainter.check: the pair of what a moved fill leaves)
         self.held: _Held | None = None
-        self.frames = self.solved = 0
+        self.frames = self.solved = self.moved = 0
         self._moved = None  # the scene's shift since the last frame solved, when known
+        self._key = None  # (box, values, matrix: the solved frame -> the last frame) to move
 
     def __call__(self, pairs: Sequence["Checked"], timings: dict | None = None,
-                 shifts=None) -> list:
+                 motions=None) -> list:
+        """Fill ``pairs`` in order; ``motions``: one ``(shift, matrix)`` (or None) per pair, the
+        scene's motion from the frame before (see the class)."""
         outs = []
         for k, p in enumerate(pairs):  # in order: a frame may hold the fill of the one before it
             image, hole = p
             held = self._holding(image, hole)
             self.frames += 1
-            d = shifts[k] if shifts is not None else None
+            d, m = (motions[k] or (None, None)) if motions is not None else (None, None)
             # (the scene's shift since the last frame solved: the held frames' shifts summed)
             self._moved = (None if d is None or self._moved is None
                            else (self._moved[0] + d[0], self._moved[1] + d[1]))
-            if held is None:
-                out = self.run([p], timings, [self._moved])[0]
-                self._moved = (0, 0)
-                self.solved += 1
-                self._hold(p, out)
+            if self._key is not None:  # (the kept fill follows the scene, used or not)
+                if m is None:
+                    self._key = None
+                else:
+                    box, values, mk = self._key
+                    mk = m @ mk
+                    self._key = (box, values, mk / mk[2, 2])
+            out = None
+            if held is None and self._key is not None and self.check is not None:
+                out = self._moved_fill(image, hole, timings)
+            if out is not None:
+                self.moved += 1
+            elif held is None:
+                out = self._solve(p, timings)
             else:
                 # (copy False: the caller's own frame, filled in place: a 1080p copy a frame)
                 out = image if not self.copy and image.flags.writeable else image.copy()
@@ -419,6 +461,89 @@ class FillHold:
                 np.copyto(out[y0:y1, x0:x1], held.values, where=held.where)
             outs.append(out)
         return outs
+
+    def _solve(self, p, timings) -> np.ndarray:
+        out = self.run([p], timings, [self._moved])[0]
+        self._moved = (0, 0)
+        self.solved += 1
+        self._hold(p, out)
+        self._keep(out, p.hole)
+        return out
+
+    def _keep(self, out: np.ndarray, hole: np.ndarray) -> None:
+        """Keep a solved frame's fill (and the known pixels within KEEP of it) to move."""
+        g = min(self.KEEP, self.margin - 1)  # (pixels the fill read: there in a windowed frame)
+        box = bounding_box(hole, pad=g) if g > 0 else None
+        if box is None:
+            self._key = None
+            return
+        y0, x0, y1, x1 = box
+        self._key = (box, out[y0:y1, x0:x1].copy(), np.eye(3))
+
+    def _moved_fill(self, image: np.ndarray, hole: np.ndarray, timings):
+        """The kept fill moved into this frame's hole (None when it does not fit): each hole
+        pixel samples it (bicubic) where the motion since it was solved puts it inside what was
+        kept; checked against the hole's border (``MOVE_ERROR``) and laid in without a seam
+        (:func:`ops.seamless`: the detail kept, the border met); the pixels it does not reach
+        are filled (the run) with the rest as known, and that frame's fill is kept instead."""
+        import cv2  # (motions come from propagation, which has OpenCV)
+
+        (ky0, kx0, ky1, kx1), values, mk = self._key
+        box = bounding_box(hole, pad=1)
+        if box is None:
+            return None
+        y0, x0, y1, x1 = box
+        corners = np.array([[x0, x1, x0, x1], [y0, y0, y1, y1], [1, 1, 1, 1]], np.float64)
+        back = np.linalg.solve(mk, corners)
+        if np.abs(back[:2] / back[2] - corners[:2]).max() < 0.5:
+            return None  # a still scene: the held fill's own case (a static shot as without motion)
+        size = (x1 - x0, y1 - y0)
+        # kept box -> this box: (shift into the box) @ mk @ (the kept box's place)
+        m = (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ mk
+             @ np.array([[1, 0, kx0], [0, 1, ky0], [0, 0, 1]], np.float64))
+        affine = abs(m[2, 0]) < 1e-12 and abs(m[2, 1]) < 1e-12
+
+        def warp(a, interpolation, border, value=0):
+            if affine:
+                return cv2.warpAffine(a, m[:2] / m[2, 2], size, flags=interpolation,
+                                      borderMode=border, borderValue=value)
+            return cv2.warpPerspective(a, m, size, flags=interpolation, borderMode=border,
+                                       borderValue=value)
+
+        moved = warp(values, cv2.INTER_CUBIC, cv2.BORDER_REPLICATE)
+        # inside: the 4x4 bicubic footprint within what was kept (its edge pixels count out)
+        kept = np.zeros(values.shape[:2], np.uint8)
+        kept[2:-2, 2:-2] = 255
+        inside = warp(kept, cv2.INTER_LINEAR, cv2.BORDER_CONSTANT) == 255
+        sub = hole[y0:y1, x0:x1]
+        n = int(np.count_nonzero(sub))
+        take = sub & inside
+        if 2 * int(np.count_nonzero(take)) < n:
+            return None
+        frame = image[y0:y1, x0:x1]
+        grown = sub.copy()  # the border: the hole's known 4-neighbours
+        grown[1:] |= sub[:-1]
+        grown[:-1] |= sub[1:]
+        grown[:, 1:] |= sub[:, :-1]
+        grown[:, :-1] |= sub[:, 1:]
+        border = grown & ~sub
+        if not border.any():
+            return None
+        diff = frame[border].astype(np.float32) - moved[border].astype(np.float32)
+        err = np.abs(diff - diff.mean(axis=0)).mean()
+        if err > self.MOVE_ERROR:
+            return None
+        out = image if not self.copy and image.flags.writeable else image.copy()
+        out[y0:y1, x0:x1] = ops.seamless(frame, sub, moved)
+        rest = sub & ~take
+        if rest.any():
+            whole = np.zeros_like(hole)
+            whole[y0:y1, x0:x1] = rest
+            out = self.run([self.check(out, whole)], timings, [self._moved])[0]
+            self._moved = (0, 0)
+            self.solved += 1
+            self._keep(out, hole)
+        return out
 
     def _holding(self, image: np.ndarray, hole: np.ndarray):
         h = self.held

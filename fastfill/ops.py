@@ -304,6 +304,34 @@ def masked_difference(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> int:
     return int(_C.masked_difference(a, b, mask))
 
 
+def seamless(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` laid into the hole of ``image`` without a seam (Poisson image editing, Pérez et
+    al. 2003): the hole takes the solution of Poisson's equation whose guidance is the discrete
+    Laplacian of ``values`` and whose boundary is ``image``'s known pixels, so it keeps the
+    detail of ``values`` and meets its border exactly; a constant or smooth mismatch between
+    ``values`` and the border is spread smoothly over the hole. The harmonic fill's own solver
+    (no flux across the array's edge). ``image`` uint8 [h, w, 3]; ``hole`` bool [h, w];
+    ``values`` [h, w, 3] of any real type (read at the hole and its 4-neighbours). Returns
+    uint8 [h, w, 3]: ``image`` with its hole set."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    hole = np.asarray(hole, dtype=bool)
+    if image.ndim != 3 or image.shape[2] != 3 or hole.shape != image.shape[:2] \
+            or np.shape(values) != image.shape:
+        raise ValueError("seamless: image [h, w, 3] uint8, hole [h, w], values [h, w, 3]")
+    v = np.asarray(values, dtype=np.float32)
+    h, w = hole.shape
+    lap = np.zeros((h, w, 3), np.float32)  # sum over the in-array 4-neighbours q of v_p - v_q
+    lap[1:] += v[1:] - v[:-1]
+    lap[:-1] += v[:-1] - v[1:]
+    lap[:, 1:] += v[:, 1:] - v[:, :-1]
+    lap[:, :-1] += v[:, :-1] - v[:, 1:]
+    lap *= np.float32(1 / 255)
+    res = _C.poisson_fill(image, hole.view(np.uint8), lap)
+    out = image.copy()
+    out[hole] = np.clip(np.rint(res[hole] * 255), 0, 255).astype(np.uint8)
+    return out
+
+
 def _int(v, name) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(v).__name__}")

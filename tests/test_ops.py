@@ -455,3 +455,53 @@ def test_masked_difference_refuses_what_it_cannot_compare():
         ops.masked_difference(a[..., 0], a[..., 0], m)
     with pytest.raises(ValueError, match="mask: expected"):
         ops.masked_difference(a, a, m.astype(np.float32))
+
+
+def _seamless_scipy(image, hole, values):
+    """Poisson's equation with the Laplacian of ``values`` as guidance over the hole (no flux
+    across the array's edge), the image's known pixels as boundary: a sparse SciPy solve."""
+    from scipy.sparse import lil_matrix
+    from scipy.sparse.linalg import spsolve
+
+    h, w = hole.shape
+    idx = -np.ones((h, w), np.int64)
+    ys, xs = np.nonzero(hole)
+    idx[ys, xs] = np.arange(len(ys))
+    a = lil_matrix((len(ys), len(ys)))
+    b = np.zeros((len(ys), 3))
+    v = values.astype(np.float64)
+    for k, (y, x) in enumerate(zip(ys, xs)):
+        for qy, qx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if not (0 <= qy < h and 0 <= qx < w):
+                continue
+            a[k, k] += 1
+            b[k] += v[y, x] - v[qy, qx]
+            if hole[qy, qx]:
+                a[k, idx[qy, qx]] -= 1
+            else:
+                b[k] += image[qy, qx]
+    out = image.astype(np.float64).copy()
+    out[ys, xs] = spsolve(a.tocsr(), b)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_seamless_matches_a_sparse_poisson_solve(seed):
+    """ops.seamless (a moved video fill laid into its hole): within a level of SciPy's solve of
+    the same equation, on a hole that touches the array's edge; values that equal the image up to
+    a constant come back as the image (the offset goes, the detail stays); outside the hole the
+    image is untouched."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    hole = np.zeros((23, 31), bool)
+    hole[4:15, 6:20] = True
+    hole[0:3, 25:] = True  # (on the edge: no flux out)
+    values = rng.normal(120, 40, (23, 31, 3))
+    got = ops.seamless(image, hole, values)
+    want = _seamless_scipy(image, hole, values)
+    assert np.array_equal(got[~hole], image[~hole])
+    assert np.abs(got[hole].astype(float) - np.clip(want[hole], 0, 255)).max() <= 1.0
+    shifted = image.astype(float) + 37.0
+    assert np.abs(ops.seamless(image, hole, shifted).astype(int) - image).max() <= 1
+    with pytest.raises(ValueError):
+        ops.seamless(image, hole[:, :-1], values)

@@ -228,28 +228,88 @@ def test_the_pan_is_filled_from_other_frames(harmonic):
         assert np.array_equal(c[~hole], o[~hole])
 
 
-def test_a_patch_fill_is_told_each_frames_shift_once_in_order(monkeypatch):
-    """VideoFill hands the Inpainter the propagation's shift of every frame, one call a frame
-    in order (the patch fill moves a moving hole's field by it); the known pixels stay the
-    frame's own."""
+def test_a_patch_fill_is_told_each_frames_motion_once_in_order(monkeypatch):
+    """VideoFill hands the Inpainter the propagation's motion of every frame, one call a frame
+    in order (the patch fill moves a moving hole's field, and its fill, by it); the known pixels
+    stay the frame's own."""
     from fastfill.engines.classical import ClassicalEngine
 
     img, mask = photo(), logo()
     clean = [view(img, *p) for p in PAN]
     asked = []
-    real = Propagator.next_shift
+    real = Propagator.next_motion
 
     def counted(self):
         asked.append(real(self))
         return asked[-1]
 
-    monkeypatch.setattr(Propagator, "next_shift", counted)
+    monkeypatch.setattr(Propagator, "next_motion", counted)
     outs, stats = run(Inpainter(ClassicalEngine("patch")), clean, mask, window=2)
     assert len(asked) == len(clean) and stats.frames == len(clean)
-    assert asked[0] is None and sum(s is not None for s in asked) >= len(clean) - 2, asked
+    assert asked[0] == (None, None)
+    assert sum(s is not None and m is not None for s, m in asked) >= len(clean) - 2, asked
+    for s, m in asked[1:]:  # (the truth: the scene moves 2.3 px left and 0.4 px up a frame)
+        assert m is None or np.abs(m[:2, 2] - (-2.3, -0.4)).max() < 0.1, m
     hole = mask != 0
     for c, o in zip(clean, outs):
         assert np.array_equal(c[~hole], o[~hole])
+
+
+def _pan_motions(n, dx):
+    """What ``Propagator.next_motion`` says of a pan of ``dx`` whole pixels a frame (the scene
+    moves -dx), the first frame unknown."""
+    m = np.array([[1, 0, -dx], [0, 1, 0], [0, 0, 1]], np.float64)
+    return iter([(None, None)] + [((0, -dx), m)] * (n - 1))
+
+
+def _detail(a):
+    a = a.astype(np.float32).mean(axis=2)
+    return a - cv2.GaussianBlur(a, (0, 0), 2.0)
+
+
+def test_a_made_up_fill_moves_with_the_scene(monkeypatch):
+    """A pan over a hole no frame shows (motions given, no propagation): the patch fill is made
+    once and then moves with the scene, its texture where the scene put it, instead of a fresh
+    (differently made-up) fill a frame; a fill is made again where the moved one does not
+    reach, and after a frame whose motion is unknown (a cut)."""
+    from fastfill.inpainter import Inpainter as Inp
+
+    img, mask = photo("apple.jpg"), logo(40, 80, 40, 110)
+    dx, n = 2, 12
+    frames = [view(img, 80 + dx * i, 60) for i in range(n)]
+    hole = mask != 0
+    calls = []
+    real = Inp._run
+
+    def counted(self, pairs, *a, **k):
+        calls.append(len(pairs))
+        return real(self, pairs, *a, **k)
+
+    monkeypatch.setattr(Inp, "_run", counted)
+    inp = Inpainter(method="patch")
+    moved = list(inp.stream(frames, mask, carry=True, motions=_pan_motions(n, dx).__next__))
+    made = len(calls)
+    calls.clear()
+    fresh = list(inp.stream(frames, mask, carry=True,
+                            shifts=iter([None] + [(0, -dx)] * (n - 1)).__next__))
+    print(f"fills made: {made} of {n} frames moving the fill, {len(calls)} without")
+    assert len(calls) == n and made < n // 2, made  # (a fill where the moved one runs out)
+    for o, f in zip(moved, frames):
+        assert np.array_equal(o[~hole], f[~hole])
+    # frame 3 against frame 0 moved by the pan: the same texture where the scene took it
+    inner = cv2.erode(hole.view(np.uint8), np.ones((9, 9), np.uint8)).view(bool)
+    inner[:, inner.shape[1] - 3 * dx - 8:] = False  # (what frame 0's fill covers, well inside)
+    back = np.roll(_detail(moved[0]), -3 * dx, axis=1)
+    same = np.corrcoef(_detail(moved[3])[inner], back[inner])[0, 1]
+    other = np.corrcoef(_detail(fresh[3])[inner], np.roll(_detail(fresh[0]), -3 * dx, axis=1)[inner])[0, 1]
+    print(f"texture moved with the scene: correlation {same:.3f} (a fresh fill a frame: {other:.3f})")
+    assert same > 0.9 and same > other + 0.1
+    # a cut: the next frame is filled again, from itself
+    calls.clear()
+    step = ((0, -dx), np.array([[1, 0, -dx], [0, 1, 0], [0, 0, 1.0]]))
+    cut = iter([(None, None)] + [step] * 4 + [(None, None)] + [step] * 3)
+    list(inp.stream(frames[:9], mask, carry=True, motions=cut.__next__))
+    assert len(calls) == 2, calls  # the first frame and the frame after the cut
 
 
 def test_the_zoom_is_filled_from_other_frames(harmonic):

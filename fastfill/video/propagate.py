@@ -225,7 +225,9 @@ class Propagator:
             return e.tag, (frame, left)
         finally:
             if self._shifts is not None:
-                self._shifts.append(_shift(e.link, lambda: self._centre(e.hole)))
+                linked = e.link is not None and e.link.linked
+                self._shifts.append((_shift(e.link, lambda: self._centre(e.hole)),
+                                     e.link.matrix if linked else None))
             self.stats.frames += 1
             self._next += 1
             self._entries.pop(t - self.window, None)  # no later frame reaches back this far
@@ -247,8 +249,16 @@ class Propagator:
         """How far the scene moved from the frame before to the next frame given back, in
         whole pixels ``(dy, dx)``, or None when not a translation or not known; one call per frame,
         in order (for ``Inpainter.stream(shifts=...)``, from the filling thread). Recorded only
-        by a Propagator made with ``shifts=True``."""
-        return self._shifts.popleft() if self._shifts else None
+        by a Propagator made with ``shifts=True``. (A consumer calls this or :meth:`next_motion`,
+        not both: each takes the frame's record.)"""
+        return self.next_motion()[0]
+
+    def next_motion(self) -> tuple:
+        """The next frame given back's motion from the frame before: ``(shift, matrix)``, the
+        shift as :meth:`next_shift` gives it and the 3x3 transform (frame before -> this frame,
+        pixel coordinates) of a trusted link, or None; ``(None, None)`` when not recorded. One
+        call per frame, in order (for ``Inpainter.stream(motions=...)``)."""
+        return self._shifts.popleft() if self._shifts else (None, None)
 
     def _link(self, i: int):
         """The motion from frame i-1 to frame i (estimated on first use), or None."""
@@ -528,7 +538,7 @@ class VideoFill:
             self.stats = propagator.stats
             items = propagator.run(items)
         results = self.inpainter.stream(items, carry=True, tagged=True,
-                                        shifts=propagator.next_shift if self.propagate else None)
+                                        motions=propagator.next_motion if self.propagate else None)
         return results if tagged else (r for _, r in results)
 
 

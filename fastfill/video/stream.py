@@ -337,10 +337,10 @@ class _Transcode:
                    disable=(not self.progress) if self.progress is not None else None)
         try:
             # (the decoded frames are ours, and only the result's hole box is read: copy=False)
-            shifts = self.propagator.next_shift if self.propagator is not None else None
+            motions = self.propagator.next_motion if self.propagator is not None else None
             for (pts, tb, i), result in self.inpainter.stream(self.frames(streams), carry=True,
                                                                tagged=True, copy=False,
-                                                               shifts=shifts):
+                                                               motions=motions):
                 vf = self._output_frame(i, result)
                 if pts is not None:
                     vf.pts, vf.time_base = pts, tb
