@@ -460,3 +460,38 @@ def test_fastfill_video_propagates_and_keeps_the_clip(tmp_path, pix_fmt):
     # (4:2:0: the chroma taken from other frames was sampled on their 2x2 grid, shifted by the
     # motion against this frame's: +8.0 dB here whether the frames are read as RGB or decoded)
     assert results["--propagate"] > results["--no-propagate"] + (8 if pix_fmt == "bgr0" else 7.5)
+
+
+@pytest.mark.parametrize("pix_fmt", ["bgr0", "yuv420p"])
+def test_fastfill_video_moves_the_made_up_fill_with_a_pan(tmp_path, pix_fmt):
+    """`fastfill video` with the default fill over a pan whose band no frame of the window shows
+    whole: what is made up moves with the scene from frame to frame (frame 4's band where frame
+    3's was, 3 px on), and nothing outside the hole changes (exact for RGB)."""
+    img = photo("apple.jpg")
+    clean = [view(img, 60 + 3 * i, 60) for i in range(10)]
+    mask = logo(50, 80, 20, 140)
+    hole = mask != 0
+    burnt = [np.where(hole[:, :, None], np.uint8(250), f) for f in clean]
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    encode(src, burnt, pix_fmt)
+    Image.fromarray(mask).save(tmp_path / "band.png")
+    code, stdout, stderr = invoke("video", src, "--mask", tmp_path / "band.png", "-o", out,
+                                  "--window", "2", "-q")
+    assert code == 0, stderr
+    frames = decode(out)[0]
+    assert len(frames) == len(clean)
+    if pix_fmt == "bgr0":
+        given = decode(src)[0]
+        for a, b in zip(given, frames):
+            assert np.array_equal(a[~hole], b[~hole])
+    # frames 3 and 4 in the band's middle, which neither the two frames each side nor the
+    # frames before show (about 6 px from the left, 3 px a frame from the right are shown)
+    rows = slice(58, 72)
+    now = frames[4][rows, 34:100].astype(float)
+    before = frames[3][rows, 37:103].astype(float)  # (the scene moves 3 px left a frame)
+    moved = np.abs(now - before).mean()
+    print(f"{pix_fmt}: the band's middle against the frame before's, moved with the scene: "
+          f"{moved:.2f} levels apart")
+    # (a fill made again each frame, its field moved by the shift: 0.78 and 1.51 levels; 4:2:0
+    # chroma sampled on each frame's own 2x2 grid adds its part)
+    assert moved < {"bgr0": 0.3, "yuv420p": 1.1}[pix_fmt]
