@@ -521,12 +521,7 @@ class FillHold:
         if 2 * int(np.count_nonzero(take)) < n:
             return None
         frame = image[y0:y1, x0:x1]
-        grown = sub.copy()  # the border: the hole's known 4-neighbours
-        grown[1:] |= sub[:-1]
-        grown[:-1] |= sub[1:]
-        grown[:, 1:] |= sub[:, :-1]
-        grown[:, :-1] |= sub[:, 1:]
-        border = grown & ~sub
+        border = _border(sub)
         if not border.any():
             return None
         diff = frame[border].astype(np.float32) - moved[border].astype(np.float32)
@@ -568,12 +563,7 @@ class FillHold:
             return
         y0, x0, y1, x1 = box
         sub = hole[y0:y1, x0:x1]
-        grown = sub.copy()  # the 4-neighbours of the hole: the border the harmonic solve reads
-        grown[1:] |= sub[:-1]
-        grown[:-1] |= sub[1:]
-        grown[:, 1:] |= sub[:, :-1]
-        grown[:, :-1] |= sub[:, 1:]
-        border = grown & ~sub
+        border = _border(sub)  # (what the harmonic solve reads)
         context = None
         if self.margin > 1:
             hh, ww = hole.shape
@@ -585,6 +575,16 @@ class FillHold:
         self.held = _Held(hole, box, np.repeat(sub[:, :, None], out.shape[2], axis=2),
                           out[y0:y1, x0:x1].copy(), border,
                           image[y0:y1, x0:x1][border].astype(np.int16), context)
+
+
+def _border(hole: np.ndarray) -> np.ndarray:
+    """The known 4-neighbours of a hole (bool, the hole's shape)."""
+    grown = hole.copy()
+    grown[1:] |= hole[:-1]
+    grown[:-1] |= hole[1:]
+    grown[:, 1:] |= hole[:, :-1]
+    grown[:, :-1] |= hole[:, 1:]
+    return grown & ~hole
 
 
 class _HostSteps:
