@@ -66,6 +66,11 @@ class PropagateOptions:
     # after every frame's own pixels, the previous frame's propagated ones: what left the
     # window long ago still reaches the hole through them, and the fill stays put
     reuse: bool = True
+    # a frame's propagated hole (and ``keep_margin`` px around it) is kept and offered, moved
+    # through the links since, right after the two nearest frames for this many frames: what left
+    # the window reaches the hole resampled twice, not once a frame through ``reuse`` (0 = off)
+    keep: int = 8
+    keep_margin: int = 48
     sharp: bool = True  # bicubic where its footprint is known, bilinear at the hole's rims
     refine: int = 1  # local translation refinements of each source on the ring (0 = none)
     motion: mo.MotionOptions = field(default_factory=mo.MotionOptions)
@@ -73,6 +78,9 @@ class PropagateOptions:
     def __post_init__(self):
         if not 1 <= self.window <= MAX_WINDOW:
             raise InputError(f"window must be in [1, {MAX_WINDOW}] frames, got {self.window}")
+        if not (0 <= self.keep <= MAX_WINDOW and 0 <= self.keep_margin <= 1024):
+            raise InputError(f"keep must be in [0, {MAX_WINDOW}] frames and keep_margin in "
+                             f"[0, 1024] px, got {self.keep}, {self.keep_margin}")
 
 
 @dataclass
@@ -194,6 +202,9 @@ class Propagator:
         # the frame before (see next_shift; the consumer keeps it short)
         self._shifts: collections.deque | None = collections.deque() if shifts else None
         self._hole_centre: list = [None, None]  # see _centre
+        # the kept frame (options.keep): (its hole's box as a _Source, its box -> the frame last
+        # propagated, that frame, the frame it was kept from)
+        self._kept: tuple | None = None
 
     def run(self, items: Iterable) -> Iterator[tuple]:
         """``(tag, (frame, mask))`` in order -> the same, propagated, in order (a generator)."""
@@ -312,9 +323,43 @@ class Propagator:
         for k in range(max(len(past), len(future))):
             order += past[k:k + 1] + future[k:k + 1]
         sources = [(e.source(self._cv2, self._known), m) for e, m in order]
+        kept = self._kept_for(t)
+        if kept is not None:
+            sources.insert(min(2, len(sources)), kept)
         if self.options.reuse and past and past[0][0].filled is not None:
             sources.append((past[0][0].filled, past[0][1]))
         return sources
+
+    def _kept_for(self, t: int):
+        """The kept frame as a source of frame t (moved by the link t-1 -> t), or None (none
+        kept, not kept through frame t-1, or no trusted link: a cut drops it)."""
+        if self._kept is None:
+            return None
+        src, m, last, made = self._kept
+        link = self._link(t) if last == t - 1 else None
+        if link is None:
+            self._kept = None
+            return None
+        m = link @ m
+        m /= m[2, 2]
+        self._kept = (src, m, t, made)
+        return src, m
+
+    def _keep(self, t: int, out: np.ndarray, left: np.ndarray, hole: np.ndarray) -> None:
+        """Keep frame t's hole region (its box and ``keep_margin`` px, the pixels still open
+        not given) when nothing is kept or what is was kept ``keep`` frames ago."""
+        keep = self.options.keep
+        if not keep or (self._kept is not None and self._kept[2] == t
+                        and t - self._kept[3] < keep):
+            return
+        box = bounding_box(hole, self.options.keep_margin)
+        if box is None:
+            self._kept = None
+            return
+        y0, x0, y1, x1 = box
+        known = self._cv2.compare(left[y0:y1, x0:x1].view(np.uint8), 0, self._cv2.CMP_EQ)
+        m = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)  # box -> frame t
+        self._kept = (_Source(np.ascontiguousarray(out[y0:y1, x0:x1]), known), m, t, t)
 
     def _propagate(self, t: int, e: _Entry) -> tuple[np.ndarray, np.ndarray]:
         """Frame t with its hole filled from the window where it can be: (frame, hole left)."""
@@ -339,6 +384,7 @@ class Propagator:
         self.stats.propagated_pixels += done
         if done and self.options.reuse:
             e.filled = _Source.of(self._cv2, out, left)
+        self._keep(t, out, left, hole)
         if not left.any():
             self.stats.complete_frames += 1
         return (out, left) if done else (e.rgb, e.mask)
