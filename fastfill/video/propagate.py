@@ -8,7 +8,11 @@ nearest frame of a bounded window that shows it; what no frame shows is left to 
             frame within ``window`` of a hole first needs it; chained through the window; a
             cut or an untrusted estimate breaks the chain
         for each hole region of frame t (its box plus a ring of known pixels):
-            the window's frames, nearest first (t-1, t+1, t-2, ...), then frame t-1 with the
+            the window's frames, nearest first (t-1, t+1, t-2, ...), with the kept frame
+            after the first two (``keep``: a frame's hole region as propagated, kept for
+            ``keep`` frames and moved through the links since: what left the window comes
+            from it resampled twice, not once a frame through the chain below, and most of
+            the hole before the other window frames are tried), then frame t-1 with the
             pixels propagated into it (``reuse``: what left the window still reaches t through
             it), each warped into the box only (the cost follows the hole, not the frame);
             a frame is used when its warped pixels match frame t's known ring (mean absolute
@@ -21,7 +25,7 @@ nearest frame of a bounded window that shows it; what no frame shows is left to 
         (harmonic / patch / a model) meets them without a seam; an empty rest costs a copy.
 
 Output is ``window`` frames behind input (the lookahead) and comes out in order; the end of the
-stream flushes what waits. Memory: 2 x ``window`` + 2 frames. A frame whose motion to its
+stream flushes what waits. Memory: 2 x ``window`` + 2 frames (and the kept hole region). A frame whose motion to its
 neighbours is unknown (a cut, too little texture) propagates nothing and is filled as a still;
 nothing crosses a cut, since every source is reached through a chain of trusted links.
 
