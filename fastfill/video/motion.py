@@ -200,8 +200,13 @@ def analyse(frame, hole: np.ndarray, options: MotionOptions = MotionOptions(),
                     options)
 
 
-def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions()) -> Motion:
-    """The motion from frame ``a`` to the next frame ``b`` (both from :func:`analyse`)."""
+def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions(),
+             guess: np.ndarray | None = None) -> Motion:
+    """The motion from frame ``a`` to the next frame ``b`` (both from :func:`analyse`).
+    ``guess``: the motion expected (the link before, full-resolution 3x3), from which the corners
+    are tracked at the finest pyramid level or the one above instead of through the whole pyramid
+    (a third of the time on a steady pan); when that tracks too few corners or fits too few
+    inliers, they are tracked again without it."""
     cv2 = import_cv2()
     if a.size != b.size:
         return Motion(False, reason="the frame size changed")
@@ -213,10 +218,20 @@ def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions())
     n = len(a.points)
     if n < options.min_inliers:
         return Motion(False, hist_distance=d, reason=f"{n} corners")
-    p0, p1 = _track(cv2, a, b, options)
-    if len(p0) < options.min_inliers:
-        return Motion(False, tracked=len(p0), hist_distance=d, reason=f"{len(p0)} corners tracked")
-    model, m, inliers = _fit(cv2, p0, p1, options)
+    fit = None
+    if guess is not None:  # seeded: kept only when it tracks and fits as an estimate must
+        p0, p1 = _track(cv2, a, b, options, a.to_reduced @ guess @ np.linalg.inv(a.to_reduced))
+        if len(p0) >= max(options.min_inliers, options.min_ratio * n):
+            fit = _fit(cv2, p0, p1, options)
+            if fit[1] is None or fit[2] < max(options.min_inliers, options.min_ratio * n):
+                fit = None
+    if fit is None:
+        p0, p1 = _track(cv2, a, b, options)
+        if len(p0) < options.min_inliers:
+            return Motion(False, tracked=len(p0), hist_distance=d,
+                          reason=f"{len(p0)} corners tracked")
+        fit = _fit(cv2, p0, p1, options)
+    model, m, inliers = fit
     motion = Motion(False, None, model, inliers, len(p0), d)
     if m is None or inliers < max(options.min_inliers, options.min_ratio * n):
         motion.reason = f"{inliers} inliers of {n} corners"
@@ -245,14 +260,26 @@ def _identical(a: Analysed, b: Analysed, options: MotionOptions) -> bool:
             and cv2.minMaxLoc(diff, mask=both)[1] <= 4)
 
 
-def _track(cv2, a: Analysed, b: Analysed, options: MotionOptions):
+def _track(cv2, a: Analysed, b: Analysed, options: MotionOptions, guess=None):
     """a's corners tracked into b, kept where tracking back returns within ``fb_error`` and the
-    end lies where b allows corners (not on its hole): (p0, p1), each (N, 2) float32."""
+    end lies where b allows corners (not on its hole): (p0, p1), each (N, 2) float32. ``guess``
+    (reduced 3x3): each corner starts where it puts it, both ways, one pyramid level up."""
     crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
-    p1, st1, _ = cv2.calcOpticalFlowPyrLK(a.gray, b.gray, a.points, None, winSize=_LK_WIN,
-                                          maxLevel=_LK_LEVELS, criteria=crit)
-    p0b, st2, _ = cv2.calcOpticalFlowPyrLK(b.gray, a.gray, p1, None, winSize=_LK_WIN,
-                                           maxLevel=_LK_LEVELS, criteria=crit)
+    if guess is None:
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(a.gray, b.gray, a.points, None, winSize=_LK_WIN,
+                                              maxLevel=_LK_LEVELS, criteria=crit)
+        p0b, st2, _ = cv2.calcOpticalFlowPyrLK(b.gray, a.gray, p1, None, winSize=_LK_WIN,
+                                               maxLevel=_LK_LEVELS, criteria=crit)
+    else:
+        flags = cv2.OPTFLOW_USE_INITIAL_FLOW
+        start = cv2.perspectiveTransform(a.points, guess).astype(np.float32)
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(a.gray, b.gray, a.points, start, winSize=_LK_WIN,
+                                              maxLevel=1, criteria=crit, flags=flags)
+        # (back from where each landed, started where the guess sends it back: not at the
+        # start itself, which would pass the check by construction)
+        back = cv2.perspectiveTransform(p1, np.linalg.inv(guess)).astype(np.float32)
+        p0b, st2, _ = cv2.calcOpticalFlowPyrLK(b.gray, a.gray, p1, back, winSize=_LK_WIN,
+                                               maxLevel=1, criteria=crit, flags=flags)
     p0, p1, p0b = a.points[:, 0], p1[:, 0], p0b[:, 0]
     ok = (st1[:, 0] == 1) & (st2[:, 0] == 1)
     ok &= np.linalg.norm(p0b - p0, axis=1) < options.fb_error

@@ -282,7 +282,10 @@ class Propagator:
             return None
         if b.link is None:
             opts = self.options.motion
-            b.link = mo.estimate(a.analysed(opts, self._masks), b.analysed(opts, self._masks), opts)
+            before = a.link  # (a steady camera moves next as it moved last: a seed)
+            guess = before.matrix if before is not None and before.linked else None
+            b.link = mo.estimate(a.analysed(opts, self._masks), b.analysed(opts, self._masks), opts,
+                                 guess)
             if not b.link.linked:
                 self.stats.breaks += 1
                 self.stats.cuts += b.link.cut
