@@ -111,6 +111,33 @@ def test_motion_recovers_a_known_transform(a, b, kind):
         assert fa._whole is None and fb._whole is None  # (never converted to RGB)
 
 
+@pytest.mark.parametrize("seed", ["right", "a little off", "far off"])
+def test_motion_from_a_seed_is_the_motion(monkeypatch, seed):
+    """A link estimated from the link before (corners tracked from where it puts them, one
+    pyramid level up) finds the same transform; a seed far off (a camera that stopped or turned)
+    falls back to the whole pyramid and still finds it."""
+    img, hole = photo(), logo() != 0
+    a, b = (60, 100, 1.0), (64.3, 101.2, 1.0)
+    truth = frame_to_frame(a, b)
+    guess = {"right": truth, "a little off": truth @ np.array([[1, 0, 3], [0, 1, -2], [0, 0, 1.0]]),
+             "far off": np.array([[1, 0, 40], [0, 1, -30], [0, 0, 1.0]])}[seed]
+    seeded = []
+    real = mo._track
+
+    def track(cv2, a_, b_, options, guess=None):
+        seeded.append(guess is not None)
+        return real(cv2, a_, b_, options, guess)
+
+    monkeypatch.setattr(mo, "_track", track)
+    fa, fb = mo.analyse(view(img, *a), hole), mo.analyse(view(img, *b), hole)
+    m = mo.estimate(fa, fb, guess=guess)
+    assert m.linked, m.reason
+    err = max_error(m.matrix, truth)
+    print(f"seed {seed}: tracked seeded {seeded}, max error {err:.3f} px")
+    assert err < 0.15
+    assert seeded[0] and (len(seeded) == 2) == (seed == "far off")  # (the fall-back)
+
+
 @pytest.mark.parametrize("kind", [rgb, yuv])
 def test_motion_on_a_reduced_frame_is_refined_at_full_resolution(kind):
     """Frames over ``max_side`` are estimated reduced (1080p: 4x), then refined at full
