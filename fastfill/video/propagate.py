@@ -25,9 +25,10 @@ nearest frame of a bounded window that shows it; what no frame shows is left to 
         (harmonic / patch / a model) meets them without a seam; an empty rest costs a copy.
 
 Output is ``window`` frames behind input (the lookahead) and comes out in order; the end of the
-stream flushes what waits. Memory: 2 x ``window`` + 2 frames (and the kept hole region). A frame whose motion to its
-neighbours is unknown (a cut, too little texture) propagates nothing and is filled as a still;
-nothing crosses a cut, since every source is reached through a chain of trusted links.
+stream flushes what waits. Memory: 2 x ``window`` + 2 frames, and the kept hole region. A frame
+whose motion to its neighbours is unknown (a cut, too little texture) propagates nothing and is
+filled as a still; nothing crosses a cut, since every source is reached through a chain of
+trusted links.
 
 A static camera over a static mask propagates nothing (every sample of a hole pixel has a tap in
 the source's hole), so that case is exactly the Inpainter's own, with its carried patch state.
@@ -354,7 +355,7 @@ class Propagator:
 
     def _keep(self, t: int, out: np.ndarray, left: np.ndarray, hole: np.ndarray) -> None:
         """Keep frame t's hole region (its box and ``keep_margin`` px, the pixels still open
-        not given) when nothing is kept or what is was kept ``keep`` frames ago."""
+        not given) when nothing is kept or what is kept was kept ``keep`` frames ago."""
         keep = self.options.keep
         if not keep or (self._kept is not None and self._kept[2] == t
                         and t - self._kept[3] < keep):
