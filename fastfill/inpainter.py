@@ -407,13 +407,18 @@ class FillHold:
     What no frame showed is then made up once and stays put in the scene, instead of being made
     up again, differently, in every frame, and costs a warp and a Poisson solve a frame instead
     of a fill; what the moved fill does not reach (past the box it was kept in) is filled with
-    the moved pixels as known, and that frame's fill is kept in turn."""
+    the moved pixels as known, and that frame's fill is kept in turn. Holes under ``MOVE_MIN``
+    pixels are filled again each frame: cheap, and where the window reveals a small hole from
+    its sides a fill made again meets what is revealed better."""
 
     # the moved fill's border against the frame's: mean absolute difference (levels) accepted
     # once their mean difference (exposure, the codec) is removed; the propagation's own bound
     MOVE_ERROR = 10.0
     # pixels kept around a solved hole for the fill to move into: a few frames of a tilt
     KEEP = 16
+    # holes under this many pixels (a 128 x 128 square) are filled again instead: cheap to make,
+    # and a fill made again meets what the window newly shows around a small hole better
+    MOVE_MIN = 16384
 
     def __init__(self, run, tolerance: float = 2.0, *, copy: bool = True, margin: int = 1,
                  check=None):
@@ -517,6 +522,8 @@ class FillHold:
         inside = warp(kept, cv2.INTER_LINEAR, cv2.BORDER_CONSTANT) == 255
         sub = hole[y0:y1, x0:x1]
         n = int(np.count_nonzero(sub))
+        if n < self.MOVE_MIN:
+            return None
         take = sub & inside
         if 2 * int(np.count_nonzero(take)) < n:
             return None
