@@ -1062,7 +1062,6 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
   L0.dist2.resize(nt);
   const std::vector<int16_t> before = L0.v;
   em.vote(L0, false);
-  em.measure(L0);
   // Much worse than its last completion from scratch (a cut, a pan): from scratch instead, from
   // the same start.
   if (em.colour_mean(L0) <= 2.0 * prev_base + double(P.patch * P.patch * 3 * kScale * kScale)) {

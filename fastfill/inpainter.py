@@ -493,11 +493,17 @@ class FillHold:
         are filled (the run) with the rest as known, and that frame's fill is kept instead."""
         import cv2  # (motions come from propagation, which has OpenCV)
 
+        from .video.propagate import _warp
+
         (ky0, kx0, ky1, kx1), values, mk = self._key
         box = bounding_box(hole, pad=1)
         if box is None:
             return None
         y0, x0, y1, x1 = box
+        sub = hole[y0:y1, x0:x1]
+        n = int(np.count_nonzero(sub))
+        if n < self.MOVE_MIN:
+            return None
         corners = np.array([[x0, x1, x0, x1], [y0, y0, y1, y1], [1, 1, 1, 1]], np.float64)
         back = np.linalg.solve(mk, corners)
         if np.abs(back[:2] / back[2] - corners[:2]).max() < 0.5:
@@ -506,24 +512,11 @@ class FillHold:
         # kept box -> this box: (shift into the box) @ mk @ (the kept box's place)
         m = (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ mk
              @ np.array([[1, 0, kx0], [0, 1, ky0], [0, 0, 1]], np.float64))
-        affine = abs(m[2, 0]) < 1e-12 and abs(m[2, 1]) < 1e-12
-
-        def warp(a, interpolation, border, value=0):
-            if affine:
-                return cv2.warpAffine(a, m[:2] / m[2, 2], size, flags=interpolation,
-                                      borderMode=border, borderValue=value)
-            return cv2.warpPerspective(a, m, size, flags=interpolation, borderMode=border,
-                                       borderValue=value)
-
-        moved = warp(values, cv2.INTER_CUBIC, cv2.BORDER_REPLICATE)
+        moved = _warp(cv2, values, m, size, cv2.BORDER_REPLICATE, cv2.INTER_CUBIC)
         # inside: the 4x4 bicubic footprint within what was kept (its edge pixels count out)
         kept = np.zeros(values.shape[:2], np.uint8)
         kept[2:-2, 2:-2] = 255
-        inside = warp(kept, cv2.INTER_LINEAR, cv2.BORDER_CONSTANT) == 255
-        sub = hole[y0:y1, x0:x1]
-        n = int(np.count_nonzero(sub))
-        if n < self.MOVE_MIN:
-            return None
+        inside = _warp(cv2, kept, m, size, cv2.BORDER_CONSTANT) == 255
         take = sub & inside
         if 2 * int(np.count_nonzero(take)) < n:
             return None

@@ -218,12 +218,13 @@ def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions(),
     n = len(a.points)
     if n < options.min_inliers:
         return Motion(False, hist_distance=d, reason=f"{n} corners")
+    need = max(options.min_inliers, options.min_ratio * n)  # inliers a link must have
     fit = None
     if guess is not None:  # seeded: kept only when it tracks and fits as an estimate must
         p0, p1 = _track(cv2, a, b, options, a.to_reduced @ guess @ np.linalg.inv(a.to_reduced))
-        if len(p0) >= max(options.min_inliers, options.min_ratio * n):
+        if len(p0) >= need:
             fit = _fit(cv2, p0, p1, options)
-            if fit[1] is None or fit[2] < max(options.min_inliers, options.min_ratio * n):
+            if fit[1] is None or fit[2] < need:
                 fit = None
     if fit is None:
         p0, p1 = _track(cv2, a, b, options)
@@ -233,7 +234,7 @@ def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions(),
         fit = _fit(cv2, p0, p1, options)
     model, m, inliers = fit
     motion = Motion(False, None, model, inliers, len(p0), d)
-    if m is None or inliers < max(options.min_inliers, options.min_ratio * n):
+    if m is None or inliers < need:
         motion.reason = f"{inliers} inliers of {n} corners"
         return motion
     full = np.linalg.inv(b.to_reduced) @ m @ a.to_reduced
