@@ -21,6 +21,10 @@
 #include <exception>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -203,6 +207,52 @@ Ssd ssd_kernel(int p) {
   }
 }
 
+// The onion peel's patch distance: the squared differences (four values each) between the cells
+// `val` (`rows` rows, ending at `row_end`) and those at offsets `off` from `b`, summed in int32
+// (at most 15 * 15 * 4 * 1020^2 < 2^31); stops after the row where the sum reaches `bound`.
+constexpr int kMaxSide = 15, kMaxCells = kMaxSide * kMaxSide;
+inline int32_t onion_distance(const int16_t* b, const int32_t* off, const int16_t* val,
+                              const int* row_end, int rows, int32_t bound) {
+  int32_t sum = 0;
+  int e = 0;
+#if defined(__SSE2__)
+  for (int row = 0; row < rows; ++row) {
+    __m128i acc = _mm_setzero_si128();
+    for (; e + 1 < row_end[row]; e += 2) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(val + 4 * e));
+      const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 4 * int64_t(off[e])));
+      const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 4 * int64_t(off[e + 1])));
+      const __m128i d = _mm_sub_epi16(a, _mm_unpacklo_epi64(lo, hi));
+      acc = _mm_add_epi32(acc, _mm_madd_epi16(d, d));
+    }
+    if (e < row_end[row]) {
+      const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(val + 4 * e));
+      const __m128i bb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 4 * int64_t(off[e])));
+      const __m128i d = _mm_sub_epi16(a, bb);
+      acc = _mm_add_epi32(acc, _mm_madd_epi16(d, d));
+      ++e;
+    }
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(1, 0, 3, 2)));
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(2, 3, 0, 1)));
+    sum += _mm_cvtsi128_si32(acc);
+    if (sum >= bound) return sum;
+  }
+#else
+  for (int row = 0; row < rows; ++row) {
+    for (; e < row_end[row]; ++e) {
+      const int16_t* a = val + 4 * e;
+      const int16_t* c = b + 4 * int64_t(off[e]);
+      for (int ch = 0; ch < 4; ++ch) {
+        const int32_t d = int32_t(a[ch]) - c[ch];
+        sum += d * d;
+      }
+    }
+    if (sum >= bound) return sum;
+  }
+#endif
+  return sum;
+}
+
 class Completion {
  public:
   Completion(const PatchParams& P, int64_t parallel_targets)
@@ -253,44 +303,67 @@ class Completion {
       if (done[size_t(i)]) state[size_t(i)] = kValued;
       else if (L.mine[size_t(i)]) state[size_t(i)] = kOpen;
     }
+    // the source each peeled cell took (its neighbours' first guess), -1 elsewhere
+    std::vector<int32_t> took(static_cast<size_t>(n), -1);
     std::vector<int16_t> value;
+    std::vector<int32_t> chosen;
     const int64_t ns = int64_t(L.src.size()), h = L.h;
     // (the component's cells no ring reaches, cut off from every known cell, keep their start)
     inward_rings(std::move(state), L.h, L.w, true, [&](const std::vector<int32_t>& ring) {
       const int64_t nr = int64_t(ring.size());
       value.assign(size_t(3 * nr), 0);
+      chosen.assign(size_t(nr), -1);
 #pragma omp parallel for schedule(dynamic, 4) if (nr * ns >= kParallelTargets * 16)
       for (int64_t k = 0; k < nr; ++k) {
         const int64_t t = ring[size_t(k)], ty = t / w, tx = t % w;
-        int64_t best = INT64_MAX, bs = t;
+        // the patch's known and filled cells, row by row: offsets from the centre and values
+        // (a source's patch lies in the box: no bounds to check in the search below)
+        int32_t off[kMaxCells];
+        int16_t val[4 * kMaxCells];
+        int row_end[kMaxSide];
+        int cells = 0, rows = 0;
+        for (int dy = -r_; dy <= r_; ++dy) {
+          const int64_t yy = ty + dy;
+          if (yy < 0 || yy >= h) continue;
+          for (int dx = -r_; dx <= r_; ++dx) {
+            const int64_t xx = tx + dx;
+            if (xx < 0 || xx >= w || !done[size_t(yy * w + xx)]) continue;
+            off[cells] = int32_t(dy * w + dx);
+            std::memcpy(&val[4 * cells], &L.v[size_t((yy * w + xx) * 4)], 4 * sizeof(int16_t));
+            ++cells;
+          }
+          if (rows == 0 || row_end[rows - 1] != cells) row_end[rows++] = cells;
+        }
+        // a bound from the sources the peeled neighbours took, moved by the step to here: the
+        // search then drops most sources after a row or two, and still returns the first in
+        // scan order among the closest (every source at the bound's distance or under is seen)
+        int32_t best = INT32_MAX;
+        for (int64_t yy = std::max<int64_t>(0, ty - 1); yy <= std::min(h - 1, ty + 1); ++yy)
+          for (int64_t xx = std::max<int64_t>(0, tx - 1); xx <= std::min(w - 1, tx + 1); ++xx) {
+            const int32_t sn = took[size_t(yy * w + xx)];
+            if (sn < 0) continue;
+            const int64_t s = sn + (ty - yy) * w + (tx - xx);
+            if (s < 0 || s >= n || !L.valid[size_t(s)]) continue;
+            const int32_t d = onion_distance(L.v.data() + s * 4, off, val, row_end, rows, INT32_MAX);
+            if (d < best) best = d + 1;  // (strictly under: the candidate itself is found again)
+          }
+        int64_t bs = t;
         for (int64_t j = 0; j < ns; ++j) {
           const int64_t s = L.src[size_t(j)];
-          int64_t sum = 0;
-          for (int dy = -r_; dy <= r_ && sum < best; ++dy) {
-            const int64_t yy = ty + dy;
-            if (yy < 0 || yy >= h) continue;
-            for (int dx = -r_; dx <= r_; ++dx) {
-              const int64_t xx = tx + dx;
-              if (xx < 0 || xx >= w || !done[size_t(yy * w + xx)]) continue;
-              const int16_t* a = &L.v[size_t((yy * w + xx) * 4)];
-              const int16_t* b = &L.v[size_t((s + dy * w + dx) * 4)];  // (a source's patch is in the box)
-              for (int ch = 0; ch < 4; ++ch) {
-                const int64_t e = int64_t(a[ch]) - b[ch];
-                sum += e * e;
-              }
-            }
-          }
+          const int32_t sum = onion_distance(L.v.data() + s * 4, off, val, row_end, rows, best);
           if (sum < best) {
             best = sum;
             bs = s;
           }
         }
         for (int ch = 0; ch < 3; ++ch) value[size_t(3 * k + ch)] = L.v[size_t(bs * 4 + ch)];
+        chosen[size_t(k)] = bs == t ? -1 : int32_t(bs);
       }
       for (int64_t k = 0; k < nr; ++k) {
         const int64_t t = ring[size_t(k)];
         for (int ch = 0; ch < 3; ++ch) L.v[size_t(t * 4 + ch)] = value[size_t(3 * k + ch)];
         done[size_t(t)] = 1;
+        took[size_t(t)] = chosen[size_t(k)];
       }
     });
   }
