@@ -373,6 +373,123 @@ def test_a_kept_frame_carries_what_left_the_window_without_blurring_it(harmonic)
         PropagateOptions(keep=-1)
 
 
+def test_a_decoded_pan_is_propagated_as_its_rgb_frames_converting_only_around_the_hole():
+    """Decoded 4:2:0 frames (as ``fastfill video`` reads them): propagation converts to RGB
+    only the boxes it reads (each frame's hole region, and what the warps of its sources
+    sample), never a whole frame, and gives the same bytes as from the same frames converted
+    whole first; the fill's windows are converted afterwards into the same frame, around the
+    propagated pixels, which they leave as they are."""
+    av = pytest.importorskip("av")
+    from fastfill.video.frames import Decoded
+
+    h, w = 192, 256
+    img = photo()
+
+    def big(x, y):
+        m = np.array([[1, 0, x], [0, 1, y]], np.float64)
+        return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
+
+    mask = np.zeros((h, w), np.uint8)
+    mask[84:108, 112:144] = 255
+    hole = mask != 0
+
+    def frames():
+        return [Decoded(av.VideoFrame.from_ndarray(big(*p[:2]), format="rgb24")
+                        .reformat(format="yuv420p")) for p in PAN[:16]]
+
+    boxed, whole = frames(), frames()
+    for d in whole:
+        d.rgb()  # (converted whole first: propagation then reads and writes that frame)
+    a = list(Propagator(window=4, copy=False).run(enumerate((d, mask) for d in boxed)))
+    b = list(Propagator(window=4, copy=False).run(enumerate((d, mask) for d in whole)))
+    assert [t for t, _ in a] == list(range(16))
+    for d in boxed:
+        assert d._whole is None  # (never converted whole)
+        converted = sum((y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in d._part.done)
+        assert 0 < converted < 0.75 * h * w, converted
+    for (_, (fa, la)), (_, (fb, lb)) in zip(a, b):
+        assert fa in boxed and fb in whole and np.array_equal(la, lb)
+        before = fa._part.array.copy()
+        out = fa.rgb_within([(0, 0, h, w)])  # (the rest converted: what the fill's windows do)
+        assert np.array_equal(out, fb.rgb())
+        assert np.array_equal(out[hole], before[hole])  # the propagated pixels left as they were
+    assert np.count_nonzero(a[8][1][1]) < np.count_nonzero(mask)  # (something was propagated)
+
+
+def test_a_decoded_frame_read_for_later_frames_after_the_fill_has_a_private_rgb():
+    """A frame whose RGB went to the fill in a buffer (given back and used again once encoded)
+    and that propagation then reads for a later frame: its reads are converted into a frame of
+    their own, never the lent one; a box asked for again is not converted again; boxes grown
+    for a creeping reader come in multiples of the growth."""
+    av = pytest.importorskip("av")
+    from fastfill.video.frames import Decoded, RGBBuffers
+
+    f = av.VideoFrame.from_ndarray(view(photo(), 60, 100), format="rgb24").reformat(format="yuv420p")
+    whole = f.to_ndarray(format="rgb24")
+    buffers = RGBBuffers()
+    d = Decoded(f, buffers=buffers)
+    lent = d.rgb_within([(10, 10, 20, 20)])
+    lent[12, 12] = 7  # (what the fill writes stays: the box is not converted again)
+    assert d.rgb_within([(10, 10, 20, 20)]) is lent and lent[12, 12, 0] == 7
+    src = d.rgb_within([(40, 50, 10, 10)], source=True, grow=32)
+    assert src is not lent and not lent[40:50, 50:60].any()
+    assert np.array_equal(src[32:64, 32:64], whole[32:64, 32:64])  # (10..60 grown to 0..96)
+    assert np.array_equal(src[:96, :96], whole[:96, :96]) and not src[96:].any()
+    buffers.give(lent)  # (given back: the private frame is not one of the buffers')
+    assert Decoded(f, buffers=buffers).rgb_within([(0, 0, 2, 2)]) is lent
+
+
+def test_corners_tracked_into_a_frame_are_its_corners_for_the_next_link(monkeypatch):
+    """A pan's links: each frame's corners are those tracked into it from the frame before
+    (found afresh only when too few are left), and each link is as accurate as with corners
+    found afresh in every frame."""
+    found = []
+    real = cv2.goodFeaturesToTrack
+
+    def gftt(*a, **k):
+        found.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(cv2, "goodFeaturesToTrack", gftt)
+    img, hole = photo(), logo() != 0
+    for reuse in (0.7, 0.0):
+        found.clear()
+        o = mo.MotionOptions(reuse_corners=reuse)
+        frames = [mo.analyse(view(img, *p), hole, o) for p in PAN[:10]]
+        errs = []
+        for (pa, fa), (pb, fb) in zip(zip(PAN, frames), zip(PAN[1:], frames[1:])):
+            m = mo.estimate(fa, fb, o)
+            assert m.linked, m.reason
+            errs.append(max_error(m.matrix, frame_to_frame(pa, pb)))
+        print(f"reuse {reuse}: corners found {len(found)} times for 9 links, "
+              f"max error {max(errs):.3f} px")
+        assert max(errs) < 0.15
+        assert len(found) == 9 if not reuse else len(found) <= 3  # (9 links: 9 first frames)
+
+
+def test_opencv_runs_on_one_thread_while_propagating_and_is_restored(monkeypatch):
+    """OpenCV's own threads cost CPU the encoder beside propagation needs, for box-sized calls
+    they do not speed up: set to one while a frame is propagated, the caller's count after."""
+    import fastfill.video.propagate as pr
+
+    seen = []
+    real = pr.Propagator._propagate
+
+    def spy(self, t, e):
+        seen.append(cv2.getNumThreads())
+        return real(self, t, e)
+
+    monkeypatch.setattr(pr.Propagator, "_propagate", spy)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        img, mask = photo(), logo()
+        list(Propagator(window=2).run(enumerate((view(img, *p), mask) for p in PAN[:6])))
+        assert seen and set(seen) == {1} and cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_the_zoom_is_filled_from_other_frames(harmonic):
     img, mask = photo(), logo(78, 106, 104, 148)  # off-centre: a zoom in uncovers it
     clean = [view(img, *z) for z in ZOOM]

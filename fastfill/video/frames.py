@@ -52,7 +52,8 @@ class Decoded:
     """A decoded frame (PyAV ``VideoFrame``, see :func:`takes`) and its RGB, made when read:
     :meth:`rgb` whole, :meth:`rgb_within` in boxes only. ``shape`` is the RGB frame's."""
 
-    __slots__ = ("frame", "shape", "_planes", "_whole", "_part", "_reformatter", "_buffers")
+    __slots__ = ("frame", "shape", "_planes", "_whole", "_part", "_source", "_reformatter",
+                 "_buffers")
 
     def __init__(self, frame, reformatter=None, buffers: "RGBBuffers | None" = None):
         self.frame = frame
@@ -61,7 +62,8 @@ class Decoded:
         self.shape = (frame.height, frame.width, 3)
         self._planes = None
         self._whole = None  # the whole frame in RGB, once asked for
-        self._part = None  # an RGB frame converted in boxes (zeros elsewhere), once asked for
+        self._part = None  # _Converted: an RGB frame converted in boxes (zeros elsewhere)
+        self._source = None  # _Converted: the same, private, once _part went to the buffers
         self._buffers = buffers  # where rgb_within's frame comes from (None: a fresh mapping)
 
     @property
@@ -74,29 +76,55 @@ class Decoded:
         return self._planes
 
     def rgb(self) -> np.ndarray:
-        """The whole frame in RGB (converted on first call; the same array afterwards)."""
+        """The whole frame in RGB (converted on first call; the same array afterwards). A frame
+        converted in boxes before, for itself (not for :meth:`rgb_within`'s ``source``), is that
+        frame with the rest converted: what was written into it stays there."""
         if self._whole is None:
-            self._whole = to_rgb(self.frame, self._reformatter)
+            part = self._part
+            if part is None:
+                self._whole = to_rgb(self.frame, self._reformatter)
+            else:
+                h, w, _ = self.shape
+                self._whole = self.rgb_within([(0, 0, h, w)])
         return self._whole
 
-    def rgb_within(self, boxes) -> np.ndarray:
+    def rgb_within(self, boxes, *, source: bool = False, grow: int = 0) -> np.ndarray:
         """An RGB frame whose pixels are the frame's inside ``boxes`` ((top, left, height,
         width) each) and zero outside (the whole frame once :meth:`rgb` was called). Its own
-        array, made once: what the caller writes into it stays there."""
+        array, made once: each pixel is converted once, and what the caller writes into it
+        stays there (a box asked for again is not converted again).
+
+        ``source``: for a reader of the frame's own pixels that may outlive the frame's trip
+        through the fill (propagation reading it for later frames): the array is never one of
+        the buffers' (which the encoder's thread gives back to be used again), a private one
+        when the frame's own went to the buffers. ``grow``: a box with anything still to
+        convert is grown by this many pixels first (a reader whose boxes creep, such as a
+        pan's, then converts a strip every few frames, not a sliver every frame)."""
         if self._whole is not None:
             return self._whole
         h, w, _ = self.shape
         # whole 2x2 chroma blocks: a box's conversion is then the whole frame's, exactly
         blocks = [b for b in (chroma_blocks(top, left, top + bh, left + bw, h, w)
                               for top, left, bh, bw in boxes) if b[2] > b[0] and b[3] > b[1]]
-        if self._part is None:
-            self._part = (self._buffers.take(self.shape, blocks) if self._buffers is not None
-                          else _mapped(self.shape))
-        elif self._buffers is not None:
-            self._buffers.written(self._part, blocks)
-        for y0, x0, y1, x1 in blocks:
-            self._part[y0:y1, x0:x1] = self._convert(y0, x0, y1, x1)
-        return self._part
+        part = self._part
+        if part is None:
+            lend = self._buffers is not None and not source
+            part = self._part = _Converted(self._buffers.take(self.shape, blocks) if lend
+                                           else _mapped(self.shape), lend)
+        elif source and part.lent:
+            if self._source is None:
+                self._source = _Converted(_mapped(self.shape), False)
+            part = self._source
+        todo = part.missing(blocks)
+        if todo and grow > 0:
+            todo = part.missing([b if not _missing([b], part.done) else _grown(b, grow, h, w)
+                                 for b in blocks])
+        if part.lent and todo:
+            self._buffers.written(part.array, todo)
+        for y0, x0, y1, x1 in todo:
+            part.array[y0:y1, x0:x1] = self._convert(y0, x0, y1, x1)
+        part.done.extend(todo)
+        return part.array
 
     def _convert(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
         import av
@@ -109,6 +137,61 @@ class Decoded:
             s = 1 if k == 0 else 2
             d[...] = src[k][y0 // s:y1 // s, x0 // s:x1 // s]
         return to_rgb(box, self._reformatter)
+
+
+def _grown(b, grow: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """Box ``b`` grown by ``grow`` (even) and its edges moved out to multiples of it, within
+    the frame."""
+    y0, x0, y1, x1 = b
+    return (max(0, (y0 - grow) // grow * grow), max(0, (x0 - grow) // grow * grow),
+            min(h, -(-(y1 + grow) // grow) * grow), min(w, -(-(x1 + grow) // grow) * grow))
+
+
+class _Converted:
+    """An RGB frame converted in boxes: the array, the boxes converted ((y0, x0, y1, x1),
+    disjoint), and whether it came from :class:`RGBBuffers` (lent: given back after encoding)."""
+
+    __slots__ = ("array", "done", "lent")
+
+    def __init__(self, array: np.ndarray, lent: bool):
+        self.array, self.done, self.lent = array, [], lent
+
+    def missing(self, blocks) -> list[tuple[int, int, int, int]]:
+        """Disjoint boxes covering what ``blocks`` hold and nothing converted does."""
+        return _missing(blocks, self.done)
+
+
+def _missing(blocks, done) -> list[tuple[int, int, int, int]]:
+    """The parts of ``blocks`` outside every box of ``done``, as disjoint boxes (each block
+    less the boxes before it too, so overlapping blocks are converted once)."""
+    out: list = []
+    for b in blocks:
+        pieces = [b]
+        for d in (*done, *out):
+            pieces = [q for p in pieces for q in _less(p, d)]
+            if not pieces:
+                break
+        out.extend(pieces)
+    return out
+
+
+def _less(r, s) -> list[tuple[int, int, int, int]]:
+    """Box ``r`` less box ``s`` (y0, x0, y1, x1 each): at most four boxes."""
+    y0, x0, y1, x1 = r
+    a0, b0, a1, b1 = s
+    if a0 >= y1 or a1 <= y0 or b0 >= x1 or b1 <= x0:
+        return [r]
+    out = []
+    if a0 > y0:
+        out.append((y0, x0, a0, x1))
+    if a1 < y1:
+        out.append((a1, x0, y1, x1))
+    m0, m1 = max(y0, a0), min(y1, a1)
+    if b0 > x0:
+        out.append((m0, x0, m1, b0))
+    if b1 < x1:
+        out.append((m0, b1, m1, x1))
+    return out
 
 
 def _mapped(shape) -> np.ndarray:
@@ -171,7 +254,8 @@ def reformatter_():
 
 def to_rgb(frame, reformatter) -> np.ndarray:
     """``frame.to_ndarray(format="rgb24")`` through ``reformatter`` (the same pixels)."""
-    return reformatter.reformat(frame, format="rgb24").to_ndarray()
+    return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
-__all__ = ["Decoded", "RGBBuffers", "chroma_blocks", "planes", "takes", "to_rgb", "reformatter_", "YUV420"]
+__all__ = ["Decoded", "RGBBuffers", "chroma_blocks", "planes", "takes", "to_rgb",
+           "reformatter_", "YUV420"]

@@ -64,6 +64,10 @@ class MotionOptions:
     simpler: float = 0.98  # a simpler model is kept with this share of the best one's inliers
     still: float = 0.05  # mean grey difference under this (reduced frames): no motion
     refine_points: int = 150  # corners tracked again at full resolution (reduced frames; 0: none)
+    # a frame's corners are those tracked into it from the frame before (the inliers of the
+    # link), found afresh only once fewer than this share of those last found are left (0 =
+    # found afresh in every frame)
+    reuse_corners: float = 0.7
 
 
 class Analysed:
@@ -81,6 +85,7 @@ class Analysed:
         self._full, self._options = full, options
         self._known, self._colour = known, colour  # (for the histogram: see hist)
         self._points = None
+        self._found = 0  # how many corners were last found afresh (carried with tracked ones)
         self._hist = None
 
     @property
@@ -103,7 +108,19 @@ class Analysed:
             pts = cv2.goodFeaturesToTrack(self.gray, o.corners, o.quality, o.min_distance,
                                           mask=self.allowed, blockSize=7)
             self._points = np.zeros((0, 1, 2), np.float32) if pts is None else pts.astype(np.float32)
+            self._found = len(self._points)
         return self._points
+
+    def tracked_into(self, points: np.ndarray, found: int) -> None:
+        """Corners tracked into this frame (reduced (N, 2)), its corners from now on unless it
+        has some already or they are too few (``reuse_corners`` of ``found``, the count last
+        found afresh): finding corners costs more than the tracking it saves (a fifth of an
+        estimate), and corners tracked well once track well again."""
+        o = self._options
+        if self._points is None and o.reuse_corners > 0 and len(points) >= max(
+                o.min_inliers, o.reuse_corners * found):
+            self._points = np.ascontiguousarray(points, np.float32).reshape(-1, 1, 2)
+            self._found = found
 
     def tiles(self, centres: np.ndarray, r: int) -> np.ndarray:
         """Full-resolution grey squares of side 2r + 1 centred on the integer ``centres``
@@ -246,6 +263,8 @@ def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions(),
         motion.reason = why
         return motion
     motion.linked, motion.matrix = True, full
+    q = (m @ np.c_[p0, np.ones(len(p0))].T).T  # (the inliers: the next link's corners)
+    b.tracked_into(p1[np.linalg.norm(q[:, :2] / q[:, 2:] - p1, axis=1) < options.ransac], a._found)
     return motion
 
 

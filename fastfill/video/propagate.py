@@ -57,6 +57,13 @@ from .frames import Decoded
 
 MAX_WINDOW = 30
 DEFAULT_WINDOW = 12
+# pixels converted around what a source's warp samples (bicubic's reach, the ring's refinement of
+# up to a pixel, rounding), and by how much a source's conversion grows when it must (a pan's
+# boxes creep a few pixels a frame)
+_READ, _GROW = 4, 32
+# pixels around each hole region that the next frame may read of this one's propagated pixels
+# (``reuse``): far more than a frame's motion, and each pixel's own value is also its own frame's
+_REUSE_MARGIN = 48
 
 
 @dataclass(frozen=True)
@@ -144,10 +151,6 @@ class _Entry:
             self._analysed = mo.analyse(self.rgb, self.hole, options, last[1])
         return self._analysed
 
-    def whole(self) -> np.ndarray:
-        """The frame in RGB, whole (a Decoded frame is converted here, once)."""
-        return self.rgb.rgb() if isinstance(self.rgb, Decoded) else self.rgb
-
     def source(self, cv2, last: list) -> "_Source":
         """The frame's own pixels as a source; ``last``: [hole, its known map] of the source made
         last, used again for the same hole (a static mask's map is made once, not a 1080p
@@ -155,22 +158,37 @@ class _Entry:
         if self.own is None:
             if last[0] is not self.hole:
                 last[:] = [self.hole, _Source.known_of(cv2, self.hole)]
-            self.own = _Source(self.whole(), last[1])
+            self.own = _Source(self.rgb, last[1])
         return self.own
 
 
 class _Source:
     """Pixels other frames may take: ``rgb``, and ``known`` (uint8, 255 where the frame shows
-    the scene, 0 on its hole)."""
+    the scene, 0 on its hole). ``rgb`` may be a Decoded frame: then only what is sampled is
+    converted (:meth:`need`, before each use), the cost following the hole, not the frame."""
 
-    __slots__ = ("rgb", "known")
+    __slots__ = ("rgb", "known", "_decoded")
 
-    def __init__(self, rgb: np.ndarray, known: np.ndarray):
-        self.rgb, self.known = rgb, known
+    def __init__(self, rgb, known: np.ndarray):
+        self._decoded = rgb if isinstance(rgb, Decoded) else None
+        self.rgb, self.known = (None if self._decoded is not None else rgb), known
 
-    @classmethod
-    def of(cls, cv2, rgb: np.ndarray, hole: np.ndarray) -> "_Source":
-        return cls(rgb, cls.known_of(cv2, hole))
+    def need(self, m: np.ndarray, size: tuple[int, int]) -> None:
+        """Make ``rgb`` hold what a warp by ``m`` (this frame -> an output of ``size``, width
+        and height) reads, and a few pixels more (bicubic taps, the ring's refinement)."""
+        if self._decoded is None:
+            return
+        w, h = size
+        corners = np.linalg.solve(m, np.array([[0, w, 0, w], [0, 0, h, h], [1, 1, 1, 1.0]]))
+        x, y = corners[0] / corners[2], corners[1] / corners[2]
+        fh, fw = self.known.shape
+        x0, y0 = max(0, int(np.floor(x.min())) - _READ), max(0, int(np.floor(y.min())) - _READ)
+        x1, y1 = min(fw, int(np.ceil(x.max())) + _READ), min(fh, int(np.ceil(y.max())) + _READ)
+        if x1 > x0 and y1 > y0:
+            self.rgb = self._decoded.rgb_within([(y0, x0, y1 - y0, x1 - x0)], source=True,
+                                                grow=_GROW)
+        elif self.rgb is None:
+            self.rgb = self._decoded.rgb_within([], source=True)
 
     @staticmethod
     def known_of(cv2, hole: np.ndarray) -> np.ndarray:
@@ -234,12 +252,20 @@ class Propagator:
         t = self._next
         e = self._entries[t]
         t0 = time.perf_counter()
+        # OpenCV on this thread alone while it works here: its calls are box-sized, and its
+        # thread pool costs half again the CPU for no speed (1080p pan: 31 -> 21 ms of CPU a
+        # frame, the same wall time), CPU the encoder running beside it needs
+        cv2, threads = self._cv2, self._cv2.getNumThreads()
+        if threads != 1:  # (each change restarts OpenCV's threads: a caller may set it once)
+            cv2.setNumThreads(1)
         try:
             if not e.usable or not e.holes:
                 return e.tag, (e.rgb, e.mask)
             frame, left = self._propagate(t, e)
             return e.tag, (frame, left)
         finally:
+            if threads != 1:
+                cv2.setNumThreads(threads)
             if self._shifts is not None:
                 linked = e.link is not None and e.link.linked
                 self._shifts.append((_shift(e.link, lambda: self._centre(e.hole)),
@@ -353,9 +379,10 @@ class Propagator:
         self._kept = (src, m, t, made)
         return src, m
 
-    def _keep(self, t: int, out: np.ndarray, left: np.ndarray, hole: np.ndarray) -> None:
-        """Keep frame t's hole region (its box and ``keep_margin`` px, the pixels still open
-        not given) when nothing is kept or what is kept was kept ``keep`` frames ago."""
+    def _keep(self, t: int, out: np.ndarray, known: np.ndarray, hole: np.ndarray) -> None:
+        """Keep frame t's hole region (its box and ``keep_margin`` px; ``known``: 255 where
+        ``out`` shows the scene, its own or propagated) when nothing is kept or what is kept was
+        kept ``keep`` frames ago."""
         keep = self.options.keep
         if not keep or (self._kept is not None and self._kept[2] == t
                         and t - self._kept[3] < keep):
@@ -365,37 +392,56 @@ class Propagator:
             self._kept = None
             return
         y0, x0, y1, x1 = box
-        known = self._cv2.compare(left[y0:y1, x0:x1].view(np.uint8), 0, self._cv2.CMP_EQ)
         m = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)  # box -> frame t
-        self._kept = (_Source(np.ascontiguousarray(out[y0:y1, x0:x1]), known), m, t, t)
+        self._kept = (_Source(np.ascontiguousarray(out[y0:y1, x0:x1]),
+                              np.ascontiguousarray(known[y0:y1, x0:x1])), m, t, t)
 
     def _propagate(self, t: int, e: _Entry) -> tuple[np.ndarray, np.ndarray]:
-        """Frame t with its hole filled from the window where it can be: (frame, hole left)."""
+        """Frame t with its hole filled from the window where it can be: (frame, hole left).
+        A Decoded frame comes back as itself, its propagated pixels in the RGB frame its
+        ``rgb_within`` gives (converted around the hole only)."""
         hole = e.hole
         n_hole = e.holes
         self.stats.hole_pixels += n_hole
         sources = self._sources(t)
         if not sources:
             return e.rgb, e.mask
-        # in place when the frames are ours: a 1080p copy costs more than the fill (page faults)
-        rgb = e.whole()
-        out = rgb if (not self.copy or rgb is not e.rgb) and rgb.flags.writeable else rgb.copy()
-        left = hole.copy()
-        pad = self.options.ring + 2
         h, w = hole.shape
-        if self._regions[0] is not hole:  # (a static mask's regions are found once)
-            self._regions = [hole, hole_regions(hole, self.options.cell)]
-        for y0, x0, y1, x1 in self._regions[1]:
-            box = (max(0, y0 - pad), max(0, x0 - pad), min(h, y1 + pad), min(w, x1 + pad))
+        if self._regions[0] is not hole:  # (a static mask's regions are found once, and the
+            # boxes around them: what is filled, and what is read again (reuse, keep))
+            o, grow = self.options, max(self.options.keep_margin, _REUSE_MARGIN)
+            regions = hole_regions(hole, o.cell)
+            pad = o.ring + 2
+            self._regions = [hole, [(max(0, y0 - pad), max(0, x0 - pad), min(h, y1 + pad),
+                                     min(w, x1 + pad)) for y0, x0, y1, x1 in regions],
+                             [(max(0, y0 - grow), max(0, x0 - grow), min(h, y1 + grow),
+                               min(w, x1 + grow)) for y0, x0, y1, x1 in regions]]
+        _, boxes, near = self._regions
+        if isinstance(e.rgb, Decoded):  # (ours: filled in place, converted around the hole)
+            out = e.rgb.rgb_within([(y0, x0, y1 - y0, x1 - x0) for y0, x0, y1, x1 in near],
+                                   source=True)
+        else:  # in place when the frames are ours: a 1080p copy costs more than the fill
+            out = e.rgb if not self.copy and e.rgb.flags.writeable else e.rgb.copy()
+        left = hole.copy()
+        for box in boxes:
             self.stats.refused += _fill_box(self._cv2, out, hole, left, box, sources, self.options)
         done = n_hole - int(np.count_nonzero(left))
         self.stats.propagated_pixels += done
-        if done and self.options.reuse:
-            e.filled = _Source.of(self._cv2, out, left)
-        self._keep(t, out, left, hole)
+        if done and (self.options.reuse or self.options.keep):
+            # what the next frames read of this one: its pixels near the hole (what a Decoded
+            # frame has converted), the propagated ones now among them
+            known = np.zeros((h, w), np.uint8)  # (pages untouched outside the boxes cost nothing)
+            for y0, x0, y1, x1 in near:
+                known[y0:y1, x0:x1] = self._cv2.compare(left[y0:y1, x0:x1].view(np.uint8), 0,
+                                                        self._cv2.CMP_EQ)
+            if self.options.reuse:
+                e.filled = _Source(out, known)
+            self._keep(t, out, known, hole)
         if not left.any():
             self.stats.complete_frames += 1
-        return (out, left) if done else (e.rgb, e.mask)
+        if not done:
+            return e.rgb, e.mask
+        return (e.rgb if isinstance(e.rgb, Decoded) else out), left
 
 
 def _shift(link, centre) -> tuple[int, int] | None:
@@ -436,6 +482,7 @@ def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sou
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
     for src, m in sources:
         box_m = shift @ m
+        src.need(box_m, size)
         # 255 only where all four bilinear taps are known and inside the frame
         valid = _warp(cv2, src.known, box_m, size, cv2.BORDER_CONSTANT) == 255
         take = todo & valid
