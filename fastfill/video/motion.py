@@ -26,6 +26,7 @@ is propagated, never by ``import fastfill``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,29 @@ def import_cv2():
         raise FastfillError("propagation needs OpenCV: pip install 'fastfill[video]' "
                             "(or --no-propagate)") from None
     return cv2
+
+
+@contextlib.contextmanager
+def one_thread(cv2):
+    """OpenCV on the calling thread alone inside the block, the caller's thread count after.
+    Propagation's calls are box-sized, and OpenCV's pool cost half again their CPU for no speed
+    (1080p pan: 31 -> 21 ms of CPU a frame, the same wall time), CPU an encoder beside them
+    needs. Nothing is changed when already one (each change restarts OpenCV's threads: a caller
+    sets it once around many blocks)."""
+    threads = cv2.getNumThreads()
+    if threads != 1:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        if threads != 1:
+            cv2.setNumThreads(threads)
+
+
+def _inliers(m: np.ndarray, p0: np.ndarray, p1: np.ndarray, t: float) -> np.ndarray:
+    """Where the 3x3 ``m`` sends ``p0`` within ``t`` of ``p1`` (bool, one a point pair)."""
+    q = (m @ np.c_[p0, np.ones(len(p0))].T).T
+    return np.linalg.norm(q[:, :2] / q[:, 2:] - p1, axis=1) < t
 
 
 @dataclass(frozen=True)
@@ -263,8 +287,7 @@ def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions(),
         motion.reason = why
         return motion
     motion.linked, motion.matrix = True, full
-    q = (m @ np.c_[p0, np.ones(len(p0))].T).T  # (the inliers: the next link's corners)
-    b.tracked_into(p1[np.linalg.norm(q[:, :2] / q[:, 2:] - p1, axis=1) < options.ransac], a._found)
+    b.tracked_into(p1[_inliers(m, p0, p1, options.ransac)], a._found)  # (the next link's corners)
     return motion
 
 
@@ -321,9 +344,7 @@ def _refine(cv2, a: Analysed, b: Analysed, p0, p1, m, model: str, full: np.ndarr
     which chained through a window of frames (x 4 at 1080p) grows past a pixel; here it is a
     hundredth of a full-resolution one. The reduced estimate stands when too few corners
     track back (blur, a frame that changed)."""
-    q = (m @ np.c_[p0, np.ones(len(p0))].T).T
-    inl = np.linalg.norm(q[:, :2] / q[:, 2:] - p1, axis=1) < options.ransac
-    pts = p0[inl]
+    pts = p0[_inliers(m, p0, p1, options.ransac)]
     if len(pts) > options.refine_points:
         pts = pts[np.linspace(0, len(pts) - 1, options.refine_points).astype(int)]
     if len(pts) < options.min_inliers:
@@ -418,5 +439,5 @@ def _implausible(m: np.ndarray, size: tuple[int, int]) -> str:
     return ""
 
 
-__all__ = ["MotionOptions", "Motion", "Analysed", "analyse", "estimate", "reduced_size",
+__all__ = ["one_thread", "MotionOptions", "Motion", "Analysed", "analyse", "estimate", "reduced_size",
            "reduced_masks", "import_cv2"]

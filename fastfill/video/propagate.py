@@ -252,20 +252,13 @@ class Propagator:
         t = self._next
         e = self._entries[t]
         t0 = time.perf_counter()
-        # OpenCV on this thread alone while it works here: its calls are box-sized, and its
-        # thread pool costs half again the CPU for no speed (1080p pan: 31 -> 21 ms of CPU a
-        # frame, the same wall time), CPU the encoder running beside it needs
-        cv2, threads = self._cv2, self._cv2.getNumThreads()
-        if threads != 1:  # (each change restarts OpenCV's threads: a caller may set it once)
-            cv2.setNumThreads(1)
         try:
             if not e.usable or not e.holes:
                 return e.tag, (e.rgb, e.mask)
-            frame, left = self._propagate(t, e)
+            with mo.one_thread(self._cv2):
+                frame, left = self._propagate(t, e)
             return e.tag, (frame, left)
         finally:
-            if threads != 1:
-                cv2.setNumThreads(threads)
             if self._shifts is not None:
                 linked = e.link is not None and e.link.linked
                 self._shifts.append((_shift(e.link, lambda: self._centre(e.hole)),

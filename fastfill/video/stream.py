@@ -22,6 +22,7 @@ other sample is the decoder's own.
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from ..errors import FastfillError, InputError
 from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
 from ..roi import bounding_box, hole_of
 from .frames import YUV420, Decoded, RGBBuffers, chroma_blocks, planes, reformatter_, takes, to_rgb
-from .motion import import_cv2
+from .motion import import_cv2, one_thread
 
 # Encoders that take --crf, and its range in each; --preset is x264's and x265's alone.
 _CRF_RANGE = {"libx264": 51, "libx265": 51, "libvpx": 63, "libvpx-vp9": 63, "libaom-av1": 63,
@@ -186,12 +187,10 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         # (OpenCV checked here, before any write)
         propagator = Propagator(window, copy=False, shifts=True)
         stats.propagation = propagator.stats
-    # OpenCV on one thread for the run, set once (its pool restarts at each change): see
-    # Propagator._emit
-    cv2 = import_cv2() if propagate else None
-    cv2_threads = cv2.getNumThreads() if cv2 is not None else 1
-    if cv2_threads != 1:
-        cv2.setNumThreads(1)
+    # OpenCV on one thread for the whole run, set once, not at each frame's propagation
+    threads = contextlib.ExitStack()
+    if propagate:
+        threads.enter_context(one_thread(import_cv2()))
     try:
         if not inp_c.streams.video:
             raise InputError(f"{src}: no video stream")
@@ -222,8 +221,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         raise InputError(f"{src}: video error ({e})") from None
     finally:
         inp_c.close()
-        if cv2_threads != 1:
-            cv2.setNumThreads(cv2_threads)
+        threads.close()
     stats.seconds = time.perf_counter() - t0
     if track is not None:
         stats.text_detections, stats.text_seconds = track.detections, track.seconds
