@@ -225,6 +225,7 @@ class Propagator:
         # the frame before (see next_shift; the consumer keeps it short)
         self._shifts: collections.deque | None = collections.deque() if shifts else None
         self._hole_centre: list = [None, None]  # see _centre
+        self._rounding = (0.0, 0.0)  # what rounding the shifts left out so far (_whole_shift)
         # the kept frame (options.keep): (its hole's box as a _Source, its box -> the frame last
         # propagated, that frame, the frame it was kept from)
         self._kept: tuple | None = None
@@ -261,8 +262,7 @@ class Propagator:
         finally:
             if self._shifts is not None:
                 linked = e.link is not None and e.link.linked
-                self._shifts.append((_shift(e.link, lambda: self._centre(e.hole)),
-                                     e.link.matrix if linked else None))
+                self._shifts.append((self._whole_shift(e), e.link.matrix if linked else None))
             self.stats.frames += 1
             self._next += 1
             self._entries.pop(t - self.window, None)  # no later frame reaches back this far
@@ -280,9 +280,26 @@ class Propagator:
                                  (0.5 * (box[1] + box[3] - 1), 0.5 * (box[0] + box[2] - 1))]
         return self._hole_centre[1]
 
+    def _whole_shift(self, e: _Entry):
+        """The scene's shift into frame ``e`` in whole pixels, its rounding carried from frame
+        to frame (error diffusion): the shifts of consecutive frames then add up to the true
+        motion within half a pixel, where each rounded alone drifts (a pan of 0.5 px a frame is
+        0 or -1 as the estimate's noise falls, and a patch field moved by their sum left the
+        scene by pixels within a few frames, failed its fit check and was searched again)."""
+        d = _shift(e.link, lambda: self._centre(e.hole))
+        if d is None:
+            self._rounding = (0.0, 0.0)
+            return None
+        ry, rx = self._rounding
+        y, x = d[0] + ry, d[1] + rx
+        whole = (int(np.floor(y + 0.5)), int(np.floor(x + 0.5)))
+        self._rounding = (y - whole[0], x - whole[1])
+        return whole
+
     def next_shift(self):
         """How far the scene moved from the frame before to the next frame given back, in
-        whole pixels ``(dy, dx)``, or None when not a translation or not known; one call per frame,
+        whole pixels ``(dy, dx)`` (rounded so that the shifts of consecutive frames add up to the
+        motion within half a pixel), or None when not a translation or not known; one call per frame,
         in order (for ``Inpainter.stream(shifts=...)``, from the filling thread). Recorded only
         by a Propagator made with ``shifts=True``. (A consumer calls this or :meth:`next_motion`,
         not both: each takes the frame's record.)"""
@@ -415,7 +432,11 @@ class Propagator:
                                    source=True)
         else:  # in place when the frames are ours: a 1080p copy costs more than the fill
             out = e.rgb if not self.copy and e.rgb.flags.writeable else e.rgb.copy()
-        left = hole.copy()
+        # the hole still open: every hole pixel lies in a box, so only the boxes are copied (a
+        # whole 1080p copy costs its 500 fresh pages' faults, a millisecond a frame)
+        left = np.zeros_like(hole)
+        for y0, x0, y1, x1 in boxes:
+            left[y0:y1, x0:x1] = hole[y0:y1, x0:x1]
         for box in boxes:
             self.stats.refused += _fill_box(self._cv2, out, hole, left, box, sources, self.options)
         done = n_hole - int(np.count_nonzero(left))
@@ -437,10 +458,10 @@ class Propagator:
         return (e.rgb if isinstance(e.rgb, Decoded) else out), left
 
 
-def _shift(link, centre) -> tuple[int, int] | None:
+def _shift(link, centre) -> tuple[float, float] | None:
     """How far a trusted link moves the point ``centre()`` (x, y: the hole's, asked only when
-    needed), rounded to whole pixels (dy, dx), when the link is nearly a translation (within 1 %
-    in its linear part, so the hole's neighbourhood moves alike); None otherwise."""
+    needed), (dy, dx) in pixels, when the link is nearly a translation (within 1 % in its
+    linear part, so the hole's neighbourhood moves alike); None otherwise."""
     if link is None or not link.linked:
         return None
     m = link.matrix
@@ -451,7 +472,7 @@ def _shift(link, centre) -> tuple[int, int] | None:
         return None
     x, y = c
     p = m @ np.array([x, y, 1.0])
-    return int(round(p[1] / p[2] - y)), int(round(p[0] / p[2] - x))
+    return float(p[1] / p[2] - y), float(p[0] / p[2] - x)
 
 
 def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sources,
