@@ -48,6 +48,8 @@ constexpr int64_t kParallelTargets = 4096;
 // source (the coarsest level searches its whole box; one draw anywhere stays at every level).
 // Measured on the validation photos: the same PSNR and texture as the whole box, 1.3x faster.
 constexpr int64_t kReach = 8;
+// How far from a carried source that is no longer one its replacement is looked for (see carry_over).
+constexpr int64_t kNear = 8;
 // The pass id of the completeness search's random start (its passes take the next ones; ids of
 // the coherence passes are below 2^56).
 constexpr uint64_t kCompleteStart = 0xC0ull << 56;
@@ -1122,9 +1124,28 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
   }
   L0.sy = std::move(sy);
   L0.sx = std::move(sx);
-  for (size_t k = 0; k < nt; ++k) {  // a source the hole has moved onto or off the box: a random one
+  // A source the hole has moved onto (the scene moved a source next to a static hole into it) or
+  // off the box: the nearest source to it within kNear pixels (the texture beside it), else a
+  // random one. A random source is an outlier whose vote smears its neighbours: a few dozen of
+  // them along a static hole's edge, under a pan's 0.5 px a frame tilt, failed the fit check
+  // below and cost a search from scratch every other frame.
+  auto usable = [&](int64_t y, int64_t x) {
+    return y >= 0 && y < h && x >= 0 && x < w && L0.valid[size_t(y * w + x)];
+  };
+  for (size_t k = 0; k < nt; ++k) {
     const int64_t y = L0.sy[k], x = L0.sx[k];
-    if (y >= 0 && y < h && x >= 0 && x < w && L0.valid[size_t(y * w + x)]) continue;
+    if (usable(y, x)) continue;
+    bool found = false;
+    for (int64_t r = 1; r <= kNear && !found; ++r)  // rings of growing Chebyshev radius, in a
+      for (int64_t dy = -r; dy <= r && !found; ++dy)  // fixed order (deterministic)
+        for (int64_t dx = -r; dx <= r; ++dx) {
+          if (std::max(std::abs(dy), std::abs(dx)) != r || !usable(y + dy, x + dx)) continue;
+          L0.sy[k] = int32_t(y + dy);
+          L0.sx[k] = int32_t(x + dx);
+          found = true;
+          break;
+        }
+    if (found) continue;
     const int64_t s = L0.src[size_t(draw(P.seed, 0xFFFFDull, uint64_t(L0.targets[k]), 0) % L0.src.size())];
     L0.sy[k] = int32_t(s / w);
     L0.sx[k] = int32_t(s % w);
