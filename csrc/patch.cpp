@@ -1202,25 +1202,27 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
       }
     }
   if (P.texture > 0) texture_channel(L0, P.texture, P.texture_radius, P.texture_gain);
-  // Levels down to where the component spans about two patches (or `levels`), while a patch fits.
-  const int64_t span = std::max(c.y1 - c.y0, c.x1 - c.x0);
-  int want = 0;
-  while ((span >> want) > 2 * P.patch) ++want;
-  if (P.levels > 0) want = std::min(want, P.levels - 1);
-  for (int k = 0; k < want; ++k) {
-    Level C;
-    downsample(levels.back(), C);
-    if (C.h < P.patch || C.w < P.patch) break;
-    levels.push_back(std::move(C));
-  }
   const std::vector<int16_t> start_v = L0.v;
   const Completion em(P, kParallelTargets);
   const std::array<int64_t, 5> key{f.top + by0, f.left + bx0, L0.h, L0.w, c.size};
   double base = -1.0;  // (from scratch: this completion's own)
   if (carry_over(state, key, L0, em, P, base)) {
     em.em(L0, 0, false);
-  } else if (!pyramid(levels, em, P)) {
-    return;
+  } else {
+    // Levels down to where the component spans about two patches (or `levels`), while a patch
+    // fits; made only here (a carried field needs none; a refused carry leaves L0's pixels,
+    // hole and ownership as they were, all a coarser level is made from).
+    const int64_t span = std::max(c.y1 - c.y0, c.x1 - c.x0);
+    int want = 0;
+    while ((span >> want) > 2 * P.patch) ++want;
+    if (P.levels > 0) want = std::min(want, P.levels - 1);
+    for (int k = 0; k < want; ++k) {
+      Level C;
+      downsample(levels.back(), C);
+      if (C.h < P.patch || C.w < P.patch) break;
+      levels.push_back(std::move(C));
+    }
+    if (!pyramid(levels, em, P)) return;
   }
   if (state != nullptr) {
     PatchState::Field field{L0.targets, L0.sy, L0.sx, base >= 0.0 ? base : em.colour_mean(L0)};
