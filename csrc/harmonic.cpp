@@ -51,13 +51,15 @@ constexpr int64_t kParallelCells = 1 << 16;
 // planes (channel c of cell i at c * n + i) so the row loops vectorise.
 struct Level {
   int64_t h = 0, w = 0, s = 0, n = 0;
+  int nc = 3;  // channels solved (planes of x, b, r; the rest of the caller's are left alone)
   std::vector<float> diag;  // 0 for cells that are not unknowns
   std::vector<float> inv;   // 1 / diag (0 where diag is 0: those cells stay 0)
   std::vector<float> wr;    // coupling to the right neighbour (both unknown), else 0
   std::vector<float> wd;    // coupling to the neighbour below
   std::vector<float> x, b, r;  // 3 planes each
   int64_t at(int64_t y, int64_t xx) const { return (y + 1) * s + (xx + 1); }
-  void resize(int64_t hh, int64_t ww) {
+  void resize(int64_t hh, int64_t ww, int channels) {
+    nc = channels;
     h = hh;
     w = ww;
     s = w + 2;
@@ -66,9 +68,9 @@ struct Level {
     inv.assign(size_t(n), 0.f);
     wr.assign(size_t(n), 0.f);
     wd.assign(size_t(n), 0.f);
-    x.assign(size_t(3 * n), 0.f);
-    b.assign(size_t(3 * n), 0.f);
-    r.assign(size_t(3 * n), 0.f);
+    x.assign(size_t(nc * n), 0.f);
+    b.assign(size_t(nc * n), 0.f);
+    r.assign(size_t(nc * n), 0.f);
   }
   bool parallel() const { return h * w >= kParallelCells; }
 };
@@ -145,7 +147,7 @@ void smooth(Level& L, int order) {
     for (int64_t y = 0; y < L.h; ++y) {
       const int64_t i0 = L.at(y, 0);
       const int64_t par = (y + colour) & 1;  // columns x with x % 2 == par take the update
-      for (int ch = 0; ch < 3; ++ch)
+      for (int ch = 0; ch < L.nc; ++ch)
         gs_row(L.x.data() + ch * n, L.b.data() + ch * n, L.wr.data(), L.wd.data(), L.inv.data(), i0, L.w,
                par, s);
     }
@@ -157,7 +159,7 @@ void residual(Level& L) {
 #pragma omp parallel for schedule(static) if (L.parallel())
   for (int64_t y = 0; y < L.h; ++y) {
     const int64_t i0 = L.at(y, 0);
-    for (int ch = 0; ch < 3; ++ch)
+    for (int ch = 0; ch < L.nc; ++ch)
       residual_row(L.r.data() + ch * n, L.x.data() + ch * n, L.b.data() + ch * n, L.wr.data(), L.wd.data(),
                    L.diag.data(), i0, i0 + L.w, s);
   }
@@ -166,7 +168,7 @@ void residual(Level& L) {
 // Galerkin coarse grid of 2x2 aggregates (piecewise-constant interpolation): P^T A P is again a
 // weighted 5-point graph Laplacian, so every level uses the same stencil code.
 void coarsen(const Level& F, Level& C) {
-  C.resize((F.h + 1) / 2, (F.w + 1) / 2);
+  C.resize((F.h + 1) / 2, (F.w + 1) / 2, F.nc);
   for (int64_t Y = 0; Y < C.h; ++Y)
     for (int64_t X = 0; X < C.w; ++X) {
       const int64_t y = 2 * Y, x = 2 * X;
@@ -221,7 +223,7 @@ struct Dense {
   void solve(Level& G) const {
     const size_t n = cells.size();
     std::vector<double> y(n);
-    for (int ch = 0; ch < 3; ++ch) {
+    for (int ch = 0; ch < G.nc; ++ch) {
       const float* b = G.b.data() + ch * G.n;
       float* x = G.x.data() + ch * G.n;
       for (size_t i = 0; i < n; ++i) {
@@ -274,7 +276,7 @@ struct Hierarchy {
     // zero border of the fine grid.
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t Y = 0; Y < C.h; ++Y)
-      for (int ch = 0; ch < 3; ++ch) {
+      for (int ch = 0; ch < C.nc; ++ch) {
         const float* fr = F.r.data() + ch * F.n;
         float* cb = C.b.data() + ch * C.n;
         for (int64_t X = 0; X < C.w; ++X) {
@@ -285,7 +287,7 @@ struct Hierarchy {
     vcycle(l + 1);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t y = 0; y < F.h; ++y)
-      for (int ch = 0; ch < 3; ++ch) {
+      for (int ch = 0; ch < F.nc; ++ch) {
         float* fx = F.x.data() + ch * F.n;
         const float* cx = C.x.data() + ch * C.n;
         const float* dg = F.diag.data();
@@ -311,13 +313,13 @@ void row_sums(int64_t rows, bool par, double out[3], F body) {
 // Solve one component; writes its hole pixels into out (window-sized, [h, w, 3]).
 void solve_component(const Component& c, const Labels& lab, const uint8_t* image, int64_t W,
                      const Frame& f, const float mean[3], float* out, const float* guide,
-                     const float* edges) {
+                     const float* edges, int nc) {
   const int64_t h = f.h, w = f.w;
   Hierarchy H;
   H.levels.reserve(64);  // never reallocates: `L` below stays valid while build() adds levels
   H.levels.emplace_back();
   Level& L = H.levels[0];
-  L.resize(c.y1 - c.y0, c.x1 - c.x0);
+  L.resize(c.y1 - c.y0, c.x1 - c.x0, nc);
   const size_t n = L.diag.size();
   // b (the sum of the known neighbours' values) goes straight into the fine level's right-hand
   // side, which is also the CG residual below (x starts at 0, so r = b).
@@ -344,19 +346,19 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
         dg += 1.f;
         // A 4-neighbour outside the component is a known pixel (hole pixels next to it would be in it).
         const uint8_t* px = image + ((f.top + ny[k]) * W + f.left + nx[k]) * 3;
-        for (int ch = 0; ch < 3; ++ch) rhs[size_t(ch * L.n + i)] += byte_to_unit(px[ch]);
+        for (int ch = 0; ch < nc; ++ch) rhs[size_t(ch * L.n + i)] += byte_to_unit(px[ch]);
         any_known = true;
       }
       L.diag[i] = dg;
       if (guide != nullptr)
-        for (int ch = 0; ch < 3; ++ch) rhs[size_t(ch * L.n + i)] += guide[(y * w + xx) * 3 + ch];
+        for (int ch = 0; ch < nc; ++ch) rhs[size_t(ch * L.n + i)] += guide[(y * w + xx) * 3 + ch];
       if (xx + 1 < c.x1 && lab(y, xx + 1) == c.label) L.wr[i] = link(y, xx, 0);
       if (y + 1 < c.y1 && lab(y + 1, xx) == c.label) L.wd[i] = link(y, xx, 1);
     }
   if (!any_known) {  // the whole window is hole: no boundary, so the mean colour
     for (int64_t y = c.y0; y < c.y1; ++y)
       for (int64_t xx = c.x0; xx < c.x1; ++xx)
-        for (int ch = 0; ch < 3; ++ch) out[(y * w + xx) * 3 + ch] = mean[ch];
+        for (int ch = 0; ch < nc; ++ch) out[(y * w + xx) * 3 + ch] = mean[ch];
     return;
   }
   H.build();
@@ -366,14 +368,14 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
   // weights and diagonal, so they stay 0 in every vector.
   const bool par = L.parallel();
   const int64_t N = L.n;
-  std::vector<float> x(3 * n, 0.f), p(3 * n, 0.f), q(3 * n, 0.f);
+  std::vector<float> x(size_t(nc) * n, 0.f), p(size_t(nc) * n, 0.f), q(size_t(nc) * n, 0.f);
   std::vector<float>& r = L.b;  // the V-cycle's right-hand side is the CG residual itself
   std::vector<float>& z = L.x;  // and its result the preconditioned residual
   // body(ch, i0, i1) -> the row's sum for plane ch, cells [i0, i1) (indices within a plane)
   auto rows = [&](double out[3], auto body) {
     row_sums(L.h, par, out, [&](int64_t y, double* acc) {
       const int64_t i0 = L.at(y, 0);
-      for (int ch = 0; ch < 3; ++ch) acc[ch] += body(ch, i0, i0 + L.w);
+      for (int ch = 0; ch < nc; ++ch) acc[ch] += body(ch, i0, i0 + L.w);
     });
   };
   auto plane = [N](std::vector<float>& v, int ch) { return v.data() + ch * N; };
@@ -386,7 +388,8 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
   double rz[3];
   precondition(rz);
   p = z;
-  bool done[3] = {false, false, false};
+  // (a channel not solved is done from the start)
+  bool done[3] = {nc < 1, nc < 2, nc < 3};
   for (int it = 0; it < kMaxIter; ++it) {
     double pq[3], rr[3];
     rows(pq, [&](int ch, int64_t a, int64_t e) {  // q = A p
@@ -428,7 +431,7 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
     for (int64_t xx = c.x0; xx < c.x1; ++xx) {
       if (lab(y, xx) != c.label) continue;
       const int64_t i = L.at(y - c.y0, xx - c.x0);
-      for (int ch = 0; ch < 3; ++ch)
+      for (int ch = 0; ch < nc; ++ch)
         out[(y * w + xx) * 3 + ch] = std::min(1.f, std::max(0.f, x[size_t(ch * N + i)]));
     }
 }
@@ -436,7 +439,8 @@ void solve_component(const Component& c, const Labels& lab, const uint8_t* image
 }  // namespace
 
 void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float mean[3],
-                       float* out, const float* guide, const float* edges) {
+                       float* out, const float* guide, const float* edges, int channels) {
+  const int nc = std::min(3, std::max(1, channels));
   Labels lab;
   const std::vector<Component> comps = label_components(mask, f.W, f, lab);
   // Large components one after another, each with its row loops across the threads; the small
@@ -455,7 +459,7 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
     big.clear();
   }
 #endif
-  for (size_t i : big) solve_component(comps[i], lab, image, f.W, f, mean, out, guide, edges);
+  for (size_t i : big) solve_component(comps[i], lab, image, f.W, f, mean, out, guide, edges, nc);
   std::stable_sort(small.begin(), small.end(),
                    [&](size_t a, size_t b) { return comps[a].size > comps[b].size; });
   const int64_t ns = int64_t(small.size());
@@ -464,7 +468,7 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < ns; ++k) {
     try {
-      solve_component(comps[small[size_t(k)]], lab, image, f.W, f, mean, out, guide, edges);
+      solve_component(comps[small[size_t(k)]], lab, image, f.W, f, mean, out, guide, edges, nc);
     } catch (...) {
 #pragma omp critical(fastfill_harmonic_error)
       if (!error) error = std::current_exception();

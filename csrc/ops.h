@@ -51,8 +51,11 @@ void prepare_cpu(const PrepareArgs& a);
 // patch fill's gradient-domain rebuild). With `edges` ([h, w, 2], or null = all 1), the weight of
 // the link from each pixel to its right and its lower neighbour where both are hole pixels of
 // one component (a weighted Laplacian; links to known pixels weigh 1).
+// `channels` < 3: only the first ones are solved and written (each channel is solved alone: the
+// same values as in a solve of all three).
 void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, const float mean[3],
-                       float* out, const float* guide = nullptr, const float* edges = nullptr);
+                       float* out, const float* guide = nullptr, const float* edges = nullptr,
+                       int channels = 3);
 void composite_cpu(const CompositeArgs& a);
 
 // Options of the patch fill (see fastfill.ops.FILLS for their meaning and bounds).

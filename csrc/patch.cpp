@@ -967,7 +967,8 @@ void texture_channel(Level& L, int64_t weight, int64_t radius, int64_t gain) {
     const Frame box{1, h, w, 0, 0, h, w};
     const float mean[3] = {0.5f, 0.5f, 0.5f};  // (as poisson_fill's: a region with no border)
     std::vector<float> res(size_t(n * 3), 0.f);
-    harmonic_fill_cpu(img.data(), unset.data(), box, mean, res.data());
+    // (the three channels are the same: the first solved alone)
+    harmonic_fill_cpu(img.data(), unset.data(), box, mean, res.data(), nullptr, nullptr, 1);
     for (int64_t i = 0; i < n; ++i) {
       if (!unset[size_t(i)]) continue;
       const float s = res[size_t(i * 3)] * float(kMax);
