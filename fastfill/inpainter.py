@@ -467,12 +467,16 @@ class FillHold:
             outs.append(out)
         return outs
 
-    def _solve(self, p, timings) -> np.ndarray:
+    def _solve(self, p, timings, hole: np.ndarray | None = None) -> np.ndarray:
+        """Fill ``p`` (the run) and keep its fill to move; held too, unless ``hole`` is given:
+        then ``p`` is the part of that hole a moved fill left, and its fill is kept for the whole
+        hole (a held fill is the whole hole's)."""
         out = self.run([p], timings, [self._moved])[0]
         self._moved = (0, 0)
         self.solved += 1
-        self._hold(p, out)
-        self._keep(out, p.hole)
+        if hole is None:
+            self._hold(p, out)
+        self._keep(out, p.hole if hole is None else hole)
         return out
 
     def _keep(self, out: np.ndarray, hole: np.ndarray) -> None:
@@ -534,10 +538,7 @@ class FillHold:
         if rest.any():
             whole = np.zeros_like(hole)
             whole[y0:y1, x0:x1] = rest
-            out = self.run([self.check(out, whole)], timings, [self._moved])[0]
-            self._moved = (0, 0)
-            self.solved += 1
-            self._keep(out, hole)
+            out = self._solve(self.check(out, whole), timings, hole)
         return out
 
     def _holding(self, image: np.ndarray, hole: np.ndarray):
