@@ -115,10 +115,9 @@ class Decoded:
             if self._source is None:
                 self._source = _Converted(_mapped(self.shape), False)
             part = self._source
+        if grow > 0:  # (a block with nothing left to convert is not grown)
+            blocks = [_grown(b, grow, h, w) if _missing([b], part.done) else b for b in blocks]
         todo = part.missing(blocks)
-        if todo and grow > 0:
-            todo = part.missing([b if not _missing([b], part.done) else _grown(b, grow, h, w)
-                                 for b in blocks])
         if part.lent and todo:
             self._buffers.written(part.array, todo)
         for y0, x0, y1, x1 in todo:
