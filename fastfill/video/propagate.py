@@ -432,11 +432,7 @@ class Propagator:
                                    source=True)
         else:  # in place when the frames are ours: a 1080p copy costs more than the fill
             out = e.rgb if not self.copy and e.rgb.flags.writeable else e.rgb.copy()
-        # the hole still open: every hole pixel lies in a box, so only the boxes are copied (a
-        # whole 1080p copy costs its 500 fresh pages' faults, a millisecond a frame)
-        left = np.zeros_like(hole)
-        for y0, x0, y1, x1 in boxes:
-            left[y0:y1, x0:x1] = hole[y0:y1, x0:x1]
+        left = hole.copy()
         for box in boxes:
             self.stats.refused += _fill_box(self._cv2, out, hole, left, box, sources, self.options)
         done = n_hole - int(np.count_nonzero(left))
