@@ -5,6 +5,8 @@ Runs the tiny checked-in models (tests/data/tiny_*.onnx, made by `fastfill expor
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -553,3 +555,27 @@ def test_auto_backend_without_openvino_or_with_ort_options(monkeypatch):
     e = load_engine(TINY)
     assert e.name == "onnxruntime"
     assert "openvino is not installed (pip install 'fastfill[openvino]')" in e.selection
+
+
+@pytest.mark.skipif(not HAS_OV, reason="openvino is not installed (pip install 'fastfill[openvino]')")
+def test_the_default_inpainter_sends_no_openvino_telemetry(tmp_path):
+    """``Inpainter()`` probes the shipped model on OpenVINO when it is installed, and ``import
+    openvino`` would send usage telemetry (a forked process posting to Google Analytics, a client
+    id written under ~/intel) to a user with no opt-out file: a real process with an empty home,
+    no CI variable, declines it, writes nothing there, and leaves the environment as it was."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env["HOME"] = str(home)
+    code = ("import os, sys\n"
+            "from fastfill import Inpainter\n"
+            "Inpainter()\n"
+            "assert 'openvino' in sys.modules, 'the probe did not load OpenVINO'\n"
+            "import openvino_telemetry\n"
+            "t = openvino_telemetry.Telemetry()\n"
+            "print('consent', t.consent, 'CI' in os.environ)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "consent False False" in out.stdout, out.stdout + out.stderr
+    assert not (home / "intel").exists() or not any((home / "intel").rglob("*ga_cid*"))

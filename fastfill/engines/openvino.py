@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,24 @@ def default_cache_dir() -> Path:
 
 
 def _import_openvino():
+    """``openvino``, imported with its usage telemetry declined. ``import openvino`` imports
+    its model converter, which, unless the user opted out or the process runs in CI (the ``CI``
+    environment variable), sends usage data to Google Analytics from a forked process and writes
+    a client id under ``~/intel``: fastfill sends nothing anywhere, so the import runs with that
+    CI switch set (the environment is restored after; nothing else reads it there)."""
     try:
-        import openvino as ov
+        if "openvino" in sys.modules:
+            import openvino as ov
+        else:
+            saved = os.environ.get("CI")
+            os.environ["CI"] = "true"
+            try:
+                import openvino as ov
+            finally:
+                if saved is None:
+                    os.environ.pop("CI", None)
+                else:
+                    os.environ["CI"] = saved
     except ImportError:
         from . import installed_backends
 
