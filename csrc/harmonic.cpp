@@ -56,7 +56,7 @@ struct Level {
   std::vector<float> inv;   // 1 / diag (0 where diag is 0: those cells stay 0)
   std::vector<float> wr;    // coupling to the right neighbour (both unknown), else 0
   std::vector<float> wd;    // coupling to the neighbour below
-  std::vector<float> x, b, r;  // 3 planes each
+  std::vector<float> x, b, r;  // nc planes each
   int64_t at(int64_t y, int64_t xx) const { return (y + 1) * s + (xx + 1); }
   void resize(int64_t hh, int64_t ww, int channels) {
     nc = channels;
