@@ -282,14 +282,15 @@ def estimate(a: Analysed, b: Analysed, options: MotionOptions = MotionOptions(),
         return motion
     full = np.linalg.inv(b.to_reduced) @ m @ a.to_reduced
     full /= full[2, 2]
+    inl = _inliers(m, p0, p1, options.ransac)  # (refined, and the next link's corners)
     if a.reduced:
-        full = _refine(cv2, a, b, p0, p1, m, model, full, options)
+        full = _refine(cv2, a, b, p0[inl], model, full, options)
     why = _implausible(full, a.size)
     if why:
         motion.reason = why
         return motion
     motion.linked, motion.matrix = True, full
-    b.tracked_into(p1[_inliers(m, p0, p1, options.ransac)], a._found)  # (the next link's corners)
+    b.tracked_into(p1[inl], a._found)
     return motion
 
 
@@ -336,9 +337,10 @@ def _track(cv2, a: Analysed, b: Analysed, options: MotionOptions, guess=None):
     return p0[ok], p1[ok]
 
 
-def _refine(cv2, a: Analysed, b: Analysed, p0, p1, m, model: str, full: np.ndarray,
+def _refine(cv2, a: Analysed, b: Analysed, pts, model: str, full: np.ndarray,
             options: MotionOptions) -> np.ndarray:
-    """The transform refined at full resolution: the reduced estimate's inliers (at most
+    """The transform refined at full resolution: the reduced estimate's inliers (``pts``, in
+    frame a's reduced coordinates; at most
     ``refine_points``, spread over the list) tracked again between the full-resolution frames
     from where the estimate puts them (Lucas-Kanade at full resolution only: the estimate is
     within a fraction of a pixel), and the same model fitted to
@@ -346,7 +348,6 @@ def _refine(cv2, a: Analysed, b: Analysed, p0, p1, m, model: str, full: np.ndarr
     which chained through a window of frames (x 4 at 1080p) grows past a pixel; here it is a
     hundredth of a full-resolution one. The reduced estimate stands when too few corners
     track back (blur, a frame that changed)."""
-    pts = p0[_inliers(m, p0, p1, options.ransac)]
     if len(pts) > options.refine_points:
         pts = pts[np.linspace(0, len(pts) - 1, options.refine_points).astype(int)]
     if len(pts) < options.min_inliers:
