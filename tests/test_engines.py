@@ -558,6 +558,37 @@ def test_auto_backend_without_openvino_or_with_ort_options(monkeypatch):
 
 
 @pytest.mark.skipif(not HAS_OV, reason="openvino is not installed (pip install 'fastfill[openvino]')")
+def test_two_threads_loading_openvino_at_once_leave_no_ci_variable(tmp_path):
+    """The telemetry switch (the ``CI`` variable) is set around the import and removed after: a
+    second thread loading an OpenVINO model while the first is inside that import (held there
+    by a slow finder, a real process) must not read the first one's setting and put it back for
+    good."""
+    pytest.importorskip("openvino")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env["HOME"] = str(tmp_path)
+    code = ("import os, sys, threading, time\n"
+            "class Slow:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'openvino':\n"
+            "            started.set()\n"
+            "            time.sleep(0.5)\n"
+            "        return None\n"
+            "started = threading.Event()\n"
+            "sys.meta_path.insert(0, Slow())\n"
+            "from fastfill.engines.openvino import _import_openvino\n"
+            "a = threading.Thread(target=_import_openvino)\n"
+            "a.start()\n"
+            "started.wait(10)\n"
+            "b = threading.Thread(target=_import_openvino)\n"
+            "b.start()\n"
+            "a.join(); b.join()\n"
+            "print('CI' in os.environ, 'openvino' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
+
+
 def test_the_default_inpainter_sends_no_openvino_telemetry(tmp_path):
     """``Inpainter()`` probes the shipped model on OpenVINO when it is installed, and ``import
     openvino`` would send usage telemetry (a forked process posting to Google Analytics, a client

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +19,30 @@ def default_cache_dir() -> Path:
     return Path(base) / "fastfill" / "openvino"
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def _import_openvino():
     """``openvino``, imported with its usage telemetry declined. ``import openvino`` imports
     its model converter, which, unless the user opted out or the process runs in CI (the ``CI``
     environment variable), sends usage data to Google Analytics from a forked process and writes
     a client id under ``~/intel``: fastfill sends nothing anywhere, so the import runs with that
-    CI switch set (the environment is restored after; nothing else reads it there)."""
+    CI switch set (the environment is restored after). One import at a time: a second thread
+    that read the environment while the first had it set would restore that setting for good."""
     try:
-        if "openvino" in sys.modules:
-            import openvino as ov
-        else:
-            saved = os.environ.get("CI")
-            os.environ["CI"] = "true"
-            try:
+        with _IMPORT_LOCK:
+            if "openvino" in sys.modules:
                 import openvino as ov
-            finally:
-                if saved is None:
-                    os.environ.pop("CI", None)
-                else:
-                    os.environ["CI"] = saved
+            else:
+                saved = os.environ.get("CI")
+                os.environ["CI"] = "true"
+                try:
+                    import openvino as ov
+                finally:
+                    if saved is None:
+                        os.environ.pop("CI", None)
+                    else:
+                        os.environ["CI"] = saved
     except ImportError:
         from . import installed_backends
 
