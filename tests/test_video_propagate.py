@@ -15,7 +15,7 @@ from conftest import invoke, write_clip  # noqa: E402
 from fastfill import Inpainter  # noqa: E402
 from fastfill.errors import InputError  # noqa: E402
 from fastfill.video import motion as mo  # noqa: E402
-from fastfill.video.propagate import Propagator, VideoFill  # noqa: E402
+from fastfill.video.propagate import PropagateOptions, Propagator, VideoFill  # noqa: E402
 
 PHOTOS = Path(__file__).parent.parent / "examples" / "images"
 H, W = 120, 160
@@ -350,7 +350,6 @@ def test_a_kept_frame_carries_what_left_the_window_without_blurring_it(harmonic)
     came through the frame before's propagated pixels, resampled once a frame at a sub-pixel
     shift (a blur growing frame by frame); a kept frame's hole, moved through the links, gives
     them resampled twice: closer to the clean frames and keeping their detail."""
-    from fastfill.video.propagate import PropagateOptions
 
     img, mask = photo(), logo()
     clean = [view(img, *p) for p in PAN]
@@ -373,7 +372,18 @@ def test_a_kept_frame_carries_what_left_the_window_without_blurring_it(harmonic)
         PropagateOptions(keep=-1)
 
 
-def test_a_decoded_pan_is_propagated_as_its_rgb_frames_converting_only_around_the_hole():
+@pytest.mark.parametrize("kw", [dict(ring=0), dict(ring=33), dict(refine=-1), dict(refine=4)])
+def test_propagation_options_past_what_a_frame_converts_are_refused(kw):
+    """A decoded frame is converted to RGB only around its hole (48 px) and around what a
+    source's warp samples (4 px, one more per ring refinement past the first): a wider ring or
+    more refinements would read pixels never converted (zeros, taken as the scene)."""
+    with pytest.raises(InputError, match="ring must be in"):
+        PropagateOptions(**kw)
+
+
+@pytest.mark.parametrize("options", [None, dict(refine=3, ring=32, keep_margin=0)],
+                         ids=["defaults", "widest-ring-most-refinements"])
+def test_a_decoded_pan_is_propagated_as_its_rgb_frames_converting_only_around_the_hole(options):
     """Decoded 4:2:0 frames (as ``fastfill video`` reads them): propagation converts to RGB
     only the boxes it reads (each frame's hole region, and what the warps of its sources
     sample), never a whole frame, and gives the same bytes as from the same frames converted
@@ -400,13 +410,15 @@ def test_a_decoded_pan_is_propagated_as_its_rgb_frames_converting_only_around_th
     boxed, whole = frames(), frames()
     for d in whole:
         d.rgb()  # (converted whole first: propagation then reads and writes that frame)
-    a = list(Propagator(window=4, copy=False).run(enumerate((d, mask) for d in boxed)))
-    b = list(Propagator(window=4, copy=False).run(enumerate((d, mask) for d in whole)))
+    opts = PropagateOptions(window=4, **options) if options else None
+    a = list(Propagator(window=4, copy=False, options=opts).run(enumerate((d, mask) for d in boxed)))
+    b = list(Propagator(window=4, copy=False, options=opts).run(enumerate((d, mask) for d in whole)))
     assert [t for t, _ in a] == list(range(16))
     for d in boxed:
         assert d._whole is None  # (never converted whole)
         converted = sum((y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in d._part.done)
-        assert 0 < converted < 0.75 * h * w, converted
+        # (the widest ring reads most of so small a frame: there only the bytes are compared)
+        assert 0 < converted < (0.75 if options is None else 1.0) * h * w, converted
     for (_, (fa, la)), (_, (fb, lb)) in zip(a, b):
         assert fa in boxed and fb in whole and np.array_equal(la, lb)
         before = fa._part.array.copy()

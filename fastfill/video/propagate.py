@@ -58,9 +58,10 @@ from .frames import Decoded
 MAX_WINDOW = 30
 DEFAULT_WINDOW = 12
 # pixels converted around what a source's warp samples (bicubic's reach, the ring's refinement of
-# up to a pixel, rounding), and by how much a source's conversion grows when it must (a pan's
-# boxes creep a few pixels a frame)
+# up to a pixel, rounding: one more per refinement past the first), and by how much a source's
+# conversion grows when it must (a pan's boxes creep a few pixels a frame)
 _READ, _GROW = 4, 32
+_MAX_RING, _MAX_REFINE = 32, 3  # (the ring within what a frame converts around its hole)
 # pixels around each hole region that the next frame may read of this one's propagated pixels
 # (``reuse``): far more than a frame's motion, and each pixel's own value is also its own frame's
 _REUSE_MARGIN = 48
@@ -88,6 +89,9 @@ class PropagateOptions:
     motion: mo.MotionOptions = field(default_factory=mo.MotionOptions)
 
     def __post_init__(self):
+        if not (1 <= self.ring <= _MAX_RING and 0 <= self.refine <= _MAX_REFINE):
+            raise InputError(f"ring must be in [1, {_MAX_RING}] px and refine in [0, {_MAX_REFINE}], "
+                             f"got {self.ring}, {self.refine}")
         if not 1 <= self.window <= MAX_WINDOW:
             raise InputError(f"window must be in [1, {MAX_WINDOW}] frames, got {self.window}")
         if not (0 <= self.keep <= MAX_WINDOW and 0 <= self.keep_margin <= 1024):
@@ -173,17 +177,17 @@ class _Source:
         self._decoded = rgb if isinstance(rgb, Decoded) else None
         self.rgb, self.known = (None if self._decoded is not None else rgb), known
 
-    def need(self, m: np.ndarray, size: tuple[int, int]) -> None:
+    def need(self, m: np.ndarray, size: tuple[int, int], reach: int = _READ) -> None:
         """Make ``rgb`` hold what a warp by ``m`` (this frame -> an output of ``size``, width
-        and height) reads, and a few pixels more (bicubic taps, the ring's refinement)."""
+        and height) reads, and ``reach`` pixels more (bicubic taps, the ring's refinement)."""
         if self._decoded is None:
             return
         w, h = size
         corners = np.linalg.solve(m, np.array([[0, w, 0, w], [0, 0, h, h], [1, 1, 1, 1.0]]))
         x, y = corners[0] / corners[2], corners[1] / corners[2]
         fh, fw = self.known.shape
-        x0, y0 = max(0, int(np.floor(x.min())) - _READ), max(0, int(np.floor(y.min())) - _READ)
-        x1, y1 = min(fw, int(np.ceil(x.max())) + _READ), min(fh, int(np.ceil(y.max())) + _READ)
+        x0, y0 = max(0, int(np.floor(x.min())) - reach), max(0, int(np.floor(y.min())) - reach)
+        x1, y1 = min(fw, int(np.ceil(x.max())) + reach), min(fh, int(np.ceil(y.max())) + reach)
         if x1 > x0 and y1 > y0:
             self.rgb = self._decoded.rgb_within([(y0, x0, y1 - y0, x1 - x0)], source=True,
                                                 grow=_GROW)
@@ -282,8 +286,9 @@ class Propagator:
 
     def _whole_shift(self, e: _Entry):
         """The scene's shift into frame ``e`` in whole pixels, its rounding carried from frame
-        to frame (error diffusion): the shifts of consecutive frames then add up to the true
-        motion within half a pixel, where each rounded alone drifts (a pan of 0.5 px a frame is
+        to frame (error diffusion): the shifts since the chain last broke (a cut, a link that is
+        not a translation) then add up to the true motion within half a pixel, and any run of
+        consecutive ones within a pixel, where each rounded alone drifts (a pan of 0.5 px a frame is
         0 or -1 as the estimate's noise falls, and a patch field moved by their sum left the
         scene by pixels within a few frames, failed its fit check and was searched again)."""
         d = _shift(e.link, lambda: self._centre(e.hole))
@@ -299,7 +304,8 @@ class Propagator:
     def next_shift(self):
         """How far the scene moved from the frame before to the next frame given back, in
         whole pixels ``(dy, dx)`` (rounded so that the shifts of consecutive frames add up to the
-        motion within half a pixel), or None when not a translation or not known; one call per frame,
+        motion within a pixel, within half a pixel from where the chain last broke), or None
+        when not a translation or not known; one call per frame,
         in order (for ``Inpainter.stream(shifts=...)``, from the filling thread). Recorded only
         by a Propagator made with ``shifts=True``. (A consumer calls this or :meth:`next_motion`,
         not both: each takes the frame's record.)"""
@@ -492,7 +498,7 @@ def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sou
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
     for src, m in sources:
         box_m = shift @ m
-        src.need(box_m, size)
+        src.need(box_m, size, _READ + max(0, options.refine - 1))
         # 255 only where all four bilinear taps are known and inside the frame
         valid = _warp(cv2, src.known, box_m, size, cv2.BORDER_CONSTANT) == 255
         take = todo & valid
