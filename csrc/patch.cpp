@@ -1034,7 +1034,8 @@ bool pyramid(std::vector<Level>& levels, const Completion& em, const PatchParams
 // anew (sources move with the scene too); a target it does not reach takes its nearest reached
 // neighbour's offset.
 // Only fields of earlier calls are read (this call's go to `pending`), so the result does not
-// depend on the order the components run in. A source that is no longer one: a random one.
+// depend on the order the components run in. A source that is no longer one (the scene moved
+// it into the hole): the nearest usable source within kNear, else a random one.
 // False when there is none, or the carried field fits much worse than the field did when it was
 // last completed from scratch (a cut; a pan that no shift was declared for): its `base`, which
 // a carried field inherits (`base` is set to it), so that a field drifting a little every frame

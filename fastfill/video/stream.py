@@ -220,8 +220,10 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
         raise InputError(f"{src}: video error ({e})") from None
     finally:
-        inp_c.close()
-        threads.close()
+        try:
+            inp_c.close()
+        finally:
+            threads.close()  # (OpenCV's thread count back, whatever closing the input raised)
     stats.seconds = time.perf_counter() - t0
     if track is not None:
         stats.text_detections, stats.text_seconds = track.detections, track.seconds
