@@ -498,7 +498,6 @@ def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sou
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
     for src, m in sources:
         box_m = shift @ m
-        src.need(box_m, size, _READ + max(0, options.refine - 1))
         # 255 only where all four bilinear taps are known and inside the frame
         valid = _warp(cv2, src.known, box_m, size, cv2.BORDER_CONSTANT) == 255
         take = todo & valid
@@ -507,6 +506,7 @@ def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sou
         sy0, sx0, sy1, sx1 = _near(take, ring, 2 * options.ring + 2, 4 * options.min_ring)
         sub = (slice(sy0, sy1), slice(sx0, sx1))
         sub_m = np.array([[1, 0, -sx0], [0, 1, -sy0], [0, 0, 1]], np.float64) @ box_m
+        src.need(box_m, size, _READ + max(0, options.refine - 1))  # (only a source that gives)
         used = _take_from(cv2, src, sub_m, cur[sub], gray[sub], ring[sub], todo[sub], valid[sub],
                           options)
         refused += used is False
