@@ -558,14 +558,23 @@ def test_auto_backend_without_openvino_or_with_ort_options(monkeypatch):
 
 
 @pytest.mark.skipif(not HAS_OV, reason="openvino is not installed (pip install 'fastfill[openvino]')")
+def _run_outside_ci(code: str, home) -> str:
+    """``code`` in a real Python process with ``home`` as its home and no CI variable (as a
+    user's shell runs it): its standard output, after checking that it exited 0."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env["HOME"] = str(home)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_two_threads_loading_openvino_at_once_leave_no_ci_variable(tmp_path):
     """The telemetry switch (the ``CI`` variable) is set around the import and removed after: a
     second thread loading an OpenVINO model while the first is inside that import (held there
     by a slow finder, a real process) must not read the first one's setting and put it back for
     good."""
     pytest.importorskip("openvino")
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
-    env["HOME"] = str(tmp_path)
     code = ("import os, sys, threading, time\n"
             "class Slow:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
@@ -583,10 +592,8 @@ def test_two_threads_loading_openvino_at_once_leave_no_ci_variable(tmp_path):
             "b.start()\n"
             "a.join(); b.join()\n"
             "print('CI' in os.environ, 'openvino' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
+    out = _run_outside_ci(code, tmp_path)
+    assert out.split() == ["False", "True"], out
 
 
 def test_the_default_inpainter_sends_no_openvino_telemetry(tmp_path):
@@ -596,8 +603,6 @@ def test_the_default_inpainter_sends_no_openvino_telemetry(tmp_path):
     no CI variable, declines it, writes nothing there, and leaves the environment as it was."""
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
-    env["HOME"] = str(home)
     code = ("import os, sys\n"
             "from fastfill import Inpainter\n"
             "Inpainter()\n"
@@ -605,8 +610,6 @@ def test_the_default_inpainter_sends_no_openvino_telemetry(tmp_path):
             "import openvino_telemetry\n"
             "t = openvino_telemetry.Telemetry()\n"
             "print('consent', t.consent, 'CI' in os.environ)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "consent False False" in out.stdout, out.stdout + out.stderr
+    out = _run_outside_ci(code, home)
+    assert "consent False False" in out, out
     assert not (home / "intel").exists() or not any((home / "intel").rglob("*ga_cid*"))
