@@ -17,6 +17,12 @@ from fastfill.fills import FILLS
 from fastfill.fills.patch_reference import patch_reference
 
 
+def example(name, size=None):
+    """One of the bundled example photos (uint8 RGB), resized to ``size`` (w, h) when given."""
+    im = Image.open(Path(__file__).parent.parent / "examples" / "images" / name).convert("RGB")
+    return np.asarray(im if size is None else im.resize(size))
+
+
 def textured(h, w, seed=0):
     """A photo-like test image: gradients, stripes and noise."""
     rng = np.random.default_rng(seed)
@@ -382,9 +388,7 @@ def test_a_drifting_scene_is_completed_again_not_ratcheted():
     its last completion from scratch, not against the frame before (against which each frame is
     only a little worse, so the bar rose with the drift and the field was never dropped): the
     hole is completed from scratch again every few frames."""
-    from PIL import Image
-
-    im = np.asarray(Image.open(Path(__file__).parent.parent / "examples" / "images" / "coffee.jpg").convert("RGB"))
+    im = example("coffee.jpg")
     h, w = 96, 128
     m = mask_of(h, w, (30, 40, 66, 88))
     state = ops.PatchState()
@@ -449,8 +453,7 @@ def test_a_shrinking_hole_under_a_tilting_pan_stays_carried():
     by the shift; the sources just below the hole, moved up into its edge, are replaced by the
     nearest usable ones (random ones smeared their neighbours, failed the fit check and sent the
     fifth frame back to a search from scratch). The copied texture follows the scene."""
-    photo = np.asarray(Image.open(Path(__file__).parent.parent / "examples" / "images" / "fruits.jpg")
-                       .convert("RGB").resize((360, 200)))
+    photo = example("fruits.jpg", (360, 200))
     h, w, n = 100, 200, 5
     frames = [np.ascontiguousarray(photo[20 + t:20 + t + h, 40 + 6 * t:40 + 6 * t + w]) for t in range(n)]
     masks = [mask_of(h, w, (30, 40, 60, 150 - 6 * t)) for t in range(n)]
@@ -478,8 +481,7 @@ def test_the_propagators_whole_pixel_shifts_add_up_to_the_motion():
 
     from fastfill.video.propagate import Propagator
 
-    photo = np.asarray(Image.open(Path(__file__).parent.parent / "examples" / "images" / "fruits.jpg")
-                       .convert("RGB").resize((320, 200)))
+    photo = example("fruits.jpg", (320, 200))
     n, step = 8, (0.4, 2.3)
     frames = [cv2.warpAffine(photo, np.array([[1, 0, -(10 + step[1] * t)], [0, 1, -(10 + step[0] * t)]]),
                              (200, 120), flags=cv2.INTER_CUBIC) for t in range(n)]
@@ -498,13 +500,9 @@ def test_the_propagator_gives_each_frame_the_scene_shift():
     (a pan of 2.3 px a frame: 2), None for the first frame and across a cut."""
     from fastfill.video.propagate import Propagator
 
-    from PIL import Image
-
-    photo = Image.open(Path(__file__).parent.parent / "examples" / "images" / "fruits.jpg")
-    big = np.asarray(photo.convert("RGB").resize((260, 120)))
+    big = example("fruits.jpg", (260, 120))
     a = [np.ascontiguousarray(big[:, int(round(2.3 * t)):int(round(2.3 * t)) + 160]) for t in range(5)]
-    cut = np.ascontiguousarray(np.asarray(Image.open(Path(__file__).parent.parent / "examples" / "images"
-                                                     / "coffee.jpg").convert("RGB").resize((160, 120))))
+    cut = np.ascontiguousarray(example("coffee.jpg", (160, 120)))
     frames = a + [cut]
     hole = mask_of(120, 160, (40, 60, 70, 100))
     p = Propagator(window=2, shifts=True)
