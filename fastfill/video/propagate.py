@@ -177,7 +177,7 @@ class _Source:
         self._decoded = rgb if isinstance(rgb, Decoded) else None
         self.rgb, self.known = (None if self._decoded is not None else rgb), known
 
-    def need(self, m: np.ndarray, size: tuple[int, int], reach: int = _READ) -> None:
+    def need(self, m: np.ndarray, size: tuple[int, int], reach: int) -> None:
         """Make ``rgb`` hold what a warp by ``m`` (this frame -> an output of ``size``, width
         and height) reads, and ``reach`` pixels more (bicubic taps, the ring's refinement)."""
         if self._decoded is None:
