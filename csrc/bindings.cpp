@@ -503,6 +503,28 @@ void composite_cuda_ptr(uintptr_t pred, bool half, int64_t Hp, int64_t Wp, uintp
 }
 #endif
 
+// A uint8 plane [h, w] (rows any stride, columns contiguous: a decoded frame's luma) reduced 4x.
+py::array area_reduce4(const py::object& obj) {
+  const py::array a = as_array(obj, "plane");
+  if (!a.dtype().equal(py::dtype::of<uint8_t>()) || a.ndim() != 2)
+    throw py::value_error("plane: expected uint8 [h, w], got " + dtype_str(a) + " " + shape_str(a));
+  const int64_t h = a.shape(0), w = a.shape(1);
+  if (h < 4 || w < 4 || h % 4 || w % 4)
+    throw py::value_error("plane: height and width must be positive multiples of 4, got " + shape_str(a));
+  if (a.strides(1) != 1 || a.strides(0) < w)
+    throw py::value_error("plane: its rows must be contiguous and in order (strides " +
+                          std::to_string(a.strides(0)) + ", " + std::to_string(a.strides(1)) + ")");
+  py::array_t<uint8_t> out({py::ssize_t(h / 4), py::ssize_t(w / 4)});
+  const uint8_t* src = static_cast<const uint8_t*>(a.data());
+  uint8_t* dst = out.mutable_data();
+  const int64_t stride = a.strides(0);
+  {
+    py::gil_scoped_release nogil;
+    fastfill::area_reduce4_cpu(src, stride, h, w, dst);
+  }
+  return out;
+}
+
 py::dict build_info() {
   py::dict d;
   py::list backends;
@@ -570,6 +592,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("edges") = py::none(),
         "The harmonic solver with `guide` added to each hole pixel's right-hand side (the patch\n"
         "fill's gradient-domain rebuild): float32 [h, w, 3], the solution at hole pixels.");
+  m.def("area_reduce4", &area_reduce4, py::arg("plane"),
+        "uint8 [h, w] (rows any stride, columns contiguous; h, w multiples of 4) -> [h/4, w/4]:\n"
+        "each 4x4 block's mean, half to even (cv2.resize INTER_AREA's bytes for this case).");
   m.def("composite", &composite, py::arg("pred"), py::arg("images"), py::arg("masks"), py::arg("window"),
         py::arg("out"), py::arg("device"));
 #ifdef FASTFILL_WITH_CUDA

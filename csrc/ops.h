@@ -58,6 +58,9 @@ void harmonic_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f
                        int channels = 3);
 void composite_cpu(const CompositeArgs& a);
 
+// dst [h/4, w/4] = the 4x4 blocks' means of src (uint8 rows `stride` bytes apart), half to even.
+void area_reduce4_cpu(const uint8_t* src, int64_t stride, int64_t h, int64_t w, uint8_t* dst);
+
 // Options of the patch fill (see fastfill.ops.FILLS for their meaning and bounds).
 struct PatchParams {
   int patch = 5;        // patch side (odd, 3..15)

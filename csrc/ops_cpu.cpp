@@ -96,4 +96,24 @@ void composite_cpu(const CompositeArgs& a) {
     composite_impl<float>(a);
 }
 
+// Each 4x4 block's mean, rounded half to even (OpenCV's INTER_AREA for an exact 4x reduction
+// rounds so, and the motion estimate's reduced frames are compared with frames it made). One
+// thread: the caller (video propagation) runs beside the decoder and the encoder.
+void area_reduce4_cpu(const uint8_t* src, int64_t stride, int64_t h, int64_t w, uint8_t* dst) {
+  const int64_t rh = h / 4, rw = w / 4;
+  std::vector<uint16_t> rows(size_t(4 * rw));
+  for (int64_t y = 0; y < rh; ++y) {
+    const uint8_t* r0 = src + 4 * y * stride;
+    uint16_t* acc = rows.data();
+    for (int64_t x = 0; x < 4 * rw; ++x)  // (vectorised: four rows summed per column)
+      acc[x] = uint16_t(r0[x] + r0[x + stride] + r0[x + 2 * stride] + r0[x + 3 * stride]);
+    uint8_t* out = dst + y * rw;
+    for (int64_t x = 0; x < rw; ++x) {
+      const unsigned s = unsigned(acc[4 * x]) + acc[4 * x + 1] + acc[4 * x + 2] + acc[4 * x + 3];
+      const unsigned q = s >> 4, rem = s & 15u;
+      out[x] = uint8_t(q + ((rem > 8u) | ((rem == 8u) & q & 1u)));
+    }
+  }
+}
+
 }  // namespace fastfill

@@ -35,7 +35,7 @@ Window = Optional[Tuple[int, int, int, int]]
 __all__ = [
     "prepare", "composite", "prepare_reference", "composite_reference", "build_info",
     "padded_size", "cuda_available", "fill", "fill_reference", "FILLS", "PatchState",
-    "masked_difference", "masked_difference_reference",
+    "masked_difference", "masked_difference_reference", "area_reduce4", "area_reduce4_reference",
 ]
 
 # What the patch fill carries from one video frame to the next (opaque; see fill(state=)).
@@ -304,6 +304,15 @@ def masked_difference(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> int:
     return int(_C.masked_difference(a, b, mask))
 
 
+def area_reduce4(plane: np.ndarray) -> np.ndarray:
+    """A uint8 plane ``[h, w]`` (``h``, ``w`` multiples of 4; rows of any stride, such as a
+    decoded frame's luma) reduced 4x: each 4x4 block's mean, rounded half to even, which is
+    ``cv2.resize(plane, (w // 4, h // 4), interpolation=cv2.INTER_AREA)`` byte for byte, in a
+    third of its time on one thread (video motion reduces every frame so).
+    Reference: :func:`area_reduce4_reference`."""
+    return _C.area_reduce4(plane)
+
+
 def seamless(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``values`` laid into the hole of ``image`` without a seam (Poisson image editing, Pérez et
     al. 2003): the hole takes the solution of Poisson's equation whose guidance is the discrete
@@ -384,6 +393,14 @@ def fill_reference(image, mask, mean=(0.5, 0.5, 0.5)) -> np.ndarray:
     A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     out[ys, xs] = spla.spsolve(A, b).reshape(n, 3)
     return out
+
+
+def area_reduce4_reference(plane) -> np.ndarray:
+    """NumPy reference of :func:`area_reduce4`."""
+    p = np.asarray(plane, np.uint8)
+    h, w = p.shape
+    sums = p.reshape(h // 4, 4, w // 4, 4).sum(axis=(1, 3), dtype=np.int64)
+    return np.rint(sums / 16.0).astype(np.uint8)  # (exact halves: rint rounds them to even)
 
 
 def masked_difference_reference(a, b, mask) -> int:

@@ -457,6 +457,42 @@ def test_masked_difference_refuses_what_it_cannot_compare():
         ops.masked_difference(a, a, m.astype(np.float32))
 
 
+@pytest.mark.parametrize("h, w", [(4, 4), (8, 12), (36, 60), (1080, 1920)])
+def test_area_reduce4_matches_reference_and_opencv(h, w):
+    """Exact against NumPy and, where OpenCV is installed, against cv2.resize's INTER_AREA (whose
+    bytes the motion estimate's reduced frames had): random planes, a view into a wider frame
+    (a decoded luma plane's padded rows), and blocks whose mean is exactly half-way (rounded to
+    even, not up)."""
+    rng = np.random.default_rng(h + w)
+    wide = rng.integers(0, 256, (h, w + 32), dtype=np.uint8)
+    halves = np.zeros((h, w), np.uint8)
+    halves[::4, ::4] = 8  # 8 / 16 = 0.5 -> 0; 24 / 16 = 1.5 -> 2 (half to even)
+    odd = rng.random((h // 4, w // 4)) < 0.5
+    halves[1::4, 1::4] = np.where(odd, 16, 0).astype(np.uint8)
+    for plane in (wide[:, :w], np.ascontiguousarray(wide[:, :w]), halves):
+        got = ops.area_reduce4(plane)
+        assert got.shape == (h // 4, w // 4) and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, ops.area_reduce4_reference(plane))
+    np.testing.assert_array_equal(ops.area_reduce4(halves), np.where(odd, 2, 0))
+    cv2 = pytest.importorskip("cv2")
+    for plane in (wide[:, :w], halves):
+        np.testing.assert_array_equal(ops.area_reduce4(plane),
+                                      cv2.resize(plane, (w // 4, h // 4), interpolation=cv2.INTER_AREA))
+
+
+def test_area_reduce4_refuses_what_it_cannot_reduce():
+    with pytest.raises(ValueError, match="multiples of 4"):
+        ops.area_reduce4(np.zeros((8, 10), np.uint8))
+    with pytest.raises(ValueError, match="expected uint8"):
+        ops.area_reduce4(np.zeros((8, 8), np.uint16))
+    with pytest.raises(ValueError, match="expected uint8"):
+        ops.area_reduce4(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.area_reduce4(np.zeros((8, 16), np.uint8)[:, ::2])
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.area_reduce4(np.zeros((8, 8), np.uint8)[::-1])
+
+
 def _seamless_scipy(image, hole, values):
     """Poisson's equation with the Laplacian of ``values`` as guidance over the hole (no flux
     across the array's edge), the image's known pixels as boundary: a sparse SciPy solve."""

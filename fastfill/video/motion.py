@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import ops
 from ..errors import FastfillError
 
 _LK_WIN, _LK_LEVELS = (21, 21), 3
@@ -232,7 +233,12 @@ def analyse(frame, hole: np.ndarray, options: MotionOptions = MotionOptions(),
             return small
     else:
         full, u, v = frame.planes
-        gray = full if (rh, rw) == (h, w) else cv2.resize(full, size, interpolation=cv2.INTER_AREA)
+        if (rh, rw) == (h, w):
+            gray = full
+        elif (4 * rh, 4 * rw) == (h, w):  # (1080p: OpenCV's bytes, a third of its time)
+            gray = ops.area_reduce4(full)
+        else:
+            gray = cv2.resize(full, size, interpolation=cv2.INTER_AREA)
 
         def colour():
             # from the reduced planes (OpenCV's YUV -> RGB: a histogram only tells scenes
