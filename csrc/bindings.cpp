@@ -22,6 +22,7 @@
 
 #include "ops.h"
 #include "pixel.h"
+#include "propagate.h"
 
 namespace py = pybind11;
 using fastfill::CompositeArgs;
@@ -525,6 +526,71 @@ py::array area_reduce4(const py::object& obj) {
   return out;
 }
 
+// The propagation kernels' images: [h, w] masks (bool/uint8) or [h, w, 3] uint8, rows of any
+// stride (views into a frame), each row's bytes contiguous.
+fastfill::Rows rows_of(const py::object& obj, const char* name, int64_t h, int64_t w, bool rgb, bool writeable) {
+  py::array a = as_array(obj, name);
+  const bool ok_type = rgb ? a.dtype().equal(py::dtype::of<uint8_t>()) : is_byte(a);
+  if (!ok_type || a.ndim() != (rgb ? 3 : 2) || a.shape(0) != h || a.shape(1) != w || (rgb && a.shape(2) != 3))
+    throw py::value_error(std::string(name) + ": expected " + (rgb ? "uint8 [h, w, 3]" : "bool or uint8 [h, w]") +
+                          " with [h, w] = [" + std::to_string(h) + ", " + std::to_string(w) + "], got " +
+                          dtype_str(a) + " " + shape_str(a));
+  if (a.strides(1) != (rgb ? 3 : 1) || (rgb && a.strides(2) != 1) || a.strides(0) < (rgb ? 3 : 1) * w)
+    throw py::value_error(std::string(name) + ": each row's pixels must be contiguous, rows in order");
+  if (writeable && !a.writeable()) throw py::value_error(std::string(name) + ": must be writeable");
+  return {static_cast<uint8_t*>(const_cast<void*>(a.data())), int64_t(a.strides(0))};
+}
+
+fastfill::RingArgs ring_args(const py::object& cur, const py::object& ring, const py::object& valid,
+                             const py::object& warped, const py::object& todo) {
+  const py::array c = as_array(cur, "cur");
+  if (c.ndim() != 3) throw py::value_error("cur: expected uint8 [h, w, 3], got " + shape_str(c));
+  const int64_t h = c.shape(0), w = c.shape(1);
+  fastfill::RingArgs a{};
+  a.h = h;
+  a.w = w;
+  a.cur = rows_of(cur, "cur", h, w, true, !todo.is_none());
+  a.ring = rows_of(ring, "ring", h, w, false, false);
+  a.valid = rows_of(valid, "valid", h, w, false, false);
+  a.warped = rows_of(warped, "warped", h, w, true, false);
+  if (!todo.is_none()) a.todo = rows_of(todo, "todo", h, w, false, true);
+  return a;
+}
+
+py::object ring_shift(const py::object& cur, const py::object& ring, const py::object& valid,
+                      const py::object& warped) {
+  const fastfill::RingArgs a = ring_args(cur, ring, valid, warped, py::none());
+  std::optional<std::pair<double, double>> d;
+  {
+    py::gil_scoped_release nogil;
+    d = fastfill::ring_shift(a);
+  }
+  if (!d) return py::none();
+  return py::make_tuple(d->first, d->second);
+}
+
+int ring_place(const py::object& cur, const py::object& ring, const py::object& valid, const py::object& warped,
+               const py::object& todo, int64_t min_ring, double ring_error) {
+  if (todo.is_none()) throw py::type_error("todo: expected an array, got None");
+  const fastfill::RingArgs a = ring_args(cur, ring, valid, warped, todo);
+  py::gil_scoped_release nogil;
+  return fastfill::ring_place(a, min_ring, ring_error);
+}
+
+py::tuple given_box(const py::object& known_obj, const py::object& todo) {
+  const py::array k = as_array(known_obj, "known");
+  if (k.ndim() != 2) throw py::value_error("known: expected uint8 [h, w], got " + shape_str(k));
+  const int64_t h = k.shape(0), w = k.shape(1);
+  const fastfill::Rows known = rows_of(known_obj, "known", h, w, false, false);
+  const fastfill::Rows t = rows_of(todo, "todo", h, w, false, false);
+  int64_t box[4], n;
+  {
+    py::gil_scoped_release nogil;
+    n = fastfill::given_box(known, t, h, w, box);
+  }
+  return py::make_tuple(n, box[0], box[1], box[2], box[3]);
+}
+
 py::dict build_info() {
   py::dict d;
   py::list backends;
@@ -595,6 +661,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("area_reduce4", &area_reduce4, py::arg("plane"),
         "uint8 [h, w] (rows any stride, columns contiguous; h, w multiples of 4) -> [h/4, w/4]:\n"
         "each 4x4 block's mean, half to even (cv2.resize INTER_AREA's bytes for this case).");
+  m.def("given_box", &given_box, py::arg("known"), py::arg("todo"),
+        "Video propagation: the open pixels (`todo`) where a source's warped known map is 255:\n"
+        "(count, y0, x0, y1, x1), their bounding box (zeros when none).");
+  m.def("ring_shift", &ring_shift, py::arg("cur"), py::arg("ring"), py::arg("valid"), py::arg("warped"),
+        "Video propagation: one Lucas-Kanade step for a translation over the ring (see\n"
+        "fastfill.video.propagate): (dx, dy) with warped(x + d) ~ cur(x), or None.");
+  m.def("ring_place", &ring_place, py::arg("cur"), py::arg("ring"), py::arg("valid"), py::arg("warped"),
+        py::arg("todo"), py::arg("min_ring"), py::arg("ring_error"),
+        "Video propagation: check a warped source on the ring and copy what it gives into `cur`\n"
+        "(in place, `todo` cleared there): 1 used, 0 refused, -1 nothing to give or check.");
   m.def("composite", &composite, py::arg("pred"), py::arg("images"), py::arg("masks"), py::arg("window"),
         py::arg("out"), py::arg("device"));
 #ifdef FASTFILL_WITH_CUDA

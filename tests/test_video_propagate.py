@@ -13,6 +13,7 @@ cv2 = pytest.importorskip("cv2")
 
 from conftest import invoke, write_clip  # noqa: E402
 from fastfill import Inpainter  # noqa: E402
+from fastfill.ops import _C  # noqa: E402
 from fastfill.errors import InputError  # noqa: E402
 from fastfill.video import motion as mo  # noqa: E402
 from fastfill.video.propagate import PropagateOptions, Propagator, VideoFill  # noqa: E402
@@ -233,10 +234,130 @@ def test_the_ring_refinement_reads_no_neighbour_across_the_rectangle_edge():
                             borderMode=cv2.BORDER_REPLICATE)
     ring = np.zeros((h, w), bool)
     ring[:, :3] = ring[:, -3:] = True
-    ring_at = np.flatnonzero(ring)
-    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).reshape(-1)[ring_at].astype(np.float32)
-    d = _residual_shift(cv2, warped, np.ones((h, w), bool), gray, ring_at)
-    assert d is not None and np.abs(d - np.array(true)).max() < 0.1, d
+    d = _residual_shift(frame, ring, np.ones((h, w), bool), warped)
+    assert d is not None and np.abs(np.array(d) - np.array(true)).max() < 0.1, d
+
+
+def _ring_shift_numpy(cur, ring, valid, warped):
+    """NumPy reference of ``_C.ring_shift`` (float64 sums)."""
+    h, w = ring.shape
+    g = cv2.cvtColor(np.ascontiguousarray(warped), cv2.COLOR_RGB2GRAY).astype(np.float64)
+    f = cv2.cvtColor(np.ascontiguousarray(cur), cv2.COLOR_RGB2GRAY).astype(np.float64)
+    v = valid.astype(bool)
+    sel = np.zeros((h, w), bool)
+    sel[1:-1, 1:-1] = (ring[1:-1, 1:-1] & v[1:-1, 1:-1] & v[1:-1, :-2] & v[1:-1, 2:] & v[:-2, 1:-1]
+                       & v[2:, 1:-1])
+    ys, xs = np.nonzero(sel)
+    if ys.size < 32:
+        return None
+    gx = 0.5 * (g[ys, xs + 1] - g[ys, xs - 1])
+    gy = 0.5 * (g[ys + 1, xs] - g[ys - 1, xs])
+    r = f[ys, xs] - g[ys, xs]
+    r -= r.mean()
+    a = np.array([[gx @ gx, gx @ gy], [gx @ gy, gy @ gy]])
+    if np.linalg.eigvalsh(a)[0] < 4.0 * ys.size:
+        return None
+    d = np.linalg.solve(a, np.array([gx @ r, gy @ r]))
+    return tuple(d) if np.abs(d).max() <= 1.0 else None
+
+
+def _ring_place_numpy(cur, ring, valid, warped, todo, min_ring, ring_error):
+    """NumPy reference of ``_C.ring_place`` (in place, as it)."""
+    v = valid.astype(bool)
+    take = todo & v
+    seen = ring & v
+    if not take.any() or np.count_nonzero(seen) < min_ring:
+        return -1
+    diff = cur[seen].astype(np.int64) - warped[seen]
+    offset = (diff.sum(axis=0).astype(np.float32) / np.float32(np.count_nonzero(seen)))
+    err = np.abs((diff.astype(np.float32) - offset).astype(np.float64)).mean()
+    if err > ring_error:
+        return 0
+    add = offset.astype(np.float64) if np.abs(offset).max() >= 0.5 else 0.0
+    cur[take] = np.clip(np.rint(warped[take] + add), 0, 255).astype(np.uint8)
+    todo &= ~take
+    return 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_ring_kernels_match_numpy(seed):
+    """``_C.ring_shift``, ``_C.ring_place`` and ``_C.given_box`` against NumPy on a photo's
+    texture, as propagation calls them: views into a frame (rows wider than the rectangle), a
+    source shifted by a fraction of a pixel with an exposure offset (or a different picture, which
+    the ring refuses), holes in the source's valid samples, a thin ring."""
+    rng = np.random.default_rng(seed)
+    img = photo()
+    h, w = 48 + 8 * seed, 64 + 12 * seed
+    y0, x0 = 40 + 10 * seed, 30 + 7 * seed
+    frame = img.copy()
+    cur = frame[y0:y0 + h, x0:x0 + w]  # a view: the frame's rows
+    dx, dy = rng.uniform(-0.6, 0.6, 2)
+    src = img if seed != 5 else np.ascontiguousarray(img[::-1])  # (5: another picture)
+    exposure = (seed - 2) * 1.7
+    warped = cv2.warpAffine(src, np.array([[1, 0, x0 + dx], [0, 1, y0 + dy]]), (w, h),
+                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE)
+    warped = np.clip(warped.astype(np.float64) + exposure, 0, 255).astype(np.uint8)
+    hole = np.zeros((h, w), bool)
+    hole[8:-8, 10:-10] = True
+    k = 2 * (1 + seed % 3) + 1
+    ring = (cv2.dilate(hole.view(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~hole
+    valid_full = np.ones((h + 4, w + 4), bool)
+    valid_full[rng.integers(0, h, 40), rng.integers(0, w, 40)] = False  # the source's own holes
+    valid_full[:, : 3 + seed] = False  # (a strip beyond the source's frame)
+    valid = valid_full[:h, :w]  # (a view: rows w + 4 apart)
+    todo_frame = np.zeros((h + 2, w + 6), bool)
+    todo = todo_frame[1:1 + h, 3:3 + w]
+    todo[hole] = True
+    todo[rng.integers(0, h, 30), rng.integers(0, w, 30)] = False  # (filled by a nearer source)
+
+    got = _C.ring_shift(cur, ring, valid, warped)
+    want = _ring_shift_numpy(cur, ring, valid, warped)
+    assert (got is None) == (want is None)
+    if want is not None:
+        np.testing.assert_allclose(got, want, atol=1e-9)
+
+    known = np.where(valid, 255, rng.integers(0, 255, (h, w))).astype(np.uint8)
+    n, *box = _C.given_box(known, todo)
+    take = todo & (known == 255)
+    assert n == np.count_nonzero(take)
+    from fastfill.roi import bounding_box
+    assert tuple(box) == (bounding_box(take) or (0, 0, 0, 0))
+
+    for min_ring, ring_error in ((16, 10.0), (16, 0.5), (10 ** 6, 10.0)):
+        mine_cur, mine_todo = frame.copy(), todo_frame.copy()
+        ref_cur, ref_todo = frame.copy(), todo_frame.copy()
+        sub = (slice(y0, y0 + h), slice(x0, x0 + w))
+        tsub = (slice(1, 1 + h), slice(3, 3 + w))
+        a = _C.ring_place(mine_cur[sub], ring, valid, warped, mine_todo[tsub], min_ring, ring_error)
+        b = _ring_place_numpy(ref_cur[sub], ring, valid, warped, ref_todo[tsub], min_ring,
+                              ring_error)
+        assert a == b
+        np.testing.assert_array_equal(mine_cur, ref_cur)  # (nothing outside the rectangle)
+        np.testing.assert_array_equal(mine_todo, ref_todo)
+        if a == 1:
+            assert not (mine_todo[tsub] & valid).any() and (mine_cur != frame).any()
+    expect = {5: 0}.get(seed)  # (another picture: refused)
+    if expect is not None:
+        assert _C.ring_place(frame.copy()[sub], ring, valid, warped, todo.copy(), 16, 10.0) == 0
+
+
+def test_the_ring_kernels_refuse_what_they_cannot_read():
+    cur = np.zeros((8, 10, 3), np.uint8)
+    m = np.zeros((8, 10), bool)
+    flat, ones = np.full((40, 40, 3), 128, np.uint8), np.ones((40, 40), bool)
+    assert _C.ring_shift(flat, ones, ones, flat) is None  # (no texture: no shift to say)
+    assert _C.ring_shift(cur, m, m, cur) is None  # (no ring)
+    with pytest.raises(ValueError, match="ring: expected"):
+        _C.ring_shift(cur, m[:, :9], m, cur)
+    with pytest.raises(ValueError, match="contiguous"):
+        _C.ring_shift(cur, m, m, cur[:, ::-1])
+    with pytest.raises(ValueError, match="writeable"):
+        ro = cur.copy()
+        ro.setflags(write=False)
+        _C.ring_place(ro, m, m, cur, m.copy(), 1, 10.0)
+    with pytest.raises(ValueError, match="todo: expected"):
+        _C.ring_place(cur.copy(), m, m, cur, m.astype(np.float32), 1, 10.0)
 
 
 def test_the_pan_is_filled_from_other_frames(harmonic):

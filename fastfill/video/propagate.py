@@ -50,6 +50,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
+from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the module loads)
 from ..inpainter import frozen
 from ..roi import bounding_box, hole_of, hole_regions
 from . import motion as mo
@@ -437,7 +438,8 @@ class Propagator:
             out = e.rgb.rgb_within([(y0, x0, y1 - y0, x1 - x0) for y0, x0, y1, x1 in near],
                                    source=True)
         else:  # in place when the frames are ours: a 1080p copy costs more than the fill
-            out = e.rgb if not self.copy and e.rgb.flags.writeable else e.rgb.copy()
+            out = (e.rgb if not self.copy and e.rgb.flags.writeable and e.rgb.flags.c_contiguous
+                   else e.rgb.copy())  # (the native steps take rows in order)
         left = hole.copy()
         for box in boxes:
             self.stats.refused += _fill_box(self._cv2, out, hole, left, box, sources, self.options)
@@ -494,20 +496,22 @@ def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sou
     k = 2 * options.ring + 1
     ring = (cv2.dilate(h_box.view(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~h_box
     cur = out[y0:y1, x0:x1]  # (only hole pixels change: the ring keeps the frame's own)
-    gray = cv2.cvtColor(cur, cv2.COLOR_RGB2GRAY)
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
+    bh, bw = todo.shape
+    pad = 2 * options.ring + 2
     for src, m in sources:
         box_m = shift @ m
         # 255 only where all four bilinear taps are known and inside the frame
-        valid = _warp(cv2, src.known, box_m, size, cv2.BORDER_CONSTANT) == 255
-        take = todo & valid
-        if not take.any():
+        known = _warp(cv2, src.known, box_m, size, cv2.BORDER_CONSTANT)
+        n, ty0, tx0, ty1, tx1 = _C.given_box(known, todo)  # (the open pixels it gives)
+        if not n:
             continue
-        sy0, sx0, sy1, sx1 = _near(take, ring, 2 * options.ring + 2, 4 * options.min_ring)
+        sy0, sx0, sy1, sx1 = _near((max(0, ty0 - pad), max(0, tx0 - pad), min(bh, ty1 + pad),
+                                    min(bw, tx1 + pad)), ring, 4 * options.min_ring)
         sub = (slice(sy0, sy1), slice(sx0, sx1))
         sub_m = np.array([[1, 0, -sx0], [0, 1, -sy0], [0, 0, 1]], np.float64) @ box_m
         src.need(box_m, size, _READ + max(0, options.refine - 1))  # (only a source that gives)
-        used = _take_from(cv2, src, sub_m, cur[sub], gray[sub], ring[sub], todo[sub], valid[sub],
+        used = _take_from(cv2, src, sub_m, cur[sub], ring[sub], todo[sub], known[sub] == 255,
                           options)
         refused += used is False
         if used and not todo.any():
@@ -515,81 +519,56 @@ def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sou
     return refused
 
 
-def _near(take: np.ndarray, ring: np.ndarray, pad: int, min_ring: int) -> tuple[int, ...]:
-    """The rectangle (y0, x0, y1, x1) of ``take`` grown by ``pad``, or the whole box when that
-    holds fewer than ``min_ring`` ring pixels to check the source by."""
-    y0, x0, y1, x1 = bounding_box(take, pad)
+def _near(rect, ring: np.ndarray, min_ring: int) -> tuple[int, ...]:
+    """``rect`` (y0, x0, y1, x1: what a source gives, grown), or the whole box when it holds
+    fewer than ``min_ring`` ring pixels to check the source by."""
+    y0, x0, y1, x1 = rect
     if np.count_nonzero(ring[y0:y1, x0:x1]) < min_ring:
-        return 0, 0, take.shape[0], take.shape[1]
-    return y0, x0, y1, x1
+        return 0, 0, ring.shape[0], ring.shape[1]
+    return rect
 
 
-def _take_from(cv2, src: "_Source", m: np.ndarray, cur: np.ndarray, gray: np.ndarray,
-               ring: np.ndarray, todo: np.ndarray, valid: np.ndarray, options: PropagateOptions):
-    """One source into one rectangle (views of the frame ``cur``, its grey, ring, open pixels
-    and the source's valid samples; ``m``: the source's frame -> the rectangle): refine the
-    alignment on the ring, check it, copy what it gives into ``cur`` and clear it in ``todo``.
-    True when used, False when the ring refused it, None when it could not be checked."""
+def _take_from(cv2, src: "_Source", m: np.ndarray, cur: np.ndarray, ring: np.ndarray,
+               todo: np.ndarray, valid: np.ndarray, options: PropagateOptions):
+    """One source into one rectangle (views of the frame ``cur``, its ring, open pixels and the
+    source's valid samples; ``m``: the source's frame -> the rectangle): refine the alignment on
+    the ring, check it, copy what it gives into ``cur`` and clear it in ``todo``.
+    True when used, False when the ring refused it, None when it could not be checked.
+
+    The check and the copy (``_C.ring_place``): the ring's pixels this source sees (at least
+    ``min_ring``) must match the frame's within ``ring_error`` (mean absolute difference) once
+    their mean difference, an exposure change between the frames, is removed; the offset is
+    added to what it gives (rounded as ``cv2.add`` rounds)."""
     size = (cur.shape[1], cur.shape[0])
-    ring_at = np.flatnonzero(ring)  # the ring's pixels, and their values in this frame
-    ring_rgb = cur[ring].astype(np.float32)  # (in ring_at's order)
-    ring_gray = gray[ring].astype(np.float32)
     warped = _warp(cv2, src.rgb, m, size, cv2.BORDER_REPLICATE)
     moved = False
     for _ in range(options.refine):
-        d = _residual_shift(cv2, warped, valid, ring_gray, ring_at)
-        if d is None or np.abs(d).max() < 0.02:
+        d = _residual_shift(cur, ring, valid, warped)
+        if d is None or max(abs(d[0]), abs(d[1])) < 0.02:
             break
         m = np.array([[1, 0, -d[0]], [0, 1, -d[1]], [0, 0, 1]]) @ m
         warped, moved = _warp(cv2, src.rgb, m, size, cv2.BORDER_REPLICATE), True
     if moved:  # (under a pixel: the samples of the last step were valid enough to steer by)
         valid = _warp(cv2, src.known, m, size, cv2.BORDER_CONSTANT) == 255
-    take = todo & valid
-    seen = valid.reshape(-1)[ring_at]
-    if not take.any() or np.count_nonzero(seen) < options.min_ring:
-        return None
-    diff = ring_rgb[seen] - warped.reshape(-1, 3)[ring_at[seen]]
-    offset = diff.mean(axis=0)  # an exposure change between the frames, not misalignment
-    if np.abs(diff - offset).mean() > options.ring_error:
-        return False
-    if options.sharp:
-        _sharpen(cv2, warped, src, m, size, take, valid)
-    if np.abs(offset).max() >= 0.5:
-        warped = cv2.add(warped, tuple(float(v) for v in offset) + (0.0,))  # (saturates)
-    done = cv2.copyTo(warped, take.view(np.uint8), cur)  # in place (a view of the frame) ...
-    if done is not cur:
-        cur[...] = done  # ... or, should OpenCV have copied it, here
-    todo &= ~take
-    return True
+    if options.sharp:  # (before the check, which copies: a refused source's is wasted, rare)
+        _sharpen(cv2, warped, src, m, size, todo & valid, valid)
+    return _PLACED[_C.ring_place(cur, ring, valid, warped, todo, options.min_ring,
+                                 options.ring_error)]
 
 
-def _residual_shift(cv2, warped: np.ndarray, valid: np.ndarray, ring_gray: np.ndarray,
-                    ring_at: np.ndarray):
-    """The shift d that brings ``warped`` onto the frame over the ring, warped(x + d) ~ frame(x):
-    one Lucas-Kanade step for a translation, in grey, on the ring pixels whose four neighbours
-    are valid samples (so no gradient reads a source's hole). The motion chained through the
-    window drifts by tenths of a pixel, and a hole at another depth than the scene's dominant
-    plane moves differently (parallax): this local correction pays for both. None when the ring
-    has too little texture to say, or the shift is over a pixel (not a drift)."""
-    w = valid.shape[1]
-    v = valid.reshape(-1)
-    last = v.size - 1
-    near = [np.clip(ring_at + k, 0, last) for k in (-1, 1, -w, w)]
-    col = ring_at % w  # (a neighbour across the rectangle's edge is another row's pixel)
-    sel = (v[ring_at] & v[near[0]] & v[near[1]] & v[near[2]] & v[near[3]] & (col > 0)
-           & (col < w - 1) & (ring_at >= w) & (ring_at < v.size - w))
-    if np.count_nonzero(sel) < 32:
-        return None
-    g = cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY).reshape(-1)
-    left, right, up, down = (g[i[sel]].astype(np.float32) for i in near)
-    gx, gy = 0.5 * (right - left), 0.5 * (down - up)
-    r = ring_gray[sel] - g[ring_at[sel]]
-    r -= r.mean()  # (an exposure offset is not a shift)
-    a = np.array([[gx @ gx, gx @ gy], [gx @ gy, gy @ gy]], np.float64)
-    if np.linalg.eigvalsh(a)[0] < 4.0 * r.size:  # flat or one-directional texture
-        return None
-    d = np.linalg.solve(a, np.array([gx @ r, gy @ r], np.float64))
-    return d if np.abs(d).max() <= 1.0 else None
+_PLACED = {1: True, 0: False, -1: None}
+
+
+def _residual_shift(cur: np.ndarray, ring: np.ndarray, valid: np.ndarray, warped: np.ndarray):
+    """The shift d = (dx, dy) that brings ``warped`` onto the frame ``cur`` over the ring,
+    warped(x + d) ~ frame(x): one Lucas-Kanade step for a translation, in grey, on the ring
+    pixels whose four neighbours are valid samples (so no gradient reads a source's hole), none
+    across the rectangle's edge (``_C.ring_shift``). The motion chained through the window
+    drifts by tenths of a pixel, and a hole at another depth than the scene's dominant plane
+    moves differently (parallax): this local correction pays for both. None when the ring has
+    too little texture to say (the gradients' smaller eigenvalue under 4 a pixel), or the shift
+    is over a pixel (not a drift)."""
+    return _C.ring_shift(cur, ring, valid, warped)
 
 
 def _sharpen(cv2, warped: np.ndarray, src: "_Source", m: np.ndarray, size, take,
