@@ -13,6 +13,12 @@ is the median of the rounds' means, with its ratio to the shared mapping's.
 Then what a held patch fill pays a frame to check that what it reads stayed put (`FillHold`): the
 sum of |now - held| over the known pixels around the logo and around a subtitle band, by the
 kernel it calls (`ops.masked_difference`) against the NumPy steps it replaced.
+
+Then two steps of propagation, by the kernels they call against the OpenCV and NumPy steps they
+replaced: the motion estimate's 4x reduction of the luma plane (`ops.area_reduce4` against
+`cv2.resize`'s INTER_AREA, one OpenCV thread as propagation runs it), and placing a source over
+the logo's box (the ring's Lucas-Kanade step, the ring check, the offset and the copy:
+`_C.ring_shift` + `_C.ring_place` against the NumPy steps), the same results asserted.
 """
 
 import argparse
@@ -97,6 +103,95 @@ def main():
                  if shared != name and shared in times else "")
         print(f"{name:44s} {ms:10.3f} {ratio:>10s}")
     held_compare(frame, sws, args.rounds, args.iters)
+    propagation_steps(frame, sws, args.rounds, args.iters)
+
+
+def _median_ms(fns, rounds: int, iters: int) -> list[float]:
+    times = {f: [] for f in fns}
+    for _ in range(rounds):
+        for f in fns:
+            t = time.perf_counter()
+            for _ in range(iters):
+                f()
+            times[f].append((time.perf_counter() - t) / iters * 1000)
+    return [statistics.median(times[f]) for f in fns]
+
+
+def propagation_steps(frame, sws, rounds: int, iters: int) -> None:
+    """See the module's docstring (its last paragraph)."""
+    import cv2
+
+    from fastfill.ops import _C
+
+    cv2.setNumThreads(1)
+    luma = fr.planes(frame)[0]
+    assert np.array_equal(ops.area_reduce4(luma),
+                          cv2.resize(luma, (480, 270), interpolation=cv2.INTER_AREA))
+    a, b = _median_ms([lambda: cv2.resize(luma, (480, 270), interpolation=cv2.INTER_AREA),
+                       lambda: ops.area_reduce4(luma)], rounds, iters)
+    print(f"\npropagation's steps{'':17s} {'OpenCV/NumPy':>14s} {'kernel':>10s} {'ratio':>8s}")
+    print(f"{'luma 1920x1080 reduced 4x':36s} {a:11.3f} ms {b:7.3f} ms {b / a:7.2f}x")
+
+    whole = fr.Decoded(frame, sws).rgb()
+    y0, x0, y1, x1 = 44, 1474, 146, 1870  # the logo's box and the ring's 6 px around it
+    hole = np.zeros((y1 - y0, x1 - x0), bool)
+    hole[6:-6, 6:-6] = True
+    ring = (cv2.dilate(hole.view(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~hole
+    # a source 0.3, -0.2 px off and 3 levels brighter, its last 40 columns beyond its frame
+    warped = cv2.warpAffine(whole, np.array([[1, 0, x0 + 0.3], [0, 1, y0 - 0.2]]),
+                            (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.add(warped, (3.0, 3.0, 3.0, 0.0))
+    valid = np.ones(hole.shape, bool)
+    valid[:, -40:] = False
+    frame_box, todo0 = whole[y0:y1, x0:x1].copy(), hole.copy()
+    cur, todo = frame_box.copy(), todo0.copy()
+
+    def numpy_way():  # (the steps as they were, fastfill/video/propagate.py before session 24)
+        np.copyto(cur, frame_box)
+        np.copyto(todo, todo0)
+        gray = cv2.cvtColor(cur, cv2.COLOR_RGB2GRAY)
+        ring_at = np.flatnonzero(ring)
+        ring_rgb, ring_gray = cur[ring].astype(np.float32), gray[ring].astype(np.float32)
+        w, v = valid.shape[1], valid.reshape(-1)
+        near = [np.clip(ring_at + k, 0, v.size - 1) for k in (-1, 1, -w, w)]
+        col = ring_at % w
+        sel = (v[ring_at] & v[near[0]] & v[near[1]] & v[near[2]] & v[near[3]] & (col > 0)
+               & (col < w - 1) & (ring_at >= w) & (ring_at < v.size - w))
+        g = cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY).reshape(-1)
+        left, right, up, down = (g[i[sel]].astype(np.float32) for i in near)
+        gx, gy = 0.5 * (right - left), 0.5 * (down - up)
+        r = ring_gray[sel] - g[ring_at[sel]]
+        r -= r.mean()
+        m = np.array([[gx @ gx, gx @ gy], [gx @ gy, gy @ gy]], np.float64)
+        d = (np.linalg.solve(m, np.array([gx @ r, gy @ r], np.float64))
+             if np.linalg.eigvalsh(m)[0] >= 4.0 * r.size else None)
+        take = todo & valid
+        seen = v[ring_at]
+        diff = ring_rgb[seen] - warped.reshape(-1, 3)[ring_at[seen]]
+        offset = diff.mean(axis=0)
+        ok = np.abs(diff - offset).mean() <= 10.0
+        out = cv2.add(warped, tuple(float(c) for c in offset) + (0.0,))
+        done = cv2.copyTo(out, take.view(np.uint8), cur)
+        if done is not cur:
+            cur[...] = done
+        todo[...] &= ~take
+        return d, ok
+
+    def kernel():
+        np.copyto(cur, frame_box)
+        np.copyto(todo, todo0)
+        d = _C.ring_shift(cur, ring, valid, warped)
+        return d, _C.ring_place(cur, ring, valid, warped, todo, 16, 10.0)
+
+    d0, ok0 = numpy_way()
+    got0 = cur.copy()
+    d1, used = kernel()
+    assert ok0 and used == 1 and np.array_equal(cur, got0)
+    assert np.abs(np.array(d1) - np.array(d0)).max() < 1e-3
+    a, b = _median_ms([numpy_way, kernel], rounds, iters)
+    print(f"{f'a source placed over the logo ({y1 - y0}x{x1 - x0})':36s} {a:11.3f} ms {b:7.3f} ms "
+          f"{b / a:7.2f}x")
 
 
 def held_compare(frame, sws, rounds: int, iters: int) -> None:
