@@ -107,6 +107,8 @@ def main():
 
 
 def _median_ms(fns, rounds: int, iters: int) -> list[float]:
+    """Each function's time (ms a call), the median over ``rounds`` of ``iters`` calls, the
+    functions interleaved within each round."""
     times = {f: [] for f in fns}
     for _ in range(rounds):
         for f in fns:
@@ -224,14 +226,7 @@ def held_compare(frame, sws, rounds: int, iters: int) -> None:
             return ops.masked_difference(now, values, known)
 
         assert numpy_way() == kernel() == ops.masked_difference_reference(now, values, known)
-        times = {f: [] for f in (numpy_way, kernel)}
-        for _ in range(rounds):
-            for f in times:
-                t = time.perf_counter()
-                for _ in range(iters):
-                    f()
-                times[f].append((time.perf_counter() - t) / iters * 1000)
-        a, b = (statistics.median(times[f]) for f in (numpy_way, kernel))
+        a, b = _median_ms([numpy_way, kernel], rounds, iters)
         print(f"{name + f' ({y1 - y0}x{x1 - x0})':36s} {a:11.3f} ms {b:7.3f} ms {b / a:7.2f}x")
 
 
