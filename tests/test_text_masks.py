@@ -196,6 +196,31 @@ def test_track_covers_text_that_comes_between_detections_and_only_there():
             assert m[box].all()
 
 
+def test_track_reads_a_detection_frame_as_detected_though_it_is_filled_in_place():
+    """The frames between two detections are compared with the earlier detection's pixels; that
+    frame is yielded first and may be filled in place at once (``fastfill video --text`` fills
+    its own frames in place). Text that goes after frame 5: frames 6-9 keep their pixels even
+    when each frame's masked pixels are painted over as soon as it is yielded."""
+    pytest.importorskip("cv2")
+    h, w, n = 16, 32, 11
+    box = np.zeros((h, w), bool)
+    box[4:10, 4:20] = True
+    frames = []
+    for k in range(n):
+        f = np.full((h, w, 3), 100, np.uint8)
+        f[0, 0, 0] = k
+        if k <= 5:  # the text leaves after frame 5
+            f[box] = 250
+        frames.append(f)
+    fake = _Boxes([box if k <= 5 else np.zeros((h, w), bool) for k in range(n)])
+    out = []
+    for tag, rgb, m in T.TextTrack(fake, every=10).masks(((k,), f) for k, f in enumerate(frames)):
+        rgb[m] = 100  # (a fill, in place, before the next frame is read)
+        out.append((tag, m))
+    for (k,), m in out:
+        assert m.any() == (k <= 5), k
+
+
 # -- the detector -----------------------------------------------------------------------------------
 
 @needs_text

@@ -399,7 +399,9 @@ class TextTrack:
                 continue
             now = self._detect(rgb)
             yield from self._between(last, now, waiting)
-            waiting, last = [], now
+            # (the frame goes on to be filled, in place where the caller owns it: the frames up
+            # to the next detection are compared with its pixels as detected, so a copy is kept)
+            waiting, last = [], (np.array(rgb, copy=True), now[1])
             yield tag, rgb, now[1]
         if waiting:  # the clip's end: its last frame is detected too (text that came since)
             tag, rgb = waiting.pop()
