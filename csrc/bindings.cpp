@@ -535,7 +535,7 @@ fastfill::Rows rows_of(const py::object& obj, const char* name, int64_t h, int64
     throw py::value_error(std::string(name) + ": expected " + (rgb ? "uint8 [h, w, 3]" : "bool or uint8 [h, w]") +
                           " with [h, w] = [" + std::to_string(h) + ", " + std::to_string(w) + "], got " +
                           dtype_str(a) + " " + shape_str(a));
-  if (a.strides(1) != (rgb ? 3 : 1) || (rgb && a.strides(2) != 1) || a.strides(0) < (rgb ? 3 : 1) * w)
+  if (a.strides(1) != (rgb ? 3 : 1) || (rgb && a.strides(2) != 1) || (h > 1 && a.strides(0) < (rgb ? 3 : 1) * w))
     throw py::value_error(std::string(name) + ": each row's pixels must be contiguous, rows in order");
   if (writeable && !a.writeable()) throw py::value_error(std::string(name) + ": must be writeable");
   return {static_cast<uint8_t*>(const_cast<void*>(a.data())), int64_t(a.strides(0))};
@@ -579,7 +579,8 @@ int ring_place(const py::object& cur, const py::object& ring, const py::object& 
 
 py::tuple given_box(const py::object& known_obj, const py::object& todo) {
   const py::array k = as_array(known_obj, "known");
-  if (k.ndim() != 2) throw py::value_error("known: expected uint8 [h, w], got " + shape_str(k));
+  if (k.ndim() != 2 || !k.dtype().equal(py::dtype::of<uint8_t>()))  // (255 = known: not a bool)
+    throw py::value_error("known: expected uint8 [h, w], got " + dtype_str(k) + " " + shape_str(k));
   const int64_t h = k.shape(0), w = k.shape(1);
   const fastfill::Rows known = rows_of(known_obj, "known", h, w, false, false);
   const fastfill::Rows t = rows_of(todo, "todo", h, w, false, false);

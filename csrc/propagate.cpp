@@ -1,8 +1,9 @@
 // Video propagation's per-source arithmetic (see propagate.h). The same results as the NumPy
 // steps they replace: the grey is OpenCV's RGB2GRAY (15-bit fixed point), the offset a float32
-// mean of exact integer differences, an offset added as cv2.add adds a float scalar to uint8
-// (the float sum rounded half to even, saturated); the shift and the check's mean error are
-// summed in double (NumPy summed them in float32, in its own order).
+// mean of exact integer differences, an offset added as OpenCV 5's cv2.add adds a float scalar
+// to uint8 (the float sum rounded half to even, saturated); the shift and the check's mean error
+// are summed in double (NumPy summed them in float32, in its own order: the same decisions but
+// where a sum's last bits decide).
 #include "propagate.h"
 
 #include <algorithm>

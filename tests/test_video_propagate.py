@@ -337,9 +337,32 @@ def test_the_ring_kernels_match_numpy(seed):
         np.testing.assert_array_equal(mine_todo, ref_todo)
         if a == 1:
             assert not (mine_todo[tsub] & valid).any() and (mine_cur != frame).any()
-    expect = {5: 0}.get(seed)  # (another picture: refused)
-    if expect is not None:
-        assert _C.ring_place(frame.copy()[sub], ring, valid, warped, todo.copy(), 16, 10.0) == 0
+    # the photo's own texture, moved a fraction of a pixel: used; another picture: refused
+    assert _C.ring_place(frame.copy()[sub], ring, valid, warped, todo.copy(), 16, 10.0) == (
+        0 if seed == 5 else 1)
+
+
+def test_the_ring_offset_is_added_as_opencv_adds_it():
+    """An exposure offset of exactly half a level (an even number of ring pixels, half of them
+    one level brighter in the frame): each given pixel is its sample plus the offset rounded half
+    to even, as OpenCV 5's cv2.add(uint8, float scalar) rounds it (the step before the kernel)."""
+    h, w = 12, 12
+    hole = np.zeros((h, w), bool)
+    hole[4:8, 4:8] = True
+    ring = ~hole
+    warped = np.random.default_rng(0).integers(0, 250, (h, w, 3), dtype=np.uint8)
+    cur = warped.copy()
+    ys, xs = np.nonzero(ring)
+    cur[ys[::2], xs[::2]] += 1  # (80 ring pixels: 40 one level brighter -> offset 0.5)
+    assert np.count_nonzero(ring) % 2 == 0
+    valid, todo = np.ones((h, w), bool), hole.copy()
+    want = cv2.add(warped, (0.5, 0.5, 0.5, 0.0))
+    assert _C.ring_place(cur, ring, valid, warped, todo, 16, 10.0) == 1
+    np.testing.assert_array_equal(cur[hole], want[hole])
+    assert not todo.any()
+    odd = warped[hole] % 2 == 1
+    assert odd.any() and (cur[hole][odd] == warped[hole][odd] + 1).all()  # (x.5 -> even)
+    assert (cur[hole][~odd] == warped[hole][~odd]).all()
 
 
 def test_the_ring_kernels_refuse_what_they_cannot_read():
@@ -358,6 +381,10 @@ def test_the_ring_kernels_refuse_what_they_cannot_read():
         _C.ring_place(ro, m, m, cur, m.copy(), 1, 10.0)
     with pytest.raises(ValueError, match="todo: expected"):
         _C.ring_place(cur.copy(), m, m, cur, m.astype(np.float32), 1, 10.0)
+    with pytest.raises(ValueError, match="known: expected uint8"):
+        _C.given_box(m, m)  # (a bool map has no 255)
+    one = np.zeros((1, 10, 3), np.uint8)[::-1]  # (one row: its stride is never used)
+    assert _C.ring_shift(one, m[:1], m[:1], one) is None
 
 
 def test_the_pan_is_filled_from_other_frames(harmonic):
@@ -499,6 +526,14 @@ def test_propagation_options_past_what_a_frame_converts_are_refused(kw):
     source's warp samples (4 px, one more per ring refinement past the first): a wider ring or
     more refinements would read pixels never converted (zeros, taken as the scene)."""
     with pytest.raises(InputError, match="ring must be in"):
+        PropagateOptions(**kw)
+
+
+@pytest.mark.parametrize("kw", [dict(min_ring=0), dict(ring_error=-1.0)])
+def test_a_ring_check_that_checks_nothing_is_refused(kw):
+    """A source is used only when enough of the ring sees it (at least one pixel: an offset is a
+    mean over them) and its error is within a bound that some source can meet."""
+    with pytest.raises(InputError, match="min_ring must be at least 1"):
         PropagateOptions(**kw)
 
 

@@ -93,6 +93,9 @@ class PropagateOptions:
         if not (1 <= self.ring <= _MAX_RING and 0 <= self.refine <= _MAX_REFINE):
             raise InputError(f"ring must be in [1, {_MAX_RING}] px and refine in [0, {_MAX_REFINE}], "
                              f"got {self.ring}, {self.refine}")
+        if not (self.min_ring >= 1 and self.ring_error >= 0):
+            raise InputError(f"min_ring must be at least 1 and ring_error not negative, got "
+                             f"{self.min_ring}, {self.ring_error}")
         if not 1 <= self.window <= MAX_WINDOW:
             raise InputError(f"window must be in [1, {MAX_WINDOW}] frames, got {self.window}")
         if not (0 <= self.keep <= MAX_WINDOW and 0 <= self.keep_margin <= 1024):
@@ -206,7 +209,8 @@ class Propagator:
     """The window: takes ``(tag, (frame, mask))`` in order (:meth:`push`, :meth:`run`) and gives
     back ``(tag, (frame, mask))`` with the propagated pixels set and the mask reduced to what is
     left, ``window`` frames later (:meth:`flush` at the end). Masks: nonzero = hole.
-    ``copy`` False: a frame given back is the array pushed, its hole pixels filled in place."""
+    ``copy`` False: a frame given back is the array pushed, its hole pixels filled in place
+    (a read-only or not C-contiguous array is copied)."""
 
     def __init__(self, window: int | None = None, options: PropagateOptions | None = None, *,
                  copy: bool = True, shifts: bool = False):
