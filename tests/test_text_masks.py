@@ -174,21 +174,26 @@ def test_track_detects_every_n_frames_and_the_last():
     assert fake.calls == [0, 10, 20, 22] and track.detections == 4
 
 
-def test_track_covers_text_that_comes_between_detections_and_only_there():
-    """A box that the later detection finds: on the frames that show it (they look like the
-    later frame there), not on those that do not (they look like the earlier one)."""
-    pytest.importorskip("cv2")
-    h, w, n = 16, 32, 11
+def _text_clip(shows, h: int = 16, w: int = 32, n: int = 11):
+    """n grey frames numbered in pixel [0, 0, 0], a bright text box on those where ``shows(k)``,
+    and a stand-in detector that finds it there: (box, frames, detector)."""
     box = np.zeros((h, w), bool)
     box[4:10, 4:20] = True
     frames = []
     for k in range(n):
         f = np.full((h, w, 3), 100, np.uint8)
         f[0, 0, 0] = k
-        if k >= 4:  # the text arrives at frame 4
+        if shows(k):
             f[box] = 250
         frames.append(f)
-    fake = _Boxes([box if k >= 4 else np.zeros((h, w), bool) for k in range(n)])
+    return box, frames, _Boxes([box if shows(k) else np.zeros((h, w), bool) for k in range(n)])
+
+
+def test_track_covers_text_that_comes_between_detections_and_only_there():
+    """A box that the later detection finds: on the frames that show it (they look like the
+    later frame there), not on those that do not (they look like the earlier one)."""
+    pytest.importorskip("cv2")
+    box, frames, fake = _text_clip(lambda k: k >= 4)  # the text arrives at frame 4
     out = list(T.TextTrack(fake, every=10).masks(((k,), f) for k, f in enumerate(frames)))
     for (k,), _, m in out:
         assert m.any() == (k >= 4), k
@@ -202,17 +207,7 @@ def test_track_reads_a_detection_frame_as_detected_though_it_is_filled_in_place(
     its own frames in place). Text that goes after frame 5: frames 6-9 keep their pixels even
     when each frame's masked pixels are painted over as soon as it is yielded."""
     pytest.importorskip("cv2")
-    h, w, n = 16, 32, 11
-    box = np.zeros((h, w), bool)
-    box[4:10, 4:20] = True
-    frames = []
-    for k in range(n):
-        f = np.full((h, w, 3), 100, np.uint8)
-        f[0, 0, 0] = k
-        if k <= 5:  # the text leaves after frame 5
-            f[box] = 250
-        frames.append(f)
-    fake = _Boxes([box if k <= 5 else np.zeros((h, w), bool) for k in range(n)])
+    box, frames, fake = _text_clip(lambda k: k <= 5)  # the text leaves after frame 5
     out = []
     for tag, rgb, m in T.TextTrack(fake, every=10).masks(((k,), f) for k, f in enumerate(frames)):
         rgb[m] = 100  # (a fill, in place, before the next frame is read)
