@@ -50,8 +50,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the module loads)
 from ..inpainter import frozen
+from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the module loads)
 from ..roi import bounding_box, hole_of, hole_regions
 from . import motion as mo
 from .frames import Decoded
