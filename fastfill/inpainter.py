@@ -256,9 +256,9 @@ class Inpainter:
         ``tagged``: ``frames`` yields ``(tag, pair)`` (a pair: (frame, mask) or a
         :meth:`check` result) and the stream yields ``(tag, result)``: what the caller needs to
         finish each item travels with it (``masks`` must then be None).
-        ``copy`` False: a result may be the frame given, its hole filled in place (a held
-        classical fill does this) or untouched (a frame with no hole), for callers that own
-        their frames and read only the result.
+        ``copy`` False: a result is the frame given, its hole filled in place (untouched when
+        it has none; a read-only frame with a hole is copied), for callers that own their
+        frames (nothing else reads them meanwhile, from any thread) and read only the result.
         ``shifts`` (with ``carry``): a callable giving, once per frame and in order, how far the
         scene moved from the frame before, ``(dy, dx)`` whole pixels or None when unknown
         (:meth:`fastfill.video.propagate.Propagator.next_shift`): a patch fill's hole that moved
@@ -347,12 +347,12 @@ class Inpainter:
         groups: dict[tuple[int, int], list[Job]] = {}
         for j in jobs:
             groups.setdefault(ops.padded_size(j.height, j.width, self.multiple), []).append(j)
-        # (copy False: a frame with no hole is its own result; its 1080p copy would cost page
-        # faults for nothing. One with a hole is copied even so: video propagation may still be
-        # sampling the same array for later frames, and a bilinear tap of weight < 1/510 or a
-        # bicubic tap past the checked footprint reads hole pixels, which a fill written in place
-        # would change under it, from another thread)
-        outs = [p.image.copy() if copy or p.windows else p.image for p in pairs]
+        # (copy False: the frame is its own result, its hole filled in place where it can be
+        # written; a 1080p copy costs page faults on both sides, the read of a frame converted
+        # only around its hole included. The caller owns the frame: nothing else may read it
+        # meanwhile, see fastfill.video.stream._Transcode._for_fill)
+        outs = [p.image.copy() if copy or (p.windows and not p.image.flags.writeable) else p.image
+                for p in pairs]
         if timings is not None:
             _add(timings, "composite", time.perf_counter() - t0)
         for (ph, pw), group in groups.items():

@@ -335,6 +335,36 @@ def test_a_frame_given_back_is_used_again_with_zeros_outside_its_new_boxes():
     assert Decoded(f, buffers=buffers).rgb_within([(0, 0, 2, 2)]) is not third
 
 
+def test_the_fill_writes_into_a_frame_no_one_else_reads():
+    """Decoded.rgb_lent (what the video command hands the fill, which writes the hole in place
+    from its own thread): when propagation converted the frame into a private array it still
+    samples, and wrote its pixels there, the fill gets a frame of the buffers with those pixels
+    and the conversion in its boxes, and writing into it leaves the private one as it was; a
+    frame converted for the fill first is lent already and comes back as itself."""
+    from fastfill.video.frames import Decoded, RGBBuffers
+
+    f = av.VideoFrame.from_ndarray(_photo_clip(1)[0], format="rgb24").reformat(format="yuv420p")
+    whole = f.to_ndarray(format="rgb24")
+    buffers = RGBBuffers()
+    d = Decoded(f, buffers=buffers)
+    private = d.rgb_within([(4, 6, 20, 40)], source=True)  # (propagation's frame)
+    private[10:14, 10:30] = 7  # (propagated pixels)
+    before = private.copy()
+    lent = d.rgb_lent([(4, 6, 20, 40), (40, 60, 10, 32)])
+    assert lent is not private and d.rgb_within([(0, 0, 2, 2)], source=True) is private
+    assert (lent[10:14, 10:30] == 7).all()
+    inside = np.zeros((H, W), bool)
+    inside[4:24, 6:46] = inside[40:50, 60:92] = True
+    inside[10:14, 10:30] = False
+    assert np.array_equal(lent[inside], whole[inside])
+    lent[4:24, 6:46] = 0  # (the fill, in place)
+    assert np.array_equal(private[4:24, 6:46], before[4:24, 6:46])
+    own = Decoded(f, buffers=buffers)
+    first = own.rgb_lent([(40, 60, 10, 32)])
+    assert own.rgb_lent([(40, 60, 10, 32)]) is first
+    assert own.rgb_within([(40, 60, 10, 32)], source=True) is not first  # (a reader's own)
+
+
 @pytest.mark.parametrize("propagate", [True, False])
 def test_a_static_4_2_0_shot_converts_only_what_the_fill_reads(tmp_path, monkeypatch, propagate):
     """A static shot under a static mask, 4:2:0 in and out: no frame is converted to RGB whole

@@ -125,6 +125,25 @@ class Decoded:
         part.done.extend(todo)
         return part.array
 
+    def rgb_lent(self, boxes) -> np.ndarray:
+        """:meth:`rgb_within` for a reader that writes into the frame while others may still
+        read it (the fill, in place, while propagation samples the frame for later ones): a
+        frame of the buffers that no one else holds. The part itself when it came from the
+        buffers; otherwise ``boxes``, converted into the shared frame first (with what was
+        written there: the propagated pixels), copied into a frame taken from the buffers."""
+        shared = self.rgb_within(boxes)
+        part = self._part
+        if self._buffers is None or (self._whole is None and part is not None and part.lent):
+            return shared
+        h, w, _ = self.shape
+        blocks = [b for b in (chroma_blocks(top, left, top + bh, left + bw, h, w)
+                              for top, left, bh, bw in boxes) if b[2] > b[0] and b[3] > b[1]]
+        blocks = _missing(blocks, [])  # (disjoint: each pixel copied once)
+        own = self._buffers.take(self.shape, blocks)
+        for y0, x0, y1, x1 in blocks:
+            own[y0:y1, x0:x1] = shared[y0:y1, x0:x1]
+        return own
+
     def _convert(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
         import av
 

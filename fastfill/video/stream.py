@@ -282,13 +282,28 @@ class _Transcode:
         yield from self._for_fill(items)
 
     def _for_fill(self, items):
-        """Each frame as the Inpainter takes it: a Decoded frame not converted whole (by
-        propagation) is converted in the windows the fill reads (the result is read back on
-        the hole alone, :meth:`_output_frame`)."""
+        """Each frame as the Inpainter takes it, its own to fill in place (``copy=False``): a
+        Decoded frame is converted in the windows the fill reads (the result is read back on
+        the hole alone, :meth:`_output_frame`), into a frame of the buffers when propagation
+        still samples the one it converted into (:meth:`Decoded.rgb_lent`); an RGB frame that
+        propagation read is copied. Propagation reads a frame for the `window` frames after it,
+        from this thread, while the fill writes its hole from another: a bilinear tap of weight
+        under 1/510, or a bicubic one past its checked footprint, reads hole pixels."""
+        where = None  # (this thread's _HoleBox of the last frame's hole)
         for tag, (frame, mask) in items:
             if isinstance(frame, Decoded):
                 # (a frozen mask's windows are found once, and check() finds them again there)
-                frame = frame.rgb_within(self.inpainter.hole_and_windows(mask)[1])
+                boxes = list(self.inpainter.hole_and_windows(mask)[1])
+                kept = self.decoded.get(tag[-1])
+                if isinstance(kept, tuple):  # (the hole as read: propagation filled part of it)
+                    if where is None or where.hole is not kept[1]:
+                        where = _HoleBox(kept[1])
+                    if where.box is not None:
+                        y0, x0, y1, x1 = where.box
+                        boxes.append((y0, x0, y1 - y0, x1 - x0))
+                frame = frame.rgb_lent(boxes)
+            elif self.propagator is not None and isinstance(frame, np.ndarray):
+                frame = frame.copy()
             yield tag, (frame, mask)
 
     def _decoded(self, streams):
