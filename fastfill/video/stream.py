@@ -294,7 +294,7 @@ class _Transcode:
             if isinstance(frame, Decoded):
                 # (a frozen mask's windows are found once, and check() finds them again there)
                 boxes = list(self.inpainter.hole_and_windows(mask)[1])
-                kept = self.decoded.get(tag[-1])
+                kept = self.decoded.get(tag[-1]) if self.propagator is not None else None
                 if isinstance(kept, tuple):  # (the hole as read: propagation filled part of it)
                     if where is None or where.hole is not kept[1]:
                         where = _HoleBox(kept[1])
