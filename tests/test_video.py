@@ -363,6 +363,10 @@ def test_the_fill_writes_into_a_frame_no_one_else_reads():
     first = own.rgb_lent([(40, 60, 10, 32)])
     assert own.rgb_lent([(40, 60, 10, 32)]) is first
     assert own.rgb_within([(40, 60, 10, 32)], source=True) is not first  # (a reader's own)
+    alone = Decoded(f)  # (no buffers: a fresh frame of its own, not the shared one)
+    shared = alone.rgb_within([(4, 6, 20, 40)], source=True)
+    mine = alone.rgb_lent([(4, 6, 20, 40)])
+    assert mine is not shared and np.array_equal(mine[4:24, 6:46], shared[4:24, 6:46])
 
 
 @pytest.mark.parametrize("propagate", [True, False])

@@ -133,13 +133,16 @@ class Decoded:
         written there: the propagated pixels), copied into a frame taken from the buffers."""
         shared = self.rgb_within(boxes)
         part = self._part
-        if self._buffers is None or (self._whole is None and part is not None and part.lent):
+        if self._whole is None and part is not None and part.lent:
             return shared
         h, w, _ = self.shape
         blocks = [b for b in (chroma_blocks(top, left, top + bh, left + bw, h, w)
                               for top, left, bh, bw in boxes) if b[2] > b[0] and b[3] > b[1]]
+        if not blocks:  # (no box: nothing is written into it, nor read back)
+            return shared
         blocks = _missing(blocks, [])  # (disjoint: each pixel copied once)
-        own = self._buffers.take(self.shape, blocks)
+        own = (self._buffers.take(self.shape, blocks) if self._buffers is not None
+               else _mapped(self.shape))
         for y0, x0, y1, x1 in blocks:
             own[y0:y1, x0:x1] = shared[y0:y1, x0:x1]
         return own

@@ -302,8 +302,8 @@ class _Transcode:
                         y0, x0, y1, x1 = where.box
                         boxes.append((y0, x0, y1 - y0, x1 - x0))
                 frame = frame.rgb_lent(boxes)
-            elif self.propagator is not None and isinstance(frame, np.ndarray):
-                frame = frame.copy()
+            elif self.propagator is not None and isinstance(frame, np.ndarray) and np.any(mask):
+                frame = frame.copy()  # (no hole: nothing is written into it)
             yield tag, (frame, mask)
 
     def _decoded(self, streams):
