@@ -504,28 +504,6 @@ void composite_cuda_ptr(uintptr_t pred, bool half, int64_t Hp, int64_t Wp, uintp
 }
 #endif
 
-// A uint8 plane [h, w] (rows any stride, columns contiguous: a decoded frame's luma) reduced 4x.
-py::array area_reduce4(const py::object& obj) {
-  const py::array a = as_array(obj, "plane");
-  if (!a.dtype().equal(py::dtype::of<uint8_t>()) || a.ndim() != 2)
-    throw py::value_error("plane: expected uint8 [h, w], got " + dtype_str(a) + " " + shape_str(a));
-  const int64_t h = a.shape(0), w = a.shape(1);
-  if (h < 4 || w < 4 || h % 4 || w % 4)
-    throw py::value_error("plane: height and width must be positive multiples of 4, got " + shape_str(a));
-  if (a.strides(1) != 1 || a.strides(0) < w)
-    throw py::value_error("plane: its rows must be contiguous and in order (strides " +
-                          std::to_string(a.strides(0)) + ", " + std::to_string(a.strides(1)) + ")");
-  py::array_t<uint8_t> out({py::ssize_t(h / 4), py::ssize_t(w / 4)});
-  const uint8_t* src = static_cast<const uint8_t*>(a.data());
-  uint8_t* dst = out.mutable_data();
-  const int64_t stride = a.strides(0);
-  {
-    py::gil_scoped_release nogil;
-    fastfill::area_reduce4_cpu(src, stride, h, w, dst);
-  }
-  return out;
-}
-
 // The propagation kernels' images: [h, w] masks (bool/uint8) or [h, w, 3] uint8, rows of any
 // stride (views into a frame), each row's bytes contiguous.
 fastfill::Rows rows_of(const py::object& obj, const char* name, int64_t h, int64_t w, bool rgb, bool writeable) {
@@ -539,6 +517,24 @@ fastfill::Rows rows_of(const py::object& obj, const char* name, int64_t h, int64
     throw py::value_error(std::string(name) + ": each row's pixels must be contiguous, rows in order");
   if (writeable && !a.writeable()) throw py::value_error(std::string(name) + ": must be writeable");
   return {static_cast<uint8_t*>(const_cast<void*>(a.data())), int64_t(a.strides(0))};
+}
+
+// A uint8 plane [h, w] (rows any stride, columns contiguous: a decoded frame's luma) reduced 4x.
+py::array area_reduce4(const py::object& obj) {
+  const py::array a = as_array(obj, "plane");
+  if (!a.dtype().equal(py::dtype::of<uint8_t>()) || a.ndim() != 2)
+    throw py::value_error("plane: expected uint8 [h, w], got " + dtype_str(a) + " " + shape_str(a));
+  const int64_t h = a.shape(0), w = a.shape(1);
+  if (h < 4 || w < 4 || h % 4 || w % 4)
+    throw py::value_error("plane: height and width must be positive multiples of 4, got " + shape_str(a));
+  const fastfill::Rows src = rows_of(obj, "plane", h, w, false, false);
+  py::array_t<uint8_t> out({py::ssize_t(h / 4), py::ssize_t(w / 4)});
+  uint8_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    fastfill::area_reduce4_cpu(src.p, src.rs, h, w, dst);
+  }
+  return out;
 }
 
 fastfill::RingArgs ring_args(const py::object& cur, const py::object& ring, const py::object& valid,

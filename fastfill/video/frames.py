@@ -103,9 +103,7 @@ class Decoded:
         if self._whole is not None:
             return self._whole
         h, w, _ = self.shape
-        # whole 2x2 chroma blocks: a box's conversion is then the whole frame's, exactly
-        blocks = [b for b in (chroma_blocks(top, left, top + bh, left + bw, h, w)
-                              for top, left, bh, bw in boxes) if b[2] > b[0] and b[3] > b[1]]
+        blocks = self._blocks(boxes)
         part = self._part
         if part is None:
             lend = self._buffers is not None and not source
@@ -125,6 +123,13 @@ class Decoded:
         part.done.extend(todo)
         return part.array
 
+    def _blocks(self, boxes) -> list[tuple[int, int, int, int]]:
+        """(top, left, height, width) boxes as (y0, x0, y1, x1) of whole 2x2 chroma blocks (a
+        box's conversion is then the whole frame's, exactly), the empty ones left out."""
+        h, w, _ = self.shape
+        return [b for b in (chroma_blocks(top, left, top + bh, left + bw, h, w)
+                            for top, left, bh, bw in boxes) if b[2] > b[0] and b[3] > b[1]]
+
     def rgb_lent(self, boxes) -> np.ndarray:
         """:meth:`rgb_within` for a reader that writes into the frame while others may still
         read it (the fill, in place, while propagation samples the frame for later ones): a
@@ -135,9 +140,7 @@ class Decoded:
         part = self._part
         if self._whole is None and part is not None and part.lent:
             return shared
-        h, w, _ = self.shape
-        blocks = [b for b in (chroma_blocks(top, left, top + bh, left + bw, h, w)
-                              for top, left, bh, bw in boxes) if b[2] > b[0] and b[3] > b[1]]
+        blocks = self._blocks(boxes)
         if not blocks:  # (no box: nothing is written into it, nor read back)
             return shared
         blocks = _missing(blocks, [])  # (disjoint: each pixel copied once)

@@ -242,11 +242,11 @@ class _Transcode:
         self.stats = stats
         self.propagator = propagator  # (propagate.Propagator: runs in the reader thread)
         self.pending_audio: collections.deque = collections.deque()
-        # frame number -> (decoded YUV frame, its hole) while the frame is in the pipeline: the
-        # result is written into the decoded planes over the hole only (YUV420)
+        # frame number -> (decoded YUV frame, its hole's _HoleBox) while the frame is in the
+        # pipeline: the result is written into the decoded planes over the hole only (YUV420)
         self.decoded: dict[int, tuple] = {}
         self.yuv = None  # the output's pixel format when it takes that path
-        self._where = None  # _HoleBox of the last hole
+        self._where = None  # _HoleBox of the last hole (the reader thread's: _holes)
         self._out = None  # the last frame encoded: its buffers are written again (_over_hole)
         # swscale contexts of the reader thread and the calling thread (see frames.to_rgb)
         self._read_sws, self._write_sws = reformatter_(), reformatter_()
@@ -289,18 +289,16 @@ class _Transcode:
         propagation read is copied. Propagation reads a frame for the `window` frames after it,
         from this thread, while the fill writes its hole from another: a bilinear tap of weight
         under 1/510, or a bicubic one past its checked footprint, reads hole pixels."""
-        where = None  # (this thread's _HoleBox of the last frame's hole)
         for tag, (frame, mask) in items:
             if isinstance(frame, Decoded):
                 # (a frozen mask's windows are found once, and check() finds them again there)
                 boxes = list(self.inpainter.hole_and_windows(mask)[1])
                 kept = self.decoded.get(tag[-1]) if self.propagator is not None else None
-                if isinstance(kept, tuple):  # (the hole as read: propagation filled part of it)
-                    if where is None or where.hole is not kept[1]:
-                        where = _HoleBox(kept[1])
-                    if where.box is not None:
-                        y0, x0, y1, x1 = where.box
-                        boxes.append((y0, x0, y1 - y0, x1 - x0))
+                # (the hole as read, which the result is written back over: propagation filled
+                # part of it)
+                if isinstance(kept, tuple) and kept[1].box is not None:
+                    y0, x0, y1, x1 = kept[1].box
+                    boxes.append((y0, x0, y1 - y0, x1 - x0))
                 frame = frame.rgb_lent(boxes)
             elif self.propagator is not None and isinstance(frame, np.ndarray) and np.any(mask):
                 frame = frame.copy()  # (no hole: nothing is written into it)
@@ -325,11 +323,14 @@ class _Transcode:
                 i += 1
 
     def _holes(self, items):
-        """Each kept decoded frame paired with its hole (before propagation shrinks it)."""
+        """Each kept decoded frame paired with its hole's box (before propagation shrinks the
+        hole; found once for the frames that share a mask)."""
         for tag, (rgb, hole) in items:
             frame = self.decoded.get(tag[-1])
             if frame is not None:
-                self.decoded[tag[-1]] = (frame, hole)
+                if self._where is None or self._where.hole is not hole:
+                    self._where = _HoleBox(hole)
+                self.decoded[tag[-1]] = (frame, self._where)
             yield tag, (rgb, hole)
 
     def _output_frame(self, i: int, result: np.ndarray):
@@ -338,10 +339,8 @@ class _Transcode:
         where the formats differ, the result converted whole."""
         kept = self.decoded.pop(i, None)
         if kept is not None and isinstance(kept, tuple):
-            frame, hole = kept
-            if self._where is None or self._where.hole is not hole:
-                self._where = _HoleBox(hole)
-            out = _over_hole(self.av, frame, self._where, result, self._out, self._write_sws)
+            frame, where = kept
+            out = _over_hole(self.av, frame, where, result, self._out, self._write_sws)
             self._out = out
             self._rgb.give(result)  # (read for the last time: its windows' frame, used again)
             return out
