@@ -335,6 +335,44 @@ def test_a_frame_given_back_is_used_again_with_zeros_outside_its_new_boxes():
     assert Decoded(f, buffers=buffers).rgb_within([(0, 0, 2, 2)]) is not third
 
 
+def test_a_private_frame_is_used_again_only_when_nothing_holds_it():
+    """PrivateFrames (propagation's source frames): a frame given back when its Decoded is
+    recycled is the next one taken, zero outside its new boxes; while anything holds it, or a
+    view of it (the view's base is the frame's own base), a fresh frame is taken instead."""
+    from fastfill.video.frames import Decoded, PrivateFrames
+
+    f = av.VideoFrame.from_ndarray(_photo_clip(1)[0], format="rgb24").reformat(format="yuv420p")
+    whole = f.to_ndarray(format="rgb24")
+    pool = PrivateFrames()
+    d = Decoded(f, private=pool)
+    first = d.rgb_within([(4, 6, 12, 22)], source=True)
+    first[5, 7] = 1  # (a propagated pixel, inside the box: cleared with it)
+    ident = id(first)
+    del first
+    d.recycle()
+    second = Decoded(f, private=pool).rgb_within([(40, 60, 10, 32)], source=True)
+    assert id(second) == ident  # the same frame, its old box cleared
+    inside = np.zeros((H, W), bool)
+    inside[40:50, 60:92] = True
+    assert np.array_equal(second[inside], whole[inside]) and not second[~inside].any()
+    # held by a view: not used again (its pixels stay as the view sees them)
+    d2 = Decoded(f, private=pool)
+    held = d2.rgb_within([(0, 0, 8, 8)], source=True)
+    view = held[2:6, 2:6]
+    expect = view.copy()
+    del held
+    d2.recycle()
+    third = Decoded(f, private=pool).rgb_within([(0, 0, 8, 8)], source=True)
+    assert third.base is not view.base and np.array_equal(view, expect)
+    third[...] = 9
+    assert np.array_equal(view, expect)
+    # held by the caller itself: not used again either
+    d3 = Decoded(f, private=pool)
+    kept = d3.rgb_within([(0, 0, 4, 4)], source=True)
+    d3.recycle()
+    assert Decoded(f, private=pool).rgb_within([(0, 0, 4, 4)], source=True) is not kept
+
+
 def test_the_fill_writes_into_a_frame_no_one_else_reads():
     """Decoded.rgb_lent (what the video command hands the fill, which writes the hole in place
     from its own thread): when propagation converted the frame into a private array it still

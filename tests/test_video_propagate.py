@@ -845,3 +845,50 @@ def test_fastfill_video_moves_the_made_up_fill_with_a_pan(tmp_path, pix_fmt, mon
     # (a fill made again each frame, its field moved by the shift: 0.78 and 1.51 levels; 4:2:0
     # chroma sampled on each frame's own 2x2 grid adds its part)
     assert moved < {"bgr0": 0.3, "yuv420p": 1.1}[pix_fmt]
+
+
+def test_a_decoded_pan_with_a_pool_of_private_frames_gives_the_same_bytes():
+    """Propagation over Decoded frames that share a PrivateFrames pool (as ``fastfill video``
+    reads them): each frame leaving the window gives its private RGB frame back, later frames
+    convert into those again (no more fresh frames than the window holds), and every frame
+    given back, read at once, holds the same pixels as without the pool."""
+    av = pytest.importorskip("av")
+    from fastfill.video import frames as fr
+
+    h, w = 192, 256
+    img = photo()
+
+    def big(x, y):
+        m = np.array([[1, 0, x], [0, 1, y]], np.float64)
+        return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
+
+    mask = np.zeros((h, w), np.uint8)
+    mask[84:108, 112:144] = 255
+    yuv = [av.VideoFrame.from_ndarray(big(*p[:2]), format="rgb24").reformat(format="yuv420p")
+           for p in PAN[:16]]
+
+    def run(pool):
+        made = []
+        mapped = fr._mapped
+
+        def counted(shape):
+            made.append(shape)
+            return mapped(shape)
+
+        fr._mapped = counted
+        try:
+            out = []
+            items = enumerate((fr.Decoded(f, private=pool), mask) for f in yuv)
+            for _, (d, left) in Propagator(window=4, copy=False).run(items):
+                out.append((d.rgb_within([(0, 0, h, w)], source=True).copy(), left.copy()))
+            return out, len(made)
+        finally:
+            fr._mapped = mapped
+
+    pooled, fresh_pooled = run(fr.PrivateFrames())
+    alone, fresh_alone = run(None)
+    # (a window of 4: the 9 frames it holds at once, then the ones given back)
+    assert fresh_pooled <= 2 * 4 + 1 < fresh_alone, (fresh_pooled, fresh_alone)
+    for (a, la), (b, lb) in zip(pooled, alone):
+        assert np.array_equal(la, lb) and np.array_equal(a, b)
+    assert np.count_nonzero(pooled[8][1]) < np.count_nonzero(mask)  # (something was propagated)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import mmap
+import sys
 import weakref
 
 import numpy as np
@@ -53,9 +54,10 @@ class Decoded:
     :meth:`rgb` whole, :meth:`rgb_within` in boxes only. ``shape`` is the RGB frame's."""
 
     __slots__ = ("frame", "shape", "_planes", "_whole", "_part", "_source", "_reformatter",
-                 "_buffers")
+                 "_buffers", "_private")
 
-    def __init__(self, frame, reformatter=None, buffers: "RGBBuffers | None" = None):
+    def __init__(self, frame, reformatter=None, buffers: "RGBBuffers | None" = None,
+                 private: "PrivateFrames | None" = None):
         self.frame = frame
         # (one swscale context for a clip: a frame's own is made anew, 0.4 ms a conversion)
         self._reformatter = reformatter if reformatter is not None else reformatter_()
@@ -65,6 +67,7 @@ class Decoded:
         self._part = None  # _Converted: an RGB frame converted in boxes (zeros elsewhere)
         self._source = None  # _Converted: the same, private, once _part went to the buffers
         self._buffers = buffers  # where rgb_within's frame comes from (None: a fresh mapping)
+        self._private = private  # where a source's private frame comes from (None: the same)
 
     @property
     def planes(self) -> list[np.ndarray]:
@@ -108,10 +111,10 @@ class Decoded:
         if part is None:
             lend = self._buffers is not None and not source
             part = self._part = _Converted(self._buffers.take(self.shape, blocks) if lend
-                                           else _mapped(self.shape), lend)
+                                           else self._fresh(), lend)
         elif source and part.lent:
             if self._source is None:
-                self._source = _Converted(_mapped(self.shape), False)
+                self._source = _Converted(self._fresh(), False)
             part = self._source
         if grow > 0:  # (a block with nothing left to convert is not grown)
             blocks = [_grown(b, grow, h, w) if _missing([b], part.done) else b for b in blocks]
@@ -122,6 +125,21 @@ class Decoded:
             part.array[y0:y1, x0:x1] = self._convert(y0, x0, y1, x1)
         part.done.extend(todo)
         return part.array
+
+    def _fresh(self) -> np.ndarray:
+        return self._private.take(self.shape) if self._private is not None else _mapped(self.shape)
+
+    def recycle(self) -> None:
+        """The reader is done with this frame (propagation, once it leaves its window): with a
+        pool (``private``), its private RGB frames go back to it, to be used again once nothing
+        holds them or a view of them, and what was written into them is gone (the frame
+        converts anew if asked again); without one, nothing changes."""
+        if self._private is None:
+            return
+        for part in (self._part, self._source):
+            if part is not None and not part.lent:
+                self._private.give(part.array, part.done)
+        self._part = self._source = self._whole = None
 
     def _blocks(self, boxes) -> list[tuple[int, int, int, int]]:
         """(top, left, height, width) boxes as (y0, x0, y1, x1) of whole 2x2 chroma blocks (a
@@ -268,6 +286,38 @@ class RGBBuffers:
             self._free.append((frame, entry[1]))
 
 
+class PrivateFrames:
+    """The private RGB frames of :meth:`Decoded.rgb_within` with ``source`` (propagation's: read
+    for later frames, from the reader thread), used again once given back
+    (:meth:`Decoded.recycle`) and held by nothing else: a fresh mapping pays a page fault for
+    every page its boxes touch (about 270 a frame on a 1080p pan, at several microseconds each
+    in a virtual machine). A frame still held, or a view of it (NumPy's views hold the array the
+    frame is a view of), is not used again but left to be freed. A frame taken again is zero
+    outside its new boxes, as a fresh one: the boxes it held are cleared. One thread; at most
+    ``keep`` frames wait."""
+
+    def __init__(self, keep: int = 4):
+        self._free: collections.deque = collections.deque()  # (frame, the boxes written into it)
+        self._keep = keep
+
+    def take(self, shape) -> np.ndarray:
+        """A zero frame of ``shape``."""
+        while self._free:
+            frame, boxes = self._free.popleft()
+            # (held here alone: by `frame` and getrefcount's argument; its base by the frame)
+            if (frame.shape == tuple(shape) and sys.getrefcount(frame) == 2
+                    and sys.getrefcount(frame.base) == 2):
+                for y0, x0, y1, x1 in boxes:
+                    frame[y0:y1, x0:x1] = 0
+                return frame
+        return _mapped(shape)
+
+    def give(self, frame: np.ndarray, boxes) -> None:
+        """A frame taken here (or made by :func:`_mapped`) and the boxes written into it."""
+        if len(self._free) < self._keep and isinstance(frame.base, np.ndarray):
+            self._free.append((frame, list(boxes)))
+
+
 def reformatter_():
     """A PyAV reformatter (swscale context, kept across calls of the same conversion): one per
     thread that converts."""
@@ -281,5 +331,5 @@ def to_rgb(frame, reformatter) -> np.ndarray:
     return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
-__all__ = ["Decoded", "RGBBuffers", "chroma_blocks", "planes", "takes", "to_rgb",
+__all__ = ["Decoded", "PrivateFrames", "RGBBuffers", "chroma_blocks", "planes", "takes", "to_rgb",
            "reformatter_", "YUV420"]

@@ -210,7 +210,9 @@ class Propagator:
     back ``(tag, (frame, mask))`` with the propagated pixels set and the mask reduced to what is
     left, ``window`` frames later (:meth:`flush` at the end). Masks: nonzero = hole.
     ``copy`` False: a frame given back is the array pushed, its hole pixels filled in place
-    (a read-only or not C-contiguous array is copied)."""
+    (a read-only or not C-contiguous array is copied). A Decoded frame is recycled
+    (:meth:`Decoded.recycle`) when it leaves the window, ``window`` frames after it was given
+    back: a reader of its RGB takes it before then."""
 
     def __init__(self, window: int | None = None, options: PropagateOptions | None = None, *,
                  copy: bool = True, shifts: bool = False):
@@ -274,7 +276,9 @@ class Propagator:
                 self._shifts.append((self._whole_shift(e), e.link.matrix if linked else None))
             self.stats.frames += 1
             self._next += 1
-            self._entries.pop(t - self.window, None)  # no later frame reaches back this far
+            gone = self._entries.pop(t - self.window, None)  # no later frame reaches back this far
+            if gone is not None and isinstance(gone.rgb, Decoded):
+                gone.rgb.recycle()  # (its private RGB frames: the next frames' to convert into)
             if t - 1 in self._entries:
                 self._entries[t - 1].filled = None  # only the next frame reads it
             self.stats.seconds += time.perf_counter() - t0

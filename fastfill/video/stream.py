@@ -33,7 +33,8 @@ import numpy as np
 from ..errors import FastfillError, InputError
 from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
 from ..roi import bounding_box, hole_of
-from .frames import YUV420, Decoded, RGBBuffers, chroma_blocks, planes, reformatter_, takes, to_rgb
+from .frames import (YUV420, Decoded, PrivateFrames, RGBBuffers, chroma_blocks, planes, reformatter_,
+                     takes, to_rgb)
 from .motion import import_cv2, one_thread
 
 # Encoders that take --crf, and its range in each; --preset is x264's and x265's alone.
@@ -253,6 +254,8 @@ class _Transcode:
         # the RGB frames the fill reads in its windows: taken by the reader thread, given back
         # here once the result is encoded
         self._rgb = RGBBuffers()
+        # the RGB frames propagation converts its sources into (the reader thread's alone)
+        self._private = PrivateFrames()
 
     def __call__(self, tmp: str) -> None:
         av, stats = self.av, self.stats
@@ -316,7 +319,7 @@ class _Transcode:
                 if self.yuv and frame.format.name == self.yuv:
                     self.decoded[i] = frame
                     if self.masks.text is None and takes(frame):  # (text is found on RGB)
-                        yield tag, Decoded(frame, self._read_sws, self._rgb)
+                        yield tag, Decoded(frame, self._read_sws, self._rgb, self._private)
                         i += 1
                         continue
                 yield tag, to_rgb(frame, self._read_sws)
