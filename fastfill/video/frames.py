@@ -67,7 +67,7 @@ class Decoded:
         self._part = None  # _Converted: an RGB frame converted in boxes (zeros elsewhere)
         self._source = None  # _Converted: the same, private, once _part went to the buffers
         self._buffers = buffers  # where rgb_within's frame comes from (None: a fresh mapping)
-        self._private = private  # where a source's private frame comes from (None: the same)
+        self._private = private  # where a frame not lent comes from (None: a fresh mapping)
 
     @property
     def planes(self) -> list[np.ndarray]:
@@ -304,9 +304,7 @@ class PrivateFrames:
         """A zero frame of ``shape``."""
         while self._free:
             frame, boxes = self._free.popleft()
-            # (held here alone: by `frame` and getrefcount's argument; its base by the frame)
-            if (frame.shape == tuple(shape) and sys.getrefcount(frame) == 2
-                    and sys.getrefcount(frame.base) == 2):
+            if frame.shape == tuple(shape) and _references(frame) == _ALONE:
                 for y0, x0, y1, x1 in boxes:
                     frame[y0:y1, x0:x1] = 0
                 return frame
@@ -316,6 +314,22 @@ class PrivateFrames:
         """A frame taken here (or made by :func:`_mapped`) and the boxes written into it."""
         if len(self._free) < self._keep and isinstance(frame.base, np.ndarray):
             self._free.append((frame, list(boxes)))
+
+
+def _references(frame: np.ndarray) -> tuple[int, int]:
+    """The reference counts of a frame of :func:`_mapped` and of its base (which NumPy's views
+    of the frame hold)."""
+    return sys.getrefcount(frame), sys.getrefcount(frame.base)
+
+
+def _alone() -> tuple[int, int]:
+    frame = _mapped((1, 1, 3))
+    return _references(frame)
+
+
+# What _references says of a frame held by one local variable and nothing else, measured
+# (what a call adds to the counts depends on the interpreter's version)
+_ALONE = _alone()
 
 
 def reformatter_():
