@@ -537,6 +537,18 @@ def test_a_ring_check_that_checks_nothing_is_refused(kw):
         PropagateOptions(**kw)
 
 
+def _decoded_pan(av, h, w, n):
+    """The first n frames of PAN over the photo at h x w, as decoded 4:2:0 frames."""
+    img = photo()
+
+    def big(x, y):
+        m = np.array([[1, 0, x], [0, 1, y]], np.float64)
+        return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
+
+    return [av.VideoFrame.from_ndarray(big(*p[:2]), format="rgb24").reformat(format="yuv420p")
+            for p in PAN[:n]]
+
+
 @pytest.mark.parametrize("options", [None, dict(refine=3, ring=32, keep_margin=0)],
                          ids=["defaults", "widest-ring-most-refinements"])
 def test_a_decoded_pan_is_propagated_as_its_rgb_frames_converting_only_around_the_hole(options):
@@ -549,19 +561,12 @@ def test_a_decoded_pan_is_propagated_as_its_rgb_frames_converting_only_around_th
     from fastfill.video.frames import Decoded
 
     h, w = 192, 256
-    img = photo()
-
-    def big(x, y):
-        m = np.array([[1, 0, x], [0, 1, y]], np.float64)
-        return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
-
     mask = np.zeros((h, w), np.uint8)
     mask[84:108, 112:144] = 255
     hole = mask != 0
 
     def frames():
-        return [Decoded(av.VideoFrame.from_ndarray(big(*p[:2]), format="rgb24")
-                        .reformat(format="yuv420p")) for p in PAN[:16]]
+        return [Decoded(f) for f in _decoded_pan(av, h, w, 16)]
 
     boxed, whole = frames(), frames()
     for d in whole:
@@ -856,19 +861,12 @@ def test_a_decoded_pan_with_a_pool_of_private_frames_gives_the_same_bytes():
     from fastfill.video import frames as fr
 
     h, w = 192, 256
-    img = photo()
-
-    def big(x, y):
-        m = np.array([[1, 0, x], [0, 1, y]], np.float64)
-        return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
-
     masks = []  # (a hole that moves: each frame converts other boxes than the one before it)
     for i in range(16):
         m = np.zeros((h, w), np.uint8)
         m[60 + 4 * i:84 + 4 * i, 40 + 9 * i:72 + 9 * i] = 255
         masks.append(m)
-    yuv = [av.VideoFrame.from_ndarray(big(*p[:2]), format="rgb24").reformat(format="yuv420p")
-           for p in PAN[:16]]
+    yuv = _decoded_pan(av, h, w, 16)
 
     def run(pool):
         made = []
