@@ -114,7 +114,7 @@ bool want_cuda(const std::string& device) {
 // options), which fastfill.ops holds to fastfill.fills.FILLS at import.
 enum class Fill { Mean, Harmonic, Patch };
 const char* const kFillNames[] = {"mean", "harmonic", "patch"};
-const char* const kPatchOptions[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "detail", "gate", "texture", "texture_radius", "texture_gain", "onion", "complete", "poisson", "seed"};
+const char* const kPatchOptions[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "detail", "detail_depth", "gate", "texture", "texture_radius", "texture_gain", "onion", "complete", "poisson", "seed"};
 
 Fill parse_fill(const std::string& fill) {
   std::string names;
@@ -163,6 +163,7 @@ fastfill::PatchParams patch_params(const py::dict& o) {
   p.thin = option(o, "thin", p.thin, 0, 1 << 20);
   p.blend = option(o, "blend", p.blend, 0, 64);
   p.detail = option(o, "detail", p.detail, 0, 100);
+  p.detail_depth = option(o, "detail_depth", p.detail_depth, 0, 1 << 16);
   p.gate = option(o, "gate", p.gate, 0, 1000);
   p.texture = option(o, "texture", p.texture, 0, 10000);
   p.texture_radius = option(o, "texture_radius", p.texture_radius, 1, 64);

@@ -71,6 +71,8 @@ struct PatchParams {
   int64_t thin = 2;     // components at most this thick (4-connected erosions) keep the start
   int64_t blend = 10;   // radius of the low-pass taken from the harmonic fill (0 = none)
   int64_t detail = 90;  // percent of the way from the start to the patch result
+  // > 0: `detail` reached only this many rings deep; nearer the known pixels, more (all at ring 1)
+  int64_t detail_depth = 0;
   int64_t gate = 0;  // > 0: the detail scaled to the surroundings' (detail_gate's k; 0 = off)
   int64_t texture = 200;       // weight (percent) of the textureness channel in the patch distance
   int64_t texture_radius = 2;  // its window radius, pixels

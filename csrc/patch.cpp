@@ -827,14 +827,34 @@ void gradient_rebuild(Level& L, const std::vector<int16_t>& start, const uint8_t
 }
 
 // The component's pixels `percent` % of the way from the start to the patch result (rounded half
-// up): below 100, the copied detail is damped towards the harmonic fill.
-void detail_gain(Level& L, const std::vector<int16_t>& start, int64_t percent) {
+// up): below 100, the copied detail is damped towards the harmonic fill. With `ramp` r > 0, only
+// from r rings in (4-connected from the known pixels): ring k goes 100 - (100 - percent)
+// min(k - 1, r) / r % of the way, all of it on the first ring, where the copies continue what
+// the known pixels show (a uniform damping mixes the harmonic fill's smear of an edge into them).
+void detail_gain(Level& L, const std::vector<int16_t>& start, int64_t percent, int64_t ramp) {
   const int64_t n = L.h * L.w;
+  std::vector<int32_t> depth;
+  if (ramp > 0) {
+    depth.assign(size_t(n), 0);
+    std::vector<uint8_t> state(size_t(n), kOpen);
+    for (int64_t i = 0; i < n; ++i) state[size_t(i)] = L.hole[size_t(i)] ? kOpen : kValued;
+    int32_t ring_no = 0;
+    inward_rings(std::move(state), L.h, L.w, false, [&](const std::vector<int32_t>& ring) {
+      ++ring_no;
+      for (const int32_t i : ring) depth[size_t(i)] = ring_no;
+    });
+  }
   for (int64_t i = 0; i < n; ++i) {
     if (!L.mine[size_t(i)]) continue;
+    int64_t num = 2 * percent, den = 200;  // (percent / 100, as a fraction)
+    if (ramp > 0) {  // 100 % at ring 1, `percent` from ring ramp + 1 on (unreached: `percent`)
+      const int64_t d = depth[size_t(i)] > 0 ? std::min<int64_t>(ramp, depth[size_t(i)] - 1) : ramp;
+      num = 2 * (100 * ramp - (100 - percent) * d);
+      den = 200 * ramp;
+    }
     for (int ch = 0; ch < 3; ++ch) {
       const int64_t s = start[size_t(i * 4 + ch)], d = int64_t(L.v[size_t(i * 4 + ch)]) - s;
-      const int64_t v = s + floor_div(2 * d * percent + 100, 200);
+      const int64_t v = s + floor_div(d * num + den / 2, den);
       L.v[size_t(i * 4 + ch)] = int16_t(std::min<int64_t>(kMax, std::max<int64_t>(0, v)));
     }
   }
@@ -1238,7 +1258,7 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
   if (P.gate > 0)
     detail_gate(L0, start_v, P.gate, P.detail);
   else if (P.detail != 100)
-    detail_gain(L0, start_v, P.detail);
+    detail_gain(L0, start_v, P.detail, P.detail_depth);
   for (int64_t y = 0; y < L0.h; ++y)
     for (int64_t x = 0; x < L0.w; ++x) {
       const int64_t i = y * L0.w + x;

@@ -107,8 +107,8 @@ def test_the_run_header_says_what_runs_in_words(pair):
     code, _, err = invoke("run", pair / "images", pair / "m.png", "-o", pair / "o2")
     assert code == 0
     assert err.splitlines()[0] == ("model: default.onnx (glcic) adds nothing to its harmonic prefill "
-                                   "(checked at load): running the default fill, patch (detail 84, "
-                                   "complete 100, poisson 1), on the CPU")
+                                   "(checked at load): running the default fill, patch (detail 75, "
+                                   "detail_depth 16, complete 100, poisson 1), on the CPU")
     assert "classical:" not in err
 
 

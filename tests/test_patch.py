@@ -13,6 +13,7 @@ from PIL import Image
 from fastfill import Inpainter, ops
 from fastfill.engines.base import ModelMeta
 from fastfill.engines.classical import ClassicalEngine
+from fastfill.fills import DEFAULT_OPTIONS
 from fastfill.fills import FILLS
 from fastfill.fills.patch_reference import patch_reference
 
@@ -76,6 +77,10 @@ CASES = [
      {"poisson": 1, "gate": 16, "detail": 90}),
     ("gradient rebuild, two close components", 56, 56, [(10, 10, 24, 24), (26, 12, 40, 30)],
      {"poisson": 1, "patch": 3}),
+    # (a square 12 rings deep past a ramp of 5, beside another hole: not known pixels)
+    ("detail by depth", 56, 64, [(10, 10, 34, 34), (38, 8, 41, 56)], {"detail": 60, "detail_depth": 5}),
+    ("detail by depth, rebuilt, on the border", 48, 48, [(0, 0, 14, 20), (30, 26, 48, 48)],
+     {"detail": 75, "detail_depth": 16, "poisson": 1, "complete": 100, "patch": 3}),
 ]
 
 
@@ -457,7 +462,7 @@ def test_a_shrinking_hole_under_a_tilting_pan_stays_carried():
     h, w, n = 100, 200, 5
     frames = [np.ascontiguousarray(photo[20 + t:20 + t + h, 40 + 6 * t:40 + 6 * t + w]) for t in range(n)]
     masks = [mask_of(h, w, (30, 40, 60, 150 - 6 * t)) for t in range(n)]
-    opts = {"complete": 100, "poisson": 1, "detail": 84}  # (the default fill's)
+    opts = dict(DEFAULT_OPTIONS)  # (the default fill's)
     state = ops.PatchState()
     outs = [ops.fill(frames[0], masks[0], "patch", state=state, **opts)]
     for t in range(1, n):
@@ -644,6 +649,31 @@ def test_the_detail_gate_only_ever_damps_the_copied_detail():
     # k large: a gain of 1 wherever the surroundings show any detail (everywhere on this
     # image; where they show none the gain stays 0), the plain result to a rounding
     assert np.abs(ops.fill(im, m, "patch", gate=1000).astype(np.int16) - plain).max() <= 1
+
+
+def test_detail_by_depth_keeps_all_the_detail_on_the_first_ring_and_detail_percent_deep():
+    # With detail_depth r, a hole pixel on ring k (4-connected from the known pixels) goes
+    # 100 - (100 - detail) min(k - 1, r) / r percent of the way from the start to the patch
+    # result: the first ring is the detail=100 fill's, rings past r the uniform fill's, and
+    # the rings between lie between the two; outside the hole nothing changes.
+    import scipy.ndimage as ndi
+
+    im = textured(64, 72, seed=3)
+    m = mask_of(64, 72, (12, 14, 50, 52))
+    hole = m > 0
+    opts = {"detail": 50, "blend": 0}
+    full = ops.fill(im, m, "patch", **{**opts, "detail": 100}).astype(np.int16)
+    uniform = ops.fill(im, m, "patch", **opts).astype(np.int16)
+    ramped = ops.fill(im, m, "patch", **opts, detail_depth=6).astype(np.int16)
+    ring = ndi.distance_transform_cdt(np.pad(hole, 1), metric="taxicab")[1:-1, 1:-1]
+    assert np.array_equal(ramped[~hole], im[~hole])
+    assert np.array_equal(ramped[ring == 1], full[ring == 1])
+    assert np.array_equal(ramped[ring >= 7], uniform[ring >= 7])
+    mid = (ring > 1) & (ring < 7)
+    lo, hi = np.minimum(full, uniform) - 1, np.maximum(full, uniform) + 1
+    assert ((ramped >= lo) & (ramped <= hi))[mid].all()
+    assert (ramped != uniform)[mid].mean() > 0.3 and (ramped != full)[mid].mean() > 0.3
+    assert (full != uniform)[ring == 1].mean() > 0.3  # (the ring test above could not pass alike)
 
 
 def test_a_moved_field_reaches_the_rows_a_shift_leaves_behind():

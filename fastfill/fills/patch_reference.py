@@ -61,7 +61,10 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
 6. With ``gate`` > 0, the result's detail (result - start) is scaled pixel by pixel to what the
    known pixels around show (:func:`_gate`), times ``detail`` percent; otherwise, with ``detail``
    < 100, each pixel of the component goes only that percentage of the way from the start to the
-   result (rounded half up).
+   result (rounded half up); with ``detail_depth`` > 0 only from that many rings in (4-connected
+   rings from the known pixels of the box), the pixels nearer the known ones going further, all
+   the way on the first ring: p = 100 - (100 - ``detail``) min(ring - 1, ``detail_depth``) /
+   ``detail_depth`` percent (a hole no ring reaches: ``detail``).
 
 Random numbers are splitmix64 hashes of (seed, pass, position in the box, draw), so nothing
 depends on the thread count or on the window around the box.
@@ -565,7 +568,7 @@ def _texture(v, hole, weight, r, gain):
 
 
 def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
-                    thin=2, blend=10, detail=90, gate=0, texture=200, texture_radius=2,
+                    thin=2, blend=10, detail=90, detail_depth=0, gate=0, texture=200, texture_radius=2,
                     texture_gain=190, onion=1000000, complete=200, poisson=0, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
@@ -604,8 +607,14 @@ def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, pass
         if gate > 0:
             v = np.concatenate([_gate(v, v0, hole[box], comp[box], gate, detail), v[3:]])
         elif detail != 100:  # damped towards the start, rounded half up
-            v = np.where(comp[box][None], np.clip(v0[:3] + (2 * (v[:3] - v0[:3]) * detail + 100) // 200, 0, VMAX),
-                         v[:3])
+            if detail_depth > 0:  # all of it on ring 1, ``detail`` from ring detail_depth + 1 on
+                d = _depth(hole[box])
+                r = detail_depth
+                num = 2 * (100 * r - (100 - detail) * np.where(d > 0, np.minimum(r, d - 1), r))
+                damped = v0[:3] + ((v[:3] - v0[:3]) * num + 100 * r) // (200 * r)
+            else:
+                damped = v0[:3] + (2 * (v[:3] - v0[:3]) * detail + 100) // 200
+            v = np.where(comp[box][None], np.clip(damped, 0, VMAX), v[:3])
         part = result[box]
         m = comp[box]
         part[m] = v[:3].transpose(1, 2, 0)[m].astype(np.float32) / np.float32(VMAX)
