@@ -114,7 +114,7 @@ bool want_cuda(const std::string& device) {
 // options), which fastfill.ops holds to fastfill.fills.FILLS at import.
 enum class Fill { Mean, Harmonic, Patch };
 const char* const kFillNames[] = {"mean", "harmonic", "patch"};
-const char* const kPatchOptions[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "detail", "detail_depth", "gate", "texture", "texture_radius", "texture_gain", "onion", "complete", "poisson", "seed"};
+const char* const kPatchOptions[] = {"patch", "levels", "iterations", "passes", "radius", "thin", "blend", "blend_limit", "detail", "detail_depth", "gate", "texture", "texture_radius", "texture_gain", "onion", "complete", "poisson", "seed"};
 
 Fill parse_fill(const std::string& fill) {
   std::string names;
@@ -162,6 +162,7 @@ fastfill::PatchParams patch_params(const py::dict& o) {
   p.radius = option(o, "radius", p.radius, 1, 1 << 16);
   p.thin = option(o, "thin", p.thin, 0, 1 << 20);
   p.blend = option(o, "blend", p.blend, 0, 64);
+  p.blend_limit = option(o, "blend_limit", p.blend_limit, 0, 255);
   p.detail = option(o, "detail", p.detail, 0, 100);
   p.detail_depth = option(o, "detail_depth", p.detail_depth, 0, 1 << 16);
   p.gate = option(o, "gate", p.gate, 0, 1000);

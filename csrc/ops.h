@@ -70,6 +70,8 @@ struct PatchParams {
   int64_t radius = 96;  // search box: each component's bounding box grown by this, in pixels
   int64_t thin = 2;     // components at most this thick (4-connected erosions) keep the start
   int64_t blend = 10;   // radius of the low-pass taken from the harmonic fill (0 = none)
+  // > 0: the blend's correction at most this many levels either way (0 = no limit)
+  int64_t blend_limit = 16;
   int64_t detail = 90;  // percent of the way from the start to the patch result
   // > 0: `detail` reached only this many rings deep; nearer the known pixels, more (all at ring 1)
   int64_t detail_depth = 0;

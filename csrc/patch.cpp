@@ -732,9 +732,11 @@ void box3(std::vector<int64_t>& p, int64_t h, int64_t w, int64_t r) {
 // the mask's sum plus kBlendPrior % of a window wholly in the hole). The prior weighs a
 // correction by what supports it: over the few pixels of a thin stroke or a hole's edge the mean
 // difference is one draw of the texture, not its shading (in a star field without a star there,
-// the full correction lifts the black sky to the start's grey, a visible ghost). Exact integers,
-// one rounding (half up).
-void blend_low_frequencies(Level& L, const std::vector<int16_t>& start, int64_t r) {
+// the full correction lifts the black sky to the start's grey, a visible ghost). With `limit` > 0
+// the correction is clipped to that many levels either way: shading is a small correction, and a
+// larger one is the start's smear of an edge the copies continue (black bars on white pulled
+// towards the smear's grey). Exact integers, one rounding (half up).
+void blend_low_frequencies(Level& L, const std::vector<int16_t>& start, int64_t r, int64_t limit) {
   const int64_t h = L.h, w = L.w, n = h * w;
   std::array<std::vector<int64_t>, 4> d;  // the differences, then the mask
   for (auto& plane : d) plane.assign(size_t(n), 0);
@@ -750,7 +752,8 @@ void blend_low_frequencies(Level& L, const std::vector<int16_t>& start, int64_t 
     if (!L.mine[size_t(i)]) continue;
     const int64_t m = d[3][size_t(i)] + prior;  // > 0: the pixel itself is in it
     for (int ch = 0; ch < 3; ++ch) {
-      const int64_t low = floor_div(2 * d[size_t(ch)][size_t(i)] + m, 2 * m);
+      int64_t low = floor_div(2 * d[size_t(ch)][size_t(i)] + m, 2 * m);
+      if (limit > 0) low = std::min(limit * kScale, std::max(-limit * kScale, low));
       const int64_t v = int64_t(L.v[size_t(i * 4 + ch)]) - low;
       L.v[size_t(i * 4 + ch)] = int16_t(std::min<int64_t>(kMax, std::max<int64_t>(0, v)));
     }
@@ -1254,7 +1257,7 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
   if (P.poisson > 0)
     gradient_rebuild(L0, start_v, image, W, f, by0, bx0);
   else if (P.blend > 0)
-    blend_low_frequencies(L0, start_v, P.blend);
+    blend_low_frequencies(L0, start_v, P.blend, P.blend_limit);
   if (P.gate > 0)
     detail_gate(L0, start_v, P.gate, P.detail);
   else if (P.detail != 100)

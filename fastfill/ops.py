@@ -207,7 +207,8 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             0 = as the hole's size calls for), ``iterations`` (EM rounds: 1 + iterations x l at
             level l, 0 = finest), ``passes``
             (PatchMatch passes per round), ``radius`` (search box margin, px), ``thin``,
-            ``blend`` (low-pass radius, px; 0 = the pure patch result), ``detail`` (percent of
+            ``blend`` (low-pass radius, px; 0 = the pure patch result), ``blend_limit`` (the
+            most levels the blend moves a pixel either way, 0 = no limit), ``detail`` (percent of
             the way from the harmonic fill to the patch result, 0-100), ``detail_depth`` (0 = the
             same everywhere; r > 0: all of the detail on the hole's first ring, ``detail`` from
             ring r + 1 on, linearly between), ``gate`` (0 = off; k > 0:

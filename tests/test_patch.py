@@ -77,6 +77,8 @@ CASES = [
      {"poisson": 1, "gate": 16, "detail": 90}),
     ("gradient rebuild, two close components", 56, 56, [(10, 10, 24, 24), (26, 12, 40, 30)],
      {"poisson": 1, "patch": 3}),
+    ("blend without a limit", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"blend_limit": 0}),
+    ("blend limited to 4 levels", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"blend_limit": 4, "detail": 100}),
     # (a square 12 rings deep past a ramp of 5, beside another hole: not known pixels)
     ("detail by depth", 56, 64, [(10, 10, 34, 34), (38, 8, 41, 56)], {"detail": 60, "detail_depth": 5}),
     ("detail by depth, rebuilt, on the border", 48, 48, [(0, 0, 14, 20), (30, 26, 48, 48)],
@@ -649,6 +651,25 @@ def test_the_detail_gate_only_ever_damps_the_copied_detail():
     # k large: a gain of 1 wherever the surroundings show any detail (everywhere on this
     # image; where they show none the gain stays 0), the plain result to a rounding
     assert np.abs(ops.fill(im, m, "patch", gate=1000).astype(np.int16) - plain).max() <= 1
+
+
+def test_the_blend_moves_no_pixel_further_than_its_limit():
+    # The blend takes the low frequencies from the harmonic start: it moves each hole pixel of the
+    # patch result by its correction, clipped to blend_limit levels (to a rounding). Black bars
+    # on white, cut by a hole: the start there is a grey smear, and an unlimited correction pulls
+    # the copied bars far towards it.
+    im = np.full((64, 80, 3), 235, np.uint8)
+    for y in range(6, 64, 14):
+        im[y:y + 6, 4:76] = 20
+    m = mask_of(64, 80, (16, 24, 48, 56))
+    hole = m > 0
+    pure = ops.fill(im, m, "patch", blend=0, detail=100).astype(np.int16)
+    free = ops.fill(im, m, "patch", blend=10, blend_limit=0, detail=100).astype(np.int16)
+    held = ops.fill(im, m, "patch", blend=10, blend_limit=8, detail=100).astype(np.int16)
+    assert np.array_equal(held[~hole], im[~hole])
+    assert np.abs(held - pure)[hole].max() <= 9  # (8 levels, and the rounding to uint8)
+    assert np.abs(free - pure)[hole].max() > 30  # (so the bound above could fail)
+    assert (held != pure)[hole].mean() > 0.2  # (and the limited blend still acts)
 
 
 def test_detail_by_depth_keeps_all_the_detail_on_the_first_ring_and_detail_percent_deep():

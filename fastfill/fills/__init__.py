@@ -55,7 +55,7 @@ FILLS: Mapping[str, Fill] = MappingProxyType({f.name: f for f in (
          "texture copied from the known pixels within `radius` of each hole, its shading (below "
          "`blend` px) the harmonic fill's",
          options=MappingProxyType({"patch": 5, "levels": 0, "iterations": 2, "passes": 5,
-                                   "radius": 96, "thin": 2, "blend": 10, "detail": 90,
+                                   "radius": 96, "thin": 2, "blend": 10, "blend_limit": 16, "detail": 90,
                                    "detail_depth": 0, "gate": 0,
                                    "texture": 200, "texture_radius": 2, "texture_gain": 190,
                                    "onion": 1000000, "complete": 200,

@@ -51,7 +51,9 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    the differences and of the mask, divided by the mask's sum plus ``BLEND_PRIOR`` % of a window
    wholly in the hole), of how far the result is from the start, so the patches bring the detail
    and the harmonic fill the shading; where few hole pixels support the mean (thin strokes, a
-   hole's edge) the correction shrinks with them. With ``poisson`` > 0 instead (:func:`_rebuild`):
+   hole's edge) the correction shrinks with them; with ``blend_limit`` > 0 it is clipped to that
+   many levels either way (a shading correction is small: a larger one is the start's smear of an
+   edge the copies continue, and pulling them towards it greys them). With ``poisson`` > 0 instead (:func:`_rebuild`):
    each pixel's difference to each 4-neighbour is its best-vote source pixel's to the same
    neighbour (the start's where that neighbour is unknown), a pair of component pixels taking the
    one first in scan order and weighing ``SEAM_EIGHTHS`` / 8 where their sources are not
@@ -402,10 +404,11 @@ def _box(a, r, axis):
     return np.take(c, np.minimum(n, k + r + 1), axis) - np.take(c, np.maximum(0, k - r), axis)
 
 
-def _blend(v, v0, mine, r):
+def _blend(v, v0, mine, r, limit=0):
     """The component's low frequencies from the start: v less the mean over the component's pixels
     near each (three box blurs of radius r each way, of v - v0 there and of the mask, divided by
-    the mask's sum plus BLEND_PRIOR % of a window wholly in the hole; one rounding half up)."""
+    the mask's sum plus BLEND_PRIOR % of a window wholly in the hole; one rounding half up), that
+    mean clipped to +-``limit`` levels when ``limit`` > 0."""
     v, v0 = v[:3], v0[:3]
     d = np.concatenate([np.where(mine[None], v - v0, 0), mine[None]]).astype(np.int64)
     for axis in (2, 2, 2, 1, 1, 1):
@@ -413,6 +416,8 @@ def _blend(v, v0, mine, r):
     side3 = (2 * r + 1) ** 3
     m = np.maximum(d[3:], 1) + side3 * side3 * BLEND_PRIOR // 100
     low = (2 * d[:3] + m) // (2 * m)
+    if limit > 0:
+        low = np.clip(low, -limit * SCALE, limit * SCALE)
     return np.where(mine[None], np.clip(v - low, 0, VMAX), v)
 
 
@@ -568,7 +573,7 @@ def _texture(v, hole, weight, r, gain):
 
 
 def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, passes=5, radius=96,
-                    thin=2, blend=10, detail=90, detail_depth=0, gate=0, texture=200, texture_radius=2,
+                    thin=2, blend=10, blend_limit=16, detail=90, detail_depth=0, gate=0, texture=200, texture_radius=2,
                     texture_gain=190, onion=1000000, complete=200, poisson=0, seed=0) -> np.ndarray:
     """The patch fill of ``image`` (uint8 [H, W, 3]) under ``mask`` ([H, W], nonzero = hole) from
     ``start`` (float32 [H, W, 3] in [0, 1], read at hole pixels: the kernel's own harmonic fill, as
@@ -603,7 +608,7 @@ def patch_reference(image, mask, start, *, patch=5, levels=0, iterations=2, pass
         if poisson > 0:
             v = _rebuild(v, v0, hole[box], comp[box], lv.bsrc, image[box])
         elif blend > 0:
-            v = _blend(v, v0, comp[box], blend)
+            v = _blend(v, v0, comp[box], blend, blend_limit)
         if gate > 0:
             v = np.concatenate([_gate(v, v0, hole[box], comp[box], gate, detail), v[3:]])
         elif detail != 100:  # damped towards the start, rounded half up
