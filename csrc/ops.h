@@ -73,7 +73,8 @@ struct PatchParams {
   // > 0: the blend's correction at most this many levels either way (0 = no limit)
   int64_t blend_limit = 16;
   int64_t detail = 90;  // percent of the way from the start to the patch result
-  // > 0: `detail` reached only this many rings deep; nearer the known pixels, more (all at ring 1)
+  // > 0: `detail` from ring detail_depth + 1 on; nearer the known pixels more, all of it on ring 1
+  // (not with `gate`, which has its own depth rule)
   int64_t detail_depth = 0;
   int64_t gate = 0;  // > 0: the detail scaled to the surroundings' (detail_gate's k; 0 = off)
   int64_t texture = 200;       // weight (percent) of the textureness channel in the patch distance

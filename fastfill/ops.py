@@ -211,7 +211,7 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
             most levels the blend moves a pixel either way, 0 = no limit), ``detail`` (percent of
             the way from the harmonic fill to the patch result, 0-100), ``detail_depth`` (0 = the
             same everywhere; r > 0: all of the detail on the hole's first ring, ``detail`` from
-            ring r + 1 on, linearly between), ``gate`` (0 = off; k > 0:
+            ring r + 1 on, linearly between; not with ``gate``), ``gate`` (0 = off; k > 0:
             each pixel's copied detail scaled by min(1, sqrt(k x the surroundings' detail energy /
             its own)), so a fill carries no more pattern than the known pixels around it show;
             pixels over 6 rings deep keep more; ``detail`` then applies on top), ``texture`` (weight of

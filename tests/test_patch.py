@@ -79,7 +79,7 @@ CASES = [
      {"poisson": 1, "patch": 3}),
     ("blend without a limit", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"blend_limit": 0}),
     ("blend limited to 4 levels", 48, 64, [(14, 20, 30, 44), (36, 4, 46, 12)], {"blend_limit": 4, "detail": 100}),
-    # (a square 12 rings deep past a ramp of 5, beside another hole: not known pixels)
+    # (a square 12 rings deep, past a ramp of 5; the thin band below it keeps the harmonic start)
     ("detail by depth", 56, 64, [(10, 10, 34, 34), (38, 8, 41, 56)], {"detail": 60, "detail_depth": 5}),
     ("detail by depth, rebuilt, on the border", 48, 48, [(0, 0, 14, 20), (30, 26, 48, 48)],
      {"detail": 75, "detail_depth": 16, "poisson": 1, "complete": 100, "patch": 3}),
@@ -320,7 +320,8 @@ def test_a_flat_image_stays_flat():
 @pytest.mark.parametrize("opts,match", [
     ({"patch": 8}, "odd"), ({"patch": 17}, "patch"), ({"radius": 0}, "radius"),
     ({"iterations": 0}, "iterations"), ({"size": 3}, "takes no option size"),
-    ({"poisson": 2}, "poisson"),
+    ({"poisson": 2}, "poisson"), ({"blend_limit": 256}, "blend_limit"),
+    ({"detail_depth": -1}, "detail_depth"),
 ])
 def test_bad_options_are_refused_by_name(opts, match):
     im, m = textured(32, 32), mask_of(32, 32, (8, 8, 16, 16))
@@ -667,7 +668,7 @@ def test_the_blend_moves_no_pixel_further_than_its_limit():
     free = ops.fill(im, m, "patch", blend=10, blend_limit=0, detail=100).astype(np.int16)
     held = ops.fill(im, m, "patch", blend=10, blend_limit=8, detail=100).astype(np.int16)
     assert np.array_equal(held[~hole], im[~hole])
-    assert np.abs(held - pure)[hole].max() <= 9  # (8 levels, and the rounding to uint8)
+    assert 7 <= np.abs(held - pure)[hole].max() <= 9  # (8 levels, to the rounding to uint8)
     assert np.abs(free - pure)[hole].max() > 30  # (so the bound above could fail)
     assert (held != pure)[hole].mean() > 0.2  # (and the limited blend still acts)
 
