@@ -829,6 +829,21 @@ void gradient_rebuild(Level& L, const std::vector<int16_t>& start, const uint8_t
   }
 }
 
+// Each pixel's ring from the known pixels of the level (4-connected): 0 on known pixels, 1 on
+// hole pixels next to one, and so on; 0 on hole pixels no ring reaches.
+std::vector<int32_t> ring_depth(const Level& L) {
+  const int64_t n = L.h * L.w;
+  std::vector<int32_t> depth(size_t(n), 0);
+  std::vector<uint8_t> state(size_t(n), kOpen);
+  for (int64_t i = 0; i < n; ++i) state[size_t(i)] = L.hole[size_t(i)] ? kOpen : kValued;
+  int32_t ring_no = 0;
+  inward_rings(std::move(state), L.h, L.w, false, [&](const std::vector<int32_t>& ring) {
+    ++ring_no;
+    for (const int32_t i : ring) depth[size_t(i)] = ring_no;
+  });
+  return depth;
+}
+
 // The component's pixels `percent` % of the way from the start to the patch result (rounded half
 // up): below 100, the copied detail is damped towards the harmonic fill. With `ramp` r > 0, only
 // from r rings in (4-connected from the known pixels): ring k goes 100 - (100 - percent)
@@ -836,17 +851,7 @@ void gradient_rebuild(Level& L, const std::vector<int16_t>& start, const uint8_t
 // the known pixels show (a uniform damping mixes the harmonic fill's smear of an edge into them).
 void detail_gain(Level& L, const std::vector<int16_t>& start, int64_t percent, int64_t ramp) {
   const int64_t n = L.h * L.w;
-  std::vector<int32_t> depth;
-  if (ramp > 0) {
-    depth.assign(size_t(n), 0);
-    std::vector<uint8_t> state(size_t(n), kOpen);
-    for (int64_t i = 0; i < n; ++i) state[size_t(i)] = L.hole[size_t(i)] ? kOpen : kValued;
-    int32_t ring_no = 0;
-    inward_rings(std::move(state), L.h, L.w, false, [&](const std::vector<int32_t>& ring) {
-      ++ring_no;
-      for (const int32_t i : ring) depth[size_t(i)] = ring_no;
-    });
-  }
+  const std::vector<int32_t> depth = ramp > 0 ? ring_depth(L) : std::vector<int32_t>();
   for (int64_t i = 0; i < n; ++i) {
     if (!L.mine[size_t(i)]) continue;
     int64_t num = 2 * percent, den = 200;  // (percent / 100, as a fraction)
@@ -917,14 +922,7 @@ void detail_gate(Level& L, const std::vector<int16_t>& start, int64_t k, int64_t
     }
   box3(dg2, h, w, r3);
   box3(wh, h, w, r3);
-  std::vector<int32_t> depth(size_t(n), 0);
-  std::vector<uint8_t> state(size_t(n), kOpen);
-  for (int64_t i = 0; i < n; ++i) state[size_t(i)] = L.hole[size_t(i)] ? kOpen : kValued;
-  int32_t ring_no = 0;
-  inward_rings(std::move(state), h, w, false, [&](const std::vector<int32_t>& ring) {
-    ++ring_no;
-    for (const int32_t i : ring) depth[size_t(i)] = ring_no;
-  });
+  const std::vector<int32_t> depth = ring_depth(L);
   for (int64_t i = 0; i < n; ++i) {
     if (!L.mine[size_t(i)]) continue;
     const int64_t ek = e[size_t(i)] / std::max<int64_t>(1, inner[size_t(i)]);
