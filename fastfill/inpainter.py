@@ -402,7 +402,9 @@ class FillHold:
     a few pixels of a static shot by more than 2 levels in most frames. Either way a static shot
     under a static mask keeps one fill, the same bytes frame after frame, for a compare and a copy
     instead of a fill. Compared with the held frame, never the previous one: slow drift ends the
-    hold.
+    hold. A patch fill whose context passes while some border pixels moved past ``tolerance``
+    (their mean within it: a codec's noise, not something entering the border) is laid onto the
+    new border (:meth:`_adjusted`) and held so, instead of being made up again.
 
     A moving camera (each frame's motion from the one before known: ``motions``, as
     :meth:`fastfill.video.propagate.Propagator.next_motion` gives them), for a fill that reads
@@ -429,7 +431,7 @@ class FillHold:
         self.margin = int(margin)
         self.check = check  # (Inpainter.check: the pair of what a moved fill leaves)
         self.held: _Held | None = None
-        self.frames = self.solved = self.moved = 0
+        self.frames = self.solved = self.moved = self.adjusted = 0
         self._moved = None  # the scene's shift since the last frame solved, when known
         self._key = None  # (box, values, matrix: the solved frame -> the last frame) to move
 
@@ -549,15 +551,36 @@ class FillHold:
         if h is None or not (h.hole is hole or np.array_equal(h.hole, hole)):
             return None
         y0, x0, y1, x1 = h.box
-        border = image[y0:y1, x0:x1][h.border]
-        if np.abs(border.astype(np.int16) - h.border_values).max(initial=0) > self.tolerance:
+        border = image[y0:y1, x0:x1][h.border].astype(np.int16)
+        off = np.abs(border - h.border_values)
+        if off.max(initial=0) <= self.tolerance:
+            adjust = False
+        elif h.context is not None and off.size and off.mean() <= self.tolerance:
+            adjust = True  # (the context decides below whether it is the same scene)
+        else:
             return None
         if h.context is not None:  # |now - held| over the known pixels, averaged
             (cy0, cx0, cy1, cx1), known, values, count = h.context
             now = image[cy0:cy1, cx0:cx1]
             if ops.masked_difference(now, values, known) > 0.5 * self.tolerance * count:
                 return None
+        if adjust:
+            h = self._adjusted(image, h, border)
         return h
+
+    def _adjusted(self, image: np.ndarray, h: "_Held", border: np.ndarray) -> "_Held":
+        """The held fill laid onto this frame's border (:func:`ops.seamless`: its own detail,
+        the border met exactly), held from now on: a patch fill whose context is the same scene
+        while a few of its border pixels moved past ``tolerance`` (a codec's noise, the first
+        P-frame after a key frame) keeps its texture, where solving again would make up another
+        one (a flicker) at the cost of a whole fill. For the harmonic fill the result would be
+        the same as solving again (its fill is linear in its border); it reads the border only
+        and never comes here."""
+        y0, x0, y1, x1 = h.box
+        values = ops.seamless(image[y0:y1, x0:x1], h.where[:, :, 0], h.values)
+        self.adjusted += 1
+        self.held = h._replace(values=values, border_values=border)
+        return self.held
 
     def _hold(self, pair, out: np.ndarray) -> None:
         image, hole = pair

@@ -565,8 +565,10 @@ def test_a_patch_video_holds_its_fill_while_what_it_reads_stays_put():
     of the held frame's and whose known pixels within the fill's context (radius + 1 around the
     hole's box) differ from the held frame's by at most 1 level on average takes the held fill
     (the same bytes, a compare instead of a fill); changes under the hole, beyond the context or
-    in one pixel of it hold too; a block of the context, one border pixel, or a new hole is
-    filled again, exactly as the carried field fills it."""
+    in one pixel of it hold too; a block of the context, a side of the border, or a new hole is
+    filled again, exactly as the carried field fills it. One border pixel past 2 levels (the
+    border's mean within 2) in the same context lays the held fill onto the new border
+    (ops.seamless) and holds that."""
     h, w = 96, 160
     box = (30, 40, 66, 80)
     im, m = textured(h, w, seed=8), mask_of(h, w, box)
@@ -583,16 +585,23 @@ def test_a_patch_video_holds_its_fill_while_what_it_reads_stays_put():
     block[68:76, 30:40] = (block[68:76, 30:40].astype(int) + 40) % 256  # 8 x 10 of it
     edge = block.copy()
     edge[29, 50] = (edge[29, 50].astype(int) + 5) % 256  # one pixel of the border
-    frames = small + [far, speck, block, edge]
+    side = edge.copy()
+    side[30:66, 39] = (side[30:66, 39].astype(int) + 40) % 256  # the border's left side
+    frames = small + [far, speck, block, edge, edge, side]
     inp = Inpainter(ClassicalEngine("patch", {"radius": radius}), batch_size=2)
     outs = list(inp.stream(frames, m, carry=True))
     hole = m > 0
     for k in range(1, 5):
         assert np.array_equal(outs[k][hole], outs[0][hole]), k  # held
         assert np.array_equal(outs[k][~hole], frames[k][~hole])
+    # one border pixel: the held fill laid onto the new border, then held
+    y0, x0, y1, x1 = box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1
+    laid = ops.seamless(edge[y0:y1, x0:x1], hole[y0:y1, x0:x1], outs[5][y0:y1, x0:x1])
+    assert np.array_equal(outs[6][y0:y1, x0:x1], laid) and np.array_equal(outs[7], outs[6])
+    assert 0 < np.abs(outs[6][hole].astype(int) - outs[5][hole]).max() <= 5
     # filled again, as the carried field fills the frames that were filled
     state = ops.PatchState()
-    for f, out in ((frames[0], outs[0]), (block, outs[5]), (edge, outs[6])):
+    for f, out in ((frames[0], outs[0]), (block, outs[5]), (side, outs[8])):
         assert np.array_equal(out, ops.fill(f, m, "patch", radius=radius, state=state))
     other = mask_of(h, w, (30, 44, 66, 80))
     again = list(inp.stream([small[1], small[1]], [m, other], carry=True))
