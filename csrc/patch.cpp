@@ -41,14 +41,13 @@ constexpr int32_t kMax = 255 * kScale;   // 1020
 // Vote weight of a patch: 1 / (1 + msd / sigma^2), msd its mean squared difference per value in
 // uint8 levels^2; sigma = 8 levels (a patch off by 8 levels rms counts half).
 constexpr double kSigma2 = 64.0;
-// Targets at which a level's loops split across threads (fewer run on one thread, and several
-// components run side by side instead).
+// Targets from which a component runs alone with its level loops split across the threads
+// (smaller ones run side by side, one thread each).
 constexpr int64_t kParallelTargets = 4096;
-// Targets from which one component's level loops split across the threads. Below
-// kParallelTargets' components run side by side; a larger one runs alone, and its coarse levels
-// (a quarter, a sixteenth of its targets) are worth splitting too: measured on a 1080p frame,
-// 512 against 4096: a logo-sized hole 8 % and a 128² one 5 % faster, 128 and less slower (a
-// parallel region's start costs more than a small level's work).
+// Targets from which a level of such a component splits: its coarse levels (a quarter, a
+// sixteenth of its targets) are worth splitting too. Measured on a 1080p frame against 4096: a
+// logo-sized hole 8 % and a 128² one 5 % faster at 256-1,024 (the same within noise), slower
+// again at 128 and less (a parallel region's start costs more than a small level's work).
 constexpr int64_t kSplitTargets = 512;
 // Random search below the coarsest level: windows from this radius down, around the carried
 // source (the coarsest level searches its whole box; one draw anywhere stays at every level).
@@ -1198,7 +1197,7 @@ bool carry_over(PatchState* state, const std::array<int64_t, 5>& key, Level& L0,
 
 void complete(const Component& c, const Labels& labels, const uint8_t* image,
               const uint8_t* mask, int64_t W, const Frame& f, const float* start, const PatchParams& P,
-              PatchState* state, float* out) {
+              PatchState* state, float* out, int64_t split) {
   const int64_t R = P.radius;
   const int64_t by0 = std::max<int64_t>(0, c.y0 - R), bx0 = std::max<int64_t>(0, c.x0 - R);
   const int64_t by1 = std::min(f.h, c.y1 + R), bx1 = std::min(f.w, c.x1 + R);
@@ -1232,7 +1231,7 @@ void complete(const Component& c, const Labels& labels, const uint8_t* image,
     }
   if (P.texture > 0) texture_channel(L0, P.texture, P.texture_radius, P.texture_gain);
   const std::vector<int16_t> start_v = L0.v;
-  const Completion em(P, kSplitTargets);
+  const Completion em(P, split);
   const std::array<int64_t, 5> key{f.top + by0, f.left + bx0, L0.h, L0.w, c.size};
   double base = -1.0;  // (from scratch: this completion's own)
   if (carry_over(state, key, L0, em, P, base)) {
@@ -1307,18 +1306,19 @@ void patch_fill_cpu(const uint8_t* image, const uint8_t* mask, const Frame& f, c
   for (size_t i = 0; i < comps.size(); ++i)
     if (thickness(comps[i], labels) > P.thin) order.push_back(i);
   // Largest first, so that side-by-side components balance across the threads; a large one
-  // splits its own loops instead (see kParallelTargets). Same arithmetic either way.
+  // splits its level loops from kSplitTargets targets instead; the small ones never split (they
+  // run side by side, where a nested region would only cost its start). Same arithmetic either way.
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return comps[a].size > comps[b].size; });
   std::vector<size_t> big, small;
   for (size_t i : order) (comps[i].size >= kParallelTargets ? big : small).push_back(i);
-  for (size_t i : big) complete(comps[i], labels, image, mask, f.W, f, start, P, state, out);
+  for (size_t i : big) complete(comps[i], labels, image, mask, f.W, f, start, P, state, out, kSplitTargets);
   const int64_t ns = int64_t(small.size());
   std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t k = 0; k < ns; ++k) {
     try {
       const size_t i = small[size_t(k)];
-      complete(comps[i], labels, image, mask, f.W, f, start, P, state, out);
+      complete(comps[i], labels, image, mask, f.W, f, start, P, state, out, INT64_MAX);
     } catch (...) {
 #pragma omp critical(fastfill_patch_error)
       if (!error) error = std::current_exception();

@@ -381,7 +381,8 @@ class _Held(NamedTuple):
     where: np.ndarray  # the hole in the box, for each channel
     values: np.ndarray  # the fill's values in the box
     border: np.ndarray  # the hole's border (its known 4-neighbours) in the box
-    border_values: np.ndarray  # int16, the frame's values there
+    border_values: np.ndarray  # int16, the frame's values there (the last laid fill's frame)
+    solved_border: np.ndarray  # int16, the border of the frame the fill was solved for
     # (box, known [h, w] bool, the frame's values, how many values are known) of the known
     # pixels within the fill's margin; None for a fill that reads the border only
     context: tuple | None
@@ -403,8 +404,9 @@ class FillHold:
     under a static mask keeps one fill, the same bytes frame after frame, for a compare and a copy
     instead of a fill. Compared with the held frame, never the previous one: slow drift ends the
     hold. A patch fill whose context passes while some border pixels moved past ``tolerance``
-    (their mean within it: a codec's noise, not something entering the border) is laid onto the
-    new border (:meth:`_adjusted`) and held so, instead of being made up again.
+    (none past ``ADJUST_MAX`` times it, and the border's mean move since the solve within it: a
+    codec's noise) is laid onto the new border (:meth:`_adjusted`) and held so, instead of being
+    made up again.
 
     A moving camera (each frame's motion from the one before known: ``motions``, as
     :meth:`fastfill.video.propagate.Propagator.next_motion` gives them), for a fill that reads
@@ -421,6 +423,9 @@ class FillHold:
     MOVE_ERROR = 10.0
     # pixels kept around a solved hole for the fill to move into: a few frames of a tilt
     KEEP = 16
+    # a held patch fill is laid onto a border whose pixels moved at most this many times
+    # `tolerance` (and on average within it): a codec's noise, not something entering the border
+    ADJUST_MAX = 4
     # holes under this many pixels (a 128 x 128 square) are filled again instead: cheap to make,
     # and a fill made again meets what the window newly shows around a small hole better
     MOVE_MIN = 16384
@@ -555,8 +560,12 @@ class FillHold:
         off = np.abs(border - h.border_values)
         if off.max(initial=0) <= self.tolerance:
             adjust = False
-        elif h.context is not None and off.size and off.mean() <= self.tolerance:
-            adjust = True  # (the context decides below whether it is the same scene)
+        elif (h.context is not None and off.max() <= self.ADJUST_MAX * self.tolerance
+              and np.abs(border - h.solved_border).mean() <= self.tolerance):
+            # (a codec's noise: no border pixel far off, and the border as a whole still where
+            # the fill was solved, so laid fills cannot drift; the context decides below whether
+            # it is the same scene)
+            adjust = True
         else:
             return None
         if h.context is not None:  # |now - held| over the known pixels, averaged
@@ -599,9 +608,9 @@ class FillHold:
             known = ~hole[cy0:cy1, cx0:cx1]
             context = ((cy0, cx0, cy1, cx1), known, image[cy0:cy1, cx0:cx1].copy(),
                        int(np.count_nonzero(known)) * image.shape[2])
+        values = image[y0:y1, x0:x1][border].astype(np.int16)
         self.held = _Held(hole, box, np.repeat(sub[:, :, None], out.shape[2], axis=2),
-                          out[y0:y1, x0:x1].copy(), border,
-                          image[y0:y1, x0:x1][border].astype(np.int16), context)
+                          out[y0:y1, x0:x1].copy(), border, values, values, context)
 
 
 def _border(hole: np.ndarray) -> np.ndarray:

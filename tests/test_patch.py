@@ -566,9 +566,9 @@ def test_a_patch_video_holds_its_fill_while_what_it_reads_stays_put():
     hole's box) differ from the held frame's by at most 1 level on average takes the held fill
     (the same bytes, a compare instead of a fill); changes under the hole, beyond the context or
     in one pixel of it hold too; a block of the context, a side of the border, or a new hole is
-    filled again, exactly as the carried field fills it. One border pixel past 2 levels (the
-    border's mean within 2) in the same context lays the held fill onto the new border
-    (ops.seamless) and holds that."""
+    filled again, exactly as the carried field fills it, and so are three border pixels 40 levels
+    off. One border pixel 5 levels off (the border's mean within 2) in the same context lays the
+    held fill onto the new border (ops.seamless) and holds that."""
     h, w = 96, 160
     box = (30, 40, 66, 80)
     im, m = textured(h, w, seed=8), mask_of(h, w, box)
@@ -585,9 +585,11 @@ def test_a_patch_video_holds_its_fill_while_what_it_reads_stays_put():
     block[68:76, 30:40] = (block[68:76, 30:40].astype(int) + 40) % 256  # 8 x 10 of it
     edge = block.copy()
     edge[29, 50] = (edge[29, 50].astype(int) + 5) % 256  # one pixel of the border
+    few = edge.copy()
+    few[29, 60:63] = (few[29, 60:63].astype(int) + 40) % 256  # three border pixels, far off
     side = edge.copy()
     side[30:66, 39] = (side[30:66, 39].astype(int) + 40) % 256  # the border's left side
-    frames = small + [far, speck, block, edge, edge, side]
+    frames = small + [far, speck, block, edge, edge, few, side]
     inp = Inpainter(ClassicalEngine("patch", {"radius": radius}), batch_size=2)
     outs = list(inp.stream(frames, m, carry=True))
     hole = m > 0
@@ -601,7 +603,7 @@ def test_a_patch_video_holds_its_fill_while_what_it_reads_stays_put():
     assert 0 < np.abs(outs[6][hole].astype(int) - outs[5][hole]).max() <= 5
     # filled again, as the carried field fills the frames that were filled
     state = ops.PatchState()
-    for f, out in ((frames[0], outs[0]), (block, outs[5]), (side, outs[8])):
+    for f, out in ((frames[0], outs[0]), (block, outs[5]), (few, outs[8]), (side, outs[9])):
         assert np.array_equal(out, ops.fill(f, m, "patch", radius=radius, state=state))
     other = mask_of(h, w, (30, 44, 66, 80))
     again = list(inp.stream([small[1], small[1]], [m, other], carry=True))
@@ -730,3 +732,31 @@ def test_a_moved_field_reaches_the_rows_a_shift_leaves_behind():
         moved = np.abs(outs[t][inner].astype(int) - outs[t - 1][before]).mean()
         fresh = np.abs(scratch[t][inner].astype(int) - scratch[t - 1][before]).mean()
         assert moved < 0.5 * fresh, (t, moved, fresh)
+
+
+def test_laid_patch_fills_cannot_drift_from_the_border_they_were_solved_for():
+    """Each frame's border within 2 levels on average of the frame before, but the second one 3
+    levels off the solved frame's on average: the first is laid onto its border, the second is
+    filled again."""
+    h, w = 96, 160
+    box = (30, 40, 66, 80)
+    im, m = textured(h, w, seed=8), mask_of(h, w, box)
+    hole = m > 0
+    grown = np.zeros_like(hole)
+    grown[box[0] - 1:box[2] + 1, box[1] - 1:box[3] + 1] = True
+    border = grown & ~hole
+    half = border.copy()
+    half[:, (box[1] + box[3]) // 2:] = False  # the border's left half
+    frames = [im]
+    for step in (3, 6):
+        f = im.astype(int)
+        f[half] += step
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+    inp = Inpainter(ClassicalEngine("patch", {"radius": 10}), batch_size=1)
+    outs = list(inp.stream(frames, m, carry=True))
+    y0, x0, y1, x1 = box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1
+    laid = ops.seamless(frames[1][y0:y1, x0:x1], hole[y0:y1, x0:x1], outs[0][y0:y1, x0:x1])
+    assert np.array_equal(outs[1][y0:y1, x0:x1], laid)
+    state = ops.PatchState()
+    for f, out in ((frames[0], outs[0]), (frames[2], outs[2])):
+        assert np.array_equal(out, ops.fill(f, m, "patch", radius=10, state=state))
