@@ -48,6 +48,7 @@ import numpy as np
 from . import ops, pipeline
 from .errors import EngineError, FastfillError, InputError
 from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
+from .geometry import warp
 from .roi import bounding_box, hole_of
 
 __all__ = ["Inpainter", "Checked", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION",
@@ -507,7 +508,6 @@ class FillHold:
         are filled (the run) with the rest as known, and that frame's fill is kept instead."""
         import cv2  # (motions come from propagation, which has OpenCV)
 
-        from .video.propagate import _warp
 
         (ky0, kx0, ky1, kx1), values, mk = self._key
         box = bounding_box(hole, pad=1)
@@ -526,11 +526,11 @@ class FillHold:
         # kept box -> this box: (shift into the box) @ mk @ (the kept box's place)
         m = (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ mk
              @ np.array([[1, 0, kx0], [0, 1, ky0], [0, 0, 1]], np.float64))
-        moved = _warp(cv2, values, m, size, cv2.BORDER_REPLICATE, cv2.INTER_CUBIC)
+        moved = warp(cv2, values, m, size, cv2.BORDER_REPLICATE, cv2.INTER_CUBIC)
         # inside: the 4x4 bicubic footprint within what was kept (its edge pixels count out)
         kept = np.zeros(values.shape[:2], np.uint8)
         kept[2:-2, 2:-2] = 255
-        inside = _warp(cv2, kept, m, size, cv2.BORDER_CONSTANT) == 255
+        inside = warp(cv2, kept, m, size, cv2.BORDER_CONSTANT) == 255
         take = sub & inside
         if 2 * int(np.count_nonzero(take)) < n:
             return None

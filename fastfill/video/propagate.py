@@ -50,6 +50,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
+from ..geometry import warp
 from ..inpainter import frozen
 from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the module loads)
 from ..roi import bounding_box, hole_of, hole_regions
@@ -510,7 +511,7 @@ def _fill_box(cv2, out: np.ndarray, hole: np.ndarray, left: np.ndarray, box, sou
     for src, m in sources:
         box_m = shift @ m
         # 255 only where all four bilinear taps are known and inside the frame
-        known = _warp(cv2, src.known, box_m, size, cv2.BORDER_CONSTANT)
+        known = warp(cv2, src.known, box_m, size, cv2.BORDER_CONSTANT)
         n, ty0, tx0, ty1, tx1 = _C.given_box(known, todo)  # (the open pixels it gives)
         if not n:
             continue
@@ -548,16 +549,16 @@ def _take_from(cv2, src: "_Source", m: np.ndarray, cur: np.ndarray, ring: np.nda
     their mean difference, an exposure change between the frames, is removed; the offset is
     added to what it gives (rounded as ``cv2.add`` rounds)."""
     size = (cur.shape[1], cur.shape[0])
-    warped = _warp(cv2, src.rgb, m, size, cv2.BORDER_REPLICATE)
+    warped = warp(cv2, src.rgb, m, size, cv2.BORDER_REPLICATE)
     moved = False
     for _ in range(options.refine):
         d = _residual_shift(cur, ring, valid, warped)
         if d is None or max(abs(d[0]), abs(d[1])) < 0.02:
             break
         m = np.array([[1, 0, -d[0]], [0, 1, -d[1]], [0, 0, 1]]) @ m
-        warped, moved = _warp(cv2, src.rgb, m, size, cv2.BORDER_REPLICATE), True
+        warped, moved = warp(cv2, src.rgb, m, size, cv2.BORDER_REPLICATE), True
     if moved:  # (under a pixel: the samples of the last step were valid enough to steer by)
-        valid = _warp(cv2, src.known, m, size, cv2.BORDER_CONSTANT) == 255
+        valid = warp(cv2, src.known, m, size, cv2.BORDER_CONSTANT) == 255
     if options.sharp:  # (before the check, which copies: a refused source's is wasted, rare)
         _sharpen(cv2, warped, src, m, size, todo & valid, valid)
     return _PLACED[_C.ring_place(cur, ring, valid, warped, todo, options.min_ring,
@@ -594,23 +595,12 @@ def _sharpen(cv2, warped: np.ndarray, src: "_Source", m: np.ndarray, size, take,
         return
     y0, x0, y1, x1 = found
     sub = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ m
-    cubic = _warp(cv2, src.rgb, sub, (int(x1 - x0), int(y1 - y0)), cv2.BORDER_REPLICATE,
+    cubic = warp(cv2, src.rgb, sub, (int(x1 - x0), int(y1 - y0)), cv2.BORDER_REPLICATE,
                   cv2.INTER_CUBIC)
     part = warped[y0:y1, x0:x1]
     done = cv2.copyTo(cubic, inner[y0:y1, x0:x1].view(np.uint8), part)
     if done is not part:
         part[...] = done
-
-
-def _warp(cv2, image: np.ndarray, m: np.ndarray, size: tuple[int, int], border,
-          interpolation=None) -> np.ndarray:
-    """``image`` sampled (bilinearly unless ``interpolation``) at ``m``^-1 of each output pixel
-    (an affine ``m`` takes warpAffine, about twice as fast)."""
-    flags = cv2.INTER_LINEAR if interpolation is None else interpolation
-    if abs(m[2, 0]) < 1e-12 and abs(m[2, 1]) < 1e-12:
-        return cv2.warpAffine(image, m[:2] / m[2, 2], size, flags=flags, borderMode=border,
-                              borderValue=0)
-    return cv2.warpPerspective(image, m, size, flags=flags, borderMode=border, borderValue=0)
 
 
 class VideoFill:
