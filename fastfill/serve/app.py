@@ -12,7 +12,8 @@ Every error is a JSON body ``{"error": "...", "status": N, "detail": "...", "err
 no traceback ever leaves the process (``FASTFILL_DEBUG=1`` logs it on the server).
 
 IOPaint's and lama-cleaner's own web apps and scripts work against it too: their routes are in
-:mod:`fastfill.serve.compat`.
+:mod:`fastfill.serve.compat`; what both modules' routes share (the error answer, the form's files,
+the seed echo) is :mod:`fastfill.serve.answers`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import binascii
 import hmac
 import json
 import logging
-import os
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -34,7 +33,7 @@ import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,8 +41,9 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..files import codecs as fio
-from ..errors import EngineError, FastfillError, InputError, SizeLimitError, printable
+from ..errors import InputError, SizeLimitError, printable
 from . import check_token
+from .answers import ApiError, answer, content_type, error, error_body, image_and_mask, seed_header
 from .batcher import Batcher, Busy
 
 log = logging.getLogger("fastfill.serve")
@@ -101,22 +101,6 @@ class InpaintRequest(BaseModel):
                                                  "(else a size mismatch is 400).")
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
-
-
-def _error_body(status: int, message: str) -> dict:
-    """The JSON of every error answer: ``error`` and ``status`` (fastfill's), ``detail`` (FastAPI's
-    and IOPaint's) and ``errors`` (what IOPaint's web app shows in its error toast)."""
-    return {"error": message, "status": status, "detail": message, "errors": message}
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(_error_body(status, message), status_code=status, headers=headers)
-
-
 def _printable(text: str) -> str:
     """``text`` for a log line: :func:`fastfill.errors.printable` (line breaks, terminal escapes,
     other control and format characters escaped) after escaping the quote and the backslash,
@@ -128,7 +112,7 @@ def _raw_answer(status: int, message: str, headers: dict | None = None) -> bytes
     """A whole JSON error answer that closes the connection, for the protocol layer (no app)."""
     from http import HTTPStatus
 
-    body = json.dumps(_error_body(status, message), separators=(",", ":")).encode()
+    body = json.dumps(error_body(status, message), separators=(",", ":")).encode()
     head = {"content-type": "application/json", "content-length": str(len(body)),
             "connection": "close", **(headers or {})}
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"] + [f"{k}: {v}" for k, v in head.items()]
@@ -141,14 +125,14 @@ def _b64(field: str, value: str) -> bytes:
     if s.startswith("data:"):
         head, sep, s = s.partition(",")
         if not sep or ";base64" not in head:
-            raise _ApiError(400, f"{field}: a data: URL must be base64 (data:image/png;base64,...)")
+            raise ApiError(400, f"{field}: a data: URL must be base64 (data:image/png;base64,...)")
     s = "".join(s.split())
     try:
         data = base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise _ApiError(400, f"{field}: not valid base64") from None
+        raise ApiError(400, f"{field}: not valid base64") from None
     if not data:
-        raise _ApiError(400, f"{field}: empty")
+        raise ApiError(400, f"{field}: empty")
     return data
 
 
@@ -219,7 +203,7 @@ class _Limits:
 
     def _refuse(self, scope):
         if self.max_requests is not None and self.active > self.max_requests and scope["path"] != "/healthz":
-            return _error(503, f"server busy: {self.max_requests} requests in flight, retry later",
+            return error(503, f"server busy: {self.max_requests} requests in flight, retry later",
                           {"Retry-After": str(RETRY_AFTER), "Connection": "close"})
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
@@ -227,13 +211,13 @@ class _Limits:
             try:
                 n = int(length)
             except ValueError:
-                return _error(400, "bad Content-Length")
+                return error(400, "bad Content-Length")
             if n > self.max_body:
-                return _error(413, self._too_big(), {"Connection": "close"})
+                return error(413, self._too_big(), {"Connection": "close"})
         if self.token is not None and needs_token(scope["path"]):
             scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
-                return _error(401, "missing or wrong token (Authorization: Bearer TOKEN)",
+                return error(401, "missing or wrong token (Authorization: Bearer TOKEN)",
                               {"WWW-Authenticate": "Bearer"})
         return None
 
@@ -277,11 +261,11 @@ class Server:
             src, mask = fio.read_item(image_bytes, mask_bytes, opts)
         except InputError as e:
             msg = str(e).replace("(use --resize-mask to scale it)", '(send "resize_mask": true to scale it)')
-            raise _ApiError(413 if isinstance(e, SizeLimitError) else 400, f"{e.part}: {msg}") from None
+            raise ApiError(413 if isinstance(e, SizeLimitError) else 400, f"{e.part}: {msg}") from None
         try:
             return src, self.inpainter.check(src.rgb, mask)
         except InputError as e:
-            raise _ApiError(400, str(e)) from None
+            raise ApiError(400, str(e)) from None
 
     def encode(self, result: np.ndarray, src: fio.Decoded, mask: np.ndarray) -> tuple[bytes, str, str]:
         """(bytes, Content-Type, file suffix) of the answer, in the input's format."""
@@ -296,7 +280,7 @@ class Server:
         of every inpaint route, whichever client's request shape it reads. ``headers``: more
         headers for the answer."""
         if self.batcher.full():  # before decoding: a busy server does not spend work on refusals
-            raise _ApiError(503, "server busy: the queue is full, retry later",
+            raise ApiError(503, "server busy: the queue is full, retry later",
                             {"Retry-After": str(RETRY_AFTER)})
         src, pair = await anyio.to_thread.run_sync(
             partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule), limiter=self.limiter)
@@ -304,7 +288,7 @@ class Server:
         try:
             fut = self.batcher.submit(pair)
         except Busy as e:
-            raise _ApiError(503, f"server busy: {e}, retry later",
+            raise ApiError(503, f"server busy: {e}, retry later",
                             {"Retry-After": str(RETRY_AFTER)}) from None
         result = await asyncio.wrap_future(fut)
         data, media, ext = await anyio.to_thread.run_sync(
@@ -317,14 +301,14 @@ class Server:
     async def inpaint_json(self, request: Request) -> Response:
         """IOPaint's JSON request: base64 (or data: URL) image and mask, IOPaint's mask rule; its
         ``sd_seed`` comes back in ``X-Seed`` as from IOPaint (the fill uses no seed)."""
-        if _content_type(request) != "application/json":
-            raise _ApiError(415, "send application/json (or multipart/form-data to /api/v1/inpaint/file)")
+        if content_type(request) != "application/json":
+            raise ApiError(415, "send application/json (or multipart/form-data to /api/v1/inpaint/file)")
         body = await request.body()
         try:
             req = InpaintRequest.model_validate_json(body)
         except ValidationError as e:
             what = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'body'}: {x['msg']}" for x in e.errors())
-            raise _ApiError(400, f"bad request: {what}") from None
+            raise ApiError(400, f"bad request: {what}") from None
         del body
         image, mask = _b64("image", req.image), _b64("mask", req.mask)
         seed = seed_header((req.model_extra or {}).get("sd_seed"))
@@ -332,20 +316,11 @@ class Server:
 
     async def inpaint_file(self, request: Request) -> Response:
         """Multipart: the files ``image`` and ``mask`` (and ``resize_mask``)."""
-        if _content_type(request) != "multipart/form-data":
-            raise _ApiError(415, "send multipart/form-data with the files image and mask")
+        if content_type(request) != "multipart/form-data":
+            raise ApiError(415, "send multipart/form-data with the files image and mask")
         async with request.form(max_files=2, max_fields=8, max_part_size=1024) as form:
             image, mask, resize = await image_and_mask(form)
         return await self.inpaint(image, mask, resize)
-
-
-def seed_header(value) -> dict:
-    """``{"X-Seed": ...}`` echoing a client's integer seed (IOPaint and lama-cleaner answer the
-    seed they used; their web apps keep it), else nothing."""
-    try:
-        return {"X-Seed": str(int("" if value is None else str(value).strip()))}
-    except ValueError:  # none, empty, not an integer
-        return {}
 
 
 # Paths anyone may fetch when a token is set: the page, its files, the docs, the health check.
@@ -358,31 +333,6 @@ PUBLIC_PREFIXES = ("/static/", "/static-offline-docs/")
 def needs_token(path: str) -> bool:
     """Whether a request for ``path`` needs the bearer token (when one is set)."""
     return path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES)
-
-
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-async def _answer(work) -> Response:
-    """Run one request's work; every failure becomes a JSON error (never a traceback)."""
-    try:
-        return await work
-    except _ApiError as e:
-        return _error(e.status, e.message, e.headers)
-    except HTTPException:
-        raise  # 413 from the body limit: the handler below answers it
-    except InputError as e:
-        return _error(400, str(e))
-    except (EngineError, FastfillError) as e:
-        log.error("engine error: %s", e)
-        return _error(500, f"engine error: {e}")
-    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback only with FASTFILL_DEBUG
-        if os.environ.get("FASTFILL_DEBUG"):
-            log.error("internal error\n%s", traceback.format_exc())
-        else:
-            log.error("internal error: %s: %s (FASTFILL_DEBUG=1 for the traceback)", type(e).__name__, e)
-        return _error(500, "internal error (see the server log)")
 
 
 _JSON_BODY = {"requestBody": {"required": True, "content": {
@@ -448,28 +398,16 @@ def create_app(inpainter, limits: ServeLimits | None = None, *, max_batch: int |
     @app.post("/api/v1/inpaint", summary="Fill the mask (IOPaint's JSON request).",
               openapi_extra=_JSON_BODY, responses=_IMAGE_ANSWER, response_class=Response)
     async def inpaint(request: Request):
-        return await _answer(server.inpaint_json(request))
+        return await answer(server.inpaint_json(request))
 
     @app.post("/api/v1/inpaint/file", summary="Fill the mask (multipart image + mask files).",
               openapi_extra=_FILE_BODY, responses=_IMAGE_ANSWER, response_class=Response)
     async def inpaint_file(request: Request):
-        return await _answer(server.inpaint_file(request))
+        return await answer(server.inpaint_file(request))
 
     add_iopaint_routes(app, server)
     add_lama_cleaner_routes(app, server)
     return app
-
-
-async def image_and_mask(form) -> tuple[bytes, bytes, bool]:
-    """A multipart form's files ``image`` and ``mask`` and its ``resize_mask`` flag."""
-    parts = {}
-    for name in ("image", "mask"):
-        f = form.get(name)
-        if f is None or isinstance(f, str):
-            raise _ApiError(400, f"missing the file field {name!r}")
-        parts[name] = await f.read()
-    resize = str(form.get("resize_mask", "")).lower() in ("1", "true", "yes", "on")
-    return parts["image"], parts["mask"], resize
 
 
 def _add_middleware(app: FastAPI, limits: ServeLimits, token: bytes | None, origins: list[str]) -> None:
@@ -486,11 +424,11 @@ def _add_middleware(app: FastAPI, limits: ServeLimits, token: bytes | None, orig
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc):
-        return _error(400, "bad request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
+        return error(400, "bad request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
 
 
 def _add_page_routes(app: FastAPI) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from .app import _ApiError, _answer, _content_type, image_and_mask, seed_header
+from .answers import ApiError, answer, content_type, image_and_mask, seed_header
 
 # What lama-cleaner's web app must be told the model is: it looks its per-model settings up by
 # this name (``hdSettings[model]``) and asks to switch to its own choice (default "lama") when the
@@ -64,9 +64,9 @@ def lama_cleaner_server_config() -> dict:
 _TEXT = "text/plain; charset=utf-8"
 
 
-def _switch_refused(server, name: str) -> _ApiError:
+def _switch_refused(server, name: str) -> ApiError:
     served = server.model_name or "fastfill"
-    return _ApiError(400, f"cannot switch to model {name!r}: this fastfill server serves one model "
+    return ApiError(400, f"cannot switch to model {name!r}: this fastfill server serves one model "
                           f"({served}); start another `fastfill serve` with that model to use it")
 
 
@@ -79,15 +79,15 @@ def add_iopaint_routes(app: FastAPI, server) -> None:
         return model_info(server)
 
     async def switch(request: Request):
-        if _content_type(request) != "application/json":
-            raise _ApiError(415, 'send application/json: {"name": "MODEL"}')
+        if content_type(request) != "application/json":
+            raise ApiError(415, 'send application/json: {"name": "MODEL"}')
         try:
             body = await request.json()
         except ValueError:
-            raise _ApiError(400, "bad request: the body is not JSON") from None
+            raise ApiError(400, "bad request: the body is not JSON") from None
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str):
-            raise _ApiError(400, 'bad request: send {"name": "MODEL"}')
+            raise ApiError(400, 'bad request: send {"name": "MODEL"}')
         if name != model_info(server)["name"]:
             raise _switch_refused(server, name)
         return JSONResponse(model_info(server))
@@ -96,15 +96,15 @@ def add_iopaint_routes(app: FastAPI, server) -> None:
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                   "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}}})
     async def switch_model(request: Request):
-        return await _answer(switch(request))
+        return await answer(switch(request))
 
     async def gen_info(request: Request):
-        if _content_type(request) != "multipart/form-data":
-            raise _ApiError(415, "send multipart/form-data with the file field 'file'")
+        if content_type(request) != "multipart/form-data":
+            raise ApiError(415, "send multipart/form-data with the file field 'file'")
         async with request.form(max_files=1, max_fields=4, max_part_size=1024) as form:
             f = form.get("file")
             if f is None or isinstance(f, str):
-                raise _ApiError(400, "missing the file field 'file'")
+                raise ApiError(400, "missing the file field 'file'")
         return JSONResponse({"prompt": "", "negative_prompt": ""})
 
     @app.post("/api/v1/gen-info", tags=tags, summary="The prompts stored in an image: none (no prompts here).",
@@ -112,7 +112,7 @@ def add_iopaint_routes(app: FastAPI, server) -> None:
                   "type": "object", "required": ["file"],
                   "properties": {"file": {"type": "string", "format": "binary"}}}}}}})
     async def gen_info_route(request: Request):
-        return await _answer(gen_info(request))
+        return await answer(gen_info(request))
 
     @app.get("/api/v1/inputimage", tags=tags, status_code=204, response_class=Response,
              summary="The image given at start: none (204).")
@@ -129,8 +129,8 @@ def add_lama_cleaner_routes(app: FastAPI, server) -> None:
     tags = ["lama-cleaner"]
 
     async def inpaint(request: Request) -> Response:
-        if _content_type(request) != "multipart/form-data":
-            raise _ApiError(415, "send multipart/form-data with the files image and mask")
+        if content_type(request) != "multipart/form-data":
+            raise ApiError(415, "send multipart/form-data with the files image and mask")
         # its web app sends ~37 parts (the files and every setting): room for them, no more
         async with request.form(max_files=3, max_fields=64, max_part_size=64 * 1024) as form:
             image, mask, resize = await image_and_mask(form)
@@ -147,7 +147,7 @@ def add_lama_cleaner_routes(app: FastAPI, server) -> None:
               responses={200: {"description": "The filled image, in the input's format.",
                                "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
     async def inpaint_route(request: Request):
-        return await _answer(inpaint(request))
+        return await answer(inpaint(request))
 
     @app.get("/server_config", tags=tags, summary="lama-cleaner's server settings.")
     async def server_config():
@@ -159,12 +159,12 @@ def add_lama_cleaner_routes(app: FastAPI, server) -> None:
         return PlainTextResponse(LAMA_CLEANER_MODEL, media_type=_TEXT)
 
     async def switch(request: Request):
-        if _content_type(request) not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            raise _ApiError(415, "send a form with the field 'name'")
+        if content_type(request) not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            raise ApiError(415, "send a form with the field 'name'")
         async with request.form(max_files=0, max_fields=4, max_part_size=1024) as form:
             name = form.get("name")
         if not isinstance(name, str):
-            raise _ApiError(400, "missing the form field 'name'")
+            raise ApiError(400, "missing the form field 'name'")
         if name not in (LAMA_CLEANER_MODEL, model_info(server)["name"]):
             raise _switch_refused(server, name)
         return PlainTextResponse("Same model", media_type=_TEXT)
@@ -172,7 +172,7 @@ def add_lama_cleaner_routes(app: FastAPI, server) -> None:
     @app.post("/model", tags=tags, response_class=PlainTextResponse,
               summary="Switch model: only to the served one (else 400).")
     async def switch_model(request: Request):
-        return await _answer(switch(request))
+        return await answer(switch(request))
 
     @app.get("/model_downloaded/{name:path}", tags=tags, response_class=PlainTextResponse,
              summary="'True' for the served model, else 'False'.")
