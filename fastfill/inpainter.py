@@ -47,8 +47,8 @@ import numpy as np
 
 from . import ops, pipeline
 from .errors import EngineError, FastfillError, InputError
-from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
 from .geometry import warp
+from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
 from .roi import bounding_box, hole_of
 
 __all__ = ["Inpainter", "Checked", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION",
@@ -508,7 +508,6 @@ class FillHold:
         are filled (the run) with the rest as known, and that frame's fill is kept instead."""
         import cv2  # (motions come from propagation, which has OpenCV)
 
-
         (ky0, kx0, ky1, kx1), values, mk = self._key
         box = bounding_box(hole, pad=1)
         if box is None:
@@ -557,10 +556,10 @@ class FillHold:
             return None
         y0, x0, y1, x1 = h.box
         border = image[y0:y1, x0:x1][h.border].astype(np.int16)
-        off = np.abs(border - h.border_values)
-        if off.max(initial=0) <= self.tolerance:
+        worst = np.abs(border - h.border_values).max(initial=0)
+        if worst <= self.tolerance:
             adjust = False
-        elif (h.context is not None and off.max() <= self.ADJUST_MAX * self.tolerance
+        elif (h.context is not None and worst <= self.ADJUST_MAX * self.tolerance
               and np.abs(border - h.solved_border).mean() <= self.tolerance):
             # (a codec's noise: no border pixel far off, and the border as a whole still where
             # the fill was solved, so laid fills cannot drift; the context decides below whether

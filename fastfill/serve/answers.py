@@ -46,7 +46,7 @@ async def answer(work) -> Response:
     except ApiError as e:
         return error(e.status, e.message, e.headers)
     except HTTPException:
-        raise  # 413 from the body limit: the handler below answers it
+        raise  # 408 / 413 from the body limit: the app's HTTPException handler answers it
     except InputError as e:
         return error(400, str(e))
     except (EngineError, FastfillError) as e:
