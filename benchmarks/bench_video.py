@@ -15,7 +15,9 @@ white text that changes every 40 frames); the mask (and delogo's rectangle) is t
 the band. Every method writes H.264 with the same encoder settings (libx264, --preset, --crf,
 yuv420p) and is timed from opening the input to closing the output, in --repeat rounds with the
 methods' order rotated (the median is reported) (fastfill through its API in
-this process; ffmpeg as its own process). Hole PSNR: over the hole pixels of every frame against
+this process; ffmpeg as its own process). CPU ms/frame: the CPU time of all the method's threads
+(or of the ffmpeg process), the median round, per frame: steadier than frames/s on a loaded
+machine, and what a fill costs beside decoding and encoding. Hole PSNR: over the hole pixels of every frame against
 the clean frames. Flicker: the mean change of the hole from frame to frame beyond the clean
 frames' own change (0 = moves exactly as the scene does). Texture distance: the stills'
 (`train.evaluate.texture_distance`, 7x7 patches centred in the hole against the clean frame's),
@@ -233,19 +235,29 @@ def score(out, scene, size, camera, hole, n, texture_every=10, pan=PAN):
             float(np.mean(tex)))
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's threads and of its waited-for children
+    (the ffmpeg program): a method's difference is its CPU, however the machine's load
+    stretches its wall time."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def time_methods(methods, src, mask, size, hole, enc, tmp: Path, repeat: int) -> dict:
-    """Each method's seconds over ``repeat`` rounds, the methods' order rotated every round
-    (the machine's load drifts): {name: ([seconds, ...], propagated share or None)}; each
-    method's output is left in ``tmp/<name>.mp4``."""
+    """Each method's wall and CPU seconds over ``repeat`` rounds, the methods' order rotated
+    every round (the machine's load drifts): {name: ([wall, ...], [cpu, ...], propagated share
+    or None)}; each method's output is left in ``tmp/<name>.mp4``."""
     names = list(methods)
-    times = {n: ([], None) for n in names}
+    times = {n: ([], [], None) for n in names}
     for r in range(repeat):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             where = hole_box(size, hole) if name == "ffmpeg delogo" else mask
             share = methods[name](src, tmp / f"{name}.mp4", where, enc)
-            times[name][0].append(time.perf_counter() - t0)
-            times[name] = (times[name][0], share)
+            wall, cpu = times[name][:2]
+            wall.append(time.perf_counter() - t0)
+            cpu.append(cpu_seconds() - c0)
+            times[name] = (wall, cpu, share)
     return times
 
 
@@ -299,8 +311,9 @@ def main(argv=None):
         methods["fastfill, empty mask"] = run_fastfill_empty(inp)
     scene = canvas()
     rows = []
-    print(f"{'clip':24s} {'method':24s} {'frames/s':>9s} {'vs delogo':>9s} {'hole PSNR':>9s} "
-          f"{'flicker':>8s} {'texture':>8s} {'from other frames':>6s}")
+    print(f"{'clip':24s} {'method':24s} {'frames/s':>9s} {'vs first':>9s} {'CPU ms/f':>8s} "
+          f"{'vs first':>9s} {'hole PSNR':>9s} {'flicker':>8s} {'texture':>8s} "
+          f"{'from other frames':>6s}")
     with tempfile.TemporaryDirectory() as tmp:
         for height in (int(v) for v in args.sizes.split(",")):
             size = (height, height * 16 // 9)
@@ -318,19 +331,22 @@ def main(argv=None):
                 for name in methods:
                     dst = Path(tmp) / f"{name}.mp4"
                     fps = args.frames / float(np.median(times[name][0]))
-                    share = times[name][1]
+                    cpu = 1000 * float(np.median(times[name][1])) / args.frames
+                    share = times[name][2]
                     psnr, flicker, texture = score(dst, scene, size, camera, hole, args.frames,
                                                    pan=pan)
                     if sheet is not None:
                         sheet.append((name, crop_of(dst, size, hole, mid)))
-                    base = base or (fps, psnr, flicker)
+                    base = base or (fps, psnr, flicker, cpu)
                     clip = f"{height}p {hole} {camera}" + (
                         f" ({pan[0]:g}, {pan[1]:g})" if camera == "pan" and len(pans) > 1 else "")
                     share = "" if share is None else f"{100 * share:.0f}%"
-                    print(f"{clip:24s} {name:24s} {fps:9.1f} {fps / base[0]:8.2f}x {psnr:8.2f}  "
-                          f"{flicker:8.2f} {texture:8.2f} {share:>6s}", flush=True)
+                    print(f"{clip:24s} {name:24s} {fps:9.1f} {fps / base[0]:8.2f}x {cpu:8.1f} "
+                          f"{cpu / base[3]:8.2f}x {psnr:8.2f}  {flicker:8.2f} {texture:8.2f} "
+                          f"{share:>6s}", flush=True)
                     rows.append((clip, name, fps, fps / base[0], psnr, psnr - base[1], flicker,
-                                 flicker / base[2] if base[2] else float("nan"), texture, share))
+                                 flicker / base[2] if base[2] else float("nan"), texture, share,
+                                 cpu, cpu / base[3]))
                 if sheet is not None:
                     x, y, w, h = hole_box(size, hole)
                     m = h // 2
@@ -339,12 +355,13 @@ def main(argv=None):
                                                        max(0, x - m):x + w + m]))
                     write_sheet(args.sheet, sheet)
                     print(f"sheet: {args.sheet}")
-    print("\n| clip | method | frames/s | vs first row | hole PSNR (dB) | Δ dB | flicker | "
-          "flicker ratio | texture distance | hole from other frames |\n"
-          "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    print("\n| clip | method | frames/s | vs first row | CPU ms/frame | vs first row | "
+          "hole PSNR (dB) | Δ dB | flicker | flicker ratio | texture distance | "
+          "hole from other frames |\n"
+          "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.2f}x | {r[4]:.2f} | {r[5]:+.2f} | "
-              f"{r[6]:.2f} | {r[7]:.2f} | {r[8]:.2f} | {r[9]} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.2f}x | {r[10]:.1f} | {r[11]:.2f}x | "
+              f"{r[4]:.2f} | {r[5]:+.2f} | {r[6]:.2f} | {r[7]:.2f} | {r[8]:.2f} | {r[9]} |")
 
 
 if __name__ == "__main__":
