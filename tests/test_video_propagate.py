@@ -139,6 +139,56 @@ def test_motion_from_a_seed_is_the_motion(monkeypatch, seed):
     assert seeded[0] and (len(seeded) == 2) == (seed == "far off")  # (the fall-back)
 
 
+@pytest.mark.parametrize("seed", ["right", "a little off", "far off"])
+@pytest.mark.parametrize("kind", [rgb, yuv])
+@pytest.mark.parametrize("max_side", [480, 96])  # (96: the estimate runs on reduced frames)
+def test_a_steady_cameras_motion_is_verified_at_full_resolution(monkeypatch, seed, kind, max_side):
+    """With the link before's transform and model, a link is its guess checked and refitted at
+    full resolution, the reduced frames not tracked at all (on a steady pan: the same transform);
+    a guess that does not fit (the camera turned) is estimated as without it. The next link's
+    corners are then these, moved by the motion."""
+    img, hole = photo(), logo() != 0
+    a, b = (60, 100, 1.0), (64.3, 101.2, 1.0)
+    truth = frame_to_frame(a, b)
+    guess = {"right": truth, "a little off": truth @ np.array([[1, 0, 1.5], [0, 1, -1], [0, 0, 1.0]]),
+             "far off": np.array([[1, 0, 40], [0, 1, -30], [0, 0, 1.0]])}[seed]
+    tracked = []
+    real = mo._track
+
+    def track(*args, **kwargs):
+        tracked.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mo, "_track", track)
+    o = mo.MotionOptions(max_side=max_side)
+    fa, fb = mo.analyse(kind(view(img, *a)), hole, o), mo.analyse(kind(view(img, *b)), hole, o)
+    assert fa.reduced == (max_side == 96)
+    m = mo.estimate(fa, fb, o, guess=guess, model="similarity")
+    assert m.linked, m.reason
+    err = max_error(m.matrix, truth)
+    print(f"{kind.__name__} seed {seed}: reduced frames tracked {len(tracked)} times, "
+          f"{m.inliers} of {m.tracked} fit, max error {err:.3f} px")
+    assert err < 0.15
+    assert (len(tracked) == 0) == (seed != "far off")
+    if seed != "far off":
+        moved = mo._apply(fb.to_reduced @ m.matrix @ np.linalg.inv(fa.to_reduced), fa.points[:, 0])
+        near = np.linalg.norm(moved[:, None] - fb.points[:, 0][None], axis=2).min(axis=0)
+        assert len(fb.points) >= 0.7 * len(fa.points) and near.max() < 1e-3
+    off = mo.estimate(fa, fb, mo.MotionOptions(max_side=max_side, verify=0), guess=guess,
+                      model="similarity")
+    assert len(tracked) > 0 and max_error(off.matrix, truth) < 0.15  # (verify 0: never)
+
+
+def test_a_guess_across_a_cut_is_not_verified():
+    """Two far parts of one photo (the same colours: no histogram jump) with the link before's
+    motion as the guess: its corners do not track there, so nothing is linked."""
+    a, hole = photo(), logo() != 0
+    first, far = mo.analyse(view(a, 60, 100), hole), mo.analyse(view(a, 380, 250), hole)
+    m = mo.estimate(first, far, guess=frame_to_frame((60, 100, 1.0), (62.3, 100.4, 1.0)),
+                    model="similarity")
+    assert not m.linked, m
+
+
 @pytest.mark.parametrize("kind", [rgb, yuv])
 def test_motion_on_a_reduced_frame_is_refined_at_full_resolution(kind):
     """Frames over ``max_side`` are estimated reduced (1080p: 4x), then refined at full

@@ -336,9 +336,9 @@ class Propagator:
         if b.link is None:
             opts = self.options.motion
             before = a.link  # (a steady camera moves next as it moved last: a seed)
-            guess = before.matrix if before is not None and before.linked else None
+            linked = before is not None and before.linked
             b.link = mo.estimate(a.analysed(opts, self._masks), b.analysed(opts, self._masks), opts,
-                                 guess)
+                                 before.matrix if linked else None, before.model if linked else "")
             if not b.link.linked:
                 self.stats.breaks += 1
                 self.stats.cuts += b.link.cut
