@@ -179,14 +179,20 @@ def test_a_steady_cameras_motion_is_verified_at_full_resolution(monkeypatch, see
     assert len(tracked) > 0 and max_error(off.matrix, truth) < 0.15  # (verify 0: never)
 
 
-def test_a_guess_across_a_cut_is_not_verified():
-    """Two far parts of one photo (the same colours: no histogram jump) with the link before's
-    motion as the guess: its corners do not track there, so nothing is linked."""
+@pytest.mark.parametrize("where", [(380, 250), (200, 40), (60, 300)])
+def test_a_guess_across_a_cut_is_not_verified(monkeypatch, where):
+    """Two far parts of one photo with the link before's motion as the guess, the histogram's
+    cut test off (so the corners alone decide): the guess is not verified there (its corners do
+    not track), and nothing is linked."""
     a, hole = photo(), logo() != 0
-    first, far = mo.analyse(view(a, 60, 100), hole), mo.analyse(view(a, 380, 250), hole)
-    m = mo.estimate(first, far, guess=frame_to_frame((60, 100, 1.0), (62.3, 100.4, 1.0)),
+    o = mo.MotionOptions(hist_cut=2.0)
+    verified = []
+    real = mo._verified
+    monkeypatch.setattr(mo, "_verified", lambda *args: verified.append(real(*args)) or verified[-1])
+    first, far = mo.analyse(view(a, 60, 100), hole, o), mo.analyse(view(a, *where), hole, o)
+    m = mo.estimate(first, far, o, guess=frame_to_frame((60, 100, 1.0), (62.3, 100.4, 1.0)),
                     model="similarity")
-    assert not m.linked, m
+    assert verified == [None] and not m.linked, m
 
 
 @pytest.mark.parametrize("kind", [rgb, yuv])

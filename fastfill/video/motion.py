@@ -16,8 +16,8 @@ homography only fits noise there). The transform is returned in full-resolution 
 coordinates (OpenCV's: integer coordinates at pixel centres). A camera that moves steadily
 moves next as it moved last: given the link before (its transform and model), an estimate first
 tracks 60 corners at full resolution from where that transform puts them and refits its model
-to them (the refinement every estimate ends with), and tracks the reduced frames only when too
-few fit (:func:`_verified`).
+to them (the refinement an estimate on reduced frames ends with), and tracks the reduced frames
+only when too few fit (:func:`_verified`).
 
 Two frames are *linked* when the transform is trusted: enough features, a colour histogram that
 did not jump (a cut), enough RANSAC inliers among the tracked corners, and a transform that
@@ -148,10 +148,11 @@ class Analysed:
         return self._points
 
     def tracked_into(self, points: np.ndarray, found: int) -> None:
-        """Corners tracked into this frame (reduced (N, 2)), its corners from now on unless it
-        has some already or they are too few (``reuse_corners`` of ``found``, the count last
-        found afresh): finding corners costs more than the tracking it saves (a fifth of an
-        estimate), and corners tracked well once track well again."""
+        """Corners tracked into this frame (reduced (N, 2); after a link verified from the one
+        before, the frame before's moved by it, less those that failed), its corners from now
+        on unless it has some already or they are too few (``reuse_corners`` of ``found``, the
+        count last found afresh): finding corners costs more than the tracking it saves (a
+        fifth of an estimate), and corners tracked well once track well again."""
         o = self._options
         if self._points is None and o.reuse_corners > 0 and len(points) >= max(
                 o.min_inliers, o.reuse_corners * found):
@@ -355,17 +356,18 @@ def _track(cv2, a: Analysed, b: Analysed, options: MotionOptions, guess=None):
     return p0[ok], p1[ok]
 
 
-def _spread(pts: np.ndarray, k: int) -> np.ndarray:
-    """At most ``k`` of ``pts``, spread over the list (corners come strongest first)."""
-    return pts[np.linspace(0, len(pts) - 1, k).astype(int)] if len(pts) > k else pts
+def _spread(n: int, k: int) -> np.ndarray:
+    """The indices of at most ``k`` of ``n`` points, spread over the list (corners come
+    strongest first)."""
+    return np.linspace(0, n - 1, k).astype(int) if n > k else np.arange(n)
 
 
 def _track_full(cv2, a: Analysed, b: Analysed, f0: np.ndarray, start: np.ndarray,
                 options: MotionOptions, back=None):
     """Points ``f0`` of frame a (full-resolution (N, 2) float32) tracked into frame b at full
     resolution from ``start`` (where the estimate puts them), Lucas-Kanade on the finest level
-    only, and back: (points kept, where they went), each (M, 2), or None when fewer than
-    ``min_inliers`` are kept. Kept: both ways tracked, back within twice ``fb_error`` of the
+    only, and back: (points kept, where they went, their indices in ``f0``), (M, 2), (M, 2),
+    (M,), or None when fewer than ``min_inliers`` are kept. Kept: both ways tracked, back within twice ``fb_error`` of the
     point. The way back starts at the point itself, or where the 3x3 ``back`` (b -> a) puts the
     end (when the start is only a guess: a way back started at the point passes more easily)."""
     # Lucas-Kanade on squares around the points (stacked into one image) rather than on the
@@ -401,7 +403,7 @@ def _track_full(cv2, a: Analysed, b: Analysed, f0: np.ndarray, start: np.ndarray
     ok &= np.linalg.norm(f0b[:, 0] - m0[:, 0], axis=1) < 2 * options.fb_error
     if np.count_nonzero(ok) < options.min_inliers:
         return None
-    return f0[ok], f1[ok, 0]
+    return f0[ok], f1[ok, 0], np.flatnonzero(inside)[ok]
 
 
 def _apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -438,14 +440,14 @@ def _refine(cv2, a: Analysed, b: Analysed, pts, model: str, full: np.ndarray,
     which chained through a window of frames (x 4 at 1080p) grows past a pixel; here it is a
     hundredth of a full-resolution one. The reduced estimate stands when too few corners
     track back (blur, a frame that changed)."""
-    pts = _spread(pts, options.refine_points)
+    pts = pts[_spread(len(pts), options.refine_points)]
     if len(pts) < options.min_inliers:
         return full
     f0 = _apply(np.linalg.inv(a.to_reduced), pts).astype(np.float32)
     tracked = _track_full(cv2, a, b, f0, _apply(full, f0).astype(np.float32), options)
     if tracked is None:
         return full
-    r, _ = _fit_model(cv2, model, *tracked, options.ransac)  # (full-resolution pixels now)
+    r, _ = _fit_model(cv2, model, *tracked[:2], options.ransac)  # (full-resolution pixels now)
     return full if r is None else r
 
 
@@ -455,27 +457,33 @@ def _verified(cv2, a: Analysed, b: Analysed, options: MotionOptions, guess: np.n
     directly at full resolution, or None: ``refine_points`` of a's corners tracked at full
     resolution from where the guess puts them and back from where its inverse puts them (not
     from the corners themselves: a guess is not yet an estimate), ending off b's hole, and
-    ``model`` fitted to them; linked when at least ``verify`` of the corners tried (and
-    ``min_inliers``) are its inliers and it is plausible. A steady camera's motion changes little
-    from frame to frame, and this is the refinement an estimate ends with anyway; what it skips
-    is tracking 150 corners through the reduced frames' pyramid both ways and three RANSAC fits.
-    b's corners are then a's, moved by the motion (where b allows corners), for the next link."""
-    pts = _spread(a.points[:, 0], options.refine_points)
-    f0 = _apply(np.linalg.inv(a.to_reduced), pts).astype(np.float32)
+    ``model`` fitted to them; linked when at least ``verify`` (and ``min_ratio``) of the corners
+    tried, and ``min_inliers``, are its inliers and it is plausible. A steady camera's motion
+    changes little from frame to frame, and on reduced frames this is the refinement an estimate
+    ends with anyway; what it skips is tracking 150 corners through the reduced frames' pyramid
+    both ways and three RANSAC fits (nor is the model chosen again: a camera whose motion the
+    model no longer fits fails here and is estimated afresh). b's corners are then a's, moved by
+    the motion (where b allows corners), less those tried that did not fit (moving things,
+    occlusions), for the next link."""
+    sel = _spread(len(a.points), options.refine_points)
+    f0 = _apply(np.linalg.inv(a.to_reduced), a.points[sel, 0]).astype(np.float32)
     tracked = _track_full(cv2, a, b, f0, _apply(guess, f0).astype(np.float32), options,
                           back=np.linalg.inv(guess))
     if tracked is None:
         return None
-    src, dst = tracked
+    src, dst, kept = tracked
     on = _allowed(b, _apply(b.to_reduced, dst))
-    src, dst = src[on], dst[on]
-    need = max(options.min_inliers, options.verify * len(pts))
+    src, dst, kept = src[on], dst[on], kept[on]
+    need = max(options.min_inliers, max(options.verify, options.min_ratio) * len(sel))
     if len(src) < need:
         return None
     m, inl = _fit_model(cv2, model, src, dst, options.ransac)
     if m is None or np.count_nonzero(inl) < need or _implausible(m, a.size):
         return None
-    moved = _apply(b.to_reduced @ m @ np.linalg.inv(a.to_reduced), a.points[:, 0])
+    drop = np.zeros(len(a.points), bool)
+    drop[sel] = True
+    drop[sel[kept[inl]]] = False
+    moved = _apply(b.to_reduced @ m @ np.linalg.inv(a.to_reduced), a.points[~drop, 0])
     b.tracked_into(moved[_allowed(b, moved)], a._found)
     return Motion(True, m, model, int(np.count_nonzero(inl)), len(src), hist_distance)
 
