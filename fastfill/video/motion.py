@@ -367,9 +367,10 @@ def _track_full(cv2, a: Analysed, b: Analysed, f0: np.ndarray, start: np.ndarray
     """Points ``f0`` of frame a (full-resolution (N, 2) float32) tracked into frame b at full
     resolution from ``start`` (where the estimate puts them), Lucas-Kanade on the finest level
     only, and back: (points kept, where they went, their indices in ``f0``), (M, 2), (M, 2),
-    (M,), or None when fewer than ``min_inliers`` are kept. Kept: both ways tracked, back within twice ``fb_error`` of the
-    point. The way back starts at the point itself, or where the 3x3 ``back`` (b -> a) puts the
-    end (when the start is only a guess: a way back started at the point passes more easily)."""
+    (M,), or None when fewer than ``min_inliers`` are kept. Kept: both ways tracked, back
+    within twice ``fb_error`` of the point. The way back starts at the point itself, or where
+    the 3x3 ``back`` (b -> a) puts the end (when the start is only a guess: a way back started
+    at the point passes more easily)."""
     # Lucas-Kanade on squares around the points (stacked into one image) rather than on the
     # whole frames: the same windows and the same pixels, but the image derivatives are taken
     # over the squares only (at 1080p a tenth of the frame's cost). A square is as wide as the
