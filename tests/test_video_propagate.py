@@ -46,6 +46,18 @@ def max_error(m, truth):
     return float(np.abs(p[:2] / p[2] - q[:2] / q[2]).max())
 
 
+def returns_of(monkeypatch, owner, name) -> list:
+    """``owner.name`` called through, what each call returned appended to the list returned."""
+    returns, real = [], getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        returns.append(real(*args, **kwargs))
+        return returns[-1]
+
+    monkeypatch.setattr(owner, name, spy)
+    return returns
+
+
 def logo(y0=44, y1=76, x0=56, x1=104):
     m = np.zeros((H, W), np.uint8)
     m[y0:y1, x0:x1] = 255
@@ -152,14 +164,7 @@ def test_a_steady_cameras_motion_is_verified_at_full_resolution(monkeypatch, see
     truth = frame_to_frame(a, b)
     guess = {"right": truth, "a little off": truth @ np.array([[1, 0, 1.5], [0, 1, -1], [0, 0, 1.0]]),
              "far off": np.array([[1, 0, 40], [0, 1, -30], [0, 0, 1.0]])}[seed]
-    tracked = []
-    real = mo._track
-
-    def track(*args, **kwargs):
-        tracked.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mo, "_track", track)
+    tracked = returns_of(monkeypatch, mo, "_track")
     o = mo.MotionOptions(max_side=max_side)
     fa, fb = mo.analyse(kind(view(img, *a)), hole, o), mo.analyse(kind(view(img, *b)), hole, o)
     assert fa.reduced == (max_side == 96)
@@ -186,9 +191,7 @@ def test_a_guess_across_a_cut_is_not_verified(monkeypatch, where):
     not track), and nothing is linked."""
     a, hole = photo(), logo() != 0
     o = mo.MotionOptions(hist_cut=2.0)
-    verified = []
-    real = mo._verified
-    monkeypatch.setattr(mo, "_verified", lambda *args: verified.append(real(*args)) or verified[-1])
+    verified = returns_of(monkeypatch, mo, "_verified")
     first, far = mo.analyse(view(a, 60, 100), hole, o), mo.analyse(view(a, *where), hole, o)
     m = mo.estimate(first, far, o, guess=frame_to_frame((60, 100, 1.0), (62.3, 100.4, 1.0)),
                     model="similarity")
@@ -672,14 +675,7 @@ def test_corners_tracked_into_a_frame_are_its_corners_for_the_next_link(monkeypa
     """A pan's links: each frame's corners are those tracked into it from the frame before
     (found afresh only when too few are left), and each link is as accurate as with corners
     found afresh in every frame."""
-    found = []
-    real = cv2.goodFeaturesToTrack
-
-    def gftt(*a, **k):
-        found.append(1)
-        return real(*a, **k)
-
-    monkeypatch.setattr(cv2, "goodFeaturesToTrack", gftt)
+    found = returns_of(monkeypatch, cv2, "goodFeaturesToTrack")
     img, hole = photo(), logo() != 0
     for reuse in (0.7, 0.0):
         found.clear()
