@@ -14,11 +14,11 @@ Clips: a camera over a scene made of the bundled example photos (upscaled), stat
 white text that changes every 40 frames); the mask (and delogo's rectangle) is the logo's box or
 the band. Every method writes H.264 with the same encoder settings (libx264, --preset, --crf,
 yuv420p) and is timed from opening the input to closing the output, in --repeat rounds with the
-methods' order rotated (the median is reported) (fastfill through its API in
-this process; ffmpeg as its own process). CPU ms/frame: the CPU time of all the method's threads
-(or of the ffmpeg process), the median over the rounds, per frame: steadier than frames/s on a loaded
-machine, and what a fill costs beside decoding and encoding. Hole PSNR: over the hole pixels of every frame against
-the clean frames. Flicker: the mean change of the hole from frame to frame beyond the clean
+methods' order rotated (the median is reported) (fastfill through its API in this process;
+ffmpeg as its own process). CPU ms/frame: this process's CPU time while the method runs (all its
+threads) and that of the ffmpeg process it waits for, the median over the rounds, per frame:
+steadier than frames/s on a loaded machine, and what a fill costs beside decoding and encoding.
+Hole PSNR: over the hole pixels of every frame against the clean frames. Flicker: the mean change of the hole from frame to frame beyond the clean
 frames' own change (0 = moves exactly as the scene does). Texture distance: the stills'
 (`train.evaluate.texture_distance`, 7x7 patches centred in the hole against the clean frame's),
 the mean over every 10th frame.
