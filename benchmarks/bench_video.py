@@ -8,20 +8,20 @@ rows are left out with one line):
     python benchmarks/bench_video.py [--sizes 720,1080] [--frames 120] [--preset medium --crf 23]
         [--pan 6,0.5 --pan=-4,1.3 ...]   # each pan case at these steps (px a frame, 1080p scale)
 
-Clips: a camera over a scene made of the bundled example photos (upscaled), static or panning
-(at 1080p 6 px right and 0.5 px down per frame: across the frame in about 10 s), with a burnt-in broadcast logo (384x90 at
-1080p, top right, white box and text at 75 %) or a subtitle band (1320x100 at the bottom, outlined
-white text that changes every 40 frames); the mask (and delogo's rectangle) is the logo's box or
-the band. Every method writes H.264 with the same encoder settings (libx264, --preset, --crf,
-yuv420p) and is timed from opening the input to closing the output, in --repeat rounds with the
-methods' order rotated (the median is reported) (fastfill through its API in this process;
-ffmpeg as its own process). CPU ms/frame: this process's CPU time while the method runs (all its
-threads) and that of the ffmpeg process it waits for, the median over the rounds, per frame:
-steadier than frames/s on a loaded machine, and what a fill costs beside decoding and encoding.
-Hole PSNR: over the hole pixels of every frame against the clean frames. Flicker: the mean change of the hole from frame to frame beyond the clean
-frames' own change (0 = moves exactly as the scene does). Texture distance: the stills'
-(`train.evaluate.texture_distance`, 7x7 patches centred in the hole against the clean frame's),
-the mean over every 10th frame.
+Clips: a camera over a scene made of the bundled example photos (upscaled), static or panning (at
+1080p 6 px right and 0.5 px down per frame: across the frame in about 10 s), with a burnt-in
+broadcast logo (384x90 at 1080p, top right, white box and text at 75 %) or a subtitle band (1320x100
+at the bottom, outlined white text that changes every 40 frames); the mask (and delogo's rectangle)
+is the logo's box or the band. Every method writes H.264 with the same encoder settings (libx264,
+--preset, --crf, yuv420p) and is timed from opening the input to closing the output, in --repeat
+rounds with the methods' order rotated (the median is reported) (fastfill through its API in this
+process; ffmpeg as its own process). CPU ms/frame: this process's CPU time while the method runs
+(all its threads) and that of the ffmpeg process it waits for, the median over the rounds, per
+frame: steadier than frames/s on a loaded machine, and what a fill costs beside decoding and
+encoding. Hole PSNR: over the hole pixels of every frame against the clean frames. Flicker: the mean
+change of the hole from frame to frame beyond the clean frames' own change (0 = moves exactly as the
+scene does). Texture distance: the stills' (`train.evaluate.texture_distance`, 7x7 patches centred
+in the hole against the clean frame's), the mean over every 10th frame.
 
 Goals (2 cores): fastfill at least delogo's frames/s at 1080p with a logo hole; on a panning camera
 >= 8 dB better hole PSNR than delogo and at most half its flicker. `--floor` adds what no fill
