@@ -204,7 +204,7 @@ class _Limits:
     def _refuse(self, scope):
         if self.max_requests is not None and self.active > self.max_requests and scope["path"] != "/healthz":
             return error(503, f"server busy: {self.max_requests} requests in flight, retry later",
-                          {"Retry-After": str(RETRY_AFTER), "Connection": "close"})
+                         {"Retry-After": str(RETRY_AFTER), "Connection": "close"})
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None:
@@ -218,7 +218,7 @@ class _Limits:
             scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
                 return error(401, "missing or wrong token (Authorization: Bearer TOKEN)",
-                              {"WWW-Authenticate": "Bearer"})
+                             {"WWW-Authenticate": "Bearer"})
         return None
 
 
@@ -281,7 +281,7 @@ class Server:
         headers for the answer."""
         if self.batcher.full():  # before decoding: a busy server does not spend work on refusals
             raise ApiError(503, "server busy: the queue is full, retry later",
-                            {"Retry-After": str(RETRY_AFTER)})
+                           {"Retry-After": str(RETRY_AFTER)})
         src, pair = await anyio.to_thread.run_sync(
             partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule), limiter=self.limiter)
         del image_bytes, mask_bytes
@@ -289,7 +289,7 @@ class Server:
             fut = self.batcher.submit(pair)
         except Busy as e:
             raise ApiError(503, f"server busy: {e}, retry later",
-                            {"Retry-After": str(RETRY_AFTER)}) from None
+                           {"Retry-After": str(RETRY_AFTER)}) from None
         result = await asyncio.wrap_future(fut)
         data, media, ext = await anyio.to_thread.run_sync(
             partial(self.encode, result, src, pair.hole), limiter=self.limiter)

@@ -67,7 +67,7 @@ _TEXT = "text/plain; charset=utf-8"
 def _switch_refused(server, name: str) -> ApiError:
     served = server.model_name or "fastfill"
     return ApiError(400, f"cannot switch to model {name!r}: this fastfill server serves one model "
-                          f"({served}); start another `fastfill serve` with that model to use it")
+                         f"({served}); start another `fastfill serve` with that model to use it")
 
 
 def add_iopaint_routes(app: FastAPI, server) -> None:

@@ -72,8 +72,7 @@ def one_thread(cv2):
 
 def _inliers(m: np.ndarray, p0: np.ndarray, p1: np.ndarray, t: float) -> np.ndarray:
     """Where the 3x3 ``m`` sends ``p0`` within ``t`` of ``p1`` (bool, one a point pair)."""
-    q = (m @ np.c_[p0, np.ones(len(p0))].T).T
-    return np.linalg.norm(q[:, :2] / q[:, 2:] - p1, axis=1) < t
+    return np.linalg.norm(_apply(m, p0) - p1, axis=1) < t
 
 
 @dataclass(frozen=True)

@@ -596,7 +596,7 @@ def _sharpen(cv2, warped: np.ndarray, src: "_Source", m: np.ndarray, size, take,
     y0, x0, y1, x1 = found
     sub = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ m
     cubic = warp(cv2, src.rgb, sub, (int(x1 - x0), int(y1 - y0)), cv2.BORDER_REPLICATE,
-                  cv2.INTER_CUBIC)
+                 cv2.INTER_CUBIC)
     part = warped[y0:y1, x0:x1]
     done = cv2.copyTo(cubic, inner[y0:y1, x0:x1].view(np.uint8), part)
     if done is not part:
