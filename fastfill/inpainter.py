@@ -49,7 +49,7 @@ from . import ops, pipeline
 from .errors import EngineError, FastfillError, InputError
 from .geometry import warp
 from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
-from .roi import bounding_box, hole_of
+from .roi import bounding_box, hole_border, hole_of
 
 __all__ = ["Inpainter", "Checked", "Job", "hole_regions", "roi_windows", "ROI_CELL", "ROI_MAX_FRACTION",
            "engine_line", "model_name"]
@@ -407,7 +407,8 @@ class FillHold:
     hold. A patch fill whose context passes while some border pixels moved past ``tolerance``
     (none past ``ADJUST_MAX`` times it, and the border's mean move since the solve within it: a
     codec's noise) is laid onto the new border (:meth:`_adjusted`) and held so, instead of being
-    made up again.
+    made up again. A frame without a hole comes back as it is and leaves the held fill held (the
+    frames around it may share a hole).
 
     A moving camera (each frame's motion from the one before known: ``motions``, as
     :meth:`fastfill.video.propagate.Propagator.next_motion` gives them), for a fill that reads
@@ -448,7 +449,6 @@ class FillHold:
         outs = []
         for k, p in enumerate(pairs):  # in order: a frame may hold the fill of the one before it
             image, hole = p
-            held = self._holding(image, hole)
             self.frames += 1
             d, m = (motions[k] or (None, None)) if motions is not None else (None, None)
             # (the scene's shift since the last frame solved: the held frames' shifts summed)
@@ -461,6 +461,10 @@ class FillHold:
                     box, values, mk = self._key
                     mk = m @ mk
                     self._key = (box, values, mk / mk[2, 2])
+            if not p.windows:  # (no hole: nothing to fill, and the held fill stays held)
+                outs.append(image.copy() if self.copy else image)
+                continue
+            held = self._holding(image, hole)
             out = None
             if held is None and self._key is not None and self.check is not None:
                 out = self._moved_fill(image, hole, timings)
@@ -534,7 +538,7 @@ class FillHold:
         if 2 * int(np.count_nonzero(take)) < n:
             return None
         frame = image[y0:y1, x0:x1]
-        border = _border(sub)
+        border = hole_border(sub)
         if not border.any():
             return None
         diff = frame[border].astype(np.float32) - moved[border].astype(np.float32)
@@ -598,7 +602,7 @@ class FillHold:
             return
         y0, x0, y1, x1 = box
         sub = hole[y0:y1, x0:x1]
-        border = _border(sub)  # (what the harmonic solve reads)
+        border = hole_border(sub)  # (what the harmonic solve reads)
         context = None
         if self.margin > 1:
             hh, ww = hole.shape
@@ -611,15 +615,6 @@ class FillHold:
         self.held = _Held(hole, box, np.repeat(sub[:, :, None], out.shape[2], axis=2),
                           out[y0:y1, x0:x1].copy(), border, values, values, context)
 
-
-def _border(hole: np.ndarray) -> np.ndarray:
-    """The known 4-neighbours of a hole (bool, the hole's shape)."""
-    grown = hole.copy()
-    grown[1:] |= hole[:-1]
-    grown[:-1] |= hole[1:]
-    grown[:, 1:] |= hole[:, :-1]
-    grown[:, :-1] |= hole[:, 1:]
-    return grown & ~hole
 
 
 class _HostSteps:

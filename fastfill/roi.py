@@ -57,6 +57,16 @@ def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[int, int, int, int] | 
             min(h, int(rows[-1]) + 1 + pad), min(w, int(cols[-1]) + 1 + pad))
 
 
+def hole_border(hole: np.ndarray) -> np.ndarray:
+    """The known 4-neighbours of a hole (bool, the hole's shape): what a fill meets."""
+    grown = hole.copy()
+    grown[1:] |= hole[:-1]
+    grown[:-1] |= hole[1:]
+    grown[:, 1:] |= hole[:, :-1]
+    grown[:, :-1] |= hole[:, 1:]
+    return grown & ~hole
+
+
 def hole_regions(mask: np.ndarray, cell: int = ROI_CELL) -> list[tuple[int, int, int, int]]:
     """Bounding boxes (y0, x0, y1, x1; end exclusive) of the 8-connected hole regions of ``mask``.
 

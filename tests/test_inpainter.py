@@ -670,6 +670,30 @@ def test_a_harmonic_video_holds_its_fill_while_the_border_stays_put():
     assert mine[2] is own[2] and np.array_equal(own[2], outs[2])  # held: the frame itself
 
 
+def test_a_frame_without_a_hole_leaves_the_held_fill_held():
+    """stream(carry=True): a frame with an empty mask between frames that share a hole comes
+    back as it is, and the frames after it still take the held fill (solved once, not again)."""
+    from fastfill.inpainter import FillHold
+
+    from PIL import Image
+
+    examples = Path(__file__).parent.parent / "examples" / "images"
+    frame = np.asarray(Image.open(examples / "fruits.jpg").convert("RGB").resize((96, 64)))
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:40, 30:60] = 255
+    empty = np.zeros_like(mask)
+    for method in ("harmonic", "patch"):
+        inp = Inpainter(method=method)
+        hold = inp._runner(carry=True)
+        assert isinstance(hold, FillHold)
+        pairs = [inp.check(frame, m) for m in (mask, mask, empty, mask, empty, mask)]
+        outs = hold(pairs)
+        assert hold.solved == 1 and hold.frames == 6
+        assert np.array_equal(outs[2], frame) and np.array_equal(outs[4], frame)
+        assert all(np.array_equal(outs[k], outs[0]) for k in (1, 3, 5))
+        assert not np.array_equal(outs[0], frame)
+
+
 def test_a_frame_is_its_own_result_only_when_the_caller_owns_it():
     """stream(copy=False): each frame comes back as the frame itself, whatever the fill: one with
     an empty mask unchanged, one with a hole filled in place, every pixel outside the hole as it

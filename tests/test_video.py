@@ -468,3 +468,53 @@ def test_reusing_the_output_frame_changes_nothing(tmp_path, monkeypatch, codec):
     monkeypatch.setattr(stream, "_over_hole", lambda *a: orig(*a[:4], None, *a[5:]))
     fresh = run("fresh")
     assert len(reused) == N and all(np.array_equal(a, b) for a, b in zip(reused, fresh))
+
+
+def test_a_still_hole_writes_the_fill_before_it_again(tmp_path, monkeypatch):
+    """A static shot under a static mask, 4:2:0 in and out: once the hole's neighbourhood has
+    stayed put for the window and more, a frame is neither propagated, converted nor filled, and
+    the hole samples written before it are written again: the same video, byte for byte, as
+    filling every frame (whose held fill is the same), including after something enters the
+    neighbourhood (filled afresh, then held again), and the 2x2 chroma blocks half in the hole."""
+    import itertools
+
+    from fastfill import Inpainter
+    from fastfill.video import frames as fr, propagate
+    from fastfill.video.stream import inpaint_video
+
+    clip = _photo_clip(16)
+    for i in range(8, 16):  # a dark square enters the neighbourhood at frame 8
+        clip[i] = clip[i].copy()
+        clip[i][0:18, 0:60] //= 3
+    src = tmp_path / "in.mkv"
+    write_clip(src, clip, FPS, codec="ffv1", pix_fmt="yuv420p", audio=False)
+    m = np.zeros((H, W), np.uint8)
+    m[21:37, 31:53] = 255  # odd edges
+    Image.fromarray(m).save(tmp_path / "m.png")
+    converted = []
+    real = fr.Decoded._convert
+    monkeypatch.setattr(fr.Decoded, "_convert", lambda self, *box: converted.append(box)
+                        or real(self, *box))
+
+    def run(name):
+        out = tmp_path / f"{name}.mkv"
+        st = inpaint_video(Inpainter(), src, out, tmp_path / "m.png", window=2, progress=False)
+        with av.open(str(out)) as c:
+            return [f.to_ndarray() for f in c.decode(video=0)], st.propagation
+
+    held, stats = run("held")
+    assert stats.still == 10  # frames 1-5 (6, 7 see frame 8) and 11-15 (8-10 see frames before)
+    assert len(converted) == 16 - 10
+    counter = itertools.count(1)
+    monkeypatch.setattr(propagate.StillHole, "__call__", lambda self, frame, hole: next(counter))
+    converted.clear()
+    every, plain = run("every")
+    assert plain.still == 0 and len(converted) == 16
+    assert len(held) == 16 and all(np.array_equal(a, b) for a, b in zip(held, every))
+    hole = m != 0
+    a, _ = decode(src)
+    b, _ = decode(tmp_path / "held.mkv")
+    blocks = hole.reshape(H // 2, 2, W // 2, 2).any(axis=(1, 3)).repeat(2, 0).repeat(2, 1)
+    assert np.abs(a[0][hole].astype(int) - b[0][hole]).mean() > 1
+    assert all(np.array_equal(x[~blocks], y[~blocks]) for x, y in zip(a, b))
+    assert not np.array_equal(b[7][hole], b[12][hole])  # filled afresh after the change

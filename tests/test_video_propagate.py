@@ -947,3 +947,87 @@ def test_a_decoded_pan_with_a_pool_of_private_frames_gives_the_same_bytes():
     for (a, la), (b, lb) in zip(pooled, alone):
         assert np.array_equal(la, lb) and np.array_equal(a, b)
     assert np.count_nonzero(pooled[8][1]) < np.count_nonzero(masks[8])  # (something propagated)
+
+
+# -- a still hole: frames whose hole's neighbourhood stays put ---------------------------------------
+
+def _still_frames(changes=()):
+    """16 frames of a photo as decoded 4:2:0 frames, the mask (frozen), and the hole; ``changes``:
+    (frame from which on, y0, y1, x0, x1, added levels) edits of the frames' pixels."""
+    base = view(photo(), 60, 100)
+    frames = []
+    for i in range(16):
+        f = base.astype(int)
+        for start, y0, y1, x0, x1, add in changes:
+            if i >= start:
+                f[y0:y1, x0:x1] += add
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+    mask = logo()
+    mask.setflags(write=False)
+    return frames, mask
+
+
+def test_a_still_hole_is_one_run_while_what_the_fill_reads_stays_put():
+    """StillHole: consecutive decoded frames are one run while their known samples within the
+    margin stay within the tolerance (a change inside the hole, which no fill reads, or past the
+    margin changes nothing); a border sample moved past it, the context moved on average past
+    half of it, another mask, an RGB frame each start a new run, compared from there on."""
+    from fastfill.video.propagate import StillHole
+
+    frames, mask = _still_frames()
+    hole = mask != 0
+    hole.setflags(write=False)
+    still = StillHole(margin=8)
+    runs = [still(yuv(f), hole) for f in frames[:3]]
+    assert runs == [1, 1, 1]
+    edit = frames[0].astype(int)
+    edit[50:70, 60:100] += 80  # inside the hole (44:76, 56:104)
+    edit[0:20, 0:30] += 80  # far outside the margin
+    assert still(yuv(np.clip(edit, 0, 255).astype(np.uint8)), hole) == 1
+    noisy = frames[0].astype(int)
+    noisy[40:44, 60:64] += 1  # a sample of the border, within the tolerance
+    assert still(yuv(noisy.astype(np.uint8)), hole) == 1
+    border = frames[0].astype(int)
+    border[43, 70] += 12  # the pixel above the hole: one luma sample 10 levels off
+    assert still(yuv(np.clip(border, 0, 255).astype(np.uint8)), hole) == 2
+    assert still(yuv(frames[0]), hole) == 3  # (compared with that frame now)
+    for add, run in ((2, 3), (6, 4)):  # bands of the context (not the border) brightened
+        shifted = frames[0].astype(int)
+        shifted[20:40, 40:120] += add
+        shifted[80:100, 40:120] += add
+        assert still(yuv(np.clip(shifted, 0, 255).astype(np.uint8)), hole) == run
+    assert still(yuv(frames[0]), hole) == 5
+    other = hole.copy()
+    other.setflags(write=False)
+    assert still(yuv(frames[0]), other) == 6  # another mask: measured again
+    assert still(yuv(frames[0]), other) == 6
+    assert still(frames[0], other) == 7  # an RGB frame is not compared
+    assert still(yuv(frames[0]), None) == 8  # nor a frame whose mask may change
+    assert still(yuv(frames[0]), other) == 9
+
+
+def test_still_frames_skip_propagation_and_their_motion(monkeypatch):
+    """Propagator(still=...): a frame whose run holds the window + 1 frames before it and the
+    window after it (or the clip's end) comes back untouched with the still mask, its motion
+    never estimated; the frames that see a change within their window are propagated as ever."""
+    from fastfill.video.propagate import StillHole
+
+    frames, mask = _still_frames([(9, 30, 40, 40, 60, 40)])  # something enters at frame 9
+    estimates = returns_of(monkeypatch, mo, "estimate")
+    p = Propagator(window=2, still=StillHole(margin=16))
+    out = list(p.run((i, (yuv(f), mask)) for i, f in enumerate(frames)))
+    still = [i for i, (_, (_, m)) in enumerate(out) if m is p.still_mask]
+    # run 0-8 (from the clip's start): still 1..6 (frames 7 and 8 see frame 9 in their window);
+    # run 9-15: 12..15 (frames 9-11 see frames of the run before)
+    assert still == [1, 2, 3, 4, 5, 6, 12, 13, 14, 15]
+    assert p.stats.still == 10 and p.stats.frames == 16
+    assert not p.still_mask.any() and not p.still_mask.flags.writeable
+    assert all(m is mask for i, (_, (_, m)) in enumerate(out) if i not in still)
+    # links estimated: those the propagated frames' windows reach (0->1, 1->2 for frame 0,
+    # 5->6 ... 12->13 for frames 7-11), never 2->3 ... 4->5 nor 13->14 and on
+    assert len(estimates) == 10
+    # without it: every frame propagated, every link estimated
+    estimates.clear()
+    plain = Propagator(window=2)
+    list(plain.run((i, (yuv(f), mask)) for i, f in enumerate(frames)))
+    assert plain.stats.still == 0 and len(estimates) == 15

@@ -53,7 +53,7 @@ from ..errors import InputError
 from ..geometry import warp
 from ..inpainter import frozen
 from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the module loads)
-from ..roi import bounding_box, hole_of, hole_regions
+from ..roi import bounding_box, hole_border, hole_of, hole_regions
 from . import motion as mo
 from .frames import Decoded
 
@@ -116,6 +116,7 @@ class PropagateStats:
     breaks: int = 0
     cuts: int = 0
     refused: int = 0  # source frames whose warped ring did not match (moving things, parallax)
+    still: int = 0  # frames given back for the fill before them (Propagator's ``still``)
     seconds: float = 0.0
 
     @property
@@ -128,7 +129,7 @@ class _Entry:
     """One frame in the window: what came in, and what motion needs of it (made when needed)."""
 
     __slots__ = ("tag", "rgb", "mask", "hole", "holes", "usable", "own", "_analysed", "link",
-                 "filled")
+                 "filled", "run")
 
     def __init__(self, tag, rgb, mask, before: "_Entry | None"):
         self.tag, self.rgb, self.mask = tag, rgb, mask
@@ -141,6 +142,7 @@ class _Entry:
         self._analysed = None
         self.link = None  # Motion from the previous frame (None: not estimated yet)
         self.filled = None  # _Source of the frame with its propagated pixels (for the next one)
+        self.run = None  # (run, its first frame) of a still hole (Propagator's ``still``)
         self.hole = None  # (an unusable pair passes as given: the Inpainter's check says why)
         self.holes = 0  # hole pixels
         if (self.usable and before is not None and before.usable and before.mask is mask
@@ -169,6 +171,89 @@ class _Entry:
                 last[:] = [self.hole, _Source.known_of(cv2, self.hole)]
             self.own = _Source(self.rgb, last[1])
         return self.own
+
+
+# RGB levels that a level of Y, U or V moves a pixel by, at most (limited range, the larger of
+# BT.601's and BT.709's: blue 1.164 Y + 2.112 U, red 1.164 Y + 1.793 V): the still hole's bounds
+# are the held fill's, in RGB levels
+_RGB_PER_LEVEL = (1.17, 2.12, 1.8)
+
+
+class StillHole:
+    """Whether a decoded frame's hole still has the neighbourhood it had (:class:`Propagator`'s
+    ``still``): the frames of a *run* share one static mask (the same frozen array) and their
+    known samples within ``margin`` of the hole's box (what the fill reads) stay within
+    ``tolerance`` RGB levels of the run's first frame's, in all three planes (4:2:0: the chroma
+    of the 2x2 blocks that touch no hole pixel; a plane's levels weighted by the most RGB levels
+    one moves a pixel by), on average within half of it, and on the hole's border (the known
+    samples next to it: what a fill meets, so no seam) everywhere. The fill's held frames' bounds
+    (:class:`fastfill.inpainter.FillHold`), read on the decoded planes themselves: nothing is
+    converted to RGB. Only :class:`Decoded` frames are compared; any other frame starts a run of
+    its own."""
+
+    def __init__(self, margin: int, tolerance: float = 2.0):
+        self.margin, self.tolerance = int(margin), float(tolerance)
+        self._cv2 = mo.import_cv2()
+        self._hole = None  # the hole the geometry below is of
+        self._geometry = None  # [(rows, cols, known, border) for Y, U, V], count of known samples
+        # the run's first frame's samples in the boxes, Y, U, V, each with its border's (int16)
+        self._reference = None
+        self.run = 0  # the current run's number (a new one at every frame that breaks it)
+
+    def __call__(self, frame, hole: np.ndarray | None) -> int:
+        """The run this frame is in (the number of the run before, or a new one); frames come
+        in order, one call each."""
+        self.run += 1  # (taken back below when the frame continues the run)
+        if isinstance(frame, Decoded) and hole is not None:
+            if hole is not self._hole:
+                self._measure(hole)
+            if self._geometry is not None:
+                planes = frame.planes
+                if self._reference is not None and self._same(planes):
+                    self.run -= 1
+                    return self.run
+                self._reference = [(now, now[border].astype(np.int16)) for now, border in
+                                   ((p[rows, cols].copy(), border) for p, (rows, cols, _, border)
+                                    in zip(planes, self._geometry[0]))]
+                return self.run
+        self._reference = None
+        return self.run
+
+    def _measure(self, hole: np.ndarray) -> None:
+        """The boxes, known samples and borders of a hole (None: nothing to compare)."""
+        self._hole, self._geometry, self._reference = hole, None, None
+        h, w = hole.shape
+        box = bounding_box(hole, self.margin)
+        if box is None or h % 2 or w % 2:
+            return
+        y0, x0, y1, x1 = (box[0] & ~1, box[1] & ~1, min(h, (box[2] + 1) & ~1),
+                          min(w, (box[3] + 1) & ~1))
+        luma = hole[y0:y1, x0:x1]
+        chroma = luma.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2).any(axis=(1, 3))
+        geometry, count = [], 0
+        for k, part in enumerate((luma, chroma, chroma)):
+            s = 1 if k == 0 else 2
+            border = np.nonzero(hole_border(part))  # (indices: a boolean index reads the box)
+            known = (~part).view(np.uint8)
+            count += int(np.count_nonzero(known))
+            geometry.append((slice(y0 // s, y1 // s), slice(x0 // s, x1 // s),
+                             np.ascontiguousarray(known), border))
+        if count:
+            self._geometry = (geometry, count)
+
+    def _same(self, planes) -> bool:
+        geometry, count = self._geometry
+        total = 0
+        for p, (ref, ref_border), (rows, cols, known, border), scale in zip(
+                planes, self._reference, geometry, _RGB_PER_LEVEL):
+            now = p[rows, cols]
+            d = np.abs(now[border].astype(np.int16) - ref_border)
+            if d.size and scale * d.max() > self.tolerance:
+                return False
+            # (OpenCV's masked L1 norm: exact for a box's sums, and 15x faster than
+            # ops.masked_difference's run-by-run loop on a plane)
+            total += scale * self._cv2.norm(now, ref, self._cv2.NORM_L1, known)
+        return total <= 0.5 * self.tolerance * count
 
 
 class _Source:
@@ -213,10 +298,19 @@ class Propagator:
     ``copy`` False: a frame given back is the array pushed, its hole pixels filled in place
     (a read-only or not C-contiguous array is copied). A Decoded frame is recycled
     (:meth:`Decoded.recycle`) when it leaves the window, ``window`` frames after it was given
-    back: a reader of its RGB takes it before then."""
+    back: a reader of its RGB takes it before then.
+
+    ``still`` (a :class:`StillHole`): a frame whose hole's neighbourhood stayed put (one run of
+    the still hole) from ``window`` + 1 frames before it (or from the clip's first frame, and at
+    least the frame before it) to ``window`` frames after it has
+    nothing to take from its window (no frame around shows anything else there), nor a fill to
+    make other than the frame's before it: it comes back untouched with :attr:`still_mask` (an
+    empty mask, this same array) as its mask, neither propagated nor its motion estimated, and
+    its caller gives it the fill of the frame before it (``fastfill video`` writes that frame's
+    hole samples again)."""
 
     def __init__(self, window: int | None = None, options: PropagateOptions | None = None, *,
-                 copy: bool = True, shifts: bool = False):
+                 copy: bool = True, shifts: bool = False, still: "StillHole | None" = None):
         options = options or PropagateOptions()
         if window is not None and window != options.window:
             options = dataclasses.replace(options, window=window)
@@ -241,6 +335,8 @@ class Propagator:
         # the kept frame (options.keep): (its hole's box as a _Source, its box -> the frame last
         # propagated, that frame, the frame it was kept from)
         self._kept: tuple | None = None
+        self._still = still
+        self.still_mask: np.ndarray | None = None  # (made at the first still frame)
 
     def run(self, items: Iterable) -> Iterator[tuple]:
         """``(tag, (frame, mask))`` in order -> the same, propagated, in order (a generator)."""
@@ -250,7 +346,13 @@ class Propagator:
 
     def push(self, tag, frame, mask) -> list[tuple]:
         """Take the next frame; returns the frames now ready (those ``window`` frames back)."""
-        self._entries[self._pushed] = _Entry(tag, frame, mask, self._entries.get(self._pushed - 1))
+        e = self._entries[self._pushed] = _Entry(tag, frame, mask,
+                                                 self._entries.get(self._pushed - 1))
+        if self._still is not None and e.usable and e.holes:
+            before = self._entries.get(self._pushed - 1)
+            run = self._still(frame, e.hole if frozen(mask) else None)
+            e.run = (before.run if before is not None and before.run is not None
+                     and before.run[0] == run else (run, self._pushed))
         self._pushed += 1
         out = []
         while self._next + self.window < self._pushed:
@@ -268,6 +370,13 @@ class Propagator:
         try:
             if not e.usable or not e.holes:
                 return e.tag, (e.rgb, e.mask)
+            if self._is_still(t, e):
+                self.stats.hole_pixels += e.holes
+                self.stats.still += 1
+                if self.still_mask is None or self.still_mask.shape != e.hole.shape:
+                    self.still_mask = np.zeros(e.hole.shape, bool)
+                    self.still_mask.setflags(write=False)
+                return e.tag, (e.rgb, self.still_mask)
             with mo.one_thread(self._cv2):
                 frame, left = self._propagate(t, e)
             return e.tag, (frame, left)
@@ -283,6 +392,18 @@ class Propagator:
             if t - 1 in self._entries:
                 self._entries[t - 1].filled = None  # only the next frame reads it
             self.stats.seconds += time.perf_counter() - t0
+
+    def _is_still(self, t: int, e: _Entry) -> bool:
+        """Whether frame t and every frame from ``window`` + 1 before it (or the clip's first,
+        and at least the frame before it) to ``window`` after it (or the clip's last) are one
+        run of the still hole (runs are consecutive frames)."""
+        if e.run is None:
+            return False
+        first = e.run[1]
+        if first > t - 1 or (first > 0 and first > t - self.window - 1):
+            return False
+        last = self._entries[min(t + self.window, self._pushed - 1)]
+        return last.run is not None and last.run[0] == e.run[0]
 
     def _centre(self, hole):
         """(x, y) of the centre of a hole's box (found once for a static mask), or None."""
@@ -655,5 +776,5 @@ def _pairs(frames: Iterable, masks) -> Iterator[tuple]:
             yield f, m
 
 
-__all__ = ["Propagator", "PropagateOptions", "PropagateStats", "VideoFill", "DEFAULT_WINDOW",
-           "MAX_WINDOW"]
+__all__ = ["Propagator", "PropagateOptions", "PropagateStats", "StillHole", "VideoFill",
+           "DEFAULT_WINDOW", "MAX_WINDOW"]

@@ -183,10 +183,12 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
     track = None
     propagator = None
     if propagate:
-        from .propagate import Propagator
+        from .propagate import Propagator, StillHole
 
-        # (OpenCV checked here, before any write)
-        propagator = Propagator(window, copy=False, shifts=True)
+        # (OpenCV checked here, before any write); a still hole's frames take the fill of the
+        # frame before them (_Transcode._output_frame), compared where the fill reads
+        propagator = Propagator(window, copy=False, shifts=True,
+                                still=StillHole(inpainter.margin))
         stats.propagation = propagator.stats
     # OpenCV on one thread for the whole run, set once, not at each frame's propagation
     threads = contextlib.ExitStack()
@@ -242,6 +244,12 @@ class _Transcode:
         self.dst, self.mask, self.encoder, self.progress = dst, mask, encoder, progress
         self.stats = stats
         self.propagator = propagator  # (propagate.Propagator: runs in the reader thread)
+        # frame numbers the propagator gave back as still (its still_mask): added by the reader
+        # thread before the frame goes on, taken by this one when it is encoded
+        self._still: set[int] = set()
+        # (its _HoleBox, the Y, U and V samples in its box) of the last frame written over its
+        # hole: what a still frame after it takes
+        self._held = None
         self.pending_audio: collections.deque = collections.deque()
         # frame number -> (decoded YUV frame, its hole's _HoleBox) while the frame is in the
         # pipeline: the result is written into the decoded planes over the hole only (YUV420)
@@ -293,7 +301,13 @@ class _Transcode:
         from this thread, while the fill writes its hole from another: a bilinear tap of weight
         under 1/510, or a bicubic one past its checked footprint, reads hole pixels."""
         for tag, (frame, mask) in items:
-            if isinstance(frame, Decoded):
+            if (isinstance(frame, Decoded) and self.propagator is not None
+                    and mask is self.propagator.still_mask):
+                # (nothing to fill: the frame before's samples are written over its hole, and an
+                # RGB frame of the buffers with nothing converted stands in for it)
+                self._still.add(tag[-1])
+                frame = frame.rgb_within([])
+            elif isinstance(frame, Decoded):
                 # (a frozen mask's windows are found once, and check() finds them again there)
                 boxes = list(self.inpainter.hole_and_windows(mask)[1])
                 kept = self.decoded.get(tag[-1]) if self.propagator is not None else None
@@ -343,7 +357,18 @@ class _Transcode:
         kept = self.decoded.pop(i, None)
         if kept is not None and isinstance(kept, tuple):
             frame, where = kept
-            out = _over_hole(self.av, frame, where, result, self._out, self._write_sws)
+            if i in self._still:
+                self._still.discard(i)
+                held = self._held
+                if held is None or held[0] is not where:  # (the propagator's promise broken)
+                    raise RuntimeError(f"frame {i}: still, and no frame before it with its hole")
+                out = _over_hole(self.av, frame, where, None, self._out, self._write_sws, held[1])
+            else:
+                out = _over_hole(self.av, frame, where, result, self._out, self._write_sws)
+                if where.box is not None and self.propagator is not None:
+                    y0, x0, y1, x1 = where.box
+                    self._held = (where, [p[y0 // s:y1 // s, x0 // s:x1 // s].copy() for p, s in
+                                          zip(planes(out), (1, 2, 2))])
             self._out = out
             self._rgb.give(result)  # (read for the last time: its windows' frame, used again)
             return out
@@ -404,10 +429,12 @@ class _HoleBox:
         self.empty = found is None
 
 
-def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray, last, sws):
+def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray | None, last, sws, held=None):
     """``frame`` (8-bit 4:2:0) with ``result`` (RGB) written over the hole (``where``): luma on
     the hole's pixels, chroma on the 2x2 blocks that touch it, the box converted by the same
-    swscale path a whole frame would take; every other sample is the decoded one. (A copy:
+    swscale path a whole frame would take; every other sample is the decoded one. ``held``
+    instead of ``result``: the Y, U and V samples of the hole's box (of a frame written before)
+    written over the hole as they are. (A copy:
     the decoder may still reference the decoded frame's buffers.) ``last``: None, or a frame of
     the same size and format given to the encoder before, whose buffers are used again once no
     one else holds them (``make_writable`` copies them otherwise): a fresh 1080p frame costs page
@@ -425,7 +452,11 @@ def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray, last, sws):
     dst = planes(out)
     for d, src in zip(dst, planes(frame)):
         d[...] = src
-    if where.box is not None:
+    if where.box is not None and held is not None:
+        y0, x0, y1, x1 = where.box
+        for d, c, s, w in zip(dst, held, (1, 2, 2), (where.luma, where.chroma, where.chroma)):
+            np.copyto(d[y0 // s:y1 // s, x0 // s:x1 // s], c, where=w)
+    elif where.box is not None:
         y0, x0, y1, x1 = where.box
         box = av.VideoFrame.from_ndarray(np.ascontiguousarray(result[y0:y1, x0:x1]),
                                          format="rgb24")
