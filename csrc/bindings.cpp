@@ -295,6 +295,12 @@ py::array poisson_fill(const py::array_t<uint8_t, py::array::c_style>& image,
   return out;
 }
 
+static inline uint64_t load64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
 // Sum over the pixels where `mask` is nonzero of |a - b|, every channel: a, b uint8 [h, w, c]
 // of any strides (a may be a view into a frame), mask uint8/bool [h, w] of any strides. Exact
 // (int64); one pass with the GIL released, where NumPy needs five passes and two temporaries.
@@ -319,7 +325,8 @@ int64_t masked_difference(const py::array& a_in, const py::array& b_in, const py
   const py::ssize_t ms0 = m_in.strides(0), ms1 = m_in.strides(1);
   // Pixels whose channels are contiguous in both (any frame view): each run of masked pixels of a
   // row is one contiguous byte range, summed in a loop the compiler vectorises.
-  const bool packed = as2 == 1 && bs2 == 1 && as1 == c && bs1 == c;
+  // (one channel: its stride is never stepped, and NumPy gives a new axis's as 0)
+  const bool packed = (c == 1 || (as2 == 1 && bs2 == 1)) && as1 == c && bs1 == c;
   int64_t total = 0;
   {
     py::gil_scoped_release nogil;
@@ -331,10 +338,17 @@ int64_t masked_difference(const py::array& a_in, const py::array& b_in, const py
       while (x < w) {
         if (!mr[x * ms1]) {
           ++x;
+          if (ms1 == 1)  // (a row's unmasked bytes skipped eight at a time)
+            while (x + 8 <= w && load64(mr + x) == 0) x += 8;
           continue;
         }
         int64_t end = x + 1;
-        while (end < w && mr[end * ms1]) ++end;
+        if (ms1 == 1) {  // (the run's end: memchr's vector scan, not a byte loop)
+          const void* zero = std::memchr(mr + end, 0, size_t(w - end));
+          end = zero ? static_cast<const uint8_t*>(zero) - mr : w;
+        } else {
+          while (end < w && mr[end * ms1]) ++end;
+        }
         if (packed) {
           const uint8_t* pa = ar + x * c;
           const uint8_t* pb = br + x * c;

@@ -422,11 +422,14 @@ def test_all_hole_4k_frame_costs_its_output_not_a_solve(method):
     assert grown < 64 << 20, f"peak RSS grew by {grown >> 20} MB"
 
 
-@pytest.mark.parametrize("h,w,c", [(1, 1, 3), (7, 13, 3), (40, 61, 3), (9, 11, 1), (5, 300, 4)])
+@pytest.mark.parametrize("h,w,c", [(1, 1, 3), (7, 13, 3), (40, 61, 3), (9, 11, 1), (5, 300, 4),
+                                   (31, 97, 1)])
 def test_masked_difference_matches_reference(h, w, c):
     """Exact against NumPy: C-contiguous arrays, views into a larger frame (what a held video
     fill passes), strides that break the contiguous runs, bool and uint8 masks of any nonzero
-    value, an empty and a full mask."""
+    value, an empty and a full mask, masks of long runs (a box, a hole in a box: the runs found
+    eight bytes and a vector scan at a time), and a plane given as plane[:, :, None] (NumPy's new
+    axis has stride 0, the still hole's call)."""
     rng = np.random.default_rng(h * 100 + w + c)
     frame = rng.integers(0, 256, (h + 6, w + 10, c), dtype=np.uint8)
     a = frame[3:3 + h, 4:4 + w]  # a view: rows w + 10 pixels apart
@@ -435,7 +438,14 @@ def test_masked_difference_matches_reference(h, w, c):
     masks = [(rng.random((h, w)) < 0.6).astype(np.uint8) * rng.integers(1, 256, dtype=np.uint8),
              rng.random((h, w)) < 0.3, np.zeros((h, w), bool), np.ones((h, w), np.uint8),
              np.asfortranarray(rng.random((h, w)) < 0.5)]
-    for x, y in ((a, b), (np.ascontiguousarray(a), b), (a, wide[:, ::2]), (a[..., ::-1], b)):
+    box = np.zeros((h, w), bool)
+    box[h // 4:h - h // 4 + 1, w // 5:w - w // 7] = True
+    masks += [box, ~box, np.ascontiguousarray(box[:, ::-1]).view(np.uint8) * 7]
+    pairs = [(a, b), (np.ascontiguousarray(a), b), (a, wide[:, ::2]), (a[..., ::-1], b)]
+    if c == 1:
+        pairs.append((a[:, :, 0][:, :, None], b[:, :, 0][:, :, None]))
+        assert pairs[-1][0].strides[2] == 0
+    for x, y in pairs:
         for m in masks:
             assert ops.masked_difference(x, y, m) == ops.masked_difference_reference(x, y, m)
     assert ops.masked_difference(a, b, masks[2]) == 0

@@ -470,16 +470,18 @@ def test_reusing_the_output_frame_changes_nothing(tmp_path, monkeypatch, codec):
     assert len(reused) == N and all(np.array_equal(a, b) for a, b in zip(reused, fresh))
 
 
-def test_a_still_hole_writes_the_fill_before_it_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("propagate", [True, False])
+def test_a_still_hole_writes_the_fill_before_it_again(tmp_path, monkeypatch, propagate):
     """A static shot under a static mask, 4:2:0 in and out: once the hole's neighbourhood has
-    stayed put for the window and more, a frame is neither propagated, converted nor filled, and
-    the hole samples written before it are written again: the same video, byte for byte, as
-    filling every frame (whose held fill is the same), including after something enters the
-    neighbourhood (filled afresh, then held again), and the 2x2 chroma blocks half in the hole."""
+    stayed put for the window and more (without propagation: since the frame before), a frame
+    is neither propagated, converted nor filled, and the hole samples written before it are
+    written again: the same video, byte for byte, as filling every frame (whose held fill is the
+    same), including after something enters the neighbourhood (filled afresh, then held again),
+    and the 2x2 chroma blocks half in the hole."""
     import itertools
 
     from fastfill import Inpainter
-    from fastfill.video import frames as fr, propagate
+    from fastfill.video import frames as fr, still
     from fastfill.video.stream import inpaint_video
 
     clip = _photo_clip(16)
@@ -498,18 +500,21 @@ def test_a_still_hole_writes_the_fill_before_it_again(tmp_path, monkeypatch):
 
     def run(name):
         out = tmp_path / f"{name}.mkv"
-        st = inpaint_video(Inpainter(), src, out, tmp_path / "m.png", window=2, progress=False)
+        inpaint_video(Inpainter(), src, out, tmp_path / "m.png", window=2, progress=False,
+                      propagate=propagate)
         with av.open(str(out)) as c:
-            return [f.to_ndarray() for f in c.decode(video=0)], st.propagation
+            return [f.to_ndarray() for f in c.decode(video=0)]
 
-    held, stats = run("held")
-    assert stats.still == 10  # frames 1-5 (6, 7 see frame 8) and 11-15 (8-10 see frames before)
-    assert len(converted) == 16 - 10
+    held = run("held")
+    # with a window of 2: frames 1-5 (6, 7 see frame 8) and 11-15 (8-10 see frames before);
+    # without: every frame but the first of each run
+    n = 10 if propagate else 14
+    assert len(converted) == 16 - n
     counter = itertools.count(1)
-    monkeypatch.setattr(propagate.StillHole, "__call__", lambda self, frame, hole: next(counter))
+    monkeypatch.setattr(still.StillHole, "__call__", lambda self, frame, hole: next(counter))
     converted.clear()
-    every, plain = run("every")
-    assert plain.still == 0 and len(converted) == 16
+    every = run("every")
+    assert len(converted) == 16
     assert len(held) == 16 and all(np.array_equal(a, b) for a, b in zip(held, every))
     hole = m != 0
     a, _ = decode(src)

@@ -972,7 +972,7 @@ def test_a_still_hole_is_one_run_while_what_the_fill_reads_stays_put():
     margin stay within the tolerance (a change inside the hole, which no fill reads, or past the
     margin changes nothing); a border sample moved past it, the context moved on average past
     half of it, another mask, an RGB frame each start a new run, compared from there on."""
-    from fastfill.video.propagate import StillHole
+    from fastfill.video.still import StillHole
 
     frames, mask = _still_frames()
     hole = mask != 0
@@ -1010,7 +1010,7 @@ def test_still_frames_skip_propagation_and_their_motion(monkeypatch):
     """Propagator(still=...): a frame whose run holds the window + 1 frames before it and the
     window after it (or the clip's end) comes back untouched with the still mask, its motion
     never estimated; the frames that see a change within their window are propagated as ever."""
-    from fastfill.video.propagate import StillHole
+    from fastfill.video.still import StillHole
 
     frames, mask = _still_frames([(9, 30, 40, 40, 60, 40)])  # something enters at frame 9
     estimates = returns_of(monkeypatch, mo, "estimate")

@@ -16,7 +16,9 @@ container.
 An 8-bit 4:2:0 frame is never converted to RGB whole unless something reads it whole (a source
 frame of a moving camera, text detection): see :mod:`fastfill.video.frames`; the fill's result is
 written back over the hole's luma pixels and the chroma of the 2x2 blocks that touch it, every
-other sample is the decoder's own.
+other sample is the decoder's own. A frame whose hole's neighbourhood stays put across the window
+(propagation's :class:`fastfill.video.propagate.StillHole`) is not filled: the hole samples
+written over the frame before are written again.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 
 from ..errors import FastfillError, InputError
 from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
+from ..inpainter import frozen
 from ..roi import bounding_box, hole_of
 from .frames import (YUV420, Decoded, PrivateFrames, RGBBuffers, chroma_blocks, planes, reformatter_,
                      takes, to_rgb)
@@ -183,7 +186,8 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
     track = None
     propagator = None
     if propagate:
-        from .propagate import Propagator, StillHole
+        from .propagate import Propagator
+        from .still import StillHole
 
         # (OpenCV checked here, before any write); a still hole's frames take the fill of the
         # frame before them (_Transcode._output_frame), compared where the fill reads
@@ -247,6 +251,7 @@ class _Transcode:
         # frame numbers the propagator gave back as still (its still_mask): added by the reader
         # thread before the frame goes on, taken by this one when it is encoded
         self._still: set[int] = set()
+        self._still_mask = lambda: None  # (the empty mask that marks them, once there is one)
         # (its _HoleBox, the Y, U and V samples in its box) of the last frame written over its
         # hole: what a still frame after it takes
         self._held = None
@@ -290,7 +295,34 @@ class _Transcode:
         items = self._holes(self.masks.attach(self._decoded(streams)))
         if self.propagator is not None:
             items = self.propagator.run(items)
+            self._still_mask = lambda: self.propagator.still_mask
+        else:
+            items = self._still_alone(items)
         yield from self._for_fill(items)
+
+    def _still_alone(self, items):
+        """Without propagation: a decoded frame in the still run of the frame before it
+        (:class:`fastfill.video.still.StillHole`, its hole's neighbourhood unchanged) comes with
+        an empty mask of its own (``_still_mask``), to take that frame's fill."""
+        from .still import StillHole
+
+        still, last, empty = StillHole(self.inpainter.margin), None, None
+        found = (None, None)  # (a frozen mask, its hole or None: the same array for its frames)
+        for tag, (frame, mask) in items:
+            run = None
+            if isinstance(frame, Decoded) and frozen(mask):  # (a mask that may change: no run)
+                if found[0] is not mask:
+                    hole, windows = self.inpainter.hole_and_windows(mask)
+                    found = (mask, hole if windows else None)
+                run = still(frame, found[1])
+                if run == last:
+                    if empty is None or empty.shape != mask.shape:
+                        empty = np.zeros(mask.shape, bool)
+                        empty.setflags(write=False)
+                        self._still_mask = lambda e=empty: e
+                    mask = empty
+            last = run
+            yield tag, (frame, mask)
 
     def _for_fill(self, items):
         """Each frame as the Inpainter takes it, its own to fill in place (``copy=False``): a
@@ -301,8 +333,7 @@ class _Transcode:
         from this thread, while the fill writes its hole from another: a bilinear tap of weight
         under 1/510, or a bicubic one past its checked footprint, reads hole pixels."""
         for tag, (frame, mask) in items:
-            if (isinstance(frame, Decoded) and self.propagator is not None
-                    and mask is self.propagator.still_mask):
+            if isinstance(frame, Decoded) and mask is self._still_mask():
                 # (nothing to fill: the frame before's samples are written over its hole, and an
                 # RGB frame of the buffers with nothing converted stands in for it)
                 self._still.add(tag[-1])
@@ -365,7 +396,7 @@ class _Transcode:
                 out = _over_hole(self.av, frame, where, None, self._out, self._write_sws, held[1])
             else:
                 out = _over_hole(self.av, frame, where, result, self._out, self._write_sws)
-                if where.box is not None and self.propagator is not None:
+                if where.box is not None:
                     y0, x0, y1, x1 = where.box
                     self._held = (where, [p[y0 // s:y1 // s, x0 // s:x1 // s].copy() for p, s in
                                           zip(planes(out), (1, 2, 2))])

@@ -1,0 +1,98 @@
+"""A *still hole*: decoded frames whose hole's neighbourhood stays put, compared on their planes.
+
+``fastfill video`` gives a frame of a still run the fill of the frame before it instead of
+filling it (with propagation, once the run covers the window around the frame:
+:class:`fastfill.video.propagate.Propagator`'s ``still``; with ``--no-propagate``, a frame in the
+run of the frame before it): a static logo over a static shot then costs a compare of the samples
+around the hole and a copy, not an RGB conversion, a compare and a fill.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the module loads)
+from ..roi import bounding_box, hole_border
+from .frames import Decoded
+
+# RGB levels that a level of Y, U or V moves a pixel by, at most (limited range, the larger of
+# BT.601's and BT.709's: blue 1.164 Y + 2.112 U, red 1.164 Y + 1.793 V): the still hole's bounds
+# are the held fill's, in RGB levels
+_RGB_PER_LEVEL = (1.17, 2.12, 1.8)
+
+
+class StillHole:
+    """Whether a decoded frame's hole still has the neighbourhood it had (:class:`Propagator`'s
+    ``still``): the frames of a *run* share one static mask (the same frozen array) and their
+    known samples within ``margin`` of the hole's box (what the fill reads) stay within
+    ``tolerance`` RGB levels of the run's first frame's, in all three planes (4:2:0: the chroma
+    of the 2x2 blocks that touch no hole pixel; a plane's levels weighted by the most RGB levels
+    one moves a pixel by), on average within half of it, and on the hole's border (the known
+    samples next to it: what a fill meets, so no seam) everywhere. The fill's held frames' bounds
+    (:class:`fastfill.inpainter.FillHold`), read on the decoded planes themselves: nothing is
+    converted to RGB. Only :class:`Decoded` frames are compared; any other frame starts a run of
+    its own."""
+
+    def __init__(self, margin: int, tolerance: float = 2.0):
+        self.margin, self.tolerance = int(margin), float(tolerance)
+        self._hole = None  # the hole the geometry below is of
+        self._geometry = None  # [(rows, cols, known, border) for Y, U, V], count of known samples
+        # the run's first frame's samples in the boxes, Y, U, V, each with its border's (int16)
+        self._reference = None
+        self.run = 0  # the current run's number (a new one at every frame that breaks it)
+
+    def __call__(self, frame, hole: np.ndarray | None) -> int:
+        """The run this frame is in (the number of the run before, or a new one); frames come
+        in order, one call each."""
+        self.run += 1  # (taken back below when the frame continues the run)
+        if isinstance(frame, Decoded) and hole is not None:
+            if hole is not self._hole:
+                self._measure(hole)
+            if self._geometry is not None:
+                planes = frame.planes
+                if self._reference is not None and self._same(planes):
+                    self.run -= 1
+                    return self.run
+                self._reference = [(now, now[border].astype(np.int16)) for now, border in
+                                   ((p[rows, cols].copy(), border) for p, (rows, cols, _, border)
+                                    in zip(planes, self._geometry[0]))]
+                return self.run
+        self._reference = None
+        return self.run
+
+    def _measure(self, hole: np.ndarray) -> None:
+        """The boxes, known samples and borders of a hole (None: nothing to compare)."""
+        self._hole, self._geometry, self._reference = hole, None, None
+        h, w = hole.shape
+        box = bounding_box(hole, self.margin)
+        if box is None or h % 2 or w % 2:
+            return
+        y0, x0, y1, x1 = (box[0] & ~1, box[1] & ~1, min(h, (box[2] + 1) & ~1),
+                          min(w, (box[3] + 1) & ~1))
+        luma = hole[y0:y1, x0:x1]
+        chroma = luma.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2).any(axis=(1, 3))
+        geometry, count = [], 0
+        for k, part in enumerate((luma, chroma, chroma)):
+            s = 1 if k == 0 else 2
+            border = np.nonzero(hole_border(part))  # (indices: a boolean index reads the box)
+            known = (~part).view(np.uint8)
+            count += int(np.count_nonzero(known))
+            geometry.append((slice(y0 // s, y1 // s), slice(x0 // s, x1 // s),
+                             np.ascontiguousarray(known), border))
+        if count:
+            self._geometry = (geometry, count)
+
+    def _same(self, planes) -> bool:
+        geometry, count = self._geometry
+        total = 0
+        for p, (ref, ref_border), (rows, cols, known, border), scale in zip(
+                planes, self._reference, geometry, _RGB_PER_LEVEL):
+            now = p[rows, cols]
+            d = np.abs(now[border].astype(np.int16) - ref_border)
+            if d.size and scale * d.max() > self.tolerance:
+                return False
+            total += scale * _C.masked_difference(now[:, :, None], ref[:, :, None], known)
+        return total <= 0.5 * self.tolerance * count
+
+
+__all__ = ["StillHole"]
