@@ -150,16 +150,18 @@ class Inpainter:
         self.close()
 
     # -- validation -----------------------------------------------------------------------------
-    def check(self, image, mask) -> Checked:
+    def check(self, image, mask, *, found: tuple | None = None) -> Checked:
         """Validate one image/mask pair (InputError saying what is wrong); returns it as a
-        :class:`Checked` pair ``(image, hole)`` that ``batch``/``stream`` take as is."""
+        :class:`Checked` pair ``(image, hole)`` that ``batch``/``stream`` take as is.
+        ``found``: what :meth:`hole_and_windows` gave for this mask, for a caller that needed
+        it first (a fresh 1080p mask's hole and windows are found once, not twice)."""
         image, mask = _image_and_mask(image, mask)
         if self.fixed_size is not None and image.shape[:2] != self.fixed_size:
             fh, fw = self.fixed_size
             raise InputError(f"this {self.meta.kind} model takes {fw}x{fh} images only, got "
                              f"{image.shape[1]}x{image.shape[0]}; resize or crop first, or use a "
                              "GLCIC model for any size")
-        hole, wins = self.hole_and_windows(mask)
+        hole, wins = found if found is not None else self.hole_and_windows(mask)
         if self._accepts is not None:
             for _, _, wh, ww in wins:
                 reason = self._accepts((1, self.channels, *ops.padded_size(wh, ww, self.multiple)))

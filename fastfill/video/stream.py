@@ -339,8 +339,9 @@ class _Transcode:
                 self._still.add(tag[-1])
                 frame = frame.rgb_within([])
             elif isinstance(frame, Decoded):
-                # (a frozen mask's windows are found once, and check() finds them again there)
-                boxes = list(self.inpainter.hole_and_windows(mask)[1])
+                # (a frozen mask's windows are found once; another's, here for check() too)
+                found = self.inpainter.hole_and_windows(mask)
+                boxes = list(found[1])
                 kept = self.decoded.get(tag[-1]) if self.propagator is not None else None
                 # (the hole as read, which the result is written back over: propagation filled
                 # part of it)
@@ -348,6 +349,12 @@ class _Transcode:
                     y0, x0, y1, x1 = kept[1].box
                     boxes.append((y0, x0, y1 - y0, x1 - x0))
                 frame = frame.rgb_lent(boxes)
+                try:
+                    pair = self.inpainter.check(frame, mask, found=found)
+                except InputError:  # (the stream's check says why, naming the frame)
+                    pair = (frame, mask)
+                yield tag, pair
+                continue
             elif self.propagator is not None and isinstance(frame, np.ndarray) and np.any(mask):
                 frame = frame.copy()  # (no hole: nothing is written into it)
             yield tag, (frame, mask)
