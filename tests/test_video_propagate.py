@@ -748,18 +748,26 @@ def test_nothing_crosses_a_cut(harmonic):
 
 
 @pytest.mark.parametrize("method", ["harmonic", "patch"])
-def test_a_static_shot_is_filled_as_without_propagation(method):
+def test_a_static_shot_is_filled_as_without_propagation(method, monkeypatch):
     """A static camera over a static mask: nothing propagates (even with sensor noise), so the
-    fill is the Inpainter's own, the same frame after frame."""
+    fill is the Inpainter's own, the same frame after frame; with noise the links are estimated
+    (not the identity), and no source is tried: each moves the hole by under half a pixel."""
+    from fastfill.video import propagate
+
     inp = Inpainter(method=method)
     base, mask = view(photo(), 60, 100), logo()
     rng = np.random.default_rng(0)
     noisy = [np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8) for _ in range(8)]
+    links = returns_of(monkeypatch, mo, "estimate")
+    tried = returns_of(monkeypatch, propagate, "_fill_box")
     for frames in ([base] * 12, noisy):
+        links.clear()
         prop, stats = run(inp, frames, mask)
         alone, _ = run(inp, frames, mask, propagate=False)
         assert stats.propagated_pixels == 0 and stats.hole_pixels > 0
         assert all(np.array_equal(p, a) for p, a in zip(prop, alone))
+        assert tried == []
+    assert links and all(m.linked and m.model != "identity" for m in links)
     if method == "harmonic":
         prop, _ = run(inp, [base] * 12, mask)
         assert all(np.array_equal(prop[0], p) for p in prop)

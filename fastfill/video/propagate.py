@@ -249,6 +249,7 @@ class Propagator:
         # the frame before (see next_shift; the consumer keeps it short)
         self._shifts: collections.deque | None = collections.deque() if shifts else None
         self._hole_centre: list = [None, None]  # see _centre
+        self._probe_of: list = [None, None]  # see _probe
         self._rounding = (0.0, 0.0)  # what rounding the shifts left out so far (_whole_shift)
         # the kept frame (options.keep): (its hole's box as a _Source, its box -> the frame last
         # propagated, that frame, the frame it was kept from)
@@ -421,6 +422,13 @@ class Propagator:
         order = []
         for k in range(max(len(past), len(future))):
             order += past[k:k + 1] + future[k:k + 1]
+        # a frame of the same hole whose transform moves the hole's box by under half a pixel
+        # gives nothing (each hole pixel's bilinear sample has a tap of weight over a half on
+        # its own hole): a static camera whose estimate is not exactly the identity (sensor
+        # noise) is not tried frame by frame
+        probe = self._probe(hole)
+        order = [(e, m) for e, m in order if e.hole is not hole or probe is None
+                 or np.abs(mo._apply(m, probe) - probe).max() >= 0.5]
         sources = [(e.source(self._cv2, self._known), m) for e, m in order]
         kept = self._kept_for(t)
         if kept is not None:
@@ -428,6 +436,19 @@ class Propagator:
         if self.options.reuse and past and past[0][0].filled is not None:
             sources.append((past[0][0].filled, past[0][1]))
         return sources
+
+    def _probe(self, hole):
+        """The corners, edge midpoints and centre of a hole's box ((9, 2) x, y; found once for
+        a static mask), or None."""
+        if self._probe_of[0] is not hole:
+            box = bounding_box(hole)
+            probe = None
+            if box is not None:
+                y0, x0, y1, x1 = box
+                xs, ys = (x0, 0.5 * (x0 + x1 - 1), x1 - 1), (y0, 0.5 * (y0 + y1 - 1), y1 - 1)
+                probe = np.array([(x, y) for y in ys for x in xs], np.float64)
+            self._probe_of = [hole, probe]
+        return self._probe_of[1]
 
     def _kept_for(self, t: int):
         """The kept frame as a source of frame t (moved by the link t-1 -> t), or None (none
