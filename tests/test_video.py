@@ -523,3 +523,52 @@ def test_a_still_hole_writes_the_fill_before_it_again(tmp_path, monkeypatch, pro
     assert np.abs(a[0][hole].astype(int) - b[0][hole]).mean() > 1
     assert all(np.array_equal(x[~blocks], y[~blocks]) for x, y in zip(a, b))
     assert not np.array_equal(b[7][hole], b[12][hole])  # filled afresh after the change
+
+
+@pytest.mark.parametrize("propagate", [True, False])
+def test_a_still_hole_sees_the_chroma_of_the_blocks_half_in_it(tmp_path, monkeypatch, propagate):
+    """The chroma of a 2x2 block half in the hole is written over by a still frame (it is the
+    frame before's): a change there alone (U + 40 on those blocks from frame 4, every luma and
+    other chroma sample the same) ends the run, so the output is the same as filling every
+    frame."""
+    import itertools
+
+    from fastfill import Inpainter
+    from fastfill.video import still
+    from fastfill.video.stream import inpaint_video
+
+    img = _photo_clip(1)[0]
+    base = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    m = np.zeros((H, W), np.uint8)
+    m[21:37, 31:53] = 255  # odd edges: blocks half in the hole all round
+    Image.fromarray(m).save(tmp_path / "m.png")
+    hole = m != 0
+    blocks = hole.reshape(H // 2, 2, W // 2, 2)
+    half = blocks.any(axis=(1, 3)) & ~blocks.all(axis=(1, 3))
+    src = tmp_path / "in.mkv"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("ffv1", rate=FPS)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for i in range(12):
+            a = base.copy()
+            if i >= 4:
+                u = a[H:H + H // 4].reshape(H // 2, W // 2)
+                u[half] = np.clip(u[half].astype(int) + 40, 0, 255).astype(np.uint8)
+                a[H:H + H // 4] = u.reshape(H // 4, W)
+            for p in s.encode(av.VideoFrame.from_ndarray(a, format="yuv420p")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+    def run(name):
+        out = tmp_path / f"{name}.mkv"
+        inpaint_video(Inpainter(method="harmonic"), src, out, tmp_path / "m.png", window=2,
+                      propagate=propagate, progress=False)
+        with av.open(str(out)) as c:
+            return [f.to_ndarray() for f in c.decode(video=0)]
+
+    held = run("held")
+    counter = itertools.count(1)
+    monkeypatch.setattr(still.StillHole, "__call__", lambda self, frame, hole: next(counter))
+    every = run("every")
+    assert len(held) == 12 and all(np.array_equal(a, b) for a, b in zip(held, every))

@@ -1026,7 +1026,8 @@ def test_still_frames_skip_propagation_and_their_motion(monkeypatch):
     out = list(p.run((i, (yuv(f), mask)) for i, f in enumerate(frames)))
     still = [i for i, (_, (_, m)) in enumerate(out) if m is p.still_mask]
     # run 0-8 (from the clip's start): still 1..6 (frames 7 and 8 see frame 9 in their window);
-    # run 9-15: 12..15 (frames 9-11 see frames of the run before)
+    # run 9-15: 12..15 (frames 9 and 10 see frames of the run before, and frame 11 must have 8,
+    # the window + 1 before it, in its run)
     assert still == [1, 2, 3, 4, 5, 6, 12, 13, 14, 15]
     assert p.stats.still == 10 and p.stats.frames == 16
     assert not p.still_mask.any() and not p.still_mask.flags.writeable

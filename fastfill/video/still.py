@@ -15,10 +15,10 @@ from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the
 from ..roi import bounding_box, hole_border
 from .frames import Decoded
 
-# RGB levels that a level of Y, U or V moves a pixel by, at most (limited range, the larger of
-# BT.601's and BT.709's: blue 1.164 Y + 2.112 U, red 1.164 Y + 1.793 V): the still hole's bounds
-# are the held fill's, in RGB levels
-_RGB_PER_LEVEL = (1.17, 2.12, 1.8)
+# RGB levels that a level of Y, U or V moves a pixel by, at most (limited range, the largest of
+# BT.601's, BT.709's and BT.2020's: blue 1.164 Y + 2.142 U, red 1.164 Y + 1.793 V): the still
+# hole's bounds are the held fill's, in RGB levels
+_RGB_PER_LEVEL = (1.17, 2.15, 1.8)
 
 
 class StillHole:
@@ -28,7 +28,8 @@ class StillHole:
     ``tolerance`` RGB levels of the run's first frame's, in all three planes (4:2:0: the chroma
     of the 2x2 blocks that touch no hole pixel; a plane's levels weighted by the most RGB levels
     one moves a pixel by), on average within half of it, and on the hole's border (the known
-    samples next to it: what a fill meets, so no seam) everywhere. The fill's held frames' bounds
+    samples next to it: what a fill meets, so no seam; and the chroma of the blocks half in the
+    hole, which a still frame takes from the frame before) everywhere. The fill's held frames' bounds
     (:class:`fastfill.inpainter.FillHold`), read on the decoded planes themselves: nothing is
     converted to RGB. Only :class:`Decoded` frames are compared; any other frame starts a run of
     its own."""
@@ -70,11 +71,16 @@ class StillHole:
         y0, x0, y1, x1 = (box[0] & ~1, box[1] & ~1, min(h, (box[2] + 1) & ~1),
                           min(w, (box[3] + 1) & ~1))
         luma = hole[y0:y1, x0:x1]
-        chroma = luma.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2).any(axis=(1, 3))
+        blocks = luma.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2)
+        chroma = blocks.any(axis=(1, 3))  # (what a still frame's hole samples are written over)
+        # the chroma written over a block half in the hole is its known pixels' too: compared as
+        # the border is
+        half = chroma & ~blocks.all(axis=(1, 3))
         geometry, count = [], 0
         for k, part in enumerate((luma, chroma, chroma)):
             s = 1 if k == 0 else 2
-            border = np.nonzero(hole_border(part))  # (indices: a boolean index reads the box)
+            border = hole_border(part) | half if k else hole_border(part)
+            border = np.nonzero(border)  # (indices: a boolean index reads the whole box)
             known = (~part).view(np.uint8)
             count += int(np.count_nonzero(known))
             geometry.append((slice(y0 // s, y1 // s), slice(x0 // s, x1 // s),
