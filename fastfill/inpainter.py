@@ -386,8 +386,9 @@ class _Held(NamedTuple):
     border: np.ndarray  # the hole's border (its known 4-neighbours) in the box
     border_values: np.ndarray  # int16, the frame's values there (the last laid fill's frame)
     solved_border: np.ndarray  # int16, the border of the frame the fill was solved for
-    # (box, known [h, w] bool, the frame's values, how many values are known) of the known
-    # pixels within the fill's margin; None for a fill that reads the border only
+    # (box, known [h, w] bool, the frame's values, how many values are known, and the means of
+    # its 4x4 blocks all known: (which, float32 [h // 4, w // 4, c]) or None) of the known pixels
+    # within the fill's margin; None for a fill that reads the border only
     context: tuple | None
 
 
@@ -406,7 +407,10 @@ class FillHold:
     a few pixels of a static shot by more than 2 levels in most frames. Either way a static shot
     under a static mask keeps one fill, the same bytes frame after frame, for a compare and a copy
     instead of a fill. Compared with the held frame, never the previous one: slow drift ends the
-    hold. A patch fill whose context passes while some border pixels moved past ``tolerance``
+    hold. A camera's own noise moves every pixel of the context, by about itself on average, past
+    that bound; so a context that fails it still passes when the means of its whole 4x4 blocks
+    moved by at most ``tolerance`` / 2 on average (noise moves them by a quarter of itself, a thing
+    entering the context by as much as its pixels). A patch fill whose context passes while some border pixels moved past ``tolerance``
     (none past ``ADJUST_MAX`` times it, and the border's mean move since the solve within it: a
     codec's noise) is laid onto the new border (:meth:`_adjusted`) and held so, instead of being
     made up again. A frame without a hole comes back as it is and leaves the held fill held (the
@@ -574,9 +578,11 @@ class FillHold:
         else:
             return None
         if h.context is not None:  # |now - held| over the known pixels, averaged
-            (cy0, cx0, cy1, cx1), known, values, count = h.context
+            (cy0, cx0, cy1, cx1), known, values, count, blocks = h.context
             now = image[cy0:cy1, cx0:cx1]
-            if ops.masked_difference(now, values, known) > 0.5 * self.tolerance * count:
+            bound = 0.5 * self.tolerance
+            if (ops.masked_difference(now, values, known) > bound * count
+                    and (blocks is None or _block_difference(now, *blocks) > bound)):
                 return None
         if adjust:
             h = self._adjusted(image, h, border)
@@ -611,12 +617,34 @@ class FillHold:
             g = self.margin - 1
             cy0, cx0, cy1, cx1 = max(0, y0 - g), max(0, x0 - g), min(hh, y1 + g), min(ww, x1 + g)
             known = ~hole[cy0:cy1, cx0:cx1]
-            context = ((cy0, cx0, cy1, cx1), known, image[cy0:cy1, cx0:cx1].copy(),
-                       int(np.count_nonzero(known)) * image.shape[2])
+            values = image[cy0:cy1, cx0:cx1].copy()
+            context = ((cy0, cx0, cy1, cx1), known, values,
+                       int(np.count_nonzero(known)) * image.shape[2], _known_blocks(values, known))
         values = image[y0:y1, x0:x1][border].astype(np.int16)
         self.held = _Held(hole, box, np.repeat(sub[:, :, None], out.shape[2], axis=2),
                           out[y0:y1, x0:x1].copy(), border, values, values, context)
 
+
+
+def _blocks4(a: np.ndarray) -> np.ndarray:
+    """The means of the whole 4x4 blocks of ``a`` ([h, w] or [h, w, c]): [h // 4, w // 4(, c)]."""
+    h, w = a.shape[0] // 4 * 4, a.shape[1] // 4 * 4
+    return (a[:h, :w].reshape(h // 4, 4, w // 4, 4, *a.shape[2:]).astype(np.float32)
+            .mean(axis=(1, 3)))
+
+
+def _known_blocks(values: np.ndarray, known: np.ndarray):
+    """(which 4x4 blocks of ``known`` are all known, the means of ``values``' blocks there),
+    or None when none is (see :func:`_block_difference`)."""
+    which = _blocks4(known) == 1
+    return (which, _blocks4(values)[which]) if which.any() else None
+
+
+def _block_difference(now: np.ndarray, which: np.ndarray, means: np.ndarray) -> float:
+    """The mean over the known 4x4 blocks and the channels of |block mean of ``now`` - ``means``|:
+    a scene the same but for noise (a camera's, which the per-pixel compare counts in full)
+    moves it by a quarter of the noise; a thing that enters it, by as much as the per-pixel one."""
+    return float(np.abs(_blocks4(now)[which] - means).mean())
 
 
 class _HostSteps:

@@ -694,6 +694,39 @@ def test_a_frame_without_a_hole_leaves_the_held_fill_held():
         assert not np.array_equal(outs[0], frame)
 
 
+def test_a_patch_fill_holds_through_a_cameras_noise_but_not_a_new_thing():
+    """A static shot with sensor noise (a level or so, every pixel, every frame): the per-pixel
+    compare of what the patch fill reads moves by about the noise, past the hold's bound, but the
+    means of its 4x4 blocks by a quarter of it: the fill is made once and laid onto each new
+    border, not made up again every frame (another texture each time). Something that enters
+    what the fill reads moves the block means as much as the pixels: made again."""
+    from PIL import Image
+
+    from fastfill.inpainter import FillHold
+
+    examples = Path(__file__).parent.parent / "examples" / "images"
+    base = np.asarray(Image.open(examples / "fruits.jpg").convert("RGB").resize((128, 96)))
+    mask = np.zeros((96, 128), np.uint8)
+    mask[36:60, 44:84] = 255
+    rng = np.random.default_rng(4)
+    noisy = [np.clip(base + rng.normal(0, 1.2, base.shape), 0, 255).astype(np.uint8)
+             for _ in range(8)]
+    inp = Inpainter(method="patch")
+    hold = inp._runner(carry=True)
+    assert isinstance(hold, FillHold)
+    hole = mask != 0
+    assert np.abs(noisy[1][~hole].astype(int) - noisy[0][~hole]).mean() > 1  # past the bound
+    outs = hold([inp.check(f, mask) for f in noisy])
+    assert hold.solved == 1 and hold.adjusted >= 1
+    hole3 = np.repeat(hole[:, :, None], 3, axis=2)
+    for o in outs[1:]:  # the texture kept: within a few levels of the first fill
+        assert np.abs(o[hole3].astype(int) - outs[0][hole3]).mean() < 3
+    entered = noisy[7].copy()
+    entered[4:30, 4:60] //= 3  # a dark thing in what the fill reads, away from the border
+    hold([inp.check(entered, mask)])
+    assert hold.solved == 2
+
+
 def test_a_frame_is_its_own_result_only_when_the_caller_owns_it():
     """stream(copy=False): each frame comes back as the frame itself, whatever the fill: one with
     an empty mask unchanged, one with a hole filled in place, every pixel outside the hole as it
