@@ -218,9 +218,9 @@ class Propagator:
     (:meth:`Decoded.recycle`) when it leaves the window, ``window`` frames after it was given
     back: a reader of its RGB takes it before then.
 
-    ``still`` (a :class:`StillHole`): a frame whose hole's neighbourhood stayed put (one run of
-    the still hole) from ``window`` + 1 frames before it (or from the clip's first frame, and at
-    least the frame before it) to ``window`` frames after it has
+    ``still`` (a :class:`fastfill.video.still.StillHole`): a frame whose hole's neighbourhood
+    stayed put (one run of the still hole) from ``window`` + 1 frames before it (or from the
+    clip's first frame, and at least the frame before it) to ``window`` frames after it has
     nothing to take from its window (no frame around shows anything else there), nor a fill to
     make other than the frame's before it: it comes back untouched with :attr:`still_mask` (an
     empty mask, this same array) as its mask, neither propagated nor its motion estimated, and
@@ -423,12 +423,12 @@ class Propagator:
         for k in range(max(len(past), len(future))):
             order += past[k:k + 1] + future[k:k + 1]
         # a frame of the same hole whose transform moves the hole's box by under half a pixel
-        # gives nothing (each hole pixel's bilinear sample has a tap of weight over a half on
-        # its own hole): a static camera whose estimate is not exactly the identity (sensor
-        # noise) is not tried frame by frame
+        # gives nothing (each hole pixel's bilinear sample has a tap of weight over a quarter on
+        # its own hole, and a source gives only where all four are known): a static camera
+        # whose estimate is not exactly the identity (sensor noise) is not tried frame by frame
         probe = self._probe(hole)
         order = [(e, m) for e, m in order if e.hole is not hole or probe is None
-                 or np.abs(mo._apply(m, probe) - probe).max() >= 0.5]
+                 or _moved_by(m, probe) >= 0.5]
         sources = [(e.source(self._cv2, self._known), m) for e, m in order]
         kept = self._kept_for(t)
         if kept is not None:
@@ -529,6 +529,12 @@ class Propagator:
         if not done:
             return e.rgb, e.mask
         return (e.rgb if isinstance(e.rgb, Decoded) else out), left
+
+
+def _moved_by(m: np.ndarray, points: np.ndarray) -> float:
+    """How far the 3x3 ``m`` moves the points ((N, 2) x, y) at most, along x or y (pixels)."""
+    q = np.c_[points, np.ones(len(points))] @ m.T
+    return float(np.abs(q[:, :2] / q[:, 2:] - points).max())
 
 
 def _shift(link, centre) -> tuple[float, float] | None:

@@ -17,8 +17,8 @@ An 8-bit 4:2:0 frame is never converted to RGB whole unless something reads it w
 frame of a moving camera, text detection): see :mod:`fastfill.video.frames`; the fill's result is
 written back over the hole's luma pixels and the chroma of the 2x2 blocks that touch it, every
 other sample is the decoder's own. A frame whose hole's neighbourhood stays put across the window
-(propagation's :class:`fastfill.video.propagate.StillHole`) is not filled: the hole samples
-written over the frame before are written again.
+(a still hole: :class:`fastfill.video.still.StillHole`) is not filled: the hole samples written
+over the frame before are written again.
 """
 
 from __future__ import annotations
