@@ -627,16 +627,23 @@ class FillHold:
 
 
 def _blocks4(a: np.ndarray) -> np.ndarray:
-    """The means of the whole 4x4 blocks of ``a`` ([h, w] or [h, w, c]): [h // 4, w // 4(, c)]."""
+    """The means of the whole 4x4 blocks of ``a`` ([h, w] or [h, w, c], uint8 or bool), rounded:
+    int16 [h // 4, w // 4(, c)] (``ops.area_reduce4`` a channel at a time: NumPy's reshaped mean
+    costs 15 times as much on a 1080p logo's context)."""
     h, w = a.shape[0] // 4 * 4, a.shape[1] // 4 * 4
-    return (a[:h, :w].reshape(h // 4, 4, w // 4, 4, *a.shape[2:]).astype(np.float32)
-            .mean(axis=(1, 3)))
+    if not (h and w):
+        return np.zeros((h // 4, w // 4, *a.shape[2:]), np.int16)
+    a = a[:h, :w].view(np.uint8)
+    if a.ndim == 2:
+        return ops.area_reduce4(np.ascontiguousarray(a)).astype(np.int16)
+    return np.stack([ops.area_reduce4(np.ascontiguousarray(a[:, :, k]))
+                     for k in range(a.shape[2])], axis=-1).astype(np.int16)
 
 
 def _known_blocks(values: np.ndarray, known: np.ndarray):
     """(which 4x4 blocks of ``known`` are all known, the means of ``values``' blocks there),
     or None when none is (see :func:`_block_difference`)."""
-    which = _blocks4(known) == 1
+    which = _blocks4(known.view(np.uint8) * np.uint8(255)) == 255
     return (which, _blocks4(values)[which]) if which.any() else None
 
 
