@@ -410,7 +410,8 @@ class FillHold:
     hold. A camera's own noise moves every pixel of the context, by about itself on average, past
     that bound; so a context that fails it still passes when the means of its whole 4x4 blocks
     moved by at most ``tolerance`` / 2 on average (noise moves them by a quarter of itself, a thing
-    entering the context by as much as its pixels). A patch fill whose context passes while some border pixels moved past ``tolerance``
+    entering the context by as much as its pixels), and the fill is then held as it is, not laid
+    onto a border that moved with the noise. A patch fill whose context passes while some border pixels moved past ``tolerance``
     (none past ``ADJUST_MAX`` times it, and the border's mean move since the solve within it: a
     codec's noise) is laid onto the new border (:meth:`_adjusted`) and held so, instead of being
     made up again. A frame without a hole comes back as it is and leaves the held fill held (the
@@ -567,26 +568,28 @@ class FillHold:
         y0, x0, y1, x1 = h.box
         border = image[y0:y1, x0:x1][h.border].astype(np.int16)
         worst = np.abs(border - h.border_values).max(initial=0)
-        if worst <= self.tolerance:
-            adjust = False
-        elif (h.context is not None and worst <= self.ADJUST_MAX * self.tolerance
-              and np.abs(border - h.solved_border).mean() <= self.tolerance):
-            # (a codec's noise: no border pixel far off, and the border as a whole still where
-            # the fill was solved, so laid fills cannot drift; the context decides below whether
-            # it is the same scene)
-            adjust = True
-        else:
+        if h.context is None:  # (the harmonic fill: its border alone)
+            return h if worst <= self.tolerance else None
+        # the border as a whole still where the fill was solved (laid fills cannot drift)
+        steady = np.abs(border - h.solved_border).mean() <= self.tolerance
+        if worst > self.tolerance and not steady:
             return None
-        if h.context is not None:  # |now - held| over the known pixels, averaged
-            (cy0, cx0, cy1, cx1), known, values, count, blocks = h.context
-            now = image[cy0:cy1, cx0:cx1]
-            bound = 0.5 * self.tolerance
-            if (ops.masked_difference(now, values, known) > bound * count
-                    and (blocks is None or _block_difference(now, *blocks) > bound)):
-                return None
-        if adjust:
-            h = self._adjusted(image, h, border)
-        return h
+        (cy0, cx0, cy1, cx1), known, values, count, blocks = h.context
+        now = image[cy0:cy1, cx0:cx1]  # |now - held| over the known pixels, averaged
+        bound = 0.5 * self.tolerance
+        if ops.masked_difference(now, values, known) <= bound * count:
+            if worst <= self.tolerance:
+                return h
+            if worst <= self.ADJUST_MAX * self.tolerance:
+                # (a codec's noise: a few border pixels moved, none far, in the same scene)
+                return self._adjusted(image, h, border)
+            return None
+        if steady and blocks is not None and _block_difference(now, *blocks) <= bound:
+            # (a camera's noise: every pixel moved, its border as a whole did not, nor the means
+            # of its context's blocks; the fill is held as it was, not laid onto a border that
+            # moved with the noise: the hole does not flicker, nor costs a solve a frame)
+            return h
+        return None
 
     def _adjusted(self, image: np.ndarray, h: "_Held", border: np.ndarray) -> "_Held":
         """The held fill laid onto this frame's border (:func:`ops.seamless`: its own detail,
