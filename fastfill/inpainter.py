@@ -410,8 +410,9 @@ class FillHold:
     hold. A camera's own noise moves every pixel of the context, by about itself on average, past
     that bound; so a context that fails it still passes when the means of its whole 4x4 blocks
     moved by at most ``tolerance`` / 2 on average (noise moves them by a quarter of itself, a thing
-    entering the context by as much as its pixels), and the fill is then held as it is, not laid
-    onto a border that moved with the noise. A patch fill whose context passes while some border pixels moved past ``tolerance``
+    entering the context by as much as its pixels) and the border as a whole (its mean move since
+    the solve) by at most ``tolerance``, none of it past ``NOISE_MAX`` times it; the fill is then
+    held as it is, not laid onto a border that moved with the noise. A patch fill whose context passes while some border pixels moved past ``tolerance``
     (none past ``ADJUST_MAX`` times it, and the border's mean move since the solve within it: a
     codec's noise) is laid onto the new border (:meth:`_adjusted`) and held so, instead of being
     made up again. A frame without a hole comes back as it is and leaves the held fill held (the
@@ -435,6 +436,10 @@ class FillHold:
     # a held patch fill is laid onto a border whose pixels moved at most this many times
     # `tolerance` (and on average within it): a codec's noise, not something entering the border
     ADJUST_MAX = 4
+    # under a camera's noise no border pixel moves past this many times `tolerance` (2 levels
+    # of noise: ~11 levels at most over a logo's border); a thin thing crossing it does (a pole
+    # at half its background's brightness: ~70)
+    NOISE_MAX = 16
     # holes under this many pixels (a 128 x 128 square) are filled again instead: cheap to make,
     # and a fill made again meets what the window newly shows around a small hole better
     MOVE_MIN = 16384
@@ -584,10 +589,12 @@ class FillHold:
                 # (a codec's noise: a few border pixels moved, none far, in the same scene)
                 return self._adjusted(image, h, border)
             return None
-        if steady and blocks is not None and _block_difference(now, *blocks) <= bound:
-            # (a camera's noise: every pixel moved, its border as a whole did not, nor the means
-            # of its context's blocks; the fill is held as it was, not laid onto a border that
-            # moved with the noise: the hole does not flicker, nor costs a solve a frame)
+        if (steady and worst <= self.NOISE_MAX * self.tolerance and blocks is not None
+                and _block_difference(now, *blocks) <= bound):
+            # (a camera's noise: every pixel moved, its border as a whole did not, none of it
+            # far, nor the means of its context's blocks; the fill is held as it was, not laid
+            # onto a border that moved with the noise: the hole does not flicker, nor costs a
+            # solve a frame)
             return h
         return None
 

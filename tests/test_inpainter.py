@@ -700,7 +700,8 @@ def test_a_patch_fill_holds_through_a_cameras_noise_but_not_a_new_thing():
     means of its 4x4 blocks by a quarter of it: the fill is made once and held as it is, not made
     up again every frame (another texture each time) nor laid onto a border that moved with the
     noise. Something that enters
-    what the fill reads moves the block means as much as the pixels: made again."""
+    what the fill reads moves the block means as much as the pixels, and a thin thing crossing the
+    border moves border pixels further than noise does: made again."""
     from PIL import Image
 
     from fastfill.inpainter import FillHold
@@ -726,6 +727,13 @@ def test_a_patch_fill_holds_through_a_cameras_noise_but_not_a_new_thing():
     entered[4:30, 4:60] //= 3  # a dark thing in what the fill reads, away from the border
     hold([inp.check(entered, mask)])
     assert hold.solved == 2
+    hold([inp.check(noisy[6], mask)])
+    assert hold.solved == 3
+    pole = noisy[5].copy()
+    # a thin pole reaching the hole: its border and its block means barely move on average
+    pole[10:40, 60] = pole[10:40, 60] // 5 * 3
+    hold([inp.check(pole, mask)])
+    assert hold.solved == 4
 
 
 def test_a_frame_is_its_own_result_only_when_the_caller_owns_it():
