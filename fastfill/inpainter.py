@@ -387,8 +387,9 @@ class _Held(NamedTuple):
     border_values: np.ndarray  # int16, the frame's values there (the last laid fill's frame)
     solved_border: np.ndarray  # int16, the border of the frame the fill was solved for
     # (box, known [h, w] bool, the frame's values, how many values are known, and the means of
-    # its 4x4 blocks all known: (which, float32 [h // 4, w // 4, c]) or None) of the known pixels
-    # within the fill's margin; None for a fill that reads the border only
+    # its 4x4 blocks all known: (which [h // 4, w // 4] bool, their rounded means, int16 [n, c])
+    # or None) of the known pixels within the fill's margin; None for a fill that reads the
+    # border only
     context: tuple | None
 
 
@@ -412,11 +413,12 @@ class FillHold:
     moved by at most ``tolerance`` / 2 on average (noise moves them by a quarter of itself, a thing
     entering the context by as much as its pixels) and the border as a whole (its mean move since
     the solve) by at most ``tolerance``, none of it past ``NOISE_MAX`` times it; the fill is then
-    held as it is, not laid onto a border that moved with the noise. A patch fill whose context passes while some border pixels moved past ``tolerance``
-    (none past ``ADJUST_MAX`` times it, and the border's mean move since the solve within it: a
-    codec's noise) is laid onto the new border (:meth:`_adjusted`) and held so, instead of being
-    made up again. A frame without a hole comes back as it is and leaves the held fill held (the
-    frames around it may share a hole).
+    held as it is, not laid onto a border that moved with the noise. A patch fill whose context
+    passes while some border pixels moved past ``tolerance`` (none past ``ADJUST_MAX`` times it,
+    and the border's mean move since the solve within it: a codec's noise) is laid onto the new
+    border (:meth:`_adjusted`) and held so, instead of being made up again. A frame without a
+    hole comes back as it is and leaves the held fill held (the frames around it may share a
+    hole).
 
     A moving camera (each frame's motion from the one before known: ``motions``, as
     :meth:`fastfill.video.propagate.Propagator.next_motion` gives them), for a fill that reads
