@@ -15,6 +15,7 @@ from conftest import invoke, write_clip  # noqa: E402
 from fastfill import Inpainter  # noqa: E402
 from fastfill.ops import _C  # noqa: E402
 from fastfill.errors import InputError  # noqa: E402
+from fastfill.geometry import transform_points  # noqa: E402
 from fastfill.video import motion as mo  # noqa: E402
 from fastfill.video.propagate import PropagateOptions, Propagator, VideoFill  # noqa: E402
 
@@ -176,7 +177,8 @@ def test_a_steady_cameras_motion_is_verified_at_full_resolution(monkeypatch, see
     assert err < 0.15
     assert (len(tracked) == 0) == (seed != "far off")
     if seed != "far off":
-        moved = mo._apply(fb.to_reduced @ m.matrix @ np.linalg.inv(fa.to_reduced), fa.points[:, 0])
+        moved = transform_points(fb.to_reduced @ m.matrix @ np.linalg.inv(fa.to_reduced),
+                                 fa.points[:, 0])
         near = np.linalg.norm(moved[:, None] - fb.points[:, 0][None], axis=2).min(axis=0)
         assert len(fb.points) >= 0.7 * len(fa.points) and near.max() < 1e-3
     off = mo.estimate(fa, fb, mo.MotionOptions(max_side=max_side, verify=0), guess=guess,

@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import FastfillError
+from ..geometry import transform_points
 
 _LK_WIN, _LK_LEVELS = (21, 21), 3
 _FULL_WIN = (15, 15)  # the full-resolution refinement's window (one pyramid level below it)
@@ -72,7 +73,7 @@ def one_thread(cv2):
 
 def _inliers(m: np.ndarray, p0: np.ndarray, p1: np.ndarray, t: float) -> np.ndarray:
     """Where the 3x3 ``m`` sends ``p0`` within ``t`` of ``p1`` (bool, one a point pair)."""
-    return np.linalg.norm(_apply(m, p0) - p1, axis=1) < t
+    return np.linalg.norm(transform_points(m, p0) - p1, axis=1) < t
 
 
 @dataclass(frozen=True)
@@ -394,7 +395,7 @@ def _track_full(cv2, a: Analysed, b: Analysed, f0: np.ndarray, start: np.ndarray
     if back is None:
         from_ = m0.copy()
     else:
-        q = _apply(back, f1[:, 0] - at + cb)
+        q = transform_points(back, f1[:, 0] - at + cb)
         from_ = np.ascontiguousarray((q - ca + at).astype(np.float32).reshape(-1, 1, 2))
     f0b, st2, _ = cv2.calcOpticalFlowPyrLK(tb, ta, f1, from_, winSize=_FULL_WIN, maxLevel=0,
                                            criteria=crit, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
@@ -404,12 +405,6 @@ def _track_full(cv2, a: Analysed, b: Analysed, f0: np.ndarray, start: np.ndarray
     if np.count_nonzero(ok) < options.min_inliers:
         return None
     return f0[ok], f1[ok, 0], np.flatnonzero(inside)[ok]
-
-
-def _apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """The 3x3 ``m`` applied to points (N, 2): (N, 2) float64."""
-    q = (m @ np.c_[p, np.ones(len(p))].T).T
-    return q[:, :2] / q[:, 2:]
 
 
 def _fit_model(cv2, model: str, src: np.ndarray, dst: np.ndarray, t: float):
@@ -443,8 +438,8 @@ def _refine(cv2, a: Analysed, b: Analysed, pts, model: str, full: np.ndarray,
     pts = pts[_spread(len(pts), options.refine_points)]
     if len(pts) < options.min_inliers:
         return full
-    f0 = _apply(np.linalg.inv(a.to_reduced), pts).astype(np.float32)
-    tracked = _track_full(cv2, a, b, f0, _apply(full, f0).astype(np.float32), options)
+    f0 = transform_points(np.linalg.inv(a.to_reduced), pts).astype(np.float32)
+    tracked = _track_full(cv2, a, b, f0, transform_points(full, f0).astype(np.float32), options)
     if tracked is None:
         return full
     r, _ = _fit_model(cv2, model, *tracked[:2], options.ransac)  # (full-resolution pixels now)
@@ -466,13 +461,13 @@ def _verified(cv2, a: Analysed, b: Analysed, options: MotionOptions, guess: np.n
     the motion (where b allows corners), less those tried that did not fit (moving things,
     occlusions), for the next link."""
     sel = _spread(len(a.points), options.refine_points)
-    f0 = _apply(np.linalg.inv(a.to_reduced), a.points[sel, 0]).astype(np.float32)
-    tracked = _track_full(cv2, a, b, f0, _apply(guess, f0).astype(np.float32), options,
+    f0 = transform_points(np.linalg.inv(a.to_reduced), a.points[sel, 0]).astype(np.float32)
+    tracked = _track_full(cv2, a, b, f0, transform_points(guess, f0).astype(np.float32), options,
                           back=np.linalg.inv(guess))
     if tracked is None:
         return None
     src, dst, kept = tracked
-    on = _allowed(b, _apply(b.to_reduced, dst))
+    on = _allowed(b, transform_points(b.to_reduced, dst))
     src, dst, kept = src[on], dst[on], kept[on]
     need = max(options.min_inliers, max(options.verify, options.min_ratio) * len(sel))
     if len(src) < need:
@@ -483,7 +478,7 @@ def _verified(cv2, a: Analysed, b: Analysed, options: MotionOptions, guess: np.n
     drop = np.zeros(len(a.points), bool)
     drop[sel] = True
     drop[sel[kept[inl]]] = False
-    moved = _apply(b.to_reduced @ m @ np.linalg.inv(a.to_reduced), a.points[~drop, 0])
+    moved = transform_points(b.to_reduced @ m @ np.linalg.inv(a.to_reduced), a.points[~drop, 0])
     b.tracked_into(moved[_allowed(b, moved)], a._found)
     return Motion(True, m, model, int(np.count_nonzero(inl)), len(src), hist_distance)
 

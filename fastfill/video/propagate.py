@@ -50,7 +50,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..geometry import warp
+from ..geometry import transform_points, warp
 from ..inpainter import frozen
 from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the module loads)
 from ..roi import bounding_box, hole_of, hole_regions
@@ -248,7 +248,6 @@ class Propagator:
         # with ``shifts``, each frame given back and not yet asked for: the scene's shift from
         # the frame before (see next_shift; the consumer keeps it short)
         self._shifts: collections.deque | None = collections.deque() if shifts else None
-        self._hole_centre: list = [None, None]  # see _centre
         self._probe_of: list = [None, None]  # see _probe
         self._rounding = (0.0, 0.0)  # what rounding the shifts left out so far (_whole_shift)
         # the kept frame (options.keep): (its hole's box as a _Source, its box -> the frame last
@@ -326,13 +325,8 @@ class Propagator:
 
     def _centre(self, hole):
         """(x, y) of the centre of a hole's box (found once for a static mask), or None."""
-        if hole is None:
-            return None
-        if self._hole_centre[0] is not hole:
-            box = bounding_box(hole)
-            self._hole_centre = [hole, None if box is None else
-                                 (0.5 * (box[1] + box[3] - 1), 0.5 * (box[0] + box[2] - 1))]
-        return self._hole_centre[1]
+        probe = self._probe(hole) if hole is not None else None
+        return None if probe is None else tuple(probe[4])
 
     def _whole_shift(self, e: _Entry):
         """The scene's shift into frame ``e`` in whole pixels, its rounding carried from frame
@@ -428,7 +422,7 @@ class Propagator:
         # whose estimate is not exactly the identity (sensor noise) is not tried frame by frame
         probe = self._probe(hole)
         order = [(e, m) for e, m in order if e.hole is not hole or probe is None
-                 or _moved_by(m, probe) >= 0.5]
+                 or np.abs(transform_points(m, probe) - probe).max() >= 0.5]
         sources = [(e.source(self._cv2, self._known), m) for e, m in order]
         kept = self._kept_for(t)
         if kept is not None:
@@ -438,8 +432,8 @@ class Propagator:
         return sources
 
     def _probe(self, hole):
-        """The corners, edge midpoints and centre of a hole's box ((9, 2) x, y; found once for
-        a static mask), or None."""
+        """The corners, edge midpoints and centre (row by row: the centre is the fifth) of a
+        hole's box ((9, 2) x, y; found once for a static mask), or None."""
         if self._probe_of[0] is not hole:
             box = bounding_box(hole)
             probe = None
@@ -529,12 +523,6 @@ class Propagator:
         if not done:
             return e.rgb, e.mask
         return (e.rgb if isinstance(e.rgb, Decoded) else out), left
-
-
-def _moved_by(m: np.ndarray, points: np.ndarray) -> float:
-    """How far the 3x3 ``m`` moves the points ((N, 2) x, y) at most, along x or y (pixels)."""
-    q = np.c_[points, np.ones(len(points))] @ m.T
-    return float(np.abs(q[:, :2] / q[:, 2:] - points).max())
 
 
 def _shift(link, centre) -> tuple[float, float] | None:
