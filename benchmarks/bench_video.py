@@ -8,8 +8,11 @@ rows are left out with one line):
     python benchmarks/bench_video.py [--sizes 720,1080] [--frames 120] [--preset medium --crf 23]
         [--pan 6,0.5 --pan=-4,1.3 ...]   # each pan case at these steps (px a frame, 1080p scale)
 
-Clips: a camera over a scene made of the bundled example photos (upscaled), static or panning (at
-1080p 6 px right and 0.5 px down per frame: across the frame in about 10 s), with a burnt-in
+Clips: a camera over a scene made of the bundled example photos (upscaled), static, panning (at
+1080p 6 px right and 0.5 px down per frame: across the frame in about 10 s) or static with a
+camera's noise (`noisy`, not in the default cases: Gaussian noise of --noise levels added to
+every pixel of every frame before the encode, which smooths it; scored against the noiseless
+frames), with a burnt-in
 broadcast logo (384x90 at 1080p, top right, white box and text at 75 %) or a subtitle band (1320x100
 at the bottom, outlined white text that changes every 40 frames); the mask (and delogo's rectangle)
 is the logo's box or the band. Every method writes H.264 with the same encoder settings (libx264,
@@ -55,6 +58,7 @@ from fastfill.fills import FILLS  # noqa: E402
 from fastfill.video.stream import inpaint_video  # noqa: E402
 
 PAN = (6.0, 0.5)  # px per frame at 1080p: across the frame in about 10 s at 30 frames/s
+NOISE = 2.0  # levels of a noisy camera's Gaussian noise, before the encode
 SUBTITLES = ["We left before the sun came up,", "and the road was empty all the way",
              "to the sea. Nobody said a word.", "- Do you remember the name of the town?"]
 
@@ -72,7 +76,7 @@ def clean_frame(scene, size, camera, i, pan=PAN):
     """Frame i: the scene seen from (x, y), 1080p pixels whatever the size (720p sees the same)."""
     h, w = size
     s = 1080 / h
-    x, y = (60.0, 40.0) if camera == "static" else (60 + pan[0] * i, 40 + pan[1] * i)
+    x, y = (60.0, 40.0) if camera != "pan" else (60 + pan[0] * i, 40 + pan[1] * i)
     m = np.array([[s, 0, x], [0, s, y]], np.float64)
     return cv2.warpAffine(scene, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
 
@@ -103,16 +107,20 @@ def burn(frame, size, hole, i):
     return np.asarray(im)
 
 
-def make_clip(path, scene, size, camera, hole, n, pan=PAN):
-    """The input clip (H.264 at CRF 12, so that its own loss is small) and the mask file."""
+def make_clip(path, scene, size, camera, hole, n, pan=PAN, noise=NOISE):
+    """The input clip (H.264 at CRF 12, so that its own loss is small) and the mask file; a
+    ``noisy`` camera's frames with Gaussian noise of ``noise`` levels (seeded by the frame)."""
     h, w = size
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         s.options = {"crf": "12", "preset": "veryfast"}
         for i in range(n):
-            f = av.VideoFrame.from_ndarray(burn(clean_frame(scene, size, camera, i, pan), size, hole, i),
-                                           format="rgb24")
+            rgb = burn(clean_frame(scene, size, camera, i, pan), size, hole, i)
+            if camera == "noisy":
+                rng = np.random.default_rng(i)
+                rgb = np.clip(rgb + rng.normal(0, noise, rgb.shape), 0, 255).astype(np.uint8)
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             for p in s.encode(f):
                 c.mux(p)
         for p in s.encode(None):
@@ -281,6 +289,8 @@ def main(argv=None):
                          "runs once per step; default 6,0.5). One clip's hole PSNR moves by a "
                          "few tenths of a dB with any change to the placing (propagation hands "
                          "each frame's pixels to the next): judge such a change on several")
+    ap.add_argument("--noise", type=float, default=NOISE, metavar="LEVELS",
+                    help="the noisy cases' (logo-noisy, subtitle-noisy) Gaussian noise, levels")
     ap.add_argument("--sheet", default=None, metavar="PNG",
                     help="write the middle frame of the largest logo pan, each method, as a sheet")
     args = ap.parse_args(argv)
@@ -321,7 +331,7 @@ def main(argv=None):
                               for p in (pans if c.endswith("-pan") else [PAN])]:
                 hole, camera = case.split("-")
                 src = Path(tmp) / f"{height}-{case}.mp4"
-                mask = make_clip(src, scene, size, camera, hole, args.frames, pan)
+                mask = make_clip(src, scene, size, camera, hole, args.frames, pan, args.noise)
                 base = None
                 mid = args.frames // 2
                 sheet = ([("input (frame %d)" % mid, crop_of(src, size, hole, mid))]

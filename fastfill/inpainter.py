@@ -45,7 +45,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from . import ops, pipeline
+from . import ops, pipeline, steady
 from .errors import EngineError, FastfillError, InputError
 from .geometry import warp
 from .roi import ROI_CELL, ROI_MAX_FRACTION, Job, hole_regions, roi_windows  # noqa: F401 (re-exported)
@@ -409,14 +409,17 @@ class FillHold:
     under a static mask keeps one fill, the same bytes frame after frame, for a compare and a copy
     instead of a fill. Compared with the held frame, never the previous one: slow drift ends the
     hold. A camera's own noise moves every pixel of the context, by about itself on average, past
-    that bound; so a context that fails it still passes when the means of its whole 4x4 blocks
-    moved by at most ``tolerance`` / 2 on average (noise moves them by a quarter of itself, a thing
-    entering the context by as much as its pixels) and the border as a whole (its mean move since
-    the solve) by at most ``tolerance``, none of it past ``NOISE_MAX`` times it; the fill is then
-    held as it is, not laid onto a border that moved with the noise. A patch fill whose context
-    passes while some border pixels moved past ``tolerance`` (none past ``ADJUST_MAX`` times it,
-    and the border's mean move since the solve within it: a codec's noise) is laid onto the new
-    border (:meth:`_adjusted`) and held so, instead of being made up again. A frame without a
+    that bound, or a few border pixels past theirs; so a context that moved as a whole (by at
+    least a sixteenth of ``tolerance`` on average) still passes when the means of its whole 4x4
+    blocks moved by at most ``tolerance`` / 2 on average (noise moves them by a quarter of itself,
+    a thing entering the context by as much as its pixels) and the border as a whole (its mean
+    move since the solve) by at most ``tolerance``, none of it past ``NOISE_MAX`` times it
+    (:func:`fastfill.steady.only_noise`); the fill is then held as it is, not laid onto a border
+    that moved with the noise. A patch fill whose context passes while some border pixels moved
+    past ``tolerance`` without the context moving as a whole (none past ``ADJUST_MAX`` times it,
+    and the border's mean move since the solve within it: a codec's change of a few pixels) is
+    laid onto the new border (:meth:`_adjusted`) and held so, instead of being made up again. A
+    frame without a
     hole comes back as it is and leaves the held fill held (the frames around it may share a
     hole).
 
@@ -438,10 +441,7 @@ class FillHold:
     # a held patch fill is laid onto a border whose pixels moved at most this many times
     # `tolerance` (and on average within it): a codec's noise, not something entering the border
     ADJUST_MAX = 4
-    # under a camera's noise no border pixel moves past this many times `tolerance` (2 levels
-    # of noise: ~11 levels at most over a logo's border); a thin thing crossing it does (a pole
-    # at half its background's brightness: ~70)
-    NOISE_MAX = 16
+    NOISE_MAX = steady.NOISE_MAX  # (see fastfill.steady)
     # holes under this many pixels (a 128 x 128 square) are filled again instead: cheap to make,
     # and a fill made again meets what the window newly shows around a small hole better
     MOVE_MIN = 16384
@@ -577,27 +577,23 @@ class FillHold:
         worst = np.abs(border - h.border_values).max(initial=0)
         if h.context is None:  # (the harmonic fill: its border alone)
             return h if worst <= self.tolerance else None
-        # the border as a whole still where the fill was solved (laid fills cannot drift)
-        steady = np.abs(border - h.solved_border).mean() <= self.tolerance
-        if worst > self.tolerance and not steady:
+        # the border as a whole since the fill was solved (laid fills cannot drift)
+        moved = float(np.abs(border - h.solved_border).mean()) if border.size else 0.0
+        if worst > self.tolerance and moved > self.tolerance:
             return None
         (cy0, cx0, cy1, cx1), known, values, count, blocks = h.context
         now = image[cy0:cy1, cx0:cx1]  # |now - held| over the known pixels, averaged
-        bound = 0.5 * self.tolerance
-        if ops.masked_difference(now, values, known) <= bound * count:
-            if worst <= self.tolerance:
-                return h
-            if worst <= self.ADJUST_MAX * self.tolerance:
-                # (a codec's noise: a few border pixels moved, none far, in the same scene)
-                return self._adjusted(image, h, border)
-            return None
-        if (steady and worst <= self.NOISE_MAX * self.tolerance and blocks is not None
-                and _block_difference(now, *blocks) <= bound):
-            # (a camera's noise: every pixel moved, its border as a whole did not, none of it
-            # far, nor the means of its context's blocks; the fill is held as it was, not laid
-            # onto a border that moved with the noise: the hole does not flicker, nor costs a
-            # solve a frame)
+        context = ops.masked_difference(now, values, known) / count
+        if worst <= self.tolerance and context <= 0.5 * self.tolerance:
             return h
+        if steady.only_noise(context, worst, moved, self.tolerance, lambda: (
+                None if blocks is None else steady.block_difference(now, *blocks))):
+            # (a camera's noise: the fill is held as it was, not laid onto a border that moved
+            # with the noise: the hole does not flicker, nor costs a solve a frame)
+            return h
+        if context <= 0.5 * self.tolerance and worst <= self.ADJUST_MAX * self.tolerance:
+            # (a codec's noise: a few border pixels moved, none far, in the same scene)
+            return self._adjusted(image, h, border)
         return None
 
     def _adjusted(self, image: np.ndarray, h: "_Held", border: np.ndarray) -> "_Held":
@@ -631,39 +627,12 @@ class FillHold:
             known = ~hole[cy0:cy1, cx0:cx1]
             values = image[cy0:cy1, cx0:cx1].copy()
             context = ((cy0, cx0, cy1, cx1), known, values,
-                       int(np.count_nonzero(known)) * image.shape[2], _known_blocks(values, known))
+                       int(np.count_nonzero(known)) * image.shape[2],
+                       steady.known_blocks(values, known))
         values = image[y0:y1, x0:x1][border].astype(np.int16)
         self.held = _Held(hole, box, np.repeat(sub[:, :, None], out.shape[2], axis=2),
                           out[y0:y1, x0:x1].copy(), border, values, values, context)
 
-
-
-def _blocks4(a: np.ndarray) -> np.ndarray:
-    """The means of the whole 4x4 blocks of ``a`` ([h, w] or [h, w, c], uint8 or bool), rounded:
-    int16 [h // 4, w // 4(, c)] (``ops.area_reduce4`` a channel at a time: NumPy's reshaped mean
-    costs 15 times as much on a 1080p logo's context)."""
-    h, w = a.shape[0] // 4 * 4, a.shape[1] // 4 * 4
-    if not (h and w):
-        return np.zeros((h // 4, w // 4, *a.shape[2:]), np.int16)
-    a = a[:h, :w].view(np.uint8)
-    if a.ndim == 2:
-        return ops.area_reduce4(np.ascontiguousarray(a)).astype(np.int16)
-    return np.stack([ops.area_reduce4(np.ascontiguousarray(a[:, :, k]))
-                     for k in range(a.shape[2])], axis=-1).astype(np.int16)
-
-
-def _known_blocks(values: np.ndarray, known: np.ndarray):
-    """(which 4x4 blocks of ``known`` are all known, the means of ``values``' blocks there),
-    or None when none is (see :func:`_block_difference`)."""
-    which = _blocks4(known.view(np.uint8) * np.uint8(255)) == 255
-    return (which, _blocks4(values)[which]) if which.any() else None
-
-
-def _block_difference(now: np.ndarray, which: np.ndarray, means: np.ndarray) -> float:
-    """The mean over the known 4x4 blocks and the channels of |block mean of ``now`` - ``means``|:
-    a scene the same but for noise (a camera's, which the per-pixel compare counts in full)
-    moves it by a quarter of the noise; a thing that enters it, by as much as the per-pixel one."""
-    return float(np.abs(_blocks4(now)[which] - means).mean())
 
 
 class _HostSteps:

@@ -1016,6 +1016,47 @@ def test_a_still_hole_is_one_run_while_what_the_fill_reads_stays_put():
     assert still(yuv(frames[0]), other) == 9
 
 
+def test_a_still_hole_holds_through_a_cameras_noise_but_not_a_new_thing(monkeypatch):
+    """A static shot with a camera's noise (a level or so, every pixel, every frame): its samples
+    fail the per-sample bounds, but the context moved as a whole while its 4x4 blocks' means and
+    its border as a whole did not, so the frames are one run (steady.only_noise, the held fill's
+    rule). Something entering what the fill reads, a thin thing crossing the border, or a few
+    border samples moved in a clean frame (a codec's change, which the held fill is laid onto)
+    each start a new run."""
+    from fastfill import steady
+    from fastfill.video.still import StillHole
+
+    frames, mask = _still_frames()
+    hole = mask != 0
+    hole.setflags(write=False)
+    rng = np.random.default_rng(4)
+    noisy = [yuv(np.clip(frames[0] + rng.normal(0, 1.2, frames[0].shape), 0, 255)
+                 .astype(np.uint8)) for _ in range(6)]
+    still = StillHole(margin=16)
+    assert [still(f, hole) for f in noisy] == [1] * 6
+    with monkeypatch.context() as m:  # (the noise does fail the per-sample bounds)
+        m.setattr(steady, "only_noise", lambda *a: False)
+        alone = StillHole(margin=16)
+        assert [alone(f, hole) for f in noisy] == [1, 2, 3, 4, 5, 6]
+
+    def edited(frame, y0, y1, x0, x1, scale):
+        rgb = frame.astype(float)
+        rgb[y0:y1, x0:x1] *= scale
+        return yuv(np.clip(rgb + rng.normal(0, 1.2, rgb.shape), 0, 255).astype(np.uint8))
+
+    # a dark thing in what the fill reads, away from the border (hole 44:76, 56:104)
+    assert still(edited(frames[0], 30, 40, 60, 100, 0.3), hole) == 2
+    assert still(noisy[1], hole) == 3
+    # a thin pole reaching the hole: its border and its block means barely move on average
+    assert still(edited(frames[0], 28, 44, 80, 81, 0.6), hole) == 4
+    assert still(noisy[2], hole) == 5
+    clean = StillHole(margin=16)
+    assert clean(yuv(frames[0]), hole) == 1
+    few = frames[0].astype(int)
+    few[43, 70:73] += 4  # three border pixels a few levels off, nothing else: not noise
+    assert clean(yuv(np.clip(few, 0, 255).astype(np.uint8)), hole) == 2
+
+
 def test_still_frames_skip_propagation_and_their_motion(monkeypatch):
     """Propagator(still=...): a frame whose run holds the window + 1 frames before it and the
     window after it (or the clip's end) comes back untouched with the still mask, its motion

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import steady
 from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the module loads)
 from ..roi import bounding_box, hole_border
 from .frames import Decoded
@@ -29,16 +30,19 @@ class StillHole:
     of the 2x2 blocks that touch no hole pixel; a plane's levels weighted by the most RGB levels
     one moves a pixel by), on average within half of it, and on the hole's border (the known
     samples next to it: what a fill meets, so no seam; and the chroma of the blocks half in the
-    hole, which a still frame takes from the frame before) everywhere. The fill's held frames' bounds
-    (:class:`fastfill.inpainter.FillHold`), read on the decoded planes themselves: nothing is
-    converted to RGB. Only :class:`Decoded` frames are compared; any other frame starts a run of
-    its own."""
+    hole, which a still frame takes from the frame before) everywhere; or, under a camera's noise,
+    within :func:`fastfill.steady.only_noise`'s bounds (the context moved as a whole, its 4x4
+    blocks' means and its border as a whole did not, no border sample far). The fill's held
+    frames' bounds (:class:`fastfill.inpainter.FillHold`), read on the decoded planes themselves:
+    nothing is converted to RGB. Only :class:`Decoded` frames are compared; any other frame starts
+    a run of its own."""
 
     def __init__(self, margin: int, tolerance: float = 2.0):
         self.margin, self.tolerance = int(margin), float(tolerance)
         self._hole = None  # the hole the geometry below is of
         self._geometry = None  # [(rows, cols, known, border) for Y, U, V], count of known samples
         # the run's first frame's samples in the boxes, Y, U, V, each with its border's (int16)
+        # and its whole 4x4 blocks' means (steady.known_blocks)
         self._reference = None
         self.run = 0  # the current run's number (a new one at every frame that breaks it)
 
@@ -54,9 +58,12 @@ class StillHole:
                 if self._reference is not None and self._same(planes):
                     self.run -= 1
                     return self.run
-                self._reference = [(now, now[border].astype(np.int16)) for now, border in
-                                   ((p[rows, cols].copy(), border) for p, (rows, cols, _, border)
-                                    in zip(planes, self._geometry[0]))]
+                self._reference = [(now, now[border].astype(np.int16),
+                                    steady.known_blocks(now, known))
+                                   for now, border, known in
+                                   ((p[rows, cols].copy(), border, known)
+                                    for p, (rows, cols, known, border) in
+                                    zip(planes, self._geometry[0]))]
                 return self.run
         self._reference = None
         return self.run
@@ -90,15 +97,36 @@ class StillHole:
 
     def _same(self, planes) -> bool:
         geometry, count = self._geometry
-        total = 0
-        for p, (ref, ref_border), (rows, cols, known, border), scale in zip(
+        context = worst = moved = 0.0
+        borders = 0
+        nows = []
+        for p, (ref, ref_border, _), (rows, cols, known, border), scale in zip(
                 planes, self._reference, geometry, _RGB_PER_LEVEL):
             now = p[rows, cols]
+            nows.append(now)
             d = np.abs(now[border].astype(np.int16) - ref_border)
-            if d.size and scale * d.max() > self.tolerance:
-                return False
-            total += scale * _C.masked_difference(now[:, :, None], ref[:, :, None], known)
-        return total <= 0.5 * self.tolerance * count
+            if d.size:
+                worst = max(worst, scale * float(d.max()))
+                moved += scale * float(d.sum())
+                borders += d.size
+            context += scale * _C.masked_difference(now[:, :, None], ref[:, :, None], known)
+        context /= count
+        tol = self.tolerance
+        if worst <= tol and context <= 0.5 * tol:
+            return True
+        return steady.only_noise(context, worst, moved / max(1, borders), tol,
+                                 lambda: self._blocks_moved(nows))
+
+    def _blocks_moved(self, nows) -> float | None:
+        """The mean move of the planes' whole 4x4 blocks of known samples since the run's first
+        frame, weighted as their samples (None: no whole block)."""
+        total = n = 0.0
+        for now, (_, _, blocks), scale in zip(nows, self._reference, _RGB_PER_LEVEL):
+            if blocks is not None:
+                k = int(np.count_nonzero(blocks[0]))
+                total += scale * steady.block_difference(now, *blocks) * k
+                n += k
+        return total / n if n else None
 
 
 __all__ = ["StillHole"]

@@ -1,0 +1,73 @@
+"""Whether what a fill reads stayed put but for a camera's noise: the rule a held fill
+(:class:`fastfill.inpainter.FillHold`) and a still hole (:class:`fastfill.video.still.StillHole`)
+share, each on its own samples (RGB pixels; a decoded frame's Y, U and V planes).
+
+A camera's noise moves every sample of a static shot a little, so a per-sample compare with the
+frame a fill was made for fails by about the noise, and the same fill would be made again each
+frame (another texture each time: a flicker) for nothing. What noise leaves alone: the means of
+whole 4x4 blocks (noise moves them by a quarter of itself, a thing entering by as much as its
+pixels), the border as a whole, and any one border sample's move past a few times the noise. And
+noise moves the context as a whole: on average by a good part of the bound (0.14-0.8 levels, 1-2
+levels of noise through a codec), where a codec's change of a few samples of a clean shot (the
+first P-frame after a key frame) moves it by almost nothing (0.003-0.008): that one is met by
+laying the fill onto its new border instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+
+# no border sample moves past this many times the bound under a camera's noise (2 levels of
+# noise: ~11 levels at most over a logo's border); a thin thing crossing it does (a pole at
+# half its background's brightness: ~70)
+NOISE_MAX = 16
+# the context's mean move, as a share of the bound, from which it moved as a whole (noise) and
+# not in a few samples (a codec's local change)
+NOISE_MIN_SHARE = 1 / 16
+
+
+def blocks4(a: np.ndarray) -> np.ndarray:
+    """The means of the whole 4x4 blocks of ``a`` ([h, w] or [h, w, c], uint8 or bool), rounded:
+    int16 [h // 4, w // 4(, c)] (``ops.area_reduce4`` a channel at a time: NumPy's reshaped mean
+    costs 15 times as much on a 1080p logo's context)."""
+    h, w = a.shape[0] // 4 * 4, a.shape[1] // 4 * 4
+    if not (h and w):
+        return np.zeros((h // 4, w // 4, *a.shape[2:]), np.int16)
+    a = a[:h, :w].view(np.uint8)
+    if a.ndim == 2:
+        return ops.area_reduce4(np.ascontiguousarray(a)).astype(np.int16)
+    return np.stack([ops.area_reduce4(np.ascontiguousarray(a[:, :, k]))
+                     for k in range(a.shape[2])], axis=-1).astype(np.int16)
+
+
+def known_blocks(values: np.ndarray, known: np.ndarray):
+    """(which 4x4 blocks of ``known`` are all known, the means of ``values``' blocks there),
+    or None when none is (see :func:`block_difference`)."""
+    which = blocks4(known.view(np.uint8) * np.uint8(255)) == 255
+    return (which, blocks4(values)[which]) if which.any() else None
+
+
+def block_difference(now: np.ndarray, which: np.ndarray, means: np.ndarray) -> float:
+    """The mean over the known 4x4 blocks (and the channels) of |block mean of ``now`` -
+    ``means``|: a scene the same but for noise moves it by a quarter of the noise; a thing that
+    enters it, by as much as the per-sample compare."""
+    return float(np.abs(blocks4(now)[which] - means).mean())
+
+
+def only_noise(context: float, worst: float, border: float, tolerance: float, blocks) -> bool:
+    """Whether a fill's surroundings moved by a camera's noise alone, all in the bound's units:
+    ``context`` the known samples' mean move (at least ``NOISE_MIN_SHARE`` of the bound: the
+    whole context moved), ``worst`` a border sample's largest (at most ``NOISE_MAX`` times it),
+    ``border`` the border's mean move (at most the bound), and ``blocks()`` (asked last: it costs
+    the most) the block means' mean move (at most half the bound; None: no whole block)."""
+    if (context < NOISE_MIN_SHARE * tolerance or worst > NOISE_MAX * tolerance
+            or border > tolerance):
+        return False
+    b = blocks()
+    return b is not None and b <= 0.5 * tolerance
+
+
+__all__ = ["NOISE_MAX", "NOISE_MIN_SHARE", "block_difference", "blocks4", "known_blocks",
+           "only_noise"]
