@@ -119,7 +119,7 @@ def make_clip(path, scene, size, camera, hole, n, pan=PAN, noise=NOISE):
             rgb = burn(clean_frame(scene, size, camera, i, pan), size, hole, i)
             if camera == "noisy":
                 rng = np.random.default_rng(i)
-                rgb = np.clip(rgb + rng.normal(0, noise, rgb.shape), 0, 255).astype(np.uint8)
+                rgb = np.clip(np.rint(rgb + rng.normal(0, noise, rgb.shape)), 0, 255).astype(np.uint8)
             f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             for p in s.encode(f):
                 c.mux(p)
@@ -300,6 +300,11 @@ def main(argv=None):
             raise ValueError
     except ValueError:
         ap.error(f"--pan: expected DX,DY (two numbers), got {args.pan}")
+    for case in args.cases.split(","):
+        hole, _, camera = case.partition("-")
+        if hole not in ("logo", "subtitle") or camera not in ("static", "pan", "noisy"):
+            ap.error(f"--cases: {case!r} is not HOLE-CAMERA, HOLE logo or subtitle, CAMERA "
+                     "static, pan or noisy")
     enc = {"preset": args.preset, "crf": args.crf}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"encoder libx264 --preset {args.preset} --crf {args.crf}; {args.frames} frames/clip")

@@ -409,19 +409,19 @@ class FillHold:
     under a static mask keeps one fill, the same bytes frame after frame, for a compare and a copy
     instead of a fill. Compared with the held frame, never the previous one: slow drift ends the
     hold. A camera's own noise moves every pixel of the context, by about itself on average, past
-    that bound, or a few border pixels past theirs; so a context that moved as a whole (by at
-    least a sixteenth of ``tolerance`` on average) still passes when the means of its whole 4x4
-    blocks moved by at most ``tolerance`` / 2 on average (noise moves them by a quarter of itself,
-    a thing entering the context by as much as its pixels) and the border as a whole (its mean
-    move since the solve) by at most ``tolerance``, none of it past ``NOISE_MAX`` times it
+    that bound, or a few border pixels past theirs; so a context that moved as a whole (the means
+    of its whole 4x4 blocks by at least a thirty-second of ``tolerance`` on average) still passes
+    when those means moved by at most ``tolerance`` / 2 on average and none by more than 4 times it
+    (noise moves them by a quarter of itself, a thing entering the context by as much as its
+    pixels) and the border as a whole (its mean move since the solve) by at most ``tolerance``,
+    none of it past ``NOISE_MAX`` times it, 4 times where the context moved by at most half of it
     (:func:`fastfill.steady.only_noise`); the fill is then held as it is, not laid onto a border
     that moved with the noise. A patch fill whose context passes while some border pixels moved
     past ``tolerance`` without the context moving as a whole (none past ``ADJUST_MAX`` times it,
     and the border's mean move since the solve within it: a codec's change of a few pixels) is
     laid onto the new border (:meth:`_adjusted`) and held so, instead of being made up again. A
-    frame without a
-    hole comes back as it is and leaves the held fill held (the frames around it may share a
-    hole).
+    frame without a hole comes back as it is and leaves the held fill held (the frames around it
+    may share a hole).
 
     A moving camera (each frame's motion from the one before known: ``motions``, as
     :meth:`fastfill.video.propagate.Propagator.next_motion` gives them), for a fill that reads
@@ -583,7 +583,7 @@ class FillHold:
             return None
         (cy0, cx0, cy1, cx1), known, values, count, blocks = h.context
         now = image[cy0:cy1, cx0:cx1]  # |now - held| over the known pixels, averaged
-        context = ops.masked_difference(now, values, known) / count
+        context = ops.masked_difference(now, values, known) / count if count else 0.0
         if worst <= self.tolerance and context <= 0.5 * self.tolerance:
             return h
         if steady.only_noise(context, worst, moved, self.tolerance, lambda: (

@@ -6,10 +6,11 @@ A camera's noise moves every sample of a static shot a little, so a per-sample c
 frame a fill was made for fails by about the noise, and the same fill would be made again each
 frame (another texture each time: a flicker) for nothing. What noise leaves alone: the means of
 whole 4x4 blocks (noise moves them by a quarter of itself, a thing entering by as much as its
-pixels), the border as a whole, and any one border sample's move past a few times the noise. And
-noise moves the context as a whole: on average by a good part of the bound (0.14-0.8 levels, 1-2
-levels of noise through a codec), where a codec's change of a few samples of a clean shot (the
-first P-frame after a key frame) moves it by almost nothing (0.003-0.008): that one is met by
+pixels: on average, and at the block it enters), the border as a whole, and any one border
+sample's move past a few times the noise. And noise moves the context as a whole: on average by a
+good part of the bound, its whole blocks' means too (0.2-0.4 levels, 1-2 levels of noise through
+a codec), where a codec's change of a few samples of a clean shot (the first P-frame after a key
+frame) or a change along the border alone moves those by almost nothing: that one is met by
 laying the fill onto its new border instead.
 """
 
@@ -20,12 +21,20 @@ import numpy as np
 from . import ops
 
 # no border sample moves past this many times the bound under a camera's noise (2 levels of
-# noise: ~11 levels at most over a logo's border); a thin thing crossing it does (a pole at
+# noise: ~11 levels at most over a logo's border); a thin thing crossing it may (a pole at
 # half its background's brightness: ~70)
 NOISE_MAX = 16
-# the context's mean move, as a share of the bound, from which it moved as a whole (noise) and
-# not in a few samples (a codec's local change)
-NOISE_MIN_SHARE = 1 / 16
+# ... nor past this many times it under noise weak enough to pass the per-sample bound on
+# average (the context's mean move within half the bound)
+WEAK_NOISE_MAX = 4
+# no whole 4x4 block's mean moves past this many times the bound under noise (through a codec,
+# which quantises a block's mean: 2 levels of noise move the largest by 4-5 levels); a thing
+# entering the context moves the blocks it covers by as much as its pixels
+NOISE_BLOCK_MAX = 4
+# the mean move of the context's whole blocks, as a share of the bound, from which it moved as a
+# whole (noise) and not in a few samples or along the border (a codec's local change); noise of
+# 1 level through a codec moves it by 0.2-0.3 levels
+NOISE_MIN_SHARE = 1 / 32
 
 
 def blocks4(a: np.ndarray) -> np.ndarray:
@@ -49,25 +58,31 @@ def known_blocks(values: np.ndarray, known: np.ndarray):
     return (which, blocks4(values)[which]) if which.any() else None
 
 
-def block_difference(now: np.ndarray, which: np.ndarray, means: np.ndarray) -> float:
-    """The mean over the known 4x4 blocks (and the channels) of |block mean of ``now`` -
-    ``means``|: a scene the same but for noise moves it by a quarter of the noise; a thing that
-    enters it, by as much as the per-sample compare."""
-    return float(np.abs(blocks4(now)[which] - means).mean())
+def block_difference(now: np.ndarray, which: np.ndarray, means: np.ndarray) -> tuple[float, int]:
+    """The mean and the largest, over the known 4x4 blocks (and the channels), of |block mean of
+    ``now`` - ``means``|: a scene the same but for noise moves them by a quarter of the noise; a
+    thing that enters it, by as much as the per-sample compare (and its blocks, as much as its
+    pixels)."""
+    d = np.abs(blocks4(now)[which] - means)
+    return float(d.mean()), int(d.max(initial=0))
 
 
 def only_noise(context: float, worst: float, border: float, tolerance: float, blocks) -> bool:
     """Whether a fill's surroundings moved by a camera's noise alone, all in the bound's units:
-    ``context`` the known samples' mean move (at least ``NOISE_MIN_SHARE`` of the bound: the
-    whole context moved), ``worst`` a border sample's largest (at most ``NOISE_MAX`` times it),
-    ``border`` the border's mean move (at most the bound), and ``blocks()`` (asked last: it costs
-    the most) the block means' mean move (at most half the bound; None: no whole block)."""
-    if (context < NOISE_MIN_SHARE * tolerance or worst > NOISE_MAX * tolerance
-            or border > tolerance):
+    ``worst`` a border sample's largest move (at most ``NOISE_MAX`` times the bound;
+    ``WEAK_NOISE_MAX`` times it where ``context``, the known samples' mean move, is at most half
+    of it), ``border`` the border's mean move (at most the bound), and ``blocks()`` (asked last:
+    it costs the most; None: no whole block) the block means' (mean, largest) move: the mean at
+    least ``NOISE_MIN_SHARE`` of the bound (the whole context moved, not its border or a few
+    samples) and at most half of it, the largest at most ``NOISE_BLOCK_MAX`` times it."""
+    if border > tolerance:
+        return False
+    if worst > (NOISE_MAX if context > 0.5 * tolerance else WEAK_NOISE_MAX) * tolerance:
         return False
     b = blocks()
-    return b is not None and b <= 0.5 * tolerance
+    return (b is not None and NOISE_MIN_SHARE * tolerance <= b[0] <= 0.5 * tolerance
+            and b[1] <= NOISE_BLOCK_MAX * tolerance)
 
 
-__all__ = ["NOISE_MAX", "NOISE_MIN_SHARE", "block_difference", "blocks4", "known_blocks",
-           "only_noise"]
+__all__ = ["NOISE_BLOCK_MAX", "NOISE_MAX", "NOISE_MIN_SHARE", "WEAK_NOISE_MAX", "block_difference",
+           "blocks4", "known_blocks", "only_noise"]

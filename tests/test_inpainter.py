@@ -700,7 +700,7 @@ def test_a_patch_fill_holds_through_a_cameras_noise_but_not_a_new_thing():
     means of its 4x4 blocks by a quarter of it: the fill is made once and held as it is, not made
     up again every frame (another texture each time) nor laid onto a border that moved with the
     noise. Something that enters
-    what the fill reads moves the block means as much as the pixels, and a thin thing crossing the
+    what the fill reads moves the block means as much as the pixels, and a thin dark thing crossing the
     border moves border pixels further than noise does: made again."""
     from PIL import Image
 
@@ -732,6 +732,12 @@ def test_a_patch_fill_holds_through_a_cameras_noise_but_not_a_new_thing():
     held = weak_hold([inp.check(f, mask) for f in weak])
     assert weak_hold.solved == 1 and weak_hold.adjusted == 0
     assert all(np.array_equal(o[hole3], held[0][hole3]) for o in held[1:])
+    # under that weak noise, a small thing 12 levels darker than what it covers arriving at the
+    # border: made again (its border pixels moved past what weak noise moves them)
+    touching = np.clip(base.astype(float) + rng.normal(0, 0.5, base.shape), 0, 255)
+    touching[40:48, 36:44] -= 12
+    weak_hold([inp.check(np.clip(touching, 0, 255).astype(np.uint8), mask)])
+    assert weak_hold.solved == 2
     entered = noisy[7].copy()
     entered[4:30, 4:60] //= 3  # a dark thing in what the fill reads, away from the border
     hold([inp.check(entered, mask)])
@@ -743,6 +749,26 @@ def test_a_patch_fill_holds_through_a_cameras_noise_but_not_a_new_thing():
     pole[10:40, 60] = pole[10:40, 60] // 5 * 3
     hold([inp.check(pole, mask)])
     assert hold.solved == 4
+    # a clean shot, a small thing 25 levels darker arriving at the border: it moves what the
+    # fill reads by more than a sixteenth of the bound on its own, and is no noise
+    clean = inp._runner(carry=True)
+    clean([inp.check(base, mask)])
+    thing = base.astype(int)
+    thing[40:48, 36:44] -= 25
+    clean([inp.check(np.clip(thing, 0, 255).astype(np.uint8), mask)])
+    assert clean.solved == 2 and clean.adjusted == 0
+
+
+def test_a_held_patch_fill_of_a_frame_all_hole():
+    """A mask over the whole frame leaves the patch fill nothing to read around it: the fill
+    (the start) is made and held, no division by the empty context."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    full = np.full((32, 48), 255, np.uint8)
+    inp = Inpainter(method="patch")
+    hold = inp._runner(carry=True)
+    outs = hold([inp.check(image, full), inp.check(image, full)])
+    assert hold.solved == 1 and np.array_equal(outs[0], outs[1])
 
 
 def test_a_frame_is_its_own_result_only_when_the_caller_owns_it():

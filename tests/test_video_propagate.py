@@ -1020,7 +1020,7 @@ def test_a_still_hole_holds_through_a_cameras_noise_but_not_a_new_thing(monkeypa
     """A static shot with a camera's noise (a level or so, every pixel, every frame): its samples
     fail the per-sample bounds, but the context moved as a whole while its 4x4 blocks' means and
     its border as a whole did not, so the frames are one run (steady.only_noise, the held fill's
-    rule). Something entering what the fill reads, a thin thing crossing the border, or a few
+    rule). Something entering what the fill reads, a thin dark thing crossing the border, or a few
     border samples moved in a clean frame (a codec's change, which the held fill is laid onto)
     each start a new run."""
     from fastfill import steady
@@ -1050,6 +1050,14 @@ def test_a_still_hole_holds_through_a_cameras_noise_but_not_a_new_thing(monkeypa
     # a thin pole reaching the hole: its border and its block means barely move on average
     assert still(edited(frames[0], 28, 44, 80, 81, 0.6), hole) == 4
     assert still(noisy[2], hole) == 5
+    # under weak noise, a small thing 25 levels darker arriving at the border (hole 44:76, 56:104)
+    weak = frames[0].astype(float)
+    weak[38:44, 60:66] -= 25
+    weak_still = StillHole(margin=16)
+    assert weak_still(yuv(np.clip(frames[0] + rng.normal(0, 0.7, weak.shape), 0, 255)
+                          .astype(np.uint8)), hole) == 1
+    assert weak_still(yuv(np.clip(weak + rng.normal(0, 0.7, weak.shape), 0, 255)
+                          .astype(np.uint8)), hole) == 2
     clean = StillHole(margin=16)
     assert clean(yuv(frames[0]), hole) == 1
     few = frames[0].astype(int)

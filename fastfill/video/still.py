@@ -32,7 +32,7 @@ class StillHole:
     samples next to it: what a fill meets, so no seam; and the chroma of the blocks half in the
     hole, which a still frame takes from the frame before) everywhere; or, under a camera's noise,
     within :func:`fastfill.steady.only_noise`'s bounds (the context moved as a whole, its 4x4
-    blocks' means and its border as a whole did not, no border sample far). The fill's held
+    blocks' means and its border as a whole did not, no block and no border sample far). The fill's held
     frames' bounds (:class:`fastfill.inpainter.FillHold`), read on the decoded planes themselves:
     nothing is converted to RGB. Only :class:`Decoded` frames are compared; any other frame starts
     a run of its own."""
@@ -117,16 +117,19 @@ class StillHole:
         return steady.only_noise(context, worst, moved / max(1, borders), tol,
                                  lambda: self._blocks_moved(nows))
 
-    def _blocks_moved(self, nows) -> float | None:
-        """The mean move of the planes' whole 4x4 blocks of known samples since the run's first
-        frame, weighted as their samples (None: no whole block)."""
-        total = n = 0.0
+    def _blocks_moved(self, nows) -> tuple[float, float] | None:
+        """The mean and the largest move of the planes' whole 4x4 blocks of known samples since
+        the run's first frame, each plane's levels weighted, the mean over their blocks (None:
+        no whole block)."""
+        total = n = largest = 0.0
         for now, (_, _, blocks), scale in zip(nows, self._reference, _RGB_PER_LEVEL):
             if blocks is not None:
                 k = int(np.count_nonzero(blocks[0]))
-                total += scale * steady.block_difference(now, *blocks) * k
+                mean, most = steady.block_difference(now, *blocks)
+                total += scale * mean * k
                 n += k
-        return total / n if n else None
+                largest = max(largest, scale * most)
+        return (total / n, largest) if n else None
 
 
 __all__ = ["StillHole"]
