@@ -119,7 +119,8 @@ def make_clip(path, scene, size, camera, hole, n, pan=PAN, noise=NOISE):
             rgb = burn(clean_frame(scene, size, camera, i, pan), size, hole, i)
             if camera == "noisy":
                 rng = np.random.default_rng(i)
-                rgb = np.clip(np.rint(rgb + rng.normal(0, noise, rgb.shape)), 0, 255).astype(np.uint8)
+                rgb = np.rint(rgb + rng.normal(0, noise, rgb.shape))
+                rgb = np.clip(rgb, 0, 255).astype(np.uint8)
             f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             for p in s.encode(f):
                 c.mux(p)

@@ -410,7 +410,8 @@ class FillHold:
     instead of a fill. Compared with the held frame, never the previous one: slow drift ends the
     hold. A camera's own noise moves every pixel of the context, by about itself on average, past
     that bound, or a few border pixels past theirs; so a context that moved as a whole (the means
-    of its whole 4x4 blocks by at least a thirty-second of ``tolerance`` on average) still passes
+    of its whole 4x4 blocks by at least a thirty-second of ``tolerance`` on average, or its
+    samples and its border alike: see :func:`fastfill.steady.only_noise`) still passes
     when those means moved by at most ``tolerance`` / 2 on average and none by more than 4 times it
     (noise moves them by a quarter of itself, a thing entering the context by as much as its
     pixels) and the border as a whole (its mean move since the solve) by at most ``tolerance``,

@@ -7,11 +7,13 @@ frame a fill was made for fails by about the noise, and the same fill would be m
 frame (another texture each time: a flicker) for nothing. What noise leaves alone: the means of
 whole 4x4 blocks (noise moves them by a quarter of itself, a thing entering by as much as its
 pixels: on average, and at the block it enters), the border as a whole, and any one border
-sample's move past a few times the noise. And noise moves the context as a whole: on average by a
-good part of the bound, its whole blocks' means too (0.2-0.4 levels, 1-2 levels of noise through
-a codec), where a codec's change of a few samples of a clean shot (the first P-frame after a key
-frame) or a change along the border alone moves those by almost nothing: that one is met by
-laying the fill onto its new border instead.
+sample's move past a few times the noise. And noise moves the context as a whole: its whole
+blocks' means by 0.2-0.45 levels on average under 1-2 levels of noise through a codec (over a
+flat scene, whose rounded means hardly move, its samples and its border's alike), where a
+codec's change of a few samples of a clean shot (the first P-frame after a key frame) or a
+change along the border alone moves those by almost nothing: that one is met by laying the fill
+onto its new border instead. A texture of zero mean over each block appearing away from the
+border (fine stripes) is not told from noise.
 """
 
 from __future__ import annotations
@@ -58,30 +60,34 @@ def known_blocks(values: np.ndarray, known: np.ndarray):
     return (which, blocks4(values)[which]) if which.any() else None
 
 
-def block_difference(now: np.ndarray, which: np.ndarray, means: np.ndarray) -> tuple[float, int]:
+def block_difference(now: np.ndarray, which: np.ndarray, means: np.ndarray) -> tuple[float, float]:
     """The mean and the largest, over the known 4x4 blocks (and the channels), of |block mean of
     ``now`` - ``means``|: a scene the same but for noise moves them by a quarter of the noise; a
     thing that enters it, by as much as the per-sample compare (and its blocks, as much as its
     pixels)."""
     d = np.abs(blocks4(now)[which] - means)
-    return float(d.mean()), int(d.max(initial=0))
+    return float(d.mean()), float(d.max(initial=0))
 
 
 def only_noise(context: float, worst: float, border: float, tolerance: float, blocks) -> bool:
     """Whether a fill's surroundings moved by a camera's noise alone, all in the bound's units:
-    ``worst`` a border sample's largest move (at most ``NOISE_MAX`` times the bound;
-    ``WEAK_NOISE_MAX`` times it where ``context``, the known samples' mean move, is at most half
+    ``context`` the known samples' mean move, ``worst`` a border sample's largest (at most
+    ``NOISE_MAX`` times the bound; ``WEAK_NOISE_MAX`` times it where ``context`` is at most half
     of it), ``border`` the border's mean move (at most the bound), and ``blocks()`` (asked last:
-    it costs the most; None: no whole block) the block means' (mean, largest) move: the mean at
-    least ``NOISE_MIN_SHARE`` of the bound (the whole context moved, not its border or a few
-    samples) and at most half of it, the largest at most ``NOISE_BLOCK_MAX`` times it."""
+    it costs the most; None: no whole block) the block means' (mean, largest) move: at most half
+    the bound on average, none past ``NOISE_BLOCK_MAX`` times it. And the whole context moved, not
+    a few samples, its border alone or a part away from it: its blocks' mean move at least
+    ``NOISE_MIN_SHARE`` of the bound, or (weak noise over a flat scene, whose rounded block means
+    hardly move) the context at least twice that and its border alike, within a factor of 2."""
     if border > tolerance:
         return False
     if worst > (NOISE_MAX if context > 0.5 * tolerance else WEAK_NOISE_MAX) * tolerance:
         return False
     b = blocks()
-    return (b is not None and NOISE_MIN_SHARE * tolerance <= b[0] <= 0.5 * tolerance
-            and b[1] <= NOISE_BLOCK_MAX * tolerance)
+    if b is None or b[0] > 0.5 * tolerance or b[1] > NOISE_BLOCK_MAX * tolerance:
+        return False
+    return b[0] >= NOISE_MIN_SHARE * tolerance or (
+        context >= 2 * NOISE_MIN_SHARE * tolerance and 0.5 * context <= border <= 2 * context)
 
 
 __all__ = ["NOISE_BLOCK_MAX", "NOISE_MAX", "NOISE_MIN_SHARE", "WEAK_NOISE_MAX", "block_difference",

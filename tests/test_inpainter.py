@@ -699,9 +699,9 @@ def test_a_patch_fill_holds_through_a_cameras_noise_but_not_a_new_thing():
     compare of what the patch fill reads moves by about the noise, past the hold's bound, but the
     means of its 4x4 blocks by a quarter of it: the fill is made once and held as it is, not made
     up again every frame (another texture each time) nor laid onto a border that moved with the
-    noise. Something that enters
-    what the fill reads moves the block means as much as the pixels, and a thin dark thing crossing the
-    border moves border pixels further than noise does: made again."""
+    noise. Something that enters what the fill reads moves the block means as much as the pixels,
+    and a thin dark thing crossing the border moves border pixels further than noise does: made
+    again."""
     from PIL import Image
 
     from fastfill.inpainter import FillHold
@@ -749,8 +749,8 @@ def test_a_patch_fill_holds_through_a_cameras_noise_but_not_a_new_thing():
     pole[10:40, 60] = pole[10:40, 60] // 5 * 3
     hold([inp.check(pole, mask)])
     assert hold.solved == 4
-    # a clean shot, a small thing 25 levels darker arriving at the border: it moves what the
-    # fill reads by more than a sixteenth of the bound on its own, and is no noise
+    # a clean shot, a small thing 25 levels darker arriving at the border: its border pixels and
+    # the blocks it covers moved past what weak noise moves them
     clean = inp._runner(carry=True)
     clean([inp.check(base, mask)])
     thing = base.astype(int)

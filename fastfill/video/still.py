@@ -32,10 +32,10 @@ class StillHole:
     samples next to it: what a fill meets, so no seam; and the chroma of the blocks half in the
     hole, which a still frame takes from the frame before) everywhere; or, under a camera's noise,
     within :func:`fastfill.steady.only_noise`'s bounds (the context moved as a whole, its 4x4
-    blocks' means and its border as a whole did not, no block and no border sample far). The fill's held
-    frames' bounds (:class:`fastfill.inpainter.FillHold`), read on the decoded planes themselves:
-    nothing is converted to RGB. Only :class:`Decoded` frames are compared; any other frame starts
-    a run of its own."""
+    blocks' means and its border as a whole did not, no block and no border sample far). The
+    fill's held frames' bounds (:class:`fastfill.inpainter.FillHold`), read on the decoded planes
+    themselves: nothing is converted to RGB. Only :class:`Decoded` frames are compared; any other
+    frame starts a run of its own."""
 
     def __init__(self, margin: int, tolerance: float = 2.0):
         self.margin, self.tolerance = int(margin), float(tolerance)
