@@ -42,8 +42,10 @@ class StillHole:
         self._hole = None  # the hole the geometry below is of
         self._geometry = None  # [(rows, cols, known, border) for Y, U, V], count of known samples
         # the run's first frame's samples in the boxes, Y, U, V, each with its border's (int16)
-        # and its whole 4x4 blocks' means (steady.known_blocks)
         self._reference = None
+        # and its planes' whole 4x4 blocks' means (steady.known_blocks), made when first asked
+        # for (a camera that moves starts a run at every frame, and never asks)
+        self._blocks = None
         self.run = 0  # the current run's number (a new one at every frame that breaks it)
 
     def __call__(self, frame, hole: np.ndarray | None) -> int:
@@ -58,12 +60,10 @@ class StillHole:
                 if self._reference is not None and self._same(planes):
                     self.run -= 1
                     return self.run
-                self._reference = [(now, now[border].astype(np.int16),
-                                    steady.known_blocks(now, known))
-                                   for now, border, known in
-                                   ((p[rows, cols].copy(), border, known)
-                                    for p, (rows, cols, known, border) in
-                                    zip(planes, self._geometry[0]))]
+                self._reference = [(now, now[border].astype(np.int16)) for now, border in
+                                   ((p[rows, cols].copy(), border) for p, (rows, cols, _, border)
+                                    in zip(planes, self._geometry[0]))]
+                self._blocks = None
                 return self.run
         self._reference = None
         return self.run
@@ -100,7 +100,7 @@ class StillHole:
         context = worst = moved = 0.0
         borders = 0
         nows = []
-        for p, (ref, ref_border, _), (rows, cols, known, border), scale in zip(
+        for p, (ref, ref_border), (rows, cols, known, border), scale in zip(
                 planes, self._reference, geometry, _RGB_PER_LEVEL):
             now = p[rows, cols]
             nows.append(now)
@@ -121,8 +121,11 @@ class StillHole:
         """The mean and the largest move of the planes' whole 4x4 blocks of known samples since
         the run's first frame, each plane's levels weighted, the mean over their blocks (None:
         no whole block)."""
+        if self._blocks is None:
+            self._blocks = [steady.known_blocks(ref, known) for (ref, _), (_, _, known, _)
+                            in zip(self._reference, self._geometry[0])]
         total = n = largest = 0.0
-        for now, (_, _, blocks), scale in zip(nows, self._reference, _RGB_PER_LEVEL):
+        for now, blocks, scale in zip(nows, self._blocks, _RGB_PER_LEVEL):
             if blocks is not None:
                 k = int(np.count_nonzero(blocks[0]))
                 mean, most = steady.block_difference(now, *blocks)
