@@ -585,12 +585,10 @@ class FillHold:
         (cy0, cx0, cy1, cx1), known, values, count, blocks = h.context
         now = image[cy0:cy1, cx0:cx1]  # |now - held| over the known pixels, averaged
         context = ops.masked_difference(now, values, known) / count if count else 0.0
-        if worst <= self.tolerance and context <= 0.5 * self.tolerance:
-            return h
-        if steady.only_noise(context, worst, moved, self.tolerance, lambda: (
+        if steady.unchanged(context, worst, moved, self.tolerance, lambda: (
                 None if blocks is None else steady.block_difference(now, *blocks))):
-            # (a camera's noise: the fill is held as it was, not laid onto a border that moved
-            # with the noise: the hole does not flicker, nor costs a solve a frame)
+            # (under a camera's noise too: the fill is held as it was, not laid onto a border
+            # that moved with the noise: the hole does not flicker, nor costs a solve a frame)
             return h
         if context <= 0.5 * self.tolerance and worst <= self.ADJUST_MAX * self.tolerance:
             # (a codec's noise: a few border pixels moved, none far, in the same scene)

@@ -69,6 +69,15 @@ def block_difference(now: np.ndarray, which: np.ndarray, means: np.ndarray) -> t
     return float(d.mean()), float(d.max(initial=0))
 
 
+def unchanged(context: float, worst: float, border: float, tolerance: float, blocks) -> bool:
+    """Whether a fill made for what a frame's surroundings were still fits them as it is: within
+    the per-sample bounds (no border sample moved past ``tolerance``, the context on average by
+    at most half of it), or moved by a camera's noise alone (:func:`only_noise`; the arguments
+    are its own)."""
+    return (worst <= tolerance and context <= 0.5 * tolerance) or only_noise(
+        context, worst, border, tolerance, blocks)
+
+
 def only_noise(context: float, worst: float, border: float, tolerance: float, blocks) -> bool:
     """Whether a fill's surroundings moved by a camera's noise alone, all in the bound's units:
     ``context`` the known samples' mean move, ``worst`` a border sample's largest (at most
@@ -91,4 +100,4 @@ def only_noise(context: float, worst: float, border: float, tolerance: float, bl
 
 
 __all__ = ["NOISE_BLOCK_MAX", "NOISE_MAX", "NOISE_MIN_SHARE", "WEAK_NOISE_MAX", "block_difference",
-           "blocks4", "known_blocks", "only_noise"]
+           "blocks4", "known_blocks", "only_noise", "unchanged"]

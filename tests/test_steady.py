@@ -64,3 +64,15 @@ def test_block_means_and_their_moves():
     mean, largest = steady.block_difference(moved.astype(np.uint8), which, ref)
     assert largest == 8 and mean == pytest.approx(8 / 3)
     assert steady.known_blocks(a, np.zeros((10, 9), bool)) is None
+
+
+def test_unchanged_is_the_per_sample_bounds_or_noise():
+    """Within the per-sample bounds (no border sample past the bound, the context on average
+    within half of it) a fill fits as it is, whatever the blocks say; past them, only as noise."""
+    def never():
+        raise AssertionError("blocks asked")
+
+    assert steady.unchanged(TOL / 2, TOL, 0.0, TOL, never)
+    assert not steady.unchanged(TOL / 2, TOL + 1, 0.0, TOL, lambda: None)  # no noise either
+    assert steady.unchanged(1.2, 10.0, 0.5, TOL, lambda: (0.4, 5.0))  # noise
+    assert not steady.unchanged(1.2, 10.0, 0.5, TOL, lambda: (1.1, 5.0))

@@ -111,11 +111,8 @@ class StillHole:
                 borders += d.size
             context += scale * _C.masked_difference(now[:, :, None], ref[:, :, None], known)
         context /= count
-        tol = self.tolerance
-        if worst <= tol and context <= 0.5 * tol:
-            return True
-        return steady.only_noise(context, worst, moved / max(1, borders), tol,
-                                 lambda: self._blocks_moved(nows))
+        return steady.unchanged(context, worst, moved / max(1, borders), self.tolerance,
+                                lambda: self._blocks_moved(nows))
 
     def _blocks_moved(self, nows) -> tuple[float, float] | None:
         """The mean and the largest move of the planes' whole 4x4 blocks of known samples since
