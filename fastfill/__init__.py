@@ -32,11 +32,17 @@ __all__ = [
 ]
 
 
+# Subpackages the docs call through ``fastfill.`` (``fastfill.ops.fill``), imported on first use.
+_SUBMODULES = frozenset({"ops", "fills", "serve", "video", "files", "masks"})
+
+
 def __getattr__(name):
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)  # (which binds it here too)
     raise AttributeError(f"module 'fastfill' has no attribute {name!r}")
 
 

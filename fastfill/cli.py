@@ -18,9 +18,10 @@ from .engines import DEVICES, MODEL_BACKENDS, parse_device
 from .errors import FastfillError, printable
 from .inpainter import MAX_BATCH, MAX_THREADS, engine_line, model_name
 from .files.runner import MAX_JOBS
-from .files.codecs import FORMAT_ALIASES, FORMAT_SUFFIX
+from .files.codecs import FORMAT_ALIASES, FORMAT_SUFFIX, MAX_DILATE
 from .video.propagate import DEFAULT_WINDOW, MAX_WINDOW
 from .video.stream import PRESETS
+from .serve import DEFAULT_MAX_FILL_PIXELS
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -125,7 +126,7 @@ def _engine_options(f):
 
 def _mask_options(f):
     """--invert / --threshold / --resize-mask / --dilate, shared by run and video."""
-    f = click.option("--dilate", type=click.IntRange(min=0), default=0, metavar="PX",
+    f = click.option("--dilate", type=click.IntRange(0, MAX_DILATE), default=0, metavar="PX",
                      help="Grow every hole by PX pixels.")(f)
     f = click.option("--resize-mask", is_flag=True,
                      help="Scale masks of another size to the image (or frame).")(f)
@@ -365,7 +366,8 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
     """Fill the masked region of every frame of the video IN (audio is copied).
 
     With a folder of per-frame masks, a frame without a mask file is copied unchanged; when no
-    mask file matches any frame (check --first-index) the video fails (exit 1, nothing written).
+    mask file matches any frame (check --first-index), or IN cannot be used (not a video, cut
+    short), the video fails (exit 1, nothing written).
     """
     from .video import stream as video_mod
 
@@ -380,8 +382,10 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
                 crf=crf, preset=preset, overwrite=overwrite, progress=False if quiet else None,
                 text=detector,
                 propagate=propagate, window=window)
-    except video_mod.NoMaskedFrames as e:
-        click.echo(f"failed: {video_in}: {e}", err=True)
+    except video_mod.BadVideo as e:  # (this input failed, as a file of `run` does)
+        said = str(e)
+        click.echo(f"failed: {said}" if said.startswith(f"{video_in}: ") else
+                   f"failed: {video_in}: {said}", err=True)
         return EXIT_SOME_FAILED
     click.echo(stats.line())
     return EXIT_OK
@@ -393,7 +397,7 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
               help="Output folder of PNG masks (mirrors IMAGES: a/x.jpg -> a/x.png), or a .png "
                    "file when IMAGES is one file.")
 @_text_options(what="Mask the text found in each image")
-@click.option("--dilate", type=click.IntRange(min=0), default=0, metavar="PX",
+@click.option("--dilate", type=click.IntRange(0, MAX_DILATE), default=0, metavar="PX",
               help="Grow every hole by PX pixels.")
 @click.option("--overwrite", is_flag=True, help="Replace existing masks.")
 @_batch_options("Images at a time.", "images")
@@ -483,6 +487,10 @@ def _serve_cors(ctx, param, value):
               help="Requests that may wait for the model; past it the answer is 503 + Retry-After.")
 @click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=50_000_000, show_default=True,
               metavar="N", help="Largest image (and mask) in pixels; above it 413.")
+@click.option("--max-fill-pixels", type=click.IntRange(1, 1_000_000_000), default=DEFAULT_MAX_FILL_PIXELS,
+              show_default=True, metavar="N",
+              help="Most pixels the fill of a request (and of a batch) works over: the hole's "
+                   "windows (a long diagonal stroke's are the whole image); above it 413.")
 @click.option("--max-body", type=click.IntRange(1, 2**34), default=64 * 1024 * 1024, show_default=True,
               metavar="BYTES", help="Largest request body; above it 413.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
@@ -501,8 +509,8 @@ def _serve_cors(ctx, param, value):
               help="Let pages from ORIGIN (scheme://host[:port], or *) call the API from a browser; "
                    "repeatable. Default: none (same-origin only).")
 def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method, host, port, io_threads,
-              queue_size, max_pixels, max_body, quality, max_connections, header_timeout, body_timeout,
-              token, cors_origins):
+              queue_size, max_pixels, max_fill_pixels, max_body, quality, max_connections, header_timeout,
+              body_timeout, token, cors_origins):
     """Serve the HTTP API (IOPaint-compatible /api/v1/inpaint) and the painting page.
 
     IOPaint's and lama-cleaner's web apps and scripts work against it too (their routes).
@@ -517,7 +525,8 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
     except ImportError as e:
         raise click.UsageError(f"fastfill serve needs the 'serve' extra: pip install 'fastfill[serve]' "
                                f"({e.name} is not installed)") from None
-    limits = ServeLimits(max_pixels=max_pixels, max_body=max_body, queue=queue_size, io_threads=io_threads,
+    limits = ServeLimits(max_pixels=max_pixels, max_fill_pixels=max_fill_pixels, max_body=max_body,
+                         queue=queue_size, io_threads=io_threads,
                          quality=quality, max_connections=max_connections,
                          header_timeout=header_timeout, body_timeout=body_timeout)
     with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:

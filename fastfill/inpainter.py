@@ -791,7 +791,9 @@ def _without_a_net_that_adds_nothing(engine):
 def frozen(a) -> bool:
     """Whether the array ``a`` cannot change under us: read-only and owning its memory (a
     read-only view could still change through its base). What is derived from a frozen mask
-    (its hole, windows) may be kept for as long as the same object comes back."""
+    (its hole, windows) may be kept for as long as the same object comes back: its owner must
+    not make it writable and change it (NumPy allows that; checking every frame for it would
+    cost what freezing saves), as the README says."""
     return (isinstance(a, np.ndarray) and not a.flags.writeable and a.base is None
             and a.flags.owndata)
 

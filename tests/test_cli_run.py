@@ -12,6 +12,8 @@ from PIL import Image
 
 from conftest import held_to_permissions, invoke
 
+from fastfill.errors import InputError
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(Path(__file__).parent / "data" / "tiny_glcic.onnx")
 
@@ -361,7 +363,7 @@ def test_postscript_is_never_handed_to_ghostscript(tmp_path):
 
 
 @pytest.mark.parametrize("flag,value", [("--threads", "100000"), ("-j", "1000"), ("--batch-size", "100000"),
-                                        ("--concurrency", "100000")])
+                                        ("--concurrency", "100000"), ("--dilate", "99999999999999999999")])
 def test_resource_flags_are_bounded(tree, flag, value):
     code, _, stderr = invoke("run", "--engine", TINY, flag, value, tree / "images", tree / "masks",
                              "-o", tree / "out")
@@ -489,6 +491,75 @@ def test_output_inside_the_images_tree_is_not_input(tree):
     assert (tree / "images" / "a.png").read_bytes() == before
 
 
+def test_masks_inside_the_images_folder_are_not_images(tmp_path):
+    """photos/ and photos/masks/: each mask was taken for an image without a mask (exit 1)."""
+    photos = tmp_path / "photos"
+    (photos / "masks").mkdir(parents=True)
+    Image.fromarray(_img(30, 41)).save(photos / "a.png")
+    Image.fromarray(_mask(30, 41)).save(photos / "masks" / "a.png")
+    code, stdout, err = invoke("run", "--method", "harmonic", photos, photos / "masks", "-o", tmp_path / "o")
+    assert code == 0 and "done 1, skipped 0, failed 0" in stdout, err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["a.png"]
+
+
+def test_links_are_followed_only_inside_the_folder(tmp_path):
+    """A link in IMAGES to a file elsewhere (another user's photo, /etc/passwd) is not read."""
+    imgs, masks, elsewhere = tmp_path / "i", tmp_path / "m", tmp_path / "elsewhere"
+    for d in (imgs / "sub", masks, elsewhere):
+        d.mkdir(parents=True)
+    Image.fromarray(_img(30, 41)).save(imgs / "sub" / "real.png")
+    Image.fromarray(_img(30, 41, 1)).save(elsewhere / "private.png")
+    (imgs / "inner.png").symlink_to(Path("sub") / "real.png")
+    (imgs / "leak.png").symlink_to(elsewhere / "private.png")
+    for name in ("sub/real.png", "inner.png", "leak.png"):
+        (masks / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(_mask(30, 41)).save(masks / name)
+    code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", tmp_path / "o")
+    assert code == 1 and "done 2, skipped 0, failed 1" in stdout, (stdout, err)
+    assert f"failed: {imgs / 'leak.png'}: a link to a file outside the folder" in err
+    assert (tmp_path / "o" / "inner.png").is_file() and not (tmp_path / "o" / "leak.png").exists()
+
+
+def test_an_output_with_bytes_after_its_end_is_whole(tmp_path):
+    """A phone's JPEG trailer (or any bytes after IEND) made a whole file look cut short: it was
+    replaced without --overwrite. Files really cut short are still redone."""
+    from fastfill.files.codecs import output_is_whole
+
+    im = Image.fromarray(_img(40, 52))
+    png, jpg = tmp_path / "a.png", tmp_path / "b.jpg"
+    im.save(png)
+    exif = Image.Exif()
+    exif[0x010F] = "maker"
+    im.save(jpg, quality=90, exif=exif, progressive=True)
+    whole = {p: p.read_bytes() for p in (png, jpg)}
+    for p, data in whole.items():
+        assert output_is_whole(p)
+        p.write_bytes(data + b"SEFH trailer \xff\xd8 data 12345" + bytes(100))
+        assert output_is_whole(p)
+        for cut in (len(data) - 20, len(data) // 2, 200):
+            p.write_bytes(data[:cut])
+            assert not output_is_whole(p), (p, cut)
+    # a JPEG whose EXIF holds a thumbnail (with its own end marker), cut in its scan
+    buf = tmp_path / "t.jpg"
+    im.save(buf, quality=90, exif=exif)
+    data = buf.read_bytes()
+    app1 = data[:2] + b"\xff\xe1" + (2 + 6 + 4).to_bytes(2, "big") + b"Exif\x00\x00" + b"\xff\xd9\x00\x00"
+    buf.write_bytes(app1 + data[2:len(data) - 30])
+    assert not output_is_whole(buf)
+    buf.write_bytes(app1 + data[2:])
+    assert output_is_whole(buf)
+    # and the run keeps them
+    imgs, masks, out = tmp_path / "i", tmp_path / "m", tmp_path / "o"
+    for d in (imgs, masks, out):
+        d.mkdir()
+    im.save(imgs / "p.png")
+    Image.fromarray(_mask(40, 52)).save(masks / "p.png")
+    mine = whole[png] + b"user trailer"
+    (out / "p.png").write_bytes(mine)
+    code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", out)
+    assert code == 0 and "done 0, skipped 1" in stdout and (out / "p.png").read_bytes() == mine, err
+
+
 def test_animations_and_multipage_files_are_refused_not_truncated(tmp_path):
     imgs, out = tmp_path / "images", tmp_path / "out"
     imgs.mkdir()
@@ -507,6 +578,53 @@ def test_animations_and_multipage_files_are_refused_not_truncated(tmp_path):
     failed = [json.loads(ln) for ln in (out / "fastfill-failures.jsonl").read_text().splitlines()]
     assert sorted(Path(f["file"]).name for f in failed) == ["anim.gif", "pages.tiff"]
     assert all(f["mask"] == str(tmp_path / "m.png") and f["error"] for f in failed)
+
+
+def _tiff_with_pages(path, pages, dims=True):
+    """A 160x120 TIFF whose first page points to ``pages`` more minimal ones (1x1, or with no
+    dimensions at all)."""
+    import io
+    import struct
+
+    b = io.BytesIO()
+    Image.new("RGB", (160, 120), (10, 20, 30)).save(b, "TIFF")
+    d = bytearray(b.getvalue())
+    ifd0 = struct.unpack_from("<I", d, 4)[0]
+    struct.pack_into("<I", d, ifd0 + 2 + 12 * struct.unpack_from("<H", d, ifd0)[0], len(d))
+    tags = ([(256, 4, 1, 1), (257, 4, 1, 1)] if dims else []) + [(262, 3, 1, 1), (273, 4, 1, 8),
+                                                                 (279, 4, 1, 1)]
+    size = 2 + 12 * len(tags) + 4
+    start = len(d)
+    for i in range(pages):
+        nxt = start + (i + 1) * size if i < pages - 1 else 0
+        d += struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *t) for t in tags)
+        d += struct.pack("<I", nxt)
+    path.write_bytes(bytes(d))
+
+
+def test_tiffs_of_many_or_broken_pages_are_one_line(tmp_path):
+    """Pillow counts a TIFF's pages by walking all of them, slower per page the more there are
+    (a 6 MB file of 100,000 empty pages held a server's decoder for 80 s), and a page without
+    dimensions raised a TypeError (a server's 500)."""
+    from fastfill.files.codecs import decode_image
+
+    _tiff_with_pages(tmp_path / "many.tif", 20_000)
+    _tiff_with_pages(tmp_path / "nodims.tif", 1, dims=False)
+    with pytest.raises(InputError, match="over 100 pages"):
+        decode_image(tmp_path / "many.tif")
+    with pytest.raises(InputError, match="Missing dimensions|corrupt"):
+        decode_image(tmp_path / "nodims.tif")
+    _tiff_with_pages(tmp_path / "two.tif", 1)
+    with pytest.raises(InputError, match="^2 pages"):
+        decode_image(tmp_path / "two.tif")
+
+
+def test_the_subpackages_the_docs_call_come_with_import_fastfill():
+    code = ("import fastfill, numpy as np; m = np.zeros((8, 8), np.uint8); m[3:5, 3:5] = 1; "
+            "fastfill.ops.fill(np.zeros((8, 8, 3), np.uint8), m); fastfill.fills.FILLS['patch']; "
+            "fastfill.serve.create_app")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
 
 
 def test_lossless_in_stays_lossless_out(tmp_path):

@@ -261,6 +261,55 @@ def test_full_queue_answers_503_with_retry_after(tmp_path):
         assert stats["refused"] + codes.count(200) <= 12 and stats["largest"] == 1
 
 
+def test_a_fill_over_its_limit_is_413(tmp_path):
+    """A long diagonal stroke's windows are the whole image: a small request could make the
+    fill work over tens of megapixels (4 GB at 20). Over --max-fill-pixels: 413, and the server
+    goes on."""
+    # (windows: the hole's box and the fill's margin, ~100 px: the disc's 136,900 pixels, the
+    # stroke's the whole 307,200)
+    image, small = scene(480, 640)
+    diag = np.zeros((480, 640), bool)
+    for k in range(-3, 4):
+        i = np.arange(480)
+        diag[i, np.clip(i * 4 // 3 + k, 0, 639)] = True
+    with serve_process(tmp_path, "--max-fill-pixels", 200_000) as s, \
+            httpx.Client(base_url=s.url, timeout=120) as c:
+        assert c.get("/api/v1/server-config").json()["limits"]["max_fill_pixels"] == 200_000
+        r = c.post("/api/v1/inpaint/file", files={"image": ("i.png", encode(image)),
+                                                  "mask": ("m.png", mask_png(diag))})
+        msg = assert_json_error(r, 413)
+        assert "--max-fill-pixels" in msg and "megapixels" in msg
+        r = c.post("/api/v1/inpaint/file", files={"image": ("i.png", encode(image)),
+                                                  "mask": ("m.png", mask_png(small))})
+        assert r.status_code == 200, r.text
+        check_filled(decode(r.content)[1], image, small)
+
+
+def test_batches_hold_to_their_area():
+    """The batcher takes what is waiting up to --batch-size pairs and the area limit; a pair that
+    does not fit starts the next batch, none is lost, each gets its own answer."""
+    from types import SimpleNamespace
+
+    from fastfill.serve.batcher import Batcher
+
+    gate, sizes = threading.Event(), []
+
+    class Fake:
+        def batch(self, pairs):
+            gate.wait(10)
+            sizes.append([p.n for p in pairs])
+            return [p.n for p in pairs]
+
+    b = Batcher(Fake(), max_queue=16, max_batch=8, max_area=250)
+    pairs = [SimpleNamespace(n=i, windows=[(0, 0, 10, 10)]) for i in range(7)]  # 100 px each
+    futures = [b.submit(p) for p in pairs]
+    gate.set()
+    assert [f.result(10) for f in futures] == list(range(7))
+    b.close()
+    assert [n for batch in sizes for n in batch] == list(range(7))
+    assert all(len(batch) <= 2 for batch in sizes) and max(len(x) for x in sizes) == 2, sizes
+
+
 def test_token_and_bind_warning(tmp_path):
     image, mask = scene()
     files = {"image": ("i.png", encode(image)), "mask": ("m.png", mask_png(mask))}

@@ -144,6 +144,9 @@ def test_iopaint_server_config_model_and_small_routes(client):
     msg = assert_error(client.post("/api/v1/model", json={"name": "lama"}), 400, "'lama'", "default.onnx")
     assert "one model" in msg
     assert_error(client.post("/api/v1/model", json={"nom": "x"}), 400, "name")
+    # JSON nested past Python's stack (RecursionError, not a ValueError): a 400, not a 500
+    assert_error(client.post("/api/v1/model", content=b"[" * 100_000 + b"]" * 100_000,
+                             headers={"content-type": "application/json"}), 400, "not JSON")
     assert_error(client.post("/api/v1/model", content=b"name=x",
                              headers={"content-type": "application/x-www-form-urlencoded"}), 415)
 

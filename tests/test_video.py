@@ -114,7 +114,9 @@ def test_video_errors(tmp_path):
     (tmp_path / "notvideo.mp4").write_text("hello")
     code, _, err = invoke("video", tmp_path / "notvideo.mp4", "--mask", tmp_path / "m.png", "-o",
                           tmp_path / "x.mp4", "--engine", TINY)
-    assert code == 2 and "cannot open as a video" in err
+    # (the input failed, as a file of `run` does: exit 1, its name once)
+    assert code == 1 and err.startswith(f"failed: {tmp_path / 'notvideo.mp4'}: cannot open as a video")
+    assert len(err.strip().splitlines()) == 1
 
 
 def _numbered_masks(folder, numbers):
@@ -572,3 +574,85 @@ def test_a_still_hole_sees_the_chroma_of_the_blocks_half_in_it(tmp_path, monkeyp
     monkeypatch.setattr(still.StillHole, "__call__", lambda self, frame, hole: next(counter))
     every = run("every")
     assert len(held) == 12 and all(np.array_equal(a, b) for a, b in zip(held, every))
+
+
+def _clip(path, n=40, options=None, rotation=None):
+    """A clip of ``n`` moving frames (mpeg4), with container ``options`` and a display rotation."""
+    with av.open(str(path), "w", options=options or {}) as c:
+        v = c.add_stream("mpeg4", rate=FPS)
+        v.height, v.width, v.pix_fmt, v.bit_rate = H, W, "yuv420p", 2_000_000
+        if rotation is not None:
+            v.set_display_rotation(rotation)
+        base = _frames()[0]
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.roll(base, i, axis=1).copy(), format="rgb24")
+            f.pts = i
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+
+
+@pytest.mark.parametrize("suffix, options", [(".mp4", {"movflags": "faststart"}), (".mkv", {})])
+def test_a_clip_cut_short_fails_and_writes_nothing(tmp_path, suffix, options):
+    """A copy that stopped halfway decodes without an error up to where it stops: it was filled
+    that far and reported done. Its index (MP4) or declared duration (Matroska) says more."""
+    src, out = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
+    _clip(src, options=options)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--engine", TINY, "-q")
+    assert code == 0, err  # (the whole clip)
+    out.unlink()
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) * 6 // 10])
+    code, stdout, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--engine", TINY, "-q")
+    assert code == 1, err
+    assert err.startswith(f"failed: {src}: cut short: ") and len(err.strip().splitlines()) == 1, err
+    assert "nothing written" in err and not out.exists() and not list(tmp_path.glob(".*"))
+    # among the files of a run: one failure line naming it once
+    (tmp_path / "in").mkdir()
+    src.rename(tmp_path / "in" / src.name)
+    r = invoke("run", tmp_path / "in", tmp_path / "m.png", "-o", tmp_path / "o", "--engine", TINY, "-q")
+    assert r[0] == 1 and f"failed: {tmp_path / 'in' / src.name}: cut short: " in r[2], r[2]
+    assert str(src.name) not in r[2].split("cut short")[1]
+
+
+def test_a_rotated_clip_keeps_its_rotation(tmp_path):
+    """A phone's portrait clip is stored sideways with a display matrix: the output carries it."""
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    _clip(src, n=6, rotation=90)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--engine", TINY, "-q")
+    assert code == 0, err
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        ra, rb = next(a.decode(video=0)).rotation, next(b.decode(video=0)).rotation
+    assert ra == rb == 90
+
+
+def test_a_per_frame_mask_that_is_not_an_image_fails_the_video(tmp_path):
+    """Skipped, its frame kept the logo and the run said done."""
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_video(src, codec="ffv1", pix_fmt="bgr0", audio=False)
+    _numbered_masks(tmp_path / "masks", range(N))
+    (tmp_path / "masks" / "frame_0003.png").write_text("junk")
+    (tmp_path / "masks" / "notes_0004.txt").write_text("not a mask: no concern of the folder")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "masks", "-o", out, "--engine", TINY, "-q")
+    assert code != 0 and "frame_0003.png" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    (tmp_path / "masks" / "frame_0003.png").unlink()
+    code, _, err = invoke("video", src, "--mask", tmp_path / "masks", "-o", out, "--engine", TINY, "-q")
+    assert code == 0, err
+
+
+def test_a_fifo_is_refused_at_once(tmp_path):
+    """Opening a FIFO blocks until a writer comes; a signal then read as a bad input."""
+    fifo = tmp_path / "in.mp4"
+    os.mkfifo(fifo)
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(tmp_path / "m.png")
+    code, _, err = invoke("video", fifo, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
+                          "--engine", TINY, "-q")
+    assert code == 1 and err.strip() == f"failed: {fifo}: not a regular file", err

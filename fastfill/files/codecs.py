@@ -189,19 +189,27 @@ class Candidate:
 def regular_files(root: Path, unreadable: list | None = None) -> list[Path]:
     """The regular files under folder ``root``, recursively, sorted, hidden names skipped.
 
-    Only regular files: opening a FIFO or a device would block or read forever. A folder that
-    cannot be listed is appended to ``unreadable`` as (path, reason) when it is given."""
+    Only regular files: opening a FIFO or a device would block or read forever. A link is
+    followed only to a file inside ``root``. A folder that cannot be listed, and a link leading
+    out of ``root``, are appended to ``unreadable`` as (path, reason) when it is given."""
     out = []
 
     def onerror(e: OSError) -> None:
         if unreadable is not None and e.filename is not None:
             unreadable.append((Path(e.filename), f"cannot read folder ({e.strerror or e})"))
 
+    inside = os.path.join(os.path.realpath(root), "")
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             p = Path(dirpath) / name
-            if not name.startswith(".") and p.is_file():
+            if name.startswith("."):
+                continue
+            if p.is_symlink() and not os.path.realpath(p).startswith(inside):
+                if unreadable is not None:
+                    unreadable.append((p, "a link to a file outside the folder: not followed"))
+                continue
+            if p.is_file():
                 out.append(p)
     return out
 
@@ -228,12 +236,22 @@ def find_images(root: str | Path) -> list[Candidate]:
         for p, why in unreadable:
             out.append(Candidate(p, p.relative_to(root), None, error=why))
     for p, rel in files:
-        fmt = sniff_image(p)
-        if fmt is not None:
-            out.append(Candidate(p, rel, fmt))
-        elif p.suffix.lower() in IMAGE_SUFFIXES or root.is_file() or _signature(p):
-            out.append(Candidate(p, rel, None, error=_why_not_image(p)))
+        fmt, error = classify_image(p, named=root.is_file())
+        if fmt is not None or error is not None:
+            out.append(Candidate(p, rel, fmt, error=error))
     return out
+
+
+def classify_image(p: Path, named: bool = False) -> tuple[str | None, str | None]:
+    """(Pillow's format name, None) for an image it can open; (None, why) for a file that should
+    be one and cannot be read (an image suffix or signature, or ``named``: given by name);
+    (None, None) for anything else (a file that is no concern of an image folder)."""
+    fmt = sniff_image(p)
+    if fmt is not None:
+        return fmt, None
+    if named or p.suffix.lower() in IMAGE_SUFFIXES or _signature(p):
+        return None, _why_not_image(p)
+    return None, None
 
 
 def _why_not_image(p: Path) -> str:
@@ -282,6 +300,26 @@ class Decoded:
         return self.rgb.shape[0], self.rgb.shape[1]
 
 
+# TIFF pages counted at most: Pillow's own count (n_frames) walks every page, in time that grows
+# faster than their number (minutes for a 6 MB file of 100,000 empty pages).
+_PAGE_CAP = 100
+
+
+def _pages(im) -> int:
+    """The pages of a TIFF, counted up to _PAGE_CAP + 1; the file left at its first."""
+    if not getattr(im, "is_animated", False):  # (read from the first page's header)
+        return 1
+    n = 1
+    try:
+        while n <= _PAGE_CAP:
+            im.seek(n)
+            n += 1
+    except EOFError:
+        pass
+    im.seek(0)
+    return n
+
+
 def _source(src):
     """A path as a Path, encoded bytes as a file object: what Pillow opens."""
     if isinstance(src, (bytes, bytearray, memoryview)):
@@ -304,11 +342,12 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
             if w * h > limit:
                 raise SizeLimitError(f"{w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
                                      f"{limit / 1e6:g} (--max-pixels)")
-            frames = getattr(im, "n_frames", 1)
+            frames = _pages(im) if im.format == "TIFF" else getattr(im, "n_frames", 1)
             # An MPO (a phone's JPEG) carries previews after its photo: the first frame is the image.
             if frames > 1 and im.format != "MPO":
                 kind = "pages" if im.format == "TIFF" else "frames"
-                raise InputError(f"{frames} {kind} ({im.format}): fastfill fills single images only; "
+                count = f"over {_PAGE_CAP}" if frames > _PAGE_CAP else f"{frames}"
+                raise InputError(f"{count} {kind} ({im.format}): fastfill fills single images only; "
                                  f"split it first (every {kind[:-1]} would otherwise be lost but the first)")
             if depth and (why := _too_deep(im)):
                 raise InputError(why)
@@ -322,7 +361,8 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
                     damage = e
             try:
                 im.load()
-            except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
+            except (OSError, ValueError, SyntaxError, EOFError, struct.error, TypeError) as e:
+                # (TypeError: Pillow's TIFF reader on tags of the wrong kind)
                 if fmt == "TIFF":
                     raise InputError(_tiff_damage(im, src, e)) from None
                 raise
@@ -354,7 +394,8 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
         raise SizeLimitError(f"refused: {e}") from None
     except UnidentifiedImageError:
         raise InputError(_unidentified(src)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as e:
+        # (TypeError: Pillow's TIFF reader on a page without dimensions, or tags of the wrong kind)
         msg = str(e) or type(e).__name__
         if "truncated" in msg.lower():
             msg = f"truncated or corrupt image ({msg})"
@@ -682,6 +723,10 @@ def mask_to_gray(im: Image.Image, alpha: str = "black") -> np.ndarray:
     return np.asarray(im.convert("L"))
 
 
+# The most --dilate takes, px: past any image's side (a larger value would only be a typo).
+MAX_DILATE = 65535
+
+
 def dilate_mask(mask: np.ndarray, px: int) -> np.ndarray:
     """Grow the True region by ``px`` pixels (a square of side 2*px+1), pure NumPy."""
     if px < 0:
@@ -689,6 +734,7 @@ def dilate_mask(mask: np.ndarray, px: int) -> np.ndarray:
     m = np.asarray(mask, dtype=bool)
     if px == 0 or not m.any():
         return m.copy()
+    px = min(int(px), max(m.shape))  # (any more covers no more)
     for axis in (0, 1):
         m = _max_filter_1d(m, px, axis)
     return m
@@ -849,7 +895,9 @@ def _nearest_colour(colours: np.ndarray, palette: list, exclude: int | None) -> 
 def output_is_whole(path: str | Path) -> bool:
     """Cheap check that an existing output is a complete file: the end marker of PNG (IEND) and
     JPEG (EOI), the RIFF length of WebP, a full decode for the other formats. fastfill itself
-    only ever renames verified files into place; this catches files cut short by anything else."""
+    only ever renames verified files into place; this catches files cut short by anything else.
+    Bytes after the end marker (a phone's trailer) do not make a file incomplete: the marker is
+    looked for at the end first, then by walking the file's structure."""
     p = Path(path)
     try:
         size = p.stat().st_size
@@ -857,12 +905,12 @@ def output_is_whole(path: str | Path) -> bool:
             head = f.read(12)
             f.seek(max(0, size - 16))
             tail = f.read()
+            if head.startswith(b"\x89PNG"):
+                return b"IEND" in tail or _png_reaches_iend(f, size)
+            if head.startswith(b"\xff\xd8"):
+                return tail.rstrip(b"\x00").endswith(b"\xff\xd9") or _jpeg_reaches_eoi(f)
     except OSError:
         return False
-    if head.startswith(b"\x89PNG"):
-        return b"IEND" in tail
-    if head.startswith(b"\xff\xd8"):
-        return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return int.from_bytes(head[4:8], "little") + 8 <= size
     try:
@@ -871,6 +919,56 @@ def output_is_whole(path: str | Path) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure to decode means: not whole
         return False
+
+
+def _png_reaches_iend(f, size: int) -> bool:
+    """Whether the chunks of the PNG file ``f``, walked by their lengths, reach IEND whole."""
+    pos = 8
+    while pos + 12 <= size:
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        n = int.from_bytes(head[:4], "big")
+        if head[4:8] == b"IEND":
+            return True
+        pos += 12 + n
+    return False
+
+
+def _jpeg_reaches_eoi(f) -> bool:
+    """Whether the JPEG file ``f`` has its end marker (EOI) after its first scan: its marker
+    segments walked by their lengths (an EXIF thumbnail's own EOI lies inside one), then the
+    scan searched (entropy-coded data holds no EOI: a 0xFF byte there is stuffed or a restart)."""
+    f.seek(2)
+    while True:
+        b = f.read(2)
+        if len(b) < 2 or b[0] != 0xFF:
+            return False
+        marker = b[1]
+        while marker == 0xFF:  # (fill bytes)
+            one = f.read(1)
+            if not one:
+                return False
+            marker = one[0]
+        if marker == 0xD9:
+            return True
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            continue
+        n = f.read(2)
+        if len(n) < 2:
+            return False
+        f.seek(int.from_bytes(n, "big") - 2, 1)
+        if marker == 0xDA:
+            break
+    carry = b""
+    while True:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            return False
+        if b"\xff\xd9" in carry + chunk:
+            return True
+        carry = chunk[-1:]
 
 
 def output_format(src_format: str | None, fmt: str | None = None) -> str:
@@ -1155,6 +1253,6 @@ __all__ = [
     "Candidate", "Decoded", "find_images", "sniff_image", "decode_image", "decode_mask",
     "mask_to_gray", "dilate_mask", "output_format", "restore_mode", "encode_image",
     "save_image", "write_file", "format_for_suffix", "check_writable_dir",
-    "normalize_format", "frame_number", "IMAGE_SUFFIXES", "FORMAT_SUFFIX", "FORMAT_ALIASES",
+    "normalize_format", "frame_number", "classify_image", "MAX_DILATE", "IMAGE_SUFFIXES", "FORMAT_SUFFIX", "FORMAT_ALIASES",
     "atomic_write", "UMASK", "FILE_MODE", "FileOptions", "read_item", "encode_result",
 ]

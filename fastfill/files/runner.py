@@ -100,8 +100,11 @@ def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, opts: FileOptio
             stats = fvideo.inpaint_video(inpainter, src, dst, mask, overwrite=opts.overwrite,
                                          progress=False, invert=opts.invert, threshold=opts.threshold,
                                          resize_mask=opts.resize_mask, dilate=opts.dilate, text=text)
-        except InputError as e:
-            raise InputError(str(e).replace(src, row["video"])) from None
+        except InputError as e:  # (the report names the video: the message need not)
+            said = str(e)
+            if said.startswith(f"{src}: "):
+                said = said[len(src) + 2:]
+            raise InputError(said.replace(src, row["video"])) from None
         if fs_out.remote:
             fs_out.put(dst, row["out"], overwrite=opts.overwrite)
     return stats.frames

@@ -78,7 +78,8 @@ def find_work(images, masks, output, fmt: str | None = None, *, overwrite: bool 
     p = Worklist(single_file=single, fs_images=fs_i, fs_masks=fs_m, fs_out=fs_o, out=opath)
     find_mask = mask_finder(fs_m, mpath) if fs_m is not None else (lambda rel, video=False: "")
     try:
-        p.images = _image_rows(fs_i, ipath, find_mask, fs_o, opath, fmt, single and not videos)
+        p.images = _image_rows(fs_i, ipath, find_mask, fs_o, opath, fmt, single and not videos,
+                               masks=(fs_m, mpath))
     except InputError:
         if not videos:
             raise
@@ -191,14 +192,22 @@ def _inside(fs, path: str, folder: str) -> bool:
     return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
 
 
-def _image_rows(fs_i, ipath, find_mask, fs_o, opath, fmt, single) -> list[dict]:
+def _image_rows(fs_i, ipath, find_mask, fs_o, opath, fmt, single, masks=(None, "")) -> list[dict]:
     """Image rows: ``image, mask, out, format, error``."""
     files = [f for f in fs_i.images(ipath)  # (videos are rows of their own)
              if posixpath.splitext(f[0])[1].lower() not in VIDEO_SUFFIXES]
-    if not single and type(fs_o) is type(fs_i) and fs_i.is_dir(ipath):
+    if fs_i.is_dir(ipath):
         # An output folder inside IMAGES is not input: otherwise every run re-fills the last one's
-        # results (photos/out/out/out/...).
-        files = [f for f in files if not _inside(fs_i, f[1], opath)]
+        # results (photos/out/out/out/...); nor is a MASKS folder inside it (each mask would be
+        # an image without a mask).
+        fs_m, mpath = masks
+        apart = []
+        if not single and type(fs_o) is type(fs_i):
+            apart.append(opath)
+        if (fs_m is not None and type(fs_m) is type(fs_i) and fs_m.is_dir(mpath)
+                and not _inside(fs_i, ipath, mpath)):  # (MASKS strictly inside IMAGES)
+            apart.append(mpath)
+        files = [f for f in files if not any(_inside(fs_i, f[1], q) for q in apart)]
     if not files:
         raise InputError(f"no images found in {ipath}")
     rows, seen = [], {}

@@ -1,12 +1,18 @@
 """``fastfill serve``: the HTTP API and the painting page (extra ``serve``: FastAPI + uvicorn).
 
-    from fastfill.serve import create_app, ServeLimits
+    from fastfill.serve import create_app
+    from fastfill.serve.app import ServeLimits
     app = create_app(fastfill.Inpainter(), ServeLimits(max_pixels=20_000_000))
 
 :func:`serve` loads the model, prints where it listens and runs uvicorn until Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
+
+# The most pixels a request's fill (and a batch's) may work over, its windows: a long diagonal
+# stroke's windows are the whole image, and a 110 kB request of 20 megapixels drove the server
+# to 4 GB. 16 megapixels: about 3.4 GB for the default fill (--max-fill-pixels).
+DEFAULT_MAX_FILL_PIXELS = 16_000_000
 
 import ipaddress
 import sys
@@ -107,7 +113,8 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
     echo(f"fastfill {cfg['version']}: {model_name or 'model'} ({cfg['model']['kind']}, prefill "
          f"{cfg['model']['fill']}) on {cfg['backend_selection'] or cfg['backend']} ({cfg['device']}); batches of up to "
          f"{cfg['limits']['max_batch']}, queue {limits.queue}, {limits.io_threads} decode/encode threads")
-    echo(f"limits: {limits.max_pixels / 1e6:g} megapixels per image, {limits.max_body} bytes per request, "
+    echo(f"limits: {limits.max_pixels / 1e6:g} megapixels per image, "
+         f"{limits.max_fill_pixels / 1e6:g} filled per request, {limits.max_body} bytes per request, "
          f"{limits.max_requests} requests in flight, {limits.max_connections} open connections; "
          f"headers within {limits.header_timeout:g} s, bodies within {limits.body_timeout:g} s")
     if cors_origins:

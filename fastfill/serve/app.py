@@ -44,7 +44,8 @@ from ..files import codecs as fio
 from ..errors import InputError, SizeLimitError, printable
 from . import check_token
 from .answers import ApiError, answer, content_type, error, error_body, image_and_mask, seed_header
-from .batcher import Batcher, Busy
+from . import DEFAULT_MAX_FILL_PIXELS
+from .batcher import Batcher, Busy, fill_area
 
 log = logging.getLogger("fastfill.serve")
 access_log = logging.getLogger("fastfill.serve.access")
@@ -65,6 +66,9 @@ class ServeLimits:
     """The server's bounds; each is a flag of ``fastfill serve``."""
 
     max_pixels: int = fio.DEFAULT_MAX_PIXELS  # per image (and per mask)
+    # pixels the fill works over (the hole's windows), per request and per batch: what bounds
+    # the fill's own memory (about 210 bytes a pixel for the default fill, 120 for harmonic)
+    max_fill_pixels: int = DEFAULT_MAX_FILL_PIXELS
     max_body: int = DEFAULT_MAX_BODY  # bytes per request body
     queue: int = DEFAULT_QUEUE  # requests waiting for the model; past it 503
     io_threads: int = 4  # threads decoding and encoding requests
@@ -229,7 +233,8 @@ class Server:
         self.inpainter = inpainter
         self.model_name = model_name
         self.limits = limits
-        self.batcher = Batcher(inpainter, max_queue=limits.queue, max_batch=max_batch)
+        self.batcher = Batcher(inpainter, max_queue=limits.queue, max_batch=max_batch,
+                               max_area=limits.max_fill_pixels)
         self.limiter = anyio.CapacityLimiter(limits.io_threads)
 
     def config(self) -> dict:
@@ -263,9 +268,15 @@ class Server:
             msg = str(e).replace("(use --resize-mask to scale it)", '(send "resize_mask": true to scale it)')
             raise ApiError(413 if isinstance(e, SizeLimitError) else 400, f"{e.part}: {msg}") from None
         try:
-            return src, self.inpainter.check(src.rgb, mask)
+            pair = self.inpainter.check(src.rgb, mask)
         except InputError as e:
             raise ApiError(400, str(e)) from None
+        area, limit = fill_area(pair), self.limits.max_fill_pixels
+        if area > limit:
+            raise ApiError(413, f"mask: the fill would work over {area / 1e6:.1f} megapixels (the "
+                                f"hole's windows), over the limit of {limit / 1e6:g} "
+                                "(--max-fill-pixels): send a tighter mask, or fill it in parts")
+        return src, pair
 
     def encode(self, result: np.ndarray, src: fio.Decoded, mask: np.ndarray) -> tuple[bytes, str, str]:
         """(bytes, Content-Type, file suffix) of the answer, in the input's format."""

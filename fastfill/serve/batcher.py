@@ -2,7 +2,8 @@
 
 Requests put (image, mask) pairs on a bounded queue and wait on a future. One thread takes the
 first waiting pair and whatever else is already queued (up to ``max_batch``, never waiting for
-more: a lone request is not delayed) and fills them with one :meth:`Inpainter.batch` call. While
+more: a lone request is not delayed; at most ``max_area`` pixels of windows, which bound the
+fill's memory) and fills them with one :meth:`Inpainter.batch` call. While
 that call runs, new requests queue up and form the next batch, so batches grow with the load.
 A full queue is refused at once (:class:`Busy`), never an unbounded backlog.
 """
@@ -23,6 +24,11 @@ class Busy(Exception):
     """The queue is full: try again later."""
 
 
+def fill_area(pair) -> int:
+    """The pixels the fill of a checked pair works over: its windows' area."""
+    return sum(h * w for _, _, h, w in pair.windows)
+
+
 class Batcher:
     """Fill (image, mask) pairs submitted from any thread, in batches, on one inference thread.
 
@@ -31,13 +37,18 @@ class Batcher:
         max_queue: pairs that may wait (not counting the batch being filled); past it
             :meth:`submit` raises :class:`Busy`.
         max_batch: the most pairs per ``Inpainter.batch`` call.
+        max_area: the most window pixels (:func:`fill_area`) per call, past the first pair (a
+            pair over it alone is the caller's to refuse).
     """
 
-    def __init__(self, inpainter, *, max_queue: int = 16, max_batch: int = 8):
+    def __init__(self, inpainter, *, max_queue: int = 16, max_batch: int = 8,
+                 max_area: int | None = None):
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be >= 1")
         self.inpainter = inpainter
         self.max_batch = int(max_batch)
+        self.max_area = max_area
+        self._next = None  # a pair taken from the queue that did not fit its batch: the next one's
         self.max_queue = int(max_queue)
         # counters since the start, read through stats()
         self._stats = {"batches": 0, "images": 0, "largest": 0, "refused": 0, "infer_seconds": 0.0}
@@ -76,10 +87,11 @@ class Batcher:
 
     def _loop(self) -> None:
         while True:
-            first = self._q.get()
+            first, self._next = (self._next, None) if self._next is not None else (self._q.get(), None)
             if first is self._stop:
                 return
             items = [first]
+            area = fill_area(first[0])
             stop_after = False
             while len(items) < self.max_batch:
                 try:
@@ -89,11 +101,18 @@ class Batcher:
                 if nxt is self._stop:
                     stop_after = True
                     break
+                more = fill_area(nxt[0])
+                if self.max_area is not None and area + more > self.max_area:
+                    self._next = nxt  # (first of the next batch)
+                    break
                 items.append(nxt)
+                area += more
             items = [it for it in items if it[1].set_running_or_notify_cancel()]
             if items:
                 self._run(items)
             if stop_after:
+                if self._next is not None and self._next[1].set_running_or_notify_cancel():
+                    self._run([self._next])  # ("finish what is queued")
                 return
 
     def _run(self, items) -> None:

@@ -83,7 +83,7 @@ def add_iopaint_routes(app: FastAPI, server) -> None:
             raise ApiError(415, 'send application/json: {"name": "MODEL"}')
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # (RecursionError: JSON nested past Python's stack)
             raise ApiError(400, "bad request: the body is not JSON") from None
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FastfillError, InputError
-from ..files.codecs import atomic_write, decode_mask, dilate_mask, frame_number, sniff_image
+from ..files.codecs import atomic_write, classify_image, decode_mask, dilate_mask, frame_number
 from ..inpainter import frozen
 from ..roi import bounding_box, hole_of
 from .frames import (YUV420, Decoded, PrivateFrames, RGBBuffers, chroma_blocks, planes, reformatter_,
@@ -104,7 +105,10 @@ class _Masks:
                 n = frame_number(f)
                 if n is None or f.name.startswith(".") or not f.is_file():
                     continue
-                if sniff_image(f) is None:
+                fmt, error = classify_image(f)
+                if error is not None:  # (its frame would keep what the mask covers)
+                    raise InputError(f"{f}: {error}")
+                if fmt is None:  # (not an image: no concern of the mask folder)
                     continue
                 if n - first_index in self.files:
                     raise InputError(f"two masks for frame {n}: {self.files[n - first_index]}, {f}")
@@ -176,11 +180,13 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         raise InputError(f"{dst} exists (use --overwrite to replace it)")
     if dst.resolve() == src.resolve():
         raise InputError(f"output {dst} is the input")
+    if not src.is_file():  # (a FIFO or a device would block the open, or never end)
+        raise BadVideo(f"{src}: not a regular file")
     try:
         inp_c = av.open(str(src))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
         # UnicodeDecodeError: PyAV decodes the container's metadata tags as UTF-8
-        raise InputError(f"{src}: cannot open as a video ({type(e).__name__}: {e})") from None
+        raise BadVideo(f"{src}: cannot open as a video ({type(e).__name__}: {e})") from None
     stats = VideoStats()
     t0 = time.perf_counter()
     track = None
@@ -200,7 +206,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         threads.enter_context(one_thread(import_cv2()))
     try:
         if not inp_c.streams.video:
-            raise InputError(f"{src}: no video stream")
+            raise BadVideo(f"{src}: no video stream")
         fmt = inp_c.format.name
         if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg's demuxers of single pictures
             raise InputError(f"{src}: a still image, not a video: fastfill run fills images")
@@ -225,7 +231,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         except OSError as e:
             raise InputError(f"cannot write to {dst}: {e.strerror or e}") from None
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise InputError(f"{src}: video error ({e})") from None
+        raise BadVideo(f"{src}: video error ({e})") from None
     finally:
         try:
             inp_c.close()
@@ -269,6 +275,8 @@ class _Transcode:
         self._rgb = RGBBuffers()
         # the RGB frames propagation converts its sources into (the reader thread's alone)
         self._private = PrivateFrames()
+        self._read = _Read()  # how much of the input the demuxer gave (_check_whole)
+        self.vout = None  # the output's video stream
 
     def __call__(self, tmp: str) -> None:
         av, stats = self.av, self.stats
@@ -277,7 +285,7 @@ class _Transcode:
         except (av.error.FFmpegError, ValueError) as e:
             raise InputError(f"{self.dst}: cannot write this container ({e})") from None
         with out_c:
-            vout = _add_video_stream(av, out_c, self.vin, *self.encoder)
+            vout = self.vout = _add_video_stream(av, out_c, self.vin, *self.encoder)
             stats.codec = vout.codec_context.name
             self.yuv = vout.pix_fmt if vout.pix_fmt in YUV420 else None
             audio = []
@@ -289,7 +297,10 @@ class _Transcode:
             self.audio_map = {a.index: o for a, o in audio}
             self.encode(out_c, vout, [self.vin] + [a for a, _ in audio])
             stats.filled = _count_filled(self.masks, stats.frames)
-        _check_mask_numbers(self.masks, stats, self.mask)  # before the output is committed
+        # (both before the output is committed)
+        _check_whole(self.inp_c, self.vin, self._read,
+                     every_stream=len(audio) + 1 == len(self.inp_c.streams))
+        _check_mask_numbers(self.masks, stats, self.mask)
 
     def frames(self, streams):  # runs in the stream's reader thread
         items = self._holes(self.masks.attach(self._decoded(streams)))
@@ -361,12 +372,17 @@ class _Transcode:
 
     def _decoded(self, streams):
         i = 0
+        read = self._read
         for packet in self.inp_c.demux(*streams):
+            if packet.size:  # (not the demuxer's closing empty packet)
+                read.note(packet, packet.stream is self.vin)
             if packet.stream.type == "audio":
                 if packet.dts is not None:
                     self.pending_audio.append(packet)
                 continue
             for frame in packet.decode():
+                if i == 0:  # (before the encoder sees a frame, as the muxer needs it)
+                    _carry_display_matrix(frame, self.vout)
                 tag = (frame.pts, frame.time_base, i)  # (its timing travels with it)
                 if self.yuv and frame.format.name == self.yuv:
                     self.decoded[i] = frame
@@ -506,9 +522,71 @@ def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray | None, last, sw
     return out
 
 
-class NoMaskedFrames(InputError):
+class BadVideo(InputError):
+    """The input video cannot be used (not a video, no video stream, undecodable, cut short):
+    this input failed (``fastfill video`` exits 1) and no output is written. The message starts
+    with the file's name."""
+
+
+class NoMaskedFrames(BadVideo):
     """A folder of per-frame masks of which no file matches a frame of the clip: this input
-    failed (``fastfill video`` exits 1) and no output is written."""
+    failed (``fastfill video`` exits 1) and no output is written. (The message does not name
+    the video.)"""
+
+
+def _carry_display_matrix(frame, vout) -> None:
+    """The input's display matrix (a phone's rotation, carried by its frames) onto the output
+    stream, so that the filled video is shown as the input is. (PyAV before 18 cannot write it.)"""
+    if vout is None or not hasattr(vout, "set_display_matrix"):
+        return
+    for sd in frame.side_data:
+        if getattr(sd.type, "name", "") == "DISPLAYMATRIX":
+            raw = bytes(sd)
+            if len(raw) == 36:
+                vout.set_display_matrix(list(struct.unpack("=9i", raw)))
+            return
+
+
+class _Read:
+    """What the demuxer gave: the video packets, and the latest end (seconds) of any packet."""
+
+    def __init__(self):
+        self.video_packets = 0
+        self.end = None
+
+    def note(self, packet, video: bool) -> None:
+        self.video_packets += video
+        t = packet.pts if packet.pts is not None else packet.dts
+        if t is not None and packet.time_base is not None:
+            end = float((t + (packet.duration or 0)) * packet.time_base)
+            self.end = end if self.end is None else max(self.end, end)
+
+
+# A file whose packets end this much short of the duration it declares is cut short: the share of
+# that duration, and seconds on top (streams a muxer starts or ends a little apart, timestamps
+# rounded to the time base).
+_SHORT_SHARE, _SHORT_SECONDS = 0.1, 0.5
+
+
+def _check_whole(inp_c, vin, read: _Read, every_stream: bool) -> None:
+    """InputError when the input was cut short (a copy or download that stopped): its video
+    packets fewer than the frames its index lists (MP4, AVI), or, where there is no index and
+    every stream was read (``every_stream``: a stream left out may be the longest), every packet
+    ending well before the duration its header declares (Matroska, WebM). The decoder's frame
+    threads pass over the last, partial packet without an error, so the file would otherwise be
+    filled up to where it stops and reported done."""
+    listed = vin.frames or 0
+    if listed:
+        if read.video_packets < listed:
+            raise BadVideo(f"{inp_c.name}: cut short: {read.video_packets} of the {listed} "
+                             "frames its index lists; nothing written")
+    elif every_stream and inp_c.duration and read.end is not None:
+        declared = inp_c.duration / 1e6
+        start = inp_c.start_time / 1e6 if inp_c.start_time else 0.0
+        got = read.end - start
+        if got < declared * (1 - _SHORT_SHARE) - _SHORT_SECONDS:
+            raise BadVideo(f"{inp_c.name}: cut short: its streams end at {got:.2f} s of the "
+                             f"{declared:.2f} s its header declares; nothing written")
 
 
 def _check_mask_numbers(masks: _Masks, stats: VideoStats, where) -> None:
@@ -604,4 +682,4 @@ def _encoder_options(name: str, crf: int | None, preset: str | None) -> dict:
     return opts
 
 
-__all__ = ["inpaint_video", "VideoStats", "NoMaskedFrames"]
+__all__ = ["inpaint_video", "VideoStats", "BadVideo", "NoMaskedFrames"]
