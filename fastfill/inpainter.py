@@ -37,6 +37,8 @@ the first error of any stage raised in the caller with its original traceback.
 
 from __future__ import annotations
 
+import numbers
+
 import functools
 import itertools
 import time
@@ -112,7 +114,7 @@ class Inpainter:
     def __init__(self, engine=None, *, roi: bool = True, batch_size: int = 4,
                  threads: int | None = None, backend: str | None = None, device=None,
                  method: str | None = None):
-        if not 1 <= batch_size <= MAX_BATCH:
+        if not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= MAX_BATCH:
             raise InputError(f"batch_size must be in [1, {MAX_BATCH}], got {batch_size}")
         if threads is not None and not 1 <= threads <= MAX_THREADS:
             raise InputError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
@@ -306,7 +308,12 @@ class Inpainter:
         run = self._runner(carry, copy, motions)
 
         def checked():
-            for i, (tag, pair) in enumerate(items):
+            for i, item in enumerate(items):
+                try:
+                    tag, pair = item
+                except (TypeError, ValueError):
+                    raise InputError(f"frame {i}: a tagged stream takes (tag, (frame, mask)) items, "
+                                     f"got {type(item).__name__}") from None
                 try:
                     yield tag, self._checked(pair)
                 except InputError as e:

@@ -228,7 +228,9 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
     if mean is None:
         mean = (0.5, 0.5, 0.5)
     mean, window, (name, opts) = [float(v) for v in _seq3(mean)], _window(window), _fill(method, options)
-    if (state is None or isinstance(state, PatchState)) and _all_hole(images, masks, window):
+    if state is not None and not isinstance(state, PatchState):
+        raise TypeError(f"state must be a fastfill.ops.PatchState or None, got {type(state).__name__}")
+    if _all_hole(images, masks, window):
         res = _constant_fill(images, masks, mean, window, name, opts)
     else:
         res = _C.fill(images, masks, mean, window, name, opts, state)

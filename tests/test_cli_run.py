@@ -619,6 +619,15 @@ def test_tiffs_of_many_or_broken_pages_are_one_line(tmp_path):
         decode_image(tmp_path / "two.tif")
 
 
+def test_a_size_just_over_the_limit_says_by_how_much(tmp_path):
+    """1001x1000 against 1 megapixel read "1.0 megapixels, over the limit of 1"."""
+    from fastfill.files.codecs import decode_image
+
+    Image.fromarray(_img(1000, 1001)).save(tmp_path / "a.png")
+    with pytest.raises(InputError, match=r"= 1\.001 megapixels, over the limit of 1 "):
+        decode_image(tmp_path / "a.png", max_pixels=1_000_000)
+
+
 def test_the_subpackages_the_docs_call_come_with_import_fastfill():
     code = ("import fastfill, numpy as np; m = np.zeros((8, 8), np.uint8); m[3:5, 3:5] = 1; "
             "fastfill.ops.fill(np.zeros((8, 8, 3), np.uint8), m); fastfill.fills.FILLS['patch']; "

@@ -386,6 +386,10 @@ def test_stream_propagates_errors_from_any_stage(engine):
         list(inp.stream([_img(32, 32)] * 3, [m, m]))
     with pytest.raises(InputError, match="frame 1: mask is"):
         list(inp.stream([_img(32, 32), _img(16, 16)], m))
+    # a tagged stream's items are (tag, (frame, mask)): anything else is said so, not unpacked
+    for items in ([_img(32, 32)], [(1, 2, 3)], [None]):
+        with pytest.raises(InputError, match="frame 0: a tagged stream takes"):
+            list(inp.stream(items, tagged=True))
 
 
 def test_stream_stops_cleanly_when_the_consumer_stops(engine):
@@ -567,6 +571,9 @@ def test_resource_options_are_bounded():
         Inpainter(threads=100000)
     with pytest.raises(InputError, match=r"batch_size must be in \[1, 256\]"):
         Inpainter(batch_size=0)
+    for not_an_int in ("4", 2.5):  # (a TypeError from the comparison; 2.5 was taken as 2)
+        with pytest.raises(InputError, match=r"batch_size must be in \[1, 256\]"):
+            Inpainter(batch_size=not_an_int)
 
 
 def test_mask_with_nan_is_refused():

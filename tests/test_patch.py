@@ -322,11 +322,22 @@ def test_a_flat_image_stays_flat():
     ({"iterations": 0}, "iterations"), ({"size": 3}, "takes no option size"),
     ({"poisson": 2}, "poisson"), ({"blend_limit": 256}, "blend_limit"),
     ({"detail_depth": -1}, "detail_depth"),
+    # (past int64 the kernel's own cast failed with a RuntimeError naming no option)
+    ({"seed": 2**64}, "option seed=.* out of range"), ({"radius": 2**70}, "radius"),
+    ({"patch": 2.5}, "option patch must be an int"), ({"seed": "1"}, "seed must be an int"),
 ])
 def test_bad_options_are_refused_by_name(opts, match):
     im, m = textured(32, 32), mask_of(32, 32, (8, 8, 16, 16))
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         ops.fill(im, m, "patch", **opts)
+
+
+def test_a_state_that_is_not_one_is_refused():
+    im, m = textured(32, 32), mask_of(32, 32, (8, 8, 16, 16))
+    with pytest.raises(TypeError, match="PatchState"):
+        ops.fill(im, m, "patch", state=object())
+    with pytest.raises(TypeError, match="PatchState"):
+        ops.fill(im, np.ones((32, 32), np.uint8), "patch", state={})  # (all hole: no kernel call)
 
 
 def test_one_table_names_the_fills_everywhere():

@@ -305,6 +305,12 @@ class Decoded:
 _PAGE_CAP = 100
 
 
+def _megapixels(n: int, limit: int) -> str:
+    """``n`` pixels in megapixels, one decimal, or as many as tell it from ``limit``'s."""
+    shown = f"{n / 1e6:.1f}"
+    return shown if float(shown) > limit / 1e6 else f"{n / 1e6:.7g}"
+
+
 def _pages(im) -> int:
     """The pages of a TIFF, counted up to _PAGE_CAP + 1; the file left at its first."""
     if not getattr(im, "is_animated", False):  # (read from the first page's header)
@@ -340,7 +346,7 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
         with _open(src) as im:
             w, h = im.size
             if w * h > limit:
-                raise SizeLimitError(f"{w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
+                raise SizeLimitError(f"{w}x{h} = {_megapixels(w * h, limit)} megapixels, over the limit of "
                                      f"{limit / 1e6:g} (--max-pixels)")
             frames = _pages(im) if im.format == "TIFF" else getattr(im, "n_frames", 1)
             # An MPO (a phone's JPEG) carries previews after its photo: the first frame is the image.

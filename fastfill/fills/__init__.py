@@ -8,6 +8,8 @@ Standard library only: reading a model's metadata does not load the native modul
 
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -44,7 +46,12 @@ class Fill:
         if unknown:
             known = ", ".join(self.options) or "none"
             raise ValueError(f"the {self.name} fill takes no option {', '.join(unknown)} (it takes: {known})")
-        return {**self.options, **options}
+        for k, v in options.items():  # (the kernel takes int64s: a bigger int failed in its cast)
+            if not isinstance(v, numbers.Integral):
+                raise TypeError(f"the {self.name} fill's option {k} must be an int, got {v!r}")
+            if not -(2**63) <= int(v) < 2**63:
+                raise ValueError(f"the {self.name} fill's option {k}={v} is out of range")
+        return {**self.options, **{k: int(v) for k, v in options.items()}}
 
 
 FILLS: Mapping[str, Fill] = MappingProxyType({f.name: f for f in (

@@ -266,7 +266,9 @@ class Server:
             src, mask = fio.read_item(image_bytes, mask_bytes, opts)
         except InputError as e:
             msg = str(e).replace("(use --resize-mask to scale it)", '(send "resize_mask": true to scale it)')
-            raise ApiError(413 if isinstance(e, SizeLimitError) else 400, f"{e.part}: {msg}") from None
+            if not msg.startswith(("the mask", "mask ")):  # (a mask's message names it already)
+                msg = f"{e.part}: {msg}"
+            raise ApiError(413 if isinstance(e, SizeLimitError) else 400, msg) from None
         try:
             pair = self.inpainter.check(src.rgb, mask)
         except InputError as e:
