@@ -164,11 +164,11 @@ def _text_options(every: bool = False, what: str = "Fill the text found in each 
     find themselves. ``what``: what --text does, for its help."""
     def add(f):
         if every:
-            f = click.option("--text-every", type=click.IntRange(1, 10_000), default=10,
+            f = click.option("--text-every", type=click.IntRange(1, 300), default=10,
                              show_default=True, metavar="N",
                              help="With --text: detect on every N-th frame (and the last); a "
                                   "frame in between gets the text of either detection it still "
-                                  "shows.")(f)
+                                  "shows (memory: up to N frames wait for the next detection).")(f)
         f = click.option("--text-keep-unread", is_flag=True,
                          help="With --text: keep the boxes the recognizer does not read as text "
                               "(stylised logos, handwriting; more false detections).")(f)

@@ -619,6 +619,22 @@ def test_tiffs_of_many_or_broken_pages_are_one_line(tmp_path):
         decode_image(tmp_path / "two.tif")
 
 
+def test_an_empty_hole_writes_the_source_bytes(tmp_path):
+    """A JPEG with nothing to fill was re-encoded: its pixels moved for nothing."""
+    imgs, masks = tmp_path / "i", tmp_path / "m"
+    imgs.mkdir(), masks.mkdir()
+    Image.fromarray(_img(40, 52)).save(imgs / "a.jpg", quality=80)
+    Image.fromarray(_img(40, 52, 1)).save(imgs / "b.jpg", quality=80)
+    Image.fromarray(np.zeros((40, 52), np.uint8)).save(masks / "a.png")
+    Image.fromarray(_mask(40, 52)).save(masks / "b.png")
+    code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", tmp_path / "o")
+    assert code == 0, err
+    assert (tmp_path / "o" / "a.jpg").read_bytes() == (imgs / "a.jpg").read_bytes()
+    assert (tmp_path / "o" / "b.jpg").read_bytes() != (imgs / "b.jpg").read_bytes()  # (filled)
+    code, _, err = invoke("run", "--method", "harmonic", "--format", "png", imgs, masks, "-o", tmp_path / "p")
+    assert code == 0 and Image.open(tmp_path / "p" / "a.png").format == "PNG", err
+
+
 def test_a_size_just_over_the_limit_says_by_how_much(tmp_path):
     """1001x1000 against 1 megapixel read "1.0 megapixels, over the limit of 1"."""
     from fastfill.files.codecs import decode_image

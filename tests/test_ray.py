@@ -298,6 +298,17 @@ def test_engine_error_stops_the_run_with_exit_2(tree, tmp_path):
                        engine=tmp_path / "missing.onnx")
 
 
+def test_a_gpu_the_local_cluster_has_not_is_one_line(tree, tmp_path):
+    """The actors asked Ray for a GPU it does not have and waited for it forever."""
+    ray = fray._import_ray()
+    if ray.is_initialized() and ray.cluster_resources().get("GPU", 0):
+        pytest.skip("this machine's Ray cluster has a GPU")
+    code, _, stderr = invoke("run", "-q", "--ray", "--device", "cuda", "--gpus-per-worker", "1",
+                             "--engine", TINY, tree / "images", tree / "masks", "-o", tmp_path / "out")
+    assert code == 2 and "cluster has 0 GPUs" in stderr, stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.png"))
+
+
 def test_ray_keeps_the_local_runs_file_rules(tmp_path):
     """--ray as the local run: an output folder inside IMAGES is not input, a killed run's temporary
     files are removed, an output cut short is redone, --max-pixels refuses from the header."""

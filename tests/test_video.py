@@ -656,3 +656,102 @@ def test_a_fifo_is_refused_at_once(tmp_path):
     code, _, err = invoke("video", fifo, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
                           "--engine", TINY, "-q")
     assert code == 1 and err.strip() == f"failed: {fifo}: not a regular file", err
+
+
+_ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize\n"
+               b"Style: Default,Arial,16\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, "
+               b"MarginR, MarginV, Effect, Text\n")
+
+
+def _vfr_clip_with_subtitles(path, pts_ms, size=(H, W)):
+    """H.264 at irregular timestamps (ms) and one ASS subtitle event: a phone's variable frame
+    rate, a film's subtitles."""
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.height, v.width, v.pix_fmt = *size, "yuv420p"
+        v.codec_context.time_base = Fraction(1, 1000)
+        s = c.add_stream("ass")
+        s.codec_context.subtitle_header = _ASS_HEADER
+        s.time_base = Fraction(1, 1000)
+        base = np.random.default_rng(2).integers(0, 255, (*size, 3), dtype=np.uint8)
+        for k, p in enumerate(pts_ms):
+            f = av.VideoFrame.from_ndarray(np.roll(base, k, axis=1).copy(), format="rgb24")
+            f.pts, f.time_base = p, Fraction(1, 1000)
+            for pk in v.encode(f):
+                c.mux(pk)
+            if k == 1:
+                pk = av.Packet(b"0,0,Default,,0,0,0,,hello")
+                pk.stream, pk.pts, pk.dts, pk.duration = s, p, p, 300
+                pk.time_base = Fraction(1, 1000)
+                c.mux(pk)
+        for pk in v.encode(None):
+            c.mux(pk)
+
+
+def _video_pts(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return sorted(float(p.pts * p.time_base) for p in c.demux(v) if p.size)
+
+
+def test_irregular_timestamps_and_subtitles_are_kept(tmp_path):
+    """The encoder's time base was 1 / the average rate: a variable-rate MP4 failed and an MKV's
+    timestamps were rounded onto that grid (repeated, or shifted against the audio). Subtitles
+    were dropped without a word."""
+    pts = [0, 40, 80, 200, 240, 280, 300, 320, 500, 540, 580, 620, 660, 700]
+    src = tmp_path / "in.mkv"
+    _vfr_clip_with_subtitles(src, pts)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    for out in (tmp_path / "out.mkv", tmp_path / "out.mp4"):
+        code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out,
+                              "--method", "harmonic", "-q")
+        assert code == 0, err
+        assert _video_pts(out) == _video_pts(src) == [p / 1000 for p in pts]
+        with av.open(str(out)) as c:
+            subs = [p for p in c.demux(c.streams.subtitles[0]) if p.size] if c.streams.subtitles else []
+        if out.suffix == ".mkv":
+            assert [bytes(p) for p in subs] == [b"0,0,Default,,0,0,0,,hello"] and not err
+        else:  # (MP4 holds no ASS: said, not dropped silently)
+            assert not subs and "warning: subtitle stream 1 not copied" in err
+    # cut short, the subtitles no longer hide it (a stream left out turned the check off)
+    long = tmp_path / "long.mkv"
+    _vfr_clip_with_subtitles(long, [40 * k for k in range(80)])
+    data = long.read_bytes()
+    long.write_bytes(data[: len(data) // 2])
+    code, _, err = invoke("video", long, "--mask", tmp_path / "m.png", "-o", tmp_path / "cut.mkv",
+                          "--method", "harmonic", "-q")
+    assert code == 1 and "cut short" in err and not (tmp_path / "cut.mkv").exists(), err
+
+
+def test_a_frame_size_change_fails_the_video_in_one_line(tmp_path):
+    """Two streams of other sizes joined (MPEG-TS): the masks and the encoder are of one size."""
+    parts = []
+    for k, (h, w) in enumerate(((H, W), (2 * H, 2 * W))):
+        p = tmp_path / f"p{k}.ts"
+        with av.open(str(p), "w", format="mpegts") as c:
+            v = c.add_stream("mpeg4", rate=FPS)
+            v.height, v.width, v.pix_fmt = h, w, "yuv420p"
+            for i in range(6):
+                f = av.VideoFrame.from_ndarray(np.full((h, w, 3), 20 * i, np.uint8), format="rgb24")
+                f.pts = i
+                for pk in v.encode(f):
+                    c.mux(pk)
+            for pk in v.encode(None):
+                c.mux(pk)
+        parts.append(p.read_bytes())
+    src = tmp_path / "joined.ts"
+    src.write_bytes(b"".join(parts))
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
+                          "--method", "harmonic", "-q")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"failed: {src}: the frame size changes at frame 6 ({W}x{H} to {2 * W}x{2 * H})")
+    assert not (tmp_path / "o.mp4").exists()
+    # an audio encoder named as the video's: one line, not PyAV's TypeError
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
+                          "--codec", "aac", "-q")
+    assert code == 2 and "aac is not a video encoder" in err and "internal error" not in err, err

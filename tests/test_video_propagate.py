@@ -824,6 +824,24 @@ def test_video_fill_streams_pairs_and_tags(harmonic):
     assert all(np.array_equal(a, b) for a, (_, b) in zip(plain, tagged))
 
 
+def test_video_fill_reads_a_writable_mask_every_frame(harmonic):
+    """As Inpainter.stream does: it was copied once, so clearing it in place went unseen and
+    pixels it no longer covered were changed."""
+    img, mask = photo(), logo()
+    frames = [view(img, *p) for p in PAN[:6]]
+    m = mask.copy()
+
+    def changing():
+        for i, f in enumerate(frames):
+            if i == 3:
+                m[:] = 0  # (read when frame 3 is read)
+            yield f
+
+    out = list(VideoFill(harmonic, window=2).stream(changing(), m))
+    assert not any(np.array_equal(o, f) for o, f in zip(out[:3], frames[:3]))
+    assert all(np.array_equal(o, f) for o, f in zip(out[3:], frames[3:]))
+
+
 # -- fastfill video -----------------------------------------------------------------------------------
 
 FPS = 12

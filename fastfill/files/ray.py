@@ -153,7 +153,7 @@ class _Filler:
         return out
 
 
-def _write_batch(batch: dict, *, fs_out=None, opts=FileOptions()) -> dict:
+def _write_batch(batch: dict, *, fs_out=None, fs_image=None, opts=FileOptions()) -> dict:
     """Encode each result in its source's mode and write it atomically; one status per row."""
     errors = _strings(batch, "error")
     status, notes = [], []
@@ -164,9 +164,9 @@ def _write_batch(batch: dict, *, fs_out=None, opts=FileOptions()) -> dict:
                 src = pickle.loads(batch["src"][i])
                 note = src.note or ""  # the decoder's note, said by the driver
                 row = {"out": str(batch["out"][i]), "format": str(batch["format"][i]),
-                       "replace": bool(batch["replace"][i])}
+                       "replace": bool(batch["replace"][i]), "image": str(batch["image"][i])}
                 runner.write_row(row, np.asarray(batch["rgb"][i]), src, np.asarray(batch["hole"][i]),
-                                 fs_out, opts)
+                                 fs_out, opts, fs_images=fs_image)
             except Exception as e:  # noqa: BLE001
                 errors[i] = runner.reason(e, "encode")
         notes.append(note)
@@ -306,6 +306,13 @@ class RayExecutor:
         if self._started is None:
             self._started = init(self.address, quiet=not self.progress)
             _configure_data(self.progress)
+            # a worker asking for a GPU the local cluster has not waits for it forever (a remote
+            # cluster may add a node that has one)
+            if self.gpus and not self.address:
+                have = _import_ray().cluster_resources().get("GPU", 0)
+                if have < self.gpus:
+                    raise EngineError(f"--gpus-per-worker {self.gpus:g}: this machine's Ray "
+                                      f"cluster has {have:g} GPUs; nothing written")
             self.actor_cpus, self.io_cpus, self.options["auto_threads"] = _worker_resources(
                 self.concurrency, self.gpus, None, local=not self.address)
         return _import_ray()
@@ -387,7 +394,7 @@ def _image_pipeline(rows, engine, options, opts, p: Worklist, *, concurrency, gp
                         compute=ray.data.ActorPoolStrategy(size=concurrency),
                         num_cpus=actor_cpus, num_gpus=gpus or None)
     ds = ds.map_batches(_write_batch, batch_size=ROWS_PER_TASK, batch_format="numpy",
-                        fn_kwargs=dict(fs_out=p.fs_out, opts=opts),
+                        fn_kwargs=dict(fs_out=p.fs_out, fs_image=p.fs_images, opts=opts),
                         num_cpus=io_cpus)
     return ds
 

@@ -79,10 +79,19 @@ def read_row(row: dict, fs_images, fs_masks, opts: FileOptions = FileOptions(), 
                          mask_name=row["mask"] or None, text=text)
 
 
-def write_row(row: dict, result, src: fio.Decoded, mask, fs_out, opts: FileOptions = FileOptions()) -> None:
+def write_row(row: dict, result, src: fio.Decoded, mask, fs_out, opts: FileOptions = FileOptions(),
+              fs_images=None) -> None:
     """Encode a result in its source's mode (as far as the row's format allows) and write it
-    atomically; InputError on failure."""
-    data = fio.encode_result(result, src, mask, row["format"], opts)
+    atomically; InputError on failure. With ``fs_images``, an empty hole with the output in the
+    source's format writes the source's own bytes (``row["image"]``): re-encoding would move a
+    JPEG's pixels for nothing."""
+    if fs_images is not None and row["format"] == src.format and not np.asarray(mask).any():
+        data = fs_images.source(row["image"])
+        if not isinstance(data, (bytes, bytearray)):  # (a local path)
+            with open(data, "rb") as f:
+                data = f.read()
+    else:
+        data = fio.encode_result(result, src, mask, row["format"], opts)
     fs_out.write(row["out"], data, overwrite=opts.overwrite or bool(row.get("replace")))
 
 
@@ -318,7 +327,7 @@ class LocalExecutor:
 
         def write(row, result, src, mask) -> Outcome:
             try:
-                write_row(row, result, src, mask, p.fs_out, opts)
+                write_row(row, result, src, mask, p.fs_out, opts, fs_images=p.fs_images)
                 return Outcome(row["image"], row["mask"], note=src.note or "")
             except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
                 return Outcome(row["image"], row["mask"], reason(e, "encode"), src.note or "")

@@ -695,11 +695,18 @@ def _pairs(frames: Iterable, masks) -> Iterator[tuple]:
     if masks is None:
         yield from frames
     elif isinstance(masks, np.ndarray) and masks.ndim == 2:
-        if not frozen(masks):  # one mask for every frame: read once (a copy of its own)
-            masks = np.array(masks)
-            masks.setflags(write=False)
+        if frozen(masks):  # one mask for every frame, read once
+            for f in frames:
+                yield f, masks
+            return
+        # a writable one is read every frame, as Inpainter.stream reads it; the same frozen copy
+        # while it is unchanged (a static mask is known by being the same object)
+        held = None
         for f in frames:
-            yield f, masks
+            if held is None or not np.array_equal(held, masks):
+                held = np.array(masks)
+                held.setflags(write=False)
+            yield f, held
     else:
         mi = iter(masks)
         for i, f in enumerate(frames):

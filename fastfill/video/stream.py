@@ -261,7 +261,9 @@ class _Transcode:
         # (its _HoleBox, the Y, U and V samples in its box) of the last frame written over its
         # hole: what a still frame after it takes
         self._held = None
-        self.pending_audio: collections.deque = collections.deque()
+        # packets of the copied streams (audio, subtitles) waiting to be muxed, and their streams
+        self.pending: collections.deque = collections.deque()
+        self.copy_map: dict = {}
         # frame number -> (decoded YUV frame, its hole's _HoleBox) while the frame is in the
         # pipeline: the result is written into the decoded planes over the hole only (YUV420)
         self.decoded: dict[int, tuple] = {}
@@ -288,22 +290,27 @@ class _Transcode:
             vout = self.vout = _add_video_stream(av, out_c, self.vin, *self.encoder)
             stats.codec = vout.codec_context.name
             self.yuv = vout.pix_fmt if vout.pix_fmt in YUV420 else None
-            audio = []
-            for a in self.inp_c.streams.audio:
+            copied = []
+            for s in self.inp_c.streams:
+                if s is self.vin:
+                    continue
+                if s.type not in ("audio", "subtitle"):  # (a second video, data, attachments)
+                    print(f"warning: {s.type} stream {s.index} not copied: fastfill writes the "
+                          "filled video, the audio and the subtitles", file=sys.stderr)
+                    continue
                 try:
-                    audio.append((a, out_c.add_stream_from_template(a)))
-                except (av.error.FFmpegError, ValueError) as e:
-                    print(f"warning: audio stream {a.index} not copied: {e}", file=sys.stderr)
-            self.audio_map = {a.index: o for a, o in audio}
-            self.encode(out_c, vout, [self.vin] + [a for a, _ in audio])
+                    copied.append((s, out_c.add_stream_from_template(s)))
+                except (av.error.FFmpegError, ValueError, TypeError) as e:
+                    print(f"warning: {s.type} stream {s.index} not copied: {e}", file=sys.stderr)
+            self.copy_map = {s.index: o for s, o in copied}
+            self.encode(out_c, vout)
             stats.filled = _count_filled(self.masks, stats.frames)
         # (both before the output is committed)
-        _check_whole(self.inp_c, self.vin, self._read,
-                     every_stream=len(audio) + 1 == len(self.inp_c.streams))
+        _check_whole(self.inp_c, self.vin, self._read)
         _check_mask_numbers(self.masks, stats, self.mask)
 
-    def frames(self, streams):  # runs in the stream's reader thread
-        items = self._holes(self.masks.attach(self._decoded(streams)))
+    def frames(self):  # runs in the stream's reader thread
+        items = self._holes(self.masks.attach(self._decoded()))
         if self.propagator is not None:
             items = self.propagator.run(items)
             self._still_mask = lambda: self.propagator.still_mask
@@ -370,19 +377,25 @@ class _Transcode:
                 frame = frame.copy()  # (no hole: nothing is written into it)
             yield tag, (frame, mask)
 
-    def _decoded(self, streams):
+    def _decoded(self):
         i = 0
         read = self._read
-        for packet in self.inp_c.demux(*streams):
+        size = (self.vin.codec_context.width, self.vin.codec_context.height)
+        # every stream's packets: the ones not copied count for how much of the file was read
+        for packet in self.inp_c.demux():
             if packet.size:  # (not the demuxer's closing empty packet)
                 read.note(packet, packet.stream is self.vin)
-            if packet.stream.type == "audio":
-                if packet.dts is not None:
-                    self.pending_audio.append(packet)
+            if packet.stream is not self.vin:
+                if packet.dts is not None and packet.stream.index in self.copy_map:
+                    self.pending.append(packet)
                 continue
             for frame in packet.decode():
                 if i == 0:  # (before the encoder sees a frame, as the muxer needs it)
                     _carry_display_matrix(frame, self.vout)
+                if (frame.width, frame.height) != size:  # (masks, windows, the encoder: one size)
+                    raise BadVideo(f"{self.inp_c.name}: the frame size changes at frame {i} "
+                                   f"({size[0]}x{size[1]} to {frame.width}x{frame.height}): "
+                                   "fastfill video fills clips of one size; nothing written")
                 tag = (frame.pts, frame.time_base, i)  # (its timing travels with it)
                 if self.yuv and frame.format.name == self.yuv:
                     self.decoded[i] = frame
@@ -428,14 +441,15 @@ class _Transcode:
             return out
         return self.av.VideoFrame.from_ndarray(result, format="rgb24")
 
-    def mux_audio(self, out_c):
-        while self.pending_audio:
-            pkt = self.pending_audio.popleft()
-            pkt.stream = self.audio_map[pkt.stream.index]
+    def mux_copied(self, out_c):
+        while self.pending:
+            pkt = self.pending.popleft()
+            audio = pkt.stream.type == "audio"
+            pkt.stream = self.copy_map[pkt.stream.index]
             out_c.mux(pkt)
-            self.stats.audio_packets += 1
+            self.stats.audio_packets += audio
 
-    def encode(self, out_c, vout, streams):
+    def encode(self, out_c, vout):
         from tqdm import tqdm
 
         bar = tqdm(total=self.vin.frames or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
@@ -443,7 +457,7 @@ class _Transcode:
         try:
             # (the decoded frames are ours, and only the result's hole box is read: copy=False)
             motions = self.propagator.next_motion if self.propagator is not None else None
-            for (pts, tb, i), result in self.inpainter.stream(self.frames(streams), carry=True,
+            for (pts, tb, i), result in self.inpainter.stream(self.frames(), carry=True,
                                                                tagged=True, copy=False,
                                                                motions=motions):
                 vf = self._output_frame(i, result)
@@ -453,12 +467,12 @@ class _Transcode:
                     vf.pts, vf.time_base = i, 1 / vout.codec_context.framerate
                 for pkt in vout.encode(vf):
                     out_c.mux(pkt)
-                self.mux_audio(out_c)
+                self.mux_copied(out_c)
                 self.stats.frames += 1
                 bar.update(1)
             for pkt in vout.encode(None):
                 out_c.mux(pkt)
-            self.mux_audio(out_c)
+            self.mux_copied(out_c)
         finally:
             bar.close()
 
@@ -568,25 +582,24 @@ class _Read:
 _SHORT_SHARE, _SHORT_SECONDS = 0.1, 0.5
 
 
-def _check_whole(inp_c, vin, read: _Read, every_stream: bool) -> None:
-    """InputError when the input was cut short (a copy or download that stopped): its video
-    packets fewer than the frames its index lists (MP4, AVI), or, where there is no index and
-    every stream was read (``every_stream``: a stream left out may be the longest), every packet
-    ending well before the duration its header declares (Matroska, WebM). The decoder's frame
-    threads pass over the last, partial packet without an error, so the file would otherwise be
-    filled up to where it stops and reported done."""
+def _check_whole(inp_c, vin, read: _Read) -> None:
+    """BadVideo when the input was cut short (a copy or download that stopped): its video
+    packets fewer than the frames its index lists (MP4, AVI), or, where there is no index, every
+    packet of every stream ending well before the duration its header declares (Matroska, WebM).
+    The decoder's frame threads pass over the last, partial packet without an error, so the file
+    would otherwise be filled up to where it stops and reported done."""
     listed = vin.frames or 0
     if listed:
         if read.video_packets < listed:
             raise BadVideo(f"{inp_c.name}: cut short: {read.video_packets} of the {listed} "
-                             "frames its index lists; nothing written")
-    elif every_stream and inp_c.duration and read.end is not None:
+                           "frames its index lists; nothing written")
+    elif inp_c.duration and read.end is not None:
         declared = inp_c.duration / 1e6
         start = inp_c.start_time / 1e6 if inp_c.start_time else 0.0
         got = read.end - start
         if got < declared * (1 - _SHORT_SHARE) - _SHORT_SECONDS:
             raise BadVideo(f"{inp_c.name}: cut short: its streams end at {got:.2f} s of the "
-                             f"{declared:.2f} s its header declares; nothing written")
+                           f"{declared:.2f} s its header declares; nothing written")
 
 
 def _check_mask_numbers(masks: _Masks, stats: VideoStats, where) -> None:
@@ -628,6 +641,13 @@ def _container_format(av, dst: Path, inp_c) -> str | None:
     return inp_c.format.name.split(",")[0]
 
 
+# Encoders that take any time base (MPEG-1/2 take only their standard frame rates, MPEG-4 part 2
+# a denominator up to 65535).
+_ANY_TIME_BASE = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1",
+                            "libsvtav1", "librav1e", "ffv1", "rawvideo", "png", "mjpeg", "libopenh264",
+                            "h264_nvenc", "hevc_nvenc", "utvideo", "prores_ks", "dnxhd"})
+
+
 def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset: str | None):
     cc = vin.codec_context
     rate = vin.average_rate or vin.guessed_rate or vin.base_rate or 25
@@ -637,9 +657,13 @@ def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset
     for name in filter(None, names):
         try:
             vout = out_c.add_stream(name, rate=rate)
+            if vout.type != "video":
+                raise ValueError(f"{name} is not a video encoder")
             break
-        except (av.error.FFmpegError, ValueError, av.codec.codec.UnknownCodecError) as e:
-            last = e
+        except (av.error.FFmpegError, ValueError, TypeError, av.codec.codec.UnknownCodecError) as e:
+            # (TypeError: PyAV's, on an audio encoder given a frame rate)
+            last = ValueError(f"{name} is not a video encoder") if isinstance(e, TypeError) else e
+            vout = None
     if vout is None:
         raise InputError(f"no encoder for codec {names[0]!r} ({last}); pick one with --codec")
     vout.width, vout.height = cc.width, cc.height
@@ -652,6 +676,11 @@ def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset
         "yuv420p" if "yuv420p" in formats else formats[0])
     if vin.time_base is not None:
         vout.time_base = vin.time_base
+        # the encoder's too, where it takes any: in 1 / the average rate, the frames' timestamps
+        # were rounded (a variable rate failed in MP4, or came out with repeated timestamps)
+        tb, enc = vin.time_base, vout.codec_context.name
+        if enc in _ANY_TIME_BASE or (enc == "mpeg4" and tb.denominator <= 65535):
+            vout.codec_context.time_base = tb
     opts = _encoder_options(vout.codec_context.name, crf, preset)
     if crf is None and vin.bit_rate and vout.codec_context.name not in ("ffv1", "png", "rawvideo"):
         vout.bit_rate = vin.bit_rate  # keep about the input's quality for bit-rate codecs
