@@ -379,7 +379,7 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
             raise EngineError("--torch needs PyTorch: pip install 'fastfill[train]' "
                               "(CPU: torch==2.13.0)")
         # the table's torch row (train.torch_engine, imported now: it needs torch)
-        loaded.append((load_engine(torch_checkpoint, backend="torch", threads=threads), None))
+        loaded.append((open_engine(torch_checkpoint, backend="torch", device=device, threads=threads), None))
     names = [Path(p).name if p else "" for _, p in loaded]
     targets = []
     for eng, p in loaded:
@@ -410,8 +410,12 @@ class FileInput:
         """The file read as `fastfill run` reads it (codecs.read_item), repeated ``batch`` times."""
         from .files import codecs as fio
 
-        src, m = fio.read_item(self.image, self.mask, image_name=str(self.image),
-                               mask_name=str(self.mask))
+        try:
+            src, m = fio.read_item(self.image, self.mask, image_name=str(self.image),
+                                   mask_name=str(self.mask))
+        except InputError as e:  # (a mask's message names it; an image's does not)
+            said = str(e)
+            raise InputError(said if getattr(e, "part", "") == "mask" else f"{self.image}: {said}") from None
         images = np.repeat(src.rgb[None], batch, axis=0)
         masks = np.repeat(m.view(np.uint8)[None], batch, axis=0)
         return src, images, masks

@@ -234,6 +234,11 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
         raise BuildError(f"precision must be fp16 or fp32, got {precision!r}")
     if plan_path.exists() and not overwrite:
         raise BuildError(f"{plan_path} exists (use --force to replace it)")
+    side_path = sidecar_path(plan_path)
+    if side_path.exists() and not overwrite:  # (the plan's description would replace a file of yours)
+        raise BuildError(f"{side_path} exists: the plan's sidecar would replace it (use --force)")
+    if timing_cache and Path(timing_cache).resolve() in {p.resolve() for p in (onnx_path, plan_path, side_path)}:
+        raise BuildError(f"--timing-cache {timing_cache} is the model, the plan or its sidecar")
     try:
         meta = read_meta(onnx_path)
     except EngineError as e:
@@ -290,7 +295,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
     }
     write = partial(write_file, error=BuildError, force="--force")
     write(plan_path, plan_bytes, overwrite=overwrite)
-    write(sidecar_path(plan_path), (json.dumps(side, indent=2) + "\n").encode(), overwrite=True)
+    write(side_path, (json.dumps(side, indent=2) + "\n").encode(), overwrite=overwrite)
     if cache_path:
         write(cache_path, bytes(config.get_timing_cache().serialize()), overwrite=True)
     log(f"wrote {plan_path} ({len(plan_bytes) / 1e6:.1f} MB) and {sidecar_path(plan_path).name}")

@@ -617,6 +617,15 @@ def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warm
         raise click.UsageError("--image and --mask go together")
     if image and sizes:
         raise click.UsageError("--size is the synthetic input's; with --image the file's size is used")
+    for f, flag in ((image, "--image"), (mask, "--mask")):
+        if f and not os.path.isfile(f):  # (a FIFO would block the decode)
+            raise click.UsageError(f"{flag} {f}: not a regular file")
+    if json_out:  # (before the benchmark runs, and never over one of its inputs)
+        inputs = [*engines, torch_ckpt, image, mask]
+        if any(i and os.path.realpath(i) == os.path.realpath(json_out) for i in inputs):
+            raise click.UsageError(f"--json {json_out} is one of the benchmark's inputs")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
+            raise click.UsageError(f"--json {json_out}: folder {os.path.dirname(json_out)} does not exist")
     engine_list = list(engines) or ([] if torch_ckpt else [None])
     targets = b.make_targets(engine_list, list(backends) or [None], torch_checkpoint=torch_ckpt,
                              threads=threads, roi_modes=(False, True) if roi_compare else (True,),
@@ -708,13 +717,16 @@ def _train_params() -> list[click.Parameter]:
 def train_cmd(kind, quiet, **opts):
     """Train a GLCIC or Context Encoder model on a folder of photographs (needs the `train` extra).
 
-    Ctrl-C stops after the current step and saves OUT/last.safetensors; --resume continues it.
+    Ctrl-C (or SIGTERM) stops after the current step and saves OUT/last.safetensors; --resume
+    continues it.
     """
+    import signal
+
     loop = _import_train("loop")
     r = loop.train(loop.TrainConfig(kind=kind, **opts, progress=not quiet))
     if r["interrupted"]:
         click.echo(f"interrupted at step {r['step']}; saved {r['checkpoint']} (continue with --resume)", err=True)
-        return 130
+        return 143 if r["interrupted"] == signal.SIGTERM else 130
     click.echo(f"done: step {r['step']}, {r['steps_per_s']:.2f} it/s; saved {r['checkpoint']}")
     return EXIT_OK
 

@@ -237,6 +237,8 @@ def _check(model: Path, output: Path, method, images, size, overwrite):
         raise InputError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
     if images < 1 or size < 16:
         raise InputError("images must be >= 1 and size >= 16")
+    if output.suffix.lower() != ".onnx":  # (and so never one of the calibration photos)
+        raise InputError(f"{output}: the INT8 model is written as a .onnx file")
     if output.exists() and not overwrite:
         raise InputError(f"{output} exists (use --overwrite to replace it)")
     if output.resolve() == model.resolve():

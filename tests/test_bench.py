@@ -6,6 +6,7 @@ No test here asserts a speed (targets are measured in benchmarks/, never in test
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -110,6 +111,28 @@ def test_bench_files_time_decode_and_encode(tmp_path):
     _check_result(r)
     assert r["size"] == [56, 40]
     assert r["stages_ms"]["decode"] > 0 and r["stages_ms"]["encode"] > 0
+
+
+def test_bench_never_writes_over_its_inputs_and_refuses_a_fifo(tmp_path):
+    """--json named as the image (or the model) replaced it with the report; a FIFO as --mask
+    blocked the decode until killed; --torch on a device it does not run on measured the CPU."""
+    import os
+
+    Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.full((40, 56), 255, np.uint8)).save(tmp_path / "m.png")
+    before = (tmp_path / "a.png").read_bytes()
+    for target in (tmp_path / "a.png", Path(TINY)):
+        res = _run(["bench", "--engine", str(TINY), "--image", str(tmp_path / "a.png"), "--mask",
+                    str(tmp_path / "m.png"), "--iters", "1", "--warmup", "0", "--json", str(target)])
+        assert isinstance(res.exception, click.UsageError), res.output
+        assert "is one of the benchmark's inputs" in str(res.exception)
+    assert (tmp_path / "a.png").read_bytes() == before
+    res = _run(["bench", "--iters", "1", "--json", str(tmp_path / "nodir" / "x.json")])
+    assert isinstance(res.exception, click.UsageError) and "does not exist" in str(res.exception)
+    os.mkfifo(tmp_path / "fifo.png")
+    res = _run(["bench", "--engine", str(TINY), "--image", str(tmp_path / "a.png"), "--mask",
+                str(tmp_path / "fifo.png"), "--iters", "1"])
+    assert isinstance(res.exception, click.UsageError) and "not a regular file" in str(res.exception)
 
 
 @pytest.mark.parametrize("size", ["abc", "512x", "0x10", "12x-3", "5x5x5"])
@@ -237,6 +260,9 @@ def test_bench_torch_checkpoint_side_by_side(tmp_path):
         _check_result(r)
     assert rep["results"][1]["gflop_per_image"] > 0  # counted by torch's FlopCounterMode
     assert rep["comparisons"][0]["target"] == "torch"
+    # --device for a checkpoint that runs on the CPU only: refused (it measured the CPU, saying cpu)
+    res = _run(["bench", "--torch", str(ckpt), "--device", "cuda", "--size", "32x32", "--iters", "1"])
+    assert "runs on the CPU only, not on device 'cuda'" in str(res.exception)
 
 
 def test_bench_numbers_come_from_the_inpainter_path(monkeypatch):

@@ -108,6 +108,14 @@ def test_build_argument_errors(tmp_path, capsys):
     (tmp_path / "exists.plan").write_bytes(b"x")
     with pytest.raises(BuildError, match="--force"):
         build_engine(TINY, tmp_path / "exists.plan")
+    # the plan's sidecar (<stem>.json) was written over a file of that name without a word, and
+    # a timing cache named as the model replaced the model with the cache
+    (tmp_path / "notes.json").write_text('{"my": "notes"}')
+    with pytest.raises(BuildError, match="notes.json exists: the plan's sidecar would replace it"):
+        build_engine(TINY, tmp_path / "notes.plan")
+    assert (tmp_path / "notes.json").read_text() == '{"my": "notes"}'
+    with pytest.raises(BuildError, match="--timing-cache .* is the model"):
+        build_engine(TINY, tmp_path / "m.plan", timing_cache=TINY)
 
 
 def test_gpu_info_reports_why(monkeypatch):

@@ -113,6 +113,9 @@ def test_cli_quantize_and_its_errors(model, tmp_path):
     # the output exists
     code, _, err = invoke("quantize", model, "-o", out, "--calibration", cal)
     assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
+    # an output that is not a .onnx (a calibration photo was replaced with the model)
+    code, _, err = invoke("quantize", model, "-o", cal / "p0.png", "--calibration", cal, "--overwrite")
+    assert code == 2 and "written as a .onnx file" in err
     # no calibration images
     empty = tmp_path / "empty"
     empty.mkdir()

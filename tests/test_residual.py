@@ -3,6 +3,7 @@ the harmonic prefill is what training feeds and what the runtime feeds (fastfill
 file), models without the key stay `mean`, and the validation keeps the best checkpoint."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from fastfill import Inpainter, ops  # noqa: E402
+from fastfill import Inpainter, InputError, ops  # noqa: E402
 from fastfill.engines import load_engine  # noqa: E402
 from fastfill.engines.base import ModelMeta  # noqa: E402
 from train import export as ex  # noqa: E402
@@ -170,13 +171,33 @@ def test_ema_is_validated_kept_and_resumed(photos, tmp_path):
 def test_resume_in_the_completion_phase_may_shrink_the_discriminator(photos, tmp_path):
     base = dict(kind="glcic", data=str(photos / "train"), batch_size=2, crop=32, width=0.0625,
                 mask="freeform", fill="harmonic", head="residual", norm="none", optimizer="adam",
-                val_fraction=0.0, sample_every=0, progress=False, threads=1, out=str(tmp_path))
+                val_fraction=0.0, sample_every=0, progress=False, threads=1, out=str(tmp_path), tc=3)
     first = train(TrainConfig(steps=2, d_width=0.125, **base))
     rest = train(TrainConfig(steps=3, d_width=0.0625, resume=str(first["checkpoint"]), **base))
     assert [h["step"] for h in rest["history"]] == [2]
     # past the completion phase the discriminator must match
     with pytest.raises(Exception, match="does not match"):
-        train(TrainConfig(steps=4, d_width=0.125, tc=2, resume=str(rest["checkpoint"]), **base))
+        train(TrainConfig(steps=4, d_width=0.125, resume=str(rest["checkpoint"]), **base))
+
+
+def test_resume_keeps_the_recipe_and_a_run_folder_is_not_started_over(photos, tmp_path):
+    """Another batch size, seed or phase schedule on resume changed the batches and the losses
+    without a word; a fresh run into a run's folder replaced its checkpoint and mixed its log."""
+    base = dict(kind="glcic", data=str(photos / "train"), batch_size=2, crop=32, width=0.0625,
+                d_width=0.0625, mask="freeform", fill="harmonic", head="residual", norm="none",
+                optimizer="adam", val_fraction=0.0, sample_every=0, progress=False, threads=1,
+                out=str(tmp_path), tc=3)
+    first = train(TrainConfig(steps=2, **base))
+    for change, shown in (({"batch_size": 3}, "--batch-size 2 -> 3"), ({"seed": 5}, "--seed 0 -> 5"),
+                          ({"tc": 10}, "--tc 3 -> 10"), ({"optimizer": "paper"}, "--optimizer")):
+        with pytest.raises(InputError, match="other settings.*" + re.escape(shown)):
+            train(TrainConfig(steps=3, resume=str(first["checkpoint"]), **{**base, **change}))
+    with pytest.raises(InputError, match="holds a run"):
+        train(TrainConfig(steps=3, **base))
+    log = (tmp_path / "log.jsonl").read_text()
+    rest = train(TrainConfig(steps=3, resume=str(first["checkpoint"]), **base))  # its own: goes on
+    assert [h["step"] for h in rest["history"]] == [2]
+    assert (tmp_path / "log.jsonl").read_text().startswith(log)
 
 
 def test_lr_schedule():

@@ -11,6 +11,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from fastfill.cli import cli  # noqa: E402
 from train.checkpoint import save_checkpoint  # noqa: E402
+from train.config import DataError  # noqa: E402
 from train.evaluate import evaluate, format_table, metrics, ssim_map, texture_distance  # noqa: E402
 from train.models import CompletionNet, ContextEncoder  # noqa: E402
 
@@ -172,6 +173,17 @@ def test_evaluate_ce_and_cli(smooth, tmp_path):
     assert res.exception is None, res.output
     assert "1 images" in res.output and "mean fill" in res.output
     assert CliRunner().invoke(cli, ["evaluate", str(p)]).exit_code == 2  # neither --data nor --held-out
+    # --grid: refused before the evaluation when it is no image name or lies in --data (it
+    # replaced a photo), written whole otherwise
+    with pytest.raises(DataError, match="not an image file name"):
+        evaluate(p, smooth, grid=tmp_path / "g.xyz")
+    photo = sorted(smooth.iterdir())[0]
+    before = photo.read_bytes()
+    with pytest.raises(DataError, match="inside --data"):
+        evaluate(p, smooth, grid=photo)
+    assert photo.read_bytes() == before
+    evaluate(p, smooth, grid=tmp_path / "g.png")
+    assert Image.open(tmp_path / "g.png").format == "PNG" and not list(tmp_path.glob(".*"))
 
 
 def test_unreadable_images_are_skipped_with_a_warning(smooth, tmp_path):

@@ -102,9 +102,11 @@ def test_resume_continues_exactly(kind, textured, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_ctrl_c_saves_and_resumes(textured, tmp_path):
-    # A real Ctrl-C to a real `fastfill train` process (in-process, a signal would also hit the
-    # threads of every library earlier tests loaded).
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_saves_and_resumes(textured, tmp_path, sig, code):
+    # A real Ctrl-C (or a scheduler's SIGTERM, which saved nothing) to a real `fastfill train`
+    # process (in-process, a signal would also hit the threads of every library earlier tests
+    # loaded).
     import subprocess
     import time
 
@@ -120,9 +122,9 @@ def test_ctrl_c_saves_and_resumes(textured, tmp_path):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # as if the user pressed Ctrl-C
+    proc.send_signal(sig)  # as if the user pressed Ctrl-C, or a job scheduler ended the job
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "interrupted at step" in stderr and "--resume" in stderr
     step = read_meta(out / "last.safetensors")["step"]
     assert 2 <= step < 100000

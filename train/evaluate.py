@@ -263,6 +263,12 @@ def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, h
         raise DataError(f"{model}: unknown model kind {meta['kind']!r}; known: {', '.join(KINDS)}")
     size = size or kind.eval_size()
     mask = kind.eval_mask(mask)
+    if grid:  # (refused now, not after the evaluation)
+        Image.init()
+        if Path(grid).suffix.lower() not in Image.registered_extensions():
+            raise DataError(f"--grid {grid}: not an image file name (e.g. grid.png)")
+        if not held_out and Path(data).is_dir() and Path(grid).resolve().is_relative_to(Path(data).resolve()):
+            raise DataError(f"--grid {grid} is inside --data {data}: it would be taken for a photo")
     files = None
     if held_out:
         root = Path(meta["data"]["root"])
@@ -293,7 +299,11 @@ def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, h
             shown = mean_fill(images[i:i + 1], masks[i:i + 1], mean)[0]
             rows.append(np.concatenate([shown] + [results_img[k][i] for k in results_img] + [images[i]], 1))
         Path(grid).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(rows, 0)).save(grid)
+        from fastfill.files.codecs import atomic_write
+
+        sheet = Image.fromarray(np.concatenate(rows, 0))  # (whole or absent, asked for: replaced)
+        atomic_write(grid, lambda tmp: sheet.save(tmp, format=Image.registered_extensions()[
+            Path(grid).suffix.lower()]), overwrite=True, suffix=Path(grid).suffix)
     return table
 
 

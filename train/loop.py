@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fastfill.errors import InputError
+
 from . import checkpoint as ckpt
 from .config import DataError, TrainConfig
 from .data import ImageFolder, batches, photo_files, split_files
@@ -49,27 +51,50 @@ def lr_schedule(step: int, lr: float, warmup: int, steps: int, schedule: str = "
     return lr
 
 
+# The settings that make a run's batches and losses: a resume must keep them (the steps, the
+# outputs, the threads and the nets' widths may change; the nets are compared on their own).
+RECIPE = ("batch_size", "crop", "scale", "flip", "mask", "tc", "td", "alpha", "local_size",
+          "adadelta_lr", "adadelta_rho", "lambda_rec", "lambda_adv", "overlap_weight", "lr_d",
+          "lr_ratio", "beta1", "adv", "fill", "optimizer", "lr", "warmup", "schedule", "seed",
+          "val_fraction")
+
+
+def _same_recipe(path, saved: dict | None, now: dict) -> None:
+    """InputError naming the settings a resume would change (a checkpoint without them: none)."""
+    if not isinstance(saved, dict):
+        return
+    norm = lambda v: json.loads(json.dumps(v))  # noqa: E731 (a tuple saved is a list)
+    changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {now.get(k)!r}" for k in RECIPE
+               if k in saved and norm(saved[k]) != norm(now.get(k))]
+    if changed:
+        raise InputError(f"--resume {path}: that run was trained with other settings "
+                         f"({'; '.join(changed)}); resume it with its own, or start a new --out")
+
+
 class _Stopper:
-    """Turns the first Ctrl-C into a flag checked between steps (a second one interrupts at once)."""
+    """Turns the first Ctrl-C or SIGTERM into a flag checked between steps, so that the run
+    saves where it is (a second one interrupts at once); ``signal``: the first one's number."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.stop, self._old = False, None
+        self.stop, self.signal, self._old = False, None, {}
 
     def __enter__(self):
         try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         except ValueError:  # not the main thread
-            self._old = None
+            self._old = {}
         return self
 
-    def _handle(self, *_):
+    def _handle(self, signum, _frame):
         if self.stop:
             raise KeyboardInterrupt
-        self.stop = True
+        self.stop, self.signal = True, signum
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
 
 
 def _save_grid(path, rows):
@@ -84,7 +109,8 @@ def _save_grid(path, rows):
 def train(cfg: TrainConfig, on_step=None) -> dict:
     """Run (or resume) training. `on_step(step, metrics)` is called after every completed step.
 
-    Returns {"history": [metrics per step run], "checkpoint": path, "interrupted": bool, ...}.
+    Returns {"history": [metrics per step run], "checkpoint": path, "interrupted": False or the
+    signal that stopped it (SIGINT, SIGTERM), ...}.
     """
     threads = torch.get_num_threads()
     if cfg.threads:
@@ -98,6 +124,10 @@ def train(cfg: TrainConfig, on_step=None) -> dict:
 def _train(cfg: TrainConfig, on_step) -> dict:
     """The loop: set up, then one step per batch (log, samples, validation, checkpoint), then the
     last checkpoint."""
+    if not cfg.resume and (Path(cfg.out) / "last.safetensors").exists():
+        # (its checkpoint would be replaced and its log mixed with this run's)
+        raise InputError(f"{cfg.out} holds a run (last.safetensors): continue it with --resume "
+                         f"{Path(cfg.out) / 'last.safetensors'}, or choose another --out")
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     run = _Run(cfg, _Data.load(cfg))
@@ -119,7 +149,7 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                     on_step(step, met)
                 run.after_step(step + 1, log)
                 if stopper.stop:
-                    interrupted, done = True, step + 1
+                    interrupted, done = (stopper.signal or True), step + 1
                     break
                 if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                     run.save(step + 1)
@@ -226,6 +256,7 @@ class _Run:
         """Restore the nets and optimisers of the checkpoint ``cfg.resume``: (its step, its mean)."""
         path = ckpt.checkpoint_path(self.cfg.resume)
         saved_meta = ckpt.read_meta(path)
+        _same_recipe(path, saved_meta.get("train"), dataclasses.asdict(self.cfg))
         saved, saved_phase = saved_meta["models"], self.kind.phase(int(saved_meta["step"]), self.cfg)
         models = {k: v for k, v in self.models.items() if k in saved or k != "E"}
         opts = dict(self.opts)
