@@ -52,6 +52,12 @@ _VERSION_DISTS = ("fastfill", "numpy", "onnxruntime", "onnxruntime-gpu", "openvi
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX\u00d7*]\s*(\d+))?\s*$")
 
 
+# The largest synthetic input, pixels per image, and per batch (images x size): what the input
+# and the engine's buffers take stays within a few GB.
+MAX_PIXELS = 50_000_000
+MAX_BATCH_PIXELS = 64_000_000
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'WxH' (or 'N' for NxN) -> (width, height); InputError with an example otherwise."""
     m = _SIZE_RE.match(str(text))
@@ -61,8 +67,8 @@ def parse_size(text: str) -> tuple[int, int]:
     h = int(m.group(2)) if m.group(2) else w
     if w < 1 or h < 1:
         raise InputError(f"bad size {text!r}: width and height must be >= 1")
-    if w * h > 16384 * 16384:
-        raise InputError(f"bad size {text!r}: larger than 16384x16384")
+    if w * h > MAX_PIXELS:  # (the synthetic input alone takes ~85 bytes a pixel)
+        raise InputError(f"bad size {text!r}: over {MAX_PIXELS / 1e6:g} megapixels")
     return w, h
 
 
@@ -542,6 +548,12 @@ def bench(targets: Sequence[Target], sizes: Sequence[tuple[int, int]] = ((512, 5
     given as arrays (then ``sizes`` and ``batches`` are ignored)."""
     if iters < 1 or warmup < 0:
         raise InputError(f"iters must be >= 1 and warmup >= 0, got {iters}, {warmup}")
+    if inputs is None and files is None:
+        for (w, h) in sizes:
+            for n in batches:
+                if w * h * n > MAX_BATCH_PIXELS:
+                    raise InputError(f"--size {w}x{h} --batch {n}: {w * h * n / 1e6:g} megapixels a "
+                                     f"call, over {MAX_BATCH_PIXELS / 1e6:g}")
     if not targets:
         raise InputError("nothing to measure: give at least one engine")
     results = []

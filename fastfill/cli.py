@@ -63,18 +63,26 @@ def info():
 
     path = default_model_path()
     if path.exists():
-        m = read_meta(path)
+        try:  # (a damaged model is one line of the report, not the report's end)
+            m = read_meta(path)
+            click.echo(f"default model: {path.name} ({m.kind}, prefill {m.fill}, "
+                       f"precision {read_onnx_metadata(path).get('fastfill.precision', 'fp32')})")
+        except FastfillError as e:
+            click.echo(f"default model: {path.name}: {e}")
+            return
         try:
             from .engines import load_engine
+            from .inpainter import Inpainter
 
             eng = load_engine(path)
             where = f"{eng.selection}, running on {eng.runs_on}"
             eng.close()
+            with Inpainter() as inp:  # what run, video, serve and bench run with no model flags
+                runs = f"{inp.engine.selection or inp.engine.name}, running on {inp.engine.runs_on}"
         except FastfillError as e:
-            where = f"no back-end loads it: {e}"
-        click.echo(f"default model: {path.name} ({m.kind}, prefill {m.fill}, "
-                   f"precision {read_onnx_metadata(path).get('fastfill.precision', 'fp32')})")
-        click.echo(f"back-end (auto, unless --backend/--device say otherwise): {where}")
+            where = runs = f"no back-end loads it: {e}"
+        click.echo(f"without --engine/--backend/--device/--method: {runs}")
+        click.echo(f"the model on a back-end (--backend auto): {where}")
 
 
 # -- run / video (the runtime; see fastfill.files, fastfill.inpainter, fastfill.video) -------------
@@ -587,7 +595,8 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
               help="Images per call; repeatable [default: 1].")
 @click.option("--iters", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed iterations per configuration (at most; see --max-seconds).")
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--warmup", type=click.IntRange(0, 1000), default=2, show_default=True,
+              help="Untimed iterations first (not bounded by --max-seconds).")
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
               help="Engine threads, the same for every target that has them (not TensorRT) "
                    "[default: the back-end's choice, as fastfill run].")
@@ -758,17 +767,20 @@ def evaluate_cmd(model, data, held_out, mask, size, limit, seed, grid, crops):
 @click.option("--random", "random_init", is_flag=True, help="Export a random-init model (tests, benchmarks).")
 @click.option("--kind", default="glcic", show_default=True, metavar="KIND",
               help="Model kind for --random (one that `fastfill train` takes).")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Channel width multiplier for --random.")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True, max=4.0), default=1.0,
+              show_default=True, help="Channel width multiplier for --random (at most 4).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
-@click.option("--opset", type=click.IntRange(min=17), default=17, show_default=True)
-@click.option("--tol", type=float, default=1e-4, show_default=True,
+@click.option("--opset", type=click.IntRange(17, 20), default=17, show_default=True,
+              help="ONNX opset (17-20, what the exporter writes).")
+@click.option("--tol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
               help="Largest |ONNX Runtime - PyTorch| the self-check accepts.")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 def export_cmd(checkpoint, output, random_init, kind, width, seed, opset, tol, force):
     """Export a checkpoint's generator to ONNX (metadata inside), after checking it against PyTorch."""
     if bool(checkpoint) == random_init:
         raise click.UsageError("give a CHECKPOINT or --random (not both)")
+    if not tol >= 0:  # (NaN passes a range)
+        raise click.UsageError(f"--tol must be a number >= 0, got {tol}")
     ex = _import_train("export")
     kw = dict(opset=opset, tol=tol, overwrite=force, log=click.echo)
     if random_init:

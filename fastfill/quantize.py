@@ -231,12 +231,20 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
     return report
 
 
+# Calibration crops are held in memory together (about 20 bytes a pixel with the engine's
+# inputs): at most this many pixels, about 5 GB.
+MAX_CALIBRATION_PIXELS = 256_000_000
+
+
 def _check(model: Path, output: Path, method, images, size, overwrite):
     """The arguments, before any work: (ModelMeta, the model's metadata)."""
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
     if images < 1 or size < 16:
         raise InputError("images must be >= 1 and size >= 16")
+    if images * size * size > MAX_CALIBRATION_PIXELS:  # (every crop is held, ~20 bytes a pixel)
+        raise InputError(f"--images {images} --size {size}: {images * size * size / 1e6:g} megapixels "
+                         f"of calibration crops, over {MAX_CALIBRATION_PIXELS / 1e6:g} (fewer or smaller)")
     if output.suffix.lower() != ".onnx":  # (and so never one of the calibration photos)
         raise InputError(f"{output}: the INT8 model is written as a .onnx file")
     if output.exists() and not overwrite:

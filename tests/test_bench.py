@@ -135,6 +135,14 @@ def test_bench_never_writes_over_its_inputs_and_refuses_a_fifo(tmp_path):
     assert isinstance(res.exception, click.UsageError) and "not a regular file" in str(res.exception)
 
 
+def test_bench_sizes_have_a_pixel_budget():
+    """16384x16384 passed the size check and the synthetic input alone asked for ~23 GB."""
+    res = _run(["bench", "--size", "16384x16384", "--iters", "1"])
+    assert "over 50 megapixels" in str(res.exception)
+    res = _run(["bench", "--size", "4000x4000", "--batch", "8", "--iters", "1", "--warmup", "0"])
+    assert "megapixels a call, over 64" in str(res.exception)
+
+
 @pytest.mark.parametrize("size", ["abc", "512x", "0x10", "12x-3", "5x5x5"])
 def test_bench_bad_size_is_a_usage_error(size):
     res = _run(["bench", "--engine", str(TINY), "--size", size])

@@ -52,4 +52,19 @@ def test_info_names_the_providers_and_the_default_models_prefill():
     # which back-end the automatic choice takes for it, and why
     from fastfill.engines import load_engine
 
-    assert f"back-end (auto, unless --backend/--device say otherwise): {load_engine().selection}" in stdout
+    assert f"the model on a back-end (--backend auto): {load_engine().selection}" in stdout
+    # and what runs without model flags (it said the auto back-end, where the default fill runs)
+    from fastfill import Inpainter
+
+    with Inpainter() as inp:
+        assert f"without --engine/--backend/--device/--method: {inp.engine.selection}" in stdout
+
+
+def test_info_says_a_damaged_default_model_in_its_line(monkeypatch, tmp_path):
+    from fastfill import engines
+
+    bad = tmp_path / "default.onnx"
+    bad.write_bytes(b"not a model")
+    monkeypatch.setattr(engines, "default_model_path", lambda: bad)
+    res = CliRunner().invoke(cli, ["info"])
+    assert res.exit_code == 0 and "default model: default.onnx: " in res.output, res.output

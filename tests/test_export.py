@@ -150,6 +150,41 @@ def test_export_checkpoint_provenance(tmp_path):
         ex.export_checkpoint(tmp_path / "junk.safetensors", tmp_path / "x.onnx")
 
 
+def test_a_checkpoints_json_is_checked_before_a_net_is_built(tmp_path):
+    """A checkpoint's JSON is data: a width of 200 built a 12 GB net (the process was killed), a
+    stray key or a JSON list were internal errors."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from train.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "ck", models={"G": ex.random_model("glcic", WIDTH, seed=1)},
+                           meta={"kind": "glcic", "mean": [0.5, 0.5, 0.5], "step": 1, "phase": "joint"})
+    with safe_open(str(ckpt), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()["fastfill"])
+    for edit, why in ((lambda m: m["models"]["G"].update(width=200.0), "width must be a number"),
+                      (lambda m: m["models"]["G"].update(extra=1), "does not build it"),
+                      (lambda m: m["models"]["G"].update(width="wide"), "width must be a number"),
+                      (lambda m: m.__setitem__("models", [1, 2]), "cannot load checkpoint")):
+        bad = json.loads(json.dumps(meta))
+        edit(bad)
+        path = tmp_path / "bad.safetensors"
+        save_file(tensors, str(path), metadata={"fastfill": json.dumps(bad)})
+        with pytest.raises(ex.ExportError, match=why):
+            ex.export_checkpoint(path, tmp_path / "x.onnx", log=lambda *_: None)
+        assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("flags, why", [(["--opset", "99"], "--opset"), (["--tol", "nan"], "--tol"),
+                                        (["--tol", "-1"], "--tol"), (["--width", "200"], "--width")])
+def test_export_flags_are_bounded(tmp_path, flags, why):
+    r = CliRunner().invoke(cli, ["export", "--random", "-o", str(tmp_path / "m.onnx"), *flags])
+    assert r.exit_code == 2 and why in r.output and not (tmp_path / "m.onnx").exists(), r.output
+
+
 def test_cli_export(tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     r = CliRunner().invoke(cli, ["export", "--random", "--width", str(WIDTH), "-o", str(out)])

@@ -116,6 +116,10 @@ def test_cli_quantize_and_its_errors(model, tmp_path):
     # an output that is not a .onnx (a calibration photo was replaced with the model)
     code, _, err = invoke("quantize", model, "-o", cal / "p0.png", "--calibration", cal, "--overwrite")
     assert code == 2 and "written as a .onnx file" in err
+    # all the crops are held at once: a budget, said before any work
+    code, _, err = invoke("quantize", model, "-o", tmp_path / "big.onnx", "--calibration", cal,
+                          "--images", 100000, "--size", 512)
+    assert code == 2 and "megapixels of calibration crops" in err
     # no calibration images
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -18,6 +18,7 @@ from safetensors.torch import load_file  # noqa: E402
 from fastfill.cli import cli  # noqa: E402
 from train.checkpoint import load_checkpoint, read_meta  # noqa: E402
 from train.data import DataError  # noqa: E402
+from fastfill.errors import InputError  # noqa: E402
 from train.loop import TrainConfig, glcic_phase, train  # noqa: E402
 
 
@@ -151,6 +152,20 @@ def test_bad_configs(textured, tmp_path):
         train(tiny("glcic", tmp_path, tmp_path / "o", steps=1))
     with pytest.raises(ValueError, match="unknown adversarial loss"):
         train(tiny("glcic", textured, tmp_path / "o", steps=1, adv="wgan"))
+    # (internal errors before: an unknown device, CUDA in a CPU torch, an infinite scale)
+    with pytest.raises(DataError, match="device must be cpu, cuda"):
+        TrainConfig(kind="glcic", data="x", out="y", device="foo")
+    with pytest.raises(DataError, match="scale must be LO:HI"):
+        TrainConfig(kind="glcic", data="x", out="y", scale=(1.0, float("inf")))
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            train(tiny("glcic", textured, tmp_path / "o2", steps=1, device="cuda"))
+    # the widths and sizes are bounded on the command line (200 asked for 12 GB)
+    r = CliRunner().invoke(cli, ["train", "glcic", "--data", str(textured), "--out", str(tmp_path / "o3"),
+                                 "--width", "200"])
+    assert r.exit_code == 2 and "--width" in r.output and not (tmp_path / "o3").exists()
 
 
 def test_paper_defaults():

@@ -145,8 +145,11 @@ def load_for_inference(checkpoint, error=InputError):
         raise error(f"checkpoint not found: {checkpoint}")
     try:
         model, meta = load_checkpoint(path)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise error(f"cannot load checkpoint {path}: {e}") from None
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
+        # (TypeError, AttributeError: JSON of the wrong shape; a size mismatch lists every tensor)
+        said = str(e)
+        raise error(f"cannot load checkpoint {path}: "
+                    f"{said if len(said) <= 400 else said[:400] + ' ...'}") from None
     return path, model, meta
 
 

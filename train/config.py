@@ -6,6 +6,8 @@ kind's ``paper`` in :mod:`train.kinds`); fastfill's recipe is a set of flags.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import MISSING, dataclass, field
 
 from fastfill.errors import InputError
@@ -20,6 +22,10 @@ NORMS = ("batch", "group", "none")
 
 class DataError(InputError):
     """No usable images, or an unusable data argument (a fastfill InputError, so a ValueError)."""
+
+
+# The widest net a width may ask for (4: 16 times the paper's weights; 200 asked for 12 GB).
+MAX_WIDTH = 4.0
 
 
 def opt(default=MISSING, help: str = "", **cli):
@@ -38,15 +44,17 @@ class TrainConfig:
     data: str = opt(help="Folder of training images (recursive; jpg, png, webp).", path="data")
     out: str = opt(help="Run folder: last.safetensors/.json, samples/, log.jsonl.", path="run")
     steps: int | None = opt(None, "Total iterations [paper: 150000 GLCIC, 100000 CE].", type=int, min=0)
-    batch_size: int | None = opt(None, "[paper: 96 GLCIC, 64 CE]", type=int, min=1)
-    crop: int | None = opt(None, "Training crop side [256 GLCIC; CE is fixed at 128].", type=int, min=16)
+    batch_size: int | None = opt(None, "[paper: 96 GLCIC, 64 CE]", type=int, min=1, max=1024)
+    crop: int | None = opt(None, "Training crop side [256 GLCIC; CE is fixed at 128].", type=int, min=16,
+                           max=2048)
     scale: tuple = opt((1.0, 1.5), "Each image is resized so its shorter side is crop x U(LO, HI) "
                        "before cropping.", metavar="LO:HI")
     flip: bool = True
     mask: str | None = opt(None, "Hole shapes for GLCIC [rect: sides 96-128 at 256]; the CE always "
                            "uses its central hole.", choices=tuple(MASKS))
-    width: float = opt(1.0, "Channel multiplier of the generator.", min=0, min_open=True)
-    d_width: float = opt(1.0, "Channel multiplier of the discriminator(s).", min=0, min_open=True)
+    width: float = opt(1.0, "Channel multiplier of the generator.", min=0, min_open=True, max=MAX_WIDTH)
+    d_width: float = opt(1.0, "Channel multiplier of the discriminator(s).", min=0, min_open=True,
+                         max=MAX_WIDTH)
     # GLCIC
     tc: int | None = opt(None, "GLCIC completion-only iterations [90000].", type=int, min=0)
     td: int | None = opt(None, "GLCIC discriminator-only iterations [10000].", type=int, min=0)
@@ -118,6 +126,11 @@ class TrainConfig:
                 raise DataError(f"{k} must be one of {', '.join(allowed)}, got {getattr(self, k)!r}")
         if self.sample_every < 0:
             raise DataError(f"sample_every must be >= 0 (0 = never), got {self.sample_every}")
+        lo, hi = (float(v) for v in self.scale)
+        if not 0 < lo <= hi <= 16:  # (inf overflowed the resize)
+            raise DataError(f"scale must be LO:HI with 0 < LO <= HI <= 16, got {lo:g}:{hi:g}")
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise DataError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
 
 
 __all__ = ["TrainConfig", "HEADS", "NORMS", "DataError", "opt"]

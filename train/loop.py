@@ -220,6 +220,9 @@ def _device(name: str) -> torch.device:
     """``auto``: cuda when available, else the cpu; any other name as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: this torch has no CUDA device (built for the CPU, or no "
+                         "GPU); use --device cpu")
     return torch.device(name)
 
 

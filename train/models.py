@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from fastfill.masks.synthetic import CE_IMAGE_SIZE, CE_OVERLAP, CE_PRED_SIZE  # (the center mask's too)
 
-from .config import HEADS, NORMS  # (the recipe's names live with the config)
+from .config import HEADS, MAX_WIDTH, NORMS  # (the recipe's names live with the config)
 
 
 def ce_boxes(image_size: int = CE_IMAGE_SIZE, pred_size: int = CE_PRED_SIZE, overlap: int = CE_OVERLAP):
@@ -364,11 +364,22 @@ def build_model(config: dict) -> nn.Module:
     discriminator of one of the kinds in :data:`train.kinds.KINDS`; ValueError on unknown kinds."""
     from .kinds import NETWORKS  # here: train.kinds imports this module
 
+    if not isinstance(config, dict):
+        raise ValueError(f"a model config is a JSON object, got {type(config).__name__}")
     cfg = dict(config)
     kind = cfg.pop("kind", None)
     if kind not in NETWORKS:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(NETWORKS)}")
-    return NETWORKS[kind](**cfg)
+    # (a checkpoint's JSON is data: a width of 200 built a 12 GB net, a stray key raised TypeError)
+    for k, v in cfg.items():
+        if k.endswith("width") and not (isinstance(v, (int, float)) and 0 < v <= MAX_WIDTH):
+            raise ValueError(f"model {kind}: {k} must be a number in (0, {MAX_WIDTH:g}], got {v!r}")
+        if k.endswith("size") and not (v is None or isinstance(v, int) and 0 < v <= 4096):
+            raise ValueError(f"model {kind}: {k} must be an int in [1, 4096], got {v!r}")
+    try:
+        return NETWORKS[kind](**cfg)
+    except TypeError as e:
+        raise ValueError(f"model {kind}: config {cfg} does not build it ({e})") from None
 
 
 def measure_receptive_field(net: nn.Module, size: int = 512) -> int:
