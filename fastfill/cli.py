@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -392,8 +393,8 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
                 propagate=propagate, window=window)
     except video_mod.BadVideo as e:  # (this input failed, as a file of `run` does)
         said = str(e)
-        click.echo(f"failed: {said}" if said.startswith(f"{video_in}: ") else
-                   f"failed: {video_in}: {said}", err=True)
+        named = said.startswith((f"{video_in}: ", f"{Path(video_in)}: "))  # (as written, or as a Path)
+        click.echo(f"failed: {said}" if named else f"failed: {video_in}: {said}", err=True)
         return EXIT_SOME_FAILED
     click.echo(stats.line())
     return EXIT_OK

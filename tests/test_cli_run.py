@@ -502,6 +502,17 @@ def test_masks_inside_the_images_folder_are_not_images(tmp_path):
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["a.png"]
 
 
+def test_a_masks_file_inside_the_images_folder_is_not_an_image(tmp_path):
+    """`run photos photos/mask.png`: the mask was filled with itself as a second image."""
+    photos = tmp_path / "ph"
+    photos.mkdir()
+    Image.fromarray(_img(30, 41)).save(photos / "a.png")
+    Image.fromarray(_mask(30, 41)).save(photos / "mask.png")
+    code, stdout, err = invoke("run", "--method", "harmonic", photos, photos / "mask.png", "-o", tmp_path / "o")
+    assert code == 0 and "done 1, skipped 0, failed 0" in stdout, err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["a.png"]
+
+
 def test_links_are_followed_only_inside_the_folder(tmp_path):
     """A link in IMAGES to a file elsewhere (another user's photo, /etc/passwd) is not read."""
     imgs, masks, elsewhere = tmp_path / "i", tmp_path / "m", tmp_path / "elsewhere"
@@ -642,6 +653,8 @@ def test_a_size_just_over_the_limit_says_by_how_much(tmp_path):
     Image.fromarray(_img(1000, 1001)).save(tmp_path / "a.png")
     with pytest.raises(InputError, match=r"= 1\.001 megapixels, over the limit of 1 "):
         decode_image(tmp_path / "a.png", max_pixels=1_000_000)
+    with pytest.raises(InputError, match=r"= 1\.001 megapixels, over the limit of 1\.0009 "):
+        decode_image(tmp_path / "a.png", max_pixels=1_000_900)
 
 
 def test_the_subpackages_the_docs_call_come_with_import_fastfill():

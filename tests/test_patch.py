@@ -334,9 +334,9 @@ def test_bad_options_are_refused_by_name(opts, match):
 
 def test_a_state_that_is_not_one_is_refused():
     im, m = textured(32, 32), mask_of(32, 32, (8, 8, 16, 16))
-    with pytest.raises(TypeError, match="PatchState"):
+    with pytest.raises(TypeError, match="state must be a fastfill.ops.PatchState or None"):
         ops.fill(im, m, "patch", state=object())
-    with pytest.raises(TypeError, match="PatchState"):
+    with pytest.raises(TypeError, match="state must be a fastfill.ops.PatchState or None"):
         ops.fill(im, np.ones((32, 32), np.uint8), "patch", state={})  # (all hole: no kernel call)
 
 

@@ -1,5 +1,6 @@
 """`fastfill video`: real short videos made with PyAV, filled with the tiny model, decoded back."""
 
+import io
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -649,13 +650,18 @@ def test_a_per_frame_mask_that_is_not_an_image_fails_the_video(tmp_path):
 
 
 def test_a_fifo_is_refused_at_once(tmp_path):
-    """Opening a FIFO blocks until a writer comes; a signal then read as a bad input."""
+    """Opening a FIFO blocks until a writer comes; a signal then read as a bad input. (A process
+    of its own with a time limit: a regression hangs, and fails here rather than hanging CI.)"""
+    import subprocess
+    import sys
+
     fifo = tmp_path / "in.mp4"
     os.mkfifo(fifo)
     Image.fromarray(np.zeros((H, W), np.uint8)).save(tmp_path / "m.png")
-    code, _, err = invoke("video", fifo, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
-                          "--engine", TINY, "-q")
-    assert code == 1 and err.strip() == f"failed: {fifo}: not a regular file", err
+    r = subprocess.run([sys.executable, "-m", "fastfill.cli", "video", str(fifo), "--mask",
+                        str(tmp_path / "m.png"), "-o", str(tmp_path / "o.mp4"), "--method", "harmonic",
+                        "-q"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip() == f"failed: {fifo}: not a regular file", r.stderr
 
 
 _ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize\n"
@@ -755,3 +761,88 @@ def test_a_frame_size_change_fails_the_video_in_one_line(tmp_path):
     code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
                           "--codec", "aac", "-q")
     assert code == 2 and "aac is not a video encoder" in err and "internal error" not in err, err
+
+
+class _Pipe(io.RawIOBase):
+    """A file that cannot seek: what a muxer writing to a pipe sees."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    def write(self, b):
+        self.data += b
+        return len(b)
+
+
+def test_whole_clips_that_look_short_are_not_refused(tmp_path):
+    """A Matroska file written to a pipe has no duration in its header (FFmpeg estimates one from
+    the bit rate, 2.8 s for this 2 s clip); a segment of a longer recording starts at 10 s and
+    declares where it ends. Both are whole: filled, not refused as cut short."""
+    pipe = _Pipe()
+    with av.open(pipe, "w", format="matroska") as c:
+        v = c.add_stream("mpeg4", rate=FPS)
+        v.height, v.width, v.pix_fmt, v.bit_rate = H, W, "yuv420p", 50_000
+        a = c.add_stream("pcm_u8", rate=8000)
+        a.layout = "mono"
+        for i in range(2 * FPS):
+            f = av.VideoFrame.from_ndarray(_frames()[i % N], format="rgb24")
+            f.pts = i
+            for pk in v.encode(f):
+                c.mux(pk)
+            s = av.AudioFrame.from_ndarray(np.full((1, 8000 // FPS), 128, np.uint8), format="u8",
+                                           layout="mono")
+            s.sample_rate, s.pts = 8000, i * (8000 // FPS)
+            for pk in a.encode(s):
+                c.mux(pk)
+        for st in (v, a):
+            for pk in st.encode(None):
+                c.mux(pk)
+    piped = tmp_path / "piped.mkv"
+    piped.write_bytes(bytes(pipe.data))
+    later = tmp_path / "later.mkv"
+    with av.open(str(later), "w") as c:
+        v = c.add_stream("mpeg4", rate=FPS)
+        v.height, v.width, v.pix_fmt = H, W, "yuv420p"
+        for i in range(2 * FPS):
+            f = av.VideoFrame.from_ndarray(_frames()[i % N], format="rgb24")
+            f.pts = 10 * FPS + i  # (from 10 s)
+            for pk in v.encode(f):
+                c.mux(pk)
+        for pk in v.encode(None):
+            c.mux(pk)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    for src in (piped, later):
+        with av.open(str(src)) as c:
+            assert c.duration / 1e6 > 2.5  # (what looked short against 2 s of packets)
+        code, stdout, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / f"o{src.name}",
+                                   "--method", "harmonic", "-q")
+        assert code == 0 and f"done {2 * FPS} frames" in stdout, err
+    # named as written, once (it was "failed: ./x.mp4: x.mp4: ...")
+    (tmp_path / "x.mp4").write_text("not a video")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code, _, err = invoke("video", "./x.mp4", "--mask", "m.png", "-o", "o.mkv", "-q")
+    finally:
+        os.chdir(cwd)
+    assert code == 1 and err.startswith(("failed: x.mp4: cannot open", "failed: ./x.mp4: cannot open")), err
+    assert err.count("x.mp4: ") == 1, err
+
+
+def test_a_per_frame_mask_linked_from_outside_its_folder_is_refused(tmp_path):
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_video(src, codec="ffv1", pix_fmt="bgr0", audio=False)
+    _numbered_masks(tmp_path / "masks", range(N - 1))
+    (tmp_path / "elsewhere").mkdir()
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(tmp_path / "elsewhere" / "x.png")
+    (tmp_path / "masks" / f"frame_{N - 1:04d}.png").symlink_to(tmp_path / "elsewhere" / "x.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "masks", "-o", out, "--method", "harmonic", "-q")
+    assert code != 0 and "a link to a file outside the mask folder" in err and not out.exists(), err

@@ -190,8 +190,9 @@ def regular_files(root: Path, unreadable: list | None = None) -> list[Path]:
     """The regular files under folder ``root``, recursively, sorted, hidden names skipped.
 
     Only regular files: opening a FIFO or a device would block or read forever. A link is
-    followed only to a file inside ``root``. A folder that cannot be listed, and a link leading
-    out of ``root``, are appended to ``unreadable`` as (path, reason) when it is given."""
+    followed only to a file inside ``root``. A folder that cannot be listed, and a link with an
+    image's name leading out of ``root``, are appended to ``unreadable`` as (path, reason) when
+    it is given."""
     out = []
 
     def onerror(e: OSError) -> None:
@@ -206,7 +207,7 @@ def regular_files(root: Path, unreadable: list | None = None) -> list[Path]:
             if name.startswith("."):
                 continue
             if p.is_symlink() and not os.path.realpath(p).startswith(inside):
-                if unreadable is not None:
+                if unreadable is not None and p.suffix.lower() in IMAGE_SUFFIXES:  # (else: no concern)
                     unreadable.append((p, "a link to a file outside the folder: not followed"))
                 continue
             if p.is_file():
@@ -308,7 +309,10 @@ _PAGE_CAP = 100
 def _megapixels(n: int, limit: int) -> str:
     """``n`` pixels in megapixels, one decimal, or as many as tell it from ``limit``'s."""
     shown = f"{n / 1e6:.1f}"
-    return shown if float(shown) > limit / 1e6 else f"{n / 1e6:.7g}"
+    if float(shown) > limit / 1e6:
+        return shown
+    exact = f"{n / 1e6:.7g}"
+    return exact if float(exact) > limit / 1e6 else f"{n / 1e6:.12g}"
 
 
 def _pages(im) -> int:

@@ -207,7 +207,10 @@ def _image_rows(fs_i, ipath, find_mask, fs_o, opath, fmt, single, masks=(None, "
         if (fs_m is not None and type(fs_m) is type(fs_i) and fs_m.is_dir(mpath)
                 and not _inside(fs_i, ipath, mpath)):  # (MASKS strictly inside IMAGES)
             apart.append(mpath)
-        files = [f for f in files if not any(_inside(fs_i, f[1], q) for q in apart)]
+        one_mask = fs_m.key(mpath) if fs_m is not None and type(fs_m) is type(fs_i) \
+            and fs_m.is_file(mpath) else None  # (MASKS one file: that file is no image either)
+        files = [f for f in files if not any(_inside(fs_i, f[1], q) for q in apart)
+                 and (one_mask is None or fs_i.key(f[1]) != one_mask)]
     if not files:
         raise InputError(f"no images found in {ipath}")
     rows, seen = [], {}

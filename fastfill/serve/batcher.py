@@ -91,7 +91,7 @@ class Batcher:
             if first is self._stop:
                 return
             items = [first]
-            area = fill_area(first[0])
+            area = fill_area(first[0]) if self.max_area is not None else 0
             stop_after = False
             while len(items) < self.max_batch:
                 try:
@@ -101,18 +101,17 @@ class Batcher:
                 if nxt is self._stop:
                     stop_after = True
                     break
-                more = fill_area(nxt[0])
-                if self.max_area is not None and area + more > self.max_area:
-                    self._next = nxt  # (first of the next batch)
-                    break
+                if self.max_area is not None:
+                    more = fill_area(nxt[0])
+                    if area + more > self.max_area:
+                        self._next = nxt  # (first of the next batch)
+                        break
+                    area += more
                 items.append(nxt)
-                area += more
             items = [it for it in items if it[1].set_running_or_notify_cancel()]
             if items:
                 self._run(items)
-            if stop_after:
-                if self._next is not None and self._next[1].set_running_or_notify_cancel():
-                    self._run([self._next])  # ("finish what is queued")
+            if stop_after:  # (a pair held for the next batch breaks the loop before the stop)
                 return
 
     def _run(self, items) -> None:

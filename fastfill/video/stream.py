@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import struct
 import sys
 import time
@@ -101,10 +102,13 @@ class _Masks:
         elif p.is_file():
             self.static = np.array(decode_mask(p, size, **mask_opts))  # (an array of its own)
         elif p.is_dir():
+            inside = os.path.join(os.path.realpath(p), "")
             for f in sorted(p.iterdir()):
                 n = frame_number(f)
                 if n is None or f.name.startswith(".") or not f.is_file():
                     continue
+                if f.is_symlink() and not os.path.realpath(f).startswith(inside):
+                    raise InputError(f"{f}: a link to a file outside the mask folder: not followed")
                 fmt, error = classify_image(f)
                 if error is not None:  # (its frame would keep what the mask covers)
                     raise InputError(f"{f}: {error}")
@@ -183,7 +187,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
     if not src.is_file():  # (a FIFO or a device would block the open, or never end)
         raise BadVideo(f"{src}: not a regular file")
     try:
-        inp_c = av.open(str(src))
+        inp_c, estimated = _open_input(av, src)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
         # UnicodeDecodeError: PyAV decodes the container's metadata tags as UTF-8
         raise BadVideo(f"{src}: cannot open as a video ({type(e).__name__}: {e})") from None
@@ -222,6 +226,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
 
         write = _Transcode(av, inpainter, inp_c, vin, masks, dst, mask, (codec, crf, preset),
                            progress, stats, propagator)
+        write.estimated = estimated
         try:
             atomic_write(dst, write, overwrite=overwrite, suffix=dst.suffix or ".mp4")
         except FileExistsError:
@@ -251,6 +256,7 @@ class _Transcode:
     def __init__(self, av, inpainter, inp_c, vin, masks, dst, mask, encoder, progress, stats,
                  propagator=None):
         self.av, self.inpainter, self.inp_c, self.vin, self.masks = av, inpainter, inp_c, vin, masks
+        self.estimated = False  # the input's duration estimated from its bit rate (_open_input)
         self.dst, self.mask, self.encoder, self.progress = dst, mask, encoder, progress
         self.stats = stats
         self.propagator = propagator  # (propagate.Propagator: runs in the reader thread)
@@ -306,7 +312,7 @@ class _Transcode:
             self.encode(out_c, vout)
             stats.filled = _count_filled(self.masks, stats.frames)
         # (both before the output is committed)
-        _check_whole(self.inp_c, self.vin, self._read)
+        _check_whole(self.inp_c, self.vin, self._read, self.estimated)
         _check_mask_numbers(self.masks, stats, self.mask)
 
     def frames(self):  # runs in the stream's reader thread
@@ -548,6 +554,22 @@ class NoMaskedFrames(BadVideo):
     the video.)"""
 
 
+def _open_input(av, src: Path):
+    """(the opened input, whether FFmpeg estimated its duration from the bit rate: a Matroska
+    file written to a pipe has none in its header, and the estimate says nothing of its end).
+    FFmpeg says so only in its log: its warnings are captured for the open alone."""
+    import av.logging as avlog
+
+    level = avlog.get_level()
+    avlog.set_level(avlog.WARNING)
+    try:
+        with avlog.Capture() as logs:
+            inp_c = av.open(str(src))
+    finally:
+        avlog.set_level(level)
+    return inp_c, any("duration from bitrate" in str(m[-1]) for m in logs)
+
+
 def _carry_display_matrix(frame, vout) -> None:
     """The input's display matrix (a phone's rotation, carried by its frames) onto the output
     stream, so that the filled video is shown as the input is. (PyAV before 18 cannot write it.)"""
@@ -562,44 +584,71 @@ def _carry_display_matrix(frame, vout) -> None:
 
 
 class _Read:
-    """What the demuxer gave: the video packets, and the latest end (seconds) of any packet."""
+    """What the demuxer gave: the video packets and the end of the last (in the video stream's
+    ticks), and the latest end (seconds) of any packet."""
 
     def __init__(self):
         self.video_packets = 0
+        self.video_end = None
         self.end = None
 
     def note(self, packet, video: bool) -> None:
         self.video_packets += video
         t = packet.pts if packet.pts is not None else packet.dts
-        if t is not None and packet.time_base is not None:
-            end = float((t + (packet.duration or 0)) * packet.time_base)
-            self.end = end if self.end is None else max(self.end, end)
+        if t is None or packet.time_base is None:
+            return
+        ticks = t + (packet.duration or 0)
+        if video:
+            self.video_end = ticks if self.video_end is None else max(self.video_end, ticks)
+        end = float(ticks * packet.time_base)
+        self.end = end if self.end is None else max(self.end, end)
 
 
-# A file whose packets end this much short of the duration it declares is cut short: the share of
-# that duration, and seconds on top (streams a muxer starts or ends a little apart, timestamps
-# rounded to the time base).
-_SHORT_SHARE, _SHORT_SECONDS = 0.1, 0.5
+# A file without a frame index whose packets end this much short of the duration its header
+# declares is cut short: seconds, or this share of the duration when more (whole files measured
+# end within 0.02 s of it; the last 5 % of an 8 s file cut off: 0.36 s short).
+_SHORT_SECONDS, _SHORT_SHARE = 0.25, 0.0005
 
 
-def _check_whole(inp_c, vin, read: _Read) -> None:
-    """BadVideo when the input was cut short (a copy or download that stopped): its video
-    packets fewer than the frames its index lists (MP4, AVI), or, where there is no index, every
-    packet of every stream ending well before the duration its header declares (Matroska, WebM).
-    The decoder's frame threads pass over the last, partial packet without an error, so the file
-    would otherwise be filled up to where it stops and reported done."""
+def _check_whole(inp_c, vin, read: _Read, estimated: bool = False) -> None:
+    """BadVideo when the input was cut short (a copy or download that stopped). The decoder's
+    frame threads pass over the last, partial packet without an error, so the file would
+    otherwise be filled up to where it stops and reported done.
+
+    - With a frame index (MP4, MOV, AVI): fewer video packets than the frames it lists, and the
+      last one ending more than two frames before where the stream says it ends (AVI: its frame
+      count in ticks; an AVI pads audio-longer clips with empty chunks and skips dropped frames,
+      an edit list drops the samples before its first key frame: fewer packets, whole files).
+    - Without (Matroska, WebM): every packet of every stream ending more than ``_SHORT_SECONDS``
+      (or ``_SHORT_SHARE`` of it) before the duration its header declares, counted from the
+      file's start or from 0 (a segment of a longer recording declares where it ends); not when
+      that duration was estimated from the bit rate (``estimated``: a file written to a pipe)."""
     listed = vin.frames or 0
     if listed:
-        if read.video_packets < listed:
+        if read.video_packets >= listed:
+            return
+        rate = vin.average_rate or vin.guessed_rate or vin.base_rate
+        tb = vin.time_base
+        if inp_c.format.name == "avi" and tb is not None:
+            declared = (vin.start_time or 0) + listed
+            frame = 1
+        elif vin.duration and tb is not None:
+            declared = (vin.start_time or 0) + vin.duration
+            frame = 1 / (rate * tb) if rate else 0
+        else:
+            return
+        if read.video_end is None or read.video_end < declared - 2 * frame:
             raise BadVideo(f"{inp_c.name}: cut short: {read.video_packets} of the {listed} "
                            "frames its index lists; nothing written")
-    elif inp_c.duration and read.end is not None:
-        declared = inp_c.duration / 1e6
-        start = inp_c.start_time / 1e6 if inp_c.start_time else 0.0
-        got = read.end - start
-        if got < declared * (1 - _SHORT_SHARE) - _SHORT_SECONDS:
-            raise BadVideo(f"{inp_c.name}: cut short: its streams end at {got:.2f} s of the "
-                           f"{declared:.2f} s its header declares; nothing written")
+        return
+    if estimated or not inp_c.duration or read.end is None:
+        return
+    declared = inp_c.duration / 1e6
+    start = inp_c.start_time / 1e6 if inp_c.start_time else 0.0
+    got = max(read.end, read.end - start)
+    if got < declared - max(_SHORT_SECONDS, _SHORT_SHARE * declared):
+        raise BadVideo(f"{inp_c.name}: cut short: its streams end at {got:.2f} s of the "
+                       f"{declared:.2f} s its header declares; nothing written")
 
 
 def _check_mask_numbers(masks: _Masks, stats: VideoStats, where) -> None:
