@@ -96,6 +96,12 @@ _BACKENDS = ["auto", *MODEL_BACKENDS]
 MAX_WORKERS = 1024
 
 
+def _given(ctx: click.Context) -> set[str]:
+    """The parameters the command line named (not defaults nor the environment)."""
+    return {n for n in ctx.params
+            if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE}
+
+
 class _DeviceType(click.ParamType):
     """``--device``, parsed once into a :class:`fastfill.engines.Device` (what the loaders take)."""
 
@@ -381,6 +387,11 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
     from .video import stream as video_mod
 
     detector = _text_detector(text, text_region, text_keep_unread, text_every)
+    given = _given(click.get_current_context())
+    if "window" in given and not propagate:  # (flags of one mode given in the other)
+        raise click.UsageError("--window is propagation's: drop it, or --no-propagate")
+    if "first_index" in given and not (mask and os.path.isdir(mask)):
+        raise click.UsageError("--first-index numbers a folder of per-frame masks (--mask DIR)")
     if mask is None and not text:
         raise click.UsageError("give --mask, or --text to fill the text found in the frames")
     try:
@@ -421,6 +432,10 @@ def mask_cmd(images, output, text, text_region, text_keep_unread, dilate, overwr
 
     if not text:
         raise click.UsageError("say what to find: --text")
+    out = str(output)
+    if (os.path.isfile(images) and Path(out).suffix and Path(out).suffix.lower() != ".png"
+            and not out.endswith(("/", os.sep))):
+        raise click.UsageError(f"-o {output}: masks are written as PNG: end it with .png, or give a folder")
     detector = _text_detector(text, text_region, text_keep_unread)
     opts = runner.FileOptions(dilate=dilate, max_pixels=max_pixels, overwrite=overwrite)
     summary = runner.run(images, None, output, runner.MaskExecutor(detector, jobs=jobs), opts,

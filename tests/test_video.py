@@ -837,6 +837,18 @@ def test_whole_clips_that_look_short_are_not_refused(tmp_path):
     assert err.count("x.mp4: ") == 1, err
 
 
+def test_flags_of_another_mode_are_usage_errors(tmp_path):
+    """--window with --no-propagate, --first-index with one mask file: accepted and ignored."""
+    src = tmp_path / "in.mkv"
+    make_video(src, codec="ffv1", pix_fmt="bgr0", audio=False)
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(tmp_path / "m.png")
+    for flags, why in ((["--no-propagate", "--window", "5"], "--window is propagation's"),
+                       (["--first-index", "3"], "--first-index numbers a folder")):
+        code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mkv",
+                              "--method", "harmonic", "-q", *flags)
+        assert code == 2 and why in err and not (tmp_path / "o.mkv").exists(), err
+
+
 def test_a_per_frame_mask_linked_from_outside_its_folder_is_refused(tmp_path):
     src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
     make_video(src, codec="ffv1", pix_fmt="bgr0", audio=False)
