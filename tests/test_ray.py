@@ -299,12 +299,21 @@ def test_engine_error_stops_the_run_with_exit_2(tree, tmp_path):
 
 
 def test_a_gpu_the_local_cluster_has_not_is_one_line(tree, tmp_path):
-    """The actors asked Ray for a GPU it does not have and waited for it forever."""
+    """The actors asked Ray for a GPU it does not have and waited for it forever. (A process of
+    its own with a time limit: a regression hangs, and fails here rather than hanging CI.)"""
+    import os
+    import subprocess
+    import sys
+
     ray = fray._import_ray()
     if ray.is_initialized() and ray.cluster_resources().get("GPU", 0):
         pytest.skip("this machine's Ray cluster has a GPU")
-    code, _, stderr = invoke("run", "-q", "--ray", "--device", "cuda", "--gpus-per-worker", "1",
-                             "--engine", TINY, tree / "images", tree / "masks", "-o", tmp_path / "out")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, "-m", "fastfill.cli", "run", "-q", "--ray", "--device", "cuda",
+                        "--gpus-per-worker", "1", "--engine", TINY, str(tree / "images"),
+                        str(tree / "masks"), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=180, env=env)
+    code, stderr = r.returncode, r.stderr
     assert code == 2 and "cluster has 0 GPUs" in stderr, stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.png"))
 

@@ -307,8 +307,8 @@ class RayExecutor:
             self._started = init(self.address, quiet=not self.progress)
             _configure_data(self.progress)
             # a worker asking for a GPU the local cluster has not waits for it forever (a remote
-            # cluster may add a node that has one)
-            if self.gpus and not self.address:
+            # cluster, named or in RAY_ADDRESS, may add a node that has one)
+            if self.gpus and not (self.address or os.environ.get("RAY_ADDRESS")):
                 have = _import_ray().cluster_resources().get("GPU", 0)
                 if have < self.gpus:
                     raise EngineError(f"--gpus-per-worker {self.gpus:g}: this machine's Ray "

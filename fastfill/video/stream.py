@@ -28,6 +28,7 @@ import contextlib
 import os
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -557,17 +558,25 @@ class NoMaskedFrames(BadVideo):
 def _open_input(av, src: Path):
     """(the opened input, whether FFmpeg estimated its duration from the bit rate: a Matroska
     file written to a pipe has none in its header, and the estimate says nothing of its end).
-    FFmpeg says so only in its log: its warnings are captured for the open alone."""
+    FFmpeg says so only in its log: its warnings are captured for the open alone, with PyAV's
+    dropping of a message repeated from the last one off (every such file says the same), under
+    a lock (the log's level and settings are the process's)."""
     import av.logging as avlog
 
-    level = avlog.get_level()
-    avlog.set_level(avlog.WARNING)
-    try:
-        with avlog.Capture() as logs:
-            inp_c = av.open(str(src))
-    finally:
-        avlog.set_level(level)
+    with _LOG_LOCK:
+        level, skip = avlog.get_level(), avlog.get_skip_repeated()
+        avlog.set_level(avlog.WARNING)
+        avlog.set_skip_repeated(False)
+        try:
+            with avlog.Capture() as logs:
+                inp_c = av.open(str(src))
+        finally:
+            avlog.set_skip_repeated(skip)
+            avlog.set_level(level)
     return inp_c, any("duration from bitrate" in str(m[-1]) for m in logs)
+
+
+_LOG_LOCK = threading.Lock()
 
 
 def _carry_display_matrix(frame, vout) -> None:
