@@ -199,20 +199,31 @@ def regular_files(root: Path, unreadable: list | None = None) -> list[Path]:
         if unreadable is not None and e.filename is not None:
             unreadable.append((Path(e.filename), f"cannot read folder ({e.strerror or e})"))
 
-    inside = os.path.join(os.path.realpath(root), "")
+    inside = folder_prefix(root)
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if name.startswith("."):
                 continue
-            if p.is_symlink() and not os.path.realpath(p).startswith(inside):
+            if links_out(p, inside):
                 if unreadable is not None and p.suffix.lower() in IMAGE_SUFFIXES:  # (else: no concern)
                     unreadable.append((p, "a link to a file outside the folder: not followed"))
                 continue
             if p.is_file():
                 out.append(p)
     return out
+
+
+def folder_prefix(folder) -> str:
+    """The real path of ``folder`` with a trailing separator: what :func:`links_out` compares to."""
+    return os.path.join(os.path.realpath(folder), "")
+
+
+def links_out(p: Path, prefix: str) -> bool:
+    """Whether ``p`` is a link to a file outside the folder of :func:`folder_prefix` ``prefix``
+    (an input is not followed out of where it was given)."""
+    return p.is_symlink() and not os.path.realpath(p).startswith(prefix)
 
 
 def find_images(root: str | Path) -> list[Candidate]:
@@ -309,10 +320,7 @@ _PAGE_CAP = 100
 def _megapixels(n: int, limit: int) -> str:
     """``n`` pixels in megapixels, one decimal, or as many as tell it from ``limit``'s."""
     shown = f"{n / 1e6:.1f}"
-    if float(shown) > limit / 1e6:
-        return shown
-    exact = f"{n / 1e6:.7g}"
-    return exact if float(exact) > limit / 1e6 else f"{n / 1e6:.12g}"
+    return shown if float(shown) > limit / 1e6 else f"{n / 1e6:.12g}"
 
 
 def _pages(im) -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import struct
 import sys
 import threading
@@ -36,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FastfillError, InputError
-from ..files.codecs import atomic_write, classify_image, decode_mask, dilate_mask, frame_number
+from ..files.codecs import (atomic_write, classify_image, decode_mask, dilate_mask, folder_prefix,
+                            frame_number, links_out)
 from ..inpainter import frozen
 from ..roi import bounding_box, hole_of
 from .frames import (YUV420, Decoded, PrivateFrames, RGBBuffers, chroma_blocks, planes, reformatter_,
@@ -103,12 +103,12 @@ class _Masks:
         elif p.is_file():
             self.static = np.array(decode_mask(p, size, **mask_opts))  # (an array of its own)
         elif p.is_dir():
-            inside = os.path.join(os.path.realpath(p), "")
+            inside = folder_prefix(p)
             for f in sorted(p.iterdir()):
                 n = frame_number(f)
                 if n is None or f.name.startswith(".") or not f.is_file():
                     continue
-                if f.is_symlink() and not os.path.realpath(f).startswith(inside):
+                if links_out(f, inside):
                     raise InputError(f"{f}: a link to a file outside the mask folder: not followed")
                 fmt, error = classify_image(f)
                 if error is not None:  # (its frame would keep what the mask covers)
