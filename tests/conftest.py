@@ -9,6 +9,7 @@
   when the tests run as root (as they do on every machine here).
 """
 
+import contextlib
 import sys
 
 import click
@@ -174,11 +175,13 @@ def serve_process(tmp_path, *args, env=None, timeout=60.0):
     return run()
 
 
+@contextlib.contextmanager
 def headless_chromium(window: str = "1200,900", console_log: bool = False):
-    """A headless Chromium driven by Selenium (the page and web-app tests); skips with how to
-    install it when Chromium or its driver is missing. The caller quits it."""
+    """A headless Chromium driven by Selenium (the page and web-app tests), quit on leaving;
+    skips with how to install it when Chromium or its driver is missing."""
     import os
     import shutil
+    import tempfile
 
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the 'dev' extra) is not installed")
     from selenium.webdriver.chrome.options import Options
@@ -197,9 +200,16 @@ def headless_chromium(window: str = "1200,900", console_log: bool = False):
         opts.add_argument(a)
     if console_log:
         opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
-    driver.set_script_timeout(60)
-    return driver
+    # Chromium leaves its singleton socket's folder in TMPDIR after quitting: give it one of its
+    # own, removed with the browser.
+    with tempfile.TemporaryDirectory(prefix="fastfill-chromium-") as tmp:
+        driver = webdriver.Chrome(service=Service(driver_path, env={**os.environ, "TMPDIR": tmp}),
+                                  options=opts)
+        try:
+            driver.set_script_timeout(60)
+            yield driver
+        finally:
+            driver.quit()
 
 
 def write_clip(path, frames, fps, codec="ffv1", pix_fmt="bgr0", audio=True, bit_rate=None):

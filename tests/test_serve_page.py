@@ -24,9 +24,8 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "out" / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def browser():
-    driver = headless_chromium("1200,900", console_log=False)
-    yield driver
-    driver.quit()
+    with headless_chromium("1200,900", console_log=False) as driver:
+        yield driver
 
 
 def picture(h=240, w=320):

@@ -216,9 +216,8 @@ class WebAppProxy:
 
 @pytest.fixture(scope="module")
 def browser():
-    driver = headless_chromium("1280,900", console_log=True)
-    yield driver
-    driver.quit()
+    with headless_chromium("1280,900", console_log=True) as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")
