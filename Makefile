@@ -1,5 +1,5 @@
-# Fresh machine: `make demo` sets up .venv with the runtime alone and runs the shipped model on the
-# bundled examples;
+# Fresh machine: `make demo` sets up .venv with the runtime alone and fills the bundled examples
+# as `fastfill run` does without options (the default fill: the shipped model adds nothing);
 # `make test` sets up .venv and runs the whole test suite.
 PYTHON ?= python3
 VENV   := .venv

@@ -82,7 +82,7 @@ def info():
                 runs = f"{inp.engine.selection or inp.engine.name}, running on {inp.engine.runs_on}"
         except FastfillError as e:
             where = runs = f"no back-end loads it: {e}"
-        click.echo(f"without --engine/--backend/--device/--method: {runs}")
+        click.echo(f"without --engine/--backend/--device/--threads/--method: {runs}")
         click.echo(f"the model on a back-end (--backend auto): {where}")
 
 
@@ -127,15 +127,17 @@ def _engine_options(f):
     f = click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
                      help="Engine threads (default: the back-end's choice).")(f)
     f = click.option("--backend", type=click.Choice(_BACKENDS), default=None,
-                     help="Back-end for the model file [default: auto: for .onnx OpenVINO when it is "
-                          "installed and loads the model, else ONNX Runtime; .plan: TensorRT; .safetensors "
-                          "(a training checkpoint): PyTorch].")(f)
+                     help="Back-end for the model file [default: auto: for .onnx both OpenVINO (when "
+                          "installed) and ONNX Runtime are timed at the first input of each size and "
+                          "the faster is kept; .plan: TensorRT; .safetensors (a training checkpoint): "
+                          "PyTorch].")(f)
     f = click.option("--device", type=_DEVICE, default=None, metavar="DEV",
                      help=f"{_DEVICE_CHOICES} [default: auto]; a device that is not there is an "
                           "error, never a silent CPU run.")(f)
     f = click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
                      help="Model file (.onnx, .plan or a .safetensors checkpoint); default: the "
-                          "shipped model.")(f)
+                          "default fill (the shipped model adds nothing to its prefill, so no net "
+                          "runs unless a model flag is given).")(f)
     return f
 
 
@@ -332,17 +334,37 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
             jobs=jobs, text=detector)
     summary = runner.run(images, masks, output, executor, opts, fmt=fmt,
                          progress=False if quiet else None,
-                         echo=lambda m: click.echo(m, err=True))
+                         echo=_say_err)
     return _finished(summary)
 
 
 def _finished(summary) -> int:
     """The summary first; then, if the failures file could not be written, why (the run's
     outcome stands: its exit code still says whether files failed)."""
-    click.echo(summary.line())
+    _say(summary.line())
     if summary.report_error:
-        click.echo(f"{'error' if summary.failed else 'warning'}: {summary.report_error}", err=True)
+        _say_err(f"{'error' if summary.failed else 'warning'}: {summary.report_error}")
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+def _say(message: str, err: bool = False) -> None:
+    """One line to stdout (or stderr) that outlives its reader: a closed pipe or a full disk sends
+    the rest of the stream to /dev/null instead of ending the run (or turning a run that did
+    everything into a failure at exit, when Python flushes the stream)."""
+    try:
+        click.echo(message, err=err)
+    except OSError:
+        stream = sys.stderr if err else sys.stdout
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):  # (not a file: nothing to flush at exit)
+            pass
+
+
+def _say_err(message: str) -> None:
+    _say(message, err=True)
 
 
 @cli.command()
@@ -440,7 +462,7 @@ def mask_cmd(images, output, text, text_region, text_keep_unread, dilate, overwr
     opts = runner.FileOptions(dilate=dilate, max_pixels=max_pixels, overwrite=overwrite)
     summary = runner.run(images, None, output, runner.MaskExecutor(detector, jobs=jobs), opts,
                          fmt="PNG", progress=False if quiet else None,
-                         echo=lambda m: click.echo(m, err=True))
+                         echo=_say_err)
     return _finished(summary)
 
 
@@ -555,7 +577,7 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
                          header_timeout=header_timeout, body_timeout=body_timeout)
     with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
         serve(inp, host=host, port=port, limits=limits, token=token, model_name=model_name(inp),
-              cors_origins=cors_origins, echo=lambda m: click.echo(m, err=True))
+              cors_origins=cors_origins, echo=_say_err)
     return EXIT_OK
 
 
@@ -598,7 +620,8 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
 
 @cli.command("bench")
 @click.option("--engine", "engines", multiple=True, type=click.Path(dir_okay=False),
-              help="Model file (.onnx or .plan); repeatable. Default: the shipped model.")
+              help="Model file (.onnx or .plan); repeatable. Default: what `run` runs without "
+                   "options (the shipped model, loaded as run loads it: the default fill).")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(_BACKENDS),
               help="Back-end(s) to run each model file on; repeatable (default: by suffix).")
 @click.option("--device", type=_DEVICE, default=None, metavar="DEV",
@@ -625,7 +648,7 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
 @click.option("--mask", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The mask for --image.")
 @click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=30.0,
-              show_default=True, help="Stop a configuration's iterations after this long (min 2).")
+              show_default=True, help="Stop a configuration's iterations after this long (but after at least 2 of them).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the numbers as JSON to this file.")
@@ -672,14 +695,13 @@ def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warm
 
 
 def _import_train(module):
-    """Import train.<module> lazily; a clear message when torch (the `train` extra) is missing."""
+    """Import train.<module> lazily; one line saying what to install when the `train` extra is
+    missing (any of its packages), or which file hides fastfill's `train` package."""
     try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise click.ClickException(
-            "training needs PyTorch: pip install 'fastfill[train]' (CPU: torch==2.13.0)") from None
-    import importlib
-    return importlib.import_module(f"train.{module}")
+        from .engines import import_train
+        return import_train(module)
+    except ImportError as e:
+        raise click.ClickException(str(e)) from None
 
 
 class _ConfigCommand(click.Command):
@@ -730,10 +752,13 @@ def _train_params() -> list[click.Parameter]:
     fields made with ``opt``, in their order."""
     import dataclasses
 
-    kinds = _import_train("kinds").KINDS
+    try:
+        kind = click.Choice(list(_import_train("kinds").KINDS))
+    except click.ClickException:  # (no torch: --help still shows; running says what to install)
+        kind = click.STRING
     from train.config import TrainConfig
 
-    return ([click.Argument(["kind"], type=click.Choice(list(kinds)))]
+    return ([click.Argument(["kind"], type=kind)]
             + [_option_from_field(f) for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
             + [click.Option(["-q", "--quiet"], is_flag=True, help="No progress bar.")])
 
@@ -831,26 +856,35 @@ def build_cmd(onnx_file, output, fp16, profiles, timing_cache, workspace, device
 
 class _Terminated:
     """SIGTERM is handled like Ctrl-C (the same clean-up of temporary files), with exit 143.
-    A second Ctrl-C during that clean-up says so instead of printing a traceback; a third one
-    quits at once (a later run removes what is left)."""
+    A second stop (Ctrl-C or SIGTERM) during that clean-up says so and lets it finish: raised
+    again, it cut short the wait for the worker threads, and the interpreter then shut down
+    under a thread still in native code (an abort). A third one quits at once (a later run
+    removes what is left)."""
 
     seen = False
     interrupts = 0
 
     @classmethod
     def handle(cls, signum, frame):
-        cls.seen = True
-        raise KeyboardInterrupt
+        cls.seen = cls.seen or cls.interrupts == 0  # (the exit code of the first stop)
+        cls._stop("terminated: finishing the clean-up (SIGTERM again to quit at once)")
 
     @classmethod
     def interrupt(cls, signum, frame):
+        cls._stop("interrupted: finishing the clean-up (Ctrl-C again to quit at once)")
+
+    @classmethod
+    def _stop(cls, second: str):
         cls.interrupts += 1
         if cls.interrupts == 1:
             raise KeyboardInterrupt
         if cls.interrupts == 2:
-            sys.stderr.write("interrupted: finishing the clean-up (Ctrl-C again to quit at once)\n")
+            try:
+                sys.stderr.write(second + "\n")
+            except (OSError, ValueError):
+                pass
             return
-        os._exit(130)
+        os._exit(143 if cls.seen else 130)
 
 
 def main(argv=None):

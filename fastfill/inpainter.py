@@ -100,8 +100,9 @@ class Inpainter:
             frame when the crops would cover most of it anyway.
         batch_size: the most images (or crops) of the same padded size per engine call.
         threads: intra-op threads of the engine (None = the back-end's default).
-        backend: the back-end for a model path (``onnxruntime``, ``openvino``, ``tensorrt``;
-            None or ``auto``: OpenVINO when installed and it loads the model, else ONNX Runtime).
+        backend: the back-end for a model path (``onnxruntime``, ``openvino``, ``tensorrt``,
+            ``torch``; None or ``auto``: for ONNX, both OpenVINO (when installed) and ONNX Runtime
+            timed at the first input of each size and the faster kept).
         device: ``cpu``, ``cuda[:N]``, ``tensorrt``, ``openvino`` or ``auto`` (None): where a
             model path runs; one that is not there is an EngineError naming what is available.
         method: a classical fill (a name in :data:`fastfill.fills.FILLS`) instead of a model:

@@ -80,6 +80,17 @@ def cuda_available() -> bool:
     return "cuda" in info["backends"] and info["cuda_device_count"] > 0
 
 
+def _device(device: str) -> str:
+    """``device`` for the kernels: "cuda" built but with no usable GPU is a RuntimeError saying why
+    (the CUDA runtime's own words name a driver version on a machine with no GPU at all)."""
+    if device == "cuda" and not cuda_available():
+        info = build_info()
+        if "cuda" in info["backends"]:  # (built without: the kernels' own ValueError says so)
+            why = info.get("cuda_runtime_status") or "no usable CUDA GPU"
+            raise RuntimeError(f"device='cuda': {why}; use device='cpu'")
+    return device
+
+
 def padded_size(height: int, width: int, multiple: int) -> Tuple[int, int]:
     """(Hp, Wp): ``height`` and ``width`` rounded up to ``multiple``."""
     return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
@@ -142,7 +153,7 @@ def prepare(images: np.ndarray, masks: np.ndarray, mean: Sequence[float], multip
     """
     images, masks, _ = _batched(images, masks)
     return _C.prepare(images, masks, [float(v) for v in _seq3(mean)], _int(multiple, "multiple"),
-                      _window(window), _dtype_name(dtype), bool(mask_channel), device,
+                      _window(window), _dtype_name(dtype), bool(mask_channel), _device(device),
                       *_fill(fill, fill_options), fill_state)
 
 
@@ -295,7 +306,7 @@ def composite(pred: np.ndarray, images: np.ndarray, masks: np.ndarray, *, window
         pred = pred[None]
     if single and isinstance(out, np.ndarray) and out.ndim == 3:
         out = out[None]
-    res = _C.composite(pred, images, masks, _window(window), out, device)
+    res = _C.composite(pred, images, masks, _window(window), out, _device(device))
     return res[0] if single else res
 
 

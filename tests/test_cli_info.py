@@ -57,7 +57,7 @@ def test_info_names_the_providers_and_the_default_models_prefill():
     from fastfill import Inpainter
 
     with Inpainter() as inp:
-        assert f"without --engine/--backend/--device/--method: {inp.engine.selection}" in stdout
+        assert f"without --engine/--backend/--device/--threads/--method: {inp.engine.selection}" in stdout
 
 
 def test_info_says_a_damaged_default_model_in_its_line(monkeypatch, tmp_path):
@@ -68,3 +68,36 @@ def test_info_says_a_damaged_default_model_in_its_line(monkeypatch, tmp_path):
     monkeypatch.setattr(engines, "default_model_path", lambda: bad)
     res = CliRunner().invoke(cli, ["info"])
     assert res.exit_code == 0 and "default model: default.onnx: " in res.output, res.output
+
+
+def test_training_without_its_extra_says_what_to_install_and_its_help_still_shows():
+    """Without torch `fastfill train --help` was the install message, exit 2; with torch but not
+    safetensors or onnx, train, evaluate and export were "internal error" lines."""
+    root = Path(__file__).resolve().parents[1]
+    for blocked in ("torch", "safetensors", "onnx"):
+        code = (f"import sys; sys.modules[{blocked!r}] = None; from fastfill.cli import main; "
+                "main(sys.argv[1:])")
+        help_ = subprocess.run([sys.executable, "-c", code, "train", "--help"], capture_output=True,
+                               text=True, timeout=120, cwd=root)
+        assert help_.returncode == 0 and "--batch-size" in help_.stdout, help_.stderr
+        run = subprocess.run([sys.executable, "-c", code, "export", "--random", "-o", "x.onnx"],
+                             capture_output=True, text=True, timeout=120, cwd=root)
+        assert run.returncode == 2 and not run.stdout, run.stderr
+        assert run.stderr.startswith(f"Error: training needs {blocked}: pip install torch --index-url "), run.stderr
+        assert "internal error" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_train_module_of_the_users_is_named_not_run_as_fastfills(tmp_path, monkeypatch):
+    """A `train.py` in the working folder came before fastfill's `train` package in a wheel
+    install: fastfill imported it, and the error said to install the extra."""
+    import types
+
+    import pytest
+
+    from fastfill.engines import import_train
+
+    mine = types.ModuleType("train")
+    mine.__file__ = str(tmp_path / "train.py")
+    monkeypatch.setitem(sys.modules, "train", mine)
+    with pytest.raises(ImportError, match=r"a module named 'train' \(.*train\.py\) hides fastfill's"):
+        import_train("config")

@@ -151,7 +151,8 @@ def test_modes_round_trip(tmp_path):
     o = tmp_path / "o"
     hole = _mask(24, 32) != 0
     a = np.asarray(Image.open(o / "rgba.png"))
-    assert a.shape == (24, 32, 4) and (a[~hole, 3] == 90).all() and (a[hole, 3] == 255).all()
+    # the hole takes the alpha around it (90 all round), the fill's colour as it is
+    assert a.shape == (24, 32, 4) and (a[~hole, 3] == 90).all() and (a[hole, 3] == 90).all()
     assert Image.open(o / "grey.png").mode == "L"
     g = np.asarray(Image.open(o / "g16.png"))
     assert g.dtype == np.uint16
@@ -531,6 +532,41 @@ def test_links_are_followed_only_inside_the_folder(tmp_path):
     assert (tmp_path / "o" / "inner.png").is_file() and not (tmp_path / "o" / "leak.png").exists()
 
 
+def test_a_fifo_or_a_folder_link_leading_out_is_a_line_not_a_silent_skip(tmp_path):
+    imgs, masks, elsewhere = tmp_path / "i", tmp_path / "m", tmp_path / "elsewhere"
+    for d in (imgs, masks, elsewhere):
+        d.mkdir()
+    Image.fromarray(_img(30, 41)).save(imgs / "a.png")
+    Image.fromarray(_img(30, 41)).save(elsewhere / "b.png")
+    os.mkfifo(imgs / "fifo.png")
+    (imgs / "more").symlink_to(elsewhere, target_is_directory=True)
+    (imgs / "again").symlink_to(imgs, target_is_directory=True)  # (inside: its files are found)
+    Image.fromarray(_mask(30, 41)).save(masks / "m.png")
+    code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks / "m.png", "-o", tmp_path / "o")
+    assert code == 1 and "done 1, skipped 0, failed 2" in stdout, (stdout, err)
+    assert f"failed: {imgs / 'fifo.png'}: not a regular file (a FIFO)" in err
+    assert f"failed: {imgs / 'more'}: a link to a folder outside the folder: not followed" in err
+    assert sorted(q.name for q in (tmp_path / "o").iterdir()) == ["a.png", "fastfill-failures.jsonl"]
+
+
+def test_a_mask_that_cannot_be_used_is_named_with_why(tmp_path):
+    """A mask that is a link out of MASKS is named as such (it was "no mask found" although the
+    file is there); an empty mask file is "empty file", as an empty image is."""
+    imgs, masks, elsewhere = tmp_path / "i", tmp_path / "m", tmp_path / "elsewhere"
+    for d in (imgs, masks, elsewhere):
+        d.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(_img(30, 41)).save(imgs / name)
+    Image.fromarray(_mask(30, 41)).save(elsewhere / "m.png")
+    Image.fromarray(_mask(30, 41)).save(masks / "a.png")
+    (masks / "b.png").symlink_to(elsewhere / "m.png")
+    (masks / "c.png").write_bytes(b"")
+    code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", tmp_path / "o")
+    assert code == 1 and "done 1, skipped 0, failed 2" in stdout, (stdout, err)
+    assert f"failed: {imgs / 'b.png'}: mask {masks / 'b.png'}: a link to a file outside the folder" in err
+    assert f"failed: {imgs / 'c.png'}: mask {masks / 'c.png'}: empty file, not an image" in err
+
+
 def test_an_output_with_bytes_after_its_end_is_whole(tmp_path):
     """A phone's JPEG trailer (or any bytes after IEND) made a whole file look cut short: it was
     replaced without --overwrite. Files really cut short are still redone."""
@@ -771,6 +807,50 @@ def test_ctrl_c_twice_is_not_a_traceback(tmp_path):
     assert err.split() == "interrupted: finishing the clean-up (Ctrl-C again to quit at once) aborted".split()
     assert 1 <= len(list(out.glob("*.png"))) < GATED_IMAGES  # stopped mid-way
     assert not [q for q in out.iterdir() if q.name.startswith(".")]
+
+
+def test_sigterm_twice_lets_the_clean_up_finish(tmp_path):
+    """A job scheduler's second SIGTERM came during the clean-up: raised again, it cut short the
+    wait for the worker threads, and the interpreter shut down under a thread in native code
+    (`terminate called without an active exception`, exit 134, in 4 of 6 tries)."""
+    import signal
+    import time
+
+    imgs, masks, out = _gated_tree(tmp_path)
+    p, go = _start_gated_run(tmp_path, "--method", "harmonic", "-j", "2", "-q", imgs, masks / "m.png", "-o", out)
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    _, err = _finish(p, go)
+    assert p.returncode == 143, err
+    assert err.split() == "terminated: finishing the clean-up (SIGTERM again to quit at once) terminated".split()
+    assert not [q for q in out.iterdir() if q.name.startswith(".")]
+
+
+@pytest.mark.parametrize("closed", ["stderr", "stdout"])
+def test_a_reader_that_goes_away_does_not_stop_the_run(tmp_path, closed):
+    """stderr piped to `head -1`: the next failure line hit a closed pipe and the run stopped
+    there (9 of 45 images done, no summary, no failures file); stdout closed: a run that did
+    everything exited 1 (its summary could not be flushed)."""
+    imgs, masks, out = tmp_path / "i", tmp_path / "m", tmp_path / "o"
+    imgs.mkdir(), masks.mkdir()
+    for i in range(6):
+        Image.fromarray(_img(30, 41, i)).save(imgs / f"{i}.png")
+    for i in (0, 1):
+        (imgs / f"bad{i}.png").write_bytes(b"not an image")
+    Image.fromarray(_mask(30, 41)).save(masks / "m.png")
+    p = subprocess.Popen([sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", str(imgs),
+                          str(masks / "m.png"), "-o", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    getattr(p, closed).close()  # nobody reads it: the first write to it fails (EPIPE)
+    kept = p.stdout if closed == "stderr" else p.stderr
+    said = kept.read().decode()
+    assert p.wait(timeout=120) == 1, said  # (two inputs failed)
+    assert sorted(q.name for q in out.iterdir()) == [f"{i}.png" for i in range(6)] + ["fastfill-failures.jsonl"]
+    if closed == "stderr":
+        assert said.startswith("done 6, skipped 0, failed 2"), said
+    else:
+        assert "failed: " in said and "Traceback" not in said and "Exception" not in said, said
 
 
 def test_device_that_is_not_there_is_one_line_and_nothing_written(tree):

@@ -125,7 +125,8 @@ def test_a_row_whose_package_is_missing_is_one_line(tmp_path, monkeypatch):
     ckpt.write_bytes(b"x" * 16)
     monkeypatch.setitem(sys.modules, "torch", None)
     monkeypatch.delitem(sys.modules, "train.torch_engine", raising=False)
-    with pytest.raises(EngineError, match=r"^the torch back-end needs torch: pip install 'fastfill\[train\]'$"):
+    with pytest.raises(EngineError, match=r"^the torch back-end: training needs torch: pip install torch "
+                                          r"--index-url \S+/cpu && pip install 'fastfill\[train\]'"):
         load_engine(ckpt)
 
 

@@ -188,15 +188,21 @@ def test_restore_mode_keeps_alpha_and_16bit_outside_hole(tmp_path):
     hole[2:4, 2:4] = True
     out = io.restore_mode(rgb, src, hole, "PNG")
     a = np.asarray(out)
-    assert out.mode == "RGBA" and (a[hole, 3] == 255).all() and (a[~hole, 3] == 77).all()
+    # the hole's alpha is the alpha around it, filled: 77 all round
+    assert out.mode == "RGBA" and (a[hole, 3] == 77).all() and (a[~hole, 3] == 77).all()
+    assert np.array_equal(a[~hole, :3], rgb[~hole])
+    assert np.array_equal(a[hole, :3], rgb[hole])  # even alpha around: the fill's colour as it is
     assert io.restore_mode(rgb, src, hole, "JPEG").mode == "RGB"
+    everything = np.asarray(io.restore_mode(rgb, src, np.ones((8, 8), bool), "PNG"))
+    assert (everything[..., 3] == 255).all()  # all hole: nothing to take the alpha from, opaque
 
     g16 = np.full((8, 8), 12345, np.uint16)
     Image.fromarray(g16).save(tmp_path / "g16.png")
     src = io.decode_image(tmp_path / "g16.png")
     res = np.full((8, 8, 3), 200, np.uint8)
     o = np.asarray(io.restore_mode(res, src, hole, "PNG"))
-    assert o.dtype == np.uint16 and (o[~hole] == 12345).all() and (o[hole] == 200 * 257).all()
+    # 200 x 257 plus what the 16-bit surroundings have below their 8-bit level (12345 - 48 x 257)
+    assert o.dtype == np.uint16 and (o[~hole] == 12345).all() and (o[hole] == 200 * 257 + 9).all()
 
 
 def test_save_atomic_no_overwrite(tmp_path):
@@ -349,12 +355,14 @@ def test_only_regular_files_are_candidates(tmp_path):
     os.mkfifo(masks / "b.png")
     result = {}
     t = threading.Thread(target=lambda: result.update(
-        found=[c.rel.as_posix() for c in io.find_images(imgs)], mask=_masks(masks)("a.png")))
+        found=[(c.rel.as_posix(), c.error) for c in io.find_images(imgs)], mask=_masks(masks)("a.png")))
     t.daemon = True
     t.start()
     t.join(20)
     assert not t.is_alive(), "discovery blocked on a FIFO"
-    assert result["found"] == ["a.png"] and os.path.basename(result["mask"]) == "a.png"
+    # the FIFO with an image's name is a failure line, never opened
+    assert sorted(result["found"]) == [("a.png", None), ("b.png", "not a regular file (a FIFO)")]
+    assert os.path.basename(result["mask"]) == "a.png"
     with pytest.raises(InputError, match="not a regular file or folder"):
         io.find_images(imgs / "b.png")
 

@@ -292,6 +292,8 @@ def test_tiff_keeps_its_exif_and_tiff_tags(tmp_path, mask):
 # -- GIF palette --------------------------------------------------------------------------------
 
 def test_gif_keeps_its_palette_indices_and_transparency_outside_the_hole(tmp_path, mask):
+    """Outside the hole the indices as they were; inside, the transparent index where the alpha
+    around the hole, filled, is transparent, else opaque colours."""
     imgs = tmp_path / "images"
     imgs.mkdir()
     rng = np.random.default_rng(2)
@@ -310,8 +312,102 @@ def test_gif_keeps_its_palette_indices_and_transparency_outside_the_hole(tmp_pat
         rgba = np.asarray(out.convert("RGBA"))
     np.testing.assert_array_equal(got[~hole], index[~hole])
     np.testing.assert_array_equal(got_palette, palette)
-    assert (rgba[hole, 3] == 255).all() and (got[hole] != 5).all()  # the hole is filled, opaque
+    # the hole transparent where the alpha around it, filled harmonically, is under half
+    from fastfill import ops
+
+    alpha = np.where(index == 5, 255.0, 0.0)[..., None].repeat(3, 2)
+    clear = hole & (255 - ops.fill_reference(alpha, hole)[..., 0] * 255 < 127.5)
+    assert 0 < clear.sum() < hole.sum() / 4
+    assert (got[clear] == 5).all() and (got[hole & ~clear] != 5).all()
     assert (rgba[~hole, 3] == np.where(index[~hole] == 5, 0, 255)).all()
+
+
+def test_a_hole_over_transparency_stays_transparent_and_takes_the_visible_colour(tmp_path):
+    """A logo on a transparent canvas (its invisible pixels black): the hole's alpha is filled from
+    the alpha around it, so the part over the canvas stays clear, and its colour is the visible
+    pixels' (no dark halo from the black under the canvas); outside the hole every byte is kept,
+    in PNG, BMP (32-bit with an alpha mask) and GIF (the transparent index)."""
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir(), masks.mkdir()
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[:, :20] = (255, 200, 0, 255)  # the logo: left; the canvas: right, black and clear
+    hole = np.zeros((H, W), bool)
+    hole[10:20, 14:30] = True  # across the logo's edge
+    for name in ("a.png", "a.bmp", "a.gif"):
+        Image.fromarray(hole.astype(np.uint8) * 255).save(masks / (name[:-4] + "_" + name[-3:] + ".png"))
+    Image.fromarray(rgba).save(imgs / "a_png.png")
+    Image.fromarray(rgba).save(imgs / "a_bmp.bmp")  # (Pillow writes BI_RGB: read back opaque)
+    (imgs / "a_bmp.bmp").write_bytes(io.encode_image(Image.fromarray(rgba), "BMP", info={"dpi": (72, 72)}))
+    pal = Image.fromarray(rgba[:, :, :3]).quantize(4)
+    index = np.asarray(pal).copy()
+    clear_index = int(index[0, -1])
+    pal.save(imgs / "a_gif.gif", transparency=clear_index)
+    code, _, stderr = _run(imgs, masks, tmp_path / "out")
+    assert code == 0, stderr
+    for name in ("a_png.png", "a_bmp.bmp"):
+        with Image.open(tmp_path / "out" / name) as im:
+            assert im.mode == "RGBA", name
+            got = np.asarray(im)
+            if name.endswith(".bmp"):
+                assert round(im.info["dpi"][0]) == 72
+        np.testing.assert_array_equal(got[~hole], rgba[~hole], name)
+        a = got[..., 3]
+        assert (a[hole & (np.arange(W) >= 26)] <= 64).all(), name  # far over the canvas: clear
+        assert (a[hole & (np.arange(W) < 16)] >= 160).all(), name  # inside the logo: nearly opaque
+        seen = hole & (a > 0)
+        np.testing.assert_array_equal(got[seen, :3], np.broadcast_to((255, 200, 0), (seen.sum(), 3)))
+    with Image.open(tmp_path / "out" / "a_gif.gif") as im:
+        got = np.asarray(im)
+        assert im.info.get("transparency") == clear_index
+    np.testing.assert_array_equal(got[~hole], index[~hole])
+    assert (got[hole & (np.arange(W) >= 26)] == clear_index).all()
+    assert (got[hole & (np.arange(W) < 16)] != clear_index).all()
+
+
+def test_sixteen_bit_grey_is_filled_at_sixteen_bits(tmp_path):
+    """A smooth 16-bit ramp filled harmonically is the harmonic fill of its 16-bit values (SciPy's
+    solve), not a staircase of 257-level steps (an 8-bit fill x 257)."""
+    from fastfill import ops
+
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir(), masks.mkdir()
+    yy, xx = np.mgrid[0:H, 0:W]
+    g = (30000 + 7 * xx + 3 * yy + 2 * ((xx * yy) % 5)).astype(np.uint16)
+    hole = _hole()
+    Image.fromarray(g).save(imgs / "g.png")
+    Image.fromarray(hole.astype(np.uint8) * 255).save(masks / "g.png")
+    code, _, stderr = _run(imgs, masks, tmp_path / "out")
+    assert code == 0, stderr
+    got = np.asarray(Image.open(tmp_path / "out" / "g.png")).astype(np.int64)
+    ref = ops.fill_reference(np.repeat(g[..., None].astype(np.float64) / 257, 3, 2), hole)[..., 0] * 65535
+    np.testing.assert_array_equal(got[~hole], g[~hole])
+    assert np.abs(got[hole] - ref[hole]).max() <= 2  # (an 8-bit fill: up to 128 off)
+
+
+def test_text_chunks_xmp_and_gamma_are_carried(tmp_path, mask):
+    from PIL import PngImagePlugin
+
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:rights>(c) Someone</dc:rights></x:xmpmeta>'
+    Image.fromarray(_img()).save(imgs / "x.jpg", xmp=xmp, quality=95)
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add_text("Copyright", "(c) Someone")
+    chunks.add_itxt("Description", "caf\u00e9", "fr", "")
+    chunks.add(b"gAMA", struct.pack(">I", 100000))
+    Image.fromarray(_img()).save(imgs / "t.png", pnginfo=chunks)
+    code, _, stderr = _run(imgs, mask, tmp_path / "out")
+    assert code == 0, stderr
+    with Image.open(tmp_path / "out" / "x.jpg") as im:
+        assert im.info.get("xmp") == xmp
+    with Image.open(tmp_path / "out" / "t.png") as im:
+        im.load()
+        assert im.text == {"Copyright": "(c) Someone", "Description": "caf\u00e9"}
+        assert im.info.get("gamma") == 1.0
+    code, _, stderr = _run(imgs / "x.jpg", mask, tmp_path / "x.png")  # XMP into PNG's own chunk
+    assert code == 0, stderr
+    with Image.open(tmp_path / "x.png") as im:
+        assert im.info.get("xmp") == xmp
 
 
 # -- more than 8 bits per channel ---------------------------------------------------------------

@@ -551,3 +551,15 @@ def test_seamless_matches_a_sparse_poisson_solve(seed):
     assert np.abs(ops.seamless(image, hole, shifted).astype(int) - image).max() <= 1
     with pytest.raises(ValueError):
         ops.seamless(image, hole[:, :-1], values)
+
+
+def test_the_cuda_kernels_without_a_gpu_are_one_clear_error():
+    """Without a usable GPU, device="cuda" names why (the CUDA runtime's own words spoke of a
+    driver version on a machine with no GPU at all)."""
+    if ops.cuda_available() or "cuda" not in ops.build_info()["backends"]:
+        pytest.skip("a usable GPU is present, or no CUDA kernels were built (tested above)")
+    img, m = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    with pytest.raises(RuntimeError, match=r"device='cuda': .*use device='cpu'"):
+        ops.prepare(img, m, (0.5, 0.5, 0.5), device="cuda")
+    with pytest.raises(RuntimeError, match=r"device='cuda': "):
+        ops.composite(np.zeros((1, 3, 8, 8), np.float32), img, m, device="cuda")

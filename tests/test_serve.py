@@ -90,6 +90,8 @@ def test_health_config_docs_page(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     cfg = client.get("/api/v1/server-config").json()
     assert cfg["model"]["kind"] == "glcic" and cfg["model"]["name"] == "default.onnx"
+    # the model file's own prefill, and what fills in its place (it said "patch" for the model)
+    assert cfg["model"]["fill"] == "harmonic" and cfg["model"]["runs"].startswith("the default fill, patch (")
     # the shipped net returns its harmonic prefill unchanged: the default fill runs, and says so
     assert cfg["backend"] == "classical:patch" and cfg["device"] == "cpu"
     assert "prefill unchanged" in cfg["backend_selection"] and "does not run" in cfg["backend_selection"]

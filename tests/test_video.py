@@ -860,3 +860,37 @@ def test_a_per_frame_mask_linked_from_outside_its_folder_is_refused(tmp_path):
     (tmp_path / "masks" / f"frame_{N - 1:04d}.png").symlink_to(tmp_path / "elsewhere" / "x.png")
     code, _, err = invoke("video", src, "--mask", tmp_path / "masks", "-o", out, "--method", "harmonic", "-q")
     assert code != 0 and "a link to a file outside the mask folder" in err and not out.exists(), err
+
+
+def test_a_video_output_cut_short_is_redone_and_a_killed_runs_temporary_file_removed(tmp_path):
+    """A re-run skipped a video output that merely existed: one cut short (a copy that stopped)
+    stayed broken ("skipped 1"). And `fastfill video` left a killed run's temporary file (1 MB and
+    more) beside its output for good."""
+    from fastfill.video.stream import video_is_whole
+
+    vids, out = tmp_path / "in", tmp_path / "out"
+    vids.mkdir()
+    _clip(vids / "c.mp4")
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, stdout, err = invoke("run", vids, tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 0 and "done 1, skipped 0" in stdout, err
+    whole = (out / "c.mp4").read_bytes()
+    assert video_is_whole(out / "c.mp4")
+    (out / "c.mp4").write_bytes(whole[: len(whole) * 6 // 10])
+    (tmp_path / "notes.mp4").write_text("not a video")
+    assert not video_is_whole(out / "c.mp4") and not video_is_whole(tmp_path / "notes.mp4")
+    code, stdout, err = invoke("run", vids, tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 0 and "done 1, skipped 0" in stdout, err
+    assert f"redoing {out / 'c.mp4'}: the existing file is incomplete" in err
+    assert video_is_whole(out / "c.mp4")
+    code, stdout, err = invoke("run", vids, tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 0 and "done 0, skipped 1" in stdout, err
+
+    stale = tmp_path / ".v.mp4.abcd1234.mp4"  # atomic_write's temporary name for v.mp4
+    stale.write_bytes(b"\0" * 1000)
+    code, _, err = invoke("video", vids / "c.mp4", "--mask", tmp_path / "m.png", "-o", tmp_path / "v.mp4",
+                          "--method", "harmonic", "-q")
+    assert code == 0, err
+    assert not stale.exists() and (tmp_path / "v.mp4").is_file()

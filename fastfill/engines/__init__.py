@@ -43,7 +43,36 @@ class Format:
 
     def engine_class(self) -> type[EngineBase]:
         """The row's engine class (its module imported now)."""
+        if self.module.startswith("train."):
+            return vars(import_train(self.module[len("train."):]))[self.cls]
         return vars(import_module(self.module))[self.cls]
+
+
+# The `train` extra's packages, and how to install its PyTorch on the CPU (a plain `pip install
+# torch` on Linux pulls the CUDA build, several GB).
+TRAIN_NEEDS = ("torch", "safetensors", "onnx", "cv2")
+INSTALL_TRAIN = ("pip install torch --index-url https://download.pytorch.org/whl/cpu && "
+                 "pip install 'fastfill[train]' (PyTorch's CPU build; without the index URL pip "
+                 "installs its CUDA build)")
+
+
+def import_train(module: str):
+    """``train.<module>``, fastfill's training package (the `train` extra): an ImportError that
+    says what to install when one of its packages is missing, or which file hides the package
+    when a `train` module of the user's (a `train.py` in the working folder) comes first."""
+    import importlib.util
+    from pathlib import Path
+
+    missing = [m for m in TRAIN_NEEDS if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"training needs {', '.join(missing)}: {INSTALL_TRAIN}")
+    train = import_module("train")
+    ours = Path(__file__).resolve().parents[2]  # the folder holding fastfill/ (and train/)
+    where = Path(getattr(train, "__file__", None) or ".").resolve()
+    if where.parent.parent != ours:
+        raise ImportError(f"a module named 'train' ({where}) hides fastfill's training package: "
+                          "run from another folder, or rename it")
+    return import_module(f"train.{module}")
 
 
 CLASSICAL = "classical"  # the row of the classical fills (`--method`): no model file
@@ -288,6 +317,8 @@ def _load(fmt: Format, path: Path | None, options: dict) -> Engine:
     except ModuleNotFoundError as e:  # the row's own module needs a package at import (torch)
         how = f"pip install 'fastfill[{fmt.extra}]'" if fmt.extra else "reinstall fastfill"
         raise EngineError(f"the {fmt.backend} back-end needs {e.name}: {how}") from None
+    except ImportError as e:  # (import_train's words: what to install, or what hides the package)
+        raise EngineError(f"the {fmt.backend} back-end: {e}") from None
     return cls(**options) if fmt.suffix is None else cls(path, **options)
 
 

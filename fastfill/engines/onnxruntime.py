@@ -19,6 +19,11 @@ PROVIDERS = {
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
+# ONNX Runtime's GPU build replaces its CPU build (both are the `onnxruntime` package: installed
+# side by side, whichever is installed last wins, file by file); fastfill depends on
+# the CPU build, so the swap is two steps.
+INSTALL_GPU = "pip uninstall -y onnxruntime && pip install 'onnxruntime-gpu>=1.17'"
+
 
 def _import_ort():
     try:
@@ -39,13 +44,12 @@ def choose_providers(device: str, available: list[str], strict: bool = False) ->
     have = [p for p in wanted if p in available]
     if not have and strict and device != "cpu":
         raise EngineError(f"device {device}: this onnxruntime has no {' / '.join(wanted)} (it has: "
-                          f"{', '.join(available)}); for NVIDIA GPUs: pip install 'fastfill[gpu]'")
+                          f"{', '.join(available)}); for NVIDIA GPUs: {INSTALL_GPU}")
     if not have:
         if device != "cpu":
             warnings.warn(
                 f"onnxruntime: {' / '.join(wanted)} not available (this onnxruntime has: "
-                f"{', '.join(available)}); running on the CPU. For NVIDIA GPUs: "
-                "pip install 'fastfill[gpu]' (onnxruntime-gpu instead of onnxruntime)",
+                f"{', '.join(available)}); running on the CPU. For NVIDIA GPUs: {INSTALL_GPU}",
                 RuntimeWarning, stacklevel=3)
         return ["CPUExecutionProvider"]
     return list(dict.fromkeys(have + ["CPUExecutionProvider"]))

@@ -33,7 +33,7 @@ from .base import EngineBase, ModelMeta, check_io_shapes, check_model_file, shap
 SIDECAR_FORMAT = "fastfill-plan"
 SIDECAR_VERSION = 1
 SIDECAR_MAX_BYTES = 1 << 20  # a few kB of JSON: more is not a sidecar
-INSTALL_TRT = "pip install 'fastfill[trt]' (TensorRT 10 or newer and cuda-python; needs an NVIDIA GPU and driver)"
+INSTALL_TRT = "pip install 'fastfill[trt]' (TensorRT 10 or 11 and cuda-python; needs an NVIDIA GPU and driver)"
 
 
 # ---------------------------------------------------------------------------- sidecar JSON

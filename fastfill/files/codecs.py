@@ -14,16 +14,19 @@ Conventions (README "fastfill run"):
   inputs are converted to RGB for the model (CMYK through its ICC profile); on output, the
   input's mode is restored where the format allows (grey stays grey, 16-bit grey keeps its
   16-bit values outside the hole, CMYK stays CMYK in JPEG and TIFF, a palette image written as
-  GIF keeps its palette and indices outside the hole, alpha is kept outside the hole and made
-  opaque inside it). More than 8 bits per colour channel is refused, never written at 8 bits.
+  GIF keeps its palette and indices outside the hole, alpha is kept outside the hole and filled
+  from the alpha around it inside). 16-bit grey is filled at 16 bits. More than 8 bits per
+  colour channel is refused, never written at 8 bits.
 - Metadata: ICC profile (never with pixels of another colour space), EXIF (a TIFF's own tags
-  too; damaged EXIF is dropped with a note, the pixels kept) and dpi are carried to the output.
+  too; damaged EXIF is dropped with a note, the pixels kept), dpi, XMP and a PNG's text, gamma
+  and sRGB chunks are carried to the output.
 - Masks: white = fill. Grey and colour masks are thresholded on their luma; a mask with
   transparency is read as if laid on black (transparent = keep). ``invert`` swaps the two.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -58,7 +61,7 @@ DECODE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM", "TGA")  # 
 _NOT_DECODABLE = f"not an image in a format fastfill reads ({', '.join(DECODE_FORMATS)})"
 
 # Formats that store an alpha channel / 16-bit grey.
-_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "GIF"})
+_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "GIF", "BMP"})
 _WIDE_FORMATS = frozenset({"PNG", "TIFF", "PPM"})  # (PPM: 16-bit PGM)
 _CMYK_FORMATS = frozenset({"JPEG", "TIFF"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -161,7 +164,16 @@ def _unidentified(src) -> str:
     """Why Pillow could not open ``src``: a damaged file of a format it reads, or another file."""
     fmt = _signature(src)
     if fmt is None:
-        return _NOT_DECODABLE
+        try:
+            if hasattr(src, "seek"):
+                pos = src.tell()
+                empty = src.seek(0, 2) == 0
+                src.seek(pos)
+            else:
+                empty = os.path.getsize(src) == 0
+        except (OSError, ValueError, TypeError):
+            empty = False
+        return "empty file, not an image" if empty else _NOT_DECODABLE
     part = "tag directory" if fmt == "TIFF" else "header"
     return f"truncated or damaged {fmt} (its {part} cannot be read)"
 
@@ -190,9 +202,10 @@ def regular_files(root: Path, unreadable: list | None = None) -> list[Path]:
     """The regular files under folder ``root``, recursively, sorted, hidden names skipped.
 
     Only regular files: opening a FIFO or a device would block or read forever. A link is
-    followed only to a file inside ``root``. A folder that cannot be listed, and a link with an
-    image's name leading out of ``root``, are appended to ``unreadable`` as (path, reason) when
-    it is given."""
+    followed only to a file inside ``root``; links to folders are not followed (one inside
+    ``root`` shows files already found). A folder that cannot be listed, a link to a folder
+    outside ``root``, and a link or a FIFO, socket or device with an image's name, are appended
+    to ``unreadable`` as (path, reason) when it is given."""
     out = []
 
     def onerror(e: OSError) -> None:
@@ -202,17 +215,33 @@ def regular_files(root: Path, unreadable: list | None = None) -> list[Path]:
     inside = folder_prefix(root)
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if unreadable is not None:
+            for d in dirnames:
+                q = Path(dirpath) / d
+                if links_out(q, inside):
+                    unreadable.append((q, "a link to a folder outside the folder: not followed"))
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if name.startswith("."):
                 continue
+            named_image = p.suffix.lower() in IMAGE_SUFFIXES  # (else: no concern of ours)
             if links_out(p, inside):
-                if unreadable is not None and p.suffix.lower() in IMAGE_SUFFIXES:  # (else: no concern)
+                if unreadable is not None and named_image:
                     unreadable.append((p, "a link to a file outside the folder: not followed"))
                 continue
             if p.is_file():
                 out.append(p)
+            elif unreadable is not None and named_image and p.exists():
+                unreadable.append((p, f"not a regular file ({_file_kind(p)})"))
     return out
+
+
+def _file_kind(p: Path) -> str:
+    import stat
+
+    mode = p.stat().st_mode
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
 
 
 def folder_prefix(folder) -> str:
@@ -223,7 +252,7 @@ def folder_prefix(folder) -> str:
 def links_out(p: Path, prefix: str) -> bool:
     """Whether ``p`` is a link to a file outside the folder of :func:`folder_prefix` ``prefix``
     (an input is not followed out of where it was given)."""
-    return p.is_symlink() and not os.path.realpath(p).startswith(prefix)
+    return p.is_symlink() and not os.path.join(os.path.realpath(p), "").startswith(prefix)
 
 
 def find_images(root: str | Path) -> list[Candidate]:
@@ -588,6 +617,11 @@ def decode_image(src, max_pixels: int | None = None) -> Decoded:
         info["lossless"] = True  # written back lossless: the pixels outside the hole stay exact
     if fmt == "TIFF" and im.info.get("compression"):
         info["compression"] = im.info["compression"]
+    if isinstance(im.info.get("xmp"), (bytes, str)):  # (its orientation already taken out)
+        info["xmp"] = im.info["xmp"]
+    if fmt == "PNG":  # text chunks (Copyright, XMP, a generator's parameters) and gamma / sRGB
+        info["png_text"] = {k: v for k, v in im.info.items() if isinstance(v, str)}
+        info.update({k: im.info[k] for k in ("gamma", "srgb") if k in im.info})
     if damaged and not notes:
         notes.append(f"damaged EXIF dropped, pixels kept ({damaged[0]})")
     elif not notes and im.info.get("exif"):
@@ -848,42 +882,183 @@ def restore_mode(result: np.ndarray, src: Decoded, mask: np.ndarray, fmt: str) -
     if src.gray16 is not None and fmt in _WIDE_FORMATS:
         g8 = np.asarray(Image.fromarray(result).convert("L"))
         out16 = src.gray16.copy()
-        out16[hole] = g8[hole].astype(np.uint16) * 257
+        if hole.any():
+            out16[hole] = _sixteen_bit_fill(g8, src.gray16, hole)
         t = src.transparent
-        if t is not None and fmt == "PNG":  # its transparent value: never inside the filled hole
-            out16[hole & (out16 == t)] = t + 1 if t < 65535 else t - 1
+        if t is not None and fmt == "PNG":  # its transparent value: inside the hole only where
+            clear = hole & (_hole_alpha(src.alpha, hole) < 128)  # the filled alpha is clear
+            out16[hole & ~clear & (out16 == t)] = t + 1 if t < 65535 else t - 1
+            out16[clear] = t
         img = Image.fromarray(out16)  # mode I;16
         if t is not None and fmt == "PNG":
             img.info["transparency"] = t
         return img
     gray = src.mode in ("L", "LA", "1", "La") or src.gray16 is not None
+    alpha = None
+    if src.alpha is not None and fmt in _ALPHA_FORMATS:
+        result, alpha = _hole_rgba(result, src.alpha, hole)
     img = Image.fromarray(result)
     if gray:
         img = img.convert("L")
-    if src.alpha is not None and fmt in _ALPHA_FORMATS:
-        a = src.alpha.copy()
-        a[hole] = 255
-        img.putalpha(Image.fromarray(a))
+    if alpha is not None:
+        img.putalpha(Image.fromarray(alpha))
     return img
 
 
+def _hole_rgba(result: np.ndarray, alpha: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The colour and alpha of an image with transparency. The hole's alpha is filled from the
+    alpha around it (:func:`_hole_alpha`). Its colour is the fill's with the fill's smooth base
+    (the harmonic fill of the colours around the hole) swapped for the alpha-weighted one, so that
+    the colour of invisible pixels (often black under a transparent canvas) does not pull the
+    hole towards it as a dark halo; where the alpha around the hole is even, the two bases are
+    the same and the fill is kept as it is."""
+    a = _hole_alpha(alpha, hole)
+    border = _border(hole)
+    if not border.any() or alpha[border].min() == alpha[border].max():  # (an all-hole image too)
+        return result, a
+    y0, x0, y1, x1 = _box(hole)
+    box_hole = hole[y0:y1, x0:x1]
+    rgb = result[y0:y1, x0:x1].astype(np.uint32)
+    weight = alpha[y0:y1, x0:x1].astype(np.uint32)[..., None]
+    pre = (rgb * weight).transpose(2, 0, 1)  # up to 255², exact: filled as high and low bytes
+    hi = _harmonic_planes((pre >> 8).astype(np.uint8), box_hole, 0.0)
+    lo = _harmonic_planes((pre & 255).astype(np.uint8), box_hole, 0.0)
+    cover = _harmonic_planes(alpha[None, y0:y1, x0:x1], box_hole, 0.0)[0]
+    plain = _harmonic_planes(np.ascontiguousarray(rgb.transpose(2, 0, 1), np.uint8), box_hole, 0.0)
+    fix = box_hole & (cover > 0.5)  # (covered by nothing: invisible whatever it is)
+    weighted = (256 * hi[:, fix] + lo[:, fix]) / cover[fix]
+    out = result.copy()
+    v = rgb[fix].T + weighted - plain[:, fix]
+    out[y0:y1, x0:x1][fix] = np.clip(np.rint(v.T), 0, 255).astype(np.uint8)
+    return out, a
+
+
+def _hole_alpha(alpha: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """``alpha`` with the hole's values filled from the alpha around it (harmonic): a hole over a
+    transparent background stays transparent, one inside an opaque object opaque; a hole that
+    meets no known pixel is opaque."""
+    a = alpha.copy()
+    if not hole.any():
+        return a
+    border = _border(hole)
+    if not border.any() or alpha[border].min() == alpha[border].max():  # (an opaque image)
+        a[hole] = alpha[border][0] if border.any() else 255
+        return a
+    y0, x0, y1, x1 = _box(hole)
+    f = _harmonic_planes(alpha[None], hole, 1.0)[0]
+    inside = hole[y0:y1, x0:x1]
+    a[y0:y1, x0:x1][inside] = np.clip(np.rint(f[inside]), 0, 255).astype(np.uint8)
+    return a
+
+
+def _harmonic_planes(planes: np.ndarray, hole: np.ndarray, mean: float) -> np.ndarray:
+    """The harmonic fill of up to three uint8 planes ``[k, H, W]`` inside ``hole``, unrounded
+    (float64, in levels), in the hole's bounding box grown by 1 px (the same per-component solve
+    the fills start from); ``mean`` (0-1) where a component meets no known pixel. Returns the
+    box's ``[k, h, w]``."""
+    from .. import ops
+
+    y0, x0, y1, x1 = _box(hole)
+    k = planes.shape[0]
+    img = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+    img[:, :, :k] = planes[:, y0:y1, x0:x1].transpose(1, 2, 0)
+    out = ops.prepare(img, np.ascontiguousarray(hole[y0:y1, x0:x1]), (mean,) * 3, 1,
+                      mask_channel=False, fill="harmonic")[0, :k]
+    return out.astype(np.float64) * 255
+
+
+def _border(hole: np.ndarray) -> np.ndarray:
+    from ..roi import hole_border
+
+    return hole_border(hole)
+
+
+def _box(hole: np.ndarray) -> tuple[int, int, int, int]:
+    from ..roi import bounding_box
+
+    return bounding_box(hole, pad=1)
+
+
+def _sixteen_bit_fill(g8: np.ndarray, gray16: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The hole's 16-bit values from an 8-bit fill ``g8`` of the image: each value ×257 plus what
+    the harmonic fill of the 16-bit image has below the 8-bit levels (its difference to the
+    harmonic fill of the 8-bit image, rounded), so that a smooth ramp filled harmonically comes
+    back as exact as at 16 bits, not as a staircase of 257-level steps. The harmonic fill is
+    linear: that of the 16-bit values is 256 × that of their high bytes + that of their low."""
+    y0, x0, y1, x1 = _box(hole)
+    g8_source = ((gray16.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    planes = np.stack([(gray16 >> 8).astype(np.uint8), (gray16 & 255).astype(np.uint8), g8_source])
+    hi, lo, h8 = _harmonic_planes(planes, hole, 0.5)
+    below = (256 * hi + lo) - 257 * np.rint(h8)
+    inside = hole[y0:y1, x0:x1]
+    v = g8[y0:y1, x0:x1][inside].astype(np.float64) * 257 + np.rint(below[inside])
+    return np.clip(v, 0, 65535).astype(np.uint16)
+
+
+def _png_chunks(info: dict) -> dict:
+    """``pnginfo=`` for a PNG output: a PNG source's text chunks, gamma and sRGB intent (how its
+    pixels are meant to be shown), or another source's XMP as PNG's XMP chunk; {} if none."""
+    import struct
+
+    from PIL import PngImagePlugin
+
+    text = dict(info.get("png_text") or {})
+    xmp = info.get("xmp")
+    if xmp and "XML:com.adobe.xmp" not in text:
+        text["XML:com.adobe.xmp"] = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
+    chunks = PngImagePlugin.PngInfo()
+    for k, v in text.items():
+        if isinstance(v, PngImagePlugin.iTXt) or k == "XML:com.adobe.xmp" or not v.isascii():
+            chunks.add_itxt(k, v, getattr(v, "lang", "") or "", getattr(v, "tkey", "") or "")
+        else:
+            chunks.add_text(k, v)
+    if isinstance(info.get("gamma"), (int, float)) and 0 < info["gamma"] < 42949:
+        chunks.add(b"gAMA", struct.pack(">I", int(round(info["gamma"] * 100000))))
+    if isinstance(info.get("srgb"), int) and 0 <= info["srgb"] <= 3:
+        chunks.add(b"sRGB", bytes([info["srgb"]]))
+    return {"pnginfo": chunks} if chunks.chunks else {}
+
+
+def _bmp_with_alpha(img: Image.Image, dpi=None) -> bytes:
+    """A 32-bit BMP with its alpha channel (a BITMAPV4HEADER, BI_BITFIELDS with an alpha mask:
+    what GIMP and ImageMagick write). Pillow writes RGBA as 32-bit BI_RGB, whose fourth byte
+    readers (Pillow's own) take for padding, so the transparency would be lost."""
+    import struct
+
+    w, h = img.size
+    bgra = np.asarray(img)[::-1][:, :, [2, 1, 0, 3]].tobytes()  # bottom-up rows
+    ppm = [int(round(float(d) * 39.3701)) for d in (dpi or (96, 96))[:2]]  # dots a metre
+    header = (struct.pack("<IiiHHIIiiII", 108, w, h, 1, 32, 3, len(bgra), ppm[0], ppm[1], 0, 0)
+              + struct.pack("<IIII", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000)
+              + b"BGRs" + bytes(48))  # sRGB: no endpoints or gamma to give
+    offset = 14 + len(header)
+    return b"BM" + struct.pack("<IHHI", offset + len(bgra), 0, 0, offset) + header + bgra
+
+
 def _indexed(result: np.ndarray, src: Decoded, hole: np.ndarray) -> Image.Image:
-    """A GIF's pixels: the source's palette indices (or grey values) outside the hole, the
-    nearest opaque palette colour inside it, the same palette and transparent index; Pillow
+    """A GIF's pixels: the source's palette indices (or grey values) outside the hole; inside it
+    the transparent index where the alpha filled from around the hole is clear, else the nearest
+    opaque palette colour; the same palette and transparent index. Pillow
     would otherwise quantise the whole image again and move colours outside the hole."""
     idx = src.index.copy()
     t = src.transparent
     h, w = idx.shape
+    clear = np.zeros_like(hole)  # hole pixels whose filled alpha is transparent
+    if t is not None and src.alpha is not None and hole.any():
+        clear = hole & (_hole_alpha(src.alpha, hole) < 128)
+    opaque = hole & ~clear
+    if clear.any():
+        idx[clear] = t
     if src.palette is None:  # grey with a transparent value
-        if hole.any():
-            g = np.asarray(Image.fromarray(result).convert("L"))[hole]
+        if opaque.any():
+            g = np.asarray(Image.fromarray(result).convert("L"))[opaque]
             if t is not None:
                 g[g == t] = t + 1 if t < 255 else t - 1
-            idx[hole] = g
+            idx[opaque] = g
         img = Image.frombytes("L", (w, h), idx.tobytes())
     else:
-        if hole.any():
-            idx[hole] = _nearest_colour(result[hole], src.palette, t)
+        if opaque.any():
+            idx[opaque] = _nearest_colour(result[opaque], src.palette, t)
         img = Image.frombytes("P", (w, h), idx.tobytes())
         img.putpalette(src.palette)
     if t is not None:
@@ -1008,6 +1183,8 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
         if img.mode not in ("RGB", "L", "CMYK"):
             img = img.convert("RGB")
         kw["subsampling"] = 0 if quality >= 90 else 2
+    if fmt == "BMP" and img.mode in ("RGBA", "LA"):
+        return _bmp_with_alpha(img.convert("RGBA"), info.get("dpi"))
     if fmt in ("BMP", "PPM") and img.mode not in ("RGB", "L", "1") and not (
             fmt == "PPM" and img.mode in ("I;16", "I")):  # (16-bit PGM)
         img = img.convert("RGB")
@@ -1018,10 +1195,14 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
     if fmt in ("WEBP",) and img.mode in ("I;16", "I"):
         img = img.convert("L")
     for k in ("icc_profile", "exif", "dpi"):
-        if k in info and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        if k in info and (fmt in ("JPEG", "PNG", "WEBP", "TIFF") or (fmt, k) == ("BMP", "dpi")):
             kw[k] = info[k]
     if "icc_profile" in kw and _icc_space(kw["icc_profile"]) != _ICC_SPACE.get(img.mode):
         del kw["icc_profile"]  # a profile for other pixels (CMYK on RGB) would misrender them
+    if fmt in ("JPEG", "WEBP") and info.get("xmp"):
+        kw["xmp"] = info["xmp"]
+    if fmt == "PNG":
+        kw.update(_png_chunks(info))
     groups: dict = {}
     if fmt == "TIFF" and kw.get("exif"):
         ex = Image.Exif()
@@ -1184,7 +1365,11 @@ def atomic_write(path: str | Path, write_fn, *, overwrite: bool, suffix: str = "
     ``suffix`` ends the temporary name (writers such as PyAV pick the format from it).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where its folder should be: not "the output exists"
+        raise NotADirectoryError(errno.ENOTDIR, "a file where its folder should be",
+                                 str(path.parent)) from None
     fd, tmp = tempfile.mkstemp(prefix="." + _temp_stem(path.name) + ".", suffix=suffix,
                                dir=path.parent)
     os.close(fd)

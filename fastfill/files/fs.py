@@ -38,14 +38,20 @@ class LocalFS:
     def dirname(self, p: str) -> str:
         return str(Path(p).parent)
 
-    def list_files(self, root: str) -> list[tuple[str, str]]:
-        """[(relative posix path, full path)] of the regular files under ``root`` (or ``root``)."""
+    def list_files(self, root: str, skipped: list | None = None) -> list[tuple[str, str]]:
+        """[(relative posix path, full path)] of the regular files under ``root`` (or ``root``);
+        links with an image's name leading out of ``root`` appended to ``skipped`` as (full
+        path, reason) when it is given."""
         r = Path(root)
         if r.is_file():
             return [(r.name, str(r))]
         if not r.is_dir():
             return []
-        return [(q.relative_to(r).as_posix(), str(q)) for q in fio.regular_files(r)]
+        unreadable: list = []
+        files = [(q.relative_to(r).as_posix(), str(q)) for q in fio.regular_files(r, unreadable)]
+        if skipped is not None:
+            skipped.extend((str(q), why) for q, why in unreadable if why.startswith("a link"))
+        return files
 
     def images(self, root: str) -> list[tuple[str, str, str | None, str | None]]:
         """[(relative posix path, full path, Pillow format, error)] of the images under ``root``:
@@ -111,7 +117,7 @@ class ArrowFS:
     def dirname(self, p: str) -> str:
         return posixpath.dirname(p)
 
-    def list_files(self, root: str) -> list[tuple[str, str]]:
+    def list_files(self, root: str, skipped: list | None = None) -> list[tuple[str, str]]:
         import pyarrow.fs as pafs
 
         info = self._info(root)

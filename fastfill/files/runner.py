@@ -106,7 +106,8 @@ def run_video(row: dict, inpainter, fs_videos, fs_masks, fs_out, opts: FileOptio
         mask = fs_masks.local_copy(row["mask"], tmp) if row["mask"] else None
         dst = os.path.join(tmp, "out-" + posixpath.basename(row["out"])) if fs_out.remote else row["out"]
         try:
-            stats = fvideo.inpaint_video(inpainter, src, dst, mask, overwrite=opts.overwrite,
+            stats = fvideo.inpaint_video(inpainter, src, dst, mask,
+                                         overwrite=opts.overwrite or bool(row.get("replace")),
                                          progress=False, invert=opts.invert, threshold=opts.threshold,
                                          resize_mask=opts.resize_mask, dilate=opts.dilate, text=text)
         except InputError as e:  # (the report names the video: the message need not)
@@ -144,7 +145,7 @@ class Report:
     def __init__(self, echo: Callable[[str], None] | None = None, skipped: int = 0):
         self.summary = Summary(skipped=skipped)
         self.failures: list[dict] = []
-        self.say = echo or (lambda msg: None)
+        self.say = outliving(echo or (lambda msg: None))
         self.lock = threading.Lock()
         self.t0 = time.perf_counter()
 
@@ -212,8 +213,8 @@ def start(p: Worklist, report: Report) -> tuple[list[dict], list[dict]]:
     images, videos = todo
     if not p.fs_out.remote:
         fio.remove_stale_temps(r["out"] for r in images + videos)
-    for r in images:
-        if r["replace"]:
+    for r in images + videos:
+        if r.get("replace"):
             report.say(f"redoing {printable(r['out'])}: the existing file is incomplete")
     return images, videos
 
@@ -254,16 +255,34 @@ def drive(p: Worklist, executor, opts: FileOptions = FileOptions(), *, progress:
     bar = tqdm(total=len(images) + len(videos), unit="file", dynamic_ncols=True, file=sys.stderr,
                disable=(not progress) if progress is not None else None)
     if not bar.disable:
-        report.say = lambda line: bar.write(line, file=sys.stderr)
+        report.say = outliving(lambda line: bar.write(line, file=sys.stderr))
+    tick, close = outliving(bar.update), outliving(bar.close)
     try:
         for outcomes in (executor.images(images, p, opts) if images else (),
                          executor.videos(videos, p, opts) if videos else ()):
             for o in outcomes:
                 report.add(o)
-                bar.update(1)
+                tick(1)
     finally:
-        bar.close()
+        close()
     return report.finish(p)
+
+
+def outliving(say: Callable) -> Callable:
+    """``say`` that goes quiet, rather than stopping the run, once its stream is gone (a reader
+    that closed its pipe, a full disk): messages are a side channel; the outputs, the summary
+    and the failures file still tell what happened."""
+    gone = False
+
+    def guarded(*args):
+        nonlocal gone
+        if not gone:
+            try:
+                say(*args)
+            except OSError:
+                gone = True
+
+    return guarded
 
 
 # -- this machine -------------------------------------------------------------------------------

@@ -256,8 +256,13 @@ def mask_finder(fs_m, mpath) -> Callable[..., str]:
     if not fs_m.is_dir(mpath):
         raise InputError(f"{mpath}: not a regular file or folder")
     by_key: dict[tuple[str, str], list[str]] = {}
-    for rel, full in fs_m.list_files(mpath):
+    skipped: list = []  # (links leading out of MASKS: named when they were the mask)
+    for rel, full in fs_m.list_files(mpath, skipped=skipped):
         by_key.setdefault((posixpath.dirname(rel), _stem(rel)), []).append(full)
+    links_out = {}
+    for full, why in skipped:
+        rel = posixpath.relpath(full, mpath)
+        links_out.setdefault((posixpath.dirname(rel), _stem(rel)), f"mask {full}: {why}")
 
     def find(rel, video=False):
         key = (posixpath.dirname(rel), _stem(rel))
@@ -267,6 +272,8 @@ def mask_finder(fs_m, mpath) -> Callable[..., str]:
         found = sorted(by_key.get(key, []))
         if len(found) > 1:  # e.g. x.png over x.txt
             found = [f for f in found if fs_m.is_image(f)] or found
+        if not found and key in links_out:
+            raise InputError(links_out[key])
         if not found:
             raise InputError(f"no mask found (looked for {base}.*{f' and {base}/' if video else ''})")
         if len(found) > 1:
@@ -312,9 +319,20 @@ def _skip_existing(p: Worklist) -> None:
     for r in p.videos:
         if r["error"] or r["out"] not in exist:
             keep_v.append(r)
+        elif not p.fs_out.remote and not _video_is_whole(r["out"]):
+            r["replace"] = True
+            keep_v.append(r)
         else:
             p.skipped += 1
     p.images, p.videos = keep_i, keep_v
+
+
+def _video_is_whole(path: str) -> bool:
+    try:
+        from ..video.stream import video_is_whole
+    except ImportError:  # (no PyAV: the video fails later, saying how to install it)
+        return True
+    return video_is_whole(path)
 
 
 __all__ = ["find_work", "Worklist", "mask_finder", "names_folder", "FAILURES_FILE", "MAX_JOBS",

@@ -43,8 +43,9 @@ from ..errors import EngineError, InputError
 MODEL_PACKAGE = "rapidocr_onnxruntime"
 MODEL_FILE = "models/ch_PP-OCRv4_det_infer.onnx"
 REC_FILE = "models/ch_PP-OCRv4_rec_infer.onnx"  # the recognizer: only to check boxes (verify)
-INSTALL = ("pip install 'fastfill[text]' && pip install --no-deps 'rapidocr-onnxruntime==1.4.4' "
-           "(the PP-OCR model's wheel; --no-deps: its opencv-python would replace OpenCV contrib)")
+INSTALL = ("pip install 'fastfill[text]' && pip install --no-deps --ignore-requires-python "
+           "'rapidocr-onnxruntime==1.4.4' (the PP-OCR model's wheel; --no-deps: its opencv-python "
+           "would replace OpenCV contrib; it says Python < 3.13, and only its model files are read)")
 
 # rapidocr 1.4.4's config.yaml (Det): normalization and the DB post-process.
 MEAN, STD = 0.5, 0.5

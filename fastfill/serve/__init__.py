@@ -111,7 +111,8 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
     server = app.state.server
     cfg = server.config()
     echo(f"fastfill {cfg['version']}: {model_name or 'model'} ({cfg['model']['kind']}, prefill "
-         f"{cfg['model']['fill']}) on {cfg['backend_selection'] or cfg['backend']} ({cfg['device']}); batches of up to "
+         f"{cfg['model']['fill']}; runs {cfg['model']['runs']}) on {cfg['backend_selection'] or cfg['backend']} "
+         f"({cfg['device']}); batches of up to "
          f"{cfg['limits']['max_batch']}, queue {limits.queue}, {limits.io_threads} decode/encode threads")
     echo(f"limits: {limits.max_pixels / 1e6:g} megapixels per image, "
          f"{limits.max_fill_pixels / 1e6:g} filled per request, {limits.max_body} bytes per request, "

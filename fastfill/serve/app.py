@@ -24,8 +24,9 @@ import binascii
 import hmac
 import json
 import logging
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -71,7 +72,8 @@ class ServeLimits:
     max_fill_pixels: int = DEFAULT_MAX_FILL_PIXELS
     max_body: int = DEFAULT_MAX_BODY  # bytes per request body
     queue: int = DEFAULT_QUEUE  # requests waiting for the model; past it 503
-    io_threads: int = 4  # threads decoding and encoding requests
+    # threads decoding and encoding requests (as `fastfill serve --io-threads`: up to 4, one a core)
+    io_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     quality: int = 95  # JPEG / lossy WebP quality of the answers
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # open connections; past it 503 and closed
     header_timeout: float = 10.0  # seconds to receive a request's headers; then 408 and closed
@@ -240,11 +242,18 @@ class Server:
     def config(self) -> dict:
         eng = self.inpainter.engine
         meta = self.inpainter.meta
+        from ..engines.classical import ClassicalEngine
+
+        fill = eng if isinstance(eng, ClassicalEngine) else None
+        stands_in = fill.replaces if fill else None  # the default fill in place of a net's prefill
         return {
             "version": __version__,
-            "model": {"kind": meta.kind, "fill": meta.fill, "channels": meta.channels,
+            "model": {"kind": meta.kind, "fill": stands_in or meta.fill, "channels": meta.channels,
                       "input_size": list(meta.input_size) if meta.input_size else None,
-                      "name": self.model_name},
+                      "name": self.model_name,
+                      # what fills the holes: the net, or the fill named when no net runs
+                      "runs": f"the default fill, {fill.label}" if stands_in else
+                              (f"fill {fill.label}" if fill else "the net")},
             "backend": eng.name,
             "backend_selection": eng.selection,
             "device": eng.device,

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import FastfillError, InputError
 from ..files.codecs import (atomic_write, classify_image, decode_mask, dilate_mask, folder_prefix,
-                            frame_number, links_out)
+                            frame_number, links_out, remove_stale_temps)
 from ..inpainter import frozen
 from ..roi import bounding_box, hole_of
 from .frames import (YUV420, Decoded, PrivateFrames, RGBBuffers, chroma_blocks, planes, reformatter_,
@@ -81,7 +81,7 @@ def _import_av():
     try:
         import av  # noqa: F401
     except ImportError:
-        raise FastfillError("video needs PyAV: pip install fastfill[video]") from None
+        raise FastfillError("video needs PyAV: pip install 'fastfill[video]'") from None
     return av
 
 
@@ -228,6 +228,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         write = _Transcode(av, inpainter, inp_c, vin, masks, dst, mask, (codec, crf, preset),
                            progress, stats, propagator)
         write.estimated = estimated
+        remove_stale_temps([dst])  # what a killed run left for this output (1 MB and more)
         try:
             atomic_write(dst, write, overwrite=overwrite, suffix=dst.suffix or ".mp4")
         except FileExistsError:
@@ -590,6 +591,30 @@ def _carry_display_matrix(frame, vout) -> None:
             if len(raw) == 36:
                 vout.set_display_matrix(list(struct.unpack("=9i", raw)))
             return
+
+
+def video_is_whole(path: str | Path) -> bool:
+    """Whether an existing video file (an earlier run's output) is whole: it opens, has a video
+    stream, and its packets, demuxed without decoding, reach where its index or header says it
+    ends (the check an input gets). A re-run redoes an output that is not."""
+    import av
+
+    try:
+        inp_c, estimated = _open_input(av, Path(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+        return False
+    try:
+        with inp_c:
+            if not inp_c.streams.video:
+                return False
+            vin, read = inp_c.streams.video[0], _Read()
+            for packet in inp_c.demux():
+                if packet.size:
+                    read.note(packet, packet.stream is vin)
+            _check_whole(inp_c, vin, read, estimated)
+    except (BadVideo, av.error.FFmpegError, UnicodeDecodeError):
+        return False
+    return True
 
 
 class _Read:
