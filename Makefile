@@ -27,11 +27,12 @@ $(RUNTIME_STAMP): $(SOURCES)
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build. Where pip
+	# is not already set to find CPU wheels: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[train,video,openvino,ray,serve,quantize,dev,anchors,text]'
 	# The text detector's model (pyproject.toml's `text` extra says why --no-deps).
-	$(BIN)/pip install -q --no-deps 'rapidocr-onnxruntime==1.4.4'
+	$(BIN)/pip install -q --no-deps --ignore-requires-python 'rapidocr-onnxruntime==1.4.4'
 	touch $(STAMP) $(RUNTIME_STAMP)
 
 demo: setup-runtime

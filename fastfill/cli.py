@@ -427,9 +427,9 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
     except video_mod.BadVideo as e:  # (this input failed, as a file of `run` does)
         said = str(e)
         named = said.startswith((f"{video_in}: ", f"{Path(video_in)}: "))  # (as written, or as a Path)
-        click.echo(f"failed: {said}" if named else f"failed: {video_in}: {said}", err=True)
+        _say_err(f"failed: {said}" if named else f"failed: {video_in}: {said}")
         return EXIT_SOME_FAILED
-    click.echo(stats.line())
+    _say(stats.line())
     return EXIT_OK
 
 
@@ -694,12 +694,13 @@ def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warm
     return EXIT_OK
 
 
-def _import_train(module):
+def _import_train(module, needs=None):
     """Import train.<module> lazily; one line saying what to install when the `train` extra is
-    missing (any of its packages), or which file hides fastfill's `train` package."""
+    missing (any of its packages, or of ``needs``), or which file hides fastfill's `train`
+    package."""
     try:
-        from .engines import import_train
-        return import_train(module)
+        from .engines import TRAIN_NEEDS, import_train
+        return import_train(module, TRAIN_NEEDS if needs is None else needs)
     except ImportError as e:
         raise click.ClickException(str(e)) from None
 
@@ -756,7 +757,7 @@ def _train_params() -> list[click.Parameter]:
         kind = click.Choice(list(_import_train("kinds").KINDS))
     except click.ClickException:  # (no torch: --help still shows; running says what to install)
         kind = click.STRING
-    from train.config import TrainConfig
+    TrainConfig = _import_train("config", needs=()).TrainConfig  # (no torch needed; checked, not hidden)
 
     return ([click.Argument(["kind"], type=kind)]
             + [_option_from_field(f) for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
@@ -891,6 +892,7 @@ def main(argv=None):
     """Entry point: run the click group, turning known errors into one line and an exit code."""
     import signal
 
+    _Terminated.seen, _Terminated.interrupts = False, 0  # (a process may call main again)
     try:
         signal.signal(signal.SIGTERM, _Terminated.handle)
         signal.signal(signal.SIGINT, _Terminated.interrupt)

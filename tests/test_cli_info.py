@@ -101,3 +101,11 @@ def test_a_train_module_of_the_users_is_named_not_run_as_fastfills(tmp_path, mon
     monkeypatch.setitem(sys.modules, "train", mine)
     with pytest.raises(ImportError, match=r"a module named 'train' \(.*train\.py\) hides fastfill's"):
         import_train("config")
+    # through the command line: `fastfill train --help` and a run said "internal error"
+    code = ("import sys, types; m = types.ModuleType('train'); m.__file__ = sys.argv[1]; "
+            "sys.modules['train'] = m; from fastfill.cli import main; main(sys.argv[2:])")
+    for args in (["train", "--help"], ["train", "glcic", "--data", str(tmp_path)]):
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "train.py"), *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "hides fastfill's training package" in r.stderr, r.stderr
+        assert "internal error" not in r.stderr

@@ -888,3 +888,19 @@ def test_device_for_a_plan_and_the_api(tmp_path):
         device_options("m.plan", "cpu")
     with pytest.raises(EngineError, match="runs on the onnxruntime back-end, not openvino"):
         Inpainter(TINY, device="cuda", backend="openvino")
+
+
+def test_an_output_that_is_a_fifo_is_a_failure_line_not_a_hang(tmp_path):
+    """The check that an existing output is whole opened it: a FIFO there blocked the run before
+    any work started (and a stop signal during the wait was taken for "not whole")."""
+    imgs, out = tmp_path / "i", tmp_path / "o"
+    imgs.mkdir(), out.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(_img(30, 41)).save(imgs / name)
+    Image.fromarray(_mask(30, 41)).save(tmp_path / "m.png")
+    os.mkfifo(out / "b.png")
+    r = subprocess.run([sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-q",
+                        str(imgs), str(tmp_path / "m.png"), "-o", str(out)],
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 1 and "done 1, skipped 0, failed 1" in r.stdout, (r.stdout, r.stderr)
+    assert f"its output {out / 'b.png'} exists and is not a regular file" in r.stderr

@@ -382,6 +382,11 @@ def test_sixteen_bit_grey_is_filled_at_sixteen_bits(tmp_path):
     ref = ops.fill_reference(np.repeat(g[..., None].astype(np.float64) / 257, 3, 2), hole)[..., 0] * 65535
     np.testing.assert_array_equal(got[~hole], g[~hole])
     assert np.abs(got[hole] - ref[hole]).max() <= 2  # (an 8-bit fill: up to 128 off)
+    # all hole: nothing around it; a white fill is 65535, not 128 below it
+    src = io.decode_image(imgs / "g.png")
+    white = np.full((H, W, 3), 255, np.uint8)
+    everything = np.asarray(io.restore_mode(white, src, np.ones((H, W), bool), "PNG"))
+    assert (everything == 65535).all()
 
 
 def test_text_chunks_xmp_and_gamma_are_carried(tmp_path, mask):
@@ -408,6 +413,36 @@ def test_text_chunks_xmp_and_gamma_are_carried(tmp_path, mask):
     assert code == 0, stderr
     with Image.open(tmp_path / "x.png") as im:
         assert im.info.get("xmp") == xmp
+
+
+def test_metadata_a_format_cannot_hold_is_left_out_not_fatal(tmp_path, mask):
+    """A PNG with a Photoshop-sized XMP packet (over one JPEG segment) written as JPEG failed
+    ("XMP data is too long"); a BMP whose resolution field is -1 (1.09e8 dpi) could not be
+    written back; an opaque RGBA image written as BMP stays a plain 24-bit BMP."""
+    from PIL import PngImagePlugin
+
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta>" + "a" * 70000 + "</x:xmpmeta>")
+    Image.fromarray(_img()).save(imgs / "big.png", pnginfo=chunks)
+    rgba = np.dstack([_img(seed=1), np.full((H, W), 255, np.uint8)])
+    Image.fromarray(rgba).save(imgs / "opaque.png")
+    code, _, stderr = _run(imgs, mask, tmp_path / "out", "--format", "jpeg")
+    assert code == 0, stderr
+    with Image.open(tmp_path / "out" / "big.jpg") as im:
+        assert "xmp" not in im.info
+    code, _, stderr = _run(imgs / "opaque.png", mask, tmp_path / "o.bmp")
+    assert code == 0, stderr
+    with Image.open(tmp_path / "o.bmp") as im:
+        assert im.mode == "RGB"
+    bmp = bytearray(io.encode_image(Image.fromarray(_img(seed=2)), "BMP", info={"dpi": (72, 72)}))
+    bmp[38:46] = struct.pack("<ii", -1, -1)  # the resolution fields
+    (imgs / "odd.bmp").write_bytes(bytes(bmp))
+    code, _, stderr = _run(imgs / "odd.bmp", mask, tmp_path / "odd.bmp")
+    assert code == 0, stderr
+    with Image.open(tmp_path / "odd.bmp") as im:
+        assert np.asarray(im)[~_hole()].tobytes() == _img(seed=2)[~_hole()].tobytes()
 
 
 # -- more than 8 bits per channel ---------------------------------------------------------------

@@ -56,20 +56,20 @@ INSTALL_TRAIN = ("pip install torch --index-url https://download.pytorch.org/whl
                  "installs its CUDA build)")
 
 
-def import_train(module: str):
+def import_train(module: str, needs: tuple[str, ...] = TRAIN_NEEDS):
     """``train.<module>``, fastfill's training package (the `train` extra): an ImportError that
-    says what to install when one of its packages is missing, or which file hides the package
+    says what to install when one of ``needs`` is missing, or which file hides the package
     when a `train` module of the user's (a `train.py` in the working folder) comes first."""
     import importlib.util
     from pathlib import Path
 
-    missing = [m for m in TRAIN_NEEDS if importlib.util.find_spec(m) is None]
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(f"training needs {', '.join(missing)}: {INSTALL_TRAIN}")
     train = import_module("train")
     ours = Path(__file__).resolve().parents[2]  # the folder holding fastfill/ (and train/)
     where = Path(getattr(train, "__file__", None) or ".").resolve()
-    if where.parent.parent != ours:
+    if where != ours / "train" / "__init__.py":
         raise ImportError(f"a module named 'train' ({where}) hides fastfill's training package: "
                           "run from another folder, or rename it")
     return import_module(f"train.{module}")

@@ -60,6 +60,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 DECODE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM", "TGA")  # JPEG includes MPO
 _NOT_DECODABLE = f"not an image in a format fastfill reads ({', '.join(DECODE_FORMATS)})"
 
+# The largest XMP packet one JPEG APP1 segment holds (65535 less its length field and namespace).
+_JPEG_XMP_MAX = 65535 - 2 - 29
 # Formats that store an alpha channel / 16-bit grey.
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "GIF", "BMP"})
 _WIDE_FORMATS = frozenset({"PNG", "TIFF", "PPM"})  # (PPM: 16-bit PGM)
@@ -910,25 +912,24 @@ def _hole_rgba(result: np.ndarray, alpha: np.ndarray, hole: np.ndarray) -> tuple
     alpha around it (:func:`_hole_alpha`). Its colour is the fill's with the fill's smooth base
     (the harmonic fill of the colours around the hole) swapped for the alpha-weighted one, so that
     the colour of invisible pixels (often black under a transparent canvas) does not pull the
-    hole towards it as a dark halo; where the alpha around the hole is even, the two bases are
-    the same and the fill is kept as it is."""
-    a = _hole_alpha(alpha, hole)
+    hole towards it as a dark halo. Only where a fully transparent pixel meets the hole: the
+    colours of pixels that show at all are what the fill should continue."""
     border = _border(hole)
-    if not border.any() or alpha[border].min() == alpha[border].max():  # (an all-hole image too)
-        return result, a
+    if not border.any() or alpha[border].min() > 0:  # (no invisible colour meets the hole)
+        return result, _hole_alpha(alpha, hole)
     y0, x0, y1, x1 = _box(hole)
     box_hole = hole[y0:y1, x0:x1]
     rgb = result[y0:y1, x0:x1].astype(np.uint32)
     weight = alpha[y0:y1, x0:x1].astype(np.uint32)[..., None]
-    pre = (rgb * weight).transpose(2, 0, 1)  # up to 255², exact: filled as high and low bytes
-    hi = _harmonic_planes((pre >> 8).astype(np.uint8), box_hole, 0.0)
-    lo = _harmonic_planes((pre & 255).astype(np.uint8), box_hole, 0.0)
-    cover = _harmonic_planes(alpha[None, y0:y1, x0:x1], box_hole, 0.0)[0]
+    pre = ((rgb * weight + 127) // 255).astype(np.uint8).transpose(2, 0, 1)  # premultiplied
+    weighted = _harmonic_planes(np.ascontiguousarray(pre), box_hole, 0.0)
     plain = _harmonic_planes(np.ascontiguousarray(rgb.transpose(2, 0, 1), np.uint8), box_hole, 0.0)
+    cover = _harmonic_planes(alpha[None, y0:y1, x0:x1], box_hole, 0.0)[0]  # the filled alpha
+    a = alpha.copy()
+    a[y0:y1, x0:x1][box_hole] = np.clip(np.rint(cover[box_hole]), 0, 255).astype(np.uint8)
     fix = box_hole & (cover > 0.5)  # (covered by nothing: invisible whatever it is)
-    weighted = (256 * hi[:, fix] + lo[:, fix]) / cover[fix]
     out = result.copy()
-    v = rgb[fix].T + weighted - plain[:, fix]
+    v = rgb[fix].T + weighted[:, fix] * (255 / cover[fix]) - plain[:, fix]
     out[y0:y1, x0:x1][fix] = np.clip(np.rint(v.T), 0, 255).astype(np.uint8)
     return out, a
 
@@ -986,6 +987,8 @@ def _sixteen_bit_fill(g8: np.ndarray, gray16: np.ndarray, hole: np.ndarray) -> n
     back as exact as at 16 bits, not as a staircase of 257-level steps. The harmonic fill is
     linear: that of the 16-bit values is 256 × that of their high bytes + that of their low."""
     y0, x0, y1, x1 = _box(hole)
+    if not _border(hole).any():  # all hole: nothing below the 8-bit levels to carry
+        return g8[hole].astype(np.uint16) * 257
     g8_source = ((gray16.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     planes = np.stack([(gray16 >> 8).astype(np.uint8), (gray16 & 255).astype(np.uint8), g8_source])
     hi, lo, h8 = _harmonic_planes(planes, hole, 0.5)
@@ -1017,6 +1020,17 @@ def _png_chunks(info: dict) -> dict:
     if isinstance(info.get("srgb"), int) and 0 <= info["srgb"] <= 3:
         chunks.add(b"sRGB", bytes([info["srgb"]]))
     return {"pnginfo": chunks} if chunks.chunks else {}
+
+
+def _sane_dpi(dpi) -> bool:
+    """Whether a dpi pair can be written (finite, positive, under a million: a BMP field of -1
+    reads as 1.09e8 dpi)."""
+    import math
+
+    try:
+        return len(dpi) >= 2 and all(math.isfinite(float(d)) and 0 < float(d) < 1e6 for d in dpi[:2])
+    except (TypeError, ValueError):
+        return False
 
 
 def _bmp_with_alpha(img: Image.Image, dpi=None) -> bytes:
@@ -1183,8 +1197,13 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
         if img.mode not in ("RGB", "L", "CMYK"):
             img = img.convert("RGB")
         kw["subsampling"] = 0 if quality >= 90 else 2
+    dpi = info.get("dpi")
+    if dpi is not None and not _sane_dpi(dpi):
+        info = {k: v for k, v in info.items() if k != "dpi"}  # (a damaged field: not carried)
     if fmt == "BMP" and img.mode in ("RGBA", "LA"):
-        return _bmp_with_alpha(img.convert("RGBA"), info.get("dpi"))
+        if img.getextrema()[-1][0] < 255:  # (opaque: a plain 24-bit BMP, as before)
+            return _bmp_with_alpha(img.convert("RGBA"), info.get("dpi"))
+        img = img.convert("RGB" if img.mode == "RGBA" else "L")
     if fmt in ("BMP", "PPM") and img.mode not in ("RGB", "L", "1") and not (
             fmt == "PPM" and img.mode in ("I;16", "I")):  # (16-bit PGM)
         img = img.convert("RGB")
@@ -1199,8 +1218,8 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
             kw[k] = info[k]
     if "icc_profile" in kw and _icc_space(kw["icc_profile"]) != _ICC_SPACE.get(img.mode):
         del kw["icc_profile"]  # a profile for other pixels (CMYK on RGB) would misrender them
-    if fmt in ("JPEG", "WEBP") and info.get("xmp"):
-        kw["xmp"] = info["xmp"]
+    if fmt in ("JPEG", "WEBP") and info.get("xmp") and (fmt != "JPEG" or len(info["xmp"]) <= _JPEG_XMP_MAX):
+        kw["xmp"] = info["xmp"]  # (a JPEG holds XMP in one segment: a larger packet is left out)
     if fmt == "PNG":
         kw.update(_png_chunks(info))
     groups: dict = {}

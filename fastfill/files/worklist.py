@@ -307,6 +307,10 @@ def _skip_existing(p: Worklist) -> None:
     construction)."""
     rows = [r for r in p.images + p.videos if not r["error"]]
     exist = p.fs_out.exists_many([r["out"] for r in rows])
+    if not p.fs_out.remote:  # a FIFO or device there would block the check, and the write
+        for r in rows:
+            if r["out"] in exist and not _regular(r["out"]):
+                r["error"] = f"its output {r['out']} exists and is not a regular file"
     keep_i, keep_v = [], []
     for r in p.images:
         if r["error"] or r["out"] not in exist:
@@ -325,6 +329,15 @@ def _skip_existing(p: Worklist) -> None:
         else:
             p.skipped += 1
     p.images, p.videos = keep_i, keep_v
+
+
+def _regular(path: str) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # (gone meanwhile, or unreadable: the write says what is wrong)
 
 
 def _video_is_whole(path: str) -> bool:
