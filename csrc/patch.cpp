@@ -768,8 +768,13 @@ void blend_low_frequencies(Level& L, const std::vector<int16_t>& start, int64_t 
 // The component rebuilt from its copied differences (after Image Melding, Darabi et al. 2012):
 // each pixel's difference to each 4-neighbour is the one its source pixel (the last best-patch
 // vote's) has to the same neighbour, where that neighbour is known, else the start's; a pair of
-// hole pixels takes the difference of the pixel first in scan order (the mean of both would
-// halve a texture's amplitude where two sources meet); then Poisson's equation with those
+// hole pixels copied together (their sources neighbours the same way) takes the difference of
+// the pixel first in scan order; a pair across a seam between two copies the median of three
+// estimates: either source's difference to its own neighbour and the voted result's across the
+// seam (one source's alone was wrong where a periodic texture is copied at another phase: a
+// flat brick's zero difference stood in for a mortar edge, and the rebuild drifted tens of
+// levels; the voted one alone keeps the copies' offsets, seams on a ramp); then Poisson's
+// equation with those
 // differences as guidance and the known pixels as boundary, solved by the harmonic fill's own
 // solver. On a smooth gradient the copies' offsets vanish (the differences are the gradient's),
 // where the blend's low-pass left seams. `image` is the window's, the box at (by0, bx0) of it.
@@ -813,11 +818,18 @@ void gradient_rebuild(Level& L, const std::vector<int16_t>& start, const uint8_t
       if (qy < 0 || qy >= h || qx < 0 || qx >= w) continue;  // no flux out of the box
       const int64_t q = qy * w + qx;
       const bool hole_pair = L.mine[size_t(q)] != 0;
-      const int64_t weight = hole_pair && !(L.bsrc.size() && coherent(p, q)) ? kSeamEighths : 8;
+      const bool seam = hole_pair && !(L.bsrc.size() && coherent(p, q));
+      const int64_t weight = seam ? kSeamEighths : 8;
       if (hole_pair && k % 2 == 1) edges[size_t(p * 2 + k / 2)] = float(weight) / 8.f;
       const bool other_says = hole_pair && q < p;
       for (int ch = 0; ch < 3; ++ch)
-        sum[ch] += weight * (other_says ? -diff(q, -dys[k], -dxs[k], ch) : diff(p, dys[k], dxs[k], ch));
+        if (seam) {  // (the median is the same from either side, negated: the links agree)
+          const int64_t mine = diff(p, dys[k], dxs[k], ch), theirs = -diff(q, -dys[k], -dxs[k], ch);
+          const int64_t voted = int64_t(L.v[size_t(p * 4 + ch)]) - L.v[size_t(q * 4 + ch)];
+          sum[ch] += weight * std::max(std::min(mine, theirs), std::min(std::max(mine, theirs), voted));
+        } else {
+          sum[ch] += weight * (other_says ? -diff(q, -dys[k], -dxs[k], ch) : diff(p, dys[k], dxs[k], ch));
+        }
     }
     for (int ch = 0; ch < 3; ++ch) guide[size_t(p * 3 + ch)] = float(sum[ch]) / float(8 * kMax);
   }

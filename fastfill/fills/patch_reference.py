@@ -56,8 +56,9 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    edge the copies continue, and pulling them towards it greys them). With ``poisson`` > 0 instead (:func:`_rebuild`):
    each pixel's difference to each 4-neighbour is its best-vote source pixel's to the same
    neighbour (the start's where that neighbour is unknown), a pair of component pixels taking the
-   one first in scan order and weighing ``SEAM_EIGHTHS`` / 8 where their sources are not
-   neighbours the same way; the weighted sums are the right-hand side of the harmonic fill's own
+   one first in scan order, or, where their sources are not neighbours the same way (a seam),
+   the median of either source's difference and the result's own, weighing ``SEAM_EIGHTHS`` /
+   8; the weighted sums are the right-hand side of the harmonic fill's own
    solver with those link weights (``_C.poisson_fill``: float arithmetic, the same call here and
    in the kernel), rounded back.
 6. With ``gate`` > 0, the result's detail (result - start) is scaled pixel by pixel to what the
@@ -425,8 +426,9 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
     """The component rebuilt from its copied differences: each pixel's difference to each
     4-neighbour is its best-vote source pixel's to the same neighbour where that one is known,
     else the start's; a pair of component pixels takes the difference of the one first in scan
-    order, and weighs SEAM_EIGHTHS / 8 where their sources are not neighbours the same way (a
-    seam between two copies); the weighted sums over the 4 neighbours are the right-hand side of
+    order, or, where their sources are not neighbours the same way (a seam between two copies),
+    the median of either source's difference to its own neighbour and the voted result's, and
+    weighs SEAM_EIGHTHS / 8 there; the weighted sums over the 4 neighbours are the right-hand side of
     the harmonic fill's own solver with those link weights (``_C.poisson_fill``, held to SciPy in
     the tests), whose result is rounded back."""
     from .. import _C
@@ -462,6 +464,10 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
             edges[pix[pair], k // 2] = weight[pair].astype(np.float32) / np.float32(8)
         other = pair & (q < pix)
         g = np.where(other, -diff(q, srcmap[q], -dy, -dx), diff(pix, src, dy, dx))
+        own, theirs = diff(pix, src, dy, dx), -diff(q, srcmap[q], -dy, -dx)
+        voted = V[:, pix] - V[:, q]
+        median = np.maximum(np.minimum(own, theirs), np.minimum(np.maximum(own, theirs), voted))
+        g = np.where(pair & ~coherent, median, g)  # a seam: the median of the three
         total += np.where(inside, weight * g, 0)
     guide = np.zeros((n, 3), np.float32)
     guide[pix] = total.T.astype(np.float32) / np.float32(8 * VMAX)
