@@ -57,8 +57,8 @@ The algorithm, per 4-connected hole component thicker than ``thin``:
    each pixel's difference to each 4-neighbour is its best-vote source pixel's to the same
    neighbour (the start's where that neighbour is unknown), a pair of component pixels taking the
    one first in scan order, or, where their sources are not neighbours the same way (a seam),
-   the median of either source's difference and the result's own, weighing ``SEAM_EIGHTHS`` /
-   8; the weighted sums are the right-hand side of the harmonic fill's own
+   the mean of either source's difference where they agree within ``SEAM_AGREE``, else the
+   median of both and the result's own, weighing ``SEAM_EIGHTHS`` / 8; the weighted sums are the right-hand side of the harmonic fill's own
    solver with those link weights (``_C.poisson_fill``: float arithmetic, the same call here and
    in the kernel), rounded back.
 6. With ``gate`` > 0, the result's detail (result - start) is scaled pixel by pixel to what the
@@ -427,8 +427,9 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
     4-neighbour is its best-vote source pixel's to the same neighbour where that one is known,
     else the start's; a pair of component pixels takes the difference of the one first in scan
     order, or, where their sources are not neighbours the same way (a seam between two copies),
-    the median of either source's difference to its own neighbour and the voted result's, and
-    weighs SEAM_EIGHTHS / 8 there; the weighted sums over the 4 neighbours are the right-hand side of
+    the mean of either source's difference to its own neighbour where the two agree within
+    SEAM_AGREE, else the median of both and the voted result's, and weighs SEAM_EIGHTHS / 8
+    there; the weighted sums over the 4 neighbours are the right-hand side of
     the harmonic fill's own solver with those link weights (``_C.poisson_fill``, held to SciPy in
     the tests), whose result is rounded back."""
     from .. import _C
@@ -467,7 +468,10 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
         own, theirs = diff(pix, src, dy, dx), -diff(q, srcmap[q], -dy, -dx)
         voted = V[:, pix] - V[:, q]
         median = np.maximum(np.minimum(own, theirs), np.minimum(np.maximum(own, theirs), voted))
-        g = np.where(pair & ~coherent, median, g)  # a seam: the median of the three
+        both = own + theirs
+        mean = np.where(both >= 0, both // 2, -((-both) // 2))  # (rounded towards zero, as C++)
+        seam_g = np.where(np.abs(own - theirs) <= SEAM_AGREE, mean, median)
+        g = np.where(pair & ~coherent, seam_g, g)  # a seam: the sources' mean, or the median
         total += np.where(inside, weight * g, 0)
     guide = np.zeros((n, 3), np.float32)
     guide[pix] = total.T.astype(np.float32) / np.float32(8 * VMAX)
@@ -481,6 +485,7 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
 
 BLEND_PRIOR = 20  # percent of a window wholly in the hole added to the blend's support
 SEAM_EIGHTHS = 1  # the rebuild's weight of a link between copies from non-neighbouring sources, /8
+SEAM_AGREE = 24 * SCALE  # two sources' differences across a seam this close agree: their mean
 
 GATE_RADII = (1, 7, 2)  # box radii (three blurs each way): the detail's low-pass, the carry, E_hole
 GATE_DEPTH = (6, 8)  # pixels deeper than a rings keep more of the detail, all of it from a + b
