@@ -811,7 +811,8 @@ void gradient_rebuild(Level& L, const std::vector<int16_t>& start, const uint8_t
   // not fit goes into the seams instead of spreading over both sides.
   auto coherent = [&](int64_t p, int64_t q) {
     const int64_t a = L.bsrc[size_t(p)], b = L.bsrc[size_t(q)];
-    return a >= 0 && b >= 0 && b - a == q - p;
+    // (and in the same columns apart: flat indices alone joined a row's end to the next's start)
+    return a >= 0 && b >= 0 && b - a == q - p && b % w - a % w == q % w - p % w;
   };
   std::vector<float> guide(size_t(n * 3), 0.f), edges(size_t(n * 2), 1.f);
   const int64_t dys[4] = {0, 0, -1, 1}, dxs[4] = {-1, 1, 0, 0};

@@ -459,7 +459,8 @@ def _rebuild(v, v0, hole, mine, bsrc, image):
         inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
         q = np.where(inside, qy * w + qx, 0)
         pair = inside & minef[q]
-        coherent = (src >= 0) & (srcmap[q] >= 0) & (srcmap[q] - src == q - pix)
+        coherent = ((src >= 0) & (srcmap[q] >= 0) & (srcmap[q] - src == q - pix)
+                    & (srcmap[q] % w - src % w == q % w - pix % w))  # (not across a row's end)
         weight = np.where(pair & ~coherent, SEAM_EIGHTHS, 8)
         if k % 2 == 1:  # this pixel's right / lower link
             edges[pix[pair], k // 2] = weight[pair].astype(np.float32) / np.float32(8)
