@@ -4,6 +4,8 @@ Everything the package raises on purpose derives from :class:`FastfillError`, so
 CLI's single error handler) can tell a known failure from a bug.
 """
 
+import stat
+
 
 class FastfillError(Exception):
     """Base class of every error fastfill raises on purpose."""
@@ -27,6 +29,16 @@ class EngineError(FastfillError, RuntimeError):
 
 class BuildError(FastfillError, RuntimeError):
     """A TensorRT engine that cannot be built (no GPU, no TensorRT, unsupported graph)."""
+
+
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is (``os.stat``'s ``st_mode``), for its one line:
+    "a FIFO", "a character device", …"""
+    return next((name for test, name in _NOT_REGULAR if test(mode)), "not a file")
 
 
 def printable(text) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EngineError, InputError
+from ..errors import EngineError, InputError, file_kind
 from ..fills import FILLS
 
 PREFIX = "fastfill."
@@ -353,10 +353,6 @@ def _fields(buf: memoryview):
         yield num, wt, v
 
 
-_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
 def check_model_file(path: str | Path, limit: int = MAX_MODEL_BYTES) -> int:
     """The size of a model file (or a plan's sidecar), after the checks every opener of one makes
     first: it exists and, links followed, is a regular file (a FIFO would block the reader, a
@@ -369,8 +365,7 @@ def check_model_file(path: str | Path, limit: int = MAX_MODEL_BYTES) -> int:
     except OSError as e:
         raise EngineError(f"{p}: cannot read ({e.strerror or e})") from None
     if not stat.S_ISREG(st.st_mode):
-        kind = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a file")
-        raise EngineError(f"{p}: not a regular file ({kind})")
+        raise EngineError(f"{p}: not a regular file ({file_kind(st.st_mode)})")
     if st.st_size > limit:
         raise EngineError(f"{p}: {st.st_size} bytes, over the limit of {limit} bytes")
     return st.st_size

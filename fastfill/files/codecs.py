@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import InputError, SizeLimitError
+from ..errors import InputError, SizeLimitError, file_kind
 
 # Suffixes that announce an image; a file with one of them that is not an image is an error.
 IMAGE_SUFFIXES = frozenset(
@@ -234,16 +234,8 @@ def regular_files(root: Path, unreadable: list | None = None) -> list[Path]:
             if p.is_file():
                 out.append(p)
             elif unreadable is not None and named_image and p.exists():
-                unreadable.append((p, f"not a regular file ({_file_kind(p)})"))
+                unreadable.append((p, f"not a regular file ({file_kind(p.stat().st_mode)})"))
     return out
-
-
-def _file_kind(p: Path) -> str:
-    import stat
-
-    mode = p.stat().st_mode
-    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
 
 
 def folder_prefix(folder) -> str:
@@ -989,11 +981,11 @@ def _sixteen_bit_fill(g8: np.ndarray, gray16: np.ndarray, hole: np.ndarray) -> n
     y0, x0, y1, x1 = _box(hole)
     if not _border(hole).any():  # all hole: nothing below the 8-bit levels to carry
         return g8[hole].astype(np.uint16) * 257
-    g8_source = ((gray16.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    planes = np.stack([(gray16 >> 8).astype(np.uint8), (gray16 & 255).astype(np.uint8), g8_source])
-    hi, lo, h8 = _harmonic_planes(planes, hole, 0.5)
+    g16, inside = gray16[y0:y1, x0:x1], hole[y0:y1, x0:x1]  # (the solve reads the box alone)
+    g8_source = ((g16.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    planes = np.stack([(g16 >> 8).astype(np.uint8), (g16 & 255).astype(np.uint8), g8_source])
+    hi, lo, h8 = _harmonic_planes(planes, inside, 0.5)
     below = (256 * hi + lo) - 257 * np.rint(h8)
-    inside = hole[y0:y1, x0:x1]
     v = g8[y0:y1, x0:x1][inside].astype(np.float64) * 257 + np.rint(below[inside])
     return np.clip(v, 0, 65535).astype(np.uint16)
 
@@ -1001,8 +993,6 @@ def _sixteen_bit_fill(g8: np.ndarray, gray16: np.ndarray, hole: np.ndarray) -> n
 def _png_chunks(info: dict) -> dict:
     """``pnginfo=`` for a PNG output: a PNG source's text chunks, gamma and sRGB intent (how its
     pixels are meant to be shown), or another source's XMP as PNG's XMP chunk; {} if none."""
-    import struct
-
     from PIL import PngImagePlugin
 
     text = dict(info.get("png_text") or {})
@@ -1037,8 +1027,6 @@ def _bmp_with_alpha(img: Image.Image, dpi=None) -> bytes:
     """A 32-bit BMP with its alpha channel (a BITMAPV4HEADER, BI_BITFIELDS with an alpha mask:
     what GIMP and ImageMagick write). Pillow writes RGBA as 32-bit BI_RGB, whose fourth byte
     readers (Pillow's own) take for padding, so the transparency would be lost."""
-    import struct
-
     w, h = img.size
     bgra = np.asarray(img)[::-1][:, :, [2, 1, 0, 3]].tobytes()  # bottom-up rows
     ppm = [int(round(float(d) * 39.3701)) for d in (dpi or (96, 96))[:2]]  # dots a metre

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import struct
 import sys
 import threading
@@ -598,13 +597,11 @@ def video_is_whole(path: str | Path) -> bool:
     """Whether an existing video file (an earlier run's output) is whole: it opens, has a video
     stream, and its packets, demuxed without decoding, reach where its index or header says it
     ends (the check an input gets). A re-run redoes an output that is not."""
-    import stat
-
     import av
 
+    if not Path(path).is_file():  # (a FIFO would block the open)
+        return False
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # (a FIFO would block the open)
-            return False
         inp_c, estimated = _open_input(av, Path(path))
     except av.error.InterruptedError:  # (a stop signal while reading: it stops the run)
         raise KeyboardInterrupt from None
