@@ -23,10 +23,17 @@ has it; the anchors (pip install 'fastfill[anchors]'; each row is skipped with a
 package is missing): OpenCV contrib's xphoto shift-map, GIMP Resynthesizer, InvokeAI's
 PatchMatch (see train.evaluate for their settings). `--sheet-dir` writes a picture sheet per
 setting: truth | masked | the fills.
+
+`--draws N` pools N draws of crops and masks (seeds `--seed` .. `--seed`+N-1) into each table;
+`--against NAME` adds, under each table, every fastfill row against that row: the mean hole PSNR
+difference and the texture distance ratio, each with a 90 % interval from a bootstrap over the
+photos' groups (`SOURCES.json`'s `group` beside the photos' folder: a photo's variants count as
+one; each photo its own group without it), since a few photos can carry a mean.
 """
 
 import argparse
 import datetime
+import json
 import platform
 import time
 from pathlib import Path
@@ -77,11 +84,13 @@ def biharmonic_fill(images, masks):
 COLS = ("psnr_hole", "ssim_hole", "l1_hole", "texture")
 
 
-def run_setting(cfg, args, notes):
-    """-> (table {method: {psnr_hole, ssim_hole, l1_hole, texture, ms}}, images, masks, outs)."""
-    images, masks, _ = load_eval_set(args.data, cfg["size"], cfg["mask"], seed=args.seed,
-                                     crops=min(args.crops, cfg.get("crops", args.crops)),
-                                     hole_side=cfg["hole_side"])
+def run_setting(cfg, args, notes, seed=None):
+    """-> (per-crop metrics {method: [{psnr_hole, ssim_hole, l1_hole, texture}, ...]}, seconds
+    {method: wall time of its call}, images, masks, outs, the crops' photo files)."""
+    images, masks, files = load_eval_set(args.data, cfg["size"], cfg["mask"],
+                                         seed=args.seed if seed is None else seed,
+                                         crops=min(args.crops, cfg.get("crops", args.crops)),
+                                         hole_side=cfg["hole_side"])
     outs, secs = {}, {}
 
     def timed(name, fn, *a):
@@ -123,12 +132,46 @@ def run_setting(cfg, args, notes):
         outs[name] = timed(name, model_fill, path, images, masks)[0]
     if glcic is not None:
         outs[MODEL] = glcic
+    per = {name: [metrics(o, t, m) for o, t, m in zip(out, images, masks)] for name, out in outs.items()}
+    return per, {name: secs[name] for name in outs}, images, masks, outs, files
+
+
+def summary(per, secs, crops):
+    """The table {method: {psnr_hole, ssim_hole, l1_hole, texture, ms}} of pooled per-crop metrics."""
     table = {}
-    for name, out in outs.items():
-        per = [metrics(o, t, m) for o, t, m in zip(out, images, masks)]
-        table[name] = {k: float(np.mean([p[k] for p in per])) for k in COLS}
-        table[name]["ms"] = 1e3 * secs[name] / len(images)
-    return table, images, masks, outs
+    for name, rows in per.items():
+        table[name] = {k: float(np.mean([r[k] for r in rows])) for k in COLS}
+        table[name]["ms"] = 1e3 * secs[name] / crops
+    return table
+
+
+def photo_groups(data, files):
+    """Each crop's group: its photo's ``group`` in the ``SOURCES.json`` beside ``data`` (the
+    variants of one photo are one group), else the photo itself."""
+    groups = {}
+    for where in (Path(data), Path(data).parent):
+        if (where / "SOURCES.json").is_file():
+            src = json.loads((where / "SOURCES.json").read_text())
+            groups = {(where / im["path"]).resolve(): im["group"] for im in src.get("images", [])}
+            break
+    return [groups.get(Path(f).resolve(), str(Path(f).resolve())) for f in files]
+
+
+def bootstrap_gap(ours, theirs, groups, rounds=4000, seed=0):
+    """Mean hole PSNR difference (ours − theirs) and texture distance ratio (ours / theirs), each
+    as (value, low, high) with a 90 % interval from resampling whole groups with replacement."""
+    ours_p, theirs_p = np.array([r["psnr_hole"] for r in ours]), np.array([r["psnr_hole"] for r in theirs])
+    ours_t, theirs_t = np.array([r["texture"] for r in ours]), np.array([r["texture"] for r in theirs])
+    names = sorted(set(groups))
+    members = [np.nonzero(np.array(groups) == g)[0] for g in names]
+    rng = np.random.default_rng(seed)
+    gaps, ratios = [], []
+    for _ in range(rounds):
+        pick = np.concatenate([members[i] for i in rng.integers(0, len(names), len(names))])
+        gaps.append(np.mean(ours_p[pick] - theirs_p[pick]))
+        ratios.append(ours_t[pick].mean() / theirs_t[pick].mean())
+    return ((float(np.mean(ours_p - theirs_p)), *np.percentile(gaps, [5, 95]).tolist()),
+            (float(ours_t.mean() / theirs_t.mean()), *np.percentile(ratios, [5, 95]).tolist()))
 
 
 def figure(images, masks, outs, path, n=6, extra=()):
@@ -199,6 +242,11 @@ def main():
     ap.add_argument("--data", required=True, help="validation photos (never trained on)")
     ap.add_argument("--crops", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--draws", type=int, default=1,
+                    help="pool this many draws of crops and masks (seeds --seed, --seed+1, ...)")
+    ap.add_argument("--against", metavar="NAME",
+                    help="under each table, every fastfill row against this row (e.g. 'PatchMatch "
+                         "(pypatchmatch)'), with 90 %% intervals from a bootstrap over the photos")
     ap.add_argument("--settings", default="ABCDE", help="letters from " + "".join(SETTINGS))
     ap.add_argument("--markdown", help="write the tables to this file")
     ap.add_argument("--figure", help="write the figure (the first setting) to this PNG")
@@ -209,22 +257,50 @@ def main():
     args = ap.parse_args()
     if unknown := set(args.settings) - set(SETTINGS):
         ap.error(f"unknown settings {''.join(sorted(unknown))}; known: {''.join(SETTINGS)}")
+    if args.draws < 1:
+        ap.error(f"--draws must be at least 1, got {args.draws}")
     if args.glcic and not Path(args.glcic).exists():
         ap.error(f"--glcic {args.glcic}: no such file (pass --glcic '' for no model row)")
-    lines = [f"Validation photos: `{args.data}` ({args.crops} crops each, seed {args.seed}); "
+    seeds = list(range(args.seed, args.seed + args.draws))
+    drawn = f"seed {args.seed}" if args.draws == 1 else f"seeds {seeds[0]}-{seeds[-1]} pooled"
+    lines = [f"Validation photos: `{args.data}` ({args.crops} crops each, {drawn}); "
              f"GLCIC: `{args.glcic or 'not given'}`; CE: `{args.ce or 'not given'}`; "
              f"{datetime.date.today()}, {platform.machine()}.", ""]
     gaps, notes = {}, {}
     for key in args.settings:
         cfg = SETTINGS[key]
-        table, images, masks, outs = run_setting(cfg, args, notes)
-        lines += [f"### {key}. {cfg['title']} — {len(images)} crops, {100 * masks.mean():.1f} % hidden", "",
+        per, secs, files, hidden = {}, {}, [], []
+        for i, seed in enumerate(seeds):
+            p, sec, imgs, msks, o, f = run_setting(cfg, args, notes, seed)
+            if i == 0:
+                images, masks, outs = imgs, msks, o  # (the figure and the sheet: the first draw)
+            for name in p:
+                per.setdefault(name, []).extend(p[name])
+                secs[name] = secs.get(name, 0.0) + sec[name]
+            files += f
+            hidden.append(msks.mean())
+        table = summary(per, secs, len(files))
+        lines += [f"### {key}. {cfg['title']} — {len(files)} crops, {100 * np.mean(hidden):.1f} % hidden", "",
                   "| method | PSNR (dB) ↑ | SSIM ↑ | L1 ↓ | texture ↓ | ms/crop |",
                   "|---|---:|---:|---:|---:|---:|"]
         for name, row in table.items():
             lines.append(f"| {name} | {row['psnr_hole']:.2f} | {row['ssim_hole']:.4f} | {row['l1_hole']:.4f} "
                          f"| {row['texture']:.2f} | {row['ms']:.1f} |")
         extra = [""]
+        if args.against and args.against not in per:
+            notes.setdefault(f"--against {args.against}", "no such row in this run (rows: "
+                             + ", ".join(per) + ")")
+            print(f"note: --against {args.against}: no such row in this run", flush=True)
+        elif args.against:
+            groups = photo_groups(args.data, files)
+            extra += [f"Against {args.against} ({len(set(groups))} photo groups; 90 % intervals from a "
+                      "bootstrap over them):", ""]
+            for name in per:
+                if "fastfill" in name and name != args.against:
+                    (g, glo, ghi), (r, rlo, rhi) = bootstrap_gap(per[name], per[args.against], groups)
+                    extra.append(f"- {name}: {g:+.2f} dB [{glo:+.2f}, {ghi:+.2f}], texture {r:.3f}× "
+                                 f"[{rlo:.2f}, {rhi:.2f}]")
+            extra.append("")
         if MODEL in table:
             best = max(CLASSICAL, key=lambda k: table[k]["psnr_hole"])
             gap = table[MODEL]["psnr_hole"] - table[best]["psnr_hole"]
