@@ -115,10 +115,14 @@ class Inpainter:
     def __init__(self, engine=None, *, roi: bool = True, batch_size: int = 4,
                  threads: int | None = None, backend: str | None = None, device=None,
                  method: str | None = None):
-        if not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= MAX_BATCH:
-            raise InputError(f"batch_size must be in [1, {MAX_BATCH}], got {batch_size}")
-        if threads is not None and not 1 <= threads <= MAX_THREADS:
-            raise InputError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
+        if (not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool)
+                or not 1 <= batch_size <= MAX_BATCH):
+            raise InputError(f"batch_size must be in [1, {MAX_BATCH}] (an int), got {batch_size!r}")
+        if threads is not None and (not isinstance(threads, numbers.Integral) or isinstance(threads, bool)
+                                    or not 1 <= threads <= MAX_THREADS):
+            raise InputError(f"threads must be in [1, {MAX_THREADS}] (an int, or None), got {threads!r}")
+        if not isinstance(roi, (bool, np.bool_)):
+            raise InputError(f"roi must be True or False, got {roi!r}")
         engine = _engine(engine, threads, backend, device, method)
         self.engine = engine
         self.meta = engine.meta
@@ -190,7 +194,7 @@ class Inpainter:
     def batch(self, images, masks=None, *, timings: dict | None = None) -> list[np.ndarray]:
         """Fill many images (lists or N-d arrays, any mix of sizes); returns a list in order.
 
-        ``masks`` may be one [H, W] mask used for every image, or None when ``images`` holds
+        ``masks`` may be one [H, W] (or [H, W, 1]) mask used for every image, or None when ``images`` holds
         (image, mask) pairs, such as :meth:`check` returns. ``timings``: a dict to which the
         seconds spent in each stage are added (``check``, ``prepare``, ``infer``, ``composite``).
         """
@@ -199,16 +203,26 @@ class Inpainter:
             raise InputError("batch() takes a list of images or an [N, H, W, 3] array; "
                              "use inp(image, mask) for one image")
         if masks is None:
-            pairs = [self._checked(p) for p in images]
+            pairs = []
+            for i, p in enumerate(images):
+                try:
+                    pairs.append(self._checked(p))
+                except InputError as e:
+                    raise InputError(f"image {i}: {e}") from None
         else:
             images = list(images)
-            if isinstance(masks, np.ndarray) and masks.ndim == 2:
+            if one_mask(masks):
                 masks = [masks] * len(images)
             else:
                 masks = list(masks)
             if len(masks) != len(images):
                 raise InputError(f"{len(images)} images but {len(masks)} masks")
-            pairs = [self.check(im, m) for im, m in zip(images, masks)]
+            pairs = []
+            for i, (im, m) in enumerate(zip(images, masks)):
+                try:
+                    pairs.append(self.check(im, m))
+                except InputError as e:
+                    raise InputError(f"image {i}: {e}") from None
         if timings is not None:
             _add(timings, "check", time.perf_counter() - t0)
         return self._run(pairs, timings)
@@ -257,8 +271,8 @@ class Inpainter:
         prefill) carries each hole's nearest-neighbour field from frame to frame, so that a
         static background under a static mask stays stable (see ``ops.fill(state=)``).
 
-        ``masks`` is an iterable of masks (one per frame), a single [H, W] mask for all frames,
-        or None when ``frames`` yields (frame, mask) pairs.
+        ``masks`` is an iterable of masks (one per frame), a single [H, W] (or [H, W, 1]) mask for
+        all frames, or None when ``frames`` yields (frame, mask) pairs.
         ``tagged``: ``frames`` yields ``(tag, pair)`` (a pair: (frame, mask) or a
         :meth:`check` result) and the stream yields ``(tag, result)``: what the caller needs to
         finish each item travels with it (``masks`` must then be None).
@@ -275,10 +289,20 @@ class Inpainter:
         (:meth:`fastfill.video.propagate.Propagator.next_motion`): a classical fill that reads
         beyond its border (the patch fill) then moves the fill it made with the scene instead of
         making up the unseen part again in every frame (:class:`FillHold`).
-        Reading (the caller's iterators), inference and the caller's loop run concurrently with
-        at most about two batches of frames in flight; the first error of any
-        stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
+        Reading (the caller's iterators), inference and the caller's loop run concurrently: up to
+        ``5 x batch_size + 1`` frames are read ahead of the result in the caller's hand (two
+        queues of ``2 x batch_size``, the batch being filled, the frame being queued), which
+        bounds the memory a stream holds. With ``copy`` (the default) each frame is copied as it
+        is read, so a source may hand the same buffer again for the next frame (a decoder's
+        ring, ``cv2.VideoCapture.read(image=buf)``); with ``copy`` False the frames are filled
+        where they are, and a frame must stay as it is until its result comes back. The first
+        error of any stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
+        Leaving the loop (or closing the iterator) stops the stream; a source inside its own
+        ``next()`` is waited for a second at most and not interrupted: the reading thread ends
+        when that call returns, closing the iterators it made from ``frames`` and ``masks``.
         """
+        if (shifts is not None or motions is not None) and not carry:
+            raise InputError("shifts and motions move what a stream carries: give them with carry=True")
         if shifts is not None:
             if motions is not None:
                 raise InputError("give shifts or motions, not both")
@@ -289,7 +313,7 @@ class Inpainter:
             return self._tagged_stream(frames, carry, copy, motions)
         if masks is None:
             it: Iterable = frames
-        elif isinstance(masks, np.ndarray) and masks.ndim == 2:
+        elif one_mask(masks):
             it = zip(frames, itertools.repeat(masks))
         else:
             it = _zip_strict(frames, masks)
@@ -297,16 +321,23 @@ class Inpainter:
         def checked():
             for i, pair in enumerate(it):
                 try:
-                    yield self._checked(pair)
+                    c = self._checked(pair)
                 except InputError as e:
                     raise InputError(f"frame {i}: {e}") from None
+                yield self._taken(c) if copy else c
 
-        return pipeline.batched(checked(), self._runner(carry, copy, motions), batch=self.batch_size,
+        # (copy: each frame is copied as it is read, and the copy filled in place)
+        return pipeline.batched(checked(), self._runner(carry, False, motions), batch=self.batch_size,
                                 depth=max(2, 2 * self.batch_size))
+
+    def _taken(self, pair: Checked) -> Checked:
+        """The pair with a copy of its frame, taken while the frame is read (the source may write
+        its next frame into the same buffer)."""
+        return Checked(pair.image.copy(), pair.hole, pair.windows, self)
 
     def _tagged_stream(self, items: Iterable, carry: bool, copy: bool = True,
                        motions=None) -> Iterator[tuple]:
-        run = self._runner(carry, copy, motions)
+        run = self._runner(carry, False, motions)
 
         def checked():
             for i, item in enumerate(items):
@@ -316,9 +347,10 @@ class Inpainter:
                     raise InputError(f"frame {i}: a tagged stream takes (tag, (frame, mask)) items, "
                                      f"got {type(item).__name__}") from None
                 try:
-                    yield tag, self._checked(pair)
+                    c = self._checked(pair)
                 except InputError as e:
                     raise InputError(f"frame {i}: {e}") from None
+                yield tag, self._taken(c) if copy else c
 
         def work(chunk):
             return list(zip((t for t, _ in chunk), run([c for _, c in chunk])))
@@ -671,14 +703,14 @@ class _HostSteps:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        shape = "x".join(str(v) for v in x.shape)
         try:
-            return self.engine.infer(x)
+            pred = self.engine.infer(x)
         except FastfillError:
             raise
         except Exception as e:  # a back-end's own error type
-            raise EngineError(f"{self.engine.name} failed on a "
-                              f"{x.shape[0]}x{x.shape[1]}x{x.shape[2]}x{x.shape[3]} input: "
-                              f"{type(e).__name__}: {e}") from e
+            raise EngineError(f"{self.engine.name} failed on a {shape} input: {type(e).__name__}: {e}") from e
+        return checked_output(pred, x, self.engine.name)
 
     def __call__(self, jobs: list[Job], pairs, outs, timings: dict | None = None, state=None) -> None:
         clock = time.perf_counter
@@ -794,6 +826,31 @@ def _without_a_net_that_adds_nothing(engine):
                                               "so the net does not run")
     engine.close()
     return fill
+
+
+def checked_output(pred, x: np.ndarray, name: str) -> np.ndarray:
+    """An engine's output for the input ``x`` as the model contract has it: float32 or float16
+    ``[N, 3, H, W]`` covering ``x``'s size, every value finite (EngineError naming the engine
+    otherwise: a user's engine, or a float16 model that overflowed, must not leave the hole
+    black without a word)."""
+    n, _, h, w = x.shape
+    want = f"float32 or float16 [{n}, 3, >={h}, >={w}] (the model contract)"
+    if not isinstance(pred, np.ndarray):
+        raise EngineError(f"{name} returned a {type(pred).__name__}, not an array: expected {want}")
+    if (pred.dtype not in (np.float32, np.float16) or pred.ndim != 4 or pred.shape[0] != n
+            or pred.shape[1] != 3 or pred.shape[2] < h or pred.shape[3] < w):
+        raise EngineError(f"{name} returned {pred.dtype} {list(pred.shape)} for a "
+                          f"{'x'.join(str(v) for v in x.shape)} input: expected {want}")
+    bad = pred.size - int(np.count_nonzero(np.isfinite(pred)))
+    if bad:
+        raise EngineError(f"{name} returned {bad} non-finite values (NaN or infinity) of {pred.size} "
+                          f"for a {'x'.join(str(v) for v in x.shape)} input")
+    return np.ascontiguousarray(pred)
+
+
+def one_mask(masks) -> bool:
+    """Whether ``masks`` is one mask for every image: an [H, W] or [H, W, 1] array."""
+    return isinstance(masks, np.ndarray) and (masks.ndim == 2 or (masks.ndim == 3 and masks.shape[2] == 1))
 
 
 def frozen(a) -> bool:

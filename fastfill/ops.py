@@ -20,6 +20,7 @@ copy. Bad arguments raise ``TypeError``/``ValueError`` naming the argument.
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Optional, Sequence, Tuple
 
@@ -36,6 +37,7 @@ __all__ = [
     "prepare", "composite", "prepare_reference", "composite_reference", "build_info",
     "padded_size", "cuda_available", "fill", "fill_reference", "FILLS", "PatchState",
     "masked_difference", "masked_difference_reference", "area_reduce4", "area_reduce4_reference",
+    "seamless",
 ]
 
 # What the patch fill carries from one video frame to the next (opaque; see fill(state=)).
@@ -110,9 +112,12 @@ def _window(window: Window):
     if window is None:
         return None
     try:
-        t = tuple(int(v) for v in window)
-    except (TypeError, ValueError):
-        raise TypeError(f"window: expected (top, left, height, width) integers, got {window!r}") from None
+        vals = tuple(window)
+    except TypeError:
+        vals = None
+    if vals is None or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in vals):
+        raise TypeError(f"window: expected (top, left, height, width) integers, got {window!r}")
+    t = tuple(int(v) for v in vals)
     if len(t) != 4:
         raise ValueError(f"window: expected 4 values (top, left, height, width), got {len(t)}")
     return t
@@ -198,8 +203,9 @@ def fill(image: np.ndarray, mask: np.ndarray, method: str = "harmonic", *,
         image: uint8 ``[H, W, 3]`` or ``[N, H, W, 3]``.
         mask: uint8/bool ``[H, W]`` or ``[N, H, W]``, nonzero = hole.
         method: a name in :data:`FILLS` ("harmonic", "mean" or "patch").
-        mean: the colour (r, g, b in [0, 1]) for "mean", and for a hole with no boundary (an
-            all-hole image or window); None = mid-grey (0.5, 0.5, 0.5).
+        mean: the colour (r, g, b in [0, 1]; a value outside is clamped to it) for "mean", and
+            for a hole with no boundary (an all-hole image or window); None = mid-grey
+            (0.5, 0.5, 0.5).
         window: (top, left, height, width): fill only this crop and return it.
         state: for the frames of a video, one :class:`PatchState` passed with each frame in
             order: a hole component whose box, size and mask are the same as in the previous
@@ -338,7 +344,9 @@ def seamless(image: np.ndarray, hole: np.ndarray, values: np.ndarray) -> np.ndar
     (no flux across the array's edge). ``image`` uint8 [h, w, 3]; ``hole`` bool [h, w];
     ``values`` [h, w, 3] of any real type (read at the hole and its 4-neighbours). Returns
     uint8 [h, w, 3]: ``image`` with its hole set."""
-    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if np.asarray(image).dtype != np.uint8:  # (a cast would wrap 300 to 44 outside the hole)
+        raise TypeError(f"seamless: image must be uint8, got {np.asarray(image).dtype}")
+    image = np.ascontiguousarray(image)
     hole = np.asarray(hole, dtype=bool)
     if image.ndim != 3 or image.shape[2] != 3 or hole.shape != image.shape[:2] \
             or np.shape(values) != image.shape:

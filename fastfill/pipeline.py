@@ -50,6 +50,7 @@ class _Stages:
         self.q_in: queue.Queue = queue.Queue(maxsize=depth)
         self.q_out: queue.Queue = queue.Queue(maxsize=depth)
         self.stopped = threading.Event()
+        self.reading = False  # the reader is inside the source's next(): the caller's code
         self.threads = [threading.Thread(target=self.reader, name="fastfill-read", daemon=True),
                         threading.Thread(target=self.worker, name="fastfill-infer", daemon=True)]
         for t in self.threads:
@@ -65,13 +66,27 @@ class _Stages:
         return False
 
     def reader(self):
+        it = iter(self.source)
         try:
-            for item in self.source:
+            while not self.stopped.is_set():
+                self.reading = True
+                try:
+                    item = next(it)
+                except StopIteration:
+                    self.put(self.q_in, _DONE)
+                    return
+                finally:
+                    self.reading = False
                 if not self.put(self.q_in, item):
                     return
-            self.put(self.q_in, _DONE)
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             self.put(self.q_in, _Failure(e))
+        finally:
+            # (stopped early: the source's own clean-up runs now, on this thread, not whenever
+            # the stream is collected)
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
     def next_chunk(self):
         """(up to `batch` ready items, the end marker or failure that followed them, or None)."""
@@ -115,8 +130,15 @@ class _Stages:
                     q.get_nowait()
             except queue.Empty:
                 pass
-        for t in self.threads:
-            t.join(timeout=5)
+        reader, worker = self.threads
+        # a reader inside the source's next() runs the caller's code: a slow decoder's frame is
+        # waited for, a stalled source (a camera) for a second at most; its thread ends when that
+        # call returns. The worker finishes its batch.
+        waited = 0.0
+        while reader.is_alive() and waited < 5 and not (self.reading and waited >= 1.0):
+            reader.join(timeout=0.05)
+            waited += 0.05
+        worker.join(timeout=5)
 
 
 def prefetch(pool, fn: Callable, items: Iterable, depth: int) -> Iterator[tuple]:

@@ -806,3 +806,149 @@ def test_a_frame_is_its_own_result_only_when_the_caller_owns_it():
             assert np.array_equal(frames[1][outside], before[1][outside])
             assert not np.array_equal(frames[1], before[1])  # (filled in place)
             assert all(np.array_equal(a, b) for a, b in zip(mine, copied))
+
+
+# -- from a review of the API as a video pipeline uses it ----------------------------------------
+
+def test_a_source_that_reuses_one_buffer_gets_each_frame_back():
+    """A decoder that writes every frame into one array (cv2's read(image=buf), a ring) yields
+    that array again and again; each frame is copied as it is read, so frame i's result is frame
+    i's pixels outside the hole (it was a later frame's: the copy was taken when filled)."""
+    m = _mask(24, 32, (6, 8, 14, 20))
+    buf = np.zeros((24, 32, 3), np.uint8)
+
+    def decoder():
+        for i in range(10):
+            buf[:] = 20 * i
+            yield buf
+
+    for method in ("harmonic", "patch"):
+        outs = list(Inpainter(method=method, batch_size=2).stream(decoder(), m))
+        assert len(outs) == 10
+        for i, o in enumerate(outs):
+            assert o is not buf
+            assert np.all(o == 20 * i), (method, i)  # flat frames: the fill is flat too
+    # a frozen [H, W, 1] mask is one mask for every frame, as an [H, W] one
+    frozen_m = m[:, :, None].copy()
+    frozen_m.setflags(write=False)
+    outs = list(Inpainter(method="harmonic").stream(decoder(), frozen_m))
+    assert [int(o[0, 0, 0]) for o in outs] == [20 * i for i in range(10)]
+
+
+def test_closing_a_stream_does_not_wait_on_a_stalled_source():
+    """A camera that stalls inside next(): close() returns within about a second (it waited the
+    5 s of a thread join), and the source's own clean-up runs on the reading thread as soon as the
+    stalled call returns, not whenever the stream is collected."""
+    import time
+
+    released = threading.Event()
+    gate = threading.Event()
+    m = _mask(16, 16, (4, 4, 8, 8))
+
+    def camera():
+        try:
+            for i in range(100):
+                if i == 2:
+                    gate.wait(30)  # stalled until the test lets it go
+                yield np.full((16, 16, 3), i, np.uint8)
+        finally:
+            released.set()
+
+    s = Inpainter(method="harmonic", batch_size=1).stream(camera(), m)
+    next(s)
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    s.close()
+    assert time.perf_counter() - t0 < 3.0  # a bound on a hang, not a speed
+    assert not released.is_set()
+    gate.set()
+    assert released.wait(10)  # the reading thread closed the source when its next() returned
+    for _ in range(100):
+        if "fastfill-read" not in [t.name for t in threading.enumerate()]:
+            break
+        time.sleep(0.05)
+    assert "fastfill-read" not in [t.name for t in threading.enumerate()]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_frames_read_ahead_are_bounded_as_documented(batch):
+    """At most 5 x batch_size + 1 frames are read ahead of the result in the caller's hand."""
+    import time
+
+    pulled = []
+    m = _mask(16, 16, (4, 4, 8, 8))
+
+    def frames():
+        for i in range(1000):
+            pulled.append(i)
+            yield np.full((16, 16, 3), i % 256, np.uint8)
+
+    s = Inpainter(method="harmonic", batch_size=batch).stream(frames(), m)
+    next(s)
+    time.sleep(0.5)  # every stage as full as it gets
+    ahead = len(pulled) - 1
+    s.close()
+    assert 2 * batch <= ahead <= 5 * batch + 1, ahead
+
+
+def test_one_h_w_1_mask_serves_a_batch_and_a_video_fill_and_batch_errors_name_the_image():
+    from fastfill.video.propagate import VideoFill
+
+    img = _img(20, 30)
+    m3 = _mask(20, 30, (5, 5, 12, 14))[:, :, None]
+    inp = Inpainter(method="harmonic")
+    want = inp(img, m3[:, :, 0])
+    for got in inp.batch([img, img], m3):
+        assert np.array_equal(got, want)
+    vf = VideoFill(inp, window=2)
+    got = list(vf.stream(iter([img, img, img]), m3))
+    assert len(got) == 3 and all(np.array_equal(g, want) for g in got)
+    with pytest.raises(InputError, match=r"^image 2: mask is 30x20 but image is 30x10"):
+        inp.batch([img, img, img[:10]], m3[:, :, 0])
+    with pytest.raises(InputError, match=r"^image 1: "):
+        inp.batch([(img, m3[:, :, 0]), (img, m3[:10, :, 0])])
+
+
+class _Contract(EngineBase):
+    """A caller's engine whose output is made by ``f`` from the input."""
+
+    name = "my-engine"
+
+    def __init__(self, f):
+        self.f = f
+        self.meta = ModelMeta(kind="glcic", mean=(0.5, 0.5, 0.5), multiple=4, receptive_field=16)
+
+    def _infer(self, x):
+        return self.f(x)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda x: x[:, :2], r"my-engine returned float32 \[1, 2, 32, 48\] for a 1x4x32x48 input: expected"),
+    (lambda x: x[:, :3].astype(np.float64), r"returned float64 \[1, 3, 32, 48\]"),
+    (lambda x: np.ascontiguousarray(x[:, :3, :8, :8]), r"returned float32 \[1, 3, 8, 8\]"),
+    (lambda x: x[:, :3].tolist(), r"my-engine returned a list, not an array"),
+    (lambda x: np.where(np.arange(48) == 7, np.nan, x[:, :3]).astype(np.float16),
+     r"my-engine returned 96 non-finite values \(NaN or infinity\) of 4608"),
+    (lambda x: np.full((1, 3, 32, 48), np.inf, np.float32), r"returned 4608 non-finite values"),
+])
+def test_an_engines_output_outside_the_model_contract_is_an_engine_error(make, match):
+    """Checked once, named: a float16 model that overflowed left the hole black without a word."""
+    img = np.full((32, 48, 3), 200, np.uint8)
+    m = _mask(32, 48, (8, 10, 20, 30))
+    with pytest.raises(EngineError, match=match):
+        Inpainter(_Contract(make))(img, m)
+    ok = Inpainter(_Contract(lambda x: np.ascontiguousarray(x[:, :3])))(img, m)  # its prefill
+    assert ok.shape == img.shape and np.array_equal(ok[m == 0], img[m == 0])
+
+
+def test_arguments_of_the_wrong_kind_are_input_errors():
+    for kw in (dict(threads="4"), dict(threads=2.5), dict(threads=True), dict(batch_size=True),
+               dict(roi="no"), dict(roi=None)):
+        with pytest.raises(InputError):
+            Inpainter(method="harmonic", **kw)
+    inp = Inpainter(method="harmonic")
+    img, m = _img(16, 16), _mask(16, 16, (4, 4, 8, 8))
+    for kw in (dict(shifts=lambda: (1, 1)), dict(motions=lambda: ((1, 1), None))):
+        with pytest.raises(InputError, match="with carry=True"):
+            inp.stream(iter([img]), m, **kw)
+    assert len(list(inp.stream(iter([img]), m, carry=True, shifts=lambda: (0, 0)))) == 1

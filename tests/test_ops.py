@@ -563,3 +563,21 @@ def test_the_cuda_kernels_without_a_gpu_are_one_clear_error():
         ops.prepare(img, m, (0.5, 0.5, 0.5), device="cuda")
     with pytest.raises(RuntimeError, match=r"device='cuda': "):
         ops.composite(np.zeros((1, 3, 8, 8), np.float32), img, m, device="cuda")
+
+
+def test_a_window_of_non_integers_and_a_seamless_image_of_floats_are_refused():
+    """Floats were truncated (a window) or cast with wrap-around (300 became 44 outside the hole)."""
+    img = np.zeros((16, 16, 3), np.uint8)
+    m = np.zeros((16, 16), np.uint8)
+    m[4:8, 4:8] = 1
+    with pytest.raises(TypeError, match="window: expected"):
+        ops.fill(img, m, window=(0.9, 0.9, 2.9, 2.9))
+    with pytest.raises(TypeError, match="window: expected"):
+        ops.fill(img, m, window=(0, 0, True, 16))
+    assert ops.fill(img, m, window=(np.int64(2), 2, 10, 10)).shape == (10, 10, 3)
+    f = np.full((8, 8, 3), 300.0, np.float32)
+    hole = np.zeros((8, 8), bool)
+    hole[3:5, 3:5] = True
+    with pytest.raises(TypeError, match="seamless: image must be uint8, got float32"):
+        ops.seamless(f, hole, f)
+    assert "seamless" in ops.__all__

@@ -59,6 +59,9 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # pick a plugin from the content, and its EPS plugin runs Ghostscript on any PostScript file.
 DECODE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM", "TGA")  # JPEG includes MPO
 _NOT_DECODABLE = f"not an image in a format fastfill reads ({', '.join(DECODE_FORMATS)})"
+# a mask of another size: how each caller (the CLI, the Python API) asks for it to be scaled; the
+# server says it its own way
+RESIZE_HINT = "use --resize-mask, or resize_mask=True from Python, to scale it"
 
 # The largest XMP packet one JPEG APP1 segment holds (65535 less its length field and namespace).
 _JPEG_XMP_MAX = 65535 - 2 - 29
@@ -730,7 +733,7 @@ def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = Fal
         if not resize:
             what = image_name or "the image"
             raise InputError(f"{name} is {g.shape[1]}x{g.shape[0]} but {what} is {w}x{h} "
-                             "(use --resize-mask to scale it)")
+                             f"({RESIZE_HINT})")
         g = np.asarray(Image.fromarray(g).resize((w, h), Image.Resampling.BILINEAR))
     m = g >= threshold
     if invert:

@@ -274,7 +274,7 @@ class Server:
         try:
             src, mask = fio.read_item(image_bytes, mask_bytes, opts)
         except InputError as e:
-            msg = str(e).replace("(use --resize-mask to scale it)", '(send "resize_mask": true to scale it)')
+            msg = str(e).replace(f"({fio.RESIZE_HINT})", '(send "resize_mask": true to scale it)')
             if not msg.startswith(("the mask", "mask ")):  # (a mask's message names it already)
                 msg = f"{e.part}: {msg}"
             raise ApiError(413 if isinstance(e, SizeLimitError) else 400, msg) from None

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..geometry import transform_points, warp
-from ..inpainter import frozen
+from ..inpainter import frozen, one_mask
 from ..ops import _C  # (through ops, which sets OpenMP's wait policy before the module loads)
 from ..roi import bounding_box, hole_of, hole_regions
 from . import motion as mo
@@ -694,7 +694,9 @@ def _pairs(frames: Iterable, masks) -> Iterator[tuple]:
     """(frame, mask) pairs from frames and masks as Inpainter.stream takes them."""
     if masks is None:
         yield from frames
-    elif isinstance(masks, np.ndarray) and masks.ndim == 2:
+    elif one_mask(masks):
+        if masks.ndim == 3:
+            masks = masks[:, :, 0]
         if frozen(masks):  # one mask for every frame, read once
             for f in frames:
                 yield f, masks
