@@ -19,7 +19,7 @@ from .engines import DEVICES, MODEL_BACKENDS, parse_device
 from .errors import FastfillError, printable
 from .inpainter import MAX_BATCH, MAX_THREADS, engine_line, model_name
 from .files.runner import MAX_JOBS
-from .files.codecs import FORMAT_ALIASES, FORMAT_SUFFIX, MAX_DILATE
+from .files.codecs import FORMAT_ALIASES, FORMAT_SUFFIX, MAX_DILATE, PILLOW_MAX_PIXELS
 from .video.propagate import DEFAULT_WINDOW, MAX_WINDOW
 from .video.stream import PRESETS
 from .serve import DEFAULT_MAX_FILL_PIXELS
@@ -165,9 +165,10 @@ def _method_option(f):
 def _batch_options(jobs_help: str, refused: str):
     """-j/--jobs, -q/--quiet and --max-pixels, for the commands that walk a folder of images."""
     def add(f):
-        f = click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=None,
+        f = click.option("--max-pixels", type=click.IntRange(1, PILLOW_MAX_PIXELS), default=None,
                          metavar="N", help=f"Refuse {refused} over N pixels, from their header "
-                                           f"[default: 50000000].")(f)
+                                           f"[default: 50000000; at most {PILLOW_MAX_PIXELS}, "
+                                           "past which Pillow opens no image].")(f)
         f = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")(f)
         return click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS),
                             default=min(4, os.cpu_count() or 1), show_default=True,
@@ -531,8 +532,9 @@ def _serve_cors(ctx, param, value):
               show_default=True, help="Threads decoding and encoding requests (the model runs on one).")
 @click.option("--queue", "queue_size", type=click.IntRange(1, 4096), default=16, show_default=True,
               help="Requests that may wait for the model; past it the answer is 503 + Retry-After.")
-@click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=50_000_000, show_default=True,
-              metavar="N", help="Largest image (and mask) in pixels; above it 413.")
+@click.option("--max-pixels", type=click.IntRange(1, PILLOW_MAX_PIXELS), default=50_000_000, show_default=True,
+              metavar="N", help=f"Largest image (and mask) in pixels; above it 413 (at most "
+                                f"{PILLOW_MAX_PIXELS}, past which Pillow opens no image).")
 @click.option("--max-fill-pixels", type=click.IntRange(1, 1_000_000_000), default=DEFAULT_MAX_FILL_PIXELS,
               show_default=True, metavar="N",
               help="Most pixels the fill of a request (and of a batch) works over: the hole's "

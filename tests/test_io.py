@@ -123,7 +123,7 @@ def test_decode_errors(tmp_path):
 def test_decompression_bomb_limit_kept(tmp_path, monkeypatch):
     Image.fromarray(_rgb(64, 64)).save(tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 px > 2 * 1000 -> error
-    with pytest.raises(InputError, match="refused"):
+    with pytest.raises(InputError, match="Pillow.s guard against decompression bombs"):
         io.decode_image(tmp_path / "big.png")
 
 
@@ -378,3 +378,22 @@ def test_sha256_of_a_file_and_of_a_folder(tmp_path):
     assert io.sha256_file(tmp_path / "d") == want
     (tmp_path / "d" / "sub" / "a.bin").rename(tmp_path / "d" / "sub" / "c.bin")  # a rename changes it
     assert io.sha256_file(tmp_path / "d") != want
+
+
+def test_an_image_past_pillows_bomb_guard_names_the_limit():
+    """A header claiming 10 gigapixels: Pillow refuses it before its size is read; the refusal says
+    which limit (it quoted Pillow's 178956970 pixels alone, on a server set to 50 megapixels)."""
+    import struct
+    import zlib
+
+    from fastfill.errors import SizeLimitError
+    from fastfill.files import codecs
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    with pytest.raises(SizeLimitError, match=r"over the limit of 50 megapixels \(--max-pixels\); Pillow's guard"):
+        codecs.read_item(png, png, codecs.FileOptions())
+    assert codecs.PILLOW_MAX_PIXELS == 2 * __import__("PIL.Image").Image.MAX_IMAGE_PIXELS

@@ -54,6 +54,9 @@ FORMAT_ALIASES = {"JPG": "JPEG", "JPE": "JPEG", "TIF": "TIFF"}
 # Images above this many pixels are refused before decoding (--max-pixels): a 285 kB PNG can hold
 # 100 megapixels (1.2 GB decoded). Well under Pillow's own error limit (~179 M), which stays on.
 DEFAULT_MAX_PIXELS = 50_000_000
+# the largest image Pillow opens at all (twice its warning limit: past it, a decompression bomb
+# whatever --max-pixels says), so the most any --max-pixels may be
+PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 # The only formats fastfill decodes (Pillow's `formats=`): raster images. Pillow would otherwise
 # pick a plugin from the content, and its EPS plugin runs Ghostscript on any PostScript file.
@@ -343,7 +346,7 @@ class Decoded:
 _PAGE_CAP = 100
 
 
-def _megapixels(n: int, limit: int) -> str:
+def megapixels(n: int, limit: int) -> str:
     """``n`` pixels in megapixels, one decimal, or as many as tell it from ``limit``'s."""
     shown = f"{n / 1e6:.1f}"
     return shown if float(shown) > limit / 1e6 else f"{n / 1e6:.12g}"
@@ -384,7 +387,7 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
         with _open(src) as im:
             w, h = im.size
             if w * h > limit:
-                raise SizeLimitError(f"{w}x{h} = {_megapixels(w * h, limit)} megapixels, over the limit of "
+                raise SizeLimitError(f"{w}x{h} = {megapixels(w * h, limit)} megapixels, over the limit of "
                                      f"{limit / 1e6:g} (--max-pixels)")
             frames = _pages(im) if im.format == "TIFF" else getattr(im, "n_frames", 1)
             # An MPO (a phone's JPEG) carries previews after its photo: the first frame is the image.
@@ -434,8 +437,9 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
         raise  # (an InputError is a ValueError: not to be re-worded as a corrupt file below)
     except FileNotFoundError:
         raise InputError("file not found") from None
-    except Image.DecompressionBombError as e:
-        raise SizeLimitError(f"refused: {e}") from None
+    except Image.DecompressionBombError as e:  # (Pillow refuses it before its size is read)
+        raise SizeLimitError(f"over the limit of {limit / 1e6:g} megapixels (--max-pixels); Pillow's "
+                             f"guard against decompression bombs: {e}") from None
     except UnidentifiedImageError:
         raise InputError(_unidentified(src)) from None
     except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as e:

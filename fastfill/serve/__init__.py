@@ -126,6 +126,8 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
     elif not is_loopback(host):
         echo(f"warning: listening on {host}, reachable from other machines, and the API has no "
              "authentication: anyone who can reach it can use it (set --token or FASTFILL_TOKEN)")
+    sock = _listening(host, port)  # (bound before the banner: it names the port, 0 included)
+    port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     echo(f"page: http://{shown}:{port}/   API docs: http://{shown}:{port}/docs   (Ctrl-C to stop)")
     _file_limit(limits.max_connections, echo)
@@ -134,8 +136,36 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
     # connections and times out slow headers and bodies.
     config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning",
                             http=protocol_class(limits), limit_concurrency=None, timeout_keep_alive=5,
-                            server_header=False, lifespan="on")
-    uvicorn.Server(config).run()
+                            server_header=False, lifespan="on",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+# On SIGTERM or Ctrl-C, requests in flight get this long to finish (a stalled upload would hold
+# the exit for up to --body-timeout otherwise); then their connections are closed.
+SHUTDOWN_GRACE = 30.0
+
+
+def _listening(host: str, port: int):
+    """A socket bound to ``host:port`` (IPv6 when the host is an IPv6 address), or a ServeError
+    saying why not (a port in use, a host this machine is not)."""
+    import socket
+
+    from ..errors import FastfillError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as uvicorn binds its own)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise FastfillError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def create_app(*args, **kwargs):

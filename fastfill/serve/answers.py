@@ -11,10 +11,14 @@ import traceback
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import EngineError, FastfillError, InputError
 
 log = logging.getLogger("fastfill.serve")
+
+# the access line's status of a request whose client went away before its answer (nginx's)
+CLIENT_GONE = 499
 
 
 class ApiError(Exception):
@@ -47,6 +51,8 @@ async def answer(work) -> Response:
         return error(e.status, e.message, e.headers)
     except HTTPException:
         raise  # 408 / 413 from the body limit: the app's HTTPException handler answers it
+    except ClientDisconnect:  # the client went away mid-request: nobody to answer, not a bug
+        return Response(status_code=CLIENT_GONE)
     except InputError as e:
         return error(400, str(e))
     except (EngineError, FastfillError) as e:
@@ -77,5 +83,7 @@ async def image_and_mask(form) -> tuple[bytes, bytes, bool]:
         if f is None or isinstance(f, str):
             raise ApiError(400, f"missing the file field {name!r}")
         parts[name] = await f.read()
-    resize = str(form.get("resize_mask", "")).lower() in ("1", "true", "yes", "on")
-    return parts["image"], parts["mask"], resize
+    flag = str(form.get("resize_mask", "")).strip().lower()
+    if flag not in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ApiError(400, f"resize_mask: expected true or false, got {flag[:40]!r}")
+    return parts["image"], parts["mask"], flag in ("1", "true", "yes", "on")

@@ -100,9 +100,10 @@ class InpaintRequest(BaseModel):
     image: str = Field(description="The image: base64, or a data: URL (PNG, JPEG, WebP, TIFF, BMP, GIF, "
                                    "PPM, TGA).")
     mask: str = Field(description="The mask, same size, base64 or data: URL. IOPaint's rule: the grey "
-                                  "of its colour > 127 = fill, alpha ignored (strokes of any colour but "
-                                  "black on a transparent canvas, as IOPaint's web app sends, fill "
-                                  "where painted, anti-aliased rim included).")
+                                  "of its colour > 127 = fill, alpha ignored (strokes of a light colour, "
+                                  "white as IOPaint's web app paints them, on a transparent canvas fill "
+                                  "where painted, anti-aliased rim included; a dark or saturated colour, "
+                                  "pure red's grey being 76, fills nothing).")
     resize_mask: bool = Field(False, description="Scale a mask of another size to the image "
                                                  "(else a size mismatch is 400).")
 
@@ -158,6 +159,9 @@ class _Limits:
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         state = {"status": 0, "bytes": 0}
+        method = scope["method"]
+        if method == "HEAD":  # every GET route answers HEAD (uvicorn sends the head alone)
+            scope = {**scope, "method": "GET"}
         self.active += 1
 
         async def counting_send(message):
@@ -189,8 +193,8 @@ class _Limits:
                 if message["type"] == "http.request":
                     body_done = not message.get("more_body", False)
                     received += len(message.get("body", b""))
-                    if received > self.max_body:
-                        raise HTTPException(413, self._too_big())
+                    if received > self.max_body:  # (the rest of the upload is not read)
+                        raise HTTPException(413, self._too_big(), {"Connection": "close"})
                 return message
 
             await self.app(scope, limited_receive, counting_send)
@@ -201,7 +205,7 @@ class _Limits:
             raw = scope.get("raw_path")
             path = raw.decode("latin-1") if raw else scope["path"]
             access_log.info('%s "%s %s" %d %d B %.1f ms', _printable(client[0]) if client else "-",
-                            _printable(scope["method"]), _printable(path), state["status"], state["bytes"],
+                            _printable(method), _printable(path), state["status"], state["bytes"],
                             (time.perf_counter() - t0) * 1e3)
 
     def _too_big(self) -> str:
@@ -265,16 +269,19 @@ class Server:
         }
 
     # -- the work of one request, off the event loop -------------------------------------------
-    def decode(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool, mask_rule: str = "fastfill"):
+    def decode(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool, mask_rule: str = "fastfill",
+               form: bool = True):
         """``mask_rule``: ``"fastfill"`` (grey laid on black where transparent, >= 128) or
         ``"iopaint"`` (IOPaint's: the colour's grey, alpha ignored, > 127; see
-        ``codecs.decode_mask(alpha="ignore")``)."""
+        ``codecs.decode_mask(alpha="ignore")``). ``form``: a multipart request (else JSON), for
+        how a message says to set ``resize_mask``."""
         opts = fio.FileOptions(resize_mask=resize_mask, max_pixels=self.limits.max_pixels,
                                mask_alpha="ignore" if mask_rule == "iopaint" else "black")
         try:
             src, mask = fio.read_item(image_bytes, mask_bytes, opts)
         except InputError as e:
-            msg = str(e).replace(f"({fio.RESIZE_HINT})", '(send "resize_mask": true to scale it)')
+            hint = "send the form field resize_mask=true" if form else 'send "resize_mask": true'
+            msg = str(e).replace(f"({fio.RESIZE_HINT})", f"({hint} to scale it)")
             if not msg.startswith(("the mask", "mask ")):  # (a mask's message names it already)
                 msg = f"{e.part}: {msg}"
             raise ApiError(413 if isinstance(e, SizeLimitError) else 400, msg) from None
@@ -284,7 +291,7 @@ class Server:
             raise ApiError(400, str(e)) from None
         area, limit = fill_area(pair), self.limits.max_fill_pixels
         if area > limit:
-            raise ApiError(413, f"mask: the fill would work over {area / 1e6:.1f} megapixels (the "
+            raise ApiError(413, f"mask: the fill would work over {fio.megapixels(area, limit)} megapixels (the "
                                 f"hole's windows), over the limit of {limit / 1e6:g} "
                                 "(--max-fill-pixels): send a tighter mask, or fill it in parts")
         return src, pair
@@ -296,16 +303,20 @@ class Server:
         Image.init()
         return data, Image.MIME.get(fmt, "application/octet-stream"), fio.FORMAT_SUFFIX[fmt]
 
-    async def inpaint(self, image_bytes: bytes, mask_bytes: bytes, resize_mask: bool, *,
-                   mask_rule: str = "fastfill", headers: dict | None = None) -> Response:
+    async def inpaint(self, parts: list, resize_mask: bool, *, mask_rule: str = "fastfill",
+                      headers: dict | None = None, form: bool = True) -> Response:
         """Decode (``io_threads`` threads), fill (the batcher), encode in the input's format: the work
-        of every inpaint route, whichever client's request shape it reads. ``headers``: more
-        headers for the answer."""
+        of every inpaint route, whichever client's request shape it reads. ``parts``: the list
+        ``[image bytes, mask bytes]``, emptied here so that nothing holds them once decoded (a
+        caller keeping them in its own names would, for as long as the request waits).
+        ``headers``: more headers for the answer; ``form``: a multipart request (else JSON)."""
         if self.batcher.full():  # before decoding: a busy server does not spend work on refusals
             raise ApiError(503, "server busy: the queue is full, retry later",
                            {"Retry-After": str(RETRY_AFTER)})
+        image_bytes, mask_bytes = parts
+        parts.clear()
         src, pair = await anyio.to_thread.run_sync(
-            partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule), limiter=self.limiter)
+            partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule, form), limiter=self.limiter)
         del image_bytes, mask_bytes
         try:
             fut = self.batcher.submit(pair)
@@ -325,24 +336,27 @@ class Server:
         ``sd_seed`` comes back in ``X-Seed`` as from IOPaint (the fill uses no seed)."""
         if content_type(request) != "application/json":
             raise ApiError(415, "send application/json (or multipart/form-data to /api/v1/inpaint/file)")
-        body = await request.body()
+        body = bytearray()  # (read here, not by request.body(), which would keep it for the request)
+        async for chunk in request.stream():
+            body += chunk
         try:
             req = InpaintRequest.model_validate_json(body)
         except ValidationError as e:
             what = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'body'}: {x['msg']}" for x in e.errors())
             raise ApiError(400, f"bad request: {what}") from None
         del body
-        image, mask = _b64("image", req.image), _b64("mask", req.mask)
-        seed = seed_header((req.model_extra or {}).get("sd_seed"))
-        return await self.inpaint(image, mask, req.resize_mask, mask_rule="iopaint", headers=seed)
+        parts = [_b64("image", req.image), _b64("mask", req.mask)]
+        seed, resize = seed_header((req.model_extra or {}).get("sd_seed")), req.resize_mask
+        del req  # (its base64 text: as large as the body)
+        return await self.inpaint(parts, resize, mask_rule="iopaint", headers=seed, form=False)
 
     async def inpaint_file(self, request: Request) -> Response:
         """Multipart: the files ``image`` and ``mask`` (and ``resize_mask``)."""
         if content_type(request) != "multipart/form-data":
             raise ApiError(415, "send multipart/form-data with the files image and mask")
         async with request.form(max_files=2, max_fields=8, max_part_size=1024) as form:
-            image, mask, resize = await image_and_mask(form)
-        return await self.inpaint(image, mask, resize)
+            *parts, resize = await image_and_mask(form)
+        return await self.inpaint(parts, resize)
 
 
 # Paths anyone may fetch when a token is set: the page, its files, the docs, the health check.
@@ -509,6 +523,14 @@ def protocol_class(limits: ServeLimits):
         def on_response_complete(self):
             super().on_response_complete()
             self._watch()
+
+        def send_400_response(self, msg):
+            # malformed HTTP (a bad Content-Length, no Host, a bad chunk, headers too large): the
+            # JSON error every answer has, and an access line (uvicorn's is plain text, unlogged)
+            message = f"bad HTTP request: {msg}"
+            self._log(self.transport, 400, message)
+            self.transport.write(_raw_answer(400, message))
+            self.transport.close()
 
         def _stop_timer(self):
             if self._timer is not None:
