@@ -102,6 +102,17 @@ def _given(ctx: click.Context) -> set[str]:
             if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE}
 
 
+def _mask_flags_need_masks(has_masks: bool, what: str) -> None:
+    """--invert, --threshold and --resize-mask read mask files: with none (--text alone) they
+    would be dropped without a word (--dilate applies to the text's mask too)."""
+    if has_masks:
+        return
+    given = _given(click.get_current_context())
+    for name in ("invert", "threshold", "resize_mask"):
+        if name in given:
+            raise click.UsageError(f"--{name.replace('_', '-')} reads mask files: give {what}, or drop it")
+
+
 class _DeviceType(click.ParamType):
     """``--device``, parsed once into a :class:`fastfill.engines.Device` (what the loaders take)."""
 
@@ -317,6 +328,7 @@ def run(images, masks, output, engine_path, backend, device, threads, batch_size
     detector = _text_detector(text, text_region, text_keep_unread)
     if masks is None and not text:
         raise click.UsageError("give MASKS, or --text to fill the text found in the images")
+    _mask_flags_need_masks(masks is not None, "MASKS")
     opts = runner.FileOptions(invert=invert, threshold=threshold, resize_mask=resize_mask, dilate=dilate,
                               max_pixels=max_pixels, quality=quality, overwrite=overwrite)
     if use_ray or address:
@@ -412,11 +424,12 @@ def video(video_in, mask, output, engine_path, backend, device, threads, batch_s
     detector = _text_detector(text, text_region, text_keep_unread, text_every)
     given = _given(click.get_current_context())
     if "window" in given and not propagate:  # (flags of one mode given in the other)
-        raise click.UsageError("--window is propagation's: drop it, or --no-propagate")
+        raise click.UsageError("--window is propagation's, and --no-propagate turns it off: drop one")
     if "first_index" in given and not (mask and os.path.isdir(mask)):
         raise click.UsageError("--first-index numbers a folder of per-frame masks (--mask DIR)")
     if mask is None and not text:
         raise click.UsageError("give --mask, or --text to fill the text found in the frames")
+    _mask_flags_need_masks(mask is not None, "--mask")
     try:
         with _inpainter(engine_path, backend, threads, batch_size, no_roi, method, device) as inp:
             stats = video_mod.inpaint_video(

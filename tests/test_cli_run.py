@@ -689,9 +689,9 @@ def test_a_size_just_over_the_limit_says_by_how_much(tmp_path):
     Image.fromarray(_img(1000, 1001)).save(tmp_path / "a.png")
     with pytest.raises(InputError, match=r"= 1\.001 megapixels, over the limit of 1 "):
         decode_image(tmp_path / "a.png", max_pixels=1_000_000)
-    from fastfill.files.codecs import _megapixels
+    from fastfill.files.codecs import megapixels
 
-    assert _megapixels(10_000_001, 10_000_000) == "10.000001"  # (not "10", over the limit of 10)
+    assert megapixels(10_000_001, 10_000_000) == "10.000001"  # (not "10", over the limit of 10)
 
 
 def test_the_subpackages_the_docs_call_come_with_import_fastfill():

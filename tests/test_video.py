@@ -642,7 +642,8 @@ def test_a_per_frame_mask_that_is_not_an_image_fails_the_video(tmp_path):
     (tmp_path / "masks" / "frame_0003.png").write_text("junk")
     (tmp_path / "masks" / "notes_0004.txt").write_text("not a mask: no concern of the folder")
     code, _, err = invoke("video", src, "--mask", tmp_path / "masks", "-o", out, "--engine", TINY, "-q")
-    assert code != 0 and "frame_0003.png" in err and len(err.strip().splitlines()) == 1, err
+    assert code == 1 and err.startswith("failed: ") and "frame_0003.png" in err, err
+    assert len(err.strip().splitlines()) == 1 and err.count("frame_0003.png") == 1, err
     assert not out.exists()
     (tmp_path / "masks" / "frame_0003.png").unlink()
     code, _, err = invoke("video", src, "--mask", tmp_path / "masks", "-o", out, "--engine", TINY, "-q")
@@ -894,3 +895,90 @@ def test_a_video_output_cut_short_is_redone_and_a_killed_runs_temporary_file_rem
                           "--method", "harmonic", "-q")
     assert code == 0, err
     assert not stale.exists() and (tmp_path / "v.mp4").is_file()
+
+
+def _tagged_hevc_clip(path, n=6, size=(64, 96)):
+    """An HEVC clip in MP4 as an iPhone writes one (tagged hvc1, HLG/BT.2020 colour, full range
+    here), with an English audio track and a title."""
+    if "libx265" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libx265")
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as c:
+        c.metadata["title"] = "a walk by the sea"
+        v = c.add_stream("libx265", rate=12)
+        v.height, v.width = size
+        v.pix_fmt = "yuv420p"
+        v.options = {"x265-params": "log-level=error"}
+        cc = v.codec_context
+        cc.codec_tag = "hvc1"
+        cc.color_range, cc.color_primaries, cc.color_trc, cc.colorspace = 2, 9, 18, 9
+        a = c.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        a.metadata["language"] = "eng"
+        apts = 0
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1).copy(), format="rgb24")
+            f.pts = i
+            for p in v.encode(f):
+                c.mux(p)
+            while apts < (i + 1) * 16000 // 12:
+                s = (np.sin(np.arange(apts, apts + 1024) / 10) * 0.3).astype(np.float32)[None]
+                af = av.AudioFrame.from_ndarray(s, format="fltp", layout="mono")
+                af.sample_rate, af.pts = 16000, apts
+                apts += 1024
+                for p in a.encode(af):
+                    c.mux(p)
+        for s in (v, a):
+            for p in s.encode(None):
+                c.mux(p)
+
+
+def _described(path):
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        cc = v.codec_context
+        return dict(tag=cc.codec_tag, colour=(cc.color_range, cc.color_primaries, cc.color_trc, cc.colorspace),
+                    title=c.metadata.get("title"), language=a.metadata.get("language"))
+
+
+def test_an_hevc_clips_tag_colour_and_tags_are_kept_and_x265_is_quiet(tmp_path):
+    """hvc1 became hev1 (Apple's players refuse it), the colour description unknown (an HLG clip
+    shown as BT.709), the title and the audio's language dropped; x265 printed 26 lines of its
+    own with -q."""
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    _tagged_hevc_clip(src)
+    want = _described(src)
+    assert want == dict(tag="hvc1", colour=(2, 9, 18, 9), title="a walk by the sea", language="eng")
+    m = np.zeros((64, 96), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 0, err
+    assert _described(out) == want
+    assert err.strip() == "", err  # (x265's own log with -q)
+
+
+def test_outputs_that_are_no_video_or_would_lose_the_audio_are_refused(tmp_path):
+    src = tmp_path / "in.mp4"
+    make_video(src)  # mpeg4 + AAC
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    mask = tmp_path / "m.png"
+    Image.fromarray(m).save(mask)
+    before = mask.read_bytes()
+    for out, extra, said in [
+        (mask, ["--overwrite"], "is the mask"),  # (it was overwritten by the video)
+        (tmp_path / "x.png", [], "a picture's name"),  # (it said: no encoder for codec 'mpeg4')
+        (tmp_path / "x.webm", ["--codec", "libvpx-vp9"], "audio stream 1 (aac) cannot be copied"),
+    ]:
+        code, _, err = invoke("video", src, "--mask", mask, "-o", out, "--method", "harmonic", "-q", *extra)
+        assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
+        assert out == mask or not out.exists()
+        assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob("*.part"))
+    assert mask.read_bytes() == before
+    # mask flags without mask files: refused, not dropped
+    code, _, err = invoke("video", src, "--text", "--invert", "-o", tmp_path / "y.mp4")
+    assert code == 2 and "--invert reads mask files" in err
+    code, _, err = invoke("run", tmp_path / "m.png", "--text", "--threshold", "50", "-o", tmp_path / "y.png")
+    assert code == 2 and "--threshold reads mask files" in err

@@ -108,11 +108,12 @@ class _Masks:
                 n = frame_number(f)
                 if n is None or f.name.startswith(".") or not f.is_file():
                     continue
+                # (its frame would keep what the mask covers: the video fails, exit 1)
                 if links_out(f, inside):
-                    raise InputError(f"{f}: a link to a file outside the mask folder: not followed")
+                    raise BadVideo(f"mask {f}: a link to a file outside the mask folder: not followed")
                 fmt, error = classify_image(f)
-                if error is not None:  # (its frame would keep what the mask covers)
-                    raise InputError(f"{f}: {error}")
+                if error is not None:
+                    raise BadVideo(f"mask {f}: {error}")
                 if fmt is None:  # (not an image: no concern of the mask folder)
                     continue
                 if n - first_index in self.files:
@@ -137,8 +138,8 @@ class _Masks:
             return self._empty
         try:
             m = decode_mask(f, self.size, **self.mask_opts)
-        except InputError as e:
-            raise InputError(f"{f}: {e}") from None
+        except InputError as e:  # (its message names the file; the video fails, exit 1)
+            raise BadVideo(str(e)) from None
         # (ours alone: frozen, its hole and windows are found once for the conversion and the fill)
         m.setflags(write=False)
         return m
@@ -185,6 +186,10 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         raise InputError(f"{dst} exists (use --overwrite to replace it)")
     if dst.resolve() == src.resolve():
         raise InputError(f"output {dst} is the input")
+    if mask is not None and (dst.resolve() == Path(mask).resolve()
+                             or (Path(mask).is_dir() and Path(mask).resolve() in dst.resolve().parents)):
+        raise InputError(f"output {dst} is the mask" if dst.resolve() == Path(mask).resolve()
+                         else f"output {dst} is in the mask folder {mask}")
     if not src.is_file():  # (a FIFO or a device would block the open, or never end)
         raise BadVideo(f"{src}: not a regular file")
     try:
@@ -294,8 +299,14 @@ class _Transcode:
             out_c = av.open(tmp, "w", format=_container_format(av, self.dst, self.inp_c))
         except (av.error.FFmpegError, ValueError) as e:
             raise InputError(f"{self.dst}: cannot write this container ({e})") from None
+        if out_c.format.name == "image2":  # (FFmpeg's numbered pictures, for a picture's suffix)
+            out_c.close()
+            raise InputError(f"-o {self.dst}: a picture's name; a video's ends in .mp4, .mkv, .mov, "
+                             ".webm, ... (fastfill run fills images)")
         with out_c:
             vout = self.vout = _add_video_stream(av, out_c, self.vin, *self.encoder)
+            _carry_tags(self.inp_c, out_c)
+            _carry_tags(self.vin, vout)
             stats.codec = vout.codec_context.name
             self.yuv = vout.pix_fmt if vout.pix_fmt in YUV420 else None
             copied = []
@@ -307,9 +318,18 @@ class _Transcode:
                           "filled video, the audio and the subtitles", file=sys.stderr)
                     continue
                 try:
-                    copied.append((s, out_c.add_stream_from_template(s)))
+                    o = out_c.add_stream_from_template(s)
                 except (av.error.FFmpegError, ValueError, TypeError) as e:
-                    print(f"warning: {s.type} stream {s.index} not copied: {e}", file=sys.stderr)
+                    if s.type == "subtitle":  # (ASS in MP4: said, and the video goes on)
+                        print(f"warning: subtitle stream {s.index} not copied: {e}", file=sys.stderr)
+                        continue
+                    # (the sound is not to be lost: the container cannot hold this codec, so
+                    # another container is the fix)
+                    raise InputError(f"{self.dst}: the input's audio stream {s.index} "
+                                     f"({s.codec_context.name}) cannot be copied into this container "
+                                     f"({e}); pick a container that holds it (.mkv holds most)") from None
+                _carry_tags(s, o)
+                copied.append((s, o))
             self.copy_map = {s.index: o for s, o in copied}
             self.encode(out_c, vout)
             stats.filled = _count_filled(self.masks, stats.frames)
@@ -756,6 +776,20 @@ def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset
     if vout is None:
         raise InputError(f"no encoder for codec {names[0]!r} ({last}); pick one with --codec")
     vout.width, vout.height = cc.width, cc.height
+    # the colour description (range, primaries, transfer, matrix): dropped, a player shows an HLG
+    # or full-range clip as limited-range BT.709
+    for attr in ("color_range", "color_primaries", "color_trc", "colorspace"):
+        value = getattr(cc, attr, None)
+        if value is not None:
+            try:
+                setattr(vout.codec_context, attr, value)
+            except (AttributeError, TypeError, ValueError):
+                pass
+    # HEVC in MP4/MOV as tagged (hvc1: parameter sets in the sample entry; the muxer's default,
+    # hev1, is refused by Apple's players)
+    if (cc.codec_tag == "hvc1" and vout.codec_context.name == "libx265"
+            and out_c.format.name.split(",")[0] in ("mp4", "mov")):
+        vout.codec_context.codec_tag = "hvc1"
     # frame and slice threads, as the ffmpeg program sets them: PyAV's default (slices only)
     # makes libx264 about 30 % slower at 1080p on 2 cores
     vout.codec_context.thread_type = "AUTO"
@@ -778,6 +812,30 @@ def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset
     return vout
 
 
+# Tags the muxer writes for itself (or that describe the input file's encode, not the output's)
+_OWN_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands", "duration",
+                       "number_of_frames", "number_of_bytes", "bps"})
+
+
+def _carry_tags(src, dst) -> None:
+    """A container's or stream's metadata tags (title, language, ...) and a stream's disposition
+    (default, forced, ...) onto the output's, as the ffmpeg program carries them."""
+    for k, v in dict(src.metadata).items():
+        low = k.lower()
+        if low in _OWN_TAGS or low.startswith("_statistics") or low.startswith(("number_of_", "bps-")):
+            continue
+        try:
+            dst.metadata[k] = v
+        except (TypeError, ValueError):
+            pass
+    disposition = getattr(src, "disposition", None)
+    if disposition is not None and hasattr(dst, "disposition"):
+        try:
+            dst.disposition = disposition
+        except (AttributeError, TypeError, ValueError):
+            pass
+
+
 def _encoder_options(name: str, crf: int | None, preset: str | None) -> dict:
     """The encoder's private options for ``crf`` and ``preset``; an encoder that has no such
     option would drop it without a word (FFmpeg keeps unknown options aside): refused."""
@@ -797,6 +855,8 @@ def _encoder_options(name: str, crf: int | None, preset: str | None) -> dict:
         if preset not in PRESETS:
             raise InputError(f"--preset {preset!r}: one of {', '.join(PRESETS)}")
         opts["preset"] = preset
+    if name == "libx265":  # (x265 prints its settings to stderr, -q or not; errors stay)
+        opts["x265-params"] = "log-level=error"
     return opts
 
 
