@@ -264,7 +264,8 @@ class Inpainter:
                    for ph, pw in padded_sizes)
 
     def stream(self, frames: Iterable, masks=None, *, carry: bool = False,
-               tagged: bool = False, copy: bool = True, shifts=None, motions=None) -> Iterator:
+               tagged: bool = False, copy: bool = True, shifts=None, motions=None,
+               source_wait: float = 1.0) -> Iterator:
         """Fill a stream of frames, yielding results in order.
 
         ``carry``: the frames are one video: a patch fill (a ``patch`` classical engine or
@@ -298,8 +299,10 @@ class Inpainter:
         where they are, and a frame must stay as it is until its result comes back. The first
         error of any stage is raised in the caller's loop (:func:`fastfill.pipeline.batched`).
         Leaving the loop (or closing the iterator) stops the stream; a source inside its own
-        ``next()`` is waited for a second at most and not interrupted: the reading thread ends
-        when that call returns, closing the iterators it made from ``frames`` and ``masks``.
+        ``next()`` is waited for ``source_wait`` seconds at most and not interrupted: the reading
+        thread ends when that call returns, closing the iterators it made from ``frames`` and
+        ``masks`` (a source that runs native code, a detector, wants a longer wait: a thread
+        still in it when the process exits can abort the exit).
         """
         if (shifts is not None or motions is not None) and not carry:
             raise InputError("shifts and motions move what a stream carries: give them with carry=True")
@@ -310,7 +313,7 @@ class Inpainter:
         if tagged:
             if masks is not None:
                 raise InputError("a tagged stream carries its masks in its pairs")
-            return self._tagged_stream(frames, carry, copy, motions)
+            return self._tagged_stream(frames, carry, copy, motions, source_wait)
         if masks is None:
             it: Iterable = frames
         elif one_mask(masks):
@@ -328,7 +331,7 @@ class Inpainter:
 
         # (copy: each frame is copied as it is read, and the copy filled in place)
         return pipeline.batched(checked(), self._runner(carry, False, motions), batch=self.batch_size,
-                                depth=max(2, 2 * self.batch_size))
+                                depth=max(2, 2 * self.batch_size), source_wait=source_wait)
 
     def _taken(self, pair: Checked) -> Checked:
         """The pair with a copy of its frame, taken while the frame is read (the source may write
@@ -336,7 +339,7 @@ class Inpainter:
         return Checked(pair.image.copy(), pair.hole, pair.windows, self)
 
     def _tagged_stream(self, items: Iterable, carry: bool, copy: bool = True,
-                       motions=None) -> Iterator[tuple]:
+                       motions=None, source_wait: float = 1.0) -> Iterator[tuple]:
         run = self._runner(carry, False, motions)
 
         def checked():
@@ -356,7 +359,7 @@ class Inpainter:
             return list(zip((t for t, _ in chunk), run([c for _, c in chunk])))
 
         return pipeline.batched(checked(), work, batch=self.batch_size,
-                                depth=max(2, 2 * self.batch_size))
+                                depth=max(2, 2 * self.batch_size), source_wait=source_wait)
 
     def _runner(self, carry: bool, copy: bool = True, motions=None):
         """The batch step of a stream, ``step(pairs, timings=None)``: with ``carry``, a patch

@@ -26,10 +26,14 @@ class _Failure:
 _DONE = object()
 
 
-def batched(source: Iterable, work: Callable[[list], Sequence], *, batch: int, depth: int) -> Iterator:
+def batched(source: Iterable, work: Callable[[list], Sequence], *, batch: int, depth: int,
+            source_wait: float = 1.0) -> Iterator:
     """``work(chunk)`` over chunks of up to ``batch`` items of ``source``, yielding each result
-    in order; a chunk is what is ready (a lone item is not held back waiting for more)."""
-    stages = _Stages(source, work, batch, depth)
+    in order; a chunk is what is ready (a lone item is not held back waiting for more).
+    ``source_wait``: how long stopping early waits for a source inside its ``next()`` (a caller's
+    stalled camera: briefly; a source of one's own, whose thread must not outlive the process's
+    native libraries: until it returns)."""
+    stages = _Stages(source, work, batch, depth, source_wait)
     try:
         while True:
             item = stages.q_out.get()
@@ -45,8 +49,9 @@ def batched(source: Iterable, work: Callable[[list], Sequence], *, batch: int, d
 class _Stages:
     """The reader and worker threads of :func:`batched` and their two bounded queues."""
 
-    def __init__(self, source, work, batch, depth):
+    def __init__(self, source, work, batch, depth, source_wait=1.0):
         self.source, self.work, self.batch = source, work, batch
+        self.source_wait = source_wait
         self.q_in: queue.Queue = queue.Queue(maxsize=depth)
         self.q_out: queue.Queue = queue.Queue(maxsize=depth)
         self.stopped = threading.Event()
@@ -135,7 +140,7 @@ class _Stages:
         # waited for, a stalled source (a camera) for a second at most; its thread ends when that
         # call returns. The worker finishes its batch.
         waited = 0.0
-        while reader.is_alive() and waited < 5 and not (self.reading and waited >= 1.0):
+        while reader.is_alive() and (waited < 5 or self.reading) and not (self.reading and waited >= self.source_wait):
             reader.join(timeout=0.05)
             waited += 0.05
         worker.join(timeout=5)

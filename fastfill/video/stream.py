@@ -482,12 +482,16 @@ class _Transcode:
 
         bar = tqdm(total=self.vin.frames or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
                    disable=(not self.progress) if self.progress is not None else None)
+        results = None
         try:
             # (the decoded frames are ours, and only the result's hole box is read: copy=False)
             motions = self.propagator.next_motion if self.propagator is not None else None
-            for (pts, tb, i), result in self.inpainter.stream(self.frames(), carry=True,
-                                                               tagged=True, copy=False,
-                                                               motions=motions):
+            # (stopped early, Ctrl-C: the reader thread decodes, detects text and propagates,
+            # native code all; it is waited for, as a thread still in ONNX Runtime when the
+            # process exits aborts the exit)
+            results = self.inpainter.stream(self.frames(), carry=True, tagged=True, copy=False,
+                                            motions=motions, source_wait=60.0)
+            for (pts, tb, i), result in results:
                 vf = self._output_frame(i, result)
                 if pts is not None:
                     vf.pts, vf.time_base = pts, tb
@@ -502,6 +506,8 @@ class _Transcode:
                 out_c.mux(pkt)
             self.mux_copied(out_c)
         finally:
+            if results is not None:
+                results.close()
             bar.close()
 
 
