@@ -387,21 +387,28 @@ def test_text_joins_the_file_mask_then_dilate(tmp_path, detector):
 
 # -- video -------------------------------------------------------------------------------------------
 
-def _subtitled_video(path, n=36, w=480, h=270):
-    """A panning clip with a subtitle on frames 7..26 (another line from 17); the glyphs."""
+def _subtitled_video(path, n=36, w=480, h=270, sideways=False):
+    """A panning clip with a subtitle on frames 7..26 (another line from 17); the glyphs.
+    ``sideways``: stored turned a quarter counter-clockwise, with the display rotation that
+    shows it upright (a phone's portrait clip); the glyphs as stored."""
     av = pytest.importorskip("av")
     base = np.asarray(Image.open(PHOTOS[2]).convert("RGB").resize((w, h), Image.BICUBIC))
     font = _font("DejaVuSans", 20)
     glyphs = []
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt, v.options = w, h, "yuv420p", {"crf": "10"}
+        v.width, v.height = (h, w) if sideways else (w, h)
+        v.pix_fmt, v.options = "yuv420p", {"crf": "10"}
+        if sideways:
+            v.set_display_rotation(-90)
         for i in range(n):
             frame = np.roll(base, 2 * i, axis=1).copy()
             g = np.zeros((h, w), bool)
             if 7 <= i < 27:
                 line = "This is a subtitle" if i < 17 else "And the next line"
                 frame, g = render(frame, line, font, (w // 5, int(h * 0.82)), "subtitle")
+            if sideways:
+                frame, g = np.ascontiguousarray(np.rot90(frame, 1)), np.ascontiguousarray(np.rot90(g, 1))
             glyphs.append(g)
             for p in v.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 c.mux(p)
@@ -474,3 +481,23 @@ def test_ctrl_c_during_video_text_detection_exits_130(tmp_path):
         _, err = proc.communicate(timeout=180)
         assert proc.returncode == 130, (proc.returncode, err)
         assert "terminate called" not in err and not any(out_dir.iterdir()), err
+
+
+@needs_text
+def test_a_clip_stored_sideways_has_its_text_found_as_displayed(tmp_path):
+    """A phone's clip stored sideways with a display rotation: text was looked for in the stored
+    frames, and --text-region bottom read the stored frame's bottom (a side of the picture as
+    seen): its subtitles were left in, the run done."""
+    av = pytest.importorskip("av")
+    clip, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    glyphs = _subtitled_video(clip, sideways=True)
+    code, stdout, err = invoke("video", clip, "--text", "--text-region", "bottom", "--text-every", "10",
+                               "--method", "harmonic", "-o", out, "-q")
+    assert code == 0, err
+    with av.open(str(clip)) as a, av.open(str(out)) as b:
+        before = [f.to_ndarray(format="rgb24").astype(int) for f in a.decode(video=0)]
+        after = [(f.to_ndarray(format="rgb24").astype(int), f.rotation) for f in b.decode(video=0)]
+    assert all(r == -90 for _, r in after)  # (kept)
+    after = [x for x, _ in after]
+    changed = [np.abs(x - y).max(-1)[g].mean() for x, y, g in zip(before, after, glyphs) if g.any()]
+    assert len(changed) == 20 and min(changed) > 40, changed  # every subtitled frame's glyphs filled

@@ -380,12 +380,21 @@ class TextTrack:
         self.cv2 = _import_cv2()
         self.detections = 0
         self.seconds = 0.0
+        # quarter turns (counter-clockwise, as np.rot90 counts them) from a stored frame to the
+        # frame as displayed (a phone's clip stored sideways): text is looked for, and a region
+        # read, on the picture as it is seen; the masks come back in the stored orientation
+        self.turns = 0
 
     def _detect(self, rgb) -> tuple[np.ndarray, np.ndarray]:
         import time
 
         t0 = time.perf_counter()
-        found = np.asarray(self.detector(rgb), bool)
+        k = self.turns % 4
+        if k:
+            found = np.ascontiguousarray(np.rot90(np.asarray(self.detector(
+                np.ascontiguousarray(np.rot90(rgb, k))), bool), -k))
+        else:
+            found = np.asarray(self.detector(rgb), bool)
         self.detections += 1
         self.seconds += time.perf_counter() - t0
         return rgb, found

@@ -420,6 +420,8 @@ class _Transcode:
             for frame in packet.decode():
                 if i == 0:  # (before the encoder sees a frame, as the muxer needs it)
                     _carry_display_matrix(frame, self.vout)
+                    if self.masks.text is not None:  # (text is looked for as the clip is seen)
+                        self.masks.text.turns = int(round((frame.rotation or 0) / 90)) % 4
                 if (frame.width, frame.height) != size:  # (masks, windows, the encoder: one size)
                     raise BadVideo(f"{self.inp_c.name}: the frame size changes at frame {i} "
                                    f"({size[0]}x{size[1]} to {frame.width}x{frame.height}): "
