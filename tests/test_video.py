@@ -982,3 +982,37 @@ def test_outputs_that_are_no_video_or_would_lose_the_audio_are_refused(tmp_path)
     assert code == 2 and "--invert reads mask files" in err
     code, _, err = invoke("run", tmp_path / "m.png", "--text", "--threshold", "50", "-o", tmp_path / "y.png")
     assert code == 2 and "--threshold reads mask files" in err
+
+
+def test_a_variable_rate_clip_keeps_its_duration(tmp_path):
+    """The encoder hands its packets back without durations: the last frame's length was guessed
+    (a 3.000 s stream came back 3.022 s); each packet now takes its frame's."""
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    pts = [0, 512, 1024, 2048, 2560, 3584, 4096, 4608, 5632, 6144]  # 1/12800: irregular steps
+    size = (48, 64)
+    base = np.random.default_rng(5).integers(0, 255, (*size, 3), dtype=np.uint8)
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.height, v.width = size
+        v.pix_fmt = "yuv420p"
+        v.time_base = v.codec_context.time_base = Fraction(1, 12800)
+        for k, p in enumerate(pts):
+            f = av.VideoFrame.from_ndarray(np.roll(base, k, axis=1).copy(), format="rgb24")
+            f.pts, f.time_base, f.duration = p, Fraction(1, 12800), 1024 if k == len(pts) - 1 else pts[k + 1] - p
+            for pk in v.encode(f):
+                c.mux(pk)
+        for pk in v.encode(None):
+            c.mux(pk)
+
+    def length(path):
+        with av.open(str(path)) as c:
+            v = c.streams.video[0]
+            return float(v.duration * v.time_base)
+
+    m = np.zeros(size, np.uint8)
+    m[10:30, 20:40] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 0, err
+    assert _video_pts(out) == _video_pts(src)
+    assert length(out) == pytest.approx(length(src), abs=1e-6), (length(src), length(out))

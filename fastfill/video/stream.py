@@ -292,6 +292,8 @@ class _Transcode:
         self._private = PrivateFrames()
         self._read = _Read()  # how much of the input the demuxer gave (_check_whole)
         self.vout = None  # the output's video stream
+        # frame number -> the decoded frame's duration (the reader thread adds, this one takes)
+        self._durations: dict[int, int] = {}
 
     def __call__(self, tmp: str) -> None:
         av, stats = self.av, self.stats
@@ -427,6 +429,8 @@ class _Transcode:
                                    f"({size[0]}x{size[1]} to {frame.width}x{frame.height}): "
                                    "fastfill video fills clips of one size; nothing written")
                 tag = (frame.pts, frame.time_base, i)  # (its timing travels with it)
+                if frame.duration:  # (a variable rate's last frame: its length, not a guess)
+                    self._durations[i] = frame.duration
                 if self.yuv and frame.format.name == self.yuv:
                     self.decoded[i] = frame
                     if self.masks.text is None and takes(frame):  # (text is found on RGB)
@@ -485,6 +489,7 @@ class _Transcode:
         bar = tqdm(total=self.vin.frames or None, unit="frame", file=sys.stderr, dynamic_ncols=True,
                    disable=(not self.progress) if self.progress is not None else None)
         results = None
+        lengths: dict[int, int] = {}  # pts -> the input frame's duration, for its packet
         try:
             # (the decoded frames are ours, and only the result's hole box is read: copy=False)
             motions = self.propagator.next_motion if self.propagator is not None else None
@@ -497,20 +502,36 @@ class _Transcode:
                 vf = self._output_frame(i, result)
                 if pts is not None:
                     vf.pts, vf.time_base = pts, tb
+                    duration = self._durations.pop(i, None)
+                    if duration and tb == vout.time_base:  # (the encoder keeps pts, not lengths)
+                        lengths[pts] = duration
+                        while len(lengths) > 256:  # (more than an encoder's delay: never claimed)
+                            del lengths[next(iter(lengths))]
                 else:
                     vf.pts, vf.time_base = i, 1 / vout.codec_context.framerate
                 for pkt in vout.encode(vf):
+                    _with_length(pkt, lengths)
                     out_c.mux(pkt)
                 self.mux_copied(out_c)
                 self.stats.frames += 1
                 bar.update(1)
             for pkt in vout.encode(None):
+                _with_length(pkt, lengths)
                 out_c.mux(pkt)
             self.mux_copied(out_c)
         finally:
             if results is not None:
                 results.close()
             bar.close()
+
+
+def _with_length(pkt, lengths: dict) -> None:
+    """A packet the encoder left without a duration takes its frame's (by pts): a variable
+    rate's last frame keeps its length, and the stream its duration."""
+    if not pkt.duration and pkt.pts is not None:
+        d = lengths.pop(pkt.pts, None)
+        if d:
+            pkt.duration = d
 
 
 class _HoleBox:
