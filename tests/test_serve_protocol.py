@@ -138,3 +138,45 @@ def test_a_stalled_upload_holds_the_shutdown_for_the_grace_at_most(tmp_path):
             took = time.monotonic() - t0
     assert s.proc.returncode in (143, -signal.SIGTERM), s.log()
     assert took < 90, took  # a bound on a hang (the grace is 30 s), not a speed
+
+
+def test_a_request_whose_client_left_is_not_filled(tmp_path):
+    """Requests sent whole and then abandoned (a page user who gave up and sent again) were
+    decoded, filled and encoded all the same, holding the one model thread; now a request whose
+    client is gone when its fill would be queued is dropped (logged 499), and one gone by the
+    time its fill is done is not encoded."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    mask = np.zeros((600, 800), bool)
+    mask[100:500, 150:650] = True
+    body_parts = {"image": encode(image), "mask": mask_png(mask)}
+    b = "Bxx"
+    body = b""
+    for n, d in body_parts.items():
+        body += (f'--{b}\r\nContent-Disposition: form-data; name="{n}"; filename="{n}.png"\r\n\r\n'.encode()
+                 + d + b"\r\n")
+    body += f"--{b}--\r\n".encode()
+    head = (f"POST /api/v1/inpaint/file HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            f"boundary={b}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with serve_process(tmp_path, "--method", "patch", "--io-threads", 2) as s:
+        first = {}
+
+        def stay():  # the client that waits: its fill holds the model thread
+            first["r"] = httpx.post(s.url + "/api/v1/inpaint/file", timeout=300,
+                                    files={"image": ("i.png", body_parts["image"]), "mask": ("m.png", body_parts["mask"])})
+
+        t = threading.Thread(target=stay)
+        t.start()
+        time.sleep(0.5)
+        for _ in range(2):  # sent whole, then gone
+            with socket.create_connection(_addr(s), timeout=10) as c:
+                c.sendall(head + body)
+                time.sleep(0.05)
+        t.join(300)
+        assert first["r"].status_code == 200
+        assert _wait_for(lambda: s.log().count('"POST /api/v1/inpaint/file" 499 ') == 2, 60), s.log()
+        stats = httpx.get(s.url + "/api/v1/server-config", timeout=30).json()["stats"]
+        assert stats["images"] == 1, stats
+    assert "internal error" not in s.log()

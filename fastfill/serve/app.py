@@ -39,6 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..files import codecs as fio
@@ -304,26 +305,36 @@ class Server:
         return data, Image.MIME.get(fmt, "application/octet-stream"), fio.FORMAT_SUFFIX[fmt]
 
     async def inpaint(self, parts: list, resize_mask: bool, *, mask_rule: str = "fastfill",
-                      headers: dict | None = None, form: bool = True) -> Response:
+                      headers: dict | None = None, form: bool = True, request: Request | None = None) -> Response:
         """Decode (``io_threads`` threads), fill (the batcher), encode in the input's format: the work
         of every inpaint route, whichever client's request shape it reads. ``parts``: the list
         ``[image bytes, mask bytes]``, emptied here so that nothing holds them once decoded (a
         caller keeping them in its own names would, for as long as the request waits).
-        ``headers``: more headers for the answer; ``form``: a multipart request (else JSON)."""
+        ``headers``: more headers for the answer; ``form``: a multipart request (else JSON).
+        ``request``: asked whether its client is still there before the fill is queued and before
+        the answer is encoded (a page user who gave up and sent again queued dead work)."""
         if self.batcher.full():  # before decoding: a busy server does not spend work on refusals
             raise ApiError(503, "server busy: the queue is full, retry later",
                            {"Retry-After": str(RETRY_AFTER)})
         image_bytes, mask_bytes = parts
         parts.clear()
+        # (asked now as well: the question lets the server read the connection again, so that a
+        # client gone is known by the time the decode is done)
+        if request is not None and await request.is_disconnected():
+            raise ClientDisconnect()
         src, pair = await anyio.to_thread.run_sync(
             partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule, form), limiter=self.limiter)
         del image_bytes, mask_bytes
+        if request is not None and await request.is_disconnected():
+            raise ClientDisconnect()
         try:
             fut = self.batcher.submit(pair)
         except Busy as e:
             raise ApiError(503, f"server busy: {e}, retry later",
                            {"Retry-After": str(RETRY_AFTER)}) from None
         result = await asyncio.wrap_future(fut)
+        if request is not None and await request.is_disconnected():
+            raise ClientDisconnect()
         data, media, ext = await anyio.to_thread.run_sync(
             partial(self.encode, result, src, pair.hole), limiter=self.limiter)
         return Response(data, media_type=media,
@@ -348,7 +359,8 @@ class Server:
         parts = [_b64("image", req.image), _b64("mask", req.mask)]
         seed, resize = seed_header((req.model_extra or {}).get("sd_seed")), req.resize_mask
         del req  # (its base64 text: as large as the body)
-        return await self.inpaint(parts, resize, mask_rule="iopaint", headers=seed, form=False)
+        return await self.inpaint(parts, resize, mask_rule="iopaint", headers=seed, form=False,
+                                  request=request)
 
     async def inpaint_file(self, request: Request) -> Response:
         """Multipart: the files ``image`` and ``mask`` (and ``resize_mask``)."""
@@ -356,7 +368,7 @@ class Server:
             raise ApiError(415, "send multipart/form-data with the files image and mask")
         async with request.form(max_files=2, max_fields=8, max_part_size=1024) as form:
             *parts, resize = await image_and_mask(form)
-        return await self.inpaint(parts, resize)
+        return await self.inpaint(parts, resize, request=request)
 
 
 # Paths anyone may fetch when a token is set: the page, its files, the docs, the health check.

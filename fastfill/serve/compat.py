@@ -135,7 +135,7 @@ def add_lama_cleaner_routes(app: FastAPI, server) -> None:
         async with request.form(max_files=3, max_fields=64, max_part_size=64 * 1024) as form:
             *parts, resize = await image_and_mask(form)
             seed = seed_header(form.get("sdSeed"))
-        return await server.inpaint(parts, resize, mask_rule="iopaint", headers=seed)
+        return await server.inpaint(parts, resize, mask_rule="iopaint", headers=seed, request=request)
 
     @app.post("/inpaint", tags=tags, summary="Fill the mask (lama-cleaner's multipart request).",
               response_class=Response, openapi_extra={"requestBody": {"required": True, "content": {
