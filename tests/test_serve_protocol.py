@@ -34,7 +34,7 @@ def _wait_for(predicate, limit=10.0):
     return predicate()
 
 
-def test_head_malformed_requests_clients_that_leave_and_a_streamed_body_over_the_limit(tmp_path):
+def test_head_malformed_requests_and_clients_that_leave(tmp_path):
     image, mask = scene(64, 64)
     with serve_process(tmp_path, "--max-body", 200_000, "--max-fill-pixels", 2000, "--body-timeout", 30) as s:
         # HEAD on the GET routes: the head alone (RFC 9110 §9.1); uptime checks use it
@@ -60,18 +60,6 @@ def test_head_malformed_requests_clients_that_leave_and_a_streamed_body_over_the
             time.sleep(0.3)
         assert _wait_for(lambda: re.search(r'"POST /api/v1/inpaint" 499 ', s.log()))
         assert "internal error" not in s.log()
-
-        # a chunked body past --max-body: 413 and the connection closed, the rest not read
-        with socket.create_connection(_addr(s), timeout=10) as c:
-            c.sendall(b"POST /api/v1/inpaint HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n")
-            chunk = b"x" * 50_000
-            for _ in range(5):
-                c.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            t0 = time.monotonic()
-            answer = read_until_closed(c, 20)
-        assert answer is not None and time.monotonic() - t0 < 10  # not the 30 s body timeout
-        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
 
         # the fill's area in the digits that tell it from the limit; a form's flag that is no boolean
         files = {"image": ("i.png", encode(image)), "mask": ("m.png", mask_png(mask))}

@@ -194,8 +194,9 @@ class _Limits:
                 if message["type"] == "http.request":
                     body_done = not message.get("more_body", False)
                     received += len(message.get("body", b""))
-                    if received > self.max_body:  # (the rest of the upload is not read)
-                        raise HTTPException(413, self._too_big(), {"Connection": "close"})
+                    if received > self.max_body:  # (the rest is read and dropped, not cut:
+                        # a client still sending would get a reset instead of this answer)
+                        raise HTTPException(413, self._too_big())
                 return message
 
             await self.app(scope, limited_receive, counting_send)
