@@ -211,7 +211,7 @@ class Inpainter:
                     raise InputError(f"image {i}: {e}") from None
         else:
             images = list(images)
-            if one_mask(masks):
+            if one_mask(masks, images[0] if images else None):
                 masks = [masks] * len(images)
             else:
                 masks = list(masks)
@@ -851,9 +851,17 @@ def checked_output(pred, x: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(pred)
 
 
-def one_mask(masks) -> bool:
-    """Whether ``masks`` is one mask for every image: an [H, W] or [H, W, 1] array."""
-    return isinstance(masks, np.ndarray) and (masks.ndim == 2 or (masks.ndim == 3 and masks.shape[2] == 1))
+def one_mask(masks, image=None) -> bool:
+    """Whether ``masks`` is one mask for every image: an [H, W] array, or an [H, W, 1] one (of
+    ``image``'s size, when given: a stack of width-1 masks is [N, H, 1] too)."""
+    if not isinstance(masks, np.ndarray):
+        return False
+    if masks.ndim == 2:
+        return True
+    if masks.ndim != 3 or masks.shape[2] != 1:
+        return False
+    shape = getattr(image, "shape", None)
+    return shape is None or tuple(shape[:2]) == masks.shape[:2]
 
 
 def frozen(a) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
+import types
 from typing import Callable, Iterable, Iterator, Sequence
 
 
@@ -32,7 +33,8 @@ def batched(source: Iterable, work: Callable[[list], Sequence], *, batch: int, d
     in order; a chunk is what is ready (a lone item is not held back waiting for more).
     ``source_wait``: how long stopping early waits for a source inside its ``next()`` (a caller's
     stalled camera: briefly; a source of one's own, whose thread must not outlive the process's
-    native libraries: until it returns)."""
+    native libraries: until it returns). A generator source is closed by the reading thread when
+    it stops (its clean-up runs there); other iterators are left as they are."""
     stages = _Stages(source, work, batch, depth, source_wait)
     try:
         while True:
@@ -71,8 +73,9 @@ class _Stages:
         return False
 
     def reader(self):
-        it = iter(self.source)
+        it = None
         try:
+            it = iter(self.source)
             while not self.stopped.is_set():
                 self.reading = True
                 try:
@@ -89,9 +92,8 @@ class _Stages:
         finally:
             # (stopped early: the source's own clean-up runs now, on this thread, not whenever
             # the stream is collected)
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
+            if isinstance(it, types.GeneratorType):  # (a generator: not a file or other object)
+                it.close()
 
     def next_chunk(self):
         """(up to `batch` ready items, the end marker or failure that followed them, or None)."""
@@ -143,7 +145,7 @@ class _Stages:
         while reader.is_alive() and (waited < 5 or self.reading) and not (self.reading and waited >= self.source_wait):
             reader.join(timeout=0.05)
             waited += 0.05
-        worker.join(timeout=5)
+        worker.join(timeout=max(5.0, self.source_wait))  # (a batch in native code, too)
 
 
 def prefetch(pool, fn: Callable, items: Iterable, depth: int) -> Iterator[tuple]:

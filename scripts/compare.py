@@ -279,6 +279,11 @@ def main():
                 secs[name] = secs.get(name, 0.0) + sec[name]
             files += f
             hidden.append(msks.mean())
+        for name in [n for n, rows in per.items() if len(rows) != len(files)]:
+            # (a row that failed in some draw only: its crops would not line up with the others')
+            notes.setdefault(name, f"ran in only some of the {args.draws} draws")
+            print(f"note: no row for {name}: ran in only some draws", flush=True)
+            del per[name], secs[name]
         table = summary(per, secs, len(files))
         lines += [f"### {key}. {cfg['title']} — {len(files)} crops, {100 * np.mean(hidden):.1f} % hidden", "",
                   "| method | PSNR (dB) ↑ | SSIM ↑ | L1 ↓ | texture ↓ | ms/crop |",
@@ -296,7 +301,7 @@ def main():
             extra += [f"Against {args.against} ({len(set(groups))} photo groups; 90 % intervals from a "
                       "bootstrap over them):", ""]
             for name in per:
-                if "fastfill" in name and name != args.against:
+                if ("fastfill" in name or name == MODEL) and name != args.against:
                     (g, glo, ghi), (r, rlo, rhi) = bootstrap_gap(per[name], per[args.against], groups)
                     extra.append(f"- {name}: {g:+.2f} dB [{glo:+.2f}, {ghi:+.2f}], texture {r:.3f}× "
                                  f"[{rlo:.2f}, {rhi:.2f}]")

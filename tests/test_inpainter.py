@@ -952,3 +952,16 @@ def test_arguments_of_the_wrong_kind_are_input_errors():
         with pytest.raises(InputError, match="with carry=True"):
             inp.stream(iter([img]), m, **kw)
     assert len(list(inp.stream(iter([img]), m, carry=True, shifts=lambda: (0, 0)))) == 1
+
+
+def test_a_source_that_cannot_be_iterated_fails_in_the_callers_loop():
+    """iter() of the source ran outside the reader's error handling: the reader died with nothing
+    queued, and the caller's loop waited for ever."""
+    import time
+
+    from fastfill import pipeline
+
+    t0 = time.perf_counter()
+    with pytest.raises(TypeError):
+        list(pipeline.batched(object(), lambda chunk: chunk, batch=2, depth=2))
+    assert time.perf_counter() - t0 < 10  # a bound on a hang, not a speed

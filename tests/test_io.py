@@ -397,3 +397,15 @@ def test_an_image_past_pillows_bomb_guard_names_the_limit():
     with pytest.raises(SizeLimitError, match=r"over the limit of 50 megapixels \(--max-pixels\); Pillow's guard"):
         codecs.read_item(png, png, codecs.FileOptions())
     assert codecs.PILLOW_MAX_PIXELS == 2 * __import__("PIL.Image").Image.MAX_IMAGE_PIXELS
+
+
+def test_importing_the_codecs_with_pillows_guard_turned_off():
+    """``Image.MAX_IMAGE_PIXELS = None`` (how applications turn Pillow's guard off) made importing
+    fastfill's codecs a TypeError."""
+    import subprocess
+    import sys
+
+    code = ("from PIL import Image; Image.MAX_IMAGE_PIXELS = None; "
+            "from fastfill.files import codecs; print(codecs.PILLOW_MAX_PIXELS)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and int(r.stdout) > 0, r.stderr

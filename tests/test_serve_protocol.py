@@ -43,6 +43,7 @@ def test_head_malformed_requests_and_clients_that_leave(tmp_path):
             assert r.status_code == 200, (path, r.status_code)
             assert r.content == b"" and int(r.headers["content-length"]) > 0
         assert httpx.head(s.url + "/api/v1/inpaint", timeout=30).status_code == 405  # a POST route
+        assert _wait_for(lambda: '"HEAD /healthz" 200 0 B' in s.log())  # (logged as sent: no body)
 
         # malformed HTTP: the JSON error of every answer, and an access line
         with socket.create_connection(_addr(s), timeout=10) as c:

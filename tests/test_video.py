@@ -1016,3 +1016,103 @@ def test_a_variable_rate_clip_keeps_its_duration(tmp_path):
     assert code == 0, err
     assert _video_pts(out) == _video_pts(src)
     assert length(out) == pytest.approx(length(src), abs=1e-6), (length(src), length(out))
+
+
+def test_a_mpeg2_clips_durations_stay_in_their_time_base(tmp_path):
+    """MPEG-2 encodes in 1/rate, not the stream's time base: frame lengths keyed by the stream's
+    pts were handed to packets in the encoder's (a 0.08 s clip came out 20.48 s long)."""
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mkv"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("mpeg2video", rate=25)
+        v.height, v.width, v.pix_fmt = 48, 64, "yuv420p"
+        v.time_base = Fraction(1, 12800)
+        for i in range(2):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 100, np.uint8), format="rgb24")
+            f.pts, f.time_base, f.duration = i * 512, Fraction(1, 12800), 512
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    m = np.zeros((48, 64), np.uint8)
+    m[10:30, 20:40] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 0, err
+    with av.open(str(out)) as c:
+        assert c.duration is None or c.duration / 1e6 < 1.0, c.duration / 1e6
+
+
+def test_whole_frames_are_converted_in_the_colours_the_output_says(tmp_path):
+    """An odd-sized clip (converted whole) tagged BT.709 full range: the output now carries the
+    tags, so its samples must be in them (swscale's default, BT.601 limited, shown as BT.709
+    full range moved every pixel)."""
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    h, w = 47, 63
+    yy, xx = np.mgrid[0:h, 0:w]  # (smooth: the 4:2:0 round trip itself moves it little)
+    base = np.stack([60 + 3 * xx, 200 - 2 * yy, 90 + xx + yy], -1).astype(np.uint8)
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("ffv1", rate=12)
+        v.height, v.width, v.pix_fmt = h, w, "yuv420p"
+        v.codec_context.colorspace, v.codec_context.color_range = 1, 2
+        for i in range(4):
+            f = av.VideoFrame.from_ndarray(base, format="rgb24").reformat(
+                format="yuv420p", dst_colorspace=1, dst_color_range=2)
+            f.pts = i
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    m = np.zeros((h, w), np.uint8)
+    m[10:30, 20:40] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 0, err
+
+    def rgb(path):
+        with av.open(str(path)) as c:
+            cc = c.streams.video[0].codec_context
+            assert (cc.colorspace, cc.color_range) == (1, 2)
+            return [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+
+    keep = np.ones((h, w), bool)
+    keep[6:34, 16:44] = False  # (away from the hole's chroma blocks)
+    for a, b in zip(rgb(src), rgb(out)):
+        assert np.abs(a - b)[keep].mean() < 2.0, np.abs(a - b)[keep].mean()
+
+
+def test_audio_the_container_refuses_at_its_header_is_one_line_before_any_frame(tmp_path):
+    """Opus in MOV is taken when the stream is added and refused when the header is written:
+    it failed after encoding had begun, as "video error (Invalid argument)"."""
+    if "libopus" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libopus")
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mov"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=12)
+        v.height, v.width, v.pix_fmt = H, W, "yuv420p"
+        a = c.add_stream("libopus", rate=48000)
+        a.layout = "mono"
+        apts = 0
+        for i, img in enumerate(_frames()):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            for p in v.encode(f):
+                c.mux(p)
+            while apts < (i + 1) * 48000 // 12:
+                s = (np.sin(np.arange(apts, apts + 960) / 10) * 0.3).astype(np.float32)[None]
+                af = av.AudioFrame.from_ndarray(s, format="flt", layout="mono")
+                af.sample_rate, af.pts = 48000, apts
+                apts += 960
+                for p in a.encode(af):
+                    c.mux(p)
+        for s in (v, a):
+            for p in s.encode(None):
+                c.mux(p)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 2 and "audio stream 1 (opus) cannot be copied into this container" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "m.png"]
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "out.mkv",
+                          "--method", "harmonic", "-q")
+    assert code == 0, err

@@ -56,7 +56,7 @@ FORMAT_ALIASES = {"JPG": "JPEG", "JPE": "JPEG", "TIF": "TIFF"}
 DEFAULT_MAX_PIXELS = 50_000_000
 # the largest image Pillow opens at all (twice its warning limit: past it, a decompression bomb
 # whatever --max-pixels says), so the most any --max-pixels may be
-PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+PILLOW_MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 500_000_000)  # (None: an application turned it off)
 
 # The only formats fastfill decodes (Pillow's `formats=`): raster images. Pillow would otherwise
 # pick a plugin from the content, and its EPS plugin runs Ghostscript on any PostScript file.
@@ -438,8 +438,10 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
     except FileNotFoundError:
         raise InputError("file not found") from None
     except Image.DecompressionBombError as e:  # (Pillow refuses it before its size is read)
-        raise SizeLimitError(f"over the limit of {limit / 1e6:g} megapixels (--max-pixels); Pillow's "
-                             f"guard against decompression bombs: {e}") from None
+        cap = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        said = (f"over the limit of {limit / 1e6:g} megapixels (--max-pixels)" if limit <= cap
+                else f"over {cap} pixels, the most Pillow opens whatever --max-pixels says")
+        raise SizeLimitError(f"{said}; Pillow's guard against decompression bombs: {e}") from None
     except UnidentifiedImageError:
         raise InputError(_unidentified(src)) from None
     except (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as e:

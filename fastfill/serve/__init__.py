@@ -126,10 +126,8 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
     elif not is_loopback(host):
         echo(f"warning: listening on {host}, reachable from other machines, and the API has no "
              "authentication: anyone who can reach it can use it (set --token or FASTFILL_TOKEN)")
-    sock = _listening(host, port)  # (bound before the banner: it names the port, 0 included)
-    port = sock.getsockname()[1]
+    _can_listen(host, port)  # (a port in use: one line, before the banner names it)
     shown = f"[{host}]" if ":" in host else host
-    echo(f"page: http://{shown}:{port}/   API docs: http://{shown}:{port}/docs   (Ctrl-C to stop)")
     _file_limit(limits.max_connections, echo)
     # uvicorn's limit_concurrency counts every open connection, half-open ones included, so slow
     # clients could starve real requests: the app bounds requests in flight, the protocol bounds
@@ -138,10 +136,15 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
                             http=protocol_class(limits), limit_concurrency=None, timeout_keep_alive=5,
                             server_header=False, lifespan="on",
                             timeout_graceful_shutdown=SHUTDOWN_GRACE)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started:  # (the port it got: --port 0 takes a free one)
+                got = self.servers[0].sockets[0].getsockname()[1] if self.servers else port
+                echo(f"page: http://{shown}:{got}/   API docs: http://{shown}:{got}/docs   (Ctrl-C to stop)")
+
+    Server(config).run()
 
 
 # On SIGTERM or Ctrl-C, requests in flight get this long to finish (a stalled upload would hold
@@ -149,23 +152,25 @@ def serve(inpainter, *, host: str = "127.0.0.1", port: int = 8080, limits=None, 
 SHUTDOWN_GRACE = 30.0
 
 
-def _listening(host: str, port: int):
-    """A socket bound to ``host:port`` (IPv6 when the host is an IPv6 address), or a ServeError
-    saying why not (a port in use, a host this machine is not)."""
+def _can_listen(host: str, port: int) -> None:
+    """A FastfillError saying why ``host:port`` cannot be listened on (a port in use, a host this
+    machine is not), found by binding it once; uvicorn binds it again to serve (a socket bound
+    here and handed over answered an early 413 with a reset more often)."""
     import socket
 
     from ..errors import FastfillError
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as uvicorn binds its own)
     try:
-        sock.bind((host, port))
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
-        sock.close()
         raise FastfillError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    sock.set_inheritable(True)
-    return sock
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as asyncio binds)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            raise FastfillError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def create_app(*args, **kwargs):

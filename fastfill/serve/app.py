@@ -168,7 +168,7 @@ class _Limits:
         async def counting_send(message):
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
-            elif message["type"] == "http.response.body":
+            elif message["type"] == "http.response.body" and method != "HEAD":  # (not sent)
                 state["bytes"] += len(message.get("body", b""))
             await send(message)
 

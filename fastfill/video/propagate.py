@@ -695,8 +695,11 @@ def _pairs(frames: Iterable, masks) -> Iterator[tuple]:
     if masks is None:
         yield from frames
     elif one_mask(masks):
-        if masks.ndim == 3:
-            masks = masks[:, :, 0]
+        if masks.ndim == 3:  # ([H, W, 1]: a frozen one stays read once, as its own frozen plane)
+            was_frozen, masks = frozen(masks), masks[:, :, 0]
+            if was_frozen:
+                masks = np.array(masks)
+                masks.setflags(write=False)
         if frozen(masks):  # one mask for every frame, read once
             for f in frames:
                 yield f, masks

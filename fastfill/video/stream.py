@@ -327,9 +327,11 @@ class _Transcode:
                         continue
                     # (the sound is not to be lost: the container cannot hold this codec, so
                     # another container is the fix)
-                    raise InputError(f"{self.dst}: the input's audio stream {s.index} "
-                                     f"({s.codec_context.name}) cannot be copied into this container "
-                                     f"({e}); pick a container that holds it (.mkv holds most)") from None
+                    raise _uncopyable(self.dst, s, e) from None
+                if s.type == "audio":
+                    why = _refused_at_header(av, out_c.format.name, s)
+                    if why is not None:
+                        raise _uncopyable(self.dst, s, why)
                 _carry_tags(s, o)
                 copied.append((s, o))
             self.copy_map = {s.index: o for s, o in copied}
@@ -499,11 +501,13 @@ class _Transcode:
             results = self.inpainter.stream(self.frames(), carry=True, tagged=True, copy=False,
                                             motions=motions, source_wait=60.0)
             for (pts, tb, i), result in results:
-                vf = self._output_frame(i, result)
+                vf = _in_colours(self.av, self._output_frame(i, result), vout, self.vin.codec_context)
                 if pts is not None:
                     vf.pts, vf.time_base = pts, tb
                     duration = self._durations.pop(i, None)
-                    if duration and tb == vout.time_base:  # (the encoder keeps pts, not lengths)
+                    # (the encoder keeps pts, not lengths; its packets come back in its own time
+                    # base, the frames' only where the stream and the encoder share it)
+                    if duration and tb == vout.time_base == vout.codec_context.time_base:
                         lengths[pts] = duration
                         while len(lengths) > 256:  # (more than an encoder's delay: never claimed)
                             del lengths[next(iter(lengths))]
@@ -523,6 +527,28 @@ class _Transcode:
             if results is not None:
                 results.close()
             bar.close()
+
+
+def _in_colours(av, vf, vout, cc):
+    """A frame converted whole from RGB (an odd size, 10 bits, a format other than 4:2:0)
+    converted to the output's format with the input's matrix and range, which the output is
+    tagged with (left to the encoder, swscale's default BT.601 limited range would be shown as
+    BT.709 or BT.2020)."""
+    if vf.format.name != "rgb24" or not vout.pix_fmt.startswith("yuv"):
+        return vf
+    kw = {}
+    if cc.colorspace not in (None, 0, 2):  # (0: RGB, 2: unspecified)
+        kw["dst_colorspace"] = cc.colorspace
+    if cc.color_range:
+        kw["dst_color_range"] = cc.color_range
+    if not kw:
+        return vf
+    try:
+        out = vf.reformat(format=vout.pix_fmt, **kw)
+    except (ValueError, TypeError, av.error.FFmpegError):  # (a matrix swscale does not know)
+        return vf
+    out.colorspace, out.color_range = cc.colorspace, cc.color_range  # (timing: set by the caller)
+    return out
 
 
 def _with_length(pkt, lengths: dict) -> None:
@@ -841,6 +867,26 @@ def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset
     return vout
 
 
+def _uncopyable(dst, s, why) -> InputError:
+    return InputError(f"{dst}: the input's audio stream {s.index} ({s.codec_context.name}) cannot be "
+                      f"copied into this container ({why}); pick a container that holds it (.mkv holds "
+                      "most)")
+
+
+def _refused_at_header(av, fmt: str, s) -> str | None:
+    """Why the muxer of ``fmt`` refuses a copy of the stream ``s`` when it writes its header (a
+    stream it took when added: Opus or FLAC in MOV), tried on a throwaway output; None if not."""
+    import io
+
+    try:
+        with av.open(io.BytesIO(), "w", format=fmt) as probe:
+            probe.add_stream_from_template(s)
+            probe.start_encoding()
+    except (av.error.FFmpegError, ValueError, TypeError) as e:
+        return str(e)
+    return None
+
+
 # Tags the muxer writes for itself (or that describe the input file's encode, not the output's)
 _OWN_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands", "duration",
                        "number_of_frames", "number_of_bytes", "bps"})
@@ -851,7 +897,7 @@ def _carry_tags(src, dst) -> None:
     (default, forced, ...) onto the output's, as the ffmpeg program carries them."""
     for k, v in dict(src.metadata).items():
         low = k.lower()
-        if low in _OWN_TAGS or low.startswith("_statistics") or low.startswith(("number_of_", "bps-")):
+        if low in _OWN_TAGS or low.startswith(("_statistics", "number_of_", "bps-", "duration-")):
             continue
         try:
             dst.metadata[k] = v
