@@ -212,8 +212,10 @@ def headless_chromium(window: str = "1200,900", console_log: bool = False):
             driver.quit()
 
 
-def write_clip(path, frames, fps, codec="ffv1", pix_fmt="bgr0", audio=True, bit_rate=None):
-    """A real clip of RGB ``frames`` (PyAV), with a mono AAC sine track when ``audio``."""
+def write_clip(path, frames, fps, codec="ffv1", pix_fmt="bgr0", audio=True, bit_rate=None,
+               audio_codec="aac", audio_rate=16000, setup=None):
+    """A real clip of RGB ``frames`` (PyAV), with a mono sine track (``audio_codec``) when
+    ``audio``; ``setup(container, video, audio)`` sets more (tags, colours) before the first frame."""
     import numpy as np
 
     av = pytest.importorskip("av")
@@ -226,19 +228,23 @@ def write_clip(path, frames, fps, codec="ffv1", pix_fmt="bgr0", audio=True, bit_
             v.bit_rate = bit_rate
         a = None
         if audio:
-            a = c.add_stream("aac", rate=16000)
+            a = c.add_stream(audio_codec, rate=audio_rate)
             a.layout = "mono"
+        if setup is not None:
+            setup(c, v, a)
         apts = 0
+        size = (a.codec_context.frame_size or 1024) if a is not None else 0
         for i, img in enumerate(frames):
             f = av.VideoFrame.from_ndarray(img, format="rgb24")
             f.pts = i
             for p in v.encode(f):
                 c.mux(p)
-            while a is not None and apts < (i + 1) * 16000 // fps:
-                s = (np.sin(np.arange(apts, apts + 1024) / 10) * 0.3).astype(np.float32)[None]
-                af = av.AudioFrame.from_ndarray(s, format="fltp", layout="mono")
-                af.sample_rate, af.pts = 16000, apts
-                apts += 1024
+            while a is not None and apts < (i + 1) * audio_rate // fps:
+                s = np.sin(np.arange(apts, apts + size) / 10)[None] * 0.3
+                s = (s * 32767).astype(np.int16) if a.format.name.startswith("s16") else s.astype(np.float32)
+                af = av.AudioFrame.from_ndarray(s, format=a.format.name, layout="mono")
+                af.sample_rate, af.pts = audio_rate, apts
+                apts += size
                 for p in a.encode(af):
                     c.mux(p)
         for s in filter(None, (v, a)):

@@ -902,36 +902,18 @@ def _tagged_hevc_clip(path, n=6, size=(64, 96)):
     here), with an English audio track and a title."""
     if "libx265" not in av.codecs_available:
         pytest.skip("this PyAV build has no libx265")
-    rng = np.random.default_rng(3)
-    base = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as c:
+    base = np.random.default_rng(3).integers(0, 255, (*size, 3), dtype=np.uint8)
+
+    def setup(c, v, a):
         c.metadata["title"] = "a walk by the sea"
-        v = c.add_stream("libx265", rate=12)
-        v.height, v.width = size
-        v.pix_fmt = "yuv420p"
         v.options = {"x265-params": "log-level=error"}
         cc = v.codec_context
         cc.codec_tag = "hvc1"
         cc.color_range, cc.color_primaries, cc.color_trc, cc.colorspace = 2, 9, 18, 9
-        a = c.add_stream("aac", rate=16000)
-        a.layout = "mono"
         a.metadata["language"] = "eng"
-        apts = 0
-        for i in range(n):
-            f = av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1).copy(), format="rgb24")
-            f.pts = i
-            for p in v.encode(f):
-                c.mux(p)
-            while apts < (i + 1) * 16000 // 12:
-                s = (np.sin(np.arange(apts, apts + 1024) / 10) * 0.3).astype(np.float32)[None]
-                af = av.AudioFrame.from_ndarray(s, format="fltp", layout="mono")
-                af.sample_rate, af.pts = 16000, apts
-                apts += 1024
-                for p in a.encode(af):
-                    c.mux(p)
-        for s in (v, a):
-            for p in s.encode(None):
-                c.mux(p)
+
+    write_clip(path, [np.roll(base, 3 * i, axis=1).copy() for i in range(n)], 12, codec="libx265",
+               pix_fmt="yuv420p", setup=setup)
 
 
 def _described(path):
@@ -1086,27 +1068,7 @@ def test_audio_the_container_refuses_at_its_header_is_one_line_before_any_frame(
     if "libopus" not in av.codecs_available:
         pytest.skip("this PyAV build has no libopus")
     src, out = tmp_path / "in.mkv", tmp_path / "out.mov"
-    with av.open(str(src), "w") as c:
-        v = c.add_stream("libx264", rate=12)
-        v.height, v.width, v.pix_fmt = H, W, "yuv420p"
-        a = c.add_stream("libopus", rate=48000)
-        a.layout = "mono"
-        apts = 0
-        for i, img in enumerate(_frames()):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for p in v.encode(f):
-                c.mux(p)
-            while apts < (i + 1) * 48000 // 12:
-                s = (np.sin(np.arange(apts, apts + 960) / 10) * 0.3).astype(np.float32)[None]
-                af = av.AudioFrame.from_ndarray(s, format="flt", layout="mono")
-                af.sample_rate, af.pts = 48000, apts
-                apts += 960
-                for p in a.encode(af):
-                    c.mux(p)
-        for s in (v, a):
-            for p in s.encode(None):
-                c.mux(p)
+    write_clip(src, _frames(), 12, codec="libx264", pix_fmt="yuv420p", audio_codec="libopus", audio_rate=48000)
     m = np.zeros((H, W), np.uint8)
     m[20:40, 30:60] = 255
     Image.fromarray(m).save(tmp_path / "m.png")
