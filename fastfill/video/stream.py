@@ -875,7 +875,7 @@ def _uncopyable(dst, s, why) -> InputError:
 
 def _refused_at_header(av, fmt: str, s) -> str | None:
     """Why the muxer of ``fmt`` refuses a copy of the stream ``s`` when it writes its header (a
-    stream it took when added: Opus or FLAC in MOV), tried on a throwaway output; None if not."""
+    stream it took when added: Opus in MOV), tried on a throwaway output; None if not."""
     import io
 
     try:
