@@ -667,8 +667,9 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the numbers as JSON to this file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warmup, threads, hole_fraction,
-              roi_compare, image, mask, max_seconds, seed, json_out):
+              roi_compare, image, mask, max_seconds, seed, json_out, overwrite):
     """Measure latency, throughput, stage split and GFLOP/s of one or more engines.
 
     Several --engine/--backend/--torch targets are measured interleaved in one run and printed
@@ -689,6 +690,8 @@ def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warm
             raise click.UsageError(f"--json {json_out} is one of the benchmark's inputs")
         if not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
             raise click.UsageError(f"--json {json_out}: folder {os.path.dirname(json_out)} does not exist")
+        if os.path.lexists(json_out) and not overwrite:
+            raise click.UsageError(f"--json {json_out} exists (use --overwrite to replace it)")
     engine_list = list(engines) or ([] if torch_ckpt else [None])
     targets = b.make_targets(engine_list, list(backends) or [None], torch_checkpoint=torch_ckpt,
                              threads=threads, roi_modes=(False, True) if roi_compare else (True,),
@@ -809,10 +812,14 @@ def train_cmd(kind, quiet, **opts):
 @click.option("--grid", type=click.Path(dir_okay=False), default=None, help="Write a comparison grid PNG.")
 @click.option("--crops", type=click.IntRange(min=1), default=1, show_default=True,
               help="Crops per image, at random positions and scales from fixed seeds.")
-def evaluate_cmd(model, data, held_out, mask, size, limit, seed, grid, crops):
-    """PSNR/SSIM/L1 (hole and whole image) of a checkpoint or .onnx vs mean fill and OpenCV Telea/NS."""
+@click.option("--overwrite", is_flag=True, help="Replace an existing --grid file.")
+def evaluate_cmd(model, data, held_out, mask, size, limit, seed, grid, crops, overwrite):
+    """PSNR/SSIM/L1 and texture distance (hole and whole image) of a checkpoint or .onnx vs mean
+    fill and OpenCV Telea/NS."""
     if not data and not held_out:
         raise click.UsageError("give --data DIR or --held-out")
+    if grid and os.path.lexists(grid) and not overwrite:
+        raise click.UsageError(f"--grid {grid} exists (use --overwrite to replace it)")
     ev = _import_train("evaluate")
     click.echo(ev.format_table(ev.evaluate(model, data, mask, size, limit, seed, grid, held_out, crops)))
     return EXIT_OK

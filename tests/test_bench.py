@@ -129,6 +129,10 @@ def test_bench_never_writes_over_its_inputs_and_refuses_a_fifo(tmp_path):
     assert (tmp_path / "a.png").read_bytes() == before
     res = _run(["bench", "--iters", "1", "--json", str(tmp_path / "nodir" / "x.json")])
     assert isinstance(res.exception, click.UsageError) and "does not exist" in str(res.exception)
+    (tmp_path / "mine.json").write_text('{"mine": 1}')  # (it was replaced without a word)
+    res = _run(["bench", "--iters", "1", "--json", str(tmp_path / "mine.json")])
+    assert isinstance(res.exception, click.UsageError) and "exists (use --overwrite" in str(res.exception)
+    assert (tmp_path / "mine.json").read_text() == '{"mine": 1}'
     os.mkfifo(tmp_path / "fifo.png")
     res = _run(["bench", "--engine", str(TINY), "--image", str(tmp_path / "a.png"), "--mask",
                 str(tmp_path / "fifo.png"), "--iters", "1"])

@@ -197,3 +197,23 @@ def test_unreadable_images_are_skipped_with_a_warning(smooth, tmp_path):
     with pytest.warns(UserWarning, match=r"skipped .*broken\.png"):
         imgs, masks, used = load_eval_set(d, 32, "rect")
     assert len(imgs) == 3 and all(p.name != "broken.png" for p in used)
+
+
+def test_held_out_of_an_exported_model_and_of_a_val_data_run(smooth, tmp_path, monkeypatch):
+    """An .onnx (no recorded split) was a KeyError; a --val-data run recorded its paths as given,
+    relative to where training ran, and evaluate looked for them under the training folder."""
+    p = save_checkpoint(tmp_path / "v", models={"G": ContextEncoder(0.0625)},
+                        meta={"kind": "ce", "mean": [0.5, 0.5, 0.5], "step": 0, "phase": "joint",
+                              "data": {"root": str(tmp_path / "elsewhere"), "val_files": [smooth.name + "/1.png"]}})
+    monkeypatch.chdir(smooth.parent)
+    t = evaluate(p, None, held_out=True)
+    assert t["_n"] == 1
+    q = save_checkpoint(tmp_path / "n", models={"G": ContextEncoder(0.0625)},
+                        meta={"kind": "ce", "mean": [0.5, 0.5, 0.5], "step": 0, "phase": "joint"})
+    with pytest.raises(DataError, match="records no validation split"):
+        evaluate(q, None, held_out=True)
+    # --grid over an existing file: refused without --overwrite
+    keep = tmp_path / "keep.png"
+    keep.write_bytes(b"mine")
+    res = CliRunner().invoke(cli, ["evaluate", str(p), "--data", str(smooth), "--grid", str(keep)])
+    assert res.exit_code == 2 and "exists (use --overwrite" in res.output and keep.read_bytes() == b"mine"

@@ -225,3 +225,16 @@ def test_cli_train_options_are_built_from_the_config(textured, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
 
+
+
+def test_resume_after_a_kill_logs_each_step_once(textured, tmp_path):
+    """Killed after its last checkpoint, a run had logged steps the resume runs again: log.jsonl
+    read ...,4,5,4,5 (and a line cut short by the kill)."""
+    first = train(tiny("glcic", textured, tmp_path, steps=4, tc=2, td=1))
+    log = tmp_path / "log.jsonl"
+    with open(log, "a") as f:  # what a kill at step 5, after the checkpoint at 4, leaves behind
+        f.write(json.dumps({"step": 4, "phase": "joint", "g_rec": 1.0}) + "\n")
+        f.write('{"step": 5, "pha')
+    train(tiny("glcic", textured, tmp_path, steps=6, tc=2, td=1, resume=str(first["checkpoint"])))
+    steps = [json.loads(x)["step"] for x in log.read_text().splitlines()]
+    assert steps == list(range(6)), steps

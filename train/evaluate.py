@@ -271,8 +271,13 @@ def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, h
             raise DataError(f"--grid {grid} is inside --data {data}: it would be taken for a photo")
     files = None
     if held_out:
+        if "root" not in (meta.get("data") or {}):
+            raise DataError(f"{model} records no validation split (an exported model keeps none): "
+                            "--held-out needs the training checkpoint; or pass --data DIR")
         root = Path(meta["data"]["root"])
-        files = [root / f for f in meta["data"].get("val_files", [])]
+        # (a --val-data run recorded its paths as given: relative ones to where training ran)
+        files = [root / f if (root / f).exists() or not Path(f).exists() else Path(f)
+                 for f in meta["data"].get("val_files", [])]
         if not files:
             raise DataError(f"{model} records no held-out images (trained with val_fraction "
                             f"{meta['data'].get('val_fraction')}); pass --data DIR")

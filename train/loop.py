@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -136,6 +137,8 @@ def _train(cfg: TrainConfig, on_step) -> dict:
                desc=f"{cfg.kind} train")
     run.G.train(), run.D.train()
     t0 = time.perf_counter()
+    if run.start and (run.out / "log.jsonl").exists():
+        _trim_log(run.out / "log.jsonl", run.start)
     with open(run.out / "log.jsonl", "a") as log:
         if run.val_set is not None and run.start == 0:  # the untrained net (a residual head: its prefill)
             run.evaluate(0, log, first=True)
@@ -159,6 +162,24 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     return {"history": history, "checkpoint": path, "interrupted": interrupted, "step": done,
             "best": run.best if run.val_set is not None else None,
             "mean": run.mean, "seconds": elapsed, "steps_per_s": len(history) / elapsed if elapsed else 0.0}
+
+
+def _trim_log(path: Path, start: int) -> None:
+    """``log.jsonl`` cut back to what the checkpoint resumed at step ``start`` holds: a run
+    killed after its last checkpoint logged steps that the resume runs again (they appeared
+    twice), and a line cut short by the kill is dropped."""
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            step = int(rec["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if step < start or ("val" in rec and step <= start):  # (a validation at `start` ran before its save)
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)
 
 
 def _log_step(log, bar, met: dict) -> None:
@@ -197,8 +218,8 @@ class _Data:
         """What the checkpoints record of the data."""
         return {"root": str(self.root.resolve()), "n_train": len(self.train), "n_val": len(self.val_files),
                 "val_fraction": cfg.val_fraction, "seed": cfg.seed, "skipped": self.train.skipped,
-                "val_files": [Path(p).relative_to(self.root).as_posix() if not cfg.val_data else str(p)
-                              for p in self.val_files]}
+                "val_files": [Path(p).relative_to(self.root).as_posix() if not cfg.val_data
+                              else str(Path(p).resolve()) for p in self.val_files]}
 
     def sample_batch(self, cfg: TrainConfig, dev) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed (images, masks) of the sample grids: held-out photos when there are any."""
