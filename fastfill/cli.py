@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -910,11 +911,18 @@ class _Terminated:
         os._exit(143 if cls.seen else 130)
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    _say_err(f"warning: {printable(message)}")
+
+
 def main(argv=None):
     """Entry point: run the click group, turning known errors into one line and an exit code."""
     import signal
 
     _Terminated.seen, _Terminated.interrupts = False, 0  # (a process may call main again)
+    # a library's warning (a training photo that cannot be read, a provider missing): one line,
+    # not Python's file:line and source line
+    warnings.showwarning = _warning_line
     try:
         signal.signal(signal.SIGTERM, _Terminated.handle)
         signal.signal(signal.SIGINT, _Terminated.interrupt)

@@ -197,7 +197,9 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
     cal_paths, val_paths = _split(calibration)
     n_val = held_out if held_out is not None else max(8, images // 4)
     log(f"calibration: {images} crops of {size}x{size} from {len(cal_paths)} photos; self-check: "
-        f"{n_val} crops from {len(val_paths)} held-out photo(s)")
+        f"{n_val} crops from {len(val_paths)} held-out photo(s)"
+        + (" (the calibration photo itself: give two or more for a check on an unseen one)"
+           if val_paths == cal_paths else ""))
     cal = _crops(cal_paths, images, size, seed, log)
     val = _crops(val_paths, n_val, size, seed + 1, log)
     if not cal or not val:

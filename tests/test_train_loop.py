@@ -238,3 +238,21 @@ def test_resume_after_a_kill_logs_each_step_once(textured, tmp_path):
     train(tiny("glcic", textured, tmp_path, steps=6, tc=2, td=1, resume=str(first["checkpoint"])))
     steps = [json.loads(x)["step"] for x in log.read_text().splitlines()]
     assert steps == list(range(6)), steps
+
+
+def test_an_unreadable_training_photo_is_one_warning_line(textured, tmp_path):
+    """Python's warning format printed the file and line of the library and its source line."""
+    import shutil
+    import subprocess
+    import sys
+
+    data = tmp_path / "photos"
+    shutil.copytree(textured, data)
+    (data / "bad.jpg").write_bytes((data / "0.jpg").read_bytes()[:200])
+    r = subprocess.run([sys.executable, "-m", "fastfill.cli", "train", "glcic", "--data", str(data), "--steps", "1",
+                        "--crop", "32", "--width", "0.0625", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "bad.jpg" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: skipping unreadable image"), r.stderr
+    assert "UserWarning" not in r.stderr and "warn(" not in r.stderr

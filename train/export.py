@@ -236,7 +236,7 @@ def export_model(model: nn.Module, out: str | Path, *, mean=DEFAULT_MEAN, proven
     """
     out = check_output_suffix(out)
     if out.exists() and not overwrite:
-        raise ExportError(f"{out} exists (pass overwrite=True / --force to replace it)")
+        raise ExportError(f"{out} exists (--force replaces it; overwrite=True from Python)")
     model = model.eval()
     kind = model_kind(model)
     meta = model_meta(model, mean, dict(provenance or {}), fill)
