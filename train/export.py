@@ -242,7 +242,7 @@ def export_model(model: nn.Module, out: str | Path, *, mean=DEFAULT_MEAN, proven
     meta = model_meta(model, mean, dict(provenance or {}), fill)
     data = _finalize(to_onnx_bytes(model, kind, opset), meta)
     diffs = self_check(data, model, kind, meta, tol=tol, log=log)
-    write_file(out, data, overwrite=overwrite, error=ExportError, force="overwrite=True / --force")
+    write_file(out, data, overwrite=overwrite, error=ExportError, force="--force (overwrite=True from Python)")
     log(f"wrote {out} ({len(data) / 1e6:.2f} MB, {kind.name}, opset {opset}, max diff {max(diffs):.3g})")
     return {"path": out, "meta": meta, "diffs": diffs, "bytes": len(data)}
 
