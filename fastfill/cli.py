@@ -844,6 +844,10 @@ def export_cmd(checkpoint, output, random_init, kind, width, seed, opset, tol, f
     """Export a checkpoint's generator to ONNX (metadata inside), after checking it against PyTorch."""
     if bool(checkpoint) == random_init:
         raise click.UsageError("give a CHECKPOINT or --random (not both)")
+    given = _given(click.get_current_context())
+    for name in ("kind", "width", "seed"):  # (a checkpoint has its own: they would be dropped)
+        if name in given and not random_init:
+            raise click.UsageError(f"--{name} is for --random: a checkpoint has its own")
     if not tol >= 0:  # (NaN passes a range)
         raise click.UsageError(f"--tol must be a number >= 0, got {tol}")
     ex = _import_train("export")

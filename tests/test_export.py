@@ -185,6 +185,15 @@ def test_export_flags_are_bounded(tmp_path, flags, why):
     assert r.exit_code == 2 and why in r.output and not (tmp_path / "m.onnx").exists(), r.output
 
 
+def test_the_random_nets_flags_with_a_checkpoint_are_refused(tmp_path):
+    """`--width` with a checkpoint was ignored without a word (the checkpoint has its own)."""
+    ck = tmp_path / "last.safetensors"
+    ck.write_bytes(b"not read: refused first")
+    for flags in (["--width", "0.5"], ["--kind", "ce"], ["--seed", "3"]):
+        r = CliRunner().invoke(cli, ["export", str(ck), "-o", str(tmp_path / "m.onnx"), *flags])
+        assert r.exit_code == 2 and "is for --random" in r.output and not (tmp_path / "m.onnx").exists(), r.output
+
+
 def test_cli_export(tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     r = CliRunner().invoke(cli, ["export", "--random", "--width", str(WIDTH), "-o", str(out)])

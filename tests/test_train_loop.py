@@ -256,3 +256,11 @@ def test_an_unreadable_training_photo_is_one_warning_line(textured, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if "bad.jpg" in ln]
     assert len(lines) == 1 and lines[0].startswith("warning: skipping unreadable image"), r.stderr
     assert "UserWarning" not in r.stderr and "warn(" not in r.stderr
+
+
+def test_resuming_a_run_with_nothing_left_is_refused_before_anything_is_made(textured, tmp_path):
+    """It printed "done: step 6, 0.00 it/s" and made a new run folder."""
+    first = train(tiny("glcic", textured, tmp_path / "a", steps=4, tc=2, td=1))
+    with pytest.raises(InputError, match=r"is at step 4, and --steps is 3: nothing to run"):
+        train(tiny("glcic", textured, tmp_path / "b", steps=3, tc=2, td=1, resume=str(first["checkpoint"])))
+    assert not (tmp_path / "b").exists()

@@ -129,6 +129,11 @@ def _train(cfg: TrainConfig, on_step) -> dict:
         # (its checkpoint would be replaced and its log mixed with this run's)
         raise InputError(f"{cfg.out} holds a run (last.safetensors): continue it with --resume "
                          f"{Path(cfg.out) / 'last.safetensors'}, or choose another --out")
+    if cfg.resume:  # (before anything is made: a run with nothing left to do)
+        at = int(ckpt.read_meta(cfg.resume).get("step", 0))
+        if at >= cfg.steps:
+            raise InputError(f"{cfg.resume} is at step {at}, and --steps is {cfg.steps}: nothing to "
+                             f"run (--steps is the total: raise it past {at} to continue)")
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     run = _Run(cfg, _Data.load(cfg))
