@@ -202,14 +202,7 @@ class Inpainter:
         if isinstance(images, np.ndarray) and images.ndim == 3:
             raise InputError("batch() takes a list of images or an [N, H, W, 3] array; "
                              "use inp(image, mask) for one image")
-        if masks is None:
-            pairs = []
-            for i, p in enumerate(images):
-                try:
-                    pairs.append(self._checked(p))
-                except InputError as e:
-                    raise InputError(f"image {i}: {e}") from None
-        else:
+        if masks is not None:
             images = list(images)
             if one_mask(masks, images[0] if images else None):
                 masks = [masks] * len(images)
@@ -217,12 +210,13 @@ class Inpainter:
                 masks = list(masks)
             if len(masks) != len(images):
                 raise InputError(f"{len(images)} images but {len(masks)} masks")
-            pairs = []
-            for i, (im, m) in enumerate(zip(images, masks)):
-                try:
-                    pairs.append(self.check(im, m))
-                except InputError as e:
-                    raise InputError(f"image {i}: {e}") from None
+            images = list(zip(images, masks))  # (pairs, checked as the pairs given are)
+        pairs = []
+        for i, p in enumerate(images):
+            try:
+                pairs.append(self._checked(p))
+            except InputError as e:
+                raise InputError(f"image {i}: {e}") from None
         if timings is not None:
             _add(timings, "check", time.perf_counter() - t0)
         return self._run(pairs, timings)
@@ -706,13 +700,13 @@ class _HostSteps:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        shape = "x".join(str(v) for v in x.shape)
         try:
             pred = self.engine.infer(x)
         except FastfillError:
             raise
         except Exception as e:  # a back-end's own error type
-            raise EngineError(f"{self.engine.name} failed on a {shape} input: {type(e).__name__}: {e}") from e
+            raise EngineError(f"{self.engine.name} failed on a {_shape(x)} input: "
+                              f"{type(e).__name__}: {e}") from e
         return checked_output(pred, x, self.engine.name)
 
     def __call__(self, jobs: list[Job], pairs, outs, timings: dict | None = None, state=None) -> None:
@@ -842,13 +836,17 @@ def checked_output(pred, x: np.ndarray, name: str) -> np.ndarray:
         raise EngineError(f"{name} returned a {type(pred).__name__}, not an array: expected {want}")
     if (pred.dtype not in (np.float32, np.float16) or pred.ndim != 4 or pred.shape[0] != n
             or pred.shape[1] != 3 or pred.shape[2] < h or pred.shape[3] < w):
-        raise EngineError(f"{name} returned {pred.dtype} {list(pred.shape)} for a "
-                          f"{'x'.join(str(v) for v in x.shape)} input: expected {want}")
+        raise EngineError(f"{name} returned {pred.dtype} {list(pred.shape)} for a {_shape(x)} input: "
+                          f"expected {want}")
     bad = pred.size - int(np.count_nonzero(np.isfinite(pred)))
     if bad:
         raise EngineError(f"{name} returned {bad} non-finite values (NaN or infinity) of {pred.size} "
-                          f"for a {'x'.join(str(v) for v in x.shape)} input")
+                          f"for a {_shape(x)} input")
     return np.ascontiguousarray(pred)
+
+
+def _shape(x: np.ndarray) -> str:
+    return "x".join(str(v) for v in x.shape)
 
 
 def one_mask(masks, image=None) -> bool:

@@ -142,7 +142,7 @@ class _Stages:
         # waited for, a stalled source (a camera) for a second at most; its thread ends when that
         # call returns. The worker finishes its batch.
         waited = 0.0
-        while reader.is_alive() and (waited < 5 or self.reading) and not (self.reading and waited >= self.source_wait):
+        while reader.is_alive() and waited < (self.source_wait if self.reading else 5.0):
             reader.join(timeout=0.05)
             waited += 0.05
         worker.join(timeout=max(5.0, self.source_wait))  # (a batch in native code, too)

@@ -161,16 +161,12 @@ def _can_listen(host: str, port: int) -> None:
     from ..errors import FastfillError
 
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as asyncio binds)
+            sock.bind(addr)
     except OSError as e:
         raise FastfillError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    family, kind, proto, _, addr = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as asyncio binds)
-        try:
-            sock.bind(addr)
-        except OSError as e:
-            raise FastfillError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def create_app(*args, **kwargs):

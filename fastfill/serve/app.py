@@ -317,25 +317,26 @@ class Server:
         if self.batcher.full():  # before decoding: a busy server does not spend work on refusals
             raise ApiError(503, "server busy: the queue is full, retry later",
                            {"Retry-After": str(RETRY_AFTER)})
+        async def still_there():
+            if request is not None and await request.is_disconnected():
+                raise ClientDisconnect()
+
         image_bytes, mask_bytes = parts
         parts.clear()
         # (asked now as well: the question lets the server read the connection again, so that a
         # client gone is known by the time the decode is done)
-        if request is not None and await request.is_disconnected():
-            raise ClientDisconnect()
+        await still_there()
         src, pair = await anyio.to_thread.run_sync(
             partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule, form), limiter=self.limiter)
         del image_bytes, mask_bytes
-        if request is not None and await request.is_disconnected():
-            raise ClientDisconnect()
+        await still_there()
         try:
             fut = self.batcher.submit(pair)
         except Busy as e:
             raise ApiError(503, f"server busy: {e}, retry later",
                            {"Retry-After": str(RETRY_AFTER)}) from None
         result = await asyncio.wrap_future(fut)
-        if request is not None and await request.is_disconnected():
-            raise ClientDisconnect()
+        await still_there()
         data, media, ext = await anyio.to_thread.run_sync(
             partial(self.encode, result, src, pair.hole), limiter=self.limiter)
         return Response(data, media_type=media,

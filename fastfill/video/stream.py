@@ -186,10 +186,12 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         raise InputError(f"{dst} exists (use --overwrite to replace it)")
     if dst.resolve() == src.resolve():
         raise InputError(f"output {dst} is the input")
-    if mask is not None and (dst.resolve() == Path(mask).resolve()
-                             or (Path(mask).is_dir() and Path(mask).resolve() in dst.resolve().parents)):
-        raise InputError(f"output {dst} is the mask" if dst.resolve() == Path(mask).resolve()
-                         else f"output {dst} is in the mask folder {mask}")
+    if mask is not None:
+        where, masks_at = dst.resolve(), Path(mask).resolve()
+        if where == masks_at:
+            raise InputError(f"output {dst} is the mask")
+        if masks_at.is_dir() and masks_at in where.parents:
+            raise InputError(f"output {dst} is in the mask folder {mask}")
     if not src.is_file():  # (a FIFO or a device would block the open, or never end)
         raise BadVideo(f"{src}: not a regular file")
     try:
