@@ -155,3 +155,130 @@ def test_paint_fill_undo_in_a_real_browser(browser, tmp_path):
         assert "413" in msg and "megapixels" in msg and "Too large" in msg
         logs = server.log()
     assert '"POST /api/v1/inpaint/file" 200' in logs and '"POST /api/v1/inpaint/file" 413' in logs
+
+
+# A fetch the test releases: the page's request waits (honouring its abort signal) until
+# window.releaseFill() is called, so what the page does meanwhile is not a race with the server.
+HOLD_FETCH = """
+window.realFetch = window.realFetch || window.fetch;
+const real = window.realFetch;
+window.held = 0;
+window.fetch = (url, opts) => new Promise((resolve, reject) => {
+  window.held += 1;
+  opts.signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')));
+  window.releaseFill = () => real(url, opts).then(resolve, reject);
+});
+"""
+
+
+def stroke_at(driver, el, dx=0, dy=0, length=30):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).move_to_element_with_offset(el, dx, dy).click_and_hold() \
+        .move_by_offset(length // 2, 0).move_by_offset(length - length // 2, 0).release().perform()
+
+
+def test_page_states_a_user_reaches(browser, tmp_path):
+    """What a person does beyond the straight path: a click paints a dot, Before then another
+    image, another image or Cancel while a fill is on its way, undoing a fill (the download
+    follows what is shown), a second finger, the keyboard."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    first, second = tmp_path / "photo.png", tmp_path / "other.png"
+    Image.fromarray(picture()).save(first)
+    Image.fromarray(picture(200, 300)[::-1].copy()).save(second)
+    with serve_process(tmp_path) as server:
+        d = browser
+        d.get(server.url + "/")
+        # the keyboard reaches Open (a button; the file input itself is hidden)
+        d.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+        assert d.switch_to.active_element.get_attribute("id") == "open"
+        d.find_element(By.ID, "file").send_keys(str(first))
+        wait(d, "return document.getElementById('status').textContent.includes('320×240')")
+        mask_el = d.find_element(By.ID, "mask")
+
+        # a click is a dot of the brush's size, and Fill then has something to fill
+        ActionChains(d).move_to_element_with_offset(mask_el, 0, 0).click().perform()
+        dot = canvas_alpha(d, "mask") >= 128
+        assert 400 < dot.sum() < 1200 and dot[120, 160], dot.sum()  # a 30 px disc: ~700 px
+        assert d.find_element(By.ID, "fill").is_enabled()
+
+        # a second finger neither paints nor joins the first one's stroke
+        key(d, "z", Keys.CONTROL)
+        d.execute_script("""
+            const c = document.getElementById('mask'), r = c.getBoundingClientRect();
+            const ev = (type, id, x) => c.dispatchEvent(new PointerEvent(type, {pointerId: id,
+                pointerType: 'touch', isPrimary: id === 1, button: 0, buttons: 1, bubbles: true,
+                clientX: r.left + x, clientY: r.top + 60}));
+            ev('pointerdown', 1, 40); ev('pointerdown', 2, 280);
+            ev('pointermove', 2, 200); ev('pointermove', 1, 60);
+            ev('pointerup', 2, 200); ev('pointerup', 1, 60);""")
+        touched = canvas_alpha(d, "mask") >= 128
+        assert touched[60, 40:61].all() and not touched[:, 120:].any()
+
+        # Fill, Before, then another image: the new one is shown and can be painted
+        d.find_element(By.ID, "fill").click()
+        wait(d, "return document.getElementById('status').textContent.includes('filled')")
+        assert d.find_element(By.ID, "download").get_attribute("aria-disabled") == "false"
+        assert d.switch_to.active_element.get_attribute("id") == "compare"  # focus goes on
+        d.find_element(By.ID, "compare").click()
+        d.find_element(By.ID, "file").send_keys(str(second))
+        wait(d, "return document.getElementById('status').textContent.includes('300×200')")
+        assert d.find_element(By.ID, "compare").text == "Before"
+        stroke_at(d, mask_el)
+        assert (canvas_alpha(d, "mask") >= 128).sum() > 300, "a stroke after Before painted nothing"
+        np.testing.assert_array_equal(canvas_rgb(d, "image"), picture(200, 300)[::-1])
+
+        # another image opened while a fill is on its way: the answer is not drawn on it
+        d.execute_script(HOLD_FETCH)
+        d.find_element(By.ID, "fill").click()
+        wait(d, "return window.held === 1")
+        assert d.find_element(By.ID, "fill").text == "Cancel"
+        d.find_element(By.ID, "file").send_keys(str(first))
+        wait(d, "return document.getElementById('status').textContent.includes('320×240')")
+        d.execute_script("window.releaseFill()")
+        stroke_at(d, mask_el)
+        d.execute_script(HOLD_FETCH)
+        d.find_element(By.ID, "fill").click()
+        wait(d, "return window.held === 1")
+        d.find_element(By.ID, "fill").click()  # Cancel
+        wait(d, "return document.getElementById('message').textContent.includes('cancelled')")
+        assert d.find_element(By.ID, "fill").text == "Fill"
+        np.testing.assert_array_equal(canvas_rgb(d, "image"), picture())
+        assert d.execute_script("return document.getElementById('image').width") == 320
+
+        # the real fill, then undo: the original is shown and there is nothing to download
+        d.execute_script(HOLD_FETCH)
+        d.find_element(By.ID, "fill").click()
+        wait(d, "return window.held === 1")
+        d.execute_script("window.releaseFill()")
+        wait(d, "return document.getElementById('status').textContent.includes('filled')")
+        assert d.find_element(By.ID, "download").get_attribute("download") == "photo-filled.png"
+        key(d, "z", Keys.CONTROL)
+        np.testing.assert_array_equal(canvas_rgb(d, "image"), picture())
+        assert d.find_element(By.ID, "download").get_attribute("aria-disabled") == "true"
+        assert d.find_element(By.ID, "compare").get_attribute("disabled") is not None
+        key(d, "z", Keys.CONTROL, Keys.SHIFT)
+        assert d.find_element(By.ID, "download").get_attribute("aria-disabled") == "false"
+
+        # a turn that the browser does not apply (XMP's tiff:Orientation alone) but the server
+        # does: the page says what to do, not to send a form field
+        turned = tmp_path / "turned.jpg"
+        Image.fromarray(picture()).save(turned, quality=95, xmp=(
+            b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+            b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+            b'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'))
+        d.execute_script("window.fetch = window.realFetch")
+        d.find_element(By.ID, "file").send_keys(str(turned))
+        wait(d, "return document.getElementById('status').textContent.includes('turned.jpg')")
+        if d.execute_script("return document.getElementById('image').width") == 320:
+            stroke_at(d, mask_el)
+            d.find_element(By.ID, "fill").click()
+            wait(d, "return !document.getElementById('message').hidden")
+            msg = d.find_element(By.ID, "message").text
+            assert "turn" in msg and "resize_mask" not in msg, msg
+        logs = server.log()
+    # the first fill and the last: the two cancelled ones (by opening, by Cancel) never went out
+    assert logs.count('"POST /api/v1/inpaint/file" 200') == 2

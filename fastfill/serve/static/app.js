@@ -7,17 +7,22 @@ const imageCanvas = $("image"), maskCanvas = $("mask");
 const imageCtx = imageCanvas.getContext("2d");
 const maskCtx = maskCanvas.getContext("2d", { willReadFrequently: true });
 const PAINT = "rgb(255, 40, 40)";
-const HISTORY = 30;  // undo steps kept (each holds a mask snapshot at the image's size)
+const HISTORY = 30;  // undo steps kept (each holds its mask run-length coded: a stroke on a
+                     // 12-megapixel photo is kilobytes, not the 48 MB of its ImageData)
+const FILL_TIMEOUT_MS = 300000;  // a server that stops answering: the page gives up, not hangs
 
-let current = null;   // {blob, bitmap, name}: the image Fill sends (the latest result after a fill)
+let current = null;   // {blob, bitmap, name, url}: the image Fill sends (the latest result after a
+                      // fill; url: a result's download link, null for the opened image)
 let before = null;    // the image before the last fill (for Before/After)
-let history = [];     // [{image, mask: ImageData|null, painted}]
+let history = [];     // [{image, before, mask: Uint32Array|null (runs), painted}]
 let at = -1;          // index of the state shown
 let painted = false;  // whether the mask has paint
 let erasing = false;
 let busy = false;
+let pending = null;   // the AbortController of the fill in flight
+let stem = "image";   // the opened file's name without its extension (results are named after it)
 let last = null;      // last pointer position while painting
-let resultUrl = null;
+let pointer = null;   // the pointer painting: a second finger neither paints nor joins the stroke
 
 function message(text, kind) {
   const m = $("message");
@@ -35,9 +40,11 @@ function updateButtons() {
   $("clear").disabled = !ready || !painted;
   $("fill").disabled = !ready || !painted;
   $("compare").disabled = !ready || before === null;
-  const dl = $("download");
-  dl.classList.toggle("disabled", resultUrl === null);
-  dl.setAttribute("aria-disabled", String(resultUrl === null));
+  $("fill").disabled = busy ? false : $("fill").disabled;  // (busy: it cancels)
+  const dl = $("download"), url = current && !busy ? current.url : null;
+  dl.classList.toggle("disabled", !url);
+  dl.setAttribute("aria-disabled", String(!url));
+  if (url) { dl.href = url; dl.download = current.name; } else dl.removeAttribute("href");
 }
 
 function drawImage(bitmap) {
@@ -45,13 +52,38 @@ function drawImage(bitmap) {
   imageCtx.drawImage(bitmap, 0, 0);
 }
 
-function snapshot() {
-  return painted ? maskCtx.getImageData(0, 0, maskCanvas.width, maskCanvas.height) : null;
+function maskRuns() {
+  // The mask as alternating run lengths (unpainted, painted, ...; painted = alpha >= 128, what
+  // Fill sends): one run when nothing is painted.
+  const d = maskCtx.getImageData(0, 0, maskCanvas.width, maskCanvas.height).data;
+  const runs = [];
+  let on = false, n = 0;
+  for (let i = 3; i < d.length; i += 4) {
+    if ((d[i] >= 128) !== on) { runs.push(n); n = 0; on = !on; }
+    n++;
+  }
+  runs.push(n);
+  return Uint32Array.from(runs);
 }
 
-function pushState() {
+function paintRuns(runs) {
+  const img = maskCtx.createImageData(maskCanvas.width, maskCanvas.height);
+  const px = new Uint32Array(img.data.buffer);
+  const bytes = new Uint8Array(Uint32Array.of(0).buffer);
+  bytes.set([255, 40, 40, 255]);  // PAINT, opaque, in this machine's byte order
+  const paint = new Uint32Array(bytes.buffer)[0];
+  let p = 0, on = false;
+  for (const n of runs) {
+    if (on) px.fill(paint, p, p + n);
+    p += n;
+    on = !on;
+  }
+  maskCtx.putImageData(img, 0, 0);
+}
+
+function pushState(runs = null) {
   history = history.slice(0, at + 1);
-  history.push({ image: current, mask: snapshot(), painted });
+  history.push({ image: current, before, mask: painted ? runs || maskRuns() : null, painted });
   if (history.length > HISTORY) history.shift();
   at = history.length - 1;
   updateButtons();
@@ -60,14 +92,15 @@ function pushState() {
 function restore(i) {
   const s = history[i];
   at = i;
+  setCompare(false);
+  before = s.before;
   if (s.image !== current) {
     current = s.image;
     drawImage(current.bitmap);
   }
   maskCtx.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
-  if (s.mask) maskCtx.putImageData(s.mask, 0, 0);
+  if (s.mask) paintRuns(s.mask);
   painted = s.painted;
-  setCompare(false);
   updateButtons();
 }
 
@@ -76,6 +109,7 @@ function redo() { if (!busy && at < history.length - 1) restore(at + 1); }
 
 async function openFile(file) {
   if (!file) return;
+  if (pending) pending.abort();  // (a fill in flight was for the image being replaced)
   let bitmap;
   try {
     bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
@@ -84,11 +118,11 @@ async function openFile(file) {
     return;
   }
   message("");
-  current = { blob: file, bitmap, name: file.name };
+  setCompare(false);
+  for (const s of history) if (s.image.url) URL.revokeObjectURL(s.image.url);
+  current = { blob: file, bitmap, name: file.name, url: null };
+  stem = file.name.replace(/\.[^.]*$/, "") || "image";
   before = null;
-  if (resultUrl) URL.revokeObjectURL(resultUrl);
-  resultUrl = null;
-  $("download").removeAttribute("href");
   for (const c of [imageCanvas, maskCanvas]) { c.width = bitmap.width; c.height = bitmap.height; }
   drawImage(bitmap);
   maskCtx.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
@@ -121,11 +155,17 @@ function stroke(from, to) {
   maskCtx.globalCompositeOperation = erasing ? "destination-out" : "source-over";
   maskCtx.strokeStyle = maskCtx.fillStyle = PAINT;
   maskCtx.lineCap = maskCtx.lineJoin = "round";
-  maskCtx.lineWidth = brushSize() * to.scale;  // the brush's size is on the screen
+  const width = brushSize() * to.scale;  // the brush's size is on the screen
   maskCtx.beginPath();
-  maskCtx.moveTo(from.x, from.y);
-  maskCtx.lineTo(to.x, to.y);
-  maskCtx.stroke();
+  if (from.x === to.x && from.y === to.y) {  // a dot (a click, a tap): a line of no length
+    maskCtx.arc(to.x, to.y, width / 2, 0, 2 * Math.PI);  // draws nothing
+    maskCtx.fill();
+  } else {
+    maskCtx.lineWidth = width;
+    maskCtx.moveTo(from.x, from.y);
+    maskCtx.lineTo(to.x, to.y);
+    maskCtx.stroke();
+  }
   maskCtx.restore();
 }
 
@@ -138,40 +178,38 @@ function showCursor(ev) {
 }
 
 maskCanvas.addEventListener("pointerdown", (ev) => {
-  if (busy || !current || ev.button !== 0) return;
+  if (busy || !current || ev.button !== 0 || pointer !== null) return;
   setCompare(false);
   maskCanvas.setPointerCapture(ev.pointerId);
+  pointer = ev.pointerId;
   last = toImage(ev);
   stroke(last, last);
   ev.preventDefault();
 });
 maskCanvas.addEventListener("pointermove", (ev) => {
   showCursor(ev);
-  if (last === null) return;
+  if (last === null || ev.pointerId !== pointer) return;
   const p = toImage(ev);
   stroke(last, p);
   last = p;
 });
-function endStroke() {
-  if (last === null) return;
-  last = null;
-  painted = erasing ? hasPaint() : true;
-  pushState();
+function endStroke(ev) {
+  if (last === null || ev.pointerId !== pointer) return;
+  last = pointer = null;
+  const runs = maskRuns();
+  painted = runs.length > 1;
+  pushState(runs);
 }
 maskCanvas.addEventListener("pointerup", endStroke);
 maskCanvas.addEventListener("pointercancel", endStroke);
 maskCanvas.addEventListener("pointerleave", () => { $("cursor").style.display = "none"; });
 
-function hasPaint() {
-  const d = maskCtx.getImageData(0, 0, maskCanvas.width, maskCanvas.height).data;
-  for (let i = 3; i < d.length; i += 4) if (d[i] >= 128) return true;
-  return false;
-}
-
 function setTool(erase) {
   erasing = erase;
   $("paint").classList.toggle("on", !erase);
   $("erase").classList.toggle("on", erase);
+  $("paint").setAttribute("aria-pressed", String(!erase));
+  $("erase").setAttribute("aria-pressed", String(erase));
 }
 
 // -- fill --------------------------------------------------------------------------------------
@@ -195,10 +233,10 @@ function maskBlob() {
 
 function token() { return sessionStorage.getItem("fastfill-token"); }
 
-async function post(form) {
+async function post(form, signal) {
   const headers = {};
   if (token()) headers.Authorization = `Bearer ${token()}`;
-  return fetch("/api/v1/inpaint/file", { method: "POST", body: form, headers });
+  return fetch("/api/v1/inpaint/file", { method: "POST", body: form, headers, signal });
 }
 
 async function errorText(res) {
@@ -207,6 +245,12 @@ async function errorText(res) {
     const body = await res.json();
     if (body && body.error) text = body.error;
   } catch (e) { /* not JSON: keep the status text */ }
+  const size = /the mask is (\d+)x(\d+) but the image is (\d+)x(\d+)/.exec(text);
+  if (res.status === 400 && size && size[1] === size[4] && size[2] === size[3]) {
+    // a turn the browser did not apply (an orientation tag in WebP's EXIF, in XMP only, ...)
+    return `This browser shows the image ${size[1]}×${size[2]}, but its file says to turn it ` +
+           `(${size[3]}×${size[4]}): save it turned (any editor's "rotate" does) and open that`;
+  }
   const what = { 400: "The server cannot use this image or mask",
                  401: "The server needs a token", 413: "Too large",
                  415: "Wrong request type", 503: "The server is busy" }[res.status] || "Fill failed";
@@ -215,51 +259,71 @@ async function errorText(res) {
 }
 
 async function fill() {
-  if (busy || !current || !painted) return;
+  if (busy) { if (pending) pending.abort(); return; }  // (while busy the button cancels)
+  if (!current || !painted) return;
+  const image = current, control = new AbortController();
   busy = true;
+  pending = control;
   $("fill").classList.add("busy");
-  $("fill").textContent = "Filling…";
+  $("fill").textContent = "Cancel";
+  $("fill").title = "Cancel the fill (Esc)";
   updateButtons();
   message("");
+  const shown = $("status").textContent;
+  status("Filling…");
   const t0 = performance.now();
+  const timer = setTimeout(() => control.abort("timeout"), FILL_TIMEOUT_MS);
   try {
     const form = new FormData();
-    form.append("image", current.blob, current.name || "image");
+    form.append("image", image.blob, image.name || "image");
     form.append("mask", await maskBlob(), "mask.png");
-    let res = await post(form);
+    let res = await post(form, control.signal);
     if (res.status === 401) {
       const t = window.prompt("This server needs a token (fastfill serve --token):");
-      if (t) { sessionStorage.setItem("fastfill-token", t); res = await post(form); }
+      if (t) { sessionStorage.setItem("fastfill-token", t); res = await post(form, control.signal); }
     }
-    if (!res.ok) { message(await errorText(res)); return; }
+    if (!res.ok) { message(await errorText(res)); status(shown); return; }
     const blob = await res.blob();
     const bitmap = await createImageBitmap(blob);
+    if (control.signal.aborted || current !== image) return;  // (another image opened meanwhile)
     before = current;
-    current = { blob, bitmap, name: resultName(blob.type) };
+    current = { blob, bitmap, name: resultName(blob.type), url: URL.createObjectURL(blob) };
     drawImage(bitmap);
     maskCtx.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
     painted = false;
-    if (resultUrl) URL.revokeObjectURL(resultUrl);
-    resultUrl = URL.createObjectURL(blob);
-    const dl = $("download");
-    dl.href = resultUrl;
-    dl.download = current.name;
     pushState();
     status(`${bitmap.width}×${bitmap.height}: filled in ${Math.round(performance.now() - t0)} ms`);
   } catch (e) {
-    message(`Fill failed: ${e.message || e} (is the server running?)`);
+    if (current !== image) return;  // (cancelled by opening another image: nothing to say)
+    if (control.signal.aborted) {
+      const late = control.signal.reason === "timeout";
+      message(late ? `No answer from the server in ${FILL_TIMEOUT_MS / 1000} s: gave up`
+                   : "Fill cancelled", late ? "" : "info");
+    } else {
+      message(`Fill failed: ${e.message || e} (is the server running?)`);
+    }
+    status(shown);
   } finally {
-    busy = false;
-    $("fill").classList.remove("busy");
-    $("fill").textContent = "Fill";
-    updateButtons();
+    clearTimeout(timer);
+    if (pending === control) {
+      pending = null;
+      busy = false;
+      $("fill").classList.remove("busy");
+      $("fill").textContent = "Fill";
+      $("fill").title = "Remove what is painted";
+      updateButtons();
+      // (the Fill button is disabled now that its paint is used: keyboard focus goes on, not to
+      // the page's start)
+      if (document.activeElement === $("fill") || document.activeElement === document.body) {
+        (before !== null ? $("compare") : $("paint")).focus();
+      }
+    }
   }
 }
 
 function resultName(type) {
   const ext = { "image/jpeg": "jpg", "image/webp": "webp", "image/tiff": "tif", "image/bmp": "bmp",
                 "image/gif": "gif" }[type] || "png";
-  const stem = ((history[0] && history[0].image.name) || "image").replace(/\.[^.]*$/, "");
   return `${stem}-filled.${ext}`;
 }
 
@@ -270,12 +334,15 @@ function setCompare(on) {
   comparing = on;
   $("compare").setAttribute("aria-pressed", String(on));
   $("compare").textContent = on ? "After" : "Before";
-  maskCanvas.style.visibility = on ? "hidden" : "";
+  // transparent, not hidden: a stroke started while comparing still reaches the mask (and ends
+  // the comparison)
+  maskCanvas.style.opacity = on ? "0" : "";
   drawImage(on ? before.bitmap : current.bitmap);
 }
 
 // -- wiring ----------------------------------------------------------------------------------------
-$("file").addEventListener("change", (ev) => openFile(ev.target.files[0]));
+$("file").addEventListener("change", (ev) => { openFile(ev.target.files[0]); ev.target.value = ""; });
+$("open").addEventListener("click", () => $("file").click());
 $("paint").addEventListener("click", () => setTool(false));
 $("erase").addEventListener("click", () => setTool(true));
 $("size").addEventListener("input", (ev) => setSize(ev.target.value));
@@ -292,7 +359,8 @@ $("compare").addEventListener("click", () => setCompare(!comparing));
 document.addEventListener("keydown", (ev) => {
   if (ev.target instanceof HTMLInputElement && ev.target.type !== "range") return;
   const k = ev.key.toLowerCase();
-  if ((ev.ctrlKey || ev.metaKey) && k === "z") { ev.preventDefault(); ev.shiftKey ? redo() : undo(); }
+  if (ev.key === "Escape" && pending) pending.abort();
+  else if ((ev.ctrlKey || ev.metaKey) && k === "z") { ev.preventDefault(); ev.shiftKey ? redo() : undo(); }
   else if ((ev.ctrlKey || ev.metaKey) && k === "y") { ev.preventDefault(); redo(); }
   else if (ev.key === "[") setSize(brushSize() / 1.25 - 1);
   else if (ev.key === "]") setSize(brushSize() * 1.25 + 1);
