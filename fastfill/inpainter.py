@@ -754,17 +754,27 @@ class _DeviceSteps:
             _add(timings, "infer", time.perf_counter() - t0)
 
 
+def default_engine(threads: int | None = None):
+    """The engine ``Inpainter()`` runs with no model flags: the shipped model, or the default
+    fill where the model adds nothing to its prefill. ``threads``: a share of the cores for a
+    net's back-end where it takes threads (a worker among others, e.g. Ray's), which unlike
+    ``Inpainter(threads=)`` does not ask for the net."""
+    from .engines import open_engine
+
+    return _without_a_net_that_adds_nothing(open_engine(None, threads=threads,
+                                                        threads_where_taken=threads is not None))
+
+
 def _engine(engine, threads, backend, device, method=None):
     """A loaded engine from what ``Inpainter`` was given (None, a model path or an Engine, and
     the options that choose what is loaded)."""
     if engine is None or isinstance(engine, (str, Path)):
         from .engines import open_engine
 
-        loaded = open_engine(engine, backend=backend, device=device, threads=threads, method=method)
         if (engine is None and method is None and backend in (None, "auto")
                 and str(device or "auto") == "auto" and threads is None):
-            return _without_a_net_that_adds_nothing(loaded)
-        return loaded
+            return default_engine()
+        return open_engine(engine, backend=backend, device=device, threads=threads, method=method)
     from .engines.base import as_engine
 
     given = [name for name, v in (("threads", threads), ("backend", backend), ("device", device),

@@ -351,3 +351,27 @@ def test_ray_keeps_the_local_runs_file_rules(tmp_path):
                                   tmp_path / "images", tmp_path / "masks", "-o", tmp_path / "o2")
     # (images/out now counts as input: -o is elsewhere)
     assert code == 1 and "done 0, skipped 0, failed 8" in stdout and "over the limit" in stderr
+
+
+def test_a_worker_with_no_model_flags_runs_what_the_local_run_runs(tmp_path):
+    """Ray hands each worker its share of the cores (``auto_threads``); with no model flags that
+    share must not ask for the net: the worker runs the default fill, as the local run does."""
+    from fastfill.engines.classical import ClassicalEngine
+    from fastfill.inpainter import Inpainter
+
+    opts = {"roi": True, "batch_size": 1, "threads": None, "backend": None, "device": None,
+            "method": None}
+    with Inpainter() as local:
+        worker = fray._make_inpainter(None, {**opts, "auto_threads": 1})
+        assert isinstance(worker.engine, ClassicalEngine)
+        assert worker.engine.label == local.engine.label
+        rng = np.random.default_rng(3)
+        image = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        mask = np.zeros((40, 48), np.uint8)
+        mask[10:30, 12:36] = 1
+        np.testing.assert_array_equal(worker(image, mask), local(image, mask))
+        worker.close()
+    # a model named, or threads asked for, still opens that model with them
+    named = fray._make_inpainter(None, {**opts, "threads": 1, "auto_threads": 1})
+    assert not isinstance(named.engine, ClassicalEngine)
+    named.close()

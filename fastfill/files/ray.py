@@ -96,7 +96,7 @@ def _make_inpainter(engine, options: dict):
     apply is an error, never dropped). ``auto_threads``, the executor's own share of the cores,
     goes only to a back-end that takes threads, when none were asked for."""
     from ..engines import open_engine
-    from ..inpainter import Inpainter
+    from ..inpainter import Inpainter, default_engine
 
     opts = dict(options)
     auto_threads = opts.pop("auto_threads", None)
@@ -108,7 +108,12 @@ def _make_inpainter(engine, options: dict):
             raise InputError(f"{', '.join(chosen)}: the engine callable returned an Inpainter, "
                              "which has its own; set them on it")
         return engine
-    if auto_threads is not None and opts.get("threads") is None and (engine is None or isinstance(
+    if engine is None and all(str(opts.get(k) or "auto") == "auto"
+                              for k in ("threads", "backend", "device", "method")):
+        # what the local run runs with no model flags (the default fill where the shipped
+        # model adds nothing): the executor's share of the cores does not ask for the net
+        engine = default_engine(auto_threads)
+    elif auto_threads is not None and opts.get("threads") is None and (engine is None or isinstance(
             engine, (str, os.PathLike))):
         engine = open_engine(engine, backend=opts.pop("backend", None), device=opts.pop("device", None),
                              method=opts.pop("method", None), threads=auto_threads,
