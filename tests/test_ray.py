@@ -375,3 +375,44 @@ def test_a_worker_with_no_model_flags_runs_what_the_local_run_runs(tmp_path):
     named = fray._make_inpainter(None, {**opts, "threads": 1, "auto_threads": 1})
     assert not isinstance(named.engine, ClassicalEngine)
     named.close()
+
+
+def test_sigterm_during_a_ray_run_stops_it_cleanly(tmp_path):
+    """A real process stopped by SIGTERM once its first output is written: "terminated", exit
+    143, whole outputs only (Ray's crash handler took SIGTERM over: a stack dump, exit 134)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    images, masks, out = tmp_path / "i", tmp_path / "m", tmp_path / "o"
+    images.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(5)
+    m = np.zeros((320, 320), np.uint8)
+    m[60:260, 80:240] = 255
+    for k in range(60):
+        Image.fromarray(rng.integers(0, 256, (320, 320, 3), dtype=np.uint8)).save(images / f"{k:02d}.png")
+        Image.fromarray(m).save(masks / f"{k:02d}.png")
+    proc = subprocess.Popen([sys.executable, "-m", "fastfill.cli", "run", "--ray", "--concurrency",
+                             "1", "-q", "--method", "patch", str(images), str(masks), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and any(p.suffix == ".png" for p in out.iterdir())):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no output in 120 s"
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be stopped: give it more work"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "terminated" in stderr and "SIGTERM received" not in stderr
+    written = sorted(out.glob("*.png"))
+    assert 0 < len(written) < 60
+    for p in written:
+        assert Image.open(p).size == (320, 320)  # whole files only
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

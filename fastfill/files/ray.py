@@ -203,10 +203,21 @@ def init(address: str | None = None, *, num_cpus: int | None = None, quiet: bool
         kw["address"] = address
     elif num_cpus is not None:
         kw["num_cpus"] = num_cpus
+    import signal
+    import threading
+
+    kept = ({s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+            if threading.current_thread() is threading.main_thread() else {})
     try:
         ray.init(**kw)
     except ConnectionError as e:
         raise FastfillError(f"cannot reach the Ray cluster at {address}: {e}") from None
+    finally:
+        # Ray's core worker puts its own crash handler on SIGTERM (a stack dump and an abort,
+        # exit 134): the caller's handlers (the CLI's clean stop, exit 143) are put back
+        for sig, handler in kept.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     return True
 
 
