@@ -407,24 +407,31 @@ def make_targets(engines: Sequence[str | None], backends: Sequence[str | None] =
 
 @dataclass
 class FileInput:
-    """An image and mask file: decode and encode are timed too."""
+    """An image and mask file: decode and encode are timed too. ``resize_mask``, ``max_pixels``:
+    as `fastfill run`'s flags of those names."""
 
     image: Path
     mask: Path
+    resize_mask: bool = False
+    max_pixels: int | None = None
 
     def decode(self, batch: int):
-        """The file read as `fastfill run` reads it (codecs.read_item), repeated ``batch`` times."""
+        """The file read as `fastfill run` reads it (codecs.read_item), ``batch`` times: a batch
+        of N files costs N decodes."""
         from .files import codecs as fio
 
-        try:
-            src, m = fio.read_item(self.image, self.mask, image_name=str(self.image),
-                                   mask_name=str(self.mask))
-        except InputError as e:  # (a mask's message names it; an image's does not)
-            said = str(e)
-            raise InputError(said if getattr(e, "part", "") == "mask" else f"{self.image}: {said}") from None
-        images = np.repeat(src.rgb[None], batch, axis=0)
-        masks = np.repeat(m.view(np.uint8)[None], batch, axis=0)
-        return src, images, masks
+        opts = fio.FileOptions(resize_mask=self.resize_mask, max_pixels=self.max_pixels)
+        pairs = []
+        for _ in range(batch):
+            try:
+                pairs.append(fio.read_item(self.image, self.mask, opts, image_name=str(self.image),
+                                           mask_name=str(self.mask)))
+            except InputError as e:  # (a mask's message names it; an image's does not)
+                said = str(e)
+                raise InputError(said if getattr(e, "part", "") == "mask" else f"{self.image}: {said}") from None
+        images = np.stack([src.rgb for src, _ in pairs])
+        masks = np.stack([m.view(np.uint8) for _, m in pairs])
+        return pairs[0][0], images, masks
 
     def encode(self, src, results: np.ndarray, masks: np.ndarray) -> int:
         """Each result encoded in memory as `fastfill run` writes it (its format, quality 95)."""

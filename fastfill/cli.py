@@ -9,6 +9,7 @@ and exit 2. Set FASTFILL_DEBUG=1 for the full traceback.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -95,6 +96,17 @@ _BACKENDS = ["auto", *MODEL_BACKENDS]
 # Upper bounds of the resource flags: beyond them a typo exhausts the machine (100000 threads
 # filled its process table) rather than doing more work.
 MAX_WORKERS = 1024
+
+
+class _FloatRange(click.FloatRange):
+    """click's FloatRange, also refusing nan and infinity: nan passes every bound (a timeout of
+    nan bounded nothing), and neither can be written as JSON."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return v
 
 
 def _given(ctx: click.Context) -> set[str]:
@@ -258,7 +270,7 @@ class _PathOrURI(click.Path):
 
 def _ray_options(f):
     """--ray / --address / --concurrency / --gpus-per-worker (fastfill.files.ray; extra `ray`)."""
-    f = click.option("--gpus-per-worker", type=click.FloatRange(0, 64), default=0,
+    f = click.option("--gpus-per-worker", type=_FloatRange(0, 64), default=0,
                      show_default=True, help="With --ray: GPUs per model worker.")(f)
     f = click.option("--concurrency", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
                      help="With --ray: model workers (actors), each loads the engine once.")(f)
@@ -559,9 +571,9 @@ def _serve_cors(ctx, param, value):
               help="JPEG / lossy WebP quality of the answers.")
 @click.option("--max-connections", type=click.IntRange(16, 65536), default=512, show_default=True,
               help="Open connections (idle ones included); past it 503 and closed.")
-@click.option("--header-timeout", type=click.FloatRange(0.5, 3600), default=10.0, show_default=True,
+@click.option("--header-timeout", type=_FloatRange(0.5, 3600), default=10.0, show_default=True,
               metavar="SECONDS", help="Time to send a request's headers; past it 408 and closed.")
-@click.option("--body-timeout", type=click.FloatRange(0.5, 86400), default=60.0, show_default=True,
+@click.option("--body-timeout", type=_FloatRange(0.5, 86400), default=60.0, show_default=True,
               metavar="SECONDS", help="Time to send a request's body (up to --max-body); past it 408 "
                                       "and closed.")
 @click.option("--token", envvar="FASTFILL_TOKEN", default=None, metavar="TOKEN", callback=_serve_token,
@@ -612,7 +624,7 @@ def serve_cmd(engine_path, backend, device, threads, batch_size, no_roi, method,
               help="Weight scales per output channel or one per tensor.")
 @click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True, help="How activation ranges are calibrated.")
-@click.option("--max-loss", type=click.FloatRange(min=0), default=0.1, show_default=True, metavar="DB",
+@click.option("--max-loss", type=_FloatRange(min=0), default=0.1, show_default=True, metavar="DB",
               help="Refuse when the held-out hole PSNR drops by more than this.")
 @click.option("--force", is_flag=True, help="Write the model even above --max-loss.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
@@ -655,7 +667,7 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
               help="Engine threads, the same for every target that has them (not TensorRT) "
                    "[default: the back-end's choice, as fastfill run].")
-@click.option("--hole-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1,
+@click.option("--hole-fraction", type=_FloatRange(0, 1, min_open=True), default=0.1,
               show_default=True, help="Area of the centred rectangular hole (synthetic input).")
 @click.option("--roi", "roi_compare", is_flag=True,
               help="Measure each engine with ROI crops and on the full frame, side by side.")
@@ -663,14 +675,18 @@ def quantize_cmd(model, output, calibration, images, held_out, size, per_channel
               help="Benchmark on this image file (with --mask): decode and encode are timed too.")
 @click.option("--mask", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The mask for --image.")
-@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=30.0,
+@click.option("--resize-mask", is_flag=True, help="With --image: scale a mask of another size, as run does.")
+@click.option("--max-pixels", type=click.IntRange(1, PILLOW_MAX_PIXELS), default=None,
+              help="With --image: refuse larger images, as run does [default: 50 megapixels].")
+@click.option("--max-seconds", type=_FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Stop a configuration's iterations after this long (but after at least 2 of them).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of the synthetic input.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the numbers as JSON to this file.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warmup, threads, hole_fraction,
-              roi_compare, image, mask, max_seconds, seed, json_out, overwrite):
+              roi_compare, image, mask, resize_mask, max_pixels, max_seconds, seed, json_out, overwrite):
     """Measure latency, throughput, stage split and GFLOP/s of one or more engines.
 
     Several --engine/--backend/--torch targets are measured interleaved in one run and printed
@@ -682,15 +698,22 @@ def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warm
         raise click.UsageError("--image and --mask go together")
     if image and sizes:
         raise click.UsageError("--size is the synthetic input's; with --image the file's size is used")
+    if not image and (resize_mask or max_pixels is not None):
+        raise click.UsageError("--resize-mask and --max-pixels read --image's files: give --image and --mask")
     for f, flag in ((image, "--image"), (mask, "--mask")):
         if f and not os.path.isfile(f):  # (a FIFO would block the decode)
             raise click.UsageError(f"{flag} {f}: not a regular file")
     if json_out:  # (before the benchmark runs, and never over one of its inputs)
-        inputs = [*engines, torch_ckpt, image, mask]
+        from .engines import default_model_path
+
+        inputs = [*engines, torch_ckpt, image, mask, None if engines or torch_ckpt else default_model_path()]
         if any(i and os.path.realpath(i) == os.path.realpath(json_out) for i in inputs):
             raise click.UsageError(f"--json {json_out} is one of the benchmark's inputs")
-        if not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
+        folder = os.path.dirname(os.path.abspath(json_out))
+        if not os.path.isdir(folder):
             raise click.UsageError(f"--json {json_out}: folder {os.path.dirname(json_out)} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):  # (found now, not after the whole benchmark)
+            raise click.UsageError(f"--json {json_out}: cannot write in {folder}")
         if os.path.lexists(json_out) and not overwrite:
             raise click.UsageError(f"--json {json_out} exists (use --overwrite to replace it)")
     engine_list = list(engines) or ([] if torch_ckpt else [None])
@@ -700,7 +723,7 @@ def bench_cmd(engines, backends, device, torch_ckpt, sizes, batches, iters, warm
     try:
         report = b.bench(targets, list(sizes) or [(512, 512)], list(batches) or [1], iters=iters,
                          warmup=warmup, hole_fraction=hole_fraction, max_seconds=max_seconds,
-                         files=b.FileInput(image, mask) if image else None, seed=seed,
+                         files=b.FileInput(image, mask, resize_mask, max_pixels) if image else None, seed=seed,
                          threads=threads, log=lambda m: click.echo(m, err=True),
                          start=lambda rep: click.echo(b.format_header(rep)))  # before any progress
     finally:
@@ -756,10 +779,10 @@ def _option_from_field(f) -> click.Option:
     elif kind is tuple:
         t = _Parsed("LO:HI", _lo_hi)
     elif "min" in m or "max" in m:
-        t = (click.IntRange if kind is int else click.FloatRange)(
+        t = (click.IntRange if kind is int else _FloatRange)(
             m.get("min"), m.get("max"), min_open=m.get("min_open", False), max_open=m.get("max_open", False))
     else:
-        t = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
+        t = {int: click.INT, float: _FloatRange(), str: click.STRING}[kind]
     shown = ":".join(map(str, default)) if isinstance(default, tuple) else default is not None
     # (a required option gets no default at all: click 8.3 takes an explicit None as a value)
     extra = {"required": True} if required else {"default": default, "show_default": shown}
@@ -832,12 +855,12 @@ def evaluate_cmd(model, data, held_out, mask, size, limit, seed, grid, crops, ov
 @click.option("--random", "random_init", is_flag=True, help="Export a random-init model (tests, benchmarks).")
 @click.option("--kind", default="glcic", show_default=True, metavar="KIND",
               help="Model kind for --random (one that `fastfill train` takes).")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True, max=4.0), default=1.0,
+@click.option("--width", type=_FloatRange(min=0, min_open=True, max=4.0), default=1.0,
               show_default=True, help="Channel width multiplier for --random (at most 4).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
 @click.option("--opset", type=click.IntRange(17, 20), default=17, show_default=True,
               help="ONNX opset (17-20, what the exporter writes).")
-@click.option("--tol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+@click.option("--tol", type=_FloatRange(min=0), default=1e-4, show_default=True,
               help="Largest |ONNX Runtime - PyTorch| the self-check accepts.")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 def export_cmd(checkpoint, output, random_init, kind, width, seed, opset, tol, force):

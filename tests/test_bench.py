@@ -421,3 +421,58 @@ def test_bench_header_comes_before_progress_lines(tmp_path):
     assert header[0] < progress[0], p.stdout
     measures = [i for i, s in enumerate(lines) if "tiny_glcic.onnx" in s]
     assert measures and measures[0] < progress[0], p.stdout  # what it measures, before the run
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--max-seconds", "nan"], "--max-seconds"), (["--max-seconds", "inf"], "--max-seconds"),
+    (["--hole-fraction", "nan"], "--hole-fraction"), (["--seed", "-1"], "--seed"),
+    (["--resize-mask"], "--resize-mask"), (["--max-pixels", "9"], "--max-pixels")])
+def test_bench_refuses_flags_it_cannot_use_naming_them(args, flag):
+    """nan passed click's ranges (a time bound that bounded nothing, NaN in the JSON); a
+    negative seed was an internal error; the file flags without --image were ignored."""
+    from conftest import invoke
+
+    code, stdout, stderr = invoke("bench", "--size", "16x16", "--iters", "1", "--warmup", "0", *args)
+    assert code == 2 and flag in stderr and "internal error" not in stderr, stderr
+    assert "fastfill bench" not in stdout  # refused before anything ran
+
+
+def test_bench_json_never_over_the_shipped_model(tmp_path, monkeypatch):
+    """--json is refused over the model that runs with no --engine (the shipped one; a copy of
+    it stands in here, so that a broken check overwrites the copy)."""
+    import shutil
+
+    from conftest import invoke
+
+    from fastfill import engines
+
+    shipped = tmp_path / "default.onnx"
+    shutil.copy(engines.default_model_path(), shipped)
+    monkeypatch.setattr(engines, "default_model_path", lambda: shipped)
+    before = shipped.read_bytes()
+    code, _, stderr = invoke("bench", "--size", "16x16", "--iters", "1", "--warmup", "0",
+                             "--json", shipped, "--overwrite")
+    assert code == 2 and "is one of the benchmark's inputs" in stderr
+    assert shipped.read_bytes() == before
+
+
+def test_bench_file_input_decodes_each_image_of_a_batch(tmp_path, monkeypatch):
+    """A batch of N files costs N decodes, as in `fastfill run` (one decode repeated N times
+    made --batch N look cheaper), with run's --resize-mask and --max-pixels."""
+    from fastfill.errors import InputError
+    from fastfill.files import codecs as fio
+
+    img, mask = tmp_path / "i.png", tmp_path / "m.png"
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(img)
+    Image.fromarray(np.full((20, 30), 255, np.uint8)).save(mask)
+    calls = []
+    real = fio.read_item
+    monkeypatch.setattr(fio, "read_item", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with pytest.raises(InputError, match="--resize-mask"):
+        b.FileInput(img, mask).decode(3)
+    calls.clear()
+    src, images, masks = b.FileInput(img, mask, resize_mask=True).decode(3)
+    assert len(calls) == 3 and images.shape == (3, 40, 60, 3) and masks.shape == (3, 40, 60)
+    assert masks.all()
+    with pytest.raises(InputError, match=r"over the limit of 0\.000001 \(--max-pixels\)"):
+        b.FileInput(img, mask, max_pixels=1).decode(1)

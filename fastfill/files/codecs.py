@@ -388,7 +388,7 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
             w, h = im.size
             if w * h > limit:
                 raise SizeLimitError(f"{w}x{h} = {megapixels(w * h, limit)} megapixels, over the limit of "
-                                     f"{limit / 1e6:g} (--max-pixels)")
+                                     f"{_limit(limit)} (--max-pixels)")
             frames = _pages(im) if im.format == "TIFF" else getattr(im, "n_frames", 1)
             # An MPO (a phone's JPEG) carries previews after its photo: the first frame is the image.
             if frames > 1 and im.format != "MPO":
@@ -439,7 +439,7 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
         raise InputError("file not found") from None
     except Image.DecompressionBombError as e:  # (Pillow refuses it before its size is read)
         cap = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        said = (f"over the limit of {limit / 1e6:g} megapixels (--max-pixels)" if limit <= cap
+        said = (f"over the limit of {_limit(limit)} megapixels (--max-pixels)" if limit <= cap
                 else f"over {cap} pixels, the most Pillow opens whatever --max-pixels says")
         raise SizeLimitError(f"{said}; Pillow's guard against decompression bombs: {e}") from None
     except UnidentifiedImageError:
@@ -829,6 +829,12 @@ class FileOptions:
         """The mask options as :func:`decode_mask` takes them."""
         return {"invert": self.invert, "threshold": self.threshold, "resize": self.resize_mask,
                 "dilate": self.dilate, "alpha": self.mask_alpha}
+
+
+def _limit(pixels: int) -> str:
+    """A --max-pixels limit in megapixels as a refusal says it: exact and never in exponent
+    form (1 pixel is "0.000001", not "1e-06")."""
+    return f"{pixels / 1e6:f}".rstrip("0").rstrip(".")
 
 
 def read_item(image, mask, opts: FileOptions = FileOptions(), *, image_name: str | None = None,
