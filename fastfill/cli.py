@@ -216,8 +216,8 @@ def _text_options(every: bool = False, what: str = "Fill the text found in each 
                               "(stylised logos, handwriting; more false detections).")(f)
         f = click.option("--text-region", default=None, metavar="REGION",
                          help="With --text: look only in REGION: bottom (the lower third, "
-                              "subtitles), top, or x0,y0,x1,y1 in fractions of the frame "
-                              "(e.g. 0,0.75,1,1) [default: the whole frame].")(f)
+                              "subtitles), top, full, or x0,y0,x1,y1 in fractions of the frame "
+                              "(e.g. 0,0.75,1,1) [default: full, the whole frame].")(f)
         return click.option("--text", "text", is_flag=True,
                             help=f"{what} (PP-OCR's detector; pip install 'fastfill[text]').")(f)
     return add
@@ -236,7 +236,7 @@ def _text_detector(text: bool, region, keep_unread: bool = False, every: int = 1
     from .masks.text import TextDetector, TextOptions, parse_region
 
     try:
-        r = parse_region(region) if region else None
+        r = parse_region(region) if region is not None else None  # ("" is refused, not "all")
     except ValueError as e:
         raise click.BadParameter(str(e), ctx, param_hint="--text-region") from None
     return TextDetector(TextOptions(region=r, verify=not keep_unread, every=every))

@@ -904,3 +904,31 @@ def test_an_output_that_is_a_fifo_is_a_failure_line_not_a_hang(tmp_path):
                        capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 1 and "done 1, skipped 0, failed 1" in r.stdout, (r.stdout, r.stderr)
     assert f"its output {out / 'b.png'} exists and is not a regular file" in r.stderr
+
+
+def test_a_file_of_another_kind_under_an_outputs_name_is_left_alone(tmp_path):
+    """A text file named like an output was taken for a PNG cut short and replaced without
+    --overwrite; a JPEG named .png was taken for a finished output. Both are one failure line
+    now, the files untouched; an empty file or a PNG cut short is still redone."""
+    imgs, masks, out = tmp_path / "i", tmp_path / "m", tmp_path / "o"
+    for d in (imgs, masks, out):
+        d.mkdir()
+    for name in ("notes", "photo", "empty", "cut"):
+        Image.fromarray(_img(30, 41)).save(imgs / f"{name}.png")
+        Image.fromarray(_mask(30, 41)).save(masks / f"{name}.png")
+    (out / "notes.png").write_text("my notes\n")
+    Image.fromarray(_img(30, 41)).save(out / "photo.png", format="JPEG")
+    (out / "empty.png").write_bytes(b"")
+    Image.fromarray(_img(30, 41)).save(out / "cut.png")
+    (out / "cut.png").write_bytes((out / "cut.png").read_bytes()[:100])
+    kept = {n: (out / n).read_bytes() for n in ("notes.png", "photo.png")}
+    code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", out)
+    assert code == 1 and "done 2, skipped 0, failed 2" in stdout, (stdout, err)
+    for n in ("notes.png", "photo.png"):
+        assert f"its output {out / n} exists and is not a PNG file" in err
+        assert (out / n).read_bytes() == kept[n]
+    for n in ("empty.png", "cut.png"):
+        assert Image.open(out / n).size == (41, 30)
+    code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", out, "--overwrite")
+    assert code == 0 and "done 4" in stdout, (stdout, err)
+    assert Image.open(out / "notes.png").format == "PNG"

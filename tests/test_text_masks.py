@@ -139,6 +139,8 @@ def test_input_size_is_a_multiple_of_32_within_the_limits():
     (["run", "{img}", "--text-region", "bottom", "-o", "{out}"], "--text-region needs --text"),
     (["run", "{img}", "--text", "--ray", "-o", "{out}"], "--text does not run under --ray"),
     (["mask", "{img}", "-o", "{out}"], "say what to find: --text"),
+    # (an empty region was taken for the whole frame)
+    (["mask", "--text", "--text-region", "", "{img}", "-o", "{out}"], "region '': give one of"),
     # (it answered "--format png disagrees", a flag not given)
     (["mask", "--text", "{img}", "-o", "{out}.jpg"], "masks are written as PNG"),
     (["video", "{img}", "-o", "{out}.mp4"], "give --mask, or --text"),

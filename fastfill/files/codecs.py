@@ -1102,6 +1102,25 @@ def _nearest_colour(colours: np.ndarray, palette: list, exclude: int | None) -> 
     return best[inverse.reshape(-1)]
 
 
+def output_is_foreign(path: str | Path) -> str | None:
+    """The format an existing output at ``path`` should be (by its suffix) when its first bytes
+    are not that format's magic number, else None (that format, whole or cut short, empty, or a
+    format without one here): a file of another kind under an output's name is left alone."""
+    p = Path(path)
+    fmt = Image.registered_extensions().get(p.suffix.lower())
+    signatures = [magic for magic, f in _SIGNATURES if f == fmt] + [b"RIFF"] * (fmt == "WEBP")
+    if not signatures:
+        return None
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if not head or any(head.startswith(sig[:len(head)]) for sig in signatures):
+        return None
+    return fmt
+
+
 def output_is_whole(path: str | Path) -> bool:
     """Cheap check that an existing output is a complete file: the end marker of PNG (IEND) and
     JPEG (EOI), the RIFF length of WebP, a full decode for the other formats. fastfill itself

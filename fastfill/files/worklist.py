@@ -311,6 +311,10 @@ def _skip_existing(p: Worklist) -> None:
         for r in rows:
             if r["out"] in exist and not _regular(r["out"]):
                 r["error"] = f"its output {r['out']} exists and is not a regular file"
+        for r in p.images:  # (a file of another kind under the output's name is not ours to redo)
+            if r["out"] in exist and not r["error"] and (fmt := fio.output_is_foreign(r["out"])):
+                r["error"] = (f"its output {r['out']} exists and is not a {fmt} file (left as it is; "
+                              "--overwrite replaces it)")
     keep_i, keep_v = [], []
     for r in p.images:
         if r["error"] or r["out"] not in exist:
