@@ -109,6 +109,16 @@ class _FloatRange(click.FloatRange):
         return v
 
 
+class _FiniteFloat(click.types.FloatParamType):
+    """A float without bounds, refusing nan and infinity (as :class:`_FloatRange`)."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return v
+
+
 def _given(ctx: click.Context) -> set[str]:
     """The parameters the command line named (not defaults nor the environment)."""
     return {n for n in ctx.params
@@ -782,7 +792,7 @@ def _option_from_field(f) -> click.Option:
         t = (click.IntRange if kind is int else _FloatRange)(
             m.get("min"), m.get("max"), min_open=m.get("min_open", False), max_open=m.get("max_open", False))
     else:
-        t = {int: click.INT, float: _FloatRange(), str: click.STRING}[kind]
+        t = {int: click.INT, float: _FiniteFloat(), str: click.STRING}[kind]
     shown = ":".join(map(str, default)) if isinstance(default, tuple) else default is not None
     # (a required option gets no default at all: click 8.3 takes an explicit None as a value)
     extra = {"required": True} if required else {"default": default, "show_default": shown}

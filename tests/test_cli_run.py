@@ -908,27 +908,31 @@ def test_an_output_that_is_a_fifo_is_a_failure_line_not_a_hang(tmp_path):
 
 def test_a_file_of_another_kind_under_an_outputs_name_is_left_alone(tmp_path):
     """A text file named like an output was taken for a PNG cut short and replaced without
-    --overwrite; a JPEG named .png was taken for a finished output. Both are one failure line
-    now, the files untouched; an empty file or a PNG cut short is still redone."""
+    --overwrite: it is one failure line now, the file untouched. An empty file or a PNG cut
+    short is still redone; an image of another format under the name is kept as done (an output
+    keeps its input's name: a JPEG named .png is written as a JPEG, and a re-run skips it)."""
     imgs, masks, out = tmp_path / "i", tmp_path / "m", tmp_path / "o"
     for d in (imgs, masks, out):
         d.mkdir()
-    for name in ("notes", "photo", "empty", "cut"):
+    for name in ("notes", "empty", "cut"):
         Image.fromarray(_img(30, 41)).save(imgs / f"{name}.png")
         Image.fromarray(_mask(30, 41)).save(masks / f"{name}.png")
+    Image.fromarray(_img(30, 41)).save(imgs / "photo.png", format="JPEG")  # a JPEG named .png
+    Image.fromarray(_mask(30, 41)).save(masks / "photo.png")
     (out / "notes.png").write_text("my notes\n")
-    Image.fromarray(_img(30, 41)).save(out / "photo.png", format="JPEG")
     (out / "empty.png").write_bytes(b"")
     Image.fromarray(_img(30, 41)).save(out / "cut.png")
     (out / "cut.png").write_bytes((out / "cut.png").read_bytes()[:100])
-    kept = {n: (out / n).read_bytes() for n in ("notes.png", "photo.png")}
+    kept = (out / "notes.png").read_bytes()
     code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", out)
-    assert code == 1 and "done 2, skipped 0, failed 2" in stdout, (stdout, err)
-    for n in ("notes.png", "photo.png"):
-        assert f"its output {out / n} exists and is not a PNG file" in err
-        assert (out / n).read_bytes() == kept[n]
+    assert code == 1 and "done 3, skipped 0, failed 1" in stdout, (stdout, err)
+    assert f"its output {out / 'notes.png'} exists and is not an image" in err
+    assert (out / "notes.png").read_bytes() == kept
     for n in ("empty.png", "cut.png"):
         assert Image.open(out / n).size == (41, 30)
+    assert Image.open(out / "photo.png").format == "JPEG"  # fastfill's own, in its input's format
+    code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", out)
+    assert code == 1 and "done 0, skipped 3, failed 1" in stdout, (stdout, err)  # a re-run
     code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", out, "--overwrite")
     assert code == 0 and "done 4" in stdout, (stdout, err)
     assert Image.open(out / "notes.png").format == "PNG"

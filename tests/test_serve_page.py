@@ -165,6 +165,7 @@ const real = window.realFetch;
 window.held = 0;
 window.fetch = (url, opts) => new Promise((resolve, reject) => {
   window.held += 1;
+  if (opts.signal.aborted) return reject(new DOMException('aborted', 'AbortError'));
   opts.signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')));
   window.releaseFill = () => real(url, opts).then(resolve, reject);
 });
@@ -241,11 +242,20 @@ def test_page_states_a_user_reaches(browser, tmp_path):
         d.execute_script("window.releaseFill()")
         stroke_at(d, mask_el)
         d.execute_script(HOLD_FETCH)
-        d.find_element(By.ID, "fill").click()
+        ActionChains(d).double_click(d.find_element(By.ID, "fill")).perform()  # (not a Cancel)
         wait(d, "return window.held === 1")
+        notes = tmp_path / "notes.png"
+        notes.write_text("not an image")
+        d.find_element(By.ID, "file").send_keys(str(notes))  # (nothing opened: nothing cancelled)
+        wait(d, "return document.getElementById('message').textContent.includes('cannot open')")
+        assert d.find_element(By.ID, "fill").text == "Cancel"
+        import time
+
+        time.sleep(0.6)
         d.find_element(By.ID, "fill").click()  # Cancel
         wait(d, "return document.getElementById('message').textContent.includes('cancelled')")
         assert d.find_element(By.ID, "fill").text == "Fill"
+        assert d.switch_to.active_element.get_attribute("id") == "fill"  # (for another try)
         np.testing.assert_array_equal(canvas_rgb(d, "image"), picture())
         assert d.execute_script("return document.getElementById('image').width") == 320
 
@@ -262,6 +272,14 @@ def test_page_states_a_user_reaches(browser, tmp_path):
         assert d.find_element(By.ID, "compare").get_attribute("disabled") is not None
         key(d, "z", Keys.CONTROL, Keys.SHIFT)
         assert d.find_element(By.ID, "download").get_attribute("aria-disabled") == "false"
+        # a result no step can show again (undone, then a new stroke) lets its memory go
+        url = d.find_element(By.ID, "download").get_attribute("href")
+        key(d, "z", Keys.CONTROL)
+        stroke_at(d, mask_el, 0, 40)
+        assert d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "(window.realFetch || fetch)(arguments[0]).then(() => done('fetched'),"
+            "                                             () => done('released'));", url) == "released"
 
         # a turn that the browser does not apply (XMP's tiff:Orientation alone) but the server
         # does: the page says what to do, not to send a form field

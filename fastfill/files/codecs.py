@@ -1102,23 +1102,26 @@ def _nearest_colour(colours: np.ndarray, palette: list, exclude: int | None) -> 
     return best[inverse.reshape(-1)]
 
 
-def output_is_foreign(path: str | Path) -> str | None:
-    """The format an existing output at ``path`` should be (by its suffix) when its first bytes
-    are not that format's magic number, else None (that format, whole or cut short, empty, or a
-    format without one here): a file of another kind under an output's name is left alone."""
+def output_is_foreign(path: str | Path) -> bool:
+    """Whether an existing output at ``path`` is a file of another kind: not empty, and its
+    first bytes are no image format's magic number (an output keeps its input's name, so a JPEG
+    under ``.png`` may be fastfill's own). Formats without a magic number (TGA) are not judged:
+    False. A file of another kind under an output's name is left alone, never redone."""
     p = Path(path)
-    fmt = Image.registered_extensions().get(p.suffix.lower())
-    signatures = [magic for magic, f in _SIGNATURES if f == fmt] + [b"RIFF"] * (fmt == "WEBP")
-    if not signatures:
-        return None
+    if Image.registered_extensions().get(p.suffix.lower()) == "TGA":
+        return False
     try:
         with open(p, "rb") as f:
-            head = f.read(8)
+            head = f.read(12)
     except OSError:
-        return None
-    if not head or any(head.startswith(sig[:len(head)]) for sig in signatures):
-        return None
-    return fmt
+        return False
+    if not head or any(head.startswith(sig[:len(head)]) for sig in _MAGIC):
+        return False
+    return True
+
+
+# the first bytes of every format fastfill writes but TGA (cut short: a prefix of one of them)
+_MAGIC = tuple(m for m, _ in _SIGNATURES) + (b"RIFF", b"BM", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"P7")
 
 
 def output_is_whole(path: str | Path) -> bool:

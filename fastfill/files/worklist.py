@@ -312,8 +312,8 @@ def _skip_existing(p: Worklist) -> None:
             if r["out"] in exist and not _regular(r["out"]):
                 r["error"] = f"its output {r['out']} exists and is not a regular file"
         for r in p.images:  # (a file of another kind under the output's name is not ours to redo)
-            if r["out"] in exist and not r["error"] and (fmt := fio.output_is_foreign(r["out"])):
-                r["error"] = (f"its output {r['out']} exists and is not a {fmt} file (left as it is; "
+            if r["out"] in exist and not r["error"] and fio.output_is_foreign(r["out"]):
+                r["error"] = (f"its output {r['out']} exists and is not an image (left as it is; "
                               "--overwrite replaces it)")
     keep_i, keep_v = [], []
     for r in p.images:

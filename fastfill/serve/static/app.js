@@ -82,11 +82,21 @@ function paintRuns(runs) {
 }
 
 function pushState(runs = null) {
+  const dropped = history.slice(at + 1);  // (redo steps a new step replaces)
   history = history.slice(0, at + 1);
   history.push({ image: current, before, mask: painted ? runs || maskRuns() : null, painted });
-  if (history.length > HISTORY) history.shift();
+  if (history.length > HISTORY) dropped.push(history.shift());
   at = history.length - 1;
+  release(dropped);
   updateButtons();
+}
+
+function release(states) {
+  // the download links of results no step can show again
+  const kept = new Set(history.flatMap((s) => [s.image, s.before]));
+  for (const s of states) {
+    if (s.image.url && !kept.has(s.image)) { URL.revokeObjectURL(s.image.url); s.image.url = null; }
+  }
 }
 
 function restore(i) {
@@ -109,7 +119,6 @@ function redo() { if (!busy && at < history.length - 1) restore(at + 1); }
 
 async function openFile(file) {
   if (!file) return;
-  if (pending) pending.abort();  // (a fill in flight was for the image being replaced)
   let bitmap;
   try {
     bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
@@ -117,9 +126,12 @@ async function openFile(file) {
     message(`${file.name}: this browser cannot open it as an image`);
     return;
   }
+  if (pending) pending.abort();  // (a fill in flight was for the image being replaced)
   message("");
   setCompare(false);
-  for (const s of history) if (s.image.url) URL.revokeObjectURL(s.image.url);
+  const old = history;
+  history = [];
+  release(old);
   current = { blob: file, bitmap, name: file.name, url: null };
   stem = file.name.replace(/\.[^.]*$/, "") || "image";
   before = null;
@@ -127,7 +139,6 @@ async function openFile(file) {
   drawImage(bitmap);
   maskCtx.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
   painted = false;
-  history = [];
   at = -1;
   pushState();
   $("stage").hidden = false;
@@ -258,10 +269,15 @@ async function errorText(res) {
   return `${what} (HTTP ${res.status}): ${text}${retry ? ` — try again in ${retry} s` : ""}`;
 }
 
+let started = 0;  // when the fill in flight began
 async function fill() {
-  if (busy) { if (pending) pending.abort(); return; }  // (while busy the button cancels)
+  if (busy) {  // (while busy the button cancels; not a double-click's second click)
+    if (pending && performance.now() - started > 500) pending.abort();
+    return;
+  }
   if (!current || !painted) return;
   const image = current, control = new AbortController();
+  started = performance.now();
   busy = true;
   pending = control;
   $("fill").classList.add("busy");
@@ -312,9 +328,10 @@ async function fill() {
       $("fill").textContent = "Fill";
       $("fill").title = "Remove what is painted";
       updateButtons();
-      // (the Fill button is disabled now that its paint is used: keyboard focus goes on, not to
-      // the page's start)
-      if (document.activeElement === $("fill") || document.activeElement === document.body) {
+      // (the Fill button is disabled once its paint is used: keyboard focus goes on, not to the
+      // page's start; after a failure or a cancel it stays, for another try)
+      if ($("fill").disabled
+          && (document.activeElement === $("fill") || document.activeElement === document.body)) {
         (before !== null ? $("compare") : $("paint")).focus();
       }
     }
