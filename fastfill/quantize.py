@@ -1,7 +1,8 @@
 """``fastfill quantize``: static INT8 quantization of a fastfill ONNX model (ONNX Runtime's tools).
 
-QDQ format, int8 weights (per output channel by default) and uint8 activations (the u8s8 kernels
-that VNNI runs), calibrated on real photos with real hole masks prepared exactly as the runtime
+QDQ format, int8 weights (per output channel by default; 7 bits of range, ``reduce_range``, so that
+the u8s8 kernels of a machine without VNNI do not saturate their 16-bit sums) and uint8
+activations (the u8s8 kernels that VNNI runs), calibrated on real photos with real hole masks prepared exactly as the runtime
 prepares them (``ops.prepare``: the model's own prefill, mean colour and mask channel). What must
 stay float stays float: every node after the last convolution (the residual addition and the
 final clip, or the sigmoid, or the Context Encoder's paste into the frame) and every node other
@@ -308,7 +309,7 @@ def _quantize_graph(onnx, q, model: Path, meta, cal, method, per_channel, tmp: P
         q.quantize_static(str(named), str(qpath), Reader(), quant_format=q.QuantFormat.QDQ,
                           per_channel=per_channel, activation_type=q.QuantType.QUInt8,
                           weight_type=q.QuantType.QInt8, nodes_to_exclude=[n for n, _, _ in keep],
-                          calibrate_method=calib, extra_options=extra)
+                          calibrate_method=calib, extra_options=extra, reduce_range=True)
     finally:
         root.setLevel(level)
     qm = onnx.load(str(qpath))
