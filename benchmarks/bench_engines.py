@@ -321,7 +321,8 @@ def gpu_engines(model_path, tmpdir):
         print("--gpu: no usable NVIDIA GPU here; GPU back-ends skipped")
         return out
     try:
-        out["ort cuda"] = load_engine(model_path, device="cuda")
+        # (strict: without the CUDA provider it would warn and run on the CPU, under this label)
+        out["ort cuda"] = load_engine(model_path, device="cuda", strict=True)
     except Exception as e:  # noqa: BLE001
         print(f"ONNX Runtime CUDA skipped: {e}")
     try:
