@@ -936,3 +936,33 @@ def test_a_file_of_another_kind_under_an_outputs_name_is_left_alone(tmp_path):
     code, stdout, err = invoke("run", "--method", "harmonic", imgs, masks, "-o", out, "--overwrite")
     assert code == 0 and "done 4" in stdout, (stdout, err)
     assert Image.open(out / "notes.png").format == "PNG"
+
+
+def test_a_damaged_exif_note_names_its_own_file_when_decoding_on_threads(tmp_path):
+    """Decoded on two threads (`run -j 2`), one file's damaged-EXIF note was given to another
+    file, or lost: the warnings were caught in a state the whole process shares. Each decode
+    now keeps the warnings of its own thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastfill.files.codecs import decode_image
+
+    bad = tmp_path / "bad.jpg"
+    Image.fromarray(_img(300, 400)).save(bad, exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff\x01\x02junk")
+    clean = []
+    for k in range(6):
+        p = tmp_path / f"clean{k}.png"
+        Image.fromarray(_img(300, 400, seed=k)).save(p)
+        clean.append(p)
+    paths = ([bad] + clean) * 15
+
+    def notes(p):
+        note = decode_image(p).note or ""
+        return p, note if "EXIF" in note else ""
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(notes, paths))
+    assert all(bool(n) == (p == bad) for p, n in got), [(p.name, n) for p, n in got if bool(n) != (p == bad)]
+    import warnings
+
+    with pytest.warns(UserWarning, match="still shown"):  # (and other warnings still reach their hooks)
+        warnings.warn("still shown")

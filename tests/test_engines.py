@@ -387,6 +387,13 @@ def test_options_a_backend_does_not_take_are_one_clear_error(tmp_path, monkeypat
         load_engine(plan, threads=2)
     with pytest.raises(EngineError, match="takes no 'thread' option"):
         load_engine(TINY, thread=2)
+    # a GPU's number where the model runs on the CPU was dropped without a word
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(EngineError, match=r"device_id=3 names a GPU, but onnxruntime runs this model on the CPU"):
+            load_engine(TINY, backend="onnxruntime", device_id=3)
+    assert load_engine(TINY, backend="onnxruntime", device_id=0).device in ("cpu", "cuda")
     from fastfill import Inpainter
     with pytest.raises(EngineError, match="takes no 'threads' option"):
         Inpainter(str(plan), threads=4)

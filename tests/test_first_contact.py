@@ -84,6 +84,12 @@ def test_video_refuses_a_still_image(pair):
                                "--mask", pair / "m.png", "-o", pair / "still.mkv")
     assert code == 2 and "a still image, not a video" in err, err
     assert not (pair / "still.mkv").exists()
+    # a file named like a picture that is none is a failed input, as any other non-video
+    (pair / "notes.png").write_text("not a picture")
+    code, stdout, err = invoke("video", "--method", "harmonic", "-q", pair / "notes.png",
+                               "--mask", pair / "m.png", "-o", pair / "notes.mkv")
+    assert code == 1 and f"failed: {pair / 'notes.png'}: not a video" in err, err
+    assert not (pair / "notes.mkv").exists()
 
 
 def test_info_says_when_there_is_no_nvidia_driver_at_all(monkeypatch):

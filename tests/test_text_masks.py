@@ -442,7 +442,7 @@ def test_video_text_cli(tmp_path):
     code, stdout, err = invoke("video", clip, "--text", "--text-every", "10", "--method", "harmonic",
                                "-o", out, "-q")
     assert code == 0, err
-    assert "done 36 frames (20 with a hole)" in stdout and "text found on 5 frames" in stdout, stdout
+    assert "done 36 frames (20 with a hole)" in stdout and "text looked for on 5 frames" in stdout, stdout
     assert out.stat().st_size > 0
 
 

@@ -111,6 +111,10 @@ class OrtEngine(EngineBase):
                               f"{' / '.join(PROVIDERS[device])} and fell back to "
                               f"{', '.join(self.providers)} (check the CUDA and cuDNN libraries "
                               "onnxruntime-gpu needs)")
+        if device_id and self.device != "cuda":  # (an option that cannot apply is said, not dropped)
+            raise EngineError(f"device_id={device_id} names a GPU, but onnxruntime runs this model on "
+                              f"the CPU ({', '.join(self.providers)}): ask for device='cuda' on a "
+                              "machine with onnxruntime-gpu, or drop device_id")
         self.device_id = device_id
         names_in = [i.name for i in self.session.get_inputs()]
         names_out = [o.name for o in self.session.get_outputs()]

@@ -33,6 +33,7 @@ import os
 import re
 import struct
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from io import BytesIO  # (the standard library's: imports are absolute)
 from pathlib import Path
@@ -106,14 +107,47 @@ def normalize_format(fmt: str | None) -> str | None:
 
 # -- finding images -----------------------------------------------------------------------------
 
+class _Caught:
+    """The warnings raised in this thread while inside, collected (``with _Caught() as caught``)
+    and shown nowhere; other threads' warnings are theirs. ``warnings.catch_warnings`` is one
+    state for the whole process: with files decoded on two threads, one thread's note named the
+    other's file, and a context left in the wrong order kept swallowing warnings after it."""
+
+    _local = threading.local()
+    _lock = threading.Lock()
+    _previous = None
+
+    @classmethod
+    def _route(cls, message, category, filename, lineno, file=None, line=None):
+        sink = getattr(cls._local, "sink", None)
+        if sink is not None:
+            sink.append(message)
+        elif cls._previous is not None:
+            cls._previous(message, category, filename, lineno, file, line)
+
+    def __enter__(self) -> list:
+        import warnings
+
+        with self._lock:  # (installed where it is not: another context may have set its own)
+            if warnings.showwarning is not _Caught._route:
+                _Caught._previous = warnings.showwarning
+                warnings.showwarning = _Caught._route
+                # each of Pillow's warnings every time, not once a place: each file's note
+                warnings.filterwarnings("always", module=r"PIL(\.|$)")
+        self._outer = getattr(self._local, "sink", None)
+        self.caught: list = []
+        self._local.sink = self.caught
+        return self.caught
+
+    def __exit__(self, *exc) -> None:
+        self._local.sink = self._outer
+
+
 def _open(path) -> Image.Image:
     """Image.open on the allowed formats, quietly: fastfill checks sizes itself (--max-pixels), and
     damaged metadata is reported by the decoder as one note, not as Pillow's warnings."""
-    import warnings
-
     _quiet_libtiff()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _Caught():
         return Image.open(path, formats=DECODE_FORMATS)
 
 
@@ -605,15 +639,12 @@ def decode_image(src, max_pixels: int | None = None) -> Decoded:
     """Read an image (a path, or the file's bytes) into RGB uint8 (see the module docstring for
     the conversions); one over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) is a
     :class:`SizeLimitError` (an InputError)."""
-    import warnings
-
     src = _source(src)
     notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
+    with _Caught() as caught:
         # Damaged metadata must not cost the pixels: Pillow warns and decodes; the EXIF is dropped.
-        warnings.simplefilter("always")
         im = _open_oriented(src, max_pixels, notes=notes, depth=True)
-    damaged = [str(w.message).strip() for w in caught if "exif" in str(w.message).lower()]
+    damaged = [str(w).strip() for w in caught if "exif" in str(w).lower()]
     fmt, mode = im.format, im.mode
     info = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
     if fmt == "WEBP" and webp_is_lossless(src):

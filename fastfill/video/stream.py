@@ -67,7 +67,7 @@ class VideoStats:
 
     def line(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
-        text = (f"; text found on {self.text_detections} frames in {self.text_seconds:.1f} s"
+        text = (f"; text looked for on {self.text_detections} frames in {self.text_seconds:.1f} s"
                 if self.text_detections else "")
         p = self.propagation
         prop = (f"; {100 * p.share:.0f}% of the hole from other frames" if p and p.hole_pixels
@@ -221,6 +221,9 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
             raise BadVideo(f"{src}: no video stream")
         fmt = inp_c.format.name
         if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg's demuxers of single pictures
+            # (image2 goes by the suffix: a text file named .png is neither, a failed input)
+            if classify_image(Path(src), named=True)[0] is None:
+                raise BadVideo(f"{src}: not a video")
             raise InputError(f"{src}: a still image, not a video: fastfill run fills images")
         vin = inp_c.streams.video[0]
         vin.thread_type = "AUTO"
