@@ -966,3 +966,27 @@ def test_a_damaged_exif_note_names_its_own_file_when_decoding_on_threads(tmp_pat
 
     with pytest.warns(UserWarning, match="still shown"):  # (and other warnings still reach their hooks)
         warnings.warn("still shown")
+
+
+def test_a_warning_hook_that_calls_the_one_it_replaced_is_not_a_recursion():
+    """A hook put in after the decoder's own, calling the one it replaced (as logging's
+    captureWarnings does, which Ray turns on), then replaced by the decoder's again: a warning
+    went round the two until Python's recursion limit (every Ray run failed)."""
+    import warnings
+
+    from fastfill.files import codecs
+
+    with warnings.catch_warnings(record=True) as shown:  # (and puts the hooks back after)
+        warnings.simplefilter("always")
+        with codecs._Caught():
+            pass
+        inner = warnings.showwarning
+
+        def hook(message, category, filename, lineno, file=None, line=None):
+            return inner(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = hook
+        with codecs._Caught():
+            pass
+        warnings.warn("went round once")
+    assert [str(w.message) for w in shown] == ["went round once"]

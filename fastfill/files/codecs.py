@@ -119,11 +119,22 @@ class _Caught:
 
     @classmethod
     def _route(cls, message, category, filename, lineno, file=None, line=None):
+        import warnings
+
         sink = getattr(cls._local, "sink", None)
         if sink is not None:
             sink.append(message)
-        elif cls._previous is not None:
+            return
+        if getattr(cls._local, "forwarding", False) or cls._previous is None:
+            # a hook that calls the one it replaced, and replaced this one (logging's
+            # captureWarnings, as Ray sets it), came back here: shown as Python shows it
+            warnings._showwarning_orig(message, category, filename, lineno, file, line)
+            return
+        cls._local.forwarding = True
+        try:
             cls._previous(message, category, filename, lineno, file, line)
+        finally:
+            cls._local.forwarding = False
 
     def __enter__(self) -> list:
         import warnings
