@@ -270,6 +270,17 @@ async function errorText(res) {
 }
 
 let started = 0;  // when the fill in flight began
+
+function setBusy(control) {
+  // a fill on its way (its AbortController; the Fill button is its Cancel), or none (null)
+  pending = control;
+  busy = control !== null;
+  const f = $("fill");
+  f.classList.toggle("busy", busy);
+  f.textContent = busy ? "Cancel" : "Fill";
+  f.title = busy ? "Cancel the fill (Esc)" : "Remove what is painted";
+  updateButtons();
+}
 async function fill() {
   if (busy) {  // (while busy the button cancels; not a double-click's second click)
     if (pending && performance.now() - started > 500) pending.abort();
@@ -278,12 +289,7 @@ async function fill() {
   if (!current || !painted) return;
   const image = current, control = new AbortController();
   started = performance.now();
-  busy = true;
-  pending = control;
-  $("fill").classList.add("busy");
-  $("fill").textContent = "Cancel";
-  $("fill").title = "Cancel the fill (Esc)";
-  updateButtons();
+  setBusy(control);
   message("");
   const shown = $("status").textContent;
   status("Filling…");
@@ -322,12 +328,7 @@ async function fill() {
   } finally {
     clearTimeout(timer);
     if (pending === control) {
-      pending = null;
-      busy = false;
-      $("fill").classList.remove("busy");
-      $("fill").textContent = "Fill";
-      $("fill").title = "Remove what is painted";
-      updateButtons();
+      setBusy(null);
       // (the Fill button is disabled once its paint is used: keyboard focus goes on, not to the
       // page's start; after a failure or a cancel it stays, for another try)
       if ($("fill").disabled
