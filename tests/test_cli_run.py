@@ -990,3 +990,24 @@ def test_a_warning_hook_that_calls_the_one_it_replaced_is_not_a_recursion():
             pass
         warnings.warn("went round once")
     assert [str(w.message) for w in shown] == ["went round once"]
+
+
+def test_an_applications_warning_hook_and_filters_outlive_a_decode(tmp_path):
+    """After one decode, a warning went past the hook the application (or the CLI's one-line
+    `warning:`) had set, and the decoder's filter stayed in the process's filters."""
+    import warnings
+
+    from fastfill.files.codecs import decode_image
+
+    bad = tmp_path / "bad.jpg"
+    Image.fromarray(_img(30, 41)).save(bad, exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff\x01\x02junk")
+    seen = []
+    with warnings.catch_warnings():  # (puts the hook and the filters back after the test)
+        warnings.simplefilter("default")
+        before = list(warnings.filters)
+        warnings.showwarning = lambda message, *a, **k: seen.append(str(message))
+        for _ in range(2):
+            assert "damaged EXIF" in (decode_image(bad).note or "")
+        warnings.warn("after two decodes")
+        assert warnings.filters == before
+    assert seen == ["after two decodes"]

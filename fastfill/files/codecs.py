@@ -111,47 +111,66 @@ class _Caught:
     """The warnings raised in this thread while inside, collected (``with _Caught() as caught``)
     and shown nowhere; other threads' warnings are theirs. ``warnings.catch_warnings`` is one
     state for the whole process: with files decoded on two threads, one thread's note named the
-    other's file, and a context left in the wrong order kept swallowing warnings after it."""
+    other's file, and a context left in the wrong order kept swallowing warnings after it.
 
-    _local = threading.local()
-    _lock = threading.Lock()
-    _previous = None
+    Put in once (again only where something replaced it): a ``warnings.showwarning`` that hands
+    every warning raised outside such a context to the hook it replaced. While any thread is
+    inside one, Pillow's EXIF warnings are shown every time rather than once a place (each
+    file's damaged EXIF is said, not only the first's); outside, the filters are the user's."""
 
-    @classmethod
-    def _route(cls, message, category, filename, lineno, file=None, line=None):
-        import warnings
-
-        sink = getattr(cls._local, "sink", None)
-        if sink is not None:
-            sink.append(message)
-            return
-        if getattr(cls._local, "forwarding", False) or cls._previous is None:
-            # a hook that calls the one it replaced, and replaced this one (logging's
-            # captureWarnings, as Ray sets it), came back here: shown as Python shows it
-            warnings._showwarning_orig(message, category, filename, lineno, file, line)
-            return
-        cls._local.forwarding = True
-        try:
-            cls._previous(message, category, filename, lineno, file, line)
-        finally:
-            cls._local.forwarding = False
+    local = threading.local()
+    lock = threading.Lock()
+    previous = None
+    inside = 0  # threads' contexts open now
+    shown = None  # the filter item of Pillow's EXIF warnings while any is open
 
     def __enter__(self) -> list:
         import warnings
 
-        with self._lock:  # (installed where it is not: another context may have set its own)
-            if warnings.showwarning is not _Caught._route:
-                _Caught._previous = warnings.showwarning
-                warnings.showwarning = _Caught._route
-                # each of Pillow's warnings every time, not once a place: each file's note
-                warnings.filterwarnings("always", module=r"PIL(\.|$)")
-        self._outer = getattr(self._local, "sink", None)
+        with self.lock:
+            if warnings.showwarning is not _route_warning:
+                _Caught.previous = warnings.showwarning
+                warnings.showwarning = _route_warning
+            if _Caught.inside == 0:
+                warnings.filterwarnings("always", message=r".*exif", module=r"PIL(\.|$)")
+                _Caught.shown = warnings.filters[0]
+            _Caught.inside += 1
+        self._outer = getattr(self.local, "sink", None)
         self.caught: list = []
-        self._local.sink = self.caught
+        self.local.sink = self.caught
         return self.caught
 
     def __exit__(self, *exc) -> None:
-        self._local.sink = self._outer
+        import warnings
+
+        self.local.sink = self._outer
+        with self.lock:
+            _Caught.inside -= 1
+            if _Caught.inside == 0 and _Caught.shown in warnings.filters:
+                warnings.filters.remove(_Caught.shown)
+                getattr(warnings, "_filters_mutated", lambda: None)()  # (the filters' cache)
+
+
+def _route_warning(message, category, filename, lineno, file=None, line=None):
+    """``warnings.showwarning`` while :class:`_Caught` is in: into this thread's collector, else
+    to the hook it replaced (once: a hook that calls the one it replaced, and replaced this one,
+    as logging's captureWarnings does, is not sent round again)."""
+    import warnings
+
+    local = _Caught.local
+    sink = getattr(local, "sink", None)
+    if sink is not None:
+        sink.append(message)
+        return
+    previous = _Caught.previous
+    if getattr(local, "forwarding", False) or previous is None:
+        warnings._showwarning_orig(message, category, filename, lineno, file, line)
+        return
+    local.forwarding = True
+    try:
+        previous(message, category, filename, lineno, file, line)
+    finally:
+        local.forwarding = False
 
 
 def _open(path) -> Image.Image:
