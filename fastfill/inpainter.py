@@ -754,6 +754,13 @@ class _DeviceSteps:
             _add(timings, "infer", time.perf_counter() - t0)
 
 
+def no_model_flags(threads=None, backend=None, device=None, method=None) -> bool:
+    """Whether nothing chooses or tunes a model (None or "auto" each): what then runs is
+    :func:`default_engine`'s."""
+    return (method is None and threads is None and backend in (None, "auto")
+            and str(device or "auto") == "auto")
+
+
 def default_engine(threads: int | None = None):
     """The engine ``Inpainter()`` runs with no model flags: the shipped model, or the default
     fill where the model adds nothing to its prefill. ``threads``: a share of the cores for a
@@ -771,8 +778,7 @@ def _engine(engine, threads, backend, device, method=None):
     if engine is None or isinstance(engine, (str, Path)):
         from .engines import open_engine
 
-        if (engine is None and method is None and backend in (None, "auto")
-                and str(device or "auto") == "auto" and threads is None):
+        if engine is None and no_model_flags(threads, backend, device, method):
             return default_engine()
         return open_engine(engine, backend=backend, device=device, threads=threads, method=method)
     from .engines.base import as_engine

@@ -2,8 +2,8 @@
 
 QDQ format, int8 weights (per output channel by default; 7 bits of range, ``reduce_range``, so that
 the u8s8 kernels of a machine without VNNI do not saturate their 16-bit sums) and uint8
-activations (the u8s8 kernels that VNNI runs), calibrated on real photos with real hole masks prepared exactly as the runtime
-prepares them (``ops.prepare``: the model's own prefill, mean colour and mask channel). What must
+activations (the u8s8 kernels that VNNI runs), calibrated on real photos with real hole masks
+prepared exactly as the runtime prepares them (``ops.prepare``: the model's own prefill, mean colour and mask channel). What must
 stay float stays float: every node after the last convolution (the residual addition and the
 final clip, or the sigmoid, or the Context Encoder's paste into the frame) and every node other
 than a convolution that reads the graph input (the residual head's slice of the prefilled RGB):

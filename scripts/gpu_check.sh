@@ -21,7 +21,8 @@
 # within seconds; otherwise the tests that need them skip and the report says why.
 #
 # Environment: OUT, GPU_CHECK_BUDGET (seconds, 360), PYTHON, NVIDIA_SMI (nvidia-smi),
-# GPU_CHECK_WHEELS, FASTFILL_REV (the commit, said in the report where the tree is no git checkout). Exit: 0 every step passed; 1 a step failed or ran out of time; 2 no NVIDIA GPU.
+# GPU_CHECK_WHEELS, FASTFILL_REV (the commit, said in the report where the tree is no git
+# checkout). Exit: 0 every step passed; 1 a step failed or ran out of time; 2 no NVIDIA GPU.
 set -uo pipefail
 
 now() { local t=${EPOCHREALTIME:-$(date +%s.%N)}; echo "${t/,/.}"; }
@@ -351,12 +352,12 @@ for log in "$WORK"/*.log; do  # (the whole logs: a failing test's traceback, a b
 done
 rm -rf "$WORK"
 warned=${WARNED[*]:+; not failing the check: ${WARNED[*]}}
+result="PASS$warned"
+(( ${#FAILED[@]} )) && result="FAIL (${FAILED[*]})$warned"
+say "result: $result"
+cat "$REPORT"
 if (( ${#FAILED[@]} )); then
-  say "result: FAIL (${FAILED[*]})$warned"
-  cat "$REPORT"
-  echo "gpu_check: FAIL (${FAILED[*]})$warned; report: $REPORT" >&2
+  echo "gpu_check: $result; report: $REPORT" >&2
   exit 1
 fi
-say "result: PASS$warned"
-cat "$REPORT"
-echo "gpu_check: PASS$warned; report: $REPORT"
+echo "gpu_check: $result; report: $REPORT"

@@ -34,6 +34,7 @@ import re
 import struct
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, field
 from io import BytesIO  # (the standard library's: imports are absolute)
 from pathlib import Path
@@ -125,8 +126,6 @@ class _Caught:
     shown = None  # the filter item of Pillow's EXIF warnings while any is open
 
     def __enter__(self) -> list:
-        import warnings
-
         with self.lock:
             if warnings.showwarning is not _route_warning:
                 _Caught.previous = warnings.showwarning
@@ -141,8 +140,6 @@ class _Caught:
         return self.caught
 
     def __exit__(self, *exc) -> None:
-        import warnings
-
         self.local.sink = self._outer
         with self.lock:
             _Caught.inside -= 1
@@ -155,8 +152,6 @@ def _route_warning(message, category, filename, lineno, file=None, line=None):
     """``warnings.showwarning`` while :class:`_Caught` is in: into this thread's collector, else
     to the hook it replaced (once: a hook that calls the one it replaced, and replaced this one,
     as logging's captureWarnings does, is not sent round again)."""
-    import warnings
-
     local = _Caught.local
     sink = getattr(local, "sink", None)
     if sink is not None:
@@ -1163,6 +1158,10 @@ def _nearest_colour(colours: np.ndarray, palette: list, exclude: int | None) -> 
     return best[inverse.reshape(-1)]
 
 
+# the first bytes of every format fastfill writes but TGA (cut short: a prefix of one of them)
+_MAGIC = tuple(m for m, _ in _SIGNATURES) + (b"RIFF", b"BM", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"P7")
+
+
 def output_is_foreign(path: str | Path) -> bool:
     """Whether an existing output at ``path`` is a file of another kind: not empty, and its
     first bytes are no image format's magic number (an output keeps its input's name, so a JPEG
@@ -1179,10 +1178,6 @@ def output_is_foreign(path: str | Path) -> bool:
     if not head or any(head.startswith(sig[:len(head)]) for sig in _MAGIC):
         return False
     return True
-
-
-# the first bytes of every format fastfill writes but TGA (cut short: a prefix of one of them)
-_MAGIC = tuple(m for m, _ in _SIGNATURES) + (b"RIFF", b"BM", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"P7")
 
 
 def output_is_whole(path: str | Path) -> bool:

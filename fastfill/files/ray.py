@@ -96,7 +96,7 @@ def _make_inpainter(engine, options: dict):
     apply is an error, never dropped). ``auto_threads``, the executor's own share of the cores,
     goes only to a back-end that takes threads, when none were asked for."""
     from ..engines import open_engine
-    from ..inpainter import Inpainter, default_engine
+    from ..inpainter import Inpainter, default_engine, no_model_flags
 
     opts = dict(options)
     auto_threads = opts.pop("auto_threads", None)
@@ -108,8 +108,7 @@ def _make_inpainter(engine, options: dict):
             raise InputError(f"{', '.join(chosen)}: the engine callable returned an Inpainter, "
                              "which has its own; set them on it")
         return engine
-    if engine is None and all(str(opts.get(k) or "auto") == "auto"
-                              for k in ("threads", "backend", "device", "method")):
+    if engine is None and no_model_flags(*(opts.get(k) for k in ("threads", "backend", "device", "method"))):
         # what the local run runs with no model flags (the default fill where the shipped
         # model adds nothing): the executor's share of the cores does not ask for the net
         engine = default_engine(auto_threads)

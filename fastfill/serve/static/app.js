@@ -38,9 +38,8 @@ function updateButtons() {
   $("undo").disabled = !ready || at <= 0;
   $("redo").disabled = !ready || at >= history.length - 1;
   $("clear").disabled = !ready || !painted;
-  $("fill").disabled = !ready || !painted;
+  $("fill").disabled = !busy && (current === null || !painted);  // (busy: it cancels)
   $("compare").disabled = !ready || before === null;
-  $("fill").disabled = busy ? false : $("fill").disabled;  // (busy: it cancels)
   const dl = $("download"), url = current && !busy ? current.url : null;
   dl.classList.toggle("disabled", !url);
   dl.setAttribute("aria-disabled", String(!url));
@@ -275,6 +274,7 @@ function setBusy(control) {
   // a fill on its way (its AbortController; the Fill button is its Cancel), or none (null)
   pending = control;
   busy = control !== null;
+  if (busy) started = performance.now();
   const f = $("fill");
   f.classList.toggle("busy", busy);
   f.textContent = busy ? "Cancel" : "Fill";
@@ -288,12 +288,10 @@ async function fill() {
   }
   if (!current || !painted) return;
   const image = current, control = new AbortController();
-  started = performance.now();
   setBusy(control);
   message("");
   const shown = $("status").textContent;
   status("Filling…");
-  const t0 = performance.now();
   const timer = setTimeout(() => control.abort("timeout"), FILL_TIMEOUT_MS);
   try {
     const form = new FormData();
@@ -314,7 +312,7 @@ async function fill() {
     maskCtx.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
     painted = false;
     pushState();
-    status(`${bitmap.width}×${bitmap.height}: filled in ${Math.round(performance.now() - t0)} ms`);
+    status(`${bitmap.width}×${bitmap.height}: filled in ${Math.round(performance.now() - started)} ms`);
   } catch (e) {
     if (current !== image) return;  // (cancelled by opening another image: nothing to say)
     if (control.signal.aborted) {
