@@ -349,8 +349,11 @@ class _Transcode:
     def frames(self):  # runs in the stream's reader thread
         items = self._holes(self.masks.attach(self._decoded()))
         if self.propagator is not None:
-            items = self.propagator.run(items)
-            self._still_mask = lambda: self.propagator.still_mask
+            propagator = self.propagator
+            items = propagator.run(items)
+            # (not through self: a cycle would keep the codecs' threads and buffers, ~200 MB at
+            # 1080p, until Python's cyclic collector ran)
+            self._still_mask = lambda: propagator.still_mask
         else:
             items = self._still_alone(items)
         yield from self._for_fill(items)
