@@ -42,7 +42,14 @@ def batched(source: Iterable, work: Callable[[list], Sequence], *, batch: int, d
             if item is _DONE:
                 break
             if isinstance(item, _Failure):
-                raise item.error  # keeps its own traceback (from the failing stage)
+                # (raised with its own traceback, from the failing stage; this frame, which the
+                # traceback holds, must not hold the error in turn: that cycle kept whatever the
+                # caller's frames held, a video's codecs, until the cyclic collector ran)
+                error, item = item.error, None
+                try:
+                    raise error
+                finally:
+                    del error
             yield item
     finally:
         stages.stop()

@@ -351,7 +351,7 @@ class _Transcode:
         if self.propagator is not None:
             propagator = self.propagator
             items = propagator.run(items)
-            # (not through self: a cycle would keep the codecs' threads and buffers, ~200 MB at
+            # (not through self: a cycle would keep the codecs' threads and buffers, ~160 MB at
             # 1080p, until Python's cyclic collector ran)
             self._still_mask = lambda: propagator.still_mask
         else:
