@@ -668,7 +668,10 @@ def _carry_display_matrix(frame, vout) -> None:
     stream, so that the filled video is shown as the input is. (PyAV before 18 cannot write it.)"""
     if vout is None or not hasattr(vout, "set_display_matrix"):
         return
-    for sd in frame.side_data:
+    side = frame.side_data
+    for sd in side:
+        if not hasattr(sd, "type"):  # (PyAV 18.1.1 on: a mapping, iterated by its types)
+            sd = side[sd]
         if getattr(sd.type, "name", "") == "DISPLAYMATRIX":
             raw = bytes(sd)
             if len(raw) == 36:
