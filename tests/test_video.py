@@ -292,10 +292,124 @@ def test_yuv420_frames_keep_every_sample_outside_the_hole(tmp_path):
         assert np.abs(x[:H][hole].astype(int) - y[:H][hole]).mean() > 10  # the box was filled
 
 
-def _photo_clip(n):
+# Planar YUV formats as the test reads them (independent of fastfill's own table): the
+# samples' dtype, the chroma's subsampling (rows, columns), the number of planes.
+_LAYOUTS = {"yuv420p": ("u1", 2, 2, 3), "yuv420p10le": ("<u2", 2, 2, 3),
+            "yuv422p10le": ("<u2", 1, 2, 3), "yuv444p": ("u1", 1, 1, 3),
+            "yuva420p": ("u1", 2, 2, 4)}
+
+
+def _planes(path):
+    """Every frame of a clip as its planes, read from the decoder's buffers as they are."""
+    with av.open(str(path)) as c:
+        fmt = c.streams.video[0].codec_context.pix_fmt
+        dtype, sy, sx, n = _LAYOUTS[fmt]
+        out = []
+        for f in c.decode(video=0):
+            h, w = f.height, f.width
+            sizes = [(h, w), (-(-h // sy), -(-w // sx)), (-(-h // sy), -(-w // sx)), (h, w)]
+            out.append([np.frombuffer(p, dtype).reshape(-1, p.line_size // np.dtype(dtype).itemsize)
+                        [:ph, :pw].copy() for p, (ph, pw) in zip(f.planes, sizes[:n])])
+        return fmt, out
+
+
+def _rgba_clip(n, h, w):
+    """n frames of a real photo with an alpha that varies (RGBA)."""
+    img = Image.open(Path(__file__).parent.parent / "examples" / "images" / "coffee.jpg")
+    rgb = np.asarray(img.convert("RGB").resize((w, h)))
+    yy, xx = np.mgrid[0:h, 0:w]
+    alpha = (40 + (xx * 3 + yy * 2) % 200).astype(np.uint8)
+    return [np.dstack([np.roll(rgb, i, 1), alpha]) for i in range(n)]
+
+
+@pytest.mark.parametrize("pix_fmt,h,w,colorspace", [
+    ("yuv420p10le", 64, 96, 9),  # 10-bit BT.2020, as HDR clips come
+    ("yuv422p10le", 64, 96, 1),  # 10-bit 4:2:2, as ProRes and broadcast masters come
+    ("yuv420p", 63, 95, 1),  # odd sizes: the last chroma row and column cover one pixel
+    ("yuv444p", 64, 96, 1),
+    ("yuva420p", 64, 96, 1),  # an alpha plane: kept as decoded
+])
+def test_planar_yuv_frames_keep_every_sample_outside_the_hole(tmp_path, pix_fmt, h, w, colorspace):
+    """Any planar YUV input written in its own format keeps the decoder's samples, at their own
+    bit depth, outside the hole and the chroma blocks that touch it (an alpha plane everywhere):
+    before, these frames went through 8-bit RGB whole (10-bit luma moved by up to 12 levels
+    everywhere, odd sizes' chroma by up to 18)."""
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+
+    def tagged(c, v, a):
+        v.codec_context.colorspace = colorspace
+
+    frames = _rgba_clip(4, h, w) if pix_fmt == "yuva420p" else _photo_clip(4, w, h)
+    if pix_fmt == "yuva420p":
+        with av.open(str(src), "w") as c:
+            v = c.add_stream("ffv1", rate=FPS)
+            v.height, v.width, v.pix_fmt = h, w, pix_fmt
+            tagged(c, v, None)
+            for i, img in enumerate(frames):
+                f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgba")
+                f.pts = i
+                for p in v.encode(f):
+                    c.mux(p)
+            for p in v.encode(None):
+                c.mux(p)
+    else:
+        write_clip(src, frames, FPS, codec="ffv1", pix_fmt=pix_fmt, audio=False, setup=tagged)
+    m = np.zeros((h, w), np.uint8)
+    m[21:38, 31:50] = 255  # odd edges: chroma blocks half in the hole
+    m[h - 9:, w - 13:] = 255  # on the frame's last row and column
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method",
+                          "harmonic", "-q", "--no-propagate")
+    assert code == 0, err
+    (fa, a), (fb, b) = _planes(src), _planes(out)
+    assert fa == fb == pix_fmt and len(a) == len(b) == 4
+    _, sy, sx, n = _LAYOUTS[pix_fmt]
+    hole = m != 0
+    ph, pw = -(-h // sy) * sy, -(-w // sx) * sx
+    padded = np.zeros((ph, pw), bool)
+    padded[:h, :w] = hole
+    chroma = padded.reshape(ph // sy, sy, pw // sx, sx).any(axis=(1, 3))
+    for x, y in zip(a, b):
+        assert np.array_equal(x[0][~hole], y[0][~hole])
+        for k in (1, 2):
+            assert np.array_equal(x[k][~chroma], y[k][~chroma]), k
+        if n == 4:
+            assert np.array_equal(x[3], y[3])  # (the alpha, inside the hole too)
+        deep = 4 if x[0].dtype.itemsize == 2 else 1
+        assert np.abs(x[0][hole].astype(int) - y[0][hole]).mean() > 5 * deep  # (filled)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv422p10le"])
+def test_a_deep_clips_hole_is_written_in_the_levels_around_it(tmp_path, pix_fmt):
+    """A flat colour with a hole comes back the same colour in the hole, to the rounding of
+    8-bit RGB: a 10-bit frame read as swscale's 8-bit RGB is about 1.3 levels dark (it
+    truncates), and written back from it the hole was 5-6 levels darker than around it."""
+    src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    flat = np.zeros((H, W, 3), np.uint8) + np.array([107, 208, 139], np.uint8)  # (old: 9 dark)
+    write_clip(src, [flat] * 3, FPS, codec="ffv1", pix_fmt=pix_fmt, audio=False)
+    m = np.zeros((H, W), np.uint8)
+    m[20:44, 30:70] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method",
+                          "harmonic", "-q", "--no-propagate")
+    assert code == 0, err
+    (_, a), (_, b) = _planes(src), _planes(out)
+    hole = m != 0
+    step = 2  # (half an 8-bit level, in 10-bit levels)
+    for x, y in zip(a, b):
+        d = y[0][hole].astype(int) - x[0][hole]
+        assert np.abs(d).max() <= step, (d.min(), d.max())
+        for k in (1, 2):  # (chroma blocks inside the hole)
+            inner = np.zeros(x[k].shape, bool)
+            cy, cx = x[k].shape[0] / H, x[k].shape[1] / W
+            inner[int(22 * cy):int(42 * cy), int(32 * cx):int(68 * cx)] = True
+            assert np.abs(y[k][inner].astype(int) - x[k][inner]).max() <= step, k
+
+
+def _photo_clip(n, w=W, h=H):
     """n frames of a real photo (the same picture: a static shot)."""
     img = Image.open(Path(__file__).parent.parent / "examples" / "images" / "fruits.jpg")
-    return [np.asarray(img.convert("RGB").resize((W, H)))] * n
+    return [np.asarray(img.convert("RGB").resize((w, h)))] * n
 
 
 def test_a_decoded_frame_converts_its_boxes_as_the_whole_frame():
@@ -1065,21 +1179,24 @@ def test_a_mpeg2_clips_durations_stay_in_their_time_base(tmp_path):
         assert c.duration is None or c.duration / 1e6 < 1.0, c.duration / 1e6
 
 
-def test_whole_frames_are_converted_in_the_colours_the_output_says(tmp_path):
-    """An odd-sized clip (converted whole) tagged BT.709 full range: the output now carries the
-    tags, so its samples must be in them (swscale's default, BT.601 limited, shown as BT.709
-    full range moved every pixel)."""
+@pytest.mark.parametrize("pix_fmt,h,w,args", [
+    ("yuv420p", 47, 63, ()),  # (its own format: the decoded samples kept around the hole)
+    ("yuv410p", 48, 64, ("--codec", "libx264", "--crf", "0")),  # (not x264's: converted whole)
+])
+def test_whole_frames_are_converted_in_the_colours_the_output_says(tmp_path, pix_fmt, h, w, args):
+    """A clip tagged BT.709 full range: the output carries the tags, so its samples must be in
+    them (swscale's default, BT.601 limited, shown as BT.709 full range moved every pixel of a
+    frame converted whole from RGB)."""
     src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
-    h, w = 47, 63
     yy, xx = np.mgrid[0:h, 0:w]  # (smooth: the 4:2:0 round trip itself moves it little)
     base = np.stack([60 + 3 * xx, 200 - 2 * yy, 90 + xx + yy], -1).astype(np.uint8)
     with av.open(str(src), "w") as c:
         v = c.add_stream("ffv1", rate=12)
-        v.height, v.width, v.pix_fmt = h, w, "yuv420p"
+        v.height, v.width, v.pix_fmt = h, w, pix_fmt
         v.codec_context.colorspace, v.codec_context.color_range = 1, 2
         for i in range(4):
             f = av.VideoFrame.from_ndarray(base, format="rgb24").reformat(
-                format="yuv420p", dst_colorspace=1, dst_color_range=2)
+                format=pix_fmt, dst_colorspace=1, dst_color_range=2)
             f.pts = i
             for p in v.encode(f):
                 c.mux(p)
@@ -1088,7 +1205,8 @@ def test_whole_frames_are_converted_in_the_colours_the_output_says(tmp_path):
     m = np.zeros((h, w), np.uint8)
     m[10:30, 20:40] = 255
     Image.fromarray(m).save(tmp_path / "m.png")
-    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic",
+                          "-q", *args)
     assert code == 0, err
 
     def rgb(path):

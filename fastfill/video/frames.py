@@ -16,6 +16,7 @@ coordinates (whole 2x2 chroma blocks) it gives the whole frame's pixels exactly.
 from __future__ import annotations
 
 import collections
+import functools
 import mmap
 import sys
 import weakref
@@ -30,18 +31,48 @@ YUV420 = ("yuv420p", "yuvj420p")
 MAP_FLAGS = mmap.MAP_PRIVATE
 
 
+@functools.lru_cache(maxsize=None)
+def yuv_layout(name: str) -> tuple[np.dtype, tuple[int, int], int] | None:
+    """How the planes of pixel format ``name`` are written sample by sample: (the samples'
+    dtype, the chroma's subsampling (rows, columns), the number of planes), for planar YUV with
+    one plane a component (Y, U, V, and an alpha plane at the luma's size), 8 to 16 bits a
+    sample, little-endian; None for any other format (RGB, packed, semi-planar, grey,
+    paletted), which is converted whole. (PyAV's ``is_chroma`` is false for unsubsampled chroma.)"""
+    import av
+
+    try:
+        f = av.VideoFormat(name)
+    except (ValueError, TypeError):
+        return None
+    comps = list(f.components)
+    bits = {c.bits for c in comps}
+    if (not f.is_planar or f.is_rgb or f.is_big_endian or f.has_palette or len(comps) not in (3, 4)
+            or [c.plane for c in comps] != list(range(len(comps))) or len(bits) != 1
+            or not 8 <= bits.pop() <= 16 or any(c.is_alpha for c in comps[:3])
+            or (len(comps) == 4 and not comps[3].is_alpha)):
+        return None
+    dtype = np.dtype(np.uint8) if comps[0].bits == 8 else np.dtype("<u2")
+    n = 64  # (a size that every subsampling divides)
+    return dtype, (n // f.chroma_height(n), n // f.chroma_width(n)), len(comps)
+
+
 def planes(frame) -> list[np.ndarray]:
-    """Views of a 4:2:0 frame's three planes (without their line padding); writable when the
-    frame's buffers are."""
+    """Views of a planar YUV frame's planes (:func:`yuv_layout`; without their line padding);
+    writable when the frame's buffers are."""
+    dtype, (sy, sx), n = yuv_layout(frame.format.name)
     w, h = frame.width, frame.height
-    sizes = [(h, w), ((h + 1) // 2, (w + 1) // 2), ((h + 1) // 2, (w + 1) // 2)]
-    return [np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:ph, :pw]
-            for p, (ph, pw) in zip(frame.planes, sizes)]
+    ch, cw = -(-h // sy), -(-w // sx)
+    sizes = ((h, w), (ch, cw), (ch, cw), (h, w))
+    return [np.frombuffer(p, dtype).reshape(-1, p.line_size // dtype.itemsize)[:ph, :pw]
+            for p, (ph, pw) in zip(frame.planes, sizes[:n])]
 
 
-def chroma_blocks(y0: int, x0: int, y1: int, x1: int, h: int, w: int) -> tuple[int, ...]:
-    """The box (ends exclusive) grown to whole 2x2 chroma blocks of an h x w frame (even sizes)."""
-    return y0 & ~1, x0 & ~1, min(h, (y1 + 1) & ~1), min(w, (x1 + 1) & ~1)
+def chroma_blocks(y0: int, x0: int, y1: int, x1: int, h: int, w: int,
+                  sub: tuple[int, int] = (2, 2)) -> tuple[int, ...]:
+    """The box (ends exclusive) grown to whole chroma blocks (``sub``: rows, columns) of an
+    h x w frame (the last block of an odd size is cut by the frame's edge)."""
+    sy, sx = sub
+    return y0 - y0 % sy, x0 - x0 % sx, min(h, -(-y1 // sy) * sy), min(w, -(-x1 // sx) * sx)
 
 
 def takes(frame) -> bool:
@@ -340,10 +371,38 @@ def reformatter_():
     return VideoReformatter()
 
 
+@functools.lru_cache(maxsize=None)
+def _deep(name: str) -> bool:
+    """Whether pixel format ``name`` has more than 8 bits a sample."""
+    import av
+
+    return any(c.bits > 8 for c in av.VideoFormat(name).components)
+
+
 def to_rgb(frame, reformatter) -> np.ndarray:
-    """``frame.to_ndarray(format="rgb24")`` through ``reformatter`` (the same pixels)."""
+    """``frame.to_ndarray(format="rgb24")`` through ``reformatter`` (the same pixels); a frame
+    of more than 8 bits a sample through 16-bit RGB, rounded (swscale's own 8-bit RGB of a
+    10-bit frame is about 1.3 levels dark: it truncates, and a hole written back from it would
+    be darker than the samples around it)."""
+    if _deep(frame.format.name):
+        wide = reformatter.reformat(frame, format="rgb48le", threads=1).to_ndarray()
+        # (float32 is exact here: v / 257 is never within 1/514 of a half)
+        return np.rint(np.multiply(wide, np.float32(1 / 257), dtype=np.float32)).astype(np.uint8)
     return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
-__all__ = ["Decoded", "PrivateFrames", "RGBBuffers", "chroma_blocks", "planes", "takes", "to_rgb",
-           "reformatter_", "YUV420"]
+def from_rgb(rgb: np.ndarray, like, reformatter):
+    """RGB pixels (uint8) as a frame in ``like``'s format, colour matrix and range: the inverse
+    of :func:`to_rgb` (16-bit RGB for a format of more than 8 bits, as it reads them)."""
+    import av
+
+    if _deep(like.format.name):
+        f = av.VideoFrame.from_ndarray(np.multiply(rgb, 257, dtype=np.uint16), format="rgb48le")
+    else:
+        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    f.colorspace, f.color_range = like.colorspace, like.color_range
+    return reformatter.reformat(f, format=like.format.name)
+
+
+__all__ = ["Decoded", "PrivateFrames", "RGBBuffers", "chroma_blocks", "from_rgb", "planes", "takes", "to_rgb",
+           "reformatter_", "yuv_layout", "YUV420"]

@@ -39,8 +39,8 @@ from ..files.codecs import (atomic_write, classify_image, decode_mask, dilate_ma
                             frame_number, links_out, remove_stale_temps)
 from ..inpainter import frozen
 from ..roi import bounding_box, hole_of
-from .frames import (YUV420, Decoded, PrivateFrames, RGBBuffers, chroma_blocks, planes, reformatter_,
-                     takes, to_rgb)
+from .frames import (Decoded, PrivateFrames, RGBBuffers, chroma_blocks, from_rgb, planes,
+                     reformatter_, takes, to_rgb, yuv_layout)
 from .motion import import_cv2, one_thread
 
 # Encoders that take --crf, and its range in each; --preset is x264's and x265's alone.
@@ -283,7 +283,7 @@ class _Transcode:
         self.pending: collections.deque = collections.deque()
         self.copy_map: dict = {}
         # frame number -> (decoded YUV frame, its hole's _HoleBox) while the frame is in the
-        # pipeline: the result is written into the decoded planes over the hole only (YUV420)
+        # pipeline: the result is written into the decoded planes over the hole only (planar YUV)
         self.decoded: dict[int, tuple] = {}
         self.yuv = None  # the output's pixel format when it takes that path
         self._where = None  # _HoleBox of the last hole (the reader thread's: _holes)
@@ -315,7 +315,9 @@ class _Transcode:
             _carry_tags(self.inp_c, out_c)
             _carry_tags(self.vin, vout)
             stats.codec = vout.codec_context.name
-            self.yuv = vout.pix_fmt if vout.pix_fmt in YUV420 else None
+            # (a planar YUV output whose input is decoded in its format takes the decoded samples
+            # outside the hole: _over_hole)
+            self.yuv = vout.pix_fmt if yuv_layout(vout.pix_fmt) is not None else None
             copied = []
             for s in self.inp_c.streams:
                 if s is self.vin:
@@ -457,7 +459,7 @@ class _Transcode:
             frame = self.decoded.get(tag[-1])
             if frame is not None:
                 if self._where is None or self._where.hole is not hole:
-                    self._where = _HoleBox(hole)
+                    self._where = _HoleBox(hole, yuv_layout(self.yuv)[1])
                 self.decoded[tag[-1]] = (frame, self._where)
             yield tag, (rgb, hole)
 
@@ -477,9 +479,7 @@ class _Transcode:
             else:
                 out = _over_hole(self.av, frame, where, result, self._out, self._write_sws)
                 if where.box is not None:
-                    y0, x0, y1, x1 = where.box
-                    self._held = (where, [p[y0 // s:y1 // s, x0 // s:x1 // s].copy() for p, s in
-                                          zip(planes(out), (1, 2, 2))])
+                    self._held = (where, [p[cut].copy() for p, cut in zip(planes(out), where.cut)])
             self._out = out
             self._rgb.give(result)  # (read for the last time: its windows' frame, used again)
             return out
@@ -569,29 +569,40 @@ def _with_length(pkt, lengths: dict) -> None:
 
 
 class _HoleBox:
-    """A hole's box in a frame, even-aligned for 4:2:0 chroma, with the hole inside it in luma
-    and in chroma (the 2x2 blocks that touch it): found once for the frames that share a mask."""
+    """A hole's box in a frame, grown to whole chroma blocks (``sub``: the output format's
+    subsampling, rows and columns), with the hole inside it plane by plane: ``cut`` (each
+    plane's rows and columns of the box) and ``masks`` (the luma's hole; the chroma samples
+    whose block touches it): found once for the frames that share a mask."""
 
-    __slots__ = ("hole", "box", "luma", "chroma", "empty")
+    __slots__ = ("hole", "box", "cut", "masks", "empty")
 
-    def __init__(self, hole):
+    def __init__(self, hole, sub: tuple[int, int] = (2, 2)):
         self.hole = hole
         m = hole_of(hole, copy=False)
         h, w = m.shape
         found = bounding_box(m)
         self.box = None
-        if found is not None and h % 2 == 0 and w % 2 == 0:
-            y0, x0, y1, x1 = chroma_blocks(*found, h, w)
+        if found is not None:
+            sy, sx = sub
+            y0, x0, y1, x1 = chroma_blocks(*found, h, w, sub)
             self.box = (y0, x0, y1, x1)
-            self.luma = m[y0:y1, x0:x1]
-            self.chroma = self.luma.reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2).any(axis=(1, 3))
+            luma = m[y0:y1, x0:x1]
+            # (an odd size's last block is cut by the frame's edge: padded to whole blocks)
+            bh, bw = -(-(y1 - y0) // sy) * sy, -(-(x1 - x0) // sx) * sx
+            pad = np.zeros((bh, bw), bool)
+            pad[:y1 - y0, :x1 - x0] = luma
+            chroma = pad.reshape(bh // sy, sy, bw // sx, sx).any(axis=(1, 3))
+            at = (slice(y0 // sy, y0 // sy + bh // sy), slice(x0 // sx, x0 // sx + bw // sx))
+            self.cut = [(slice(y0, y1), slice(x0, x1)), at, at]
+            self.masks = [luma, chroma, chroma]
         self.empty = found is None
 
 
 def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray | None, last, sws, held=None):
-    """``frame`` (8-bit 4:2:0) with ``result`` (RGB) written over the hole (``where``): luma on
-    the hole's pixels, chroma on the 2x2 blocks that touch it, the box converted by the same
-    swscale path a whole frame would take; every other sample is the decoded one. ``held``
+    """``frame`` (planar YUV, :func:`fastfill.video.frames.yuv_layout`) with ``result`` (RGB)
+    written over the hole (``where``): luma on the hole's pixels, chroma on the blocks that
+    touch it, the box converted by the same swscale path a whole frame would take; every other
+    sample (an alpha plane's included) is the decoded one, at its own bit depth. ``held``
     instead of ``result``: the Y, U and V samples of the hole's box (of a frame written before)
     written over the hole as they are. (A copy:
     the decoder may still reference the decoded frame's buffers.) ``last``: None, or a frame of
@@ -599,8 +610,6 @@ def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray | None, last, sw
     one else holds them (``make_writable`` copies them otherwise): a fresh 1080p frame costs page
     faults.
     ``sws``: the caller's reformatter (:func:`fastfill.video.frames.reformatter_`)."""
-    if where.box is None and not where.empty:  # (odd sizes: the whole frame converted)
-        return av.VideoFrame.from_ndarray(result, format="rgb24")
     if (last is not None and last.format.name == frame.format.name
             and (last.width, last.height) == (frame.width, frame.height)):
         out = last
@@ -612,18 +621,13 @@ def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray | None, last, sw
     for d, src in zip(dst, planes(frame)):
         d[...] = src
     if where.box is not None and held is not None:
-        y0, x0, y1, x1 = where.box
-        for d, c, s, w in zip(dst, held, (1, 2, 2), (where.luma, where.chroma, where.chroma)):
-            np.copyto(d[y0 // s:y1 // s, x0 // s:x1 // s], c, where=w)
+        for d, c, cut, m in zip(dst, held, where.cut, where.masks):
+            np.copyto(d[cut], c, where=m)
     elif where.box is not None:
         y0, x0, y1, x1 = where.box
-        box = av.VideoFrame.from_ndarray(np.ascontiguousarray(result[y0:y1, x0:x1]),
-                                         format="rgb24")
-        box.colorspace, box.color_range = frame.colorspace, frame.color_range
-        conv = planes(sws.reformat(box, format=frame.format.name))
-        dst[0][y0:y1, x0:x1][where.luma] = conv[0][where.luma]
-        for d, c in zip(dst[1:], conv[1:]):
-            d[y0 // 2:y1 // 2, x0 // 2:x1 // 2][where.chroma] = c[where.chroma]
+        conv = planes(from_rgb(result[y0:y1, x0:x1], frame, sws))
+        for d, c, cut, m in zip(dst, conv, where.cut, where.masks):
+            d[cut][m] = c[m]
     return out
 
 
