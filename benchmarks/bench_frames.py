@@ -19,6 +19,10 @@ replaced: the motion estimate's 4x reduction of the luma plane (`ops.area_reduce
 `cv2.resize`'s INTER_AREA, one OpenCV thread as propagation runs it), and placing a source over
 the logo's box (the ring's Lucas-Kanade step, the ring check, the offset and the copy:
 `_C.ring_shift` + `_C.ring_place` against the NumPy steps), the same results asserted.
+
+Last, what a 10-bit frame's read costs (the same frame in yuv420p10le): `frames.to_rgb`, through
+16-bit RGB rounded to 8 bits, against swscale's direct 8-bit RGB (about 1.3 levels dark, which
+the write-back showed as a darker hole), and each one's mean error against 16-bit RGB / 257.
 """
 
 import argparse
@@ -104,6 +108,26 @@ def main():
         print(f"{name:44s} {ms:10.3f} {ratio:>10s}")
     held_compare(frame, sws, args.rounds, args.iters)
     propagation_steps(frame, sws, args.rounds, args.iters)
+    deep_read(frame, sws, args.rounds, args.iters)
+
+
+def deep_read(frame, sws, rounds: int, iters: int) -> None:
+    """See the module's docstring (its last paragraph)."""
+    deep = frame.reformat(format="yuv420p10le")
+    exact = deep.reformat(format="rgb48le").to_ndarray() / 257
+
+    def direct():
+        return sws.reformat(deep, format="rgb24", threads=1).to_ndarray()
+
+    def rounded():
+        return fr.to_rgb(deep, sws)
+
+    errors = [float((f().astype(float) - exact).mean()) for f in (direct, rounded)]
+    a, b = _median_ms([direct, rounded], rounds, max(1, iters // 4))
+    print("\na 1920x1080 yuv420p10le frame read as 8-bit RGB:")
+    print(f"{'read':44s} {'ms a frame':>10s} {'ratio':>8s} {'mean error':>11s}")
+    print(f"{'swscale rgb24 (before)':44s} {a:10.3f} {'':>8s} {errors[0]:+11.3f}")
+    print(f"{'frames.to_rgb: rgb48, rounded':44s} {b:10.3f} {b / a:7.2f}x {errors[1]:+11.3f}")
 
 
 def _median_ms(fns, rounds: int, iters: int) -> list[float]:

@@ -406,6 +406,20 @@ def test_a_deep_clips_hole_is_written_in_the_levels_around_it(tmp_path, pix_fmt)
             assert np.abs(y[k][inner].astype(int) - x[k][inner]).max() <= step, k
 
 
+@pytest.mark.parametrize("opencv", [True, False])
+def test_16_bit_samples_become_8_bit_rounded(monkeypatch, opencv):
+    """Every 16-bit value to the nearest 8-bit one (v / 257), with OpenCV and without it."""
+    from fastfill.video import frames
+
+    if not opencv:
+        monkeypatch.setattr(frames, "_cv2", lambda: None)
+    v = np.arange(65536 * 3, dtype=np.uint32).astype(np.uint16).reshape(256, 256, 3)
+    for x in (v, v[:, ::3]):  # (every value; a view)
+        got = frames.to_8bit(x)
+        assert got.dtype == np.uint8 and got.shape == x.shape
+        assert np.array_equal(got, np.floor(x / 257 + 0.5).astype(np.uint8))
+
+
 def _photo_clip(n, w=W, h=H):
     """n frames of a real photo (the same picture: a static shot)."""
     img = Image.open(Path(__file__).parent.parent / "examples" / "images" / "fruits.jpg")

@@ -385,10 +385,27 @@ def to_rgb(frame, reformatter) -> np.ndarray:
     10-bit frame is about 1.3 levels dark: it truncates, and a hole written back from it would
     be darker than the samples around it)."""
     if _deep(frame.format.name):
-        wide = reformatter.reformat(frame, format="rgb48le", threads=1).to_ndarray()
-        # (float32 is exact here: v / 257 is never within 1/514 of a half)
-        return np.rint(np.multiply(wide, np.float32(1 / 257), dtype=np.float32)).astype(np.uint8)
+        return to_8bit(reformatter.reformat(frame, format="rgb48le", threads=1).to_ndarray())
     return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
+@functools.lru_cache(maxsize=None)
+def _cv2():
+    try:
+        import cv2
+    except ImportError:  # (the video extra brings it; NumPy does the same, 8x slower)
+        return None
+    return cv2
+
+
+def to_8bit(wide: np.ndarray) -> np.ndarray:
+    """16-bit samples as 8-bit ones, rounded (v / 257): OpenCV's saturating conversion (1.3 ms
+    for a 1080p RGB frame on one core) or, without OpenCV, float32 (exact too: v / 257 is never
+    within 1/514 of a half)."""
+    cv2 = _cv2()
+    if cv2 is not None and wide.ndim >= 2 and wide.flags.c_contiguous:
+        return cv2.convertScaleAbs(wide.reshape(wide.shape[0], -1), alpha=1 / 257).reshape(wide.shape)
+    return np.rint(np.multiply(wide, np.float32(1 / 257), dtype=np.float32)).astype(np.uint8)
 
 
 def from_rgb(rgb: np.ndarray, like, reformatter):
@@ -405,4 +422,4 @@ def from_rgb(rgb: np.ndarray, like, reformatter):
 
 
 __all__ = ["Decoded", "PrivateFrames", "RGBBuffers", "chroma_blocks", "from_rgb", "planes", "takes", "to_rgb",
-           "reformatter_", "yuv_layout", "YUV420"]
+           "reformatter_", "to_8bit", "yuv_layout", "YUV420"]
