@@ -20,9 +20,12 @@ replaced: the motion estimate's 4x reduction of the luma plane (`ops.area_reduce
 the logo's box (the ring's Lucas-Kanade step, the ring check, the offset and the copy:
 `_C.ring_shift` + `_C.ring_place` against the NumPy steps), the same results asserted.
 
-Last, what a 10-bit frame's read costs (the same frame in yuv420p10le): `frames.to_rgb`, through
-16-bit RGB rounded to 8 bits, against swscale's direct 8-bit RGB (about 1.3 levels dark, which
-the write-back showed as a darker hole), and each one's mean error against 16-bit RGB / 257.
+Last, what reading a whole frame as 8-bit RGB costs and how far off it is (mean error, levels):
+the 8-bit frame by `ops.yuv_to_rgb` (what `frames.to_rgb` and `Decoded` use) against swscale's
+fast path (before: about 1.1 levels dark, which the write-back showed as a darker hole) and its
+exact one (ACCURATE_RND | FULL_CHR_H_INT), the error against the real-valued BT.601 conversion;
+the same frame in yuv420p10le by `frames.to_rgb` (16-bit RGB rounded to 8 bits) against
+swscale's direct 8-bit RGB, the error against 16-bit RGB / 257.
 """
 
 import argparse
@@ -113,21 +116,37 @@ def main():
 
 def deep_read(frame, sws, rounds: int, iters: int) -> None:
     """See the module's docstring (its last paragraph)."""
+    from av.video.reformatter import Interpolation
+
+    y, u, v = (p.astype(float) for p in fr.planes(frame))
+    h, w = y.shape
+    uu = u.repeat(2, 0).repeat(2, 1)[:h, :w] - 128
+    vv = v.repeat(2, 0).repeat(2, 1)[:h, :w] - 128
+    yy, cc = (y - 16) * 255 / 219, 255 / 224  # (BT.601 limited: the frame's, untagged)
+    exact8 = np.clip(np.stack([yy + 1.402 * cc * vv, yy - (0.344136 * uu + 0.714136 * vv) * cc,
+                               yy + 1.772 * cc * uu], -1), 0, 255)
     deep = frame.reformat(format="yuv420p10le")
-    exact = deep.reformat(format="rgb48le").to_ndarray() / 257
-
-    def direct():
-        return sws.reformat(deep, format="rgb24", threads=1).to_ndarray()
-
-    def rounded():
-        return fr.to_rgb(deep, sws)
-
-    errors = [float((f().astype(float) - exact).mean()) for f in (direct, rounded)]
-    a, b = _median_ms([direct, rounded], rounds, max(1, iters // 4))
-    print("\na 1920x1080 yuv420p10le frame read as 8-bit RGB:")
+    exact10 = deep.reformat(format="rgb48le").to_ndarray() / 257
+    exact_flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+    rows = [
+        ("8-bit: swscale rgb24 (before)", exact8,
+         lambda: sws.reformat(frame, format="rgb24", threads=1).to_ndarray()),
+        ("8-bit: swscale rgb24, exact flags", exact8,
+         lambda: sws.reformat(frame, format="rgb24", threads=1,
+                              interpolation=exact_flags).to_ndarray()),
+        ("8-bit: ops.yuv_to_rgb (frames.to_rgb)", exact8, lambda: fr.to_rgb(frame, sws)),
+        ("10-bit: swscale rgb24 (before)", exact10,
+         lambda: sws.reformat(deep, format="rgb24", threads=1).to_ndarray()),
+        ("10-bit: frames.to_rgb (rgb48, rounded)", exact10, lambda: fr.to_rgb(deep, sws)),
+    ]
+    errors = [float((f().astype(float) - ref).mean()) for _, ref, f in rows]
+    times = _median_ms([f for _, _, f in rows], rounds, max(1, iters // 4))
+    print("\na whole 1920x1080 frame read as 8-bit RGB (ratio: to the row 'before'):")
     print(f"{'read':44s} {'ms a frame':>10s} {'ratio':>8s} {'mean error':>11s}")
-    print(f"{'swscale rgb24 (before)':44s} {a:10.3f} {'':>8s} {errors[0]:+11.3f}")
-    print(f"{'frames.to_rgb: rgb48, rounded':44s} {b:10.3f} {b / a:7.2f}x {errors[1]:+11.3f}")
+    base = None
+    for (name, _, _), ms, err in zip(rows, times, errors):
+        base = ms if "before" in name else base
+        print(f"{name:44s} {ms:10.3f} {ms / base:7.2f}x {err:+11.3f}")
 
 
 def _median_ms(fns, rounds: int, iters: int) -> list[float]:

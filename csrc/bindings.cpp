@@ -559,6 +559,42 @@ py::array area_reduce4(const py::object& obj) {
   return out;
 }
 
+// 8-bit planar YUV planes (rows any stride, columns contiguous) to a new or given RGB array.
+py::array yuv_to_rgb(const py::object& yo, const py::object& uo, const py::object& vo,
+                     const std::vector<int32_t>& coef, const py::object& out_obj) {
+  const py::array ya = as_array(yo, "y"), ua = as_array(uo, "u"), va = as_array(vo, "v");
+  for (const auto* a : {&ya, &ua, &va})
+    if (!a->dtype().equal(py::dtype::of<uint8_t>()) || a->ndim() != 2)
+      throw py::value_error("y, u, v: expected uint8 [h, w] planes, got " + dtype_str(*a) + " " + shape_str(*a));
+  const int64_t h = ya.shape(0), w = ya.shape(1), ch = ua.shape(0), cw = ua.shape(1);
+  if (va.shape(0) != ch || va.shape(1) != cw)
+    throw py::value_error("u, v: different shapes, " + shape_str(ua) + " and " + shape_str(va));
+  int sy = -1, sx = -1;
+  for (int s = 0; s < 2; ++s) {
+    if (ch == ((h + (1 << s) - 1) >> s)) sy = sy < 0 ? s : sy;
+    if (cw == ((w + (1 << s) - 1) >> s)) sx = sx < 0 ? s : sx;
+  }
+  if (sy < 0 || sx < 0 || h < 1 || w < 1)
+    throw py::value_error("u, v: expected [h, w] or halved (rounded up) chroma for luma " + shape_str(ya) +
+                          ", got " + shape_str(ua));
+  if (coef.size() != 6) throw py::value_error("coefficients: expected 6 integers");
+  const fastfill::Rows yr = rows_of(yo, "y", h, w, false, false);
+  const fastfill::Rows ur = rows_of(uo, "u", ch, cw, false, false);
+  const fastfill::Rows vr = rows_of(vo, "v", ch, cw, false, false);
+  py::array out;
+  if (out_obj.is_none()) {
+    out = py::array_t<uint8_t>({py::ssize_t(h), py::ssize_t(w), py::ssize_t(3)});
+  } else {
+    out = as_array(out_obj, "out");
+  }
+  const fastfill::Rows o = rows_of(out, "out", h, w, true, true);
+  {
+    py::gil_scoped_release nogil;
+    fastfill::yuv_to_rgb_cpu(yr.p, yr.rs, ur.p, ur.rs, vr.p, vr.rs, h, w, sy, sx, coef.data(), o.p, o.rs);
+  }
+  return out;
+}
+
 fastfill::RingArgs ring_args(const py::object& cur, const py::object& ring, const py::object& valid,
                              const py::object& warped, const py::object& todo) {
   const py::array c = as_array(cur, "cur");
@@ -680,6 +716,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("area_reduce4", &area_reduce4, py::arg("plane"),
         "uint8 [h, w] (rows any stride, columns contiguous; h, w multiples of 4) -> [h/4, w/4]:\n"
         "each 4x4 block's mean, half to even (cv2.resize INTER_AREA's bytes for this case).");
+  m.def("yuv_to_rgb", &yuv_to_rgb, py::arg("y"), py::arg("u"), py::arg("v"), py::arg("coefficients"),
+        py::arg("out") = py::none(),
+        "8-bit planar YUV (luma [h, w]; chroma [h, w] or halved, rounded up, each sample covering its\n"
+        "block) to uint8 RGB [h, w, 3] (new, or `out`); coefficients: 16.16 integers {luma gain, luma\n"
+        "offset, V to R, U to G, V to G, U to B}. See fastfill.ops.yuv_to_rgb.");
   m.def("given_box", &given_box, py::arg("known"), py::arg("todo"),
         "Video propagation: the open pixels (`todo`) where a source's warped known map is 255:\n"
         "(count, y0, x0, y1, x1), their bounding box (zeros when none).");

@@ -581,3 +581,86 @@ def test_a_window_of_non_integers_and_a_seamless_image_of_floats_are_refused():
     with pytest.raises(TypeError, match="seamless: image must be uint8, got float32"):
         ops.seamless(f, hole, f)
     assert "seamless" in ops.__all__
+
+
+@pytest.mark.parametrize("h, w, sy, sx", [(1, 1, 2, 2), (2, 3, 2, 2), (7, 9, 2, 2), (64, 96, 2, 2),
+                                          (9, 10, 1, 2), (5, 6, 1, 1), (1080, 1920, 2, 2)])
+def test_yuv_to_rgb_matches_reference_and_the_formula(h, w, sy, sx):
+    """Exact against the NumPy reference (the same integer arithmetic) for every matrix and
+    range, odd sizes, views into wider planes (a decoded frame's padded rows) and a strided
+    `out`; within half a level (plus the 16.16 coefficients' rounding) of the real-valued
+    conversion, so unbiased."""
+    rng = np.random.default_rng(h * w)
+    ch, cw = -(-h // sy), -(-w // sx)
+    y = rng.integers(0, 256, (h, w + 16), dtype=np.uint8)[:, :w]
+    u = rng.integers(0, 256, (ch, cw + 8), dtype=np.uint8)[:, :cw]
+    v = rng.integers(0, 256, (ch, cw), dtype=np.uint8)
+    for colorspace, (kr, kb) in ((1, (0.2126, 0.0722)), (2, (0.299, 0.114)), (9, (0.2627, 0.0593))):
+        for full in (False, True):
+            c = ops.yuv_coefficients(colorspace, full)
+            got = ops.yuv_to_rgb(y, u, v, c)
+            assert got.shape == (h, w, 3) and got.dtype == np.uint8
+            np.testing.assert_array_equal(got, ops.yuv_to_rgb_reference(y, u, v, c))
+            big = np.zeros((h, w + 5, 4), np.uint8)[:, 2:w + 2, :3]  # (rows and pixels strided)
+            with pytest.raises(ValueError, match="contiguous"):
+                ops.yuv_to_rgb(y, u, v, c, big)
+            out = np.zeros((h + 1, w + 7, 3), np.uint8)
+            assert ops.yuv_to_rgb(y, u, v, c, out[1:, 3:w + 3]) is not None
+            np.testing.assert_array_equal(out[1:, 3:w + 3], got)
+            assert not out[0].any() and not out[1:, :3].any() and not out[1:, w + 3:].any()
+            # the real-valued conversion
+            uu = u.repeat(sy, 0).repeat(sx, 1)[:h, :w] - 128.0
+            vv = v.repeat(sy, 0).repeat(sx, 1)[:h, :w] - 128.0
+            yy, cc = (y.astype(float), 1.0) if full else ((y - 16.0) * 255 / 219, 255 / 224)
+            kg = 1 - kr - kb
+            exact = np.stack([yy + 2 * (1 - kr) * cc * vv,
+                              yy - 2 * kb * (1 - kb) / kg * cc * uu - 2 * kr * (1 - kr) / kg * cc * vv,
+                              yy + 2 * (1 - kb) * cc * uu], -1)
+            err = got - np.clip(exact, 0, 255)
+            assert np.abs(err).max() <= 0.5 + 3e-3, np.abs(err).max()
+            if h * w >= 1000:
+                assert abs(err.mean()) < 0.01
+
+
+def test_yuv_to_rgb_round_trips_through_swscale():
+    """Read with the kernel and written back by swscale (the video command's write-back, in the
+    same matrix): a flat colour's Y comes back exactly (limited range), U and V within the level
+    by which swscale's own chroma of it varies, for every matrix swscale knows; its own 8-bit
+    read is about a level dark."""
+    av = pytest.importorskip("av")
+    from fastfill.video.frames import planes
+
+    rng = np.random.default_rng(3)
+    dark = []
+    for colorspace in (0, 1, 2, 4, 5, 6, 7, 9):
+        for colour in rng.integers(25, 230, (12, 3)).astype(np.uint8):
+            f = av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8) + colour, format="rgb24")
+            yuv = f.reformat(format="yuv420p", dst_colorspace=colorspace, dst_color_range=1)
+            yuv.colorspace, yuv.color_range = colorspace, 1
+            rgb = ops.yuv_to_rgb(*planes(yuv), ops.yuv_coefficients(colorspace, False))
+            back = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            back.colorspace, back.color_range = colorspace, 1
+            back = back.reformat(format="yuv420p")
+            (ya, *ca), (yb, *cb) = planes(yuv), planes(back)
+            np.testing.assert_array_equal(ya, yb)
+            for a, b in zip(ca, cb):  # (swscale's own chroma of a flat colour varies by 1)
+                assert np.abs(a.astype(int) - b).max() <= 1
+            dark.append(yuv.to_ndarray(format="rgb24").astype(int).mean() - rgb.astype(int).mean())
+    assert np.mean(dark) < -0.5  # (what the kernel is for: swscale's read, about 1 level dark)
+
+
+def test_yuv_to_rgb_refuses_what_it_cannot_convert():
+    y = np.zeros((8, 8), np.uint8)
+    c = ops.yuv_coefficients(1, False)
+    with pytest.raises(ValueError, match="halved"):
+        ops.yuv_to_rgb(y, np.zeros((3, 4), np.uint8), np.zeros((3, 4), np.uint8), c)
+    with pytest.raises(ValueError, match="different shapes"):
+        ops.yuv_to_rgb(y, np.zeros((4, 4), np.uint8), np.zeros((4, 8), np.uint8), c)
+    with pytest.raises(ValueError, match="expected uint8"):
+        ops.yuv_to_rgb(y.astype(np.uint16), np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), c)
+    with pytest.raises(ValueError, match="6 integers"):
+        ops.yuv_to_rgb(y, np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), c[:5])
+    with pytest.raises(ValueError, match="writeable"):
+        out = np.zeros((8, 8, 3), np.uint8)
+        out.flags.writeable = False
+        ops.yuv_to_rgb(y, np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), c, out)

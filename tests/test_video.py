@@ -379,11 +379,12 @@ def test_planar_yuv_frames_keep_every_sample_outside_the_hole(tmp_path, pix_fmt,
         assert np.abs(x[0][hole].astype(int) - y[0][hole]).mean() > 5 * deep  # (filled)
 
 
-@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv422p10le"])
-def test_a_deep_clips_hole_is_written_in_the_levels_around_it(tmp_path, pix_fmt):
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv422p10le", "yuv420p", "yuv444p"])
+def test_a_clips_hole_is_written_in_the_levels_around_it(tmp_path, pix_fmt):
     """A flat colour with a hole comes back the same colour in the hole, to the rounding of
-    8-bit RGB: a 10-bit frame read as swscale's 8-bit RGB is about 1.3 levels dark (it
-    truncates), and written back from it the hole was 5-6 levels darker than around it."""
+    8-bit RGB: swscale's own 8-bit RGB truncates (a 10-bit frame about 1.3 levels dark, 8-bit
+    4:2:0 about 1.1), and written back from it this colour's hole was 9 levels darker than
+    around it at 10 bits, 2 at 8 bits."""
     src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"
     flat = np.zeros((H, W, 3), np.uint8) + np.array([107, 208, 139], np.uint8)  # (old: 9 dark)
     write_clip(src, [flat] * 3, FPS, codec="ffv1", pix_fmt=pix_fmt, audio=False)
@@ -395,7 +396,7 @@ def test_a_deep_clips_hole_is_written_in_the_levels_around_it(tmp_path, pix_fmt)
     assert code == 0, err
     (_, a), (_, b) = _planes(src), _planes(out)
     hole = m != 0
-    step = 2  # (half an 8-bit level, in 10-bit levels)
+    step = 2 if "10" in pix_fmt else 0  # (half an 8-bit level, in 10-bit levels; 8 bits: exact)
     for x, y in zip(a, b):
         d = y[0][hole].astype(int) - x[0][hole]
         assert np.abs(d).max() <= step, (d.min(), d.max())
@@ -429,10 +430,12 @@ def _photo_clip(n, w=W, h=H):
 def test_a_decoded_frame_converts_its_boxes_as_the_whole_frame():
     """A 4:2:0 frame's RGB made in boxes (grown to whole 2x2 chroma blocks) is the whole
     frame's conversion there, exactly, and zero elsewhere; the whole frame once asked for."""
-    from fastfill.video.frames import Decoded
+    from fastfill import ops
+    from fastfill.video.frames import Decoded, planes, reformatter_, to_rgb
 
     f = av.VideoFrame.from_ndarray(_photo_clip(1)[0], format="rgb24").reformat(format="yuv420p")
-    whole = f.to_ndarray(format="rgb24")
+    whole = to_rgb(f, reformatter_())
+    assert np.array_equal(whole, ops.yuv_to_rgb_reference(*planes(f), ops.yuv_coefficients(2, False)))
     d = Decoded(f)
     part = d.rgb_within([(5, 7, 10, 21), (41, 61, 9, 30)])  # odd edges
     inside = np.zeros((H, W), bool)
@@ -446,10 +449,10 @@ def test_a_frame_given_back_is_used_again_with_zeros_outside_its_new_boxes():
     """RGBBuffers: a frame given back is the next one taken (no fresh mapping to fault in),
     converted where asked and zero elsewhere, also where the boxes before it were; a frame not
     given back, or an array it never lent, is not reused."""
-    from fastfill.video.frames import Decoded, RGBBuffers
+    from fastfill.video.frames import Decoded, RGBBuffers, reformatter_, to_rgb
 
     f = av.VideoFrame.from_ndarray(_photo_clip(1)[0], format="rgb24").reformat(format="yuv420p")
-    whole = f.to_ndarray(format="rgb24")
+    whole = to_rgb(f, reformatter_())
     buffers = RGBBuffers()
     first = Decoded(f, buffers=buffers).rgb_within([(4, 6, 12, 22)])
     first_copy = first.copy()
@@ -470,10 +473,10 @@ def test_a_private_frame_is_used_again_only_when_nothing_holds_it():
     """PrivateFrames (propagation's source frames): a frame given back when its Decoded is
     recycled is the next one taken, zero outside its new boxes; while anything holds it, or a
     view of it (the view's base is the frame's own base), a fresh frame is taken instead."""
-    from fastfill.video.frames import Decoded, PrivateFrames
+    from fastfill.video.frames import Decoded, PrivateFrames, reformatter_, to_rgb
 
     f = av.VideoFrame.from_ndarray(_photo_clip(1)[0], format="rgb24").reformat(format="yuv420p")
-    whole = f.to_ndarray(format="rgb24")
+    whole = to_rgb(f, reformatter_())
     pool = PrivateFrames()
     d = Decoded(f, private=pool)
     first = d.rgb_within([(4, 6, 12, 22)], source=True)
@@ -510,10 +513,10 @@ def test_the_fill_writes_into_a_frame_no_one_else_reads():
     samples, and wrote its pixels there, the fill gets a frame of the buffers with those pixels
     and the conversion in its boxes, and writing into it leaves the private one as it was; a
     frame converted for the fill first is lent already and comes back as itself."""
-    from fastfill.video.frames import Decoded, RGBBuffers
+    from fastfill.video.frames import Decoded, RGBBuffers, reformatter_, to_rgb
 
     f = av.VideoFrame.from_ndarray(_photo_clip(1)[0], format="rgb24").reformat(format="yuv420p")
-    whole = f.to_ndarray(format="rgb24")
+    whole = to_rgb(f, reformatter_())
     buffers = RGBBuffers()
     d = Decoded(f, buffers=buffers)
     private = d.rgb_within([(4, 6, 20, 40)], source=True)  # (propagation's frame)

@@ -656,10 +656,10 @@ def test_a_decoded_frame_read_for_later_frames_after_the_fill_has_a_private_rgb(
     their own, never the lent one; a box asked for again is not converted again; boxes grown
     for a creeping reader come in multiples of the growth."""
     av = pytest.importorskip("av")
-    from fastfill.video.frames import Decoded, RGBBuffers
+    from fastfill.video.frames import Decoded, RGBBuffers, reformatter_, to_rgb
 
     f = av.VideoFrame.from_ndarray(view(photo(), 60, 100), format="rgb24").reformat(format="yuv420p")
-    whole = f.to_ndarray(format="rgb24")
+    whole = to_rgb(f, reformatter_())
     buffers = RGBBuffers()
     d = Decoded(f, buffers=buffers)
     lent = d.rgb_within([(10, 10, 20, 20)])

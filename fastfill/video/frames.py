@@ -9,8 +9,9 @@ samples anywhere (the whole frame, converted once); the fill, which reads its wi
 hole; the encoder's write-back, which reads the hole. So a :class:`Decoded` frame converts the
 whole frame only when a source needs it, and otherwise only the windows the fill reads.
 
-Conversion of a box is swscale's, the same call that converts a whole frame; for boxes on even
-coordinates (whole 2x2 chroma blocks) it gives the whole frame's pixels exactly.
+Conversion is :func:`fastfill.ops.yuv_to_rgb` (each chroma sample covers its 2x2 block), for a
+box as for the whole frame: a box on even coordinates (whole chroma blocks) gives the whole
+frame's pixels exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import sys
 import weakref
 
 import numpy as np
+
+from .. import ops
 
 # 4:2:0 formats whose decoded planes are read and written directly (else: RGB whole).
 YUV420 = ("yuv420p", "yuvj420p")
@@ -153,7 +156,7 @@ class Decoded:
         if part.lent and todo:
             self._buffers.written(part.array, todo)
         for y0, x0, y1, x1 in todo:
-            part.array[y0:y1, x0:x1] = self._convert(y0, x0, y1, x1)
+            self._convert(y0, x0, y1, x1, part.array[y0:y1, x0:x1])
         part.done.extend(todo)
         return part.array
 
@@ -199,17 +202,11 @@ class Decoded:
             own[y0:y1, x0:x1] = shared[y0:y1, x0:x1]
         return own
 
-    def _convert(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
-        import av
-
-        f = self.frame
-        box = av.VideoFrame(x1 - x0, y1 - y0, f.format.name)
-        box.colorspace, box.color_range = f.colorspace, f.color_range
-        src = self.planes
-        for k, d in enumerate(planes(box)):
-            s = 1 if k == 0 else 2
-            d[...] = src[k][y0 // s:y1 // s, x0 // s:x1 // s]
-        return to_rgb(box, self._reformatter)
+    def _convert(self, y0: int, x0: int, y1: int, x1: int, out: np.ndarray) -> None:
+        """The box (on whole chroma blocks) converted into ``out`` (a view of its size)."""
+        yp, up, vp = self.planes
+        c = (slice(y0 // 2, -(-y1 // 2)), slice(x0 // 2, -(-x1 // 2)))
+        ops.yuv_to_rgb(yp[y0:y1, x0:x1], up[c], vp[c], _coefficients(self.frame), out)
 
 
 def _grown(b, grow: int, h: int, w: int) -> tuple[int, int, int, int]:
@@ -380,13 +377,25 @@ def _deep(name: str) -> bool:
 
 
 def to_rgb(frame, reformatter) -> np.ndarray:
-    """``frame.to_ndarray(format="rgb24")`` through ``reformatter`` (the same pixels); a frame
-    of more than 8 bits a sample through 16-bit RGB, rounded (swscale's own 8-bit RGB of a
-    10-bit frame is about 1.3 levels dark: it truncates, and a hole written back from it would
-    be darker than the samples around it)."""
+    """A decoded frame's pixels as RGB ``[h, w, 3]``, each rounded to the nearest level, in
+    the frame's colour matrix and range: 8-bit planar YUV by :func:`fastfill.ops.yuv_to_rgb`
+    (chroma subsampled by 1 or 2; each chroma sample covers its block), more than 8 bits
+    through swscale's 16-bit RGB, rounded; anything else by swscale (``reformatter``).
+    swscale's own 8-bit RGB truncates: about 1.1 levels dark from 8-bit 4:2:0, 1.3 from 10 bits,
+    and a hole written back from it came out darker than the samples around it."""
+    layout = yuv_layout(frame.format.name)
+    if layout is not None and layout[0].itemsize == 1 and max(layout[1]) <= 2:
+        yp, up, vp = planes(frame)[:3]
+        return ops.yuv_to_rgb(yp, up, vp, _coefficients(frame))
     if _deep(frame.format.name):
         return to_8bit(reformatter.reformat(frame, format="rgb48le", threads=1).to_ndarray())
     return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
+def _coefficients(frame) -> tuple[int, ...]:
+    """:func:`fastfill.ops.yuv_coefficients` for a frame's matrix and range (yuvj: full)."""
+    full = frame.color_range == 2 or frame.format.name.startswith("yuvj")
+    return ops.yuv_coefficients(frame.colorspace, full)
 
 
 @functools.lru_cache(maxsize=None)
