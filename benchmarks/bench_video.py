@@ -24,7 +24,9 @@ frame: steadier than frames/s on a loaded machine, and what a fill costs beside 
 encoding. Hole PSNR: over the hole pixels of every frame against the clean frames. Flicker: the mean
 change of the hole from frame to frame beyond the clean frames' own change (0 = moves exactly as the
 scene does). Texture distance: the stills' (`train.evaluate.texture_distance`, 7x7 patches centred
-in the hole against the clean frame's), the mean over every 10th frame.
+in the hole against the clean frame's), the mean over every 10th frame. Outputs are read as RGB
+by `fastfill.video.frames.to_rgb` (rounded; swscale's own 8-bit RGB, used before 2026-12-07
+session 36, reads every frame about 1.1 levels dark).
 
 Goals (2 cores): fastfill at least delogo's frames/s at 1080p with a logo hole; on a panning camera
 >= 8 dB better hole PSNR than delogo and at most half its flicker. `--floor` adds what no fill
@@ -55,6 +57,7 @@ import cv2  # noqa: E402
 
 from fastfill import Inpainter  # noqa: E402
 from fastfill.fills import FILLS  # noqa: E402
+from fastfill.video.frames import reformatter_, to_rgb  # noqa: E402
 from fastfill.video.stream import inpaint_video  # noqa: E402
 
 PAN = (6.0, 0.5)  # px per frame at 1080p: across the frame in about 10 s at 30 frames/s
@@ -195,7 +198,7 @@ def crop_of(path, size, hole, index):
     with av.open(str(path)) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i == index:
-                return f.to_ndarray(format="rgb24")[max(0, y - m):y + h + m, max(0, x - m):x + w + m]
+                return to_rgb(f, reformatter_())[max(0, y - m):y + h + m, max(0, x - m):x + w + m]
     raise RuntimeError(f"{path}: no frame {index}")
 
 
@@ -223,10 +226,11 @@ def score(out, scene, size, camera, hole, n, texture_every=10, pan=PAN):
     y0, x0 = max(0, y - r), max(0, x - r)
     inside = np.zeros((min(size[0], y + h + r) - y0, min(size[1], x + w + r) - x0), bool)
     inside[y - y0:y - y0 + h, x - x0:x - x0 + w] = True
+    sws = reformatter_()
     with av.open(str(out)) as c:
         frames = 0
         for i, f in enumerate(c.decode(video=0)):
-            rgb, clean = f.to_ndarray(format="rgb24"), clean_frame(scene, size, camera, i, pan)
+            rgb, clean = to_rgb(f, sws), clean_frame(scene, size, camera, i, pan)
             o = rgb[y:y + h, x:x + w].astype(np.float64)
             g = clean[y:y + h, x:x + w].astype(np.float64)
             se += ((o - g) ** 2).sum()
