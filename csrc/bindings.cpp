@@ -569,15 +569,15 @@ py::array yuv_to_rgb(const py::object& yo, const py::object& uo, const py::objec
   const int64_t h = ya.shape(0), w = ya.shape(1), ch = ua.shape(0), cw = ua.shape(1);
   if (va.shape(0) != ch || va.shape(1) != cw)
     throw py::value_error("u, v: different shapes, " + shape_str(ua) + " and " + shape_str(va));
-  int sy = -1, sx = -1;
-  for (int s = 0; s < 2; ++s) {
-    if (ch == ((h + (1 << s) - 1) >> s)) sy = sy < 0 ? s : sy;
-    if (cw == ((w + (1 << s) - 1) >> s)) sx = sx < 0 ? s : sx;
+  int sy = -1, sx = -1;  // (the smallest that fits: at h or w 1 every one does, and gives the same)
+  for (int s = 2; s >= 0; --s) {
+    if (ch == ((h + (1 << s) - 1) >> s)) sy = s;
+    if (cw == ((w + (1 << s) - 1) >> s)) sx = s;
   }
   if (sy < 0 || sx < 0 || h < 1 || w < 1)
-    throw py::value_error("u, v: expected [h, w] or halved (rounded up) chroma for luma " + shape_str(ya) +
-                          ", got " + shape_str(ua));
-  if (coef.size() != 6) throw py::value_error("coefficients: expected 6 integers");
+    throw py::value_error("u, v: expected the luma's size " + shape_str(ya) +
+                          " or it divided by 2 or 4 (rounded up), got " + shape_str(ua));
+  if (coef.size() != 7) throw py::value_error("coefficients: expected 7 integers");
   const fastfill::Rows yr = rows_of(yo, "y", h, w, false, false);
   const fastfill::Rows ur = rows_of(uo, "u", ch, cw, false, false);
   const fastfill::Rows vr = rows_of(vo, "v", ch, cw, false, false);
@@ -718,9 +718,10 @@ PYBIND11_MODULE(_C, m) {
         "each 4x4 block's mean, half to even (cv2.resize INTER_AREA's bytes for this case).");
   m.def("yuv_to_rgb", &yuv_to_rgb, py::arg("y"), py::arg("u"), py::arg("v"), py::arg("coefficients"),
         py::arg("out") = py::none(),
-        "8-bit planar YUV (luma [h, w]; chroma [h, w] or halved, rounded up, each sample covering its\n"
-        "block) to uint8 RGB [h, w, 3] (new, or `out`); coefficients: 16.16 integers {luma gain, luma\n"
-        "offset, V to R, U to G, V to G, U to B}. See fastfill.ops.yuv_to_rgb.");
+        "8-bit planar YUV (luma [h, w]; chroma [h, w] or divided by 2 or 4, rounded up, each sample\n"
+        "covering its block) to uint8 RGB [h, w, 3] (new, or `out`); coefficients: 16.16\n"
+        "integers {luma gain, luma offset, chroma midpoint, V to R, U to G, V to G, U to B}. See\n"
+        "fastfill.ops.yuv_to_rgb.");
   m.def("given_box", &given_box, py::arg("known"), py::arg("todo"),
         "Video propagation: the open pixels (`todo`) where a source's warped known map is 255:\n"
         "(count, y0, x0, y1, x1), their bounding box (zeros when none).");

@@ -62,11 +62,11 @@ void composite_cpu(const CompositeArgs& a);
 void area_reduce4_cpu(const uint8_t* src, int64_t stride, int64_t h, int64_t w, uint8_t* dst);
 
 // 8-bit planar YUV to RGB: luma [h, w], chroma [ceil(h / 2^sy), ceil(w / 2^sx)] (each sample
-// covers its block: nearest), rows of the given byte strides; `coef` in 16.16 fixed point:
-// {luma gain, luma offset, V to R, U to G, V to G, U to B}. Each channel is
-// (gain * (Y - offset) + term + 2^15) >> 16, clamped to 0..255.
+// covers its block: nearest; sy, sx in 0..2), rows of the given byte strides; `coef` in 16.16
+// fixed point: {luma gain, luma offset, chroma midpoint, V to R, U to G, V to G, U to B}. Each
+// channel is (gain * (Y - offset) + term + 2^15) >> 16, clamped to 0..255.
 void yuv_to_rgb_cpu(const uint8_t* y, int64_t ys, const uint8_t* u, int64_t us, const uint8_t* v,
-                    int64_t vs, int64_t h, int64_t w, int sy, int sx, const int32_t coef[6],
+                    int64_t vs, int64_t h, int64_t w, int sy, int sx, const int32_t coef[7],
                     uint8_t* out, int64_t os);
 
 // Options of the patch fill (see fastfill.ops.FILLS for their meaning and bounds).

@@ -336,36 +336,38 @@ def area_reduce4(plane: np.ndarray) -> np.ndarray:
     return _C.area_reduce4(plane)
 
 
-# Kr, Kb of each colour matrix by its number (FFmpeg's AVColorSpace), as swscale reads them
-# (sws_getCoefficients: 0 takes BT.709's, as MPEG-2 without a display extension; anything it does
-# not know takes BT.601's): BT.709, FCC, BT.601 (470BG, 170M), SMPTE 240M, BT.2020.
-_MATRICES = {0: (0.2126, 0.0722), 1: (0.2126, 0.0722), 4: (0.30, 0.11), 7: (0.212, 0.087),
-             9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
+# Kr, Kb of each colour matrix by its number (FFmpeg's AVColorSpace), as swscale reads a YUV
+# frame's: BT.709, FCC, SMPTE 240M, BT.2020; anything else (BT.601's 470BG and 170M, unspecified,
+# 0) BT.601.
+_MATRICES = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 7: (0.212, 0.087), 9: (0.2627, 0.0593),
+             10: (0.2627, 0.0593)}
 _BT601 = (0.299, 0.114)
 
 
 def yuv_coefficients(colorspace: int | None, full_range: bool) -> tuple[int, ...]:
     """The 16.16 fixed-point coefficients of :func:`yuv_to_rgb` for a colour matrix
     (``colorspace``: FFmpeg's number, as ``VideoFrame.colorspace`` gives it; unknown or None:
-    BT.601, as swscale) and range (full: Y 0..255; else Y 16..235, chroma 16..240)."""
+    BT.601, as swscale) and range (full: Y 0..255; else Y 16..235, chroma 16..240): {luma gain,
+    luma offset, chroma midpoint, V to R, U to G, V to G, U to B}."""
     kr, kb = _MATRICES.get(int(colorspace or 2), _BT601)
     kg = 1 - kr - kb
     cy, off, cc = (1.0, 0, 1.0) if full_range else (255 / 219, 16, 255 / 224)
-    terms = (cy, None, 2 * (1 - kr) * cc, 2 * kb * (1 - kb) / kg * cc, 2 * kr * (1 - kr) / kg * cc,
+    terms = (2 * (1 - kr) * cc, 2 * kb * (1 - kb) / kg * cc, 2 * kr * (1 - kr) / kg * cc,
              2 * (1 - kb) * cc)
-    return tuple(off if t is None else int(round(t * 65536)) for t in terms)
+    return (int(round(cy * 65536)), off, 128) + tuple(int(round(t * 65536)) for t in terms)
 
 
 def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, coefficients, out=None) -> np.ndarray:
     """8-bit planar YUV to uint8 RGB ``[h, w, 3]``, rounded to the nearest level.
 
-    ``y``: uint8 ``[h, w]``; ``u``, ``v``: uint8 ``[h, w]`` (4:4:4), ``[h, ceil(w/2)]`` (4:2:2)
-    or ``[ceil(h/2), ceil(w/2)]`` (4:2:0), each sample covering its block; rows of any stride (a
-    decoded frame's planes, or a box of them starting on a chroma block). ``coefficients``:
-    :func:`yuv_coefficients`. ``out``: an RGB array to write (rows of any stride), or None for a
-    new one. One thread, the GIL released. swscale's own 8-bit RGB of a 4:2:0 frame is about
-    1.1 levels dark (it truncates; its exact path costs 14x): the video command reads with this
-    (benchmarks/bench_frames.py). Reference: :func:`yuv_to_rgb_reference`."""
+    ``y``: uint8 ``[h, w]``; ``u``, ``v``: uint8 ``[h, w]`` (4:4:4) or with its height and/or
+    width divided by 2 or 4, rounded up (4:2:2, 4:2:0, 4:4:0, 4:1:1, 4:1:0), each sample
+    covering its block; rows of any stride (a decoded frame's planes, or a box of them starting
+    on a chroma block). ``coefficients``: :func:`yuv_coefficients`. ``out``: an RGB array to
+    write (rows of any stride), or None for a new one. One thread, the GIL released. swscale's
+    own 8-bit RGB truncates (about 1.1 levels dark from 8-bit 4:2:0; its exact path costs 14x):
+    the video command reads with this (benchmarks/bench_frames.py).
+    Reference: :func:`yuv_to_rgb_reference`."""
     return _C.yuv_to_rgb(y, u, v, list(coefficients), out)
 
 
@@ -465,10 +467,12 @@ def yuv_to_rgb_reference(y, u, v, coefficients) -> np.ndarray:
     """NumPy reference of :func:`yuv_to_rgb` (the same integer arithmetic)."""
     y, u, v = (np.asarray(p, np.int64) for p in (y, u, v))
     h, w = y.shape
-    sy, sx = -(-h // u.shape[0]), -(-w // u.shape[1])
-    u = u.repeat(sy, 0).repeat(sx, 1)[:h, :w] - 128
-    v = v.repeat(sy, 0).repeat(sx, 1)[:h, :w] - 128
-    gain, off, rv, gu, gv, bu = coefficients
+    # (the smallest factor that gives the chroma's size, as the kernel: at 1 every one does)
+    sy = next(f for f in (1, 2, 4) if -(-h // f) == u.shape[0])
+    sx = next(f for f in (1, 2, 4) if -(-w // f) == u.shape[1])
+    gain, off, mid, rv, gu, gv, bu = coefficients
+    u = u.repeat(sy, 0).repeat(sx, 1)[:h, :w] - mid
+    v = v.repeat(sy, 0).repeat(sx, 1)[:h, :w] - mid
     lum = gain * (y - off) + (1 << 15)
     rgb = np.stack([lum + rv * v, lum - gu * u - gv * v, lum + bu * u], -1) >> 16
     return np.clip(rgb, 0, 255).astype(np.uint8)

@@ -584,7 +584,8 @@ def test_a_window_of_non_integers_and_a_seamless_image_of_floats_are_refused():
 
 
 @pytest.mark.parametrize("h, w, sy, sx", [(1, 1, 2, 2), (2, 3, 2, 2), (7, 9, 2, 2), (64, 96, 2, 2),
-                                          (9, 10, 1, 2), (5, 6, 1, 1), (1080, 1920, 2, 2)])
+                                          (9, 10, 1, 2), (5, 6, 1, 1), (9, 13, 2, 1), (7, 13, 1, 4),
+                                          (9, 14, 4, 4), (1080, 1920, 2, 2)])
 def test_yuv_to_rgb_matches_reference_and_the_formula(h, w, sy, sx):
     """Exact against the NumPy reference (the same integer arithmetic) for every matrix and
     range, odd sizes, views into wider planes (a decoded frame's padded rows) and a strided
@@ -652,14 +653,14 @@ def test_yuv_to_rgb_round_trips_through_swscale():
 def test_yuv_to_rgb_refuses_what_it_cannot_convert():
     y = np.zeros((8, 8), np.uint8)
     c = ops.yuv_coefficients(1, False)
-    with pytest.raises(ValueError, match="halved"):
+    with pytest.raises(ValueError, match="divided by 2 or 4"):
         ops.yuv_to_rgb(y, np.zeros((3, 4), np.uint8), np.zeros((3, 4), np.uint8), c)
     with pytest.raises(ValueError, match="different shapes"):
         ops.yuv_to_rgb(y, np.zeros((4, 4), np.uint8), np.zeros((4, 8), np.uint8), c)
     with pytest.raises(ValueError, match="expected uint8"):
         ops.yuv_to_rgb(y.astype(np.uint16), np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), c)
-    with pytest.raises(ValueError, match="6 integers"):
-        ops.yuv_to_rgb(y, np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), c[:5])
+    with pytest.raises(ValueError, match="7 integers"):
+        ops.yuv_to_rgb(y, np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), c[:6])
     with pytest.raises(ValueError, match="writeable"):
         out = np.zeros((8, 8, 3), np.uint8)
         out.flags.writeable = False

@@ -34,13 +34,19 @@ YUV420 = ("yuv420p", "yuvj420p")
 MAP_FLAGS = mmap.MAP_PRIVATE
 
 
+class Layout(collections.namedtuple("Layout", "dtype sub planes bits")):
+    """A planar YUV format's samples: their dtype (uint8, or little-endian uint16), the chroma's
+    subsampling (rows, columns: 1, 2 or 4), the number of planes (3, or 4 with alpha) and the
+    bits a sample."""
+
+
 @functools.lru_cache(maxsize=None)
-def yuv_layout(name: str) -> tuple[np.dtype, tuple[int, int], int] | None:
-    """How the planes of pixel format ``name`` are written sample by sample: (the samples'
-    dtype, the chroma's subsampling (rows, columns), the number of planes), for planar YUV with
-    one plane a component (Y, U, V, and an alpha plane at the luma's size), 8 to 16 bits a
-    sample, little-endian; None for any other format (RGB, packed, semi-planar, grey,
-    paletted), which is converted whole. (PyAV's ``is_chroma`` is false for unsubsampled chroma.)"""
+def yuv_layout(name: str) -> Layout | None:
+    """How the planes of pixel format ``name`` are written sample by sample (:class:`Layout`),
+    for planar YUV with one plane a component (Y, U, V, and an alpha plane at the luma's size),
+    8 to 16 bits a sample, little-endian; None for any other format (RGB, packed, semi-planar,
+    grey, paletted), which is converted whole. (PyAV's ``is_chroma`` is false for unsubsampled
+    chroma.)"""
     import av
 
     try:
@@ -51,18 +57,18 @@ def yuv_layout(name: str) -> tuple[np.dtype, tuple[int, int], int] | None:
     bits = {c.bits for c in comps}
     if (not f.is_planar or f.is_rgb or f.is_big_endian or f.has_palette or len(comps) not in (3, 4)
             or [c.plane for c in comps] != list(range(len(comps))) or len(bits) != 1
-            or not 8 <= bits.pop() <= 16 or any(c.is_alpha for c in comps[:3])
+            or not 8 <= min(bits) <= 16 or any(c.is_alpha for c in comps[:3])
             or (len(comps) == 4 and not comps[3].is_alpha)):
         return None
     dtype = np.dtype(np.uint8) if comps[0].bits == 8 else np.dtype("<u2")
     n = 64  # (a size that every subsampling divides)
-    return dtype, (n // f.chroma_height(n), n // f.chroma_width(n)), len(comps)
+    return Layout(dtype, (n // f.chroma_height(n), n // f.chroma_width(n)), len(comps), min(bits))
 
 
 def planes(frame) -> list[np.ndarray]:
     """Views of a planar YUV frame's planes (:func:`yuv_layout`; without their line padding);
     writable when the frame's buffers are."""
-    dtype, (sy, sx), n = yuv_layout(frame.format.name)
+    dtype, (sy, sx), n, _ = yuv_layout(frame.format.name)
     w, h = frame.width, frame.height
     ch, cw = -(-h // sy), -(-w // sx)
     sizes = ((h, w), (ch, cw), (ch, cw), (h, w))
@@ -376,19 +382,27 @@ def _deep(name: str) -> bool:
     return any(c.bits > 8 for c in av.VideoFormat(name).components)
 
 
+_BICUBIC = "BICUBIC"  # (swscale's scaler by name, as PyAV takes it)
+
+
 def to_rgb(frame, reformatter) -> np.ndarray:
     """A decoded frame's pixels as RGB ``[h, w, 3]``, each rounded to the nearest level, in
-    the frame's colour matrix and range: 8-bit planar YUV by :func:`fastfill.ops.yuv_to_rgb`
-    (chroma subsampled by 1 or 2; each chroma sample covers its block), more than 8 bits
-    through swscale's 16-bit RGB, rounded; anything else by swscale (``reformatter``).
-    swscale's own 8-bit RGB truncates: about 1.1 levels dark from 8-bit 4:2:0, 1.3 from 10 bits,
-    and a hole written back from it came out darker than the samples around it."""
+    the frame's colour matrix and range: 8-bit planar YUV (:func:`yuv_layout`) by
+    :func:`fastfill.ops.yuv_to_rgb` (each chroma sample covers its block); a format of more than
+    8 bits through swscale's 16-bit RGB, rounded (:func:`from_rgb` writes through it too, and
+    swscale scales high bit depths its own way, 943 for 10-bit white where the standard says
+    940: read and write agree); anything else by swscale (``reformatter``). swscale's own 8-bit
+    RGB truncates (about 1.1 levels dark from 8-bit 4:2:0, 1.3 from 10 bits: a hole written
+    back from it came out darker than the samples around it). Its bilinear 16-bit RGB of 4:2:0
+    or 4:4:0 at an odd width is wrong by up to 198 levels; bicubic's is not."""
     layout = yuv_layout(frame.format.name)
-    if layout is not None and layout[0].itemsize == 1 and max(layout[1]) <= 2:
+    if layout is not None and layout.bits == 8:
         yp, up, vp = planes(frame)[:3]
         return ops.yuv_to_rgb(yp, up, vp, _coefficients(frame))
     if _deep(frame.format.name):
-        return to_8bit(reformatter.reformat(frame, format="rgb48le", threads=1).to_ndarray())
+        wide = reformatter.reformat(frame, format="rgb48le", threads=1,
+                                    interpolation=_BICUBIC if frame.width % 2 else None)
+        return to_8bit(wide.to_ndarray())
     return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
@@ -431,4 +445,4 @@ def from_rgb(rgb: np.ndarray, like, reformatter):
 
 
 __all__ = ["Decoded", "PrivateFrames", "RGBBuffers", "chroma_blocks", "from_rgb", "planes", "takes", "to_rgb",
-           "reformatter_", "to_8bit", "yuv_layout", "YUV420"]
+           "reformatter_", "to_8bit", "yuv_layout", "Layout", "YUV420"]

@@ -459,7 +459,7 @@ class _Transcode:
             frame = self.decoded.get(tag[-1])
             if frame is not None:
                 if self._where is None or self._where.hole is not hole:
-                    self._where = _HoleBox(hole, yuv_layout(self.yuv)[1])
+                    self._where = _HoleBox(hole, yuv_layout(self.yuv).sub)
                 self.decoded[tag[-1]] = (frame, self._where)
             yield tag, (rgb, hole)
 
