@@ -468,8 +468,11 @@ def yuv_to_rgb_reference(y, u, v, coefficients) -> np.ndarray:
     y, u, v = (np.asarray(p, np.int64) for p in (y, u, v))
     h, w = y.shape
     # (the smallest factor that gives the chroma's size, as the kernel: at 1 every one does)
-    sy = next(f for f in (1, 2, 4) if -(-h // f) == u.shape[0])
-    sx = next(f for f in (1, 2, 4) if -(-w // f) == u.shape[1])
+    sy = next((f for f in (1, 2, 4) if -(-h // f) == u.shape[0]), None)
+    sx = next((f for f in (1, 2, 4) if -(-w // f) == u.shape[1]), None)
+    if sy is None or sx is None or v.shape != u.shape:
+        raise ValueError(f"u, v: expected the luma's size {y.shape} or it divided by 2 or 4 "
+                         f"(rounded up), got {u.shape} and {v.shape}")
     gain, off, mid, rv, gu, gv, bu = coefficients
     u = u.repeat(sy, 0).repeat(sx, 1)[:h, :w] - mid
     v = v.repeat(sy, 0).repeat(sx, 1)[:h, :w] - mid
