@@ -26,7 +26,8 @@ import numpy as np
 
 from .. import ops
 
-# 4:2:0 formats whose decoded planes are read and written directly (else: RGB whole).
+# 8-bit 4:2:0 formats whose frames travel as Decoded (RGB made in boxes where read); every planar
+# YUV format (yuv_layout) is written back over the hole alone.
 YUV420 = ("yuv420p", "yuvj420p")
 # The RGB frames of :meth:`Decoded.rgb_within` are private anonymous mappings: mmap's default for
 # anonymous memory is shared, whose page faults cost about twice as much

@@ -574,7 +574,7 @@ class _HoleBox:
     plane's rows and columns of the box) and ``masks`` (the luma's hole; the chroma samples
     whose block touches it): found once for the frames that share a mask."""
 
-    __slots__ = ("hole", "box", "cut", "masks", "empty")
+    __slots__ = ("hole", "box", "cut", "masks")
 
     def __init__(self, hole, sub: tuple[int, int] = (2, 2)):
         self.hole = hole
@@ -595,7 +595,6 @@ class _HoleBox:
             at = (slice(y0 // sy, y0 // sy + bh // sy), slice(x0 // sx, x0 // sx + bw // sx))
             self.cut = [(slice(y0, y1), slice(x0, x1)), at, at]
             self.masks = [luma, chroma, chroma]
-        self.empty = found is None
 
 
 def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray | None, last, sws, held=None):
