@@ -713,6 +713,9 @@ def test_lossless_in_stays_lossless_out(tmp_path):
     Image.fromarray(src).save(imgs / "a.webp", lossless=True)
     Image.fromarray(src).save(imgs / "b.tiff", compression="tiff_lzw")
     Image.fromarray(src).save(imgs / "c.webp", quality=80)  # lossy stays lossy
+    # transparent pixels keep their colours too (libwebp rewrites them unless told `exact`)
+    rgba = np.dstack([src, np.where(np.arange(56)[None, :] % 3 == 0, 0, 255).repeat(40, 0)]).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(imgs / "d.webp", lossless=True, exact=True)
     Image.fromarray(_mask(40, 56)).save(tmp_path / "m.png")
     code, stdout, stderr = invoke("run", "--engine", TINY, imgs, tmp_path / "m.png", "-o", out)
     assert code == 0, stderr
@@ -720,6 +723,9 @@ def test_lossless_in_stays_lossless_out(tmp_path):
     for name in ("a.webp", "b.tiff"):
         got = np.asarray(Image.open(out / name).convert("RGB"))
         np.testing.assert_array_equal(got[~hole], src[~hole])
+    with Image.open(imgs / "d.webp") as im:  # (what libwebp itself keeps of the input)
+        assert im.mode == "RGBA" and (np.asarray(im) == rgba).all()
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "d.webp"))[~hole], rgba[~hole])
     assert io.webp_is_lossless(out / "a.webp") and not io.webp_is_lossless(out / "c.webp")
     with Image.open(out / "b.tiff") as im:
         assert im.info.get("compression") == "tiff_lzw"

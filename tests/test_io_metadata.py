@@ -122,6 +122,28 @@ def test_truncated_tiff_is_one_line_naming_it_and_libtiff_says_nothing(tmp_path,
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fastfill-failures.jsonl", "ok.png"]
 
 
+def test_a_damaged_netpbm_header_is_one_line_and_the_run_goes_on(tmp_path, mask):
+    """Pillow's PPM reader fails on some damaged headers with a ValueError, not an OSError (a
+    token that never ends, a size that is not a number): one line for that file, as for any
+    damaged image, and the others are filled (it used to end the whole run as an internal error,
+    before any image was read)."""
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    (imgs / "endless.ppm").write_bytes(b"P6\n2 2\n255" + b"\xf7" * 12)
+    (imgs / "size.pgm").write_bytes(b"P5\n2x 2\n255\n\xf7\xf7\xf7\xf7")
+    (imgs / "really_a_ppm.png").write_bytes(b"P6\n2 2\n255" + b"\xf7" * 12)
+    Image.fromarray(_img()).save(imgs / "ok.png")
+    r = subprocess.run([sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-q", str(imgs),
+                        str(mask), "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "done 1, skipped 0, failed 3" in r.stdout, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 3, r.stderr
+    for name in ("endless.ppm", "size.pgm", "really_a_ppm.png"):
+        (line,) = [ln for ln in lines if name in ln]
+        assert line.startswith("failed: ") and "truncated or damaged PPM" in line, line
+    assert (tmp_path / "out" / "ok.png").is_file()
+
+
 # -- CMYK with a CMYK profile -------------------------------------------------------------------
 
 _D50 = np.array([0.9642, 1.0, 0.8249])

@@ -172,8 +172,15 @@ def _open(path) -> Image.Image:
     """Image.open on the allowed formats, quietly: fastfill checks sizes itself (--max-pixels), and
     damaged metadata is reported by the decoder as one note, not as Pillow's warnings."""
     _quiet_libtiff()
-    with _Caught():
-        return Image.open(path, formats=DECODE_FORMATS)
+    try:
+        with _Caught():
+            return Image.open(path, formats=DECODE_FORMATS)
+    except (ValueError, SyntaxError, struct.error, IndexError, EOFError) as e:
+        # (some of Pillow's header parsers fail this way on damaged bytes: a PPM's token that
+        # never ends is a ValueError; the callers report a damaged file, one line, as for OSError)
+        if isinstance(e, Image.DecompressionBombError):
+            raise
+        raise OSError(f"damaged header: {e}") from None
 
 
 def _libtiff_candidates() -> list[str]:
@@ -211,7 +218,7 @@ def _quiet_libtiff() -> None:
 
 
 def _signature(src) -> str | None:
-    """The format a file's first bytes announce (TIFF, PNG, JPEG, GIF, WEBP), or None."""
+    """The format a file's first bytes announce (TIFF, PNG, JPEG, GIF, WEBP, PPM), or None."""
     try:
         if hasattr(src, "read"):
             src.seek(0)
@@ -224,6 +231,8 @@ def _signature(src) -> str | None:
         return None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
+    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
+        return "PPM"  # (Pillow's name for the whole Netpbm family)
     return next((fmt for magic, fmt in _SIGNATURES if head.startswith(magic)), None)
 
 
@@ -1313,7 +1322,9 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
             for tag, value in tags.items():
                 kw["exif"][tag] = value
     if fmt == "WEBP" and info.get("lossless"):
-        kw = {k: v for k, v in kw.items() if k != "quality"} | {"lossless": True, "quality": 100}
+        # (exact: libwebp otherwise rewrites the colour under alpha 0, which is still a pixel)
+        kw = {k: v for k, v in kw.items() if k != "quality"} | {"lossless": True, "quality": 100,
+                                                                "exact": True}
     if fmt == "TIFF" and info.get("compression") in ("tiff_lzw", "tiff_adobe_deflate", "packbits", "raw"):
         kw["compression"] = info["compression"]  # a lossless TIFF keeps its own compression
     buf = BytesIO()
