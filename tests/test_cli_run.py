@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -499,6 +500,29 @@ def test_masks_inside_the_images_folder_are_not_images(tmp_path):
     Image.fromarray(_img(30, 41)).save(photos / "a.png")
     Image.fromarray(_mask(30, 41)).save(photos / "masks" / "a.png")
     code, stdout, err = invoke("run", "--method", "harmonic", photos, photos / "masks", "-o", tmp_path / "o")
+    assert code == 0 and "done 1, skipped 0, failed 0" in stdout, err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["a.png"]
+
+
+def test_folders_inside_images_reached_through_links_are_still_inside(tmp_path):
+    """The output folder inside IMAGES given as a link to it (a second run read its outputs as
+    images and stopped: "would replace the input"), and MASKS given by its real path inside a
+    folder that IMAGES links to (each mask was taken for an image without a mask)."""
+    photos = tmp_path / "photos"
+    (photos / "res").mkdir(parents=True)
+    (photos / "masks").mkdir()
+    Image.fromarray(_img(30, 41)).save(photos / "a.png")
+    Image.fromarray(_mask(30, 41)).save(photos / "masks" / "a.png")
+    (tmp_path / "res_link").symlink_to(photos / "res")
+    (tmp_path / "photos_link").symlink_to(photos)
+    for expected in ("done 1, skipped 0", "done 0, skipped 1"):  # (the second run: nothing new)
+        code, stdout, err = invoke("run", "--method", "harmonic", photos, photos / "masks", "-o",
+                                   tmp_path / "res_link")
+        assert code == 0 and f"{expected}, failed 0" in stdout, err
+    assert sorted(p.name for p in (photos / "res").iterdir()) == ["a.png"]
+    shutil.rmtree(photos / "res")  # (last runs' outputs: images of the next run's IMAGES)
+    code, stdout, err = invoke("run", "--method", "harmonic", tmp_path / "photos_link", photos / "masks",
+                               "-o", tmp_path / "o")
     assert code == 0 and "done 1, skipped 0, failed 0" in stdout, err
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["a.png"]
 

@@ -187,9 +187,12 @@ def names_folder(output: str | os.PathLike) -> bool:
 
 
 def _inside(fs, path: str, folder: str) -> bool:
+    """Whether ``path`` lies in ``folder``, symlinks followed (the output folder reached through
+    a link into IMAGES is still inside it, and so is MASKS given by its real path while IMAGES
+    is a link to the folder that holds it)."""
     if fs.remote:
         return path.startswith(folder.rstrip("/") + "/")
-    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
+    return Path(fs.key(path)).is_relative_to(fs.key(folder))
 
 
 def _image_rows(fs_i, ipath, find_mask, fs_o, opath, fmt, single, masks=(None, "")) -> list[dict]:
