@@ -467,6 +467,41 @@ def test_metadata_a_format_cannot_hold_is_left_out_not_fatal(tmp_path, mask):
         assert np.asarray(im)[~_hole()].tobytes() == _img(seed=2)[~_hole()].tobytes()
 
 
+def _bmp_ppm(path) -> tuple[int, int]:
+    return struct.unpack("<ii", path.read_bytes()[38:46])  # (the header's pixels a metre)
+
+
+def test_a_resolution_the_file_never_had_is_not_written(tmp_path, mask):
+    """Pillow reads a TIFF without resolution tags as 1 dpi, a JPEG whose EXIF has no
+    XResolution as 72 dpi, and writes 96 dpi into a BMP that is given none: the outputs claimed
+    a resolution the inputs never had (a 1-dpi page 80 inches wide in an editor). Resolutions the
+    files do record are kept."""
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(imgs / "bare.tif"), _img())  # (no resolution tags)
+    cv2.imwrite(str(imgs / "bare.bmp"), _img(seed=1))  # (0 pixels a metre)
+    exif = Image.Exif()
+    exif[0x010F] = "camera"  # (an EXIF without a resolution)
+    Image.fromarray(_img(seed=2)).save(imgs / "bare.jpg", exif=exif)
+    Image.fromarray(_img(seed=3)).save(imgs / "set.tif", dpi=(300, 300))
+    Image.fromarray(_img(seed=4)).save(imgs / "set.jpg", dpi=(150, 150))
+    Image.fromarray(_img(seed=5)).save(imgs / "set.bmp", dpi=(200, 200))
+    code, _, stderr = _run(imgs, mask, tmp_path / "out")
+    assert code == 0, stderr
+    out = tmp_path / "out"
+    with Image.open(out / "bare.tif") as im:
+        assert not {282, 283, 296} & set(im.tag_v2), dict(im.tag_v2)
+    with Image.open(out / "bare.jpg") as im:
+        assert im.info.get("jfif_unit") == 0 and im.info.get("jfif_density") == (1, 1)
+    assert _bmp_ppm(out / "bare.bmp") == (0, 0)
+    with Image.open(out / "set.tif") as im:
+        assert (im.tag_v2.get(282), im.tag_v2.get(283)) == (300, 300)
+    with Image.open(out / "set.jpg") as im:
+        assert im.info.get("jfif_unit") == 1 and im.info.get("jfif_density") == (150, 150)
+    assert _bmp_ppm(out / "set.bmp") == _bmp_ppm(imgs / "set.bmp") != (0, 0)
+
+
 # -- more than 8 bits per channel ---------------------------------------------------------------
 
 def test_sixteen_bit_colour_is_refused_not_written_at_8_bits(tmp_path, mask):

@@ -488,6 +488,8 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
             if out is im:
                 out = im.copy()
             out.format = fmt
+            if "dpi" in out.info and not _dpi_recorded(im):
+                del out.info["dpi"]  # (Pillow's default, not the file's: not written as if it were)
             if keep and fmt != "TIFF" and damage is None and out.info.get("exif"):
                 try:
                     exif = _carried_exif(out.getexif())
@@ -1092,6 +1094,23 @@ def _png_chunks(info: dict) -> dict:
     return {"pnginfo": chunks} if chunks.chunks else {}
 
 
+def _dpi_recorded(im: Image.Image) -> bool:
+    """Whether the file itself records the resolution Pillow reports as ``info["dpi"]``: Pillow
+    fills in its own where it has none (a TIFF without resolution tags reads as 1 dpi, a JPEG
+    whose EXIF has no XResolution as 72), and an output must not claim it."""
+    if im.format == "TIFF":
+        tags = getattr(im, "tag_v2", {})
+        return 282 in tags and 283 in tags
+    if im.format in ("JPEG", "MPO"):
+        if im.info.get("jfif_unit") in (1, 2):
+            return True
+        try:
+            return 0x011A in im.getexif()
+        except Exception:  # noqa: BLE001 - EXIF Pillow cannot parse records nothing usable
+            return False
+    return True
+
+
 def _sane_dpi(dpi) -> bool:
     """Whether a dpi pair can be written (finite, positive, under a million: a BMP field of -1
     reads as 1.09e8 dpi)."""
@@ -1109,7 +1128,7 @@ def _bmp_with_alpha(img: Image.Image, dpi=None) -> bytes:
     readers (Pillow's own) take for padding, so the transparency would be lost."""
     w, h = img.size
     bgra = np.asarray(img)[::-1][:, :, [2, 1, 0, 3]].tobytes()  # bottom-up rows
-    ppm = [int(round(float(d) * 39.3701)) for d in (dpi or (96, 96))[:2]]  # dots a metre
+    ppm = [int(round(float(d) * 39.3701)) for d in (dpi or (0, 0))[:2]]  # dots a metre (0: none)
     header = (struct.pack("<IiiHHIIiiII", 108, w, h, 1, 32, 3, len(bgra), ppm[0], ppm[1], 0, 0)
               + struct.pack("<IIII", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000)
               + b"BGRs" + bytes(48))  # sRGB: no endpoints or gamma to give
@@ -1306,6 +1325,8 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
     for k in ("icc_profile", "exif", "dpi"):
         if k in info and (fmt in ("JPEG", "PNG", "WEBP", "TIFF") or (fmt, k) == ("BMP", "dpi")):
             kw[k] = info[k]
+    if fmt == "BMP" and "dpi" not in kw:
+        kw["dpi"] = (0, 0)  # (0 pixels a metre: none recorded; Pillow would write 96 dpi)
     if "icc_profile" in kw and _icc_space(kw["icc_profile"]) != _ICC_SPACE.get(img.mode):
         del kw["icc_profile"]  # a profile for other pixels (CMYK on RGB) would misrender them
     if fmt in ("JPEG", "WEBP") and info.get("xmp") and (fmt != "JPEG" or len(info["xmp"]) <= _JPEG_XMP_MAX):
