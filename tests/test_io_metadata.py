@@ -467,6 +467,37 @@ def test_metadata_a_format_cannot_hold_is_left_out_not_fatal(tmp_path, mask):
         assert np.asarray(im)[~_hole()].tobytes() == _img(seed=2)[~_hole()].tobytes()
 
 
+def test_photoshop_layers_are_not_carried_and_a_big_exif_does_not_stop_a_jpeg(tmp_path, mask):
+    """A TIFF's Photoshop layers (37724) and image resources (34377, with its thumbnail) hold the
+    picture as it was: carried into the output, Photoshop would show them over the filled
+    pixels. A block of tags larger than one JPEG segment failed the image ("EXIF data is too
+    long"): the JPEG is written without it, as a too-large XMP packet is."""
+    from PIL import TiffImagePlugin
+
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    ifd[34377] = b"8BIM" + bytes(100_000)
+    ifd.tagtype[34377] = 7  # (UNDEFINED: bytes)
+    ifd[37724] = b"Adobe Photoshop Document Data Block" + bytes(5000)
+    ifd.tagtype[37724] = 7
+    ifd[305] = "an editor"  # (Software: carried)
+    Image.fromarray(_img()).save(imgs / "layered.tif", tiffinfo=ifd)
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x927C] = bytes(70_000)  # a camera's MakerNote
+    Image.fromarray(_img(seed=1)).save(imgs / "maker.png", exif=exif)
+    code, _, stderr = _run(imgs, mask, tmp_path / "tif")
+    assert code == 0, stderr
+    with Image.open(tmp_path / "tif" / "layered.tif") as im:
+        assert 37724 not in im.tag_v2 and 34377 not in im.tag_v2 and im.tag_v2.get(305) == "an editor"
+    code, _, stderr = _run(imgs, mask, tmp_path / "jpg", "--format", "jpeg")
+    assert code == 0 and "failed" not in stderr, stderr
+    with Image.open(tmp_path / "jpg" / "layered.jpg") as im:
+        assert im.getexif().get(305) == "an editor"
+    with Image.open(tmp_path / "jpg" / "maker.jpg") as im:
+        assert not im.info.get("exif")
+
+
 def _bmp_ppm(path) -> tuple[int, int]:
     return struct.unpack("<ii", path.read_bytes()[38:46])  # (the header's pixels a metre)
 

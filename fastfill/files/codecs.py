@@ -68,8 +68,10 @@ _NOT_DECODABLE = f"not an image in a format fastfill reads ({', '.join(DECODE_FO
 # server says it its own way
 RESIZE_HINT = "use --resize-mask, or resize_mask=True from Python, to scale it"
 
-# The largest XMP packet one JPEG APP1 segment holds (65535 less its length field and namespace).
+# The largest XMP packet one JPEG APP1 segment holds (65535 less its length field and namespace),
+# and the largest EXIF block (less its length field; the block starts with its "Exif" header).
 _JPEG_XMP_MAX = 65535 - 2 - 29
+_JPEG_EXIF_MAX = 65535 - 2
 # Formats that store an alpha channel / 16-bit grey.
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "GIF", "BMP"})
 _WIDE_FORMATS = frozenset({"PNG", "TIFF", "PPM"})  # (PPM: 16-bit PGM)
@@ -80,13 +82,17 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _SIGNATURES = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"),
                (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
                (b"GIF89a", "GIF"))
-# TIFF tags that describe a file's pixel layout, not the picture: never carried to an output
+# TIFF tags that describe a file's pixel layout, not the picture, or hold the unfilled picture
+# itself: never carried to an output
 # (with the orientation: the pixels are upright by then; and the ICC profile, carried apart).
 _LAYOUT_TAGS = frozenset({
     254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 274, 277, 278, 279, 280, 281, 284,
     288, 289, 290, 291, 292, 293, 301, 317, 320, 321, 322, 323, 324, 325, 330, 332, 334, 336, 338,
     339, 340, 341, 347, 512, 513, 514, 515, 517, 518, 519, 520, 521, 529, 530, 532, 32997, 32998,
-    34675})
+    34675,
+    # Photoshop's image resources and its layers: a thumbnail and layers of the picture as it
+    # was, which Photoshop would show over the filled pixels
+    34377, 37724})
 _EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x8769, 0x8825, 0xA005
 # The colour space an ICC profile must describe for pixels of each mode (header bytes 16-20).
 _ICC_SPACE = {"RGB": b"RGB ", "RGBA": b"RGB ", "RGBX": b"RGB ", "P": b"RGB ", "CMYK": b"CMYK",
@@ -1329,6 +1335,9 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
         kw["dpi"] = (0, 0)  # (0 pixels a metre: none recorded; Pillow would write 96 dpi)
     if "icc_profile" in kw and _icc_space(kw["icc_profile"]) != _ICC_SPACE.get(img.mode):
         del kw["icc_profile"]  # a profile for other pixels (CMYK on RGB) would misrender them
+    if fmt == "JPEG" and len(kw.get("exif") or b"") > _JPEG_EXIF_MAX:
+        del kw["exif"]  # (one segment holds it: a larger block is left out, as XMP is; Pillow
+        # refused the whole image: "EXIF data is too long")
     if fmt in ("JPEG", "WEBP") and info.get("xmp") and (fmt != "JPEG" or len(info["xmp"]) <= _JPEG_XMP_MAX):
         kw["xmp"] = info["xmp"]  # (a JPEG holds XMP in one segment: a larger packet is left out)
     if fmt == "PNG":
