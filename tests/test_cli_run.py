@@ -527,6 +527,28 @@ def test_folders_inside_images_reached_through_links_are_still_inside(tmp_path):
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["a.png"]
 
 
+def test_a_mask_that_marks_pixels_below_the_threshold_says_nothing_was_filled(tmp_path):
+    """A 0/1 label image or dark red strokes mark pixels that --threshold does not take: the
+    output is the input and the run is "done", so a note says why; a black mask says nothing."""
+    photos = tmp_path / "ph"
+    photos.mkdir()
+    Image.fromarray(_img(30, 41)).save(photos / "a.png")
+    labels = (_mask(30, 41) > 0).astype(np.uint8)  # 0 and 1
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    Image.fromarray(np.zeros((30, 41), np.uint8)).save(tmp_path / "black.png")
+    code, stdout, err = invoke("run", "--method", "harmonic", photos / "a.png", tmp_path / "labels.png",
+                               "-o", tmp_path / "o.png")
+    assert code == 0 and "done 1" in stdout, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("note:")]
+    assert "labels.png" in line and "--threshold 128" in line and "brightest is 1" in line, line
+    code, stdout, err = invoke("run", "--method", "harmonic", "--threshold", "1", photos / "a.png",
+                               tmp_path / "labels.png", "-o", tmp_path / "o1.png", "--overwrite")
+    assert code == 0 and "note:" not in err, err
+    code, stdout, err = invoke("run", "--method", "harmonic", photos / "a.png", tmp_path / "black.png",
+                               "-o", tmp_path / "o2.png")
+    assert code == 0 and "note:" not in err, err
+
+
 def test_a_masks_file_inside_the_images_folder_is_not_an_image(tmp_path):
     """`run photos photos/mask.png`: the mask was filled with itself as a second image."""
     photos = tmp_path / "ph"

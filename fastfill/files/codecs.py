@@ -790,7 +790,8 @@ def _rgb_to_cmyk(rgb: np.ndarray, icc) -> np.ndarray:
 def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = False,
                 threshold: int = 128, resize: bool = False, dilate: int = 0,
                 image_name: str | None = None, max_pixels: int | None = None,
-                name: str | None = None, alpha: str = "black") -> np.ndarray:
+                name: str | None = None, alpha: str = "black",
+                notes: list | None = None) -> np.ndarray:
     """Read a mask (a path, or the file's bytes) into bool ``[H, W]`` (True = fill).
 
     ``size`` = the image's (height, width): a mask of another size is an InputError unless
@@ -799,6 +800,8 @@ def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = Fal
     ``alpha``: ``"black"`` (fastfill's rule: a transparent pixel is laid on black, so it keeps)
     or ``"ignore"`` (IOPaint's and lama-cleaner's: the grey of the colour, alpha dropped, so a
     stroke painted on a transparent canvas is hole wherever it touched, its faint rim included).
+    ``notes``: where a mask that marks pixels, none of them at ``threshold`` or above, says so
+    (a 0/1 label image, dark red strokes: nothing is filled, which is otherwise silent).
     """
     src = _source(path)
     name = f"mask {name}" if name else (f"mask {path}" if isinstance(src, Path) else "the mask")
@@ -815,6 +818,9 @@ def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = Fal
                              f"({RESIZE_HINT})")
         g = np.asarray(Image.fromarray(g).resize((w, h), Image.Resampling.BILINEAR))
     m = g >= threshold
+    if notes is not None and not invert and not m.any() and g.any():
+        notes.append(f"{name} marks pixels, none of them at --threshold {threshold} or brighter "
+                     f"(the brightest is {int(g.max())}): nothing filled")
     if invert:
         m = ~m
     if dilate:
@@ -927,13 +933,16 @@ def read_item(image, mask, opts: FileOptions = FileOptions(), *, image_name: str
     mask_opts = opts.mask_opts if text is None else {**opts.mask_opts, "dilate": 0}
     hole = np.zeros(src.size, bool)
     if mask is not None:
+        notes: list[str] = []
         try:
             hole = decode_mask(mask, src.size, **mask_opts, max_pixels=opts.max_pixels,
                                image_name=f"image {image_name}" if image_name else None,
-                               name=mask_name)
+                               name=mask_name, notes=notes)
         except InputError as e:
             e.part = "mask"
             raise
+        if notes:
+            src.note = "; ".join(([src.note] if src.note else []) + notes)
     if text is not None:
         hole |= text(src.rgb)
         if opts.dilate:
