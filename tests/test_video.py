@@ -2,6 +2,7 @@
 
 import io
 import os
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -772,6 +773,112 @@ def test_a_rotated_clip_keeps_its_rotation(tmp_path):
     with av.open(str(src)) as a, av.open(str(out)) as b:
         ra, rb = next(a.decode(video=0)).rotation, next(b.decode(video=0)).rotation
     assert ra == rb == 90
+
+
+def _cover_png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _add_cover(c, data: bytes):
+    """A cover picture stream in container ``c`` (an attached picture), and its packet."""
+    p = c.add_stream("png")
+    p.width = p.height = 16
+    p.pix_fmt = "rgb24"
+    p.disposition = av.stream.Disposition.attached_pic
+    pkt = av.Packet(data)
+    pkt.stream, pkt.pts, pkt.dts = p, 0, 0
+    return pkt
+
+
+def _boxes(d: bytes, start: int, end: int):
+    out = []
+    while start < end:
+        n, t = struct.unpack(">I4s", d[start:start + 8])
+        out.append((t, start, start + n))
+        start += n
+    return out
+
+
+def test_a_cover_picture_is_not_taken_for_the_clip_and_is_kept(tmp_path):
+    """An MP4 whose cover art comes first among its streams (its metadata box before the tracks,
+    as some taggers write it): the cover was taken for the video, one frame filled and the clip
+    dropped, reported done. An MP3 with cover art and no video was "filled" as a one-frame clip."""
+    cover = _cover_png()
+    src = tmp_path / "tagged.mp4"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("mpeg4", rate=FPS)
+        v.height, v.width, v.pix_fmt, v.bit_rate = H, W, "yuv420p", 2_000_000
+        pkt = _add_cover(c, cover)
+        for i, f in enumerate(_frames()):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        c.mux(pkt)
+    d = src.read_bytes()  # the movie box's metadata (the cover) before its tracks
+    _, s0, e0 = next(b for b in _boxes(d, 0, len(d)) if b[0] == b"moov")
+    kids = sorted(_boxes(d, s0 + 8, e0), key=lambda k: {b"mvhd": 0, b"udta": 1}.get(k[0], 2))
+    src.write_bytes(d[:s0 + 8] + b"".join(d[a:z] for _, a, z in kids) + d[e0:])
+    with av.open(str(src)) as c:
+        assert [s.codec_context.name for s in c.streams] == ["png", "mpeg4"]  # (the cover first)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    out = tmp_path / "out.mp4"
+    code, stdout, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic")
+    assert code == 0 and f"done {N} frames" in stdout and "warning" not in err, err
+    with av.open(str(out)) as c:
+        clip = next(s for s in c.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+        assert sum(1 for _ in c.decode(clip)) == N
+    with av.open(str(out)) as c:
+        (kept,) = [s for s in c.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+        (pkt,) = [p for p in c.demux(kept) if p.size]
+        assert bytes(pkt) == cover
+    mp3 = tmp_path / "song.mp3"
+    with av.open(str(mp3), "w") as c:
+        a = c.add_stream("libmp3lame", rate=44100)
+        pkt = _add_cover(c, cover)
+        for i in range(5):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 44100, i * 1152
+            for p in a.encode(f):
+                c.mux(p)
+        for p in a.encode(None):
+            c.mux(p)
+        c.mux(pkt)
+    code, _, err = invoke("video", mp3, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
+                          "--method", "harmonic")
+    assert code == 1 and "no video stream (only a cover picture)" in err and not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("codec, suffix", [("libx264", ".mp4"), ("mpeg4", ".mkv")])
+def test_an_anamorphic_clip_keeps_the_shape_of_its_pixels(tmp_path, codec, suffix):
+    """A DV, DVD or HDV clip's pixels are not square (its sample aspect ratio): the output lost
+    it, and a 16:9 clip played squashed to 4:3."""
+    src, out = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream(codec, rate=FPS)
+        v.height, v.width, v.pix_fmt = H, W, "yuv420p"
+        v.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        for i, f in enumerate(_frames()[:4]):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 0, err
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        assert a.streams.video[0].sample_aspect_ratio == Fraction(4, 3)  # (what was written)
+        assert b.streams.video[0].sample_aspect_ratio == Fraction(4, 3)
 
 
 def test_a_per_frame_mask_that_is_not_an_image_fails_the_video(tmp_path):

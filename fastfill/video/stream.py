@@ -217,15 +217,16 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
     if propagate:
         threads.enter_context(one_thread(import_cv2()))
     try:
-        if not inp_c.streams.video:
-            raise BadVideo(f"{src}: no video stream")
+        vin = _main_video(inp_c)
+        if vin is None:
+            raise BadVideo(f"{src}: no video stream" + (" (only a cover picture)" if inp_c.streams.video
+                                                       else ""))
         fmt = inp_c.format.name
         if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg's demuxers of single pictures
             # (image2 goes by the suffix: a text file named .png is neither, a failed input)
             if classify_image(Path(src), named=True)[0] is None:
                 raise BadVideo(f"{src}: not a video")
             raise InputError(f"{src}: a still image, not a video: fastfill run fills images")
-        vin = inp_c.streams.video[0]
         vin.thread_type = "AUTO"
         size = (vin.codec_context.height, vin.codec_context.width)
         if text is not None:
@@ -322,15 +323,21 @@ class _Transcode:
             for s in self.inp_c.streams:
                 if s is self.vin:
                     continue
-                if s.type not in ("audio", "subtitle"):  # (a second video, data, attachments)
+                cover = _is_cover(s)
+                if s.type not in ("audio", "subtitle") and not cover:  # (a second video, data,
+                    # attachments)
                     print(f"warning: {s.type} stream {s.index} not copied: fastfill writes the "
-                          "filled video, the audio and the subtitles", file=sys.stderr)
+                          "filled video, its cover picture, the audio and the subtitles",
+                          file=sys.stderr)
                     continue
                 try:
                     o = out_c.add_stream_from_template(s)
+                    if cover:
+                        o.disposition = s.disposition
                 except (av.error.FFmpegError, ValueError, TypeError) as e:
-                    if s.type == "subtitle":  # (ASS in MP4: said, and the video goes on)
-                        print(f"warning: subtitle stream {s.index} not copied: {e}", file=sys.stderr)
+                    if s.type == "subtitle" or cover:  # (ASS in MP4: said, and the video goes on)
+                        what = "cover picture" if cover else "subtitle stream"
+                        print(f"warning: {what} {s.index} not copied: {e}", file=sys.stderr)
                         continue
                     # (the sound is not to be lost: the container cannot hold this codec, so
                     # another container is the fix)
@@ -428,7 +435,9 @@ class _Transcode:
             if packet.size:  # (not the demuxer's closing empty packet)
                 read.note(packet, packet.stream is self.vin)
             if packet.stream is not self.vin:
-                if packet.dts is not None and packet.stream.index in self.copy_map:
+                if packet.stream.index in self.copy_map and (
+                        packet.dts is not None or _is_cover(packet.stream)):  # (a cover's one
+                    # packet has no time)
                     self.pending.append(packet)
                 continue
             for frame in packet.decode():
@@ -630,6 +639,18 @@ def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray | None, last, sw
     return out
 
 
+def _is_cover(s) -> bool:
+    """Whether stream ``s`` is a picture attached to the file (an MP4's or MP3's cover art: one
+    frame, not the clip)."""
+    return s.type == "video" and bool(s.disposition & s.disposition.__class__.attached_pic)
+
+
+def _main_video(inp_c):
+    """The clip: the first video stream that is not a cover picture (a cover placed first in the
+    file was taken for the video: one frame filled, the clip dropped), or None."""
+    return next((s for s in inp_c.streams.video if not _is_cover(s)), None)
+
+
 class BadVideo(InputError):
     """The input video cannot be used (not a video, no video stream, undecodable, cut short):
     this input failed (``fastfill video`` exits 1) and no output is written. The message starts
@@ -698,9 +719,9 @@ def video_is_whole(path: str | Path) -> bool:
         return False
     try:
         with inp_c:
-            if not inp_c.streams.video:
+            vin, read = _main_video(inp_c), _Read()
+            if vin is None:
                 return False
-            vin, read = inp_c.streams.video[0], _Read()
             for packet in inp_c.demux():
                 if packet.size:
                     read.note(packet, packet.stream is vin)
@@ -845,6 +866,14 @@ def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset
     if vout is None:
         raise InputError(f"no encoder for codec {names[0]!r} ({last}); pick one with --codec")
     vout.width, vout.height = cc.width, cc.height
+    # the pixels' shape (an anamorphic DV, DVD or HDV clip): dropped, a player shows it squashed
+    sar = vin.sample_aspect_ratio or cc.sample_aspect_ratio
+    if sar:
+        for where in (vout.codec_context, vout):  # (the bitstream's, and the container's)
+            try:
+                where.sample_aspect_ratio = sar
+            except (AttributeError, TypeError, ValueError):
+                pass
     # the colour description (range, primaries, transfer, matrix): dropped, a player shows an HLG
     # or full-range clip as limited-range BT.709
     for attr in ("color_range", "color_primaries", "color_trc", "colorspace"):
