@@ -881,6 +881,35 @@ def test_an_anamorphic_clip_keeps_the_shape_of_its_pixels(tmp_path, codec, suffi
         assert b.streams.video[0].sample_aspect_ratio == Fraction(4, 3)
 
 
+@pytest.mark.parametrize("codec, suffix", [("libx264", ".h264"), ("mpeg2video", ".m2v")])
+def test_a_bare_bitstream_keeps_the_rate_its_headers_say(tmp_path, codec, suffix):
+    """A .h264 or .m2v file has no container timing, and FFmpeg's average rate for it is its
+    demuxer's default, 25: a 29.97 frames/s clip came out at 25 (20 % slow), and a .m2v failed
+    its encode (its timestamps collided in 1/25 s)."""
+    src, out = tmp_path / f"in{suffix}", tmp_path / "out.mkv"
+    n = 8
+    with av.open(str(src), "w") as c:
+        v = c.add_stream(codec, rate=Fraction(30000, 1001))
+        v.height, v.width, v.pix_fmt = H, W, "yuv420p"
+        for i, f in enumerate((_frames() * 2)[:n]):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
+    assert code == 0, err
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert v.average_rate == Fraction(30000, 1001), v.average_rate
+        times = [f.time for f in c.decode(v)]
+    assert len(times) == n and times[-1] - times[0] == pytest.approx((n - 1) * 1001 / 30000, abs=2e-3)
+
+
 def test_a_per_frame_mask_that_is_not_an_image_fails_the_video(tmp_path):
     """Skipped, its frame kept the logo and the run said done."""
     src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"

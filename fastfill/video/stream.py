@@ -312,7 +312,8 @@ class _Transcode:
             raise InputError(f"-o {self.dst}: a picture's name; a video's ends in .mp4, .mkv, .mov, "
                              ".webm, ... (fastfill run fills images)")
         with out_c:
-            vout = self.vout = _add_video_stream(av, out_c, self.vin, *self.encoder)
+            vout = self.vout = _add_video_stream(av, out_c, self.vin, *self.encoder,
+                                                 container=self.inp_c.format.name)
             _carry_tags(self.inp_c, out_c)
             _carry_tags(self.vin, vout)
             stats.codec = vout.codec_context.name
@@ -847,9 +848,25 @@ _ANY_TIME_BASE = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvp
                             "h264_nvenc", "hevc_nvenc", "utvideo", "prores_ks", "dnxhd"})
 
 
-def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset: str | None):
+# FFmpeg's demuxers of bare bitstreams (.h264, .hevc, .m2v, ...): no container timing, and an
+# average rate that is the demuxer's own default (25), not the clip's
+_RAW_VIDEO_FORMATS = frozenset({"h264", "hevc", "vvc", "evc", "mpegvideo", "m4v", "h263", "vc1",
+                                "cavsvideo", "avs2", "avs3", "obu", "mjpeg"})
+
+
+def _frame_rate(vin, container: str):
+    """The output's frame rate: the stream's average, or for a bare bitstream the one its
+    headers say (FFmpeg's guess, as the ffmpeg program takes): a 29.97 frames/s .h264 came out
+    at 25, 20 % slow, and a .m2v's timestamps collided in 1/25 s and failed its encode."""
+    if container in _RAW_VIDEO_FORMATS and vin.guessed_rate:
+        return vin.guessed_rate
+    return vin.average_rate or vin.guessed_rate or vin.base_rate or 25
+
+
+def _add_video_stream(av, out_c, vin, codec: str | None, crf: int | None, preset: str | None,
+                      container: str = ""):
     cc = vin.codec_context
-    rate = vin.average_rate or vin.guessed_rate or vin.base_rate or 25
+    rate = _frame_rate(vin, container)
     names = [codec] if codec else [cc.name, _ENCODER_FOR.get(cc.name)]
     last = None
     vout = None
