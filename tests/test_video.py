@@ -910,6 +910,36 @@ def test_a_bare_bitstream_keeps_the_rate_its_headers_say(tmp_path, codec, suffix
     assert len(times) == n and times[-1] - times[0] == pytest.approx((n - 1) * 1001 / 30000, abs=2e-3)
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_segments_joined_end_to_end_are_filled_with_time_going_forwards(tmp_path, suffix):
+    """Two MPEG-TS segments cat'ed together (a DVB recording, HLS segments): the second starts
+    its clock again. The run failed ("Invalid argument", naming the temporary file); now every
+    frame and audio packet is written, each stream's time going forwards, as the ffmpeg program
+    does it."""
+    seg = tmp_path / "seg.ts"
+    write_clip(seg, _frames(), FPS, codec="mpeg4", pix_fmt="yuv420p", audio=True, bit_rate=2_000_000)
+    src = tmp_path / "joined.ts"
+    src.write_bytes(seg.read_bytes() * 2)
+    with av.open(str(seg)) as c:
+        audio = sum(1 for p in c.demux(audio=0) if p.size)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    out = tmp_path / f"out{suffix}"
+    code, stdout, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic")
+    assert code == 0 and f"done {2 * N} frames" in stdout and f"{2 * audio} audio packets" in stdout, err
+    with av.open(str(out)) as c:
+        times = {s.type: [] for s in c.streams}
+        for p in c.demux():
+            if p.size:
+                times[p.stream.type].append(p.dts)
+    with av.open(str(out)) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    assert frames == 2 * N and len(times["audio"]) == 2 * audio
+    for t in times.values():
+        assert all(b > a for a, b in zip(t, t[1:])), t
+
+
 def test_a_per_frame_mask_that_is_not_an_image_fails_the_video(tmp_path):
     """Skipped, its frame kept the logo and the run said done."""
     src, out = tmp_path / "in.mkv", tmp_path / "out.mkv"

@@ -249,7 +249,11 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
         except OSError as e:
             raise InputError(f"cannot write to {dst}: {e.strerror or e}") from None
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise BadVideo(f"{src}: video error ({e})") from None
+        why = str(e)
+        temp = getattr(e, "filename", None)
+        if temp and Path(temp).parent == dst.parent and Path(temp).name.startswith("."):
+            why = why.replace(temp, str(dst))  # (the output's temporary name means nothing to a user)
+        raise BadVideo(f"{src}: video error ({why})") from None
     finally:
         try:
             inp_c.close()
@@ -283,6 +287,7 @@ class _Transcode:
         # packets of the copied streams (audio, subtitles) waiting to be muxed, and their streams
         self.pending: collections.deque = collections.deque()
         self.copy_map: dict = {}
+        self._later: dict = {}  # (each copied stream's _Later)
         # frame number -> (decoded YUV frame, its hole's _HoleBox) while the frame is in the
         # pipeline: the result is written into the decoded planes over the hole only (planar YUV)
         self.decoded: dict[int, tuple] = {}
@@ -350,6 +355,7 @@ class _Transcode:
                 _carry_tags(s, o)
                 copied.append((s, o))
             self.copy_map = {s.index: o for s, o in copied}
+            self._later = {s.index: _Later() for s, _ in copied}
             self.encode(out_c, vout)
             stats.filled = _count_filled(self.masks, stats.frames)
         # (both before the output is committed)
@@ -499,7 +505,14 @@ class _Transcode:
         while self.pending:
             pkt = self.pending.popleft()
             audio = pkt.stream.type == "audio"
-            pkt.stream = self.copy_map[pkt.stream.index]
+            index = pkt.stream.index
+            pkt.stream = self.copy_map[index]
+            if pkt.dts is not None:
+                shift = self._later[index](pkt.dts, pkt.duration)
+                if shift:
+                    pkt.dts += shift
+                    if pkt.pts is not None:
+                        pkt.pts += shift
             out_c.mux(pkt)
             self.stats.audio_packets += audio
 
@@ -518,9 +531,11 @@ class _Transcode:
             # process exits aborts the exit)
             results = self.inpainter.stream(self.frames(), carry=True, tagged=True, copy=False,
                                             motions=motions, source_wait=60.0)
+            later = _Later()
             for (pts, tb, i), result in results:
                 vf = _in_colours(self.av, self._output_frame(i, result), vout, self.vin.codec_context)
                 if pts is not None:
+                    pts += later(pts, self._durations.get(i))
                     vf.pts, vf.time_base = pts, tb
                     duration = self._durations.pop(i, None)
                     # (the encoder keeps pts, not lengths; its packets come back in its own time
@@ -567,6 +582,29 @@ def _in_colours(av, vf, vout, cc):
         return vf
     out.colorspace, out.color_range = cc.colorspace, cc.color_range  # (timing: set by the caller)
     return out
+
+
+class _Later:
+    """One stream's timestamps made to go forwards: segments joined end to end (a DVB recording,
+    HLS segments cat'ed together: each starts its clock again) or a repeated timestamp failed
+    the encode or the mux, in a message naming the temporary file. Called with each timestamp
+    in order (and the length it lasts, if known); returns what to add to it: from the first
+    that goes back, everything moves on by how far it went back, and one length more (one tick
+    for a repeat), as the ffmpeg program mends a discontinuity."""
+
+    def __init__(self):
+        self.offset, self.last, self.step = 0, None, 1
+
+    def __call__(self, t: int, length: int | None = None) -> int:
+        t += self.offset
+        if self.last is not None and t <= self.last:
+            more = self.last - t + (1 if t == self.last else max(1, length or self.step))
+            self.offset += more
+            t += more
+        if self.last is not None and t > self.last:
+            self.step = t - self.last
+        self.last = t
+        return self.offset
 
 
 def _with_length(pkt, lengths: dict) -> None:
