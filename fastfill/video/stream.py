@@ -91,17 +91,21 @@ class _Masks:
     frame (``attach``), then dilated; ``mask`` None: the text alone."""
 
     def __init__(self, mask: str | Path | None, size: tuple[int, int], first_index: int,
-                 text=None, **mask_opts):
+                 text=None, turns: int = 0, **mask_opts):
         self.text, self.filled = text, 0  # (filled: frames with a hole, counted with text)
         self.dilate = mask_opts.pop("dilate", 0) if text is not None else 0  # after the union
         self.size, self.mask_opts, self.first_index = size, mask_opts, first_index
+        # quarter turns (np.rot90's) from a stored frame to the frame as displayed: mask files
+        # are drawn on the picture as a player shows it (a frame the ffmpeg program extracts),
+        # and turned back to the stored frame
+        self.turns = turns % 4
         p = Path(mask) if mask is not None else None
         self.static = None
         self.files: dict[int, Path] = {}
         if p is None:
             self.static = np.zeros(size, bool)
         elif p.is_file():
-            self.static = np.array(decode_mask(p, size, **mask_opts))  # (an array of its own)
+            self.static = self._read(p)  # (an array of its own)
         elif p.is_dir():
             inside = folder_prefix(p)
             for f in sorted(p.iterdir()):
@@ -137,12 +141,26 @@ class _Masks:
         if f is None:
             return self._empty
         try:
-            m = decode_mask(f, self.size, **self.mask_opts)
+            m = self._read(f)
         except InputError as e:  # (its message names the file; the video fails, exit 1)
             raise BadVideo(str(e)) from None
         # (ours alone: frozen, its hole and windows are found once for the conversion and the fill)
         m.setflags(write=False)
         return m
+
+    def _read(self, path: Path) -> np.ndarray:
+        """A mask file, drawn on the frame as displayed, as a mask of the stored frame."""
+        h, w = self.size
+        shown = (w, h) if self.turns % 2 else (h, w)
+        try:
+            m = decode_mask(path, shown, **self.mask_opts)
+        except InputError as e:
+            if self.turns % 2 and f" is {w}x{h} but " in str(e):  # (drawn on the stored frame)
+                raise type(e)(f"mask {path} is {w}x{h}, the clip's frames as stored; it is shown "
+                              f"turned a quarter ({h}x{w}): draw the mask on the frame as a player "
+                              "shows it") from None
+            raise
+        return np.ascontiguousarray(np.rot90(m, -self.turns)) if self.turns else m
 
     def attach(self, frames):
         """(tag, rgb) with the frame number last in tag -> (tag, (rgb, its mask)), in order."""
@@ -233,7 +251,8 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
             from ..masks.text import TextTrack
 
             track = TextTrack(text, text_every or getattr(getattr(text, "options", None), "every", 10))
-        masks = _Masks(mask, size, first_index, text=track, invert=invert, threshold=threshold,
+        masks = _Masks(mask, size, first_index, text=track, turns=_display_turns(av, src),
+                       invert=invert, threshold=threshold,
                        resize=resize_mask, dilate=dilate, image_name=f"the frames of {src}")
 
         write = _Transcode(av, inpainter, inp_c, vin, masks, dst, mask, (codec, crf, preset),
@@ -724,6 +743,22 @@ def _open_input(av, src: Path):
 
 
 _LOG_LOCK = threading.Lock()
+
+
+def _display_turns(av, src: Path) -> int:
+    """Quarter turns (np.rot90's) from the clip's stored frames to the frames as displayed (a
+    phone's display matrix), read from its first frame; 0 when none or it cannot be read (the
+    run itself then says why)."""
+    try:
+        with av.open(str(src)) as c:
+            vin = _main_video(c)
+            if vin is None:
+                return 0
+            for frame in c.decode(vin):
+                return int(round((frame.rotation or 0) / 90)) % 4
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
+        pass
+    return 0
 
 
 def _carry_display_matrix(frame, vout) -> None:
