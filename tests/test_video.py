@@ -761,6 +761,34 @@ def test_a_clip_cut_short_fails_and_writes_nothing(tmp_path, suffix, options):
     assert str(src.name) not in r[2].split("cut short")[1]
 
 
+def test_a_fragmented_mp4_cut_in_its_last_fragment_fails(tmp_path):
+    """A fragmented MP4 (a live recording, a stream saved as it came) has no frame index, and
+    its last fragment cut short loses frames the duration check cannot see (its header's
+    duration is what the fragments read add up to, or within a fraction of a second): the frames
+    threads dropped the partial ones and the run reported done. Its media box runs past the end
+    of the file; a cut index at the end (every frame there) is no concern."""
+    src = tmp_path / "in.mp4"
+    _clip(src, options={"movflags": "frag_keyframe+empty_moov"})
+    data = src.read_bytes()
+    boxes = _boxes(data, 0, len(data))
+    _, start, end = [b for b in boxes if b[0] == b"mdat"][-1]
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:end - 200])  # (the last fragment's last frames)
+    code, _, err = invoke("video", cut, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
+                          "--method", "harmonic", "-q")
+    assert code == 1 and err.startswith(f"failed: {cut}: cut short: its 'mdat' box"), err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o.mp4").exists()
+    whole = tmp_path / "whole.mp4"  # (the index after the fragments cut: every frame is there)
+    assert boxes[-1][0] == b"mfra"
+    whole.write_bytes(data[:boxes[-1][1] + 12])
+    code, stdout, err = invoke("video", whole, "--mask", tmp_path / "m.png", "-o", tmp_path / "w.mp4",
+                               "--method", "harmonic", "-q")
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("rotation", [90, 180, -90])
 def test_a_rotated_clip_keeps_its_rotation_and_takes_masks_as_shown(tmp_path, rotation):
     """A phone's portrait clip is stored sideways with a display matrix: the output carries it,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import struct
 import sys
 import threading
@@ -245,6 +246,7 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
             if classify_image(Path(src), named=True)[0] is None:
                 raise BadVideo(f"{src}: not a video")
             raise InputError(f"{src}: a still image, not a video: fastfill run fills images")
+        _check_boxes(inp_c)  # (before a frame is decoded: FFmpeg would log the cut as it reads)
         vin.thread_type = "AUTO"
         size = (vin.codec_context.height, vin.codec_context.width)
         if text is not None:
@@ -847,6 +849,7 @@ def _check_whole(inp_c, vin, read: _Read, estimated: bool = False) -> None:
       (or ``_SHORT_SHARE`` of it) before the duration its header declares, counted from the
       file's start or from 0 (a segment of a longer recording declares where it ends); not when
       that duration was estimated from the bit rate (``estimated``: a file written to a pipe)."""
+    _check_boxes(inp_c)
     listed = vin.frames or 0
     if listed:
         if read.video_packets >= listed:
@@ -873,6 +876,47 @@ def _check_whole(inp_c, vin, read: _Read, estimated: bool = False) -> None:
     if got < declared - max(_SHORT_SECONDS, _SHORT_SHARE * declared):
         raise BadVideo(f"{inp_c.name}: cut short: its streams end at {got:.2f} s of the "
                        f"{declared:.2f} s its header declares; nothing written")
+
+
+def _check_boxes(inp_c) -> None:
+    """BadVideo when an MP4 or MOV file's boxes run past its end (:func:`_box_past_the_end`)."""
+    if inp_c.format.name.split(",")[0] in ("mov", "mp4", "m4a", "3gp", "3g2", "mj2"):
+        cut = _box_past_the_end(inp_c.name)
+        if cut is not None:
+            raise BadVideo(f"{inp_c.name}: cut short: {cut}; nothing written")
+
+
+def _box_past_the_end(path) -> str | None:
+    """An MP4 or MOV file's top-level media box that its size says runs past the end of the file (a
+    fragmented MP4 cut short has no index to count against: the demuxer reads its last fragment
+    up to where the file stops, and frame threads drop what is partial without an error), said
+    in a few words; None when the boxes end with the file, or where the walk meets what is not a
+    box (trailing bytes some writers leave: nothing is concluded from them)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            pos = 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                head = f.read(16)
+                n, kind = struct.unpack(">I4s", head[:8])
+                if not all(32 <= c < 127 for c in kind):
+                    return None
+                if n == 1 and len(head) == 16:
+                    (n,) = struct.unpack(">Q", head[8:16])
+                elif n == 0:  # (to the end of the file)
+                    return None
+                if n < 8:
+                    return None
+                if pos + n > size and kind in (b"mdat", b"moof", b"moov"):  # (media, not a
+                    # trailing index or tags: those cut leave every frame there)
+                    name = kind.decode("ascii")
+                    return (f"its '{name}' box at byte {pos} is {n} bytes long, and the file ends "
+                            f"{pos + n - size} bytes before its end")
+                pos += n
+    except (OSError, struct.error):
+        return None
+    return None
 
 
 def _check_mask_numbers(masks: _Masks, stats: VideoStats, where) -> None:
