@@ -761,6 +761,35 @@ def test_a_clip_cut_short_fails_and_writes_nothing(tmp_path, suffix, options):
     assert str(src.name) not in r[2].split("cut short")[1]
 
 
+def test_interlaced_frames_are_said_not_kept(tmp_path):
+    """An interlaced clip's frames are written as progressive frames (PyAV cannot mark them):
+    said in one warning line, where it was silent; a progressive clip says nothing."""
+    src = tmp_path / "il.mkv"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=FPS)
+        v.height, v.width, v.pix_fmt = H, W, "yuv420p"
+        v.options = {"x264-params": "interlaced=1:tff=1"}
+        for i, f in enumerate(_frames()[:4]):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    with av.open(str(src)) as c:
+        assert next(c.decode(video=0)).interlaced_frame
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mkv",
+                          "--method", "harmonic", "-q")
+    assert code == 0 and err.count("warning:") == 1 and "interlaced frames" in err, err
+    make_video(tmp_path / "p.mkv", audio=False)
+    code, _, err = invoke("video", tmp_path / "p.mkv", "--mask", tmp_path / "m.png", "-o",
+                          tmp_path / "po.mkv", "--method", "harmonic", "-q")
+    assert code == 0 and "warning" not in err, err
+
+
 def test_a_fragmented_mp4_cut_in_its_last_fragment_fails(tmp_path):
     """A fragmented MP4 (a live recording, a stream saved as it came) has no frame index, and
     its last fragment cut short loses frames the duration check cannot see (its header's

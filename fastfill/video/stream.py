@@ -471,6 +471,8 @@ class _Transcode:
             for frame in packet.decode():
                 if i == 0:  # (before the encoder sees a frame, as the muxer needs it)
                     _carry_display_matrix(frame, self.vout)
+                    for why in _not_carried(frame):
+                        print(f"warning: {self.inp_c.name}: {why}", file=sys.stderr)
                     if self.masks.text is not None:  # (text is looked for as the clip is seen)
                         self.masks.text.turns = int(round((frame.rotation or 0) / 90)) % 4
                 if (frame.width, frame.height) != size:  # (masks, windows, the encoder: one size)
@@ -745,6 +747,34 @@ def _open_input(av, src: Path):
 
 
 _LOG_LOCK = threading.Lock()
+
+
+# HDR side data a frame carries that the output's frames do not (PyAV writes no side data)
+_HDR_SIDE_DATA = {"MASTERING_DISPLAY_METADATA": "mastering display",
+                  "CONTENT_LIGHT_LEVEL": "content light level"}
+
+
+def _not_carried(frame) -> list[str]:
+    """What a clip's first frame says that the output cannot (the frames written are new ones,
+    and PyAV can neither mark them interlaced nor give them side data), one line each."""
+    out = []
+    if frame.interlaced_frame:
+        out.append("interlaced frames: the output is written as progressive frames (the fill and "
+                   "the encoder see whole frames, and players will not deinterlace it); "
+                   "deinterlace it first (ffmpeg -vf bwdif) for an output that plays as it should")
+    side = frame.side_data
+    names = []
+    for sd in side:
+        if not hasattr(sd, "type"):  # (PyAV 18.1.1 on: a mapping, iterated by its types)
+            sd = side[sd]
+        name = getattr(getattr(sd, "type", None), "name", "")
+        if name in _HDR_SIDE_DATA:
+            names.append(_HDR_SIDE_DATA[name])
+    if names:
+        out.append(f"HDR metadata ({', '.join(names)}) not carried: the output keeps the colour "
+                   "description (primaries, transfer, matrix), and a display tone-maps it by its "
+                   "own defaults")
+    return out
 
 
 def _display_turns(av, src: Path) -> int:
