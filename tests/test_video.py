@@ -790,6 +790,50 @@ def test_interlaced_frames_are_said_not_kept(tmp_path):
     assert code == 0 and "warning" not in err, err
 
 
+def _hdr10(path) -> dict:
+    """The first frame's HDR10 side data: {type name: bytes}."""
+    with av.open(str(path)) as c:
+        side = next(c.decode(video=0)).side_data
+        out = {}
+        for sd in side:
+            if not hasattr(sd, "type"):
+                sd = side[sd]
+            if sd.type.name in ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"):
+                out[sd.type.name] = bytes(sd)
+        return out
+
+
+def test_hdr10_metadata_goes_to_an_x265_output_and_is_said_lost_elsewhere(tmp_path):
+    """An HDR10 clip's mastering display and content light level (what a TV tone-maps by) were
+    dropped without a word: an x265 output carries them, another says so in one line."""
+    src = tmp_path / "hdr.mp4"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx265", rate=FPS)
+        v.height, v.width, v.pix_fmt = H, W, "yuv420p10le"
+        v.options = {"x265-params": "log-level=error:master-display=G(13250,34500)B(7500,3000)"
+                                    "R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400"}
+        for i, f in enumerate(_frames()[:3]):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p10le")
+            vf.pts = i
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    hdr = _hdr10(src)
+    assert set(hdr) == {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
+                          "--method", "harmonic", "-q")
+    assert code == 0 and "warning" not in err, err
+    assert _hdr10(tmp_path / "o.mp4") == hdr
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mkv",
+                          "--codec", "ffv1", "--method", "harmonic", "-q")
+    assert code == 0 and err.count("warning:") == 1, err
+    assert "HDR metadata (mastering display, content light level) not carried" in err
+
+
 def test_a_fragmented_mp4_cut_in_its_last_fragment_fails(tmp_path):
     """A fragmented MP4 (a live recording, a stream saved as it came) has no frame index, and
     its last fragment cut short loses frames the duration check cannot see (its header's

@@ -471,7 +471,7 @@ class _Transcode:
             for frame in packet.decode():
                 if i == 0:  # (before the encoder sees a frame, as the muxer needs it)
                     _carry_display_matrix(frame, self.vout)
-                    for why in _not_carried(frame):
+                    for why in _not_carried(frame, self.vout):
                         print(f"warning: {self.inp_c.name}: {why}", file=sys.stderr)
                     if self.masks.text is not None:  # (text is looked for as the clip is seen)
                         self.masks.text.turns = int(round((frame.rotation or 0) / 90)) % 4
@@ -754,22 +754,51 @@ _HDR_SIDE_DATA = {"MASTERING_DISPLAY_METADATA": "mastering display",
                   "CONTENT_LIGHT_LEVEL": "content light level"}
 
 
-def _not_carried(frame) -> list[str]:
-    """What a clip's first frame says that the output cannot (the frames written are new ones,
-    and PyAV can neither mark them interlaced nor give them side data), one line each."""
+def _hdr10_x265(side: dict) -> str:
+    """x265's parameters for the HDR10 static metadata in ``side`` ({side data type name: its
+    bytes}: FFmpeg's AVMasteringDisplayMetadata, ten rationals (red, green, blue, white point
+    x/y, then min and max luminance) and two flags; AVContentLightMetadata, two unsigned ints),
+    in its units: chromaticities in 0.00002, luminance in 0.0001 cd/m2."""
+    params = []
+    raw = side.get("MASTERING_DISPLAY_METADATA")
+    if raw is not None and len(raw) >= 88:
+        v = struct.unpack("=20i2i", raw[:88])
+        r = [v[2 * k] / v[2 * k + 1] if v[2 * k + 1] else 0.0 for k in range(10)]
+        has_primaries, has_luminance = v[20], v[21]
+        if has_primaries and has_luminance:
+            c = [round(x * 50000) for x in r[:8]]
+            lum = [round(x * 10000) for x in r[8:]]
+            params.append(f"master-display=G({c[2]},{c[3]})B({c[4]},{c[5]})R({c[0]},{c[1]})"
+                          f"WP({c[6]},{c[7]})L({lum[1]},{lum[0]})")
+    raw = side.get("CONTENT_LIGHT_LEVEL")
+    if raw is not None and len(raw) >= 8:
+        params.append("max-cll={},{}".format(*struct.unpack("=2I", raw[:8])))
+    return ":".join(params)
+
+
+def _not_carried(frame, vout=None) -> list[str]:
+    """What a clip's first frame says that the output cannot keep (the frames written are new
+    ones, and PyAV can neither mark them interlaced nor give them side data), one line each.
+    HDR10's static metadata goes to an x265 output (``vout``) as its parameters: its SEI."""
     out = []
     if frame.interlaced_frame:
         out.append("interlaced frames: the output is written as progressive frames (the fill and "
                    "the encoder see whole frames, and players will not deinterlace it); "
                    "deinterlace it first (ffmpeg -vf bwdif) for an output that plays as it should")
-    side = frame.side_data
-    names = []
+    side, found = frame.side_data, {}
     for sd in side:
         if not hasattr(sd, "type"):  # (PyAV 18.1.1 on: a mapping, iterated by its types)
             sd = side[sd]
         name = getattr(getattr(sd, "type", None), "name", "")
         if name in _HDR_SIDE_DATA:
-            names.append(_HDR_SIDE_DATA[name])
+            found[name] = bytes(sd)
+    names = [_HDR_SIDE_DATA[n] for n in found]
+    params = _hdr10_x265(found) if vout is not None and vout.codec_context.name == "libx265" else ""
+    if params:
+        opts = dict(vout.options or {})
+        opts["x265-params"] = ":".join(filter(None, (opts.get("x265-params"), params)))
+        vout.options = opts  # (before the encoder opens: at the first frame it is given)
+        names = []
     if names:
         out.append(f"HDR metadata ({', '.join(names)}) not carried: the output keeps the colour "
                    "description (primaries, transfer, matrix), and a display tone-maps it by its "
