@@ -519,6 +519,7 @@ def test_folders_inside_images_reached_through_links_are_still_inside(tmp_path):
         code, stdout, err = invoke("run", "--method", "harmonic", photos, photos / "masks", "-o",
                                    tmp_path / "res_link")
         assert code == 0 and f"{expected}, failed 0" in stdout, err
+    assert "skipped: its output exists, kept (--overwrite replaces it)" in stdout  # (the second)
     assert sorted(p.name for p in (photos / "res").iterdir()) == ["a.png"]
     shutil.rmtree(photos / "res")  # (last runs' outputs: images of the next run's IMAGES)
     code, stdout, err = invoke("run", "--method", "harmonic", tmp_path / "photos_link", photos / "masks",

@@ -52,8 +52,11 @@ class Summary:
 
     def line(self) -> str:
         rate = self.done / self.seconds if self.seconds > 0 else 0.0
+        one = self.skipped == 1
+        why = (f"; skipped: {'its output exists' if one else 'their outputs exist'}, kept "
+               f"(--overwrite replaces {'it' if one else 'them'})") if self.skipped else ""
         return (f"done {self.done}, skipped {self.skipped}, failed {self.failed} "
-                f"in {self.seconds:.1f} s ({rate:.2f} images/s)")
+                f"in {self.seconds:.1f} s ({rate:.2f} images/s){why}")
 
 
 @dataclass(frozen=True)
