@@ -763,6 +763,7 @@ def test_lossless_in_stays_lossless_out(tmp_path):
     # transparent pixels keep their colours too (libwebp rewrites them unless told `exact`)
     rgba = np.dstack([src, np.where(np.arange(56)[None, :] % 3 == 0, 0, 255).repeat(40, 0)]).astype(np.uint8)
     Image.fromarray(rgba, "RGBA").save(imgs / "d.webp", lossless=True, exact=True)
+    Image.fromarray(src).save(imgs / "e.tga", compression="tga_rle")  # (run-length: stays so)
     Image.fromarray(_mask(40, 56)).save(tmp_path / "m.png")
     code, stdout, stderr = invoke("run", "--engine", TINY, imgs, tmp_path / "m.png", "-o", out)
     assert code == 0, stderr
@@ -776,6 +777,9 @@ def test_lossless_in_stays_lossless_out(tmp_path):
     assert io.webp_is_lossless(out / "a.webp") and not io.webp_is_lossless(out / "c.webp")
     with Image.open(out / "b.tiff") as im:
         assert im.info.get("compression") == "tiff_lzw"
+    with Image.open(out / "e.tga") as im:
+        assert im.info.get("compression") == "tga_rle"
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB"))[~hole], src[~hole])
 
 
 def test_a_write_cut_short_is_a_failure_and_a_cut_output_is_redone(tree):

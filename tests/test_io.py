@@ -105,6 +105,24 @@ def test_decode_applies_exif_orientation(tmp_path):
     assert dict(ex) == {0x010F: "Camera maker"}
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_an_upright_photos_exif_says_its_upright_size(tmp_path, fmt):
+    """A phone photo stored sideways (orientation 6) is turned upright: the EXIF pixel
+    dimensions it carries said the stored size, the wrong way round."""
+    im = Image.fromarray(_rgb(20, 30))  # stored 30 wide, 20 high
+    exif = im.getexif()
+    exif[0x0112] = 6
+    exif.get_ifd(0x8769).update({0xA002: 30, 0xA003: 20})
+    path = tmp_path / f"rot.{fmt.lower()}"
+    im.save(path, exif=exif.tobytes())
+    d = io.decode_image(path)
+    assert d.rgb.shape == (30, 20, 3)
+    ex = Image.Exif()
+    ex.load(d.info["exif"])
+    sub = ex.get_ifd(0x8769)
+    assert (sub[0xA002], sub[0xA003]) == (20, 30) and 0x0112 not in ex
+
+
 def test_decode_errors(tmp_path):
     (tmp_path / "t.png").write_text("hello")
     with pytest.raises(InputError, match="not an image"):

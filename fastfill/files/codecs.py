@@ -498,7 +498,7 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
                 del out.info["dpi"]  # (Pillow's default, not the file's: not written as if it were)
             if keep and fmt != "TIFF" and damage is None and out.info.get("exif"):
                 try:
-                    exif = _carried_exif(out.getexif())
+                    exif = _carried_exif(out.getexif(), out.size)
                 except Exception as e:  # noqa: BLE001
                     damage = e
             out.info.pop("exif", None)
@@ -507,7 +507,7 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
                     why = str(damage) or type(damage).__name__
                     notes.append(f"damaged EXIF dropped, pixels kept ({why})")
             elif exif:
-                out.info["exif"] = exif
+                out.info["exif"] = _sized_exif(exif, out.size) if fmt == "TIFF" else exif
             return out
     except InputError:
         raise  # (an InputError is a ValueError: not to be re-worded as a corrupt file below)
@@ -549,14 +549,32 @@ def _exif_parts(exif: Image.Exif) -> tuple[dict, dict]:
     return tags, groups
 
 
-def _carried_exif(exif: Image.Exif) -> bytes | None:
+def _carried_exif(exif: Image.Exif, size: tuple[int, int] | None = None) -> bytes | None:
     """The EXIF block an output carries (:func:`_exif_parts` of ``exif``; for a TIFF, of its
-    own directory), as a new block: the image's ``exif`` stays as it is."""
+    own directory), as a new block: the image's ``exif`` stays as it is. ``size``: the upright
+    image's (width, height), which its pixel dimensions say where it has them (a photo turned
+    upright from orientation 5-8 had them the wrong way round)."""
     tags, groups = _exif_parts(exif)
+    sub = groups.get(_EXIF_IFD)
+    if size is not None and sub:
+        for tag, value in ((0xA002, size[0]), (0xA003, size[1])):
+            if tag in sub:
+                sub[tag] = int(value)
     out = Image.Exif()
     for tag, value in (tags | groups).items():
         out[tag] = value
     return out.tobytes() if len(out) else None
+
+
+def _sized_exif(block: bytes, size: tuple[int, int]) -> bytes:
+    """A carried EXIF block (ours: nothing read from a file) with the upright image's pixel
+    dimensions, where it has them."""
+    ex = Image.Exif()
+    ex.load(block)
+    sub = ex.get_ifd(_EXIF_IFD)
+    if not any(t in sub for t in (0xA002, 0xA003)):
+        return block
+    return _carried_exif(ex, size) or block
 
 
 def _tiff_add_directories(data: bytes, groups: dict) -> bytes:
@@ -691,8 +709,8 @@ def decode_image(src, max_pixels: int | None = None) -> Decoded:
     info = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
     if fmt == "WEBP" and webp_is_lossless(src):
         info["lossless"] = True  # written back lossless: the pixels outside the hole stay exact
-    if fmt == "TIFF" and im.info.get("compression"):
-        info["compression"] = im.info["compression"]
+    if fmt in ("TIFF", "TGA") and im.info.get("compression"):
+        info["compression"] = im.info["compression"]  # (a TGA's run-length coding: lossless)
     if isinstance(im.info.get("xmp"), (bytes, str)):  # (its orientation already taken out)
         info["xmp"] = im.info["xmp"]
     if fmt == "PNG":  # text chunks (Copyright, XMP, a generator's parameters) and gamma / sRGB
@@ -1366,6 +1384,8 @@ def encode_image(img: Image.Image, fmt: str, *, quality: int = 95, info: dict | 
                                                                 "exact": True}
     if fmt == "TIFF" and info.get("compression") in ("tiff_lzw", "tiff_adobe_deflate", "packbits", "raw"):
         kw["compression"] = info["compression"]  # a lossless TIFF keeps its own compression
+    if fmt == "TGA" and info.get("compression") == "tga_rle":
+        kw["compression"] = "tga_rle"
     buf = BytesIO()
     img.save(buf, format=fmt, **kw)
     if groups:
