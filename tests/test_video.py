@@ -1095,9 +1095,9 @@ _ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name
                b"MarginR, MarginV, Effect, Text\n")
 
 
-def _vfr_clip_with_subtitles(path, pts_ms, size=(H, W)):
-    """H.264 at irregular timestamps (ms) and one ASS subtitle event: a phone's variable frame
-    rate, a film's subtitles."""
+def _vfr_clip_with_subtitles(path, pts_ms, size=(H, W), events=((1, b"0,0,Default,,0,0,0,,hello"),)):
+    """H.264 at irregular timestamps (ms) and ASS subtitle ``events`` ((frame index, event) each,
+    starting with that frame): a phone's variable frame rate, a film's subtitles."""
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=25)
         v.height, v.width, v.pix_fmt = *size, "yuv420p"
@@ -1111,8 +1111,10 @@ def _vfr_clip_with_subtitles(path, pts_ms, size=(H, W)):
             f.pts, f.time_base = p, Fraction(1, 1000)
             for pk in v.encode(f):
                 c.mux(pk)
-            if k == 1:
-                pk = av.Packet(b"0,0,Default,,0,0,0,,hello")
+            for at, event in events:
+                if at != k:
+                    continue
+                pk = av.Packet(event)
                 pk.stream, pk.pts, pk.dts, pk.duration = s, p, p, 300
                 pk.time_base = Fraction(1, 1000)
                 c.mux(pk)
@@ -1155,6 +1157,28 @@ def test_irregular_timestamps_and_subtitles_are_kept(tmp_path):
     code, _, err = invoke("video", long, "--mask", tmp_path / "m.png", "-o", tmp_path / "cut.mkv",
                           "--method", "harmonic", "-q")
     assert code == 1 and "cut short" in err and not (tmp_path / "cut.mkv").exists(), err
+
+
+def test_subtitles_that_start_together_keep_their_times(tmp_path):
+    """Lines that start together (ASS, a TrueHD track's packets at 1 ms) share a timestamp, as
+    Matroska allows: they are copied at it, not moved on a tick each (which added up)."""
+    events = [(1, b"%d,0,Default,,0,0,0,,line %d" % (n, n)) for n in range(3)]
+    events += [(5, b"%d,0,Default,,0,0,0,,line %d" % (n, n)) for n in range(3, 5)]
+    src = tmp_path / "in.mkv"
+    _vfr_clip_with_subtitles(src, [40 * k for k in range(8)], events=events)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "out.mkv",
+                          "--method", "harmonic", "-q")
+    assert code == 0, err
+
+    def subs(path):
+        with av.open(str(path)) as c:
+            return [(p.pts, bytes(p)) for p in c.demux(c.streams.subtitles[0]) if p.size]
+
+    assert subs(tmp_path / "out.mkv") == subs(src) and len(subs(src)) == 5
+    assert [t for t, _ in subs(src)] == [40, 40, 40, 200, 200]
 
 
 def _size_changing_clip(tmp_path):

@@ -554,7 +554,7 @@ class _Transcode:
             # process exits aborts the exit)
             results = self.inpainter.stream(self.frames(), carry=True, tagged=True, copy=False,
                                             motions=motions, source_wait=60.0)
-            later = _Later()
+            later = _Later(strict=True)
             for (pts, tb, i), result in results:
                 vf = _in_colours(self.av, self._output_frame(i, result), vout, self.vin.codec_context)
                 if pts is not None:
@@ -608,24 +608,34 @@ def _in_colours(av, vf, vout, cc):
 
 
 class _Later:
-    """One stream's timestamps made to go forwards: segments joined end to end (a DVB recording,
-    HLS segments cat'ed together: each starts its clock again) or a repeated timestamp failed
-    the encode or the mux, in a message naming the temporary file. Called with each timestamp
-    in order (and the length it lasts, if known); returns what to add to it: from the first
-    that goes back, everything moves on by how far it went back, and one length more (one tick
-    for a repeat), as the ffmpeg program mends a discontinuity."""
+    """One stream's timestamps made to go forwards where they go back: segments joined end to
+    end (a DVB recording, HLS segments cat'ed together: each starts its clock again) failed the
+    encode or the mux, in a message naming the temporary file. Called with each timestamp in
+    order (and the length it lasts, if known); returns what to add to it. Going back by more
+    than the last step: from there on, everything moves on by how far it went back and one
+    length more, as the ffmpeg program mends a discontinuity. A repeat (or less than a step
+    back): left as it is where the stream allows it (``strict`` False: copied packets, as a
+    TrueHD track's or subtitles that start together), else that one moved a tick past the last
+    (the frames given to the encoder, which refuses a repeat)."""
 
-    def __init__(self):
+    def __init__(self, strict: bool = False):
+        self.strict = strict
         self.offset, self.last, self.step = 0, None, 1
 
     def __call__(self, t: int, length: int | None = None) -> int:
         t += self.offset
-        if self.last is not None and t <= self.last:
-            more = self.last - t + (1 if t == self.last else max(1, length or self.step))
+        last = self.last
+        if last is not None and t < last - self.step:
+            more = last - t + max(1, length or self.step)
             self.offset += more
             t += more
-        if self.last is not None and t > self.last:
-            self.step = t - self.last
+        elif last is not None and t <= last:
+            if not self.strict:
+                return self.offset
+            self.last = last + 1
+            return self.offset + last + 1 - t
+        if last is not None and t > last:
+            self.step = t - last
         self.last = t
         return self.offset
 
