@@ -548,6 +548,12 @@ def test_a_mask_that_marks_pixels_below_the_threshold_says_nothing_was_filled(tm
     code, stdout, err = invoke("run", "--method", "harmonic", photos / "a.png", tmp_path / "black.png",
                                "-o", tmp_path / "o2.png")
     assert code == 0 and "note:" not in err, err
+    noise = np.zeros((30, 41), np.uint8)
+    noise[3, 4], noise[10, 11] = 2, 1  # (a black JPEG mask's compression noise: no note)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    code, stdout, err = invoke("run", "--method", "harmonic", photos / "a.png", tmp_path / "noise.png",
+                               "-o", tmp_path / "o3.png")
+    assert code == 0 and "note:" not in err, err
 
 
 def test_a_masks_file_inside_the_images_folder_is_not_an_image(tmp_path):

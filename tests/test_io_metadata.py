@@ -132,6 +132,7 @@ def test_a_damaged_netpbm_header_is_one_line_and_the_run_goes_on(tmp_path, mask)
     (imgs / "endless.ppm").write_bytes(b"P6\n2 2\n255" + b"\xf7" * 12)
     (imgs / "size.pgm").write_bytes(b"P5\n2x 2\n255\n\xf7\xf7\xf7\xf7")
     (imgs / "really_a_ppm.png").write_bytes(b"P6\n2 2\n255" + b"\xf7" * 12)
+    (imgs / "notes.txt").write_bytes(b"P1 shopping list\nmilk\n")  # (text, no image: not looked at)
     Image.fromarray(_img()).save(imgs / "ok.png")
     r = subprocess.run([sys.executable, "-m", "fastfill.cli", "run", "--method", "harmonic", "-q", str(imgs),
                         str(mask), "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
@@ -518,8 +519,15 @@ def test_a_resolution_the_file_never_had_is_not_written(tmp_path, mask):
     Image.fromarray(_img(seed=3)).save(imgs / "set.tif", dpi=(300, 300))
     Image.fromarray(_img(seed=4)).save(imgs / "set.jpg", dpi=(150, 150))
     Image.fromarray(_img(seed=5)).save(imgs / "set.bmp", dpi=(200, 200))
+    exif = Image.Exif()
+    exif[0x011A], exif[0x011B] = 300, 300  # (no unit: EXIF's default, inches; Pillow says 72)
+    Image.fromarray(_img(seed=6)).save(imgs / "no_unit.jpg", exif=exif)
     code, _, stderr = _run(imgs, mask, tmp_path / "out")
     assert code == 0, stderr
+    code, _, stderr = _run(imgs / "no_unit.jpg", mask, tmp_path / "no_unit.tif")
+    assert code == 0, stderr
+    with Image.open(tmp_path / "no_unit.tif") as im:
+        assert (im.tag_v2.get(282), im.tag_v2.get(283)) == (300, 300)
     out = tmp_path / "out"
     with Image.open(out / "bare.tif") as im:
         assert not {282, 283, 296} & set(im.tag_v2), dict(im.tag_v2)

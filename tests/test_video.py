@@ -894,6 +894,29 @@ def test_a_rotated_clip_keeps_its_rotation_and_takes_masks_as_shown(tmp_path, ro
         assert code == 2 and f"shown turned a quarter ({H}x{W})" in err and "--resize-mask" not in err, err
 
 
+def test_a_mirrored_clip_says_its_masks_are_not_mirrored(tmp_path):
+    """A display matrix that mirrors the picture (a front camera's, ffmpeg -display_hflip): the
+    masks are read on the frames turned, not mirrored, and one warning line says so."""
+    src = tmp_path / "in.mp4"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("mpeg4", rate=FPS)
+        v.height, v.width, v.pix_fmt, v.bit_rate = H, W, "yuv420p", 2_000_000
+        v.set_display_matrix([-65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30])  # (left-right)
+        for i, f in enumerate(_frames()[:3]):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    m = np.zeros((H, W), np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
+                          "--method", "harmonic", "-q")
+    assert code == 0 and err.count("warning:") == 1 and "mirrors the picture" in err, err
+
+
 def _cover_png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(buf, "PNG")
@@ -957,6 +980,12 @@ def test_a_cover_picture_is_not_taken_for_the_clip_and_is_kept(tmp_path):
         (kept,) = [s for s in c.streams.video if s.disposition & av.stream.Disposition.attached_pic]
         (pkt,) = [p for p in c.demux(kept) if p.size]
         assert bytes(pkt) == cover
+    # Matroska would take it for a second video track of one frame: left out, said
+    code, stdout, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mkv",
+                               "--method", "harmonic")
+    assert code == 0 and "warning: cover picture 0 not copied" in err, err
+    with av.open(str(tmp_path / "o.mkv")) as c:
+        assert len(c.streams.video) == 1
     mp3 = tmp_path / "song.mp3"
     with av.open(str(mp3), "w") as c:
         a = c.add_stream("libmp3lame", rate=44100)

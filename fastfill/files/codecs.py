@@ -237,8 +237,10 @@ def _signature(src) -> str | None:
         return None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
-    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
-        return "PPM"  # (Pillow's name for the whole Netpbm family)
+    if len(head) > 3 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
+        rest = head[3:].lstrip()  # (a width or a comment next: a text starting "P1 " is no image)
+        if rest[:1].isdigit() or rest[:1] == b"#":
+            return "PPM"  # (Pillow's name for the whole Netpbm family)
     return next((fmt for magic, fmt in _SIGNATURES if head.startswith(magic)), None)
 
 
@@ -494,8 +496,12 @@ def _open_oriented(src, max_pixels: int | None = None, *, notes: list | None = N
             if out is im:
                 out = im.copy()
             out.format = fmt
-            if "dpi" in out.info and not _dpi_recorded(im):
-                del out.info["dpi"]  # (Pillow's default, not the file's: not written as if it were)
+            if "dpi" in out.info:  # (Pillow's default where the file has none: not written as its)
+                dpi = _file_dpi(im)
+                if dpi is None:
+                    del out.info["dpi"]
+                else:
+                    out.info["dpi"] = dpi
             if keep and fmt != "TIFF" and damage is None and out.info.get("exif"):
                 try:
                     exif = _carried_exif(out.getexif(), out.size)
@@ -836,7 +842,10 @@ def decode_mask(path, size: tuple[int, int] | None = None, *, invert: bool = Fal
                              f"({RESIZE_HINT})")
         g = np.asarray(Image.fromarray(g).resize((w, h), Image.Resampling.BILINEAR))
     m = g >= threshold
-    if notes is not None and not invert and not m.any() and g.any():
+    # (at least 16 pixels at its brightest: a label image's hole, not a black JPEG's few
+    # compression-noise pixels)
+    if notes is not None and not invert and not m.any() and np.count_nonzero(g == g.max()) >= 16 \
+            and g.max() > 0:
         notes.append(f"{name} marks pixels, none of them at --threshold {threshold} or brighter "
                      f"(the brightest is {int(g.max())}): nothing filled")
     if invert:
@@ -1127,21 +1136,31 @@ def _png_chunks(info: dict) -> dict:
     return {"pnginfo": chunks} if chunks.chunks else {}
 
 
-def _dpi_recorded(im: Image.Image) -> bool:
-    """Whether the file itself records the resolution Pillow reports as ``info["dpi"]``: Pillow
-    fills in its own where it has none (a TIFF without resolution tags reads as 1 dpi, a JPEG
-    whose EXIF has no XResolution as 72), and an output must not claim it."""
+def _file_dpi(im: Image.Image):
+    """The resolution the file itself records, for the ``info["dpi"]`` Pillow reports, or None:
+    Pillow fills in its own where it has none (a TIFF without resolution tags reads as 1 dpi, a
+    JPEG whose EXIF resolution it cannot use, without one or without its unit, as 72), and an
+    output must not claim it. A JPEG's EXIF resolution without its unit is in inches, EXIF's
+    default."""
+    dpi = im.info.get("dpi")
     if im.format == "TIFF":
         tags = getattr(im, "tag_v2", {})
-        return 282 in tags and 283 in tags
+        return dpi if 282 in tags and 283 in tags else None
     if im.format in ("JPEG", "MPO"):
         if im.info.get("jfif_unit") in (1, 2):
-            return True
+            return dpi
         try:
-            return 0x011A in im.getexif()
-        except Exception:  # noqa: BLE001 - EXIF Pillow cannot parse records nothing usable
-            return False
-    return True
+            exif = im.getexif()
+            x = float(exif[0x011A])
+            y = float(exif.get(0x011B, x))
+            unit = exif.get(0x0128, 2)
+        except Exception:  # noqa: BLE001 - none, or EXIF Pillow cannot parse: nothing usable
+            return None
+        scale = {2: 1.0, 3: 2.54}.get(unit)
+        if scale is None or not _sane_dpi((x * scale, y * scale)):
+            return None
+        return (x * scale, y * scale)
+    return dpi
 
 
 def _sane_dpi(dpi) -> bool:

@@ -212,8 +212,15 @@ def _image_rows(fs_i, ipath, find_mask, fs_o, opath, fmt, single, masks=(None, "
             apart.append(mpath)
         one_mask = fs_m.key(mpath) if fs_m is not None and type(fs_m) is type(fs_i) \
             and fs_m.is_file(mpath) else None  # (MASKS one file: that file is no image either)
-        files = [f for f in files if not any(_inside(fs_i, f[1], q) for q in apart)
-                 and (one_mask is None or fs_i.key(f[1]) != one_mask)]
+        # (symlinks followed, as _inside does; each folder's real path resolved once, not once
+        # a file: a large tree has many)
+        real = [fs_i.key(q).rstrip("/") + "/" for q in apart]
+
+        def kept(f) -> bool:
+            k = fs_i.key(f[1])
+            return not any(k.startswith(r) for r in real) and (one_mask is None or k != one_mask)
+
+        files = [f for f in files if kept(f)]
     if not files:
         raise InputError(f"no images found in {ipath}")
     rows, seen = [], {}

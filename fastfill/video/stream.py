@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FastfillError, InputError
-from ..files.codecs import (atomic_write, classify_image, decode_mask, dilate_mask, folder_prefix,
-                            frame_number, links_out, remove_stale_temps)
+from ..files.codecs import (_temp_stem, atomic_write, classify_image, decode_mask, dilate_mask,
+                            folder_prefix, frame_number, links_out, remove_stale_temps)
 from ..inpainter import frozen
 from ..roi import bounding_box, hole_of
 from .frames import (Decoded, PrivateFrames, RGBBuffers, chroma_blocks, from_rgb, planes,
@@ -253,7 +253,11 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
             from ..masks.text import TextTrack
 
             track = TextTrack(text, text_every or getattr(getattr(text, "options", None), "every", 10))
-        masks = _Masks(mask, size, first_index, text=track, turns=_display_turns(av, src),
+        turns, mirrored = _display_turns(av, src) if mask is not None else (0, False)
+        if mirrored:
+            print(f"warning: {src}: its display matrix mirrors the picture: the masks are read on "
+                  "its frames turned as shown, not mirrored", file=sys.stderr)
+        masks = _Masks(mask, size, first_index, text=track, turns=turns,
                        invert=invert, threshold=threshold,
                        resize=resize_mask, dilate=dilate, image_name=f"the frames of {src}")
 
@@ -272,7 +276,8 @@ def inpaint_video(inpainter, src: str | Path, dst: str | Path, mask: str | Path 
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
         why = str(e)
         temp = getattr(e, "filename", None)
-        if temp and Path(temp).parent == dst.parent and Path(temp).name.startswith("."):
+        if (temp and Path(temp).parent == dst.parent
+                and Path(temp).name.startswith("." + _temp_stem(dst.name) + ".")):
             why = why.replace(temp, str(dst))  # (the output's temporary name means nothing to a user)
         raise BadVideo(f"{src}: video error ({why})") from None
     finally:
@@ -351,10 +356,15 @@ class _Transcode:
                 if s is self.vin:
                     continue
                 cover = _is_cover(s)
+                if cover and out_c.format.name.split(",")[0] != "mp4":
+                    # (Matroska would make it a second video track of one frame, MOV drops it)
+                    print(f"warning: cover picture {s.index} not copied: an MP4 output holds it, "
+                          f"this container ({out_c.format.name}) not as a cover", file=sys.stderr)
+                    continue
                 if s.type not in ("audio", "subtitle") and not cover:  # (a second video, data,
                     # attachments)
                     print(f"warning: {s.type} stream {s.index} not copied: fastfill writes the "
-                          "filled video, its cover picture, the audio and the subtitles",
+                          "filled video, an MP4's cover picture, the audio and the subtitles",
                           file=sys.stderr)
                     continue
                 try:
@@ -816,20 +826,34 @@ def _not_carried(frame, vout=None) -> list[str]:
     return out
 
 
-def _display_turns(av, src: Path) -> int:
+def _display_turns(av, src: Path) -> tuple[int, bool]:
     """Quarter turns (np.rot90's) from the clip's stored frames to the frames as displayed (a
-    phone's display matrix), read from its first frame; 0 when none or it cannot be read (the
-    run itself then says why)."""
+    phone's display matrix), read from its first frame, and whether the matrix mirrors them
+    too; (0, False) when none or it cannot be read (the run itself then says why)."""
     try:
         with av.open(str(src)) as c:
             vin = _main_video(c)
             if vin is None:
-                return 0
+                return 0, False
             for frame in c.decode(vin):
-                return int(round((frame.rotation or 0) / 90)) % 4
+                m = _display_matrix(frame)
+                mirrored = m is not None and m[0] * m[4] - m[1] * m[3] < 0
+                return int(round((frame.rotation or 0) / 90)) % 4, mirrored
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
         pass
-    return 0
+    return 0, False
+
+
+def _display_matrix(frame) -> list[int] | None:
+    """A frame's display matrix (nine 32-bit ints, FFmpeg's layout), or None."""
+    side = frame.side_data
+    for sd in side:
+        if not hasattr(sd, "type"):  # (PyAV 18.1.1 on: a mapping, iterated by its types)
+            sd = side[sd]
+        if getattr(sd.type, "name", "") == "DISPLAYMATRIX":
+            raw = bytes(sd)
+            return list(struct.unpack("=9i", raw)) if len(raw) == 36 else None
+    return None
 
 
 def _carry_display_matrix(frame, vout) -> None:
@@ -837,15 +861,9 @@ def _carry_display_matrix(frame, vout) -> None:
     stream, so that the filled video is shown as the input is. (PyAV before 18 cannot write it.)"""
     if vout is None or not hasattr(vout, "set_display_matrix"):
         return
-    side = frame.side_data
-    for sd in side:
-        if not hasattr(sd, "type"):  # (PyAV 18.1.1 on: a mapping, iterated by its types)
-            sd = side[sd]
-        if getattr(sd.type, "name", "") == "DISPLAYMATRIX":
-            raw = bytes(sd)
-            if len(raw) == 36:
-                vout.set_display_matrix(list(struct.unpack("=9i", raw)))
-            return
+    m = _display_matrix(frame)
+    if m is not None:
+        vout.set_display_matrix(m)
 
 
 def video_is_whole(path: str | Path) -> bool:
@@ -980,8 +998,8 @@ def _box_past_the_end(path) -> str | None:
                 if pos + n > size and kind in (b"mdat", b"moof", b"moov"):  # (media, not a
                     # trailing index or tags: those cut leave every frame there)
                     name = kind.decode("ascii")
-                    return (f"its '{name}' box at byte {pos} is {n} bytes long, and the file ends "
-                            f"{pos + n - size} bytes before its end")
+                    return (f"its '{name}' box at byte {pos} is {n} bytes long, and the last "
+                            f"{pos + n - size} bytes of it are missing")
                 pos += n
     except (OSError, struct.error):
         return None
