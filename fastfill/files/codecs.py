@@ -183,9 +183,8 @@ def _open(path) -> Image.Image:
             return Image.open(path, formats=DECODE_FORMATS)
     except (ValueError, SyntaxError, struct.error, IndexError, EOFError) as e:
         # (some of Pillow's header parsers fail this way on damaged bytes: a PPM's token that
-        # never ends is a ValueError; the callers report a damaged file, one line, as for OSError)
-        if isinstance(e, Image.DecompressionBombError):
-            raise
+        # never ends is a ValueError; the callers report a damaged file, one line, as for OSError;
+        # a DecompressionBombError is none of these, and passes through)
         raise OSError(f"damaged header: {e}") from None
 
 

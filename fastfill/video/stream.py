@@ -805,13 +805,7 @@ def _not_carried(frame, vout=None) -> list[str]:
         out.append("interlaced frames: the output is written as progressive frames (the fill and "
                    "the encoder see whole frames, and players will not deinterlace it); "
                    "deinterlace it first (ffmpeg -vf bwdif) for an output that plays as it should")
-    side, found = frame.side_data, {}
-    for sd in side:
-        if not hasattr(sd, "type"):  # (PyAV 18.1.1 on: a mapping, iterated by its types)
-            sd = side[sd]
-        name = getattr(getattr(sd, "type", None), "name", "")
-        if name in _HDR_SIDE_DATA:
-            found[name] = bytes(sd)
+    found = {k: v for k, v in _side_data(frame).items() if k in _HDR_SIDE_DATA}
     names = [_HDR_SIDE_DATA[n] for n in found]
     params = _hdr10_x265(found) if vout is not None and vout.codec_context.name == "libx265" else ""
     if params:
@@ -844,16 +838,22 @@ def _display_turns(av, src: Path) -> tuple[int, bool]:
     return 0, False
 
 
-def _display_matrix(frame) -> list[int] | None:
-    """A frame's display matrix (nine 32-bit ints, FFmpeg's layout), or None."""
-    side = frame.side_data
+def _side_data(frame) -> dict[str, bytes]:
+    """A frame's side data: {its type's name (FFmpeg's, e.g. DISPLAYMATRIX): its bytes}."""
+    side, out = frame.side_data, {}
     for sd in side:
         if not hasattr(sd, "type"):  # (PyAV 18.1.1 on: a mapping, iterated by its types)
             sd = side[sd]
-        if getattr(sd.type, "name", "") == "DISPLAYMATRIX":
-            raw = bytes(sd)
-            return list(struct.unpack("=9i", raw)) if len(raw) == 36 else None
-    return None
+        name = getattr(getattr(sd, "type", None), "name", "")
+        if name:
+            out[name] = bytes(sd)
+    return out
+
+
+def _display_matrix(frame) -> list[int] | None:
+    """A frame's display matrix (nine 32-bit ints, FFmpeg's layout), or None."""
+    raw = _side_data(frame).get("DISPLAYMATRIX")
+    return list(struct.unpack("=9i", raw)) if raw is not None and len(raw) == 36 else None
 
 
 def _carry_display_matrix(frame, vout) -> None:
