@@ -735,6 +735,35 @@ def _clip(path, n=40, options=None, rotation=None):
             c.mux(p)
 
 
+def _encoded(path, codec, n=4, rate=FPS, pix_fmt="yuv420p", setup=None, after=None):
+    """A clip of the first ``n`` moving frames (``setup(container, stream)`` before the first;
+    ``after(container)`` before it closes, for a packet of another stream)."""
+    with av.open(str(path), "w") as c:
+        v = c.add_stream(codec, rate=rate)
+        v.height, v.width, v.pix_fmt = H, W, pix_fmt
+        if setup is not None:
+            setup(c, v)
+        for i, f in enumerate((_frames() * 2)[:n]):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            if pix_fmt != "yuv420p":
+                vf = vf.reformat(format=pix_fmt)
+            vf.pts = i
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        if after is not None:
+            after(c)
+
+
+def _logo_mask(tmp_path, shape=(H, W)):
+    """A mask file with a box in it: its path."""
+    m = np.zeros(shape, np.uint8)
+    m[20:40, 30:60] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    return tmp_path / "m.png"
+
+
 @pytest.mark.parametrize("suffix, options", [(".mp4", {"movflags": "faststart"}), (".mkv", {})])
 def test_a_clip_cut_short_fails_and_writes_nothing(tmp_path, suffix, options):
     """A copy that stopped halfway decodes without an error up to where it stops: it was filled
@@ -765,22 +794,10 @@ def test_interlaced_frames_are_said_not_kept(tmp_path):
     """An interlaced clip's frames are written as progressive frames (PyAV cannot mark them):
     said in one warning line, where it was silent; a progressive clip says nothing."""
     src = tmp_path / "il.mkv"
-    with av.open(str(src), "w") as c:
-        v = c.add_stream("libx264", rate=FPS)
-        v.height, v.width, v.pix_fmt = H, W, "yuv420p"
-        v.options = {"x264-params": "interlaced=1:tff=1"}
-        for i, f in enumerate(_frames()[:4]):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
+    _encoded(src, "libx264", setup=lambda c, v: setattr(v, "options", {"x264-params": "interlaced=1:tff=1"}))
     with av.open(str(src)) as c:
         assert next(c.decode(video=0)).interlaced_frame
-    m = np.zeros((H, W), np.uint8)
-    m[20:40, 30:60] = 255
-    Image.fromarray(m).save(tmp_path / "m.png")
+    _logo_mask(tmp_path)
     code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mkv",
                           "--method", "harmonic", "-q")
     assert code == 0 and err.count("warning:") == 1 and "interlaced frames" in err, err
@@ -807,23 +824,13 @@ def test_hdr10_metadata_goes_to_an_x265_output_and_is_said_lost_elsewhere(tmp_pa
     """An HDR10 clip's mastering display and content light level (what a TV tone-maps by) were
     dropped without a word: an x265 output carries them, another says so in one line."""
     src = tmp_path / "hdr.mp4"
-    with av.open(str(src), "w") as c:
-        v = c.add_stream("libx265", rate=FPS)
-        v.height, v.width, v.pix_fmt = H, W, "yuv420p10le"
-        v.options = {"x265-params": "log-level=error:master-display=G(13250,34500)B(7500,3000)"
-                                    "R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400"}
-        for i, f in enumerate(_frames()[:3]):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p10le")
-            vf.pts = i
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
+    x265 = ("log-level=error:master-display=G(13250,34500)B(7500,3000)R(34000,16000)"
+            "WP(15635,16450)L(10000000,1):max-cll=1000,400")
+    _encoded(src, "libx265", n=3, pix_fmt="yuv420p10le",
+             setup=lambda c, v: setattr(v, "options", {"x265-params": x265}))
     hdr = _hdr10(src)
     assert set(hdr) == {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
-    m = np.zeros((H, W), np.uint8)
-    m[20:40, 30:60] = 255
-    Image.fromarray(m).save(tmp_path / "m.png")
+    _logo_mask(tmp_path)
     code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
                           "--method", "harmonic", "-q")
     assert code == 0 and "warning" not in err, err
@@ -845,9 +852,7 @@ def test_a_fragmented_mp4_cut_in_its_last_fragment_fails(tmp_path):
     data = src.read_bytes()
     boxes = _boxes(data, 0, len(data))
     _, start, end = [b for b in boxes if b[0] == b"mdat"][-1]
-    m = np.zeros((H, W), np.uint8)
-    m[20:40, 30:60] = 255
-    Image.fromarray(m).save(tmp_path / "m.png")
+    _logo_mask(tmp_path)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[:end - 200])  # (the last fragment's last frames)
     code, _, err = invoke("video", cut, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
@@ -898,20 +903,9 @@ def test_a_mirrored_clip_says_its_masks_are_not_mirrored(tmp_path):
     """A display matrix that mirrors the picture (a front camera's, ffmpeg -display_hflip): the
     masks are read on the frames turned, not mirrored, and one warning line says so."""
     src = tmp_path / "in.mp4"
-    with av.open(str(src), "w") as c:
-        v = c.add_stream("mpeg4", rate=FPS)
-        v.height, v.width, v.pix_fmt, v.bit_rate = H, W, "yuv420p", 2_000_000
-        v.set_display_matrix([-65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30])  # (left-right)
-        for i, f in enumerate(_frames()[:3]):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-    m = np.zeros((H, W), np.uint8)
-    m[20:40, 30:60] = 255
-    Image.fromarray(m).save(tmp_path / "m.png")
+    flip = [-65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30]  # (left-right)
+    _encoded(src, "mpeg4", n=3, setup=lambda c, v: v.set_display_matrix(flip))
+    _logo_mask(tmp_path)
     code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
                           "--method", "harmonic", "-q")
     assert code == 0 and err.count("warning:") == 1 and "mirrors the picture" in err, err
@@ -949,27 +943,16 @@ def test_a_cover_picture_is_not_taken_for_the_clip_and_is_kept(tmp_path):
     dropped, reported done. An MP3 with cover art and no video was "filled" as a one-frame clip."""
     cover = _cover_png()
     src = tmp_path / "tagged.mp4"
-    with av.open(str(src), "w") as c:
-        v = c.add_stream("mpeg4", rate=FPS)
-        v.height, v.width, v.pix_fmt, v.bit_rate = H, W, "yuv420p", 2_000_000
-        pkt = _add_cover(c, cover)
-        for i, f in enumerate(_frames()):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-        c.mux(pkt)
+    held = []
+    _encoded(src, "mpeg4", n=N, setup=lambda c, v: held.append(_add_cover(c, cover)),
+             after=lambda c: c.mux(held[0]))
     d = src.read_bytes()  # the movie box's metadata (the cover) before its tracks
     _, s0, e0 = next(b for b in _boxes(d, 0, len(d)) if b[0] == b"moov")
     kids = sorted(_boxes(d, s0 + 8, e0), key=lambda k: {b"mvhd": 0, b"udta": 1}.get(k[0], 2))
     src.write_bytes(d[:s0 + 8] + b"".join(d[a:z] for _, a, z in kids) + d[e0:])
     with av.open(str(src)) as c:
         assert [s.codec_context.name for s in c.streams] == ["png", "mpeg4"]  # (the cover first)
-    m = np.zeros((H, W), np.uint8)
-    m[20:40, 30:60] = 255
-    Image.fromarray(m).save(tmp_path / "m.png")
+    _logo_mask(tmp_path)
     out = tmp_path / "out.mp4"
     code, stdout, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic")
     assert code == 0 and f"done {N} frames" in stdout and "warning" not in err, err
@@ -1008,20 +991,8 @@ def test_an_anamorphic_clip_keeps_the_shape_of_its_pixels(tmp_path, codec, suffi
     """A DV, DVD or HDV clip's pixels are not square (its sample aspect ratio): the output lost
     it, and a 16:9 clip played squashed to 4:3."""
     src, out = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
-    with av.open(str(src), "w") as c:
-        v = c.add_stream(codec, rate=FPS)
-        v.height, v.width, v.pix_fmt = H, W, "yuv420p"
-        v.codec_context.sample_aspect_ratio = Fraction(4, 3)
-        for i, f in enumerate(_frames()[:4]):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-    m = np.zeros((H, W), np.uint8)
-    m[20:40, 30:60] = 255
-    Image.fromarray(m).save(tmp_path / "m.png")
+    _encoded(src, codec, setup=lambda c, v: setattr(v.codec_context, "sample_aspect_ratio", Fraction(4, 3)))
+    _logo_mask(tmp_path)
     code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
     assert code == 0, err
     with av.open(str(src)) as a, av.open(str(out)) as b:
@@ -1036,19 +1007,8 @@ def test_a_bare_bitstream_keeps_the_rate_its_headers_say(tmp_path, codec, suffix
     its encode (its timestamps collided in 1/25 s)."""
     src, out = tmp_path / f"in{suffix}", tmp_path / "out.mkv"
     n = 8
-    with av.open(str(src), "w") as c:
-        v = c.add_stream(codec, rate=Fraction(30000, 1001))
-        v.height, v.width, v.pix_fmt = H, W, "yuv420p"
-        for i, f in enumerate((_frames() * 2)[:n]):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-    m = np.zeros((H, W), np.uint8)
-    m[20:40, 30:60] = 255
-    Image.fromarray(m).save(tmp_path / "m.png")
+    _encoded(src, codec, n=n, rate=Fraction(30000, 1001))
+    _logo_mask(tmp_path)
     code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic", "-q")
     assert code == 0, err
     with av.open(str(out)) as c:
@@ -1070,9 +1030,7 @@ def test_segments_joined_end_to_end_are_filled_with_time_going_forwards(tmp_path
     src.write_bytes(seg.read_bytes() * 2)
     with av.open(str(seg)) as c:
         audio = sum(1 for p in c.demux(audio=0) if p.size)
-    m = np.zeros((H, W), np.uint8)
-    m[20:40, 30:60] = 255
-    Image.fromarray(m).save(tmp_path / "m.png")
+    _logo_mask(tmp_path)
     out = tmp_path / f"out{suffix}"
     code, stdout, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", out, "--method", "harmonic")
     assert code == 0 and f"done {2 * N} frames" in stdout and f"{2 * audio} audio packets" in stdout, err
@@ -1195,9 +1153,7 @@ def test_subtitles_that_start_together_keep_their_times(tmp_path):
     events += [(5, b"%d,0,Default,,0,0,0,,line %d" % (n, n)) for n in range(3, 5)]
     src = tmp_path / "in.mkv"
     _vfr_clip_with_subtitles(src, [40 * k for k in range(8)], events=events)
-    m = np.zeros((H, W), np.uint8)
-    m[20:40, 30:60] = 255
-    Image.fromarray(m).save(tmp_path / "m.png")
+    _logo_mask(tmp_path)
     code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "out.mkv",
                           "--method", "harmonic", "-q")
     assert code == 0, err
