@@ -963,12 +963,21 @@ def test_a_cover_picture_is_not_taken_for_the_clip_and_is_kept(tmp_path):
         (kept,) = [s for s in c.streams.video if s.disposition & av.stream.Disposition.attached_pic]
         (pkt,) = [p for p in c.demux(kept) if p.size]
         assert bytes(pkt) == cover
-    # Matroska would take it for a second video track of one frame: left out, said
+    # Matroska holds it as an attachment (a stream copied as it is would be a second video
+    # track of one frame); MOV drops it, which is said
     code, stdout, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mkv",
                                "--method", "harmonic")
-    assert code == 0 and "warning: cover picture 0 not copied" in err, err
+    assert code == 0 and "warning" not in err, err
     with av.open(str(tmp_path / "o.mkv")) as c:
-        assert len(c.streams.video) == 1
+        clips = [s for s in c.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        (kept,) = [s for s in c.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+        assert len(clips) == 1 and kept.metadata.get("filename") == "cover.png"
+        index = kept.index
+    with av.open(str(tmp_path / "o.mkv")) as c:
+        assert [bytes(p) for p in c.demux(c.streams[index]) if p.size] == [cover]
+    code, stdout, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mov",
+                               "--method", "harmonic")
+    assert code == 0 and "warning: cover picture 0 not copied" in err, err
     mp3 = tmp_path / "song.mp3"
     with av.open(str(mp3), "w") as c:
         a = c.add_stream("libmp3lame", rate=44100)
@@ -984,6 +993,23 @@ def test_a_cover_picture_is_not_taken_for_the_clip_and_is_kept(tmp_path):
     code, _, err = invoke("video", mp3, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mp4",
                           "--method", "harmonic")
     assert code == 1 and "no video stream (only a cover picture)" in err and not (tmp_path / "o.mp4").exists()
+
+
+def test_a_matroska_clips_fonts_are_kept(tmp_path):
+    """The fonts a Matroska file's ASS subtitles name are its attachments: they were left out
+    (with a warning), and the subtitles, which are copied, showed in another font."""
+    src = tmp_path / "in.mkv"
+    font = b"\x00\x01\x00\x00 a TrueType font's bytes"
+    _encoded(src, "mpeg4", setup=lambda c, v: c.add_attachment("Subs.ttf", "font/ttf", font))
+    with av.open(str(src)) as c:
+        assert [s.type for s in c.streams] == ["video", "attachment"]
+    _logo_mask(tmp_path)
+    code, _, err = invoke("video", src, "--mask", tmp_path / "m.png", "-o", tmp_path / "o.mkv",
+                          "--method", "harmonic", "-q")
+    assert code == 0 and "warning" not in err, err
+    with av.open(str(tmp_path / "o.mkv")) as c:
+        (a,) = [s for s in c.streams if s.type == "attachment"]
+        assert (a.metadata.get("filename"), a.mimetype, a.data) == ("Subs.ttf", "font/ttf", font)
 
 
 @pytest.mark.parametrize("codec, suffix", [("libx264", ".mp4"), ("mpeg4", ".mkv")])

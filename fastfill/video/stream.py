@@ -356,16 +356,23 @@ class _Transcode:
                 if s is self.vin:
                     continue
                 cover = _is_cover(s)
-                if cover and out_c.format.name.split(",")[0] != "mp4":
-                    # (Matroska would make it a second video track of one frame, MOV drops it)
-                    print(f"warning: cover picture {s.index} not copied: an MP4 output holds it, "
-                          f"this container ({out_c.format.name}) not as a cover", file=sys.stderr)
+                kind = out_c.format.name.split(",")[0]
+                if (cover or s.type == "attachment") and kind == "matroska":
+                    # (a font an ASS subtitle track names, a cover: Matroska attachments)
+                    why = _attach(av, out_c, self.inp_c.name, s)
+                    if why:
+                        print(f"warning: {s.type} stream {s.index} not copied: {why}", file=sys.stderr)
+                    continue
+                if cover and kind != "mp4":  # (MOV drops it without a word)
+                    print(f"warning: cover picture {s.index} not copied: an MP4 or Matroska "
+                          f"output holds it, this container ({out_c.format.name}) not as a cover",
+                          file=sys.stderr)
                     continue
                 if s.type not in ("audio", "subtitle") and not cover:  # (a second video, data,
                     # attachments)
                     print(f"warning: {s.type} stream {s.index} not copied: fastfill writes the "
-                          "filled video, an MP4's cover picture, the audio and the subtitles",
-                          file=sys.stderr)
+                          "filled video, the audio, the subtitles, a cover picture (MP4, "
+                          "Matroska) and attachments (Matroska)", file=sys.stderr)
                     continue
                 try:
                     o = out_c.add_stream_from_template(s)
@@ -719,6 +726,32 @@ def _over_hole(av, frame, where: "_HoleBox", result: np.ndarray | None, last, sw
         for d, c, cut, m in zip(dst, conv, where.cut, where.masks):
             d[cut][m] = c[m]
     return out
+
+
+def _attach(av, out_c, src, s) -> str | None:
+    """Stream ``s`` of the input ``src`` (an attachment: a font, or a cover picture) written as an
+    attachment of the Matroska output ``out_c``; None, or why not. A cover's picture is its one
+    packet, read from a second opening of the input (the header is written before the first
+    packet is demuxed); it is named cover.jpg or cover.png, as Matroska players look for it."""
+    try:
+        if s.type == "attachment":
+            name = s.metadata.get("filename") or f"attachment{s.index}"
+            mimetype = s.mimetype or s.metadata.get("mimetype") or "application/octet-stream"
+            data = s.data
+        else:
+            codec = s.codec_context.name
+            if codec not in ("mjpeg", "png"):
+                return f"a {codec} cover picture (Matroska covers are JPEG or PNG)"
+            with av.open(str(src)) as c:
+                data = next((bytes(p) for p in c.demux(c.streams[s.index]) if p.size), b"")
+            if not data:
+                return "its picture could not be read"
+            name, mimetype = (("cover.jpg", "image/jpeg") if codec == "mjpeg"
+                              else ("cover.png", "image/png"))
+        out_c.add_attachment(name, mimetype, bytes(data))
+    except (av.error.FFmpegError, AttributeError, TypeError, ValueError, OSError) as e:
+        return str(e) or type(e).__name__
+    return None
 
 
 def _is_cover(s) -> bool:
