@@ -225,6 +225,31 @@ def test_openvino_matches_onnxruntime(tmp_path, model):
     np.testing.assert_allclose(again.infer(xs[0]), ort_e.infer(xs[0]), atol=1e-5)
 
 
+@pytest.mark.skipif(not HAS_OV, reason="openvino is not installed (pip install 'fastfill[openvino]')")
+def test_an_openvino_engine_called_from_two_threads_gives_each_its_own_result(tmp_path):
+    """One engine, one OpenVINO infer request: two threads took each other's results (a wrong
+    fill, no error; 61 of 200 calls in a black-box test)."""
+    import threading
+
+    e = load_engine(TINY, backend="openvino", threads=1, cache_dir=tmp_path / "cache")
+    xs = [glcic_input(1, 64, 64, seed=5), glcic_input(1, 64, 64, seed=6) * 0.25]
+    want = [e.infer(x) for x in xs]
+    assert np.abs(want[0] - want[1]).max() > 1e-3  # (the two are told apart)
+    wrong = []
+
+    def work(k):
+        for _ in range(150):
+            if np.abs(e.infer(xs[k]) - want[k]).max() > 1e-5:
+                wrong.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, f"{len(wrong)} of 300 calls gave another call's result"
+
+
 def test_openvino_missing_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     with pytest.raises(EngineError, match=r"pip install 'fastfill\[openvino\]'"):

@@ -108,6 +108,9 @@ class OpenVinoEngine(EngineBase):
 
         check_io_shapes(self.path, self.meta, dims(self.compiled.inputs[0]), dims(self.compiled.outputs[0]))
         self.request = self.compiled.create_infer_request()
+        # one request, its input and output tensors shared: calls from two threads took each
+        # other's results (a wrong fill, no error)
+        self._lock = threading.Lock()
 
     @property
     def runs_on(self) -> str:
@@ -119,11 +122,12 @@ class OpenVinoEngine(EngineBase):
         return f"OpenVINO {', '.join(devices)}"
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        try:
-            self.request.infer({"input": x}, share_inputs=True)
-        except Exception as e:
-            raise EngineError(f"OpenVINO inference failed: {_one_line(e)}") from None
-        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        with self._lock:
+            try:
+                self.request.infer({"input": x}, share_inputs=True)
+            except Exception as e:
+                raise EngineError(f"OpenVINO inference failed: {_one_line(e)}") from None
+            return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def close(self) -> None:
         self.request = None
