@@ -62,6 +62,14 @@ def test_head_malformed_requests_and_clients_that_leave(tmp_path):
         assert _wait_for(lambda: re.search(r'"POST /api/v1/inpaint" 499 ', s.log()))
         assert "internal error" not in s.log()
 
+        # a body over --max-body sent right after its headers (no Expect: 100-continue): the 413's
+        # JSON arrives; the connection was closed with the body unread, and the client got a reset
+        with socket.create_connection(_addr(s), timeout=20) as c:
+            c.sendall(b"POST /api/v1/inpaint HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 4000000\r\n\r\n" + b"a" * 4_000_000)
+            answer = read_until_closed(c, 20)
+        assert answer.startswith(b"HTTP/1.1 413") and b'"status":413' in answer, answer[:200]
+
         # the fill's area in the digits that tell it from the limit; a form's flag that is no boolean
         files = {"image": ("i.png", encode(image)), "mask": ("m.png", mask_png(mask))}
         r = httpx.post(s.url + "/api/v1/inpaint/file", files=files, timeout=60)

@@ -175,6 +175,7 @@ class _Limits:
         try:
             problem = self._refuse(scope)
             if problem is not None:
+                await _drain(scope, receive)
                 await problem(scope, receive, counting_send)
                 return
             received = 0
@@ -232,6 +233,30 @@ class _Limits:
                 return error(401, "missing or wrong token (Authorization: Bearer TOKEN)",
                              {"WWW-Authenticate": "Bearer"})
         return None
+
+
+# A body sent with a refused request (over --max-body, the server busy, no token) read and
+# dropped before the answer, up to this much and this long: a connection closed with unread
+# bytes is reset, and the client gets the reset instead of the answer (the 413's or 503's JSON).
+DRAIN_BYTES = 64 << 20
+DRAIN_SECONDS = 5.0
+
+
+async def _drain(scope, receive) -> None:
+    """Read and drop a request's body (at most DRAIN_BYTES, DRAIN_SECONDS), if it has one."""
+    headers = dict(scope.get("headers") or [])
+    if headers.get(b"content-length", b"0").strip() in (b"", b"0") and \
+            b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+        return
+    got = 0
+    with anyio.move_on_after(DRAIN_SECONDS):
+        while got <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            got += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 class Server:
