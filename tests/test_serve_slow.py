@@ -142,3 +142,80 @@ def test_connection_bound_and_timeouts_are_bounded():
     for bad in ({"max_connections": 1}, {"header_timeout": 0.0}, {"body_timeout": float("inf")}):
         with pytest.raises(InputError, match=next(iter(bad))):
             create_app(Inpainter(), ServeLimits(**bad))
+
+
+def test_decoded_images_held_at_once_stay_within_queue_batch_and_io_threads(monkeypatch):
+    """A burst of requests: fills done waited behind every pending decode for an I/O thread,
+    each holding its image and its result, so as many images were held as requests were in
+    flight (64 against the 22 the memory bound counts). Now at most queue + batch + io-threads
+    requests hold one; the rest wait with their bodies, or get 503 when the queue is full."""
+    import httpx
+    import uvicorn
+
+    from conftest import free_port
+    from fastfill import Inpainter
+    from fastfill.serve.app import Server, ServeLimits, create_app
+    from fastfill.serve.batcher import Batcher, Busy
+
+    held = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+    decode_, encode_ = Server.decode, Server.encode
+
+    def counted_decode(self, *a, **k):
+        out = decode_(self, *a, **k)
+        with lock:
+            held["now"] += 1
+            held["peak"] = max(held["peak"], held["now"])
+        return out
+
+    def counted_encode(self, *a, **k):
+        try:
+            return encode_(self, *a, **k)
+        finally:
+            with lock:
+                held["now"] -= 1
+
+    submit_ = Batcher.submit
+
+    def counted_submit(self, *a, **k):  # (refused once decoded: its image let go)
+        try:
+            return submit_(self, *a, **k)
+        except Busy:
+            with lock:
+                held["now"] -= 1
+            raise
+
+    monkeypatch.setattr(Server, "decode", counted_decode)
+    monkeypatch.setattr(Server, "encode", counted_encode)
+    monkeypatch.setattr(Batcher, "submit", counted_submit)
+    app = create_app(Inpainter(method="harmonic"), ServeLimits(queue=2, io_threads=1), max_batch=1)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        image, mask = scene(256, 256)
+        files = {"image": ("i.png", encode(image)), "mask": ("m.png", mask_png(mask))}
+        url = f"http://127.0.0.1:{port}/api/v1/inpaint/file"
+        codes = []
+
+        def send():
+            r = httpx.post(url, files=files, timeout=120)
+            with lock:
+                codes.append(r.status_code)
+
+        burst = [threading.Thread(target=send) for _ in range(24)]
+        for t in burst:
+            t.start()
+        for t in burst:
+            t.join()
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert len(codes) == 24 and set(codes) <= {200, 503} and codes.count(200) >= 4, codes
+    assert held["peak"] <= 2 + 1 + 1 and held["now"] == 0, held

@@ -269,6 +269,11 @@ class Server:
         self.batcher = Batcher(inpainter, max_queue=limits.queue, max_batch=max_batch,
                                max_area=limits.max_fill_pixels)
         self.limiter = anyio.CapacityLimiter(limits.io_threads)
+        # requests holding a decoded image (from its decode to its answer's encode): what the
+        # memory bound counts. Without it, fills done waited behind every pending decode for a
+        # thread, each holding its image and result, as many as requests in flight (64 where
+        # queue + batch + io-threads said 22)
+        self.holding = anyio.CapacityLimiter(limits.queue + max_batch + limits.io_threads)
 
     def config(self) -> dict:
         eng = self.inpainter.engine
@@ -351,19 +356,22 @@ class Server:
         # (asked now as well: the question lets the server read the connection again, so that a
         # client gone is known by the time the decode is done)
         await still_there()
-        src, pair = await anyio.to_thread.run_sync(
-            partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule, form), limiter=self.limiter)
-        del image_bytes, mask_bytes
-        await still_there()
-        try:
-            fut = self.batcher.submit(pair)
-        except Busy as e:
-            raise ApiError(503, f"server busy: {e}, retry later",
-                           {"Retry-After": str(RETRY_AFTER)}) from None
-        result = await asyncio.wrap_future(fut)
-        await still_there()
-        data, media, ext = await anyio.to_thread.run_sync(
-            partial(self.encode, result, src, pair.hole), limiter=self.limiter)
+        async with self.holding:  # (waiting here holds the body alone)
+            src, pair = await anyio.to_thread.run_sync(
+                partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule, form),
+                limiter=self.limiter)
+            del image_bytes, mask_bytes
+            await still_there()
+            try:
+                fut = self.batcher.submit(pair)
+            except Busy as e:
+                raise ApiError(503, f"server busy: {e}, retry later",
+                               {"Retry-After": str(RETRY_AFTER)}) from None
+            result = await asyncio.wrap_future(fut)
+            await still_there()
+            data, media, ext = await anyio.to_thread.run_sync(
+                partial(self.encode, result, src, pair.hole), limiter=self.limiter)
+            del src, pair, result
         return Response(data, media_type=media,
                         headers={"Content-Disposition": f'inline; filename="result{ext}"', **(headers or {})})
 
