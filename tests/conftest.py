@@ -116,6 +116,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_in_thread(app):
+    """Context manager: uvicorn serving the ASGI ``app`` on a free loopback port in a thread of
+    this process (for tests that patch the server's own functions); yields its base URL and
+    stops it at the end."""
+    import contextlib
+    import threading
+    import time
+
+    uvicorn = pytest.importorskip("uvicorn", reason="the 'serve' extra is not installed")
+
+    @contextlib.contextmanager
+    def run():
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                               access_log=False))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            for _ in range(200):
+                if server.started:
+                    break
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(30)
+
+    return run()
+
+
 class ServerProcess:
     """``fastfill serve ARGS`` in a real process on a free loopback port (see :func:`serve_process`)."""
 

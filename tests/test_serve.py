@@ -350,11 +350,8 @@ def test_internal_and_engine_errors_are_json_and_logged(monkeypatch, caplog):
     the traceback with FASTFILL_DEBUG=1. An engine that fails is a 500 naming it. The real app on
     a loopback port, served by uvicorn in a thread."""
     import logging
-    import time
 
-    import uvicorn
-
-    from conftest import free_port
+    from conftest import serve_in_thread
     from fastfill import Inpainter
     from fastfill.files import codecs as fio
     from fastfill.engines import load_engine
@@ -373,19 +370,10 @@ def test_internal_and_engine_errors_are_json_and_logged(monkeypatch, caplog):
 
     engine = Broken()
     app = create_app(Inpainter(engine))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+    with serve_in_thread(app) as base:
         image, mask = scene()
         files = {"image": ("i.png", encode(image)), "mask": ("m.png", mask_png(mask))}
-        url = f"http://127.0.0.1:{port}/api/v1/inpaint/file"
+        url = f"{base}/api/v1/inpaint/file"
         caplog.set_level(logging.INFO, logger="fastfill.serve")
 
         def bug(*a, **k):
@@ -406,9 +394,6 @@ def test_internal_and_engine_errors_are_json_and_logged(monkeypatch, caplog):
         assert "broken failed" in assert_json_error(r, 500) and "device lost" in r.json()["error"]
         engine.fail = False
         assert httpx.post(url, files=files, timeout=60).status_code == 200  # still serving
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_access_log_escapes_control_characters(client, server):

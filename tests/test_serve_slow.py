@@ -150,9 +150,8 @@ def test_decoded_images_held_at_once_stay_within_queue_batch_and_io_threads(monk
     flight (64 against the 22 the memory bound counts). Now at most queue + batch + io-threads
     requests hold one; the rest wait with their bodies, or get 503 when the queue is full."""
     import httpx
-    import uvicorn
 
-    from conftest import free_port
+    from conftest import serve_in_thread
     from fastfill import Inpainter
     from fastfill.serve.app import Server, ServeLimits, create_app
     from fastfill.serve.batcher import Batcher, Busy
@@ -189,19 +188,10 @@ def test_decoded_images_held_at_once_stay_within_queue_batch_and_io_threads(monk
     monkeypatch.setattr(Server, "encode", counted_encode)
     monkeypatch.setattr(Batcher, "submit", counted_submit)
     app = create_app(Inpainter(method="harmonic"), ServeLimits(queue=2, io_threads=1), max_batch=1)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
+    with serve_in_thread(app) as base:
         image, mask = scene(256, 256)
         files = {"image": ("i.png", encode(image)), "mask": ("m.png", mask_png(mask))}
-        url = f"http://127.0.0.1:{port}/api/v1/inpaint/file"
+        url = f"{base}/api/v1/inpaint/file"
         codes = []
 
         def send():
@@ -214,8 +204,5 @@ def test_decoded_images_held_at_once_stay_within_queue_batch_and_io_threads(monk
             t.start()
         for t in burst:
             t.join()
-    finally:
-        server.should_exit = True
-        thread.join(30)
     assert len(codes) == 24 and set(codes) <= {200, 503} and codes.count(200) >= 4, codes
     assert held["peak"] <= 2 + 1 + 1 and held["now"] == 0, held
