@@ -357,6 +357,7 @@ class Server:
         # client gone is known by the time the decode is done)
         await still_there()
         async with self.holding:  # (waiting here holds the body alone)
+            await still_there()  # (gone while it waited: not decoded)
             src, pair = await anyio.to_thread.run_sync(
                 partial(self.decode, image_bytes, mask_bytes, resize_mask, mask_rule, form),
                 limiter=self.limiter)
