@@ -190,7 +190,7 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
     log = log or (lambda s: None)
     t0 = time.perf_counter()
     model, output = Path(model), Path(output)
-    meta, props = _check(model, output, calibration_method, images, size, overwrite)
+    meta, props = _check(model, output, calibration_method, images, size, overwrite, held_out)
     if meta.input_size is not None:
         size = int(meta.input_size[0])
     size = -(-size // meta.multiple) * meta.multiple
@@ -239,7 +239,7 @@ def quantize(model: str | Path, output: str | Path, calibration: str | Path, *, 
 MAX_CALIBRATION_PIXELS = 256_000_000
 
 
-def _check(model: Path, output: Path, method, images, size, overwrite):
+def _check(model: Path, output: Path, method, images, size, overwrite, held_out=None):
     """The arguments, before any work: (ModelMeta, the model's metadata)."""
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -248,6 +248,10 @@ def _check(model: Path, output: Path, method, images, size, overwrite):
     if images * size * size > MAX_CALIBRATION_PIXELS:  # (every crop is held, ~20 bytes a pixel)
         raise InputError(f"--images {images} --size {size}: {images * size * size / 1e6:g} megapixels "
                          f"of calibration crops, over {MAX_CALIBRATION_PIXELS / 1e6:g} (fewer or smaller)")
+    if held_out is not None and held_out * size * size > MAX_CALIBRATION_PIXELS:  # (held as well)
+        raise InputError(f"--held-out {held_out} --size {size}: {held_out * size * size / 1e6:g} "
+                         f"megapixels of held-out crops, over {MAX_CALIBRATION_PIXELS / 1e6:g} "
+                         "(fewer or smaller)")
     if output.suffix.lower() != ".onnx":  # (and so never one of the calibration photos)
         raise InputError(f"{output}: the INT8 model is written as a .onnx file")
     if output.exists() and not overwrite:

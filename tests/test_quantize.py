@@ -120,6 +120,10 @@ def test_cli_quantize_and_its_errors(model, tmp_path):
     code, _, err = invoke("quantize", model, "-o", tmp_path / "big.onnx", "--calibration", cal,
                           "--images", 100000, "--size", 512)
     assert code == 2 and "megapixels of calibration crops" in err
+    # and the held-out crops too (a MemoryError, not a line)
+    code, _, err = invoke("quantize", model, "-o", tmp_path / "big.onnx", "--calibration", cal,
+                          "--images", 1, "--size", 4096, "--held-out", 100000)
+    assert code == 2 and "megapixels of held-out crops" in err and len(err.strip().splitlines()) == 1
     # no calibration images
     empty = tmp_path / "empty"
     empty.mkdir()

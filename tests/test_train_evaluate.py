@@ -1,5 +1,7 @@
 """train.evaluate: metrics against known values, baselines, the table and grid, the CLI command."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -217,3 +219,14 @@ def test_held_out_of_an_exported_model_and_of_a_val_data_run(smooth, tmp_path, m
     keep.write_bytes(b"mine")
     res = CliRunner().invoke(cli, ["evaluate", str(p), "--data", str(smooth), "--grid", str(keep)])
     assert res.exit_code == 2 and "exists (use --overwrite" in res.output and keep.read_bytes() == b"mine"
+
+
+def test_an_onnx_model_named_in_capitals_is_evaluated_as_one(smooth, tmp_path):
+    """`evaluate MODEL.ONNX` was read as a checkpoint ("not a safetensors checkpoint"); run, bench,
+    quantize and export take the suffix in any case."""
+    import shutil
+
+    tiny = Path(__file__).parent / "data" / "tiny_glcic.onnx"
+    shutil.copy(tiny, tmp_path / "MODEL.ONNX")
+    t = evaluate(tmp_path / "MODEL.ONNX", smooth, mask="rect", size=64)
+    assert t["_n"] == 3 and "model" in t

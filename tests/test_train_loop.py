@@ -2,6 +2,7 @@
 sample grids, bad configs, and the `fastfill train` command."""
 
 import json
+import os
 import signal
 import sys
 
@@ -264,3 +265,63 @@ def test_resuming_a_run_with_nothing_left_is_refused_before_anything_is_made(tex
     with pytest.raises(InputError, match=r"is at step 4, and --steps is 3: nothing to run"):
         train(tiny("glcic", textured, tmp_path / "b", steps=3, tc=2, td=1, resume=str(first["checkpoint"])))
     assert not (tmp_path / "b").exists()
+
+
+def test_a_run_folder_is_never_taken_over(textured, tmp_path):
+    """--resume of one run with --out another run's folder replaced that run's checkpoint and cut
+    its log to this one's steps; a folder whose run was stopped before its first save (a log, no
+    checkpoint) was used again, the old log lines left in. Both are refused, the folder as it was;
+    an --out that cannot be a folder is one line, not an internal error."""
+    p = train(tiny("glcic", textured, tmp_path / "p", steps=4, tc=2, td=1))
+    q = train(tiny("glcic", textured, tmp_path / "q", steps=2, tc=2, td=1))
+    before = (tmp_path / "p" / "log.jsonl").read_bytes(), (tmp_path / "p" / "last.safetensors").read_bytes()
+    with pytest.raises(InputError, match=r"holds another run .* than .*q.*last\.safetensors"):
+        train(tiny("glcic", textured, tmp_path / "p", steps=5, tc=2, td=1, resume=str(q["checkpoint"])))
+    assert ((tmp_path / "p" / "log.jsonl").read_bytes(), (tmp_path / "p" / "last.safetensors").read_bytes()) \
+        == before
+    assert p["step"] == 4
+    killed = tmp_path / "k"
+    killed.mkdir()
+    (killed / "log.jsonl").write_text('{"step": 0}\n')
+    with pytest.raises(InputError, match="holds a run's log.jsonl and no checkpoint"):
+        train(tiny("glcic", textured, killed, steps=2, tc=2, td=1))
+    assert (killed / "log.jsonl").read_text() == '{"step": 0}\n'
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot create the folder"):
+        train(tiny("glcic", textured, tmp_path / "file" / "run", steps=2, tc=2, td=1))
+
+
+def test_damaged_checkpoint_metadata_is_one_line(tmp_path):
+    """A .safetensors whose fastfill metadata is not JSON, or lists no models: a JSONDecodeError
+    or KeyError surfaced as an internal error."""
+    from safetensors.torch import save_file
+
+    for name, md in (("text", "not json"), ("nomodels", json.dumps({"format": "fastfill-checkpoint"}))):
+        path = tmp_path / f"{name}.safetensors"
+        save_file({"x": torch.zeros(1)}, str(path), metadata={"fastfill": md})
+        with pytest.raises(InputError, match="damaged fastfill metadata"):
+            read_meta(path)
+
+
+def test_validation_asked_for_with_nothing_held_out_is_refused(textured, tmp_path):
+    """--val-every with no held-out photo (a small set's split holds none) validated nothing,
+    saved no best checkpoint and said nothing."""
+    with pytest.raises(InputError, match=r"--val-every 1: nothing to validate on .*holds none out"):
+        train(tiny("glcic", textured, tmp_path / "r", steps=2, tc=2, td=1, val_every=1, val_fraction=0.0))
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_resumed_run_clears_what_a_kill_while_saving_left(textured, tmp_path):
+    """A run killed while it saved left a checkpoint-sized hidden temporary file (safetensors'
+    own, beside atomic_write's) that no later run removed."""
+    import tempfile
+
+    first = train(tiny("glcic", textured, tmp_path / "r", steps=2, tc=2, td=1))
+    fd, ours = tempfile.mkstemp(prefix=".last.safetensors.", suffix=".tmp", dir=tmp_path / "r")
+    os.close(fd)
+    theirs = tmp_path / "r" / ".tmpJ1JFvM"
+    theirs.write_bytes(b"\0" * 1000)
+    kept = tmp_path / "r" / ".tmp_notes_of_mine.txt"  # (not a temporary file's name: left alone)
+    kept.write_text("x")
+    train(tiny("glcic", textured, tmp_path / "r", steps=3, tc=2, td=1, resume=str(first["checkpoint"])))
+    assert not os.path.exists(ours) and not theirs.exists() and kept.exists()

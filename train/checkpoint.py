@@ -104,9 +104,15 @@ def read_meta(path) -> dict:
         raise InputError(f"{path}: not a safetensors checkpoint ({e})") from e
     if "fastfill" not in md:
         raise InputError(f"{path}: safetensors file without fastfill checkpoint metadata")
-    meta = json.loads(md["fastfill"])
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+    try:
+        meta = json.loads(md["fastfill"])
+    except ValueError as e:
+        raise InputError(f"{path}: damaged fastfill metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise InputError(f"{path}: unknown checkpoint format {got!r}")
+    if not isinstance(meta.get("models"), dict):
+        raise InputError(f"{path}: damaged fastfill metadata (no models listed)")
     return meta
 
 

@@ -180,7 +180,7 @@ def model_fill(path, images, masks):
     ``path`` is a checkpoint (.safetensors, run in PyTorch) or an exported model (.onnx, run by
     the fastfill runtime exactly as users run it). Every masked pixel is hidden from the model
     (mean colour), whatever the model's native hole."""
-    if str(path).endswith(".onnx"):
+    if str(path).lower().endswith(".onnx"):
         from fastfill import Inpainter
         inp = Inpainter(str(path), roi=False)
         meta = inp.engine.meta
@@ -252,7 +252,7 @@ def load_eval_set(data, size, mask_kind, seed=0, limit=None, files=None, crops=1
 def evaluate(model, data, mask=None, size=None, limit=None, seed=0, grid=None, held_out=False, crops=1):
     """Evaluate `model` (checkpoint path) and the baselines on `data`. Returns {method: metrics}."""
     from .kinds import KINDS
-    if str(model).endswith(".onnx"):
+    if str(model).lower().endswith(".onnx"):
         from fastfill.engines.base import read_meta as read_onnx_meta
         meta = {"kind": read_onnx_meta(model).kind, "data": {}}
     else:

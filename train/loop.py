@@ -125,18 +125,32 @@ def train(cfg: TrainConfig, on_step=None) -> dict:
 def _train(cfg: TrainConfig, on_step) -> dict:
     """The loop: set up, then one step per batch (log, samples, validation, checkpoint), then the
     last checkpoint."""
-    if not cfg.resume and (Path(cfg.out) / "last.safetensors").exists():
+    out = Path(cfg.out)
+    last, log_path = out / "last.safetensors", out / "log.jsonl"
+    if not cfg.resume and last.exists():
         # (its checkpoint would be replaced and its log mixed with this run's)
         raise InputError(f"{cfg.out} holds a run (last.safetensors): continue it with --resume "
-                         f"{Path(cfg.out) / 'last.safetensors'}, or choose another --out")
+                         f"{last}, or choose another --out")
+    if not cfg.resume and log_path.exists():  # (a run stopped before its first save)
+        raise InputError(f"{cfg.out} holds a run's log.jsonl and no checkpoint (stopped before its "
+                         "first save): choose another --out, or remove that run")
+    if cfg.resume and last.exists() and last.resolve() != Path(cfg.resume).resolve():
+        # (the resumed run would replace that run's checkpoint and cut its log to this one's)
+        raise InputError(f"{cfg.out} holds another run ({last}) than {cfg.resume}: resume a run "
+                         f"into its own folder, or choose another --out")
     if cfg.resume:  # (before anything is made: a run with nothing left to do)
         at = int(ckpt.read_meta(cfg.resume).get("step", 0))
         if at >= cfg.steps:
             raise InputError(f"{cfg.resume} is at step {at}, and --steps is {cfg.steps}: nothing to "
                              f"run (--steps is the total: raise it past {at} to continue)")
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    run = _Run(cfg, _Data.load(cfg))
+    data = _Data.load(cfg)  # (before the folder is made: a run refused leaves none behind)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out {cfg.out}: cannot create the folder ({e.strerror or e})") from None
+    _sweep(out)
+    run = _Run(cfg, data)
     history, interrupted, done = [], False, max(run.start, cfg.steps)
     bar = tqdm(total=cfg.steps, initial=run.start, disable=not cfg.progress, dynamic_ncols=True,
                desc=f"{cfg.kind} train")
@@ -167,6 +181,20 @@ def _train(cfg: TrainConfig, on_step) -> dict:
     return {"history": history, "checkpoint": path, "interrupted": interrupted, "step": done,
             "best": run.best if run.val_set is not None else None,
             "mean": run.mean, "seconds": elapsed, "steps_per_s": len(history) / elapsed if elapsed else 0.0}
+
+
+def _sweep(out: Path) -> None:
+    """What a run killed while saving left in its folder: the checkpoints' temporary files (ours,
+    and safetensors' own ``.tmpXXXXXX`` beside them: as large as a checkpoint each)."""
+    from fastfill.files.codecs import remove_stale_temps
+
+    remove_stale_temps([out / f"{n}.{ext}" for n in ("last", "best") for ext in ("safetensors", "json")])
+    for p in out.glob(".tmp*"):
+        if len(p.name) == 10 and p.name[4:].isalnum() and p.is_file():  # (tempfile's pattern)
+            try:
+                p.unlink()
+            except OSError:
+                pass
 
 
 def _trim_log(path: Path, start: int) -> None:
@@ -216,6 +244,11 @@ class _Data:
             train_files, val_files = split_files(files, root, cfg.val_fraction)
         if not train_files:
             raise DataError(f"no training images under {root} (found {len(files)}, all held out for validation)")
+        if cfg.val_every and not val_files:  # (it validated nothing, saved no best, said nothing)
+            where = (f"no images under --val-data {cfg.val_data}" if cfg.val_data else
+                     f"--val-fraction {cfg.val_fraction:g} of {len(files)} photos holds none out")
+            raise DataError(f"--val-every {cfg.val_every}: nothing to validate on ({where}); give "
+                            "--val-data, or leave --val-every out")
         ds = ImageFolder(root, cfg.crop, cfg.scale, cfg.flip, cfg.mask, cfg.seed, files=train_files)
         return cls(root, ds, train_files, val_files)
 
