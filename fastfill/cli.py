@@ -490,6 +490,12 @@ def mask_cmd(images, output, text, text_region, text_keep_unread, dilate, overwr
     if not text:
         raise click.UsageError("say what to find: --text")
     out = str(output)
+    from .files.worklist import VIDEO_SUFFIXES
+
+    if os.path.isfile(images) and Path(images).suffix.lower() in VIDEO_SUFFIXES:
+        # (said first: -o x.png then x.mp4 each refused with the other's advice)
+        raise click.UsageError(f"{images}: a video: fastfill mask writes the masks of images "
+                               "(fastfill video --text finds the text of every frame)")
     if (os.path.isfile(images) and Path(out).suffix and Path(out).suffix.lower() != ".png"
             and not out.endswith(("/", os.sep))):
         raise click.UsageError(f"-o {output}: masks are written as PNG: end it with .png, or give a folder")

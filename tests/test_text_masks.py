@@ -362,6 +362,20 @@ def test_mask_command_mirrors_names_and_skips_existing(tmp_path):
     assert code == 0 and single.is_file(), err
 
 
+def test_mask_on_a_video_says_so_whatever_the_output(tmp_path):
+    """`fastfill mask --text clip.mp4 -o x.png` said a video's output is a video file, and
+    `-o x.mp4` that masks are PNG: each sent the user to the other."""
+    pytest.importorskip("av")
+    from conftest import write_clip
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, [np.zeros((32, 48, 3), np.uint8)] * 2, 12, codec="mpeg4", pix_fmt="yuv420p",
+               audio=False)
+    for out in ("x.png", "x.mp4", "masks/"):
+        code, _, err = invoke("mask", "--text", clip, "-o", str(tmp_path / out))
+        assert code == 2 and "a video: fastfill mask writes the masks of images" in err, (out, err)
+
+
 @needs_text
 def test_text_joins_the_file_mask_then_dilate(tmp_path, detector):
     from fastfill.files import codecs

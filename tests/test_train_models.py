@@ -190,3 +190,14 @@ def test_checkpoint_bad_files(tmp_path):
     save_file({"a": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(ValueError, match="fastfill"):
         ckpt.load_checkpoint(tmp_path / "plain.safetensors")
+
+
+def test_resuming_from_a_checkpoint_kept_for_export_says_which_to_resume_from(tmp_path):
+    """best.safetensors keeps the generator alone: --resume from it said only "no optimizer
+    state for 'G'"."""
+    G = ContextEncoder(0.0625)
+    p = ckpt.save_checkpoint(tmp_path / "best", models={"G": G},
+                             meta={"kind": "ce", "mean": [0.5] * 3, "step": 3, "phase": "joint"})
+    opt = torch.optim.Adam(G.parameters())
+    with pytest.raises(InputError, match="not to resume; resume from the run's last.safetensors"):
+        ckpt.restore_training_state(p, {"G": G}, {"G": opt})

@@ -169,8 +169,9 @@ def restore_training_state(path, models: dict, optimizers: dict) -> dict:
         m.load_state_dict(_load_tensors(path, f"model.{role}."), strict=True)
     for role, opt in optimizers.items():
         om = meta["optimizers"].get(role)
-        if om is None:
-            raise InputError(f"{path}: no optimizer state for {role!r}")
+        if om is None:  # (best.safetensors keeps the generator alone, for export)
+            raise InputError(f"{path}: no optimizer state for {role!r}: a checkpoint to export, "
+                             "not to resume; resume from the run's last.safetensors")
         flat = _load_tensors(path, f"optim.{role}.")
         state: dict = {}
         for k, v in flat.items():
