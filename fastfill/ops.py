@@ -20,6 +20,7 @@ copy. Bad arguments raise ``TypeError``/``ValueError`` naming the argument.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 from typing import Optional, Sequence, Tuple
@@ -344,6 +345,7 @@ _MATRICES = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 7: (0.212, 0.087), 9: (0.2627
 _BT601 = (0.299, 0.114)
 
 
+@functools.lru_cache(maxsize=64)  # (asked for every box of every frame converted)
 def yuv_coefficients(colorspace: int | None, full_range: bool) -> tuple[int, ...]:
     """The 16.16 fixed-point coefficients of :func:`yuv_to_rgb` for a colour matrix
     (``colorspace``: FFmpeg's number, as ``VideoFrame.colorspace`` gives it; unknown or None:

@@ -352,11 +352,11 @@ class _Transcode:
             # outside the hole: _over_hole)
             self.yuv = vout.pix_fmt if yuv_layout(vout.pix_fmt) is not None else None
             copied = []
+            kind = out_c.format.name.split(",")[0]
             for s in self.inp_c.streams:
                 if s is self.vin:
                     continue
                 cover = _is_cover(s)
-                kind = out_c.format.name.split(",")[0]
                 if (cover or s.type == "attachment") and kind == "matroska":
                     # (a font an ASS subtitle track names, a cover: Matroska attachments)
                     why = _attach(av, out_c, self.inp_c.name, s)
@@ -488,10 +488,10 @@ class _Transcode:
             for frame in packet.decode():
                 if i == 0:  # (before the encoder sees a frame, as the muxer needs it)
                     _carry_display_matrix(frame, self.vout)
-                    for why in _not_carried(frame, self.vout):
+                    for why in _carry_frame_data(frame, self.vout):
                         print(f"warning: {self.inp_c.name}: {why}", file=sys.stderr)
                     if self.masks.text is not None:  # (text is looked for as the clip is seen)
-                        self.masks.text.turns = int(round((frame.rotation or 0) / 90)) % 4
+                        self.masks.text.turns = _quarter_turns(frame)
                 if (frame.width, frame.height) != size:  # (masks, windows, the encoder: one size)
                     raise BadVideo(f"{self.inp_c.name}: the frame size changes at frame {i} "
                                    f"({size[0]}x{size[1]} to {frame.width}x{frame.height}): "
@@ -829,10 +829,11 @@ def _hdr10_x265(side: dict) -> str:
     return ":".join(params)
 
 
-def _not_carried(frame, vout=None) -> list[str]:
-    """What a clip's first frame says that the output cannot keep (the frames written are new
-    ones, and PyAV can neither mark them interlaced nor give them side data), one line each.
-    HDR10's static metadata goes to an x265 output (``vout``) as its parameters: its SEI."""
+def _carry_frame_data(frame, vout=None) -> list[str]:
+    """What a clip's first frame says, carried to the output where it can be: HDR10's static
+    metadata to an x265 output (``vout``) as its parameters (its SEI). Returns what cannot be
+    (the frames written are new ones, and PyAV can neither mark them interlaced nor give them
+    side data), one line each."""
     out = []
     if frame.interlaced_frame:
         out.append("interlaced frames: the output is written as progressive frames (the fill and "
@@ -853,6 +854,11 @@ def _not_carried(frame, vout=None) -> list[str]:
     return out
 
 
+def _quarter_turns(frame) -> int:
+    """Quarter turns (np.rot90's) from a stored frame to the frame as displayed."""
+    return int(round((frame.rotation or 0) / 90)) % 4
+
+
 def _display_turns(av, src: Path) -> tuple[int, bool]:
     """Quarter turns (np.rot90's) from the clip's stored frames to the frames as displayed (a
     phone's display matrix), read from its first frame, and whether the matrix mirrors them
@@ -865,7 +871,7 @@ def _display_turns(av, src: Path) -> tuple[int, bool]:
             for frame in c.decode(vin):
                 m = _display_matrix(frame)
                 mirrored = m is not None and m[0] * m[4] - m[1] * m[3] < 0
-                return int(round((frame.rotation or 0) / 90)) % 4, mirrored
+                return _quarter_turns(frame), mirrored
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
         pass
     return 0, False
@@ -918,6 +924,7 @@ def video_is_whole(path: str | Path) -> bool:
             vin, read = _main_video(inp_c), _Read()
             if vin is None:
                 return False
+            _check_boxes(inp_c)
             for packet in inp_c.demux():
                 if packet.size:
                     read.note(packet, packet.stream is vin)
@@ -969,7 +976,6 @@ def _check_whole(inp_c, vin, read: _Read, estimated: bool = False) -> None:
       (or ``_SHORT_SHARE`` of it) before the duration its header declares, counted from the
       file's start or from 0 (a segment of a longer recording declares where it ends); not when
       that duration was estimated from the bit rate (``estimated``: a file written to a pipe)."""
-    _check_boxes(inp_c)
     listed = vin.frames or 0
     if listed:
         if read.video_packets >= listed:
